@@ -47,10 +47,7 @@ impl Labels {
 
     /// The value of `name`, if present.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .binary_search_by(|label| label.name.as_str().cmp(name))
-            .ok()
-            .map(|index| self.0[index].value.as_str())
+        self.0.binary_search_by(|label| label.name.as_str().cmp(name)).ok().map(|index| self.0[index].value.as_str())
     }
 
     /// The metric name (`__name__`), if present.
@@ -183,10 +180,7 @@ impl LabelsBuilder {
 
     /// The current value of `name`, if set and non-empty.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.labels
-            .iter()
-            .find(|label| label.name == name && !label.value.is_empty())
-            .map(|label| label.value.as_str())
+        self.labels.iter().find(|label| label.name == name && !label.value.is_empty()).map(|label| label.value.as_str())
     }
 
     /// Finishes the set: drops empty values and sorts by name.

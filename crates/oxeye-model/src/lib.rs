@@ -21,13 +21,12 @@
 //! assert_eq!(labels.to_string(), r#"django_http_requests_total{method="GET"}"#);
 //! ```
 
+pub mod duration;
 mod labels;
 mod matcher;
 mod sample;
 pub mod storage;
 
-pub use labels::{
-    is_valid_label_name, is_valid_legacy_metric_name, Label, Labels, LabelsBuilder, METRIC_NAME_LABEL,
-};
+pub use labels::{Label, Labels, LabelsBuilder, METRIC_NAME_LABEL, is_valid_label_name, is_valid_legacy_metric_name};
 pub use matcher::{MatchOp, Matcher, MatcherError};
-pub use sample::{is_stale_nan, Exemplar, MetricMetadata, MetricType, Sample, STALE_NAN, STALE_NAN_BITS};
+pub use sample::{Exemplar, MetricMetadata, MetricType, STALE_NAN, STALE_NAN_BITS, Sample, is_stale_nan};

@@ -26,7 +26,9 @@ pub enum ErrorKind {
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum StorageError {
     /// The sample is older than the newest sample of its series (Prometheus `ErrOutOfOrderSample`).
-    #[error("out of order sample for series {series} at timestamp {timestamp_ms} ms (newest is {newest_timestamp_ms} ms)")]
+    #[error(
+        "out of order sample for series {series} at timestamp {timestamp_ms} ms (newest is {newest_timestamp_ms} ms)"
+    )]
     OutOfOrderSample {
         /// The series, in text form.
         series: String,
@@ -37,7 +39,9 @@ pub enum StorageError {
     },
     /// The sample is older than the store accepts (before the head's window or retention), Prometheus
     /// `ErrOutOfBounds`.
-    #[error("out of bounds: sample for series {series} at timestamp {timestamp_ms} ms is before the minimum accepted {min_valid_timestamp_ms} ms")]
+    #[error(
+        "out of bounds: sample for series {series} at timestamp {timestamp_ms} ms is before the minimum accepted {min_valid_timestamp_ms} ms"
+    )]
     OutOfBounds {
         /// The series, in text form.
         series: String,
