@@ -1,0 +1,1 @@
+//! The oxeye metrics store (in progress).
