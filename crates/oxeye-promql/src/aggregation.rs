@@ -1,0 +1,408 @@
+//! Aggregation operators (`sum`, `avg`, `min`, `max`, `count`, `group`, `stddev`, `stdvar`, `topk`,
+//! `bottomk`, `quantile`, `count_values`, `limitk`, `limit_ratio`) with `by`/`without`, as Prometheus'
+//! `aggregation` and `aggregationK` in `promql/engine.go`.
+
+use std::collections::HashMap;
+
+use oxeye_model::{Labels, LabelsBuilder, METRIC_NAME_LABEL};
+use promql_parser::parser::{AggregateExpr, LabelModifier};
+
+use crate::engine::{Evaluated, Evaluator, Grid, StepSeries, by_step};
+use crate::error::{QueryError, execution};
+use crate::functions::{kahan_add, quantile_of};
+use crate::value::format_float;
+
+pub(crate) fn eval_aggregate(
+    evaluator: &mut Evaluator<'_>,
+    aggregate: &AggregateExpr,
+    grid: &Grid,
+) -> Result<Evaluated, QueryError> {
+    let op = aggregate.op.to_string();
+    let steps = grid.steps();
+    let mut string_param: Option<String> = None;
+    let mut scalar_param: Option<Vec<f64>> = None;
+    if let Some(param) = &aggregate.param {
+        match evaluator.eval(param, grid)? {
+            Evaluated::Scalar(values) => scalar_param = Some(values),
+            Evaluated::String(text) => string_param = Some(text),
+            _ => return Err(execution(format!("invalid parameter for aggregation {op}"))),
+        }
+    }
+    let input = evaluator.eval_vector(&aggregate.expr, grid)?;
+    let grouping = Grouping::new(aggregate.modifier.as_ref());
+    match op.as_str() {
+        "topk" | "bottomk" | "limitk" | "limit_ratio" => {
+            let params = scalar_param.ok_or_else(|| execution(format!("{op} needs a parameter")))?;
+            Ok(Evaluated::Vector(aggregate_k(evaluator, &op, input, &params, &grouping, steps)?))
+        }
+        "count_values" => {
+            let label = string_param.ok_or_else(|| execution("count_values needs a label name"))?;
+            if !is_valid_label_name_strict(&label) {
+                return Err(execution(format!("invalid label name {label:?}")));
+            }
+            Ok(Evaluated::Vector(count_values(&label, input, &grouping, steps)))
+        }
+        _ => {
+            let params = scalar_param.unwrap_or_default();
+            Ok(Evaluated::Vector(aggregate_simple(evaluator, &op, input, &params, &grouping, steps)?))
+        }
+    }
+}
+
+fn is_valid_label_name_strict(name: &str) -> bool {
+    !name.is_empty() && std::str::from_utf8(name.as_bytes()).is_ok()
+}
+
+/// `by(labels)` or `without(labels)`; no modifier groups everything together.
+struct Grouping {
+    by: bool,
+    names: Vec<String>,
+}
+
+impl Grouping {
+    fn new(modifier: Option<&LabelModifier>) -> Self {
+        match modifier {
+            Some(LabelModifier::Include(labels)) => Grouping { by: true, names: labels.labels.clone() },
+            Some(LabelModifier::Exclude(labels)) => Grouping { by: false, names: labels.labels.clone() },
+            None => Grouping { by: true, names: Vec::new() },
+        }
+    }
+
+    fn group_labels(&self, labels: &Labels) -> Labels {
+        let kept = labels
+            .iter()
+            .filter(|label| {
+                if self.by {
+                    self.names.iter().any(|name| name == &label.name)
+                } else {
+                    label.name != METRIC_NAME_LABEL && !self.names.iter().any(|name| name == &label.name)
+                }
+            })
+            .cloned()
+            .collect();
+        Labels::from_sorted(kept)
+    }
+
+    /// Group index per input series, and the groups' labels in first-seen order.
+    fn assign(&self, input: &[StepSeries]) -> (Vec<u32>, Vec<Labels>) {
+        let mut index_of: HashMap<Labels, u32> = HashMap::new();
+        let mut groups: Vec<Labels> = Vec::new();
+        let assignment = input
+            .iter()
+            .map(|series| {
+                let labels = self.group_labels(&series.labels);
+                *index_of.entry(labels.clone()).or_insert_with(|| {
+                    groups.push(labels);
+                    (groups.len() - 1) as u32
+                })
+            })
+            .collect();
+        (assignment, groups)
+    }
+}
+
+/// Running state of one group at one step.
+#[derive(Clone, Copy, Default)]
+struct Accumulator {
+    seen: bool,
+    count: f64,
+    value: f64,
+    compensation: f64,
+    mean: f64,
+    incremental_mean: bool,
+}
+
+fn aggregate_simple(
+    evaluator: &mut Evaluator<'_>,
+    op: &str,
+    input: Vec<StepSeries>,
+    params: &[f64],
+    grouping: &Grouping,
+    steps: usize,
+) -> Result<Vec<StepSeries>, QueryError> {
+    let (assignment, groups) = grouping.assign(&input);
+    let per_step = by_step(&input, steps);
+    let mut output: Vec<StepSeries> =
+        groups.into_iter().map(|labels| StepSeries { labels, points: Vec::new() }).collect();
+    let mut accumulators = vec![Accumulator::default(); output.len()];
+    let mut quantile_values: Vec<Vec<f64>> = vec![Vec::new(); if op == "quantile" { output.len() } else { 0 }];
+    for (step, samples) in per_step.iter().enumerate() {
+        if samples.is_empty() {
+            continue;
+        }
+        evaluator.check_deadline()?;
+        let mut touched: Vec<u32> = Vec::new();
+        for (series, value) in samples {
+            let group = assignment[*series as usize];
+            let accumulator = &mut accumulators[group as usize];
+            let value = *value;
+            if !accumulator.seen {
+                touched.push(group);
+                *accumulator = Accumulator { seen: true, count: 1.0, value, ..Accumulator::default() };
+                match op {
+                    "stddev" | "stdvar" => {
+                        accumulator.value = 0.0;
+                        accumulator.mean = value;
+                    }
+                    "quantile" => quantile_values[group as usize].push(value),
+                    _ => {}
+                }
+                continue;
+            }
+            accumulator.count += 1.0;
+            match op {
+                "sum" => {
+                    (accumulator.value, accumulator.compensation) =
+                        kahan_add(value, accumulator.value, accumulator.compensation)
+                }
+                "avg" => {
+                    if !accumulator.incremental_mean {
+                        let (sum, compensation) = kahan_add(value, accumulator.value, accumulator.compensation);
+                        if !sum.is_infinite() {
+                            accumulator.value = sum;
+                            accumulator.compensation = compensation;
+                            continue;
+                        }
+                        // The sum overflowed: switch to an incremental mean.
+                        accumulator.incremental_mean = true;
+                        accumulator.mean = accumulator.value / (accumulator.count - 1.0);
+                        accumulator.compensation /= accumulator.count - 1.0;
+                    }
+                    let ratio = (accumulator.count - 1.0) / accumulator.count;
+                    (accumulator.mean, accumulator.compensation) = kahan_add(
+                        value / accumulator.count,
+                        ratio * accumulator.mean,
+                        ratio * accumulator.compensation,
+                    );
+                }
+                "min" => {
+                    if accumulator.value > value || accumulator.value.is_nan() {
+                        accumulator.value = value;
+                    }
+                }
+                "max" => {
+                    if accumulator.value < value || accumulator.value.is_nan() {
+                        accumulator.value = value;
+                    }
+                }
+                "count" | "group" => {}
+                "stddev" | "stdvar" => {
+                    let delta = value - accumulator.mean;
+                    accumulator.mean += delta / accumulator.count;
+                    accumulator.value += delta * (value - accumulator.mean);
+                }
+                "quantile" => quantile_values[group as usize].push(value),
+                other => return Err(execution(format!("unsupported aggregation {other}"))),
+            }
+        }
+        for group in touched {
+            let accumulator = &mut accumulators[group as usize];
+            let value = match op {
+                "sum" => accumulator.value + accumulator.compensation,
+                "avg" => {
+                    if accumulator.incremental_mean {
+                        accumulator.mean + accumulator.compensation
+                    } else {
+                        accumulator.value / accumulator.count + accumulator.compensation / accumulator.count
+                    }
+                }
+                "count" => accumulator.count,
+                "group" => 1.0,
+                "min" | "max" => accumulator.value,
+                "stdvar" => accumulator.value / accumulator.count,
+                "stddev" => (accumulator.value / accumulator.count).sqrt(),
+                "quantile" => {
+                    let phi = params.get(step).copied().unwrap_or(f64::NAN);
+                    let values = std::mem::take(&mut quantile_values[group as usize]);
+                    quantile_of(phi, values)
+                }
+                _ => accumulator.value,
+            };
+            *accumulator = Accumulator::default();
+            output[group as usize].points.push((step as u32, value));
+        }
+    }
+    if op == "quantile" {
+        if let Some(phi) = params.iter().find(|phi| phi.is_nan() || **phi < 0.0 || **phi > 1.0) {
+            evaluator
+                .warn(format!("PromQL warning: quantile value should be between 0 and 1, got {}", format_float(*phi)));
+        }
+    }
+    Ok(output.into_iter().filter(|series| !series.points.is_empty()).collect())
+}
+
+fn count_values(label: &str, input: Vec<StepSeries>, grouping: &Grouping, steps: usize) -> Vec<StepSeries> {
+    let per_step = by_step(&input, steps);
+    let group_labels: Vec<Labels> = input.iter().map(|series| grouping.group_labels(&series.labels)).collect();
+    let mut index_of: HashMap<Labels, usize> = HashMap::new();
+    let mut output: Vec<StepSeries> = Vec::new();
+    for (step, samples) in per_step.iter().enumerate() {
+        let mut counts: Vec<(usize, f64)> = Vec::new();
+        for (series, value) in samples {
+            let mut builder: LabelsBuilder = group_labels[*series as usize].to_builder();
+            builder.set(label.to_string(), format_float(*value));
+            let labels = builder.build();
+            let slot = *index_of.entry(labels.clone()).or_insert_with(|| {
+                output.push(StepSeries { labels, points: Vec::new() });
+                output.len() - 1
+            });
+            match counts.iter_mut().find(|(existing, _)| *existing == slot) {
+                Some((_, count)) => *count += 1.0,
+                None => counts.push((slot, 1.0)),
+            }
+        }
+        for (slot, count) in counts {
+            output[slot].points.push((step as u32, count));
+        }
+    }
+    output
+}
+
+/// `topk`, `bottomk`, `limitk` and `limit_ratio`: these keep the input series' labels.
+fn aggregate_k(
+    evaluator: &mut Evaluator<'_>,
+    op: &str,
+    input: Vec<StepSeries>,
+    params: &[f64],
+    grouping: &Grouping,
+    steps: usize,
+) -> Result<Vec<StepSeries>, QueryError> {
+    let (assignment, groups) = grouping.assign(&input);
+    let per_step = by_step(&input, steps);
+    let mut selected_points: Vec<Vec<(u32, f64)>> = vec![Vec::new(); input.len()];
+    // Per step, the order in which series are output (matters for instant queries).
+    let mut order: Vec<u32> = Vec::new();
+    let ratio_offsets: Vec<f64> = if op == "limit_ratio" {
+        input.iter().map(|series| ratio_offset(&series.labels)).collect()
+    } else {
+        Vec::new()
+    };
+    for (step, samples) in per_step.iter().enumerate() {
+        if samples.is_empty() {
+            continue;
+        }
+        let param = params.get(step).copied().unwrap_or(f64::NAN);
+        if op == "limit_ratio" {
+            if param.is_nan() {
+                return Err(execution("Ratio value is NaN"));
+            }
+            let ratio = if param < -1.0 || param > 1.0 {
+                evaluator.warn(format!(
+                    "PromQL warning: ratio value should be between -1 and 1, got {}, capping to {}",
+                    format_float(param),
+                    if param < -1.0 { "-1" } else { "1" }
+                ));
+                param.clamp(-1.0, 1.0)
+            } else {
+                param
+            };
+            for (series, value) in samples {
+                let offset = ratio_offsets[*series as usize];
+                let keep = (ratio >= 0.0 && offset < ratio) || (ratio < 0.0 && offset >= 1.0 + ratio);
+                if keep {
+                    selected_points[*series as usize].push((step as u32, *value));
+                    if step == 0 {
+                        order.push(*series);
+                    }
+                }
+            }
+            continue;
+        }
+        if param.is_nan() {
+            return Err(execution("Parameter value is NaN"));
+        }
+        if param > i64::MAX as f64 || param < i64::MIN as f64 {
+            return Err(execution(format!("Scalar value {} overflows int64", format_float(param))));
+        }
+        let k = param as i64;
+        if k < 1 {
+            continue;
+        }
+        let k = k as usize;
+        let mut per_group: Vec<Vec<(u32, f64)>> = vec![Vec::new(); groups.len()];
+        for (series, value) in samples {
+            per_group[assignment[*series as usize] as usize].push((*series, *value));
+        }
+        for members in per_group {
+            let chosen: Vec<(u32, f64)> = match op {
+                "limitk" => members.into_iter().take(k).collect(),
+                "topk" | "bottomk" => {
+                    let mut sorted = members;
+                    let top = op == "topk";
+                    sorted.sort_by(|left, right| {
+                        let ordering = compare_for_k(left.1, right.1, top);
+                        ordering.then_with(|| left.0.cmp(&right.0))
+                    });
+                    sorted.truncate(k);
+                    sorted
+                }
+                other => return Err(execution(format!("unsupported aggregation {other}"))),
+            };
+            for (series, value) in chosen {
+                selected_points[series as usize].push((step as u32, value));
+                if steps == 1 {
+                    order.push(series);
+                }
+            }
+        }
+    }
+    let mut input_labels: Vec<Option<Labels>> = input.into_iter().map(|series| Some(series.labels)).collect();
+    let mut output = Vec::new();
+    if steps == 1 {
+        for series in order {
+            if let Some(labels) = input_labels[series as usize].take() {
+                let points = std::mem::take(&mut selected_points[series as usize]);
+                output.push(StepSeries { labels, points });
+            }
+        }
+    } else {
+        for (series, points) in selected_points.into_iter().enumerate() {
+            if points.is_empty() {
+                continue;
+            }
+            if let Some(labels) = input_labels[series].take() {
+                output.push(StepSeries { labels, points });
+            }
+        }
+    }
+    Ok(output)
+}
+
+/// Ordering for topk (largest first) or bottomk (smallest first); NaN always sorts last.
+fn compare_for_k(left: f64, right: f64, top: bool) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
+    match (left.is_nan(), right.is_nan()) {
+        (true, true) => Ordering::Equal,
+        (true, false) => Ordering::Greater,
+        (false, true) => Ordering::Less,
+        (false, false) => {
+            let ordering = left.partial_cmp(&right).unwrap_or(Ordering::Equal);
+            if top { ordering.reverse() } else { ordering }
+        }
+    }
+}
+
+/// A series' position in `[0, 1)` for `limit_ratio`, from a hash of its labels: stable across queries.
+fn ratio_offset(labels: &Labels) -> f64 {
+    labels.stable_hash() as f64 / u64::MAX as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topk_ordering_puts_nan_last() {
+        let mut values = vec![1.0, f64::NAN, 3.0];
+        values.sort_by(|left, right| compare_for_k(*left, *right, true));
+        assert_eq!(values[..2], [3.0, 1.0]);
+        assert!(values[2].is_nan());
+    }
+
+    #[test]
+    fn grouping_without_drops_name() {
+        let grouping = Grouping { by: false, names: vec!["instance".into()] };
+        let labels = Labels::from_pairs([("__name__", "up"), ("job", "a"), ("instance", "x")]);
+        assert_eq!(grouping.group_labels(&labels), Labels::from_pairs([("job", "a")]));
+    }
+}

@@ -1,0 +1,646 @@
+//! The engine: parses a query, evaluates it over a [`Querier`] on a grid of steps, and shapes the result.
+//!
+//! Evaluation follows Prometheus' `promql/engine.go`: every expression is evaluated for all steps of the
+//! query at once. Selectors read their series once for the whole time range and walk them with cursors;
+//! binary operators and aggregations then work step by step on the evaluated operands.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use oxeye_model::storage::Querier;
+use oxeye_model::{Labels, MatchOp, Matcher, Sample, is_stale_nan};
+use promql_parser::label::MatchOp as ParserMatchOp;
+use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
+
+use crate::error::{QueryError, execution};
+use crate::value::{QueryResult, RangeSeries, Value, VectorSample};
+
+/// Resolution of subqueries written without a step (`foo[1h:]`), as Prometheus' default global
+/// evaluation interval.
+pub const DEFAULT_SUBQUERY_STEP_MS: i64 = 60_000;
+
+/// The most points per series a range query may return, as Prometheus' HTTP API enforces.
+pub const MAX_POINTS_PER_SERIES: i64 = 11_000;
+
+/// Engine settings, with Prometheus' defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineOptions {
+    /// How far back an instant selector looks for the latest sample, in milliseconds (default 5 minutes,
+    /// Prometheus `--query.lookback-delta`).
+    pub lookback_delta_ms: i64,
+    /// The most samples a query may hold in memory at once (default 50,000,000, Prometheus
+    /// `--query.max-samples`).
+    pub max_samples: usize,
+    /// The longest a query may run (default 2 minutes, Prometheus `--query.timeout`).
+    pub timeout: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { lookback_delta_ms: 300_000, max_samples: 50_000_000, timeout: Duration::from_secs(120) }
+    }
+}
+
+/// The PromQL engine. Stateless apart from its options; one engine serves any number of queries.
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    options: EngineOptions,
+}
+
+impl Engine {
+    /// An engine with `options`.
+    pub fn new(options: EngineOptions) -> Self {
+        Engine { options }
+    }
+
+    /// The engine's options.
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
+    /// Evaluates `query` at `time_ms` (milliseconds since the epoch), as Prometheus' `/api/v1/query`.
+    ///
+    /// Instant vectors carry `time_ms` as their timestamp; range selectors and subqueries return a
+    /// [`Value::Matrix`] of raw samples.
+    ///
+    /// # Errors
+    /// [`QueryError::Parse`] for invalid PromQL, [`QueryError::Execution`] when evaluation fails,
+    /// [`QueryError::Timeout`], [`QueryError::TooManySamples`], [`QueryError::Storage`].
+    pub fn instant_query(&self, querier: &dyn Querier, query: &str, time_ms: i64) -> Result<QueryResult, QueryError> {
+        let expr = parse_query(query)?;
+        let mut evaluator = Evaluator::new(querier, &self.options, time_ms, time_ms);
+        let grid = Grid { start_ms: time_ms, end_ms: time_ms, step_ms: 1 };
+        let evaluated = evaluator.eval(&expr, &grid)?;
+        let value = match evaluated {
+            Evaluated::Scalar(values) => {
+                Value::Scalar { timestamp_ms: time_ms, value: values.first().copied().unwrap_or(f64::NAN) }
+            }
+            Evaluated::String(value) => Value::String { timestamp_ms: time_ms, value },
+            Evaluated::Vector(series) => Value::Vector(
+                series
+                    .into_iter()
+                    .filter_map(|series| {
+                        let value = series.points.first()?.1;
+                        Some(VectorSample { labels: series.labels, timestamp_ms: time_ms, value })
+                    })
+                    .collect(),
+            ),
+            Evaluated::Matrix(series) => Value::Matrix(
+                series
+                    .into_iter()
+                    .filter(|series| !series.samples.is_empty())
+                    .map(|series| RangeSeries { labels: series.labels, samples: series.samples })
+                    .collect(),
+            ),
+        };
+        Ok(evaluator.finish(value))
+    }
+
+    /// Evaluates `query` at every step from `start_ms` to `end_ms` inclusive, `step_ms` apart, as
+    /// Prometheus' `/api/v1/query_range`. The result is always a [`Value::Matrix`] sorted by labels
+    /// (a scalar becomes one series without labels).
+    ///
+    /// # Errors
+    /// [`QueryError::BadParameter`] when `step_ms <= 0`, `end_ms < start_ms` or the range has more than
+    /// 11,000 steps; [`QueryError::Execution`] when the expression is a string or range vector; otherwise
+    /// as [`Engine::instant_query`].
+    pub fn range_query(
+        &self,
+        querier: &dyn Querier,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<QueryResult, QueryError> {
+        if step_ms <= 0 {
+            return Err(QueryError::BadParameter(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
+        }
+        if end_ms < start_ms {
+            return Err(QueryError::BadParameter("end timestamp must not be before start time".into()));
+        }
+        if (end_ms - start_ms) / step_ms > MAX_POINTS_PER_SERIES {
+            return Err(QueryError::BadParameter(
+                "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"
+                    .into(),
+            ));
+        }
+        let expr = parse_query(query)?;
+        match expr.value_type() {
+            parser::value::ValueType::Vector | parser::value::ValueType::Scalar => {}
+            other => {
+                let name = if other == parser::value::ValueType::String { "string" } else { "range vector" };
+                return Err(execution(format!(
+                    "invalid expression type \"{name}\" for range query, must be Scalar or instant Vector"
+                )));
+            }
+        }
+        let mut evaluator = Evaluator::new(querier, &self.options, start_ms, end_ms);
+        let grid = Grid { start_ms, end_ms, step_ms };
+        let evaluated = evaluator.eval(&expr, &grid)?;
+        let mut matrix = match evaluated {
+            Evaluated::Scalar(values) => vec![RangeSeries {
+                labels: Labels::empty(),
+                samples: values
+                    .iter()
+                    .enumerate()
+                    .map(|(step, value)| Sample { timestamp_ms: grid.timestamp(step), value: *value })
+                    .collect(),
+            }],
+            Evaluated::Vector(series) => series
+                .into_iter()
+                .filter(|series| !series.points.is_empty())
+                .map(|series| RangeSeries {
+                    labels: series.labels,
+                    samples: series
+                        .points
+                        .iter()
+                        .map(|(step, value)| Sample { timestamp_ms: grid.timestamp(*step as usize), value: *value })
+                        .collect(),
+                })
+                .collect(),
+            Evaluated::String(_) | Evaluated::Matrix(_) => {
+                return Err(execution("invalid expression type for range query, must be Scalar or instant Vector"));
+            }
+        };
+        matrix.sort_by(|left, right| left.labels.cmp(&right.labels));
+        Ok(evaluator.finish(Value::Matrix(matrix)))
+    }
+}
+
+/// Parses a query with promql-parser and turns its error into Prometheus' `line:column: parse error:` form.
+fn parse_query(query: &str) -> Result<Expr, QueryError> {
+    parser::parse(query).map_err(|message| parse_error(query, message))
+}
+
+fn parse_error(query: &str, message: String) -> QueryError {
+    // promql-parser reports no positions; Prometheus points at the offending token. We report the end of
+    // the input for "unexpected end of input" and the start otherwise.
+    let lower = message.to_lowercase();
+    let (line, column) = if lower.contains("end of input") || lower.contains("eof") {
+        let line = query.lines().count().max(1);
+        let column = query.lines().last().map(|text| text.chars().count() + 1).unwrap_or(1);
+        (line, column)
+    } else {
+        (1, 1)
+    };
+    QueryError::Parse { line, column, message }
+}
+
+/// The evaluation time grid: steps `start_ms, start_ms + step_ms, ..., end_ms`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Grid {
+    pub start_ms: i64,
+    pub end_ms: i64,
+    pub step_ms: i64,
+}
+
+impl Grid {
+    pub fn steps(&self) -> usize {
+        ((self.end_ms - self.start_ms) / self.step_ms + 1).max(0) as usize
+    }
+    pub fn timestamp(&self, step: usize) -> i64 {
+        self.start_ms + step as i64 * self.step_ms
+    }
+}
+
+/// One series of an instant vector evaluated over the grid: `(step index, value)` points, ascending.
+#[derive(Debug, Clone)]
+pub(crate) struct StepSeries {
+    pub labels: Labels,
+    pub points: Vec<(u32, f64)>,
+}
+
+/// One series of a range vector: raw samples, stale markers removed.
+#[derive(Debug, Clone)]
+pub(crate) struct RawSeries {
+    pub labels: Labels,
+    pub samples: Vec<Sample>,
+}
+
+/// A node's value over the whole grid.
+#[derive(Debug)]
+pub(crate) enum Evaluated {
+    /// One value per step.
+    Scalar(Vec<f64>),
+    String(String),
+    Vector(Vec<StepSeries>),
+    /// Only produced for instant queries (a grid of one step).
+    Matrix(Vec<RawSeries>),
+}
+
+/// A range-vector argument prepared for windowed functions: series, the window length, and for each grid
+/// step the window's end (the evaluation time after `@` and `offset`).
+pub(crate) struct RangeInput {
+    pub series: Vec<RawSeries>,
+    pub range_ms: i64,
+    pub window_ends: Vec<i64>,
+}
+
+pub(crate) struct Evaluator<'a> {
+    querier: &'a dyn Querier,
+    pub options: &'a EngineOptions,
+    deadline: Instant,
+    query_start_ms: i64,
+    query_end_ms: i64,
+    samples_held: usize,
+    pub warnings: Vec<String>,
+    pub infos: Vec<String>,
+}
+
+impl<'a> Evaluator<'a> {
+    fn new(querier: &'a dyn Querier, options: &'a EngineOptions, query_start_ms: i64, query_end_ms: i64) -> Self {
+        Evaluator {
+            querier,
+            options,
+            deadline: Instant::now() + options.timeout,
+            query_start_ms,
+            query_end_ms,
+            samples_held: 0,
+            warnings: Vec::new(),
+            infos: Vec::new(),
+        }
+    }
+
+    fn finish(self, value: Value) -> QueryResult {
+        QueryResult { value, warnings: self.warnings, infos: self.infos }
+    }
+
+    pub fn warn(&mut self, message: String) {
+        if !self.warnings.contains(&message) {
+            self.warnings.push(message);
+        }
+    }
+
+    pub fn info(&mut self, message: String) {
+        if !self.infos.contains(&message) {
+            self.infos.push(message);
+        }
+    }
+
+    pub fn check_deadline(&self) -> Result<(), QueryError> {
+        if Instant::now() > self.deadline { Err(QueryError::Timeout("expression evaluation")) } else { Ok(()) }
+    }
+
+    /// Counts `count` more samples as held in memory; fails past the limit.
+    pub fn hold_samples(&mut self, count: usize) -> Result<(), QueryError> {
+        self.samples_held = self.samples_held.saturating_add(count);
+        if self.samples_held > self.options.max_samples {
+            return Err(QueryError::TooManySamples("query execution"));
+        }
+        Ok(())
+    }
+
+    /// Releases `count` samples counted by [`Evaluator::hold_samples`].
+    pub fn release_samples(&mut self, count: usize) {
+        self.samples_held = self.samples_held.saturating_sub(count);
+    }
+
+    pub fn eval(&mut self, expr: &Expr, grid: &Grid) -> Result<Evaluated, QueryError> {
+        self.check_deadline()?;
+        match expr {
+            Expr::NumberLiteral(number) => Ok(Evaluated::Scalar(vec![number.val; grid.steps()])),
+            Expr::StringLiteral(string) => Ok(Evaluated::String(string.val.clone())),
+            Expr::Paren(paren) => self.eval(&paren.expr, grid),
+            Expr::Unary(unary) => match self.eval(&unary.expr, grid)? {
+                Evaluated::Scalar(values) => Ok(Evaluated::Scalar(values.into_iter().map(|value| -value).collect())),
+                Evaluated::Vector(series) => {
+                    let negated = series
+                        .into_iter()
+                        .map(|series| StepSeries {
+                            labels: series.labels.without_metric_name(),
+                            points: series.points.into_iter().map(|(step, value)| (step, -value)).collect(),
+                        })
+                        .collect();
+                    Ok(Evaluated::Vector(merge_same_labels(negated)?))
+                }
+                _ => Err(execution("unary expression only allowed on expressions of type scalar or vector")),
+            },
+            Expr::VectorSelector(selector) => {
+                let series = self.eval_vector_selector(selector, grid, false)?;
+                Ok(Evaluated::Vector(series))
+            }
+            Expr::MatrixSelector(_) | Expr::Subquery(_) => {
+                let input = self.eval_range_input(expr, grid)?;
+                // A range vector is only a result of its own in instant queries: the samples of the one
+                // window.
+                let window_end = input.window_ends.first().copied().unwrap_or(grid.start_ms);
+                let window_start = window_end - input.range_ms;
+                let series = input
+                    .series
+                    .into_iter()
+                    .map(|series| RawSeries {
+                        labels: series.labels,
+                        samples: series
+                            .samples
+                            .into_iter()
+                            .filter(|sample| sample.timestamp_ms > window_start && sample.timestamp_ms <= window_end)
+                            .collect(),
+                    })
+                    .collect();
+                Ok(Evaluated::Matrix(series))
+            }
+            Expr::Binary(binary) => crate::binary::eval_binary(self, binary, grid),
+            Expr::Aggregate(aggregate) => crate::aggregation::eval_aggregate(self, aggregate, grid),
+            Expr::Call(call) => crate::functions::eval_call(self, call, grid),
+            Expr::Extension(_) => Err(execution("extension expressions are not supported")),
+        }
+    }
+
+    /// Evaluates `expr` expecting an instant vector.
+    pub fn eval_vector(&mut self, expr: &Expr, grid: &Grid) -> Result<Vec<StepSeries>, QueryError> {
+        match self.eval(expr, grid)? {
+            Evaluated::Vector(series) => Ok(series),
+            _ => Err(execution(format!("expected instant vector, got another type in {expr}"))),
+        }
+    }
+
+    /// Evaluates `expr` expecting a scalar: one value per step.
+    pub fn eval_scalar(&mut self, expr: &Expr, grid: &Grid) -> Result<Vec<f64>, QueryError> {
+        match self.eval(expr, grid)? {
+            Evaluated::Scalar(values) => Ok(values),
+            _ => Err(execution(format!("expected scalar, got another type in {expr}"))),
+        }
+    }
+
+    /// The `@` time (ms) of a selector or subquery, when it has one.
+    fn at_time_ms(&self, at: &Option<AtModifier>) -> Option<i64> {
+        match at {
+            None => None,
+            Some(AtModifier::Start) => Some(self.query_start_ms),
+            Some(AtModifier::End) => Some(self.query_end_ms),
+            Some(AtModifier::At(time)) => Some(system_time_ms(*time)),
+        }
+    }
+
+    /// For each step of `grid`, the time a selector is evaluated at after `@` and `offset`.
+    fn evaluation_times(&self, grid: &Grid, at: &Option<AtModifier>, offset: &Option<Offset>) -> Vec<i64> {
+        let offset_ms = offset_ms(offset);
+        let at_ms = self.at_time_ms(at);
+        (0..grid.steps()).map(|step| at_ms.unwrap_or_else(|| grid.timestamp(step)) - offset_ms).collect()
+    }
+
+    /// Reads the series of `selector` with samples in `[mint_ms, maxt_ms]`.
+    pub fn select(
+        &mut self,
+        selector: &VectorSelector,
+        mint_ms: i64,
+        maxt_ms: i64,
+    ) -> Result<Vec<oxeye_model::storage::Series>, QueryError> {
+        let mut groups: Vec<Vec<Matcher>> = Vec::new();
+        let base = convert_matchers(&selector.matchers.matchers)?;
+        if selector.matchers.or_matchers.is_empty() {
+            groups.push(base);
+        } else {
+            for group in &selector.matchers.or_matchers {
+                groups.push(convert_matchers(group)?);
+            }
+        }
+        let mut selected: Vec<oxeye_model::storage::Series> = Vec::new();
+        for mut matchers in groups {
+            if let Some(name) = &selector.name {
+                if !matchers.iter().any(|matcher| matcher.name == oxeye_model::METRIC_NAME_LABEL) {
+                    matchers.push(Matcher::equal(oxeye_model::METRIC_NAME_LABEL, name.clone()));
+                }
+            }
+            let series = self.querier.select(mint_ms, maxt_ms, &matchers)?;
+            selected.extend(series);
+        }
+        if !selector.matchers.or_matchers.is_empty() {
+            selected.sort_by(|left, right| left.labels.cmp(&right.labels));
+            selected.dedup_by(|left, right| left.labels == right.labels);
+        }
+        let loaded: usize = selected.iter().map(|series| series.samples.len()).sum();
+        self.hold_samples(loaded)?;
+        self.release_samples(loaded);
+        Ok(selected)
+    }
+
+    /// Evaluates an instant vector selector at every step: the newest sample no older than the lookback
+    /// delta, unless it is a staleness marker. With `keep_sample_time`, the value is the sample's
+    /// timestamp in seconds (for `timestamp()`).
+    pub fn eval_vector_selector(
+        &mut self,
+        selector: &VectorSelector,
+        grid: &Grid,
+        keep_sample_time: bool,
+    ) -> Result<Vec<StepSeries>, QueryError> {
+        let times = self.evaluation_times(grid, &selector.at, &selector.offset);
+        let (Some(min_time), Some(max_time)) = (times.iter().min().copied(), times.iter().max().copied()) else {
+            return Ok(Vec::new());
+        };
+        let lookback_ms = self.options.lookback_delta_ms;
+        let selected = self.select(selector, min_time - lookback_ms + 1, max_time)?;
+        let mut output = Vec::with_capacity(selected.len());
+        let mut points_total = 0usize;
+        for series in selected {
+            let samples = &series.samples;
+            let mut points = Vec::new();
+            let mut cursor = 0usize;
+            for (step, time) in times.iter().enumerate() {
+                while cursor < samples.len() && samples[cursor].timestamp_ms <= *time {
+                    cursor += 1;
+                }
+                if cursor == 0 {
+                    continue;
+                }
+                let sample = samples[cursor - 1];
+                if sample.timestamp_ms <= time - lookback_ms || is_stale_nan(sample.value) {
+                    continue;
+                }
+                let value = if keep_sample_time { sample.timestamp_ms as f64 / 1000.0 } else { sample.value };
+                points.push((step as u32, value));
+            }
+            if !points.is_empty() {
+                points_total += points.len();
+                output.push(StepSeries { labels: series.labels, points });
+            }
+        }
+        self.hold_samples(points_total)?;
+        Ok(output)
+    }
+
+    /// Prepares a range-vector argument (a range selector or a subquery) for every step of `grid`.
+    pub fn eval_range_input(&mut self, expr: &Expr, grid: &Grid) -> Result<RangeInput, QueryError> {
+        match expr {
+            Expr::Paren(paren) => self.eval_range_input(&paren.expr, grid),
+            Expr::MatrixSelector(matrix) => {
+                let range_ms = duration_ms(matrix.range);
+                let selector = &matrix.vs;
+                let window_ends = self.evaluation_times(grid, &selector.at, &selector.offset);
+                let (Some(min_time), Some(max_time)) =
+                    (window_ends.iter().min().copied(), window_ends.iter().max().copied())
+                else {
+                    return Ok(RangeInput { series: Vec::new(), range_ms, window_ends });
+                };
+                let selected = self.select(selector, min_time - range_ms + 1, max_time)?;
+                let series: Vec<RawSeries> = selected
+                    .into_iter()
+                    .map(|series| RawSeries {
+                        labels: series.labels,
+                        samples: series.samples.into_iter().filter(|sample| !is_stale_nan(sample.value)).collect(),
+                    })
+                    .filter(|series| !series.samples.is_empty())
+                    .collect();
+                let held: usize = series.iter().map(|series| series.samples.len()).sum();
+                self.hold_samples(held)?;
+                Ok(RangeInput { series, range_ms, window_ends })
+            }
+            Expr::Subquery(subquery) => {
+                let range_ms = duration_ms(subquery.range);
+                let step_ms = subquery.step.map(duration_ms).unwrap_or(DEFAULT_SUBQUERY_STEP_MS);
+                if step_ms <= 0 {
+                    return Err(execution("subquery step must be positive"));
+                }
+                let window_ends = self.evaluation_times(grid, &subquery.at, &subquery.offset);
+                let (Some(min_time), Some(max_time)) =
+                    (window_ends.iter().min().copied(), window_ends.iter().max().copied())
+                else {
+                    return Ok(RangeInput { series: Vec::new(), range_ms, window_ends });
+                };
+                // The first subquery step is the first multiple of the step after the earliest window start.
+                let earliest = min_time - range_ms;
+                let mut start_ms = step_ms * div_floor(earliest, step_ms);
+                if start_ms <= earliest {
+                    start_ms += step_ms;
+                }
+                let inner_grid = Grid { start_ms, end_ms: max_time, step_ms };
+                let series = if inner_grid.end_ms < inner_grid.start_ms {
+                    Vec::new()
+                } else {
+                    match self.eval(&subquery.expr, &inner_grid)? {
+                        Evaluated::Vector(series) => series
+                            .into_iter()
+                            .map(|series| RawSeries {
+                                labels: series.labels,
+                                samples: series
+                                    .points
+                                    .iter()
+                                    .map(|(step, value)| Sample {
+                                        timestamp_ms: inner_grid.timestamp(*step as usize),
+                                        value: *value,
+                                    })
+                                    .collect(),
+                            })
+                            .collect(),
+                        Evaluated::Scalar(values) => vec![RawSeries {
+                            labels: Labels::empty(),
+                            samples: values
+                                .iter()
+                                .enumerate()
+                                .map(|(step, value)| Sample { timestamp_ms: inner_grid.timestamp(step), value: *value })
+                                .collect(),
+                        }],
+                        _ => return Err(execution("subquery is only allowed on instant vector or scalar")),
+                    }
+                };
+                Ok(RangeInput { series, range_ms, window_ends })
+            }
+            _ => Err(execution(format!("expected a range vector, got {expr}"))),
+        }
+    }
+}
+
+/// Floor division for possibly negative timestamps.
+fn div_floor(value: i64, divisor: i64) -> i64 {
+    let quotient = value / divisor;
+    if value % divisor != 0 && ((value < 0) != (divisor < 0)) { quotient - 1 } else { quotient }
+}
+
+pub(crate) fn duration_ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn offset_ms(offset: &Option<Offset>) -> i64 {
+    match offset {
+        None => 0,
+        Some(Offset::Pos(duration)) => duration_ms(*duration),
+        Some(Offset::Neg(duration)) => -duration_ms(*duration),
+    }
+}
+
+fn system_time_ms(time: SystemTime) -> i64 {
+    match time.duration_since(SystemTime::UNIX_EPOCH) {
+        Ok(after) => duration_ms(after),
+        Err(before) => -duration_ms(before.duration()),
+    }
+}
+
+/// Converts promql-parser matchers into oxeye matchers (regexes fully anchored, `.` matching newlines).
+pub(crate) fn convert_matchers(matchers: &[promql_parser::label::Matcher]) -> Result<Vec<Matcher>, QueryError> {
+    matchers
+        .iter()
+        .map(|matcher| {
+            let op = match matcher.op {
+                ParserMatchOp::Equal => MatchOp::Equal,
+                ParserMatchOp::NotEqual => MatchOp::NotEqual,
+                ParserMatchOp::Re(_) => MatchOp::Regex,
+                ParserMatchOp::NotRe(_) => MatchOp::NotRegex,
+            };
+            Matcher::new(op, matcher.name.clone(), matcher.value.clone()).map_err(|error| QueryError::Parse {
+                line: 1,
+                column: 1,
+                message: error.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Merges series that ended up with identical labels (after dropping the metric name, say). Fails when
+/// two of them have a value at the same step, as Prometheus does.
+pub(crate) fn merge_same_labels(series: Vec<StepSeries>) -> Result<Vec<StepSeries>, QueryError> {
+    if series.len() < 2 {
+        return Ok(series);
+    }
+    let mut index_of: HashMap<Labels, usize> = HashMap::with_capacity(series.len());
+    let mut merged: Vec<StepSeries> = Vec::with_capacity(series.len());
+    let mut needs_check = false;
+    for one in series {
+        match index_of.get(&one.labels) {
+            Some(&index) => {
+                merged[index].points.extend(one.points);
+                needs_check = true;
+            }
+            None => {
+                index_of.insert(one.labels.clone(), merged.len());
+                merged.push(one);
+            }
+        }
+    }
+    if needs_check {
+        for one in &mut merged {
+            one.points.sort_by_key(|(step, _)| *step);
+            if one.points.windows(2).any(|pair| pair[0].0 == pair[1].0) {
+                return Err(execution("vector cannot contain metrics with the same labelset"));
+            }
+        }
+    }
+    Ok(merged)
+}
+
+/// For each step, the `(series index, value)` pairs present: the transposed view binary operators and
+/// aggregations work on.
+pub(crate) fn by_step(series: &[StepSeries], steps: usize) -> Vec<Vec<(u32, f64)>> {
+    let mut per_step: Vec<Vec<(u32, f64)>> = vec![Vec::new(); steps];
+    for (index, one) in series.iter().enumerate() {
+        for (step, value) in &one.points {
+            if let Some(slot) = per_step.get_mut(*step as usize) {
+                slot.push((index as u32, *value));
+            }
+        }
+    }
+    per_step
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn floor_division_handles_negative_times() {
+        assert_eq!(div_floor(-1, 10), -1);
+        assert_eq!(div_floor(-10, 10), -1);
+        assert_eq!(div_floor(15, 10), 1);
+    }
+}

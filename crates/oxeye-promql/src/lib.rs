@@ -1,0 +1,46 @@
+//! PromQL evaluation for oxeye: the query language of Prometheus over an
+//! [`oxeye_model::storage::Querier`].
+//!
+//! Parsing is done by the `promql-parser` crate; everything after the syntax tree is here. In reading
+//! order:
+//! - [`Engine`] with [`EngineOptions`] (lookback delta, sample limit, timeout) runs
+//!   [`Engine::instant_query`] and [`Engine::range_query`], like Prometheus' `/api/v1/query` and
+//!   `/api/v1/query_range`.
+//! - [`QueryResult`] holds a [`Value`] (`scalar`, `string`, `vector` or `matrix`, timestamps in
+//!   milliseconds) and Prometheus' warning and info annotations.
+//! - [`QueryError`] says what failed, with [`QueryError::prometheus_error_type`] for the HTTP API body.
+//! - [`format_float`] prints sample values as Prometheus' JSON API does.
+//! - [`testing::MemoryQuerier`] is a small in-memory store for tests and the conformance runner.
+//!
+//! Semantics follow Prometheus 3 (`promql/engine.go`, `promql/functions.go`): left-open lookback and
+//! range windows, staleness markers ending a series, rate extrapolation, Kahan summation, and the same
+//! error messages where callers see them.
+//!
+//! ```
+//! use oxeye_model::{Labels, Sample};
+//! use oxeye_promql::{Engine, EngineOptions, Value, testing::MemoryQuerier};
+//!
+//! let mut store = MemoryQuerier::new();
+//! let series = Labels::from_pairs([("__name__", "http_requests_total"), ("job", "api")]);
+//! for minute in 0..=10 {
+//!     store.add_sample(&series, Sample { timestamp_ms: minute * 60_000, value: (minute * 60) as f64 });
+//! }
+//! let engine = Engine::new(EngineOptions::default());
+//! let result = engine.instant_query(&store, "rate(http_requests_total[5m])", 600_000).unwrap();
+//! let Value::Vector(samples) = result.value else { panic!("expected a vector") };
+//! assert_eq!(samples.len(), 1);
+//! assert!((samples[0].value - 1.0).abs() < 1e-9);
+//! ```
+
+mod aggregation;
+mod binary;
+mod engine;
+mod error;
+mod functions;
+pub mod testing;
+mod value;
+
+pub use engine::{DEFAULT_SUBQUERY_STEP_MS, Engine, EngineOptions, MAX_POINTS_PER_SERIES};
+pub use error::QueryError;
+pub use promql_parser;
+pub use value::{QueryResult, RangeSeries, Value, VectorSample, format_float};

@@ -1,0 +1,931 @@
+//! Runs Prometheus' PromQL test scripts (`/work/shared/conformance/promql/*.test`, the `promqltest`
+//! language) against the oxeye engine over the in-memory reference store.
+//!
+//! Every case either passes, is skipped, or is a known failure; each skip and known failure is listed
+//! with its reason in [`CASE_RULES`]. The run fails (non-zero exit) when a case that is not listed fails,
+//! and also when a listed known failure starts passing (so the list only shrinks).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use oxeye_model::{Labels, STALE_NAN, Sample};
+use oxeye_promql::testing::MemoryQuerier;
+use oxeye_promql::{Engine, EngineOptions, QueryResult, Value};
+
+/// Why a case is not held to the bar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Disposition {
+    /// Out of scope (experimental features, native histograms): not run.
+    Skip,
+    /// In scope but not passing yet: run, failure tolerated, reported.
+    KnownFailure,
+}
+
+/// Which cases a rule covers.
+#[derive(Debug, Clone, Copy)]
+enum Scope {
+    /// Every case of a file.
+    File(&'static str),
+    /// Cases involving native histograms: loads with `{{...}}` values of the queried metric, expected
+    /// histogram results, or the native-histogram-only functions.
+    NativeHistogramCases,
+    /// One eval command, by file and 1-based line of its `eval` line.
+    Case(&'static str, usize),
+}
+
+struct CaseRule {
+    scope: Scope,
+    disposition: Disposition,
+    reason: &'static str,
+}
+
+const fn rule(scope: Scope, disposition: Disposition, reason: &'static str) -> CaseRule {
+    CaseRule { scope, disposition, reason }
+}
+
+use Disposition::{KnownFailure, Skip};
+use Scope::{Case, File, NativeHistogramCases};
+
+/// The one list of everything that is not required to pass, with the reason.
+const CASE_RULES: &[CaseRule] = &[
+    rule(File("native_histograms.test"), Skip, "native histograms are not stored by oxeye"),
+    rule(NativeHistogramCases, Skip, "native histograms are not stored by oxeye"),
+    rule(File("fill-modifier.test"), Skip, "experimental: fill modifiers"),
+    rule(File("extended_vectors.test"), Skip, "experimental: extended range vectors (anchored/smoothed)"),
+    rule(File("duration_expression.test"), Skip, "experimental: duration expressions"),
+    rule(File("type_and_unit.test"), Skip, "experimental: type-and-unit labels"),
+    rule(File("start_timestamps.test"), Skip, "experimental: start timestamps"),
+    rule(File("info.test"), Skip, "experimental: info()"),
+];
+
+fn main() -> ExitCode {
+    let directory = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/conformance/promql"));
+    if !directory.is_dir() {
+        println!("conformance: skipped, {} is absent", directory.display());
+        return ExitCode::SUCCESS;
+    }
+    let filter = std::env::args().skip(1).find(|argument| !argument.starts_with('-'));
+    let verbose = std::env::var_os("CONFORMANCE_VERBOSE").is_some();
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(directory) {
+        Ok(entries) => entries
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|path| path.extension().is_some_and(|extension| extension == "test"))
+            .collect(),
+        Err(error) => {
+            println!("conformance: cannot read {}: {error}", directory.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    files.sort();
+    let mut totals = Counts::default();
+    let mut unexpected: Vec<String> = Vec::new();
+    for path in files {
+        let file_name = path.file_name().map(|name| name.to_string_lossy().to_string()).unwrap_or_default();
+        if let Some(filter) = &filter {
+            if !file_name.contains(filter.as_str()) {
+                continue;
+            }
+        }
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) => {
+                unexpected.push(format!("{file_name}: cannot read: {error}"));
+                continue;
+            }
+        };
+        let counts = run_file(&file_name, &text, verbose, &mut unexpected);
+        println!(
+            "{file_name:32} {:4} passed {:4} skipped {:4} known failures {:4} failed",
+            counts.passed, counts.skipped, counts.known_failures, counts.failed
+        );
+        totals.add(&counts);
+    }
+    for message in &unexpected {
+        println!("FAIL {message}");
+    }
+    println!(
+        "{} passed, {} failed ({} skipped, {} known failures)",
+        totals.passed, totals.failed, totals.skipped, totals.known_failures
+    );
+    if totals.failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+#[derive(Default)]
+struct Counts {
+    passed: usize,
+    skipped: usize,
+    known_failures: usize,
+    failed: usize,
+}
+
+impl Counts {
+    fn add(&mut self, other: &Counts) {
+        self.passed += other.passed;
+        self.skipped += other.skipped;
+        self.known_failures += other.known_failures;
+        self.failed += other.failed;
+    }
+}
+
+/// One `eval` command and what it expects.
+#[derive(Debug, Default)]
+struct EvalCommand {
+    line: usize,
+    query: String,
+    range: Option<(i64, i64, i64)>,
+    instant_ms: i64,
+    expect_fail: bool,
+    fail_message: Option<String>,
+    fail_regex: Option<String>,
+    ordered: bool,
+    expect_warn: Vec<Option<Matcher>>,
+    expect_no_warn: bool,
+    expect_info: Vec<Option<Matcher>>,
+    expect_no_info: bool,
+    /// `expect range vector from .. to .. step ..` for an instant query returning a matrix.
+    range_vector: Option<(i64, i64, i64)>,
+    expect_string: Option<String>,
+    results: Vec<ExpectedSeries>,
+    scalar: Option<f64>,
+    has_histogram_result: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Matcher {
+    Exact(String),
+    Pattern(String),
+}
+
+impl Matcher {
+    fn matches(&self, text: &str) -> bool {
+        match self {
+            Matcher::Exact(expected) => expected == text,
+            Matcher::Pattern(pattern) => regex::Regex::new(pattern).is_ok_and(|regex| regex.is_match(text)),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ExpectedSeries {
+    labels: Labels,
+    values: Vec<Option<f64>>,
+}
+
+fn run_file(file_name: &str, text: &str, verbose: bool, unexpected: &mut Vec<String>) -> Counts {
+    let mut counts = Counts::default();
+    let engine = Engine::new(EngineOptions::default());
+    let mut store = MemoryQuerier::new();
+    let mut histogram_metrics: Vec<String> = Vec::new();
+    let file_rule = CASE_RULES.iter().find(|rule| matches!(rule.scope, File(name) if name == file_name));
+    let lines: Vec<&str> = text.lines().collect();
+    let mut index = 0usize;
+    while index < lines.len() {
+        let line = lines[index];
+        let trimmed = line.trim();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            index += 1;
+            continue;
+        }
+        let block_end = block_end(&lines, index + 1);
+        if trimmed == "clear" {
+            store.clear();
+            histogram_metrics.clear();
+        } else if let Some(rest) = trimmed.strip_prefix("load_with_nhcb ").or_else(|| trimmed.strip_prefix("load ")) {
+            let interval_ms = parse_time(rest.trim()).unwrap_or(60_000);
+            for body in &lines[index + 1..block_end] {
+                let body = body.trim();
+                if body.is_empty() || body.starts_with('#') {
+                    continue;
+                }
+                if let Err(error) = load_series(&mut store, body, interval_ms, &mut histogram_metrics) {
+                    unexpected.push(format!("{file_name}:{}: cannot load {body:?}: {error}", index + 1));
+                }
+            }
+        } else if trimmed.starts_with("eval") {
+            let case_line = index + 1;
+            let rule = file_rule.or_else(|| {
+                CASE_RULES
+                    .iter()
+                    .find(|rule| matches!(rule.scope, Case(name, number) if name == file_name && number == case_line))
+            });
+            if rule.is_some_and(|rule| rule.disposition == Skip) {
+                counts.skipped += 1;
+                index = block_end;
+                continue;
+            }
+            let command = match parse_eval(trimmed, &lines[index + 1..block_end], case_line) {
+                Ok(command) => command,
+                Err(error) => {
+                    unexpected.push(format!("{file_name}:{case_line}: cannot parse eval: {error}"));
+                    counts.failed += 1;
+                    index = block_end;
+                    continue;
+                }
+            };
+            if is_native_histogram_case(&command, &histogram_metrics) {
+                counts.skipped += 1;
+                index = block_end;
+                continue;
+            }
+            let outcome = run_eval(&engine, &store, &command);
+            match (outcome, rule) {
+                (Ok(()), None) => counts.passed += 1,
+                (Ok(()), Some(rule)) => {
+                    counts.failed += 1;
+                    unexpected.push(format!(
+                        "{file_name}:{case_line}: listed as known failure ({}) but passes now: remove it from CASE_RULES",
+                        rule.reason
+                    ));
+                }
+                (Err(error), Some(rule)) => {
+                    counts.known_failures += 1;
+                    if verbose {
+                        println!("known failure {file_name}:{case_line} ({}): {error}", rule.reason);
+                    }
+                }
+                (Err(error), None) => {
+                    counts.failed += 1;
+                    unexpected.push(format!("{file_name}:{case_line}: {}\n    {error}", command.query));
+                }
+            }
+        } else {
+            unexpected.push(format!("{file_name}:{}: unknown command {trimmed:?}", index + 1));
+        }
+        index = block_end;
+    }
+    counts
+}
+
+/// The index of the first line after the block starting at `start`: a command's body ends at a blank
+/// line or at the next unindented command.
+fn block_end(lines: &[&str], start: usize) -> usize {
+    let mut index = start;
+    while index < lines.len() {
+        let line = lines[index];
+        if line.trim().is_empty() {
+            break;
+        }
+        let unindented = !line.starts_with(' ') && !line.starts_with('\t');
+        let trimmed = line.trim();
+        if unindented && (trimmed.starts_with("eval") || trimmed.starts_with("load") || trimmed == "clear") {
+            break;
+        }
+        index += 1;
+    }
+    index
+}
+
+fn is_native_histogram_case(command: &EvalCommand, histogram_metrics: &[String]) -> bool {
+    const NATIVE_ONLY: [&str; 7] = [
+        "histogram_count",
+        "histogram_sum",
+        "histogram_avg",
+        "histogram_fraction",
+        "histogram_stddev",
+        "histogram_stdvar",
+        "histogram_quantiles",
+    ];
+    command.has_histogram_result
+        || NATIVE_ONLY.iter().any(|name| command.query.contains(name))
+        || histogram_metrics.iter().any(|metric| contains_identifier(&command.query, metric))
+}
+
+fn contains_identifier(query: &str, identifier: &str) -> bool {
+    let bytes = query.as_bytes();
+    let is_word = |byte: u8| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b':';
+    let mut start = 0;
+    while let Some(found) = query[start..].find(identifier) {
+        let position = start + found;
+        let end = position + identifier.len();
+        let before_ok = position == 0 || !is_word(bytes[position - 1]);
+        let after_ok = end >= bytes.len() || !is_word(bytes[end]);
+        if before_ok && after_ok {
+            return true;
+        }
+        start = position + 1;
+    }
+    false
+}
+
+/// Parses a test time: a Prometheus duration since the epoch (`10m`, `-5m`, `0`) or seconds (`1000`).
+fn parse_time(text: &str) -> Result<i64, String> {
+    let (negative, body) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text),
+    };
+    let milliseconds = match oxeye_model::duration::parse_duration_ms(body) {
+        Ok(milliseconds) => milliseconds,
+        Err(error) => match body.parse::<f64>() {
+            Ok(seconds) => (seconds * 1000.0).round() as i64,
+            Err(_) => return Err(error.to_string()),
+        },
+    };
+    Ok(if negative { -milliseconds } else { milliseconds })
+}
+
+/// Splits `metric{labels} rest` into the series text and the rest.
+fn split_series(text: &str) -> (&str, &str) {
+    let mut in_quotes = false;
+    let mut escaped = false;
+    let mut saw_brace = false;
+    for (position, character) in text.char_indices() {
+        if in_quotes {
+            if escaped {
+                escaped = false;
+            } else if character == '\\' {
+                escaped = true;
+            } else if character == '"' {
+                in_quotes = false;
+            }
+            continue;
+        }
+        match character {
+            '"' => in_quotes = true,
+            '{' => saw_brace = true,
+            '}' if saw_brace => return (&text[..=position], text[position + 1..].trim()),
+            ' ' | '\t' if !saw_brace => return (&text[..position], text[position..].trim()),
+            _ => {}
+        }
+    }
+    (text, "")
+}
+
+/// Parses `metric{a="b", c="d"}` (or `{...}` or `metric`) into labels.
+fn parse_labels(text: &str) -> Result<Labels, String> {
+    let text = text.trim();
+    let (name, body) = match text.find('{') {
+        Some(position) => {
+            let body = text[position + 1..].strip_suffix('}').ok_or_else(|| format!("unterminated {text:?}"))?;
+            (&text[..position], body)
+        }
+        None => (text, ""),
+    };
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    if !name.is_empty() {
+        pairs.push(("__name__".to_string(), name.to_string()));
+    }
+    let characters: Vec<char> = body.chars().collect();
+    let mut position = 0usize;
+    loop {
+        while position < characters.len() && (characters[position].is_whitespace() || characters[position] == ',') {
+            position += 1;
+        }
+        if position >= characters.len() {
+            break;
+        }
+        let (label_name, after_name) = if characters[position] == '"' {
+            let (value, next) = parse_quoted(&characters, position)?;
+            (value, next)
+        } else {
+            let start = position;
+            while position < characters.len() && characters[position] != '=' && !characters[position].is_whitespace() {
+                position += 1;
+            }
+            (characters[start..position].iter().collect(), position)
+        };
+        position = after_name;
+        while position < characters.len() && characters[position].is_whitespace() {
+            position += 1;
+        }
+        if position >= characters.len() || characters[position] != '=' {
+            // A bare quoted string inside braces is the metric name (`{"metric.name"}`).
+            pairs.push(("__name__".to_string(), label_name));
+            continue;
+        }
+        position += 1;
+        while position < characters.len() && characters[position].is_whitespace() {
+            position += 1;
+        }
+        let (value, next) = parse_quoted(&characters, position)?;
+        position = next;
+        pairs.push((label_name, value));
+    }
+    Ok(Labels::from_pairs(pairs))
+}
+
+fn parse_quoted(characters: &[char], start: usize) -> Result<(String, usize), String> {
+    let quote = *characters.get(start).ok_or("expected a quoted string")?;
+    if quote != '"' && quote != '\'' && quote != '`' {
+        return Err(format!("expected a quoted string at {start}"));
+    }
+    let mut value = String::new();
+    let mut position = start + 1;
+    while position < characters.len() {
+        let character = characters[position];
+        if character == quote {
+            return Ok((value, position + 1));
+        }
+        if character == '\\' && quote != '`' {
+            position += 1;
+            match characters.get(position) {
+                Some('n') => value.push('\n'),
+                Some('t') => value.push('\t'),
+                Some('\\') => value.push('\\'),
+                Some('"') => value.push('"'),
+                Some('\'') => value.push('\''),
+                Some('x') => {
+                    // Go byte escapes like \xc5: keep them as the replacement character.
+                    value.push('\u{fffd}');
+                    position += 2;
+                }
+                Some(other) => {
+                    value.push('\\');
+                    value.push(*other);
+                }
+                None => return Err("unterminated escape".into()),
+            }
+        } else {
+            value.push(character);
+        }
+        position += 1;
+    }
+    Err("unterminated string".into())
+}
+
+fn load_series(
+    store: &mut MemoryQuerier,
+    body: &str,
+    interval_ms: i64,
+    histogram_metrics: &mut Vec<String>,
+) -> Result<(), String> {
+    let (series_text, values_text) = split_series(body);
+    let labels = parse_labels(series_text)?;
+    if values_text.contains("{{") {
+        if let Some(name) = labels.metric_name() {
+            histogram_metrics.push(name.to_string());
+        }
+        return Ok(());
+    }
+    let values = expand_values(values_text, true)?;
+    for (index, value) in values.into_iter().enumerate() {
+        if let Some(value) = value {
+            store.add_sample(&labels, Sample { timestamp_ms: index as i64 * interval_ms, value });
+        }
+    }
+    Ok(())
+}
+
+/// Expands the promqltest value notation: `1 2 _ stale 1+2x3 5-1x2 7x2 _x3`.
+fn expand_values(text: &str, allow_stale: bool) -> Result<Vec<Option<f64>>, String> {
+    let mut values = Vec::new();
+    for token in text.split_whitespace() {
+        if token == "_" {
+            values.push(None);
+            continue;
+        }
+        if let Some(count) = token.strip_prefix("_x") {
+            let count: usize = count.parse().map_err(|_| format!("bad count in {token:?}"))?;
+            values.extend(std::iter::repeat_n(None, count));
+            continue;
+        }
+        if token == "stale" {
+            if !allow_stale {
+                return Err("stale in expected values".into());
+            }
+            values.push(Some(STALE_NAN));
+            continue;
+        }
+        let (first, after_first) = scan_number(token, 0)?;
+        if after_first == token.len() {
+            values.push(Some(first));
+            continue;
+        }
+        let rest = &token[after_first..];
+        if let Some(count) = rest.strip_prefix('x') {
+            let count: usize = count.parse().map_err(|_| format!("bad count in {token:?}"))?;
+            values.extend(std::iter::repeat_n(Some(first), count + 1));
+            continue;
+        }
+        let (increment, after_increment) = scan_number(token, after_first)?;
+        let count_text =
+            token[after_increment..].strip_prefix('x').ok_or_else(|| format!("expected x in {token:?}"))?;
+        let count: usize = count_text.parse().map_err(|_| format!("bad count in {token:?}"))?;
+        let mut value = first;
+        for _ in 0..=count {
+            values.push(Some(value));
+            value += increment;
+        }
+    }
+    Ok(values)
+}
+
+/// Scans a signed float starting at `start` (`Inf`, `NaN`, decimals, exponents, hex); returns the value
+/// and the index after it.
+fn scan_number(token: &str, start: usize) -> Result<(f64, usize), String> {
+    let bytes = token.as_bytes();
+    let mut position = start;
+    if position < bytes.len() && (bytes[position] == b'+' || bytes[position] == b'-') {
+        position += 1;
+    }
+    let body = &token[position..];
+    for (word, value) in [("Inf", f64::INFINITY), ("inf", f64::INFINITY), ("NaN", f64::NAN)] {
+        if body.starts_with(word) {
+            let negative = start < bytes.len() && bytes[start] == b'-';
+            let end = position + word.len();
+            return Ok((if negative { -value } else { value }, end));
+        }
+    }
+    if body.starts_with("0x") || body.starts_with("0X") {
+        let digits_end = position + 2 + body[2..].bytes().take_while(|byte| byte.is_ascii_hexdigit()).count();
+        let parsed = i64::from_str_radix(&token[position + 2..digits_end], 16).map_err(|error| error.to_string())?;
+        let negative = start < bytes.len() && bytes[start] == b'-';
+        return Ok((if negative { -(parsed as f64) } else { parsed as f64 }, digits_end));
+    }
+    while position < bytes.len() && (bytes[position].is_ascii_digit() || bytes[position] == b'.') {
+        position += 1;
+    }
+    if position < bytes.len() && (bytes[position] == b'e' || bytes[position] == b'E') {
+        let mut exponent = position + 1;
+        if exponent < bytes.len() && (bytes[exponent] == b'+' || bytes[exponent] == b'-') {
+            exponent += 1;
+        }
+        if exponent < bytes.len() && bytes[exponent].is_ascii_digit() {
+            position = exponent;
+            while position < bytes.len() && bytes[position].is_ascii_digit() {
+                position += 1;
+            }
+        }
+    }
+    let text = &token[start..position];
+    let value: f64 = text.parse().map_err(|_| format!("bad number {text:?} in {token:?}"))?;
+    Ok((value, position))
+}
+
+fn parse_eval(header: &str, body: &[&str], line: usize) -> Result<EvalCommand, String> {
+    let mut command = EvalCommand { line, ..EvalCommand::default() };
+    let (keyword, rest) = header.split_once(' ').ok_or("empty eval")?;
+    match keyword {
+        "eval" => {}
+        "eval_fail" => command.expect_fail = true,
+        "eval_ordered" => command.ordered = true,
+        "eval_warn" => command.expect_warn.push(None),
+        "eval_info" => command.expect_info.push(None),
+        other => return Err(format!("unknown command {other}")),
+    }
+    let rest = rest.trim();
+    if let Some(instant) = rest.strip_prefix("instant at ") {
+        let (time, query) = instant.trim().split_once(' ').ok_or("missing query")?;
+        command.instant_ms = parse_time(time)?;
+        command.query = query.trim().to_string();
+    } else if let Some(range) = rest.strip_prefix("range from ") {
+        let words: Vec<&str> = range.splitn(6, ' ').collect();
+        if words.len() < 6 || words[1] != "to" || words[3] != "step" {
+            return Err(format!("bad range eval {range:?}"));
+        }
+        command.range = Some((parse_time(words[0])?, parse_time(words[2])?, parse_time(words[4])?));
+        command.query = words[5].trim().to_string();
+    } else {
+        return Err(format!("bad eval {rest:?}"));
+    }
+    for raw in body {
+        let text = raw.trim();
+        if text.is_empty() || text.starts_with('#') {
+            continue;
+        }
+        if let Some(expectation) = text.strip_prefix("expect ") {
+            parse_expectation(&mut command, expectation.trim())?;
+            continue;
+        }
+        if let Some(message) = text.strip_prefix("expected_fail_message ") {
+            command.fail_message = Some(message.trim().to_string());
+            continue;
+        }
+        if let Some(pattern) = text.strip_prefix("expected_fail_regexp ") {
+            command.fail_regex = Some(pattern.trim().to_string());
+            continue;
+        }
+        if text.contains("{{") {
+            command.has_histogram_result = true;
+            continue;
+        }
+        let first = text.chars().next().unwrap_or(' ');
+        if first.is_ascii_digit() || first == '-' || first == '+' || text.starts_with("NaN") || text.starts_with("Inf")
+        {
+            if let Ok((value, end)) = scan_number(text, 0) {
+                if end == text.len() {
+                    command.scalar = Some(value);
+                    continue;
+                }
+            }
+        }
+        let (series_text, values_text) = split_series(text);
+        let labels = parse_labels(series_text)?;
+        let values = expand_values(values_text, false)?;
+        command.results.push(ExpectedSeries { labels, values });
+    }
+    Ok(command)
+}
+
+fn parse_expectation(command: &mut EvalCommand, text: &str) -> Result<(), String> {
+    let (kind, rest) = match text.split_once(' ') {
+        Some((kind, rest)) => (kind, rest.trim()),
+        None => (text, ""),
+    };
+    let matcher = || -> Option<Matcher> {
+        if let Some(message) = rest.strip_prefix("msg:") {
+            return Some(Matcher::Exact(unquote(message.trim())));
+        }
+        if let Some(pattern) = rest.strip_prefix("regex:") {
+            return Some(Matcher::Pattern(unquote(pattern.trim())));
+        }
+        None
+    };
+    match kind {
+        "fail" => {
+            command.expect_fail = true;
+            match matcher() {
+                Some(Matcher::Exact(message)) => command.fail_message = Some(message),
+                Some(Matcher::Pattern(pattern)) => command.fail_regex = Some(pattern),
+                None => {}
+            }
+        }
+        "warn" => command.expect_warn.push(matcher()),
+        "info" => command.expect_info.push(matcher()),
+        "no_warn" => command.expect_no_warn = true,
+        "no_info" => command.expect_no_info = true,
+        "ordered" => command.ordered = true,
+        "range" => {
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            if words.len() != 7 || words[0] != "vector" || words[1] != "from" || words[3] != "to" || words[5] != "step"
+            {
+                return Err(format!("bad expect range {rest:?}"));
+            }
+            command.range_vector = Some((parse_time(words[2])?, parse_time(words[4])?, parse_time(words[6])?));
+        }
+        "string" => command.expect_string = Some(unquote(rest)),
+        other => return Err(format!("unknown expectation {other:?}")),
+    }
+    Ok(())
+}
+
+/// Removes surrounding quotes (`"..."` with escapes, or backquotes) when present.
+fn unquote(text: &str) -> String {
+    let characters: Vec<char> = text.chars().collect();
+    if characters.len() >= 2
+        && (characters[0] == '"' || characters[0] == '`')
+        && characters.last() == characters.first()
+    {
+        if let Ok((value, end)) = parse_quoted(&characters, 0) {
+            if end == characters.len() {
+                return value;
+            }
+        }
+    }
+    text.to_string()
+}
+
+fn run_eval(engine: &Engine, store: &MemoryQuerier, command: &EvalCommand) -> Result<(), String> {
+    let outcome = match command.range {
+        Some((start_ms, end_ms, step_ms)) => engine.range_query(store, &command.query, start_ms, end_ms, step_ms),
+        None => engine.instant_query(store, &command.query, command.instant_ms),
+    };
+    let result = match outcome {
+        Err(error) => {
+            if !command.expect_fail {
+                return Err(format!("unexpected error: {error}"));
+            }
+            let message = error.to_string();
+            if let Some(expected) = &command.fail_message {
+                if &message != expected {
+                    return Err(format!("expected error {expected:?}, got {message:?}"));
+                }
+            }
+            if let Some(pattern) = &command.fail_regex {
+                if !Matcher::Pattern(pattern.clone()).matches(&message) {
+                    return Err(format!("expected error matching {pattern:?}, got {message:?}"));
+                }
+            }
+            return Ok(());
+        }
+        Ok(result) => result,
+    };
+    if command.expect_fail {
+        return Err(format!("expected an error, got {:?}", summarize(&result.value)));
+    }
+    check_annotations("warn", &command.expect_warn, command.expect_no_warn, &result.warnings)?;
+    check_annotations("info", &command.expect_info, command.expect_no_info, &result.infos)?;
+    compare(command, &result)?;
+    if command.range.is_none() && !command.ordered {
+        check_range_mode(engine, store, command, &result)?;
+    }
+    Ok(())
+}
+
+fn check_annotations(
+    kind: &str,
+    expected: &[Option<Matcher>],
+    expect_none: bool,
+    actual: &[String],
+) -> Result<(), String> {
+    if expect_none && !actual.is_empty() {
+        return Err(format!("expected no {kind} annotations, got {actual:?}"));
+    }
+    if expected.is_empty() {
+        return Ok(());
+    }
+    for matcher in expected {
+        let found = match matcher {
+            None => !actual.is_empty(),
+            Some(matcher) => actual.iter().any(|annotation| matcher.matches(annotation)),
+        };
+        if !found {
+            return Err(format!("expected {kind} annotation {matcher:?}, got {actual:?}"));
+        }
+    }
+    for annotation in actual {
+        let covered = expected.iter().any(|matcher| match matcher {
+            None => true,
+            Some(matcher) => matcher.matches(annotation),
+        });
+        if !covered {
+            return Err(format!("unexpected {kind} annotation {annotation:?}"));
+        }
+    }
+    Ok(())
+}
+
+fn almost_equal(expected: f64, actual: f64) -> bool {
+    if expected.is_nan() && actual.is_nan() {
+        return true;
+    }
+    if expected == actual {
+        return true;
+    }
+    let absolute_sum = expected.abs() + actual.abs();
+    let difference = (expected - actual).abs();
+    if expected == 0.0 || actual == 0.0 || absolute_sum < f64::MIN_POSITIVE {
+        return difference < 1e-6 * f64::MIN_POSITIVE;
+    }
+    difference / absolute_sum.min(f64::MAX) < 1e-6
+}
+
+fn summarize(value: &Value) -> String {
+    match value {
+        Value::Scalar { value, .. } => format!("scalar {value}"),
+        Value::String { value, .. } => format!("string {value:?}"),
+        Value::Vector(samples) => {
+            let parts: Vec<String> =
+                samples.iter().map(|sample| format!("{} {}", sample.labels, sample.value)).collect();
+            format!("vector [{}]", parts.join(", "))
+        }
+        Value::Matrix(series) => {
+            let parts: Vec<String> = series
+                .iter()
+                .map(|one| {
+                    let points: Vec<String> =
+                        one.samples.iter().map(|sample| format!("{}@{}", sample.value, sample.timestamp_ms)).collect();
+                    format!("{} [{}]", one.labels, points.join(" "))
+                })
+                .collect();
+            format!("matrix [{}]", parts.join(", "))
+        }
+    }
+}
+
+fn compare(command: &EvalCommand, result: &QueryResult) -> Result<(), String> {
+    match &result.value {
+        Value::String { value, .. } => match &command.expect_string {
+            Some(expected) if expected == value => Ok(()),
+            _ => Err(format!("unexpected string result {value:?}")),
+        },
+        Value::Scalar { value, .. } => match command.scalar {
+            Some(expected) if almost_equal(expected, *value) && command.results.is_empty() => Ok(()),
+            _ => Err(format!("unexpected scalar {value}, expected {:?}", command.scalar)),
+        },
+        Value::Vector(samples) => {
+            if command.scalar.is_some() {
+                return Err(format!("expected a scalar, got {}", summarize(&result.value)));
+            }
+            if samples.len() != command.results.len() {
+                return Err(format!(
+                    "expected {} samples, got {}: {}",
+                    command.results.len(),
+                    samples.len(),
+                    summarize(&result.value)
+                ));
+            }
+            for (position, expected) in command.results.iter().enumerate() {
+                let expected_value = expected.values.first().copied().flatten();
+                let found = if command.ordered {
+                    samples.get(position).filter(|sample| sample.labels == expected.labels)
+                } else {
+                    samples.iter().find(|sample| sample.labels == expected.labels)
+                };
+                let Some(sample) = found else {
+                    return Err(format!(
+                        "expected {} {:?} (position {position}), got {}",
+                        expected.labels,
+                        expected_value,
+                        summarize(&result.value)
+                    ));
+                };
+                match expected_value {
+                    Some(value) if almost_equal(value, sample.value) => {}
+                    _ => {
+                        return Err(format!(
+                            "series {}: expected {expected_value:?}, got {}",
+                            expected.labels, sample.value
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }
+        Value::Matrix(series) => {
+            let (start_ms, step_ms) = match (command.range, command.range_vector) {
+                (Some((start, _, step)), _) => (start, step),
+                (None, Some((start, _, step))) => (start, step),
+                (None, None) => return Err(format!("unexpected matrix {}", summarize(&result.value))),
+            };
+            let non_empty: Vec<_> = series.iter().filter(|one| !one.samples.is_empty()).collect();
+            if non_empty.len() != command.results.len() {
+                return Err(format!(
+                    "expected {} series, got {}: {}",
+                    command.results.len(),
+                    non_empty.len(),
+                    summarize(&result.value)
+                ));
+            }
+            for expected in &command.results {
+                let Some(actual) = non_empty.iter().find(|one| one.labels == expected.labels) else {
+                    return Err(format!("expected series {}, got {}", expected.labels, summarize(&result.value)));
+                };
+                let mut expected_points: BTreeMap<i64, f64> = BTreeMap::new();
+                for (index, value) in expected.values.iter().enumerate() {
+                    if let Some(value) = value {
+                        expected_points.insert(start_ms + index as i64 * step_ms, *value);
+                    }
+                }
+                let actual_points: BTreeMap<i64, f64> =
+                    actual.samples.iter().map(|sample| (sample.timestamp_ms, sample.value)).collect();
+                let same = expected_points.len() == actual_points.len()
+                    && expected_points.iter().zip(actual_points.iter()).all(
+                        |((expected_time, expected_value), (actual_time, actual_value))| {
+                            expected_time == actual_time && almost_equal(*expected_value, *actual_value)
+                        },
+                    );
+                if !same {
+                    return Err(format!(
+                        "series {}: expected {expected_points:?}, got {actual_points:?}",
+                        expected.labels
+                    ));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// As promqltest does: an instant query evaluated as a range query around its time must give the same
+/// result at that time.
+fn check_range_mode(
+    engine: &Engine,
+    store: &MemoryQuerier,
+    command: &EvalCommand,
+    instant: &QueryResult,
+) -> Result<(), String> {
+    if matches!(instant.value, Value::String { .. } | Value::Matrix(_)) {
+        return Ok(());
+    }
+    let time_ms = command.instant_ms;
+    let ranged = engine
+        .range_query(store, &command.query, time_ms - 60_000, time_ms + 60_000, 60_000)
+        .map_err(|error| format!("range mode failed: {error}"))?;
+    let Value::Matrix(series) = ranged.value else {
+        return Err("range mode did not return a matrix".into());
+    };
+    let mut at_time: Vec<(Labels, f64)> = series
+        .iter()
+        .filter_map(|one| {
+            one.samples
+                .iter()
+                .find(|sample| sample.timestamp_ms == time_ms)
+                .map(|sample| (one.labels.clone(), sample.value))
+        })
+        .collect();
+    match &instant.value {
+        Value::Scalar { value, .. } => {
+            let ranged_value = at_time.first().map(|(_, value)| *value);
+            if at_time.len() != 1 || !ranged_value.is_some_and(|ranged| almost_equal(*value, ranged)) {
+                return Err(format!("range mode gave {at_time:?} for scalar {value}"));
+            }
+        }
+        Value::Vector(samples) => {
+            let mut instant_samples: Vec<(Labels, f64)> =
+                samples.iter().map(|sample| (sample.labels.clone(), sample.value)).collect();
+            instant_samples.sort_by(|left, right| left.0.cmp(&right.0));
+            at_time.sort_by(|left, right| left.0.cmp(&right.0));
+            let same = instant_samples.len() == at_time.len()
+                && instant_samples
+                    .iter()
+                    .zip(at_time.iter())
+                    .all(|(left, right)| left.0 == right.0 && almost_equal(left.1, right.1));
+            if !same {
+                return Err(format!("range mode differs: instant {instant_samples:?}, range {at_time:?}"));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
