@@ -37,20 +37,17 @@ pub(crate) fn eval_aggregate(
         }
         "count_values" => {
             let label = string_param.ok_or_else(|| execution("count_values needs a label name"))?;
-            if !is_valid_label_name_strict(&label) {
+            if !crate::functions::is_valid_label_name(&label) {
                 return Err(execution(format!("invalid label name {label:?}")));
             }
             Ok(Evaluated::Vector(count_values(&label, input, &grouping, steps)))
         }
         _ => {
             let params = scalar_param.unwrap_or_default();
-            Ok(Evaluated::Vector(aggregate_simple(evaluator, &op, input, &params, &grouping, steps)?))
+            let param_text = aggregate.param.as_ref().map(|param| param.to_string()).unwrap_or_default();
+            Ok(Evaluated::Vector(aggregate_simple(evaluator, &op, &param_text, input, &params, &grouping, steps)?))
         }
     }
-}
-
-fn is_valid_label_name_strict(name: &str) -> bool {
-    !name.is_empty() && std::str::from_utf8(name.as_bytes()).is_ok()
 }
 
 /// `by(labels)` or `without(labels)`; no modifier groups everything together.
@@ -112,9 +109,11 @@ struct Accumulator {
     incremental_mean: bool,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn aggregate_simple(
     evaluator: &mut Evaluator<'_>,
     op: &str,
+    param_text: &str,
     input: Vec<StepSeries>,
     params: &[f64],
     grouping: &Grouping,
@@ -141,7 +140,8 @@ fn aggregate_simple(
                 *accumulator = Accumulator { seen: true, count: 1.0, value, ..Accumulator::default() };
                 match op {
                     "stddev" | "stdvar" => {
-                        accumulator.value = 0.0;
+                        // A lone NaN or infinity has no defined deviation.
+                        accumulator.value = if value.is_nan() || value.is_infinite() { f64::NAN } else { 0.0 };
                         accumulator.mean = value;
                     }
                     "quantile" => quantile_values[group as usize].push(value),
@@ -222,11 +222,14 @@ fn aggregate_simple(
             output[group as usize].points.push((step as u32, value));
         }
     }
-    if op == "quantile" {
-        if let Some(phi) = params.iter().find(|phi| phi.is_nan() || **phi < 0.0 || **phi > 1.0) {
-            evaluator
-                .warn(format!("PromQL warning: quantile value should be between 0 and 1, got {}", format_float(*phi)));
-        }
+    if op == "quantile"
+        && let Some(phi) = params.iter().find(|phi| phi.is_nan() || **phi < 0.0 || **phi > 1.0)
+    {
+        let position = evaluator.position_suffix(&[param_text, "quantile"]);
+        evaluator.warn(format!(
+            "PromQL warning: quantile value should be between 0 and 1, got {}{position}",
+            format_float(*phi)
+        ));
     }
     Ok(output.into_iter().filter(|series| !series.points.is_empty()).collect())
 }
@@ -277,6 +280,9 @@ fn aggregate_k(
     } else {
         Vec::new()
     };
+    if params.iter().any(|param| param.is_nan()) {
+        return Err(execution(if op == "limit_ratio" { "Ratio value is NaN" } else { "Parameter value is NaN" }));
+    }
     for (step, samples) in per_step.iter().enumerate() {
         if samples.is_empty() {
             continue;
@@ -286,7 +292,7 @@ fn aggregate_k(
             if param.is_nan() {
                 return Err(execution("Ratio value is NaN"));
             }
-            let ratio = if param < -1.0 || param > 1.0 {
+            let ratio = if !(-1.0..=1.0).contains(&param) {
                 evaluator.warn(format!(
                     "PromQL warning: ratio value should be between -1 and 1, got {}, capping to {}",
                     format_float(param),
@@ -388,12 +394,13 @@ fn ratio_offset(labels: &Labels) -> f64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
     #[test]
     fn topk_ordering_puts_nan_last() {
-        let mut values = vec![1.0, f64::NAN, 3.0];
+        let mut values = [1.0, f64::NAN, 3.0];
         values.sort_by(|left, right| compare_for_k(*left, *right, true));
         assert_eq!(values[..2], [3.0, 1.0]);
         assert!(values[2].is_nan());

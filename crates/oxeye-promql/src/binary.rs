@@ -342,9 +342,9 @@ fn vector_vector(
                 let side = if one_to_many { "left" } else { "right" };
                 return Err(execution(format!(
                     "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
-                    matching.signature(&one[*index as usize].labels),
-                    one[previous as usize].labels,
-                    one[*index as usize].labels,
+                    prometheus_labels(&matching.signature(&one[*index as usize].labels)),
+                    prometheus_labels(&one[previous as usize].labels),
+                    prometheus_labels(&one[*index as usize].labels),
                 )));
             }
             one_at_signature[signature as usize] = Some((*index, *value));
@@ -412,6 +412,12 @@ fn vector_vector(
     }
 }
 
+/// Labels as Prometheus' `Labels.String()` prints them in error messages: `{__name__="up", job="a"}`.
+pub(crate) fn prometheus_labels(labels: &Labels) -> String {
+    let parts: Vec<String> = labels.iter().map(|label| format!("{}={:?}", label.name, label.value)).collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
 /// The labels of a binary operation's result, as Prometheus' `resultMetric`.
 fn result_labels(
     many: &Labels,
@@ -455,6 +461,7 @@ fn result_labels(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

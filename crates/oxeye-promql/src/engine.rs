@@ -68,7 +68,7 @@ impl Engine {
     /// [`QueryError::Timeout`], [`QueryError::TooManySamples`], [`QueryError::Storage`].
     pub fn instant_query(&self, querier: &dyn Querier, query: &str, time_ms: i64) -> Result<QueryResult, QueryError> {
         let expr = parse_query(query)?;
-        let mut evaluator = Evaluator::new(querier, &self.options, time_ms, time_ms);
+        let mut evaluator = Evaluator::new(querier, &self.options, query, time_ms, time_ms, 0);
         let grid = Grid { start_ms: time_ms, end_ms: time_ms, step_ms: 1 };
         let evaluated = evaluator.eval(&expr, &grid)?;
         let value = match evaluated {
@@ -136,7 +136,7 @@ impl Engine {
                 )));
             }
         }
-        let mut evaluator = Evaluator::new(querier, &self.options, start_ms, end_ms);
+        let mut evaluator = Evaluator::new(querier, &self.options, query, start_ms, end_ms, step_ms);
         let grid = Grid { start_ms, end_ms, step_ms };
         let evaluated = evaluator.eval(&expr, &grid)?;
         let mut matrix = match evaluated {
@@ -242,21 +242,33 @@ pub(crate) struct Evaluator<'a> {
     querier: &'a dyn Querier,
     pub options: &'a EngineOptions,
     deadline: Instant,
-    query_start_ms: i64,
-    query_end_ms: i64,
+    query: &'a str,
+    pub query_start_ms: i64,
+    pub query_end_ms: i64,
+    /// The range query's step; 0 for instant queries.
+    pub query_step_ms: i64,
     samples_held: usize,
     pub warnings: Vec<String>,
     pub infos: Vec<String>,
 }
 
 impl<'a> Evaluator<'a> {
-    fn new(querier: &'a dyn Querier, options: &'a EngineOptions, query_start_ms: i64, query_end_ms: i64) -> Self {
+    fn new(
+        querier: &'a dyn Querier,
+        options: &'a EngineOptions,
+        query: &'a str,
+        query_start_ms: i64,
+        query_end_ms: i64,
+        query_step_ms: i64,
+    ) -> Self {
         Evaluator {
             querier,
             options,
             deadline: Instant::now() + options.timeout,
+            query,
             query_start_ms,
             query_end_ms,
+            query_step_ms,
             samples_held: 0,
             warnings: Vec::new(),
             infos: Vec::new(),
@@ -277,6 +289,18 @@ impl<'a> Evaluator<'a> {
         if !self.infos.contains(&message) {
             self.infos.push(message);
         }
+    }
+
+    /// Prometheus appends the position of the expression an annotation is about, as ` (line:column)`.
+    /// The parser keeps no positions, so the first of `needles` found in the query text is used
+    /// (`1:1` when none is).
+    pub fn position_suffix(&self, needles: &[&str]) -> String {
+        let offset =
+            needles.iter().filter(|needle| !needle.is_empty()).find_map(|needle| self.query.find(needle)).unwrap_or(0);
+        let before = &self.query[..offset];
+        let line = before.matches('\n').count() + 1;
+        let column = offset - before.rfind('\n').map(|newline| newline + 1).unwrap_or(0) + 1;
+        format!(" ({line}:{column})")
     }
 
     pub fn check_deadline(&self) -> Result<(), QueryError> {
@@ -399,10 +423,10 @@ impl<'a> Evaluator<'a> {
         }
         let mut selected: Vec<oxeye_model::storage::Series> = Vec::new();
         for mut matchers in groups {
-            if let Some(name) = &selector.name {
-                if !matchers.iter().any(|matcher| matcher.name == oxeye_model::METRIC_NAME_LABEL) {
-                    matchers.push(Matcher::equal(oxeye_model::METRIC_NAME_LABEL, name.clone()));
-                }
+            if let Some(name) = &selector.name
+                && !matchers.iter().any(|matcher| matcher.name == oxeye_model::METRIC_NAME_LABEL)
+            {
+                matchers.push(Matcher::equal(oxeye_model::METRIC_NAME_LABEL, name.clone()));
             }
             let series = self.querier.select(mint_ms, maxt_ms, &matchers)?;
             selected.extend(series);
@@ -634,6 +658,7 @@ pub(crate) fn by_step(series: &[StepSeries], steps: usize) -> Vec<Vec<(u32, f64)
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -64,6 +64,18 @@ pub(crate) fn eval_call(evaluator: &mut Evaluator<'_>, call: &Call, grid: &Grid)
     let args: Vec<&Expr> = call.args.args.iter().map(|arg| arg.as_ref()).collect();
     let steps = grid.steps();
     match name {
+        "step" => Ok(Evaluated::Scalar(vec![evaluator.query_step_ms as f64 / 1000.0; steps])),
+        "range" => {
+            Ok(Evaluated::Scalar(vec![(evaluator.query_end_ms - evaluator.query_start_ms) as f64 / 1000.0; steps]))
+        }
+        "start" => Ok(Evaluated::Scalar(vec![evaluator.query_start_ms as f64 / 1000.0; steps])),
+        "end" => Ok(Evaluated::Scalar(vec![evaluator.query_end_ms as f64 / 1000.0; steps])),
+        "min_of" | "max_of" => {
+            let left = evaluator.eval_scalar(arg(&args, 0)?, grid)?;
+            let right = evaluator.eval_scalar(arg(&args, 1)?, grid)?;
+            let pick = if name == "min_of" { go_min } else { go_max };
+            Ok(Evaluated::Scalar(left.iter().zip(right.iter()).map(|(left, right)| pick(*left, *right)).collect()))
+        }
         "time" => Ok(Evaluated::Scalar((0..steps).map(|step| grid.timestamp(step) as f64 / 1000.0).collect())),
         "pi" => Ok(Evaluated::Scalar(vec![std::f64::consts::PI; steps])),
         "vector" => {
@@ -128,6 +140,17 @@ pub(crate) fn eval_call(evaluator: &mut Evaluator<'_>, call: &Call, grid: &Grid)
         }
         "label_replace" => label_replace(evaluator, &args, grid),
         "label_join" => label_join(evaluator, &args, grid),
+        "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" if evaluator.query_step_ms > 0 => {
+            let position = evaluator.position_suffix(&[name]);
+            evaluator.warn(format!(
+                "PromQL warning: sort is ineffective for range queries since results are always ordered by labels{position}"
+            ));
+            let series = evaluator.eval_vector(arg(&args, 0)?, grid)?;
+            for argument in args.iter().skip(1) {
+                evaluator.eval(argument, grid)?;
+            }
+            Ok(Evaluated::Vector(series))
+        }
         "sort" | "sort_desc" => {
             let mut series = evaluator.eval_vector(arg(&args, 0)?, grid)?;
             if steps == 1 {
@@ -391,6 +414,12 @@ fn absent_result(argument: &Expr, points: Vec<(u32, f64)>) -> Result<Vec<StepSer
     Ok(vec![StepSeries { labels: builder.build(), points }])
 }
 
+/// Label names are any non-empty UTF-8 (Prometheus 3). The parser turns invalid bytes such as `\xff`
+/// into U+FFFD, so that character marks a name Prometheus would reject as invalid UTF-8.
+pub(crate) fn is_valid_label_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains('\u{fffd}')
+}
+
 fn string_arg(evaluator: &mut Evaluator<'_>, expr: &Expr, grid: &Grid) -> Result<String, QueryError> {
     match evaluator.eval(expr, grid)? {
         Evaluated::String(text) => Ok(text),
@@ -406,7 +435,7 @@ fn label_replace(evaluator: &mut Evaluator<'_>, args: &[&Expr], grid: &Grid) -> 
     let pattern = string_arg(evaluator, arg(args, 4)?, grid)?;
     let regex = Regex::new(&format!("^(?s:{pattern})$"))
         .map_err(|_| execution(format!("invalid regular expression in label_replace(): {pattern}")))?;
-    if destination.is_empty() {
+    if !is_valid_label_name(&destination) {
         return Err(execution(format!("invalid destination label name in label_replace(): {destination}")));
     }
     let mut output = Vec::with_capacity(series.len());
@@ -435,8 +464,11 @@ fn label_join(evaluator: &mut Evaluator<'_>, args: &[&Expr], grid: &Grid) -> Res
     for argument in args.iter().skip(3) {
         sources.push(string_arg(evaluator, argument, grid)?);
     }
-    if destination.is_empty() {
+    if !is_valid_label_name(&destination) {
         return Err(execution(format!("invalid destination label name in label_join(): {destination}")));
+    }
+    if let Some(source) = sources.iter().find(|source| !is_valid_label_name(source)) {
+        return Err(execution(format!("invalid source label name in label_join(): {source}")));
     }
     let mut output = Vec::with_capacity(series.len());
     for one in series {
@@ -498,11 +530,10 @@ fn eval_range_function(
     }
     let input = evaluator.eval_range_input(args[matrix_index], grid)?;
     let steps = grid.steps();
-    if name == "quantile_over_time" {
-        if let Some(phi) = scalars.first().and_then(|values| values.iter().find(|phi| !(0.0..=1.0).contains(*phi))) {
-            evaluator
-                .warn(format!("PromQL warning: quantile value should be between 0 and 1, got {}", format_float(*phi)));
-        }
+    if name == "quantile_over_time"
+        && let Some(phi) = scalars.first().and_then(|values| values.iter().find(|phi| !(0.0..=1.0).contains(*phi)))
+    {
+        evaluator.warn(format!("PromQL warning: quantile value should be between 0 and 1, got {}", format_float(*phi)));
     }
     if matches!(name, "double_exponential_smoothing" | "holt_winters") {
         for (values, what) in scalars.iter().zip(["smoothing", "trend"]) {
@@ -546,21 +577,21 @@ fn eval_range_function(
         if points.is_empty() {
             continue;
         }
-        if matches!(name, "rate" | "increase") {
-            if let Some(metric) = series.labels.metric_name() {
-                if !["_total", "_sum", "_count", "_bucket"].iter().any(|suffix| metric.ends_with(suffix))
-                    && !non_counter_names.iter().any(|seen| seen == metric)
-                {
-                    non_counter_names.push(metric.to_string());
-                }
-            }
+        if matches!(name, "rate" | "increase")
+            && let Some(metric) = series.labels.metric_name()
+            && !["_total", "_sum", "_count", "_bucket"].iter().any(|suffix| metric.ends_with(suffix))
+            && !non_counter_names.iter().any(|seen| seen == metric)
+        {
+            non_counter_names.push(metric.to_string());
         }
         let labels = if keeps_name { series.labels.clone() } else { series.labels.without_metric_name() };
         output.push(StepSeries { labels, points });
     }
+    let matrix_text = args[matrix_index].to_string();
     for metric in non_counter_names {
+        let position = evaluator.position_suffix(&[&matrix_text, &metric]);
         evaluator.info(format!(
-            "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}"
+            "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}{position}"
         ));
     }
     let held: usize = input.series.iter().map(|series| series.samples.len()).sum();
@@ -652,6 +683,9 @@ fn window_function(name: &str, window: &[Sample], context: &WindowContext) -> Re
         "quantile_over_time" => Some(quantile_of(context.scalar, values().collect())),
         "mad_over_time" => {
             let all: Vec<f64> = values().collect();
+            if all.iter().any(|value| value.is_nan()) {
+                return Ok(Some(f64::NAN));
+            }
             let median = quantile_of(0.5, all.clone());
             Some(quantile_of(0.5, all.iter().map(|value| (value - median).abs()).collect()))
         }
@@ -822,8 +856,14 @@ fn histogram_quantile(evaluator: &mut Evaluator<'_>, args: &[&Expr], grid: &Grid
     let phis = evaluator.eval_scalar(arg(args, 0)?, grid)?;
     let series = evaluator.eval_vector(arg(args, 1)?, grid)?;
     let steps = grid.steps();
+    let phi_text = arg(args, 0)?.to_string();
+    let buckets_text = arg(args, 1)?.to_string();
     if let Some(phi) = phis.iter().find(|phi| !(0.0..=1.0).contains(*phi)) {
-        evaluator.warn(format!("PromQL warning: quantile value should be between 0 and 1, got {}", format_float(*phi)));
+        let position = evaluator.position_suffix(&[&format!("({phi_text}"), &phi_text]);
+        evaluator.warn(format!(
+            "PromQL warning: quantile value should be between 0 and 1, got {}{position}",
+            format_float(*phi)
+        ));
     }
     // Group buckets by their labels without `le` and the metric name.
     let mut group_of: HashMap<Labels, usize> = HashMap::new();
@@ -833,15 +873,17 @@ fn histogram_quantile(evaluator: &mut Evaluator<'_>, args: &[&Expr], grid: &Grid
         let metric = one.labels.metric_name().unwrap_or("").to_string();
         let upper_bound = one.labels.get("le").and_then(parse_bucket_bound);
         let Some(upper_bound) = upper_bound else {
+            let position = evaluator.position_suffix(&[&buckets_text, &metric]);
             evaluator.warn(format!(
-                "PromQL warning: bucket label \"le\" is missing or has a malformed value of {:?} for metric name {:?}",
+                "PromQL warning: bucket label \"le\" is missing or has a malformed value of {:?} for metric name {:?}{position}",
                 one.labels.get("le").unwrap_or(""),
                 metric
             ));
             bucket_of.push(None);
             continue;
         };
-        let mut builder = one.labels.without_metric_name().to_builder();
+        // Buckets are grouped with their metric name; the name is dropped from the result afterwards.
+        let mut builder = one.labels.to_builder();
         builder.delete("le");
         let labels = builder.build();
         let next = groups.len();
@@ -877,11 +919,13 @@ fn histogram_quantile(evaluator: &mut Evaluator<'_>, args: &[&Expr], grid: &Grid
         }
     }
     for metric in fixed_names {
+        let position = evaluator.position_suffix(&[&buckets_text, &metric]);
         evaluator.info(format!(
-            "PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {metric:?}"
+            "PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {metric:?}{position}"
         ));
     }
-    Ok(Evaluated::Vector(output.into_iter().filter(|series| !series.points.is_empty()).collect()))
+    let output: Vec<StepSeries> = output.into_iter().filter(|series| !series.points.is_empty()).collect();
+    Ok(Evaluated::Vector(drop_names(output)?))
 }
 
 /// Parses an `le` label value as Go's `strconv.ParseFloat` would (`+Inf`, `Inf`, decimals, exponents).
@@ -901,7 +945,7 @@ fn parse_bucket_bound(text: &str) -> Option<f64> {
 
 /// The φ-quantile of classic histogram buckets `(upper bound, cumulative count)`, as Prometheus'
 /// `BucketQuantile`; also says whether the counts had to be made monotonic.
-fn bucket_quantile(phi: f64, buckets: &mut Vec<(f64, f64)>) -> (f64, bool) {
+fn bucket_quantile(phi: f64, buckets: &mut [(f64, f64)]) -> (f64, bool) {
     if phi.is_nan() {
         return (f64::NAN, false);
     }
@@ -1036,6 +1080,7 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

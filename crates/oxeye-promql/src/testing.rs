@@ -102,6 +102,7 @@ impl Querier for MemoryQuerier {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
