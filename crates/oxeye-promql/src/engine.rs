@@ -661,6 +661,160 @@ pub(crate) fn by_step(series: &[StepSeries], steps: usize) -> Vec<Vec<(u32, f64)
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::testing::MemoryQuerier;
+    use oxeye_model::STALE_NAN;
+    use oxeye_model::storage::ErrorKind;
+
+    fn store() -> MemoryQuerier {
+        let mut store = MemoryQuerier::new();
+        let api = Labels::from_pairs([("__name__", "http_requests_total"), ("job", "api")]);
+        let web = Labels::from_pairs([("__name__", "http_requests_total"), ("job", "web")]);
+        for minute in 0..=10 {
+            let timestamp_ms = minute * 60_000;
+            store.add_sample(&api, Sample { timestamp_ms, value: (minute * 60) as f64 });
+            store.add_sample(&web, Sample { timestamp_ms, value: (minute * 120) as f64 });
+        }
+        let gauge = Labels::from_pairs([("__name__", "temperature")]);
+        store.add_sample(&gauge, Sample { timestamp_ms: 0, value: 20.0 });
+        store.add_sample(&gauge, Sample { timestamp_ms: 60_000, value: 21.0 });
+        store.add_sample(&gauge, Sample { timestamp_ms: 120_000, value: STALE_NAN });
+        store
+    }
+
+    fn vector(result: QueryResult) -> Vec<(String, f64)> {
+        let Value::Vector(samples) = result.value else { panic!("not a vector: {:?}", result.value) };
+        let mut pairs: Vec<(String, f64)> =
+            samples.into_iter().map(|sample| (sample.labels.to_string(), sample.value)).collect();
+        pairs.sort_by(|left, right| left.0.cmp(&right.0));
+        pairs
+    }
+
+    #[test]
+    fn instant_selector_uses_lookback_and_staleness() {
+        let engine = Engine::default();
+        let store = store();
+        let at_90s = vector(engine.instant_query(&store, "temperature", 90_000).unwrap());
+        assert_eq!(at_90s, [("temperature".to_string(), 21.0)]);
+        // The stale marker at 2m ends the series even though 21 is within the lookback delta.
+        assert!(vector(engine.instant_query(&store, "temperature", 150_000).unwrap()).is_empty());
+        // Past the 5 minute lookback the last sample of a series is no longer returned.
+        let old = vector(engine.instant_query(&store, "http_requests_total offset 1h", 600_000).unwrap());
+        assert!(old.is_empty());
+        let just_in =
+            vector(engine.instant_query(&store, "http_requests_total{job=\"api\"}", 600_000 + 299_999).unwrap());
+        assert_eq!(just_in.len(), 1);
+        let just_out =
+            vector(engine.instant_query(&store, "http_requests_total{job=\"api\"}", 600_000 + 300_000).unwrap());
+        assert!(just_out.is_empty());
+    }
+
+    #[test]
+    fn rate_sum_and_matching() {
+        let engine = Engine::default();
+        let store = store();
+        let rates =
+            vector(engine.instant_query(&store, "sum by (job) (rate(http_requests_total[5m]))", 600_000).unwrap());
+        assert_eq!(rates.len(), 2);
+        assert!((rates[0].1 - 1.0).abs() < 1e-9 && (rates[1].1 - 2.0).abs() < 1e-9, "{rates:?}");
+        let ratio = vector(
+            engine
+                .instant_query(
+                    &store,
+                    "http_requests_total / ignoring(job) group_left sum(http_requests_total)",
+                    600_000,
+                )
+                .unwrap(),
+        );
+        assert_eq!(ratio.len(), 2);
+        assert!((ratio[0].1 - 1.0 / 3.0).abs() < 1e-9, "{ratio:?}");
+        let error =
+            engine.instant_query(&store, "http_requests_total + on() http_requests_total", 600_000).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Invalid);
+        assert_eq!(error.prometheus_error_type(), "execution");
+        assert!(error.to_string().contains("many-to-many matching not allowed"), "{error}");
+    }
+
+    #[test]
+    fn range_query_returns_sorted_matrix_with_step_timestamps() {
+        let engine = Engine::default();
+        let store = store();
+        let result = engine.range_query(&store, "http_requests_total", 0, 120_000, 60_000).unwrap();
+        let Value::Matrix(series) = result.value else { panic!("not a matrix") };
+        assert_eq!(series.len(), 2);
+        assert_eq!(series[0].labels.get("job"), Some("api"));
+        let timestamps: Vec<i64> = series[0].samples.iter().map(|sample| sample.timestamp_ms).collect();
+        assert_eq!(timestamps, [0, 60_000, 120_000]);
+        let scalar = engine.range_query(&store, "time()", 0, 60_000, 30_000).unwrap();
+        let Value::Matrix(series) = scalar.value else { panic!("not a matrix") };
+        assert_eq!(series.len(), 1);
+        assert!(series[0].labels.is_empty());
+        assert_eq!(series[0].samples[2], Sample { timestamp_ms: 60_000, value: 60.0 });
+    }
+
+    #[test]
+    fn instant_query_value_types() {
+        let engine = Engine::default();
+        let store = store();
+        assert_eq!(
+            engine.instant_query(&store, "1 + 2", 5_000).unwrap().value,
+            Value::Scalar { timestamp_ms: 5_000, value: 3.0 }
+        );
+        assert_eq!(
+            engine.instant_query(&store, "\"text\"", 5_000).unwrap().value,
+            Value::String { timestamp_ms: 5_000, value: "text".into() }
+        );
+        let matrix = engine.instant_query(&store, "temperature[5m]", 290_000).unwrap();
+        let Value::Matrix(series) = matrix.value else { panic!("not a matrix") };
+        // Stale markers are not part of range vectors; the window (-10s, 290s] holds the samples at 0 and 1m.
+        assert_eq!(series[0].samples.len(), 2);
+    }
+
+    #[test]
+    fn errors_have_prometheus_shapes() {
+        let engine = Engine::default();
+        let store = store();
+        let parse = engine.instant_query(&store, "foo{", 0).unwrap_err();
+        assert_eq!(parse.to_string(), "1:5: parse error: unexpected end of input inside braces");
+        assert_eq!(parse.prometheus_error_type(), "bad_data");
+        assert_eq!(parse.kind(), ErrorKind::BadData);
+        let range_of_matrix = engine.range_query(&store, "temperature[5m]", 0, 60_000, 15_000).unwrap_err();
+        assert!(range_of_matrix.to_string().contains("range vector"), "{range_of_matrix}");
+        let step = engine.range_query(&store, "temperature", 0, 60_000, 0).unwrap_err();
+        assert_eq!(step.prometheus_error_type(), "bad_data");
+        let too_many = engine.range_query(&store, "temperature", 0, 12_000_000, 1_000).unwrap_err();
+        assert!(too_many.to_string().contains("11,000 points"), "{too_many}");
+    }
+
+    #[test]
+    fn limits_stop_queries() {
+        let store = store();
+        let small = Engine::new(EngineOptions { max_samples: 5, ..EngineOptions::default() });
+        let error = small.range_query(&store, "http_requests_total", 0, 600_000, 60_000).unwrap_err();
+        assert_eq!(error.to_string(), "query processing would load too many samples into memory in query execution");
+        assert_eq!(error.kind(), ErrorKind::Limit);
+        let hurried = Engine::new(EngineOptions { timeout: Duration::ZERO, ..EngineOptions::default() });
+        let error = hurried.instant_query(&store, "http_requests_total", 0).unwrap_err();
+        assert_eq!(error.prometheus_error_type(), "timeout");
+        assert_eq!(error.to_string(), "query timed out in expression evaluation");
+    }
+
+    #[test]
+    fn subquery_and_at_modifier() {
+        let engine = Engine::default();
+        let store = store();
+        let maximum = vector(
+            engine
+                .instant_query(&store, "max_over_time(rate(http_requests_total{job=\"api\"}[2m])[5m:1m])", 600_000)
+                .unwrap(),
+        );
+        assert!((maximum[0].1 - 1.0).abs() < 1e-9, "{maximum:?}");
+        let pinned = vector(engine.instant_query(&store, "http_requests_total{job=\"api\"} @ 120", 600_000).unwrap());
+        assert_eq!(pinned[0].1, 120.0);
+        let at_start =
+            engine.range_query(&store, "http_requests_total{job=\"api\"} @ start()", 60_000, 180_000, 60_000).unwrap();
+        let Value::Matrix(series) = at_start.value else { panic!("not a matrix") };
+        assert!(series[0].samples.iter().all(|sample| sample.value == 60.0));
+    }
 
     #[test]
     fn floor_division_handles_negative_times() {
