@@ -1,1 +1,63 @@
-//! The oxeye metrics store (in progress).
+//! The oxeye metrics store, shaped after Prometheus' TSDB.
+//!
+//! In reading order:
+//! - [`Tsdb::open`] with [`TsdbOptions`] opens a data directory and returns an `Arc<Tsdb>`, which
+//!   implements [`oxeye_model::storage::MetricsStorage`]: `appender()` for writes, the
+//!   [`oxeye_model::storage::Querier`] methods for reads, plus metadata and exemplars.
+//! - Writes go to the **head** ([`head`]): every series' recent samples in compressed chunks
+//!   ([`chunkenc`]: delta-of-delta timestamps, XOR values), found by a label-hash map and by postings
+//!   ([`postings`]). A commit first writes WAL records ([`record`]) through `oxeye-wal`'s group commit, and
+//!   returns only after the fsync.
+//! - [`Tsdb::run_maintenance`] cuts the oldest part of the head into an immutable **block** ([`block`]:
+//!   `meta.json`, an index with postings, chunk files), checkpoints the WAL so restarts replay only the
+//!   recent tail, merges blocks into larger ranges and applies retention.
+//! - Queries merge blocks and head by labels.
+//! - [`Tsdb::stats`] reports counters for self-monitoring; [`Tsdb::close`] shuts down gracefully.
+//!
+//! Every file's byte layout is in `docs/format.md`.
+//!
+//! ```
+//! use oxeye_model::storage::{MetricsStorage, Querier};
+//! use oxeye_model::{Labels, Matcher, Sample};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let tsdb = oxeye_tsdb::Tsdb::open(oxeye_tsdb::TsdbOptions::new(dir.path()))?;
+//! let labels = Labels::from_pairs([("__name__", "up"), ("job", "api")]);
+//! let mut appender = tsdb.appender();
+//! appender.append(&labels, Sample { timestamp_ms: 1_000, value: 1.0 })?;
+//! appender.commit()?; // durable (fsynced) when this returns
+//! let series = tsdb.select(0, 2_000, &[Matcher::equal("__name__", "up")])?;
+//! assert_eq!(series[0].samples, [Sample { timestamp_ms: 1_000, value: 1.0 }]);
+//! tsdb.close()?;
+//! # Ok(()) }
+//! ```
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod block;
+pub mod chunkenc;
+mod chunks;
+mod compact;
+mod db;
+mod encoding;
+mod error;
+mod exemplars;
+mod head;
+mod head_append;
+mod head_wal;
+mod index;
+mod options;
+pub mod postings;
+mod querier;
+mod record;
+
+pub use compact::MaintenanceReport;
+pub use db::{Tsdb, TsdbStats};
+pub use error::TsdbError;
+pub use head_append::TsdbAppender;
+pub use options::{
+    DEFAULT_BLOCK_DURATION_MS, DEFAULT_MAX_BLOCK_DURATION_MS, DEFAULT_MAX_EXEMPLARS, DEFAULT_RETENTION_MS, TsdbOptions,
+};
+
+#[cfg(test)]
+mod tests;

@@ -36,6 +36,8 @@
 //! # Ok(()) }
 //! ```
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod checkpoint;
 mod error;
 mod reader;

@@ -1,0 +1,208 @@
+//! Chunk files of a block: `chunks/000001`, `chunks/000002`, ... holding encoded chunks back to back.
+//!
+//! File: an 8-byte header (magic `OXCH` as u32 big-endian, version byte, three zero bytes), then
+//! entries `length uvarint │ encoding u8 │ data (length bytes) │ CRC32 (IEEE) of encoding + data, u32
+//! big-endian`. A chunk reference is `file sequence << 32 | byte offset of the entry`.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::TsdbError;
+use crate::chunkenc::Encoding;
+use crate::encoding::{Decoder, put_uvarint};
+
+const CHUNKS_MAGIC: u32 = 0x4f58_4348;
+const CHUNKS_VERSION: u8 = 1;
+const HEADER_BYTES: u64 = 8;
+/// A chunk file is closed and the next one started beyond this size.
+const MAX_CHUNK_FILE_BYTES: u64 = 512 << 20;
+
+fn chunk_file_path(chunks_dir: &Path, sequence: u32) -> PathBuf {
+    chunks_dir.join(format!("{sequence:06}"))
+}
+
+/// Writes the chunk files of a new block.
+#[derive(Debug)]
+pub(crate) struct ChunkWriter {
+    chunks_dir: PathBuf,
+    sequence: u32,
+    file: Option<BufWriter<File>>,
+    offset: u64,
+    scratch: Vec<u8>,
+}
+
+impl ChunkWriter {
+    pub(crate) fn create(chunks_dir: &Path) -> Result<Self, TsdbError> {
+        std::fs::create_dir_all(chunks_dir).map_err(|error| TsdbError::io(chunks_dir, "create directory", error))?;
+        Ok(ChunkWriter {
+            chunks_dir: chunks_dir.to_path_buf(),
+            sequence: 0,
+            file: None,
+            offset: 0,
+            scratch: Vec::new(),
+        })
+    }
+
+    fn start_file(&mut self) -> Result<(), TsdbError> {
+        self.finish_file()?;
+        self.sequence += 1;
+        let path = chunk_file_path(&self.chunks_dir, self.sequence);
+        let file = File::create(&path).map_err(|error| TsdbError::io(&path, "create chunk file", error))?;
+        let mut writer = BufWriter::with_capacity(1 << 20, file);
+        let mut header = [0u8; HEADER_BYTES as usize];
+        header[..4].copy_from_slice(&CHUNKS_MAGIC.to_be_bytes());
+        header[4] = CHUNKS_VERSION;
+        writer.write_all(&header).map_err(|error| TsdbError::io(&path, "write chunk file", error))?;
+        self.file = Some(writer);
+        self.offset = HEADER_BYTES;
+        Ok(())
+    }
+
+    fn finish_file(&mut self) -> Result<(), TsdbError> {
+        if let Some(writer) = self.file.take() {
+            let path = chunk_file_path(&self.chunks_dir, self.sequence);
+            let file =
+                writer.into_inner().map_err(|error| TsdbError::io(&path, "flush chunk file", error.into_error()))?;
+            file.sync_all().map_err(|error| TsdbError::io(&path, "fsync", error))?;
+        }
+        Ok(())
+    }
+
+    /// Writes one chunk and returns its reference.
+    pub(crate) fn write(&mut self, encoding: Encoding, bytes: &[u8]) -> Result<u64, TsdbError> {
+        if self.file.is_none() || self.offset >= MAX_CHUNK_FILE_BYTES {
+            self.start_file()?;
+        }
+        self.scratch.clear();
+        put_uvarint(&mut self.scratch, bytes.len() as u64);
+        self.scratch.push(encoding.to_byte());
+        self.scratch.extend_from_slice(bytes);
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&[encoding.to_byte()]);
+        hasher.update(bytes);
+        self.scratch.extend_from_slice(&hasher.finalize().to_be_bytes());
+        let chunk_ref = (u64::from(self.sequence) << 32) | self.offset;
+        let path = chunk_file_path(&self.chunks_dir, self.sequence);
+        let Some(file) = self.file.as_mut() else {
+            return Err(TsdbError::corrupt(&path, "chunk file not open"));
+        };
+        file.write_all(&self.scratch).map_err(|error| TsdbError::io(&path, "write chunk file", error))?;
+        self.offset += self.scratch.len() as u64;
+        Ok(chunk_ref)
+    }
+
+    /// Flushes and fsyncs the last file.
+    pub(crate) fn finish(mut self) -> Result<(), TsdbError> {
+        self.finish_file()
+    }
+}
+
+/// Reads chunks of one block by reference.
+#[derive(Debug)]
+pub(crate) struct ChunkReader {
+    files: Vec<(PathBuf, File)>,
+}
+
+impl ChunkReader {
+    pub(crate) fn open(chunks_dir: &Path) -> Result<Self, TsdbError> {
+        let mut files = Vec::new();
+        let mut sequence = 1;
+        loop {
+            let path = chunk_file_path(chunks_dir, sequence);
+            let file = match File::open(&path) {
+                Ok(file) => file,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => break,
+                Err(error) => return Err(TsdbError::io(&path, "open chunk file", error)),
+            };
+            let mut header = [0u8; HEADER_BYTES as usize];
+            file.read_exact_at(&mut header, 0)
+                .map_err(|error| TsdbError::io(&path, "read chunk file header", error))?;
+            if header[..4] != CHUNKS_MAGIC.to_be_bytes() {
+                return Err(TsdbError::corrupt(&path, "bad chunk file magic"));
+            }
+            if header[4] != CHUNKS_VERSION {
+                return Err(TsdbError::corrupt(&path, format!("unsupported chunk file version {}", header[4])));
+            }
+            files.push((path, file));
+            sequence += 1;
+        }
+        Ok(ChunkReader { files })
+    }
+
+    /// The encoding and bytes of chunk `chunk_ref`, checksum verified.
+    pub(crate) fn read(&self, chunk_ref: u64) -> Result<(Encoding, Vec<u8>), TsdbError> {
+        let sequence = (chunk_ref >> 32) as usize;
+        let offset = chunk_ref & 0xffff_ffff;
+        let Some((path, file)) = sequence.checked_sub(1).and_then(|index| self.files.get(index)) else {
+            return Err(TsdbError::Corrupt {
+                path: PathBuf::from("chunks"),
+                reason: format!("chunk reference {chunk_ref:#x} names a missing chunk file"),
+            });
+        };
+        let mut head = [0u8; 11];
+        let head_length =
+            read_up_to(file, &mut head, offset).map_err(|error| TsdbError::io(path, "read chunk", error))?;
+        let mut decoder = Decoder::new(&head[..head_length]);
+        let damaged = |reason: &str| TsdbError::corrupt(path, format!("chunk at offset {offset}: {reason}"));
+        let length = decoder.uvarint("chunk length").map_err(|error| damaged(&error.to_string()))?;
+        let encoding_byte = decoder.u8("chunk encoding").map_err(|error| damaged(&error.to_string()))?;
+        let encoding = Encoding::from_byte(encoding_byte).ok_or_else(|| damaged("unknown encoding"))?;
+        let length = usize::try_from(length).map_err(|_| damaged("length too large"))?;
+        if length > 16 << 20 {
+            return Err(damaged("length too large"));
+        }
+        let data_offset = offset + decoder.position() as u64;
+        let mut data = vec![0u8; length + 4];
+        file.read_exact_at(&mut data, data_offset).map_err(|error| TsdbError::io(path, "read chunk", error))?;
+        let stored_crc = u32::from_be_bytes([data[length], data[length + 1], data[length + 2], data[length + 3]]);
+        data.truncate(length);
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&[encoding_byte]);
+        hasher.update(&data);
+        if hasher.finalize() != stored_crc {
+            return Err(damaged("checksum mismatch"));
+        }
+        Ok((encoding, data))
+    }
+}
+
+fn read_up_to(file: &File, buffer: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        let read = file.read_at(&mut buffer[filled..], offset + filled as u64)?;
+        if read == 0 {
+            break;
+        }
+        filled += read;
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_round_trip_and_damage_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunks_dir = dir.path().join("chunks");
+        let mut writer = ChunkWriter::create(&chunks_dir).unwrap();
+        let first = writer.write(Encoding::Xor, b"abc").unwrap();
+        let second = writer.write(Encoding::Xor, &[7u8; 300]).unwrap();
+        writer.finish().unwrap();
+        let reader = ChunkReader::open(&chunks_dir).unwrap();
+        assert_eq!(reader.read(first).unwrap(), (Encoding::Xor, b"abc".to_vec()));
+        assert_eq!(reader.read(second).unwrap().1, vec![7u8; 300]);
+        assert!(reader.read(5 << 32).is_err());
+
+        let path = chunk_file_path(&chunks_dir, 1);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[HEADER_BYTES as usize + 3] ^= 1;
+        std::fs::write(&path, bytes).unwrap();
+        let reader = ChunkReader::open(&chunks_dir).unwrap();
+        let error = reader.read(first).unwrap_err().to_string();
+        assert!(error.contains("checksum"), "{error}");
+    }
+}

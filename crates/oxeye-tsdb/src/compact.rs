@@ -1,0 +1,260 @@
+//! Background work: cutting blocks from the head, merging adjacent blocks into larger ranges, and
+//! retention by time and size. [`Tsdb::run_maintenance`] runs one pass of each.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use oxeye_model::Labels;
+
+use crate::block::{self, Block, BlockWriter, OwnedChunk};
+use crate::chunkenc;
+use crate::db::{Shared, lock, write};
+use crate::head::MemSeries;
+use crate::{Tsdb, TsdbError};
+
+/// What one maintenance pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaintenanceReport {
+    /// Blocks cut from the head.
+    pub blocks_cut: u64,
+    /// Blocks written by merging smaller blocks.
+    pub blocks_compacted: u64,
+    /// Blocks deleted by retention.
+    pub blocks_deleted: u64,
+    /// Whether a WAL checkpoint was written (after the head was truncated).
+    pub checkpointed: bool,
+}
+
+impl Tsdb {
+    /// One pass of background work, blocking (seconds for large heads; call it from a blocking thread,
+    /// e.g. every minute):
+    /// 1. while the head spans more than 1.5 × `block_duration_ms`, cut its oldest aligned
+    ///    `block_duration_ms` into a block, drop those samples from the head and checkpoint the WAL;
+    /// 2. merge blocks that fill a completed compaction range (3×, 9×, ... the block duration);
+    /// 3. delete blocks past `retention_ms`, then the oldest while over `retention_size_bytes`.
+    ///
+    /// Concurrent calls are serialised. Appends and queries continue meanwhile.
+    ///
+    /// # Errors
+    /// [`TsdbError::Closed`], or I/O and corruption errors of the step that failed; later steps are
+    /// skipped and the next pass retries.
+    pub fn run_maintenance(&self) -> Result<MaintenanceReport, TsdbError> {
+        let shared = &self.shared;
+        let _maintenance = lock(&shared.maintenance_lock);
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(TsdbError::Closed);
+        }
+        let result = run_pass(shared);
+        if result.is_err() {
+            shared.counters.maintenance_failures_total.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+}
+
+fn run_pass(shared: &Shared) -> Result<MaintenanceReport, TsdbError> {
+    let mut report = MaintenanceReport::default();
+    let block_duration_ms = shared.options.block_duration_ms;
+    loop {
+        let head = &shared.head;
+        if head.is_empty() {
+            break;
+        }
+        let head_min_ms = head.min_time_ms().max(head.min_valid_time_ms());
+        let head_max_ms = head.max_time_ms();
+        if head_max_ms.saturating_sub(head_min_ms) <= block_duration_ms / 2 * 3 {
+            break;
+        }
+        let block_mint_ms = head_min_ms.div_euclid(block_duration_ms) * block_duration_ms;
+        let block_maxt_ms = block_mint_ms + block_duration_ms;
+        {
+            // Commits in flight finish first; later ones see the new line and cannot add under it.
+            let _gate = write(&shared.commit_gate);
+            head.raise_min_valid_time(block_maxt_ms);
+        }
+        if let Some(block) = cut_head_block(shared, block_mint_ms, block_maxt_ms)? {
+            add_block(shared, block);
+            report.blocks_cut += 1;
+            shared.counters.head_compactions_total.fetch_add(1, Ordering::Relaxed);
+        }
+        head.truncate(block_maxt_ms);
+        report.checkpointed = true;
+    }
+    if report.checkpointed {
+        crate::head_wal::checkpoint(shared)?;
+    }
+    while let Some(group) = plan_compaction(shared) {
+        compact_blocks(shared, &group)?;
+        report.blocks_compacted += 1;
+    }
+    report.blocks_deleted = apply_retention(shared)?;
+    Ok(report)
+}
+
+fn add_block(shared: &Shared, block: Block) {
+    let mut blocks = write(&shared.blocks);
+    blocks.push(Arc::new(block));
+    blocks.sort_by_key(|block| (block.meta.min_time_ms, block.meta.max_time_ms));
+}
+
+/// The chunks of one head series within `[mint_ms, maxt_ms)`: whole chunks copied, partial ones
+/// re-encoded.
+fn head_chunks_in_range(series: &MemSeries, mint_ms: i64, maxt_ms: i64) -> Result<Vec<OwnedChunk>, TsdbError> {
+    let state = series.lock();
+    let mut chunks = Vec::new();
+    let mut partial = Vec::new();
+    for (encoding, chunk_mint, chunk_maxt, bytes) in state.chunks() {
+        if chunk_maxt < mint_ms || chunk_mint >= maxt_ms {
+            continue;
+        }
+        if chunk_mint >= mint_ms && chunk_maxt < maxt_ms {
+            chunks.push((encoding, chunk_mint, chunk_maxt, bytes.to_vec()));
+        } else {
+            chunkenc::decode_into(encoding, bytes, mint_ms, maxt_ms - 1, &mut partial)
+                .map_err(|error| TsdbError::corrupt("head", format!("series {}: {error}", series.series_ref)))?;
+        }
+    }
+    drop(state);
+    if !partial.is_empty() {
+        chunks.extend(
+            chunkenc::encode_chunks(&partial)
+                .into_iter()
+                .map(|(mint, maxt, encoding, bytes)| (encoding, mint, maxt, bytes)),
+        );
+    }
+    block::merge_chunks(chunks).map_err(|error| TsdbError::corrupt("head", error.to_string()))
+}
+
+/// Writes the head's samples in `[mint_ms, maxt_ms)` as a level-1 block; `None` when there are none.
+fn cut_head_block(shared: &Shared, mint_ms: i64, maxt_ms: i64) -> Result<Option<Block>, TsdbError> {
+    let mut candidates: Vec<(Labels, Arc<MemSeries>)> = shared
+        .head
+        .all_series()
+        .into_iter()
+        .filter(|series| {
+            series.lock().chunks().any(|(_, chunk_mint, chunk_maxt, _)| chunk_maxt >= mint_ms && chunk_mint < maxt_ms)
+        })
+        .map(|series| (series.labels(), series))
+        .collect();
+    candidates.sort_by(|left, right| left.0.cmp(&right.0));
+    let mut writer = BlockWriter::create(&shared.options.data_dir)?;
+    for (labels, series) in candidates {
+        let chunks = head_chunks_in_range(&series, mint_ms, maxt_ms)?;
+        writer.add_series(labels, &chunks)?;
+    }
+    match writer.finish(mint_ms, maxt_ms, 1, Vec::new(), Vec::new())? {
+        Some(dir) => {
+            let block = Block::open(&dir)?;
+            tracing::info!(block = %block.meta.id, mint_ms, maxt_ms, series = block.meta.stats.num_series, "cut block from head");
+            Ok(Some(block))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The first group of blocks to merge: for the smallest compaction range first, blocks inside one
+/// aligned window of that range that has been completely cut (it ends at or before the newest block's
+/// end), at least two of them.
+fn plan_compaction(shared: &Shared) -> Option<Vec<Arc<Block>>> {
+    let blocks = shared.blocks();
+    let newest_end_ms = blocks.iter().map(|block| block.meta.max_time_ms).max()?;
+    for range_ms in shared.options.compaction_ranges_ms() {
+        let mut windows: BTreeMap<i64, Vec<Arc<Block>>> = BTreeMap::new();
+        for block in &blocks {
+            let window_start = block.meta.min_time_ms.div_euclid(range_ms) * range_ms;
+            if block.meta.max_time_ms <= window_start + range_ms {
+                windows.entry(window_start).or_default().push(Arc::clone(block));
+            }
+        }
+        for (window_start, group) in windows {
+            if group.len() >= 2 && window_start + range_ms <= newest_end_ms {
+                return Some(group);
+            }
+        }
+    }
+    None
+}
+
+/// Merges `group` into one block and deletes the originals.
+fn compact_blocks(shared: &Shared, group: &[Arc<Block>]) -> Result<(), TsdbError> {
+    let mut series: BTreeMap<Labels, Vec<(usize, u32)>> = BTreeMap::new();
+    for (position, block) in group.iter().enumerate() {
+        for id in 0..block.index.series.len() as u32 {
+            series.entry(block.index.labels(id)).or_default().push((position, id));
+        }
+    }
+    let mut writer = BlockWriter::create(&shared.options.data_dir)?;
+    for (labels, members) in series {
+        let mut chunks = Vec::new();
+        for (position, id) in members {
+            chunks.extend(group[position].series_chunks(id)?);
+        }
+        let merged =
+            block::merge_chunks(chunks).map_err(|error| TsdbError::corrupt(&group[0].dir, error.to_string()))?;
+        writer.add_series(labels, &merged)?;
+    }
+    let min_time_ms = group.iter().map(|block| block.meta.min_time_ms).min().unwrap_or_default();
+    let max_time_ms = group.iter().map(|block| block.meta.max_time_ms).max().unwrap_or_default();
+    let level = group.iter().map(|block| block.meta.compaction.level).max().unwrap_or(1) + 1;
+    let mut sources: Vec<String> =
+        group.iter().flat_map(|block| block.meta.compaction.sources.iter().cloned()).collect();
+    sources.sort();
+    sources.dedup();
+    let parents: Vec<String> = group.iter().map(|block| block.meta.id.clone()).collect();
+    let new_block = match writer.finish(min_time_ms, max_time_ms, level, sources, parents.clone())? {
+        Some(dir) => Some(Block::open(&dir)?),
+        None => None,
+    };
+    {
+        let mut blocks = write(&shared.blocks);
+        blocks.retain(|block| !parents.contains(&block.meta.id));
+        if let Some(new_block) = new_block {
+            tracing::info!(block = %new_block.meta.id, level, min_time_ms, max_time_ms, merged = parents.len(), "compacted blocks");
+            blocks.push(Arc::new(new_block));
+        }
+        blocks.sort_by_key(|block| (block.meta.min_time_ms, block.meta.max_time_ms));
+    }
+    for block in group {
+        block::delete_block_dir(&block.dir)?;
+    }
+    shared.counters.compactions_total.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Deletes blocks past the time retention, then the oldest while over the size retention. Returns how
+/// many were deleted.
+fn apply_retention(shared: &Shared) -> Result<u64, TsdbError> {
+    let blocks = shared.blocks();
+    let Some(newest_block_end) = blocks.iter().map(|block| block.meta.max_time_ms).max() else { return Ok(0) };
+    let newest_ms =
+        if shared.head.is_empty() { newest_block_end } else { newest_block_end.max(shared.head.max_time_ms()) };
+    let cutoff_ms = newest_ms.saturating_sub(shared.options.retention_ms);
+    let mut doomed: Vec<Arc<Block>> =
+        blocks.iter().filter(|block| block.meta.max_time_ms <= cutoff_ms).cloned().collect();
+    if let Some(limit) = shared.options.retention_size_bytes {
+        let mut total: u64 = blocks.iter().map(|block| block.size_bytes).sum::<u64>() + shared.wal.size_bytes()?;
+        total -= doomed.iter().map(|block| block.size_bytes).sum::<u64>();
+        for block in &blocks {
+            if total <= limit {
+                break;
+            }
+            if doomed.iter().any(|chosen| chosen.meta.id == block.meta.id) {
+                continue;
+            }
+            total = total.saturating_sub(block.size_bytes);
+            doomed.push(Arc::clone(block));
+        }
+    }
+    if doomed.is_empty() {
+        return Ok(0);
+    }
+    write(&shared.blocks).retain(|block| !doomed.iter().any(|chosen| chosen.meta.id == block.meta.id));
+    for block in &doomed {
+        tracing::info!(block = %block.meta.id, max_time_ms = block.meta.max_time_ms, "deleting block past retention");
+        block::delete_block_dir(&block.dir)?;
+    }
+    let count = doomed.len() as u64;
+    shared.counters.retention_deleted_blocks_total.fetch_add(count, Ordering::Relaxed);
+    Ok(count)
+}

@@ -1,0 +1,624 @@
+//! The head: the in-memory, writable part of the store holding the most recent samples of every active
+//! series in compressed chunks, with a label-hash map for lookup on append and postings for queries.
+//!
+//! Concurrency: series are found through striped locks (by label hash and by reference); each series
+//! has its own mutex for its chunks; postings sit behind one `RwLock` taken for writing only when a
+//! series is created or removed.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use oxeye_model::Labels;
+
+use crate::chunkenc::{self, ChunkDecodeError, Encoding, MAX_CHUNK_BYTES, MAX_SAMPLES_PER_CHUNK, XorAppender};
+use crate::encoding::Decoder;
+use crate::postings::MemPostings;
+use crate::record;
+
+const STRIPES: usize = 256;
+
+/// A hasher for keys that are already hashes or small integers: one multiply spreads the bits.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct MixHasher(u64);
+
+impl Hasher for MixHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
+    }
+    fn write_u32(&mut self, value: u32) {
+        self.write_u64(u64::from(value));
+    }
+}
+
+pub(crate) type MixBuildHasher = BuildHasherDefault<MixHasher>;
+
+/// A closed head chunk.
+#[derive(Debug)]
+pub(crate) struct HeadChunk {
+    pub(crate) mint_ms: i64,
+    pub(crate) maxt_ms: i64,
+    pub(crate) encoding: Encoding,
+    pub(crate) bytes: Box<[u8]>,
+}
+
+/// The chunk being appended to.
+#[derive(Debug)]
+pub(crate) struct OpenChunk {
+    pub(crate) appender: XorAppender,
+    pub(crate) mint_ms: i64,
+    pub(crate) maxt_ms: i64,
+    /// The chunk is cut before a sample at or after this time (the next block boundary).
+    pub(crate) boundary_ms: i64,
+}
+
+/// What appending one sample to a series did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SeriesAppend {
+    Appended,
+    /// Same timestamp and same value bits as the newest sample: nothing to store.
+    DuplicateIgnored,
+    OutOfOrder {
+        newest_timestamp_ms: i64,
+    },
+    DuplicateDifferentValue,
+}
+
+/// Samples of one series; guarded by the series' mutex.
+#[derive(Debug)]
+pub(crate) struct SeriesState {
+    pub(crate) closed: Vec<HeadChunk>,
+    pub(crate) open: Option<OpenChunk>,
+    /// Newest sample's timestamp, `i64::MIN` when the series has none.
+    pub(crate) max_time_ms: i64,
+    pub(crate) last_value_bits: u64,
+}
+
+impl SeriesState {
+    fn new() -> Self {
+        SeriesState { closed: Vec::new(), open: None, max_time_ms: i64::MIN, last_value_bits: 0 }
+    }
+
+    /// Checks a sample against the newest one without storing it.
+    pub(crate) fn check(&self, timestamp_ms: i64, value_bits: u64) -> SeriesAppend {
+        check_order(self.max_time_ms, self.last_value_bits, timestamp_ms, value_bits)
+    }
+
+    /// Appends a sample, cutting a new chunk when the open one is full or the sample crosses a block
+    /// boundary of `chunk_range_ms`.
+    pub(crate) fn append(&mut self, timestamp_ms: i64, value: f64, chunk_range_ms: i64) -> SeriesAppend {
+        let value_bits = value.to_bits();
+        let outcome = self.check(timestamp_ms, value_bits);
+        if outcome != SeriesAppend::Appended {
+            return outcome;
+        }
+        let must_cut = match &self.open {
+            None => true,
+            Some(open) => {
+                open.appender.num_samples() >= MAX_SAMPLES_PER_CHUNK
+                    || open.appender.size_bytes() >= MAX_CHUNK_BYTES
+                    || timestamp_ms >= open.boundary_ms
+            }
+        };
+        if must_cut {
+            self.cut_open_chunk();
+            let boundary_ms = timestamp_ms.div_euclid(chunk_range_ms).saturating_add(1).saturating_mul(chunk_range_ms);
+            self.open = Some(OpenChunk {
+                appender: XorAppender::new(),
+                mint_ms: timestamp_ms,
+                maxt_ms: timestamp_ms,
+                boundary_ms,
+            });
+        }
+        if let Some(open) = &mut self.open {
+            open.appender.append(timestamp_ms, value);
+            open.maxt_ms = timestamp_ms;
+        }
+        self.max_time_ms = timestamp_ms;
+        self.last_value_bits = value_bits;
+        SeriesAppend::Appended
+    }
+
+    fn cut_open_chunk(&mut self) {
+        if let Some(open) = self.open.take() {
+            self.closed.push(HeadChunk {
+                mint_ms: open.mint_ms,
+                maxt_ms: open.maxt_ms,
+                encoding: Encoding::Xor,
+                bytes: open.appender.into_bytes().into_boxed_slice(),
+            });
+        }
+    }
+
+    /// Drops chunks that end before `mint_ms`. True when the series has no chunk left.
+    pub(crate) fn truncate_before(&mut self, mint_ms: i64) -> bool {
+        self.closed.retain(|chunk| chunk.maxt_ms >= mint_ms);
+        if self.open.as_ref().is_some_and(|open| open.maxt_ms < mint_ms) {
+            self.open = None;
+        }
+        self.closed.is_empty() && self.open.is_none()
+    }
+
+    /// Every chunk, oldest first, as `(encoding, mint, maxt, bytes)`.
+    pub(crate) fn chunks(&self) -> impl Iterator<Item = (Encoding, i64, i64, &[u8])> {
+        self.closed
+            .iter()
+            .map(|chunk| (chunk.encoding, chunk.mint_ms, chunk.maxt_ms, &chunk.bytes[..]))
+            .chain(self.open.iter().map(|open| (Encoding::Xor, open.mint_ms, open.maxt_ms, open.appender.bytes())))
+    }
+
+    /// Samples with `mint_ms <= t <= maxt_ms`, appended to `out`.
+    pub(crate) fn samples_in(
+        &self,
+        mint_ms: i64,
+        maxt_ms: i64,
+        out: &mut Vec<oxeye_model::Sample>,
+    ) -> Result<(), ChunkDecodeError> {
+        for (encoding, chunk_mint, chunk_maxt, bytes) in self.chunks() {
+            if chunk_maxt < mint_ms || chunk_mint > maxt_ms {
+                continue;
+            }
+            chunkenc::decode_into(encoding, bytes, mint_ms, maxt_ms, out)?;
+        }
+        Ok(())
+    }
+
+    /// Restores chunks from a checkpoint: all but the last are closed, the last stays open for appends.
+    pub(crate) fn restore_chunks(
+        &mut self,
+        chunks: Vec<(Encoding, i64, i64, Vec<u8>)>,
+        chunk_range_ms: i64,
+    ) -> Result<(), ChunkDecodeError> {
+        let count = chunks.len();
+        for (position, (encoding, mint_ms, maxt_ms, bytes)) in chunks.into_iter().enumerate() {
+            if maxt_ms <= self.max_time_ms {
+                continue;
+            }
+            let last_value_bits = last_value_bits(encoding, &bytes)?;
+            if position + 1 == count {
+                self.cut_open_chunk();
+                let appender = XorAppender::from_bytes(&bytes)?;
+                let boundary_ms = mint_ms.div_euclid(chunk_range_ms).saturating_add(1).saturating_mul(chunk_range_ms);
+                self.open = Some(OpenChunk { appender, mint_ms, maxt_ms, boundary_ms });
+            } else {
+                self.cut_open_chunk();
+                self.closed.push(HeadChunk { mint_ms, maxt_ms, encoding, bytes: bytes.into_boxed_slice() });
+            }
+            self.max_time_ms = maxt_ms;
+            self.last_value_bits = last_value_bits;
+        }
+        Ok(())
+    }
+}
+
+fn last_value_bits(encoding: Encoding, bytes: &[u8]) -> Result<u64, ChunkDecodeError> {
+    let mut samples = Vec::new();
+    chunkenc::decode_into(encoding, bytes, i64::MIN, i64::MAX, &mut samples)?;
+    Ok(samples.last().map(|sample| sample.value.to_bits()).unwrap_or(0))
+}
+
+/// The Prometheus ordering rule for one sample against the newest stored one.
+pub(crate) fn check_order(newest_ms: i64, newest_value_bits: u64, timestamp_ms: i64, value_bits: u64) -> SeriesAppend {
+    if newest_ms == i64::MIN || timestamp_ms > newest_ms {
+        return SeriesAppend::Appended;
+    }
+    if timestamp_ms < newest_ms {
+        return SeriesAppend::OutOfOrder { newest_timestamp_ms: newest_ms };
+    }
+    if value_bits == newest_value_bits { SeriesAppend::DuplicateIgnored } else { SeriesAppend::DuplicateDifferentValue }
+}
+
+/// One series of the head.
+#[derive(Debug)]
+pub(crate) struct MemSeries {
+    pub(crate) series_ref: u32,
+    /// Labels in the record encoding (count, then length-prefixed names and values): one allocation.
+    labels_encoded: Box<[u8]>,
+    state: Mutex<SeriesState>,
+    /// Set once a commit that wrote this series' WAL series record is durable.
+    pub(crate) logged: AtomicBool,
+    /// Appenders holding this series in an uncommitted batch; garbage collection skips it meanwhile.
+    pub(crate) pending_appenders: AtomicU32,
+}
+
+impl MemSeries {
+    fn new(series_ref: u32, labels: &Labels) -> Self {
+        let mut labels_encoded = Vec::new();
+        record::encode_labels(&mut labels_encoded, labels);
+        MemSeries {
+            series_ref,
+            labels_encoded: labels_encoded.into_boxed_slice(),
+            state: Mutex::new(SeriesState::new()),
+            logged: AtomicBool::new(false),
+            pending_appenders: AtomicU32::new(0),
+        }
+    }
+
+    /// The series' labels, decoded.
+    pub(crate) fn labels(&self) -> Labels {
+        let mut decoder = Decoder::new(&self.labels_encoded);
+        // The bytes were produced by `encode_labels` from valid labels.
+        record::decode_labels(&mut decoder).unwrap_or_default()
+    }
+
+    fn labels_equal(&self, labels: &Labels) -> bool {
+        let mut decoder = Decoder::new(&self.labels_encoded);
+        let Ok(count) = decoder.uvarint("label count") else { return false };
+        if count != labels.len() as u64 {
+            return false;
+        }
+        labels.iter().all(|label| {
+            decoder.bytes("name").is_ok_and(|name| name == label.name.as_bytes())
+                && decoder.bytes("value").is_ok_and(|value| value == label.value.as_bytes())
+        })
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, SeriesState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Approximate heap bytes of the series, for sizing.
+    pub(crate) fn approximate_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.labels_encoded.len()
+    }
+}
+
+#[derive(Debug, Default)]
+struct HashStripe {
+    unique: HashMap<u64, Arc<MemSeries>, MixBuildHasher>,
+    /// Series whose label hash collides with the one in `unique`.
+    conflicts: HashMap<u64, Vec<Arc<MemSeries>>, MixBuildHasher>,
+}
+
+impl HashStripe {
+    fn find(&self, hash: u64, labels: &Labels) -> Option<&Arc<MemSeries>> {
+        let first = self.unique.get(&hash)?;
+        if first.labels_equal(labels) {
+            return Some(first);
+        }
+        self.conflicts.get(&hash)?.iter().find(|series| series.labels_equal(labels))
+    }
+
+    fn insert(&mut self, hash: u64, series: Arc<MemSeries>) {
+        match self.unique.entry(hash) {
+            std::collections::hash_map::Entry::Occupied(_) => self.conflicts.entry(hash).or_default().push(series),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(series);
+            }
+        }
+    }
+
+    fn remove(&mut self, hash: u64, series_ref: u32) {
+        if self.unique.get(&hash).is_some_and(|series| series.series_ref == series_ref) {
+            self.unique.remove(&hash);
+            if let Some(conflicts) = self.conflicts.get_mut(&hash) {
+                if let Some(promoted) = conflicts.pop() {
+                    self.unique.insert(hash, promoted);
+                }
+                if conflicts.is_empty() {
+                    self.conflicts.remove(&hash);
+                }
+            }
+        } else if let Some(conflicts) = self.conflicts.get_mut(&hash) {
+            conflicts.retain(|series| series.series_ref != series_ref);
+            if conflicts.is_empty() {
+                self.conflicts.remove(&hash);
+            }
+        }
+    }
+}
+
+type RefStripe = RwLock<HashMap<u32, Arc<MemSeries>, MixBuildHasher>>;
+
+/// Head counters, exported through `TsdbStats`.
+#[derive(Debug, Default)]
+pub(crate) struct HeadCounters {
+    pub(crate) samples_appended_total: AtomicU64,
+    pub(crate) out_of_order_samples_total: AtomicU64,
+    pub(crate) out_of_bounds_samples_total: AtomicU64,
+    pub(crate) duplicate_samples_total: AtomicU64,
+    pub(crate) series_created_total: AtomicU64,
+    pub(crate) series_removed_total: AtomicU64,
+}
+
+/// The in-memory head.
+#[derive(Debug)]
+pub(crate) struct Head {
+    pub(crate) chunk_range_ms: i64,
+    by_hash: Box<[RwLock<HashStripe>]>,
+    by_ref: Box<[RefStripe]>,
+    postings: RwLock<MemPostings>,
+    next_ref: AtomicU32,
+    num_series: AtomicU64,
+    /// Oldest sample time in the head, `i64::MAX` when empty.
+    min_time_ms: AtomicI64,
+    /// Newest sample time in the head, `i64::MIN` when empty.
+    max_time_ms: AtomicI64,
+    /// Samples older than this are refused (set when blocks are cut).
+    min_valid_time_ms: AtomicI64,
+    pub(crate) counters: HeadCounters,
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Why a series could not be created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CreateSeriesError {
+    RefsExhausted,
+}
+
+impl Head {
+    pub(crate) fn new(chunk_range_ms: i64) -> Self {
+        Head {
+            chunk_range_ms,
+            by_hash: (0..STRIPES).map(|_| RwLock::new(HashStripe::default())).collect(),
+            by_ref: (0..STRIPES).map(|_| RwLock::new(HashMap::default())).collect(),
+            postings: RwLock::new(MemPostings::new()),
+            next_ref: AtomicU32::new(1),
+            num_series: AtomicU64::new(0),
+            min_time_ms: AtomicI64::new(i64::MAX),
+            max_time_ms: AtomicI64::new(i64::MIN),
+            min_valid_time_ms: AtomicI64::new(i64::MIN),
+            counters: HeadCounters::default(),
+        }
+    }
+
+    fn hash_stripe(&self, hash: u64) -> &RwLock<HashStripe> {
+        &self.by_hash[(hash as usize) % STRIPES]
+    }
+
+    fn ref_stripe(&self, series_ref: u32) -> &RefStripe {
+        &self.by_ref[(series_ref as usize) % STRIPES]
+    }
+
+    /// The series with exactly these labels, marked as held by one more appender when `hold` is set.
+    pub(crate) fn get_by_labels(&self, labels: &Labels, hash: u64, hold: bool) -> Option<Arc<MemSeries>> {
+        let stripe = read(self.hash_stripe(hash));
+        let series = stripe.find(hash, labels)?;
+        if hold {
+            series.pending_appenders.fetch_add(1, Ordering::AcqRel);
+        }
+        Some(Arc::clone(series))
+    }
+
+    /// The series with these labels, created when missing (with `fixed_ref` during replay, else the next
+    /// reference). Returns whether it was created. With `hold`, the series is marked as held by an
+    /// appender before any lock is released, so garbage collection cannot remove it in between.
+    pub(crate) fn get_or_create(
+        &self,
+        labels: &Labels,
+        fixed_ref: Option<u32>,
+        hold: bool,
+    ) -> Result<(Arc<MemSeries>, bool), CreateSeriesError> {
+        let hash = labels.stable_hash();
+        if let Some(series) = self.get_by_labels(labels, hash, hold) {
+            return Ok((series, false));
+        }
+        let mut stripe = write(self.hash_stripe(hash));
+        if let Some(series) = stripe.find(hash, labels) {
+            if hold {
+                series.pending_appenders.fetch_add(1, Ordering::AcqRel);
+            }
+            return Ok((Arc::clone(series), false));
+        }
+        let series_ref = match fixed_ref {
+            Some(series_ref) => {
+                self.next_ref.fetch_max(series_ref.saturating_add(1), Ordering::AcqRel);
+                series_ref
+            }
+            None => {
+                let allocated = self.next_ref.fetch_add(1, Ordering::AcqRel);
+                if allocated == u32::MAX {
+                    return Err(CreateSeriesError::RefsExhausted);
+                }
+                allocated
+            }
+        };
+        let series = Arc::new(MemSeries::new(series_ref, labels));
+        if hold {
+            series.pending_appenders.fetch_add(1, Ordering::AcqRel);
+        }
+        stripe.insert(hash, Arc::clone(&series));
+        write(self.ref_stripe(series_ref)).insert(series_ref, Arc::clone(&series));
+        write(&self.postings).add(series_ref, labels);
+        drop(stripe);
+        self.num_series.fetch_add(1, Ordering::Relaxed);
+        self.counters.series_created_total.fetch_add(1, Ordering::Relaxed);
+        Ok((series, true))
+    }
+
+    /// The series with reference `series_ref`.
+    pub(crate) fn get_by_ref(&self, series_ref: u32) -> Option<Arc<MemSeries>> {
+        read(self.ref_stripe(series_ref)).get(&series_ref).cloned()
+    }
+
+    /// Every series, in no particular order.
+    pub(crate) fn all_series(&self) -> Vec<Arc<MemSeries>> {
+        let mut all = Vec::with_capacity(self.num_series() as usize);
+        for stripe in self.by_ref.iter() {
+            all.extend(read(stripe).values().cloned());
+        }
+        all
+    }
+
+    pub(crate) fn postings(&self) -> RwLockReadGuard<'_, MemPostings> {
+        read(&self.postings)
+    }
+
+    pub(crate) fn num_series(&self) -> u64 {
+        self.num_series.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn min_time_ms(&self) -> i64 {
+        self.min_time_ms.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn max_time_ms(&self) -> i64 {
+        self.max_time_ms.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.max_time_ms() == i64::MIN
+    }
+
+    pub(crate) fn min_valid_time_ms(&self) -> i64 {
+        self.min_valid_time_ms.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn raise_min_valid_time(&self, timestamp_ms: i64) {
+        self.min_valid_time_ms.fetch_max(timestamp_ms, Ordering::AcqRel);
+    }
+
+    /// The oldest timestamp an append may carry now: the newer of the block cut line and half a chunk
+    /// range before the head's newest sample (Prometheus' `appendableMinValidTime`).
+    pub(crate) fn appendable_min_valid_time_ms(&self) -> i64 {
+        let min_valid = self.min_valid_time_ms();
+        let max_time = self.max_time_ms();
+        if max_time == i64::MIN {
+            return min_valid;
+        }
+        min_valid.max(max_time.saturating_sub(self.chunk_range_ms / 2))
+    }
+
+    /// Widens the head's time range after samples in `[mint_ms, maxt_ms]` were appended.
+    pub(crate) fn observe_time_range(&self, mint_ms: i64, maxt_ms: i64) {
+        self.min_time_ms.fetch_min(mint_ms, Ordering::AcqRel);
+        self.max_time_ms.fetch_max(maxt_ms, Ordering::AcqRel);
+    }
+
+    /// Drops every chunk ending before `mint_ms` and every series left without chunks that no appender
+    /// holds; the head then starts at `mint_ms`. Returns the number of series removed.
+    pub(crate) fn truncate(&self, mint_ms: i64) -> u64 {
+        self.raise_min_valid_time(mint_ms);
+        let mut empty = Vec::new();
+        for series in self.all_series() {
+            let mut state = series.lock();
+            if state.truncate_before(mint_ms) {
+                empty.push(Arc::clone(&series));
+            }
+        }
+        let mut removed = 0;
+        for series in empty {
+            let labels = series.labels();
+            let hash = labels.stable_hash();
+            let mut stripe = write(self.hash_stripe(hash));
+            if series.pending_appenders.load(Ordering::Acquire) > 0 {
+                continue;
+            }
+            {
+                let state = series.lock();
+                if !(state.closed.is_empty() && state.open.is_none()) {
+                    continue;
+                }
+            }
+            stripe.remove(hash, series.series_ref);
+            drop(stripe);
+            write(self.ref_stripe(series.series_ref)).remove(&series.series_ref);
+            write(&self.postings).remove(series.series_ref, &labels);
+            removed += 1;
+        }
+        self.num_series.fetch_sub(removed, Ordering::Relaxed);
+        self.counters.series_removed_total.fetch_add(removed, Ordering::Relaxed);
+        if self.max_time_ms() == i64::MIN || self.num_series() == 0 {
+            self.min_time_ms.store(i64::MAX, Ordering::Release);
+            self.max_time_ms.store(i64::MIN, Ordering::Release);
+        } else {
+            self.min_time_ms.fetch_max(mint_ms, Ordering::AcqRel);
+        }
+        removed
+    }
+
+    /// Approximate heap bytes held by series structures and chunks (not postings), for stats.
+    pub(crate) fn approximate_chunk_bytes(&self) -> u64 {
+        let mut total = 0u64;
+        for series in self.all_series() {
+            let state = series.lock();
+            total += series.approximate_bytes() as u64;
+            total += state.chunks().map(|(_, _, _, bytes)| bytes.len() as u64 + 32).sum::<u64>();
+        }
+        total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_are_found_by_labels_and_by_ref() {
+        let head = Head::new(7_200_000);
+        let labels = Labels::from_pairs([("__name__", "up"), ("job", "a")]);
+        let (created, was_created) = head.get_or_create(&labels, None, false).unwrap();
+        assert!(was_created);
+        let (found, was_created) = head.get_or_create(&labels, None, false).unwrap();
+        assert!(!was_created);
+        assert_eq!(found.series_ref, created.series_ref);
+        assert_eq!(head.get_by_ref(created.series_ref).unwrap().labels(), labels);
+        assert_eq!(head.postings().get("job", "a").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn colliding_hashes_keep_both_series() {
+        let mut stripe = HashStripe::default();
+        let first_labels = Labels::from_pairs([("a", "1")]);
+        let second_labels = Labels::from_pairs([("a", "2")]);
+        stripe.insert(42, Arc::new(MemSeries::new(1, &first_labels)));
+        stripe.insert(42, Arc::new(MemSeries::new(2, &second_labels)));
+        assert_eq!(stripe.find(42, &first_labels).unwrap().series_ref, 1);
+        assert_eq!(stripe.find(42, &second_labels).unwrap().series_ref, 2);
+        stripe.remove(42, 1);
+        assert!(stripe.find(42, &first_labels).is_none());
+        assert_eq!(stripe.find(42, &second_labels).unwrap().series_ref, 2);
+    }
+
+    #[test]
+    fn chunks_are_cut_at_sample_count_and_block_boundary() {
+        let mut state = SeriesState::new();
+        for index in 0..130 {
+            assert_eq!(state.append(index * 1000, 1.0, 100_000), SeriesAppend::Appended);
+        }
+        // Boundaries at 100 s cut the first chunk at 100 samples; the rest stay open.
+        assert_eq!(state.closed.len(), 1);
+        assert_eq!(state.closed[0].maxt_ms, 99_000);
+        assert_eq!(state.append(5, 1.0, 100_000), SeriesAppend::OutOfOrder { newest_timestamp_ms: 129_000 });
+        assert_eq!(state.append(129_000, 1.0, 100_000), SeriesAppend::DuplicateIgnored);
+        assert_eq!(state.append(129_000, 2.0, 100_000), SeriesAppend::DuplicateDifferentValue);
+        let mut samples = Vec::new();
+        state.samples_in(98_000, 101_000, &mut samples).unwrap();
+        assert_eq!(
+            samples.iter().map(|sample| sample.timestamp_ms).collect::<Vec<_>>(),
+            [98_000, 99_000, 100_000, 101_000]
+        );
+    }
+
+    #[test]
+    fn truncate_removes_empty_series_but_not_held_ones() {
+        let head = Head::new(1000);
+        let old = Labels::from_pairs([("__name__", "old")]);
+        let held = Labels::from_pairs([("__name__", "held")]);
+        let (old_series, _) = head.get_or_create(&old, None, false).unwrap();
+        old_series.lock().append(10, 1.0, 1000);
+        let (held_series, _) = head.get_or_create(&held, None, true).unwrap();
+        head.observe_time_range(10, 10);
+        assert_eq!(head.truncate(5000), 1);
+        assert!(head.get_by_ref(old_series.series_ref).is_none());
+        assert!(head.get_by_ref(held_series.series_ref).is_some());
+        assert_eq!(head.postings().label_values("__name__"), ["held"]);
+        assert_eq!(head.appendable_min_valid_time_ms(), 5000);
+    }
+}

@@ -1,0 +1,331 @@
+//! Appending to the head: the [`Appender`] implementation.
+//!
+//! `append` finds (or creates) the series and checks the sample against the series' newest sample and
+//! the head's window; `commit` writes the batch's WAL records (new series, samples, exemplars, changed
+//! metadata) with one group-committed fsync and only then applies the samples to the head.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use oxeye_model::storage::{Appender, CommitSummary, StorageError};
+use oxeye_model::{Exemplar, Labels, MetricMetadata, Sample};
+
+use crate::db::{Shared, lock, read, write};
+use crate::exemplars::ExemplarCheck;
+use crate::head::{MemSeries, MixBuildHasher, SeriesAppend, check_order};
+use crate::record::{self, RefExemplar, RefSample};
+
+/// A series this batch holds, with its newest sample in the batch.
+#[derive(Debug)]
+struct HeldSeries {
+    series: Arc<MemSeries>,
+    /// Newest `(timestamp_ms, value bits)` appended by this batch.
+    newest_in_batch: Option<(i64, u64)>,
+}
+
+/// One batch of samples, exemplars and metadata for one atomic commit. Create with
+/// `MetricsStorage::appender`.
+#[derive(Debug)]
+pub struct TsdbAppender {
+    shared: Arc<Shared>,
+    min_valid_time_ms: i64,
+    held: Vec<HeldSeries>,
+    held_by_ref: HashMap<u32, usize, MixBuildHasher>,
+    /// `(position in held, timestamp_ms, value)`.
+    samples: Vec<(usize, i64, f64)>,
+    exemplars: Vec<(usize, Exemplar)>,
+    metadata: Vec<(String, MetricMetadata)>,
+    series_created: u64,
+    finished: bool,
+}
+
+impl TsdbAppender {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        let min_valid_time_ms = shared.head.appendable_min_valid_time_ms();
+        TsdbAppender {
+            shared,
+            min_valid_time_ms,
+            held: Vec::new(),
+            held_by_ref: HashMap::default(),
+            samples: Vec::new(),
+            exemplars: Vec::new(),
+            metadata: Vec::new(),
+            series_created: 0,
+            finished: false,
+        }
+    }
+
+    /// Finds or creates the series and holds it for this batch; returns its position in `held`.
+    fn hold_series(&mut self, labels: &Labels) -> Result<usize, StorageError> {
+        let head = &self.shared.head;
+        let hash = labels.stable_hash();
+        let series = match head.get_by_labels(labels, hash, true) {
+            Some(series) => series,
+            None => {
+                validate_labels(labels)?;
+                let (series, created) = head.get_or_create(labels, None, true).map_err(|_| {
+                    StorageError::LimitExceeded("series references exhausted; restart compacts them".to_owned())
+                })?;
+                if created {
+                    self.series_created += 1;
+                }
+                series
+            }
+        };
+        if let Some(position) = self.held_by_ref.get(&series.series_ref) {
+            // Already held by this batch: give back the extra hold.
+            series.pending_appenders.fetch_sub(1, Ordering::AcqRel);
+            return Ok(*position);
+        }
+        let position = self.held.len();
+        self.held_by_ref.insert(series.series_ref, position);
+        self.held.push(HeldSeries { series, newest_in_batch: None });
+        Ok(position)
+    }
+
+    fn release(&mut self) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        for held in self.held.drain(..) {
+            held.series.pending_appenders.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.held_by_ref.clear();
+        self.samples.clear();
+        self.exemplars.clear();
+        self.metadata.clear();
+    }
+
+    fn commit_inner(&mut self) -> Result<CommitSummary, StorageError> {
+        let shared = Arc::clone(&self.shared);
+        if self.samples.is_empty() && self.exemplars.is_empty() && self.metadata.is_empty() {
+            return Ok(CommitSummary { series_created: self.series_created, ..CommitSummary::default() });
+        }
+        let mut records: Vec<Vec<u8>> = Vec::with_capacity(4);
+        let unlogged: Vec<(u64, Labels)> = self
+            .held
+            .iter()
+            .filter(|held| !held.series.logged.load(Ordering::Acquire))
+            .map(|held| (u64::from(held.series.series_ref), held.series.labels()))
+            .collect();
+        if !unlogged.is_empty() {
+            let references: Vec<(u64, &Labels)> =
+                unlogged.iter().map(|(series_ref, labels)| (*series_ref, labels)).collect();
+            records.push(record::encode_series(&references));
+        }
+        let mut batch_min_ms = i64::MAX;
+        let mut batch_max_ms = i64::MIN;
+        if !self.samples.is_empty() {
+            let samples: Vec<RefSample> = self
+                .samples
+                .iter()
+                .map(|(position, timestamp_ms, value)| {
+                    batch_min_ms = batch_min_ms.min(*timestamp_ms);
+                    batch_max_ms = batch_max_ms.max(*timestamp_ms);
+                    RefSample {
+                        series_ref: u64::from(self.held[*position].series.series_ref),
+                        timestamp_ms: *timestamp_ms,
+                        value: *value,
+                    }
+                })
+                .collect();
+            records.push(record::encode_samples(&samples));
+        }
+        if !self.exemplars.is_empty() {
+            let exemplars: Vec<RefExemplar> = self
+                .exemplars
+                .iter()
+                .map(|(position, exemplar)| RefExemplar {
+                    series_ref: u64::from(self.held[*position].series.series_ref),
+                    exemplar: exemplar.clone(),
+                })
+                .collect();
+            records.push(record::encode_exemplars(&exemplars));
+        }
+        let changed_metadata: Vec<(String, MetricMetadata)> = {
+            let current = read(&shared.metadata);
+            self.metadata.iter().filter(|(family, metadata)| current.get(family) != Some(metadata)).cloned().collect()
+        };
+        if !changed_metadata.is_empty() {
+            records.push(record::encode_metadata(&changed_metadata));
+        }
+
+        let gate = read(&shared.commit_gate);
+        if shared.closed.load(Ordering::Acquire) {
+            return Err(StorageError::Unavailable("tsdb is closed".to_owned()));
+        }
+        // A block may have been cut since `append` checked: refuse rather than lose samples under it.
+        let min_valid_ms = shared.head.min_valid_time_ms();
+        if batch_min_ms < min_valid_ms
+            && let Some((position, timestamp_ms, _)) =
+                self.samples.iter().find(|(_, timestamp_ms, _)| *timestamp_ms < min_valid_ms)
+        {
+            shared.head.counters.out_of_bounds_samples_total.fetch_add(1, Ordering::Relaxed);
+            return Err(StorageError::OutOfBounds {
+                series: self.held[*position].series.labels().to_string(),
+                timestamp_ms: *timestamp_ms,
+                min_valid_timestamp_ms: min_valid_ms,
+            });
+        }
+        let slices: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+        if let Err(error) = shared.wal.append_batch(&slices) {
+            shared.counters.commit_failures_total.fetch_add(1, Ordering::Relaxed);
+            return Err(StorageError::Io(error.to_string()));
+        }
+
+        let chunk_range_ms = shared.head.chunk_range_ms;
+        let counters = &shared.head.counters;
+        let mut appended = 0u64;
+        for (position, timestamp_ms, value) in &self.samples {
+            let outcome = self.held[*position].series.lock().append(*timestamp_ms, *value, chunk_range_ms);
+            match outcome {
+                SeriesAppend::Appended => appended += 1,
+                SeriesAppend::DuplicateIgnored => {}
+                // Another batch for the same series committed newer samples in between.
+                SeriesAppend::OutOfOrder { .. } => {
+                    counters.out_of_order_samples_total.fetch_add(1, Ordering::Relaxed);
+                }
+                SeriesAppend::DuplicateDifferentValue => {
+                    counters.duplicate_samples_total.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if batch_min_ms <= batch_max_ms {
+            shared.head.observe_time_range(batch_min_ms, batch_max_ms);
+        }
+        counters.samples_appended_total.fetch_add(appended, Ordering::Relaxed);
+        for held in &self.held {
+            held.series.logged.store(true, Ordering::Release);
+        }
+        let exemplar_count = self.exemplars.len() as u64;
+        if !self.exemplars.is_empty() {
+            let mut storage = lock(&shared.exemplars);
+            for (position, exemplar) in self.exemplars.drain(..) {
+                storage.add(self.held[position].series.series_ref, exemplar);
+            }
+        }
+        if !changed_metadata.is_empty() {
+            let mut current = write(&shared.metadata);
+            for (family, metadata) in changed_metadata {
+                current.insert(family, metadata);
+            }
+        }
+        drop(gate);
+        shared.counters.commits_total.fetch_add(1, Ordering::Relaxed);
+        Ok(CommitSummary { samples: appended, exemplars: exemplar_count, series_created: self.series_created })
+    }
+}
+
+fn validate_labels(labels: &Labels) -> Result<(), StorageError> {
+    let invalid = |reason: &str| StorageError::InvalidLabels { series: labels.to_string(), reason: reason.to_owned() };
+    if labels.is_empty() {
+        return Err(invalid("empty label set"));
+    }
+    if labels.metric_name().is_none() {
+        return Err(invalid("missing metric name"));
+    }
+    if let Some(name) = labels.first_invalid_name() {
+        return Err(invalid(&format!("invalid label name {name:?}")));
+    }
+    Ok(())
+}
+
+impl Appender for TsdbAppender {
+    fn append(&mut self, labels: &Labels, sample: Sample) -> Result<(), StorageError> {
+        if self.finished {
+            return Err(StorageError::Unavailable("appender already committed or rolled back".to_owned()));
+        }
+        if sample.timestamp_ms < self.min_valid_time_ms {
+            self.shared.head.counters.out_of_bounds_samples_total.fetch_add(1, Ordering::Relaxed);
+            return Err(StorageError::OutOfBounds {
+                series: labels.to_string(),
+                timestamp_ms: sample.timestamp_ms,
+                min_valid_timestamp_ms: self.min_valid_time_ms,
+            });
+        }
+        let position = self.hold_series(labels)?;
+        let value_bits = sample.value.to_bits();
+        let held = &mut self.held[position];
+        let outcome = match held.newest_in_batch {
+            Some((newest_ms, newest_bits)) => check_order(newest_ms, newest_bits, sample.timestamp_ms, value_bits),
+            None => held.series.lock().check(sample.timestamp_ms, value_bits),
+        };
+        let counters = &self.shared.head.counters;
+        match outcome {
+            SeriesAppend::Appended => {
+                held.newest_in_batch = Some((sample.timestamp_ms, value_bits));
+                self.samples.push((position, sample.timestamp_ms, sample.value));
+                Ok(())
+            }
+            SeriesAppend::DuplicateIgnored => Ok(()),
+            SeriesAppend::OutOfOrder { newest_timestamp_ms } => {
+                counters.out_of_order_samples_total.fetch_add(1, Ordering::Relaxed);
+                Err(StorageError::OutOfOrderSample {
+                    series: labels.to_string(),
+                    timestamp_ms: sample.timestamp_ms,
+                    newest_timestamp_ms,
+                })
+            }
+            SeriesAppend::DuplicateDifferentValue => {
+                counters.duplicate_samples_total.fetch_add(1, Ordering::Relaxed);
+                Err(StorageError::DuplicateSampleForTimestamp {
+                    series: labels.to_string(),
+                    timestamp_ms: sample.timestamp_ms,
+                })
+            }
+        }
+    }
+
+    fn append_exemplar(&mut self, labels: &Labels, exemplar: Exemplar) -> Result<(), StorageError> {
+        if self.finished {
+            return Err(StorageError::Unavailable("appender already committed or rolled back".to_owned()));
+        }
+        let position = self.hold_series(labels)?;
+        let series_ref = self.held[position].series.series_ref;
+        let newest_in_batch =
+            self.exemplars.iter().rev().find(|(held, _)| *held == position).map(|(_, exemplar)| exemplar.timestamp_ms);
+        let check = match newest_in_batch {
+            Some(newest) if exemplar.timestamp_ms < newest => ExemplarCheck::OutOfOrder { newest_timestamp_ms: newest },
+            Some(newest) if exemplar.timestamp_ms == newest => ExemplarCheck::Duplicate,
+            _ => lock(&self.shared.exemplars).check(series_ref, &exemplar),
+        };
+        match check {
+            ExemplarCheck::Accept => {
+                self.exemplars.push((position, exemplar));
+                Ok(())
+            }
+            ExemplarCheck::Duplicate => Ok(()),
+            ExemplarCheck::OutOfOrder { newest_timestamp_ms } => Err(StorageError::OutOfOrderSample {
+                series: labels.to_string(),
+                timestamp_ms: exemplar.timestamp_ms,
+                newest_timestamp_ms,
+            }),
+        }
+    }
+
+    fn update_metadata(&mut self, metric_family_name: &str, metadata: MetricMetadata) {
+        if let Some(existing) = self.metadata.iter_mut().find(|(family, _)| family == metric_family_name) {
+            existing.1 = metadata;
+        } else {
+            self.metadata.push((metric_family_name.to_owned(), metadata));
+        }
+    }
+
+    fn commit(mut self: Box<Self>) -> Result<CommitSummary, StorageError> {
+        let result = self.commit_inner();
+        self.release();
+        result
+    }
+
+    fn rollback(mut self: Box<Self>) {
+        self.release();
+    }
+}
+
+impl Drop for TsdbAppender {
+    fn drop(&mut self) {
+        self.release();
+    }
+}

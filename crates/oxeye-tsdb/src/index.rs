@@ -1,0 +1,318 @@
+//! The index file of a block: symbols, series (labels and chunk references) and postings.
+//!
+//! Layout (all integers big-endian unless varint; details in `docs/format.md`):
+//!
+//! ```text
+//! header  : magic "OXIX" u32 │ version u8 │ 3 zero bytes
+//! section : content length u32 │ content │ CRC32 (IEEE) of content u32      × 3: symbols, series, postings
+//! TOC     : symbols offset u64 │ series offset u64 │ postings offset u64 │ CRC32 of these 24 bytes u32
+//! ```
+//!
+//! Series are stored sorted by labels; a series' id in the block is its position, so postings of
+//! ascending ids list series in label order.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use oxeye_model::{Label, Labels};
+use roaring::RoaringBitmap;
+
+use crate::TsdbError;
+use crate::encoding::{DecodeError, Decoder, put_bytes, put_uvarint, put_varint};
+use crate::postings::MemPostings;
+
+const INDEX_MAGIC: u32 = 0x4f58_4958;
+const INDEX_VERSION: u8 = 1;
+const HEADER_BYTES: usize = 8;
+const TOC_BYTES: usize = 28;
+
+/// Where one chunk of a block series is and which time it spans (inclusive, milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ChunkMeta {
+    pub(crate) mint_ms: i64,
+    pub(crate) maxt_ms: i64,
+    pub(crate) chunk_ref: u64,
+}
+
+/// One series of a block: label pairs as symbol ids and its chunks, oldest first.
+#[derive(Debug, Clone)]
+pub(crate) struct BlockSeries {
+    label_symbols: Box<[(u32, u32)]>,
+    pub(crate) chunks: Box<[ChunkMeta]>,
+}
+
+/// A block index, loaded into memory.
+#[derive(Debug)]
+pub(crate) struct BlockIndex {
+    symbols: Vec<String>,
+    pub(crate) series: Vec<BlockSeries>,
+    pub(crate) postings: MemPostings,
+}
+
+impl BlockIndex {
+    /// The labels of series `id`.
+    pub(crate) fn labels(&self, id: u32) -> Labels {
+        let Some(series) = self.series.get(id as usize) else { return Labels::empty() };
+        let labels = series
+            .label_symbols
+            .iter()
+            .map(|(name, value)| Label {
+                name: self.symbols.get(*name as usize).cloned().unwrap_or_default(),
+                value: self.symbols.get(*value as usize).cloned().unwrap_or_default(),
+            })
+            .collect();
+        Labels::from_sorted(labels)
+    }
+}
+
+fn write_section(out: &mut Vec<u8>, content: &[u8]) -> Result<u64, String> {
+    let offset = out.len() as u64;
+    let length = u32::try_from(content.len()).map_err(|_| "index section larger than 4 GiB".to_owned())?;
+    out.extend_from_slice(&length.to_be_bytes());
+    out.extend_from_slice(content);
+    out.extend_from_slice(&crc32fast::hash(content).to_be_bytes());
+    Ok(offset)
+}
+
+/// Encodes an index for `series`, which must be sorted by labels. Returns the file's bytes.
+pub(crate) fn encode_index(series: &[(Labels, Vec<ChunkMeta>)]) -> Result<Vec<u8>, String> {
+    let mut symbol_set: BTreeSet<&str> = BTreeSet::new();
+    for (labels, _) in series {
+        for label in labels {
+            symbol_set.insert(&label.name);
+            symbol_set.insert(&label.value);
+        }
+    }
+    let symbol_ids: HashMap<&str, u32> =
+        symbol_set.iter().enumerate().map(|(position, symbol)| (*symbol, position as u32)).collect();
+
+    let mut out = Vec::new();
+    out.extend_from_slice(&INDEX_MAGIC.to_be_bytes());
+    out.extend_from_slice(&[INDEX_VERSION, 0, 0, 0]);
+
+    let mut content = Vec::new();
+    put_uvarint(&mut content, symbol_set.len() as u64);
+    for symbol in &symbol_set {
+        put_bytes(&mut content, symbol.as_bytes());
+    }
+    let symbols_offset = write_section(&mut out, &content)?;
+
+    content.clear();
+    let mut postings: HashMap<(u32, u32), RoaringBitmap> = HashMap::new();
+    put_uvarint(&mut content, series.len() as u64);
+    for (position, (labels, chunks)) in series.iter().enumerate() {
+        let id = u32::try_from(position).map_err(|_| "more than 2^32 series in one block".to_owned())?;
+        put_uvarint(&mut content, labels.len() as u64);
+        for label in labels {
+            let name = symbol_ids.get(label.name.as_str()).copied().unwrap_or_default();
+            let value = symbol_ids.get(label.value.as_str()).copied().unwrap_or_default();
+            put_uvarint(&mut content, u64::from(name));
+            put_uvarint(&mut content, u64::from(value));
+            postings.entry((name, value)).or_default().insert(id);
+        }
+        put_uvarint(&mut content, chunks.len() as u64);
+        let mut previous: Option<&ChunkMeta> = None;
+        for chunk in chunks {
+            match previous {
+                None => {
+                    put_varint(&mut content, chunk.mint_ms);
+                    put_uvarint(&mut content, chunk.maxt_ms.wrapping_sub(chunk.mint_ms) as u64);
+                    put_uvarint(&mut content, chunk.chunk_ref);
+                }
+                Some(before) => {
+                    put_varint(&mut content, chunk.mint_ms.wrapping_sub(before.maxt_ms));
+                    put_uvarint(&mut content, chunk.maxt_ms.wrapping_sub(chunk.mint_ms) as u64);
+                    put_varint(&mut content, chunk.chunk_ref.wrapping_sub(before.chunk_ref) as i64);
+                }
+            }
+            previous = Some(chunk);
+        }
+    }
+    let series_offset = write_section(&mut out, &content)?;
+
+    content.clear();
+    let mut postings: Vec<((u32, u32), RoaringBitmap)> = postings.into_iter().collect();
+    postings.sort_unstable_by_key(|(key, _)| *key);
+    put_uvarint(&mut content, postings.len() as u64);
+    let mut bitmap_bytes = Vec::new();
+    for ((name, value), bitmap) in &postings {
+        put_uvarint(&mut content, u64::from(*name));
+        put_uvarint(&mut content, u64::from(*value));
+        bitmap_bytes.clear();
+        bitmap.serialize_into(&mut bitmap_bytes).map_err(|error| error.to_string())?;
+        put_bytes(&mut content, &bitmap_bytes);
+    }
+    let postings_offset = write_section(&mut out, &content)?;
+
+    let toc_start = out.len();
+    out.extend_from_slice(&symbols_offset.to_be_bytes());
+    out.extend_from_slice(&series_offset.to_be_bytes());
+    out.extend_from_slice(&postings_offset.to_be_bytes());
+    let toc_crc = crc32fast::hash(&out[toc_start..]);
+    out.extend_from_slice(&toc_crc.to_be_bytes());
+    Ok(out)
+}
+
+fn read_section<'a>(bytes: &'a [u8], offset: u64, name: &str) -> Result<&'a [u8], String> {
+    let start = usize::try_from(offset).map_err(|_| format!("{name} section offset out of range"))?;
+    let length_bytes =
+        bytes.get(start..start + 4).ok_or_else(|| format!("{name} section offset {offset} out of range"))?;
+    let length = u32::from_be_bytes([length_bytes[0], length_bytes[1], length_bytes[2], length_bytes[3]]) as usize;
+    let content =
+        bytes.get(start + 4..start + 4 + length).ok_or_else(|| format!("{name} section at {offset} truncated"))?;
+    let crc_bytes = bytes
+        .get(start + 4 + length..start + 8 + length)
+        .ok_or_else(|| format!("{name} section at {offset} lacks its checksum"))?;
+    let stored = u32::from_be_bytes([crc_bytes[0], crc_bytes[1], crc_bytes[2], crc_bytes[3]]);
+    if crc32fast::hash(content) != stored {
+        return Err(format!("{name} section at offset {offset}: checksum mismatch"));
+    }
+    Ok(content)
+}
+
+fn decode_error(section: &str, error: DecodeError) -> String {
+    format!("{section} section: {error}")
+}
+
+/// Decodes an index file's bytes.
+pub(crate) fn decode_index(bytes: &[u8]) -> Result<BlockIndex, String> {
+    if bytes.len() < HEADER_BYTES + TOC_BYTES {
+        return Err(format!("index of {} bytes is too short", bytes.len()));
+    }
+    if bytes[..4] != INDEX_MAGIC.to_be_bytes() {
+        return Err("bad index magic".to_owned());
+    }
+    if bytes[4] != INDEX_VERSION {
+        return Err(format!("unsupported index version {}", bytes[4]));
+    }
+    let toc = &bytes[bytes.len() - TOC_BYTES..];
+    let toc_crc = u32::from_be_bytes([toc[24], toc[25], toc[26], toc[27]]);
+    if crc32fast::hash(&toc[..24]) != toc_crc {
+        return Err("index table of contents checksum mismatch".to_owned());
+    }
+    let offset_at = |position: usize| {
+        let mut array = [0u8; 8];
+        array.copy_from_slice(&toc[position..position + 8]);
+        u64::from_be_bytes(array)
+    };
+
+    let content = read_section(bytes, offset_at(0), "symbols")?;
+    let mut decoder = Decoder::new(content);
+    let count = decoder.count(1, "symbol count").map_err(|error| decode_error("symbols", error))?;
+    let mut symbols = Vec::with_capacity(count);
+    for _ in 0..count {
+        symbols.push(decoder.str("symbol").map_err(|error| decode_error("symbols", error))?.to_owned());
+    }
+    let symbol_count = symbols.len() as u64;
+    let symbol = |decoder: &mut Decoder<'_>| -> Result<u32, String> {
+        let id = decoder.uvarint("symbol id").map_err(|error| decode_error("series", error))?;
+        if id >= symbol_count {
+            return Err(format!("series section: symbol id {id} out of range at byte {}", decoder.position()));
+        }
+        Ok(id as u32)
+    };
+
+    let content = read_section(bytes, offset_at(8), "series")?;
+    let mut decoder = Decoder::new(content);
+    let count = decoder.count(2, "series count").map_err(|error| decode_error("series", error))?;
+    let mut series = Vec::with_capacity(count);
+    for _ in 0..count {
+        let label_count = decoder.count(2, "label count").map_err(|error| decode_error("series", error))?;
+        let mut label_symbols = Vec::with_capacity(label_count);
+        for _ in 0..label_count {
+            let name = symbol(&mut decoder)?;
+            let value = symbol(&mut decoder)?;
+            label_symbols.push((name, value));
+        }
+        let chunk_count = decoder.count(3, "chunk count").map_err(|error| decode_error("series", error))?;
+        let mut chunks: Vec<ChunkMeta> = Vec::with_capacity(chunk_count);
+        for _ in 0..chunk_count {
+            let chunk = match chunks.last() {
+                None => {
+                    let mint_ms = decoder.varint("chunk mint").map_err(|error| decode_error("series", error))?;
+                    let span = decoder.uvarint("chunk span").map_err(|error| decode_error("series", error))?;
+                    let chunk_ref = decoder.uvarint("chunk ref").map_err(|error| decode_error("series", error))?;
+                    ChunkMeta { mint_ms, maxt_ms: mint_ms.wrapping_add(span as i64), chunk_ref }
+                }
+                Some(before) => {
+                    let gap = decoder.varint("chunk mint").map_err(|error| decode_error("series", error))?;
+                    let span = decoder.uvarint("chunk span").map_err(|error| decode_error("series", error))?;
+                    let ref_delta = decoder.varint("chunk ref").map_err(|error| decode_error("series", error))?;
+                    let mint_ms = before.maxt_ms.wrapping_add(gap);
+                    ChunkMeta {
+                        mint_ms,
+                        maxt_ms: mint_ms.wrapping_add(span as i64),
+                        chunk_ref: before.chunk_ref.wrapping_add(ref_delta as u64),
+                    }
+                }
+            };
+            chunks.push(chunk);
+        }
+        series.push(BlockSeries { label_symbols: label_symbols.into_boxed_slice(), chunks: chunks.into_boxed_slice() });
+    }
+
+    let content = read_section(bytes, offset_at(16), "postings")?;
+    let mut decoder = Decoder::new(content);
+    let count = decoder.count(3, "postings count").map_err(|error| decode_error("postings", error))?;
+    let mut postings = MemPostings::new();
+    for _ in 0..count {
+        let name = symbol(&mut decoder)?;
+        let value = symbol(&mut decoder)?;
+        let bitmap_bytes = decoder.bytes("postings bitmap").map_err(|error| decode_error("postings", error))?;
+        let bitmap = RoaringBitmap::deserialize_from(bitmap_bytes)
+            .map_err(|error| format!("postings section: bad bitmap: {error}"))?;
+        if bitmap.max().is_some_and(|max| max as usize >= series.len()) {
+            return Err("postings section: series id out of range".to_owned());
+        }
+        let name = symbols.get(name as usize).map(String::as_str).unwrap_or_default();
+        let value = symbols.get(value as usize).map(String::as_str).unwrap_or_default();
+        postings.insert_bitmap(name, value, bitmap);
+    }
+    Ok(BlockIndex { symbols, series, postings })
+}
+
+/// Reads and decodes the index file at `path`.
+pub(crate) fn read_index(path: &Path) -> Result<BlockIndex, TsdbError> {
+    let bytes = std::fs::read(path).map_err(|error| TsdbError::io(path, "read index", error))?;
+    decode_index(&bytes).map_err(|reason| TsdbError::corrupt(path, reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use oxeye_model::Matcher;
+
+    use super::*;
+
+    #[test]
+    fn index_round_trips_and_detects_damage() {
+        let series = vec![
+            (
+                Labels::from_pairs([("__name__", "a"), ("job", "x")]),
+                vec![
+                    ChunkMeta { mint_ms: 0, maxt_ms: 100, chunk_ref: (1 << 32) | 8 },
+                    ChunkMeta { mint_ms: 150, maxt_ms: 300, chunk_ref: (1 << 32) | 60 },
+                ],
+            ),
+            (
+                Labels::from_pairs([("__name__", "b"), ("job", "x")]),
+                vec![ChunkMeta { mint_ms: -5, maxt_ms: 5, chunk_ref: 99 }],
+            ),
+        ];
+        let bytes = encode_index(&series).unwrap();
+        let index = decode_index(&bytes).unwrap();
+        assert_eq!(index.series.len(), 2);
+        assert_eq!(index.labels(0), series[0].0);
+        assert_eq!(index.labels(1), series[1].0);
+        assert_eq!(&*index.series[0].chunks, series[0].1.as_slice());
+        assert_eq!(&*index.series[1].chunks, series[1].1.as_slice());
+        assert_eq!(index.postings.select(&[Matcher::equal("job", "x")]).len(), 2);
+        assert_eq!(index.postings.select(&[Matcher::equal("__name__", "b")]).iter().collect::<Vec<_>>(), [1]);
+
+        for position in [0, 9, 20, bytes.len() - 30, bytes.len() - 1] {
+            let mut damaged = bytes.clone();
+            damaged[position] ^= 0x10;
+            assert!(decode_index(&damaged).is_err(), "flip at {position}");
+        }
+        assert!(decode_index(&bytes[..bytes.len() - 1]).is_err());
+    }
+}

@@ -1,0 +1,194 @@
+//! The inverted label index: for each label name and value, the sorted set of series ids carrying it
+//! (a roaring bitmap), and the matcher resolution that turns a selector into a set of series ids.
+//!
+//! The head keys postings by series reference; a block keys them by the series' position in its index.
+
+use std::collections::HashMap;
+
+use oxeye_model::{Labels, MatchOp, Matcher};
+use roaring::RoaringBitmap;
+
+/// Postings of one label set collection, in memory.
+#[derive(Debug, Default, Clone)]
+pub struct MemPostings {
+    by_name: HashMap<String, HashMap<String, RoaringBitmap>>,
+    all: RoaringBitmap,
+}
+
+impl MemPostings {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds series `id` under each of its labels.
+    pub fn add(&mut self, id: u32, labels: &Labels) {
+        for label in labels {
+            let values = match self.by_name.get_mut(label.name.as_str()) {
+                Some(values) => values,
+                None => self.by_name.entry(label.name.clone()).or_default(),
+            };
+            match values.get_mut(label.value.as_str()) {
+                Some(bitmap) => {
+                    bitmap.insert(id);
+                }
+                None => {
+                    values.insert(label.value.clone(), RoaringBitmap::from_iter([id]));
+                }
+            }
+        }
+        self.all.insert(id);
+    }
+
+    /// Adds a ready bitmap for one label pair (used when loading a block index).
+    pub(crate) fn insert_bitmap(&mut self, name: &str, value: &str, bitmap: RoaringBitmap) {
+        self.all |= &bitmap;
+        self.by_name.entry(name.to_owned()).or_default().insert(value.to_owned(), bitmap);
+    }
+
+    /// Removes series `id` from the postings of `labels`, dropping emptied entries.
+    pub fn remove(&mut self, id: u32, labels: &Labels) {
+        for label in labels {
+            let Some(values) = self.by_name.get_mut(label.name.as_str()) else { continue };
+            if let Some(bitmap) = values.get_mut(label.value.as_str()) {
+                bitmap.remove(id);
+                if bitmap.is_empty() {
+                    values.remove(label.value.as_str());
+                }
+            }
+            if values.is_empty() {
+                self.by_name.remove(label.name.as_str());
+            }
+        }
+        self.all.remove(id);
+    }
+
+    /// Every series id.
+    pub fn all(&self) -> &RoaringBitmap {
+        &self.all
+    }
+
+    /// The postings of one label pair.
+    pub fn get(&self, name: &str, value: &str) -> Option<&RoaringBitmap> {
+        self.by_name.get(name)?.get(value)
+    }
+
+    /// Label names, sorted.
+    pub fn label_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.by_name.keys().cloned().collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Values of label `name`, sorted.
+    pub fn label_values(&self, name: &str) -> Vec<String> {
+        let mut values: Vec<String> =
+            self.by_name.get(name).map(|values| values.keys().cloned().collect()).unwrap_or_default();
+        values.sort_unstable();
+        values
+    }
+
+    /// Union of the postings of the values of `name` for which `keep(value)` holds.
+    fn union_where(&self, name: &str, keep: impl Fn(&str) -> bool) -> RoaringBitmap {
+        let mut union = RoaringBitmap::new();
+        if let Some(values) = self.by_name.get(name) {
+            for (value, bitmap) in values {
+                if keep(value) {
+                    union |= bitmap;
+                }
+            }
+        }
+        union
+    }
+
+    /// The ids of the series matching every matcher (all series for none), with Prometheus semantics: a
+    /// missing label matches as the empty string.
+    ///
+    /// Matchers that cannot match the empty string are intersected first (each is a union over the
+    /// label's matching values); the others then subtract the series whose value they reject.
+    pub fn select(&self, matchers: &[Matcher]) -> RoaringBitmap {
+        let mut result: Option<RoaringBitmap> = None;
+        for matcher in matchers.iter().filter(|matcher| !matcher.matches_empty()) {
+            let matching = match matcher.op {
+                MatchOp::Equal => self.get(&matcher.name, &matcher.value).cloned().unwrap_or_default(),
+                _ => self.union_where(&matcher.name, |value| matcher.matches(value)),
+            };
+            result = Some(match result {
+                Some(mut so_far) => {
+                    so_far &= matching;
+                    so_far
+                }
+                None => matching,
+            });
+            if result.as_ref().is_some_and(RoaringBitmap::is_empty) {
+                return RoaringBitmap::new();
+            }
+        }
+        let mut result = result.unwrap_or_else(|| self.all.clone());
+        for matcher in matchers.iter().filter(|matcher| matcher.matches_empty()) {
+            let rejected = self.union_where(&matcher.name, |value| !matcher.matches(value));
+            result -= rejected;
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index() -> MemPostings {
+        let mut postings = MemPostings::new();
+        let series = [
+            [("__name__", "http_requests_total"), ("method", "GET"), ("status", "200")],
+            [("__name__", "http_requests_total"), ("method", "POST"), ("status", "500")],
+            [("__name__", "http_requests_total"), ("method", "GET"), ("status", "500")],
+            [("__name__", "up"), ("method", ""), ("status", "")],
+        ];
+        for (id, pairs) in series.iter().enumerate() {
+            postings.add(id as u32, &Labels::from_pairs(pairs.iter().copied()));
+        }
+        postings
+    }
+
+    fn ids(bitmap: RoaringBitmap) -> Vec<u32> {
+        bitmap.iter().collect()
+    }
+
+    #[test]
+    fn intersection_of_equal_and_regex_matchers() {
+        let postings = index();
+        let name = Matcher::equal("__name__", "http_requests_total");
+        let get = Matcher::equal("method", "GET");
+        let server_error = Matcher::new(MatchOp::Regex, "status", "5..").unwrap();
+        assert_eq!(ids(postings.select(&[name.clone(), get.clone()])), [0, 2]);
+        assert_eq!(ids(postings.select(&[name.clone(), get, server_error.clone()])), [2]);
+        assert_eq!(ids(postings.select(&[server_error])), [1, 2]);
+        assert_eq!(ids(postings.select(&[Matcher::equal("method", "PUT")])), Vec::<u32>::new());
+        assert_eq!(ids(postings.select(&[])), [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn negative_and_empty_matching_matchers() {
+        let postings = index();
+        let not_get = Matcher::new(MatchOp::NotEqual, "method", "GET").unwrap();
+        // Series without `method` match `method!="GET"`.
+        assert_eq!(ids(postings.select(&[not_get])), [1, 3]);
+        assert_eq!(ids(postings.select(&[Matcher::equal("method", "")])), [3]);
+        let has_status = Matcher::new(MatchOp::Regex, "status", ".+").unwrap();
+        assert_eq!(ids(postings.select(&[has_status])), [0, 1, 2]);
+        let not_5xx = Matcher::new(MatchOp::NotRegex, "status", "5..").unwrap();
+        let name = Matcher::equal("__name__", "http_requests_total");
+        assert_eq!(ids(postings.select(&[name, not_5xx])), [0]);
+    }
+
+    #[test]
+    fn removal_drops_empty_entries() {
+        let mut postings = index();
+        let labels = Labels::from_pairs([("__name__", "up")]);
+        postings.remove(3, &labels);
+        assert_eq!(postings.label_values("__name__"), ["http_requests_total"]);
+        assert!(!postings.all().contains(3));
+        assert_eq!(postings.label_names(), ["__name__", "method", "status"]);
+    }
+}

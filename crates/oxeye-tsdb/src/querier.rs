@@ -1,0 +1,204 @@
+//! Reading: the [`Querier`] and [`MetricsStorage`] implementations, merging the head and the blocks.
+//!
+//! Blocks cover `[min, max)` ranges cut from the head; the head serves samples at or after its cut line
+//! (`min_valid_time`), so a sample lives in exactly one place. Series are merged by labels; when sources
+//! still overlap (e.g. before compaction removes a superseded block) samples are sorted and deduplicated
+//! by timestamp.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+
+use oxeye_model::storage::{Appender, MetricsStorage, Querier, Series, SeriesExemplars, StorageError};
+use oxeye_model::{Labels, Matcher, MetricMetadata, Sample};
+
+use crate::block::SeriesSamples;
+use crate::db::{Shared, lock, read};
+use crate::head_append::TsdbAppender;
+use crate::{Tsdb, TsdbError};
+
+impl Shared {
+    /// Head series matching `matchers` with samples in the window (sample vectors filled only with
+    /// `with_samples`).
+    fn head_select(
+        &self,
+        mint_ms: i64,
+        maxt_ms: i64,
+        matchers: &[Matcher],
+        with_samples: bool,
+    ) -> Result<Vec<SeriesSamples>, TsdbError> {
+        let head = &self.head;
+        if head.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mint_ms = mint_ms.max(head.min_valid_time_ms());
+        if mint_ms > maxt_ms || head.max_time_ms() < mint_ms || head.min_time_ms() > maxt_ms {
+            return Ok(Vec::new());
+        }
+        let ids = head.postings().select(matchers);
+        let mut out = Vec::new();
+        let mut samples = Vec::new();
+        for id in ids {
+            let Some(series) = head.get_by_ref(id) else { continue };
+            {
+                let state = series.lock();
+                if with_samples {
+                    state.samples_in(mint_ms, maxt_ms, &mut samples).map_err(|error| {
+                        TsdbError::corrupt("head", format!("series {}: {error}", series.series_ref))
+                    })?;
+                    if samples.is_empty() {
+                        continue;
+                    }
+                } else {
+                    let any_overlap = state
+                        .chunks()
+                        .any(|(_, chunk_mint, chunk_maxt, _)| chunk_maxt >= mint_ms && chunk_mint <= maxt_ms);
+                    if !any_overlap {
+                        continue;
+                    }
+                }
+            }
+            out.push((series.labels(), std::mem::take(&mut samples)));
+        }
+        Ok(out)
+    }
+
+    /// Series from blocks and head, merged by labels and sorted by labels.
+    pub(crate) fn select_merged(
+        &self,
+        mint_ms: i64,
+        maxt_ms: i64,
+        matchers: &[Matcher],
+        with_samples: bool,
+    ) -> Result<Vec<(Labels, Vec<Sample>)>, TsdbError> {
+        let mut merged: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
+        for block in self.blocks() {
+            if !block.overlaps(mint_ms, maxt_ms) {
+                continue;
+            }
+            for (labels, samples) in block.select(mint_ms, maxt_ms, matchers, with_samples)? {
+                merged.entry(labels).or_default().extend(samples);
+            }
+        }
+        for (labels, samples) in self.head_select(mint_ms, maxt_ms, matchers, with_samples)? {
+            merged.entry(labels).or_default().extend(samples);
+        }
+        Ok(merged
+            .into_iter()
+            .map(|(labels, mut samples)| {
+                if !samples.windows(2).all(|pair| pair[0].timestamp_ms < pair[1].timestamp_ms) {
+                    samples.sort_by_key(|sample| sample.timestamp_ms);
+                    samples.dedup_by_key(|sample| sample.timestamp_ms);
+                }
+                (labels, samples)
+            })
+            .collect())
+    }
+}
+
+impl Querier for Tsdb {
+    fn select(&self, mint_ms: i64, maxt_ms: i64, matchers: &[Matcher]) -> Result<Vec<Series>, StorageError> {
+        let merged = self.shared.select_merged(mint_ms, maxt_ms, matchers, true)?;
+        Ok(merged.into_iter().map(|(labels, samples)| Series { labels, samples }).collect())
+    }
+
+    fn series(&self, mint_ms: i64, maxt_ms: i64, matchers: &[Matcher]) -> Result<Vec<Labels>, StorageError> {
+        let merged = self.shared.select_merged(mint_ms, maxt_ms, matchers, false)?;
+        Ok(merged.into_iter().map(|(labels, _)| labels).collect())
+    }
+
+    fn label_names(&self, mint_ms: i64, maxt_ms: i64, matchers: &[Matcher]) -> Result<Vec<String>, StorageError> {
+        let mut names = BTreeSet::new();
+        if matchers.is_empty() {
+            for block in self.shared.blocks() {
+                if block.overlaps(mint_ms, maxt_ms) {
+                    names.extend(block.index.postings.label_names());
+                }
+            }
+            if !self.shared.head.is_empty() {
+                names.extend(self.shared.head.postings().label_names());
+            }
+        } else {
+            for labels in self.series(mint_ms, maxt_ms, matchers)? {
+                names.extend(labels.iter().map(|label| label.name.clone()));
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    fn label_values(
+        &self,
+        mint_ms: i64,
+        maxt_ms: i64,
+        name: &str,
+        matchers: &[Matcher],
+    ) -> Result<Vec<String>, StorageError> {
+        let mut values = BTreeSet::new();
+        if matchers.is_empty() {
+            for block in self.shared.blocks() {
+                if block.overlaps(mint_ms, maxt_ms) {
+                    values.extend(block.index.postings.label_values(name));
+                }
+            }
+            if !self.shared.head.is_empty() {
+                values.extend(self.shared.head.postings().label_values(name));
+            }
+        } else {
+            for labels in self.series(mint_ms, maxt_ms, matchers)? {
+                if let Some(value) = labels.get(name) {
+                    values.insert(value.to_owned());
+                }
+            }
+        }
+        Ok(values.into_iter().collect())
+    }
+}
+
+impl MetricsStorage for Tsdb {
+    fn appender(&self) -> Box<dyn Appender> {
+        Box::new(TsdbAppender::new(Arc::clone(&self.shared)))
+    }
+
+    fn metadata(&self, metric_family_name: Option<&str>, limit: Option<usize>) -> Vec<(String, MetricMetadata)> {
+        let metadata = read(&self.shared.metadata);
+        let selected = metadata
+            .iter()
+            .filter(|(family, _)| metric_family_name.is_none_or(|wanted| wanted == family.as_str()))
+            .map(|(family, metadata)| (family.clone(), metadata.clone()));
+        match limit {
+            Some(limit) => selected.take(limit).collect(),
+            None => selected.collect(),
+        }
+    }
+
+    fn exemplars(
+        &self,
+        mint_ms: i64,
+        maxt_ms: i64,
+        matcher_sets: &[Vec<Matcher>],
+    ) -> Result<Vec<SeriesExemplars>, StorageError> {
+        let head = &self.shared.head;
+        let mut wanted: HashSet<u32> = HashSet::new();
+        {
+            let postings = head.postings();
+            for matchers in matcher_sets {
+                wanted.extend(postings.select(matchers).iter());
+            }
+        }
+        let mut by_series: BTreeMap<u32, Vec<oxeye_model::Exemplar>> = BTreeMap::new();
+        for (series_ref, exemplar) in lock(&self.shared.exemplars).iter() {
+            if wanted.contains(series_ref) && exemplar.timestamp_ms >= mint_ms && exemplar.timestamp_ms <= maxt_ms {
+                by_series.entry(*series_ref).or_default().push(exemplar.clone());
+            }
+        }
+        let mut out: Vec<SeriesExemplars> = by_series
+            .into_iter()
+            .filter_map(|(series_ref, mut exemplars)| {
+                let series = head.get_by_ref(series_ref)?;
+                exemplars.sort_by_key(|exemplar| exemplar.timestamp_ms);
+                Some(SeriesExemplars { series_labels: series.labels(), exemplars })
+            })
+            .collect();
+        out.sort_by(|left, right| left.series_labels.cmp(&right.series_labels));
+        Ok(out)
+    }
+}

@@ -1,0 +1,302 @@
+//! WAL record encoding: what one commit (or one checkpoint entry) writes into the write-ahead log.
+//!
+//! Each WAL record starts with a type byte; the layouts are in `docs/format.md`. A commit writes at most
+//! one record of each type: the series it introduces, its samples, its exemplars and changed metadata.
+//! Checkpoints add [`RecordType::SeriesChunks`], the encoded chunks of one head series.
+
+use oxeye_model::{Label, Labels, MetricMetadata, MetricType};
+
+use crate::chunkenc::Encoding;
+use crate::encoding::{DecodeError, Decoder, put_bytes, put_uvarint, put_varint};
+
+/// The first byte of every WAL record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecordType {
+    Series = 1,
+    Samples = 2,
+    Exemplars = 3,
+    Metadata = 4,
+    SeriesChunks = 5,
+}
+
+/// A series introduced to the WAL: its reference and labels.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RefSeries {
+    pub(crate) series_ref: u64,
+    pub(crate) labels: Labels,
+}
+
+/// One sample of a series known by reference.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct RefSample {
+    pub(crate) series_ref: u64,
+    pub(crate) timestamp_ms: i64,
+    pub(crate) value: f64,
+}
+
+/// One exemplar of a series known by reference.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RefExemplar {
+    pub(crate) series_ref: u64,
+    pub(crate) exemplar: oxeye_model::Exemplar,
+}
+
+/// One encoded chunk of a head series, as checkpoints store it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct RefChunk<'a> {
+    pub(crate) encoding: Encoding,
+    pub(crate) mint_ms: i64,
+    pub(crate) maxt_ms: i64,
+    pub(crate) bytes: &'a [u8],
+}
+
+/// A decoded WAL record.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Record<'a> {
+    Series(Vec<RefSeries>),
+    Samples(Vec<RefSample>),
+    Exemplars(Vec<RefExemplar>),
+    Metadata(Vec<(String, MetricMetadata)>),
+    SeriesChunks { series_ref: u64, chunks: Vec<RefChunk<'a>> },
+}
+
+pub(crate) fn encode_labels(out: &mut Vec<u8>, labels: &Labels) {
+    put_uvarint(out, labels.len() as u64);
+    for label in labels {
+        put_bytes(out, label.name.as_bytes());
+        put_bytes(out, label.value.as_bytes());
+    }
+}
+
+pub(crate) fn decode_labels(decoder: &mut Decoder<'_>) -> Result<Labels, DecodeError> {
+    let count = decoder.count(2, "label count")?;
+    let mut labels = Vec::with_capacity(count);
+    for _ in 0..count {
+        let name = decoder.str("label name")?;
+        let value = decoder.str("label value")?;
+        labels.push(Label { name: name.to_owned(), value: value.to_owned() });
+    }
+    let sorted = labels.windows(2).all(|pair| pair[0].name < pair[1].name);
+    if !sorted {
+        return Err(decoder.error("labels sorted by name"));
+    }
+    Ok(Labels::from_sorted(labels))
+}
+
+pub(crate) fn encode_series(series: &[(u64, &Labels)]) -> Vec<u8> {
+    let mut out = vec![RecordType::Series as u8];
+    put_uvarint(&mut out, series.len() as u64);
+    for (series_ref, labels) in series {
+        put_uvarint(&mut out, *series_ref);
+        encode_labels(&mut out, labels);
+    }
+    out
+}
+
+pub(crate) fn encode_samples(samples: &[RefSample]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + samples.len() * 12);
+    out.push(RecordType::Samples as u8);
+    put_uvarint(&mut out, samples.len() as u64);
+    let Some(first) = samples.first() else { return out };
+    put_uvarint(&mut out, first.series_ref);
+    put_varint(&mut out, first.timestamp_ms);
+    for sample in samples {
+        put_varint(&mut out, sample.series_ref.wrapping_sub(first.series_ref) as i64);
+        put_varint(&mut out, sample.timestamp_ms.wrapping_sub(first.timestamp_ms));
+        out.extend_from_slice(&sample.value.to_bits().to_le_bytes());
+    }
+    out
+}
+
+pub(crate) fn encode_exemplars(exemplars: &[RefExemplar]) -> Vec<u8> {
+    let mut out = vec![RecordType::Exemplars as u8];
+    put_uvarint(&mut out, exemplars.len() as u64);
+    for entry in exemplars {
+        put_uvarint(&mut out, entry.series_ref);
+        put_varint(&mut out, entry.exemplar.timestamp_ms);
+        out.extend_from_slice(&entry.exemplar.value.to_bits().to_le_bytes());
+        encode_labels(&mut out, &entry.exemplar.labels);
+    }
+    out
+}
+
+fn metric_type_byte(metric_type: MetricType) -> u8 {
+    match metric_type {
+        MetricType::Unknown => 0,
+        MetricType::Counter => 1,
+        MetricType::Gauge => 2,
+        MetricType::Histogram => 3,
+        MetricType::GaugeHistogram => 4,
+        MetricType::Summary => 5,
+        MetricType::Info => 6,
+        MetricType::StateSet => 7,
+    }
+}
+
+fn metric_type_from_byte(byte: u8) -> MetricType {
+    match byte {
+        1 => MetricType::Counter,
+        2 => MetricType::Gauge,
+        3 => MetricType::Histogram,
+        4 => MetricType::GaugeHistogram,
+        5 => MetricType::Summary,
+        6 => MetricType::Info,
+        7 => MetricType::StateSet,
+        _ => MetricType::Unknown,
+    }
+}
+
+pub(crate) fn encode_metadata(entries: &[(String, MetricMetadata)]) -> Vec<u8> {
+    let mut out = vec![RecordType::Metadata as u8];
+    put_uvarint(&mut out, entries.len() as u64);
+    for (family, metadata) in entries {
+        put_bytes(&mut out, family.as_bytes());
+        out.push(metric_type_byte(metadata.metric_type));
+        put_bytes(&mut out, metadata.unit.as_bytes());
+        put_bytes(&mut out, metadata.help.as_bytes());
+    }
+    out
+}
+
+pub(crate) fn encode_series_chunks(series_ref: u64, chunks: &[RefChunk<'_>]) -> Vec<u8> {
+    let mut out = vec![RecordType::SeriesChunks as u8];
+    put_uvarint(&mut out, series_ref);
+    put_uvarint(&mut out, chunks.len() as u64);
+    for chunk in chunks {
+        out.push(chunk.encoding.to_byte());
+        put_varint(&mut out, chunk.mint_ms);
+        put_varint(&mut out, chunk.maxt_ms);
+        put_bytes(&mut out, chunk.bytes);
+    }
+    out
+}
+
+/// Decodes one WAL record.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
+    let mut decoder = Decoder::new(bytes);
+    let record_type = decoder.u8("record type")?;
+    let record = match record_type {
+        1 => {
+            let count = decoder.count(2, "series count")?;
+            let mut series = Vec::with_capacity(count);
+            for _ in 0..count {
+                let series_ref = decoder.uvarint("series ref")?;
+                let labels = decode_labels(&mut decoder)?;
+                series.push(RefSeries { series_ref, labels });
+            }
+            Record::Series(series)
+        }
+        2 => {
+            let count = decoder.count(10, "sample count")?;
+            let mut samples = Vec::with_capacity(count);
+            if count > 0 {
+                let base_ref = decoder.uvarint("base series ref")?;
+                let base_timestamp = decoder.varint("base timestamp")?;
+                for _ in 0..count {
+                    let series_ref = base_ref.wrapping_add(decoder.varint("series ref delta")? as u64);
+                    let timestamp_ms = base_timestamp.wrapping_add(decoder.varint("timestamp delta")?);
+                    let value = f64::from_bits(decoder.u64_le("sample value")?);
+                    samples.push(RefSample { series_ref, timestamp_ms, value });
+                }
+            }
+            Record::Samples(samples)
+        }
+        3 => {
+            let count = decoder.count(11, "exemplar count")?;
+            let mut exemplars = Vec::with_capacity(count);
+            for _ in 0..count {
+                let series_ref = decoder.uvarint("series ref")?;
+                let timestamp_ms = decoder.varint("exemplar timestamp")?;
+                let value = f64::from_bits(decoder.u64_le("exemplar value")?);
+                let labels = decode_labels(&mut decoder)?;
+                exemplars
+                    .push(RefExemplar { series_ref, exemplar: oxeye_model::Exemplar { labels, value, timestamp_ms } });
+            }
+            Record::Exemplars(exemplars)
+        }
+        4 => {
+            let count = decoder.count(4, "metadata count")?;
+            let mut entries = Vec::with_capacity(count);
+            for _ in 0..count {
+                let family = decoder.str("metric family name")?.to_owned();
+                let metric_type = metric_type_from_byte(decoder.u8("metric type")?);
+                let unit = decoder.str("unit")?.to_owned();
+                let help = decoder.str("help")?.to_owned();
+                entries.push((family, MetricMetadata { metric_type, help, unit }));
+            }
+            Record::Metadata(entries)
+        }
+        5 => {
+            let series_ref = decoder.uvarint("series ref")?;
+            let count = decoder.count(4, "chunk count")?;
+            let mut chunks = Vec::with_capacity(count);
+            for _ in 0..count {
+                let encoding_byte = decoder.u8("chunk encoding")?;
+                let encoding =
+                    Encoding::from_byte(encoding_byte).ok_or_else(|| decoder.error("known chunk encoding"))?;
+                let mint_ms = decoder.varint("chunk mint")?;
+                let maxt_ms = decoder.varint("chunk maxt")?;
+                let bytes = decoder.bytes("chunk bytes")?;
+                chunks.push(RefChunk { encoding, mint_ms, maxt_ms, bytes });
+            }
+            Record::SeriesChunks { series_ref, chunks }
+        }
+        _ => return Err(DecodeError { position: 0, expected: "known record type" }),
+    };
+    if !decoder.is_empty() {
+        return Err(decoder.error("end of record"));
+    }
+    Ok(record)
+}
+
+#[cfg(test)]
+mod tests {
+    use oxeye_model::{Exemplar, STALE_NAN};
+
+    use super::*;
+
+    #[test]
+    fn every_record_type_round_trips() {
+        let labels = Labels::from_pairs([("__name__", "up"), ("job", "api")]);
+        let series = encode_series(&[(7, &labels), (9, &labels)]);
+        assert_eq!(
+            decode(&series).unwrap(),
+            Record::Series(vec![
+                RefSeries { series_ref: 7, labels: labels.clone() },
+                RefSeries { series_ref: 9, labels: labels.clone() }
+            ])
+        );
+        let samples = vec![
+            RefSample { series_ref: 9, timestamp_ms: 1000, value: 1.5 },
+            RefSample { series_ref: 3, timestamp_ms: -5, value: f64::INFINITY },
+        ];
+        assert_eq!(decode(&encode_samples(&samples)).unwrap(), Record::Samples(samples));
+        let stale = encode_samples(&[RefSample { series_ref: 1, timestamp_ms: 1, value: STALE_NAN }]);
+        let Record::Samples(decoded) = decode(&stale).unwrap() else { panic!("samples") };
+        assert!(oxeye_model::is_stale_nan(decoded[0].value));
+        let exemplars = vec![RefExemplar {
+            series_ref: 4,
+            exemplar: Exemplar { labels: Labels::from_pairs([("trace_id", "abc")]), value: 0.5, timestamp_ms: 12 },
+        }];
+        assert_eq!(decode(&encode_exemplars(&exemplars)).unwrap(), Record::Exemplars(exemplars));
+        let metadata = vec![(
+            "http_requests".to_owned(),
+            MetricMetadata { metric_type: MetricType::Counter, help: "Requests.".to_owned(), unit: String::new() },
+        )];
+        assert_eq!(decode(&encode_metadata(&metadata)).unwrap(), Record::Metadata(metadata));
+        let chunk = [0u8, 1, 2, 3];
+        let chunks = vec![RefChunk { encoding: Encoding::Xor, mint_ms: 5, maxt_ms: 10, bytes: &chunk }];
+        assert_eq!(decode(&encode_series_chunks(3, &chunks)).unwrap(), Record::SeriesChunks { series_ref: 3, chunks });
+    }
+
+    #[test]
+    fn damaged_records_are_errors_not_panics() {
+        let labels = Labels::from_pairs([("__name__", "up")]);
+        let series = encode_series(&[(7, &labels)]);
+        for cut in 0..series.len() {
+            assert!(decode(&series[..cut]).is_err(), "cut at {cut}");
+        }
+        assert!(decode(&[99]).is_err());
+        assert!(decode(&[2, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
+    }
+}

@@ -1,0 +1,305 @@
+//! Store-level tests: appends, queries, restarts, blocks, retention and concurrency.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use oxeye_model::storage::{MetricsStorage, Querier, StorageError};
+use oxeye_model::{Exemplar, Labels, MatchOp, Matcher, MetricMetadata, MetricType, STALE_NAN, Sample};
+
+use crate::{Tsdb, TsdbOptions};
+
+const HOUR_MS: i64 = 3_600_000;
+
+fn options(dir: &Path) -> TsdbOptions {
+    TsdbOptions::new(dir)
+}
+
+fn series_labels(name: &str, instance: usize) -> Labels {
+    Labels::from_pairs([("__name__", name.to_owned()), ("instance", format!("host-{instance}"))])
+}
+
+fn append_all(tsdb: &Tsdb, labels: &Labels, samples: &[(i64, f64)]) {
+    let mut appender = tsdb.appender();
+    for (timestamp_ms, value) in samples {
+        appender.append(labels, Sample { timestamp_ms: *timestamp_ms, value: *value }).unwrap();
+    }
+    appender.commit().unwrap();
+}
+
+fn assert_same(actual: &[(Labels, Vec<(i64, u64)>)], expected: &[(Labels, Vec<(i64, u64)>)], context: &str) {
+    assert_eq!(actual.len(), expected.len(), "series count {context}");
+    for ((actual_labels, actual_samples), (expected_labels, expected_samples)) in actual.iter().zip(expected) {
+        assert_eq!(actual_labels, expected_labels, "{context}");
+        assert_eq!(actual_samples.len(), expected_samples.len(), "sample count of {actual_labels} {context}");
+        for (actual_sample, expected_sample) in actual_samples.iter().zip(expected_samples) {
+            assert_eq!(actual_sample, expected_sample, "{actual_labels} {context}");
+        }
+    }
+}
+
+fn all_samples(tsdb: &Tsdb, name: &str) -> Vec<(Labels, Vec<(i64, u64)>)> {
+    tsdb.select(i64::MIN, i64::MAX, &[Matcher::equal("__name__", name)])
+        .unwrap()
+        .into_iter()
+        .map(|series| {
+            (series.labels, series.samples.iter().map(|sample| (sample.timestamp_ms, sample.value.to_bits())).collect())
+        })
+        .collect()
+}
+
+#[test]
+fn committed_samples_are_queryable_in_label_order_with_stale_markers() {
+    let dir = tempfile::tempdir().unwrap();
+    let tsdb = Tsdb::open(options(dir.path())).unwrap();
+    append_all(&tsdb, &series_labels("up", 2), &[(1000, 1.0), (2000, STALE_NAN)]);
+    append_all(&tsdb, &series_labels("up", 1), &[(1000, 0.0)]);
+    append_all(&tsdb, &series_labels("down", 1), &[(1000, 5.0)]);
+    let selected = tsdb.select(1500, 2000, &[Matcher::equal("__name__", "up")]).unwrap();
+    assert_eq!(selected.len(), 1);
+    assert!(oxeye_model::is_stale_nan(selected[0].samples[0].value));
+    let all = tsdb.series(0, 5000, &[Matcher::new(MatchOp::Regex, "__name__", "up|down").unwrap()]).unwrap();
+    assert_eq!(all, vec![series_labels("down", 1), series_labels("up", 1), series_labels("up", 2)]);
+    assert_eq!(tsdb.label_names(0, 5000, &[]).unwrap(), ["__name__", "instance"]);
+    assert_eq!(tsdb.label_values(0, 5000, "__name__", &[]).unwrap(), ["down", "up"]);
+    let filtered = tsdb.label_values(0, 5000, "instance", &[Matcher::equal("__name__", "down")]).unwrap();
+    assert_eq!(filtered, ["host-1"]);
+    assert!(tsdb.select(3000, 4000, &[Matcher::equal("__name__", "up")]).unwrap().is_empty());
+    let stats = tsdb.stats();
+    assert_eq!(stats.head_series, 3);
+    assert_eq!(stats.head_samples_appended_total, 4);
+    assert!(stats.wal.fsyncs_total >= 3);
+}
+
+#[test]
+fn out_of_order_and_duplicate_samples_are_rejected_the_prometheus_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let tsdb = Tsdb::open(options(dir.path())).unwrap();
+    let labels = series_labels("up", 1);
+    append_all(&tsdb, &labels, &[(10_000, 1.0)]);
+    let mut appender = tsdb.appender();
+    let error = appender.append(&labels, Sample { timestamp_ms: 9_000, value: 1.0 }).unwrap_err();
+    assert!(matches!(error, StorageError::OutOfOrderSample { newest_timestamp_ms: 10_000, .. }), "{error}");
+    let error = appender.append(&labels, Sample { timestamp_ms: 10_000, value: 2.0 }).unwrap_err();
+    assert!(matches!(error, StorageError::DuplicateSampleForTimestamp { .. }), "{error}");
+    // The same value at the same timestamp is accepted and stored once.
+    appender.append(&labels, Sample { timestamp_ms: 10_000, value: 1.0 }).unwrap();
+    appender.append(&labels, Sample { timestamp_ms: 11_000, value: 1.0 }).unwrap();
+    // Within one batch, order is checked against the batch too.
+    let error = appender.append(&labels, Sample { timestamp_ms: 10_500, value: 1.0 }).unwrap_err();
+    assert!(matches!(error, StorageError::OutOfOrderSample { newest_timestamp_ms: 11_000, .. }), "{error}");
+    appender.rollback();
+    assert_eq!(all_samples(&tsdb, "up")[0].1.len(), 1, "rolled back batch stored nothing");
+
+    // Too old for the head window: half a block before the newest sample.
+    append_all(&tsdb, &labels, &[(3 * HOUR_MS, 1.0)]);
+    let mut appender = tsdb.appender();
+    let other = series_labels("up", 2);
+    let error = appender.append(&other, Sample { timestamp_ms: HOUR_MS, value: 1.0 }).unwrap_err();
+    assert!(matches!(error, StorageError::OutOfBounds { .. }), "{error}");
+    let error = appender.append(&Labels::from_pairs([("job", "x")]), Sample { timestamp_ms: 3 * HOUR_MS, value: 1.0 });
+    assert!(matches!(error, Err(StorageError::InvalidLabels { .. })));
+    let stats = tsdb.stats();
+    assert_eq!(stats.out_of_order_samples_total, 2);
+    assert_eq!(stats.duplicate_samples_total, 1);
+    assert_eq!(stats.out_of_bounds_samples_total, 1);
+}
+
+#[test]
+fn restart_replays_every_committed_sample_exemplar_and_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = Vec::new();
+    {
+        let tsdb = Tsdb::open(options(dir.path())).unwrap();
+        for instance in 0..20 {
+            let labels = series_labels("requests_total", instance);
+            let samples: Vec<(i64, f64)> =
+                (0..50).map(|step| (step * 15_000, (instance * 100 + step as usize) as f64)).collect();
+            append_all(&tsdb, &labels, &samples);
+            expected.push((labels, samples.iter().map(|(t, v)| (*t, v.to_bits())).collect::<Vec<_>>()));
+        }
+        expected.sort();
+        let mut appender = tsdb.appender();
+        let exemplar = Exemplar { labels: Labels::from_pairs([("trace_id", "abc")]), value: 3.0, timestamp_ms: 15_000 };
+        appender.append_exemplar(&series_labels("requests_total", 0), exemplar).unwrap();
+        appender.update_metadata(
+            "requests",
+            MetricMetadata { metric_type: MetricType::Counter, help: "Requests.".to_owned(), unit: String::new() },
+        );
+        appender.commit().unwrap();
+        // Dropped without close: as after kill -9, only the WAL segments remain.
+    }
+    let tsdb = Tsdb::open(options(dir.path())).unwrap();
+    assert_same(&all_samples(&tsdb, "requests_total"), &expected, "after restart");
+    let exemplars = tsdb.exemplars(0, 100_000, &[vec![Matcher::equal("__name__", "requests_total")]]).unwrap();
+    assert_eq!(exemplars.len(), 1);
+    assert_eq!(exemplars[0].exemplars[0].value, 3.0);
+    assert_eq!(tsdb.metadata(Some("requests"), None)[0].1.metric_type, MetricType::Counter);
+    assert!(tsdb.stats().wal_replay_records > 0);
+
+    // A graceful close checkpoints; the next start reads the checkpoint and sees the same data.
+    tsdb.close().unwrap();
+    drop(tsdb);
+    let tsdb = Tsdb::open(options(dir.path())).unwrap();
+    assert_same(&all_samples(&tsdb, "requests_total"), &expected, "after restart");
+    assert_eq!(tsdb.exemplars(0, 100_000, &[vec![Matcher::equal("__name__", "requests_total")]]).unwrap().len(), 1);
+    assert_eq!(tsdb.metadata(None, None).len(), 1);
+    // Appends continue after the restored open chunk.
+    append_all(&tsdb, &series_labels("requests_total", 0), &[(50 * 15_000, 7.0)]);
+    assert_eq!(all_samples(&tsdb, "requests_total")[0].1.len(), 51);
+}
+
+#[test]
+fn torn_wal_tail_is_cut_and_earlier_commits_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let tsdb = Tsdb::open(options(dir.path())).unwrap();
+        append_all(&tsdb, &series_labels("up", 1), &[(1000, 1.0)]);
+        append_all(&tsdb, &series_labels("up", 1), &[(2000, 2.0)]);
+    }
+    let wal_dir = dir.path().join("wal");
+    let last = oxeye_wal::segment::list_segments(&wal_dir).unwrap().pop().unwrap();
+    let path = oxeye_wal::segment::segment_path(&wal_dir, last);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
+    let tsdb = Tsdb::open(options(dir.path())).unwrap();
+    let samples = &all_samples(&tsdb, "up")[0].1;
+    assert_eq!(samples, &vec![(1000, 1f64.to_bits())]);
+}
+
+#[test]
+fn second_open_of_a_locked_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let _tsdb = Tsdb::open(options(dir.path())).unwrap();
+    let error = Tsdb::open(options(dir.path())).unwrap_err();
+    assert!(matches!(error, crate::TsdbError::Locked { .. }), "{error}");
+}
+
+/// Appends one sample per minute for `hours` hours to `count` series, committing every 10 minutes.
+fn fill_hours(tsdb: &Tsdb, count: usize, from_hour: i64, hours: i64) {
+    let step_ms = 60_000;
+    let mut timestamp = from_hour * HOUR_MS;
+    while timestamp < (from_hour + hours) * HOUR_MS {
+        let mut appender = tsdb.appender();
+        for _ in 0..10 {
+            for instance in 0..count {
+                let value = if instance % 2 == 0 { 1.0 } else { (timestamp / step_ms) as f64 };
+                appender.append(&series_labels("metric", instance), Sample { timestamp_ms: timestamp, value }).unwrap();
+            }
+            timestamp += step_ms;
+        }
+        appender.commit().unwrap();
+    }
+}
+
+#[test]
+fn blocks_are_cut_checkpointed_queried_after_reopen_compacted_and_retained() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.retention_ms = 100 * HOUR_MS;
+    let before_cut;
+    {
+        let tsdb = Tsdb::open(opts.clone()).unwrap();
+        fill_hours(&tsdb, 5, 0, 7);
+        before_cut = all_samples(&tsdb, "metric");
+        assert_eq!(before_cut[0].1.len(), 7 * 60);
+        let report = tsdb.run_maintenance().unwrap();
+        assert_eq!(report.blocks_cut, 2, "{report:?}");
+        assert!(report.checkpointed);
+        let stats = tsdb.stats();
+        assert_eq!(stats.blocks, 2);
+        assert_eq!(stats.blocks_samples, 5 * 4 * 60);
+        assert_eq!(stats.head_min_time_ms, Some(4 * HOUR_MS));
+        assert_same(&all_samples(&tsdb, "metric"), &before_cut, "blocks and head together hold everything");
+        // Too old for the head now.
+        let mut appender = tsdb.appender();
+        let error = appender.append(&series_labels("metric", 0), Sample { timestamp_ms: 3 * HOUR_MS, value: 1.0 });
+        assert!(matches!(error, Err(StorageError::OutOfBounds { .. })));
+    }
+    {
+        let tsdb = Tsdb::open(opts.clone()).unwrap();
+        assert_eq!(tsdb.stats().blocks, 2);
+        assert_same(&all_samples(&tsdb, "metric"), &before_cut, "same data after a crash and reopen");
+        // Fill up to hour 14: blocks [4h,6h), [6h,8h), [8h,10h), [10h,12h) are cut; [0,6h) then [6h,12h)
+        // windows are complete and merged.
+        fill_hours(&tsdb, 5, 7, 7);
+        let report = tsdb.run_maintenance().unwrap();
+        assert_eq!(report.blocks_cut, 4, "{report:?}");
+        assert_eq!(report.blocks_compacted, 2, "{report:?}");
+        let stats = tsdb.stats();
+        assert_eq!(stats.blocks, 2);
+        let samples = all_samples(&tsdb, "metric");
+        assert_eq!(samples[0].1.len(), 14 * 60);
+        assert_eq!(samples[0].1[..7 * 60], before_cut[0].1[..]);
+        let bytes_per_sample = stats.blocks_bytes as f64 / stats.blocks_samples as f64;
+        assert!(bytes_per_sample < 2.0, "{bytes_per_sample} bytes per sample on disk");
+        tsdb.close().unwrap();
+    }
+    {
+        let mut short = opts.clone();
+        short.retention_ms = 4 * HOUR_MS;
+        let tsdb = Tsdb::open(short).unwrap();
+        assert_eq!(all_samples(&tsdb, "metric")[0].1.len(), 14 * 60);
+        let report = tsdb.run_maintenance().unwrap();
+        // Only blocks wholly older than 4 h before the newest sample go: [0, 6h) but not [6h, 12h).
+        assert_eq!(report.blocks_deleted, 1, "{report:?}");
+        let samples = all_samples(&tsdb, "metric");
+        assert_eq!(samples[0].1.first().map(|(t, _)| *t), Some(6 * HOUR_MS));
+        let leftovers: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name != "wal" && name != "lock")
+            .collect();
+        assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+    }
+}
+
+#[test]
+fn size_retention_deletes_oldest_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.retention_size_bytes = Some(1);
+    opts.max_block_duration_ms = Some(2 * HOUR_MS);
+    let tsdb = Tsdb::open(opts).unwrap();
+    fill_hours(&tsdb, 3, 0, 6);
+    let report = tsdb.run_maintenance().unwrap();
+    assert_eq!(report.blocks_cut, 2);
+    assert_eq!(report.blocks_deleted, 2);
+    assert_eq!(tsdb.stats().blocks, 0);
+    assert_eq!(tsdb.stats().retention_deleted_blocks_total, 2);
+}
+
+#[test]
+fn concurrent_appenders_all_land_and_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let tsdb = Tsdb::open(options(dir.path())).unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|thread| {
+                let tsdb = Arc::clone(&tsdb);
+                std::thread::spawn(move || {
+                    for step in 0..50 {
+                        let mut appender = tsdb.appender();
+                        for instance in 0..20 {
+                            let labels = series_labels(&format!("thread_{thread}"), instance);
+                            let sample = Sample { timestamp_ms: step * 1000, value: step as f64 };
+                            appender.append(&labels, sample).unwrap();
+                        }
+                        appender.commit().unwrap();
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        let stats = tsdb.stats();
+        assert_eq!(stats.head_samples_appended_total, 4 * 50 * 20);
+        assert_eq!(stats.head_series, 80);
+    }
+    let tsdb = Tsdb::open(options(dir.path())).unwrap();
+    for thread in 0..4 {
+        let series = all_samples(&tsdb, &format!("thread_{thread}"));
+        assert_eq!(series.len(), 20);
+        assert!(series.iter().all(|(_, samples)| samples.len() == 50));
+    }
+}
