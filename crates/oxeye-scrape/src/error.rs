@@ -50,6 +50,34 @@ pub enum ScrapeError {
         /// The limit, in bytes.
         limit_bytes: u64,
     },
+    /// A scraped sample is unusable after relabelling (e.g. `metric_relabel_configs` removed its name);
+    /// Prometheus fails the whole scrape for it.
+    #[error("line {line_number}: {reason}")]
+    InvalidSample {
+        /// The 1-based line of the body the sample came from.
+        line_number: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// More samples than `sample_limit` remained after metric relabelling.
+    #[error("sample limit exceeded: {samples} samples, the limit is {limit}")]
+    SampleLimitExceeded {
+        /// Samples after metric relabelling.
+        samples: u64,
+        /// The configured `sample_limit`.
+        limit: u64,
+    },
+    /// A `password_file`, `credentials_file` or `bearer_token_file` could not be read.
+    #[error("reading {path}: {reason}")]
+    CredentialsFile {
+        /// The file as configured.
+        path: String,
+        /// The I/O error.
+        reason: String,
+    },
+    /// The scrape manager was created outside a Tokio runtime.
+    #[error("the scrape manager must be created inside a tokio runtime")]
+    NoRuntime,
     /// The storage refused the whole scrape (I/O failure, shutting down).
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
@@ -65,13 +93,17 @@ impl ScrapeError {
     /// The error's category; only the server maps it to an HTTP status.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ScrapeError::Parse { .. } | ScrapeError::InvalidConfig { .. } => ErrorKind::BadData,
+            ScrapeError::Parse { .. }
+            | ScrapeError::InvalidConfig { .. }
+            | ScrapeError::InvalidSample { .. }
+            | ScrapeError::SampleLimitExceeded { .. } => ErrorKind::BadData,
             ScrapeError::HttpStatus { .. }
             | ScrapeError::Http { .. }
             | ScrapeError::Timeout { .. }
             | ScrapeError::BodyTooLarge { .. } => ErrorKind::Unavailable,
             ScrapeError::Storage(storage_error) => storage_error.kind(),
-            ScrapeError::Client { .. } => ErrorKind::Internal,
+            ScrapeError::CredentialsFile { .. } => ErrorKind::Unavailable,
+            ScrapeError::Client { .. } | ScrapeError::NoRuntime => ErrorKind::Internal,
         }
     }
 }

@@ -361,7 +361,9 @@ impl<'body> LineCursor<'body> {
         if self.at_end() { "end of line" } else { truncate(self.rest()) }
     }
 
+    /// A parse error at this line; the message ends by quoting the line.
     fn error(&self, reason: String) -> ScrapeError {
+        let reason = format!("{reason} in {:?}", truncate(self.line));
         ScrapeError::Parse { line_number: self.line_number, reason }
     }
 
