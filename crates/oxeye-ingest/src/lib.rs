@@ -38,9 +38,10 @@
 pub mod compression;
 mod error;
 pub mod otlp_json;
-// pub mod otlp_metrics;
+pub mod otlp_metrics;
 pub mod prometheus_names;
 mod protowire;
 pub mod remote_write;
 
 pub use error::{IngestError, SeriesProblem};
+pub use remote_write::FamilyMetadata;

@@ -16,10 +16,12 @@
 /// What a metric becomes in Prometheus, which decides its type suffix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NamedMetricKind {
-    /// A gauge (OTLP gauge or non-monotonic sum): `_ratio` when the unit is `1`.
+    /// An OTLP gauge: `_ratio` when the unit is `1`.
     Gauge,
     /// A monotonic cumulative sum: `_total`.
     MonotonicCounter,
+    /// A non-monotonic sum (stored as a gauge, but never `_ratio`).
+    NonMonotonicCounter,
     /// A histogram, exponential histogram or summary: no type suffix on the family name.
     Other,
 }
@@ -227,6 +229,7 @@ mod tests {
         check("temperature", "Cel", Gauge, "temperature_celsius");
         check("weird", "foo.bar", Gauge, "weird_foo_bar");
         check("ns:metric", "", Gauge, "ns:metric");
+        check("queue.fill", "1", NonMonotonicCounter, "queue_fill");
         assert_eq!(metric_name("...", "", NamedMetricKind::Gauge), None);
         assert_eq!(metric_name("", "", NamedMetricKind::Gauge), None);
     }
