@@ -1,0 +1,195 @@
+"""Durability: what oxeye acknowledged survives `kill -9`; a torn last WAL record is cut off with a warning;
+SIGTERM and SIGINT shut down cleanly (exit 0) with the data still there after a restart."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+from e2e_support import DATA_TIMEOUT_S, OxeyeServer, encode_write_request, remote_write, snappy_block, wait_until
+
+SERIES_PER_REQUEST = 20
+SENDERS = 2
+MIN_ACKS_BEFORE_KILL = 150  # per sender
+SEND_LIMIT_S = 120  # a sender stops by itself after this long, whatever happens
+
+
+class Sender(threading.Thread):
+    """Sends remote_write requests back to back and records every acknowledged (2xx) one.
+
+    Request i carries one sample per series `crash_test_samples{sender=NAME, shard="k"}` (k < 20) at
+    timestamp base + i * 10 ms with value i * 1000 + k. It stops at the first connection error (the server
+    died) or after SEND_LIMIT_S.
+    """
+
+    def __init__(self, url: str, name: str, base_ms: int) -> None:
+        super().__init__(daemon=True)
+        self.url = url
+        self.name = name
+        self.base_ms = base_ms
+        self.acked: list[int] = []
+        self.refused: list[tuple[int, int, str]] = []
+        self.stopped_by: str = ""
+
+    def body(self, i: int) -> bytes:
+        ts = self.base_ms + i * 10
+        series = [
+            ({"__name__": "crash_test_samples", "sender": self.name, "shard": str(k)}, [(ts, float(i * 1000 + k))])
+            for k in range(SERIES_PER_REQUEST)
+        ]
+        return snappy_block(encode_write_request(series))
+
+    def run(self) -> None:
+        session = requests.Session()
+        deadline = time.monotonic() + SEND_LIMIT_S
+        i = 0
+        while time.monotonic() < deadline:
+            try:
+                response = remote_write(session, self.url, self.body(i), timeout=30)
+            except requests.RequestException as error:
+                self.stopped_by = repr(error)
+                return
+            if 200 <= response.status_code < 300:
+                self.acked.append(i)
+            else:
+                self.refused.append((i, response.status_code, response.text[:200]))
+                if len(self.refused) > 100:
+                    self.stopped_by = "too many refusals"
+                    return
+            i += 1
+        self.stopped_by = "time limit"
+
+    def expected(self) -> dict[tuple[str, int], float]:
+        """{(shard, timestamp ms): value} of every acknowledged sample."""
+        return {
+            (str(k), self.base_ms + i * 10): float(i * 1000 + k) for i in self.acked for k in range(SERIES_PER_REQUEST)
+        }
+
+
+def stored_samples(server: OxeyeServer, sender: Sender) -> dict[tuple[str, int], float]:
+    last_ms = sender.base_ms + (max(sender.acked, default=0) + 1000) * 10
+    data = server.query(f'crash_test_samples{{sender="{sender.name}"}}[1h]', at=last_ms / 1000)
+    out = {}
+    for item in data["result"]:
+        for t, v in item["values"]:
+            out[(item["metric"]["shard"], int(round(float(t) * 1000)))] = float(v)
+    return out
+
+
+def assert_all_acknowledged_present(server: OxeyeServer, senders: list[Sender]) -> None:
+    for sender in senders:
+        expected = sender.expected()
+        stored = stored_samples(server, sender)
+        missing = [key for key in expected if key not in stored]
+        assert not missing, f"{sender.name}: {len(missing)} of {len(expected)} acknowledged samples lost, e.g. {missing[:5]}"
+        wrong = [(key, stored[key], value) for key, value in expected.items() if stored[key] != value]
+        assert not wrong, f"{sender.name}: wrong values {wrong[:5]}"
+
+
+def wal_segments(data_dir: Path) -> dict[Path, Path]:
+    """{WAL directory: its newest segment file}; segments are named by 8 decimal digits."""
+    newest: dict[Path, Path] = {}
+    for path in data_dir.rglob("*"):
+        if path.is_file() and re.fullmatch(r"\d{8}", path.name) and "checkpoint" not in str(path.parent.name):
+            current = newest.get(path.parent)
+            if current is None or int(path.name) > int(current.name):
+                newest[path.parent] = path
+    return newest
+
+
+def test_kill9_during_ingest_loses_no_acknowledged_sample(oxeye_factory):
+    server = oxeye_factory(self_scrape=False).start()
+    base_ms = int(time.time() * 1000) - 60_000
+    senders = [Sender(server.url, f"s{n}", base_ms) for n in range(SENDERS)]
+    for sender in senders:
+        sender.start()
+    wait_until(
+        lambda: all(len(s.acked) >= MIN_ACKS_BEFORE_KILL for s in senders) or not any(s.is_alive() for s in senders),
+        SEND_LIMIT_S,
+        "sustained ingest",
+    )
+    assert all(s.is_alive() for s in senders), [(s.name, s.stopped_by, s.refused[:3]) for s in senders]
+    server.kill9()  # while the senders are still sending
+    for sender in senders:
+        sender.join(timeout=60)
+        assert not sender.is_alive()
+        assert not sender.refused, sender.refused[:5]
+        assert sender.stopped_by and sender.stopped_by != "time limit", sender.stopped_by
+
+    server.start()
+    assert_all_acknowledged_present(server, senders)
+
+    # A torn last record: garbage appended to the newest segment of every WAL, as a crash mid-write leaves it.
+    server.kill9()
+    segments = wal_segments(server.data_dir)
+    assert segments, f"no WAL segment files (8-digit names) under {server.data_dir}"
+    for segment in segments.values():
+        with open(segment, "ab") as file:
+            # A frame header announcing 4096 payload bytes with a bogus CRC, then only a few of them.
+            file.write((4096).to_bytes(4, "little") + b"\xde\xad\xbe\xef" + os.urandom(37))
+    server.start()
+    warnings = [
+        record
+        for record in server.log_records()
+        if str(record.get("level", "")).upper() in ("WARN", "WARNING")
+        and re.search(r"torn|truncat", str(record), re.I)
+    ]
+    assert warnings, f"no warning about the torn WAL tail in the log:\n{server.log_text()[-3000:]}"
+    assert_all_acknowledged_present(server, senders)
+
+    # And it keeps accepting writes after the repair.
+    after = Sender(server.url, "after-repair", int(time.time() * 1000))
+    response = remote_write(requests.Session(), server.url, after.body(0))
+    assert response.status_code in (200, 204), response.text
+    after.acked.append(0)
+    assert_all_acknowledged_present(server, [after])
+
+
+def write_marker(server: OxeyeServer, name: str, value: float) -> int:
+    ts = int(time.time() * 1000)
+    body = snappy_block(encode_write_request([({"__name__": name, "job": "lifecycle"}, [(ts, value)])]))
+    response = remote_write(server.session, server.url, body)
+    assert response.status_code in (200, 204), response.text
+    return ts
+
+
+def test_sigterm_exits_zero_and_data_survives_restart(oxeye_factory):
+    server = oxeye_factory().start()
+    ts = write_marker(server, "lifecycle_marker", 17)
+    wait_until(lambda: server.query_vector('up{job="oxeye"}'), DATA_TIMEOUT_S, "a self-scrape")
+    assert server.stop(signal.SIGTERM) == 0, server.log_text()[-3000:]
+    server.start()
+    data = server.query("lifecycle_marker[1h]", at=ts / 1000 + 1)
+    assert [(v[0], v[1]) for v in data["result"][0]["values"]] == [(ts / 1000, "17")], data
+    # The self-scraped series from before the restart are still there too.
+    before = server.query('up{job="oxeye"}[1h]', at=ts / 1000 + 60)
+    assert before["result"], before
+
+
+def test_sigint_exits_zero(oxeye_factory):
+    server = oxeye_factory().start()
+    ts = write_marker(server, "lifecycle_sigint", 3)
+    assert server.stop(signal.SIGINT) == 0, server.log_text()[-3000:]
+    server.start()
+    data = server.query("lifecycle_sigint[1h]", at=ts / 1000 + 1)
+    assert data["result"] and data["result"][0]["values"][-1][1] == "3", data
+
+
+def test_two_servers_cannot_share_a_data_dir(oxeye_factory):
+    first = oxeye_factory(self_scrape=False).start()
+    second = oxeye_factory(self_scrape=False)
+    second.data_dir = first.data_dir  # `--data-dir` overrides the config file's
+    try:
+        second.start(timeout=30)
+    except AssertionError as error:
+        assert "exited" in str(error), error
+        assert re.search(r"lock|in use|already", second.log_text(), re.I), second.log_text()[-2000:]
+    else:
+        second.kill9()
+        raise AssertionError("a second oxeye started on a data directory that another one holds")
