@@ -7,6 +7,7 @@
 //! - [`otlp_metrics`]: OTLP `ExportMetricsServiceRequest` from protobuf or OTLP/JSON, translated into
 //!   Prometheus series by the OTLP→Prometheus naming rules, with counts of rejected data points for the
 //!   OTLP partial-success response.
+//! - [`otlp`]: OTLP/HTTP bodies of traces, metrics and logs (protobuf or JSON) into `oxeye-proto` messages.
 //! - [`otlp_json`]: the OTLP/JSON decoder behind it (hex ids, integer enums, 64-bit integers as strings
 //!   or numbers, lowerCamelCase keys, unknown fields ignored).
 //! - [`prometheus_names`]: the OTLP→Prometheus metric and label name translation.
@@ -37,6 +38,7 @@
 
 pub mod compression;
 mod error;
+pub mod otlp;
 pub mod otlp_json;
 pub mod otlp_metrics;
 pub mod prometheus_names;

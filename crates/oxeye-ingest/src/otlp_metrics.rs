@@ -34,6 +34,7 @@
 //! Sources: <https://opentelemetry.io/docs/specs/otel/compatibility/prometheus_and_openmetrics/>,
 //! Prometheus `storage/remote/otlptranslator/prometheusremotewrite/helper.go`.
 
+pub use crate::otlp::{OtlpFormat, decode_metrics_request};
 use crate::prometheus_names::{self, NamedMetricKind};
 use crate::remote_write::FamilyMetadata;
 use crate::{IngestError, compression};
@@ -45,34 +46,7 @@ use oxeye_proto::otlp::metrics::{
     HistogramDataPoint, Metric, NumberDataPoint, SummaryDataPoint, metric::Data,
 };
 use oxeye_proto::otlp::resource::Resource;
-use prost::Message;
 use std::collections::BTreeMap;
-
-/// The wire format of an OTLP/HTTP body, from its `Content-Type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OtlpFormat {
-    /// `application/x-protobuf` (also the gRPC payload).
-    Protobuf,
-    /// `application/json`: OTLP/JSON.
-    Json,
-}
-
-impl OtlpFormat {
-    /// `application/x-protobuf` (or `application/protobuf`) → [`OtlpFormat::Protobuf`], `application/json`
-    /// → [`OtlpFormat::Json`], parameters ignored; `None` for anything else (HTTP 415).
-    pub fn from_content_type(content_type: &str) -> Option<Self> {
-        let media_type = content_type.split(';').next().unwrap_or("").trim();
-        if media_type.eq_ignore_ascii_case("application/x-protobuf")
-            || media_type.eq_ignore_ascii_case("application/protobuf")
-        {
-            Some(OtlpFormat::Protobuf)
-        } else if media_type.eq_ignore_ascii_case("application/json") {
-            Some(OtlpFormat::Json)
-        } else {
-            None
-        }
-    }
-}
 
 /// Settings of the translation; [`Default`] matches the behaviour described in the module docs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,22 +98,6 @@ impl TranslatedMetrics {
             rejected_data_points: i64::try_from(self.rejected_data_points).unwrap_or(i64::MAX),
             error_message,
         })
-    }
-}
-
-/// Decodes an `ExportMetricsServiceRequest` from an already decompressed body.
-///
-/// # Errors
-/// [`IngestError::Protobuf`] (field `ExportMetricsServiceRequest`, reason from the protobuf decoder) or
-/// [`IngestError::Json`] for a malformed body.
-pub fn decode_metrics_request(body: &[u8], format: OtlpFormat) -> Result<ExportMetricsServiceRequest, IngestError> {
-    match format {
-        OtlpFormat::Protobuf => ExportMetricsServiceRequest::decode(body).map_err(|error| {
-            let message = error.to_string();
-            let reason = message.strip_prefix("failed to decode Protobuf message: ").unwrap_or(&message).to_string();
-            IngestError::Protobuf { field: "ExportMetricsServiceRequest".into(), reason }
-        }),
-        OtlpFormat::Json => crate::otlp_json::decode_metrics_request_json(body),
     }
 }
 
@@ -745,6 +703,7 @@ mod tests {
         ExponentialHistogram, Gauge, Histogram, ResourceMetrics, ScopeMetrics, Sum, Summary,
         exponential_histogram_data_point::Buckets, summary_data_point::ValueAtQuantile,
     };
+    use prost::Message;
 
     fn string_attribute(key: &str, value: &str) -> KeyValue {
         KeyValue { key: key.into(), value: Some(AnyValue { value: Some(any_value::Value::StringValue(value.into())) }) }
@@ -1079,9 +1038,6 @@ mod tests {
         let error = decode_and_translate(&[0u8; 100], None, OtlpFormat::Protobuf, 10, &OtlpTranslateOptions::default())
             .expect_err("too large");
         assert_eq!(error, IngestError::TooLarge { limit_bytes: 10 });
-        assert_eq!(OtlpFormat::from_content_type("application/x-protobuf"), Some(OtlpFormat::Protobuf));
-        assert_eq!(OtlpFormat::from_content_type("application/json; charset=utf-8"), Some(OtlpFormat::Json));
-        assert_eq!(OtlpFormat::from_content_type("text/plain"), None);
     }
 
     proptest::proptest! {
