@@ -742,12 +742,12 @@ fn severity_number(object: &Object, path: &Path<'_>) -> Result<i32, IngestError>
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use oxeye_proto::otlp::metrics::metric::Data;
 
     /// Shaped like opentelemetry-proto's `examples/metrics.json`.
-    const METRICS_EXAMPLE: &str = r#"{
+    pub(crate) const METRICS_EXAMPLE: &str = r#"{
       "resourceMetrics": [{
         "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "my.service"}}]},
         "scopeMetrics": [{

@@ -1024,6 +1024,28 @@ mod tests {
         assert_eq!(from_protobuf, translated);
     }
 
+    #[test]
+    fn metrics_example_json_keeps_gauges_and_rejects_deltas() {
+        let body = crate::otlp_json::tests::METRICS_EXAMPLE.as_bytes();
+        let translated = decode_and_translate(body, None, OtlpFormat::Json, 1 << 20, &OtlpTranslateOptions::default())
+            .expect("decodes");
+        assert_eq!(
+            names(&translated),
+            [
+                r#"my_gauge_ratio{job="my.service", my_gauge_attr="some value", otel_scope_my_scope_attribute="some scope attribute", otel_scope_name="my.library", otel_scope_version="1.0.0"}"#
+            ]
+        );
+        assert_eq!(translated.samples[0].1, Sample { timestamp_ms: 1_544_712_660_300, value: 10.0 });
+        let partial = translated.partial_success().expect("deltas rejected");
+        assert_eq!(partial.rejected_data_points, 3);
+        assert_eq!(
+            partial.error_message,
+            "metric \"my.counter\": delta temporality sums are not supported (1 data points dropped); \
+             metric \"my.histogram\": delta temporality histograms are not supported (1 data points dropped); \
+             metric \"my.exponential.histogram\": delta temporality exponential histograms are not supported (1 data points dropped)"
+        );
+    }
+
     fn decode_metrics_request_json_for_test(body: &[u8]) -> ExportMetricsServiceRequest {
         crate::otlp_json::decode_metrics_request_json(body).expect("json decodes")
     }
