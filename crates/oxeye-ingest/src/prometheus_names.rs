@@ -230,6 +230,21 @@ mod tests {
         check("weird", "foo.bar", Gauge, "weird_foo_bar");
         check("ns:metric", "", Gauge, "ns:metric");
         check("queue.fill", "1", NonMonotonicCounter, "queue_fill");
+        check("requests", "1/s", Gauge, "requests_per_second");
+        check("requests", "1/s", MonotonicCounter, "requests_per_second_total");
+        check("custom_metric", "custom_unit", Gauge, "custom_metric_custom_unit");
+        check("custom_metric", "By/{custom}", Gauge, "custom_metric_bytes");
+        check("custom_metric", "unit@with#special/chars", Gauge, "custom_metric_unit_with_special_per_chars");
+        check(
+            "metric__with__multiple__underscores",
+            "unit__multiple__underscores",
+            Gauge,
+            "metric_with_multiple_underscores_unit_multiple_underscores",
+        );
+        check("response_time_seconds", "s", Gauge, "response_time_seconds");
+        check("cpu_usage_ratio", "1", Gauge, "cpu_usage_ratio");
+        check("metric@@##$$name", "", Gauge, "metric_name");
+        check("uptime", "d", Gauge, "uptime_days");
         assert_eq!(metric_name("...", "", NamedMetricKind::Gauge), None);
         assert_eq!(metric_name("", "", NamedMetricKind::Gauge), None);
     }
@@ -242,6 +257,8 @@ mod tests {
         assert_eq!(unit_name("{request}"), "");
         assert_eq!(unit_name("TiBy"), "tebibytes");
         assert_eq!(unit_name("%"), "percent");
+        assert_eq!(unit_name("1/s"), "per_second");
+        assert_eq!(unit_name("unit__multiple__underscores"), "unit_multiple_underscores");
     }
 
     #[test]
