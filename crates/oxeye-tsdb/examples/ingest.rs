@@ -1,0 +1,140 @@
+//! A quick ingest measurement, not a benchmark suite: appends `SERIES` series × `ROUNDS` samples in
+//! remote_write-sized batches from one thread, then measures bytes per sample of cut blocks on a
+//! longer, smaller workload.
+//!
+//! `cargo run --release -p oxeye-tsdb --example ingest -- [series] [rounds] [batch]`
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::Instant;
+
+use oxeye_model::storage::MetricsStorage;
+use oxeye_model::{Labels, Sample};
+use oxeye_tsdb::{Tsdb, TsdbOptions};
+
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+struct Random(u64);
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn labels_for(index: usize) -> Labels {
+    Labels::from_pairs([
+        ("__name__", format!("django_http_requests_total_{}", index % 100)),
+        ("instance", format!("web-{}:8000", index % 50)),
+        ("job", "django".to_owned()),
+        ("method", ["GET", "POST", "PUT", "DELETE"][index % 4].to_owned()),
+        ("view", format!("view_{}", index / 200)),
+        ("status", ["200", "404", "500"][index % 3].to_owned()),
+    ])
+}
+
+/// Realistic value shapes: constants, integer counters, decimal gauges.
+fn value_for(index: usize, step: i64, random: &mut Random, previous: &mut [f64]) -> f64 {
+    match index % 4 {
+        0 => 1.0,
+        1 => {
+            previous[index] += (random.next() % 20) as f64;
+            previous[index]
+        }
+        2 => ((random.next() % 10_000) as f64) / 100.0,
+        _ => step as f64 * 3.0,
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let series: usize = args.next().and_then(|arg| arg.parse().ok()).unwrap_or(1_000_000);
+    let rounds: i64 = args.next().and_then(|arg| arg.parse().ok()).unwrap_or(10);
+    let batch: usize = args.next().and_then(|arg| arg.parse().ok()).unwrap_or(2000);
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let tsdb = Tsdb::open(TsdbOptions::new(dir.path())).unwrap();
+    println!("open empty: {:?}", started.elapsed());
+    let all_labels: Vec<Labels> = (0..series).map(labels_for).collect();
+    let rss_before = rss_bytes();
+    let mut random = Random(0x1234_5678);
+    let mut previous = vec![0f64; series];
+    let started = Instant::now();
+    let mut first_round_seconds = 0.0;
+    for round in 0..rounds {
+        let timestamp_ms = 1_700_000_000_000 + round * 15_000;
+        for start in (0..series).step_by(batch) {
+            let mut appender = tsdb.appender();
+            for index in start..(start + batch).min(series) {
+                let value = value_for(index, round, &mut random, &mut previous);
+                appender.append(&all_labels[index], Sample { timestamp_ms, value }).unwrap();
+            }
+            appender.commit().unwrap();
+        }
+        if round == 0 {
+            first_round_seconds = started.elapsed().as_secs_f64();
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let samples = series as f64 * rounds as f64;
+    let rss_after = rss_bytes();
+    println!(
+        "ingest: {series} series x {rounds} samples in batches of {batch}: {seconds:.2} s, {:.0} samples/s \
+         (first round, creating series: {:.0} samples/s; later rounds: {:.0} samples/s)",
+        samples / seconds,
+        series as f64 / first_round_seconds,
+        (samples - series as f64) / (seconds - first_round_seconds)
+    );
+    let stats = tsdb.stats();
+    println!(
+        "rss growth {:.0} B/series (labels vector of the harness included: ~{:.0} B/series); head chunk bytes {:.0} B/series; wal {:.1} B/sample; fsyncs {}",
+        (rss_after.saturating_sub(rss_before)) as f64 / series as f64,
+        0.0,
+        tsdb.head_chunk_bytes() as f64 / series as f64,
+        stats.wal_bytes as f64 / samples,
+        stats.wal.fsyncs_total,
+    );
+    drop(tsdb);
+    let started = Instant::now();
+    let tsdb = Tsdb::open(TsdbOptions::new(dir.path())).unwrap();
+    println!("reopen after crash (WAL replay): {:?}, {} series", started.elapsed(), tsdb.stats().head_series);
+    tsdb.close().unwrap();
+    drop(tsdb);
+    let started = Instant::now();
+    let tsdb = Tsdb::open(TsdbOptions::new(dir.path())).unwrap();
+    println!("reopen after graceful close (checkpoint): {:?}", started.elapsed());
+    drop(tsdb);
+
+    // Disk: 10k series at 15 s for 4 h, then cut blocks.
+    let dir = tempfile::tempdir().unwrap();
+    let tsdb = Tsdb::open(TsdbOptions::new(dir.path())).unwrap();
+    let disk_series = 10_000;
+    let mut previous = vec![0f64; disk_series];
+    for round in 0..(4 * 240) {
+        let timestamp_ms = 1_700_000_000_000 + round * 15_000 + (random.next() % 3) as i64;
+        let mut appender = tsdb.appender();
+        for (index, labels) in all_labels.iter().take(disk_series).enumerate() {
+            let value = value_for(index, round, &mut random, &mut previous);
+            appender.append(labels, Sample { timestamp_ms, value }).unwrap();
+        }
+        appender.commit().unwrap();
+    }
+    tsdb.run_maintenance().unwrap();
+    let stats = tsdb.stats();
+    println!(
+        "disk: {} blocks, {} samples, {:.3} B/sample (index + chunks + meta); by shape see chunkenc",
+        stats.blocks,
+        stats.blocks_samples,
+        stats.blocks_bytes as f64 / stats.blocks_samples as f64
+    );
+}
