@@ -33,7 +33,8 @@ pub(crate) fn eval_aggregate(
     match op.as_str() {
         "topk" | "bottomk" | "limitk" | "limit_ratio" => {
             let params = scalar_param.ok_or_else(|| execution(format!("{op} needs a parameter")))?;
-            Ok(Evaluated::Vector(aggregate_k(evaluator, &op, input, &params, &grouping, steps)?))
+            let param_text = aggregate.param.as_ref().map(|param| param.to_string()).unwrap_or_default();
+            Ok(Evaluated::Vector(aggregate_k(evaluator, &op, &param_text, input, &params, &grouping, steps)?))
         }
         "count_values" => {
             let label = string_param.ok_or_else(|| execution("count_values needs a label name"))?;
@@ -45,7 +46,8 @@ pub(crate) fn eval_aggregate(
         _ => {
             let params = scalar_param.unwrap_or_default();
             let param_text = aggregate.param.as_ref().map(|param| param.to_string()).unwrap_or_default();
-            Ok(Evaluated::Vector(aggregate_simple(evaluator, &op, &param_text, input, &params, &grouping, steps)?))
+            let simple = SimpleOp::parse(&op).ok_or_else(|| execution(format!("unsupported aggregation {op}")))?;
+            Ok(Evaluated::Vector(aggregate_simple(evaluator, simple, &param_text, input, &params, &grouping, steps)?))
         }
     }
 }
@@ -109,10 +111,41 @@ struct Accumulator {
     incremental_mean: bool,
 }
 
+/// The aggregations that fold a group into one value, resolved once per call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SimpleOp {
+    Sum,
+    Avg,
+    Min,
+    Max,
+    Count,
+    Group,
+    Stddev,
+    Stdvar,
+    Quantile,
+}
+
+impl SimpleOp {
+    fn parse(name: &str) -> Option<SimpleOp> {
+        Some(match name {
+            "sum" => SimpleOp::Sum,
+            "avg" => SimpleOp::Avg,
+            "min" => SimpleOp::Min,
+            "max" => SimpleOp::Max,
+            "count" => SimpleOp::Count,
+            "group" => SimpleOp::Group,
+            "stddev" => SimpleOp::Stddev,
+            "stdvar" => SimpleOp::Stdvar,
+            "quantile" => SimpleOp::Quantile,
+            _ => return None,
+        })
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn aggregate_simple(
     evaluator: &mut Evaluator<'_>,
-    op: &str,
+    op: SimpleOp,
     param_text: &str,
     input: Vec<StepSeries>,
     params: &[f64],
@@ -124,7 +157,7 @@ fn aggregate_simple(
     let mut output: Vec<StepSeries> =
         groups.into_iter().map(|labels| StepSeries { labels, points: Vec::new() }).collect();
     let mut accumulators = vec![Accumulator::default(); output.len()];
-    let mut quantile_values: Vec<Vec<f64>> = vec![Vec::new(); if op == "quantile" { output.len() } else { 0 }];
+    let mut quantile_values: Vec<Vec<f64>> = vec![Vec::new(); if op == SimpleOp::Quantile { output.len() } else { 0 }];
     for (step, samples) in per_step.iter().enumerate() {
         if samples.is_empty() {
             continue;
@@ -139,23 +172,23 @@ fn aggregate_simple(
                 touched.push(group);
                 *accumulator = Accumulator { seen: true, count: 1.0, value, ..Accumulator::default() };
                 match op {
-                    "stddev" | "stdvar" => {
+                    SimpleOp::Stddev | SimpleOp::Stdvar => {
                         // A lone NaN or infinity has no defined deviation.
                         accumulator.value = if value.is_nan() || value.is_infinite() { f64::NAN } else { 0.0 };
                         accumulator.mean = value;
                     }
-                    "quantile" => quantile_values[group as usize].push(value),
+                    SimpleOp::Quantile => quantile_values[group as usize].push(value),
                     _ => {}
                 }
                 continue;
             }
             accumulator.count += 1.0;
             match op {
-                "sum" => {
+                SimpleOp::Sum => {
                     (accumulator.value, accumulator.compensation) =
                         kahan_add(value, accumulator.value, accumulator.compensation)
                 }
-                "avg" => {
+                SimpleOp::Avg => {
                     if !accumulator.incremental_mean {
                         let (sum, compensation) = kahan_add(value, accumulator.value, accumulator.compensation);
                         if !sum.is_infinite() {
@@ -175,54 +208,52 @@ fn aggregate_simple(
                         ratio * accumulator.compensation,
                     );
                 }
-                "min" => {
+                SimpleOp::Min => {
                     if accumulator.value > value || accumulator.value.is_nan() {
                         accumulator.value = value;
                     }
                 }
-                "max" => {
+                SimpleOp::Max => {
                     if accumulator.value < value || accumulator.value.is_nan() {
                         accumulator.value = value;
                     }
                 }
-                "count" | "group" => {}
-                "stddev" | "stdvar" => {
+                SimpleOp::Count | SimpleOp::Group => {}
+                SimpleOp::Stddev | SimpleOp::Stdvar => {
                     let delta = value - accumulator.mean;
                     accumulator.mean += delta / accumulator.count;
                     accumulator.value += delta * (value - accumulator.mean);
                 }
-                "quantile" => quantile_values[group as usize].push(value),
-                other => return Err(execution(format!("unsupported aggregation {other}"))),
+                SimpleOp::Quantile => quantile_values[group as usize].push(value),
             }
         }
         for group in touched {
             let accumulator = &mut accumulators[group as usize];
             let value = match op {
-                "sum" => accumulator.value + accumulator.compensation,
-                "avg" => {
+                SimpleOp::Sum => accumulator.value + accumulator.compensation,
+                SimpleOp::Avg => {
                     if accumulator.incremental_mean {
                         accumulator.mean + accumulator.compensation
                     } else {
                         accumulator.value / accumulator.count + accumulator.compensation / accumulator.count
                     }
                 }
-                "count" => accumulator.count,
-                "group" => 1.0,
-                "min" | "max" => accumulator.value,
-                "stdvar" => accumulator.value / accumulator.count,
-                "stddev" => (accumulator.value / accumulator.count).sqrt(),
-                "quantile" => {
+                SimpleOp::Count => accumulator.count,
+                SimpleOp::Group => 1.0,
+                SimpleOp::Min | SimpleOp::Max => accumulator.value,
+                SimpleOp::Stdvar => accumulator.value / accumulator.count,
+                SimpleOp::Stddev => (accumulator.value / accumulator.count).sqrt(),
+                SimpleOp::Quantile => {
                     let phi = params.get(step).copied().unwrap_or(f64::NAN);
                     let values = std::mem::take(&mut quantile_values[group as usize]);
                     quantile_of(phi, values)
                 }
-                _ => accumulator.value,
             };
             *accumulator = Accumulator::default();
             output[group as usize].points.push((step as u32, value));
         }
     }
-    if op == "quantile"
+    if op == SimpleOp::Quantile
         && let Some(phi) = params.iter().find(|phi| phi.is_nan() || **phi < 0.0 || **phi > 1.0)
     {
         let position = evaluator.position_suffix(&[param_text, "quantile"]);
@@ -262,9 +293,11 @@ fn count_values(label: &str, input: Vec<StepSeries>, grouping: &Grouping, steps:
 }
 
 /// `topk`, `bottomk`, `limitk` and `limit_ratio`: these keep the input series' labels.
+#[allow(clippy::too_many_arguments)]
 fn aggregate_k(
     evaluator: &mut Evaluator<'_>,
     op: &str,
+    param_text: &str,
     input: Vec<StepSeries>,
     params: &[f64],
     grouping: &Grouping,
@@ -293,8 +326,9 @@ fn aggregate_k(
                 return Err(execution("Ratio value is NaN"));
             }
             let ratio = if !(-1.0..=1.0).contains(&param) {
+                let position = evaluator.position_suffix(&[param_text, op]);
                 evaluator.warn(format!(
-                    "PromQL warning: ratio value should be between -1 and 1, got {}, capping to {}",
+                    "PromQL warning: ratio value should be between -1 and 1, got {}, capping to {}{position}",
                     format_float(param),
                     if param < -1.0 { "-1" } else { "1" }
                 ));

@@ -189,7 +189,7 @@ fn vector_scalar(
         if points.is_empty() {
             continue;
         }
-        let labels = if drop_name { series.labels.without_metric_name() } else { series.labels };
+        let labels = if drop_name { crate::engine::drop_metric_name(series.labels) } else { series.labels };
         output.push(StepSeries { labels, points });
     }
     if drop_name { merge_same_labels(output) } else { Ok(output) }

@@ -333,7 +333,7 @@ impl<'a> Evaluator<'a> {
                     let negated = series
                         .into_iter()
                         .map(|series| StepSeries {
-                            labels: series.labels.without_metric_name(),
+                            labels: drop_metric_name(series.labels),
                             points: series.points.into_iter().map(|(step, value)| (step, -value)).collect(),
                         })
                         .collect();
@@ -611,23 +611,36 @@ pub(crate) fn convert_matchers(matchers: &[promql_parser::label::Matcher]) -> Re
         .collect()
 }
 
+/// The labels without `__name__`, reusing the label strings.
+pub(crate) fn drop_metric_name(labels: Labels) -> Labels {
+    if labels.metric_name().is_none() {
+        return labels;
+    }
+    Labels::from_sorted(
+        labels.into_vec().into_iter().filter(|label| label.name != oxeye_model::METRIC_NAME_LABEL).collect(),
+    )
+}
+
 /// Merges series that ended up with identical labels (after dropping the metric name, say). Fails when
 /// two of them have a value at the same step, as Prometheus does.
 pub(crate) fn merge_same_labels(series: Vec<StepSeries>) -> Result<Vec<StepSeries>, QueryError> {
     if series.len() < 2 {
         return Ok(series);
     }
-    let mut index_of: HashMap<Labels, usize> = HashMap::with_capacity(series.len());
+    // Keyed by label hash; equal hashes are confirmed by comparing the labels.
+    let mut slots_by_hash: HashMap<u64, Vec<usize>> = HashMap::with_capacity(series.len());
     let mut merged: Vec<StepSeries> = Vec::with_capacity(series.len());
     let mut needs_check = false;
     for one in series {
-        match index_of.get(&one.labels) {
-            Some(&index) => {
-                merged[index].points.extend(one.points);
+        let hash = one.labels.stable_hash();
+        let slots = slots_by_hash.entry(hash).or_default();
+        match slots.iter().copied().find(|slot| merged[*slot].labels == one.labels) {
+            Some(slot) => {
+                merged[slot].points.extend(one.points);
                 needs_check = true;
             }
             None => {
-                index_of.insert(one.labels.clone(), merged.len());
+                slots.push(merged.len());
                 merged.push(one);
             }
         }

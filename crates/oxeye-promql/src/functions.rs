@@ -380,7 +380,7 @@ fn map_values_at(series: Vec<StepSeries>, function: impl Fn(usize, f64) -> f64) 
 fn drop_names(series: Vec<StepSeries>) -> Result<Vec<StepSeries>, QueryError> {
     let renamed = series
         .into_iter()
-        .map(|one| StepSeries { labels: one.labels.without_metric_name(), points: one.points })
+        .map(|one| StepSeries { labels: crate::engine::drop_metric_name(one.labels), points: one.points })
         .collect();
     merge_same_labels(renamed)
 }
@@ -482,6 +482,11 @@ fn label_join(evaluator: &mut Evaluator<'_>, args: &[&Expr], grid: &Grid) -> Res
 
 /// Calls `visit(step, window)` for each step with the series' samples in `(end - range, end]`.
 fn for_each_window(input: &RangeInput, samples: &[Sample], mut visit: impl FnMut(usize, &[Sample])) {
+    for_each_window_at(input, samples, |step, _, window| visit(step, window));
+}
+
+/// As [`for_each_window`], also passing the index of the window's first sample in `samples`.
+fn for_each_window_at(input: &RangeInput, samples: &[Sample], mut visit: impl FnMut(usize, usize, &[Sample])) {
     let mut low = 0usize;
     let mut high = 0usize;
     let mut previous_end = i64::MIN;
@@ -498,12 +503,14 @@ fn for_each_window(input: &RangeInput, samples: &[Sample], mut visit: impl FnMut
         while low < high && samples[low].timestamp_ms <= start {
             low += 1;
         }
-        visit(step, &samples[low..high]);
+        visit(step, low, &samples[low..high]);
     }
 }
 
 /// What a windowed function sees besides the samples.
-struct WindowContext {
+struct WindowContext<'r> {
+    /// Indices (relative to the window) of samples lower than their predecessor, for counters.
+    counter_resets: &'r [usize],
     range_start_ms: i64,
     range_end_ms: i64,
     range_ms: i64,
@@ -518,6 +525,7 @@ fn eval_range_function(
     args: &[&Expr],
     grid: &Grid,
 ) -> Result<Evaluated, QueryError> {
+    let function = RangeFunction::parse(name).ok_or_else(|| execution(format!("function {name} is not supported")))?;
     let matrix_index = args
         .iter()
         .position(|argument| argument.value_type() == ValueType::Matrix)
@@ -546,18 +554,40 @@ fn eval_range_function(
         }
     }
     let keeps_name = matches!(name, "last_over_time" | "first_over_time");
-    let mut output = Vec::with_capacity(input.series.len());
+    let held: usize = input.series.iter().map(|series| series.samples.len()).sum();
+    let RangeInput { series: input_series, range_ms, window_ends } = input;
+    let input = RangeInput { series: Vec::new(), range_ms, window_ends };
+    let mut output = Vec::with_capacity(input_series.len());
     let mut non_counter_names: Vec<String> = Vec::new();
-    for series in &input.series {
+    for series in input_series {
         evaluator.check_deadline()?;
         let mut points = Vec::new();
         let mut failure: Option<QueryError> = None;
-        for_each_window(&input, &series.samples, |step, window| {
+        // Counter resets are found once per series, so rate() and increase() over long windows do not
+        // rescan every window.
+        let reset_indices: Vec<usize> = if matches!(function, RangeFunction::Rate | RangeFunction::Increase) {
+            (1..series.samples.len())
+                .filter(|index| series.samples[*index].value < series.samples[index - 1].value)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut window_resets: Vec<usize> = Vec::new();
+        for_each_window_at(&input, &series.samples, |step, offset, window| {
             if window.is_empty() || failure.is_some() {
                 return;
             }
+            window_resets.clear();
+            if !reset_indices.is_empty() {
+                let first = reset_indices.partition_point(|index| *index <= offset);
+                let end = offset + window.len();
+                window_resets.extend(
+                    reset_indices[first..].iter().take_while(|index| **index < end).map(|index| index - offset),
+                );
+            }
             let end = input.window_ends[step];
             let context = WindowContext {
+                counter_resets: &window_resets,
                 range_start_ms: end - input.range_ms,
                 range_end_ms: end,
                 range_ms: input.range_ms,
@@ -565,7 +595,7 @@ fn eval_range_function(
                 scalar: scalars.first().and_then(|values| values.get(step)).copied().unwrap_or(f64::NAN),
                 second_scalar: scalars.get(1).and_then(|values| values.get(step)).copied().unwrap_or(f64::NAN),
             };
-            match window_function(name, window, &context) {
+            match window_function(function, window, &context) {
                 Ok(Some(value)) => points.push((step as u32, value)),
                 Ok(None) => {}
                 Err(error) => failure = Some(error),
@@ -584,7 +614,7 @@ fn eval_range_function(
         {
             non_counter_names.push(metric.to_string());
         }
-        let labels = if keeps_name { series.labels.clone() } else { series.labels.without_metric_name() };
+        let labels = if keeps_name { series.labels } else { crate::engine::drop_metric_name(series.labels) };
         output.push(StepSeries { labels, points });
     }
     let matrix_text = args[matrix_index].to_string();
@@ -594,7 +624,6 @@ fn eval_range_function(
             "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}{position}"
         ));
     }
-    let held: usize = input.series.iter().map(|series| series.samples.len()).sum();
     evaluator.release_samples(held);
     let produced: usize = output.iter().map(|series| series.points.len()).sum();
     evaluator.hold_samples(produced)?;
@@ -602,20 +631,87 @@ fn eval_range_function(
     Ok(Evaluated::Vector(merge_same_labels(output)?))
 }
 
-fn window_function(name: &str, window: &[Sample], context: &WindowContext) -> Result<Option<f64>, QueryError> {
+/// The functions over range vectors, resolved once per call rather than per window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RangeFunction {
+    Rate,
+    Increase,
+    Delta,
+    Irate,
+    Idelta,
+    AvgOverTime,
+    SumOverTime,
+    CountOverTime,
+    MinOverTime,
+    MaxOverTime,
+    LastOverTime,
+    FirstOverTime,
+    PresentOverTime,
+    TsOfLastOverTime,
+    TsOfFirstOverTime,
+    TsOfMaxOverTime,
+    TsOfMinOverTime,
+    StddevOverTime,
+    StdvarOverTime,
+    QuantileOverTime,
+    MadOverTime,
+    Changes,
+    Resets,
+    Deriv,
+    PredictLinear,
+    DoubleExponentialSmoothing,
+    HoltWinters,
+}
+
+impl RangeFunction {
+    fn parse(name: &str) -> Option<RangeFunction> {
+        Some(match name {
+            "rate" => RangeFunction::Rate,
+            "increase" => RangeFunction::Increase,
+            "delta" => RangeFunction::Delta,
+            "irate" => RangeFunction::Irate,
+            "idelta" => RangeFunction::Idelta,
+            "avg_over_time" => RangeFunction::AvgOverTime,
+            "sum_over_time" => RangeFunction::SumOverTime,
+            "count_over_time" => RangeFunction::CountOverTime,
+            "min_over_time" => RangeFunction::MinOverTime,
+            "max_over_time" => RangeFunction::MaxOverTime,
+            "last_over_time" => RangeFunction::LastOverTime,
+            "first_over_time" => RangeFunction::FirstOverTime,
+            "present_over_time" => RangeFunction::PresentOverTime,
+            "ts_of_last_over_time" => RangeFunction::TsOfLastOverTime,
+            "ts_of_first_over_time" => RangeFunction::TsOfFirstOverTime,
+            "ts_of_max_over_time" => RangeFunction::TsOfMaxOverTime,
+            "ts_of_min_over_time" => RangeFunction::TsOfMinOverTime,
+            "stddev_over_time" => RangeFunction::StddevOverTime,
+            "stdvar_over_time" => RangeFunction::StdvarOverTime,
+            "quantile_over_time" => RangeFunction::QuantileOverTime,
+            "mad_over_time" => RangeFunction::MadOverTime,
+            "changes" => RangeFunction::Changes,
+            "resets" => RangeFunction::Resets,
+            "deriv" => RangeFunction::Deriv,
+            "predict_linear" => RangeFunction::PredictLinear,
+            "double_exponential_smoothing" => RangeFunction::DoubleExponentialSmoothing,
+            "holt_winters" => RangeFunction::HoltWinters,
+            _ => return None,
+        })
+    }
+}
+
+fn window_function(name: RangeFunction, window: &[Sample], context: &WindowContext) -> Result<Option<f64>, QueryError> {
     let values = || window.iter().map(|sample| sample.value);
     let first = window[0];
     let last = window[window.len() - 1];
     Ok(match name {
-        "rate" => extrapolated_rate(window, context, true, true),
-        "increase" => extrapolated_rate(window, context, true, false),
-        "delta" => extrapolated_rate(window, context, false, false),
-        "irate" | "idelta" => {
+        RangeFunction::Rate => extrapolated_rate(window, context, true, true),
+        RangeFunction::Increase => extrapolated_rate(window, context, true, false),
+        RangeFunction::Delta => extrapolated_rate(window, context, false, false),
+        RangeFunction::Irate | RangeFunction::Idelta => {
             if window.len() < 2 {
                 return Ok(None);
             }
             let previous = window[window.len() - 2];
-            let is_rate = name == "irate";
+            let is_rate = name == RangeFunction::Irate;
             let mut result =
                 if is_rate && last.value < previous.value { last.value } else { last.value - previous.value };
             let interval_ms = last.timestamp_ms - previous.timestamp_ms;
@@ -627,14 +723,14 @@ fn window_function(name: &str, window: &[Sample], context: &WindowContext) -> Re
             }
             Some(result)
         }
-        "avg_over_time" => Some(average(values())),
-        "sum_over_time" => {
+        RangeFunction::AvgOverTime => Some(average(values())),
+        RangeFunction::SumOverTime => {
             let (sum, compensation) =
                 values().fold((0.0, 0.0), |(sum, compensation), value| kahan_add(value, sum, compensation));
             Some(sum + compensation)
         }
-        "count_over_time" => Some(window.len() as f64),
-        "min_over_time" => {
+        RangeFunction::CountOverTime => Some(window.len() as f64),
+        RangeFunction::MinOverTime => {
             Some(values().fold(
                 first.value,
                 |minimum, value| {
@@ -642,7 +738,7 @@ fn window_function(name: &str, window: &[Sample], context: &WindowContext) -> Re
                 },
             ))
         }
-        "max_over_time" => {
+        RangeFunction::MaxOverTime => {
             Some(values().fold(
                 first.value,
                 |maximum, value| {
@@ -650,13 +746,13 @@ fn window_function(name: &str, window: &[Sample], context: &WindowContext) -> Re
                 },
             ))
         }
-        "last_over_time" => Some(last.value),
-        "first_over_time" => Some(first.value),
-        "present_over_time" => Some(1.0),
-        "ts_of_last_over_time" => Some(last.timestamp_ms as f64 / 1000.0),
-        "ts_of_first_over_time" => Some(first.timestamp_ms as f64 / 1000.0),
-        "ts_of_max_over_time" | "ts_of_min_over_time" => {
-            let want_max = name == "ts_of_max_over_time";
+        RangeFunction::LastOverTime => Some(last.value),
+        RangeFunction::FirstOverTime => Some(first.value),
+        RangeFunction::PresentOverTime => Some(1.0),
+        RangeFunction::TsOfLastOverTime => Some(last.timestamp_ms as f64 / 1000.0),
+        RangeFunction::TsOfFirstOverTime => Some(first.timestamp_ms as f64 / 1000.0),
+        RangeFunction::TsOfMaxOverTime | RangeFunction::TsOfMinOverTime => {
+            let want_max = name == RangeFunction::TsOfMaxOverTime;
             let mut best = first;
             for sample in window {
                 let better = if want_max { sample.value >= best.value } else { sample.value <= best.value };
@@ -666,7 +762,7 @@ fn window_function(name: &str, window: &[Sample], context: &WindowContext) -> Re
             }
             Some(best.timestamp_ms as f64 / 1000.0)
         }
-        "stddev_over_time" | "stdvar_over_time" => {
+        RangeFunction::StddevOverTime | RangeFunction::StdvarOverTime => {
             let mut count = 0.0;
             let (mut mean, mut mean_compensation) = (0.0, 0.0);
             let (mut aux, mut aux_compensation) = (0.0, 0.0);
@@ -678,10 +774,10 @@ fn window_function(name: &str, window: &[Sample], context: &WindowContext) -> Re
                     kahan_add(delta * (value - (mean + mean_compensation)), aux, aux_compensation);
             }
             let variance = (aux + aux_compensation) / count;
-            Some(if name == "stddev_over_time" { variance.sqrt() } else { variance })
+            Some(if name == RangeFunction::StddevOverTime { variance.sqrt() } else { variance })
         }
-        "quantile_over_time" => Some(quantile_of(context.scalar, values().collect())),
-        "mad_over_time" => {
+        RangeFunction::QuantileOverTime => Some(quantile_of(context.scalar, values().collect())),
+        RangeFunction::MadOverTime => {
             let all: Vec<f64> = values().collect();
             if all.iter().any(|value| value.is_nan()) {
                 return Ok(Some(f64::NAN));
@@ -689,11 +785,11 @@ fn window_function(name: &str, window: &[Sample], context: &WindowContext) -> Re
             let median = quantile_of(0.5, all.clone());
             Some(quantile_of(0.5, all.iter().map(|value| (value - median).abs()).collect()))
         }
-        "changes" | "resets" => {
+        RangeFunction::Changes | RangeFunction::Resets => {
             let mut count = 0.0;
             let mut previous = first.value;
             for value in values().skip(1) {
-                let counted = if name == "changes" {
+                let counted = if name == RangeFunction::Changes {
                     !(value == previous || (value.is_nan() && previous.is_nan()))
                 } else {
                     value < previous
@@ -705,20 +801,20 @@ fn window_function(name: &str, window: &[Sample], context: &WindowContext) -> Re
             }
             Some(count)
         }
-        "deriv" => {
+        RangeFunction::Deriv => {
             if window.len() < 2 {
                 return Ok(None);
             }
             Some(linear_regression(window, first.timestamp_ms).0)
         }
-        "predict_linear" => {
+        RangeFunction::PredictLinear => {
             if window.len() < 2 {
                 return Ok(None);
             }
             let (slope, intercept) = linear_regression(window, context.step_timestamp_ms);
             Some(intercept + slope * context.scalar)
         }
-        "double_exponential_smoothing" | "holt_winters" => {
+        RangeFunction::DoubleExponentialSmoothing | RangeFunction::HoltWinters => {
             if window.len() < 2 {
                 return Ok(None);
             }
@@ -737,7 +833,6 @@ fn window_function(name: &str, window: &[Sample], context: &WindowContext) -> Re
             }
             Some(level)
         }
-        other => return Err(execution(format!("function {other} is not supported"))),
     })
 }
 
@@ -817,12 +912,9 @@ fn extrapolated_rate(window: &[Sample], context: &WindowContext, is_counter: boo
     let last = window[window.len() - 1];
     let mut result = last.value - first.value;
     if is_counter {
-        let mut previous = first.value;
-        for sample in &window[1..] {
-            if sample.value < previous {
-                result += previous;
-            }
-            previous = sample.value;
+        // Same additions in the same order as a scan of the window would make.
+        for index in context.counter_resets {
+            result += window[index - 1].value;
         }
     }
     let mut duration_to_start = (first.timestamp_ms - context.range_start_ms) as f64 / 1000.0;
