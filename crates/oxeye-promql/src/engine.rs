@@ -68,9 +68,24 @@ impl Engine {
     /// [`QueryError::Timeout`], [`QueryError::TooManySamples`], [`QueryError::Storage`].
     pub fn instant_query(&self, querier: &dyn Querier, query: &str, time_ms: i64) -> Result<QueryResult, QueryError> {
         let expr = parse_query(query)?;
+        self.instant_query_expr(querier, &expr, query, time_ms)
+    }
+
+    /// As [`Engine::instant_query`] for an already parsed expression; `query` is its text, used only for
+    /// the positions in annotations.
+    ///
+    /// # Errors
+    /// As [`Engine::instant_query`], without parse errors.
+    pub fn instant_query_expr(
+        &self,
+        querier: &dyn Querier,
+        expr: &Expr,
+        query: &str,
+        time_ms: i64,
+    ) -> Result<QueryResult, QueryError> {
         let mut evaluator = Evaluator::new(querier, &self.options, query, time_ms, time_ms, 0);
         let grid = Grid { start_ms: time_ms, end_ms: time_ms, step_ms: 1 };
-        let evaluated = evaluator.eval(&expr, &grid)?;
+        let evaluated = evaluator.eval(expr, &grid)?;
         let value = match evaluated {
             Evaluated::Scalar(values) => {
                 Value::Scalar { timestamp_ms: time_ms, value: values.first().copied().unwrap_or(f64::NAN) }
@@ -112,21 +127,27 @@ impl Engine {
         end_ms: i64,
         step_ms: i64,
     ) -> Result<QueryResult, QueryError> {
-        if step_ms <= 0 {
-            return Err(QueryError::BadParameter(
-                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
-            ));
-        }
-        if end_ms < start_ms {
-            return Err(QueryError::BadParameter("end timestamp must not be before start time".into()));
-        }
-        if (end_ms - start_ms) / step_ms > MAX_POINTS_PER_SERIES {
-            return Err(QueryError::BadParameter(
-                "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"
-                    .into(),
-            ));
-        }
+        // Parameters are checked before the query is parsed, as Prometheus' HTTP API does.
+        validate_range(start_ms, end_ms, step_ms)?;
         let expr = parse_query(query)?;
+        self.range_query_expr(querier, &expr, query, start_ms, end_ms, step_ms)
+    }
+
+    /// As [`Engine::range_query`] for an already parsed expression; `query` is its text, used only for
+    /// the positions in annotations.
+    ///
+    /// # Errors
+    /// As [`Engine::range_query`], without parse errors.
+    pub fn range_query_expr(
+        &self,
+        querier: &dyn Querier,
+        expr: &Expr,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<QueryResult, QueryError> {
+        validate_range(start_ms, end_ms, step_ms)?;
         match expr.value_type() {
             parser::value::ValueType::Vector | parser::value::ValueType::Scalar => {}
             other => {
@@ -138,7 +159,7 @@ impl Engine {
         }
         let mut evaluator = Evaluator::new(querier, &self.options, query, start_ms, end_ms, step_ms);
         let grid = Grid { start_ms, end_ms, step_ms };
-        let evaluated = evaluator.eval(&expr, &grid)?;
+        let evaluated = evaluator.eval(expr, &grid)?;
         let mut matrix = match evaluated {
             Evaluated::Scalar(values) => vec![RangeSeries {
                 labels: Labels::empty(),
@@ -167,6 +188,25 @@ impl Engine {
         matrix.sort_by(|left, right| left.labels.cmp(&right.labels));
         Ok(evaluator.finish(Value::Matrix(matrix)))
     }
+}
+
+/// The range query parameter checks of Prometheus' `/api/v1/query_range`.
+fn validate_range(start_ms: i64, end_ms: i64, step_ms: i64) -> Result<(), QueryError> {
+    if step_ms <= 0 {
+        return Err(QueryError::BadParameter(
+            "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+        ));
+    }
+    if end_ms < start_ms {
+        return Err(QueryError::BadParameter("end timestamp must not be before start time".into()));
+    }
+    if (end_ms - start_ms) / step_ms > MAX_POINTS_PER_SERIES {
+        return Err(QueryError::BadParameter(
+                "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)"
+                    .into(),
+            ));
+    }
+    Ok(())
 }
 
 /// Parses a query with promql-parser and turns its error into Prometheus' `line:column: parse error:` form.

@@ -124,8 +124,12 @@ fn main() -> ExitCode {
         println!("FAIL {message}");
     }
     println!(
-        "{} passed, {} failed ({} skipped, {} known failures)",
-        totals.passed, totals.failed, totals.skipped, totals.known_failures
+        "{} passed, {} failed ({} skipped, {} known failures; {} @-modifier variants evaluated)",
+        totals.passed,
+        totals.failed,
+        totals.skipped,
+        totals.known_failures,
+        AT_MODIFIER_RUNS.load(std::sync::atomic::Ordering::Relaxed)
     );
     if totals.failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
@@ -741,10 +745,37 @@ fn unquote(text: &str) -> String {
 }
 
 fn run_eval(engine: &Engine, store: &MemoryQuerier, command: &EvalCommand) -> Result<(), String> {
-    let outcome = match command.range {
-        Some((start_ms, end_ms, step_ms)) => engine.range_query(store, &command.query, start_ms, end_ms, step_ms),
-        None => engine.instant_query(store, &command.query, command.instant_ms),
-    };
+    if let Some((start_ms, end_ms, step_ms)) = command.range {
+        let outcome = engine.range_query(store, &command.query, start_ms, end_ms, step_ms);
+        return check_outcome(command, outcome).map(|_| ());
+    }
+    let outcome = engine.instant_query(store, &command.query, command.instant_ms);
+    let Some(result) = check_outcome(command, outcome)? else { return Ok(()) };
+    check_range_mode(engine, store, command, None, &command.query, command.instant_ms, &result)?;
+    // As promqltest does, the query is evaluated again with `@ <time>` on every selector and subquery,
+    // at other evaluation times, and must give the same result.
+    for (expr, time_ms) in at_modifier_variants(&command.query, command.instant_ms) {
+        AT_MODIFIER_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let text = expr.to_string();
+        let outcome = engine.instant_query_expr(store, &expr, &text, time_ms);
+        let result =
+            check_outcome(command, outcome).map_err(|error| format!("with @ as {text} at {time_ms} ms: {error}"))?;
+        if let Some(result) = result {
+            check_range_mode(engine, store, command, Some(&expr), &text, time_ms, &result)
+                .map_err(|error| format!("with @ as {text} at {time_ms} ms: {error}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// How many `@` variants were evaluated, for the summary line.
+static AT_MODIFIER_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Checks an evaluation's outcome against the command; `Ok(None)` for an expected failure.
+fn check_outcome(
+    command: &EvalCommand,
+    outcome: Result<QueryResult, oxeye_promql::QueryError>,
+) -> Result<Option<QueryResult>, String> {
     let result = match outcome {
         Err(error) => {
             if !command.expect_fail {
@@ -761,7 +792,7 @@ fn run_eval(engine: &Engine, store: &MemoryQuerier, command: &EvalCommand) -> Re
             {
                 return Err(format!("expected error matching {pattern:?}, got {message:?}"));
             }
-            return Ok(());
+            return Ok(None);
         }
         Ok(result) => result,
     };
@@ -771,13 +802,113 @@ fn run_eval(engine: &Engine, store: &MemoryQuerier, command: &EvalCommand) -> Re
     check_annotations("warn", &command.expect_warn, command.expect_no_warn, &result.warnings)?;
     check_annotations("info", &command.expect_info, command.expect_no_info, &result.infos)?;
     compare(command, &result)?;
-    // promqltest re-runs instant queries as range queries; step(), range(), start() and end() read the
-    // query's own range, which that re-run changes, so those are compared in instant mode only.
-    let reads_query_range = ["step()", "range()", "start()", "end()"].iter().any(|call| command.query.contains(call));
-    if command.range.is_none() && !command.ordered && !reads_query_range {
-        check_range_mode(engine, store, command, &result)?;
+    Ok(Some(result))
+}
+
+/// Functions whose result depends on the evaluation time itself, so pinning selectors with `@` changes
+/// the result (promqltest's `AtModifierUnsafeFunctions`, plus the functions reading the query range).
+const AT_MODIFIER_UNSAFE_FUNCTIONS: [&str; 15] = [
+    "days_in_month",
+    "day_of_month",
+    "day_of_week",
+    "day_of_year",
+    "hour",
+    "minute",
+    "month",
+    "year",
+    "predict_linear",
+    "time",
+    "timestamp",
+    "step",
+    "range",
+    "start",
+    "end",
+];
+
+/// promqltest's `atModifierTestCases`: the query with `@ <time>` set on every selector and subquery that
+/// is not already under an `@`, evaluated at several other times.
+fn at_modifier_variants(query: &str, time_ms: i64) -> Vec<(oxeye_promql::promql_parser::parser::Expr, i64)> {
+    use oxeye_promql::promql_parser::parser::{AtModifier, Expr};
+    use std::time::{Duration, SystemTime};
+
+    fn pin(expr: &mut Expr, at: &AtModifier, unsafe_call: &mut bool) {
+        match expr {
+            Expr::VectorSelector(selector) => {
+                if selector.at.is_none() {
+                    selector.at = Some(at.clone());
+                }
+            }
+            Expr::MatrixSelector(matrix) => {
+                if matrix.vs.at.is_none() {
+                    matrix.vs.at = Some(at.clone());
+                }
+            }
+            Expr::Subquery(subquery) => {
+                // Selectors inside a subquery stay relative to it.
+                if subquery.at.is_none() {
+                    subquery.at = Some(at.clone());
+                }
+                note_unsafe_calls(&subquery.expr, unsafe_call);
+            }
+            Expr::Aggregate(aggregate) => {
+                pin(&mut aggregate.expr, at, unsafe_call);
+                if let Some(param) = &mut aggregate.param {
+                    pin(param, at, unsafe_call);
+                }
+            }
+            Expr::Unary(unary) => pin(&mut unary.expr, at, unsafe_call),
+            Expr::Binary(binary) => {
+                pin(&mut binary.lhs, at, unsafe_call);
+                pin(&mut binary.rhs, at, unsafe_call);
+            }
+            Expr::Paren(paren) => pin(&mut paren.expr, at, unsafe_call),
+            Expr::Call(call) => {
+                *unsafe_call |= AT_MODIFIER_UNSAFE_FUNCTIONS.contains(&call.func.name);
+                for arg in &mut call.args.args {
+                    pin(arg, at, unsafe_call);
+                }
+            }
+            _ => {}
+        }
     }
-    Ok(())
+
+    fn note_unsafe_calls(expr: &Expr, unsafe_call: &mut bool) {
+        match expr {
+            Expr::Call(call) => {
+                *unsafe_call |= AT_MODIFIER_UNSAFE_FUNCTIONS.contains(&call.func.name);
+                call.args.args.iter().for_each(|arg| note_unsafe_calls(arg, unsafe_call));
+            }
+            Expr::Aggregate(aggregate) => {
+                note_unsafe_calls(&aggregate.expr, unsafe_call);
+                if let Some(param) = &aggregate.param {
+                    note_unsafe_calls(param, unsafe_call);
+                }
+            }
+            Expr::Unary(unary) => note_unsafe_calls(&unary.expr, unsafe_call),
+            Expr::Binary(binary) => {
+                note_unsafe_calls(&binary.lhs, unsafe_call);
+                note_unsafe_calls(&binary.rhs, unsafe_call);
+            }
+            Expr::Paren(paren) => note_unsafe_calls(&paren.expr, unsafe_call),
+            Expr::Subquery(subquery) => note_unsafe_calls(&subquery.expr, unsafe_call),
+            _ => {}
+        }
+    }
+
+    let Ok(mut expr) = oxeye_promql::promql_parser::parser::parse(query) else { return Vec::new() };
+    let at_time = if time_ms >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(time_ms.unsigned_abs())
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_millis(time_ms.unsigned_abs())
+    };
+    let mut unsafe_call = false;
+    pin(&mut expr, &AtModifier::At(at_time), &mut unsafe_call);
+    if unsafe_call {
+        return Vec::new();
+    }
+    let times =
+        if time_ms == 0 { vec![-1000, 0, 1000] } else { vec![-10 * time_ms, 0, time_ms / 5, time_ms, 10 * time_ms] };
+    times.into_iter().map(|time| (expr.clone(), time)).collect()
 }
 
 fn check_annotations(
@@ -951,15 +1082,23 @@ fn check_range_mode(
     engine: &Engine,
     store: &MemoryQuerier,
     command: &EvalCommand,
+    expr: Option<&oxeye_promql::promql_parser::parser::Expr>,
+    text: &str,
+    time_ms: i64,
     instant: &QueryResult,
 ) -> Result<(), String> {
-    if matches!(instant.value, Value::String { .. } | Value::Matrix(_)) {
+    // step(), range(), start() and end() read the query's own range, which the range re-run changes, so
+    // those are compared in instant mode only.
+    let reads_query_range = ["step()", "range()", "start()", "end()"].iter().any(|call| text.contains(call));
+    if command.ordered || reads_query_range || matches!(instant.value, Value::String { .. } | Value::Matrix(_)) {
         return Ok(());
     }
-    let time_ms = command.instant_ms;
-    let ranged = engine
-        .range_query(store, &command.query, time_ms - 60_000, time_ms + 60_000, 60_000)
-        .map_err(|error| format!("range mode failed: {error}"))?;
+    let (start_ms, end_ms) = (time_ms - 60_000, time_ms + 60_000);
+    let ranged = match expr {
+        Some(expr) => engine.range_query_expr(store, expr, text, start_ms, end_ms, 60_000),
+        None => engine.range_query(store, text, start_ms, end_ms, 60_000),
+    }
+    .map_err(|error| format!("range mode failed: {error}"))?;
     let Value::Matrix(series) = ranged.value else {
         return Err("range mode did not return a matrix".into());
     };
