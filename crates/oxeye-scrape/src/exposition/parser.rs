@@ -91,6 +91,9 @@ struct ParserState<'body> {
     family_index: HashMap<String, usize>,
     /// The family of the latest HELP/TYPE/UNIT line: samples whose name belongs to it take its type.
     current_family: Option<usize>,
+    /// Normalised `le`/`quantile` values by their written form (`None`: already canonical). Bounds
+    /// repeat for every series of a histogram, so each is formatted once per body.
+    normalised_bounds: HashMap<String, Option<String>>,
 }
 
 impl<'body> ParserState<'body> {
@@ -232,11 +235,18 @@ impl<'body> ParserState<'body> {
             if !is_float_label {
                 continue;
             }
-            if let Some(bound) = parse_float(value) {
-                let normalised = format_openmetrics_float(bound);
-                if normalised != value.as_ref() {
-                    *value = Cow::Owned(normalised);
+            let normalised = match self.normalised_bounds.get(value.as_ref()) {
+                Some(cached) => cached.clone(),
+                None => {
+                    let normalised = parse_float(value)
+                        .map(format_openmetrics_float)
+                        .filter(|formatted| formatted.as_str() != value.as_ref());
+                    self.normalised_bounds.insert(value.to_string(), normalised.clone());
+                    normalised
                 }
+            };
+            if let Some(normalised) = normalised {
+                *value = Cow::Owned(normalised);
             }
         }
         Ok(ScrapedSample {
