@@ -238,10 +238,13 @@ pub(crate) struct Grid {
 
 impl Grid {
     pub fn steps(&self) -> usize {
-        ((self.end_ms - self.start_ms) / self.step_ms + 1).max(0) as usize
+        if self.end_ms < self.start_ms {
+            return 0;
+        }
+        (self.end_ms.saturating_sub(self.start_ms) / self.step_ms).saturating_add(1) as usize
     }
     pub fn timestamp(&self, step: usize) -> i64 {
-        self.start_ms + step as i64 * self.step_ms
+        self.start_ms.saturating_add((step as i64).saturating_mul(self.step_ms))
     }
 }
 
@@ -390,7 +393,7 @@ impl<'a> Evaluator<'a> {
                 // A range vector is only a result of its own in instant queries: the samples of the one
                 // window.
                 let window_end = input.window_ends.first().copied().unwrap_or(grid.start_ms);
-                let window_start = window_end - input.range_ms;
+                let window_start = window_end.saturating_sub(input.range_ms);
                 let series = input
                     .series
                     .into_iter()
@@ -442,7 +445,7 @@ impl<'a> Evaluator<'a> {
     fn evaluation_times(&self, grid: &Grid, at: &Option<AtModifier>, offset: &Option<Offset>) -> Vec<i64> {
         let offset_ms = offset_ms(offset);
         let at_ms = self.at_time_ms(at);
-        (0..grid.steps()).map(|step| at_ms.unwrap_or_else(|| grid.timestamp(step)) - offset_ms).collect()
+        (0..grid.steps()).map(|step| at_ms.unwrap_or_else(|| grid.timestamp(step)).saturating_sub(offset_ms)).collect()
     }
 
     /// Reads the series of `selector` with samples in `[mint_ms, maxt_ms]`.
@@ -495,7 +498,7 @@ impl<'a> Evaluator<'a> {
             return Ok(Vec::new());
         };
         let lookback_ms = self.options.lookback_delta_ms;
-        let selected = self.select(selector, min_time - lookback_ms + 1, max_time)?;
+        let selected = self.select(selector, min_time.saturating_sub(lookback_ms).saturating_add(1), max_time)?;
         let mut output = Vec::with_capacity(selected.len());
         let mut points_total = 0usize;
         for series in selected {
@@ -538,7 +541,7 @@ impl<'a> Evaluator<'a> {
                 else {
                     return Ok(RangeInput { series: Vec::new(), range_ms, window_ends });
                 };
-                let selected = self.select(selector, min_time - range_ms + 1, max_time)?;
+                let selected = self.select(selector, min_time.saturating_sub(range_ms).saturating_add(1), max_time)?;
                 let series: Vec<RawSeries> = selected
                     .into_iter()
                     .map(|series| RawSeries {
@@ -564,12 +567,17 @@ impl<'a> Evaluator<'a> {
                     return Ok(RangeInput { series: Vec::new(), range_ms, window_ends });
                 };
                 // The first subquery step is the first multiple of the step after the earliest window start.
-                let earliest = min_time - range_ms;
+                let earliest = min_time.saturating_sub(range_ms);
                 let mut start_ms = step_ms * div_floor(earliest, step_ms);
                 if start_ms <= earliest {
                     start_ms += step_ms;
                 }
                 let inner_grid = Grid { start_ms, end_ms: max_time, step_ms };
+                // A subquery with a tiny step over a long range would need more steps than samples allowed.
+                let inner_steps = (max_time.saturating_sub(start_ms) / step_ms).saturating_add(1);
+                if inner_steps > 0 && inner_steps as u64 > self.options.max_samples as u64 {
+                    return Err(QueryError::TooManySamples("query execution"));
+                }
                 let series = if inner_grid.end_ms < inner_grid.start_ms {
                     Vec::new()
                 } else {
@@ -867,6 +875,31 @@ mod tests {
             engine.range_query(&store, "http_requests_total{job=\"api\"} @ start()", 60_000, 180_000, 60_000).unwrap();
         let Value::Matrix(series) = at_start.value else { panic!("not a matrix") };
         assert!(series[0].samples.iter().all(|sample| sample.value == 60.0));
+    }
+
+    #[test]
+    fn odd_queries_fail_cleanly_instead_of_panicking() {
+        let engine = Engine::new(EngineOptions { max_samples: 1_000_000, ..EngineOptions::default() });
+        let store = store();
+        let too_fine = engine.instant_query(&store, "max_over_time(temperature[10y:1ms])", 600_000).unwrap_err();
+        assert_eq!(too_fine.kind(), ErrorKind::Limit);
+        for query in [
+            "temperature @ 9223372036854775",
+            "temperature offset 290000y",
+            "rate(temperature[290000y])",
+            "temperature @ -9223372036854775 offset -100y",
+            "histogram_quantile(0.5, temperature)",
+            "label_replace(temperature, \"x\", \"$99\", \"__name__\", \"(.*)\")",
+            "topk(9e300, temperature)",
+            "quantile(2, temperature) + on() group_left vector(1)",
+            "count_values(\"v\", temperature) / ignoring(v) temperature",
+            "-(-temperature)",
+            "day_of_week(vector(1e300))",
+            "predict_linear(temperature[1h], 1e308)",
+        ] {
+            let _ = engine.instant_query(&store, query, 600_000);
+            let _ = engine.range_query(&store, query, 0, 600_000, 60_000);
+        }
     }
 
     #[test]

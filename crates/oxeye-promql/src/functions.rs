@@ -496,7 +496,7 @@ fn for_each_window_at(input: &RangeInput, samples: &[Sample], mut visit: impl Fn
             high = 0;
         }
         previous_end = *end;
-        let start = end - input.range_ms;
+        let start = end.saturating_sub(input.range_ms);
         while high < samples.len() && samples[high].timestamp_ms <= *end {
             high += 1;
         }
@@ -588,7 +588,7 @@ fn eval_range_function(
             let end = input.window_ends[step];
             let context = WindowContext {
                 counter_resets: &window_resets,
-                range_start_ms: end - input.range_ms,
+                range_start_ms: end.saturating_sub(input.range_ms),
                 range_end_ms: end,
                 range_ms: input.range_ms,
                 step_timestamp_ms: grid.timestamp(step),

@@ -834,14 +834,10 @@ fn at_modifier_variants(query: &str, time_ms: i64) -> Vec<(oxeye_promql::promql_
     fn pin(expr: &mut Expr, at: &AtModifier, unsafe_call: &mut bool) {
         match expr {
             Expr::VectorSelector(selector) => {
-                if selector.at.is_none() {
-                    selector.at = Some(at.clone());
-                }
+                selector.at.get_or_insert_with(|| at.clone());
             }
             Expr::MatrixSelector(matrix) => {
-                if matrix.vs.at.is_none() {
-                    matrix.vs.at = Some(at.clone());
-                }
+                matrix.vs.at.get_or_insert_with(|| at.clone());
             }
             Expr::Subquery(subquery) => {
                 // Selectors inside a subquery stay relative to it.
