@@ -22,6 +22,16 @@ fn rss_bytes() -> u64 {
         * 1024
 }
 
+/// User + system CPU seconds of this process so far.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index).and_then(|field| field.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields 14 and 15 of /proc/<pid>/stat (utime, stime) are at 11 and 12 after the name; 100 ticks/s.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 struct Random(u64);
 impl Random {
     fn next(&mut self) -> u64 {
@@ -70,14 +80,15 @@ fn main() {
     let mut random = Random(0x1234_5678);
     let mut previous = vec![0f64; series];
     let started = Instant::now();
+    let cpu_started = cpu_seconds();
     let mut first_round_seconds = 0.0;
     for round in 0..rounds {
         let timestamp_ms = 1_700_000_000_000 + round * 15_000;
         for start in (0..series).step_by(batch) {
             let mut appender = tsdb.appender();
-            for index in start..(start + batch).min(series) {
+            for (index, labels) in all_labels.iter().enumerate().skip(start).take(batch) {
                 let value = value_for(index, round, &mut random, &mut previous);
-                appender.append(&all_labels[index], Sample { timestamp_ms, value }).unwrap();
+                appender.append(labels, Sample { timestamp_ms, value }).unwrap();
             }
             appender.commit().unwrap();
         }
@@ -86,6 +97,7 @@ fn main() {
         }
     }
     let seconds = started.elapsed().as_secs_f64();
+    let cpu_used = cpu_seconds() - cpu_started;
     let samples = series as f64 * rounds as f64;
     let rss_after = rss_bytes();
     println!(
@@ -97,12 +109,16 @@ fn main() {
     );
     let stats = tsdb.stats();
     println!(
-        "rss growth {:.0} B/series (labels vector of the harness included: ~{:.0} B/series); head chunk bytes {:.0} B/series; wal {:.1} B/sample; fsyncs {}",
+        "cpu: {cpu_used:.2} s = {:.0} samples per cpu-second; fsync wait {:.2} s in {} fsyncs",
+        samples / cpu_used,
+        stats.wal.fsync_seconds_total,
+        stats.wal.fsyncs_total
+    );
+    println!(
+        "rss growth {:.0} B/series; head series+chunk bytes {:.0} B/series; wal {:.1} B/sample",
         (rss_after.saturating_sub(rss_before)) as f64 / series as f64,
-        0.0,
         tsdb.head_chunk_bytes() as f64 / series as f64,
         stats.wal_bytes as f64 / samples,
-        stats.wal.fsyncs_total,
     );
     drop(tsdb);
     let started = Instant::now();
@@ -131,6 +147,23 @@ fn main() {
     }
     tsdb.run_maintenance().unwrap();
     let stats = tsdb.stats();
+    for (shape, name) in
+        ["constant", "counter (+0..19 per sample)", "gauge (random, 2 decimals)", "linear counter"].iter().enumerate()
+    {
+        let mut previous = vec![0f64; 4];
+        let mut random = Random(99);
+        let samples: Vec<Sample> = (0..120)
+            .map(|round| Sample {
+                timestamp_ms: 1_700_000_000_000 + round * 15_000 + (random.next() % 3) as i64,
+                value: value_for(shape, round, &mut random, &mut previous),
+            })
+            .collect();
+        let (encoding, bytes) = oxeye_tsdb::chunkenc::encode_best(&samples);
+        println!(
+            "chunk of 120 samples, {name}, 0-2 ms jitter: {encoding:?} {:.3} B/sample",
+            bytes.len() as f64 / 120.0
+        );
+    }
     println!(
         "disk: {} blocks, {} samples, {:.3} B/sample (index + chunks + meta); by shape see chunkenc",
         stats.blocks,

@@ -21,6 +21,10 @@ pub const MAX_CHUNK_BYTES: usize = 1024;
 pub enum Encoding {
     /// Gorilla XOR: delta-of-delta timestamps, XOR floats.
     Xor,
+    /// Values that are all exact decimals `n / 10^k` (integers for k = 0): delta-of-delta timestamps,
+    /// and the integers `n` as deltas or deltas of deltas in variable bit widths. Closed chunks are
+    /// re-encoded this way when it is smaller than XOR.
+    ScaledInt,
 }
 
 impl Encoding {
@@ -28,6 +32,7 @@ impl Encoding {
     pub fn to_byte(self) -> u8 {
         match self {
             Encoding::Xor => 1,
+            Encoding::ScaledInt => 2,
         }
     }
 
@@ -35,6 +40,7 @@ impl Encoding {
     pub fn from_byte(byte: u8) -> Option<Self> {
         match byte {
             1 => Some(Encoding::Xor),
+            2 => Some(Encoding::ScaledInt),
             _ => None,
         }
     }
@@ -75,20 +81,28 @@ impl BitWriter {
 
     /// Writes the low `count` bits of `value` (count <= 64).
     fn write_bits(&mut self, value: u64, count: u32) {
+        if count == 0 {
+            return;
+        }
+        let value = if count == 64 { value } else { value & ((1u64 << count) - 1) };
         let mut remaining = count;
-        while remaining > 0 {
-            if self.free_bits == 0 {
-                self.bytes.push(0);
-                self.free_bits = 8;
-            }
+        if self.free_bits > 0 {
             let take = self.free_bits.min(remaining);
-            let shift = remaining - take;
-            let piece = ((value >> shift) & ((1u64 << take) - 1)) as u8;
+            let piece = ((value >> (remaining - take)) & ((1u64 << take) - 1)) as u8;
             if let Some(last) = self.bytes.last_mut() {
                 *last |= piece << (self.free_bits - take);
             }
             self.free_bits -= take;
             remaining -= take;
+        }
+        while remaining >= 8 {
+            remaining -= 8;
+            self.bytes.push((value >> remaining) as u8);
+        }
+        if remaining > 0 {
+            // The low `remaining` bits move to the top of a new byte; `as u8` drops the rest.
+            self.bytes.push((value << (8 - remaining)) as u8);
+            self.free_bits = 8 - remaining;
         }
     }
 }
@@ -127,47 +141,169 @@ impl<'a> BitReader<'a> {
     }
 }
 
-/// Delta-of-delta buckets: prefix length in bits, prefix value, payload bits. The last bucket takes any
-/// 64-bit value.
-const DOD_BUCKETS: [(u32, u64, u32); 3] = [(2, 0b10, 14), (3, 0b110, 17), (4, 0b1110, 20)];
+/// Variable-width integer buckets: prefix bits, prefix value, payload bits. Zero is the single bit `0`;
+/// values outside every bucket take the prefix `111111` and 64 bits.
+const VARBIT_BUCKETS: [(u32, u64, u32); 5] =
+    [(2, 0b10, 3), (3, 0b110, 7), (4, 0b1110, 13), (5, 0b11110, 20), (6, 0b111110, 32)];
+const VARBIT_WIDE_PREFIX: (u32, u64) = (6, 0b111111);
 
 fn fits_signed(value: i64, bits: u32) -> bool {
     let bound = 1i64 << (bits - 1);
     (-bound..bound).contains(&value)
 }
 
-fn write_dod(writer: &mut BitWriter, dod: i64) {
-    if dod == 0 {
+/// Bits [`write_varbit`] uses for `value`.
+fn varbit_cost(value: i64) -> u32 {
+    if value == 0 {
+        return 1;
+    }
+    VARBIT_BUCKETS
+        .iter()
+        .find(|(_, _, payload_bits)| fits_signed(value, *payload_bits))
+        .map(|(prefix_bits, _, payload_bits)| prefix_bits + payload_bits)
+        .unwrap_or(VARBIT_WIDE_PREFIX.0 + 64)
+}
+
+/// Writes a signed integer in the smallest bucket that holds it (two's complement payload).
+fn write_varbit(writer: &mut BitWriter, value: i64) {
+    if value == 0 {
         writer.write_bit(false);
         return;
     }
-    for (prefix_bits, prefix, payload_bits) in DOD_BUCKETS {
-        if fits_signed(dod, payload_bits) {
+    for (prefix_bits, prefix, payload_bits) in VARBIT_BUCKETS {
+        if fits_signed(value, payload_bits) {
             writer.write_bits(prefix, prefix_bits);
-            writer.write_bits(dod as u64 & ((1u64 << payload_bits) - 1), payload_bits);
+            writer.write_bits(value as u64 & ((1u64 << payload_bits) - 1), payload_bits);
             return;
         }
     }
-    writer.write_bits(0b1111, 4);
-    writer.write_bits(dod as u64, 64);
+    writer.write_bits(VARBIT_WIDE_PREFIX.1, VARBIT_WIDE_PREFIX.0);
+    writer.write_bits(value as u64, 64);
 }
 
-fn read_dod(reader: &mut BitReader<'_>) -> Result<i64, ChunkDecodeError> {
-    let mut ones = 0;
-    while ones < 4 && reader.read_bit()? {
+fn read_varbit(reader: &mut BitReader<'_>) -> Result<i64, ChunkDecodeError> {
+    let first = reader.read_bit()?;
+    read_varbit_after(reader, first)
+}
+
+/// Reads a varbit whose first prefix bit was already read.
+fn read_varbit_after(reader: &mut BitReader<'_>, first_bit: bool) -> Result<i64, ChunkDecodeError> {
+    if !first_bit {
+        return Ok(0);
+    }
+    let mut ones = 1;
+    while ones < VARBIT_WIDE_PREFIX.0 && reader.read_bit()? {
         ones += 1;
     }
-    let payload_bits = match ones {
-        0 => return Ok(0),
-        1 => 14,
-        2 => 17,
-        3 => 20,
-        _ => return Ok(reader.read_bits(64)? as i64),
+    let Some((_, _, payload_bits)) = VARBIT_BUCKETS.get(ones as usize - 1) else {
+        return Ok(reader.read_bits(64)? as i64);
     };
-    let raw = reader.read_bits(payload_bits)?;
+    let raw = reader.read_bits(*payload_bits)?;
     // Sign-extend the payload.
     let shift = 64 - payload_bits;
     Ok(((raw << shift) as i64) >> shift)
+}
+
+/// The longest zero run one run token holds.
+const MAX_ZERO_RUN: usize = 129;
+
+/// Bits [`write_zero_run_stream`] uses for `values`.
+fn zero_run_cost(values: &[i64]) -> u32 {
+    let mut bits = 0;
+    let mut run = 0usize;
+    let run_cost = |run: usize| -> u32 {
+        let full = (run / MAX_ZERO_RUN) as u32 * 9;
+        full + match run % MAX_ZERO_RUN {
+            0 => 0,
+            1 => 2,
+            _ => 9,
+        }
+    };
+    for value in values {
+        if *value == 0 {
+            run += 1;
+        } else {
+            bits += run_cost(run) + varbit_cost(*value);
+            run = 0;
+        }
+    }
+    bits + run_cost(run)
+}
+
+/// Writes integers with runs of zeros collapsed: a run is `0` followed by `0` (one zero) or `1` and
+/// 7 bits (2 to 129 zeros); any other value is a varbit, whose first bit is `1`.
+fn write_zero_run_stream(writer: &mut BitWriter, values: &[i64]) {
+    let mut run = 0usize;
+    let flush = |writer: &mut BitWriter, mut run: usize| {
+        while run > 0 {
+            let piece = run.min(MAX_ZERO_RUN);
+            writer.write_bit(false);
+            if piece == 1 {
+                writer.write_bit(false);
+            } else {
+                writer.write_bit(true);
+                writer.write_bits((piece - 2) as u64, 7);
+            }
+            run -= piece;
+        }
+    };
+    for value in values {
+        if *value == 0 {
+            run += 1;
+        } else {
+            flush(writer, run);
+            run = 0;
+            write_varbit(writer, *value);
+        }
+    }
+    flush(writer, run);
+}
+
+fn read_zero_run_stream(reader: &mut BitReader<'_>, count: usize, out: &mut Vec<i64>) -> Result<(), ChunkDecodeError> {
+    let target = out.len() + count;
+    while out.len() < target {
+        if reader.read_bit()? {
+            out.push(read_varbit_after(reader, true)?);
+            continue;
+        }
+        let run = if reader.read_bit()? { reader.read_bits(7)? as usize + 2 } else { 1 };
+        if out.len() + run > target {
+            return Err(ChunkDecodeError { reason: "zero run past the sample count" });
+        }
+        out.resize(out.len() + run, 0);
+    }
+    Ok(())
+}
+
+fn read_plain_stream(reader: &mut BitReader<'_>, count: usize, out: &mut Vec<i64>) -> Result<(), ChunkDecodeError> {
+    for _ in 0..count {
+        out.push(read_varbit(reader)?);
+    }
+    Ok(())
+}
+
+fn write_varint_bits(writer: &mut BitWriter, value: i64) {
+    let mut varint = Vec::with_capacity(10);
+    crate::encoding::put_varint(&mut varint, value);
+    for byte in varint {
+        writer.write_bits(u64::from(byte), 8);
+    }
+}
+
+fn read_varint_bits(reader: &mut BitReader<'_>) -> Result<i64, ChunkDecodeError> {
+    let mut raw: u64 = 0;
+    let mut shift = 0u32;
+    loop {
+        let byte = reader.read_bits(8)?;
+        raw |= (byte & 0x7f) << shift;
+        if byte < 0x80 {
+            return Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64));
+        }
+        shift += 7;
+        if shift > 63 {
+            return Err(ChunkDecodeError { reason: "varint too long" });
+        }
+    }
 }
 
 /// "No previous XOR window" marker for `leading`.
@@ -310,11 +446,7 @@ impl XorAppender {
         let value_bits = value.to_bits();
         match self.num_samples {
             0 => {
-                let mut varint = Vec::with_capacity(10);
-                crate::encoding::put_varint(&mut varint, timestamp_ms);
-                for byte in varint {
-                    self.writer.write_bits(u64::from(byte), 8);
-                }
+                write_varint_bits(&mut self.writer, timestamp_ms);
                 self.writer.write_bits(value_bits, 64);
                 self.state.timestamp_ms = timestamp_ms;
                 self.state.value_bits = value_bits;
@@ -322,7 +454,7 @@ impl XorAppender {
             _ => {
                 let delta = timestamp_ms.wrapping_sub(self.state.timestamp_ms);
                 let dod = delta.wrapping_sub(self.state.delta_ms);
-                write_dod(&mut self.writer, dod);
+                write_varbit(&mut self.writer, dod);
                 write_value(&mut self.writer, &mut self.state, value_bits);
                 self.state.timestamp_ms = timestamp_ms;
                 self.state.delta_ms = delta;
@@ -375,29 +507,209 @@ impl<'a> XorIterator<'a> {
             return Ok(None);
         }
         if self.read == 0 {
-            let mut raw: u64 = 0;
-            let mut shift = 0u32;
-            loop {
-                let byte = self.reader.read_bits(8)?;
-                raw |= (byte & 0x7f) << shift;
-                if byte < 0x80 {
-                    break;
-                }
-                shift += 7;
-                if shift > 63 {
-                    return Err(ChunkDecodeError { reason: "first timestamp varint too long" });
-                }
-            }
-            self.state.timestamp_ms = ((raw >> 1) as i64) ^ -((raw & 1) as i64);
+            self.state.timestamp_ms = read_varint_bits(&mut self.reader)?;
             self.state.value_bits = self.reader.read_bits(64)?;
         } else {
-            let dod = read_dod(&mut self.reader)?;
+            let dod = read_varbit(&mut self.reader)?;
             self.state.delta_ms = self.state.delta_ms.wrapping_add(dod);
             self.state.timestamp_ms = self.state.timestamp_ms.wrapping_add(self.state.delta_ms);
             read_value(&mut self.reader, &mut self.state)?;
         }
         self.read += 1;
         Ok(Some((self.state.timestamp_ms, f64::from_bits(self.state.value_bits))))
+    }
+}
+
+/// Exact powers of ten for the decimal scales of [`Encoding::ScaledInt`].
+const POWERS_OF_TEN: [f64; 7] = [1.0, 10.0, 100.0, 1_000.0, 10_000.0, 100_000.0, 1_000_000.0];
+/// Integers up to 2^53 are exact in an f64.
+const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
+
+/// `value` as the integer `n` with `n / 10^scale == value` bit for bit, if there is one.
+fn to_scaled(value: f64, scale: usize) -> Option<i64> {
+    let power = *POWERS_OF_TEN.get(scale)?;
+    let scaled = (value * power).round();
+    if !(scaled.abs() < MAX_EXACT_INTEGER) {
+        return None;
+    }
+    let integer = scaled as i64;
+    ((integer as f64 / power).to_bits() == value.to_bits()).then_some(integer)
+}
+
+/// The smallest decimal scale at which every value is an exact scaled integer.
+fn decimal_scale(samples: &[oxeye_model::Sample]) -> Option<usize> {
+    let mut scale = 0;
+    for sample in samples {
+        while to_scaled(sample.value, scale).is_none() {
+            scale += 1;
+            if scale >= POWERS_OF_TEN.len() {
+                return None;
+            }
+        }
+    }
+    Some(scale)
+}
+
+/// Flag bits of an [`Encoding::ScaledInt`] chunk header.
+const FLAG_VALUE_DELTA_OF_DELTA: u8 = 1;
+const FLAG_TIMESTAMP_ZERO_RUNS: u8 = 2;
+const FLAG_VALUE_ZERO_RUNS: u8 = 4;
+
+fn delta_of_delta(values: impl Iterator<Item = i64>) -> Vec<i64> {
+    let mut out = Vec::new();
+    let (mut previous, mut previous_delta) = (None, 0i64);
+    for value in values {
+        if let Some(before) = previous {
+            let delta = i64::wrapping_sub(value, before);
+            out.push(delta.wrapping_sub(previous_delta));
+            previous_delta = delta;
+        }
+        previous = Some(value);
+    }
+    out
+}
+
+fn deltas(values: &[i64]) -> Vec<i64> {
+    values.windows(2).map(|pair| pair[1].wrapping_sub(pair[0])).collect()
+}
+
+/// Encodes samples whose values are all exact at `scale`, choosing per stream the cheaper of plain and
+/// zero-run coding and for values the cheaper of deltas and deltas of deltas.
+fn encode_scaled(samples: &[oxeye_model::Sample], scale: usize) -> Option<Vec<u8>> {
+    let count = u16::try_from(samples.len()).ok()?;
+    let (first, _) = samples.split_first()?;
+    let integers: Vec<i64> = samples.iter().map(|sample| to_scaled(sample.value, scale)).collect::<Option<_>>()?;
+    let timestamp_stream = delta_of_delta(samples.iter().map(|sample| sample.timestamp_ms));
+    let timestamp_plain: u32 = timestamp_stream.iter().map(|value| varbit_cost(*value)).sum();
+    let timestamp_runs = timestamp_stream.len() > 1 && zero_run_cost(&timestamp_stream) < timestamp_plain;
+    let mut flags = if timestamp_runs { FLAG_TIMESTAMP_ZERO_RUNS } else { 0 };
+
+    let value_deltas = deltas(&integers);
+    let value_delta_of_deltas = delta_of_delta(integers.iter().copied());
+    let mut best: Option<(u32, u8, &Vec<i64>)> = None;
+    for (mode_flag, stream) in [(0, &value_deltas), (FLAG_VALUE_DELTA_OF_DELTA, &value_delta_of_deltas)] {
+        let plain: u32 = stream.iter().map(|value| varbit_cost(*value)).sum();
+        let runs = zero_run_cost(stream);
+        let (cost, run_flag) = if runs < plain { (runs, FLAG_VALUE_ZERO_RUNS) } else { (plain, 0) };
+        if best.is_none_or(|(best_cost, _, _)| cost < best_cost) {
+            best = Some((cost, mode_flag | run_flag, stream));
+        }
+    }
+    let (_, value_flags, value_stream) = best?;
+    flags |= value_flags;
+
+    let mut writer = BitWriter { bytes: Vec::with_capacity(16 + samples.len()), free_bits: 0 };
+    writer.bytes.extend_from_slice(&count.to_be_bytes());
+    writer.bytes.push(scale as u8);
+    writer.bytes.push(flags);
+    write_varint_bits(&mut writer, first.timestamp_ms);
+    write_varint_bits(&mut writer, integers[0]);
+    if timestamp_runs {
+        write_zero_run_stream(&mut writer, &timestamp_stream);
+    } else {
+        timestamp_stream.iter().for_each(|value| write_varbit(&mut writer, *value));
+    }
+    if flags & FLAG_VALUE_ZERO_RUNS != 0 {
+        write_zero_run_stream(&mut writer, value_stream);
+    } else {
+        value_stream.iter().for_each(|value| write_varbit(&mut writer, *value));
+    }
+    Some(writer.bytes)
+}
+
+/// Iterates the samples of a [`Encoding::ScaledInt`] chunk (decoded whole when created, as its
+/// timestamps and values are separate streams).
+#[derive(Debug, Clone)]
+pub struct ScaledIntIterator {
+    samples: std::vec::IntoIter<(i64, f64)>,
+}
+
+impl ScaledIntIterator {
+    /// Decodes `bytes` (header included).
+    ///
+    /// # Errors
+    /// [`ChunkDecodeError`] when the chunk is damaged.
+    pub fn new(bytes: &[u8]) -> Result<Self, ChunkDecodeError> {
+        let header = bytes.get(..4).ok_or(ChunkDecodeError { reason: "chunk shorter than its header" })?;
+        let count = u16::from_be_bytes([header[0], header[1]]) as usize;
+        let power =
+            *POWERS_OF_TEN.get(header[2] as usize).ok_or(ChunkDecodeError { reason: "unknown decimal scale" })?;
+        let flags = header[3];
+        if flags & !(FLAG_VALUE_DELTA_OF_DELTA | FLAG_TIMESTAMP_ZERO_RUNS | FLAG_VALUE_ZERO_RUNS) != 0 {
+            return Err(ChunkDecodeError { reason: "unknown chunk flags" });
+        }
+        if count == 0 {
+            return Ok(ScaledIntIterator { samples: Vec::new().into_iter() });
+        }
+        let mut reader = BitReader { bytes: &bytes[4..], position: 0 };
+        let first_timestamp = read_varint_bits(&mut reader)?;
+        let first_integer = read_varint_bits(&mut reader)?;
+        let mut timestamp_stream = Vec::with_capacity(count - 1);
+        if flags & FLAG_TIMESTAMP_ZERO_RUNS != 0 {
+            read_zero_run_stream(&mut reader, count - 1, &mut timestamp_stream)?;
+        } else {
+            read_plain_stream(&mut reader, count - 1, &mut timestamp_stream)?;
+        }
+        let mut value_stream = Vec::with_capacity(count - 1);
+        if flags & FLAG_VALUE_ZERO_RUNS != 0 {
+            read_zero_run_stream(&mut reader, count - 1, &mut value_stream)?;
+        } else {
+            read_plain_stream(&mut reader, count - 1, &mut value_stream)?;
+        }
+        let mut samples = Vec::with_capacity(count);
+        let (mut timestamp, mut delta_ms) = (first_timestamp, 0i64);
+        let (mut integer, mut integer_delta) = (first_integer, 0i64);
+        samples.push((timestamp, integer as f64 / power));
+        for (dod, stored) in timestamp_stream.iter().zip(&value_stream) {
+            delta_ms = delta_ms.wrapping_add(*dod);
+            timestamp = timestamp.wrapping_add(delta_ms);
+            integer_delta =
+                if flags & FLAG_VALUE_DELTA_OF_DELTA != 0 { integer_delta.wrapping_add(*stored) } else { *stored };
+            integer = integer.wrapping_add(integer_delta);
+            samples.push((timestamp, integer as f64 / power));
+        }
+        Ok(ScaledIntIterator { samples: samples.into_iter() })
+    }
+
+    /// The next sample as `(timestamp_ms, value)`, `None` after the last one.
+    ///
+    /// # Errors
+    /// Never; the signature matches the other iterators.
+    pub fn next_sample(&mut self) -> Result<Option<(i64, f64)>, ChunkDecodeError> {
+        Ok(self.samples.next())
+    }
+}
+
+/// Iterates the samples of a chunk of any encoding, oldest first.
+#[derive(Debug, Clone)]
+pub enum ChunkIterator<'a> {
+    /// An [`Encoding::Xor`] chunk.
+    Xor(XorIterator<'a>),
+    /// An [`Encoding::ScaledInt`] chunk.
+    ScaledInt(ScaledIntIterator),
+}
+
+impl<'a> ChunkIterator<'a> {
+    /// Starts reading a chunk.
+    ///
+    /// # Errors
+    /// [`ChunkDecodeError`] when the header is damaged.
+    pub fn new(encoding: Encoding, bytes: &'a [u8]) -> Result<Self, ChunkDecodeError> {
+        Ok(match encoding {
+            Encoding::Xor => ChunkIterator::Xor(XorIterator::new(bytes)?),
+            Encoding::ScaledInt => ChunkIterator::ScaledInt(ScaledIntIterator::new(bytes)?),
+        })
+    }
+
+    /// The next sample as `(timestamp_ms, value)`, `None` after the last one.
+    ///
+    /// # Errors
+    /// [`ChunkDecodeError`] when the chunk is damaged.
+    pub fn next_sample(&mut self) -> Result<Option<(i64, f64)>, ChunkDecodeError> {
+        match self {
+            ChunkIterator::Xor(iterator) => iterator.next_sample(),
+            ChunkIterator::ScaledInt(iterator) => iterator.next_sample(),
+        }
     }
 }
 
@@ -413,43 +725,57 @@ pub fn decode_into(
     maxt_ms: i64,
     out: &mut Vec<oxeye_model::Sample>,
 ) -> Result<(), ChunkDecodeError> {
-    match encoding {
-        Encoding::Xor => {
-            let mut iterator = XorIterator::new(bytes)?;
-            while let Some((timestamp_ms, value)) = iterator.next_sample()? {
-                if timestamp_ms > maxt_ms {
-                    break;
-                }
-                if timestamp_ms >= mint_ms {
-                    out.push(oxeye_model::Sample { timestamp_ms, value });
-                }
-            }
-            Ok(())
+    let mut iterator = ChunkIterator::new(encoding, bytes)?;
+    while let Some((timestamp_ms, value)) = iterator.next_sample()? {
+        if timestamp_ms > maxt_ms {
+            break;
+        }
+        if timestamp_ms >= mint_ms {
+            out.push(oxeye_model::Sample { timestamp_ms, value });
         }
     }
+    Ok(())
 }
 
-/// Encodes ascending samples into chunks of at most [`MAX_SAMPLES_PER_CHUNK`] samples or
-/// [`MAX_CHUNK_BYTES`] bytes; returns `(mint_ms, maxt_ms, encoding, bytes)` per chunk.
-pub fn encode_chunks(samples: &[oxeye_model::Sample]) -> Vec<(i64, i64, Encoding, Vec<u8>)> {
-    let mut chunks = Vec::new();
-    let mut appender = XorAppender::new();
-    let mut mint = 0;
-    let mut maxt = 0;
+/// The smallest encoding of ascending `samples` (at most `u16::MAX`): XOR, or scaled integers as
+/// deltas or deltas of deltas when every value is an exact decimal with at most 6 fraction digits.
+pub fn encode_best(samples: &[oxeye_model::Sample]) -> (Encoding, Vec<u8>) {
+    let mut xor = XorAppender::new();
     for sample in samples {
-        if appender.num_samples() >= MAX_SAMPLES_PER_CHUNK || appender.size_bytes() >= MAX_CHUNK_BYTES {
-            chunks.push((mint, maxt, Encoding::Xor, std::mem::take(&mut appender).into_bytes()));
-        }
-        if appender.num_samples() == 0 {
-            mint = sample.timestamp_ms;
-        }
-        appender.append(sample.timestamp_ms, sample.value);
-        maxt = sample.timestamp_ms;
+        xor.append(sample.timestamp_ms, sample.value);
     }
-    if appender.num_samples() > 0 {
-        chunks.push((mint, maxt, Encoding::Xor, appender.into_bytes()));
+    let mut best = (Encoding::Xor, xor.into_bytes());
+    if let Some(scale) = decimal_scale(samples)
+        && let Some(bytes) = encode_scaled(samples, scale)
+        && bytes.len() < best.1.len()
+    {
+        best = (Encoding::ScaledInt, bytes);
     }
-    chunks
+    best
+}
+
+/// Re-encodes a closed XOR chunk into its smallest encoding; returns the input when XOR stays
+/// smallest or the chunk cannot be read.
+pub fn recode_closed(encoding: Encoding, bytes: Vec<u8>) -> (Encoding, Vec<u8>) {
+    let mut samples = Vec::with_capacity(MAX_SAMPLES_PER_CHUNK as usize);
+    if decode_into(encoding, &bytes, i64::MIN, i64::MAX, &mut samples).is_err() || decimal_scale(&samples).is_none() {
+        return (encoding, bytes);
+    }
+    let (best_encoding, best_bytes) = encode_best(&samples);
+    if best_bytes.len() < bytes.len() { (best_encoding, best_bytes) } else { (encoding, bytes) }
+}
+
+/// Encodes ascending samples into chunks of at most [`MAX_SAMPLES_PER_CHUNK`] samples, each in its
+/// smallest encoding; returns `(mint_ms, maxt_ms, encoding, bytes)` per chunk.
+pub fn encode_chunks(samples: &[oxeye_model::Sample]) -> Vec<(i64, i64, Encoding, Vec<u8>)> {
+    samples
+        .chunks(MAX_SAMPLES_PER_CHUNK as usize)
+        .filter_map(|run| {
+            let (first, last) = (run.first()?, run.last()?);
+            let (encoding, bytes) = encode_best(run);
+            Some((first.timestamp_ms, last.timestamp_ms, encoding, bytes))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -512,9 +838,40 @@ mod tests {
         }
 
         #[test]
+        fn best_encoding_round_trips_bit_for_bit(
+            start in -1_000_000_000_000i64..2_000_000_000_000,
+            steps in proptest::collection::vec(timestamp_step(), 1..121),
+            shape in 0u8..4,
+            seed in any::<u64>(),
+            values in proptest::collection::vec(special_value(), 121),
+        ) {
+            let mut timestamp = start;
+            let mut counter = seed % 1000;
+            let samples: Vec<Sample> = steps.iter().zip(values.iter()).map(|(step, value_bits)| {
+                timestamp = timestamp.saturating_add(*step);
+                counter += seed.rotate_left(timestamp as u32 % 64) % 50;
+                let value = match shape {
+                    0 => counter as f64,
+                    1 => counter as f64 / 100.0,
+                    2 => -(counter as f64) / 1000.0 + 0.5,
+                    _ => f64::from_bits(*value_bits),
+                };
+                Sample { timestamp_ms: timestamp, value }
+            }).collect();
+            let (encoding, bytes) = encode_best(&samples);
+            let mut decoded = Vec::new();
+            decode_into(encoding, &bytes, i64::MIN, i64::MAX, &mut decoded).unwrap();
+            let expected: Vec<(i64, u64)> = samples.iter().map(|sample| (sample.timestamp_ms, sample.value.to_bits())).collect();
+            let actual: Vec<(i64, u64)> = decoded.iter().map(|sample| (sample.timestamp_ms, sample.value.to_bits())).collect();
+            prop_assert_eq!(actual, expected);
+        }
+
+        #[test]
         fn damaged_chunks_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
-            if let Ok(mut iterator) = XorIterator::new(&bytes) {
-                while let Ok(Some(_)) = iterator.next_sample() {}
+            for encoding in [Encoding::Xor, Encoding::ScaledInt] {
+                if let Ok(mut iterator) = ChunkIterator::new(encoding, &bytes) {
+                    while let Ok(Some(_)) = iterator.next_sample() {}
+                }
             }
         }
     }
@@ -536,8 +893,35 @@ mod tests {
         for index in 0..120 {
             appender.append(1_700_000_000_000 + index * 15_000, 1.0);
         }
-        // 2 header bytes + ~14 bytes for the first sample and delta, then 2 bits per sample.
+        // 2 header bytes + ~17 bytes for the first two samples, then 2 bits per sample.
         assert!(appender.size_bytes() < 50, "{} bytes", appender.size_bytes());
+        let samples: Vec<Sample> =
+            (0..120).map(|index| Sample { timestamp_ms: 1_700_000_000_000 + index * 15_000, value: 1.0 }).collect();
+        let (encoding, bytes) = encode_best(&samples);
+        assert_eq!(encoding, Encoding::ScaledInt);
+        // Zero runs: a regular, constant series costs a header and a few bytes per chunk.
+        assert!(bytes.len() < 20, "{} bytes", bytes.len());
+    }
+
+    #[test]
+    fn integer_and_decimal_series_choose_scaled_integers() {
+        let counter: Vec<Sample> = (0..120)
+            .map(|index| Sample { timestamp_ms: index * 15_000 + index % 3, value: (index * 7 + index % 5) as f64 })
+            .collect();
+        let (encoding, bytes) = encode_best(&counter);
+        assert_eq!(encoding, Encoding::ScaledInt);
+        let mut xor = XorAppender::new();
+        for sample in &counter {
+            xor.append(sample.timestamp_ms, sample.value);
+        }
+        assert!(bytes.len() * 3 < xor.size_bytes() * 2, "{} vs {}", bytes.len(), xor.size_bytes());
+        let decimals: Vec<Sample> =
+            (0..120).map(|index| Sample { timestamp_ms: index * 15_000, value: (index % 17) as f64 / 100.0 }).collect();
+        assert_eq!(encode_best(&decimals).0, Encoding::ScaledInt);
+        let negative_zero = [Sample { timestamp_ms: 0, value: -0.0 }, Sample { timestamp_ms: 1, value: 1.0 }];
+        assert_eq!(encode_best(&negative_zero).0, Encoding::Xor);
+        let stale = [Sample { timestamp_ms: 0, value: 1.0 }, Sample { timestamp_ms: 1, value: oxeye_model::STALE_NAN }];
+        assert_eq!(encode_best(&stale).0, Encoding::Xor);
     }
 
     #[test]

@@ -42,6 +42,33 @@ impl Hasher for MixHasher {
 
 pub(crate) type MixBuildHasher = BuildHasherDefault<MixHasher>;
 
+/// The head's in-memory hash of a label set: eight bytes at a time, several times faster than the
+/// byte-wise FNV of `Labels::stable_hash`. Never persisted, so it may change between versions;
+/// collisions are resolved by comparing labels.
+pub(crate) fn label_hash(labels: &Labels) -> u64 {
+    const MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut hash: u64 = 0x243f_6a88_85a3_08d3;
+    let mut mix = |word: u64| {
+        hash = (hash.rotate_left(23) ^ word).wrapping_mul(MULTIPLIER);
+    };
+    for label in labels {
+        for text in [label.name.as_bytes(), label.value.as_bytes()] {
+            let mut words = text.chunks_exact(8);
+            for word in &mut words {
+                let mut array = [0u8; 8];
+                array.copy_from_slice(word);
+                mix(u64::from_le_bytes(array));
+            }
+            let mut tail = [0u8; 8];
+            let rest = words.remainder();
+            tail[..rest.len()].copy_from_slice(rest);
+            // The length keeps "ab"+"c" apart from "a"+"bc".
+            mix(u64::from_le_bytes(tail) ^ ((text.len() as u64) << 56));
+        }
+    }
+    hash ^ (hash >> 29)
+}
+
 /// A closed head chunk.
 #[derive(Debug)]
 pub(crate) struct HeadChunk {
@@ -130,11 +157,13 @@ impl SeriesState {
 
     fn cut_open_chunk(&mut self) {
         if let Some(open) = self.open.take() {
+            // Closed chunks never change again: store them in their smallest encoding.
+            let (encoding, bytes) = chunkenc::recode_closed(Encoding::Xor, open.appender.into_bytes());
             self.closed.push(HeadChunk {
                 mint_ms: open.mint_ms,
                 maxt_ms: open.maxt_ms,
-                encoding: Encoding::Xor,
-                bytes: open.appender.into_bytes().into_boxed_slice(),
+                encoding,
+                bytes: bytes.into_boxed_slice(),
             });
         }
     }
@@ -184,7 +213,7 @@ impl SeriesState {
                 continue;
             }
             let last_value_bits = last_value_bits(encoding, &bytes)?;
-            if position + 1 == count {
+            if position + 1 == count && encoding == Encoding::Xor {
                 self.cut_open_chunk();
                 let appender = XorAppender::from_bytes(&bytes)?;
                 let boundary_ms = mint_ms.div_euclid(chunk_range_ms).saturating_add(1).saturating_mul(chunk_range_ms);
@@ -241,6 +270,11 @@ impl MemSeries {
             logged: AtomicBool::new(false),
             pending_appenders: AtomicU32::new(0),
         }
+    }
+
+    /// The labels in the WAL record encoding, as stored.
+    pub(crate) fn labels_encoded(&self) -> &[u8] {
+        &self.labels_encoded
     }
 
     /// The series' labels, decoded.
@@ -405,7 +439,7 @@ impl Head {
         fixed_ref: Option<u32>,
         hold: bool,
     ) -> Result<(Arc<MemSeries>, bool), CreateSeriesError> {
-        let hash = labels.stable_hash();
+        let hash = label_hash(labels);
         if let Some(series) = self.get_by_labels(labels, hash, hold) {
             return Ok((series, false));
         }
@@ -515,7 +549,7 @@ impl Head {
         let mut removed = 0;
         for series in empty {
             let labels = series.labels();
-            let hash = labels.stable_hash();
+            let hash = label_hash(&labels);
             let mut stripe = write(self.hash_stripe(hash));
             if series.pending_appenders.load(Ordering::Acquire) > 0 {
                 continue;

@@ -59,7 +59,7 @@ impl TsdbAppender {
     /// Finds or creates the series and holds it for this batch; returns its position in `held`.
     fn hold_series(&mut self, labels: &Labels) -> Result<usize, StorageError> {
         let head = &self.shared.head;
-        let hash = labels.stable_hash();
+        let hash = crate::head::label_hash(labels);
         let series = match head.get_by_labels(labels, hash, true) {
             Some(series) => series,
             None => {
@@ -104,34 +104,29 @@ impl TsdbAppender {
             return Ok(CommitSummary { series_created: self.series_created, ..CommitSummary::default() });
         }
         let mut records: Vec<Vec<u8>> = Vec::with_capacity(4);
-        let unlogged: Vec<(u64, Labels)> = self
+        let unlogged: Vec<(u64, &[u8])> = self
             .held
             .iter()
             .filter(|held| !held.series.logged.load(Ordering::Acquire))
-            .map(|held| (u64::from(held.series.series_ref), held.series.labels()))
+            .map(|held| (u64::from(held.series.series_ref), held.series.labels_encoded()))
             .collect();
         if !unlogged.is_empty() {
-            let references: Vec<(u64, &Labels)> =
-                unlogged.iter().map(|(series_ref, labels)| (*series_ref, labels)).collect();
-            records.push(record::encode_series(&references));
+            records.push(record::encode_series_encoded(&unlogged));
         }
         let mut batch_min_ms = i64::MAX;
         let mut batch_max_ms = i64::MIN;
         if !self.samples.is_empty() {
-            let samples: Vec<RefSample> = self
-                .samples
-                .iter()
-                .map(|(position, timestamp_ms, value)| {
-                    batch_min_ms = batch_min_ms.min(*timestamp_ms);
-                    batch_max_ms = batch_max_ms.max(*timestamp_ms);
-                    RefSample {
-                        series_ref: u64::from(self.held[*position].series.series_ref),
-                        timestamp_ms: *timestamp_ms,
-                        value: *value,
-                    }
-                })
-                .collect();
-            records.push(record::encode_samples(&samples));
+            let held = &self.held;
+            let samples = self.samples.iter().map(|(position, timestamp_ms, value)| {
+                batch_min_ms = batch_min_ms.min(*timestamp_ms);
+                batch_max_ms = batch_max_ms.max(*timestamp_ms);
+                RefSample {
+                    series_ref: u64::from(held[*position].series.series_ref),
+                    timestamp_ms: *timestamp_ms,
+                    value: *value,
+                }
+            });
+            records.push(record::encode_samples_iter(self.samples.len(), samples));
         }
         if !self.exemplars.is_empty() {
             let exemplars: Vec<RefExemplar> = self

@@ -93,14 +93,32 @@ pub(crate) fn encode_series(series: &[(u64, &Labels)]) -> Vec<u8> {
     out
 }
 
+/// A series record from labels already in the record's label encoding.
+pub(crate) fn encode_series_encoded(series: &[(u64, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + series.iter().map(|(_, labels)| labels.len() + 5).sum::<usize>());
+    out.push(RecordType::Series as u8);
+    put_uvarint(&mut out, series.len() as u64);
+    for (series_ref, labels) in series {
+        put_uvarint(&mut out, *series_ref);
+        out.extend_from_slice(labels);
+    }
+    out
+}
+
+#[cfg(test)]
 pub(crate) fn encode_samples(samples: &[RefSample]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + samples.len() * 12);
+    encode_samples_iter(samples.len(), samples.iter().copied())
+}
+
+/// A samples record of exactly `count` samples.
+pub(crate) fn encode_samples_iter(count: usize, mut samples: impl Iterator<Item = RefSample>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + count * 13);
     out.push(RecordType::Samples as u8);
-    put_uvarint(&mut out, samples.len() as u64);
-    let Some(first) = samples.first() else { return out };
+    put_uvarint(&mut out, count as u64);
+    let Some(first) = samples.next() else { return out };
     put_uvarint(&mut out, first.series_ref);
     put_varint(&mut out, first.timestamp_ms);
-    for sample in samples {
+    for sample in std::iter::once(first).chain(samples) {
         put_varint(&mut out, sample.series_ref.wrapping_sub(first.series_ref) as i64);
         put_varint(&mut out, sample.timestamp_ms.wrapping_sub(first.timestamp_ms));
         out.extend_from_slice(&sample.value.to_bits().to_le_bytes());

@@ -231,7 +231,7 @@ fn blocks_are_cut_checkpointed_queried_after_reopen_compacted_and_retained() {
         assert_eq!(samples[0].1.len(), 14 * 60);
         assert_eq!(samples[0].1[..7 * 60], before_cut[0].1[..]);
         let bytes_per_sample = stats.blocks_bytes as f64 / stats.blocks_samples as f64;
-        assert!(bytes_per_sample < 2.0, "{bytes_per_sample} bytes per sample on disk");
+        assert!(bytes_per_sample < 1.0, "{bytes_per_sample} bytes per sample on disk");
         tsdb.close().unwrap();
     }
     {
