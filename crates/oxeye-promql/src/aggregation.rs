@@ -154,8 +154,20 @@ fn aggregate_simple(
 ) -> Result<Vec<StepSeries>, QueryError> {
     let (assignment, groups) = grouping.assign(&input);
     let per_step = by_step(&input, steps);
-    let mut output: Vec<StepSeries> =
-        groups.into_iter().map(|labels| StepSeries { labels, points: Vec::new() }).collect();
+    // A group keeps a to-be-dropped metric name (`by (__name__)` with delayed name removal) when any of
+    // its members was marked.
+    let mut group_drops_name = vec![false; groups.len()];
+    for (series, group) in input.iter().zip(&assignment) {
+        group_drops_name[*group as usize] |= series.drop_name;
+    }
+    let mut output: Vec<StepSeries> = groups
+        .into_iter()
+        .zip(group_drops_name)
+        .map(|(labels, drop_name)| {
+            let drop_name = drop_name && labels.metric_name().is_some();
+            StepSeries { labels, points: Vec::new(), drop_name }
+        })
+        .collect();
     let mut accumulators = vec![Accumulator::default(); output.len()];
     let mut quantile_values: Vec<Vec<f64>> = vec![Vec::new(); if op == SimpleOp::Quantile { output.len() } else { 0 }];
     for (step, samples) in per_step.iter().enumerate() {
@@ -276,10 +288,12 @@ fn count_values(label: &str, input: Vec<StepSeries>, grouping: &Grouping, steps:
             let mut builder: LabelsBuilder = group_labels[*series as usize].to_builder();
             builder.set(label.to_string(), format_float(*value));
             let labels = builder.build();
+            let drop_name = input[*series as usize].drop_name && labels.metric_name().is_some();
             let slot = *index_of.entry(labels.clone()).or_insert_with(|| {
-                output.push(StepSeries { labels, points: Vec::new() });
+                output.push(StepSeries { labels, points: Vec::new(), drop_name: false });
                 output.len() - 1
             });
+            output[slot].drop_name |= drop_name;
             match counts.iter_mut().find(|(existing, _)| *existing == slot) {
                 Some((_, count)) => *count += 1.0,
                 None => counts.push((slot, 1.0)),
@@ -386,13 +400,14 @@ fn aggregate_k(
             }
         }
     }
-    let mut input_labels: Vec<Option<Labels>> = input.into_iter().map(|series| Some(series.labels)).collect();
+    let mut input_labels: Vec<Option<(Labels, bool)>> =
+        input.into_iter().map(|series| Some((series.labels, series.drop_name))).collect();
     let mut output = Vec::new();
     if steps == 1 {
         for series in order {
-            if let Some(labels) = input_labels[series as usize].take() {
+            if let Some((labels, drop_name)) = input_labels[series as usize].take() {
                 let points = std::mem::take(&mut selected_points[series as usize]);
-                output.push(StepSeries { labels, points });
+                output.push(StepSeries { labels, points, drop_name });
             }
         }
     } else {
@@ -400,8 +415,8 @@ fn aggregate_k(
             if points.is_empty() {
                 continue;
             }
-            if let Some(labels) = input_labels[series].take() {
-                output.push(StepSeries { labels, points });
+            if let Some((labels, drop_name)) = input_labels[series].take() {
+                output.push(StepSeries { labels, points, drop_name });
             }
         }
     }

@@ -120,6 +120,7 @@ pub(crate) fn eval_binary(
     let op_text = binary.op.to_string();
     let op = BinaryOp::parse(&op_text).ok_or_else(|| execution(format!("unknown binary operator {op_text}")))?;
     let return_bool = binary.return_bool();
+    let delayed = evaluator.delayed_name_removal;
     let left = evaluator.eval(&binary.lhs, grid)?;
     let right = evaluator.eval(&binary.rhs, grid)?;
     match (left, right) {
@@ -135,10 +136,10 @@ pub(crate) fn eval_binary(
             Ok(Evaluated::Scalar(values))
         }
         (Evaluated::Vector(vector), Evaluated::Scalar(scalar)) => {
-            Ok(Evaluated::Vector(vector_scalar(op, vector, &scalar, false, return_bool)?))
+            Ok(Evaluated::Vector(vector_scalar(op, vector, &scalar, false, return_bool, delayed)?))
         }
         (Evaluated::Scalar(scalar), Evaluated::Vector(vector)) => {
-            Ok(Evaluated::Vector(vector_scalar(op, vector, &scalar, true, return_bool)?))
+            Ok(Evaluated::Vector(vector_scalar(op, vector, &scalar, true, return_bool, delayed)?))
         }
         (Evaluated::Vector(left), Evaluated::Vector(right)) => {
             let modifier = binary.modifier.as_ref();
@@ -150,7 +151,7 @@ pub(crate) fn eval_binary(
             let result = if op.is_set() {
                 set_operation(op, left, right, &matching, steps)?
             } else {
-                vector_vector(op, left, right, &matching, &cardinality, return_bool, steps)?
+                vector_vector(op, left, right, &matching, &cardinality, return_bool, delayed, steps)?
             };
             Ok(Evaluated::Vector(result))
         }
@@ -164,6 +165,7 @@ fn vector_scalar(
     scalar: &[f64],
     scalar_on_left: bool,
     return_bool: bool,
+    delayed_name_removal: bool,
 ) -> Result<Vec<StepSeries>, QueryError> {
     let drop_name = op.drops_metric_name() || return_bool;
     let mut output = Vec::with_capacity(vector.len());
@@ -189,10 +191,19 @@ fn vector_scalar(
         if points.is_empty() {
             continue;
         }
-        let labels = if drop_name { crate::engine::drop_metric_name(series.labels) } else { series.labels };
-        output.push(StepSeries { labels, points });
+        if drop_name && delayed_name_removal {
+            output.push(StepSeries { labels: series.labels, points, drop_name: true });
+        } else if drop_name {
+            output.push(StepSeries {
+                labels: crate::engine::drop_metric_name(series.labels),
+                points,
+                drop_name: false,
+            });
+        } else {
+            output.push(StepSeries { labels: series.labels, points, drop_name: series.drop_name });
+        }
     }
-    if drop_name { merge_same_labels(output) } else { Ok(output) }
+    if drop_name && !delayed_name_removal { merge_same_labels(output) } else { Ok(output) }
 }
 
 /// How two series are matched: `on(labels)`, `ignoring(labels)`, or all labels but the name.
@@ -287,12 +298,12 @@ fn set_operation(
     let mut output: Vec<StepSeries> = Vec::new();
     for (series, points) in left.into_iter().zip(left_points) {
         if !points.is_empty() {
-            output.push(StepSeries { labels: series.labels, points });
+            output.push(StepSeries { labels: series.labels, points, drop_name: series.drop_name });
         }
     }
     for (series, points) in right.into_iter().zip(right_points) {
         if !points.is_empty() {
-            output.push(StepSeries { labels: series.labels, points });
+            output.push(StepSeries { labels: series.labels, points, drop_name: series.drop_name });
         }
     }
     merge_same_labels(output)
@@ -306,6 +317,7 @@ fn vector_vector(
     matching: &Matching,
     cardinality: &VectorMatchCardinality,
     return_bool: bool,
+    delayed_name_removal: bool,
     steps: usize,
 ) -> Result<Vec<StepSeries>, QueryError> {
     let one_to_many = matches!(cardinality, VectorMatchCardinality::OneToMany(_));
@@ -328,7 +340,10 @@ fn vector_vector(
         one.iter().map(|series| ids.get(&matching.signature(&series.labels)).copied()).collect();
     let many_by_step = by_step(many, steps);
     let one_by_step = by_step(one, steps);
-    let drop_name = op.drops_metric_name() || return_bool;
+    // Arithmetic removes the name right away even with delayed name removal (Prometheus'
+    // `resultMetric`); `bool` comparisons only mark it then.
+    let drop_name = op.drops_metric_name() || (return_bool && !delayed_name_removal);
+    let mark_name = return_bool && delayed_name_removal;
 
     let mut output_index: HashMap<(u32, u32), usize> = HashMap::new();
     let mut output: Vec<StepSeries> = Vec::new();
@@ -383,7 +398,8 @@ fn vector_vector(
                         &include,
                         drop_name,
                     );
-                    output.push(StepSeries { labels, points: Vec::new() });
+                    let drop_flag = mark_name || many[*many_index as usize].drop_name;
+                    output.push(StepSeries { labels, points: Vec::new(), drop_name: drop_flag });
                     output_index.insert(key, output.len() - 1);
                     output.len() - 1
                 }

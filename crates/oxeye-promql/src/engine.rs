@@ -45,12 +45,22 @@ impl Default for EngineOptions {
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
     options: EngineOptions,
+    delayed_name_removal: bool,
 }
 
 impl Engine {
     /// An engine with `options`.
     pub fn new(options: EngineOptions) -> Self {
-        Engine { options }
+        Engine { options, delayed_name_removal: false }
+    }
+
+    /// Turns on delayed `__name__` removal (Prometheus' `promql-delayed-name-removal` feature, which its
+    /// PromQL test suite runs with): functions and operators that drop the metric name only mark it, and
+    /// it is removed when the result is returned. `label_replace` can then still read or keep the name,
+    /// and `sum by (__name__)` groups by it. Off by default, as in Prometheus.
+    pub fn with_delayed_name_removal(mut self, enabled: bool) -> Self {
+        self.delayed_name_removal = enabled;
+        self
     }
 
     /// The engine's options.
@@ -84,8 +94,9 @@ impl Engine {
         time_ms: i64,
     ) -> Result<QueryResult, QueryError> {
         let mut evaluator = Evaluator::new(querier, &self.options, query, time_ms, time_ms, 0);
+        evaluator.delayed_name_removal = self.delayed_name_removal;
         let grid = Grid { start_ms: time_ms, end_ms: time_ms, step_ms: 1 };
-        let evaluated = evaluator.eval(expr, &grid)?;
+        let evaluated = remove_marked_names(evaluator.eval(expr, &grid)?)?;
         let value = match evaluated {
             Evaluated::Scalar(values) => {
                 Value::Scalar { timestamp_ms: time_ms, value: values.first().copied().unwrap_or(f64::NAN) }
@@ -158,8 +169,9 @@ impl Engine {
             }
         }
         let mut evaluator = Evaluator::new(querier, &self.options, query, start_ms, end_ms, step_ms);
+        evaluator.delayed_name_removal = self.delayed_name_removal;
         let grid = Grid { start_ms, end_ms, step_ms };
-        let evaluated = evaluator.eval(expr, &grid)?;
+        let evaluated = remove_marked_names(evaluator.eval(expr, &grid)?)?;
         let mut matrix = match evaluated {
             Evaluated::Scalar(values) => vec![RangeSeries {
                 labels: Labels::empty(),
@@ -187,6 +199,39 @@ impl Engine {
         };
         matrix.sort_by(|left, right| left.labels.cmp(&right.labels));
         Ok(evaluator.finish(Value::Matrix(matrix)))
+    }
+}
+
+/// Removes the metric names marked for delayed removal, failing when two series then share labels.
+fn remove_marked_names(evaluated: Evaluated) -> Result<Evaluated, QueryError> {
+    match evaluated {
+        Evaluated::Vector(series) if series.iter().any(|one| one.drop_name) => {
+            let renamed = series
+                .into_iter()
+                .map(|one| StepSeries {
+                    labels: if one.drop_name { drop_metric_name(one.labels) } else { one.labels },
+                    points: one.points,
+                    drop_name: false,
+                })
+                .collect();
+            Ok(Evaluated::Vector(merge_same_labels(renamed)?))
+        }
+        Evaluated::Matrix(series) if series.iter().any(|one| one.drop_name) => {
+            let renamed: Vec<RawSeries> = series
+                .into_iter()
+                .map(|one| RawSeries {
+                    labels: if one.drop_name { drop_metric_name(one.labels) } else { one.labels },
+                    samples: one.samples,
+                    drop_name: false,
+                })
+                .collect();
+            let mut seen = std::collections::HashSet::with_capacity(renamed.len());
+            if !renamed.iter().all(|one| seen.insert(&one.labels)) {
+                return Err(execution("vector cannot contain metrics with the same labelset"));
+            }
+            Ok(Evaluated::Matrix(renamed))
+        }
+        other => Ok(other),
     }
 }
 
@@ -253,6 +298,8 @@ impl Grid {
 pub(crate) struct StepSeries {
     pub labels: Labels,
     pub points: Vec<(u32, f64)>,
+    /// With delayed name removal, the metric name is still in `labels` but goes at the end.
+    pub drop_name: bool,
 }
 
 /// One series of a range vector: raw samples, stale markers removed.
@@ -260,6 +307,8 @@ pub(crate) struct StepSeries {
 pub(crate) struct RawSeries {
     pub labels: Labels,
     pub samples: Vec<Sample>,
+    /// As [`StepSeries::drop_name`].
+    pub drop_name: bool,
 }
 
 /// A node's value over the whole grid.
@@ -293,6 +342,8 @@ pub(crate) struct Evaluator<'a> {
     samples_held: usize,
     pub warnings: Vec<String>,
     pub infos: Vec<String>,
+    /// See [`Engine::with_delayed_name_removal`].
+    pub delayed_name_removal: bool,
 }
 
 impl<'a> Evaluator<'a> {
@@ -315,6 +366,7 @@ impl<'a> Evaluator<'a> {
             samples_held: 0,
             warnings: Vec::new(),
             infos: Vec::new(),
+            delayed_name_removal: false,
         }
     }
 
@@ -344,6 +396,19 @@ impl<'a> Evaluator<'a> {
         let line = before.matches('\n').count() + 1;
         let column = offset - before.rfind('\n').map(|newline| newline + 1).unwrap_or(0) + 1;
         format!(" ({line}:{column})")
+    }
+
+    /// Drops the metric name of every series (or, with delayed name removal, marks it for removal),
+    /// failing if two series then collide at a step.
+    pub fn drop_names(&self, series: Vec<StepSeries>) -> Result<Vec<StepSeries>, QueryError> {
+        if self.delayed_name_removal {
+            return Ok(series.into_iter().map(|one| StepSeries { drop_name: true, ..one }).collect());
+        }
+        let renamed = series
+            .into_iter()
+            .map(|one| StepSeries { labels: drop_metric_name(one.labels), points: one.points, drop_name: false })
+            .collect();
+        merge_same_labels(renamed)
     }
 
     pub fn check_deadline(&self) -> Result<(), QueryError> {
@@ -376,11 +441,11 @@ impl<'a> Evaluator<'a> {
                     let negated = series
                         .into_iter()
                         .map(|series| StepSeries {
-                            labels: drop_metric_name(series.labels),
                             points: series.points.into_iter().map(|(step, value)| (step, -value)).collect(),
+                            ..series
                         })
                         .collect();
-                    Ok(Evaluated::Vector(merge_same_labels(negated)?))
+                    Ok(Evaluated::Vector(self.drop_names(negated)?))
                 }
                 _ => Err(execution("unary expression only allowed on expressions of type scalar or vector")),
             },
@@ -399,6 +464,7 @@ impl<'a> Evaluator<'a> {
                     .into_iter()
                     .map(|series| RawSeries {
                         labels: series.labels,
+                        drop_name: series.drop_name,
                         samples: series
                             .samples
                             .into_iter()
@@ -521,7 +587,7 @@ impl<'a> Evaluator<'a> {
             }
             if !points.is_empty() {
                 points_total += points.len();
-                output.push(StepSeries { labels: series.labels, points });
+                output.push(StepSeries { labels: series.labels, points, drop_name: false });
             }
         }
         self.hold_samples(points_total)?;
@@ -546,6 +612,7 @@ impl<'a> Evaluator<'a> {
                     .into_iter()
                     .map(|series| RawSeries {
                         labels: series.labels,
+                        drop_name: false,
                         samples: series.samples.into_iter().filter(|sample| !is_stale_nan(sample.value)).collect(),
                     })
                     .filter(|series| !series.samples.is_empty())
@@ -586,6 +653,7 @@ impl<'a> Evaluator<'a> {
                             .into_iter()
                             .map(|series| RawSeries {
                                 labels: series.labels,
+                                drop_name: series.drop_name,
                                 samples: series
                                     .points
                                     .iter()
@@ -598,6 +666,7 @@ impl<'a> Evaluator<'a> {
                             .collect(),
                         Evaluated::Scalar(values) => vec![RawSeries {
                             labels: Labels::empty(),
+                            drop_name: false,
                             samples: values
                                 .iter()
                                 .enumerate()
@@ -875,6 +944,21 @@ mod tests {
             engine.range_query(&store, "http_requests_total{job=\"api\"} @ start()", 60_000, 180_000, 60_000).unwrap();
         let Value::Matrix(series) = at_start.value else { panic!("not a matrix") };
         assert!(series[0].samples.iter().all(|sample| sample.value == 60.0));
+    }
+
+    #[test]
+    fn delayed_name_removal_lets_label_replace_read_the_name() {
+        let store = store();
+        let query = "label_replace(rate(http_requests_total[5m]), \"from\", \"$1\", \"__name__\", \"(.*)\")";
+        let eager = vector(Engine::default().instant_query(&store, query, 600_000).unwrap());
+        assert!(eager.iter().all(|(labels, _)| !labels.contains("from=")), "{eager:?}");
+        let delayed_engine = Engine::default().with_delayed_name_removal(true);
+        let delayed = vector(delayed_engine.instant_query(&store, query, 600_000).unwrap());
+        assert_eq!(delayed.len(), 2);
+        assert!(delayed.iter().all(|(labels, _)| labels.starts_with("{from=\"http_requests_total\"")), "{delayed:?}");
+        // The name is still removed from the result, so both engines agree on plain queries.
+        let plain = vector(delayed_engine.instant_query(&store, "rate(http_requests_total[5m])", 600_000).unwrap());
+        assert!(plain.iter().all(|(labels, _)| labels.starts_with("{job=")), "{plain:?}");
     }
 
     #[test]

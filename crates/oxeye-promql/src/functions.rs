@@ -81,7 +81,7 @@ pub(crate) fn eval_call(evaluator: &mut Evaluator<'_>, call: &Call, grid: &Grid)
         "vector" => {
             let values = evaluator.eval_scalar(arg(&args, 0)?, grid)?;
             let points = values.into_iter().enumerate().map(|(step, value)| (step as u32, value)).collect();
-            Ok(Evaluated::Vector(vec![StepSeries { labels: Labels::empty(), points }]))
+            Ok(Evaluated::Vector(vec![StepSeries { labels: Labels::empty(), points, drop_name: false }]))
         }
         "scalar" => {
             let series = evaluator.eval_vector(arg(&args, 0)?, grid)?;
@@ -132,11 +132,12 @@ pub(crate) fn eval_call(evaluator: &mut Evaluator<'_>, call: &Call, grid: &Grid)
                                 .into_iter()
                                 .map(|(step, _)| (step, grid.timestamp(step as usize) as f64 / 1000.0))
                                 .collect(),
+                            drop_name: series.drop_name,
                         })
                         .collect()
                 }
             };
-            Ok(Evaluated::Vector(drop_names(series)?))
+            Ok(Evaluated::Vector(evaluator.drop_names(series)?))
         }
         "label_replace" => label_replace(evaluator, &args, grid),
         "label_join" => label_join(evaluator, &args, grid),
@@ -205,12 +206,13 @@ pub(crate) fn eval_call(evaluator: &mut Evaluator<'_>, call: &Call, grid: &Grid)
                 vec![StepSeries {
                     labels: Labels::empty(),
                     points: (0..steps).map(|step| (step as u32, grid.timestamp(step) as f64 / 1000.0)).collect(),
+                    drop_name: false,
                 }]
             } else {
                 evaluator.eval_vector(arg(&args, 0)?, grid)?
             };
             let mapped = map_values(series, |value| date_part(name, value));
-            Ok(Evaluated::Vector(drop_names(mapped)?))
+            Ok(Evaluated::Vector(evaluator.drop_names(mapped)?))
         }
         "round" => {
             let series = evaluator.eval_vector(arg(&args, 0)?, grid)?;
@@ -219,7 +221,7 @@ pub(crate) fn eval_call(evaluator: &mut Evaluator<'_>, call: &Call, grid: &Grid)
                 let inverse = 1.0 / nearest.get(step).copied().unwrap_or(1.0);
                 (value * inverse + 0.5).floor() / inverse
             });
-            Ok(Evaluated::Vector(drop_names(mapped)?))
+            Ok(Evaluated::Vector(evaluator.drop_names(mapped)?))
         }
         "clamp" => {
             let series = evaluator.eval_vector(arg(&args, 0)?, grid)?;
@@ -240,10 +242,10 @@ pub(crate) fn eval_call(evaluator: &mut Evaluator<'_>, call: &Call, grid: &Grid)
                     })
                     .collect();
                 if !points.is_empty() {
-                    output.push(StepSeries { labels: one.labels, points });
+                    output.push(StepSeries { labels: one.labels, points, drop_name: one.drop_name });
                 }
             }
-            Ok(Evaluated::Vector(drop_names(output)?))
+            Ok(Evaluated::Vector(evaluator.drop_names(output)?))
         }
         "clamp_min" | "clamp_max" => {
             let series = evaluator.eval_vector(arg(&args, 0)?, grid)?;
@@ -253,12 +255,12 @@ pub(crate) fn eval_call(evaluator: &mut Evaluator<'_>, call: &Call, grid: &Grid)
                 let bound = bounds.get(step).copied().unwrap_or(f64::NAN);
                 if is_min { go_max(bound, value) } else { go_min(bound, value) }
             });
-            Ok(Evaluated::Vector(drop_names(mapped)?))
+            Ok(Evaluated::Vector(evaluator.drop_names(mapped)?))
         }
         _ => {
             if let Some(function) = simple_math(name) {
                 let series = evaluator.eval_vector(arg(&args, 0)?, grid)?;
-                return Ok(Evaluated::Vector(drop_names(map_values(series, function))?));
+                return Ok(Evaluated::Vector(evaluator.drop_names(map_values(series, function))?));
             }
             if args.iter().any(|argument| argument.value_type() == ValueType::Matrix) {
                 return eval_range_function(evaluator, name, &args, grid);
@@ -372,17 +374,9 @@ fn map_values_at(series: Vec<StepSeries>, function: impl Fn(usize, f64) -> f64) 
         .map(|one| StepSeries {
             labels: one.labels,
             points: one.points.into_iter().map(|(step, value)| (step, function(step as usize, value))).collect(),
+            drop_name: one.drop_name,
         })
         .collect()
-}
-
-/// Drops the metric name of every series, failing if two series then collide at a step.
-fn drop_names(series: Vec<StepSeries>) -> Result<Vec<StepSeries>, QueryError> {
-    let renamed = series
-        .into_iter()
-        .map(|one| StepSeries { labels: crate::engine::drop_metric_name(one.labels), points: one.points })
-        .collect();
-    merge_same_labels(renamed)
 }
 
 /// The labels `absent()` and `absent_over_time()` return: the selector's equality matchers.
@@ -411,7 +405,7 @@ fn absent_result(argument: &Expr, points: Vec<(u32, f64)>) -> Result<Vec<StepSer
             }
         }
     }
-    Ok(vec![StepSeries { labels: builder.build(), points }])
+    Ok(vec![StepSeries { labels: builder.build(), points, drop_name: false }])
 }
 
 /// Label names are any non-empty UTF-8 (Prometheus 3). The parser turns invalid bytes such as `\xff`
@@ -451,7 +445,9 @@ fn label_replace(evaluator: &mut Evaluator<'_>, args: &[&Expr], grid: &Grid) -> 
             }
             None => one.labels.clone(),
         };
-        output.push(StepSeries { labels, points: one.points });
+        // Writing `__name__` explicitly keeps it even when it was marked for removal.
+        let drop_name = one.drop_name && destination != METRIC_NAME_LABEL;
+        output.push(StepSeries { labels, points: one.points, drop_name });
     }
     Ok(Evaluated::Vector(merge_same_labels(output)?))
 }
@@ -475,7 +471,8 @@ fn label_join(evaluator: &mut Evaluator<'_>, args: &[&Expr], grid: &Grid) -> Res
         let joined: Vec<&str> = sources.iter().map(|source| one.labels.get(source).unwrap_or("")).collect();
         let mut builder = one.labels.to_builder();
         builder.set(destination.clone(), joined.join(&separator));
-        output.push(StepSeries { labels: builder.build(), points: one.points });
+        let drop_name = one.drop_name && destination != METRIC_NAME_LABEL;
+        output.push(StepSeries { labels: builder.build(), points: one.points, drop_name });
     }
     Ok(Evaluated::Vector(merge_same_labels(output)?))
 }
@@ -614,8 +611,14 @@ fn eval_range_function(
         {
             non_counter_names.push(metric.to_string());
         }
-        let labels = if keeps_name { series.labels } else { crate::engine::drop_metric_name(series.labels) };
-        output.push(StepSeries { labels, points });
+        let (labels, drop_name) = if keeps_name {
+            (series.labels, series.drop_name)
+        } else if evaluator.delayed_name_removal {
+            (series.labels, true)
+        } else {
+            (crate::engine::drop_metric_name(series.labels), false)
+        };
+        output.push(StepSeries { labels, points, drop_name });
     }
     let matrix_text = args[matrix_index].to_string();
     for metric in non_counter_names {
@@ -986,8 +989,10 @@ fn histogram_quantile(evaluator: &mut Evaluator<'_>, args: &[&Expr], grid: &Grid
         bucket_of.push(Some((group, upper_bound)));
     }
     let per_step = by_step(&series, steps);
-    let mut output: Vec<StepSeries> =
-        groups.iter().map(|(labels, _)| StepSeries { labels: labels.clone(), points: Vec::new() }).collect();
+    let mut output: Vec<StepSeries> = groups
+        .iter()
+        .map(|(labels, _)| StepSeries { labels: labels.clone(), points: Vec::new(), drop_name: false })
+        .collect();
     let mut buckets: Vec<Vec<(f64, f64)>> = vec![Vec::new(); groups.len()];
     let mut fixed_names: Vec<String> = Vec::new();
     for (step, samples) in per_step.iter().enumerate() {
@@ -1017,7 +1022,7 @@ fn histogram_quantile(evaluator: &mut Evaluator<'_>, args: &[&Expr], grid: &Grid
         ));
     }
     let output: Vec<StepSeries> = output.into_iter().filter(|series| !series.points.is_empty()).collect();
-    Ok(Evaluated::Vector(drop_names(output)?))
+    Ok(Evaluated::Vector(evaluator.drop_names(output)?))
 }
 
 /// Parses an `le` label value as Go's `strconv.ParseFloat` would (`+Inf`, `Inf`, decimals, exponents).
