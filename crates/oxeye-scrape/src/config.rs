@@ -3,9 +3,13 @@
 //!
 //! Source: the `<scrape_config>`, `<static_config>`, `<basic_auth>`, `<authorization>` sections of
 //! <https://prometheus.io/docs/prometheus/latest/configuration/configuration/>. Unknown fields are
-//! errors. Supported beyond the basics: `honor_timestamps`, `sample_limit`, `authorization`,
-//! `bearer_token_file`, `password_file`. Not supported (rejected as unknown): service discovery other
-//! than `static_configs`, `tls_config`, `proxy_url`, native-histogram and protocol options.
+//! errors. Supported beyond the basics: `honor_timestamps`, `track_timestamps_staleness`,
+//! `sample_limit`, `label_limit`, `label_name_length_limit`, `label_value_length_limit`,
+//! `body_size_limit`, `scrape_protocols`, `fallback_scrape_protocol`, `enable_compression`,
+//! `follow_redirects`, `authorization`, `bearer_token_file`, `password_file`, and `tls_config` with
+//! `ca_file` and `insecure_skip_verify`. Not supported (rejected as unknown fields): service discovery
+//! other than `static_configs`, client certificates, `proxy_url`, native-histogram options; the
+//! `PrometheusProto` protocol is rejected by `validate()`.
 //!
 //! ```
 //! use oxeye_scrape::config::{ScrapeConfig, ScrapeGlobals};
@@ -28,6 +32,7 @@ use oxeye_model::duration::{format_duration_ms, parse_duration_ms};
 use serde::{Deserialize, Deserializer};
 
 use crate::ScrapeError;
+use crate::exposition::ExpositionFormat;
 use crate::relabel::{RelabelConfig, RelabelRule};
 
 /// The default `scrape_interval` when neither the job nor the globals set one: 15 s. (Prometheus'
@@ -96,6 +101,192 @@ impl<'de> Deserialize<'de> for ConfigDuration {
     }
 }
 
+/// A secret from configuration (a password or token). `Debug` prints `<secret>`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps `value`.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("<secret>")
+    }
+}
+
+/// A scrape protocol as named in Prometheus' `scrape_protocols` and `fallback_scrape_protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+pub enum ScrapeProtocol {
+    /// `OpenMetricsText1.0.0`.
+    #[serde(rename = "OpenMetricsText1.0.0")]
+    OpenMetricsText1_0_0,
+    /// `OpenMetricsText0.0.1`.
+    #[serde(rename = "OpenMetricsText0.0.1")]
+    OpenMetricsText0_0_1,
+    /// `PrometheusText1.0.0`.
+    #[serde(rename = "PrometheusText1.0.0")]
+    PrometheusText1_0_0,
+    /// `PrometheusText0.0.4`.
+    #[serde(rename = "PrometheusText0.0.4")]
+    PrometheusText0_0_4,
+    /// `PrometheusProto` (delimited protobuf): not supported by oxeye; `validate()` rejects it.
+    #[serde(rename = "PrometheusProto")]
+    PrometheusProto,
+}
+
+impl ScrapeProtocol {
+    /// Prometheus 3's default `scrape_protocols`, in order of preference.
+    pub const DEFAULT: [ScrapeProtocol; 4] = [
+        ScrapeProtocol::OpenMetricsText1_0_0,
+        ScrapeProtocol::OpenMetricsText0_0_1,
+        ScrapeProtocol::PrometheusText1_0_0,
+        ScrapeProtocol::PrometheusText0_0_4,
+    ];
+
+    /// The configuration spelling, e.g. `OpenMetricsText1.0.0`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScrapeProtocol::OpenMetricsText1_0_0 => "OpenMetricsText1.0.0",
+            ScrapeProtocol::OpenMetricsText0_0_1 => "OpenMetricsText0.0.1",
+            ScrapeProtocol::PrometheusText1_0_0 => "PrometheusText1.0.0",
+            ScrapeProtocol::PrometheusText0_0_4 => "PrometheusText0.0.4",
+            ScrapeProtocol::PrometheusProto => "PrometheusProto",
+        }
+    }
+
+    /// The media type offered in the `Accept` header, with `escaping=allow-utf-8` on the formats that
+    /// carry UTF-8 names.
+    fn accept_media_type(self) -> &'static str {
+        match self {
+            ScrapeProtocol::OpenMetricsText1_0_0 => "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8",
+            ScrapeProtocol::OpenMetricsText0_0_1 => "application/openmetrics-text;version=0.0.1",
+            ScrapeProtocol::PrometheusText1_0_0 => "text/plain;version=1.0.0;escaping=allow-utf-8",
+            ScrapeProtocol::PrometheusText0_0_4 => "text/plain;version=0.0.4",
+            ScrapeProtocol::PrometheusProto => {
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited"
+            }
+        }
+    }
+
+    /// The parser for this protocol; `None` for `PrometheusProto`.
+    pub fn exposition_format(self) -> Option<ExpositionFormat> {
+        match self {
+            ScrapeProtocol::OpenMetricsText1_0_0 | ScrapeProtocol::OpenMetricsText0_0_1 => {
+                Some(ExpositionFormat::OpenMetrics100)
+            }
+            ScrapeProtocol::PrometheusText1_0_0 => Some(ExpositionFormat::PrometheusText100),
+            ScrapeProtocol::PrometheusText0_0_4 => Some(ExpositionFormat::PrometheusText004),
+            ScrapeProtocol::PrometheusProto => None,
+        }
+    }
+}
+
+/// The `Accept` header for `protocols` in order of preference, as Prometheus builds it: weights
+/// `q=0.<n+1>` down to `q=0.2`, then `*/*` with the lowest weight. For [`ScrapeProtocol::DEFAULT`] this
+/// is [`crate::exposition::ACCEPT_HEADER`].
+pub fn accept_header(protocols: &[ScrapeProtocol]) -> String {
+    let mut weight = protocols.len() + 1;
+    let mut parts = Vec::with_capacity(protocols.len() + 1);
+    for protocol in protocols {
+        parts.push(format!("{};q=0.{weight}", protocol.accept_media_type()));
+        weight = weight.saturating_sub(1);
+    }
+    parts.push(format!("*/*;q=0.{weight}"));
+    parts.join(",")
+}
+
+/// A size from configuration such as `10MB` or `512KiB`, in bytes. As in Prometheus (`Base2Bytes`),
+/// `KB`/`KiB`, `MB`/`MiB`… are all powers of 1024; a bare `0` is zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ByteSize {
+    /// The size in bytes.
+    pub bytes: u64,
+}
+
+impl ByteSize {
+    /// Parses `10MB`, `1.5GiB`, `512B`, `0`.
+    ///
+    /// # Errors
+    /// A message quoting the input when the number or unit is invalid or the size overflows `u64`.
+    pub fn parse(text: &str) -> Result<ByteSize, String> {
+        let trimmed = text.trim();
+        if trimmed == "0" {
+            return Ok(ByteSize { bytes: 0 });
+        }
+        let unit_start = trimmed.find(|character: char| character.is_ascii_alphabetic()).unwrap_or(trimmed.len());
+        let (number_text, unit) = trimmed.split_at(unit_start);
+        let number: f64 =
+            number_text.parse().ok().filter(|number: &f64| number.is_finite() && *number >= 0.0).ok_or_else(|| {
+                format!("invalid size {text:?}: expected a number followed by B, KB, MB, GB, TB or PB")
+            })?;
+        let exponent = match unit {
+            "B" => 0,
+            "KB" | "KiB" => 1,
+            "MB" | "MiB" => 2,
+            "GB" | "GiB" => 3,
+            "TB" | "TiB" => 4,
+            "PB" | "PiB" => 5,
+            _ => return Err(format!("invalid size {text:?}: unknown unit {unit:?}")),
+        };
+        let bytes = number * 1024f64.powi(exponent);
+        if bytes >= u64::MAX as f64 {
+            return Err(format!("size {text:?} is too large"));
+        }
+        Ok(ByteSize { bytes: bytes.round() as u64 })
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ByteSizeVisitor;
+        impl serde::de::Visitor<'_> for ByteSizeVisitor {
+            type Value = ByteSize;
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a size such as \"10MB\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<ByteSize, E> {
+                ByteSize::parse(text).map_err(E::custom)
+            }
+            fn visit_u64<E: serde::de::Error>(self, number: u64) -> Result<ByteSize, E> {
+                if number == 0 {
+                    Ok(ByteSize { bytes: 0 })
+                } else {
+                    Err(E::custom(format!("size {number} has no unit, write e.g. \"{number}MB\"")))
+                }
+            }
+            fn visit_i64<E: serde::de::Error>(self, number: i64) -> Result<ByteSize, E> {
+                match u64::try_from(number) {
+                    Ok(unsigned) => self.visit_u64(unsigned),
+                    Err(_) => Err(E::custom(format!("size {number} is negative"))),
+                }
+            }
+        }
+        deserializer.deserialize_any(ByteSizeVisitor)
+    }
+}
+
+/// The supported part of Prometheus' `<tls_config>`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// A PEM file of CA certificates trusted in addition to the platform's roots.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    /// Accept any server certificate (testing only).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
 /// Scrape defaults from the `global` section, applied to jobs that do not set their own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -136,33 +327,22 @@ pub struct StaticConfig {
 }
 
 /// HTTP basic authentication. `Debug` hides the password.
-#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BasicAuth {
     /// The user name.
     pub username: String,
     /// The password, inline.
     #[serde(default)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// A file whose contents (trailing newline trimmed) are the password, read at each scrape.
     #[serde(default)]
     pub password_file: Option<String>,
 }
 
-impl fmt::Debug for BasicAuth {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter
-            .debug_struct("BasicAuth")
-            .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<secret>"))
-            .field("password_file", &self.password_file)
-            .finish()
-    }
-}
-
 /// The `authorization` header settings: `Authorization: <type> <credentials>`. `Debug` hides the
 /// credentials.
-#[derive(Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Authorization {
     /// The scheme; default `Bearer`.
@@ -170,26 +350,16 @@ pub struct Authorization {
     pub auth_type: Option<String>,
     /// The credentials, inline.
     #[serde(default)]
-    pub credentials: Option<String>,
+    pub credentials: Option<Secret>,
     /// A file whose contents (trailing newline trimmed) are the credentials, read at each scrape.
     #[serde(default)]
     pub credentials_file: Option<String>,
 }
 
-impl fmt::Debug for Authorization {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter
-            .debug_struct("Authorization")
-            .field("type", &self.auth_type)
-            .field("credentials", &self.credentials.as_ref().map(|_| "<secret>"))
-            .field("credentials_file", &self.credentials_file)
-            .finish()
-    }
-}
-
 /// One `scrape_configs` entry, field names exactly as in Prometheus. Options left unset take the
 /// documented defaults through the accessor methods; [`ScrapeConfig::validate`] checks the whole entry.
-#[derive(Clone, PartialEq, Default, Deserialize)]
+/// `Debug` hides secrets.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScrapeConfig {
     /// The job name: the `job` label of every target and the scrape pool's name. Required, unique.
@@ -216,9 +386,42 @@ pub struct ScrapeConfig {
     /// time.
     #[serde(default)]
     pub honor_timestamps: Option<bool>,
+    /// Also write stale markers for vanished series that carried explicit timestamps; default false.
+    #[serde(default)]
+    pub track_timestamps_staleness: bool,
     /// Fail the scrape when more samples than this remain after metric relabelling; 0 means no limit.
     #[serde(default)]
     pub sample_limit: u64,
+    /// Fail the scrape when a series has more labels than this (metric name and target labels
+    /// included); 0 means no limit.
+    #[serde(default)]
+    pub label_limit: u64,
+    /// Fail the scrape when a label name is longer than this many bytes; 0 means no limit.
+    #[serde(default)]
+    pub label_name_length_limit: u64,
+    /// Fail the scrape when a label value is longer than this many bytes; 0 means no limit.
+    #[serde(default)]
+    pub label_value_length_limit: u64,
+    /// Fail the scrape when the (uncompressed) body is larger; unset or `0` means the manager's default.
+    #[serde(default)]
+    pub body_size_limit: Option<ByteSize>,
+    /// The protocols offered in the `Accept` header, in order of preference; default
+    /// [`ScrapeProtocol::DEFAULT`].
+    #[serde(default)]
+    pub scrape_protocols: Option<Vec<ScrapeProtocol>>,
+    /// The parser for a response with a missing or unknown `Content-Type`; default
+    /// `PrometheusText0.0.4` (where Prometheus 3 fails the scrape unless this is set).
+    #[serde(default)]
+    pub fallback_scrape_protocol: Option<ScrapeProtocol>,
+    /// Ask for gzip-compressed bodies; default true.
+    #[serde(default)]
+    pub enable_compression: Option<bool>,
+    /// Follow HTTP redirects; default true.
+    #[serde(default)]
+    pub follow_redirects: Option<bool>,
+    /// TLS settings for `https` targets.
+    #[serde(default)]
+    pub tls_config: Option<TlsConfig>,
     /// HTTP basic authentication.
     #[serde(default)]
     pub basic_auth: Option<BasicAuth>,
@@ -227,7 +430,7 @@ pub struct ScrapeConfig {
     pub authorization: Option<Authorization>,
     /// A bearer token sent as `Authorization: Bearer <token>` (older Prometheus spelling).
     #[serde(default)]
-    pub bearer_token: Option<String>,
+    pub bearer_token: Option<Secret>,
     /// A file holding the bearer token, read at each scrape.
     #[serde(default)]
     pub bearer_token_file: Option<String>,
@@ -240,30 +443,6 @@ pub struct ScrapeConfig {
     /// Rules applied to each scraped sample's labels before storing.
     #[serde(default)]
     pub metric_relabel_configs: Vec<RelabelConfig>,
-}
-
-impl fmt::Debug for ScrapeConfig {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        formatter
-            .debug_struct("ScrapeConfig")
-            .field("job_name", &self.job_name)
-            .field("scrape_interval", &self.scrape_interval)
-            .field("scrape_timeout", &self.scrape_timeout)
-            .field("metrics_path", &self.metrics_path)
-            .field("scheme", &self.scheme)
-            .field("params", &self.params)
-            .field("honor_labels", &self.honor_labels)
-            .field("honor_timestamps", &self.honor_timestamps)
-            .field("sample_limit", &self.sample_limit)
-            .field("basic_auth", &self.basic_auth)
-            .field("authorization", &self.authorization)
-            .field("bearer_token", &self.bearer_token.as_ref().map(|_| "<secret>"))
-            .field("bearer_token_file", &self.bearer_token_file)
-            .field("static_configs", &self.static_configs)
-            .field("relabel_configs", &self.relabel_configs)
-            .field("metric_relabel_configs", &self.metric_relabel_configs)
-            .finish()
-    }
 }
 
 impl ScrapeConfig {
@@ -294,6 +473,33 @@ impl ScrapeConfig {
     /// Whether exposed timestamps are used.
     pub fn honor_timestamps(&self) -> bool {
         self.honor_timestamps.unwrap_or(true)
+    }
+
+    /// The protocols offered, in order of preference.
+    pub fn scrape_protocols(&self) -> &[ScrapeProtocol] {
+        self.scrape_protocols.as_deref().unwrap_or(&ScrapeProtocol::DEFAULT)
+    }
+
+    /// The `Accept` header sent with each scrape.
+    pub fn accept_header(&self) -> String {
+        accept_header(self.scrape_protocols())
+    }
+
+    /// The parser for a missing or unknown `Content-Type`.
+    pub fn fallback_format(&self) -> ExpositionFormat {
+        self.fallback_scrape_protocol
+            .and_then(ScrapeProtocol::exposition_format)
+            .unwrap_or(ExpositionFormat::PrometheusText004)
+    }
+
+    /// Whether gzip is requested.
+    pub fn enable_compression(&self) -> bool {
+        self.enable_compression.unwrap_or(true)
+    }
+
+    /// Whether redirects are followed.
+    pub fn follow_redirects(&self) -> bool {
+        self.follow_redirects.unwrap_or(true)
     }
 
     fn invalid(&self, field: impl Into<String>, reason: impl Into<String>) -> ScrapeError {
@@ -371,6 +577,24 @@ impl ScrapeConfig {
             if authorization.auth_type.as_deref().is_some_and(|auth_type| auth_type.eq_ignore_ascii_case("basic")) {
                 return Err(self.invalid("authorization.type", "use basic_auth for basic authentication"));
             }
+        }
+        if let Some(protocols) = &self.scrape_protocols {
+            if protocols.is_empty() {
+                return Err(self.invalid("scrape_protocols", "must list at least one protocol"));
+            }
+            for (index, protocol) in protocols.iter().enumerate() {
+                if protocols.get(..index).is_some_and(|earlier| earlier.contains(protocol)) {
+                    return Err(self.invalid("scrape_protocols", format!("{} is listed twice", protocol.as_str())));
+                }
+                if protocol.exposition_format().is_none() {
+                    return Err(self.invalid("scrape_protocols", format!("{} is not supported", protocol.as_str())));
+                }
+            }
+        }
+        if let Some(fallback) = self.fallback_scrape_protocol
+            && fallback.exposition_format().is_none()
+        {
+            return Err(self.invalid("fallback_scrape_protocol", format!("{} is not supported", fallback.as_str())));
         }
         for (group_index, group) in self.static_configs.iter().enumerate() {
             for (target_index, target) in group.targets.iter().enumerate() {
@@ -464,7 +688,19 @@ params:
   module: [http_2xx]
 honor_labels: true
 honor_timestamps: false
+track_timestamps_staleness: true
 sample_limit: 5000
+label_limit: 30
+label_name_length_limit: 200
+label_value_length_limit: 1000
+body_size_limit: 10MB
+scrape_protocols: [PrometheusText1.0.0, PrometheusText0.0.4]
+fallback_scrape_protocol: PrometheusText1.0.0
+enable_compression: false
+follow_redirects: false
+tls_config:
+  ca_file: /etc/ssl/custom-ca.pem
+  insecure_skip_verify: false
 basic_auth:
   username: prometheus
   password: s3cret
@@ -495,6 +731,21 @@ metric_relabel_configs:
         assert_eq!(config.static_configs[0].labels["env"], "prod");
         assert_eq!(config.relabel_rules().unwrap().len(), 1);
         assert!(!format!("{config:?}").contains("s3cret"));
+        assert_eq!(config.basic_auth.as_ref().unwrap().password.as_ref().unwrap().expose(), "s3cret");
+        assert!(config.track_timestamps_staleness);
+        assert_eq!(
+            (config.label_limit, config.label_name_length_limit, config.label_value_length_limit),
+            (30, 200, 1000)
+        );
+        assert_eq!(config.body_size_limit, Some(ByteSize { bytes: 10 * 1024 * 1024 }));
+        assert_eq!(
+            config.accept_header(),
+            "text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1"
+        );
+        assert_eq!(config.fallback_format(), ExpositionFormat::PrometheusText100);
+        assert!(!config.enable_compression());
+        assert!(!config.follow_redirects());
+        assert_eq!(config.tls_config.as_ref().unwrap().ca_file.as_deref(), Some("/etc/ssl/custom-ca.pem"));
     }
 
     #[test]
@@ -506,10 +757,28 @@ metric_relabel_configs:
         assert_eq!(minimal.metrics_path(), "/metrics");
         assert_eq!(minimal.scheme(), "http");
         assert!(minimal.honor_timestamps());
+        assert_eq!(minimal.accept_header(), crate::exposition::ACCEPT_HEADER);
+        assert_eq!(minimal.fallback_format(), ExpositionFormat::PrometheusText004);
+        assert!(minimal.enable_compression());
+        assert!(minimal.follow_redirects());
         let fast: ScrapeGlobals = serde_saphyr::from_str("scrape_interval: 5s\n").unwrap();
         assert_eq!(minimal.scrape_interval_ms(&fast), 5_000);
         assert_eq!(minimal.scrape_timeout_ms(&fast), 5_000);
         minimal.validate(&fast).unwrap();
+    }
+
+    #[test]
+    fn byte_sizes_are_base_2() {
+        assert_eq!(ByteSize::parse("0"), Ok(ByteSize { bytes: 0 }));
+        assert_eq!(ByteSize::parse("512B"), Ok(ByteSize { bytes: 512 }));
+        assert_eq!(ByteSize::parse("1KB"), Ok(ByteSize { bytes: 1024 }));
+        assert_eq!(ByteSize::parse("1.5KiB"), Ok(ByteSize { bytes: 1536 }));
+        assert_eq!(ByteSize::parse("2GB"), Ok(ByteSize { bytes: 2 << 30 }));
+        assert!(ByteSize::parse("10").is_err());
+        assert!(ByteSize::parse("10 parsecs").is_err());
+        assert!(ByteSize::parse("-1MB").is_err());
+        assert!(serde_saphyr::from_str::<ScrapeConfig>("job_name: x\nbody_size_limit: 10XB\n").is_err());
+        assert!(serde_saphyr::from_str::<ScrapeConfig>("job_name: x\nscrape_protocols: [Gopher]\n").is_err());
     }
 
     #[test]
@@ -541,6 +810,10 @@ metric_relabel_configs:
             ("job_name: j\nbearer_token: a\nbasic_auth: {username: u}\n", "basic_auth"),
             ("job_name: j\nstatic_configs: [{targets: ['http://a:1/metrics']}]\n", "static_configs[0].targets[0]"),
             ("job_name: j\nrelabel_configs: [{source_labels: [a], regex: '('}]\n", "relabel_configs[0].regex"),
+            ("job_name: j\nscrape_protocols: [PrometheusProto]\n", "scrape_protocols"),
+            ("job_name: j\nscrape_protocols: []\n", "scrape_protocols"),
+            ("job_name: j\nscrape_protocols: [PrometheusText0.0.4, PrometheusText0.0.4]\n", "scrape_protocols"),
+            ("job_name: j\nfallback_scrape_protocol: PrometheusProto\n", "fallback_scrape_protocol"),
             (
                 "job_name: j\nmetric_relabel_configs: [{action: labeldrop, regex: tmp_.*}, {action: hashmod, target_label: x}]\n",
                 "metric_relabel_configs[1].modulus",

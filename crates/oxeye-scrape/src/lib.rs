@@ -12,11 +12,12 @@
 //! - [`ScrapeError`]: the crate's one error type.
 //!
 //! HTTPS targets are scraped with rustls on the `ring` provider, verifying certificates against the
-//! platform's roots; `tls_config` options are not supported yet.
+//! platform's roots plus `tls_config.ca_file`; client certificates are not supported.
 
 pub mod config;
 mod error;
 pub mod exposition;
+mod http_client;
 mod manager;
 pub mod relabel;
 mod scrape_loop;

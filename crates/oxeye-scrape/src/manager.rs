@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::ScrapeError;
 use crate::config::{ScrapeConfig, ScrapeGlobals, validate_scrape_configs};
+use crate::http_client::build_client;
 use crate::scrape_loop::{self, Authentication, JobSettings, LoopContext, TargetShared, TargetState};
 use crate::stats::{ScrapeStats, StatsCounters};
 use crate::target::{DroppedTargetStatus, TargetStatus, TargetsSnapshot, build_targets, global_url};
@@ -25,7 +26,8 @@ pub struct ScrapeManagerOptions {
     /// This server's host name: replaces loopback hosts in `globalUrl` and seeds the start-offset
     /// jitter so that several servers scraping one target spread out. `None` keeps URLs as they are.
     pub hostname: Option<String>,
-    /// Fail a scrape whose body exceeds this many bytes (after decompression); `None` for no limit.
+    /// Fail a scrape whose body exceeds this many bytes (after decompression) unless the job sets
+    /// `body_size_limit`; `None` for no limit.
     pub body_size_limit_bytes: Option<u64>,
     /// The `User-Agent` header.
     pub user_agent: String,
@@ -53,6 +55,8 @@ struct RunningTarget {
 /// The targets of one scrape config.
 struct ScrapePool {
     config: ScrapeConfig,
+    /// Kept so reused targets and the pool share one connection pool.
+    _client: reqwest::Client,
     targets: Vec<RunningTarget>,
     dropped: Vec<Labels>,
 }
@@ -84,7 +88,6 @@ struct ScrapePool {
 pub struct ScrapeManager {
     storage: Arc<dyn MetricsStorage>,
     options: ScrapeManagerOptions,
-    client: reqwest::Client,
     stats: Arc<StatsCounters>,
     runtime: tokio::runtime::Handle,
     pools: Mutex<Vec<ScrapePool>>,
@@ -95,9 +98,9 @@ impl ScrapeManager {
     /// tasks are spawned on it).
     ///
     /// # Errors
-    /// [`ScrapeError::InvalidConfig`] for the first invalid config (see [`ScrapeConfig::validate`]) or a
-    /// repeated `job_name`; [`ScrapeError::NoRuntime`] outside a Tokio runtime; [`ScrapeError::Client`]
-    /// when the HTTP client (TLS) cannot be set up.
+    /// [`ScrapeError::InvalidConfig`] for the first invalid config (see [`ScrapeConfig::validate`]), a
+    /// repeated `job_name` or an unreadable `tls_config.ca_file`; [`ScrapeError::NoRuntime`] outside a
+    /// Tokio runtime; [`ScrapeError::Client`] when the HTTP client (TLS) cannot be set up.
     pub fn new(
         configs: Vec<ScrapeConfig>,
         storage: Arc<dyn MetricsStorage>,
@@ -105,11 +108,9 @@ impl ScrapeManager {
     ) -> Result<ScrapeManager, ScrapeError> {
         validate_scrape_configs(&configs, &options.globals)?;
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ScrapeError::NoRuntime)?;
-        let client = build_client(&options)?;
         let manager = ScrapeManager {
             storage,
             options,
-            client,
             stats: Arc::new(StatsCounters::default()),
             runtime,
             pools: Mutex::new(Vec::new()),
@@ -225,11 +226,24 @@ impl ScrapeManager {
         reusable: &mut HashMap<u64, RunningTarget>,
     ) -> Result<ScrapePool, ScrapeError> {
         let relabel_rules = config.relabel_rules()?;
+        let client = build_client(&config, &self.options.user_agent)?;
+        let body_size_limit_bytes = match config.body_size_limit {
+            Some(limit) if limit.bytes > 0 => Some(limit.bytes),
+            _ => self.options.body_size_limit_bytes,
+        };
         let job = Arc::new(JobSettings {
             job_name: config.job_name.clone(),
             honor_labels: config.honor_labels,
             honor_timestamps: config.honor_timestamps(),
+            track_timestamps_staleness: config.track_timestamps_staleness,
             sample_limit: config.sample_limit,
+            label_limit: config.label_limit,
+            label_name_length_limit: config.label_name_length_limit,
+            label_value_length_limit: config.label_value_length_limit,
+            body_size_limit_bytes,
+            accept_header: config.accept_header(),
+            fallback_format: config.fallback_format(),
+            enable_compression: config.enable_compression(),
             metric_relabel_rules: config.metric_relabel_rules()?,
             authentication: authentication_of(&config),
         });
@@ -254,18 +268,17 @@ impl ScrapeManager {
             });
             let context = Arc::new(LoopContext {
                 storage: Arc::clone(&self.storage),
-                client: self.client.clone(),
+                client: client.clone(),
                 job: Arc::clone(&job),
                 target: Arc::clone(&shared),
                 stats: Arc::clone(&self.stats),
-                body_size_limit_bytes: self.options.body_size_limit_bytes,
                 start_offset,
             });
             let (stop, stop_receiver) = watch::channel(false);
             let handle = self.runtime.spawn(scrape_loop::run(context, stop_receiver));
             targets.push(RunningTarget { identity, shared, stop, handle });
         }
-        Ok(ScrapePool { config, targets, dropped })
+        Ok(ScrapePool { config, _client: client, targets, dropped })
     }
 
     /// Prometheus' offset: the target's hash (mixed with the host name) modulo the interval, counted
@@ -313,43 +326,23 @@ fn authentication_of(config: &ScrapeConfig) -> Authentication {
     if let Some(basic_auth) = &config.basic_auth {
         return Authentication::Basic {
             username: basic_auth.username.clone(),
-            password: basic_auth.password.clone(),
+            password: basic_auth.password.as_ref().map(|password| password.expose().to_string()),
             password_file: basic_auth.password_file.clone(),
         };
     }
     if let Some(authorization) = &config.authorization {
         return Authentication::Header {
             scheme: authorization.auth_type.clone().unwrap_or_else(|| "Bearer".to_string()),
-            credentials: authorization.credentials.clone(),
+            credentials: authorization.credentials.as_ref().map(|credentials| credentials.expose().to_string()),
             credentials_file: authorization.credentials_file.clone(),
         };
     }
     if config.bearer_token.is_some() || config.bearer_token_file.is_some() {
         return Authentication::Header {
             scheme: "Bearer".to_string(),
-            credentials: config.bearer_token.clone(),
+            credentials: config.bearer_token.as_ref().map(|token| token.expose().to_string()),
             credentials_file: config.bearer_token_file.clone(),
         };
     }
     Authentication::None
-}
-
-/// An HTTP client with gzip and rustls on the `ring` provider, verifying certificates with the
-/// platform's roots.
-fn build_client(options: &ScrapeManagerOptions) -> Result<reqwest::Client, ScrapeError> {
-    use rustls_platform_verifier::BuilderVerifierExt;
-    let client_error = |reason: String| ScrapeError::Client { reason };
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|error| client_error(error.to_string()))?
-        .with_platform_verifier()
-        .map_err(|error| client_error(error.to_string()))?
-        .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .user_agent(options.user_agent.clone())
-        .gzip(true)
-        .build()
-        .map_err(|error| client_error(error.to_string()))
 }

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::ScrapeError;
-use crate::exposition::{ACCEPT_HEADER, ExpositionFormat, ScrapedSample, parse};
+use crate::exposition::{ExpositionFormat, ScrapedSample, parse};
 use crate::relabel::{RelabelRule, relabel};
 use crate::stats::StatsCounters;
 use crate::target::{ScrapeTarget, TargetHealth};
@@ -36,7 +36,16 @@ pub(crate) struct JobSettings {
     pub job_name: String,
     pub honor_labels: bool,
     pub honor_timestamps: bool,
+    pub track_timestamps_staleness: bool,
+    /// 0 means no limit, for this and the three label limits.
     pub sample_limit: u64,
+    pub label_limit: u64,
+    pub label_name_length_limit: u64,
+    pub label_value_length_limit: u64,
+    pub body_size_limit_bytes: Option<u64>,
+    pub accept_header: String,
+    pub fallback_format: ExpositionFormat,
+    pub enable_compression: bool,
     pub metric_relabel_rules: Vec<RelabelRule>,
     pub authentication: Authentication,
 }
@@ -77,7 +86,6 @@ pub(crate) struct LoopContext {
     pub job: Arc<JobSettings>,
     pub target: Arc<TargetShared>,
     pub stats: Arc<StatsCounters>,
-    pub body_size_limit_bytes: Option<u64>,
     pub start_offset: Duration,
 }
 
@@ -197,9 +205,13 @@ async fn fetch_without_timeout(context: &LoopContext, timeout: Duration) -> Resu
     let mut request = context
         .client
         .get(context.target.target.scrape_url.clone())
-        .header(reqwest::header::ACCEPT, ACCEPT_HEADER)
+        .header(reqwest::header::ACCEPT, context.job.accept_header.as_str())
         .header("X-Prometheus-Scrape-Timeout-Seconds", format!("{timeout_seconds}"))
         .timeout(timeout);
+    if !context.job.enable_compression {
+        // reqwest asks for gzip unless the request names an encoding itself.
+        request = request.header(reqwest::header::ACCEPT_ENCODING, "identity");
+    }
     match &context.job.authentication {
         Authentication::None => {}
         Authentication::Basic { username, password, password_file } => {
@@ -231,7 +243,7 @@ async fn fetch_without_timeout(context: &LoopContext, timeout: Duration) -> Resu
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(http_error)? {
         body.extend_from_slice(&chunk);
-        if let Some(limit_bytes) = context.body_size_limit_bytes
+        if let Some(limit_bytes) = context.job.body_size_limit_bytes
             && body.len() as u64 > limit_bytes
         {
             return Err(ScrapeError::BodyTooLarge { limit_bytes });
@@ -350,7 +362,7 @@ fn append_body(
     counts: &mut ScrapeCounts,
     metadata_changes: &mut Vec<(String, MetricMetadata)>,
 ) -> Result<(), ScrapeError> {
-    let format = ExpositionFormat::from_content_type(fetched.content_type.as_deref());
+    let format = ExpositionFormat::from_content_type_or(fetched.content_type.as_deref(), context.job.fallback_format);
     let exposition = parse(&fetched.body, format)?;
     let job = &context.job;
     for sample in &exposition.samples {
@@ -364,6 +376,7 @@ fn append_body(
                 reason: "metric name missing after metric_relabel_configs".to_string(),
             });
         }
+        check_label_limits(job, &labels, sample.line_number)?;
         counts.samples_post_metric_relabeling += 1;
         let explicit_timestamp = if job.honor_timestamps { sample.timestamp_ms } else { None };
         let sample_timestamp_ms = explicit_timestamp.unwrap_or(timestamp_ms);
@@ -388,7 +401,7 @@ fn append_body(
         if !memory.previous_series.contains_key(&labels) && !current_series.contains_key(&labels) {
             counts.series_added += 1;
         }
-        current_series.insert(labels, explicit_timestamp.is_none());
+        current_series.insert(labels, explicit_timestamp.is_none() || job.track_timestamps_staleness);
     }
     if job.sample_limit > 0 && counts.samples_post_metric_relabeling > job.sample_limit {
         return Err(ScrapeError::SampleLimitExceeded {
@@ -400,6 +413,42 @@ fn append_body(
         if memory.metadata.get(&family.name) != Some(&family.metadata) {
             appender.update_metadata(&family.name, family.metadata.clone());
             metadata_changes.push((family.name.clone(), family.metadata.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// `label_limit`, `label_name_length_limit` and `label_value_length_limit`, with Prometheus' wording.
+fn check_label_limits(job: &JobSettings, labels: &Labels, line_number: usize) -> Result<(), ScrapeError> {
+    let metric_name: String = labels.metric_name().unwrap_or("").chars().take(50).collect();
+    let invalid = |reason: String| ScrapeError::InvalidSample { line_number, reason };
+    if job.label_limit > 0 && labels.len() as u64 > job.label_limit {
+        return Err(invalid(format!(
+            "label_limit exceeded (metric: {metric_name}, number of labels: {}, limit: {})",
+            labels.len(),
+            job.label_limit
+        )));
+    }
+    if job.label_name_length_limit == 0 && job.label_value_length_limit == 0 {
+        return Ok(());
+    }
+    for label in labels {
+        if job.label_name_length_limit > 0 && label.name.len() as u64 > job.label_name_length_limit {
+            return Err(invalid(format!(
+                "label_name_length_limit exceeded (metric: {metric_name}, label name: {}, length: {}, limit: {})",
+                label.name.chars().take(50).collect::<String>(),
+                label.name.len(),
+                job.label_name_length_limit
+            )));
+        }
+        if job.label_value_length_limit > 0 && label.value.len() as u64 > job.label_value_length_limit {
+            return Err(invalid(format!(
+                "label_value_length_limit exceeded (metric: {metric_name}, label name: {}, value: {:?}, length: {}, limit: {})",
+                label.name.chars().take(50).collect::<String>(),
+                label.value.chars().take(50).collect::<String>(),
+                label.value.len(),
+                job.label_value_length_limit
+            )));
         }
     }
     Ok(())

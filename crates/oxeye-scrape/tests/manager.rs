@@ -225,6 +225,20 @@ async fn start_server(state: ServerState) -> std::net::SocketAddr {
                 }
             }),
         );
+    let router = router
+        .route(
+            "/plain",
+            get(|| async {
+                let body = fixture("django_text_0.0.4.txt") + "conflict{job=\"scraped\",instance=\"elsewhere\"} 1\n";
+                ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+            }),
+        )
+        .route(
+            "/octet-stream",
+            get(|| async {
+                ([(header::CONTENT_TYPE, "application/octet-stream")], "seconds_stamped 1 1700000000.5\n# EOF\n")
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
@@ -450,4 +464,85 @@ async fn invalid_configs_are_refused_with_job_and_field() {
         ScrapeManager::new(configs, Arc::new(MemoryStorage::default()), ScrapeManagerOptions::default()).err().unwrap();
     let message = error.to_string();
     assert!(message.contains("\"slow\"") && message.contains("scrape_timeout"), "{message}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metric_relabelling_honor_labels_limits_and_fallback_protocol() {
+    let address = start_server(ServerState::default()).await;
+    let yaml = format!(
+        r#"
+- job_name: relabelled
+  scrape_interval: 200ms
+  metrics_path: /plain
+  metric_relabel_configs:
+    - {{action: drop, source_labels: [__name__], regex: ".*_created"}}
+  static_configs: [{{targets: ["{address}"]}}]
+- job_name: honored
+  scrape_interval: 200ms
+  metrics_path: /plain
+  honor_labels: true
+  static_configs: [{{targets: ["{address}"]}}]
+- job_name: limited
+  scrape_interval: 200ms
+  metrics_path: /plain
+  label_limit: 3
+  static_configs: [{{targets: ["{address}"]}}]
+- job_name: fallback
+  scrape_interval: 200ms
+  metrics_path: /octet-stream
+  fallback_scrape_protocol: OpenMetricsText1.0.0
+  static_configs: [{{targets: ["{address}"]}}]
+- job_name: no-fallback
+  scrape_interval: 200ms
+  metrics_path: /octet-stream
+  static_configs: [{{targets: ["{address}"]}}]
+"#
+    );
+    let configs: Vec<ScrapeConfig> = serde_saphyr::from_str(&yaml).unwrap();
+    let storage = MemoryStorage::default();
+    let manager = ScrapeManager::new(configs, Arc::new(storage.clone()), ScrapeManagerOptions::default()).unwrap();
+    wait_until("all targets were scraped", || {
+        manager.targets().active_targets.iter().all(|target| target.health != TargetHealth::Unknown)
+    })
+    .await;
+    let snapshot = manager.targets();
+    assert_eq!(target(&snapshot.active_targets, "relabelled").health, TargetHealth::Up);
+    assert_eq!(target(&snapshot.active_targets, "honored").health, TargetHealth::Up);
+    let limited = target(&snapshot.active_targets, "limited");
+    assert_eq!(limited.health, TargetHealth::Down);
+    assert!(limited.last_error.contains("label_limit exceeded"), "{}", limited.last_error);
+    assert_eq!(target(&snapshot.active_targets, "fallback").health, TargetHealth::Up);
+    let no_fallback = target(&snapshot.active_targets, "no-fallback");
+    assert_eq!(no_fallback.health, TargetHealth::Down);
+    assert!(no_fallback.last_error.contains("invalid timestamp"), "{}", no_fallback.last_error);
+
+    // metric_relabel_configs dropped the _created series, counted in the report series.
+    assert!(
+        storage.samples_matching(&[("job", "relabelled"), ("__name__", "django_http_requests_created")]).is_empty()
+    );
+    let scraped = storage.last_sample(&[("__name__", "scrape_samples_scraped"), ("job", "relabelled")]).unwrap().value;
+    let kept = storage
+        .last_sample(&[("__name__", "scrape_samples_post_metric_relabeling"), ("job", "relabelled")])
+        .unwrap()
+        .value;
+    let created_lines = fixture("django_text_0.0.4.txt")
+        .lines()
+        .filter(|line| !line.starts_with('#') && line.split(['{', ' ']).next().unwrap().ends_with("_created"))
+        .count();
+    assert!(created_lines > 0);
+    assert_eq!(scraped - kept, created_lines as f64);
+
+    // Conflicting scraped labels: exported_* by default, kept with honor_labels.
+    let conflict = storage.samples_matching(&[("__name__", "conflict"), ("job", "relabelled")]);
+    assert_eq!(conflict[0].0.get("exported_job"), Some("scraped"));
+    assert_eq!(conflict[0].0.get("exported_instance"), Some("elsewhere"));
+    assert_eq!(conflict[0].0.get("instance"), Some(address.to_string().as_str()));
+    let honored = storage.samples_matching(&[("__name__", "conflict"), ("job", "scraped")]);
+    assert_eq!(honored[0].0.get("instance"), Some("elsewhere"));
+    assert_eq!(honored[0].0.get("exported_job"), None);
+
+    // The fallback parser read OpenMetrics' second timestamps.
+    let stamped = storage.last_sample(&[("__name__", "seconds_stamped"), ("job", "fallback")]).unwrap();
+    assert_eq!(stamped.timestamp_ms, 1_700_000_000_500);
+    manager.shutdown().await;
 }

@@ -55,10 +55,17 @@ pub enum ExpositionFormat {
 impl ExpositionFormat {
     /// Picks the parser for a response's `Content-Type` header value (`None` when the header is
     /// missing). Media types and parameters are compared case-insensitively; anything that is neither
-    /// `application/openmetrics-text` nor `text/plain; version=1.0.0` is parsed as text 0.0.4.
+    /// `application/openmetrics-text` nor `text/plain` is parsed as text 0.0.4.
     pub fn from_content_type(content_type: Option<&str>) -> ExpositionFormat {
+        ExpositionFormat::from_content_type_or(content_type, ExpositionFormat::PrometheusText004)
+    }
+
+    /// As [`ExpositionFormat::from_content_type`], with `fallback` for a missing header or a media type
+    /// that is neither `application/openmetrics-text` nor `text/plain` (a scrape config's
+    /// `fallback_scrape_protocol`). `text/plain` without `version=1.0.0` is text 0.0.4.
+    pub fn from_content_type_or(content_type: Option<&str>, fallback: ExpositionFormat) -> ExpositionFormat {
         let Some(content_type) = content_type else {
-            return ExpositionFormat::PrometheusText004;
+            return fallback;
         };
         let mut parts = content_type.split(';');
         let media_type = parts.next().unwrap_or("").trim().to_ascii_lowercase();
@@ -69,7 +76,8 @@ impl ExpositionFormat {
         match media_type.as_str() {
             "application/openmetrics-text" => ExpositionFormat::OpenMetrics100,
             "text/plain" if version.as_deref() == Some("1.0.0") => ExpositionFormat::PrometheusText100,
-            _ => ExpositionFormat::PrometheusText004,
+            "text/plain" => ExpositionFormat::PrometheusText004,
+            _ => fallback,
         }
     }
 

@@ -800,6 +800,13 @@ mod tests {
         );
         assert_eq!(ExpositionFormat::from_content_type(Some("application/json")), ExpositionFormat::PrometheusText004);
         assert_eq!(ExpositionFormat::from_content_type(Some("text/html")), ExpositionFormat::PrometheusText004);
+        let fallback = ExpositionFormat::OpenMetrics100;
+        assert_eq!(ExpositionFormat::from_content_type_or(None, fallback), fallback);
+        assert_eq!(ExpositionFormat::from_content_type_or(Some("application/json"), fallback), fallback);
+        assert_eq!(
+            ExpositionFormat::from_content_type_or(Some("text/plain"), fallback),
+            ExpositionFormat::PrometheusText004
+        );
     }
 
     #[test]
