@@ -529,7 +529,7 @@ const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
 fn to_scaled(value: f64, scale: usize) -> Option<i64> {
     let power = *POWERS_OF_TEN.get(scale)?;
     let scaled = (value * power).round();
-    if !(scaled.abs() < MAX_EXACT_INTEGER) {
+    if scaled.is_nan() || scaled.abs() >= MAX_EXACT_INTEGER {
         return None;
     }
     let integer = scaled as i64;
