@@ -49,7 +49,7 @@ fn crash_child_process() {
     let tsdb = Tsdb::open(options(Path::new(&dir))).unwrap();
     let maintenance_tsdb = Arc::clone(&tsdb);
     std::thread::spawn(move || {
-        loop {
+        for _ in 0.. {
             maintenance_tsdb.run_maintenance().unwrap();
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
@@ -61,8 +61,8 @@ fn crash_child_process() {
             let tsdb = Arc::clone(&tsdb);
             let barrier = Arc::clone(&barrier);
             std::thread::spawn(move || {
-                let mut round = next_round(&tsdb, thread);
-                loop {
+                // Runs until the parent kills the process.
+                for round in next_round(&tsdb, thread).. {
                     barrier.wait();
                     let mut appender = tsdb.appender();
                     for instance in 0..SERIES_PER_THREAD {
@@ -71,7 +71,6 @@ fn crash_child_process() {
                     }
                     appender.commit().unwrap();
                     println!("ack {thread} {round}");
-                    round += 1;
                 }
             })
         })
