@@ -2,8 +2,14 @@
 //!
 //! [`Encoding::Xor`] is the Gorilla scheme (Pelkonen et al., VLDB 2015) as Prometheus adapted it:
 //! delta-of-delta timestamps in variable bit widths, values XORed with the previous value and stored as
-//! the meaningful bits only. A regular scrape costs one bit per timestamp and an unchanged value one bit,
-//! so constant series cost about 0.25 bytes per sample. The exact bit layout is in `docs/format.md`.
+//! the meaningful bits only. A regular scrape costs one bit per timestamp and an unchanged value one bit.
+//! The head appends in this encoding.
+//!
+//! [`Encoding::ScaledInt`] is for closed chunks whose values are all exact decimals `n / 10^k`
+//! (integer counters, gauges with a few decimals): the integers `n` as deltas or deltas of deltas, and
+//! runs of zeros (unchanged values, perfectly regular timestamps) collapsed, so a constant series costs
+//! about a byte per ten samples. [`encode_best`] and [`recode_closed`] pick the smaller encoding.
+//! The exact bit layouts are in `docs/format.md`.
 //!
 //! A chunk's bytes start with the number of samples (`u16`, big-endian) followed by the bit stream.
 //! Chunks hold at most [`MAX_SAMPLES_PER_CHUNK`] samples; the head also starts a new chunk past
