@@ -14,7 +14,9 @@ use tokio::task::JoinHandle;
 use crate::ScrapeError;
 use crate::config::{ScrapeConfig, ScrapeGlobals, validate_scrape_configs};
 use crate::http_client::build_client;
-use crate::scrape_loop::{self, Authentication, JobSettings, LoopContext, TargetShared, TargetState};
+use crate::scrape_loop::{
+    self, Authentication, JobSettings, LoopCommand, LoopContext, LoopMemory, TargetShared, TargetState,
+};
 use crate::stats::{ScrapeStats, StatsCounters};
 use crate::target::{DroppedTargetStatus, TargetStatus, TargetsSnapshot, build_targets, global_url};
 
@@ -48,8 +50,8 @@ impl Default for ScrapeManagerOptions {
 struct RunningTarget {
     identity: u64,
     shared: Arc<TargetShared>,
-    stop: watch::Sender<bool>,
-    handle: JoinHandle<()>,
+    stop: watch::Sender<LoopCommand>,
+    handle: JoinHandle<LoopMemory>,
 }
 
 /// The targets of one scrape config.
@@ -117,28 +119,39 @@ impl ScrapeManager {
         };
         let mut pools = Vec::with_capacity(configs.len());
         for config in configs {
-            pools.push(manager.start_pool(config, &mut HashMap::new())?);
+            pools.push(manager.start_pool(config, &mut HashMap::new(), &mut HashMap::new())?);
         }
         *manager.pools.lock().unwrap_or_else(PoisonError::into_inner) = pools;
         Ok(manager)
     }
 
-    /// Replaces the scrape configs. Targets whose job config, labels and URL are unchanged keep running
-    /// (and keep their staleness state); removed targets are stopped and write stale markers.
+    /// Replaces the scrape configs. Targets of unchanged jobs keep running untouched. When a job's
+    /// config changed, its targets restart with the new settings; a target whose labels and URL stay the
+    /// same hands its staleness state to its new loop (no stale markers, as on a Prometheus reload).
+    /// Removed targets are stopped and write stale markers.
     ///
     /// # Errors
     /// As [`ScrapeManager::new`] for invalid configs; the running configuration is then unchanged.
     pub async fn apply_configs(&self, configs: Vec<ScrapeConfig>) -> Result<(), ScrapeError> {
         validate_scrape_configs(&configs, &self.options.globals)?;
+        // Build every new pool's client first, so a bad tls_config leaves the running setup alone.
+        for config in &configs {
+            build_client(config, &self.options.user_agent)?;
+        }
         let removed = {
             let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
             let mut reusable: HashMap<(String, u64), RunningTarget> = HashMap::new();
+            let mut handed_over: HashMap<(String, u64), RunningTarget> = HashMap::new();
             let mut removed = Vec::new();
             for pool in pools.drain(..) {
-                let still_configured = configs.contains(&pool.config);
+                let is_unchanged = configs.contains(&pool.config);
+                let job_remains = configs.iter().any(|config| config.job_name == pool.config.job_name);
                 for target in pool.targets {
-                    if still_configured {
-                        reusable.insert((pool.config.job_name.clone(), target.identity), target);
+                    let key = (pool.config.job_name.clone(), target.identity);
+                    if is_unchanged {
+                        reusable.insert(key, target);
+                    } else if job_remains {
+                        handed_over.insert(key, target);
                     } else {
                         removed.push(target);
                     }
@@ -146,20 +159,15 @@ impl ScrapeManager {
             }
             let mut new_pools = Vec::with_capacity(configs.len());
             for config in configs {
-                let mut reusable_for_job: HashMap<u64, RunningTarget> = HashMap::new();
-                let keys: Vec<(String, u64)> =
-                    reusable.keys().filter(|(job, _)| *job == config.job_name).cloned().collect();
-                for key in keys {
-                    if let Some(target) = reusable.remove(&key) {
-                        reusable_for_job.insert(key.1, target);
-                    }
-                }
-                // Config was validated above, so compiling its rules cannot fail here.
-                let pool = self.start_pool(config, &mut reusable_for_job)?;
+                let mut reusable_for_job = take_job(&mut reusable, &config.job_name);
+                let mut handed_over_for_job = take_job(&mut handed_over, &config.job_name);
+                let pool = self.start_pool(config, &mut reusable_for_job, &mut handed_over_for_job)?;
                 removed.extend(reusable_for_job.into_values());
+                removed.extend(handed_over_for_job.into_values());
                 new_pools.push(pool);
             }
             removed.extend(reusable.into_values());
+            removed.extend(handed_over.into_values());
             *pools = new_pools;
             removed
         };
@@ -218,12 +226,14 @@ impl ScrapeManager {
         stop_targets(targets).await;
     }
 
-    /// Builds a pool for `config`, reusing running targets from `reusable` (by identity) and starting
-    /// the others.
+    /// Builds a pool for `config`: running targets from `reusable` (same config) continue as they are,
+    /// targets in `handed_over` (same job, changed config) are replaced by new loops that take over their
+    /// memory, and the others start afresh. Entries used are removed from the maps.
     fn start_pool(
         &self,
         config: ScrapeConfig,
         reusable: &mut HashMap<u64, RunningTarget>,
+        handed_over: &mut HashMap<u64, RunningTarget>,
     ) -> Result<ScrapePool, ScrapeError> {
         let relabel_rules = config.relabel_rules()?;
         let client = build_client(&config, &self.options.user_agent)?;
@@ -260,11 +270,19 @@ impl ScrapeManager {
                 continue;
             }
             let start_offset = self.start_offset(identity, scrape_target.interval_ms);
+            let (predecessor, initial_state) = match handed_over.remove(&identity) {
+                Some(previous) => {
+                    let _ = previous.stop.send(LoopCommand::HandOver);
+                    let state = previous.shared.state.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                    (Some(previous.handle), state)
+                }
+                None => (None, TargetState::default()),
+            };
             let shared = Arc::new(TargetShared {
                 global_url: global_url(&scrape_target.scrape_url, self.options.hostname.as_deref()),
                 scrape_pool: config.job_name.clone(),
                 target: scrape_target,
-                state: Mutex::new(TargetState::default()),
+                state: Mutex::new(initial_state),
             });
             let context = Arc::new(LoopContext {
                 storage: Arc::clone(&self.storage),
@@ -274,8 +292,8 @@ impl ScrapeManager {
                 stats: Arc::clone(&self.stats),
                 start_offset,
             });
-            let (stop, stop_receiver) = watch::channel(false);
-            let handle = self.runtime.spawn(scrape_loop::run(context, stop_receiver));
+            let (stop, stop_receiver) = watch::channel(LoopCommand::Run);
+            let handle = self.runtime.spawn(scrape_loop::run(context, stop_receiver, predecessor));
             targets.push(RunningTarget { identity, shared, stop, handle });
         }
         Ok(ScrapePool { config, _client: client, targets, dropped })
@@ -305,15 +323,21 @@ impl Drop for ScrapeManager {
         let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
         for pool in pools.drain(..) {
             for target in pool.targets {
-                let _ = target.stop.send(true);
+                let _ = target.stop.send(LoopCommand::Stop);
             }
         }
     }
 }
 
+/// Removes and returns the entries of `job_name` from a map keyed by `(job_name, identity)`.
+fn take_job(targets: &mut HashMap<(String, u64), RunningTarget>, job_name: &str) -> HashMap<u64, RunningTarget> {
+    let keys: Vec<(String, u64)> = targets.keys().filter(|(job, _)| job == job_name).cloned().collect();
+    keys.into_iter().filter_map(|key| targets.remove(&key).map(|target| (key.1, target))).collect()
+}
+
 async fn stop_targets(targets: Vec<RunningTarget>) {
     for target in &targets {
-        let _ = target.stop.send(true);
+        let _ = target.stop.send(LoopCommand::Stop);
     }
     for target in targets {
         if let Err(join_error) = target.handle.await {

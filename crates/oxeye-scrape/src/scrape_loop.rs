@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use oxeye_model::storage::{Appender, MetricsStorage, StorageError};
 use oxeye_model::{Labels, LabelsBuilder, METRIC_NAME_LABEL, MetricMetadata, STALE_NAN, Sample};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::ScrapeError;
@@ -89,9 +90,21 @@ pub(crate) struct LoopContext {
     pub start_offset: Duration,
 }
 
-/// What a loop remembers between scrapes.
+/// What the manager tells a running loop through its watch channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LoopCommand {
+    /// Keep scraping (the initial value).
+    Run,
+    /// Stop and write stale markers for everything the last scrape wrote (target removed, shutdown).
+    Stop,
+    /// Stop without stale markers and return the memory to the loop replacing this one (the job's config
+    /// changed but the target stays), as Prometheus does on reload.
+    HandOver,
+}
+
+/// What a loop remembers between scrapes; handed to the next loop of the same target on reload.
 #[derive(Debug, Default)]
-struct LoopMemory {
+pub(crate) struct LoopMemory {
     /// Series of the previous scrape; `true` when tracked for staleness (no explicit timestamp).
     previous_series: HashMap<Labels, bool>,
     /// Metadata last sent to the storage, per family, so unchanged metadata is not rewritten.
@@ -118,13 +131,22 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|elapsed| elapsed.as_millis() as i64).unwrap_or(0)
 }
 
-/// Runs the target's loop until `stop` changes (or its sender is dropped), then writes stale markers for
-/// everything the last scrape wrote.
-pub(crate) async fn run(context: Arc<LoopContext>, mut stop: watch::Receiver<bool>) {
+/// Runs the target's loop until a command arrives (or the sender is dropped, which counts as
+/// [`LoopCommand::Stop`]). On `Stop` it writes stale markers for everything the last scrape wrote; on
+/// `HandOver` it returns its memory instead. `predecessor` is the loop this one replaces: its memory is
+/// awaited first, so staleness tracking continues across a reload.
+pub(crate) async fn run(
+    context: Arc<LoopContext>,
+    mut stop: watch::Receiver<LoopCommand>,
+    predecessor: Option<JoinHandle<LoopMemory>>,
+) -> LoopMemory {
+    let mut memory = match predecessor {
+        Some(handle) => handle.await.unwrap_or_default(),
+        None => LoopMemory::default(),
+    };
     let interval = Duration::from_millis(context.target.target.interval_ms.unsigned_abs().max(1));
     let mut ticker = tokio::time::interval_at(Instant::now() + context.start_offset, interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut memory = LoopMemory::default();
     loop {
         tokio::select! {
             biased;
@@ -175,14 +197,18 @@ pub(crate) async fn run(context: Arc<LoopContext>, mut stop: watch::Receiver<boo
             }
         }
     }
+    if *stop.borrow() == LoopCommand::HandOver {
+        return memory;
+    }
     if memory.previous_series.is_empty() && memory.last_timestamp_ms.is_none() {
-        return;
+        return LoopMemory::default();
     }
     let blocking_context = Arc::clone(&context);
     let joined = tokio::task::spawn_blocking(move || end_of_run_staleness(&blocking_context, &memory)).await;
     if let Err(join_error) = joined {
         tracing::warn!(job = %context.job.job_name, %join_error, "writing end-of-run stale markers failed");
     }
+    LoopMemory::default()
 }
 
 async fn fetch(context: &LoopContext) -> Result<FetchedBody, ScrapeError> {

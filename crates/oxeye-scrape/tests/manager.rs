@@ -249,20 +249,20 @@ fn configs(address: std::net::SocketAddr, jobs: &[&str]) -> Vec<ScrapeConfig> {
     let all = format!(
         r#"
 - job_name: django
-  scrape_interval: 200ms
-  scrape_timeout: 200ms
+  scrape_interval: 400ms
+  scrape_timeout: 400ms
   static_configs:
     - targets: ["{address}"]
       labels: {{env: test}}
 - job_name: garbage
-  scrape_interval: 200ms
-  scrape_timeout: 200ms
+  scrape_interval: 400ms
+  scrape_timeout: 400ms
   metrics_path: /garbage
   static_configs:
     - targets: ["{address}"]
 - job_name: secure
-  scrape_interval: 200ms
-  scrape_timeout: 200ms
+  scrape_interval: 400ms
+  scrape_timeout: 400ms
   metrics_path: /secure
   basic_auth: {{username: prometheus, password: s3cret}}
   static_configs:
@@ -318,7 +318,7 @@ async fn scrapes_targets_reports_health_and_marks_stale_series() {
     assert_eq!(django.discovered_labels.get("__address__"), Some(instance.as_str()));
     assert_eq!(django.scrape_url, format!("http://{address}/metrics"));
     assert_eq!(django.global_url, format!("http://oxeye-test-host:{}/metrics", address.port()));
-    assert_eq!((django.scrape_interval_ms, django.scrape_timeout_ms), (200, 200));
+    assert_eq!((django.scrape_interval_ms, django.scrape_timeout_ms), (400, 400));
     assert!(django.last_scrape_timestamp_ms.is_some());
     let garbage = target(&snapshot.active_targets, "garbage");
     assert_eq!(garbage.health, TargetHealth::Down);
@@ -372,7 +372,7 @@ async fn scrapes_targets_reports_health_and_marks_stale_series() {
     // What the scraper sent.
     let headers = server_state.seen_headers.lock().unwrap()[0].clone();
     assert_eq!(headers.get(header::ACCEPT).unwrap(), ACCEPT_HEADER);
-    assert_eq!(headers.get("x-prometheus-scrape-timeout-seconds").unwrap(), "0.2");
+    assert_eq!(headers.get("x-prometheus-scrape-timeout-seconds").unwrap(), "0.4");
     assert!(headers.get(header::ACCEPT_ENCODING).unwrap().to_str().unwrap().contains("gzip"));
     assert!(headers.get(header::USER_AGENT).unwrap().to_str().unwrap().starts_with("oxeye/"));
 
@@ -439,7 +439,7 @@ async fn unreachable_and_unauthorized_targets_are_down_with_their_error() {
     let mut secure = configs(address, &["secure"]);
     secure[0].basic_auth = None;
     let refused: Vec<ScrapeConfig> = serde_saphyr::from_str(
-        "- job_name: refused\n  scrape_interval: 200ms\n  scrape_timeout: 200ms\n  static_configs: [{targets: ['127.0.0.1:1']}]\n",
+        "- job_name: refused\n  scrape_interval: 400ms\n  scrape_timeout: 400ms\n  static_configs: [{targets: ['127.0.0.1:1']}]\n",
     )
     .unwrap();
     secure.extend(refused);
@@ -472,28 +472,28 @@ async fn metric_relabelling_honor_labels_limits_and_fallback_protocol() {
     let yaml = format!(
         r#"
 - job_name: relabelled
-  scrape_interval: 200ms
+  scrape_interval: 400ms
   metrics_path: /plain
   metric_relabel_configs:
     - {{action: drop, source_labels: [__name__], regex: ".*_created"}}
   static_configs: [{{targets: ["{address}"]}}]
 - job_name: honored
-  scrape_interval: 200ms
+  scrape_interval: 400ms
   metrics_path: /plain
   honor_labels: true
   static_configs: [{{targets: ["{address}"]}}]
 - job_name: limited
-  scrape_interval: 200ms
+  scrape_interval: 400ms
   metrics_path: /plain
   label_limit: 3
   static_configs: [{{targets: ["{address}"]}}]
 - job_name: fallback
-  scrape_interval: 200ms
+  scrape_interval: 400ms
   metrics_path: /octet-stream
   fallback_scrape_protocol: OpenMetricsText1.0.0
   static_configs: [{{targets: ["{address}"]}}]
 - job_name: no-fallback
-  scrape_interval: 200ms
+  scrape_interval: 400ms
   metrics_path: /octet-stream
   static_configs: [{{targets: ["{address}"]}}]
 "#
@@ -544,5 +544,42 @@ async fn metric_relabelling_honor_labels_limits_and_fallback_protocol() {
     // The fallback parser read OpenMetrics' second timestamps.
     let stamped = storage.last_sample(&[("__name__", "seconds_stamped"), ("job", "fallback")]).unwrap();
     assert_eq!(stamped.timestamp_ms, 1_700_000_000_500);
+    manager.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_job_config_keeps_its_targets_series_without_stale_markers() {
+    let server_state = ServerState::default();
+    *server_state.django_body.lock().unwrap() = fixture("django_openmetrics_1.0.0.txt");
+    let address = start_server(server_state).await;
+    let storage = MemoryStorage::default();
+    let manager =
+        ScrapeManager::new(configs(address, &["django"]), Arc::new(storage.clone()), ScrapeManagerOptions::default())
+            .unwrap();
+    let up_series = [("__name__", "up"), ("job", "django")];
+    let up_count = |storage: &MemoryStorage| storage.samples_matching(&up_series).first().map_or(0, |(_, s)| s.len());
+    wait_until("the first scrape", || up_count(&storage) >= 1).await;
+
+    // Same target, different timeout: the loop restarts and takes over the staleness state.
+    let mut changed = configs(address, &["django"]);
+    changed[0].scrape_timeout = Some(oxeye_scrape::config::ConfigDuration::from_millis(350));
+    manager.apply_configs(changed).await.unwrap();
+    let scrapes_before = up_count(&storage);
+    wait_until("two scrapes after the reload", || up_count(&storage) >= scrapes_before + 2).await;
+    let snapshot = manager.targets();
+    assert_eq!(snapshot.active_targets.len(), 1);
+    assert_eq!(snapshot.active_targets[0].scrape_timeout_ms, 350);
+    for pairs in [&up_series[..], &[("__name__", "django_http_requests_active"), ("job", "django")][..]] {
+        let (_, samples) = &storage.samples_matching(pairs)[0];
+        assert!(samples.iter().all(|sample| !is_stale_nan(sample.value)), "{pairs:?} got a stale marker");
+    }
+    // The series seen before the reload are not counted as added again.
+    let series_added = storage.samples_matching(&[("__name__", "scrape_series_added"), ("job", "django")]);
+    assert_eq!(series_added[0].1.last().unwrap().value, 0.0);
+
+    // Removing the job marks its series stale.
+    manager.apply_configs(Vec::new()).await.unwrap();
+    assert!(manager.targets().active_targets.is_empty());
+    assert!(is_stale_nan(storage.last_sample(&up_series).unwrap().value));
     manager.shutdown().await;
 }
