@@ -260,17 +260,99 @@ fn parse_query(query: &str) -> Result<Expr, QueryError> {
 }
 
 fn parse_error(query: &str, message: String) -> QueryError {
-    // promql-parser reports no positions; Prometheus points at the offending token. We report the end of
-    // the input for "unexpected end of input" and the start otherwise.
-    let lower = message.to_lowercase();
-    let (line, column) = if lower.contains("end of input") || lower.contains("eof") {
-        let line = query.lines().count().max(1);
-        let column = query.lines().last().map(|text| text.chars().count() + 1).unwrap_or(1);
-        (line, column)
-    } else {
-        (1, 1)
-    };
+    let (offset, message) = locate_parse_error(query, message);
+    let before = &query[..offset.min(query.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map(|newline| newline + 1).unwrap_or(0) + 1;
     QueryError::Parse { line, column, message }
+}
+
+/// promql-parser reports no positions, where Prometheus points at the offending token. This finds the
+/// byte offset Prometheus would report for the messages whose token can be found again in the text,
+/// and rewords the parser's generic "invalid promql query" when the input simply ends too early.
+fn locate_parse_error(query: &str, message: String) -> (usize, String) {
+    let end_of_input = query.trim_end().len();
+    if message.contains("end of input") {
+        return (end_of_input, message);
+    }
+    if message == "invalid promql query" {
+        let trimmed = query.trim_end();
+        let dangling = ["+", "-", "*", "/", "%", "^", "==", "!=", ">", "<", ">=", "<=", "=", "(", ",", "@"]
+            .iter()
+            .any(|operator| trimmed.ends_with(operator))
+            || ["and", "or", "unless", "atan2", "offset", "by", "without", "on", "ignoring", "bool"]
+                .iter()
+                .any(|keyword| trimmed.ends_with(&format!(" {keyword}")));
+        if dangling {
+            return (end_of_input, "unexpected end of input".to_string());
+        }
+        return (0, message);
+    }
+    let offset = if message.starts_with("unterminated quoted string") {
+        unterminated_quote(query)
+    } else if message.starts_with("unclosed left parenthesis") {
+        unmatched_open(query, '(', ')')
+    } else if message.starts_with("unexpected right brace") {
+        query.find('}')
+    } else if message.starts_with("unexpected right parenthesis") {
+        query.find(')')
+    } else if let Some(token) = message.strip_prefix("bad number or duration syntax: ") {
+        query.find(token.trim())
+    } else if let Some(rest) = message.strip_prefix("unknown function with name '") {
+        rest.strip_suffix('\'').and_then(|name| query.find(name))
+    } else {
+        None
+    };
+    (offset.unwrap_or(0), message)
+}
+
+/// Where the string that is still open at the end of `query` starts.
+fn unterminated_quote(query: &str) -> Option<usize> {
+    let mut open: Option<(usize, char)> = None;
+    let mut escaped = false;
+    for (offset, character) in query.char_indices() {
+        match open {
+            Some((_, quote)) => {
+                if escaped {
+                    escaped = false;
+                } else if character == '\\' && quote != '`' {
+                    escaped = true;
+                } else if character == quote {
+                    open = None;
+                }
+            }
+            None if matches!(character, '"' | '\'' | '`') => open = Some((offset, character)),
+            None => {}
+        }
+    }
+    open.map(|(offset, _)| offset)
+}
+
+/// The innermost `open` character left unmatched at the end of `query` (outside strings).
+fn unmatched_open(query: &str, open: char, close: char) -> Option<usize> {
+    let mut stack = Vec::new();
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (offset, character) in query.char_indices() {
+        if let Some(active) = quote {
+            if escaped {
+                escaped = false;
+            } else if character == '\\' && active != '`' {
+                escaped = true;
+            } else if character == active {
+                quote = None;
+            }
+            continue;
+        }
+        if matches!(character, '"' | '\'' | '`') {
+            quote = Some(character);
+        } else if character == open {
+            stack.push(offset);
+        } else if character == close {
+            stack.pop();
+        }
+    }
+    stack.last().copied()
 }
 
 /// The evaluation time grid: steps `start_ms, start_ms + step_ms, ..., end_ms`.
@@ -905,6 +987,17 @@ mod tests {
         let store = store();
         let parse = engine.instant_query(&store, "foo{", 0).unwrap_err();
         assert_eq!(parse.to_string(), "1:5: parse error: unexpected end of input inside braces");
+        let cases = [
+            ("1 +", "1:4: parse error: unexpected end of input"),
+            ("sum(rate(foo[5m])", "1:4: parse error: unclosed left parenthesis"),
+            ("foo{a=\"b}", "1:7: parse error: unterminated quoted string \""),
+            ("foo[5x]", "1:5: parse error: bad number or duration syntax: 5x"),
+            ("nope(foo)", "1:1: parse error: unknown function with name 'nope'"),
+            ("foo}", "1:4: parse error: unexpected right brace '}'"),
+        ];
+        for (query, expected) in cases {
+            assert_eq!(engine.instant_query(&store, query, 0).unwrap_err().to_string(), expected, "{query}");
+        }
         assert_eq!(parse.prometheus_error_type(), "bad_data");
         assert_eq!(parse.kind(), ErrorKind::BadData);
         let range_of_matrix = engine.range_query(&store, "temperature[5m]", 0, 60_000, 15_000).unwrap_err();

@@ -5,7 +5,8 @@
 //! order:
 //! - [`Engine`] with [`EngineOptions`] (lookback delta, sample limit, timeout) runs
 //!   [`Engine::instant_query`] and [`Engine::range_query`], like Prometheus' `/api/v1/query` and
-//!   `/api/v1/query_range`.
+//!   `/api/v1/query_range` (`*_expr` variants take an already parsed expression).
+//!   [`Engine::with_delayed_name_removal`] switches on Prometheus' delayed `__name__` removal.
 //! - [`QueryResult`] holds a [`Value`] (`scalar`, `string`, `vector` or `matrix`, timestamps in
 //!   milliseconds) and Prometheus' warning and info annotations.
 //! - [`QueryError`] says what failed, with [`QueryError::prometheus_error_type`] for the HTTP API body.
@@ -14,7 +15,17 @@
 //!
 //! Semantics follow Prometheus 3 (`promql/engine.go`, `promql/functions.go`): left-open lookback and
 //! range windows, staleness markers ending a series, rate extrapolation, Kahan summation, and the same
-//! error messages where callers see them.
+//! error messages where callers see them. `tests/conformance.rs` runs Prometheus' own PromQL test
+//! scripts against the engine; its rule table lists what is skipped or still failing, and why.
+//!
+//! How evaluation works: every expression is evaluated for all steps of a query at once. Each selector
+//! reads its series from the [`oxeye_model::storage::Querier`] once for the whole time range and walks
+//! them with cursors (an instant vector is a list of series with `(step, value)` points); binary
+//! operators and aggregations then work step by step; subqueries evaluate their inner expression once
+//! over their own step grid. Deliberately absent: native histograms (oxeye stores floats only; the
+//! `histogram_*` functions other than `histogram_quantile` return nothing), and the experimental
+//! features `info()`, fill modifiers, extended range selectors, duration expressions and type-and-unit
+//! labels.
 //!
 //! ```
 //! use oxeye_model::{Labels, Sample};
