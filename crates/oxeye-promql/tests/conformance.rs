@@ -560,11 +560,11 @@ fn histograms_as_gaps(text: &str) -> Result<String, String> {
         loop {
             let end = after.find("}}").ok_or_else(|| format!("unterminated histogram in {text:?}"))?;
             after = &after[end + 2..];
-            if let Some(increment) = after.strip_prefix('+').or_else(|| after.strip_prefix('-')) {
-                if increment.starts_with("{{") {
-                    after = increment;
-                    continue;
-                }
+            if let Some(increment) = after.strip_prefix('+').or_else(|| after.strip_prefix('-'))
+                && increment.starts_with("{{")
+            {
+                after = increment;
+                continue;
             }
             break;
         }
