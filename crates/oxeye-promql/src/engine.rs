@@ -256,7 +256,80 @@ fn validate_range(start_ms: i64, end_ms: i64, step_ms: i64) -> Result<(), QueryE
 
 /// Parses a query with promql-parser and turns its error into Prometheus' `line:column: parse error:` form.
 fn parse_query(query: &str) -> Result<Expr, QueryError> {
-    parser::parse(query).map_err(|message| parse_error(query, message))
+    let normalized = decode_byte_escapes(query);
+    parser::parse(&normalized).map_err(|message| parse_error(query, message))
+}
+
+/// Go decodes `\xNN` escapes in PromQL strings to bytes, so `"\xc3\xa9"` is `é` and `"\xff"` is an invalid
+/// byte; promql-parser decodes each escape to the code point U+00NN instead. This rewrites runs of
+/// non-ASCII byte escapes inside quoted strings into the characters they encode, with U+FFFD for bytes
+/// that are not valid UTF-8 (label names containing it are then rejected, as Go rejects invalid UTF-8).
+fn decode_byte_escapes(query: &str) -> std::borrow::Cow<'_, str> {
+    if !query.contains("\\x") {
+        return std::borrow::Cow::Borrowed(query);
+    }
+    let bytes = query.as_bytes();
+    let mut output = String::with_capacity(query.len());
+    let mut quote: Option<u8> = None;
+    let mut index = 0;
+    let hex_byte = |at: usize| -> Option<u8> {
+        if bytes.get(at) == Some(&b'\\') && bytes.get(at + 1) == Some(&b'x') {
+            let digits = query.get(at + 2..at + 4)?;
+            return u8::from_str_radix(digits, 16).ok();
+        }
+        None
+    };
+    while index < bytes.len() {
+        let byte = bytes[index];
+        match quote {
+            None => {
+                if byte == b'"' || byte == b'\'' || byte == b'`' {
+                    quote = Some(byte);
+                }
+            }
+            Some(b'`') => {
+                if byte == b'`' {
+                    quote = None;
+                }
+            }
+            Some(active) => {
+                if byte == active {
+                    quote = None;
+                } else if byte == b'\\' {
+                    let mut decoded = Vec::new();
+                    let mut cursor = index;
+                    while let Some(value) = hex_byte(cursor) {
+                        decoded.push(value);
+                        cursor += 4;
+                    }
+                    if decoded.iter().any(|value| *value >= 0x80) {
+                        for character in String::from_utf8_lossy(&decoded).chars() {
+                            match character {
+                                '\\' => output.push_str("\\\\"),
+                                '"' if active == b'"' => output.push_str("\\\""),
+                                '\'' if active == b'\'' => output.push_str("\\'"),
+                                other if other.is_control() => output.push_str(&format!("\\u{:04x}", other as u32)),
+                                other => output.push(other),
+                            }
+                        }
+                        index = cursor;
+                        continue;
+                    }
+                    // Any other escape: copy the backslash and the escaped character unchanged.
+                    if let Some(next) = query[index + 1..].chars().next() {
+                        output.push('\\');
+                        output.push(next);
+                        index += 1 + next.len_utf8();
+                        continue;
+                    }
+                }
+            }
+        }
+        let character = query[index..].chars().next().unwrap_or('\u{fffd}');
+        output.push(character);
+        index += character.len_utf8().max(1);
+    }
+    std::borrow::Cow::Owned(output)
 }
 
 fn parse_error(query: &str, message: String) -> QueryError {
@@ -1077,6 +1150,18 @@ mod tests {
             let _ = engine.instant_query(&store, query, 600_000);
             let _ = engine.range_query(&store, query, 0, 600_000, 60_000);
         }
+    }
+
+    #[test]
+    fn byte_escapes_decode_as_go_does() {
+        assert_eq!(decode_byte_escapes(r#"foo{a="\xc3\xa9"}"#), "foo{a=\"é\"}");
+        assert_eq!(decode_byte_escapes(r#"x("\xff", '\x41')"#), "x(\"\u{fffd}\", '\\x41')");
+        assert_eq!(decode_byte_escapes(r#"a{b="\\x\n"}"#), r#"a{b="\\x\n"}"#);
+        assert_eq!(decode_byte_escapes("`\\xff`"), "`\\xff`");
+        let error = Engine::default()
+            .instant_query(&store(), r#"label_replace(temperature, "\xff", "", "__name__", ".*")"#, 60_000)
+            .unwrap_err();
+        assert!(error.to_string().contains("invalid destination label name"), "{error}");
     }
 
     #[test]
