@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use oxeye_model::storage::Querier;
 use oxeye_model::{Labels, STALE_NAN, Sample};
 use oxeye_promql::testing::MemoryQuerier;
 use oxeye_promql::{Engine, EngineOptions, QueryResult, Value};
@@ -64,6 +65,30 @@ const CASE_RULES: &[CaseRule] = &[
     rule(File("start_timestamps.test"), Skip, "experimental: start timestamps"),
     rule(File("info.test"), Skip, "experimental: info()"),
 ];
+
+/// What the runner needs from a store: the scripts' `load` and `clear`, and the [`Querier`] the engine
+/// reads. Implement it for another store (the TSDB, say) and change [`new_store`] to run the scripts
+/// against that store.
+trait ScriptStore: Querier {
+    /// Adds one sample (a `load` line value).
+    fn load_sample(&mut self, labels: &Labels, sample: Sample);
+    /// Forgets everything (`clear`).
+    fn clear_all(&mut self);
+}
+
+impl ScriptStore for MemoryQuerier {
+    fn load_sample(&mut self, labels: &Labels, sample: Sample) {
+        self.add_sample(labels, sample);
+    }
+    fn clear_all(&mut self) {
+        self.clear();
+    }
+}
+
+/// The store each script runs against: the in-memory reference store.
+fn new_store() -> MemoryQuerier {
+    MemoryQuerier::new()
+}
 
 fn main() -> ExitCode {
     let default_directory = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/conformance/promql"));
@@ -195,7 +220,7 @@ fn run_file(file_name: &str, text: &str, verbose: bool, unexpected: &mut Vec<Str
     // delayed mode cannot pass.
     let delayed = std::env::var_os("CONFORMANCE_EAGER_NAMES").is_none();
     let engine = Engine::new(EngineOptions::default()).with_delayed_name_removal(delayed);
-    let mut store = MemoryQuerier::new();
+    let mut store = new_store();
     let mut histogram_metrics: Vec<Labels> = Vec::new();
     let file_rule = CASE_RULES.iter().find(|rule| matches!(rule.scope, File(name) if name == file_name));
     let lines: Vec<&str> = text.lines().collect();
@@ -213,7 +238,7 @@ fn run_file(file_name: &str, text: &str, verbose: bool, unexpected: &mut Vec<Str
         }
         let block_end = block_end(&lines, index + 1);
         if trimmed == "clear" {
-            store.clear();
+            store.clear_all();
             histogram_metrics.clear();
         } else if let Some(rest) = trimmed.strip_prefix("load_with_nhcb ").or_else(|| trimmed.strip_prefix("load ")) {
             let with_nhcb = trimmed.starts_with("load_with_nhcb");
@@ -523,7 +548,7 @@ fn parse_quoted(characters: &[char], start: usize) -> Result<(String, usize), St
 }
 
 fn load_series(
-    store: &mut MemoryQuerier,
+    store: &mut impl ScriptStore,
     body: &str,
     interval_ms: i64,
     histogram_series: &mut Vec<Labels>,
@@ -541,7 +566,7 @@ fn load_series(
     let values = expand_values(&float_text, true)?;
     for (index, value) in values.into_iter().enumerate() {
         if let Some(value) = value {
-            store.add_sample(&labels, Sample { timestamp_ms: index as i64 * interval_ms, value });
+            store.load_sample(&labels, Sample { timestamp_ms: index as i64 * interval_ms, value });
         }
     }
     Ok(())
@@ -783,7 +808,7 @@ fn unquote(text: &str) -> String {
     text.to_string()
 }
 
-fn run_eval(engine: &Engine, store: &MemoryQuerier, command: &EvalCommand) -> Result<(), String> {
+fn run_eval(engine: &Engine, store: &dyn Querier, command: &EvalCommand) -> Result<(), String> {
     if let Some((start_ms, end_ms, step_ms)) = command.range {
         let outcome = engine.range_query(store, &command.query, start_ms, end_ms, step_ms);
         return check_outcome(command, outcome).map(|_| ());
@@ -1115,7 +1140,7 @@ fn compare(command: &EvalCommand, result: &QueryResult) -> Result<(), String> {
 /// result at that time.
 fn check_range_mode(
     engine: &Engine,
-    store: &MemoryQuerier,
+    store: &dyn Querier,
     command: &EvalCommand,
     expr: Option<&oxeye_promql::promql_parser::parser::Expr>,
     text: &str,
