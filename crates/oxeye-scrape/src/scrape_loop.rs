@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use oxeye_model::storage::{Appender, MetricsStorage, StorageError};
-use oxeye_model::{Labels, LabelsBuilder, METRIC_NAME_LABEL, MetricMetadata, STALE_NAN, Sample};
+use oxeye_model::{Labels, LabelsBuilder, METRIC_NAME_LABEL, MetricMetadata, MetricType, STALE_NAN, Sample};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -102,11 +102,31 @@ pub(crate) enum LoopCommand {
     HandOver,
 }
 
+/// A scraped series as resolved when first seen: the labels it is stored under (target labels
+/// attached, metric relabelling applied), so later scrapes skip that work.
+#[derive(Debug)]
+struct CachedSeries {
+    /// The final labels and their [`Labels::stable_hash`]; `None` when metric relabelling drops it.
+    resolved: Option<(Arc<Labels>, u64)>,
+    /// The family type it was resolved under (it decides `le`/`quantile` normalisation).
+    metric_type: MetricType,
+    /// The scrape (by [`LoopMemory::scrape_count`]) that last contained it.
+    last_seen_scrape: u64,
+}
+
+/// Series written by one scrape, by label hash: labels and whether they are tracked for staleness
+/// (no explicit timestamp, or `track_timestamps_staleness`).
+type SeriesSet = HashMap<u64, (Arc<Labels>, bool)>;
+
 /// What a loop remembers between scrapes; handed to the next loop of the same target on reload.
 #[derive(Debug, Default)]
 pub(crate) struct LoopMemory {
-    /// Series of the previous scrape; `true` when tracked for staleness (no explicit timestamp).
-    previous_series: HashMap<Labels, bool>,
+    /// Resolved series by their text as written ([`ScrapedSample::series_text`]).
+    series_cache: HashMap<String, CachedSeries>,
+    /// Scrapes run so far; marks cache entries as seen.
+    scrape_count: u64,
+    /// Series of the previous scrape.
+    previous_series: SeriesSet,
     /// Metadata last sent to the storage, per family, so unchanged metadata is not rewritten.
     metadata: HashMap<String, MetricMetadata>,
     /// The newest timestamp this loop wrote, so later markers never go backwards.
@@ -141,7 +161,13 @@ pub(crate) async fn run(
     predecessor: Option<JoinHandle<LoopMemory>>,
 ) -> LoopMemory {
     let mut memory = match predecessor {
-        Some(handle) => handle.await.unwrap_or_default(),
+        Some(handle) => {
+            let mut inherited = handle.await.unwrap_or_default();
+            // The cache holds labels resolved under the old job settings (target labels, relabel
+            // rules); only the staleness state carries over.
+            inherited.series_cache.clear();
+            inherited
+        }
         None => LoopMemory::default(),
     };
     let interval = Duration::from_millis(context.target.target.interval_ms.unsigned_abs().max(1));
@@ -290,6 +316,14 @@ fn http_error(error: reqwest::Error) -> ScrapeError {
     ScrapeError::Http { reason }
 }
 
+/// What appending one scrape body produced.
+#[derive(Default)]
+struct ScrapeAccumulator {
+    current_series: SeriesSet,
+    counts: ScrapeCounts,
+    metadata_changes: Vec<(String, MetricMetadata)>,
+}
+
 /// Appends one scrape (or its failure) and commits. Returns the scrape's error, if any.
 fn append_scrape(
     context: &LoopContext,
@@ -299,22 +333,11 @@ fn append_scrape(
     memory: &mut LoopMemory,
 ) -> Result<(), ScrapeError> {
     let storage = &*context.storage;
-    let mut counts = ScrapeCounts::default();
-    let mut current_series: HashMap<Labels, bool> = HashMap::new();
-    let mut metadata_changes = Vec::new();
+    memory.scrape_count += 1;
+    let mut accumulator = ScrapeAccumulator::default();
     let body_result = fetched.and_then(|fetched| {
         let mut appender = storage.appender();
-        let appended = append_body(
-            context,
-            &mut *appender,
-            &fetched,
-            timestamp_ms,
-            memory,
-            &mut current_series,
-            &mut counts,
-            &mut metadata_changes,
-        );
-        match appended {
+        match append_body(context, &mut *appender, &fetched, timestamp_ms, memory, &mut accumulator) {
             Ok(()) => Ok(appender),
             Err(error) => {
                 appender.rollback();
@@ -326,15 +349,14 @@ fn append_scrape(
         Ok(appender) => (appender, None),
         Err(error) => {
             // Nothing of a failed scrape is kept: only stale markers for what the previous one wrote.
-            counts = ScrapeCounts::default();
-            current_series.clear();
-            metadata_changes.clear();
+            accumulator = ScrapeAccumulator::default();
             (storage.appender(), Some(error))
         }
     };
+    let counts = accumulator.counts;
     let mut stale_markers = 0u64;
-    for (series, tracks_staleness) in &memory.previous_series {
-        if *tracks_staleness && !current_series.contains_key(series) {
+    for (hash, (series, tracks_staleness)) in &memory.previous_series {
+        if *tracks_staleness && !accumulator.current_series.contains_key(hash) {
             let marker = Sample { timestamp_ms, value: STALE_NAN };
             if appender.append(series, marker).is_ok() {
                 stale_markers += 1;
@@ -355,54 +377,46 @@ fn append_scrape(
             count_rejection(context, &error);
         }
     }
-    match appender.commit() {
-        Ok(summary) => {
-            StatsCounters::add(&context.stats.samples_appended_total, summary.samples);
-            StatsCounters::add(&context.stats.exemplars_appended_total, summary.exemplars);
-            StatsCounters::add(&context.stats.stale_markers_total, stale_markers);
-            StatsCounters::add(&context.stats.samples_scraped_total, counts.samples_scraped);
-            memory.metadata.extend(metadata_changes);
-        }
-        Err(error) => {
-            memory.previous_series = current_series;
-            memory.last_timestamp_ms = Some(timestamp_ms);
-            return Err(ScrapeError::Storage(error));
-        }
-    }
-    memory.previous_series = current_series;
+    let committed = appender.commit();
+    memory.previous_series = accumulator.current_series;
     memory.last_timestamp_ms = Some(timestamp_ms);
+    let summary = committed.map_err(ScrapeError::Storage)?;
+    StatsCounters::add(&context.stats.samples_appended_total, summary.samples);
+    StatsCounters::add(&context.stats.exemplars_appended_total, summary.exemplars);
+    StatsCounters::add(&context.stats.stale_markers_total, stale_markers);
+    StatsCounters::add(&context.stats.samples_scraped_total, counts.samples_scraped);
+    memory.metadata.extend(accumulator.metadata_changes);
+    if scrape_error.is_none() {
+        // Forget series the target no longer exposes, so the cache follows the target's churn.
+        let scrape_count = memory.scrape_count;
+        memory.series_cache.retain(|_, cached| cached.last_seen_scrape == scrape_count);
+    }
     match scrape_error {
         Some(error) => Err(error),
         None => Ok(()),
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Parses the body and appends its samples, exemplars and changed metadata.
 fn append_body(
     context: &LoopContext,
     appender: &mut dyn Appender,
     fetched: &FetchedBody,
     timestamp_ms: i64,
-    memory: &LoopMemory,
-    current_series: &mut HashMap<Labels, bool>,
-    counts: &mut ScrapeCounts,
-    metadata_changes: &mut Vec<(String, MetricMetadata)>,
+    memory: &mut LoopMemory,
+    accumulator: &mut ScrapeAccumulator,
 ) -> Result<(), ScrapeError> {
     let format = ExpositionFormat::from_content_type_or(fetched.content_type.as_deref(), context.job.fallback_format);
     let exposition = parse(&fetched.body, format)?;
     let job = &context.job;
+    let scrape_count = memory.scrape_count;
+    let counts = &mut accumulator.counts;
     for sample in &exposition.samples {
         counts.samples_scraped += 1;
-        let Some(labels) = series_labels(sample, &context.target.target.labels, job) else {
+        let Some((labels, labels_hash)) = resolve_series(context, &mut memory.series_cache, sample, scrape_count)?
+        else {
             continue;
         };
-        if labels.metric_name().is_none() {
-            return Err(ScrapeError::InvalidSample {
-                line_number: sample.line_number,
-                reason: "metric name missing after metric_relabel_configs".to_string(),
-            });
-        }
-        check_label_limits(job, &labels, sample.line_number)?;
         counts.samples_post_metric_relabeling += 1;
         let explicit_timestamp = if job.honor_timestamps { sample.timestamp_ms } else { None };
         let sample_timestamp_ms = explicit_timestamp.unwrap_or(timestamp_ms);
@@ -424,10 +438,12 @@ fn append_body(
                 StatsCounters::add(&context.stats.exemplars_dropped_total, 1);
             }
         }
-        if !memory.previous_series.contains_key(&labels) && !current_series.contains_key(&labels) {
+        if !memory.previous_series.contains_key(&labels_hash) && !accumulator.current_series.contains_key(&labels_hash)
+        {
             counts.series_added += 1;
         }
-        current_series.insert(labels, explicit_timestamp.is_none() || job.track_timestamps_staleness);
+        let tracks_staleness = explicit_timestamp.is_none() || job.track_timestamps_staleness;
+        accumulator.current_series.insert(labels_hash, (labels, tracks_staleness));
     }
     if job.sample_limit > 0 && counts.samples_post_metric_relabeling > job.sample_limit {
         return Err(ScrapeError::SampleLimitExceeded {
@@ -438,10 +454,46 @@ fn append_body(
     for family in &exposition.families {
         if memory.metadata.get(&family.name) != Some(&family.metadata) {
             appender.update_metadata(&family.name, family.metadata.clone());
-            metadata_changes.push((family.name.clone(), family.metadata.clone()));
+            accumulator.metadata_changes.push((family.name.clone(), family.metadata.clone()));
         }
     }
     Ok(())
+}
+
+/// The stored labels of `sample` and their hash, from the cache or resolved (target labels, metric
+/// relabelling, limits) and cached; `None` when metric relabelling drops the series.
+fn resolve_series(
+    context: &LoopContext,
+    cache: &mut HashMap<String, CachedSeries>,
+    sample: &ScrapedSample<'_>,
+    scrape_count: u64,
+) -> Result<Option<(Arc<Labels>, u64)>, ScrapeError> {
+    if let Some(cached) = cache.get_mut(sample.series_text)
+        && cached.metric_type == sample.metric_type
+    {
+        cached.last_seen_scrape = scrape_count;
+        return Ok(cached.resolved.clone());
+    }
+    let job = &context.job;
+    let resolved = match series_labels(sample, &context.target.target.labels, job) {
+        None => None,
+        Some(labels) => {
+            if labels.metric_name().is_none() {
+                return Err(ScrapeError::InvalidSample {
+                    line_number: sample.line_number,
+                    reason: "metric name missing after metric_relabel_configs".to_string(),
+                });
+            }
+            check_label_limits(job, &labels, sample.line_number)?;
+            let labels_hash = labels.stable_hash();
+            Some((Arc::new(labels), labels_hash))
+        }
+    };
+    cache.insert(
+        sample.series_text.to_string(),
+        CachedSeries { resolved: resolved.clone(), metric_type: sample.metric_type, last_seen_scrape: scrape_count },
+    );
+    Ok(resolved)
 }
 
 /// `label_limit`, `label_name_length_limit` and `label_value_length_limit`, with Prometheus' wording.
@@ -550,7 +602,11 @@ fn end_of_run_staleness(context: &LoopContext, memory: &LoopMemory) {
     let mut appender = context.storage.appender();
     let marker = Sample { timestamp_ms, value: STALE_NAN };
     let mut written = 0u64;
-    let scraped = memory.previous_series.iter().filter(|(_, tracks)| **tracks).map(|(series, _)| series.clone());
+    let scraped = memory
+        .previous_series
+        .values()
+        .filter(|(_, tracks_staleness)| *tracks_staleness)
+        .map(|(series, _)| Labels::clone(series));
     let report = [
         "up",
         "scrape_duration_seconds",

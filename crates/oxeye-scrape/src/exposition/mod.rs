@@ -130,6 +130,10 @@ pub struct ScrapedSample<'body> {
     /// The type of the family the sample belongs to ([`MetricType::Unknown`] when no `# TYPE` line
     /// covers its name).
     pub metric_type: MetricType,
+    /// The series as written: the metric name and label set, without value, timestamp or exemplar.
+    /// The same text (under the same `metric_type`) always yields the same [`ScrapedSample::to_labels`],
+    /// so a scraper can cache its per-series work by it.
+    pub series_text: &'body str,
     /// The 1-based line number in the body.
     pub line_number: usize,
 }

@@ -188,6 +188,7 @@ impl<'body> ParserState<'body> {
         cursor: &mut LineCursor<'body>,
         dialect: Dialect,
     ) -> Result<ScrapedSample<'body>, ScrapeError> {
+        let series_start = cursor.position;
         let mut metric_name: Option<Cow<'body, str>> = None;
         if cursor.peek() != Some(b'{') {
             let name = cursor.take_legacy_metric_name();
@@ -203,6 +204,7 @@ impl<'body> ParserState<'body> {
         let Some(metric_name) = metric_name else {
             return Err(cursor.error("metric name missing: expected a quoted name first in the braces".to_string()));
         };
+        let series_text = cursor.line.get(series_start..cursor.position).unwrap_or("");
         if cursor.skip_blanks() == 0 {
             return Err(if cursor.at_end() {
                 cursor.error(format!("missing value after {metric_name:?}"))
@@ -256,6 +258,7 @@ impl<'body> ParserState<'body> {
             timestamp_ms,
             exemplar,
             metric_type,
+            series_text,
             line_number: cursor.line_number,
         })
     }
@@ -620,6 +623,7 @@ mod tests {
         assert_eq!(sample.value, 1027.0);
         assert_eq!(sample.timestamp_ms, Some(1_395_066_363_000));
         assert_eq!(sample.line_number, 1);
+        assert_eq!(sample.series_text, "http_requests_total{method=\"post\",code=\"200\",}");
     }
 
     #[test]
