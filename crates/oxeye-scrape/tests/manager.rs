@@ -583,3 +583,37 @@ async fn a_changed_job_config_keeps_its_targets_series_without_stale_markers() {
     assert!(is_stale_nan(storage.last_sample(&up_series).unwrap().value));
     manager.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewritten_label_order_is_the_same_series_and_explicit_timestamps_are_not_marked_stale() {
+    let server_state = ServerState::default();
+    let first_body = "# TYPE revel_events_active gauge\nrevel_events_active{organization_id=\"17\",kind=\"concert\"} 4\nrevel_backfill 7 1700000000\n# EOF\n";
+    *server_state.django_body.lock().unwrap() = first_body.to_string();
+    let address = start_server(server_state.clone()).await;
+    let storage = MemoryStorage::default();
+    let manager =
+        ScrapeManager::new(configs(address, &["django"]), Arc::new(storage.clone()), ScrapeManagerOptions::default())
+            .unwrap();
+    let active = [("__name__", "revel_events_active"), ("job", "django")];
+    let sample_count = |storage: &MemoryStorage| storage.samples_matching(&active).first().map_or(0, |(_, s)| s.len());
+    wait_until("the first scrape", || sample_count(&storage) >= 1).await;
+
+    // Same labels written in another order, and the explicitly timestamped series is gone.
+    *server_state.django_body.lock().unwrap() =
+        "# TYPE revel_events_active gauge\nrevel_events_active{kind=\"concert\",organization_id=\"17\"} 5\n# EOF\n"
+            .to_string();
+    wait_until("a scrape of the rewritten body", || {
+        storage.last_sample(&active).is_some_and(|sample| sample.value == 5.0)
+    })
+    .await;
+    let (_, samples) = &storage.samples_matching(&active)[0];
+    assert!(samples.iter().all(|sample| !is_stale_nan(sample.value)));
+    assert_eq!(storage.samples_matching(&active).len(), 1);
+    let backfill = storage.samples_matching(&[("__name__", "revel_backfill"), ("job", "django")]);
+    assert_eq!(backfill[0].1, vec![Sample { timestamp_ms: 1_700_000_000_000, value: 7.0 }]);
+    manager.shutdown().await;
+    // Shutdown marks the tracked series stale, never the explicitly timestamped one.
+    assert!(is_stale_nan(storage.last_sample(&active).unwrap().value));
+    let backfill = storage.samples_matching(&[("__name__", "revel_backfill"), ("job", "django")]);
+    assert_eq!(backfill[0].1.len(), 1);
+}
