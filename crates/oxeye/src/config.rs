@@ -22,7 +22,7 @@ pub const ENV_PREFIX: &str = "OXEYE_";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         /// The path as given.
         path: PathBuf,

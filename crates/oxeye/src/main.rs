@@ -5,6 +5,7 @@
 //! configuration file; every library crate receives typed options.
 
 mod config;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -116,6 +117,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let settings = file.validate()?;
     init_logging(&settings.log_level, settings.log_format)?;
-    tracing::info!(listen = %settings.listen, data_dir = %settings.data_dir.display(), "oxeye starting");
-    anyhow::bail!("serve is not wired yet")
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("oxeye")
+        .build()
+        .map_err(|error| anyhow::anyhow!("cannot start the async runtime: {error}"))?;
+    runtime.block_on(serve::run(settings))
 }

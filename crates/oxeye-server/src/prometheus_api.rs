@@ -1,0 +1,412 @@
+//! The Prometheus HTTP API (`/api/v1/*`), with Prometheus' envelopes, parameter handling and error types.
+//!
+//! Source: <https://prometheus.io/docs/prometheus/latest/querying/api/>. Every endpoint accepts GET with a
+//! query string and POST with a form body, as Grafana sends.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use oxeye_model::duration::format_duration_ms;
+use oxeye_model::{Labels, MatchOp, Matcher, is_valid_label_name};
+use oxeye_promql::promql_parser;
+use serde_json::{Value as Json, json};
+
+use crate::params::{MAX_TIME_MS, MIN_TIME_MS, Params, now_ms};
+use crate::query_json::render_query_result;
+use crate::{ApiError, ServerState};
+
+/// Prometheus refuses range queries with more points per series than this.
+const MAX_POINTS_PER_SERIES: i64 = 11_000;
+
+pub(crate) fn routes() -> Router<Arc<ServerState>> {
+    Router::new()
+        .route("/api/v1/query", get(query).post(query))
+        .route("/api/v1/query_range", get(query_range).post(query_range))
+        .route("/api/v1/series", get(series).post(series))
+        .route("/api/v1/labels", get(label_names).post(label_names))
+        .route("/api/v1/label/{name}/values", get(label_values))
+        .route("/api/v1/metadata", get(metadata))
+        .route("/api/v1/targets", get(targets))
+        .route("/api/v1/status/buildinfo", get(buildinfo))
+        .route("/api/v1/rules", get(rules))
+        .route("/api/v1/alerts", get(alerts))
+}
+
+fn success(data: Json, warnings: &[String]) -> Response {
+    let mut body = json!({ "status": "success", "data": data });
+    if !warnings.is_empty() {
+        body["warnings"] = json!(warnings);
+    }
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+fn respond(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+async fn run_blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(|error| ApiError::internal(format!("query task failed: {error}")))
+}
+
+fn query_error(error: oxeye_promql::QueryError) -> ApiError {
+    ApiError { error_type: error.prometheus_error_type(), message: error.to_string() }
+}
+
+async fn query(
+    State(state): State<Arc<ServerState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = Params::from_request(&method, &uri, &headers, &body);
+    respond(instant_query(state, params).await)
+}
+
+async fn instant_query(state: Arc<ServerState>, params: Params) -> Result<Response, ApiError> {
+    let query_text = params.get("query").unwrap_or("").to_string();
+    let time_ms = params.time_ms("time", now_ms())?;
+    let storage = state.storage()?.clone();
+    let started = Instant::now();
+    let worker_state = state.clone();
+    let result = run_blocking(move || worker_state.engine.instant_query(storage.as_ref(), &query_text, time_ms))
+        .await?
+        .map_err(query_error)?;
+    state.metrics.query_duration.observe(&["instant"], started.elapsed().as_secs_f64());
+    Ok(json_response(render_query_result(&result)))
+}
+
+fn json_response(body: String) -> Response {
+    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn query_range(
+    State(state): State<Arc<ServerState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = Params::from_request(&method, &uri, &headers, &body);
+    respond(range_query(state, params).await)
+}
+
+async fn range_query(state: Arc<ServerState>, params: Params) -> Result<Response, ApiError> {
+    let start_ms = required_time(&params, "start")?;
+    let end_ms = required_time(&params, "end")?;
+    if end_ms < start_ms {
+        return Err(ApiError::invalid_parameter("end", "end timestamp must not be before start time"));
+    }
+    let step_ms = params
+        .duration_ms("step")?
+        .ok_or_else(|| ApiError::invalid_parameter("step", "cannot parse \"\" to a valid duration"))?;
+    if step_ms <= 0 {
+        return Err(ApiError::invalid_parameter(
+            "step",
+            "zero or negative query resolution step widths are not accepted. Try a positive integer",
+        ));
+    }
+    if (end_ms - start_ms) / step_ms > MAX_POINTS_PER_SERIES {
+        return Err(ApiError::bad_data(
+            "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+        ));
+    }
+    let query_text = params.get("query").unwrap_or("").to_string();
+    let storage = state.storage()?.clone();
+    let started = Instant::now();
+    let worker_state = state.clone();
+    let result =
+        run_blocking(move || worker_state.engine.range_query(storage.as_ref(), &query_text, start_ms, end_ms, step_ms))
+            .await?
+            .map_err(query_error)?;
+    state.metrics.query_duration.observe(&["range"], started.elapsed().as_secs_f64());
+    Ok(json_response(render_query_result(&result)))
+}
+
+fn required_time(params: &Params, name: &str) -> Result<i64, ApiError> {
+    match params.get(name) {
+        Some(_) => params.time_ms(name, 0),
+        None => Err(ApiError::invalid_parameter(name, "cannot parse \"\" to a valid timestamp")),
+    }
+}
+
+/// Parses one `match[]` selector (`up`, `{job="x"}`, `http_requests_total{code=~"5.."}`) into matchers.
+///
+/// # Errors
+/// `bad_data` with the parser's position, or when the selector is not a plain vector selector or
+/// matches the empty label set.
+fn parse_match_selector(text: &str) -> Result<Vec<Matcher>, ApiError> {
+    let expression =
+        promql_parser::parser::parse(text).map_err(|error| ApiError::invalid_parameter("match[]", error))?;
+    let promql_parser::parser::Expr::VectorSelector(selector) = expression else {
+        return Err(ApiError::invalid_parameter("match[]", format!("{text:?} is not a series selector")));
+    };
+    let mut matchers = Vec::new();
+    if let Some(name) = &selector.name {
+        matchers.push(Matcher::equal(oxeye_model::METRIC_NAME_LABEL, name.clone()));
+    }
+    for matcher in &selector.matchers.matchers {
+        let op = match &matcher.op {
+            promql_parser::label::MatchOp::Equal => MatchOp::Equal,
+            promql_parser::label::MatchOp::NotEqual => MatchOp::NotEqual,
+            promql_parser::label::MatchOp::Re(_) => MatchOp::Regex,
+            promql_parser::label::MatchOp::NotRe(_) => MatchOp::NotRegex,
+        };
+        let converted = Matcher::new(op, matcher.name.clone(), matcher.value.clone())
+            .map_err(|error| ApiError::invalid_parameter("match[]", error))?;
+        matchers.push(converted);
+    }
+    if matchers.iter().all(Matcher::matches_empty) {
+        return Err(ApiError::bad_data("match[] must contain at least one non-empty matcher"));
+    }
+    Ok(matchers)
+}
+
+fn match_sets(params: &Params) -> Result<Vec<Vec<Matcher>>, ApiError> {
+    params.all("match[]").into_iter().map(parse_match_selector).collect()
+}
+
+fn time_window(params: &Params) -> Result<(i64, i64), ApiError> {
+    let start_ms = params.time_ms("start", MIN_TIME_MS)?;
+    let end_ms = params.time_ms("end", MAX_TIME_MS)?;
+    if end_ms < start_ms {
+        return Err(ApiError::invalid_parameter("end", "end timestamp must not be before start time"));
+    }
+    Ok((start_ms, end_ms))
+}
+
+fn labels_json(labels: &Labels) -> Json {
+    let mut object = serde_json::Map::with_capacity(labels.len());
+    for label in labels {
+        object.insert(label.name.clone(), Json::String(label.value.clone()));
+    }
+    Json::Object(object)
+}
+
+async fn series(
+    State(state): State<Arc<ServerState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = Params::from_request(&method, &uri, &headers, &body);
+    respond(
+        async {
+            let sets = match_sets(&params)?;
+            if sets.is_empty() {
+                return Err(ApiError::bad_data("no match[] parameter provided"));
+            }
+            let (start_ms, end_ms) = time_window(&params)?;
+            let limit = params.limit("limit")?;
+            let storage = state.storage()?.clone();
+            let mut found: Vec<Labels> = run_blocking(move || -> Result<Vec<Labels>, ApiError> {
+                let mut all = Vec::new();
+                for matchers in &sets {
+                    all.extend(storage.series(start_ms, end_ms, matchers)?);
+                }
+                Ok(all)
+            })
+            .await??;
+            found.sort();
+            found.dedup();
+            let mut warnings = Vec::new();
+            if let Some(limit) = limit {
+                if found.len() > limit {
+                    found.truncate(limit);
+                    warnings.push("results truncated due to limit".to_string());
+                }
+            }
+            Ok(success(Json::Array(found.iter().map(labels_json).collect()), &warnings))
+        }
+        .await,
+    )
+}
+
+async fn label_names(
+    State(state): State<Arc<ServerState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = Params::from_request(&method, &uri, &headers, &body);
+    respond(
+        async {
+            let sets = match_sets(&params)?;
+            let (start_ms, end_ms) = time_window(&params)?;
+            let limit = params.limit("limit")?;
+            let storage = state.storage()?.clone();
+            let names = run_blocking(move || -> Result<Vec<String>, ApiError> {
+                if sets.is_empty() {
+                    return Ok(storage.label_names(start_ms, end_ms, &[])?);
+                }
+                let mut all = Vec::new();
+                for matchers in &sets {
+                    all.extend(storage.label_names(start_ms, end_ms, matchers)?);
+                }
+                all.sort();
+                all.dedup();
+                Ok(all)
+            })
+            .await??;
+            Ok(string_list(names, limit))
+        }
+        .await,
+    )
+}
+
+fn string_list(mut values: Vec<String>, limit: Option<usize>) -> Response {
+    let mut warnings = Vec::new();
+    if let Some(limit) = limit {
+        if values.len() > limit {
+            values.truncate(limit);
+            warnings.push("results truncated due to limit".to_string());
+        }
+    }
+    success(json!(values), &warnings)
+}
+
+async fn label_values(
+    State(state): State<Arc<ServerState>>,
+    Path(name): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = Params::from_request(&method, &uri, &headers, &body);
+    respond(
+        async {
+            // Prometheus 3 accepts UTF-8 names escaped as `U__...`; plain names are the common case.
+            if !is_valid_label_name(&name) {
+                return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
+            }
+            let sets = match_sets(&params)?;
+            let (start_ms, end_ms) = time_window(&params)?;
+            let limit = params.limit("limit")?;
+            let storage = state.storage()?.clone();
+            let values = run_blocking(move || -> Result<Vec<String>, ApiError> {
+                if sets.is_empty() {
+                    return Ok(storage.label_values(start_ms, end_ms, &name, &[])?);
+                }
+                let mut all = Vec::new();
+                for matchers in &sets {
+                    all.extend(storage.label_values(start_ms, end_ms, &name, matchers)?);
+                }
+                all.sort();
+                all.dedup();
+                Ok(all)
+            })
+            .await??;
+            Ok(string_list(values, limit))
+        }
+        .await,
+    )
+}
+
+async fn metadata(
+    State(state): State<Arc<ServerState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = Params::from_request(&method, &uri, &headers, &body);
+    respond(
+        async {
+            let limit = params.limit("limit")?;
+            let metric = params.get("metric").map(str::to_string);
+            let storage = state.storage()?.clone();
+            let families = storage.metadata(metric.as_deref(), limit);
+            let mut object = serde_json::Map::new();
+            for (family, metadata) in families {
+                object.insert(
+                    family,
+                    json!([{ "type": metadata.metric_type.as_str(), "help": metadata.help, "unit": metadata.unit }]),
+                );
+            }
+            Ok(success(Json::Object(object), &[]))
+        }
+        .await,
+    )
+}
+
+async fn targets(
+    State(state): State<Arc<ServerState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = Params::from_request(&method, &uri, &headers, &body);
+    let wanted_state = params.get("state").unwrap_or("any").to_ascii_lowercase();
+    let snapshot = state.scrape_manager().map(|manager| manager.targets()).unwrap_or_default();
+    let active: Vec<Json> = snapshot.active_targets.iter().map(target_json).collect();
+    let dropped: Vec<Json> = snapshot
+        .dropped_targets
+        .iter()
+        .map(|target| json!({ "discoveredLabels": labels_json(&target.discovered_labels) }))
+        .collect();
+    let data = match wanted_state.as_str() {
+        "active" => json!({ "activeTargets": active, "droppedTargets": [] }),
+        "dropped" => json!({ "activeTargets": [], "droppedTargets": dropped }),
+        _ => json!({ "activeTargets": active, "droppedTargets": dropped }),
+    };
+    success(data, &[])
+}
+
+fn target_json(target: &oxeye_scrape::TargetStatus) -> Json {
+    json!({
+        "discoveredLabels": labels_json(&target.discovered_labels),
+        "labels": labels_json(&target.labels),
+        "scrapePool": target.scrape_pool,
+        "scrapeUrl": target.scrape_url,
+        "globalUrl": target.global_url,
+        "lastError": target.last_error,
+        "lastScrape": rfc3339(target.last_scrape_timestamp_ms),
+        "lastScrapeDuration": target.last_scrape_duration_seconds,
+        "health": target.health.as_str(),
+        "scrapeInterval": format_duration_ms(target.scrape_interval_ms),
+        "scrapeTimeout": format_duration_ms(target.scrape_timeout_ms),
+    })
+}
+
+/// RFC 3339 with nanoseconds and the local offset as Prometheus prints `lastScrape`; Go's zero time before
+/// the first scrape.
+fn rfc3339(timestamp_ms: Option<i64>) -> String {
+    match timestamp_ms.and_then(chrono::DateTime::from_timestamp_millis) {
+        Some(time) => time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        None => "0001-01-01T00:00:00Z".to_string(),
+    }
+}
+
+async fn buildinfo(State(state): State<Arc<ServerState>>) -> Response {
+    // No `features` map: Grafana would take a non-empty one for Mimir and call ruler APIs.
+    success(
+        json!({
+            "version": state.options.version,
+            "revision": option_env!("OXEYE_GIT_REVISION").unwrap_or("unknown"),
+            "branch": "main",
+            "buildUser": "oxeye",
+            "buildDate": option_env!("OXEYE_BUILD_DATE").unwrap_or("unknown"),
+            "goVersion": "none (oxeye is written in Rust)",
+        }),
+        &[],
+    )
+}
+
+async fn rules() -> Response {
+    // Rule evaluation is a separate capability; until it lands no rule groups are configured.
+    success(json!({ "groups": [] }), &[])
+}
+
+async fn alerts() -> Response {
+    success(json!({ "alerts": [] }), &[])
+}

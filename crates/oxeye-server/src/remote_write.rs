@@ -1,0 +1,116 @@
+//! Prometheus remote_write receiver: `POST /api/v1/write`, snappy block-compressed protobuf.
+//!
+//! Source: <https://prometheus.io/docs/specs/prw/remote_write_spec/> and Prometheus'
+//! `storage/remote/write_handler.go`: 204 on success; 400 with a plain-text reason for data that can never
+//! be stored (malformed body, invalid labels, out-of-order or too-old samples), in which case nothing of the
+//! request is stored; 415 for an unsupported remote-write message type; 5xx when the store fails, which
+//! senders retry.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+
+use crate::ServerState;
+use crate::error::write_status;
+use crate::ingest::{BatchInput, RejectPolicy, SeriesInput, store_batch};
+
+pub(crate) fn routes() -> Router<Arc<ServerState>> {
+    Router::new().route("/api/v1/write", post(write))
+}
+
+async fn write(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: Bytes) -> Response {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok());
+    let Some(version) = oxeye_ingest::remote_write::version_from_content_type(content_type) else {
+        state.metrics.ingest_requests.add(&["remote_write", "415"], 1);
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "unsupported Content-Type {:?}: send application/x-protobuf with proto=prometheus.WriteRequest or \
+                 proto=io.prometheus.write.v2.Request\n",
+                content_type.unwrap_or("")
+            ),
+        )
+            .into_response();
+    };
+    if let Some(encoding) = headers.get(header::CONTENT_ENCODING).and_then(|value| value.to_str().ok()) {
+        if !encoding.eq_ignore_ascii_case("snappy") {
+            state.metrics.ingest_requests.add(&["remote_write", "415"], 1);
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("unsupported Content-Encoding {encoding:?}: remote write bodies are snappy block compressed\n"),
+            )
+                .into_response();
+        }
+    }
+    let max_bytes = state.options.max_request_body_bytes;
+    let worker_state = state.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let batch = oxeye_ingest::remote_write::decode_snappy_write_request(&body, version, max_bytes)
+            .map_err(|error| (ingest_status(&error), error.to_string()))?;
+        if let Some(first) = batch.rejected.first() {
+            let more = batch.rejected.len() - 1;
+            let message = if more > 0 {
+                format!("{first} (and {more} more invalid series; nothing of this request was stored)")
+            } else {
+                format!("{first} (nothing of this request was stored)")
+            };
+            worker_state.metrics.ingest_rejected_samples.add(&["remote_write", "invalid"], batch.rejected.len() as u64);
+            return Err((StatusCode::BAD_REQUEST, message));
+        }
+        let exemplars: u64 = batch.series.iter().map(|series| series.exemplars.len() as u64).sum();
+        let input = BatchInput {
+            series: batch
+                .series
+                .into_iter()
+                .map(|series| SeriesInput {
+                    labels: series.labels,
+                    samples: series.samples,
+                    exemplars: series.exemplars,
+                })
+                .collect(),
+            metadata: batch.metadata.into_iter().map(|family| (family.metric_family_name, family.metadata)).collect(),
+            rejected_by_decoder: 0,
+            decoder_message: String::new(),
+        };
+        store_batch(&worker_state, input, RejectPolicy::WholeRequest, "remote_write")
+            .map(|outcome| (outcome.stored, exemplars))
+            .map_err(|(kind, message)| (write_status(kind), message))
+    })
+    .await
+    .unwrap_or_else(|error| Err((StatusCode::INTERNAL_SERVER_ERROR, format!("ingest task failed: {error}"))));
+    match outcome {
+        Ok((samples, exemplars)) => {
+            state.metrics.ingest_requests.add(&["remote_write", "204"], 1);
+            let mut response = StatusCode::NO_CONTENT.into_response();
+            if version == oxeye_ingest::remote_write::RemoteWriteVersion::V2 {
+                let headers = response.headers_mut();
+                for (name, value) in [
+                    ("x-prometheus-remote-write-samples-written", samples),
+                    ("x-prometheus-remote-write-histograms-written", 0),
+                    ("x-prometheus-remote-write-exemplars-written", exemplars),
+                ] {
+                    headers.insert(name, HeaderValue::from(value));
+                }
+            }
+            response
+        }
+        Err((status, message)) => {
+            state.metrics.ingest_requests.add(&["remote_write", status.as_str()], 1);
+            (status, format!("{message}\n")).into_response()
+        }
+    }
+}
+
+/// The status for a decoding error: 413 over the size cap, 415 for an unknown encoding, 400 otherwise.
+pub(crate) fn ingest_status(error: &oxeye_ingest::IngestError) -> StatusCode {
+    match error {
+        oxeye_ingest::IngestError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        oxeye_ingest::IngestError::UnsupportedEncoding { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        other => write_status(other.kind()),
+    }
+}
