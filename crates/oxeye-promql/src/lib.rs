@@ -48,6 +48,7 @@ mod binary;
 mod engine;
 mod error;
 mod functions;
+mod parse;
 pub mod testing;
 mod value;
 
