@@ -20,6 +20,9 @@ use crate::value::{QueryResult, RangeSeries, Value, VectorSample};
 /// evaluation interval.
 pub const DEFAULT_SUBQUERY_STEP_MS: i64 = 60_000;
 
+/// The lookback delta used when [`EngineOptions::lookback_delta_ms`] is not positive: 5 minutes.
+pub const DEFAULT_LOOKBACK_DELTA_MS: i64 = 300_000;
+
 /// The most points per series a range query may return, as Prometheus' HTTP API enforces.
 pub const MAX_POINTS_PER_SERIES: i64 = 11_000;
 
@@ -27,7 +30,7 @@ pub const MAX_POINTS_PER_SERIES: i64 = 11_000;
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineOptions {
     /// How far back an instant selector looks for the latest sample, in milliseconds (default 5 minutes,
-    /// Prometheus `--query.lookback-delta`).
+    /// Prometheus `--query.lookback-delta`; zero or less means the default).
     pub lookback_delta_ms: i64,
     /// The most samples a query may hold in memory at once (default 50,000,000, Prometheus
     /// `--query.max-samples`).
@@ -38,7 +41,11 @@ pub struct EngineOptions {
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions { lookback_delta_ms: 300_000, max_samples: 50_000_000, timeout: Duration::from_secs(120) }
+        EngineOptions {
+            lookback_delta_ms: DEFAULT_LOOKBACK_DELTA_MS,
+            max_samples: 50_000_000,
+            timeout: Duration::from_secs(120),
+        }
     }
 }
 
@@ -545,7 +552,9 @@ impl<'a> Evaluator<'a> {
         let (Some(min_time), Some(max_time)) = (times.iter().min().copied(), times.iter().max().copied()) else {
             return Ok(Vec::new());
         };
-        let lookback_ms = self.options.lookback_delta_ms;
+        // As in Prometheus, a zero (or negative) lookback delta means the default of 5 minutes.
+        let lookback_ms =
+            if self.options.lookback_delta_ms > 0 { self.options.lookback_delta_ms } else { DEFAULT_LOOKBACK_DELTA_MS };
         let selected = self.select(selector, min_time.saturating_sub(lookback_ms).saturating_add(1), max_time)?;
         let mut output = Vec::with_capacity(selected.len());
         let mut points_total = 0usize;

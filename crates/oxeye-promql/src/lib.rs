@@ -52,7 +52,7 @@ mod parse;
 pub mod testing;
 mod value;
 
-pub use engine::{DEFAULT_SUBQUERY_STEP_MS, Engine, EngineOptions, MAX_POINTS_PER_SERIES};
+pub use engine::{DEFAULT_LOOKBACK_DELTA_MS, DEFAULT_SUBQUERY_STEP_MS, Engine, EngineOptions, MAX_POINTS_PER_SERIES};
 pub use error::QueryError;
 pub use promql_parser;
 pub use value::{QueryResult, RangeSeries, Value, VectorSample, format_float};

@@ -1,5 +1,5 @@
 //! Parsing with promql-parser, made to report errors as Prometheus does (`line:column: parse error: ...`)
-//! and to read `\\xNN` string escapes as Go does.
+//! and to read `\xNN` string escapes as Go does.
 
 use promql_parser::parser::{self, Expr};
 
