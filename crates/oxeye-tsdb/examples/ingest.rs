@@ -71,9 +71,12 @@ fn main() {
     let series: usize = args.next().and_then(|arg| arg.parse().ok()).unwrap_or(1_000_000);
     let rounds: i64 = args.next().and_then(|arg| arg.parse().ok()).unwrap_or(10);
     let batch: usize = args.next().and_then(|arg| arg.parse().ok()).unwrap_or(2000);
-    let dir = tempfile::tempdir().unwrap();
+    let temporary = tempfile::tempdir().unwrap();
+    // An optional fourth argument keeps the data directory for later inspection.
+    let kept: Option<std::path::PathBuf> = args.next().map(Into::into);
+    let dir_path = kept.unwrap_or_else(|| temporary.path().to_path_buf());
     let started = Instant::now();
-    let tsdb = Tsdb::open(TsdbOptions::new(dir.path())).unwrap();
+    let tsdb = Tsdb::open(TsdbOptions::new(&dir_path)).unwrap();
     println!("open empty: {:?}", started.elapsed());
     let all_labels: Vec<Labels> = (0..series).map(labels_for).collect();
     let rss_before = rss_bytes();
@@ -122,12 +125,12 @@ fn main() {
     );
     drop(tsdb);
     let started = Instant::now();
-    let tsdb = Tsdb::open(TsdbOptions::new(dir.path())).unwrap();
+    let tsdb = Tsdb::open(TsdbOptions::new(&dir_path)).unwrap();
     println!("reopen after crash (WAL replay): {:?}, {} series", started.elapsed(), tsdb.stats().head_series);
     tsdb.close().unwrap();
     drop(tsdb);
     let started = Instant::now();
-    let tsdb = Tsdb::open(TsdbOptions::new(dir.path())).unwrap();
+    let tsdb = Tsdb::open(TsdbOptions::new(&dir_path)).unwrap();
     println!("reopen after graceful close (checkpoint): {:?}", started.elapsed());
     drop(tsdb);
 

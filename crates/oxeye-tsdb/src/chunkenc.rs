@@ -393,7 +393,10 @@ impl Default for XorAppender {
 impl XorAppender {
     /// An empty chunk.
     pub fn new() -> Self {
-        let writer = BitWriter { bytes: vec![0, 0], free_bits: 0 };
+        // Room for the header and the first samples, so a new chunk does not reallocate at every byte.
+        let mut bytes = Vec::with_capacity(32);
+        bytes.extend_from_slice(&[0, 0]);
+        let writer = BitWriter { bytes, free_bits: 0 };
         XorAppender {
             writer,
             num_samples: 0,
@@ -429,6 +432,11 @@ impl XorAppender {
     /// Number of samples in the chunk.
     pub fn num_samples(&self) -> u16 {
         self.num_samples
+    }
+
+    /// The bits of the newest sample's value (0 for an empty chunk).
+    pub fn last_value_bits(&self) -> u64 {
+        self.state.value_bits
     }
 
     /// The chunk's current size in bytes.

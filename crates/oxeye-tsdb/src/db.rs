@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
@@ -100,6 +100,8 @@ pub(crate) struct Shared {
     pub(crate) counters: DbCounters,
     pub(crate) wal_replay_seconds: f64,
     pub(crate) wal_replay_records: u64,
+    /// Samples in the last committed batch: the next appender's initial capacity.
+    pub(crate) last_batch_samples: AtomicUsize,
     _lock_file: File,
 }
 
@@ -199,6 +201,7 @@ impl Tsdb {
             counters: DbCounters::default(),
             wal_replay_seconds,
             wal_replay_records: replay.records,
+            last_batch_samples: AtomicUsize::new(0),
             _lock_file: lock_file,
         };
         Ok(Arc::new(Tsdb { shared: Arc::new(shared) }))

@@ -28,9 +28,17 @@ impl Hasher for MixHasher {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut array = [0u8; 8];
+            array.copy_from_slice(word);
+            self.0 = (self.0.rotate_left(23) ^ u64::from_le_bytes(array)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         }
+        let mut tail = [0u8; 8];
+        let rest = words.remainder();
+        tail[..rest.len()].copy_from_slice(rest);
+        self.0 = (self.0.rotate_left(23) ^ u64::from_le_bytes(tail) ^ ((bytes.len() as u64) << 56))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
     fn write_u64(&mut self, value: u64) {
         self.0 = value.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
@@ -46,13 +54,22 @@ pub(crate) type MixBuildHasher = BuildHasherDefault<MixHasher>;
 /// byte-wise FNV of `Labels::stable_hash`. Never persisted, so it may change between versions;
 /// collisions are resolved by comparing labels.
 pub(crate) fn label_hash(labels: &Labels) -> u64 {
+    hash_label_pairs(labels.iter().map(|label| (label.name.as_bytes(), label.value.as_bytes())))
+}
+
+/// [`label_hash`] of labels in the record encoding (equal for equal labels).
+pub(crate) fn label_hash_encoded(pairs: &[(&str, &str)]) -> u64 {
+    hash_label_pairs(pairs.iter().map(|(name, value)| (name.as_bytes(), value.as_bytes())))
+}
+
+fn hash_label_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> u64 {
     const MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut hash: u64 = 0x243f_6a88_85a3_08d3;
     let mut mix = |word: u64| {
         hash = (hash.rotate_left(23) ^ word).wrapping_mul(MULTIPLIER);
     };
-    for label in labels {
-        for text in [label.name.as_bytes(), label.value.as_bytes()] {
+    for (name, value) in pairs {
+        for text in [name, value] {
             let mut words = text.chunks_exact(8);
             for word in &mut words {
                 let mut array = [0u8; 8];
@@ -201,30 +218,34 @@ impl SeriesState {
         Ok(())
     }
 
-    /// Restores chunks from a checkpoint: all but the last are closed, the last stays open for appends.
+    /// Restores chunks from a checkpoint: all but the last are closed; the last stays open for appends
+    /// when it is an XOR chunk. Chunks not newer than the series' newest sample are skipped.
     pub(crate) fn restore_chunks(
         &mut self,
         chunks: Vec<(Encoding, i64, i64, Vec<u8>)>,
         chunk_range_ms: i64,
     ) -> Result<(), ChunkDecodeError> {
-        let count = chunks.len();
-        for (position, (encoding, mint_ms, maxt_ms, bytes)) in chunks.into_iter().enumerate() {
-            if maxt_ms <= self.max_time_ms {
-                continue;
-            }
-            let last_value_bits = last_value_bits(encoding, &bytes)?;
-            if position + 1 == count && encoding == Encoding::Xor {
-                self.cut_open_chunk();
-                let appender = XorAppender::from_bytes(&bytes)?;
-                let boundary_ms = mint_ms.div_euclid(chunk_range_ms).saturating_add(1).saturating_mul(chunk_range_ms);
-                self.open = Some(OpenChunk { appender, mint_ms, maxt_ms, boundary_ms });
-            } else {
-                self.cut_open_chunk();
-                self.closed.push(HeadChunk { mint_ms, maxt_ms, encoding, bytes: bytes.into_boxed_slice() });
-            }
-            self.max_time_ms = maxt_ms;
-            self.last_value_bits = last_value_bits;
+        let mut chunks: Vec<_> = chunks.into_iter().filter(|chunk| chunk.2 > self.max_time_ms).collect();
+        let Some((last_encoding, last_mint_ms, last_maxt_ms, last_bytes)) = chunks.pop() else { return Ok(()) };
+        self.cut_open_chunk();
+        for (encoding, mint_ms, maxt_ms, bytes) in chunks {
+            self.closed.push(HeadChunk { mint_ms, maxt_ms, encoding, bytes: bytes.into_boxed_slice() });
         }
+        if last_encoding == Encoding::Xor {
+            let appender = XorAppender::from_bytes(&last_bytes)?;
+            self.last_value_bits = appender.last_value_bits();
+            let boundary_ms = last_mint_ms.div_euclid(chunk_range_ms).saturating_add(1).saturating_mul(chunk_range_ms);
+            self.open = Some(OpenChunk { appender, mint_ms: last_mint_ms, maxt_ms: last_maxt_ms, boundary_ms });
+        } else {
+            self.last_value_bits = last_value_bits(last_encoding, &last_bytes)?;
+            self.closed.push(HeadChunk {
+                mint_ms: last_mint_ms,
+                maxt_ms: last_maxt_ms,
+                encoding: last_encoding,
+                bytes: last_bytes.into_boxed_slice(),
+            });
+        }
+        self.max_time_ms = last_maxt_ms;
         Ok(())
     }
 }
@@ -263,9 +284,13 @@ impl MemSeries {
     fn new(series_ref: u32, labels: &Labels) -> Self {
         let mut labels_encoded = Vec::new();
         record::encode_labels(&mut labels_encoded, labels);
+        Self::from_encoded(series_ref, labels_encoded.into_boxed_slice())
+    }
+
+    fn from_encoded(series_ref: u32, labels_encoded: Box<[u8]>) -> Self {
         MemSeries {
             series_ref,
-            labels_encoded: labels_encoded.into_boxed_slice(),
+            labels_encoded,
             state: Mutex::new(SeriesState::new()),
             logged: AtomicBool::new(false),
             pending_appenders: AtomicU32::new(0),
@@ -320,6 +345,14 @@ impl HashStripe {
             return Some(first);
         }
         self.conflicts.get(&hash)?.iter().find(|series| series.labels_equal(labels))
+    }
+
+    fn find_encoded(&self, hash: u64, labels_encoded: &[u8]) -> Option<&Arc<MemSeries>> {
+        let first = self.unique.get(&hash)?;
+        if *first.labels_encoded == *labels_encoded {
+            return Some(first);
+        }
+        self.conflicts.get(&hash)?.iter().find(|series| *series.labels_encoded == *labels_encoded)
     }
 
     fn insert(&mut self, hash: u64, series: Arc<MemSeries>) {
@@ -450,19 +483,7 @@ impl Head {
             }
             return Ok((Arc::clone(series), false));
         }
-        let series_ref = match fixed_ref {
-            Some(series_ref) => {
-                self.next_ref.fetch_max(series_ref.saturating_add(1), Ordering::AcqRel);
-                series_ref
-            }
-            None => {
-                let allocated = self.next_ref.fetch_add(1, Ordering::AcqRel);
-                if allocated == u32::MAX {
-                    return Err(CreateSeriesError::RefsExhausted);
-                }
-                allocated
-            }
-        };
+        let series_ref = self.allocate_ref(fixed_ref)?;
         let series = Arc::new(MemSeries::new(series_ref, labels));
         if hold {
             series.pending_appenders.fetch_add(1, Ordering::AcqRel);
@@ -474,6 +495,50 @@ impl Head {
         self.num_series.fetch_add(1, Ordering::Relaxed);
         self.counters.series_created_total.fetch_add(1, Ordering::Relaxed);
         Ok((series, true))
+    }
+
+    fn allocate_ref(&self, fixed_ref: Option<u32>) -> Result<u32, CreateSeriesError> {
+        match fixed_ref {
+            Some(series_ref) => {
+                self.next_ref.fetch_max(series_ref.saturating_add(1), Ordering::AcqRel);
+                Ok(series_ref)
+            }
+            None => {
+                let allocated = self.next_ref.fetch_add(1, Ordering::AcqRel);
+                if allocated == u32::MAX {
+                    return Err(CreateSeriesError::RefsExhausted);
+                }
+                Ok(allocated)
+            }
+        }
+    }
+
+    /// As [`Head::get_or_create`] without holding, for labels already in the record encoding (WAL
+    /// replay): no label strings are allocated. `pairs` are the decoded `(name, value)` pairs of
+    /// `labels_encoded`.
+    pub(crate) fn get_or_create_encoded(
+        &self,
+        labels_encoded: &[u8],
+        pairs: &[(&str, &str)],
+        fixed_ref: Option<u32>,
+    ) -> Result<Arc<MemSeries>, CreateSeriesError> {
+        let hash = label_hash_encoded(pairs);
+        if let Some(series) = read(self.hash_stripe(hash)).find_encoded(hash, labels_encoded) {
+            return Ok(Arc::clone(series));
+        }
+        let mut stripe = write(self.hash_stripe(hash));
+        if let Some(series) = stripe.find_encoded(hash, labels_encoded) {
+            return Ok(Arc::clone(series));
+        }
+        let series_ref = self.allocate_ref(fixed_ref)?;
+        let series = Arc::new(MemSeries::from_encoded(series_ref, labels_encoded.into()));
+        stripe.insert(hash, Arc::clone(&series));
+        write(self.ref_stripe(series_ref)).insert(series_ref, Arc::clone(&series));
+        write(&self.postings).add_pairs(series_ref, pairs);
+        drop(stripe);
+        self.num_series.fetch_add(1, Ordering::Relaxed);
+        self.counters.series_created_total.fetch_add(1, Ordering::Relaxed);
+        Ok(series)
     }
 
     /// The series with reference `series_ref`.
@@ -638,6 +703,32 @@ mod tests {
             samples.iter().map(|sample| sample.timestamp_ms).collect::<Vec<_>>(),
             [98_000, 99_000, 100_000, 101_000]
         );
+    }
+
+    #[test]
+    fn restored_chunks_continue_where_they_left_off() {
+        for count in [50, 120, 300] {
+            let mut original = SeriesState::new();
+            for index in 0..count {
+                original.append(index * 1000, (index % 7) as f64, 10_000_000);
+            }
+            let chunks: Vec<_> =
+                original.chunks().map(|(encoding, mint, maxt, bytes)| (encoding, mint, maxt, bytes.to_vec())).collect();
+            let mut restored = SeriesState::new();
+            restored.restore_chunks(chunks, 10_000_000).unwrap();
+            assert_eq!(restored.check((count - 1) * 1000, 99f64.to_bits()), SeriesAppend::DuplicateDifferentValue);
+            assert_eq!(
+                restored.check((count - 1) * 1000, (((count - 1) % 7) as f64).to_bits()),
+                SeriesAppend::DuplicateIgnored
+            );
+            for state in [&mut original, &mut restored] {
+                assert_eq!(state.append(count * 1000, 5.0, 10_000_000), SeriesAppend::Appended);
+            }
+            let (mut expected, mut actual) = (Vec::new(), Vec::new());
+            original.samples_in(i64::MIN, i64::MAX, &mut expected).unwrap();
+            restored.samples_in(i64::MIN, i64::MAX, &mut actual).unwrap();
+            assert_eq!(actual, expected, "{count} samples");
+        }
     }
 
     #[test]

@@ -43,12 +43,14 @@ pub struct TsdbAppender {
 impl TsdbAppender {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         let min_valid_time_ms = shared.head.appendable_min_valid_time_ms();
+        // Batches from one source have similar sizes: start at the last batch's size.
+        let capacity = shared.last_batch_samples.load(Ordering::Relaxed).min(1 << 16);
         TsdbAppender {
             shared,
             min_valid_time_ms,
-            held: Vec::new(),
-            held_by_ref: HashMap::default(),
-            samples: Vec::new(),
+            held: Vec::with_capacity(capacity),
+            held_by_ref: HashMap::with_capacity_and_hasher(capacity, MixBuildHasher::default()),
+            samples: Vec::with_capacity(capacity),
             exemplars: Vec::new(),
             metadata: Vec::new(),
             series_created: 0,
@@ -100,6 +102,7 @@ impl TsdbAppender {
 
     fn commit_inner(&mut self) -> Result<CommitSummary, StorageError> {
         let shared = Arc::clone(&self.shared);
+        shared.last_batch_samples.store(self.samples.len(), Ordering::Relaxed);
         if self.samples.is_empty() && self.exemplars.is_empty() && self.metadata.is_empty() {
             return Ok(CommitSummary { series_created: self.series_created, ..CommitSummary::default() });
         }

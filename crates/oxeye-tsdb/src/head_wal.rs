@@ -26,8 +26,54 @@ pub(crate) struct ReplayOutcome {
     pub(crate) undecodable_records: u64,
 }
 
+/// Samples handed to a replay worker: all samples of a series go to the same worker, in WAL order.
+type SampleBatch = Vec<(Arc<MemSeries>, i64, f64)>;
+const REPLAY_BATCH_SAMPLES: usize = 8192;
+
+/// Applies samples on worker threads, sharded by series reference.
+struct ReplayShards {
+    senders: Vec<std::sync::mpsc::SyncSender<SampleBatch>>,
+    buffers: Vec<SampleBatch>,
+}
+
+impl ReplayShards {
+    fn push(&mut self, series: Arc<MemSeries>, timestamp_ms: i64, value: f64) {
+        let shard = series.series_ref as usize % self.buffers.len();
+        let buffer = &mut self.buffers[shard];
+        buffer.push((series, timestamp_ms, value));
+        if buffer.len() >= REPLAY_BATCH_SAMPLES {
+            let full = std::mem::replace(buffer, Vec::with_capacity(REPLAY_BATCH_SAMPLES));
+            // A worker only stops early if it panicked; the join below reports that.
+            let _ = self.senders[shard].send(full);
+        }
+    }
+
+    fn flush(&mut self) {
+        for (buffer, sender) in self.buffers.iter_mut().zip(&self.senders) {
+            if !buffer.is_empty() {
+                let _ = sender.send(std::mem::take(buffer));
+            }
+        }
+    }
+}
+
+/// Appends replayed samples; returns the time range of the samples appended.
+fn apply_samples(batches: std::sync::mpsc::Receiver<SampleBatch>, chunk_range_ms: i64) -> (i64, i64) {
+    let (mut min_time_ms, mut max_time_ms) = (i64::MAX, i64::MIN);
+    for batch in batches {
+        for (series, timestamp_ms, value) in batch {
+            if series.lock().append(timestamp_ms, value, chunk_range_ms) == crate::head::SeriesAppend::Appended {
+                min_time_ms = min_time_ms.min(timestamp_ms);
+                max_time_ms = max_time_ms.max(timestamp_ms);
+            }
+        }
+    }
+    (min_time_ms, max_time_ms)
+}
+
 struct Replayer<'a> {
     head: &'a Head,
+    shards: ReplayShards,
     exemplars: &'a mut ExemplarStorage,
     metadata: &'a mut BTreeMap<String, MetricMetadata>,
     /// Every reference seen in a series record, to the head series now holding those labels.
@@ -65,25 +111,19 @@ impl Replayer<'_> {
             Record::Series(series) => {
                 for entry in series {
                     let fixed_ref = u32::try_from(entry.series_ref).ok();
-                    let Ok((series, _)) = self.head.get_or_create(&entry.labels, fixed_ref, false) else {
-                        continue;
-                    };
+                    let created = self.head.get_or_create_encoded(entry.labels_encoded, &entry.pairs, fixed_ref);
+                    let Ok(series) = created else { continue };
                     series.logged.store(true, Ordering::Release);
                     self.series_by_ref.insert(entry.series_ref, series);
                 }
             }
             Record::Samples(samples) => {
-                let chunk_range_ms = self.head.chunk_range_ms;
                 for sample in samples {
                     if sample.timestamp_ms < min_valid_ms {
                         continue;
                     }
                     let Some(series) = self.series(sample.series_ref) else { continue };
-                    let outcome = series.lock().append(sample.timestamp_ms, sample.value, chunk_range_ms);
-                    if outcome == crate::head::SeriesAppend::Appended {
-                        self.min_time_ms = self.min_time_ms.min(sample.timestamp_ms);
-                        self.max_time_ms = self.max_time_ms.max(sample.timestamp_ms);
-                    }
+                    self.shards.push(series, sample.timestamp_ms, sample.value);
                 }
             }
             Record::Exemplars(exemplars) => {
@@ -127,15 +167,45 @@ pub(crate) fn replay(
     metadata: &mut BTreeMap<String, MetricMetadata>,
 ) -> Result<ReplayOutcome, TsdbError> {
     checkpoint::remove_temporary_checkpoints(wal_dir)?;
-    let mut replayer = Replayer {
-        head,
-        exemplars,
-        metadata,
-        series_by_ref: HashMap::default(),
-        outcome: ReplayOutcome::default(),
-        min_time_ms: i64::MAX,
-        max_time_ms: i64::MIN,
-    };
+    let workers = std::thread::available_parallelism().map(usize::from).unwrap_or(1).clamp(1, 8);
+    let chunk_range_ms = head.chunk_range_ms;
+    std::thread::scope(|scope| {
+        let mut senders = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (sender, receiver) = std::sync::mpsc::sync_channel::<SampleBatch>(4);
+            senders.push(sender);
+            handles.push(scope.spawn(move || apply_samples(receiver, chunk_range_ms)));
+        }
+        let mut replayer = Replayer {
+            head,
+            shards: ReplayShards { senders, buffers: (0..workers).map(|_| Vec::new()).collect() },
+            exemplars,
+            metadata,
+            series_by_ref: HashMap::default(),
+            outcome: ReplayOutcome::default(),
+            min_time_ms: i64::MAX,
+            max_time_ms: i64::MIN,
+        };
+        let read_result = read_all(wal_dir, &mut replayer);
+        replayer.shards.flush();
+        // Closing the channels lets the workers finish.
+        replayer.shards.senders.clear();
+        for handle in handles {
+            match handle.join() {
+                Ok((min_time_ms, max_time_ms)) => {
+                    replayer.min_time_ms = replayer.min_time_ms.min(min_time_ms);
+                    replayer.max_time_ms = replayer.max_time_ms.max(max_time_ms);
+                }
+                Err(_) => return Err(TsdbError::corrupt(wal_dir, "a wal replay worker panicked")),
+            }
+        }
+        read_result?;
+        finish_replay(head, replayer)
+    })
+}
+
+fn read_all(wal_dir: &Path, replayer: &mut Replayer<'_>) -> Result<(), TsdbError> {
     let mut first_segment = 0;
     if let Some((through, checkpoint_dir)) = checkpoint::last_checkpoint(wal_dir)? {
         oxeye_wal::replay::<TsdbError>(&checkpoint_dir, 0, |bytes| replayer.apply(bytes))?;
@@ -146,6 +216,10 @@ pub(crate) fn replay(
     if let Some(torn) = &summary.torn_tail {
         tracing::warn!(path = %torn.path.display(), offset = torn.offset, "wal tail was torn; unacknowledged records dropped");
     }
+    Ok(())
+}
+
+fn finish_replay(head: &Head, replayer: Replayer<'_>) -> Result<ReplayOutcome, TsdbError> {
     if replayer.outcome.unknown_series_refs > 0 {
         tracing::warn!(count = replayer.outcome.unknown_series_refs, "wal records referenced unknown series");
     }
@@ -168,11 +242,9 @@ pub(crate) fn checkpoint(shared: &Shared) -> Result<(), TsdbError> {
     let mut writer = CheckpointWriter::create(&wal_dir, through)?;
     let all_series = shared.head.all_series();
     for group in all_series.chunks(CHECKPOINT_SERIES_PER_RECORD) {
-        let labeled: Vec<(u64, oxeye_model::Labels)> =
-            group.iter().map(|series| (u64::from(series.series_ref), series.labels())).collect();
-        let references: Vec<(u64, &oxeye_model::Labels)> =
-            labeled.iter().map(|(series_ref, labels)| (*series_ref, labels)).collect();
-        writer.append(record::encode_series(&references))?;
+        let references: Vec<(u64, &[u8])> =
+            group.iter().map(|series| (u64::from(series.series_ref), series.labels_encoded())).collect();
+        writer.append(record::encode_series_encoded(&references))?;
         for series in group {
             let record = {
                 let state = series.lock();

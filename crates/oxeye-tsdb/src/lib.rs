@@ -4,10 +4,10 @@
 //! - [`Tsdb::open`] with [`TsdbOptions`] opens a data directory and returns an `Arc<Tsdb>`, which
 //!   implements [`oxeye_model::storage::MetricsStorage`]: `appender()` for writes, the
 //!   [`oxeye_model::storage::Querier`] methods for reads, plus metadata and exemplars.
-//! - Writes go to the **head** ([`head`]): every series' recent samples in compressed chunks
+//! - Writes go to the **head** (`head`): every series' recent samples in compressed chunks
 //!   ([`chunkenc`]: delta-of-delta timestamps with XOR values, re-encoded as scaled integers with zero
 //!   runs when a chunk closes and its values allow), found by a label-hash map and by postings
-//!   ([`postings`]). A commit first writes WAL records ([`record`]) through `oxeye-wal`'s group commit, and
+//!   ([`postings`]). A commit first writes WAL records (`record`) through `oxeye-wal`'s group commit, and
 //!   returns only after the fsync.
 //! - [`Tsdb::run_maintenance`] cuts the oldest part of the head into an immutable **block** ([`block`]:
 //!   `meta.json`, an index with postings, chunk files), checkpoints the WAL so restarts replay only the

@@ -8,10 +8,12 @@ use std::collections::HashMap;
 use oxeye_model::{Labels, MatchOp, Matcher};
 use roaring::RoaringBitmap;
 
+use crate::head::MixBuildHasher;
+
 /// Postings of one label set collection, in memory.
 #[derive(Debug, Default, Clone)]
 pub struct MemPostings {
-    by_name: HashMap<String, HashMap<String, RoaringBitmap>>,
+    by_name: HashMap<String, HashMap<String, RoaringBitmap, MixBuildHasher>, MixBuildHasher>,
     all: RoaringBitmap,
 }
 
@@ -24,20 +26,34 @@ impl MemPostings {
     /// Adds series `id` under each of its labels.
     pub fn add(&mut self, id: u32, labels: &Labels) {
         for label in labels {
-            let values = match self.by_name.get_mut(label.name.as_str()) {
-                Some(values) => values,
-                None => self.by_name.entry(label.name.clone()).or_default(),
-            };
-            match values.get_mut(label.value.as_str()) {
-                Some(bitmap) => {
-                    bitmap.insert(id);
-                }
-                None => {
-                    values.insert(label.value.clone(), RoaringBitmap::from_iter([id]));
-                }
-            }
+            self.add_pair(id, &label.name, &label.value);
         }
         self.all.insert(id);
+    }
+
+    /// Adds series `id` under each `(name, value)` pair.
+    pub(crate) fn add_pairs(&mut self, id: u32, pairs: &[(&str, &str)]) {
+        for (name, value) in pairs {
+            self.add_pair(id, name, value);
+        }
+        self.all.insert(id);
+    }
+
+    fn add_pair(&mut self, id: u32, name: &str, value: &str) {
+        let values = match self.by_name.get_mut(name) {
+            Some(values) => values,
+            None => self.by_name.entry(name.to_owned()).or_default(),
+        };
+        match values.get_mut(value) {
+            Some(bitmap) => {
+                bitmap.insert(id);
+            }
+            None => {
+                let mut bitmap = RoaringBitmap::new();
+                bitmap.insert(id);
+                values.insert(value.to_owned(), bitmap);
+            }
+        }
     }
 
     /// Adds a ready bitmap for one label pair (used when loading a block index).

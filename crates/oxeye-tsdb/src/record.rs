@@ -19,11 +19,13 @@ pub(crate) enum RecordType {
     SeriesChunks = 5,
 }
 
-/// A series introduced to the WAL: its reference and labels.
+/// A series introduced to the WAL: its reference and labels, still in the record encoding (which is
+/// also the head's), with the decoded pairs borrowed from it.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct RefSeries {
+pub(crate) struct RefSeries<'a> {
     pub(crate) series_ref: u64,
-    pub(crate) labels: Labels,
+    pub(crate) labels_encoded: &'a [u8],
+    pub(crate) pairs: Vec<(&'a str, &'a str)>,
 }
 
 /// One sample of a series known by reference.
@@ -53,7 +55,7 @@ pub(crate) struct RefChunk<'a> {
 /// A decoded WAL record.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Record<'a> {
-    Series(Vec<RefSeries>),
+    Series(Vec<RefSeries<'a>>),
     Samples(Vec<RefSample>),
     Exemplars(Vec<RefExemplar>),
     Metadata(Vec<(String, MetricMetadata)>),
@@ -66,6 +68,27 @@ pub(crate) fn encode_labels(out: &mut Vec<u8>, labels: &Labels) {
         put_bytes(out, label.name.as_bytes());
         put_bytes(out, label.value.as_bytes());
     }
+}
+
+/// Checks labels in the record encoding without allocating strings; returns the encoded span and the
+/// pairs.
+pub(crate) fn decode_label_pairs<'a>(
+    decoder: &mut Decoder<'a>,
+    bytes: &'a [u8],
+) -> Result<(&'a [u8], Vec<(&'a str, &'a str)>), DecodeError> {
+    let start = decoder.position();
+    let count = decoder.count(2, "label count")?;
+    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(count);
+    for _ in 0..count {
+        let name = decoder.str("label name")?;
+        let value = decoder.str("label value")?;
+        if pairs.last().is_some_and(|(previous, _)| *previous >= name) {
+            return Err(decoder.error("labels sorted by name"));
+        }
+        pairs.push((name, value));
+    }
+    let span = bytes.get(start..decoder.position()).ok_or_else(|| decoder.error("label span"))?;
+    Ok((span, pairs))
 }
 
 pub(crate) fn decode_labels(decoder: &mut Decoder<'_>) -> Result<Labels, DecodeError> {
@@ -83,6 +106,7 @@ pub(crate) fn decode_labels(decoder: &mut Decoder<'_>) -> Result<Labels, DecodeE
     Ok(Labels::from_sorted(labels))
 }
 
+#[cfg(test)]
 pub(crate) fn encode_series(series: &[(u64, &Labels)]) -> Vec<u8> {
     let mut out = vec![RecordType::Series as u8];
     put_uvarint(&mut out, series.len() as u64);
@@ -199,8 +223,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
             let mut series = Vec::with_capacity(count);
             for _ in 0..count {
                 let series_ref = decoder.uvarint("series ref")?;
-                let labels = decode_labels(&mut decoder)?;
-                series.push(RefSeries { series_ref, labels });
+                let (labels_encoded, pairs) = decode_label_pairs(&mut decoder, bytes)?;
+                series.push(RefSeries { series_ref, labels_encoded, pairs });
             }
             Record::Series(series)
         }
@@ -277,13 +301,16 @@ mod tests {
     fn every_record_type_round_trips() {
         let labels = Labels::from_pairs([("__name__", "up"), ("job", "api")]);
         let series = encode_series(&[(7, &labels), (9, &labels)]);
-        assert_eq!(
-            decode(&series).unwrap(),
-            Record::Series(vec![
-                RefSeries { series_ref: 7, labels: labels.clone() },
-                RefSeries { series_ref: 9, labels: labels.clone() }
-            ])
-        );
+        let Record::Series(decoded) = decode(&series).unwrap() else { panic!("series record") };
+        let refs: Vec<u64> = decoded.iter().map(|entry| entry.series_ref).collect();
+        assert_eq!(refs, [7, 9]);
+        for entry in &decoded {
+            assert_eq!(decode_labels(&mut Decoder::new(entry.labels_encoded)).unwrap(), labels);
+            assert_eq!(entry.pairs, [("__name__", "up"), ("job", "api")]);
+        }
+        let mut encoded_labels = Vec::new();
+        encode_labels(&mut encoded_labels, &labels);
+        assert_eq!(encode_series_encoded(&[(7, &encoded_labels), (9, &encoded_labels)]), series);
         let samples = vec![
             RefSample { series_ref: 9, timestamp_ms: 1000, value: 1.5 },
             RefSample { series_ref: 3, timestamp_ms: -5, value: f64::INFINITY },
