@@ -70,12 +70,15 @@ pub(crate) fn encode_labels(out: &mut Vec<u8>, labels: &Labels) {
     }
 }
 
+/// Labels in the record encoding and their `(name, value)` pairs borrowed from it.
+pub(crate) type EncodedLabels<'a> = (&'a [u8], Vec<(&'a str, &'a str)>);
+
 /// Checks labels in the record encoding without allocating strings; returns the encoded span and the
 /// pairs.
 pub(crate) fn decode_label_pairs<'a>(
     decoder: &mut Decoder<'a>,
     bytes: &'a [u8],
-) -> Result<(&'a [u8], Vec<(&'a str, &'a str)>), DecodeError> {
+) -> Result<EncodedLabels<'a>, DecodeError> {
     let start = decoder.position();
     let count = decoder.count(2, "label count")?;
     let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(count);
