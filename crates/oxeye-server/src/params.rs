@@ -23,7 +23,7 @@ pub struct Params {
 
 impl Params {
     /// Collects the query string and, for `application/x-www-form-urlencoded` POST bodies, the form.
-    pub fn from_request(method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Self {
+    pub fn from_parts(method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> Self {
         let mut pairs: Vec<(String, String)> = Vec::new();
         if let Some(query) = uri.query() {
             pairs.extend(form_urlencoded_pairs(query.as_bytes()));
@@ -89,6 +89,19 @@ impl Params {
                 Err(_) => Err(ApiError::invalid_parameter(name, format!("cannot parse {text:?} to a valid integer"))),
             },
         }
+    }
+}
+
+/// Extracts [`Params`] from any request: query string plus form body.
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = request.into_parts();
+        let bytes = Bytes::from_request(axum::extract::Request::from_parts(parts.clone(), body), state)
+            .await
+            .map_err(|rejection| ApiError::bad_data(format!("cannot read the request body: {rejection}")))?;
+        Ok(Params::from_parts(&parts.method, &parts.uri, &parts.headers, &bytes))
     }
 }
 

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use oxeye_model::duration::format_duration_ms;
+use oxeye_model::storage::{MetricsStorage, StorageError};
 use oxeye_model::{Labels, MatchOp, Matcher, is_valid_label_name};
 use oxeye_promql::promql_parser;
 use serde_json::{Value as Json, json};
@@ -58,14 +58,7 @@ fn query_error(error: oxeye_promql::QueryError) -> ApiError {
     ApiError { error_type: error.prometheus_error_type(), message: error.to_string() }
 }
 
-async fn query(
-    State(state): State<Arc<ServerState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let params = Params::from_request(&method, &uri, &headers, &body);
+async fn query(State(state): State<Arc<ServerState>>, params: Params) -> Response {
     respond(instant_query(state, params).await)
 }
 
@@ -86,14 +79,7 @@ fn json_response(body: String) -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-async fn query_range(
-    State(state): State<Arc<ServerState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let params = Params::from_request(&method, &uri, &headers, &body);
+async fn query_range(State(state): State<Arc<ServerState>>, params: Params) -> Response {
     respond(range_query(state, params).await)
 }
 
@@ -189,14 +175,7 @@ fn labels_json(labels: &Labels) -> Json {
     Json::Object(object)
 }
 
-async fn series(
-    State(state): State<Arc<ServerState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let params = Params::from_request(&method, &uri, &headers, &body);
+async fn series(State(state): State<Arc<ServerState>>, params: Params) -> Response {
     respond(
         async {
             let sets = match_sets(&params)?;
@@ -216,109 +195,74 @@ async fn series(
             .await??;
             found.sort();
             found.dedup();
-            let mut warnings = Vec::new();
-            if let Some(limit) = limit {
-                if found.len() > limit {
-                    found.truncate(limit);
-                    warnings.push("results truncated due to limit".to_string());
-                }
-            }
+            let warnings = truncate_to_limit(&mut found, limit);
             Ok(success(Json::Array(found.iter().map(labels_json).collect()), &warnings))
         }
         .await,
     )
 }
 
-async fn label_names(
-    State(state): State<Arc<ServerState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let params = Params::from_request(&method, &uri, &headers, &body);
+async fn label_names(State(state): State<Arc<ServerState>>, params: Params) -> Response {
     respond(
-        async {
-            let sets = match_sets(&params)?;
-            let (start_ms, end_ms) = time_window(&params)?;
-            let limit = params.limit("limit")?;
-            let storage = state.storage()?.clone();
-            let names = run_blocking(move || -> Result<Vec<String>, ApiError> {
-                if sets.is_empty() {
-                    return Ok(storage.label_names(start_ms, end_ms, &[])?);
-                }
-                let mut all = Vec::new();
-                for matchers in &sets {
-                    all.extend(storage.label_names(start_ms, end_ms, matchers)?);
-                }
-                all.sort();
-                all.dedup();
-                Ok(all)
-            })
-            .await??;
-            Ok(string_list(names, limit))
-        }
+        string_lookup(state, &params, |storage, start_ms, end_ms, matchers| {
+            storage.label_names(start_ms, end_ms, matchers)
+        })
         .await,
     )
 }
 
-fn string_list(mut values: Vec<String>, limit: Option<usize>) -> Response {
-    let mut warnings = Vec::new();
-    if let Some(limit) = limit {
-        if values.len() > limit {
-            values.truncate(limit);
-            warnings.push("results truncated due to limit".to_string());
-        }
+async fn label_values(State(state): State<Arc<ServerState>>, Path(name): Path<String>, params: Params) -> Response {
+    if !is_valid_label_name(&name) {
+        return ApiError::bad_data(format!("invalid label name: {name:?}")).into_response();
     }
-    success(json!(values), &warnings)
-}
-
-async fn label_values(
-    State(state): State<Arc<ServerState>>,
-    Path(name): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let params = Params::from_request(&method, &uri, &headers, &body);
     respond(
-        async {
-            // Prometheus 3 accepts UTF-8 names escaped as `U__...`; plain names are the common case.
-            if !is_valid_label_name(&name) {
-                return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
-            }
-            let sets = match_sets(&params)?;
-            let (start_ms, end_ms) = time_window(&params)?;
-            let limit = params.limit("limit")?;
-            let storage = state.storage()?.clone();
-            let values = run_blocking(move || -> Result<Vec<String>, ApiError> {
-                if sets.is_empty() {
-                    return Ok(storage.label_values(start_ms, end_ms, &name, &[])?);
-                }
-                let mut all = Vec::new();
-                for matchers in &sets {
-                    all.extend(storage.label_values(start_ms, end_ms, &name, matchers)?);
-                }
-                all.sort();
-                all.dedup();
-                Ok(all)
-            })
-            .await??;
-            Ok(string_list(values, limit))
-        }
+        string_lookup(state, &params, move |storage, start_ms, end_ms, matchers| {
+            storage.label_values(start_ms, end_ms, &name, matchers)
+        })
         .await,
     )
 }
 
-async fn metadata(
-    State(state): State<Arc<ServerState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let params = Params::from_request(&method, &uri, &headers, &body);
+/// Runs a label-name or label-value lookup for every `match[]` set (or once without matchers), merges
+/// the sorted results and applies `limit`.
+async fn string_lookup(
+    state: Arc<ServerState>,
+    params: &Params,
+    lookup: impl Fn(&dyn MetricsStorage, i64, i64, &[Matcher]) -> Result<Vec<String>, StorageError> + Send + 'static,
+) -> Result<Response, ApiError> {
+    let mut sets = match_sets(params)?;
+    let (start_ms, end_ms) = time_window(params)?;
+    let limit = params.limit("limit")?;
+    let storage = state.storage()?.clone();
+    if sets.is_empty() {
+        sets.push(Vec::new());
+    }
+    let mut values = run_blocking(move || -> Result<Vec<String>, StorageError> {
+        let mut all = Vec::new();
+        for matchers in &sets {
+            all.extend(lookup(storage.as_ref(), start_ms, end_ms, matchers)?);
+        }
+        Ok(all)
+    })
+    .await??;
+    values.sort();
+    values.dedup();
+    let warnings = truncate_to_limit(&mut values, limit);
+    Ok(success(json!(values), &warnings))
+}
+
+/// Truncates a result to `limit` and returns Prometheus' warning when it did.
+fn truncate_to_limit<T>(values: &mut Vec<T>, limit: Option<usize>) -> Vec<String> {
+    match limit {
+        Some(limit) if values.len() > limit => {
+            values.truncate(limit);
+            vec!["results truncated due to limit".to_string()]
+        }
+        _ => Vec::new(),
+    }
+}
+
+async fn metadata(State(state): State<Arc<ServerState>>, params: Params) -> Response {
     respond(
         async {
             let limit = params.limit("limit")?;
@@ -338,14 +282,7 @@ async fn metadata(
     )
 }
 
-async fn targets(
-    State(state): State<Arc<ServerState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let params = Params::from_request(&method, &uri, &headers, &body);
+async fn targets(State(state): State<Arc<ServerState>>, params: Params) -> Response {
     let wanted_state = params.get("state").unwrap_or("any").to_ascii_lowercase();
     let snapshot = state.scrape_manager().map(|manager| manager.targets()).unwrap_or_default();
     let active: Vec<Json> = snapshot.active_targets.iter().map(target_json).collect();
