@@ -61,8 +61,14 @@ fn run_pass(shared: &Shared) -> Result<MaintenanceReport, TsdbError> {
         if head.is_empty() {
             break;
         }
-        let head_min_ms = head.min_time_ms().max(head.min_valid_time_ms());
         let head_max_ms = head.max_time_ms();
+        let recorded_min_ms = head.min_time_ms().max(head.min_valid_time_ms());
+        if head_max_ms.saturating_sub(recorded_min_ms) <= block_duration_ms / 2 * 3 {
+            break;
+        }
+        // Start at the oldest sample actually present, so a gap (e.g. after one sample far in the
+        // future) is skipped instead of cut into empty blocks one range at a time.
+        let Some(head_min_ms) = head.oldest_sample_time_ms(recorded_min_ms) else { break };
         if head_max_ms.saturating_sub(head_min_ms) <= block_duration_ms / 2 * 3 {
             break;
         }

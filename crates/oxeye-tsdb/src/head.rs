@@ -642,6 +642,21 @@ impl Head {
         removed
     }
 
+    /// The oldest time at or after `from_ms` of any sample in the head (chunk granularity: the mint of
+    /// the oldest chunk ending at or after `from_ms`, raised to `from_ms`); `None` when there is none.
+    pub(crate) fn oldest_sample_time_ms(&self, from_ms: i64) -> Option<i64> {
+        let mut oldest: Option<i64> = None;
+        for series in self.all_series() {
+            let state = series.lock();
+            let first = state.chunks().find(|(_, _, maxt_ms, _)| *maxt_ms >= from_ms);
+            if let Some((_, mint_ms, _, _)) = first {
+                let candidate = mint_ms.max(from_ms);
+                oldest = Some(oldest.map_or(candidate, |known| known.min(candidate)));
+            }
+        }
+        oldest
+    }
+
     /// Approximate heap bytes held by series structures and chunks (not postings), for stats.
     pub(crate) fn approximate_chunk_bytes(&self) -> u64 {
         let mut total = 0u64;

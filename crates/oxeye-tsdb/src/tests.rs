@@ -303,3 +303,30 @@ fn concurrent_appenders_all_land_and_survive_restart() {
         assert!(series.iter().all(|(_, samples)| samples.len() == 50));
     }
 }
+
+#[test]
+fn a_far_future_sample_does_not_make_maintenance_cut_empty_blocks_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    // Otherwise retention, measured from the newest sample, deletes the real data at once.
+    opts.retention_ms = 100 * 365 * 24 * HOUR_MS;
+    let tsdb = Tsdb::open(opts).unwrap();
+    fill_hours(&tsdb, 2, 0, 1);
+    // A sample ten years ahead (one bad client clock).
+    append_all(&tsdb, &series_labels("metric", 0), &[(10 * 365 * 24 * HOUR_MS, 1.0)]);
+    let report = tsdb.run_maintenance().unwrap();
+    assert_eq!(report.blocks_cut, 1, "{report:?}");
+    assert_eq!(all_samples(&tsdb, "metric")[0].1.len(), 61);
+}
+
+#[test]
+fn commits_after_close_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let tsdb = Tsdb::open(options(dir.path())).unwrap();
+    let mut appender = tsdb.appender();
+    appender.append(&series_labels("up", 1), Sample { timestamp_ms: 1, value: 1.0 }).unwrap();
+    tsdb.close().unwrap();
+    assert!(matches!(appender.commit(), Err(StorageError::Unavailable(_))));
+    assert!(matches!(tsdb.run_maintenance(), Err(crate::TsdbError::Closed)));
+    tsdb.close().unwrap();
+}
