@@ -264,3 +264,73 @@ fn apply_retention(shared: &Shared) -> Result<u64, TsdbError> {
     shared.counters.retention_deleted_blocks_total.fetch_add(count, Ordering::Relaxed);
     Ok(count)
 }
+
+/// A background thread running [`Tsdb::run_maintenance`] at a fixed interval; see
+/// [`Tsdb::start_maintenance`]. Stop it with [`MaintenanceThread::stop`] (dropping it also stops it).
+#[derive(Debug)]
+pub struct MaintenanceThread {
+    stop: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MaintenanceThread {
+    /// Asks the thread to stop and waits for it; a pass in progress finishes first.
+    pub fn stop(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        let (stopped, wake) = &*self.stop;
+        *lock(stopped) = true;
+        wake.notify_all();
+        if let Some(handle) = self.handle.take() {
+            // A panicking pass already reported itself; nothing is left to clean up.
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for MaintenanceThread {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+impl Tsdb {
+    /// Starts a thread (named `tsdb-maintenance`) that calls [`Tsdb::run_maintenance`] every
+    /// `interval`, logging failures with `tracing::warn!`. It holds only a weak reference: it ends when
+    /// stopped, when the store is closed, or when the last `Arc<Tsdb>` is dropped. An alternative to
+    /// calling `run_maintenance` from your own scheduler.
+    ///
+    /// # Errors
+    /// [`TsdbError::Io`] when the thread cannot be spawned.
+    pub fn start_maintenance(self: &Arc<Self>, interval: std::time::Duration) -> Result<MaintenanceThread, TsdbError> {
+        let stop = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+        let thread_stop = Arc::clone(&stop);
+        let tsdb = Arc::downgrade(self);
+        let handle = std::thread::Builder::new()
+            .name("tsdb-maintenance".to_owned())
+            .spawn(move || {
+                let (stopped, wake) = &*thread_stop;
+                loop {
+                    {
+                        let guard = lock(stopped);
+                        let (guard, _) = wake
+                            .wait_timeout_while(guard, interval, |stopped| !*stopped)
+                            .unwrap_or_else(|poisoned| poisoned.into_inner());
+                        if *guard {
+                            return;
+                        }
+                    }
+                    let Some(tsdb) = tsdb.upgrade() else { return };
+                    match tsdb.run_maintenance() {
+                        Ok(_) => {}
+                        Err(TsdbError::Closed) => return,
+                        Err(error) => tracing::warn!(%error, "tsdb maintenance failed; retrying next interval"),
+                    }
+                }
+            })
+            .map_err(|error| TsdbError::io(&self.shared.options.data_dir, "spawn maintenance thread", error))?;
+        Ok(MaintenanceThread { stop, handle: Some(handle) })
+    }
+}

@@ -283,6 +283,25 @@ mod tests {
 
     use super::*;
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_the_index_decoder(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = decode_index(&bytes);
+            // Also with a valid header and table of contents around the noise.
+            let mut framed = INDEX_MAGIC.to_be_bytes().to_vec();
+            framed.extend_from_slice(&[INDEX_VERSION, 0, 0, 0]);
+            framed.extend_from_slice(&bytes);
+            let mut toc = Vec::new();
+            for offset in [8u64, 9, 10] {
+                toc.extend_from_slice(&offset.to_be_bytes());
+            }
+            let crc = crc32fast::hash(&toc);
+            framed.extend_from_slice(&toc);
+            framed.extend_from_slice(&crc.to_be_bytes());
+            let _ = decode_index(&framed);
+        }
+    }
+
     #[test]
     fn index_round_trips_and_detects_damage() {
         let series = vec![

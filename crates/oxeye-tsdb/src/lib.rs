@@ -9,7 +9,7 @@
 //!   runs when a chunk closes and its values allow), found by a label-hash map and by postings
 //!   ([`postings`]). A commit first writes WAL records (`record`) through `oxeye-wal`'s group commit, and
 //!   returns only after the fsync.
-//! - [`Tsdb::run_maintenance`] cuts the oldest part of the head into an immutable **block** ([`block`]:
+//! - [`Tsdb::run_maintenance`] (or a thread from [`Tsdb::start_maintenance`]) cuts the oldest part of the head into an immutable **block** ([`block`]:
 //!   `meta.json`, an index with postings, chunk files), checkpoints the WAL so restarts replay only the
 //!   recent tail, merges blocks into larger ranges and applies retention.
 //! - Queries merge blocks and head by labels.
@@ -52,7 +52,7 @@ pub mod postings;
 mod querier;
 mod record;
 
-pub use compact::MaintenanceReport;
+pub use compact::{MaintenanceReport, MaintenanceThread};
 pub use db::{Tsdb, TsdbStats};
 pub use error::TsdbError;
 pub use head_append::TsdbAppender;

@@ -337,6 +337,18 @@ mod tests {
         assert_eq!(decode(&encode_series_chunks(3, &chunks)).unwrap(), Record::SeriesChunks { series_ref: 3, chunks });
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_the_record_decoder(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let _ = decode(&bytes);
+            for record_type in 1u8..=5 {
+                let mut typed = vec![record_type];
+                typed.extend_from_slice(&bytes);
+                let _ = decode(&typed);
+            }
+        }
+    }
+
     #[test]
     fn damaged_records_are_errors_not_panics() {
         let labels = Labels::from_pairs([("__name__", "up")]);

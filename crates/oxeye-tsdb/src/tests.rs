@@ -330,3 +330,18 @@ fn commits_after_close_are_refused() {
     assert!(matches!(tsdb.run_maintenance(), Err(crate::TsdbError::Closed)));
     tsdb.close().unwrap();
 }
+
+#[test]
+fn maintenance_thread_cuts_blocks_and_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let tsdb = Tsdb::open(options(dir.path())).unwrap();
+    fill_hours(&tsdb, 2, 0, 4);
+    let thread = tsdb.start_maintenance(std::time::Duration::from_millis(1)).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while tsdb.stats().blocks == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    thread.stop();
+    assert_eq!(tsdb.stats().blocks, 1);
+    assert_eq!(tsdb.stats().maintenance_failures_total, 0);
+}
