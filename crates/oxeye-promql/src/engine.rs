@@ -33,7 +33,9 @@ pub struct EngineOptions {
     /// Prometheus `--query.lookback-delta`; zero or less means the default).
     pub lookback_delta_ms: i64,
     /// The most samples a query may hold in memory at once (default 50,000,000, Prometheus
-    /// `--query.max-samples`).
+    /// `--query.max-samples`). Counted as Prometheus does in spirit: the points of the instant vectors
+    /// produced so far plus the raw samples a range selector holds while its function runs; exceeding
+    /// it fails the query with [`QueryError::TooManySamples`].
     pub max_samples: usize,
     /// The longest a query may run (default 2 minutes, Prometheus `--query.timeout`).
     pub timeout: Duration,

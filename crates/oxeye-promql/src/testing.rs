@@ -23,7 +23,14 @@ impl MemoryQuerier {
     /// Adds one sample to the series `labels`. A sample at an existing timestamp replaces the old one;
     /// samples may come in any order.
     pub fn add_sample(&mut self, labels: &Labels, sample: Sample) {
-        let samples = self.series.entry(labels.clone()).or_default();
+        if !self.series.contains_key(labels) {
+            self.series.insert(labels.clone(), Vec::new());
+        }
+        let Some(samples) = self.series.get_mut(labels) else { return };
+        if samples.last().is_none_or(|last| last.timestamp_ms < sample.timestamp_ms) {
+            samples.push(sample);
+            return;
+        }
         match samples.binary_search_by(|existing| existing.timestamp_ms.cmp(&sample.timestamp_ms)) {
             Ok(index) => samples[index] = sample,
             Err(index) => samples.insert(index, sample),
