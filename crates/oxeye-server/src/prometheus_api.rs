@@ -54,8 +54,14 @@ async fn run_blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'stat
     tokio::task::spawn_blocking(work).await.map_err(|error| ApiError::internal(format!("query task failed: {error}")))
 }
 
+/// Maps an engine error; like Prometheus, a query that does not parse is reported as an invalid `query`
+/// parameter (`invalid parameter "query": 1:5: parse error: ...`).
 fn query_error(error: oxeye_promql::QueryError) -> ApiError {
-    ApiError { error_type: error.prometheus_error_type(), message: error.to_string() }
+    let error_type = error.prometheus_error_type();
+    if error_type == "bad_data" {
+        return ApiError::invalid_parameter("query", error);
+    }
+    ApiError { error_type, message: error.to_string() }
 }
 
 async fn query(State(state): State<Arc<ServerState>>, params: Params) -> Response {

@@ -277,7 +277,8 @@ impl ConfigFile {
     }
 
     /// Applies `OXEYE_*` overrides from `variables` (name, value): `OXEYE_STORAGE__RETENTION=7d` sets
-    /// `storage.retention`. Values are read as YAML scalars or flow collections.
+    /// `storage.retention`. Values are read as YAML scalars or flow collections. Variables whose first
+    /// part names no top-level field (`OXEYE_BIN`) are not ours and are ignored.
     ///
     /// # Errors
     /// [`ConfigError::Environment`] naming the variable when it names no field or its value has the wrong
@@ -297,6 +298,11 @@ impl ConfigFile {
             let environment_error = |message: String| ConfigError::Environment { variable: variable.clone(), message };
             let path: Vec<String> =
                 variable[ENV_PREFIX.len()..].split("__").map(|part| part.to_ascii_lowercase()).collect();
+            // Variables that name no top-level field belong to someone else (e.g. OXEYE_BIN in a test
+            // harness); a typo below a known section is still an error.
+            if tree.get(&path[0]).is_none() {
+                continue;
+            }
             let mut node = &mut tree;
             for (depth, key) in path.iter().enumerate() {
                 let object = node
@@ -496,6 +502,8 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("OXEYE_STORAGE__RETENTON") && error.contains("storage.retenton"), "{error}");
+        let unrelated = ConfigFile::default().apply_environment([("OXEYE_BIN".to_string(), "/x".to_string())]);
+        assert_eq!(unrelated.unwrap(), ConfigFile::default());
     }
 
     #[test]
