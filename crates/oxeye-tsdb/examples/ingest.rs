@@ -2,7 +2,7 @@
 //! remote_write-sized batches from one thread, then measures bytes per sample of cut blocks on a
 //! longer, smaller workload.
 //!
-//! `cargo run --release -p oxeye-tsdb --example ingest -- [series] [rounds] [batch]`
+//! `OXEYE_INGEST_THREADS=4 cargo run --release -p oxeye-tsdb --example ingest -- [series] [rounds] [batch] [keep_dir]`
 
 #![allow(clippy::unwrap_used)]
 
@@ -53,15 +53,18 @@ fn labels_for(index: usize) -> Labels {
     ])
 }
 
-/// Realistic value shapes: constants, integer counters, decimal gauges.
-fn value_for(index: usize, step: i64, random: &mut Random, previous: &mut [f64]) -> f64 {
+fn mix(index: usize, step: i64) -> u64 {
+    let mut random = Random((index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (step as u64).wrapping_add(1));
+    random.next();
+    random.next()
+}
+
+/// Realistic value shapes: constants, integer counters (+0..19 per step), decimal gauges, linear counters.
+fn value_for(index: usize, step: i64) -> f64 {
     match index % 4 {
         0 => 1.0,
-        1 => {
-            previous[index] += (random.next() % 20) as f64;
-            previous[index]
-        }
-        2 => ((random.next() % 10_000) as f64) / 100.0,
+        1 => (step * 10 + (mix(index, step) % 10) as i64) as f64,
+        2 => ((mix(index, step) % 10_000) as f64) / 100.0,
         _ => step as f64 * 3.0,
     }
 }
@@ -81,20 +84,28 @@ fn main() {
     let all_labels: Vec<Labels> = (0..series).map(labels_for).collect();
     let rss_before = rss_bytes();
     let mut random = Random(0x1234_5678);
-    let mut previous = vec![0f64; series];
+    let threads: usize = std::env::var("OXEYE_INGEST_THREADS").ok().and_then(|value| value.parse().ok()).unwrap_or(1);
     let started = Instant::now();
     let cpu_started = cpu_seconds();
     let mut first_round_seconds = 0.0;
     for round in 0..rounds {
         let timestamp_ms = 1_700_000_000_000 + round * 15_000;
-        for start in (0..series).step_by(batch) {
-            let mut appender = tsdb.appender();
-            for (index, labels) in all_labels.iter().enumerate().skip(start).take(batch) {
-                let value = value_for(index, round, &mut random, &mut previous);
-                appender.append(labels, Sample { timestamp_ms, value }).unwrap();
+        std::thread::scope(|scope| {
+            for thread in 0..threads {
+                let tsdb = &tsdb;
+                let all_labels = &all_labels;
+                scope.spawn(move || {
+                    for start in (0..series).step_by(batch).skip(thread).step_by(threads) {
+                        let mut appender = tsdb.appender();
+                        for (index, labels) in all_labels.iter().enumerate().skip(start).take(batch) {
+                            let value = value_for(index, round);
+                            appender.append(labels, Sample { timestamp_ms, value }).unwrap();
+                        }
+                        appender.commit().unwrap();
+                    }
+                });
             }
-            appender.commit().unwrap();
-        }
+        });
         if round == 0 {
             first_round_seconds = started.elapsed().as_secs_f64();
         }
@@ -104,7 +115,7 @@ fn main() {
     let samples = series as f64 * rounds as f64;
     let rss_after = rss_bytes();
     println!(
-        "ingest: {series} series x {rounds} samples in batches of {batch}: {seconds:.2} s, {:.0} samples/s \
+        "ingest: {series} series x {rounds} samples in batches of {batch} from {threads} threads: {seconds:.2} s, {:.0} samples/s \
          (first round, creating series: {:.0} samples/s; later rounds: {:.0} samples/s)",
         samples / seconds,
         series as f64 / first_round_seconds,
@@ -138,12 +149,11 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let tsdb = Tsdb::open(TsdbOptions::new(dir.path())).unwrap();
     let disk_series = 10_000;
-    let mut previous = vec![0f64; disk_series];
     for round in 0..(4 * 240) {
         let timestamp_ms = 1_700_000_000_000 + round * 15_000 + (random.next() % 3) as i64;
         let mut appender = tsdb.appender();
         for (index, labels) in all_labels.iter().take(disk_series).enumerate() {
-            let value = value_for(index, round, &mut random, &mut previous);
+            let value = value_for(index, round);
             appender.append(labels, Sample { timestamp_ms, value }).unwrap();
         }
         appender.commit().unwrap();
@@ -153,12 +163,11 @@ fn main() {
     for (shape, name) in
         ["constant", "counter (+0..19 per sample)", "gauge (random, 2 decimals)", "linear counter"].iter().enumerate()
     {
-        let mut previous = vec![0f64; 4];
         let mut random = Random(99);
         let samples: Vec<Sample> = (0..120)
             .map(|round| Sample {
                 timestamp_ms: 1_700_000_000_000 + round * 15_000 + (random.next() % 3) as i64,
-                value: value_for(shape, round, &mut random, &mut previous),
+                value: value_for(shape, round),
             })
             .collect();
         let (encoding, bytes) = oxeye_tsdb::chunkenc::encode_best(&samples);
