@@ -146,12 +146,16 @@ pub(crate) fn eval_binary(
             let matching = modifier.and_then(|modifier| modifier.matching.as_ref());
             let cardinality =
                 modifier.map(|modifier| modifier.card.clone()).unwrap_or(VectorMatchCardinality::OneToOne);
+            let fill =
+                modifier.map(|modifier| (modifier.fill_values.lhs, modifier.fill_values.rhs)).unwrap_or_default();
             let matching = Matching::new(matching);
             let steps = grid.steps();
             let result = if op.is_set() {
                 set_operation(op, left, right, &matching, steps)?
             } else {
-                vector_vector(op, left, right, &matching, &cardinality, return_bool, delayed, steps)?
+                let options =
+                    VectorMatchOptions { cardinality: &cardinality, fill, return_bool, delayed_name_removal: delayed };
+                vector_vector(op, left, right, &matching, &options, steps)?
             };
             Ok(Evaluated::Vector(result))
         }
@@ -309,17 +313,27 @@ fn set_operation(
     merge_same_labels(output)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The modifiers of a vector-to-vector operation besides `on`/`ignoring`.
+struct VectorMatchOptions<'c> {
+    cardinality: &'c VectorMatchCardinality,
+    /// `fill_left` and `fill_right` values (experimental `fill` modifiers): used in place of a missing
+    /// left or right operand.
+    fill: (Option<f64>, Option<f64>),
+    return_bool: bool,
+    delayed_name_removal: bool,
+}
+
 fn vector_vector(
     op: BinaryOp,
     left: Vec<StepSeries>,
     right: Vec<StepSeries>,
     matching: &Matching,
-    cardinality: &VectorMatchCardinality,
-    return_bool: bool,
-    delayed_name_removal: bool,
+    options: &VectorMatchOptions<'_>,
     steps: usize,
 ) -> Result<Vec<StepSeries>, QueryError> {
+    let cardinality = options.cardinality;
+    let return_bool = options.return_bool;
+    let delayed_name_removal = options.delayed_name_removal;
     let one_to_many = matches!(cardinality, VectorMatchCardinality::OneToMany(_));
     let include: Vec<String> = match cardinality {
         VectorMatchCardinality::ManyToOne(labels) | VectorMatchCardinality::OneToMany(labels) => labels.labels.clone(),
@@ -336,8 +350,18 @@ fn vector_vector(
             *ids.entry(matching.signature(&series.labels)).or_insert(next)
         })
         .collect();
-    let one_ids: Vec<Option<u32>> =
-        one.iter().map(|series| ids.get(&matching.signature(&series.labels)).copied()).collect();
+    let one_ids: Vec<u32> = one
+        .iter()
+        .map(|series| {
+            let next = ids.len() as u32;
+            *ids.entry(matching.signature(&series.labels)).or_insert(next)
+        })
+        .collect();
+    // Prometheus applies `fill_left`/`fill_right` to the sides as they are after `group_right` swaps
+    // them, so with `group_right` the left fill value stands in for a missing right operand.
+    let (fill_left, fill_right) = if one_to_many { (options.fill.1, options.fill.0) } else { options.fill };
+    let (fill_many, fill_one) = if one_to_many { (fill_right, fill_left) } else { (fill_left, fill_right) };
+    let mut one_matched: Vec<bool> = vec![false; ids.len()];
     let many_by_step = by_step(many, steps);
     let one_by_step = by_step(one, steps);
     // Arithmetic removes the name right away even with delayed name removal (Prometheus'
@@ -352,7 +376,7 @@ fn vector_vector(
     for step in 0..steps {
         let ones = &one_by_step[step];
         for (index, value) in ones {
-            let Some(signature) = one_ids[*index as usize] else { continue };
+            let signature = one_ids[*index as usize];
             if let Some((previous, _)) = one_at_signature[signature as usize] {
                 let side = if one_to_many { "left" } else { "right" };
                 return Err(execution(format!(
@@ -367,8 +391,15 @@ fn vector_vector(
         let mut produced: HashMap<usize, ()> = HashMap::new();
         for (many_index, many_value) in &many_by_step[step] {
             let signature = many_ids[*many_index as usize];
-            let Some((one_index, one_value)) = one_at_signature[signature as usize] else { continue };
-            if one_to_one {
+            let (one_index, one_value) = match (one_at_signature[signature as usize], fill_one) {
+                (Some(found), _) => {
+                    one_matched[signature as usize] = true;
+                    found
+                }
+                (None, Some(fill)) => (FILLED, fill),
+                (None, None) => continue,
+            };
+            if one_to_one && one_index != FILLED {
                 if matched_signature[signature as usize] {
                     return Err(execution(
                         "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
@@ -390,9 +421,11 @@ fn vector_vector(
             let output_slot = match output_index.get(&key) {
                 Some(slot) => *slot,
                 None => {
+                    let empty = Labels::empty();
+                    let one_labels = one.get(one_index as usize).map(|series| &series.labels).unwrap_or(&empty);
                     let labels = result_labels(
                         &many[*many_index as usize].labels,
-                        &one[one_index as usize].labels,
+                        one_labels,
                         matching,
                         one_to_one,
                         &include,
@@ -409,11 +442,43 @@ fn vector_vector(
             }
             output[output_slot].points.push((step as u32, value));
         }
-        for (index, _) in ones {
-            if let Some(signature) = one_ids[*index as usize] {
-                one_at_signature[signature as usize] = None;
-                matched_signature[signature as usize] = false;
+        if let Some(fill) = fill_many {
+            // A match group present only on the "one" side: the result carries the group's labels.
+            for (one_index, one_value) in ones {
+                let signature = one_ids[*one_index as usize];
+                if one_matched[signature as usize] {
+                    continue;
+                }
+                let (left_value, right_value) = if one_to_many { (*one_value, fill) } else { (fill, *one_value) };
+                let (mut value, mut keep) = op.apply(left_value, right_value);
+                if return_bool {
+                    value = if keep { 1.0 } else { 0.0 };
+                    keep = true;
+                }
+                if !keep {
+                    continue;
+                }
+                let key = (FILLED, *one_index);
+                let output_slot = match output_index.get(&key) {
+                    Some(slot) => *slot,
+                    None => {
+                        let mut builder = matching.signature(&one[*one_index as usize].labels).to_builder();
+                        if drop_name {
+                            builder.delete(METRIC_NAME_LABEL);
+                        }
+                        output.push(StepSeries { labels: builder.build(), points: Vec::new(), drop_name: mark_name });
+                        output_index.insert(key, output.len() - 1);
+                        output.len() - 1
+                    }
+                };
+                output[output_slot].points.push((step as u32, value));
             }
+        }
+        for (index, _) in ones {
+            let signature = one_ids[*index as usize];
+            one_at_signature[signature as usize] = None;
+            matched_signature[signature as usize] = false;
+            one_matched[signature as usize] = false;
         }
         for (many_index, _) in &many_by_step[step] {
             matched_signature[many_ids[*many_index as usize] as usize] = false;
@@ -427,6 +492,9 @@ fn vector_vector(
         other => other,
     }
 }
+
+/// Stands for the missing series of a side filled by a `fill` modifier.
+const FILLED: u32 = u32::MAX;
 
 /// Labels as Prometheus' `Labels.String()` prints them in error messages: `{__name__="up", job="a"}`.
 pub(crate) fn prometheus_labels(labels: &Labels) -> String {

@@ -991,6 +991,15 @@ mod tests {
     }
 
     #[test]
+    fn fill_modifiers_stand_in_for_missing_operands() {
+        let store = store();
+        let query =
+            "http_requests_total{job=\"api\"} + on(job) fill(0) sum by (job) (http_requests_total{job=\"web\"})";
+        let result = vector(Engine::default().instant_query(&store, query, 600_000).unwrap());
+        assert_eq!(result, [("{job=\"api\"}".to_string(), 600.0), ("{job=\"web\"}".to_string(), 1200.0)]);
+    }
+
+    #[test]
     fn invalid_utf8_label_names_are_rejected() {
         let error = Engine::default()
             .instant_query(&store(), r#"label_replace(temperature, "\xff", "", "__name__", ".*")"#, 60_000)

@@ -58,7 +58,6 @@ const CASE_RULES: &[CaseRule] = &[
         Skip,
         "native histograms are not stored by oxeye (such cases still run on the float samples and count as passed when their result does not depend on the histograms)",
     ),
-    rule(File("fill-modifier.test"), Skip, "experimental: fill modifiers"),
     rule(File("extended_vectors.test"), Skip, "experimental: extended range vectors (anchored/smoothed)"),
     rule(File("duration_expression.test"), Skip, "experimental: duration expressions"),
     rule(File("type_and_unit.test"), Skip, "experimental: type-and-unit labels"),
