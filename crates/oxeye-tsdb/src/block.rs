@@ -133,26 +133,34 @@ impl Block {
         with_samples: bool,
     ) -> Result<Vec<SeriesSamples>, TsdbError> {
         let ids = self.index.postings.select(matchers);
-        let mut out = Vec::new();
+        let mut selected: Vec<(u32, Vec<&ChunkMeta>)> = Vec::new();
         for id in ids {
             let Some(series) = self.index.series.get(id as usize) else { continue };
             let overlapping: Vec<&ChunkMeta> =
                 series.chunks.iter().filter(|chunk| chunk.maxt_ms >= mint_ms && chunk.mint_ms <= maxt_ms).collect();
-            if overlapping.is_empty() {
-                continue;
+            if !overlapping.is_empty() {
+                selected.push((id, overlapping));
             }
+        }
+        if !with_samples {
+            return Ok(selected.into_iter().map(|(id, _)| (self.index.labels(id), Vec::new())).collect());
+        }
+        let wanted: Vec<(u64, u32)> = selected
+            .iter()
+            .flat_map(|(_, chunks)| chunks.iter().map(|chunk| (chunk.chunk_ref, chunk.entry_bytes)))
+            .collect();
+        let mut chunk_data = self.chunks.read_many(&wanted)?.into_iter();
+        let mut out = Vec::with_capacity(selected.len());
+        for (id, chunks) in selected {
             let mut samples = Vec::new();
-            if with_samples {
-                for chunk in overlapping {
-                    let (encoding, bytes) = self.chunks.read(chunk.chunk_ref)?;
-                    chunkenc::decode_into(encoding, &bytes, mint_ms, maxt_ms, &mut samples)
-                        .map_err(|error| TsdbError::corrupt(self.dir.join(CHUNKS_DIR), error.to_string()))?;
-                }
-                if samples.is_empty() {
-                    continue;
-                }
+            for _ in 0..chunks.len() {
+                let Some((encoding, bytes)) = chunk_data.next() else { break };
+                chunkenc::decode_into(encoding, &bytes, mint_ms, maxt_ms, &mut samples)
+                    .map_err(|error| TsdbError::corrupt(self.dir.join(CHUNKS_DIR), error.to_string()))?;
             }
-            out.push((self.index.labels(id), samples));
+            if !samples.is_empty() {
+                out.push((self.index.labels(id), samples));
+            }
         }
         Ok(out)
     }
@@ -160,12 +168,14 @@ impl Block {
     /// Every chunk of series `id`, read from disk: `(encoding, mint, maxt, bytes)`.
     pub(crate) fn series_chunks(&self, id: u32) -> Result<Vec<OwnedChunk>, TsdbError> {
         let Some(series) = self.index.series.get(id as usize) else { return Ok(Vec::new()) };
-        let mut chunks = Vec::with_capacity(series.chunks.len());
-        for chunk in series.chunks.iter() {
-            let (encoding, bytes) = self.chunks.read(chunk.chunk_ref)?;
-            chunks.push((encoding, chunk.mint_ms, chunk.maxt_ms, bytes));
-        }
-        Ok(chunks)
+        let wanted: Vec<(u64, u32)> = series.chunks.iter().map(|chunk| (chunk.chunk_ref, chunk.entry_bytes)).collect();
+        let data = self.chunks.read_many(&wanted)?;
+        Ok(series
+            .chunks
+            .iter()
+            .zip(data)
+            .map(|(chunk, (encoding, bytes))| (encoding, chunk.mint_ms, chunk.maxt_ms, bytes))
+            .collect())
     }
 }
 
@@ -199,8 +209,8 @@ impl BlockWriter {
         debug_assert!(self.series.last().is_none_or(|(previous, _)| previous < &labels), "series not in label order");
         let mut metas = Vec::with_capacity(chunks.len());
         for (encoding, mint_ms, maxt_ms, bytes) in chunks {
-            let chunk_ref = self.chunk_writer.write(*encoding, bytes)?;
-            metas.push(ChunkMeta { mint_ms: *mint_ms, maxt_ms: *maxt_ms, chunk_ref });
+            let (chunk_ref, entry_bytes) = self.chunk_writer.write(*encoding, bytes)?;
+            metas.push(ChunkMeta { mint_ms: *mint_ms, maxt_ms: *maxt_ms, chunk_ref, entry_bytes });
             self.stats.num_chunks += 1;
             self.stats.num_samples += u64::from(num_samples(bytes));
         }

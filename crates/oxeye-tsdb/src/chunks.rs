@@ -70,8 +70,8 @@ impl ChunkWriter {
         Ok(())
     }
 
-    /// Writes one chunk and returns its reference.
-    pub(crate) fn write(&mut self, encoding: Encoding, bytes: &[u8]) -> Result<u64, TsdbError> {
+    /// Writes one chunk and returns its reference and the length of its entry in bytes.
+    pub(crate) fn write(&mut self, encoding: Encoding, bytes: &[u8]) -> Result<(u64, u32), TsdbError> {
         if self.file.is_none() || self.offset >= MAX_CHUNK_FILE_BYTES {
             self.start_file()?;
         }
@@ -90,7 +90,9 @@ impl ChunkWriter {
         };
         file.write_all(&self.scratch).map_err(|error| TsdbError::io(&path, "write chunk file", error))?;
         self.offset += self.scratch.len() as u64;
-        Ok(chunk_ref)
+        let entry_bytes =
+            u32::try_from(self.scratch.len()).map_err(|_| TsdbError::corrupt(&path, "chunk larger than 4 GiB"))?;
+        Ok((chunk_ref, entry_bytes))
     }
 
     /// Flushes and fsyncs the last file.
@@ -132,42 +134,101 @@ impl ChunkReader {
     }
 
     /// The encoding and bytes of chunk `chunk_ref`, checksum verified.
+    #[cfg(test)]
     pub(crate) fn read(&self, chunk_ref: u64) -> Result<(Encoding, Vec<u8>), TsdbError> {
-        let sequence = (chunk_ref >> 32) as usize;
+        let (path, file) = self.file(chunk_ref)?;
         let offset = chunk_ref & 0xffff_ffff;
-        let Some((path, file)) = sequence.checked_sub(1).and_then(|index| self.files.get(index)) else {
-            return Err(TsdbError::Corrupt {
-                path: PathBuf::from("chunks"),
-                reason: format!("chunk reference {chunk_ref:#x} names a missing chunk file"),
-            });
-        };
         let mut head = [0u8; 11];
         let head_length =
             read_up_to(file, &mut head, offset).map_err(|error| TsdbError::io(path, "read chunk", error))?;
         let mut decoder = Decoder::new(&head[..head_length]);
-        let damaged = |reason: &str| TsdbError::corrupt(path, format!("chunk at offset {offset}: {reason}"));
-        let length = decoder.uvarint("chunk length").map_err(|error| damaged(&error.to_string()))?;
-        let encoding_byte = decoder.u8("chunk encoding").map_err(|error| damaged(&error.to_string()))?;
-        let encoding = Encoding::from_byte(encoding_byte).ok_or_else(|| damaged("unknown encoding"))?;
-        let length = usize::try_from(length).map_err(|_| damaged("length too large"))?;
-        if length > 16 << 20 {
-            return Err(damaged("length too large"));
+        let length = decoder.uvarint("chunk length").map_err(|error| TsdbError::corrupt(path, error.to_string()))?;
+        let entry_bytes = decoder.position() as u64 + 1 + length + 4;
+        let entry_bytes = u32::try_from(entry_bytes).map_err(|_| TsdbError::corrupt(path, "chunk too large"))?;
+        self.read_many(&[(chunk_ref, entry_bytes)]).map(|mut chunks| chunks.remove(0))
+    }
+
+    fn file(&self, chunk_ref: u64) -> Result<&(PathBuf, File), TsdbError> {
+        let sequence = (chunk_ref >> 32) as usize;
+        sequence.checked_sub(1).and_then(|index| self.files.get(index)).ok_or_else(|| TsdbError::Corrupt {
+            path: PathBuf::from("chunks"),
+            reason: format!("chunk reference {chunk_ref:#x} names a missing chunk file"),
+        })
+    }
+
+    /// Reads chunks given as `(chunk reference, entry length in bytes)`, checksums verified, in the
+    /// order asked. Neighbouring entries of one file are read with one `pread` (gaps up to 64 KiB are
+    /// read through), so a query touching many series costs few system calls.
+    pub(crate) fn read_many(&self, wanted: &[(u64, u32)]) -> Result<Vec<(Encoding, Vec<u8>)>, TsdbError> {
+        const MAX_GAP_BYTES: u64 = 64 << 10;
+        const MAX_READ_BYTES: u64 = 16 << 20;
+        let mut order: Vec<usize> = (0..wanted.len()).collect();
+        order.sort_unstable_by_key(|position| wanted[*position].0);
+        let mut results: Vec<Option<(Encoding, Vec<u8>)>> = vec![None; wanted.len()];
+        let mut buffer = Vec::new();
+        let mut index = 0;
+        while index < order.len() {
+            // One run: entries of one file, close together.
+            let (first_ref, first_length) = wanted[order[index]];
+            let file_sequence = first_ref >> 32;
+            let start = first_ref & 0xffff_ffff;
+            let mut end = start + u64::from(first_length);
+            let mut run_end = index + 1;
+            while let Some(next) = order.get(run_end) {
+                let (next_ref, next_length) = wanted[*next];
+                let next_offset = next_ref & 0xffff_ffff;
+                let next_end = next_offset + u64::from(next_length);
+                if next_ref >> 32 != file_sequence
+                    || next_offset > end + MAX_GAP_BYTES
+                    || next_end - start > MAX_READ_BYTES
+                {
+                    break;
+                }
+                end = end.max(next_end);
+                run_end += 1;
+            }
+            let (path, file) = self.file(first_ref)?;
+            buffer.resize((end - start) as usize, 0);
+            file.read_exact_at(&mut buffer, start).map_err(|error| TsdbError::io(path, "read chunks", error))?;
+            for position in &order[index..run_end] {
+                let (chunk_ref, length) = wanted[*position];
+                let relative = ((chunk_ref & 0xffff_ffff) - start) as usize;
+                let entry = buffer
+                    .get(relative..relative + length as usize)
+                    .ok_or_else(|| TsdbError::corrupt(path, format!("chunk {chunk_ref:#x} outside its read")))?;
+                results[*position] = Some(parse_entry(entry).map_err(|reason| {
+                    TsdbError::corrupt(path, format!("chunk at offset {}: {reason}", chunk_ref & 0xffff_ffff))
+                })?);
+            }
+            index = run_end;
         }
-        let data_offset = offset + decoder.position() as u64;
-        let mut data = vec![0u8; length + 4];
-        file.read_exact_at(&mut data, data_offset).map_err(|error| TsdbError::io(path, "read chunk", error))?;
-        let stored_crc = u32::from_be_bytes([data[length], data[length + 1], data[length + 2], data[length + 3]]);
-        data.truncate(length);
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&[encoding_byte]);
-        hasher.update(&data);
-        if hasher.finalize() != stored_crc {
-            return Err(damaged("checksum mismatch"));
-        }
-        Ok((encoding, data))
+        results
+            .into_iter()
+            .map(|result| result.ok_or_else(|| TsdbError::corrupt("chunks", "chunk read missing")))
+            .collect()
     }
 }
 
+/// Parses one chunk file entry: length, encoding, data, CRC.
+fn parse_entry(entry: &[u8]) -> Result<(Encoding, Vec<u8>), String> {
+    let mut decoder = Decoder::new(entry);
+    let length = decoder.uvarint("chunk length").map_err(|error| error.to_string())?;
+    let encoding_byte = decoder.u8("chunk encoding").map_err(|error| error.to_string())?;
+    let encoding = Encoding::from_byte(encoding_byte).ok_or("unknown encoding")?;
+    let length = usize::try_from(length).map_err(|_| "length too large")?;
+    let data = decoder.take(length, "chunk data").map_err(|error| error.to_string())?;
+    let crc_bytes = decoder.take(4, "chunk checksum").map_err(|error| error.to_string())?;
+    let stored_crc = u32::from_be_bytes([crc_bytes[0], crc_bytes[1], crc_bytes[2], crc_bytes[3]]);
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&[encoding_byte]);
+    hasher.update(data);
+    if hasher.finalize() != stored_crc {
+        return Err("checksum mismatch".to_owned());
+    }
+    Ok((encoding, data.to_vec()))
+}
+
+#[cfg(test)]
 fn read_up_to(file: &File, buffer: &mut [u8], offset: u64) -> std::io::Result<usize> {
     let mut filled = 0;
     while filled < buffer.len() {
@@ -189,13 +250,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let chunks_dir = dir.path().join("chunks");
         let mut writer = ChunkWriter::create(&chunks_dir).unwrap();
-        let first = writer.write(Encoding::Xor, b"abc").unwrap();
-        let second = writer.write(Encoding::Xor, &[7u8; 300]).unwrap();
+        let (first, first_length) = writer.write(Encoding::Xor, b"abc").unwrap();
+        let (second, second_length) = writer.write(Encoding::Xor, &[7u8; 300]).unwrap();
         writer.finish().unwrap();
         let reader = ChunkReader::open(&chunks_dir).unwrap();
         assert_eq!(reader.read(first).unwrap(), (Encoding::Xor, b"abc".to_vec()));
         assert_eq!(reader.read(second).unwrap().1, vec![7u8; 300]);
         assert!(reader.read(5 << 32).is_err());
+        let both = reader.read_many(&[(second, second_length), (first, first_length)]).unwrap();
+        assert_eq!(both, vec![(Encoding::Xor, vec![7u8; 300]), (Encoding::Xor, b"abc".to_vec())]);
 
         let path = chunk_file_path(&chunks_dir, 1);
         let mut bytes = std::fs::read(&path).unwrap();

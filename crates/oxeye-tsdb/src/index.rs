@@ -32,6 +32,8 @@ pub(crate) struct ChunkMeta {
     pub(crate) mint_ms: i64,
     pub(crate) maxt_ms: i64,
     pub(crate) chunk_ref: u64,
+    /// Length of the chunk's entry in its chunk file, in bytes.
+    pub(crate) entry_bytes: u32,
 }
 
 /// One series of a block: label pairs as symbol ids and its chunks, oldest first.
@@ -125,6 +127,7 @@ pub(crate) fn encode_index(series: &[(Labels, Vec<ChunkMeta>)]) -> Result<Vec<u8
                     put_varint(&mut content, chunk.chunk_ref.wrapping_sub(before.chunk_ref) as i64);
                 }
             }
+            put_uvarint(&mut content, u64::from(chunk.entry_bytes));
             previous = Some(chunk);
         }
     }
@@ -168,6 +171,11 @@ fn read_section<'a>(bytes: &'a [u8], offset: u64, name: &str) -> Result<&'a [u8]
         return Err(format!("{name} section at offset {offset}: checksum mismatch"));
     }
     Ok(content)
+}
+
+fn entry_length(decoder: &mut Decoder<'_>) -> Result<u32, String> {
+    let length = decoder.uvarint("chunk entry length").map_err(|error| decode_error("series", error))?;
+    u32::try_from(length).map_err(|_| format!("series section: chunk entry length {length} too large"))
 }
 
 fn decode_error(section: &str, error: DecodeError) -> String {
@@ -232,17 +240,20 @@ pub(crate) fn decode_index(bytes: &[u8]) -> Result<BlockIndex, String> {
                     let mint_ms = decoder.varint("chunk mint").map_err(|error| decode_error("series", error))?;
                     let span = decoder.uvarint("chunk span").map_err(|error| decode_error("series", error))?;
                     let chunk_ref = decoder.uvarint("chunk ref").map_err(|error| decode_error("series", error))?;
-                    ChunkMeta { mint_ms, maxt_ms: mint_ms.wrapping_add(span as i64), chunk_ref }
+                    let entry_bytes = entry_length(&mut decoder)?;
+                    ChunkMeta { mint_ms, maxt_ms: mint_ms.wrapping_add(span as i64), chunk_ref, entry_bytes }
                 }
                 Some(before) => {
                     let gap = decoder.varint("chunk mint").map_err(|error| decode_error("series", error))?;
                     let span = decoder.uvarint("chunk span").map_err(|error| decode_error("series", error))?;
                     let ref_delta = decoder.varint("chunk ref").map_err(|error| decode_error("series", error))?;
                     let mint_ms = before.maxt_ms.wrapping_add(gap);
+                    let entry_bytes = entry_length(&mut decoder)?;
                     ChunkMeta {
                         mint_ms,
                         maxt_ms: mint_ms.wrapping_add(span as i64),
                         chunk_ref: before.chunk_ref.wrapping_add(ref_delta as u64),
+                        entry_bytes,
                     }
                 }
             };
@@ -308,13 +319,13 @@ mod tests {
             (
                 Labels::from_pairs([("__name__", "a"), ("job", "x")]),
                 vec![
-                    ChunkMeta { mint_ms: 0, maxt_ms: 100, chunk_ref: (1 << 32) | 8 },
-                    ChunkMeta { mint_ms: 150, maxt_ms: 300, chunk_ref: (1 << 32) | 60 },
+                    ChunkMeta { mint_ms: 0, maxt_ms: 100, chunk_ref: (1 << 32) | 8, entry_bytes: 52 },
+                    ChunkMeta { mint_ms: 150, maxt_ms: 300, chunk_ref: (1 << 32) | 60, entry_bytes: 7 },
                 ],
             ),
             (
                 Labels::from_pairs([("__name__", "b"), ("job", "x")]),
-                vec![ChunkMeta { mint_ms: -5, maxt_ms: 5, chunk_ref: 99 }],
+                vec![ChunkMeta { mint_ms: -5, maxt_ms: 5, chunk_ref: 99, entry_bytes: 300 }],
             ),
         ];
         let bytes = encode_index(&series).unwrap();
