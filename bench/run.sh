@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The metrics ingest benchmark: oxeye, VictoriaMetrics and Prometheus on the same remote_write workload,
+# each server pinned to core 0 and the load generator to core 1. See BENCHMARKS.md.
+#
+# Usage: bench/run.sh [quick|full|1m] [SERVER...]
+#   quick  100k active series x 40 rounds (4M samples; a few minutes)
+#   full   100k active series x 120 rounds (12M samples)
+#   1m     1M active series x 120 rounds (120M samples; ~3 GiB of pre-built requests in memory)
+#   SERVER oxeye, victoria-metrics, prometheus (default: all three)
+# Environment: CARGO_TARGET_DIR (default /work/target-bench), BENCH_OUT (default <repo>/bench-out),
+#   CONCURRENCY (default 4), SAMPLES_PER_REQUEST (default 2000), SERVER_CPUS (default 0), BENCH_CPUS (default 1).
+set -euo pipefail
+
+mode=${1:-quick}
+shift || true
+servers=("$@")
+if [ ${#servers[@]} -eq 0 ]; then servers=(oxeye victoria-metrics prometheus); fi
+
+case "$mode" in
+  quick) series=100000; rounds=40 ;;
+  full) series=100000; rounds=120 ;;
+  1m) series=1000000; rounds=120 ;;
+  *) echo "unknown mode $mode (quick, full, 1m)" >&2; exit 2 ;;
+esac
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=${BENCH_OUT:-$root/bench-out}
+target=${CARGO_TARGET_DIR:-/work/target-bench}
+concurrency=${CONCURRENCY:-4}
+samples_per_request=${SAMPLES_PER_REQUEST:-2000}
+server_cpus=${SERVER_CPUS:-0}
+bench_cpus=${BENCH_CPUS:-1}
+mkdir -p "$out/$mode"
+
+# Peers: Debian's packages (bookworm: victoria-metrics 1.79, prometheus 2.42).
+need_install=()
+command -v victoria-metrics >/dev/null || need_install+=(victoria-metrics)
+command -v prometheus >/dev/null || need_install+=(prometheus)
+if [ ${#need_install[@]} -gt 0 ]; then
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y "${need_install[@]}"
+  # On a machine with systemd the packages start their own services; they would compete for the cores.
+  for unit in "${need_install[@]}"; do systemctl disable --now "$unit" 2>/dev/null || true; done
+fi
+command -v taskset >/dev/null || { echo "taskset (util-linux) is required" >&2; exit 1; }
+
+# Builds, release profile.
+export CARGO_TARGET_DIR=$target
+(cd "$root" && cargo build --release -p oxeye-bench)
+bench=$target/release/oxeye-bench
+if [[ " ${servers[*]} " == *" oxeye "* ]]; then
+  (cd "$root" && cargo build --release -p oxeye)
+fi
+
+workload=$out/workload-$series-$rounds-$samples_per_request.bin
+if [ ! -f "$workload" ]; then
+  "$bench" generate --series "$series" --rounds "$rounds" --samples-per-request "$samples_per_request" --out "$workload"
+fi
+
+{
+  echo "date: $(date -u +%FT%TZ)"
+  echo "nproc: $(nproc)"
+  lscpu | grep -E '^(Model name|Thread|Core|Socket|Hypervisor vendor|L3 cache)'
+  grep MemTotal /proc/meminfo
+  uname -r
+  echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "oxeye: $(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+} > "$out/$mode/machine.txt"
+
+port=19090
+for server in "${servers[@]}"; do
+  case "$server" in
+    oxeye) binary=$target/release/oxeye ;;
+    victoria-metrics) binary=$(command -v victoria-metrics) ;;
+    prometheus) binary=$(command -v prometheus) ;;
+    *) echo "unknown server $server" >&2; exit 2 ;;
+  esac
+  echo "== $server ($mode) load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  taskset -c "$bench_cpus" "$bench" run --server "$server" --binary "$binary" --server-cpus "$server_cpus" \
+    --port "$port" --workload "$workload" --work-dir "$out/$mode/$server" --concurrency "$concurrency" \
+    --out "$out/$mode/$server.json" > /dev/null
+  port=$((port + 1))
+done
+
+results=()
+for server in oxeye victoria-metrics prometheus; do
+  [ -f "$out/$mode/$server.json" ] && results+=("$out/$mode/$server.json")
+done
+"$bench" report "${results[@]}" | tee "$out/$mode/results.md"
