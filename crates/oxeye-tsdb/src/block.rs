@@ -132,18 +132,17 @@ impl Block {
         matchers: &[Matcher],
         with_samples: bool,
     ) -> Result<Vec<SeriesSamples>, TsdbError> {
-        let ids = self.index.postings.select(matchers);
-        let mut selected: Vec<(u32, Vec<&ChunkMeta>)> = Vec::new();
-        for id in ids {
-            let Some(series) = self.index.series.get(id as usize) else { continue };
-            let overlapping: Vec<&ChunkMeta> =
-                series.chunks.iter().filter(|chunk| chunk.maxt_ms >= mint_ms && chunk.mint_ms <= maxt_ms).collect();
+        let ids: Vec<u32> = self.index.postings.select(matchers).iter().collect();
+        let mut selected: Vec<(Labels, Vec<ChunkMeta>)> = Vec::new();
+        for entry in self.index.read_series(&ids)? {
+            let overlapping: Vec<ChunkMeta> =
+                entry.chunks.into_iter().filter(|chunk| chunk.maxt_ms >= mint_ms && chunk.mint_ms <= maxt_ms).collect();
             if !overlapping.is_empty() {
-                selected.push((id, overlapping));
+                selected.push((entry.labels, overlapping));
             }
         }
         if !with_samples {
-            return Ok(selected.into_iter().map(|(id, _)| (self.index.labels(id), Vec::new())).collect());
+            return Ok(selected.into_iter().map(|(labels, _)| (labels, Vec::new())).collect());
         }
         let wanted: Vec<(u64, u32)> = selected
             .iter()
@@ -151,7 +150,7 @@ impl Block {
             .collect();
         let mut chunk_data = self.chunks.read_many(&wanted)?.into_iter();
         let mut out = Vec::with_capacity(selected.len());
-        for (id, chunks) in selected {
+        for (labels, chunks) in selected {
             let mut samples = Vec::new();
             for _ in 0..chunks.len() {
                 let Some((encoding, bytes)) = chunk_data.next() else { break };
@@ -159,19 +158,17 @@ impl Block {
                     .map_err(|error| TsdbError::corrupt(self.dir.join(CHUNKS_DIR), error.to_string()))?;
             }
             if !samples.is_empty() {
-                out.push((self.index.labels(id), samples));
+                out.push((labels, samples));
             }
         }
         Ok(out)
     }
 
-    /// Every chunk of series `id`, read from disk: `(encoding, mint, maxt, bytes)`.
-    pub(crate) fn series_chunks(&self, id: u32) -> Result<Vec<OwnedChunk>, TsdbError> {
-        let Some(series) = self.index.series.get(id as usize) else { return Ok(Vec::new()) };
-        let wanted: Vec<(u64, u32)> = series.chunks.iter().map(|chunk| (chunk.chunk_ref, chunk.entry_bytes)).collect();
+    /// Every chunk of each series entry, read from disk: `(encoding, mint, maxt, bytes)`.
+    pub(crate) fn series_chunks(&self, chunks: &[ChunkMeta]) -> Result<Vec<OwnedChunk>, TsdbError> {
+        let wanted: Vec<(u64, u32)> = chunks.iter().map(|chunk| (chunk.chunk_ref, chunk.entry_bytes)).collect();
         let data = self.chunks.read_many(&wanted)?;
-        Ok(series
-            .chunks
+        Ok(chunks
             .iter()
             .zip(data)
             .map(|(chunk, (encoding, bytes))| (encoding, chunk.mint_ms, chunk.maxt_ms, bytes))

@@ -184,17 +184,25 @@ fn plan_compaction(shared: &Shared) -> Option<Vec<Arc<Block>>> {
 
 /// Merges `group` into one block and deletes the originals.
 fn compact_blocks(shared: &Shared, group: &[Arc<Block>]) -> Result<(), TsdbError> {
+    // Labels of every series of the group (chunk references are read again per series when written,
+    // so only labels are held for the whole group).
     let mut series: BTreeMap<Labels, Vec<(usize, u32)>> = BTreeMap::new();
     for (position, block) in group.iter().enumerate() {
-        for id in 0..block.index.series.len() as u32 {
-            series.entry(block.index.labels(id)).or_default().push((position, id));
+        let ids: Vec<u32> = (0..block.index.num_series() as u32).collect();
+        for batch in ids.chunks(4096) {
+            for (id, entry) in batch.iter().zip(block.index.read_series(batch)?) {
+                series.entry(entry.labels).or_default().push((position, *id));
+            }
         }
     }
     let mut writer = BlockWriter::create(&shared.options.data_dir)?;
     for (labels, members) in series {
         let mut chunks = Vec::new();
         for (position, id) in members {
-            chunks.extend(group[position].series_chunks(id)?);
+            let block = &group[position];
+            for entry in block.index.read_series(&[id])? {
+                chunks.extend(block.series_chunks(&entry.chunks)?);
+            }
         }
         let merged =
             block::merge_chunks(chunks).map_err(|error| TsdbError::corrupt(&group[0].dir, error.to_string()))?;

@@ -12,7 +12,7 @@
 //! ascending ids list series in label order.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use oxeye_model::{Label, Labels};
 use roaring::RoaringBitmap;
@@ -36,35 +36,164 @@ pub(crate) struct ChunkMeta {
     pub(crate) entry_bytes: u32,
 }
 
-/// One series of a block: label pairs as symbol ids and its chunks, oldest first.
-#[derive(Debug, Clone)]
-pub(crate) struct BlockSeries {
-    label_symbols: Box<[(u32, u32)]>,
-    pub(crate) chunks: Box<[ChunkMeta]>,
+/// One series of a block, read from the index: its labels and chunks, oldest first.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SeriesEntry {
+    pub(crate) labels: Labels,
+    pub(crate) chunks: Vec<ChunkMeta>,
 }
 
-/// A block index, loaded into memory.
+/// Where series entries are read from.
+#[derive(Debug)]
+enum IndexSource {
+    File {
+        path: PathBuf,
+        file: std::fs::File,
+    },
+    #[cfg(test)]
+    Memory(Vec<u8>),
+}
+
+/// A block index. Symbols, postings and the offset of each series entry stay in memory (a few bytes
+/// per series); series entries (labels and chunk references) are read from the file when a query
+/// needs them, so a long retention does not hold every chunk reference in RAM.
 #[derive(Debug)]
 pub(crate) struct BlockIndex {
     symbols: Vec<String>,
-    pub(crate) series: Vec<BlockSeries>,
+    /// File offset of each series entry, then the end of the last one: one more than the series count.
+    series_offsets: Vec<u64>,
     pub(crate) postings: MemPostings,
+    source: IndexSource,
 }
 
 impl BlockIndex {
-    /// The labels of series `id`.
-    pub(crate) fn labels(&self, id: u32) -> Labels {
-        let Some(series) = self.series.get(id as usize) else { return Labels::empty() };
-        let labels = series
-            .label_symbols
-            .iter()
-            .map(|(name, value)| Label {
-                name: self.symbols.get(*name as usize).cloned().unwrap_or_default(),
-                value: self.symbols.get(*value as usize).cloned().unwrap_or_default(),
-            })
-            .collect();
-        Labels::from_sorted(labels)
+    /// Number of series in the block.
+    pub(crate) fn num_series(&self) -> usize {
+        self.series_offsets.len().saturating_sub(1)
     }
+
+    fn path(&self) -> PathBuf {
+        match &self.source {
+            IndexSource::File { path, .. } => path.clone(),
+            #[cfg(test)]
+            IndexSource::Memory(_) => PathBuf::from("index"),
+        }
+    }
+
+    fn read_at(&self, start: u64, buffer: &mut [u8]) -> Result<(), TsdbError> {
+        match &self.source {
+            IndexSource::File { path, file } => {
+                use std::os::unix::fs::FileExt;
+                file.read_exact_at(buffer, start).map_err(|error| TsdbError::io(path, "read index", error))
+            }
+            #[cfg(test)]
+            IndexSource::Memory(bytes) => {
+                let slice = usize::try_from(start)
+                    .ok()
+                    .and_then(|start| bytes.get(start..start + buffer.len()))
+                    .ok_or_else(|| TsdbError::corrupt("index", "read past the end"))?;
+                buffer.copy_from_slice(slice);
+                Ok(())
+            }
+        }
+    }
+
+    /// The entries of series `ids` (ascending ids read fastest), in the order given. Neighbouring
+    /// entries are read with one `pread`.
+    pub(crate) fn read_series(&self, ids: &[u32]) -> Result<Vec<SeriesEntry>, TsdbError> {
+        const MAX_GAP_BYTES: u64 = 64 << 10;
+        const MAX_READ_BYTES: u64 = 16 << 20;
+        let span = |id: u32| -> Result<(u64, u64), TsdbError> {
+            let position = id as usize;
+            match (self.series_offsets.get(position), self.series_offsets.get(position + 1)) {
+                (Some(start), Some(end)) => Ok((*start, *end)),
+                _ => Err(TsdbError::corrupt(self.path(), format!("series id {id} out of range"))),
+            }
+        };
+        let mut out = Vec::with_capacity(ids.len());
+        let mut buffer = Vec::new();
+        let mut index = 0;
+        while index < ids.len() {
+            let (start, mut end) = span(ids[index])?;
+            let mut run_end = index + 1;
+            while let Some(next) = ids.get(run_end) {
+                let (next_start, next_end) = span(*next)?;
+                if next_start < start || next_start > end + MAX_GAP_BYTES || next_end - start > MAX_READ_BYTES {
+                    break;
+                }
+                end = end.max(next_end);
+                run_end += 1;
+            }
+            buffer.resize((end - start) as usize, 0);
+            self.read_at(start, &mut buffer)?;
+            for id in &ids[index..run_end] {
+                let (entry_start, entry_end) = span(*id)?;
+                let entry = &buffer[(entry_start - start) as usize..(entry_end - start) as usize];
+                let mut decoder = Decoder::new(entry);
+                let (label_symbols, chunks) = parse_series_entry(&mut decoder, self.symbols.len() as u64)
+                    .map_err(|reason| TsdbError::corrupt(self.path(), format!("series {id}: {reason}")))?;
+                let labels = label_symbols
+                    .iter()
+                    .map(|(name, value)| Label {
+                        name: self.symbols.get(*name as usize).cloned().unwrap_or_default(),
+                        value: self.symbols.get(*value as usize).cloned().unwrap_or_default(),
+                    })
+                    .collect();
+                out.push(SeriesEntry { labels: Labels::from_sorted(labels), chunks });
+            }
+            index = run_end;
+        }
+        Ok(out)
+    }
+}
+
+/// Parses one series entry: label symbol ids and chunk references.
+fn parse_series_entry(
+    decoder: &mut Decoder<'_>,
+    symbol_count: u64,
+) -> Result<(Vec<(u32, u32)>, Vec<ChunkMeta>), String> {
+    let symbol = |decoder: &mut Decoder<'_>| -> Result<u32, String> {
+        let id = decoder.uvarint("symbol id").map_err(|error| decode_error("series", error))?;
+        if id >= symbol_count {
+            return Err(format!("series section: symbol id {id} out of range at byte {}", decoder.position()));
+        }
+        Ok(id as u32)
+    };
+    let label_count = decoder.count(2, "label count").map_err(|error| decode_error("series", error))?;
+    let mut label_symbols = Vec::with_capacity(label_count);
+    for _ in 0..label_count {
+        let name = symbol(decoder)?;
+        let value = symbol(decoder)?;
+        label_symbols.push((name, value));
+    }
+    let chunk_count = decoder.count(4, "chunk count").map_err(|error| decode_error("series", error))?;
+    let mut chunks: Vec<ChunkMeta> = Vec::with_capacity(chunk_count);
+    for _ in 0..chunk_count {
+        let chunk = match chunks.last() {
+            None => {
+                let mint_ms = decoder.varint("chunk mint").map_err(|error| decode_error("series", error))?;
+                let span = decoder.uvarint("chunk span").map_err(|error| decode_error("series", error))?;
+                let chunk_ref = decoder.uvarint("chunk ref").map_err(|error| decode_error("series", error))?;
+                let entry_bytes = entry_length(decoder)?;
+                ChunkMeta { mint_ms, maxt_ms: mint_ms.wrapping_add(span as i64), chunk_ref, entry_bytes }
+            }
+            Some(before) => {
+                let gap = decoder.varint("chunk mint").map_err(|error| decode_error("series", error))?;
+                let span = decoder.uvarint("chunk span").map_err(|error| decode_error("series", error))?;
+                let ref_delta = decoder.varint("chunk ref").map_err(|error| decode_error("series", error))?;
+                let mint_ms = before.maxt_ms.wrapping_add(gap);
+                let entry_bytes = entry_length(decoder)?;
+                ChunkMeta {
+                    mint_ms,
+                    maxt_ms: mint_ms.wrapping_add(span as i64),
+                    chunk_ref: before.chunk_ref.wrapping_add(ref_delta as u64),
+                    entry_bytes,
+                }
+            }
+        };
+        chunks.push(chunk);
+    }
+    Ok((label_symbols, chunks))
 }
 
 fn write_section(out: &mut Vec<u8>, content: &[u8]) -> Result<u64, String> {
@@ -182,8 +311,9 @@ fn decode_error(section: &str, error: DecodeError) -> String {
     format!("{section} section: {error}")
 }
 
-/// Decodes an index file's bytes.
-pub(crate) fn decode_index(bytes: &[u8]) -> Result<BlockIndex, String> {
+/// Decodes an index file's bytes (verifying every checksum and series entry) into the in-memory part
+/// of a [`BlockIndex`] reading series from `source`.
+fn decode_index_with(bytes: &[u8], source: IndexSource) -> Result<BlockIndex, String> {
     if bytes.len() < HEADER_BYTES + TOC_BYTES {
         return Err(format!("index of {} bytes is too short", bytes.len()));
     }
@@ -212,80 +342,57 @@ pub(crate) fn decode_index(bytes: &[u8]) -> Result<BlockIndex, String> {
         symbols.push(decoder.str("symbol").map_err(|error| decode_error("symbols", error))?.to_owned());
     }
     let symbol_count = symbols.len() as u64;
-    let symbol = |decoder: &mut Decoder<'_>| -> Result<u32, String> {
-        let id = decoder.uvarint("symbol id").map_err(|error| decode_error("series", error))?;
-        if id >= symbol_count {
-            return Err(format!("series section: symbol id {id} out of range at byte {}", decoder.position()));
-        }
-        Ok(id as u32)
-    };
 
-    let content = read_section(bytes, offset_at(8), "series")?;
+    let series_section_offset = offset_at(8);
+    let content = read_section(bytes, series_section_offset, "series")?;
+    let content_start = series_section_offset + 4;
     let mut decoder = Decoder::new(content);
     let count = decoder.count(2, "series count").map_err(|error| decode_error("series", error))?;
-    let mut series = Vec::with_capacity(count);
+    let mut series_offsets = Vec::with_capacity(count + 1);
     for _ in 0..count {
-        let label_count = decoder.count(2, "label count").map_err(|error| decode_error("series", error))?;
-        let mut label_symbols = Vec::with_capacity(label_count);
-        for _ in 0..label_count {
-            let name = symbol(&mut decoder)?;
-            let value = symbol(&mut decoder)?;
-            label_symbols.push((name, value));
-        }
-        let chunk_count = decoder.count(3, "chunk count").map_err(|error| decode_error("series", error))?;
-        let mut chunks: Vec<ChunkMeta> = Vec::with_capacity(chunk_count);
-        for _ in 0..chunk_count {
-            let chunk = match chunks.last() {
-                None => {
-                    let mint_ms = decoder.varint("chunk mint").map_err(|error| decode_error("series", error))?;
-                    let span = decoder.uvarint("chunk span").map_err(|error| decode_error("series", error))?;
-                    let chunk_ref = decoder.uvarint("chunk ref").map_err(|error| decode_error("series", error))?;
-                    let entry_bytes = entry_length(&mut decoder)?;
-                    ChunkMeta { mint_ms, maxt_ms: mint_ms.wrapping_add(span as i64), chunk_ref, entry_bytes }
-                }
-                Some(before) => {
-                    let gap = decoder.varint("chunk mint").map_err(|error| decode_error("series", error))?;
-                    let span = decoder.uvarint("chunk span").map_err(|error| decode_error("series", error))?;
-                    let ref_delta = decoder.varint("chunk ref").map_err(|error| decode_error("series", error))?;
-                    let mint_ms = before.maxt_ms.wrapping_add(gap);
-                    let entry_bytes = entry_length(&mut decoder)?;
-                    ChunkMeta {
-                        mint_ms,
-                        maxt_ms: mint_ms.wrapping_add(span as i64),
-                        chunk_ref: before.chunk_ref.wrapping_add(ref_delta as u64),
-                        entry_bytes,
-                    }
-                }
-            };
-            chunks.push(chunk);
-        }
-        series.push(BlockSeries { label_symbols: label_symbols.into_boxed_slice(), chunks: chunks.into_boxed_slice() });
+        series_offsets.push(content_start + decoder.position() as u64);
+        parse_series_entry(&mut decoder, symbol_count)?;
     }
+    series_offsets.push(content_start + decoder.position() as u64);
 
     let content = read_section(bytes, offset_at(16), "postings")?;
     let mut decoder = Decoder::new(content);
-    let count = decoder.count(3, "postings count").map_err(|error| decode_error("postings", error))?;
+    let postings_count = decoder.count(3, "postings count").map_err(|error| decode_error("postings", error))?;
     let mut postings = MemPostings::new();
-    for _ in 0..count {
-        let name = symbol(&mut decoder)?;
-        let value = symbol(&mut decoder)?;
+    for _ in 0..postings_count {
+        let mut symbol = |what: &'static str| -> Result<&str, String> {
+            let id = decoder.uvarint(what).map_err(|error| decode_error("postings", error))?;
+            symbols
+                .get(id as usize)
+                .map(String::as_str)
+                .ok_or_else(|| format!("postings section: symbol id {id} out of range"))
+        };
+        let name = symbol("name symbol")?;
+        let value = symbol("value symbol")?;
         let bitmap_bytes = decoder.bytes("postings bitmap").map_err(|error| decode_error("postings", error))?;
         let bitmap = RoaringBitmap::deserialize_from(bitmap_bytes)
             .map_err(|error| format!("postings section: bad bitmap: {error}"))?;
-        if bitmap.max().is_some_and(|max| max as usize >= series.len()) {
+        if bitmap.max().is_some_and(|max| max as usize >= count) {
             return Err("postings section: series id out of range".to_owned());
         }
-        let name = symbols.get(name as usize).map(String::as_str).unwrap_or_default();
-        let value = symbols.get(value as usize).map(String::as_str).unwrap_or_default();
         postings.insert_bitmap(name, value, bitmap);
     }
-    Ok(BlockIndex { symbols, series, postings })
+    Ok(BlockIndex { symbols, series_offsets, postings, source })
 }
 
-/// Reads and decodes the index file at `path`.
+/// Decodes index bytes held in memory.
+#[cfg(test)]
+pub(crate) fn decode_index(bytes: &[u8]) -> Result<BlockIndex, String> {
+    decode_index_with(bytes, IndexSource::Memory(bytes.to_vec()))
+}
+
+/// Opens the index file at `path`: reads and verifies it once, keeps symbols, postings and series
+/// offsets, and reads series entries from the file afterwards.
 pub(crate) fn read_index(path: &Path) -> Result<BlockIndex, TsdbError> {
     let bytes = std::fs::read(path).map_err(|error| TsdbError::io(path, "read index", error))?;
-    decode_index(&bytes).map_err(|reason| TsdbError::corrupt(path, reason))
+    let file = std::fs::File::open(path).map_err(|error| TsdbError::io(path, "open index", error))?;
+    decode_index_with(&bytes, IndexSource::File { path: path.to_path_buf(), file })
+        .map_err(|reason| TsdbError::corrupt(path, reason))
 }
 
 #[cfg(test)]
@@ -330,11 +437,11 @@ mod tests {
         ];
         let bytes = encode_index(&series).unwrap();
         let index = decode_index(&bytes).unwrap();
-        assert_eq!(index.series.len(), 2);
-        assert_eq!(index.labels(0), series[0].0);
-        assert_eq!(index.labels(1), series[1].0);
-        assert_eq!(&*index.series[0].chunks, series[0].1.as_slice());
-        assert_eq!(&*index.series[1].chunks, series[1].1.as_slice());
+        assert_eq!(index.num_series(), 2);
+        let entries = index.read_series(&[1, 0]).unwrap();
+        assert_eq!(entries[0], SeriesEntry { labels: series[1].0.clone(), chunks: series[1].1.clone() });
+        assert_eq!(entries[1], SeriesEntry { labels: series[0].0.clone(), chunks: series[0].1.clone() });
+        assert!(index.read_series(&[2]).is_err());
         assert_eq!(index.postings.select(&[Matcher::equal("job", "x")]).len(), 2);
         assert_eq!(index.postings.select(&[Matcher::equal("__name__", "b")]).iter().collect::<Vec<_>>(), [1]);
 
