@@ -147,11 +147,11 @@ impl BlockIndex {
     }
 }
 
+/// A series entry as stored: `(name, value)` symbol ids and chunk references.
+type RawSeriesEntry = (Vec<(u32, u32)>, Vec<ChunkMeta>);
+
 /// Parses one series entry: label symbol ids and chunk references.
-fn parse_series_entry(
-    decoder: &mut Decoder<'_>,
-    symbol_count: u64,
-) -> Result<(Vec<(u32, u32)>, Vec<ChunkMeta>), String> {
+fn parse_series_entry(decoder: &mut Decoder<'_>, symbol_count: u64) -> Result<RawSeriesEntry, String> {
     let symbol = |decoder: &mut Decoder<'_>| -> Result<u32, String> {
         let id = decoder.uvarint("symbol id").map_err(|error| decode_error("series", error))?;
         if id >= symbol_count {
