@@ -489,7 +489,7 @@ impl<'a> Evaluator<'a> {
     }
 
     /// The `@` time (ms) of a selector or subquery, when it has one.
-    fn at_time_ms(&self, at: &Option<AtModifier>) -> Option<i64> {
+    pub fn at_time_ms(&self, at: &Option<AtModifier>) -> Option<i64> {
         match at {
             None => None,
             Some(AtModifier::Start) => Some(self.query_start_ms),
@@ -997,6 +997,24 @@ mod tests {
             "http_requests_total{job=\"api\"} + on(job) fill(0) sum by (job) (http_requests_total{job=\"web\"})";
         let result = vector(Engine::default().instant_query(&store, query, 600_000).unwrap());
         assert_eq!(result, [("{job=\"api\"}".to_string(), 600.0), ("{job=\"web\"}".to_string(), 1200.0)]);
+    }
+
+    #[test]
+    fn info_adds_target_info_data_labels() {
+        let mut store = store();
+        let target_info = Labels::from_pairs([
+            ("__name__", "target_info"),
+            ("job", "api"),
+            ("instance", "x"),
+            ("service_version", "1.2"),
+        ]);
+        let requests = Labels::from_pairs([("__name__", "up"), ("job", "api"), ("instance", "x")]);
+        for minute in 0..=10 {
+            store.add_sample(&target_info, Sample { timestamp_ms: minute * 60_000, value: 1.0 });
+            store.add_sample(&requests, Sample { timestamp_ms: minute * 60_000, value: 1.0 });
+        }
+        let result = vector(Engine::default().instant_query(&store, "info(up)", 600_000).unwrap());
+        assert_eq!(result, [("up{instance=\"x\", job=\"api\", service_version=\"1.2\"}".to_string(), 1.0)]);
     }
 
     #[test]

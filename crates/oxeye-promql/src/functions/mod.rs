@@ -12,6 +12,7 @@ use crate::error::{QueryError, execution};
 
 mod calendar;
 mod histogram;
+mod info;
 mod range;
 
 use calendar::date_part;
@@ -195,6 +196,7 @@ pub(crate) fn eval_call(evaluator: &mut Evaluator<'_>, call: &Call, grid: &Grid)
             Ok(Evaluated::Vector(series))
         }
         "histogram_quantile" => histogram_quantile(evaluator, &args, grid),
+        "info" => info::info(evaluator, &args, grid),
         "histogram_count"
         | "histogram_sum"
         | "histogram_avg"
