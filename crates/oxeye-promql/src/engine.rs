@@ -560,7 +560,10 @@ impl<'a> Evaluator<'a> {
         let selected = self.select(selector, min_time.saturating_sub(lookback_ms).saturating_add(1), max_time)?;
         let mut output = Vec::with_capacity(selected.len());
         let mut points_total = 0usize;
-        for series in selected {
+        for (index, series) in selected.into_iter().enumerate() {
+            if index % 1024 == 1023 {
+                self.check_deadline()?;
+            }
             let samples = &series.samples;
             let mut points = Vec::new();
             let mut cursor = 0usize;

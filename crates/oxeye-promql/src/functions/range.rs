@@ -66,7 +66,6 @@ pub(super) fn eval_range_function(
         }
     }
     let input = evaluator.eval_range_input(args[matrix_index], grid)?;
-    let steps = grid.steps();
     if name == "quantile_over_time"
         && let Some(phi) = scalars.first().and_then(|values| values.iter().find(|phi| !(0.0..=1.0).contains(*phi)))
     {
@@ -162,7 +161,6 @@ pub(super) fn eval_range_function(
     evaluator.release_samples(held);
     let produced: usize = output.iter().map(|series| series.points.len()).sum();
     evaluator.hold_samples(produced)?;
-    let _ = steps;
     Ok(Evaluated::Vector(merge_same_labels(output)?))
 }
 
