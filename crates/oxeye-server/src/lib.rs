@@ -55,6 +55,12 @@ pub struct ServerOptions {
     pub max_request_body_bytes: usize,
     /// The version string reported by buildinfo endpoints.
     pub version: String,
+    /// Time retention as configured (e.g. `30d`), for `/api/v1/status/runtimeinfo`.
+    pub storage_retention: String,
+    /// Effective settings by Prometheus flag name (`storage.tsdb.path`...), for `/api/v1/status/flags`.
+    pub flags: Vec<(String, String)>,
+    /// The effective configuration as YAML, for `/api/v1/status/config`.
+    pub config_yaml: String,
 }
 
 /// A function that appends store-specific metrics (head series, WAL fsync latency...) to `/metrics`.

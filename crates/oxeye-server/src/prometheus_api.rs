@@ -34,6 +34,13 @@ pub(crate) fn routes() -> Router<Arc<ServerState>> {
         .route("/api/v1/metadata", get(metadata))
         .route("/api/v1/targets", get(targets))
         .route("/api/v1/status/buildinfo", get(buildinfo))
+        .route("/api/v1/query_exemplars", get(query_exemplars).post(query_exemplars))
+        .route("/api/v1/format_query", get(format_query).post(format_query))
+        .route("/api/v1/parse_query", get(parse_query).post(parse_query))
+        .route("/api/v1/status/runtimeinfo", get(runtime_info))
+        .route("/api/v1/status/flags", get(flags))
+        .route("/api/v1/status/config", get(config))
+        .route("/api/v1/status/tsdb", get(tsdb_status))
         .route("/api/v1/rules", get(rules))
         .route("/api/v1/alerts", get(alerts))
 }
@@ -139,6 +146,15 @@ fn parse_match_selector(text: &str) -> Result<Vec<Matcher>, ApiError> {
     let promql_parser::parser::Expr::VectorSelector(selector) = expression else {
         return Err(ApiError::invalid_parameter("match[]", format!("{text:?} is not a series selector")));
     };
+    let matchers = selector_matchers(&selector)?;
+    if matchers.iter().all(Matcher::matches_empty) {
+        return Err(ApiError::bad_data("match[] must contain at least one non-empty matcher"));
+    }
+    Ok(matchers)
+}
+
+/// The matchers of a parsed vector selector, the metric name included.
+fn selector_matchers(selector: &promql_parser::parser::VectorSelector) -> Result<Vec<Matcher>, ApiError> {
     let mut matchers = Vec::new();
     if let Some(name) = &selector.name {
         matchers.push(Matcher::equal(oxeye_model::METRIC_NAME_LABEL, name.clone()));
@@ -151,11 +167,8 @@ fn parse_match_selector(text: &str) -> Result<Vec<Matcher>, ApiError> {
             promql_parser::label::MatchOp::NotRe(_) => MatchOp::NotRegex,
         };
         let converted = Matcher::new(op, matcher.name.clone(), matcher.value.clone())
-            .map_err(|error| ApiError::invalid_parameter("match[]", error))?;
+            .map_err(|error| ApiError::bad_data(error.to_string()))?;
         matchers.push(converted);
-    }
-    if matchers.iter().all(Matcher::matches_empty) {
-        return Err(ApiError::bad_data("match[] must contain at least one non-empty matcher"));
     }
     Ok(matchers)
 }
@@ -352,4 +365,196 @@ async fn rules() -> Response {
 
 async fn alerts() -> Response {
     success(json!({ "alerts": [] }), &[])
+}
+
+/// Every vector selector of an expression (inside functions, aggregations, subqueries, binary operands),
+/// as matcher sets, for `/api/v1/query_exemplars`.
+fn selectors(expression: &promql_parser::parser::Expr, sets: &mut Vec<Vec<Matcher>>) -> Result<(), ApiError> {
+    use promql_parser::parser::Expr;
+    match expression {
+        Expr::VectorSelector(selector) => sets.push(selector_matchers(selector)?),
+        Expr::MatrixSelector(matrix) => sets.push(selector_matchers(&matrix.vs)?),
+        Expr::Aggregate(aggregate) => {
+            selectors(&aggregate.expr, sets)?;
+            if let Some(parameter) = &aggregate.param {
+                selectors(parameter, sets)?;
+            }
+        }
+        Expr::Unary(unary) => selectors(&unary.expr, sets)?,
+        Expr::Binary(binary) => {
+            selectors(&binary.lhs, sets)?;
+            selectors(&binary.rhs, sets)?;
+        }
+        Expr::Paren(paren) => selectors(&paren.expr, sets)?,
+        Expr::Subquery(subquery) => selectors(&subquery.expr, sets)?,
+        Expr::Call(call) => {
+            for argument in &call.args.args {
+                selectors(argument, sets)?;
+            }
+        }
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+    }
+    Ok(())
+}
+
+/// `/api/v1/query_exemplars?query=&start=&end=`: exemplars of every series the query's selectors match.
+async fn query_exemplars(State(state): State<Arc<ServerState>>, params: Params) -> Response {
+    respond(
+        async {
+            let query_text = params.get("query").unwrap_or("");
+            let expression = promql_parser::parser::parse(query_text)
+                .map_err(|error| ApiError::invalid_parameter("query", error))?;
+            let start_ms = params.time_ms("start", MIN_TIME_MS)?;
+            let end_ms = params.time_ms("end", MAX_TIME_MS)?;
+            if end_ms < start_ms {
+                return Err(ApiError::invalid_parameter("end", "end timestamp must not be before start time"));
+            }
+            let mut sets = Vec::new();
+            selectors(&expression, &mut sets)?;
+            let storage = state.storage()?.clone();
+            let found = run_blocking(move || storage.exemplars(start_ms, end_ms, &sets)).await??;
+            let data: Vec<Json> = found
+                .iter()
+                .map(|series| {
+                    let exemplars: Vec<Json> = series
+                        .exemplars
+                        .iter()
+                        .map(|exemplar| {
+                            json!({
+                                "labels": labels_json(&exemplar.labels),
+                                "value": oxeye_promql::format_float(exemplar.value),
+                                "timestamp": exemplar.timestamp_ms as f64 / 1000.0,
+                            })
+                        })
+                        .collect();
+                    json!({ "seriesLabels": labels_json(&series.series_labels), "exemplars": exemplars })
+                })
+                .collect();
+            Ok(success(Json::Array(data), &[]))
+        }
+        .await,
+    )
+}
+
+/// `/api/v1/format_query?query=`: the query pretty-printed, as Prometheus' `expr.Pretty`.
+async fn format_query(params: Params) -> Response {
+    match promql_parser::parser::parse(params.get("query").unwrap_or("")) {
+        Ok(expression) => success(Json::String(expression.prettify()), &[]),
+        Err(error) => ApiError::invalid_parameter("query", error).into_response(),
+    }
+}
+
+/// `/api/v1/parse_query?query=`: the syntax tree as JSON, in the node shape of Prometheus' `translateAST`
+/// (`aggregation`, `binaryExpr`, `vectorSelector`...), as promql-parser serializes it.
+async fn parse_query(params: Params) -> Response {
+    match promql_parser::parser::parse(params.get("query").unwrap_or("")) {
+        Ok(expression) => match serde_json::to_value(&expression) {
+            Ok(tree) => success(tree, &[]),
+            Err(error) => ApiError::internal(format!("cannot serialize the syntax tree: {error}")).into_response(),
+        },
+        Err(error) => ApiError::invalid_parameter("query", error).into_response(),
+    }
+}
+
+/// `/api/v1/status/runtimeinfo`, with Prometheus' keys; Go-only fields report oxeye's nearest equivalent.
+async fn runtime_info(State(state): State<Arc<ServerState>>) -> Response {
+    let start_time =
+        chrono::DateTime::<chrono::Utc>::from(state.started_at).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+    let threads = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("Threads:").and_then(|count| count.trim().parse::<u64>().ok()))
+        })
+        .unwrap_or(0);
+    let cores = std::thread::available_parallelism().map(std::num::NonZero::get).unwrap_or(1);
+    success(
+        json!({
+            "startTime": start_time,
+            "CWD": std::env::current_dir().map(|path| path.display().to_string()).unwrap_or_default(),
+            "reloadConfigSuccess": true,
+            "lastConfigTime": start_time,
+            "corruptionCount": 0,
+            "goroutineCount": threads,
+            "GOMAXPROCS": cores,
+            "GOMEMLIMIT": 0,
+            "GOGC": "",
+            "GODEBUG": "",
+            "storageRetention": state.options.storage_retention,
+        }),
+        &[],
+    )
+}
+
+/// `/api/v1/status/flags`: the effective settings, keyed by Prometheus' flag names where one exists.
+async fn flags(State(state): State<Arc<ServerState>>) -> Response {
+    let flags: serde_json::Map<String, Json> =
+        state.options.flags.iter().map(|(name, value)| (name.clone(), Json::String(value.clone()))).collect();
+    success(Json::Object(flags), &[])
+}
+
+/// `/api/v1/status/config`: the effective configuration as YAML.
+async fn config(State(state): State<Arc<ServerState>>) -> Response {
+    success(json!({ "yaml": state.options.config_yaml }), &[])
+}
+
+/// `/api/v1/status/tsdb`: head statistics and the top-10 cardinality lists, with Prometheus' keys.
+async fn tsdb_status(State(state): State<Arc<ServerState>>, params: Params) -> Response {
+    respond(
+        async {
+            let limit = params.limit("limit")?.unwrap_or(10);
+            let storage = state.storage()?.clone();
+            let all_series = run_blocking(move || {
+                storage.series(
+                    MIN_TIME_MS,
+                    MAX_TIME_MS,
+                    &[Matcher::new(MatchOp::Regex, "__name__", ".+").map_err(|error| StorageError::InvalidLabels {
+                        series: String::new(),
+                        reason: error.to_string(),
+                    })?],
+                )
+            })
+            .await??;
+            let mut by_metric: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+            let mut values_by_name: std::collections::HashMap<&str, std::collections::HashSet<&str>> =
+                std::collections::HashMap::new();
+            let mut bytes_by_name: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+            let mut by_pair: std::collections::HashMap<(&str, &str), u64> = std::collections::HashMap::new();
+            for labels in &all_series {
+                *by_metric.entry(labels.metric_name().unwrap_or("")).or_default() += 1;
+                for label in labels {
+                    if values_by_name.entry(&label.name).or_default().insert(&label.value) {
+                        *bytes_by_name.entry(&label.name).or_default() += label.value.len() as u64;
+                    }
+                    *by_pair.entry((&label.name, &label.value)).or_default() += 1;
+                }
+            }
+            fn top(mut entries: Vec<(String, u64)>, limit: usize) -> Json {
+                entries.sort_by(|left, right| right.1.cmp(&left.1).then_with(|| left.0.cmp(&right.0)));
+                entries.truncate(limit);
+                Json::Array(entries.into_iter().map(|(name, value)| json!({ "name": name, "value": value })).collect())
+            }
+            let label_pairs: usize = values_by_name.values().map(std::collections::HashSet::len).sum();
+            Ok(success(
+                json!({
+                    "headStats": { "numSeries": all_series.len(), "numLabelPairs": label_pairs },
+                    "seriesCountByMetricName":
+                        top(by_metric.into_iter().map(|(name, count)| (name.to_string(), count)).collect(), limit),
+                    "labelValueCountByLabelName": top(
+                        values_by_name.iter().map(|(name, values)| (name.to_string(), values.len() as u64)).collect(),
+                        limit,
+                    ),
+                    "memoryInBytesByLabelName":
+                        top(bytes_by_name.into_iter().map(|(name, bytes)| (name.to_string(), bytes)).collect(), limit),
+                    "seriesCountByLabelValuePair": top(
+                        by_pair.into_iter().map(|((name, value), count)| (format!("{name}={value}"), count)).collect(),
+                        limit,
+                    ),
+                }),
+                &[],
+            ))
+        }
+        .await,
+    )
 }

@@ -29,6 +29,9 @@ fn harness() -> Harness {
         otlp_grpc_listen: None,
         max_request_body_bytes: 1 << 20,
         version: "test".into(),
+        storage_retention: "30d".into(),
+        flags: vec![("storage.tsdb.path".into(), "data".into())],
+        config_yaml: "version: 1\n".into(),
     };
     let state = ServerState::new(options, Engine::new(EngineOptions::default()));
     state.set_storage(storage.clone(), Box::new(|_| {}));
@@ -238,6 +241,9 @@ async fn not_ready_storage_answers_503() {
         otlp_grpc_listen: None,
         max_request_body_bytes: 1 << 20,
         version: "test".into(),
+        storage_retention: "30d".into(),
+        flags: vec![("storage.tsdb.path".into(), "data".into())],
+        config_yaml: "version: 1\n".into(),
     };
     let state = ServerState::new(options, Engine::new(EngineOptions::default()));
     let (status, _) = send(&state, Request::get("/readyz").body(Body::empty()).unwrap()).await;
@@ -247,4 +253,32 @@ async fn not_ready_storage_answers_503() {
     assert!(body.contains("unavailable"), "{body}");
     let (status, _) = send(&state, Request::get("/healthz").body(Body::empty()).unwrap()).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn format_and_status_endpoints() {
+    let harness = harness();
+    let (status, body) = send(
+        &harness.state,
+        Request::get("/api/v1/format_query?query=sum(rate(up%5B5m%5D))by(job)").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, r#"{"status":"success","data":"sum by (job) (rate(up[5m]))"}"#);
+    let (status, body) =
+        send(&harness.state, Request::get("/api/v1/parse_query?query=up").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("vectorSelector"), "{body}");
+    let (_, body) = send(&harness.state, Request::get("/api/v1/status/flags").body(Body::empty()).unwrap()).await;
+    assert_eq!(body, r#"{"status":"success","data":{"storage.tsdb.path":"data"}}"#);
+    let (_, body) = send(&harness.state, Request::get("/api/v1/status/config").body(Body::empty()).unwrap()).await;
+    assert_eq!(body, r#"{"status":"success","data":{"yaml":"version: 1\n"}}"#);
+    let (_, body) = send(&harness.state, Request::get("/api/v1/status/runtimeinfo").body(Body::empty()).unwrap()).await;
+    assert!(body.contains(r#""storageRetention":"30d""#), "{body}");
+    let write =
+        remote_write_body(&[("up", &[("job", "a")], &[(1_000, 1.0)]), ("up", &[("job", "b")], &[(1_000, 1.0)])]);
+    assert_eq!(send(&harness.state, remote_write(write)).await.0, StatusCode::NO_CONTENT);
+    let (_, body) = send(&harness.state, Request::get("/api/v1/status/tsdb").body(Body::empty()).unwrap()).await;
+    assert!(body.contains(r#""headStats":{"numSeries":2"#), "{body}");
+    assert!(body.contains(r#""seriesCountByMetricName":[{"name":"up","value":2}]"#), "{body}");
 }

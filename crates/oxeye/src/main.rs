@@ -116,11 +116,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         file.storage.data_dir = data_dir.display().to_string();
     }
     let settings = file.validate()?;
+    let config_yaml = serde_saphyr::to_string(&file).unwrap_or_default();
+    let config_path = args.config.as_ref().map(|path| path.display().to_string()).unwrap_or_default();
     init_logging(&settings.log_level, settings.log_format)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("oxeye")
         .build()
         .map_err(|error| anyhow::anyhow!("cannot start the async runtime: {error}"))?;
-    runtime.block_on(serve::run(settings))
+    runtime.block_on(serve::run(settings, config_yaml, config_path))
 }

@@ -16,6 +16,8 @@ use oxeye_scrape::{ScrapeManager, ScrapeManagerOptions};
 use oxeye_server::{Listeners, MetricsWriter, ServerOptions, ServerState};
 use oxeye_tsdb::{Tsdb, TsdbOptions, TsdbStats};
 
+use oxeye_model::duration::format_duration_ms;
+
 use crate::config::ServeSettings;
 
 /// How often the TSDB cuts blocks, compacts and applies retention.
@@ -25,7 +27,7 @@ const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 ///
 /// # Errors
 /// When a listener cannot be bound, the TSDB cannot be opened or closed, or a scrape config is invalid.
-pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {
+pub async fn run(settings: ServeSettings, config_yaml: String, config_path: String) -> anyhow::Result<()> {
     let started = Instant::now();
     let engine = Engine::new(EngineOptions {
         lookback_delta_ms: settings.lookback_delta_ms,
@@ -38,6 +40,9 @@ pub async fn run(settings: ServeSettings) -> anyhow::Result<()> {
         otlp_grpc_listen: settings.otlp_grpc_listen,
         max_request_body_bytes: usize::try_from(settings.max_request_body_bytes).unwrap_or(usize::MAX),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        storage_retention: format_duration_ms(settings.retention_ms),
+        flags: flags(&settings, &config_path),
+        config_yaml,
     };
     let listeners = Listeners::bind(&server_options).await?;
     let listen_address = listeners.main_address().unwrap_or(settings.listen);
@@ -134,7 +139,7 @@ fn scrape_configs(settings: &ServeSettings, listen: std::net::SocketAddr) -> any
         } else {
             listen.ip().to_string()
         };
-        let interval = oxeye_model::duration::format_duration_ms(interval_ms);
+        let interval = format_duration_ms(interval_ms);
         let self_job = serde_json::json!({
             "job_name": "oxeye",
             "scrape_interval": interval,
@@ -149,6 +154,27 @@ fn scrape_configs(settings: &ServeSettings, listen: std::net::SocketAddr) -> any
         configs.push(config);
     }
     Ok(configs)
+}
+
+/// The effective settings under the names of the Prometheus flags they correspond to.
+fn flags(settings: &ServeSettings, config_path: &str) -> Vec<(String, String)> {
+    vec![
+        ("config.file".into(), config_path.to_string()),
+        ("web.listen-address".into(), settings.listen.to_string()),
+        ("storage.tsdb.path".into(), settings.data_dir.display().to_string()),
+        ("storage.tsdb.retention.time".into(), format_duration_ms(settings.retention_ms)),
+        (
+            "storage.tsdb.retention.size".into(),
+            settings.retention_size_bytes.map(|bytes| format!("{bytes}B")).unwrap_or_else(|| "0B".into()),
+        ),
+        ("storage.tsdb.min-block-duration".into(), format_duration_ms(settings.block_duration_ms)),
+        ("query.lookback-delta".into(), format_duration_ms(settings.lookback_delta_ms)),
+        (
+            "query.timeout".into(),
+            format_duration_ms(i64::try_from(settings.query_timeout.as_millis()).unwrap_or(i64::MAX)),
+        ),
+        ("query.max-samples".into(), settings.max_samples.to_string()),
+    ]
 }
 
 fn write_tsdb_metrics(writer: &mut MetricsWriter, stats: &TsdbStats) {
