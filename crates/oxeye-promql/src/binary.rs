@@ -362,6 +362,7 @@ fn vector_vector(
     let (fill_left, fill_right) = if one_to_many { (options.fill.1, options.fill.0) } else { options.fill };
     let (fill_many, fill_one) = if one_to_many { (fill_right, fill_left) } else { (fill_left, fill_right) };
     let mut one_matched: Vec<bool> = vec![false; ids.len()];
+    let mut last_pairing: Vec<Option<(u32, usize)>> = vec![None; many.len()];
     let many_by_step = by_step(many, steps);
     let one_by_step = by_step(one, steps);
     // Arithmetic removes the name right away even with delayed name removal (Prometheus'
@@ -388,7 +389,6 @@ fn vector_vector(
             }
             one_at_signature[signature as usize] = Some((*index, *value));
         }
-        let mut produced: HashMap<usize, ()> = HashMap::new();
         for (many_index, many_value) in &many_by_step[step] {
             let signature = many_ids[*many_index as usize];
             let (one_index, one_value) = match (one_at_signature[signature as usize], fill_one) {
@@ -418,8 +418,10 @@ fn vector_vector(
                 continue;
             }
             let key = (*many_index, one_index);
-            let output_slot = match output_index.get(&key) {
-                Some(slot) => *slot,
+            // A series usually keeps its partner from step to step: check the last pairing before hashing.
+            let cached = last_pairing[*many_index as usize].filter(|(partner, _)| *partner == one_index);
+            let output_slot = match cached.map(|(_, slot)| slot).or_else(|| output_index.get(&key).copied()) {
+                Some(slot) => slot,
                 None => {
                     let empty = Labels::empty();
                     let one_labels = one.get(one_index as usize).map(|series| &series.labels).unwrap_or(&empty);
@@ -437,7 +439,9 @@ fn vector_vector(
                     output.len() - 1
                 }
             };
-            if !one_to_one && produced.insert(output_slot, ()).is_some() {
+            last_pairing[*many_index as usize] = Some((one_index, output_slot));
+            if !one_to_one && output[output_slot].points.last().is_some_and(|(last_step, _)| *last_step == step as u32)
+            {
                 return Err(execution("multiple matches for labels: grouping labels must ensure unique matches"));
             }
             output[output_slot].points.push((step as u32, value));

@@ -24,7 +24,7 @@
 //! operators and aggregations then work step by step; subqueries evaluate their inner expression once
 //! over their own step grid. Deliberately absent: native histograms (oxeye stores floats only; the
 //! `histogram_*` functions other than `histogram_quantile` return nothing), and the experimental
-//! features extended range selectors, duration expressions and type-and-unit labels (the experimental
+//! features extended range selectors, duration expressions, start timestamps and type-and-unit labels (the experimental
 //! `fill`, `fill_left` and `fill_right` binary operator modifiers and `info()` are supported).
 //!
 //! ```
