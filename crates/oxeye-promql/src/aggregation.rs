@@ -366,7 +366,7 @@ fn aggregate_k(
             return Err(execution("Parameter value is NaN"));
         }
         if param > i64::MAX as f64 || param < i64::MIN as f64 {
-            return Err(execution(format!("Scalar value {} overflows int64", format_float(param))));
+            return Err(execution(format!("Scalar value {} overflows int64", crate::value::go_format_v(param))));
         }
         let k = param as i64;
         if k < 1 {

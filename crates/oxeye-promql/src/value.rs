@@ -90,10 +90,41 @@ pub fn format_float(value: f64) -> String {
     if text == "-0" { "-0".to_string() } else { text }
 }
 
+/// Formats a float as Go's `fmt` verb `%v` does, for error messages that Prometheus writes with it:
+/// shortest digits, exponent form (`1e+300`) below 1e-4 or from 1e21 on, and `NaN`, `+Inf`, `-Inf`.
+pub(crate) fn go_format_v(value: f64) -> String {
+    if !value.is_finite() {
+        return format_float(value);
+    }
+    let magnitude = value.abs();
+    if magnitude != 0.0 && !(1e-4..1e21).contains(&magnitude) {
+        let text = format!("{value:e}");
+        return match text.split_once('e') {
+            Some((mantissa, exponent)) => {
+                let (sign, digits) = match exponent.strip_prefix('-') {
+                    Some(digits) => ('-', digits),
+                    None => ('+', exponent),
+                };
+                format!("{mantissa}e{sign}{digits:0>2}")
+            }
+            None => text,
+        };
+    }
+    format_float(value)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_format_v_uses_exponents_for_extremes() {
+        assert_eq!(go_format_v(1e300), "1e+300");
+        assert_eq!(go_format_v(1.5e-7), "1.5e-07");
+        assert_eq!(go_format_v(123.0), "123");
+        assert_eq!(go_format_v(f64::NEG_INFINITY), "-Inf");
+    }
 
     #[test]
     fn format_float_matches_go_f_minus_one() {
