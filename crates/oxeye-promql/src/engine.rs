@@ -528,6 +528,13 @@ impl<'a> Evaluator<'a> {
             {
                 matchers.push(Matcher::equal(oxeye_model::METRIC_NAME_LABEL, name.clone()));
             }
+            if matchers.iter().all(Matcher::matches_empty) {
+                // Stores need one matcher that does not match the empty string (one group of an `or`
+                // selector may have none); every series has a name.
+                let any_name = Matcher::new(MatchOp::Regex, oxeye_model::METRIC_NAME_LABEL, ".+")
+                    .map_err(|error| execution(error.to_string()))?;
+                matchers.push(any_name);
+            }
             let series = self.querier.select(mint_ms, maxt_ms, &matchers)?;
             selected.extend(series);
         }
