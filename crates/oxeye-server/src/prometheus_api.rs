@@ -64,11 +64,10 @@ async fn run_blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'stat
 /// Maps an engine error; like Prometheus, a query that does not parse is reported as an invalid `query`
 /// parameter (`invalid parameter "query": 1:5: parse error: ...`).
 fn query_error(error: oxeye_promql::QueryError) -> ApiError {
-    let error_type = error.prometheus_error_type();
-    if error_type == "bad_data" {
+    if matches!(error, oxeye_promql::QueryError::Parse { .. }) {
         return ApiError::invalid_parameter("query", error);
     }
-    ApiError { error_type, message: error.to_string() }
+    ApiError { error_type: error.prometheus_error_type(), message: error.to_string() }
 }
 
 async fn query(State(state): State<Arc<ServerState>>, params: Params) -> Response {
