@@ -24,6 +24,20 @@ struct HeldSeries {
     newest_in_batch: Option<(i64, u64)>,
 }
 
+/// The reusable allocations of an appender: kept warm in a small pool so a new batch does not touch
+/// freshly allocated pages for its series map and sample list.
+#[derive(Debug, Default)]
+pub(crate) struct AppenderBuffers {
+    held: Vec<HeldSeries>,
+    held_by_ref: HashMap<u32, usize, MixBuildHasher>,
+    samples: Vec<(usize, i64, f64)>,
+}
+
+/// Buffers kept for reuse at most.
+const POOLED_BUFFERS: usize = 32;
+/// Buffers larger than this many entries are not pooled, so one huge batch does not pin its memory.
+const MAX_POOLED_ENTRIES: usize = 1 << 16;
+
 /// One batch of samples, exemplars and metadata for one atomic commit. Create with
 /// `MetricsStorage::appender`.
 #[derive(Debug)]
@@ -44,13 +58,14 @@ impl TsdbAppender {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         let min_valid_time_ms = shared.head.appendable_min_valid_time_ms();
         // Batches from one source have similar sizes: start at the last batch's size.
-        let capacity = shared.last_batch_samples.load(Ordering::Relaxed).min(1 << 16);
+        let capacity = shared.last_batch_samples.load(Ordering::Relaxed).min(MAX_POOLED_ENTRIES);
+        let buffers = lock(&shared.appender_buffers).pop().unwrap_or_default();
         TsdbAppender {
             shared,
             min_valid_time_ms,
-            held: Vec::with_capacity(capacity),
-            held_by_ref: HashMap::with_capacity_and_hasher(capacity, MixBuildHasher::default()),
-            samples: Vec::with_capacity(capacity),
+            held: if buffers.held.capacity() > 0 { buffers.held } else { Vec::with_capacity(capacity) },
+            held_by_ref: buffers.held_by_ref,
+            samples: buffers.samples,
             exemplars: Vec::new(),
             metadata: Vec::new(),
             series_created: 0,
@@ -98,6 +113,17 @@ impl TsdbAppender {
         self.samples.clear();
         self.exemplars.clear();
         self.metadata.clear();
+        if self.held.capacity() <= MAX_POOLED_ENTRIES && self.samples.capacity() <= MAX_POOLED_ENTRIES {
+            let buffers = AppenderBuffers {
+                held: std::mem::take(&mut self.held),
+                held_by_ref: std::mem::take(&mut self.held_by_ref),
+                samples: std::mem::take(&mut self.samples),
+            };
+            let mut pool = lock(&self.shared.appender_buffers);
+            if pool.len() < POOLED_BUFFERS {
+                pool.push(buffers);
+            }
+        }
     }
 
     fn commit_inner(&mut self) -> Result<CommitSummary, StorageError> {
