@@ -377,11 +377,18 @@ fn read_value(reader: &mut BitReader<'_>, state: &mut XorState) -> Result<(), Ch
 }
 
 /// Appends samples to an XOR chunk. Timestamps must ascend; the caller checks order.
+///
+/// Fields are kept flat (56 bytes) because every active series holds one; the sample count lives in
+/// the chunk's own header bytes.
 #[derive(Debug, Clone)]
 pub struct XorAppender {
-    writer: BitWriter,
-    num_samples: u16,
-    state: XorState,
+    bytes: Vec<u8>,
+    timestamp_ms: i64,
+    delta_ms: i64,
+    value_bits: u64,
+    free_bits: u8,
+    leading: u8,
+    trailing: u8,
 }
 
 impl Default for XorAppender {
@@ -396,11 +403,14 @@ impl XorAppender {
         // Room for the header and the first samples, so a new chunk does not reallocate at every byte.
         let mut bytes = Vec::with_capacity(32);
         bytes.extend_from_slice(&[0, 0]);
-        let writer = BitWriter { bytes, free_bits: 0 };
         XorAppender {
-            writer,
-            num_samples: 0,
-            state: XorState { timestamp_ms: 0, delta_ms: 0, value_bits: 0, leading: NO_WINDOW, trailing: 0 },
+            bytes,
+            timestamp_ms: 0,
+            delta_ms: 0,
+            value_bits: 0,
+            free_bits: 0,
+            leading: NO_WINDOW,
+            trailing: 0,
         }
     }
 
@@ -416,67 +426,88 @@ impl XorAppender {
         let mut data =
             bytes.get(..2 + used_bytes).ok_or(ChunkDecodeError { reason: "chunk shorter than its bits" })?.to_vec();
         // Clear any junk after the last used bit so later writes can OR into the byte.
-        let free_bits = (used_bytes * 8 - used_bits) as u32;
+        let free_bits = (used_bytes * 8 - used_bits) as u8;
         if free_bits > 0
             && let Some(last) = data.last_mut()
         {
             *last &= !((1u16 << free_bits) - 1) as u8;
         }
+        let state = iterator.state;
         Ok(XorAppender {
-            writer: BitWriter { bytes: data, free_bits },
-            num_samples: iterator.total,
-            state: iterator.state,
+            bytes: data,
+            timestamp_ms: state.timestamp_ms,
+            delta_ms: state.delta_ms,
+            value_bits: state.value_bits,
+            free_bits,
+            leading: state.leading,
+            trailing: state.trailing,
         })
     }
 
     /// Number of samples in the chunk.
     pub fn num_samples(&self) -> u16 {
-        self.num_samples
+        match self.bytes.as_slice() {
+            [high, low, ..] => u16::from_be_bytes([*high, *low]),
+            _ => 0,
+        }
     }
 
     /// The bits of the newest sample's value (0 for an empty chunk).
     pub fn last_value_bits(&self) -> u64 {
-        self.state.value_bits
+        self.value_bits
+    }
+
+    /// The newest sample's timestamp in milliseconds (0 for an empty chunk).
+    pub fn last_timestamp_ms(&self) -> i64 {
+        self.timestamp_ms
     }
 
     /// The chunk's current size in bytes.
     pub fn size_bytes(&self) -> usize {
-        self.writer.bytes.len()
+        self.bytes.len()
     }
 
     /// The chunk's bytes (sample count header included).
     pub fn bytes(&self) -> &[u8] {
-        &self.writer.bytes
+        &self.bytes
     }
 
     /// Consumes the appender into the chunk's bytes.
     pub fn into_bytes(self) -> Vec<u8> {
-        self.writer.bytes
+        self.bytes
     }
 
     /// Appends one sample; the value is stored by its bits, so every NaN (the staleness marker included)
     /// comes back bit for bit. Must not be called with more than `u16::MAX` samples.
     pub fn append(&mut self, timestamp_ms: i64, value: f64) {
         let value_bits = value.to_bits();
-        match self.num_samples {
-            0 => {
-                write_varint_bits(&mut self.writer, timestamp_ms);
-                self.writer.write_bits(value_bits, 64);
-                self.state.timestamp_ms = timestamp_ms;
-                self.state.value_bits = value_bits;
-            }
-            _ => {
-                let delta = timestamp_ms.wrapping_sub(self.state.timestamp_ms);
-                let dod = delta.wrapping_sub(self.state.delta_ms);
-                write_varbit(&mut self.writer, dod);
-                write_value(&mut self.writer, &mut self.state, value_bits);
-                self.state.timestamp_ms = timestamp_ms;
-                self.state.delta_ms = delta;
-            }
+        let num_samples = self.num_samples();
+        let mut writer = BitWriter { bytes: std::mem::take(&mut self.bytes), free_bits: u32::from(self.free_bits) };
+        if num_samples == 0 {
+            write_varint_bits(&mut writer, timestamp_ms);
+            writer.write_bits(value_bits, 64);
+            self.value_bits = value_bits;
+        } else {
+            let delta = timestamp_ms.wrapping_sub(self.timestamp_ms);
+            write_varbit(&mut writer, delta.wrapping_sub(self.delta_ms));
+            let mut state = XorState {
+                timestamp_ms: self.timestamp_ms,
+                delta_ms: self.delta_ms,
+                value_bits: self.value_bits,
+                leading: self.leading,
+                trailing: self.trailing,
+            };
+            write_value(&mut writer, &mut state, value_bits);
+            self.value_bits = state.value_bits;
+            self.leading = state.leading;
+            self.trailing = state.trailing;
+            self.delta_ms = delta;
         }
-        self.num_samples = self.num_samples.saturating_add(1);
-        let header = self.num_samples.to_be_bytes();
-        if let Some(slot) = self.writer.bytes.get_mut(..2) {
+        self.timestamp_ms = timestamp_ms;
+        self.bytes = writer.bytes;
+        self.free_bits = writer.free_bits as u8;
+        let header = num_samples.saturating_add(1).to_be_bytes();
+        if let Some(slot) = self.bytes.get_mut(..2) {
             slot.copy_from_slice(&header);
         }
     }

@@ -95,14 +95,22 @@ pub(crate) struct HeadChunk {
     pub(crate) bytes: Box<[u8]>,
 }
 
-/// The chunk being appended to.
+/// The chunk being appended to; its newest timestamp is the appender's.
 #[derive(Debug)]
 pub(crate) struct OpenChunk {
     pub(crate) appender: XorAppender,
     pub(crate) mint_ms: i64,
-    pub(crate) maxt_ms: i64,
+}
+
+impl OpenChunk {
+    pub(crate) fn maxt_ms(&self) -> i64 {
+        self.appender.last_timestamp_ms()
+    }
+
     /// The chunk is cut before a sample at or after this time (the next block boundary).
-    pub(crate) boundary_ms: i64,
+    fn boundary_ms(&self, chunk_range_ms: i64) -> i64 {
+        self.mint_ms.div_euclid(chunk_range_ms).saturating_add(1).saturating_mul(chunk_range_ms)
+    }
 }
 
 /// What appending one sample to a series did.
@@ -150,22 +158,15 @@ impl SeriesState {
             Some(open) => {
                 open.appender.num_samples() >= MAX_SAMPLES_PER_CHUNK
                     || open.appender.size_bytes() >= MAX_CHUNK_BYTES
-                    || timestamp_ms >= open.boundary_ms
+                    || timestamp_ms >= open.boundary_ms(chunk_range_ms)
             }
         };
         if must_cut {
             self.cut_open_chunk();
-            let boundary_ms = timestamp_ms.div_euclid(chunk_range_ms).saturating_add(1).saturating_mul(chunk_range_ms);
-            self.open = Some(OpenChunk {
-                appender: XorAppender::new(),
-                mint_ms: timestamp_ms,
-                maxt_ms: timestamp_ms,
-                boundary_ms,
-            });
+            self.open = Some(OpenChunk { appender: XorAppender::new(), mint_ms: timestamp_ms });
         }
         if let Some(open) = &mut self.open {
             open.appender.append(timestamp_ms, value);
-            open.maxt_ms = timestamp_ms;
         }
         self.max_time_ms = timestamp_ms;
         self.last_value_bits = value_bits;
@@ -175,20 +176,16 @@ impl SeriesState {
     fn cut_open_chunk(&mut self) {
         if let Some(open) = self.open.take() {
             // Closed chunks never change again: store them in their smallest encoding.
+            let maxt_ms = open.maxt_ms();
             let (encoding, bytes) = chunkenc::recode_closed(Encoding::Xor, open.appender.into_bytes());
-            self.closed.push(HeadChunk {
-                mint_ms: open.mint_ms,
-                maxt_ms: open.maxt_ms,
-                encoding,
-                bytes: bytes.into_boxed_slice(),
-            });
+            self.closed.push(HeadChunk { mint_ms: open.mint_ms, maxt_ms, encoding, bytes: bytes.into_boxed_slice() });
         }
     }
 
     /// Drops chunks that end before `mint_ms`. True when the series has no chunk left.
     pub(crate) fn truncate_before(&mut self, mint_ms: i64) -> bool {
         self.closed.retain(|chunk| chunk.maxt_ms >= mint_ms);
-        if self.open.as_ref().is_some_and(|open| open.maxt_ms < mint_ms) {
+        if self.open.as_ref().is_some_and(|open| open.maxt_ms() < mint_ms) {
             self.open = None;
         }
         self.closed.is_empty() && self.open.is_none()
@@ -199,7 +196,7 @@ impl SeriesState {
         self.closed
             .iter()
             .map(|chunk| (chunk.encoding, chunk.mint_ms, chunk.maxt_ms, &chunk.bytes[..]))
-            .chain(self.open.iter().map(|open| (Encoding::Xor, open.mint_ms, open.maxt_ms, open.appender.bytes())))
+            .chain(self.open.iter().map(|open| (Encoding::Xor, open.mint_ms, open.maxt_ms(), open.appender.bytes())))
     }
 
     /// Samples with `mint_ms <= t <= maxt_ms`, appended to `out`.
@@ -223,7 +220,6 @@ impl SeriesState {
     pub(crate) fn restore_chunks(
         &mut self,
         chunks: Vec<(Encoding, i64, i64, Vec<u8>)>,
-        chunk_range_ms: i64,
     ) -> Result<(), ChunkDecodeError> {
         let mut chunks: Vec<_> = chunks.into_iter().filter(|chunk| chunk.2 > self.max_time_ms).collect();
         let Some((last_encoding, last_mint_ms, last_maxt_ms, last_bytes)) = chunks.pop() else { return Ok(()) };
@@ -234,8 +230,7 @@ impl SeriesState {
         if last_encoding == Encoding::Xor {
             let appender = XorAppender::from_bytes(&last_bytes)?;
             self.last_value_bits = appender.last_value_bits();
-            let boundary_ms = last_mint_ms.div_euclid(chunk_range_ms).saturating_add(1).saturating_mul(chunk_range_ms);
-            self.open = Some(OpenChunk { appender, mint_ms: last_mint_ms, maxt_ms: last_maxt_ms, boundary_ms });
+            self.open = Some(OpenChunk { appender, mint_ms: last_mint_ms });
         } else {
             self.last_value_bits = last_value_bits(last_encoding, &last_bytes)?;
             self.closed.push(HeadChunk {
@@ -730,7 +725,7 @@ mod tests {
             let chunks: Vec<_> =
                 original.chunks().map(|(encoding, mint, maxt, bytes)| (encoding, mint, maxt, bytes.to_vec())).collect();
             let mut restored = SeriesState::new();
-            restored.restore_chunks(chunks, 10_000_000).unwrap();
+            restored.restore_chunks(chunks).unwrap();
             assert_eq!(restored.check((count - 1) * 1000, 99f64.to_bits()), SeriesAppend::DuplicateDifferentValue);
             assert_eq!(
                 restored.check((count - 1) * 1000, (((count - 1) % 7) as f64).to_bits()),
@@ -760,5 +755,14 @@ mod tests {
         assert!(head.get_by_ref(held_series.series_ref).is_some());
         assert_eq!(head.postings().label_values("__name__"), ["held"]);
         assert_eq!(head.appendable_min_valid_time_ms(), 5000);
+    }
+}
+#[cfg(test)]
+mod size_budget {
+    /// Every active series holds one `MemSeries` (plus labels and chunk bytes): keep it small.
+    #[test]
+    fn per_series_structures_stay_within_budget() {
+        assert!(std::mem::size_of::<super::MemSeries>() <= 144, "{}", std::mem::size_of::<super::MemSeries>());
+        assert!(std::mem::size_of::<crate::chunkenc::XorAppender>() <= 56);
     }
 }

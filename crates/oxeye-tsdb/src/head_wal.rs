@@ -148,7 +148,7 @@ impl Replayer<'_> {
                     self.min_time_ms = self.min_time_ms.min(first.1.max(min_valid_ms));
                     self.max_time_ms = self.max_time_ms.max(last.2);
                 }
-                let restored = series.lock().restore_chunks(chunks, self.head.chunk_range_ms);
+                let restored = series.lock().restore_chunks(chunks);
                 if let Err(error) = restored {
                     tracing::warn!(series_ref, %error, "skipping damaged chunk in wal checkpoint");
                     self.outcome.undecodable_records += 1;
