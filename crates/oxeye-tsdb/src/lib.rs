@@ -9,13 +9,28 @@
 //!   runs when a chunk closes and its values allow), found by a label-hash map and by postings
 //!   ([`postings`]). A commit first writes WAL records (`record`) through `oxeye-wal`'s group commit, and
 //!   returns only after the fsync.
-//! - [`Tsdb::run_maintenance`] (or a thread from [`Tsdb::start_maintenance`]) cuts the oldest part of the head into an immutable **block** ([`block`]:
-//!   `meta.json`, an index with postings, chunk files), checkpoints the WAL so restarts replay only the
-//!   recent tail, merges blocks into larger ranges and applies retention.
+//! - [`Tsdb::run_maintenance`] (or a thread from [`Tsdb::start_maintenance`]) cuts the oldest part of
+//!   the head into an immutable **block** ([`block`]: `meta.json`, an index with postings, chunk
+//!   files), checkpoints the WAL so restarts replay only the recent tail, merges blocks into larger
+//!   ranges and applies retention.
 //! - Queries merge blocks and head by labels.
 //! - [`Tsdb::stats`] reports counters for self-monitoring; [`Tsdb::close`] shuts down gracefully.
 //!
 //! Every file's byte layout is in `docs/format.md`.
+//!
+//! Invariants:
+//! - A commit returns only after its WAL records are fsynced; the head is updated after that.
+//! - A sample lives in exactly one place: blocks hold `[min_time, max_time)` ranges below the head's
+//!   cut line (`min_valid_time`), and the head serves only samples at or after it. Appends below the cut
+//!   line are refused (`OutOfBounds`).
+//! - WAL segments are deleted only after a checkpoint covering them is durable under its final name,
+//!   and a checkpoint is taken only when no commit sits between its WAL write and its head update.
+//! - Series references are never reused within a data directory (so WAL records stay unambiguous).
+//! - Closed chunks and blocks never change; compaction writes new blocks and then deletes the old ones.
+//!
+//! Deliberately absent for now: out-of-order ingestion (refused as in Prometheus' default), deletion
+//! and tombstones, native histograms, and memory-mapped head chunks (closed head chunks stay in RAM,
+//! compressed).
 //!
 //! ```
 //! use oxeye_model::storage::{MetricsStorage, Querier};

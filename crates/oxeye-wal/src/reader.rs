@@ -37,8 +37,8 @@ pub struct ReplaySummary {
 /// first. An absent directory holds no records.
 ///
 /// A damaged frame or header in the **last** segment is taken for a write torn by a crash: the file is
-/// truncated just before it (a header-less file to zero bytes) and a `tracing::warn!` says so; records
-/// before it are delivered. Damage in any older segment fails with [`WalError::Corrupt`] naming the file
+/// truncated just before it (a file with a damaged header is deleted) and a `tracing::warn!` says so;
+/// records before it are delivered. Damage in any older segment fails with [`WalError::Corrupt`] naming the file
 /// and byte offset. A visitor error stops replay and is returned as is.
 ///
 /// # Errors
@@ -97,6 +97,15 @@ fn cut_tail(path: &Path, offset: u64, length: u64, reason: String) -> Result<Tor
         %reason,
         "truncating torn tail of the last wal segment"
     );
+    if offset == 0 {
+        // Not even the header survived: remove the file, so that once newer segments exist it cannot
+        // be mistaken for a damaged older segment.
+        std::fs::remove_file(path).map_err(|error| WalError::io(path, "delete torn segment", error))?;
+        if let Some(dir) = path.parent() {
+            crate::segment::sync_dir(dir)?;
+        }
+        return Ok(TornTail { path: path.to_path_buf(), offset, dropped_bytes: length, reason });
+    }
     let file = std::fs::OpenOptions::new()
         .write(true)
         .open(path)
@@ -224,6 +233,14 @@ mod tests {
         let (records, summary) = collect(dir.path()).unwrap();
         assert_eq!(records, vec![record(0)]);
         assert_eq!(summary.torn_tail.unwrap().offset, 0);
+        // The header-less file is gone, so a later segment does not turn it into "corruption".
+        assert_eq!(segment::list_segments(dir.path()).unwrap(), vec![0]);
+        let reopened = Wal::open(WalOptions::new(dir.path())).unwrap();
+        reopened.append(&record(1)).unwrap();
+        reopened.close().unwrap();
+        let (records, summary) = collect(dir.path()).unwrap();
+        assert_eq!(records, vec![record(0), record(1)]);
+        assert_eq!(summary.torn_tail, None);
     }
 
     #[test]
