@@ -79,12 +79,19 @@ fn run_pass(shared: &Shared) -> Result<MaintenanceReport, TsdbError> {
             let _gate = write(&shared.commit_gate);
             head.raise_min_valid_time(block_maxt_ms);
         }
-        if let Some(block) = cut_head_block(shared, block_mint_ms, block_maxt_ms)? {
-            add_block(shared, block);
-            report.blocks_cut += 1;
-            shared.counters.head_compactions_total.fetch_add(1, Ordering::Relaxed);
+        let block = cut_head_block(shared, block_mint_ms, block_maxt_ms)?;
+        {
+            // Queries hold the block list for reading while they also read the head, so they see
+            // either the old blocks with the untruncated head or the new block with the truncated head.
+            let mut blocks = write(&shared.blocks);
+            if let Some(block) = block {
+                blocks.push(Arc::new(block));
+                blocks.sort_by_key(|block| (block.meta.min_time_ms, block.meta.max_time_ms));
+                report.blocks_cut += 1;
+                shared.counters.head_compactions_total.fetch_add(1, Ordering::Relaxed);
+            }
+            head.truncate(block_maxt_ms);
         }
-        head.truncate(block_maxt_ms);
         report.checkpointed = true;
     }
     if report.checkpointed {
@@ -96,12 +103,6 @@ fn run_pass(shared: &Shared) -> Result<MaintenanceReport, TsdbError> {
     }
     report.blocks_deleted = apply_retention(shared)?;
     Ok(report)
-}
-
-fn add_block(shared: &Shared, block: Block) {
-    let mut blocks = write(&shared.blocks);
-    blocks.push(Arc::new(block));
-    blocks.sort_by_key(|block| (block.meta.min_time_ms, block.meta.max_time_ms));
 }
 
 /// The chunks of one head series within `[mint_ms, maxt_ms)`: whole chunks copied, partial ones

@@ -405,8 +405,11 @@ pub(crate) struct Head {
     min_time_ms: AtomicI64,
     /// Newest sample time in the head, `i64::MIN` when empty.
     max_time_ms: AtomicI64,
-    /// Samples older than this are refused (set when blocks are cut).
+    /// Samples older than this are refused (raised before a block is cut).
     min_valid_time_ms: AtomicI64,
+    /// Queries read the head from this time on; raised only once the block below it is visible, so a
+    /// query during a block cut sees every sample (possibly twice, deduplicated) and never a gap.
+    query_min_time_ms: AtomicI64,
     pub(crate) counters: HeadCounters,
 }
 
@@ -436,6 +439,7 @@ impl Head {
             min_time_ms: AtomicI64::new(i64::MAX),
             max_time_ms: AtomicI64::new(i64::MIN),
             min_valid_time_ms: AtomicI64::new(i64::MIN),
+            query_min_time_ms: AtomicI64::new(i64::MIN),
             counters: HeadCounters::default(),
         }
     }
@@ -578,6 +582,11 @@ impl Head {
         self.min_valid_time_ms.fetch_max(timestamp_ms, Ordering::AcqRel);
     }
 
+    /// The oldest time queries read from the head.
+    pub(crate) fn query_min_time_ms(&self) -> i64 {
+        self.query_min_time_ms.load(Ordering::Acquire)
+    }
+
     /// The oldest timestamp an append may carry now: the newer of the block cut line and half a chunk
     /// range before the head's newest sample (Prometheus' `appendableMinValidTime`).
     pub(crate) fn appendable_min_valid_time_ms(&self) -> i64 {
@@ -596,9 +605,11 @@ impl Head {
     }
 
     /// Drops every chunk ending before `mint_ms` and every series left without chunks that no appender
-    /// holds; the head then starts at `mint_ms`. Returns the number of series removed.
+    /// holds; the head then starts at `mint_ms` for appends and queries (call it only once the data
+    /// below `mint_ms` is readable from a block). Returns the number of series removed.
     pub(crate) fn truncate(&self, mint_ms: i64) -> u64 {
         self.raise_min_valid_time(mint_ms);
+        self.query_min_time_ms.fetch_max(mint_ms, Ordering::AcqRel);
         let mut empty = Vec::new();
         for series in self.all_series() {
             let mut state = series.lock();

@@ -30,7 +30,7 @@ impl Shared {
         if head.is_empty() {
             return Ok(Vec::new());
         }
-        let mint_ms = mint_ms.max(head.min_valid_time_ms());
+        let mint_ms = mint_ms.max(head.query_min_time_ms());
         if mint_ms > maxt_ms || head.max_time_ms() < mint_ms || head.min_time_ms() > maxt_ms {
             return Ok(Vec::new());
         }
@@ -71,7 +71,10 @@ impl Shared {
         with_samples: bool,
     ) -> Result<Vec<(Labels, Vec<Sample>)>, TsdbError> {
         let mut merged: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
-        for block in self.blocks() {
+        // Held until the head is read too: a block cut swaps blocks and truncates the head under the
+        // write lock, so this query sees one consistent state.
+        let blocks = read(&self.blocks);
+        for block in blocks.iter() {
             if !block.overlaps(mint_ms, maxt_ms) {
                 continue;
             }
@@ -82,6 +85,7 @@ impl Shared {
         for (labels, samples) in self.head_select(mint_ms, maxt_ms, matchers, with_samples)? {
             merged.entry(labels).or_default().extend(samples);
         }
+        drop(blocks);
         Ok(merged
             .into_iter()
             .map(|(labels, mut samples)| {

@@ -345,3 +345,47 @@ fn maintenance_thread_cuts_blocks_and_stops() {
     assert_eq!(tsdb.stats().blocks, 1);
     assert_eq!(tsdb.stats().maintenance_failures_total, 0);
 }
+
+/// Regression: while a block was being written, the head already hid its range, so queries saw a gap.
+#[test]
+fn queries_during_block_cuts_see_every_sample_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.block_duration_ms = 20_000;
+    let tsdb = Tsdb::open(opts).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let tsdb = Arc::clone(&tsdb);
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut round = 0i64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && round < 3000 {
+                append_all(&tsdb, &series_labels("moving", 0), &[(round * 1000, round as f64)]);
+                round += 1;
+            }
+        })
+    };
+    let maintenance = {
+        let tsdb = Arc::clone(&tsdb);
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tsdb.run_maintenance().unwrap();
+            }
+        })
+    };
+    let mut checks = 0;
+    while !writer.is_finished() {
+        for series in tsdb.select(i64::MIN, i64::MAX, &[Matcher::equal("__name__", "moving")]).unwrap() {
+            let timestamps: Vec<i64> = series.samples.iter().map(|sample| sample.timestamp_ms).collect();
+            let expected: Vec<i64> = (0..timestamps.len() as i64).map(|round| round * 1000).collect();
+            assert_eq!(timestamps, expected, "gap or duplicate after {checks} checks");
+            checks += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    maintenance.join().unwrap();
+    assert!(tsdb.stats().blocks > 0);
+    assert_eq!(all_samples(&tsdb, "moving")[0].1.len(), 3000);
+}
