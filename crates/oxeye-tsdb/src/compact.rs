@@ -22,7 +22,8 @@ pub struct MaintenanceReport {
     pub blocks_compacted: u64,
     /// Blocks deleted by retention.
     pub blocks_deleted: u64,
-    /// Whether a WAL checkpoint was written (after the head was truncated).
+    /// Whether a WAL checkpoint was written (after the head was truncated, or because the WAL grew well
+    /// beyond the head's compressed size).
     pub checkpointed: bool,
 }
 
@@ -30,7 +31,9 @@ impl Tsdb {
     /// One pass of background work, blocking (seconds for large heads; call it from a blocking thread,
     /// e.g. every minute):
     /// 1. while the head spans more than 1.5 × `block_duration_ms`, cut its oldest aligned
-    ///    `block_duration_ms` into a block, drop those samples from the head and checkpoint the WAL;
+    ///    `block_duration_ms` into a block, drop those samples from the head and checkpoint the WAL
+    ///    (also checkpoint without a cut once the WAL outgrows the head, see
+    ///    [`crate::TsdbOptions::wal_checkpoint_min_bytes`]);
     /// 2. merge blocks that fill a completed compaction range (3×, 9×, ... the block duration);
     /// 3. delete blocks past `retention_ms`, then the oldest while over `retention_size_bytes`.
     ///
@@ -93,6 +96,13 @@ fn run_pass(shared: &Shared) -> Result<MaintenanceReport, TsdbError> {
             head.truncate(block_maxt_ms);
         }
         report.checkpointed = true;
+    }
+    if !report.checkpointed {
+        let written = shared.wal.stats().bytes_written_total;
+        let since_checkpoint = written.saturating_sub(shared.wal_bytes_at_checkpoint.load(Ordering::Relaxed));
+        // Replacing the WAL by a head snapshot pays off once the WAL is clearly larger than the snapshot.
+        report.checkpointed = since_checkpoint > shared.options.wal_checkpoint_min_bytes
+            && since_checkpoint > 2 * shared.head.approximate_chunk_bytes();
     }
     if report.checkpointed {
         crate::head_wal::checkpoint(shared)?;

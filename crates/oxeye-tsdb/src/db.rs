@@ -102,6 +102,8 @@ pub(crate) struct Shared {
     pub(crate) wal_replay_records: u64,
     /// Samples in the last committed batch: the next appender's initial capacity.
     pub(crate) last_batch_samples: AtomicUsize,
+    /// `WalStats::bytes_written_total` when the last checkpoint started.
+    pub(crate) wal_bytes_at_checkpoint: AtomicU64,
     /// Warm allocations for appenders.
     pub(crate) appender_buffers: Mutex<Vec<crate::head_append::AppenderBuffers>>,
     _lock_file: File,
@@ -205,6 +207,7 @@ impl Tsdb {
             wal_replay_records: replay.records,
             last_batch_samples: AtomicUsize::new(0),
             appender_buffers: Mutex::new(Vec::new()),
+            wal_bytes_at_checkpoint: AtomicU64::new(0),
             _lock_file: lock_file,
         };
         Ok(Arc::new(Tsdb { shared: Arc::new(shared) }))

@@ -235,6 +235,7 @@ pub(crate) fn checkpoint(shared: &Shared) -> Result<(), TsdbError> {
     let new_segment = {
         // No commit may sit between its WAL write and its head update while segments are split.
         let _gate = write(&shared.commit_gate);
+        shared.wal_bytes_at_checkpoint.store(shared.wal.stats().bytes_written_total, Ordering::Relaxed);
         shared.wal.rotate()?
     };
     let Some(through) = new_segment.checked_sub(1) else { return Ok(()) };

@@ -72,7 +72,8 @@ pub use db::{Tsdb, TsdbStats};
 pub use error::TsdbError;
 pub use head_append::TsdbAppender;
 pub use options::{
-    DEFAULT_BLOCK_DURATION_MS, DEFAULT_MAX_BLOCK_DURATION_MS, DEFAULT_MAX_EXEMPLARS, DEFAULT_RETENTION_MS, TsdbOptions,
+    DEFAULT_BLOCK_DURATION_MS, DEFAULT_MAX_BLOCK_DURATION_MS, DEFAULT_MAX_EXEMPLARS, DEFAULT_RETENTION_MS,
+    DEFAULT_WAL_CHECKPOINT_MIN_BYTES, TsdbOptions,
 };
 
 #[cfg(test)]

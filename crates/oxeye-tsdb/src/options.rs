@@ -8,6 +8,8 @@ use crate::TsdbError;
 pub const DEFAULT_RETENTION_MS: i64 = 30 * 24 * 3600 * 1000;
 /// Default block duration (and head chunk range): 2 hours, in milliseconds.
 pub const DEFAULT_BLOCK_DURATION_MS: i64 = 2 * 3600 * 1000;
+/// Default WAL volume (bytes) after which maintenance considers a checkpoint between block cuts.
+pub const DEFAULT_WAL_CHECKPOINT_MIN_BYTES: u64 = 64 << 20;
 /// Default capacity of the in-memory exemplar ring.
 pub const DEFAULT_MAX_EXEMPLARS: usize = 100_000;
 /// Largest block compaction produces by default: 31 days, in milliseconds (capped further at a tenth of
@@ -33,6 +35,10 @@ pub struct TsdbOptions {
     pub max_block_duration_ms: Option<i64>,
     /// WAL segment size in bytes. Default 128 MiB.
     pub wal_segment_size_bytes: u64,
+    /// Maintenance also checkpoints the WAL between block cuts once this many bytes were written since
+    /// the last checkpoint and they exceed twice the head's compressed size, which bounds the WAL's disk
+    /// use and the replay after a crash. Default [`DEFAULT_WAL_CHECKPOINT_MIN_BYTES`] (64 MiB).
+    pub wal_checkpoint_min_bytes: u64,
     /// Capacity of the in-memory exemplar ring (oldest evicted first). Default 100 000.
     pub max_exemplars: usize,
 }
@@ -47,6 +53,7 @@ impl TsdbOptions {
             block_duration_ms: DEFAULT_BLOCK_DURATION_MS,
             max_block_duration_ms: None,
             wal_segment_size_bytes: oxeye_wal::DEFAULT_SEGMENT_SIZE_BYTES,
+            wal_checkpoint_min_bytes: DEFAULT_WAL_CHECKPOINT_MIN_BYTES,
             max_exemplars: DEFAULT_MAX_EXEMPLARS,
         }
     }

@@ -389,3 +389,23 @@ fn queries_during_block_cuts_see_every_sample_exactly_once() {
     assert!(tsdb.stats().blocks > 0);
     assert_eq!(all_samples(&tsdb, "moving")[0].1.len(), 3000);
 }
+
+#[test]
+fn a_growing_wal_is_checkpointed_between_block_cuts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.wal_checkpoint_min_bytes = 1;
+    opts.wal_segment_size_bytes = 4096;
+    let tsdb = Tsdb::open(opts.clone()).unwrap();
+    fill_hours(&tsdb, 5, 0, 1);
+    let wal_before = tsdb.stats().wal_bytes;
+    let report = tsdb.run_maintenance().unwrap();
+    assert_eq!(report.blocks_cut, 0);
+    assert!(report.checkpointed, "{report:?}");
+    let wal_after = tsdb.stats().wal_bytes;
+    assert!(wal_after < wal_before / 2, "{wal_before} -> {wal_after} bytes");
+    let before = all_samples(&tsdb, "metric");
+    drop(tsdb);
+    let tsdb = Tsdb::open(opts).unwrap();
+    assert_same(&all_samples(&tsdb, "metric"), &before, "after a checkpoint without a block cut");
+}

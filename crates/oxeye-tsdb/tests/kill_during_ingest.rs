@@ -27,6 +27,8 @@ fn options(dir: &Path) -> TsdbOptions {
     options.wal_segment_size_bytes = 64 * 1024;
     // One round per second of sample time: blocks are cut every ~20 rounds.
     options.block_duration_ms = 20_000;
+    // Checkpoints between block cuts too.
+    options.wal_checkpoint_min_bytes = 32 * 1024;
     options
 }
 
