@@ -8,7 +8,7 @@
 #   1m     1M active series x 120 rounds (120M samples; ~3 GiB of pre-built requests in memory)
 #   SERVER oxeye, victoria-metrics, prometheus (default: all three)
 # Environment: CARGO_TARGET_DIR (default /work/target-bench), BENCH_OUT (default <repo>/bench-out),
-#   CONCURRENCY (default 4), SAMPLES_PER_REQUEST (default 2000), SERVER_CPUS (default 0), BENCH_CPUS (default 1).
+#   OXEYE_BIN and BENCH_BIN (binaries to use instead of building them), CONCURRENCY (default 4), SAMPLES_PER_REQUEST (default 2000), SERVER_CPUS (default 0), BENCH_CPUS (default 1).
 set -euo pipefail
 
 mode=${1:-quick}
@@ -46,10 +46,15 @@ command -v taskset >/dev/null || { echo "taskset (util-linux) is required" >&2; 
 
 # Builds, release profile.
 export CARGO_TARGET_DIR=$target
-(cd "$root" && cargo build --release -p oxeye-bench)
-bench=$target/release/oxeye-bench
-if [[ " ${servers[*]} " == *" oxeye "* ]]; then
+bench=${BENCH_BIN:-}
+if [ -z "$bench" ]; then
+  (cd "$root" && cargo build --release -p oxeye-bench)
+  bench=$target/release/oxeye-bench
+fi
+oxeye_binary=${OXEYE_BIN:-}
+if [[ " ${servers[*]} " == *" oxeye "* ]] && [ -z "$oxeye_binary" ]; then
   (cd "$root" && cargo build --release -p oxeye)
+  oxeye_binary=$target/release/oxeye
 fi
 
 workload=$out/workload-$series-$rounds-$samples_per_request.bin
@@ -64,13 +69,13 @@ fi
   grep MemTotal /proc/meminfo
   uname -r
   echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-  echo "oxeye: $(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "oxeye: ${OXEYE_BIN:-built from $(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 } > "$out/$mode/machine.txt"
 
 port=19090
 for server in "${servers[@]}"; do
   case "$server" in
-    oxeye) binary=$target/release/oxeye ;;
+    oxeye) binary=$oxeye_binary ;;
     victoria-metrics) binary=$(command -v victoria-metrics) ;;
     prometheus) binary=$(command -v prometheus) ;;
     *) echo "unknown server $server" >&2; exit 2 ;;
