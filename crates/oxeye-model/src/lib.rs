@@ -9,6 +9,7 @@
 //! - [`Sample`]: one `(timestamp_ms, value)` point. Timestamps are **milliseconds** since the Unix epoch
 //!   everywhere in oxeye; values are `f64`, with the Prometheus staleness marker [`STALE_NAN`].
 //! - [`Matcher`]: one label matcher (`=`, `!=`, `=~`, `!~`) with its fully anchored regular expression.
+//! - [`logs`]: log entries, streams and the log storage traits ([`logs::LogWriter`], [`logs::LogReader`]).
 //! - [`storage`]: the traits that connect writers (ingest, scrape) and readers (PromQL, the HTTP API) to a
 //!   metrics store without depending on it.
 //!
@@ -23,6 +24,7 @@
 
 pub mod duration;
 mod labels;
+pub mod logs;
 mod matcher;
 mod sample;
 pub mod storage;

@@ -1,0 +1,185 @@
+//! Little helpers for the byte formats: unsigned LEB128 varints, zigzag, length-prefixed strings, and a
+//! bounds-checked reader that names the offset of whatever it cannot read.
+
+use oxeye_model::logs::LogEntry;
+use oxeye_model::{Label, Labels};
+
+/// Appends `value` as an unsigned LEB128 varint.
+pub(crate) fn put_uvarint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+/// Appends `value` zigzag-encoded as a varint.
+pub(crate) fn put_varint(out: &mut Vec<u8>, value: i64) {
+    put_uvarint(out, ((value << 1) ^ (value >> 63)) as u64);
+}
+
+/// Appends a varint length and the bytes.
+pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    put_uvarint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+/// Appends a label set: count, then name and value of each label.
+pub(crate) fn put_labels<'a>(out: &mut Vec<u8>, labels: impl ExactSizeIterator<Item = &'a Label>) {
+    put_uvarint(out, labels.len() as u64);
+    for label in labels {
+        put_bytes(out, label.name.as_bytes());
+        put_bytes(out, label.value.as_bytes());
+    }
+}
+
+/// Appends one entry; `previous_ns` is the timestamp the delta is taken from (0 for an absolute value).
+pub(crate) fn put_entry(out: &mut Vec<u8>, entry: &LogEntry, previous_ns: i64) {
+    put_varint(out, entry.timestamp_ns.wrapping_sub(previous_ns));
+    put_bytes(out, entry.line.as_bytes());
+    put_labels(out, entry.structured_metadata.iter());
+}
+
+/// A cursor over bytes whose every read is bounds-checked; errors carry the offset.
+pub(crate) struct Reader<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Reader { bytes, offset: 0 }
+    }
+
+    pub(crate) fn offset(&self) -> usize {
+        self.offset
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.offset >= self.bytes.len()
+    }
+
+    pub(crate) fn uvarint(&mut self) -> Result<u64, (usize, String)> {
+        let mut value: u64 = 0;
+        let mut shift = 0u32;
+        loop {
+            let Some(&byte) = self.bytes.get(self.offset) else {
+                return Err((self.offset, "truncated varint".to_string()));
+            };
+            self.offset += 1;
+            if shift >= 64 {
+                return Err((self.offset, "varint overflows 64 bits".to_string()));
+            }
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Ok(value);
+            }
+            shift += 7;
+        }
+    }
+
+    pub(crate) fn varint(&mut self) -> Result<i64, (usize, String)> {
+        let raw = self.uvarint()?;
+        Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64))
+    }
+
+    pub(crate) fn length(&mut self) -> Result<usize, (usize, String)> {
+        let start = self.offset;
+        let length = self.uvarint()?;
+        let remaining = self.bytes.len().saturating_sub(self.offset);
+        match usize::try_from(length) {
+            Ok(length) if length <= remaining => Ok(length),
+            _ => Err((start, format!("length {length} exceeds the {remaining} remaining bytes"))),
+        }
+    }
+
+    pub(crate) fn take(&mut self, length: usize) -> Result<&'a [u8], (usize, String)> {
+        let end = self.offset.checked_add(length).filter(|end| *end <= self.bytes.len());
+        match end {
+            Some(end) => {
+                let slice = &self.bytes[self.offset..end];
+                self.offset = end;
+                Ok(slice)
+            }
+            None => Err((self.offset, format!("{length} bytes past the end"))),
+        }
+    }
+
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8], (usize, String)> {
+        let length = self.length()?;
+        self.take(length)
+    }
+
+    pub(crate) fn string(&mut self) -> Result<String, (usize, String)> {
+        let start = self.offset;
+        let bytes = self.bytes()?;
+        String::from_utf8(bytes.to_vec()).map_err(|_| (start, "invalid UTF-8 in string".to_string()))
+    }
+
+    pub(crate) fn u8(&mut self) -> Result<u8, (usize, String)> {
+        Ok(self.take(1)?[0])
+    }
+
+    pub(crate) fn u32_le(&mut self) -> Result<u32, (usize, String)> {
+        let bytes = self.take(4)?;
+        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+
+    pub(crate) fn u64_le(&mut self) -> Result<u64, (usize, String)> {
+        let bytes = self.take(8)?;
+        let mut array = [0u8; 8];
+        array.copy_from_slice(bytes);
+        Ok(u64::from_le_bytes(array))
+    }
+
+    pub(crate) fn label_pairs(&mut self) -> Result<Vec<Label>, (usize, String)> {
+        let count = self.length()?;
+        let mut labels = Vec::with_capacity(count.min(64));
+        for _ in 0..count {
+            let name = self.string()?;
+            let value = self.string()?;
+            labels.push(Label { name, value });
+        }
+        Ok(labels)
+    }
+
+    pub(crate) fn labels(&mut self) -> Result<Labels, (usize, String)> {
+        let pairs = self.label_pairs()?;
+        Ok(Labels::from_pairs(pairs.into_iter().map(|label| (label.name, label.value))))
+    }
+
+    pub(crate) fn entry(&mut self, previous_ns: i64) -> Result<LogEntry, (usize, String)> {
+        let timestamp_ns = previous_ns.wrapping_add(self.varint()?);
+        let line = self.string()?;
+        let structured_metadata = self.label_pairs()?;
+        Ok(LogEntry { timestamp_ns, line, structured_metadata })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varints_round_trip_and_truncation_is_reported() {
+        let mut out = Vec::new();
+        for value in [0i64, 1, -1, 300, i64::MIN, i64::MAX] {
+            put_varint(&mut out, value);
+        }
+        let mut reader = Reader::new(&out);
+        for value in [0i64, 1, -1, 300, i64::MIN, i64::MAX] {
+            assert_eq!(reader.varint().unwrap(), value);
+        }
+        assert!(reader.is_empty());
+        let mut truncated = Reader::new(&[0x80]);
+        assert_eq!(truncated.uvarint().unwrap_err().1, "truncated varint");
+    }
+
+    #[test]
+    fn oversized_length_is_refused() {
+        let mut out = Vec::new();
+        put_uvarint(&mut out, 1000);
+        out.extend_from_slice(b"abc");
+        assert!(Reader::new(&out).bytes().is_err());
+    }
+}
