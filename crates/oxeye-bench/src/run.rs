@@ -278,18 +278,18 @@ async fn force_flush(client: &reqwest::Client, spec: &ServerSpec) {
     }
 }
 
-/// Waits (at most two minutes) until VictoriaMetrics' part directories on disk hold `expected_rows` rows.
+/// Waits (at most ten minutes) until VictoriaMetrics' part directories on disk hold `expected_rows` rows.
 /// `vm_rows` also counts in-memory parts, which a `kill -9` loses, so the files are counted instead:
 /// a part directory's name starts with its row count (`<rows>_<blocks>_<min>_<max>_<id>`).
 async fn wait_victoria_metrics_persisted(spec: &ServerSpec, expected_rows: u64) {
     let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(120) {
+    while started.elapsed() < Duration::from_secs(600) {
         if victoria_metrics_rows_on_disk(&spec.data_dir()) == expected_rows {
             return;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    eprintln!("warning: VictoriaMetrics did not write all {expected_rows} rows to disk within two minutes");
+    eprintln!("warning: VictoriaMetrics did not write all {expected_rows} rows to disk within ten minutes");
 }
 
 /// Rows in VictoriaMetrics' part directories `data/{small,big}/<month>/<rows>_...`.
