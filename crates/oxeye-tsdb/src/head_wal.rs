@@ -9,6 +9,7 @@ use oxeye_model::MetricMetadata;
 use oxeye_wal::checkpoint::{self, CheckpointWriter};
 
 use crate::TsdbError;
+use crate::chunkenc::Encoding;
 use crate::db::{Shared, lock, read, write};
 use crate::exemplars::ExemplarStorage;
 use crate::head::{Head, MemSeries, MixBuildHasher};
@@ -26,24 +27,117 @@ pub(crate) struct ReplayOutcome {
     pub(crate) undecodable_records: u64,
 }
 
-/// Samples handed to a replay worker: all samples of a series go to the same worker, in WAL order.
-type SampleBatch = Vec<(Arc<MemSeries>, i64, f64)>;
-const REPLAY_BATCH_SAMPLES: usize = 8192;
-
-/// Applies samples on worker threads, sharded by series reference.
-struct ReplayShards {
-    senders: Vec<std::sync::mpsc::SyncSender<SampleBatch>>,
-    buffers: Vec<SampleBatch>,
+/// Work for a replay worker. Everything about one series (its definition, chunks and samples) goes to
+/// the same worker, in WAL order, so workers never need each other's results.
+enum Work {
+    Series { series_ref: u64, labels_encoded: Box<[u8]> },
+    Sample { series_ref: u64, timestamp_ms: i64, value: f64 },
+    Chunks { series_ref: u64, chunks: Vec<(Encoding, i64, i64, Vec<u8>)> },
 }
 
-impl ReplayShards {
-    fn push(&mut self, series: Arc<MemSeries>, timestamp_ms: i64, value: f64) {
-        let shard = series.series_ref as usize % self.buffers.len();
+const REPLAY_BATCH: usize = 8192;
+
+/// What one replay worker did.
+#[derive(Debug)]
+struct WorkerOutcome {
+    min_time_ms: i64,
+    max_time_ms: i64,
+    unknown_series_refs: u64,
+    damaged: u64,
+    /// WAL references whose labels belong to a head series with another reference.
+    aliases: Vec<(u64, u32)>,
+}
+
+/// Creates series, restores chunks and appends samples for one shard of series references.
+fn replay_worker(head: &Head, batches: std::sync::mpsc::Receiver<Vec<Work>>) -> WorkerOutcome {
+    let chunk_range_ms = head.chunk_range_ms;
+    let mut outcome = WorkerOutcome {
+        min_time_ms: i64::MAX,
+        max_time_ms: i64::MIN,
+        unknown_series_refs: 0,
+        damaged: 0,
+        aliases: Vec::new(),
+    };
+    let mut series_by_ref: HashMap<u64, Arc<MemSeries>, MixBuildHasher> = HashMap::default();
+    let find = |series_by_ref: &mut HashMap<u64, Arc<MemSeries>, MixBuildHasher>, series_ref: u64| {
+        if let Some(series) = series_by_ref.get(&series_ref) {
+            return Some(Arc::clone(series));
+        }
+        let series = u32::try_from(series_ref).ok().and_then(|series_ref| head.get_by_ref(series_ref))?;
+        series_by_ref.insert(series_ref, Arc::clone(&series));
+        Some(series)
+    };
+    for batch in batches {
+        for work in batch {
+            match work {
+                Work::Series { series_ref, labels_encoded } => {
+                    let mut decoder = crate::encoding::Decoder::new(&labels_encoded);
+                    let Ok((_, pairs)) = record::decode_label_pairs(&mut decoder, &labels_encoded) else {
+                        outcome.damaged += 1;
+                        continue;
+                    };
+                    let fixed_ref = u32::try_from(series_ref).ok();
+                    let Ok(series) = head.get_or_create_encoded(&labels_encoded, &pairs, fixed_ref) else { continue };
+                    series.logged.store(true, Ordering::Release);
+                    if u64::from(series.series_ref) != series_ref {
+                        outcome.aliases.push((series_ref, series.series_ref));
+                    }
+                    series_by_ref.insert(series_ref, series);
+                }
+                Work::Sample { series_ref, timestamp_ms, value } => {
+                    let Some(series) = find(&mut series_by_ref, series_ref) else {
+                        outcome.unknown_series_refs += 1;
+                        continue;
+                    };
+                    if series.lock().append(timestamp_ms, value, chunk_range_ms) == crate::head::SeriesAppend::Appended
+                    {
+                        outcome.min_time_ms = outcome.min_time_ms.min(timestamp_ms);
+                        outcome.max_time_ms = outcome.max_time_ms.max(timestamp_ms);
+                    }
+                }
+                Work::Chunks { series_ref, chunks } => {
+                    let Some(series) = find(&mut series_by_ref, series_ref) else {
+                        outcome.unknown_series_refs += 1;
+                        continue;
+                    };
+                    let range = chunks.first().map(|first| first.1).zip(chunks.last().map(|last| last.2));
+                    match series.lock().restore_chunks(chunks) {
+                        Ok(()) => {
+                            if let Some((mint_ms, maxt_ms)) = range {
+                                outcome.min_time_ms = outcome.min_time_ms.min(mint_ms);
+                                outcome.max_time_ms = outcome.max_time_ms.max(maxt_ms);
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(series_ref, %error, "skipping damaged chunk in wal checkpoint");
+                            outcome.damaged += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    outcome
+}
+
+/// Decodes records on the calling thread and hands series work to the workers.
+struct Replayer<'a> {
+    min_valid_ms: i64,
+    senders: Vec<std::sync::mpsc::SyncSender<Vec<Work>>>,
+    buffers: Vec<Vec<Work>>,
+    pending_exemplars: Vec<RefExemplar>,
+    metadata: &'a mut BTreeMap<String, MetricMetadata>,
+    outcome: ReplayOutcome,
+}
+
+impl Replayer<'_> {
+    fn push(&mut self, series_ref: u64, work: Work) {
+        let shard = (series_ref % self.buffers.len() as u64) as usize;
         let buffer = &mut self.buffers[shard];
-        buffer.push((series, timestamp_ms, value));
-        if buffer.len() >= REPLAY_BATCH_SAMPLES {
-            let full = std::mem::replace(buffer, Vec::with_capacity(REPLAY_BATCH_SAMPLES));
-            // A worker only stops early if it panicked; the join below reports that.
+        buffer.push(work);
+        if buffer.len() >= REPLAY_BATCH {
+            let full = std::mem::replace(buffer, Vec::with_capacity(REPLAY_BATCH));
+            // A worker only stops early if it panicked; the join reports that.
             let _ = self.senders[shard].send(full);
         }
     }
@@ -54,45 +148,6 @@ impl ReplayShards {
                 let _ = sender.send(std::mem::take(buffer));
             }
         }
-    }
-}
-
-/// Appends replayed samples; returns the time range of the samples appended.
-fn apply_samples(batches: std::sync::mpsc::Receiver<SampleBatch>, chunk_range_ms: i64) -> (i64, i64) {
-    let (mut min_time_ms, mut max_time_ms) = (i64::MAX, i64::MIN);
-    for batch in batches {
-        for (series, timestamp_ms, value) in batch {
-            if series.lock().append(timestamp_ms, value, chunk_range_ms) == crate::head::SeriesAppend::Appended {
-                min_time_ms = min_time_ms.min(timestamp_ms);
-                max_time_ms = max_time_ms.max(timestamp_ms);
-            }
-        }
-    }
-    (min_time_ms, max_time_ms)
-}
-
-struct Replayer<'a> {
-    head: &'a Head,
-    shards: ReplayShards,
-    exemplars: &'a mut ExemplarStorage,
-    metadata: &'a mut BTreeMap<String, MetricMetadata>,
-    /// Every reference seen in a series record, to the head series now holding those labels.
-    series_by_ref: HashMap<u64, Arc<MemSeries>, MixBuildHasher>,
-    outcome: ReplayOutcome,
-    min_time_ms: i64,
-    max_time_ms: i64,
-}
-
-impl Replayer<'_> {
-    fn series(&mut self, series_ref: u64) -> Option<Arc<MemSeries>> {
-        if let Some(series) = self.series_by_ref.get(&series_ref) {
-            return Some(Arc::clone(series));
-        }
-        let series = u32::try_from(series_ref).ok().and_then(|series_ref| self.head.get_by_ref(series_ref));
-        if series.is_none() {
-            self.outcome.unknown_series_refs += 1;
-        }
-        series
     }
 
     fn apply(&mut self, bytes: &[u8]) -> Result<(), TsdbError> {
@@ -106,52 +161,41 @@ impl Replayer<'_> {
                 return Ok(());
             }
         };
-        let min_valid_ms = self.head.min_valid_time_ms();
+        let min_valid_ms = self.min_valid_ms;
         match record {
             Record::Series(series) => {
                 for entry in series {
-                    let fixed_ref = u32::try_from(entry.series_ref).ok();
-                    let created = self.head.get_or_create_encoded(entry.labels_encoded, &entry.pairs, fixed_ref);
-                    let Ok(series) = created else { continue };
-                    series.logged.store(true, Ordering::Release);
-                    self.series_by_ref.insert(entry.series_ref, series);
+                    let work =
+                        Work::Series { series_ref: entry.series_ref, labels_encoded: entry.labels_encoded.into() };
+                    self.push(entry.series_ref, work);
                 }
             }
             Record::Samples(samples) => {
                 for sample in samples {
-                    if sample.timestamp_ms < min_valid_ms {
-                        continue;
+                    if sample.timestamp_ms >= min_valid_ms {
+                        let work = Work::Sample {
+                            series_ref: sample.series_ref,
+                            timestamp_ms: sample.timestamp_ms,
+                            value: sample.value,
+                        };
+                        self.push(sample.series_ref, work);
                     }
-                    let Some(series) = self.series(sample.series_ref) else { continue };
-                    self.shards.push(series, sample.timestamp_ms, sample.value);
                 }
             }
-            Record::Exemplars(exemplars) => {
-                for RefExemplar { series_ref, exemplar } in exemplars {
-                    let Some(series) = self.series(series_ref) else { continue };
-                    self.exemplars.add(series.series_ref, exemplar);
-                }
-            }
+            Record::Exemplars(exemplars) => self.pending_exemplars.extend(exemplars),
             Record::Metadata(entries) => {
                 for (family, metadata) in entries {
                     self.metadata.insert(family, metadata);
                 }
             }
             Record::SeriesChunks { series_ref, chunks } => {
-                let Some(series) = self.series(series_ref) else { return Ok(()) };
                 let chunks: Vec<_> = chunks
                     .into_iter()
                     .filter(|chunk| chunk.maxt_ms >= min_valid_ms)
                     .map(|chunk| (chunk.encoding, chunk.mint_ms, chunk.maxt_ms, chunk.bytes.to_vec()))
                     .collect();
-                if let (Some(first), Some(last)) = (chunks.first(), chunks.last()) {
-                    self.min_time_ms = self.min_time_ms.min(first.1.max(min_valid_ms));
-                    self.max_time_ms = self.max_time_ms.max(last.2);
-                }
-                let restored = series.lock().restore_chunks(chunks);
-                if let Err(error) = restored {
-                    tracing::warn!(series_ref, %error, "skipping damaged chunk in wal checkpoint");
-                    self.outcome.undecodable_records += 1;
+                if !chunks.is_empty() {
+                    self.push(series_ref, Work::Chunks { series_ref, chunks });
                 }
             }
         }
@@ -159,7 +203,8 @@ impl Replayer<'_> {
     }
 }
 
-/// Replays the newest checkpoint and the segments after it into `head`.
+/// Replays the newest checkpoint and the segments after it into `head`: records are decoded on the
+/// calling thread and applied by one worker per core, sharded by series reference.
 pub(crate) fn replay(
     wal_dir: &Path,
     head: &Head,
@@ -168,40 +213,52 @@ pub(crate) fn replay(
 ) -> Result<ReplayOutcome, TsdbError> {
     checkpoint::remove_temporary_checkpoints(wal_dir)?;
     let workers = std::thread::available_parallelism().map(usize::from).unwrap_or(1).clamp(1, 8);
-    let chunk_range_ms = head.chunk_range_ms;
     std::thread::scope(|scope| {
         let mut senders = Vec::with_capacity(workers);
         let mut handles = Vec::with_capacity(workers);
         for _ in 0..workers {
-            let (sender, receiver) = std::sync::mpsc::sync_channel::<SampleBatch>(4);
+            let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<Work>>(4);
             senders.push(sender);
-            handles.push(scope.spawn(move || apply_samples(receiver, chunk_range_ms)));
+            handles.push(scope.spawn(move || replay_worker(head, receiver)));
         }
         let mut replayer = Replayer {
-            head,
-            shards: ReplayShards { senders, buffers: (0..workers).map(|_| Vec::new()).collect() },
-            exemplars,
+            min_valid_ms: head.min_valid_time_ms(),
+            senders,
+            buffers: (0..workers).map(|_| Vec::new()).collect(),
+            pending_exemplars: Vec::new(),
             metadata,
-            series_by_ref: HashMap::default(),
             outcome: ReplayOutcome::default(),
-            min_time_ms: i64::MAX,
-            max_time_ms: i64::MIN,
         };
         let read_result = read_all(wal_dir, &mut replayer);
-        replayer.shards.flush();
+        replayer.flush();
         // Closing the channels lets the workers finish.
-        replayer.shards.senders.clear();
+        replayer.senders.clear();
+        let (mut min_time_ms, mut max_time_ms) = (i64::MAX, i64::MIN);
+        let mut aliases: HashMap<u64, u32, MixBuildHasher> = HashMap::default();
         for handle in handles {
-            match handle.join() {
-                Ok((min_time_ms, max_time_ms)) => {
-                    replayer.min_time_ms = replayer.min_time_ms.min(min_time_ms);
-                    replayer.max_time_ms = replayer.max_time_ms.max(max_time_ms);
-                }
-                Err(_) => return Err(TsdbError::corrupt(wal_dir, "a wal replay worker panicked")),
-            }
+            let Ok(worker) = handle.join() else {
+                return Err(TsdbError::corrupt(wal_dir, "a wal replay worker panicked"));
+            };
+            min_time_ms = min_time_ms.min(worker.min_time_ms);
+            max_time_ms = max_time_ms.max(worker.max_time_ms);
+            replayer.outcome.unknown_series_refs += worker.unknown_series_refs;
+            replayer.outcome.undecodable_records += worker.damaged;
+            aliases.extend(worker.aliases);
         }
         read_result?;
-        finish_replay(head, replayer)
+        for RefExemplar { series_ref, exemplar } in std::mem::take(&mut replayer.pending_exemplars) {
+            let head_ref = aliases.get(&series_ref).copied().or_else(|| u32::try_from(series_ref).ok());
+            if let Some(series) = head_ref.and_then(|head_ref| head.get_by_ref(head_ref)) {
+                exemplars.add(series.series_ref, exemplar);
+            }
+        }
+        if replayer.outcome.unknown_series_refs > 0 {
+            tracing::warn!(count = replayer.outcome.unknown_series_refs, "wal records referenced unknown series");
+        }
+        if min_time_ms <= max_time_ms {
+            head.observe_time_range(min_time_ms.max(replayer.min_valid_ms), max_time_ms);
+        }
+        Ok(replayer.outcome)
     })
 }
 
@@ -217,16 +274,6 @@ fn read_all(wal_dir: &Path, replayer: &mut Replayer<'_>) -> Result<(), TsdbError
         tracing::warn!(path = %torn.path.display(), offset = torn.offset, "wal tail was torn; unacknowledged records dropped");
     }
     Ok(())
-}
-
-fn finish_replay(head: &Head, replayer: Replayer<'_>) -> Result<ReplayOutcome, TsdbError> {
-    if replayer.outcome.unknown_series_refs > 0 {
-        tracing::warn!(count = replayer.outcome.unknown_series_refs, "wal records referenced unknown series");
-    }
-    if replayer.min_time_ms <= replayer.max_time_ms {
-        head.observe_time_range(replayer.min_time_ms, replayer.max_time_ms);
-    }
-    Ok(replayer.outcome)
 }
 
 /// Writes a checkpoint of the whole head (series, chunks, exemplars, metadata) covering every WAL segment
