@@ -409,3 +409,56 @@ fn a_growing_wal_is_checkpointed_between_block_cuts() {
     let tsdb = Tsdb::open(opts).unwrap();
     assert_same(&all_samples(&tsdb, "metric"), &before, "after a checkpoint without a block cut");
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn block_dirs(data_dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut dirs: Vec<_> = std::fs::read_dir(data_dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.join("meta.json").exists())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// A crash after a compacted block was written but before its parents were deleted leaves overlapping
+/// blocks; the next start deletes the parents instead of serving every sample twice.
+#[test]
+fn blocks_already_merged_are_removed_at_startup() {
+    let dir = tempfile::tempdir().unwrap();
+    let backup = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.retention_ms = 100 * HOUR_MS;
+    let tsdb = Tsdb::open(opts.clone()).unwrap();
+    fill_hours(&tsdb, 3, 0, 7);
+    tsdb.run_maintenance().unwrap();
+    let parents = block_dirs(dir.path());
+    assert_eq!(parents.len(), 2);
+    for parent in &parents {
+        copy_dir(parent, &backup.path().join(parent.file_name().unwrap()));
+    }
+    fill_hours(&tsdb, 3, 7, 2);
+    let report = tsdb.run_maintenance().unwrap();
+    assert_eq!(report.blocks_compacted, 1, "{report:?}");
+    let expected = all_samples(&tsdb, "metric");
+    drop(tsdb);
+    for parent in &parents {
+        copy_dir(&backup.path().join(parent.file_name().unwrap()), parent);
+    }
+    assert_eq!(block_dirs(dir.path()).len(), 3, "parents restored beside the merged block");
+    let tsdb = Tsdb::open(opts).unwrap();
+    assert_eq!(tsdb.stats().blocks, 1);
+    assert_same(&all_samples(&tsdb, "metric"), &expected, "after removing merged parents");
+}
