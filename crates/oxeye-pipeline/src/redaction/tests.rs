@@ -1,0 +1,424 @@
+//! Behaviour of the redaction entry points, rule by rule.
+
+use std::borrow::Cow;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn redactor() -> Redactor {
+    match Redactor::new(RedactionOptions::default()) {
+        Ok(redactor) => redactor,
+        Err(error) => panic!("default options must build: {error}"),
+    }
+}
+
+fn check(input: &str, expected: &str) {
+    let redactor = redactor();
+    let output = redactor.redact_line(input);
+    assert_eq!(output, expected, "input: {input}");
+    let again = redactor.redact_line(&output);
+    assert_eq!(again, output, "not idempotent for input: {input}");
+    assert!(matches!(again, Cow::Borrowed(_)), "second pass must change nothing: {input}");
+}
+
+fn unchanged(input: &str) {
+    let redactor = redactor();
+    let output = redactor.redact_line(input);
+    assert!(matches!(output, Cow::Borrowed(_)), "expected no change, got {output} for {input}");
+    assert_eq!(redactor.stats().total(), 0, "nothing may be counted for {input}");
+}
+
+#[test]
+fn every_default_sensitive_key_is_redacted_in_json_logfmt_and_text() {
+    for key in DEFAULT_SENSITIVE_KEYS {
+        check(
+            &format!(r#"{{"event": "x", "{key}": "v4lue-{key}"}}"#),
+            &format!(r#"{{"event": "x", "{key}": "[REDACTED]"}}"#),
+        );
+        check(&format!("event=x {key}=v4lue-{key} next=1"), &format!("event=x {key}=[REDACTED] next=1"));
+        check(&format!("saw {key}: v4lue-{key}, moving on"), &format!("saw {key}: [REDACTED], moving on"));
+        check(&format!("payload {{'{key}': 'v4lue-{key}'}}"), &format!("payload {{'{key}': '[REDACTED]'}}"));
+    }
+}
+
+#[test]
+fn counters_name_each_rule() {
+    let redactor = redactor();
+    let line = r#"{"password": "p", "note": "card 4111111111111111 ssn 078-05-1120 to ann@example.com", "email": "ann@example.com"}"#;
+    assert_eq!(
+        redactor.redact_line(line),
+        r#"{"password": "[REDACTED]", "note": "card [REDACTED] ssn [REDACTED] to [EMAIL]", "email": "ann@example.com"}"#
+    );
+    let stats = redactor.stats();
+    assert_eq!(stats.redactions("sensitive_key"), 1);
+    assert_eq!(stats.redactions("card_number"), 1);
+    assert_eq!(stats.redactions("ssn"), 1);
+    assert_eq!(stats.redactions("email"), 1);
+    assert_eq!(stats.total(), 4);
+    assert_eq!(
+        stats.by_rule.iter().map(|entry| entry.rule.as_str()).collect::<Vec<_>>(),
+        ["sensitive_key", "card_number", "ssn", "email"]
+    );
+    // A clone shares the counters.
+    let clone = redactor.clone();
+    assert_eq!(clone.redact_line("token=abc"), "token=[REDACTED]");
+    assert_eq!(redactor.stats_handle().snapshot().redactions("sensitive_key"), 2);
+}
+
+#[test]
+fn key_matching_is_case_insensitive_exact_or_last_segment() {
+    let redactor = redactor();
+    for key in ["Password", "PASSWORD", "http.request.header.authorization", "api-key", "Api_Key", "user.password"] {
+        assert!(redactor.is_sensitive_key(key), "{key}");
+    }
+    // Like the seeds' processor, names are matched whole: these are not sensitive by default.
+    for key in ["user_password", "password_hint", "tokens", "llm.tokens_consumed", "secretary", "emailpassword"] {
+        assert!(!redactor.is_sensitive_key(key), "{key}");
+    }
+    check(r#"{"Password": "x", "user_password": "y"}"#, r#"{"Password": "[REDACTED]", "user_password": "y"}"#);
+}
+
+#[test]
+fn sensitive_values_of_any_type_are_replaced_whole_but_null_and_empty_are_left() {
+    check(
+        r#"{"secret": {"a": [1, 2]}, "token": ["x", "y"], "cvv": 123, "api_key": true, "password": null, "ssn": ""}"#,
+        r#"{"secret": "[REDACTED]", "token": "[REDACTED]", "cvv": "[REDACTED]", "api_key": "[REDACTED]", "password": null, "ssn": ""}"#,
+    );
+}
+
+#[test]
+fn already_redacted_values_are_not_counted_again() {
+    // The seeds' own structlog processor already writes [REDACTED].
+    unchanged(r#"{"event": "login_attempt", "email": "user@example.com", "password": "[REDACTED]"}"#);
+    unchanged("password=[REDACTED] token=\"[REDACTED]\"");
+}
+
+#[test]
+fn luhn_invalid_numbers_stay() {
+    unchanged(r#"{"order": "4111111111111112", "n": 4111111111111112, "msg": "ref 5555 5555 5555 4445"}"#);
+}
+
+#[test]
+fn card_numbers_in_json_strings_numbers_and_text() {
+    check(
+        r#"{"n": 4111111111111111, "m": -4111111111111111, "f": 4111111111111111.0}"#,
+        r#"{"n": "[REDACTED]", "m": -4111111111111111, "f": 4111111111111111.0}"#,
+    );
+    check(r#"{"msg": "paid 4111-1111-1111-1111."}"#, r#"{"msg": "paid [REDACTED]."}"#);
+    check("paid with 378282246310005 ok", "paid with [REDACTED] ok");
+}
+
+#[test]
+fn ssn_anywhere() {
+    check(r#"{"social": "my ssn is 078-05-1120"}"#, r#"{"social": "my ssn is [REDACTED]"}"#);
+    check("applicant=078-05-1120", "applicant=[REDACTED]");
+    unchanged("date 2026-11-23 phone 555-0100 id 12-345-6789");
+}
+
+#[test]
+fn emails_in_free_text_but_the_email_field_is_kept() {
+    check(
+        r#"{"email": "ann@example.com", "message": "reset sent to ann@example.com", "owner_email": "bob@example.org"}"#,
+        r#"{"email": "ann@example.com", "message": "reset sent to [EMAIL]", "owner_email": "[EMAIL]"}"#,
+    );
+    check(r#"email=ann@example.com msg="for ann@example.com""#, r#"email=ann@example.com msg="for [EMAIL]""#);
+    check(
+        "user email: ann@example.com wrote to bob@example.org",
+        "user email: ann@example.com wrote to bob@example.org"
+            .replace("wrote to bob@example.org", "wrote to [EMAIL]")
+            .as_str(),
+    );
+    // Only a key named exactly `email` is kept.
+    check(r#"{"Email": "ann@example.com"}"#, r#"{"Email": "[EMAIL]"}"#);
+    // Kept fields still lose card numbers.
+    check(r#"{"email": "4111111111111111"}"#, r#"{"email": "[REDACTED]"}"#);
+    let redactor = redactor();
+    let mut kept = "ann@example.com".to_string();
+    assert!(!redactor.redact_attribute("email", &mut kept));
+    let mut free = "card declined for ann@example.com".to_string();
+    assert!(redactor.redact_attribute("exception.message", &mut free));
+    assert_eq!(free, "card declined for [EMAIL]");
+}
+
+#[test]
+fn nested_json_is_redacted_by_key_at_every_depth() {
+    check(
+        r#"{"user": {"id": 7, "credentials": {"password": "p", "hint": "pet"}, "email": ["a@example.com"]}, "items": [{"token": "t"}, {"note": "b@example.com"}]}"#,
+        r#"{"user": {"id": 7, "credentials": {"password": "[REDACTED]", "hint": "pet"}, "email": ["a@example.com"]}, "items": [{"token": "[REDACTED]"}, {"note": "[EMAIL]"}]}"#,
+    );
+}
+
+#[test]
+fn json_bytes_outside_replacements_are_kept() {
+    check(
+        "  { \"a\" :1,\n\"password\":\"x\" , \"b\":[ ] }  ",
+        "  { \"a\" :1,\n\"password\":\"[REDACTED]\" , \"b\":[ ] }  ",
+    );
+    check(r#"[{"token": "t"}, "c@example.com"]"#, r#"[{"token": "[REDACTED]"}, "[EMAIL]"]"#);
+}
+
+#[test]
+fn json_strings_with_escapes_are_decoded_and_re_encoded() {
+    check(r#"{"msg": "line\nmail bob@example.com \"q\" \u00e9"}"#, r#"{"msg": "line\nmail [EMAIL] \"q\" é"}"#);
+    // Escaped keys are decoded before matching.
+    check(r#"{"pass\u0077ord": "x"}"#, r#"{"pass\u0077ord": "[REDACTED]"}"#);
+    // JSON inside a JSON string.
+    check(
+        r#"{"body": "{\"password\": \"x\", \"user\": \"u\"}"}"#,
+        r#"{"body": "{\"password\": \"[REDACTED]\", \"user\": \"u\"}"}"#,
+    );
+}
+
+#[test]
+fn broken_json_falls_back_to_text_rules() {
+    check(r#"{"password": "hunter2", "event": "cut"#, r#"{"password": "[REDACTED]", "event": "cut"#);
+    check(r#"{"note": "x"} trailing token=abc"#, r#"{"note": "x"} trailing token=[REDACTED]"#);
+}
+
+#[test]
+fn logfmt_quoting() {
+    check(r#"level=info password="a b \" c" next=1"#, r#"level=info password="[REDACTED]" next=1"#);
+    check(r#"password="unterminated value"#, r#"password="[REDACTED]"#);
+    check("secret= token=", "secret= token=");
+    check("user.password=p1 Authorization=Basic", "user.password=[REDACTED] Authorization=[REDACTED]");
+    check("GET /cb?token=abc&next=/home HTTP/1.1", "GET /cb?token=[REDACTED]&next=/home HTTP/1.1");
+}
+
+#[test]
+fn plain_text() {
+    check(
+        "Internal Server Error: /api/events/3/checkout/ card declined for bob.fan+1@example.com (4000 0000 0000 0002)",
+        "Internal Server Error: /api/events/3/checkout/ card declined for [EMAIL] ([REDACTED])",
+    );
+    check("Authorization: Bearer abc.def.ghi", "Authorization: [REDACTED]");
+    unchanged("\"GET /api/events/ HTTP/1.1\" 200 5210");
+    unchanged("");
+}
+
+#[test]
+fn seed_shaped_lines_without_secrets_are_borrowed() {
+    unchanged(
+        r#"{"event": "ticket_purchased", "user_id": 11, "event_id": 2, "tier": "vip", "request_id": "88d89450-9e0e70e74b25", "trace_id": "0e29288e33afccfe72edc78604c70815", "span_id": "0670cb0039f30872", "ip_address": "127.0.0.1", "path": "/api/events/2/checkout/", "latency_ms": 42.5, "timestamp": "2026-11-23T07:02:14.099679Z", "level": "info"}"#,
+    );
+    unchanged(r#"{"email": "ann@example.com", "event": "login_ok", "ts": 1795417334101210880, "ms": "1795417334101"}"#);
+    unchanged(
+        "ts=2026-11-23T07:02:14Z level=info msg=\"GET /metrics\" status=200 duration_ms=3 trace_id=0e29288e33afccfe72edc78604c70815",
+    );
+}
+
+#[test]
+fn trace_and_span_ids_are_never_taken_for_card_numbers() {
+    // This all-decimal span id passes the Luhn check.
+    unchanged(
+        r#"{"span_id": "2793205750700140", "trace_id": "27932057507001402793205750700140", "spanId": "2793205750700140"}"#,
+    );
+    unchanged("span_id=2793205750700140 trace_id=27932057507001402793205750700140");
+    check(r#"{"note": "2793205750700140"}"#, r#"{"note": "[REDACTED]"}"#);
+    // Only the id shape is exempt: a grouped card under an id key still goes.
+    check(r#"{"span_id": "4111 1111 1111 1111"}"#, r#"{"span_id": "[REDACTED]"}"#);
+}
+
+#[test]
+fn disabled_redactor_changes_nothing() {
+    let redactor = match Redactor::new(RedactionOptions::disabled()) {
+        Ok(redactor) => redactor,
+        Err(error) => panic!("{error}"),
+    };
+    assert!(matches!(redactor.redact_line(r#"{"password": "x"}"#), Cow::Borrowed(_)));
+    let mut value = "x".to_string();
+    assert!(!redactor.redact_attribute("password", &mut value));
+    assert!(!redactor.redact_integer(None, 4_111_111_111_111_111));
+    assert_eq!(redactor.stats().total(), 0);
+}
+
+#[test]
+fn rules_can_be_turned_off_one_by_one() {
+    let options = RedactionOptions { emails: false, card_numbers: false, ..RedactionOptions::default() };
+    let redactor = Redactor::new(options).unwrap_or_else(|error| panic!("{error}"));
+    assert_eq!(
+        redactor.redact_line("to a@example.com card 4111111111111111 ssn 078-05-1120"),
+        "to a@example.com card 4111111111111111 ssn [REDACTED]"
+    );
+}
+
+#[test]
+fn custom_keys_and_regex_rules() {
+    let mut options = RedactionOptions::default();
+    options.sensitive_keys.push("session_id".to_string());
+    options.custom_rules.push(CustomRedactionRule::new("stripe_key", r"sk_(live|test)_[A-Za-z0-9]{8,}"));
+    options.custom_rules.push(CustomRedactionRule {
+        name: "phone".to_string(),
+        pattern: r"\+\d{1,3} \d{3} \d{3} \d{4}".to_string(),
+        replacement: "[PHONE]".to_string(),
+    });
+    let redactor = Redactor::new(options).unwrap_or_else(|error| panic!("{error}"));
+    let line = r#"{"session_id": "s1", "msg": "key sk_live_abcdefgh123 call +1 555 010 0199"}"#;
+    let redacted = redactor.redact_line(line);
+    assert_eq!(redacted, r#"{"session_id": "[REDACTED]", "msg": "key [REDACTED] call [PHONE]"}"#);
+    assert_eq!(redactor.redact_line(&redacted), redacted);
+    let stats = redactor.stats();
+    assert_eq!(stats.redactions("stripe_key"), 1);
+    assert_eq!(stats.redactions("phone"), 1);
+    assert_eq!(stats.redactions("sensitive_key"), 1);
+}
+
+#[test]
+fn invalid_options_are_rejected_with_the_field() {
+    let build = |options: RedactionOptions| Redactor::new(options).err().map(|error| error.to_string());
+    let bad_regex =
+        RedactionOptions { custom_rules: vec![CustomRedactionRule::new("broken", "(")], ..RedactionOptions::default() };
+    assert!(
+        build(bad_regex)
+            .is_some_and(|message| message.starts_with("redaction rule \"broken\": invalid regular expression"))
+    );
+    let empty_match =
+        RedactionOptions { custom_rules: vec![CustomRedactionRule::new("empty", "x*")], ..RedactionOptions::default() };
+    assert!(build(empty_match).is_some_and(|message| message.contains("empty string")));
+    let builtin_name =
+        RedactionOptions { custom_rules: vec![CustomRedactionRule::new("email", "x")], ..RedactionOptions::default() };
+    assert!(build(builtin_name).is_some_and(|message| message.contains("duplicate name")));
+    let bad_name = RedactionOptions {
+        custom_rules: vec![CustomRedactionRule::new("Bad Name", "x")],
+        ..RedactionOptions::default()
+    };
+    assert!(build(bad_name).is_some_and(|message| message.contains("[a-z_][a-z0-9_]*")));
+    let mut empty_key = RedactionOptions::default();
+    empty_key.sensitive_keys.push(String::new());
+    assert_eq!(build(empty_key), Some("redaction option sensitive_keys[12] is empty".to_string()));
+    let error = Redactor::new(RedactionOptions { kept_email_keys: vec![String::new()], ..RedactionOptions::default() });
+    assert!(matches!(error.map_err(|error| error.kind()), Err(oxeye_model::storage::ErrorKind::Invalid)));
+}
+
+#[test]
+fn structured_json_values() {
+    let redactor = redactor();
+    let mut body = serde_json::json!({
+        "event": "checkout", "email": "ann@example.com", "card_number": "5555555555554444",
+        "details": {"note": "for ann@example.com", "amount": 4111111111111111_i64, "ok": true},
+        "tags": ["x", "078-05-1120"]
+    });
+    assert!(redactor.redact_value(None, &mut body));
+    assert_eq!(
+        body,
+        serde_json::json!({
+            "event": "checkout", "email": "ann@example.com", "card_number": "[REDACTED]",
+            "details": {"note": "for [EMAIL]", "amount": "[REDACTED]", "ok": true},
+            "tags": ["x", "[REDACTED]"]
+        })
+    );
+    assert!(!redactor.redact_value(None, &mut body));
+    // A string body is redacted as a line, so JSON inside it is parsed.
+    let mut string_body = serde_json::json!(r#"{"password": "x"}"#);
+    assert!(redactor.redact_value(None, &mut string_body));
+    assert_eq!(string_body, serde_json::json!(r#"{"password": "[REDACTED]"}"#));
+    // Under a sensitive key the whole value goes.
+    let mut headers = serde_json::json!({"a": 1});
+    assert!(redactor.redact_value(Some("authorization"), &mut headers));
+    assert_eq!(headers, serde_json::json!("[REDACTED]"));
+    assert!(redactor.redact_integer(Some("cvv"), 123));
+    assert!(redactor.redact_integer(None, 4_111_111_111_111_111));
+    assert!(!redactor.redact_integer(Some("count"), 4_111_111_111_111_112));
+}
+
+#[test]
+fn redactor_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Redactor>();
+    assert_send_sync::<RedactionStats>();
+}
+
+/// A Luhn-valid card number: a first digit 2–6, `length - 2` random digits, then the check digit.
+fn card_number() -> impl Strategy<Value = String> {
+    (2u8..=6, 13usize..=19, proptest::collection::vec(0u8..=9, 18)).prop_map(|(first, length, body)| {
+        let mut digits: Vec<u8> = std::iter::once(first).chain(body.into_iter().take(length - 2)).collect();
+        let check = (0u8..=9)
+            .find(|check| {
+                let candidate: String =
+                    digits.iter().chain(std::iter::once(check)).map(|d| char::from(b'0' + d)).collect();
+                luhn_valid(&candidate)
+            })
+            .unwrap_or(0);
+        digits.push(check);
+        digits.iter().map(|digit| char::from(b'0' + digit)).collect()
+    })
+}
+
+/// The card written plain, in groups of four separated by spaces, or by dashes.
+fn formatted_card() -> impl Strategy<Value = (String, String)> {
+    (card_number(), 0u8..3).prop_map(|(card, style)| {
+        let formatted = match style {
+            0 => card.clone(),
+            _ => {
+                let separator = if style == 1 { " " } else { "-" };
+                card.as_bytes()
+                    .chunks(4)
+                    .filter_map(|chunk| std::str::from_utf8(chunk).ok())
+                    .collect::<Vec<_>>()
+                    .join(separator)
+            }
+        };
+        (card, formatted)
+    })
+}
+
+fn noise() -> impl Strategy<Value = String> {
+    proptest::string::string_regex(r#"[a-zA-Z0-9 =:@."',{}\[\]_+\-\\/]{0,40}"#)
+        .unwrap_or_else(|error| panic!("{error}"))
+}
+
+proptest! {
+    #[test]
+    fn output_never_contains_a_card_from_the_input((card, formatted) in formatted_card(), before in noise(), after in noise()) {
+        let redactor = redactor();
+        // The card stands as its own word; the noise around it may hold digits, keys, quotes and e-mails.
+        let line = format!("x{before} {formatted} {after}");
+        let output = redactor.redact_line(&line);
+        prop_assert!(!output.contains(&formatted), "{line} -> {output}");
+        let json_line = format!("{{\"msg\": {}, \"n\": {card}}}", serde_json::Value::String(format!("{before} {formatted} {after}")));
+        let json_output = redactor.redact_line(&json_line);
+        prop_assert!(!json_output.contains(&formatted), "{json_line} -> {json_output}");
+        prop_assert!(!json_output.contains(&card), "{json_line} -> {json_output}");
+    }
+
+    #[test]
+    fn luhn_invalid_sixteen_digit_numbers_stay(body in proptest::collection::vec(0u8..=9, 15)) {
+        let mut digits: String = std::iter::once('4').chain(body.iter().take(14).map(|digit| char::from(b'0' + digit))).collect();
+        let wrong = (0u8..=9).map(|check| char::from(b'0' + check)).find(|check| !luhn_valid(&format!("{digits}{check}"))).unwrap_or('0');
+        digits.push(wrong);
+        prop_assume!(!luhn_valid(&digits));
+        let line = format!("{{\"order\": \"{digits}\", \"n\": {digits}}} ref {digits}");
+        let json = format!("{{\"order\": \"{digits}\", \"n\": {digits}}}");
+        prop_assert!(matches!(redactor().redact_line(&json), Cow::Borrowed(_)));
+        prop_assert!(matches!(redactor().redact_line(&line), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn redaction_is_idempotent_on_arbitrary_text(line in r#"[a-zA-Z0-9 =:@."',{}\[\]_+\-\\/&?]{0,120}"#) {
+        let redactor = redactor();
+        let once = redactor.redact_line(&line).into_owned();
+        let twice = redactor.redact_line(&once);
+        prop_assert_eq!(&once, &twice, "input: {}", line);
+    }
+
+    #[test]
+    fn redaction_is_idempotent_on_secret_bearing_lines(
+        (_, card) in formatted_card(),
+        key in proptest::sample::select(DEFAULT_SENSITIVE_KEYS),
+        value in "[a-zA-Z0-9 _@.+-]{1,20}",
+        text in noise(),
+        form in 0u8..3,
+    ) {
+        let redactor = redactor();
+        let line = match form {
+            0 => format!("{{\"{key}\": \"{value}\", \"msg\": {}}}", serde_json::Value::String(format!("{text} {card} u@example.com"))),
+            1 => format!("{key}=\"{value}\" msg=\"{text} {card} u@example.com\""),
+            _ => format!("{text} {key}: {value}, paid {card} by u@example.com"),
+        };
+        let once = redactor.redact_line(&line).into_owned();
+        prop_assert!(!once.contains(&card), "{} -> {}", line, once);
+        prop_assert!(!once.contains("u@example.com"), "{} -> {}", line, once);
+        let twice = redactor.redact_line(&once);
+        prop_assert_eq!(&once, &twice, "input: {}", line);
+    }
+}
