@@ -76,13 +76,7 @@ impl ChunkWriter {
             self.start_file()?;
         }
         self.scratch.clear();
-        put_uvarint(&mut self.scratch, bytes.len() as u64);
-        self.scratch.push(encoding.to_byte());
-        self.scratch.extend_from_slice(bytes);
-        let mut hasher = crc32fast::Hasher::new();
-        hasher.update(&[encoding.to_byte()]);
-        hasher.update(bytes);
-        self.scratch.extend_from_slice(&hasher.finalize().to_be_bytes());
+        encode_entry(&mut self.scratch, encoding, bytes);
         let chunk_ref = (u64::from(self.sequence) << 32) | self.offset;
         let path = chunk_file_path(&self.chunks_dir, self.sequence);
         let Some(file) = self.file.as_mut() else {
@@ -209,8 +203,19 @@ impl ChunkReader {
     }
 }
 
+/// Appends one chunk file entry (length, encoding, data, CRC) to `out`.
+pub(crate) fn encode_entry(out: &mut Vec<u8>, encoding: Encoding, bytes: &[u8]) {
+    put_uvarint(out, bytes.len() as u64);
+    out.push(encoding.to_byte());
+    out.extend_from_slice(bytes);
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&[encoding.to_byte()]);
+    hasher.update(bytes);
+    out.extend_from_slice(&hasher.finalize().to_be_bytes());
+}
+
 /// Parses one chunk file entry: length, encoding, data, CRC.
-fn parse_entry(entry: &[u8]) -> Result<(Encoding, Vec<u8>), String> {
+pub(crate) fn parse_entry(entry: &[u8]) -> Result<(Encoding, Vec<u8>), String> {
     let mut decoder = Decoder::new(entry);
     let length = decoder.uvarint("chunk length").map_err(|error| error.to_string())?;
     let encoding_byte = decoder.u8("chunk encoding").map_err(|error| error.to_string())?;

@@ -11,6 +11,7 @@ use crate::block::{self, Block, BlockWriter, OwnedChunk};
 use crate::chunkenc;
 use crate::db::{Shared, lock, write};
 use crate::head::MemSeries;
+use crate::head::resolve_chunks;
 use crate::{Tsdb, TsdbError};
 
 /// What one maintenance pass did.
@@ -22,6 +23,8 @@ pub struct MaintenanceReport {
     pub blocks_compacted: u64,
     /// Blocks deleted by retention.
     pub blocks_deleted: u64,
+    /// Closed head chunks moved from RAM to the head chunk files.
+    pub head_chunks_moved_to_disk: u64,
     /// Whether a WAL checkpoint was written (after the head was truncated, or because the WAL grew well
     /// beyond the head's compressed size).
     pub checkpointed: bool,
@@ -107,6 +110,9 @@ fn run_pass(shared: &Shared) -> Result<MaintenanceReport, TsdbError> {
     if report.checkpointed {
         crate::head_wal::checkpoint(shared)?;
     }
+    // Closed chunks leave RAM for the head chunk files; files holding only truncated chunks go.
+    report.head_chunks_moved_to_disk = shared.head.spill(&shared.head_chunks)?;
+    shared.head_chunks.remove_before(shared.head.query_min_time_ms())?;
     while let Some(group) = plan_compaction(shared) {
         compact_blocks(shared, &group)?;
         report.blocks_compacted += 1;
@@ -117,22 +123,23 @@ fn run_pass(shared: &Shared) -> Result<MaintenanceReport, TsdbError> {
 
 /// The chunks of one head series within `[mint_ms, maxt_ms)`: whole chunks copied, partial ones
 /// re-encoded.
-fn head_chunks_in_range(series: &MemSeries, mint_ms: i64, maxt_ms: i64) -> Result<Vec<OwnedChunk>, TsdbError> {
-    let state = series.lock();
+fn head_chunks_in_range(
+    shared: &Shared,
+    series: &MemSeries,
+    mint_ms: i64,
+    maxt_ms: i64,
+) -> Result<Vec<OwnedChunk>, TsdbError> {
+    let pending = series.lock().pending_chunks(mint_ms, maxt_ms - 1);
     let mut chunks = Vec::new();
     let mut partial = Vec::new();
-    for (encoding, chunk_mint, chunk_maxt, bytes) in state.chunks() {
-        if chunk_maxt < mint_ms || chunk_mint >= maxt_ms {
-            continue;
-        }
+    for (encoding, chunk_mint, chunk_maxt, bytes) in resolve_chunks(pending, &shared.head_chunks)? {
         if chunk_mint >= mint_ms && chunk_maxt < maxt_ms {
-            chunks.push((encoding, chunk_mint, chunk_maxt, bytes.to_vec()));
+            chunks.push((encoding, chunk_mint, chunk_maxt, bytes));
         } else {
-            chunkenc::decode_into(encoding, bytes, mint_ms, maxt_ms - 1, &mut partial)
+            chunkenc::decode_into(encoding, &bytes, mint_ms, maxt_ms - 1, &mut partial)
                 .map_err(|error| TsdbError::corrupt("head", format!("series {}: {error}", series.series_ref)))?;
         }
     }
-    drop(state);
     if !partial.is_empty() {
         chunks.extend(
             chunkenc::encode_chunks(&partial)
@@ -157,7 +164,7 @@ fn cut_head_block(shared: &Shared, mint_ms: i64, maxt_ms: i64) -> Result<Option<
     candidates.sort_by(|left, right| left.0.cmp(&right.0));
     let mut writer = BlockWriter::create(&shared.options.data_dir)?;
     for (labels, series) in candidates {
-        let chunks = head_chunks_in_range(&series, mint_ms, maxt_ms)?;
+        let chunks = head_chunks_in_range(shared, &series, mint_ms, maxt_ms)?;
         writer.add_series(labels, &chunks)?;
     }
     match writer.finish(mint_ms, maxt_ms, 1, Vec::new(), Vec::new())? {

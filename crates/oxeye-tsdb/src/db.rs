@@ -13,9 +13,11 @@ use oxeye_wal::{Wal, WalOptions, WalStats};
 use crate::block::{self, Block};
 use crate::exemplars::ExemplarStorage;
 use crate::head::Head;
+use crate::head_chunks::HeadChunkFiles;
 use crate::{TsdbError, TsdbOptions};
 
 const WAL_DIR: &str = "wal";
+const HEAD_CHUNKS_DIR: &str = "chunks_head";
 const LOCK_FILE: &str = "lock";
 
 /// A snapshot of the store's counters and sizes, for `/metrics`. `_total` fields only grow while the
@@ -56,6 +58,8 @@ pub struct TsdbStats {
     pub blocks_bytes: u64,
     /// Bytes of the WAL directory (segments and checkpoint).
     pub wal_bytes: u64,
+    /// Bytes of the head chunk files (closed head chunks moved out of RAM; a cache rebuilt at start).
+    pub head_chunk_files_bytes: u64,
     /// Samples stored in blocks.
     pub blocks_samples: u64,
     /// Blocks cut from the head.
@@ -88,6 +92,8 @@ pub(crate) struct DbCounters {
 pub(crate) struct Shared {
     pub(crate) options: TsdbOptions,
     pub(crate) head: Head,
+    /// Closed head chunks moved out of RAM.
+    pub(crate) head_chunks: HeadChunkFiles,
     pub(crate) wal: Wal,
     /// Commits hold it for reading from their WAL write to their head update; a checkpoint takes it for
     /// writing around the WAL rotation, so every record in an older segment is already in the head.
@@ -192,9 +198,11 @@ impl Tsdb {
         if let Some(through) = replay.checkpoint_through_segment {
             wal.truncate_before(through + 1)?;
         }
+        let head_chunks = HeadChunkFiles::open(&data_dir.join(HEAD_CHUNKS_DIR))?;
         let shared = Shared {
             options,
             head,
+            head_chunks,
             wal,
             commit_gate: RwLock::new(()),
             blocks: RwLock::new(blocks),
@@ -244,6 +252,7 @@ impl Tsdb {
             blocks: blocks.len() as u64,
             blocks_bytes: blocks.iter().map(|block| block.size_bytes).sum(),
             wal_bytes,
+            head_chunk_files_bytes: shared.head_chunks.size_bytes(),
             blocks_samples: blocks.iter().map(|block| block.meta.stats.num_samples).sum(),
             head_compactions_total: shared.counters.head_compactions_total.load(Ordering::Relaxed),
             compactions_total: shared.counters.compactions_total.load(Ordering::Relaxed),
@@ -295,7 +304,7 @@ fn open_blocks(data_dir: &Path) -> Result<Vec<Arc<Block>>, TsdbError> {
             std::fs::remove_dir_all(&path).map_err(|error| TsdbError::io(&path, "delete directory", error))?;
             continue;
         }
-        if name == WAL_DIR || !path.join("meta.json").exists() {
+        if name == WAL_DIR || name == HEAD_CHUNKS_DIR || !path.join("meta.json").exists() {
             continue;
         }
         blocks.push(Block::open(&path)?);

@@ -14,6 +14,7 @@ use oxeye_model::Labels;
 
 use crate::chunkenc::{self, ChunkDecodeError, Encoding, MAX_CHUNK_BYTES, MAX_SAMPLES_PER_CHUNK, XorAppender};
 use crate::encoding::Decoder;
+use crate::head_chunks::{DiskChunkRef, HeadChunkFiles};
 use crate::postings::MemPostings;
 use crate::record;
 
@@ -86,13 +87,78 @@ fn hash_label_pairs<'a>(pairs: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> u6
     hash ^ (hash >> 29)
 }
 
+/// Where a closed head chunk's bytes are.
+#[derive(Debug)]
+pub(crate) enum ChunkData {
+    Memory(Box<[u8]>),
+    /// Moved to a head chunk file by maintenance.
+    Disk(DiskChunkRef),
+}
+
 /// A closed head chunk.
 #[derive(Debug)]
 pub(crate) struct HeadChunk {
     pub(crate) mint_ms: i64,
     pub(crate) maxt_ms: i64,
     pub(crate) encoding: Encoding,
-    pub(crate) bytes: Box<[u8]>,
+    pub(crate) data: ChunkData,
+}
+
+/// A chunk's bytes as seen through a series' lock.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ChunkBytes<'a> {
+    Memory(&'a [u8]),
+    Disk(DiskChunkRef),
+}
+
+/// A chunk copied out of a series for reading after the lock is released: ready bytes or a disk
+/// reference still to read.
+#[derive(Debug)]
+pub(crate) enum PendingChunk {
+    Ready(Encoding, Vec<u8>),
+    Disk(DiskChunkRef),
+}
+
+impl ChunkBytes<'_> {
+    pub(crate) fn to_pending(self, encoding: Encoding) -> PendingChunk {
+        match self {
+            ChunkBytes::Memory(bytes) => PendingChunk::Ready(encoding, bytes.to_vec()),
+            ChunkBytes::Disk(reference) => PendingChunk::Disk(reference),
+        }
+    }
+}
+
+/// A chunk written to a head chunk file during a spill: its mint (which identifies it within its
+/// series) and its location.
+type SpilledChunk = (i64, DiskChunkRef);
+
+/// Resolves pending chunks (reading every disk chunk with one batched read) into
+/// `(encoding, mint, maxt, bytes)`, in the given order.
+pub(crate) fn resolve_chunks(
+    pending: Vec<(i64, i64, PendingChunk)>,
+    files: &HeadChunkFiles,
+) -> Result<Vec<crate::block::OwnedChunk>, crate::TsdbError> {
+    let disk: Vec<DiskChunkRef> = pending
+        .iter()
+        .filter_map(|(_, _, chunk)| match chunk {
+            PendingChunk::Disk(reference) => Some(*reference),
+            PendingChunk::Ready(..) => None,
+        })
+        .collect();
+    let mut read = if disk.is_empty() { Vec::new() } else { files.read_many(&disk)? }.into_iter();
+    let mut out = Vec::with_capacity(pending.len());
+    for (mint_ms, maxt_ms, chunk) in pending {
+        match chunk {
+            PendingChunk::Ready(encoding, bytes) => out.push((encoding, mint_ms, maxt_ms, bytes)),
+            PendingChunk::Disk(_) => {
+                let Some((encoding, bytes)) = read.next() else {
+                    return Err(crate::TsdbError::corrupt("chunks_head", "missing head chunk read"));
+                };
+                out.push((encoding, mint_ms, maxt_ms, bytes));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The chunk being appended to; its newest timestamp is the appender's.
@@ -178,7 +244,8 @@ impl SeriesState {
             // Closed chunks never change again: store them in their smallest encoding.
             let maxt_ms = open.maxt_ms();
             let (encoding, bytes) = chunkenc::recode_closed(Encoding::Xor, open.appender.into_bytes());
-            self.closed.push(HeadChunk { mint_ms: open.mint_ms, maxt_ms, encoding, bytes: bytes.into_boxed_slice() });
+            let data = ChunkData::Memory(bytes.into_boxed_slice());
+            self.closed.push(HeadChunk { mint_ms: open.mint_ms, maxt_ms, encoding, data });
         }
     }
 
@@ -192,14 +259,33 @@ impl SeriesState {
     }
 
     /// Every chunk, oldest first, as `(encoding, mint, maxt, bytes)`.
-    pub(crate) fn chunks(&self) -> impl Iterator<Item = (Encoding, i64, i64, &[u8])> {
+    pub(crate) fn chunks(&self) -> impl Iterator<Item = (Encoding, i64, i64, ChunkBytes<'_>)> {
         self.closed
             .iter()
-            .map(|chunk| (chunk.encoding, chunk.mint_ms, chunk.maxt_ms, &chunk.bytes[..]))
-            .chain(self.open.iter().map(|open| (Encoding::Xor, open.mint_ms, open.maxt_ms(), open.appender.bytes())))
+            .map(|chunk| {
+                let bytes = match &chunk.data {
+                    ChunkData::Memory(bytes) => ChunkBytes::Memory(bytes),
+                    ChunkData::Disk(reference) => ChunkBytes::Disk(*reference),
+                };
+                (chunk.encoding, chunk.mint_ms, chunk.maxt_ms, bytes)
+            })
+            .chain(
+                self.open.iter().map(|open| {
+                    (Encoding::Xor, open.mint_ms, open.maxt_ms(), ChunkBytes::Memory(open.appender.bytes()))
+                }),
+            )
     }
 
-    /// Samples with `mint_ms <= t <= maxt_ms`, appended to `out`.
+    /// Copies of the chunks overlapping `[mint_ms, maxt_ms]`, to read after the lock is released.
+    pub(crate) fn pending_chunks(&self, mint_ms: i64, maxt_ms: i64) -> Vec<(i64, i64, PendingChunk)> {
+        self.chunks()
+            .filter(|(_, chunk_mint, chunk_maxt, _)| *chunk_maxt >= mint_ms && *chunk_mint <= maxt_ms)
+            .map(|(encoding, chunk_mint, chunk_maxt, bytes)| (chunk_mint, chunk_maxt, bytes.to_pending(encoding)))
+            .collect()
+    }
+
+    /// Samples with `mint_ms <= t <= maxt_ms` of the chunks held in memory, appended to `out`.
+    #[cfg(test)]
     pub(crate) fn samples_in(
         &self,
         mint_ms: i64,
@@ -210,7 +296,9 @@ impl SeriesState {
             if chunk_maxt < mint_ms || chunk_mint > maxt_ms {
                 continue;
             }
-            chunkenc::decode_into(encoding, bytes, mint_ms, maxt_ms, out)?;
+            if let ChunkBytes::Memory(bytes) = bytes {
+                chunkenc::decode_into(encoding, bytes, mint_ms, maxt_ms, out)?;
+            }
         }
         Ok(())
     }
@@ -225,7 +313,12 @@ impl SeriesState {
         let Some((last_encoding, last_mint_ms, last_maxt_ms, last_bytes)) = chunks.pop() else { return Ok(()) };
         self.cut_open_chunk();
         for (encoding, mint_ms, maxt_ms, bytes) in chunks {
-            self.closed.push(HeadChunk { mint_ms, maxt_ms, encoding, bytes: bytes.into_boxed_slice() });
+            self.closed.push(HeadChunk {
+                mint_ms,
+                maxt_ms,
+                encoding,
+                data: ChunkData::Memory(bytes.into_boxed_slice()),
+            });
         }
         if last_encoding == Encoding::Xor {
             let appender = XorAppender::from_bytes(&last_bytes)?;
@@ -237,7 +330,7 @@ impl SeriesState {
                 mint_ms: last_mint_ms,
                 maxt_ms: last_maxt_ms,
                 encoding: last_encoding,
-                bytes: last_bytes.into_boxed_slice(),
+                data: ChunkData::Memory(last_bytes.into_boxed_slice()),
             });
         }
         self.max_time_ms = last_maxt_ms;
@@ -663,13 +756,57 @@ impl Head {
         oldest
     }
 
+    /// Moves closed chunks held in memory to head chunk files, in rounds of a few thousand series (each
+    /// round written before its references are published). Returns the number of chunks moved.
+    pub(crate) fn spill(&self, files: &HeadChunkFiles) -> Result<u64, crate::TsdbError> {
+        const SERIES_PER_ROUND: usize = 4096;
+        let mut moved = 0;
+        for round in self.all_series().chunks(SERIES_PER_ROUND) {
+            let mut batch = files.batch();
+            // Per series: (mint of the chunk, where it was written).
+            let mut planned: Vec<(&Arc<MemSeries>, Vec<SpilledChunk>)> = Vec::new();
+            for series in round {
+                let state = series.lock();
+                let mut references = Vec::new();
+                for chunk in &state.closed {
+                    if let ChunkData::Memory(bytes) = &chunk.data {
+                        references.push((chunk.mint_ms, batch.add(chunk.encoding, bytes, chunk.maxt_ms)?));
+                    }
+                }
+                if !references.is_empty() {
+                    planned.push((series, references));
+                }
+            }
+            batch.finish()?;
+            for (series, references) in planned {
+                let mut state = series.lock();
+                for (mint_ms, reference) in references {
+                    // Closed chunks never change; a truncated one is simply gone.
+                    if let Some(chunk) = state.closed.iter_mut().find(|chunk| chunk.mint_ms == mint_ms)
+                        && matches!(chunk.data, ChunkData::Memory(_))
+                    {
+                        chunk.data = ChunkData::Disk(reference);
+                        moved += 1;
+                    }
+                }
+            }
+        }
+        Ok(moved)
+    }
+
     /// Approximate heap bytes held by series structures and chunks (not postings), for stats.
     pub(crate) fn approximate_chunk_bytes(&self) -> u64 {
         let mut total = 0u64;
         for series in self.all_series() {
             let state = series.lock();
             total += series.approximate_bytes() as u64;
-            total += state.chunks().map(|(_, _, _, bytes)| bytes.len() as u64 + 32).sum::<u64>();
+            total += state
+                .chunks()
+                .map(|(_, _, _, bytes)| match bytes {
+                    ChunkBytes::Memory(bytes) => bytes.len() as u64 + 48,
+                    ChunkBytes::Disk(_) => 48,
+                })
+                .sum::<u64>();
         }
         total
     }
@@ -733,8 +870,13 @@ mod tests {
             for index in 0..count {
                 original.append(index * 1000, (index % 7) as f64, 10_000_000);
             }
-            let chunks: Vec<_> =
-                original.chunks().map(|(encoding, mint, maxt, bytes)| (encoding, mint, maxt, bytes.to_vec())).collect();
+            let chunks: Vec<_> = original
+                .chunks()
+                .map(|(encoding, mint, maxt, bytes)| match bytes {
+                    ChunkBytes::Memory(bytes) => (encoding, mint, maxt, bytes.to_vec()),
+                    ChunkBytes::Disk(_) => panic!("no chunk files in this test"),
+                })
+                .collect();
             let mut restored = SeriesState::new();
             restored.restore_chunks(chunks).unwrap();
             assert_eq!(restored.check((count - 1) * 1000, 99f64.to_bits()), SeriesAppend::DuplicateDifferentValue);

@@ -12,7 +12,7 @@ use crate::TsdbError;
 use crate::chunkenc::Encoding;
 use crate::db::{Shared, lock, read, write};
 use crate::exemplars::ExemplarStorage;
-use crate::head::{Head, MemSeries, MixBuildHasher};
+use crate::head::{Head, MemSeries, MixBuildHasher, resolve_chunks};
 use crate::record::{self, Record, RefChunk, RefExemplar};
 
 /// Series per series record in a checkpoint.
@@ -293,19 +293,29 @@ pub(crate) fn checkpoint(shared: &Shared) -> Result<(), TsdbError> {
         let references: Vec<(u64, &[u8])> =
             group.iter().map(|series| (u64::from(series.series_ref), series.labels_encoded())).collect();
         writer.append(record::encode_series_encoded(&references))?;
+        let mut counts = Vec::with_capacity(group.len());
+        let mut pending = Vec::new();
         for series in group {
-            let record = {
-                let state = series.lock();
-                let chunks: Vec<RefChunk<'_>> = state
-                    .chunks()
-                    .map(|(encoding, mint_ms, maxt_ms, bytes)| RefChunk { encoding, mint_ms, maxt_ms, bytes })
-                    .collect();
-                if chunks.is_empty() {
-                    continue;
-                }
-                record::encode_series_chunks(u64::from(series.series_ref), &chunks)
-            };
-            writer.append(record)?;
+            let chunks = series.lock().pending_chunks(i64::MIN, i64::MAX);
+            counts.push(chunks.len());
+            pending.extend(chunks);
+        }
+        let mut chunks = resolve_chunks(pending, &shared.head_chunks)?.into_iter();
+        for (series, count) in group.iter().zip(counts) {
+            if count == 0 {
+                continue;
+            }
+            let owned: Vec<_> = chunks.by_ref().take(count).collect();
+            let references: Vec<RefChunk<'_>> = owned
+                .iter()
+                .map(|(encoding, mint_ms, maxt_ms, bytes)| RefChunk {
+                    encoding: *encoding,
+                    mint_ms: *mint_ms,
+                    maxt_ms: *maxt_ms,
+                    bytes,
+                })
+                .collect();
+            writer.append(record::encode_series_chunks(u64::from(series.series_ref), &references))?;
         }
     }
     let exemplars: Vec<RefExemplar> = lock(&shared.exemplars)

@@ -60,6 +60,7 @@ mod error;
 mod exemplars;
 mod head;
 mod head_append;
+mod head_chunks;
 mod head_wal;
 mod index;
 mod options;

@@ -12,7 +12,9 @@ use oxeye_model::storage::{Appender, MetricsStorage, Querier, Series, SeriesExem
 use oxeye_model::{Labels, Matcher, MetricMetadata, Sample};
 
 use crate::block::SeriesSamples;
+use crate::chunkenc;
 use crate::db::{Shared, lock, read};
+use crate::head::resolve_chunks;
 use crate::head_append::TsdbAppender;
 use crate::{Tsdb, TsdbError};
 
@@ -35,29 +37,43 @@ impl Shared {
             return Ok(Vec::new());
         }
         let ids = head.postings().select(matchers);
-        let mut out = Vec::new();
-        let mut samples = Vec::new();
-        for id in ids {
-            let Some(series) = head.get_by_ref(id) else { continue };
-            {
-                let state = series.lock();
-                if with_samples {
-                    state.samples_in(mint_ms, maxt_ms, &mut samples).map_err(|error| {
-                        TsdbError::corrupt("head", format!("series {}: {error}", series.series_ref))
-                    })?;
-                    if samples.is_empty() {
-                        continue;
-                    }
-                } else {
-                    let any_overlap = state
-                        .chunks()
-                        .any(|(_, chunk_mint, chunk_maxt, _)| chunk_maxt >= mint_ms && chunk_mint <= maxt_ms);
-                    if !any_overlap {
-                        continue;
-                    }
+        if !with_samples {
+            let mut out = Vec::new();
+            for id in ids {
+                let Some(series) = head.get_by_ref(id) else { continue };
+                let any_overlap = series
+                    .lock()
+                    .chunks()
+                    .any(|(_, chunk_mint, chunk_maxt, _)| chunk_maxt >= mint_ms && chunk_mint <= maxt_ms);
+                if any_overlap {
+                    out.push((series.labels(), Vec::new()));
                 }
             }
-            out.push((series.labels(), std::mem::take(&mut samples)));
+            return Ok(out);
+        }
+        // Copy what each series has in the window under its lock, then read chunks moved to disk for all
+        // series at once.
+        let mut selected = Vec::new();
+        let mut pending = Vec::new();
+        for id in ids {
+            let Some(series) = head.get_by_ref(id) else { continue };
+            let chunks = series.lock().pending_chunks(mint_ms, maxt_ms);
+            if !chunks.is_empty() {
+                selected.push((series, chunks.len()));
+                pending.extend(chunks);
+            }
+        }
+        let mut chunks = resolve_chunks(pending, &self.head_chunks)?.into_iter();
+        let mut out = Vec::with_capacity(selected.len());
+        for (series, count) in selected {
+            let mut samples = Vec::new();
+            for (encoding, _, _, bytes) in chunks.by_ref().take(count) {
+                chunkenc::decode_into(encoding, &bytes, mint_ms, maxt_ms, &mut samples)
+                    .map_err(|error| TsdbError::corrupt("head", format!("series {}: {error}", series.series_ref)))?;
+            }
+            if !samples.is_empty() {
+                out.push((series.labels(), samples));
+            }
         }
         Ok(out)
     }

@@ -247,7 +247,7 @@ fn blocks_are_cut_checkpointed_queried_after_reopen_compacted_and_retained() {
         let leftovers: Vec<String> = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|name| name != "wal" && name != "lock")
+            .filter(|name| name != "wal" && name != "lock" && name != "chunks_head")
             .collect();
         assert_eq!(leftovers.len(), 1, "{leftovers:?}");
     }
@@ -461,4 +461,36 @@ fn blocks_already_merged_are_removed_at_startup() {
     let tsdb = Tsdb::open(opts).unwrap();
     assert_eq!(tsdb.stats().blocks, 1);
     assert_same(&all_samples(&tsdb, "metric"), &expected, "after removing merged parents");
+}
+
+#[test]
+fn closed_head_chunks_move_to_disk_and_stay_readable_through_cuts_checkpoints_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path());
+    opts.retention_ms = 100 * HOUR_MS;
+    let tsdb = Tsdb::open(opts.clone()).unwrap();
+    // Three hours: the chunk of the first two is closed, the third hour's is open.
+    fill_hours(&tsdb, 4, 0, 3);
+    let expected = all_samples(&tsdb, "metric");
+    let memory_before = tsdb.head_chunk_bytes();
+    let report = tsdb.run_maintenance().unwrap();
+    assert!(report.head_chunks_moved_to_disk > 0, "{report:?}");
+    assert!(tsdb.head_chunk_bytes() < memory_before, "{} -> {}", memory_before, tsdb.head_chunk_bytes());
+    assert!(tsdb.stats().head_chunk_files_bytes > 0);
+    assert_same(&all_samples(&tsdb, "metric"), &expected, "after moving chunks to disk");
+    // A window inside one moved chunk.
+    let inside = tsdb.select(30 * 60_000, 31 * 60_000, &[Matcher::equal("__name__", "metric")]).unwrap();
+    assert_eq!(inside[0].samples.len(), 2);
+    // Cut a block from chunks on disk, checkpoint them, and restart.
+    fill_hours(&tsdb, 4, 3, 2);
+    let expected = all_samples(&tsdb, "metric");
+    let report = tsdb.run_maintenance().unwrap();
+    assert_eq!(report.blocks_cut, 1, "{report:?}");
+    assert_same(&all_samples(&tsdb, "metric"), &expected, "after a cut from moved chunks");
+    tsdb.close().unwrap();
+    drop(tsdb);
+    let tsdb = Tsdb::open(opts).unwrap();
+    assert_same(&all_samples(&tsdb, "metric"), &expected, "after restart");
+    tsdb.run_maintenance().unwrap();
+    assert_same(&all_samples(&tsdb, "metric"), &expected, "after moving restored chunks");
 }
