@@ -29,8 +29,8 @@
 //! - Closed chunks and blocks never change; compaction writes new blocks and then deletes the old ones.
 //!
 //! Deliberately absent for now: out-of-order ingestion (refused as in Prometheus' default), deletion
-//! and tombstones, native histograms, and memory-mapped head chunks (closed head chunks stay in RAM,
-//! compressed).
+//! and tombstones, native histograms. Closed head chunks are moved to `chunks_head/` files by
+//! maintenance and read back with `pread` (no `mmap`: the crate has no unsafe code).
 //!
 //! ```
 //! use oxeye_model::storage::{MetricsStorage, Querier};
