@@ -24,6 +24,7 @@ mod text;
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use oxeye_model::logs::{LogEntry, LogStream};
 use regex::Regex;
 
 use crate::PipelineError;
@@ -90,16 +91,6 @@ impl SensitiveKeys {
         self.by_length.get(candidate.len()).is_some_and(|bucket| {
             bucket.iter().any(|name| name.iter().zip(candidate).all(|(&want, &have)| want == normalise_key_byte(have)))
         })
-    }
-
-    fn matches(&self, key: &[u8]) -> bool {
-        if self.matches_exactly(key) {
-            return true;
-        }
-        match memchr::memrchr(b'.', key) {
-            Some(dot) => key.get(dot + 1..).is_some_and(|last_segment| self.matches_exactly(last_segment)),
-            None => false,
-        }
     }
 }
 
@@ -213,15 +204,25 @@ impl Redactor {
     }
 
     fn has_key_rules(&self) -> bool {
-        !self.inner.sensitive_keys.is_empty() || !self.inner.options.kept_email_keys.is_empty()
+        !self.inner.sensitive_keys.is_empty()
+            || !self.inner.trace_id_keys.is_empty()
+            || !self.inner.options.kept_email_keys.is_empty()
     }
 
     pub(crate) fn classify_key(&self, key: &str) -> KeyContext {
-        if self.inner.sensitive_keys.matches(key.as_bytes()) {
+        let key_bytes = key.as_bytes();
+        // The last `.`-separated segment, found once for both key lists (keys are short: no memrchr call).
+        let last_segment = key_bytes.iter().rposition(|byte| *byte == b'.').and_then(|dot| key_bytes.get(dot + 1..));
+        let inner = &self.inner;
+        if inner.sensitive_keys.matches_exactly(key_bytes)
+            || last_segment.is_some_and(|segment| inner.sensitive_keys.matches_exactly(segment))
+        {
             KeyContext::Sensitive
-        } else if self.inner.options.kept_email_keys.iter().any(|kept| kept == key) {
+        } else if inner.options.kept_email_keys.iter().any(|kept| kept == key) {
             KeyContext::KeepEmail
-        } else if self.inner.trace_id_keys.matches(key.as_bytes()) {
+        } else if inner.trace_id_keys.matches_exactly(key_bytes)
+            || last_segment.is_some_and(|segment| inner.trace_id_keys.matches_exactly(segment))
+        {
             KeyContext::TraceId
         } else {
             KeyContext::Plain
@@ -340,6 +341,35 @@ impl Redactor {
     /// [`Redactor::redact_structured`] for a `serde_json::Value` (e.g. a decoded JSON log body).
     pub fn redact_value(&self, key: Option<&str>, value: &mut serde_json::Value) -> bool {
         self.redact_structured(key, value)
+    }
+
+    /// Redacts a log entry in place before it is appended: its line as with [`Redactor::redact_line`], and each
+    /// structured metadata value as an attribute under its name ([`Redactor::redact_attribute`]). The timestamp
+    /// and the metadata names are never changed. Returns whether anything changed.
+    pub fn redact_log_entry(&self, entry: &mut LogEntry) -> bool {
+        if !self.inner.options.enabled {
+            return false;
+        }
+        let mut changed = false;
+        if let Cow::Owned(line) = self.redact_line(&entry.line) {
+            entry.line = line;
+            changed = true;
+        }
+        for metadata in &mut entry.structured_metadata {
+            changed |= self.redact_attribute(&metadata.name, &mut metadata.value);
+        }
+        changed
+    }
+
+    /// [`Redactor::redact_log_entry`] for every entry of every stream (a decoded Loki push or OTLP logs request);
+    /// returns how many entries changed. Stream labels are left alone: they are the stream's identity, chosen by
+    /// the operator, and low-cardinality by design.
+    pub fn redact_log_streams(&self, streams: &mut [LogStream]) -> usize {
+        streams
+            .iter_mut()
+            .flat_map(|stream| stream.entries.iter_mut())
+            .map(|entry| usize::from(self.redact_log_entry(entry)))
+            .sum()
     }
 
     fn redact_free_text<'t>(&self, text: &'t str, context: KeyContext) -> Cow<'t, str> {

@@ -322,6 +322,31 @@ fn structured_json_values() {
 }
 
 #[test]
+fn log_entries_and_streams() {
+    use oxeye_model::logs::{LogEntry, LogStream};
+    use oxeye_model::{Label, Labels};
+    let redactor = redactor();
+    let mut entry = LogEntry::new(1_795_417_334_101_210_880, r#"{"event": "login_attempt", "password": "p"}"#);
+    entry.structured_metadata.push(Label { name: "trace_id".to_string(), value: "2793205750700140".to_string() });
+    entry.structured_metadata.push(Label { name: "token".to_string(), value: "tok_1".to_string() });
+    entry.structured_metadata.push(Label { name: "note".to_string(), value: "mail a@example.com".to_string() });
+    let clean = LogEntry::new(1, "GET /metrics 200");
+    let mut streams = vec![LogStream {
+        labels: Labels::from_pairs([("service_name", "boxoffice")]),
+        entries: vec![entry, clean.clone()],
+    }];
+    assert_eq!(redactor.redact_log_streams(&mut streams), 1);
+    let redacted = &streams[0].entries[0];
+    assert_eq!(redacted.timestamp_ns, 1_795_417_334_101_210_880);
+    assert_eq!(redacted.line, r#"{"event": "login_attempt", "password": "[REDACTED]"}"#);
+    assert_eq!(redacted.metadata("trace_id"), Some("2793205750700140"));
+    assert_eq!(redacted.metadata("token"), Some("[REDACTED]"));
+    assert_eq!(redacted.metadata("note"), Some("mail [EMAIL]"));
+    assert_eq!(streams[0].entries[1], clean);
+    assert_eq!(redactor.redact_log_streams(&mut streams), 0);
+}
+
+#[test]
 fn redactor_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Redactor>();
@@ -363,7 +388,7 @@ fn formatted_card() -> impl Strategy<Value = (String, String)> {
 }
 
 fn noise() -> impl Strategy<Value = String> {
-    proptest::string::string_regex(r#"[a-zA-Z0-9 =:@."',{}\[\]_+\-\\/]{0,40}"#)
+    proptest::string::string_regex(r#"[a-zA-Z0-9 =:@."',{}\[\]_+\-\\/é€]{0,40}"#)
         .unwrap_or_else(|error| panic!("{error}"))
 }
 
@@ -394,7 +419,7 @@ proptest! {
     }
 
     #[test]
-    fn redaction_is_idempotent_on_arbitrary_text(line in r#"[a-zA-Z0-9 =:@."',{}\[\]_+\-\\/&?]{0,120}"#) {
+    fn redaction_is_idempotent_on_arbitrary_text(line in r#"[a-zA-Z0-9 =:@."',{}\[\]_+\-\\/&?é€\n]{0,120}"#) {
         let redactor = redactor();
         let once = redactor.redact_line(&line).into_owned();
         let twice = redactor.redact_line(&once);
@@ -420,5 +445,85 @@ proptest! {
         prop_assert!(!once.contains("u@example.com"), "{} -> {}", line, once);
         let twice = redactor.redact_line(&once);
         prop_assert_eq!(&once, &twice, "input: {}", line);
+    }
+}
+
+fn json_key() -> impl Strategy<Value = String> {
+    proptest::sample::select(vec![
+        "password",
+        "email",
+        "note",
+        "trace_id",
+        "user.token",
+        "Message",
+        "id",
+        "cvv",
+        "tags",
+    ])
+    .prop_map(str::to_string)
+}
+
+fn json_text() -> impl Strategy<Value = String> {
+    let secret = prop_oneof![
+        Just(String::new()),
+        formatted_card().prop_map(|(_, formatted)| formatted),
+        Just("u@example.com".to_string()),
+        Just("2793205750700140".to_string()),
+        Just("078-05-1120".to_string()),
+        Just("password=x".to_string()),
+        Just("[REDACTED]".to_string()),
+    ];
+    (noise(), secret, noise()).prop_map(|(before, secret, after)| format!("{before} {secret} {after}"))
+}
+
+fn json_tree() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::Bool),
+        any::<i64>().prop_map(serde_json::Value::from),
+        // Quarters parse back exactly (serde_json's default float parsing is not round-trip exact).
+        (-4000i32..4000).prop_map(|quarters| serde_json::Value::from(f64::from(quarters) / 4.0)),
+        card_number().prop_map(|card| serde_json::Value::from(card.parse::<i64>().unwrap_or_default())),
+        json_text().prop_map(serde_json::Value::String),
+    ];
+    leaf.prop_recursive(4, 40, 5, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+            proptest::collection::vec((json_key(), inner), 0..5)
+                .prop_map(|members| serde_json::Value::Object(members.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    /// The byte-preserving line scanner and the tree walker apply the same rules: redacting the line and then
+    /// parsing it gives the same value as parsing and then redacting the value.
+    #[test]
+    fn json_line_scanner_agrees_with_the_value_walker(
+        members in proptest::collection::vec((json_key(), json_tree()), 0..6),
+        pretty in any::<bool>(),
+    ) {
+        let redactor = redactor();
+        let original = serde_json::Value::Object(members.into_iter().collect());
+        let line = if pretty { serde_json::to_string_pretty(&original) } else { serde_json::to_string(&original) }
+            .unwrap_or_default();
+        let redacted_line = redactor.redact_line(&line).into_owned();
+        let parsed: serde_json::Value = serde_json::from_str(&redacted_line)
+            .unwrap_or_else(|error| panic!("{error}: {redacted_line}"));
+        let mut expected = original.clone();
+        redactor.redact_value(None, &mut expected);
+        prop_assert_eq!(&parsed, &expected, "line: {}", line);
+        prop_assert_eq!(redactor.redact_line(&redacted_line), redacted_line.as_str());
+    }
+
+    #[test]
+    fn arbitrary_input_never_panics_and_is_idempotent(line in any::<String>()) {
+        let redactor = redactor();
+        let once = redactor.redact_line(&line).into_owned();
+        prop_assert_eq!(redactor.redact_line(&once), once.as_str());
+        let mut attribute = line.clone();
+        redactor.redact_attribute("message", &mut attribute);
+        let mut again = attribute.clone();
+        prop_assert!(!redactor.redact_attribute("message", &mut again), "{} -> {}", line, attribute);
     }
 }

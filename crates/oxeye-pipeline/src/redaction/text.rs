@@ -33,6 +33,61 @@ enum PairFinding {
     KeepAll(usize, usize),
 }
 
+/// Byte classes for the prefilter.
+const CLASS_DIGIT: u8 = 1;
+const CLASS_AT: u8 = 2;
+const CLASS_DELIMITER: u8 = 4;
+const CLASS_JOINER: u8 = 8;
+
+/// Fewest digits (joined by spaces or dashes) that can hold an SSN or a card number.
+const MIN_NUMBER_DIGITS: u32 = 9;
+
+static BYTE_CLASSES: [u8; 256] = {
+    let mut classes = [0u8; 256];
+    let mut digit = b'0';
+    while digit <= b'9' {
+        classes[digit as usize] = CLASS_DIGIT;
+        digit += 1;
+    }
+    classes[b'@' as usize] = CLASS_AT;
+    classes[b'=' as usize] = CLASS_DELIMITER;
+    classes[b':' as usize] = CLASS_DELIMITER;
+    classes[b' ' as usize] = CLASS_JOINER;
+    classes[b'-' as usize] = CLASS_JOINER;
+    classes
+};
+
+/// What one cheap pass over the text found: which detectors can possibly match.
+struct TextFeatures {
+    has_at: bool,
+    has_delimiter: bool,
+    /// Digits in the longest stretch of digits, spaces and dashes (an over-estimate of a run's digits).
+    longest_digit_run: u32,
+}
+
+impl TextFeatures {
+    fn scan(bytes: &[u8]) -> TextFeatures {
+        let mut seen = 0u8;
+        let mut run = 0u32;
+        let mut longest = 0u32;
+        for &byte in bytes {
+            let class = BYTE_CLASSES[usize::from(byte)];
+            seen |= class;
+            if class & CLASS_DIGIT != 0 {
+                run += 1;
+                longest = longest.max(run);
+            } else if class & CLASS_JOINER == 0 {
+                run = 0;
+            }
+        }
+        TextFeatures {
+            has_at: seen & CLASS_AT != 0,
+            has_delimiter: seen & CLASS_DELIMITER != 0,
+            longest_digit_run: longest,
+        }
+    }
+}
+
 /// Whether `bytes` is a W3C trace id (32 hex digits) or span id (16 hex digits).
 fn is_hex_id(bytes: &[u8]) -> bool {
     matches!(bytes.len(), 16 | 32) && bytes.iter().all(u8::is_ascii_hexdigit)
@@ -58,11 +113,19 @@ impl Redactor {
         if context == KeyContext::TraceId && is_hex_id(bytes) {
             return Vec::new();
         }
+        let features = TextFeatures::scan(bytes);
+        let wants_numbers = features.longest_digit_run >= MIN_NUMBER_DIGITS
+            && (self.inner.options.card_numbers || self.inner.options.ssns);
+        let wants_emails = features.has_at && self.inner.options.emails && context != KeyContext::KeepEmail;
+        let wants_pairs = features.has_delimiter && self.has_key_rules();
+        if !wants_numbers && !wants_emails && !wants_pairs && self.inner.custom_rules.is_empty() {
+            return Vec::new();
+        }
         let mut spans: Vec<Span> = Vec::new();
         let mut kept: Vec<(usize, usize)> = Vec::new();
         let mut ids: Vec<(usize, usize)> = Vec::new();
 
-        if self.has_key_rules() {
+        if wants_pairs {
             for delimiter in memchr2_iter(b'=', b':', bytes) {
                 match self.pair_at(bytes, delimiter) {
                     Some(PairFinding::Redact(start, end)) => spans.push(Span { start, end, rule: Rule::SensitiveKey }),
@@ -72,10 +135,12 @@ impl Redactor {
                 }
             }
         }
-        find_numbers(bytes, self.inner.options.card_numbers, self.inner.options.ssns, &mut |start, end, rule| {
-            spans.push(Span { start, end, rule })
-        });
-        if self.inner.options.emails && context != KeyContext::KeepEmail {
+        if wants_numbers {
+            find_numbers(bytes, self.inner.options.card_numbers, self.inner.options.ssns, &mut |start, end, rule| {
+                spans.push(Span { start, end, rule })
+            });
+        }
+        if wants_emails {
             for at in memchr_iter(b'@', bytes) {
                 if let Some((start, end)) = email_span(bytes, at) {
                     let inside_kept = kept.iter().any(|&(kept_start, kept_end)| start < kept_end && kept_start < end);
