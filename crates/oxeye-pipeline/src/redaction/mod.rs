@@ -3,16 +3,25 @@
 //!
 //! Rules (all configurable in [`RedactionOptions`], defaults from the seeds):
 //! - **sensitive keys** — the value of `password`, `card_number`, `token`, ... becomes `[REDACTED]`, whether the
-//!   key is a JSON object key at any depth, a logfmt `key=value` pair, a `"key": value` or `key: value` pair
-//!   inside free text, a URL query parameter or an OTLP attribute/kvlist key (matching rules on
-//!   [`RedactionOptions`]);
+//!   key is a JSON object key at any depth, a logfmt `key=value` pair, a `"key": value`, `'key': 'value'` or
+//!   `key: value` pair inside free text (also JSON escaped inside a JSON string), a URL query parameter or an
+//!   OTLP attribute/kvlist key (matching rules on [`RedactionOptions`]);
 //! - **card numbers** — Luhn-valid 13–19 digit numbers, optionally grouped by spaces or dashes, anywhere;
 //! - **SSNs** — `ddd-dd-dddd` anywhere;
 //! - **e-mail addresses** in free text become `[EMAIL]`, except in the value of a key named exactly `email`;
 //! - **custom regexes**.
 //!
-//! Each entry point returns or changes nothing when nothing matches, which is the common case: the line is
-//! scanned once with `memchr` and byte loops, and no regex runs unless custom rules are configured.
+//! Values under trace and span id keys that have the W3C id shape (16 or 32 hex digits) are exempt from every
+//! rule, so an all-decimal span id is never taken for a card number.
+//!
+//! Each entry point returns or changes nothing when nothing matches, which is the common case: one byte-class
+//! pass tells which detectors can match at all, `memchr` finds delimiters and `@`, and no regex runs unless
+//! custom rules are configured. Redacting twice gives the same result as redacting once (the replacements are
+//! never matched again, and values already `[REDACTED]` are not counted again); custom rules must keep that.
+//!
+//! Known limits, by design: a secret in prose without a key (`my password is hunter2`) is not found; card
+//! numbers whose first digit is not 2–6 (airline, petroleum, national cards) are not detected; e-mail addresses
+//! are ASCII only; Loki stream labels are not redacted (they are the stream's identity).
 
 mod json;
 mod numbers;

@@ -192,6 +192,11 @@ fn plain_text() {
         "Internal Server Error: /api/events/3/checkout/ card declined for [EMAIL] ([REDACTED])",
     );
     check("Authorization: Bearer abc.def.ghi", "Authorization: [REDACTED]");
+    check(
+        "login password:hunter2 from 10.0.0.1:8080 at 07:02:14",
+        "login password:[REDACTED] from 10.0.0.1:8080 at 07:02:14",
+    );
+    check("{'password': 'x', 'note': 'hi c@d.org'}", "{'password': '[REDACTED]', 'note': 'hi [EMAIL]'}");
     unchanged("\"GET /api/events/ HTTP/1.1\" 200 5210");
     unchanged("");
 }

@@ -216,7 +216,8 @@ impl Redactor {
 
     /// Looks for a key ending just before the `=` or `:` at `delimiter` and, when the key is sensitive or kept,
     /// returns its value's span. Forms: `key=value`, `key="quoted value"`, `?key=value&...`, `"key": value`,
-    /// `'key': 'value'`, `\"key\": \"value\"` (JSON inside a JSON string), `key: value up to , ; or end of line`.
+    /// `'key': 'value'`, `\"key\": \"value\"` (JSON inside a JSON string), `key: value up to , ; or end of line`,
+    /// and `key:value` (sensitive keys only).
     fn pair_at(&self, bytes: &[u8], delimiter: usize) -> Option<PairFinding> {
         let delimiter_byte = *bytes.get(delimiter)?;
         let mut key_end = delimiter;
@@ -243,9 +244,6 @@ impl Redactor {
             if key_end != delimiter || !is_key_byte(last) {
                 return None;
             }
-            if delimiter_byte == b':' && !matches!(bytes.get(delimiter + 1), Some(b' ' | b'\t' | b'"' | b'\'')) {
-                return None;
-            }
             let mut key_start = key_end;
             while key_start > 0 && is_key_byte(bytes[key_start - 1]) {
                 key_start -= 1;
@@ -257,10 +255,17 @@ impl Redactor {
         if context == KeyContext::Plain {
             return None;
         }
+        // `key:value` without a space is how hosts, ports, times and URLs look: only a sensitive key counts there.
+        let tight_colon = delimiter_byte == b':'
+            && !key_quoted
+            && !matches!(bytes.get(delimiter + 1), Some(b' ' | b'\t' | b'"' | b'\''));
+        if tight_colon && context != KeyContext::Sensitive {
+            return None;
+        }
         let query_context = !key_quoted && key_start > 0 && matches!(bytes[key_start - 1], b'?' | b'&');
         let form = if delimiter_byte == b'=' {
             ValueForm::Logfmt { query: query_context }
-        } else if key_quoted || context != KeyContext::Sensitive {
+        } else if key_quoted || tight_colon || context != KeyContext::Sensitive {
             ValueForm::Token
         } else {
             ValueForm::RestOfClause
@@ -292,7 +297,7 @@ impl Redactor {
 enum ValueForm {
     /// `key=value`: at whitespace (also at `&` and `#` in a URL query); `key= ` is an empty value.
     Logfmt { query: bool },
-    /// `"key": value`, or a kept key's `key: value`: at whitespace, `,`, `}` or `]`.
+    /// `"key": value`, `password:value`, or a kept key's `key: value`: at whitespace, `,`, `}` or `]`.
     Token,
     /// A sensitive `key: value`: at `,`, `;` or the end of the line, so `Authorization: Bearer abc` goes whole.
     RestOfClause,
