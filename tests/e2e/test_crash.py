@@ -125,10 +125,20 @@ def test_kill9_during_ingest_loses_no_acknowledged_sample(oxeye_factory):
     server.start()
     assert_all_acknowledged_present(server, senders)
 
+    # More acknowledged writes after the restart, so the newest WAL segment holds records of its own.
+    second = Sender(server.url, "s-after-restart", int(time.time() * 1000) - 30_000)
+    session = requests.Session()
+    for i in range(50):
+        response = remote_write(session, server.url, second.body(i))
+        assert response.status_code in (200, 204), response.text
+        second.acked.append(i)
+    senders.append(second)
+
     # A torn last record: garbage appended to the newest segment of every WAL, as a crash mid-write leaves it.
     server.kill9()
     segments = wal_segments(server.data_dir)
     assert segments, f"no WAL segment files (8-digit names) under {server.data_dir}"
+    assert any(segment.stat().st_size > 64 for segment in segments.values()), "the newest segments hold no records"
     for segment in segments.values():
         with open(segment, "ab") as file:
             # A frame header announcing 4096 payload bytes with a bogus CRC, then only a few of them.
