@@ -7,7 +7,9 @@ import json
 import time
 
 import pytest
+from grpc import Compression as GrpcCompression
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter as GrpcExporter
+from opentelemetry.exporter.otlp.proto.http import Compression as HttpCompression
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter as HttpExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import MetricExportResult, PeriodicExportingMetricReader
@@ -44,12 +46,20 @@ def make_exporter(server: OxeyeServer, transport: str):
         return recording(HttpExporter)(endpoint=server.url + "/v1/metrics", timeout=10)
     if transport == "http-otlp-port":
         return recording(HttpExporter)(endpoint=server.otlp_http_url + "/v1/metrics", timeout=10)
+    if transport == "http-gzip":
+        return recording(HttpExporter)(
+            endpoint=server.otlp_http_url + "/v1/metrics", timeout=10, compression=HttpCompression.Gzip
+        )
     if transport == "grpc":
         return recording(GrpcExporter)(endpoint=f"127.0.0.1:{server.otlp_grpc_port}", insecure=True, timeout=10)
+    if transport == "grpc-gzip":
+        return recording(GrpcExporter)(
+            endpoint=f"127.0.0.1:{server.otlp_grpc_port}", insecure=True, timeout=10, compression=GrpcCompression.Gzip
+        )
     raise ValueError(transport)
 
 
-@pytest.mark.parametrize("transport", ["http-main", "http-otlp-port", "grpc"])
+@pytest.mark.parametrize("transport", ["http-main", "http-otlp-port", "http-gzip", "grpc", "grpc-gzip"])
 def test_sdk_metrics_arrive_under_prometheus_names(server: OxeyeServer, transport: str):
     service = f"revel-{transport}"
     exporter = make_exporter(server, transport)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 from e2e_support import DATA_TIMEOUT_S, AppProcess, OxeyeServer, scrape_configs_for, wait_until
 
@@ -110,3 +111,24 @@ def test_target_going_away_is_down_and_its_series_go_stale(oxeye_factory, tmp_pa
     # The raw samples are still there.
     raw = server.query(f'{TICKETS}{{job="django"}}[10m]')
     assert raw["resultType"] == "matrix" and len(raw["result"]) == 2, raw
+
+
+def test_exemplars_from_openmetrics(scraping_oxeye: OxeyeServer, app: AppProcess):
+    # prometheus_client exposes exemplars in OpenMetrics only, so this also proves the format negotiation.
+    now = time.time()
+    params = {"query": 'revel_payments_total{job="django"}', "start": str(now - 600), "end": str(now + 600)}
+    data = wait_until(
+        lambda: scraping_oxeye.api("/api/v1/query_exemplars", params), DATA_TIMEOUT_S, "the scraped exemplar"
+    )
+    assert len(data) == 1, data
+    assert data[0]["seriesLabels"] == {
+        "__name__": "revel_payments_total", "job": "django", "instance": app.target, "env": "e2e",
+        "organization_id": "org-1", "status": "succeeded", "payment_method": "online",
+    }
+    exemplars = data[0]["exemplars"]
+    # The same exemplar is exposed by every scrape; it is stored once.
+    assert len(exemplars) == 1, exemplars
+    exemplar = exemplars[0]
+    assert exemplar["labels"] == {"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "00f067aa0ba902b7"}
+    assert exemplar["value"] == "1.5"
+    assert now - 600 < exemplar["timestamp"] <= time.time()

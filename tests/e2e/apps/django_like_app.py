@@ -8,6 +8,9 @@ assert exact values:
 - revel_tickets_sold_total{organization_id="org-1",event_id="evt-1",tier_id="general",payment_method="online"} = 42
 - revel_tickets_sold_total{organization_id="org-1",event_id="evt-1",tier_id="general",payment_method="free"} = 7
 - revel_events_active{organization_id="org-1"} = 3
+- revel_payments_total{organization_id="org-1",status="succeeded",payment_method="online"} = 2, its last
+  increment carrying the exemplar {trace_id="4bf92f3577b34da6a3ce929d0e0e4736",span_id="00f067aa0ba902b7"} 1.5
+  (exemplars are exposed in the OpenMetrics format only)
 
 Usage: python django_like_app.py [--port PORT]   (0 picks a free port)
 """
@@ -54,6 +57,11 @@ TICKETS_SOLD = Counter(
     "Tickets sold, by organization, event, tier and payment method.",
     ["organization_id", "event_id", "tier_id", "payment_method"],
 )
+PAYMENTS = Counter(
+    "revel_payments", "Payments, by organization, status and payment method.",
+    ["organization_id", "status", "payment_method"],
+)
+EXEMPLAR = {"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "00f067aa0ba902b7"}
 EVENTS_ACTIVE = Gauge("revel_events_active", "Events currently open for registration.", ["organization_id"])
 
 # One simulated request per tick: (method, view, status, latency seconds).
@@ -77,6 +85,8 @@ def main() -> int:
     TICKETS_SOLD.labels("org-1", "evt-1", "general", "online").inc(42)
     TICKETS_SOLD.labels("org-1", "evt-1", "general", "free").inc(7)
     EVENTS_ACTIVE.labels("org-1").set(3)
+    PAYMENTS.labels("org-1", "succeeded", "online").inc(0.5)
+    PAYMENTS.labels("org-1", "succeeded", "online").inc(1.5, exemplar=EXEMPLAR)
 
     server, _thread = start_http_server(args.port, addr="127.0.0.1")
     print(f"LISTENING {server.server_port}", flush=True)
