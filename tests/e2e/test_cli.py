@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from pathlib import Path
 
-from e2e_support import oxeye_binary
+import requests
+
+from e2e_support import DATA_TIMEOUT_S, START_TIMEOUT_S, free_port, oxeye_binary, wait_until
 
 
 def run(*args: str, **kwargs) -> subprocess.CompletedProcess:
@@ -97,3 +100,41 @@ def test_version_flag():
     result = run("--version")
     assert result.returncode == 0
     assert result.stdout.startswith("oxeye "), result.stdout
+
+
+def test_serve_configured_by_flags_and_environment_only(tmp_path: Path):
+    # No config file: the listeners come from OXEYE_* variables (values read as YAML), the data dir from a flag.
+    port, otlp_port = free_port(), free_port()
+    env = dict(
+        os.environ,
+        OXEYE_SERVER__LISTEN=f"127.0.0.1:{port}",
+        OXEYE_SERVER__OTLP_HTTP_LISTEN=f"127.0.0.1:{otlp_port}",
+        OXEYE_SERVER__OTLP_GRPC_LISTEN='""',
+        OXEYE_SELF_SCRAPE__SCRAPE_INTERVAL="1s",
+        OXEYE_LOGGING__FORMAT="text",
+    )
+    log_path = tmp_path / "oxeye.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [str(oxeye_binary()), "serve", "--data-dir", str(tmp_path / "data")],
+            env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        )
+    try:
+        def ready():
+            assert process.poll() is None, log_path.read_text()
+            return requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+
+        wait_until(ready, START_TIMEOUT_S, "oxeye ready on the port from OXEYE_SERVER__LISTEN")
+        assert requests.post(f"http://127.0.0.1:{otlp_port}/v1/metrics", data=b"",
+                             headers={"Content-Type": "application/x-protobuf"}, timeout=10).status_code == 200
+        wait_until(
+            lambda: requests.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": 'up{job="oxeye"}'},
+                                 timeout=10).json()["data"]["result"],
+            DATA_TIMEOUT_S,
+            "the self-scrape",
+        )
+        assert (tmp_path / "data").is_dir() and any((tmp_path / "data").iterdir())
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, log_path.read_text()[-3000:]

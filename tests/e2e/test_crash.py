@@ -203,3 +203,23 @@ def test_two_servers_cannot_share_a_data_dir(oxeye_factory):
     else:
         second.kill9()
         raise AssertionError("a second oxeye started on a data directory that another one holds")
+
+
+def test_sigterm_during_ingest_keeps_every_acknowledged_sample(oxeye_factory):
+    server = oxeye_factory(self_scrape=False).start()
+    base_ms = int(time.time() * 1000) - 60_000
+    senders = [Sender(server.url, f"term{n}", base_ms) for n in range(SENDERS)]
+    for sender in senders:
+        sender.start()
+    wait_until(
+        lambda: all(len(s.acked) >= 100 for s in senders) or not any(s.is_alive() for s in senders),
+        SEND_LIMIT_S,
+        "sustained ingest",
+    )
+    assert all(s.is_alive() for s in senders), [(s.name, s.stopped_by, s.refused[:3]) for s in senders]
+    assert server.stop(signal.SIGTERM) == 0, server.log_text()[-3000:]
+    for sender in senders:
+        sender.join(timeout=60)
+        assert not sender.is_alive()
+    server.start()
+    assert_all_acknowledged_present(server, senders)
