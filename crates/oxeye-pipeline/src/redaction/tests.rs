@@ -186,6 +186,16 @@ fn logfmt_quoting() {
 }
 
 #[test]
+fn repeated_sensitive_pairs_are_one_value() {
+    let line = "password=".repeat(20_000);
+    let redacted = redactor().redact_line(&line);
+    assert_eq!(redacted, "password=[REDACTED]");
+    check("a password=password=x b", "a password=[REDACTED] b");
+    let kept = "email=".repeat(20_000);
+    assert!(matches!(redactor().redact_line(&kept), Cow::Borrowed(_)));
+}
+
+#[test]
 fn plain_text() {
     check(
         "Internal Server Error: /api/events/3/checkout/ card declined for bob.fan+1@example.com (4000 0000 0000 0002)",
@@ -519,6 +529,14 @@ proptest! {
         redactor.redact_value(None, &mut expected);
         prop_assert_eq!(&parsed, &expected, "line: {}", line);
         prop_assert_eq!(redactor.redact_line(&redacted_line), redacted_line.as_str());
+    }
+
+    #[test]
+    fn broken_json_never_panics_and_is_idempotent(rest in r#"[{}\[\]",:\\ a-z0-9@.=\-]{0,150}"#) {
+        let redactor = redactor();
+        let line = format!("{{{rest}");
+        let once = redactor.redact_line(&line).into_owned();
+        prop_assert_eq!(redactor.redact_line(&once), once.as_str(), "input: {}", line);
     }
 
     #[test]

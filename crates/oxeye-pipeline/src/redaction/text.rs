@@ -33,6 +33,13 @@ enum PairFinding {
     KeepAll(usize, usize),
 }
 
+/// Whether `[start, end)` overlaps one of `intervals`, which are sorted and disjoint (so their ends are sorted
+/// too): a binary search, keeping lines with many kept values linear-logarithmic.
+fn overlaps_any(intervals: &[(usize, usize)], start: usize, end: usize) -> bool {
+    let first_ending_after_start = intervals.partition_point(|&(_, interval_end)| interval_end <= start);
+    intervals.get(first_ending_after_start).is_some_and(|&(interval_start, _)| interval_start < end)
+}
+
 /// Byte classes for the prefilter.
 const CLASS_DIGIT: u8 = 1;
 const CLASS_AT: u8 = 2;
@@ -126,11 +133,26 @@ impl Redactor {
         let mut ids: Vec<(usize, usize)> = Vec::new();
 
         if wants_pairs {
+            // Delimiters inside a value already found are skipped, which keeps lines like
+            // `password=password=password=...` or `email=email=...` linear.
+            let mut found_up_to = 0;
             for delimiter in memchr2_iter(b'=', b':', bytes) {
+                if delimiter < found_up_to {
+                    continue;
+                }
                 match self.pair_at(bytes, delimiter) {
-                    Some(PairFinding::Redact(start, end)) => spans.push(Span { start, end, rule: Rule::SensitiveKey }),
-                    Some(PairFinding::KeepEmail(start, end)) => kept.push((start, end)),
-                    Some(PairFinding::KeepAll(start, end)) => ids.push((start, end)),
+                    Some(PairFinding::Redact(start, end)) => {
+                        found_up_to = end;
+                        spans.push(Span { start, end, rule: Rule::SensitiveKey });
+                    }
+                    Some(PairFinding::KeepEmail(start, end)) => {
+                        found_up_to = end;
+                        kept.push((start, end));
+                    }
+                    Some(PairFinding::KeepAll(start, end)) => {
+                        found_up_to = end;
+                        ids.push((start, end));
+                    }
                     None => {}
                 }
             }
@@ -143,7 +165,7 @@ impl Redactor {
         if wants_emails {
             for at in memchr_iter(b'@', bytes) {
                 if let Some((start, end)) = email_span(bytes, at) {
-                    let inside_kept = kept.iter().any(|&(kept_start, kept_end)| start < kept_end && kept_start < end);
+                    let inside_kept = overlaps_any(&kept, start, end);
                     if !inside_kept {
                         spans.push(Span { start, end, rule: Rule::Email });
                     }
@@ -158,7 +180,7 @@ impl Redactor {
             }
         }
         if !ids.is_empty() {
-            spans.retain(|span| !ids.iter().any(|&(id_start, id_end)| span.start < id_end && id_start < span.end));
+            spans.retain(|span| !overlaps_any(&ids, span.start, span.end));
         }
         if spans.is_empty() {
             return Vec::new();
