@@ -132,3 +132,41 @@ def test_exemplars_from_openmetrics(scraping_oxeye: OxeyeServer, app: AppProcess
     assert exemplar["labels"] == {"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "00f067aa0ba902b7"}
     assert exemplar["value"] == "1.5"
     assert now - 600 < exemplar["timestamp"] <= time.time()
+
+
+def test_clashing_target_label_becomes_exported(scraping_oxeye: OxeyeServer, app: AppProcess):
+    result = wait_until(
+        lambda: scraping_oxeye.query_vector('revel_celery_queue_depth{job="django"}'), DATA_TIMEOUT_S, "queue depth"
+    )
+    assert len(result) == 1, result
+    labels = result[0]["metric"]
+    assert labels["instance"] == app.target, labels  # the target's label wins (honor_labels: false)
+    assert labels["exported_instance"] == "worker-1", labels
+    assert labels["queue"] == "emails" and result[0]["value"][1] == "12"
+
+
+def test_escaped_label_values_round_trip(scraping_oxeye: OxeyeServer):
+    result = wait_until(
+        lambda: scraping_oxeye.query_vector('django_http_exceptions_total_by_type_total{job="django"}'),
+        DATA_TIMEOUT_S,
+        "the exceptions counter",
+    )
+    assert [item["metric"]["type"] for item in result] == ['Value"Error\\ in\nview é'], result
+    # The same value works as an exact matcher (PromQL string escapes) and in label values.
+    matched = scraping_oxeye.query_vector('django_http_exceptions_total_by_type_total{type="Value\\"Error\\\\ in\\nview é"}')
+    assert len(matched) == 1, matched
+    assert 'Value"Error\\ in\nview é' in scraping_oxeye.api("/api/v1/label/type/values")
+
+
+def test_dotted_names_from_prometheus_client_are_stored(scraping_oxeye: OxeyeServer):
+    # prometheus_client 0.26 writes quoted UTF-8 names when the scraper accepts them, underscores otherwise;
+    # either way the scrape must parse and the series must be queryable under one of the two names.
+    def found():
+        names = scraping_oxeye.api("/api/v1/label/__name__/values", {"match[]": '{job="django"}'})
+        return [n for n in names if n in ("revel_http_requests_total", "revel.http.requests_total")]
+
+    (name,) = wait_until(found, DATA_TIMEOUT_S, "the dotted counter")
+    result = scraping_oxeye.query_vector(f'{{__name__="{name}", job="django"}}')
+    assert len(result) == 1 and result[0]["value"][1] == "5", result
+    route_label = "http_route" if name == "revel_http_requests_total" else "http.route"
+    assert result[0]["metric"][route_label] == "/api/events/", result

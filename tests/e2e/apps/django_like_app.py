@@ -11,6 +11,10 @@ assert exact values:
 - revel_payments_total{organization_id="org-1",status="succeeded",payment_method="online"} = 2, its last
   increment carrying the exemplar {trace_id="4bf92f3577b34da6a3ce929d0e0e4736",span_id="00f067aa0ba902b7"} 1.5
   (exemplars are exposed in the OpenMetrics format only)
+- revel_celery_queue_depth{queue="emails",instance="worker-1"} = 12 (its `instance` clashes with the target label)
+- django_http_exceptions_total_by_type_total{type=WEIRD_LABEL_VALUE} = 1 (quotes, backslash, newline, non-ASCII)
+- revel.http.requests_total{http.route="/api/events/"} = 5 (OpenTelemetry-style dotted names, which
+  prometheus_client escapes to underscores unless the scraper asks for `escaping=allow-utf-8`)
 
 Usage: python django_like_app.py [--port PORT]   (0 picks a free port)
 """
@@ -62,6 +66,10 @@ PAYMENTS = Counter(
     ["organization_id", "status", "payment_method"],
 )
 EXEMPLAR = {"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736", "span_id": "00f067aa0ba902b7"}
+QUEUE_DEPTH = Gauge("revel_celery_queue_depth", "Tasks waiting, by queue.", ["queue", "instance"])
+EXCEPTIONS = Counter("django_http_exceptions_total_by_type", "Count of exceptions by object type.", ["type"])
+WEIRD_LABEL_VALUE = 'Value"Error\\ in\nview é'
+DOTTED = Counter("revel.http.requests", "Requests, OpenTelemetry-style name.", ["http.route"])
 EVENTS_ACTIVE = Gauge("revel_events_active", "Events currently open for registration.", ["organization_id"])
 
 # One simulated request per tick: (method, view, status, latency seconds).
@@ -86,6 +94,9 @@ def main() -> int:
     TICKETS_SOLD.labels("org-1", "evt-1", "general", "free").inc(7)
     EVENTS_ACTIVE.labels("org-1").set(3)
     PAYMENTS.labels("org-1", "succeeded", "online").inc(0.5)
+    QUEUE_DEPTH.labels("emails", "worker-1").set(12)
+    EXCEPTIONS.labels(WEIRD_LABEL_VALUE).inc()
+    DOTTED.labels("/api/events/").inc(5)
     PAYMENTS.labels("org-1", "succeeded", "online").inc(1.5, exemplar=EXEMPLAR)
 
     server, _thread = start_http_server(args.port, addr="127.0.0.1")
