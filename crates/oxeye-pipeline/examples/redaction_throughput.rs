@@ -1,6 +1,11 @@
 //! Measures `Redactor::redact_line` throughput on seed-shaped lines, one core.
 //!
 //! `CARGO_TARGET_DIR=/work/target-pipeline cargo run --release -p oxeye-pipeline --example redaction_throughput`
+//!
+//! Throughput is reported per CPU second of this process (and as wall-clock throughput), because the shared
+//! 2-core development machine is usually busy with other jobs. Measured 2026-11-23 (load average ~11):
+//! structlog JSON without secrets ~440 MB/s per CPU second (~960 ns for a 418-byte line), logfmt ~225 MB/s,
+//! plain text ~900 MB/s, structlog JSON with a password, a card number and e-mails ~335 MB/s.
 
 use std::hint::black_box;
 use std::time::Instant;

@@ -208,6 +208,7 @@ impl Redactor {
     }
 
     /// Whether `key` is sensitive: its whole value would be replaced (see [`RedactionOptions`] for matching).
+    /// Always `false` when redaction is disabled.
     pub fn is_sensitive_key(&self, key: &str) -> bool {
         self.inner.options.enabled && self.classify_key(key) == KeyContext::Sensitive
     }
