@@ -67,14 +67,7 @@ pub fn version_from_content_type(content_type: Option<&str>) -> Option<RemoteWri
     Some(version)
 }
 
-/// One label borrowed from the request buffer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct LabelRef<'a> {
-    /// The label name.
-    pub name: &'a str,
-    /// The label value (never empty in a decoded series).
-    pub value: &'a str,
-}
+pub use oxeye_model::LabelRef;
 
 /// Metadata of one metric family, owned.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,20 +165,7 @@ impl<'a> SeriesView<'a, '_> {
 
     /// The same value as [`Labels::stable_hash`] of [`SeriesView::to_labels`], without allocating.
     pub fn labels_stable_hash(&self) -> u64 {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut write = |bytes: &[u8]| {
-            for byte in bytes {
-                hash ^= u64::from(*byte);
-                hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-            }
-        };
-        for label in self.labels {
-            write(label.name.as_bytes());
-            write(&[0xff]);
-            write(label.value.as_bytes());
-            write(&[0xff]);
-        }
-        hash
+        oxeye_model::stable_hash_of_refs(self.labels)
     }
 }
 

@@ -15,6 +15,29 @@ pub struct Label {
     pub value: String,
 }
 
+/// One label borrowed from elsewhere (typically a request body), so that a store can find an existing
+/// series without allocating a [`Labels`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LabelRef<'a> {
+    /// The label name.
+    pub name: &'a str,
+    /// The label value (never empty in a decoded series).
+    pub value: &'a str,
+}
+
+/// [`Labels::stable_hash`] of labels given as references, sorted by name; equal to the hash of the
+/// [`Labels`] that [`Labels::from_refs`] builds from them.
+pub fn stable_hash_of_refs(labels: &[LabelRef<'_>]) -> u64 {
+    let mut hasher = Fnv1a::default();
+    for label in labels {
+        hasher.write(label.name.as_bytes());
+        hasher.write(&[0xff]);
+        hasher.write(label.value.as_bytes());
+        hasher.write(&[0xff]);
+    }
+    hasher.finish()
+}
+
 /// A set of labels sorted by name with unique names: the identity of a series.
 ///
 /// Invariant: names are strictly ascending (byte order) and no value is empty. Every constructor keeps it,
@@ -43,6 +66,20 @@ impl Labels {
     pub fn from_sorted(labels: Vec<Label>) -> Self {
         debug_assert!(labels.windows(2).all(|pair| pair[0].name < pair[1].name), "labels not sorted");
         Labels(labels)
+    }
+
+    /// Builds a set from borrowed labels that are already sorted by name, unique and non-empty (as
+    /// decoders produce them). Checked with `debug_assert!` only.
+    pub fn from_refs(labels: &[LabelRef<'_>]) -> Self {
+        let owned =
+            labels.iter().map(|label| Label { name: label.name.to_string(), value: label.value.to_string() }).collect();
+        Self::from_sorted(owned)
+    }
+
+    /// True when these labels equal the sorted borrowed `labels`, compared without allocating.
+    pub fn eq_refs(&self, labels: &[LabelRef<'_>]) -> bool {
+        self.0.len() == labels.len()
+            && self.0.iter().zip(labels).all(|(own, other)| own.name == other.name && own.value == other.value)
     }
 
     /// The value of `name`, if present.
@@ -261,6 +298,16 @@ mod tests {
         let second = Labels::from_pairs([("a", "bc")]);
         assert_ne!(first.stable_hash(), second.stable_hash());
         assert_eq!(first.stable_hash(), Labels::from_pairs([("ab", "c")]).stable_hash());
+    }
+
+    #[test]
+    fn borrowed_labels_hash_and_compare_like_owned_ones() {
+        let refs = [LabelRef { name: "__name__", value: "up" }, LabelRef { name: "job", value: "django" }];
+        let owned = Labels::from_refs(&refs);
+        assert_eq!(owned, Labels::from_pairs([("job", "django"), ("__name__", "up")]));
+        assert_eq!(stable_hash_of_refs(&refs), owned.stable_hash());
+        assert!(owned.eq_refs(&refs));
+        assert!(!owned.eq_refs(&refs[..1]));
     }
 
     #[test]

@@ -29,6 +29,9 @@ mod matcher;
 mod sample;
 pub mod storage;
 
-pub use labels::{Label, Labels, LabelsBuilder, METRIC_NAME_LABEL, is_valid_label_name, is_valid_legacy_metric_name};
+pub use labels::{
+    Label, LabelRef, Labels, LabelsBuilder, METRIC_NAME_LABEL, is_valid_label_name, is_valid_legacy_metric_name,
+    stable_hash_of_refs,
+};
 pub use matcher::{MatchOp, Matcher, MatcherError};
 pub use sample::{Exemplar, MetricMetadata, MetricType, STALE_NAN, STALE_NAN_BITS, Sample, is_stale_nan};

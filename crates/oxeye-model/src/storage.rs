@@ -5,7 +5,7 @@
 //! either commits them all or none; a [`Querier`] reads series whose samples fall in an inclusive
 //! `[mint_ms, maxt_ms]` window. `oxeye-tsdb` implements both; nothing here knows its internals.
 
-use crate::{Exemplar, Labels, Matcher, MetricMetadata, Sample};
+use crate::{Exemplar, LabelRef, Labels, Matcher, MetricMetadata, Sample};
 
 /// What kind of failure an error is; only the server maps kinds to HTTP status codes and error bodies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +116,17 @@ pub trait Appender: Send {
     /// [`StorageError::DuplicateSampleForTimestamp`], [`StorageError::InvalidLabels`],
     /// [`StorageError::LimitExceeded`]; the batch is unchanged on error.
     fn append(&mut self, labels: &Labels, sample: Sample) -> Result<(), StorageError>;
+
+    /// As [`Appender::append`] for a series given as borrowed labels (sorted by name, unique, non-empty)
+    /// with their [`crate::stable_hash_of_refs`], so a store can find an existing series without
+    /// allocating. The default builds the [`Labels`] and calls [`Appender::append`].
+    ///
+    /// # Errors
+    /// As [`Appender::append`].
+    fn append_ref(&mut self, labels_hash: u64, labels: &[LabelRef<'_>], sample: Sample) -> Result<(), StorageError> {
+        debug_assert_eq!(labels_hash, crate::stable_hash_of_refs(labels));
+        self.append(&Labels::from_refs(labels), sample)
+    }
 
     /// Adds one exemplar of the series `labels`. Exemplars are best effort: an out-of-order exemplar is
     /// refused without affecting samples.

@@ -115,6 +115,63 @@ pub(crate) fn store_batch(
     Ok(outcome)
 }
 
+/// Stores a decoded remote_write request all-or-nothing, as Prometheus does: the first refused sample
+/// (out of order, too old, duplicate) rolls the whole request back. Series are looked up by their
+/// borrowed labels and hash, so a request for known series allocates no labels.
+///
+/// # Errors
+/// `(kind, message)` naming the first refused sample and how many more were refused, or the commit error.
+/// Returns `(samples, exemplars)` stored.
+pub(crate) fn store_write_request(
+    state: &ServerState,
+    view: &oxeye_ingest::remote_write::WriteRequestView<'_>,
+) -> Result<(u64, u64), (ErrorKind, String)> {
+    const PROTOCOL: &str = "remote_write";
+    let storage = state.storage().map_err(|error| (ErrorKind::Unavailable, error.message))?;
+    let mut appender: Box<dyn Appender> = storage.appender();
+    let mut first_error: Option<StorageError> = None;
+    let mut refused: u64 = 0;
+    let mut exemplars: u64 = 0;
+    for series in view.series() {
+        let labels_hash = series.labels_stable_hash();
+        for sample in series.samples() {
+            if let Err(error) = appender.append_ref(labels_hash, series.labels(), *sample) {
+                if matches!(error, StorageError::Io(_) | StorageError::Unavailable(_)) {
+                    appender.rollback();
+                    return Err((error.kind(), error.to_string()));
+                }
+                state.metrics.ingest_rejected_samples.add(&[PROTOCOL, reason_label(&error)], 1);
+                refused += 1;
+                first_error.get_or_insert(error);
+            }
+        }
+        if !series.exemplars().is_empty() {
+            let labels = series.to_labels();
+            for exemplar in series.exemplars() {
+                // Best effort, as in Prometheus: a refused exemplar does not fail the request.
+                if appender.append_exemplar(&labels, exemplar.clone()).is_ok() {
+                    exemplars += 1;
+                }
+            }
+        }
+    }
+    if let Some(error) = first_error {
+        appender.rollback();
+        let message = if refused > 1 {
+            format!("{error} (and {} more refused samples; nothing of this request was stored)", refused - 1)
+        } else {
+            format!("{error} (nothing of this request was stored)")
+        };
+        return Err((error.kind(), message));
+    }
+    for family in view.metadata() {
+        appender.update_metadata(&family.metric_family_name, family.metadata.clone());
+    }
+    let summary = appender.commit().map_err(|error| (error.kind(), error.to_string()))?;
+    state.metrics.ingest_samples.add(&[PROTOCOL], summary.samples);
+    Ok((summary.samples, exemplars))
+}
+
 /// Translates an OTLP metrics request to Prometheus series (the standard OTLP-to-Prometheus rules, see
 /// `oxeye_ingest::otlp_metrics`) and stores what can be stored; refused data points are reported for
 /// `partial_success`.

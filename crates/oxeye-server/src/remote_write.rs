@@ -17,7 +17,8 @@ use axum::routing::post;
 
 use crate::ServerState;
 use crate::error::write_status;
-use crate::ingest::{BatchInput, RejectPolicy, SeriesInput, store_batch};
+use crate::ingest::store_write_request;
+use oxeye_ingest::remote_write::RemoteWriteVersion;
 
 pub(crate) fn routes() -> Router<Arc<ServerState>> {
     Router::new().route("/api/v1/write", post(write))
@@ -50,36 +51,24 @@ async fn write(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: 
     let max_bytes = state.options.max_request_body_bytes;
     let worker_state = state.clone();
     let outcome = tokio::task::spawn_blocking(move || {
-        let batch = oxeye_ingest::remote_write::decode_snappy_write_request(&body, version, max_bytes)
+        let decoded = oxeye_ingest::compression::decode_snappy(&body, max_bytes)
             .map_err(|error| (ingest_status(&error), error.to_string()))?;
-        if let Some(first) = batch.rejected.first() {
-            let more = batch.rejected.len() - 1;
+        let view = match version {
+            RemoteWriteVersion::V1 => oxeye_ingest::remote_write::decode_write_request(&decoded),
+            RemoteWriteVersion::V2 => oxeye_ingest::remote_write::decode_write_request_v2(&decoded),
+        }
+        .map_err(|error| (ingest_status(&error), error.to_string()))?;
+        if let Some(first) = view.rejected().first() {
+            let more = view.rejected().len() - 1;
             let message = if more > 0 {
                 format!("{first} (and {more} more invalid series; nothing of this request was stored)")
             } else {
                 format!("{first} (nothing of this request was stored)")
             };
-            worker_state.metrics.ingest_rejected_samples.add(&["remote_write", "invalid"], batch.rejected.len() as u64);
+            worker_state.metrics.ingest_rejected_samples.add(&["remote_write", "invalid"], view.rejected_samples());
             return Err((StatusCode::BAD_REQUEST, message));
         }
-        let exemplars: u64 = batch.series.iter().map(|series| series.exemplars.len() as u64).sum();
-        let input = BatchInput {
-            series: batch
-                .series
-                .into_iter()
-                .map(|series| SeriesInput {
-                    labels: series.labels,
-                    samples: series.samples,
-                    exemplars: series.exemplars,
-                })
-                .collect(),
-            metadata: batch.metadata.into_iter().map(|family| (family.metric_family_name, family.metadata)).collect(),
-            rejected_by_decoder: 0,
-            decoder_message: String::new(),
-        };
-        store_batch(&worker_state, input, RejectPolicy::WholeRequest, "remote_write")
-            .map(|outcome| (outcome.stored, exemplars))
-            .map_err(|(kind, message)| (write_status(kind), message))
+        store_write_request(&worker_state, &view).map_err(|(kind, message)| (write_status(kind), message))
     })
     .await
     .unwrap_or_else(|error| Err((StatusCode::INTERNAL_SERVER_ERROR, format!("ingest task failed: {error}"))));
@@ -87,7 +76,7 @@ async fn write(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: 
         Ok((samples, exemplars)) => {
             state.metrics.ingest_requests.add(&["remote_write", "204"], 1);
             let mut response = StatusCode::NO_CONTENT.into_response();
-            if version == oxeye_ingest::remote_write::RemoteWriteVersion::V2 {
+            if version == RemoteWriteVersion::V2 {
                 let headers = response.headers_mut();
                 for (name, value) in [
                     ("x-prometheus-remote-write-samples-written", samples),
