@@ -144,6 +144,7 @@ class OxeyeServer:
         scrape_configs: Iterable[dict] = (),
         self_scrape: bool = True,
         max_request_body_size: str | None = None,
+        block_duration: str | None = None,
         log_level: str = "info",
     ) -> None:
         self.binary = oxeye_binary()
@@ -164,7 +165,7 @@ class OxeyeServer:
         self.config = {
             "version": 1,
             "server": server,
-            "storage": {"data_dir": str(self.data_dir)},
+            "storage": {"data_dir": str(self.data_dir), **({"block_duration": block_duration} if block_duration else {})},
             "logging": {"level": log_level, "format": "json"},
             "self_scrape": {"enabled": self_scrape, "scrape_interval": "1s"},
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s"},
