@@ -6,7 +6,8 @@
 #   quick  100k active series x 40 rounds (4M samples; a few minutes)
 #   full   100k active series x 120 rounds (12M samples)
 #   1m     1M active series x 120 rounds (120M samples; ~3 GiB of pre-built requests in memory)
-#   SERVER oxeye, victoria-metrics, prometheus (default: all three)
+#   SERVER oxeye, victoria-metrics, prometheus (default: all three); oxeye+jemalloc and oxeye+mimalloc run
+#          oxeye with that allocator preloaded
 # Environment: CARGO_TARGET_DIR (default /work/target-bench), BENCH_OUT (default <repo>/bench-out),
 #   OXEYE_BIN and BENCH_BIN (binaries to use instead of building them), CONCURRENCY (default 4), SAMPLES_PER_REQUEST (default 2000), SERVER_CPUS (default 0), BENCH_CPUS (default 1).
 set -euo pipefail
@@ -72,23 +73,34 @@ fi
   echo "oxeye: ${OXEYE_BIN:-built from $(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 } > "$out/$mode/machine.txt"
 
+# oxeye+jemalloc / oxeye+mimalloc: oxeye with another allocator preloaded (Debian's libjemalloc2 /
+# libmimalloc2.0), to show how much of its ingest CPU is glibc malloc.
+preload() {
+  local library=/usr/lib/x86_64-linux-gnu/$1 package=$2
+  if [ ! -f "$library" ]; then apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y "$package" >/dev/null; fi
+  echo "LD_PRELOAD=$library"
+}
+
 port=19090
 for server in "${servers[@]}"; do
+  extra=()
   case "$server" in
-    oxeye) binary=$oxeye_binary ;;
-    victoria-metrics) binary=$(command -v victoria-metrics) ;;
-    prometheus) binary=$(command -v prometheus) ;;
+    oxeye) kind=oxeye; binary=$oxeye_binary ;;
+    oxeye+jemalloc) kind=oxeye; binary=$oxeye_binary; extra=(--server-env "$(preload libjemalloc.so.2 libjemalloc2)") ;;
+    oxeye+mimalloc) kind=oxeye; binary=$oxeye_binary; extra=(--server-env "$(preload libmimalloc.so.2 libmimalloc2.0)") ;;
+    victoria-metrics) kind=$server; binary=$(command -v victoria-metrics) ;;
+    prometheus) kind=$server; binary=$(command -v prometheus) ;;
     *) echo "unknown server $server" >&2; exit 2 ;;
   esac
   echo "== $server ($mode) load average $(cut -d' ' -f1-3 /proc/loadavg)"
-  taskset -c "$bench_cpus" "$bench" run --server "$server" --binary "$binary" --server-cpus "$server_cpus" \
-    --port "$port" --workload "$workload" --work-dir "$out/$mode/$server" --concurrency "$concurrency" \
-    --out "$out/$mode/$server.json" > /dev/null
+  taskset -c "$bench_cpus" "$bench" run --server "$kind" --label "$server" --binary "$binary" \
+    --server-cpus "$server_cpus" --port "$port" --workload "$workload" --work-dir "$out/$mode/$server" \
+    --concurrency "$concurrency" --out "$out/$mode/$server.json" "${extra[@]}" > /dev/null
   port=$((port + 1))
 done
 
 results=()
-for server in oxeye victoria-metrics prometheus; do
-  [ -f "$out/$mode/$server.json" ] && results+=("$out/$mode/$server.json")
+for server in oxeye oxeye+jemalloc oxeye+mimalloc victoria-metrics prometheus; do
+  if [ -f "$out/$mode/$server.json" ]; then results+=("$out/$mode/$server.json"); fi
 done
 "$bench" report "${results[@]}" | tee "$out/$mode/results.md"

@@ -108,6 +108,12 @@ enum Command {
         /// Where to write the JSON result.
         #[arg(long)]
         out: PathBuf,
+        /// Column name in the results table (default: the server's name).
+        #[arg(long)]
+        label: Option<String>,
+        /// Extra environment for the server, KEY=VALUE; repeatable.
+        #[arg(long = "server-env", value_name = "KEY=VALUE")]
+        server_env: Vec<String>,
     },
     /// Prints the results table of `run` JSON files.
     Report {
@@ -184,7 +190,13 @@ fn real_main() -> anyhow::Result<()> {
                 Ok(())
             })
         }
-        Command::Run { server, binary, server_cpus, port, workload, work_dir, concurrency, out } => {
+        Command::Run { server, binary, server_cpus, port, workload, work_dir, concurrency, out, label, server_env } => {
+            let mut env = Vec::new();
+            for pair in server_env {
+                let Some((key, value)) = pair.split_once('=') else { bail!("--server-env {pair}: expected KEY=VALUE") };
+                env.push((key.to_string(), value.to_string()));
+            }
+            let label = label.unwrap_or_else(|| server.name().to_string());
             if !server::is_executable(&binary) {
                 bail!("{} is not an executable", binary.display());
             }
@@ -197,8 +209,9 @@ fn real_main() -> anyhow::Result<()> {
                 port,
                 work_dir: std::path::absolute(&work_dir)?,
                 block_duration_ms: header.block_duration_ms,
+                env,
             };
-            let result = runtime()?.block_on(run::run(&spec, &header, requests, concurrency))?;
+            let result = runtime()?.block_on(run::run(&label, &spec, &header, requests, concurrency))?;
             if let Some(parent) = out.parent() {
                 std::fs::create_dir_all(parent)?;
             }

@@ -13,8 +13,8 @@ type Row = (&'static str, fn(&RunResult) -> f64, fn(f64) -> String, &'static str
 /// A markdown table of `results` (any order, any subset of servers).
 pub fn table(results: &[RunResult]) -> String {
     let find = |kind: ServerKind| results.iter().find(|result| result.server == kind);
-    let columns: Vec<&RunResult> =
-        [ServerKind::Oxeye, ServerKind::VictoriaMetrics, ServerKind::Prometheus].into_iter().filter_map(find).collect();
+    // Columns in the order given; the ratio column compares the first oxeye column with VictoriaMetrics.
+    let columns: Vec<&RunResult> = results.iter().collect();
     let oxeye = find(ServerKind::Oxeye);
     let victoria = find(ServerKind::VictoriaMetrics);
     let mut out = String::new();
@@ -34,7 +34,8 @@ pub fn table(results: &[RunResult]) -> String {
     }
     let _ = write!(out, "| measure |");
     for result in &columns {
-        let _ = write!(out, " {} |", result.server.name());
+        let name = if result.label.is_empty() { result.server.name() } else { result.label.as_str() };
+        let _ = write!(out, " {name} |");
     }
     let _ = writeln!(out, " oxeye / VM | goal |");
     let _ = write!(out, "|---|");

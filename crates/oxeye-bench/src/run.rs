@@ -88,6 +88,12 @@ pub struct DiskReport {
 pub struct RunResult {
     /// Which server.
     pub server: ServerKind,
+    /// Column name in tables: the server's name, or what `--label` said (e.g. `oxeye+jemalloc`).
+    #[serde(default)]
+    pub label: String,
+    /// Extra environment the server ran with.
+    #[serde(default)]
+    pub server_env: Vec<(String, String)>,
     /// `--version` output (first line).
     pub version: String,
     /// The workload.
@@ -141,6 +147,7 @@ pub struct RunResult {
 /// # Errors
 /// When the server cannot be started or stopped, or /proc cannot be read.
 pub async fn run(
+    label: &str,
     spec: &ServerSpec,
     header: &WorkloadHeader,
     requests: &'static [PrebuiltRequest],
@@ -211,6 +218,8 @@ pub async fn run(
     let samples = ingest.samples_ok as f64;
     Ok(RunResult {
         server: spec.kind,
+        label: label.to_string(),
+        server_env: spec.env.clone(),
         version,
         workload: WorkloadSummary {
             active_series: header.active_series,

@@ -72,6 +72,8 @@ pub struct ServerSpec {
     pub work_dir: PathBuf,
     /// Block duration to configure where the server has one (oxeye, Prometheus), milliseconds.
     pub block_duration_ms: i64,
+    /// Extra environment variables for the server process (e.g. `LD_PRELOAD` of another allocator).
+    pub env: Vec<(String, String)>,
 }
 
 impl ServerSpec {
@@ -131,6 +133,7 @@ impl ServerSpec {
             }
             None => Command::new(&self.binary),
         };
+        command.envs(self.env.iter().map(|(key, value)| (key.as_str(), value.as_str())));
         let data_dir = self.data_dir();
         let listen = format!("127.0.0.1:{}", self.port);
         let block_duration = format!("{}s", self.block_duration_ms / 1000);
