@@ -38,8 +38,10 @@
 
 pub mod compression;
 mod error;
+pub mod loki_push;
 pub mod otlp;
 pub mod otlp_json;
+pub mod otlp_logs;
 pub mod otlp_metrics;
 pub mod prometheus_names;
 mod protowire;

@@ -31,6 +31,7 @@
 //! ```
 
 pub mod google_rpc;
+pub mod loki;
 pub mod otlp;
 pub mod prometheus;
 pub mod prometheus_v2;

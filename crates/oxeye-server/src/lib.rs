@@ -22,6 +22,7 @@
 mod error;
 mod health;
 mod ingest;
+mod loki_api;
 mod otlp;
 mod params;
 mod prometheus_api;
@@ -35,6 +36,7 @@ use std::time::SystemTime;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use oxeye_model::logs::LogStorage;
 use oxeye_model::storage::MetricsStorage;
 use oxeye_promql::Engine;
 use oxeye_scrape::ScrapeManager;
@@ -73,6 +75,7 @@ pub struct ServerState {
     storage: OnceLock<Arc<dyn MetricsStorage>>,
     scrape_manager: OnceLock<Arc<ScrapeManager>>,
     storage_metrics: OnceLock<StorageMetricsFn>,
+    log_storage: OnceLock<Arc<dyn LogStorage>>,
     /// The PromQL engine.
     pub engine: Engine,
     /// oxeye's own counters and histograms.
@@ -89,6 +92,7 @@ impl ServerState {
             storage: OnceLock::new(),
             scrape_manager: OnceLock::new(),
             storage_metrics: OnceLock::new(),
+            log_storage: OnceLock::new(),
             engine,
             metrics: SelfMetrics::default(),
             started_at: SystemTime::now(),
@@ -99,6 +103,17 @@ impl ServerState {
     pub fn set_storage(&self, storage: Arc<dyn MetricsStorage>, storage_metrics: StorageMetricsFn) {
         let _ = self.storage.set(storage);
         let _ = self.storage_metrics.set(storage_metrics);
+    }
+
+    /// Attaches the log store (after its WAL replay); the Loki API answers 503 until then. Later calls
+    /// are ignored.
+    pub fn set_log_storage(&self, storage: Arc<dyn LogStorage>) {
+        let _ = self.log_storage.set(storage);
+    }
+
+    /// The log store, once set.
+    pub fn log_storage(&self) -> Option<&Arc<dyn LogStorage>> {
+        self.log_storage.get()
     }
 
     /// Attaches the scrape manager whose targets `/api/v1/targets` reports. Later calls are ignored.
@@ -129,6 +144,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .merge(health::routes())
         .merge(prometheus_api::routes())
         .merge(remote_write::routes())
+        .merge(loki_api::routes())
         .merge(otlp::http_routes())
         .merge(self_metrics::routes())
         .layer(DefaultBodyLimit::max(limit))

@@ -35,6 +35,7 @@ const METRICS_EXPORT_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.Met
 pub(crate) fn http_routes() -> Router<Arc<ServerState>> {
     Router::new()
         .route("/v1/metrics", post(export_metrics_http))
+        .route("/v1/logs", post(crate::loki_api::export_logs_http))
         // Prometheus serves the same receiver here.
         .route("/api/v1/otlp/v1/metrics", post(export_metrics_http))
 }
@@ -197,6 +198,13 @@ impl tower::Service<axum::http::Request<Body>> for GrpcRouter {
                     .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
                     .max_decoding_message_size(max_bytes);
                 let response = grpc.unary(MetricsExport { state }, request).await;
+                return Ok(response.map(Body::new));
+            }
+            if request.uri().path() == oxeye_proto::otlp::collector::LOGS_SERVICE_EXPORT_PATH {
+                let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default())
+                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+                    .max_decoding_message_size(max_bytes);
+                let response = grpc.unary(crate::loki_api::LogsExport { state }, request).await;
                 return Ok(response.map(Body::new));
             }
             let status = tonic::Status::unimplemented(format!("unknown method {}", request.uri().path()));

@@ -1,0 +1,270 @@
+//! Loki push bodies (`POST /loki/api/v1/push`) into `oxeye-model` log streams.
+//!
+//! Source: Loki's HTTP API reference (`loki-http-api.md`, "Ingest logs") and `pkg/push/push.proto`:
+//! - JSON: `{"streams":[{"stream":{"job":"x"},"values":[["<ns string>","line"],["<ns>","line",{"trace_id":"…"}]]}]}`;
+//!   the optional third element is structured metadata (a flat string map). Timestamps are strings of
+//!   nanoseconds (numbers are accepted too).
+//! - Protobuf: a snappy **block** of `PushRequest`; each stream's labels are selector text `{a="b"}`.
+//!
+//! A body that does not decode is refused whole ([`IngestError`] names the field), so nothing is stored.
+
+use oxeye_model::logs::{LogEntry, LogStream};
+use oxeye_model::{Label, Labels};
+use oxeye_proto::loki::PushRequest;
+use prost::Message;
+
+use crate::IngestError;
+
+fn json_error(field: String, reason: impl Into<String>) -> IngestError {
+    IngestError::Json { field, reason: reason.into() }
+}
+
+/// Decodes a JSON push body (already gzip-decoded).
+///
+/// # Errors
+/// [`IngestError::Json`] naming the path of the first bad value, e.g. `streams[0].values[3][0]`.
+pub fn decode_push_json(body: &[u8]) -> Result<Vec<LogStream>, IngestError> {
+    let root: serde_json::Value =
+        serde_json::from_slice(body).map_err(|error| json_error("$".into(), error.to_string()))?;
+    let streams = root
+        .get("streams")
+        .and_then(serde_json::Value::as_array)
+        .ok_or_else(|| json_error("streams".into(), "missing or not an array"))?;
+    let mut result = Vec::with_capacity(streams.len());
+    for (stream_index, stream) in streams.iter().enumerate() {
+        let path = format!("streams[{stream_index}]");
+        let labels_object = stream
+            .get("stream")
+            .and_then(serde_json::Value::as_object)
+            .ok_or_else(|| json_error(format!("{path}.stream"), "missing or not an object"))?;
+        let mut pairs = Vec::with_capacity(labels_object.len());
+        for (name, value) in labels_object {
+            let value = value
+                .as_str()
+                .ok_or_else(|| json_error(format!("{path}.stream.{name}"), "label value is not a string"))?;
+            pairs.push((name.clone(), value.to_string()));
+        }
+        let labels = Labels::from_pairs(pairs);
+        let values = stream
+            .get("values")
+            .and_then(serde_json::Value::as_array)
+            .ok_or_else(|| json_error(format!("{path}.values"), "missing or not an array"))?;
+        let mut entries = Vec::with_capacity(values.len());
+        for (entry_index, value) in values.iter().enumerate() {
+            let entry_path = format!("{path}.values[{entry_index}]");
+            let items = value.as_array().ok_or_else(|| json_error(entry_path.clone(), "entry is not an array"))?;
+            if items.len() < 2 || items.len() > 3 {
+                return Err(json_error(entry_path, format!("entry has {} elements (expected 2 or 3)", items.len())));
+            }
+            let timestamp_ns = match &items[0] {
+                serde_json::Value::String(text) => text.parse::<i64>().ok(),
+                serde_json::Value::Number(number) => number.as_i64(),
+                _ => None,
+            }
+            .ok_or_else(|| json_error(format!("{entry_path}[0]"), "timestamp is not an integer of nanoseconds"))?;
+            let line = items[1]
+                .as_str()
+                .ok_or_else(|| json_error(format!("{entry_path}[1]"), "line is not a string"))?
+                .to_string();
+            let mut structured_metadata = Vec::new();
+            if let Some(metadata) = items.get(2) {
+                let metadata = metadata
+                    .as_object()
+                    .ok_or_else(|| json_error(format!("{entry_path}[2]"), "structured metadata is not an object"))?;
+                for (name, value) in metadata {
+                    let value = value.as_str().ok_or_else(|| {
+                        json_error(format!("{entry_path}[2].{name}"), "structured metadata value is not a string")
+                    })?;
+                    structured_metadata.push(Label { name: name.clone(), value: value.to_string() });
+                }
+            }
+            entries.push(LogEntry { timestamp_ns, line, structured_metadata });
+        }
+        result.push(LogStream { labels, entries });
+    }
+    Ok(result)
+}
+
+/// Decodes a protobuf push body: snappy block, then `PushRequest`.
+///
+/// # Errors
+/// [`IngestError::Snappy`], [`IngestError::TooLarge`], [`IngestError::Protobuf`] (field `PushRequest`),
+/// [`IngestError::Json`]-free: a stream's label text that does not parse is [`IngestError::Protobuf`]
+/// naming `streams[i].labels`.
+pub fn decode_push_protobuf(body: &[u8], max_decoded_bytes: usize) -> Result<Vec<LogStream>, IngestError> {
+    let decoded = crate::compression::decode_snappy(body, max_decoded_bytes)?;
+    let request = PushRequest::decode(decoded.as_slice())
+        .map_err(|error| IngestError::Protobuf { field: "PushRequest".into(), reason: error.to_string() })?;
+    let mut result = Vec::with_capacity(request.streams.len());
+    for (index, stream) in request.streams.into_iter().enumerate() {
+        let labels = parse_label_text(&stream.labels)
+            .map_err(|reason| IngestError::Protobuf { field: format!("streams[{index}].labels"), reason })?;
+        let entries = stream
+            .entries
+            .into_iter()
+            .map(|entry| {
+                let timestamp = entry.timestamp.unwrap_or_default();
+                LogEntry {
+                    timestamp_ns: timestamp
+                        .seconds
+                        .saturating_mul(1_000_000_000)
+                        .saturating_add(i64::from(timestamp.nanos)),
+                    line: entry.line,
+                    structured_metadata: entry
+                        .structured_metadata
+                        .into_iter()
+                        .map(|pair| Label { name: pair.name, value: pair.value })
+                        .collect(),
+                }
+            })
+            .collect();
+        result.push(LogStream { labels, entries });
+    }
+    Ok(result)
+}
+
+/// Parses label selector text `{a="b", c="d"}` (Go-quoted values) into labels.
+///
+/// # Errors
+/// A message with the byte offset of the problem.
+pub fn parse_label_text(text: &str) -> Result<Labels, String> {
+    let trimmed = text.trim();
+    let inner = trimmed
+        .strip_prefix('{')
+        .and_then(|rest| rest.strip_suffix('}'))
+        .ok_or_else(|| format!("labels {text:?} are not enclosed in braces"))?;
+    let characters: Vec<char> = inner.chars().collect();
+    let mut position = 0;
+    let mut pairs = Vec::new();
+    let skip_space = |position: &mut usize| {
+        while *position < characters.len() && characters[*position].is_whitespace() {
+            *position += 1;
+        }
+    };
+    loop {
+        skip_space(&mut position);
+        if position >= characters.len() {
+            break;
+        }
+        let start = position;
+        while position < characters.len()
+            && (characters[position].is_alphanumeric() || matches!(characters[position], '_' | '.' | ':'))
+        {
+            position += 1;
+        }
+        let name: String = characters[start..position].iter().collect();
+        if name.is_empty() {
+            return Err(format!("expected a label name at position {start} of {text:?}"));
+        }
+        skip_space(&mut position);
+        if characters.get(position) != Some(&'=') {
+            return Err(format!("expected '=' at position {position} of {text:?}"));
+        }
+        position += 1;
+        skip_space(&mut position);
+        if characters.get(position) != Some(&'"') {
+            return Err(format!("expected a quoted value at position {position} of {text:?}"));
+        }
+        position += 1;
+        let mut value = String::new();
+        loop {
+            match characters.get(position) {
+                None => return Err(format!("unterminated value in {text:?}")),
+                Some('"') => {
+                    position += 1;
+                    break;
+                }
+                Some('\\') => {
+                    position += 1;
+                    match characters.get(position) {
+                        Some('n') => value.push('\n'),
+                        Some('t') => value.push('\t'),
+                        Some(other) => value.push(*other),
+                        None => return Err(format!("unterminated escape in {text:?}")),
+                    }
+                    position += 1;
+                }
+                Some(other) => {
+                    value.push(*other);
+                    position += 1;
+                }
+            }
+        }
+        pairs.push((name, value));
+        skip_space(&mut position);
+        match characters.get(position) {
+            Some(',') => position += 1,
+            None => break,
+            Some(other) => return Err(format!("unexpected {other:?} at position {position} of {text:?}")),
+        }
+    }
+    Ok(Labels::from_pairs(pairs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oxeye_proto::loki::{EntryAdapter, LabelPairAdapter, StreamAdapter, Timestamp};
+
+    fn captures_dir() -> std::path::PathBuf {
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/conformance/captures")).to_path_buf()
+    }
+
+    #[test]
+    fn json_with_structured_metadata() {
+        let body = br#"{"streams":[{"stream":{"job":"x"},"values":[["1700000000000000001","a"],["1700000000000000002","b",{"trace_id":"abc"}]]}]}"#;
+        let streams = decode_push_json(body).unwrap();
+        assert_eq!(streams[0].labels, Labels::from_pairs([("job", "x")]));
+        assert_eq!(streams[0].entries[0].timestamp_ns, 1_700_000_000_000_000_001);
+        assert_eq!(streams[0].entries[1].metadata("trace_id"), Some("abc"));
+    }
+
+    #[test]
+    fn malformed_json_names_the_field() {
+        let error = decode_push_json(br#"{"streams":[{"stream":{"job":"x"},"values":[[1.5e30,"a"]]}]}"#).unwrap_err();
+        assert_eq!(error.to_string(), "json: timestamp is not an integer of nanoseconds at streams[0].values[0][0]");
+        assert!(decode_push_json(b"{").is_err());
+        assert!(decode_push_json(br#"{"streams":[{"stream":{"a":1},"values":[]}]}"#).is_err());
+    }
+
+    #[test]
+    fn protobuf_round_trip() {
+        let request = PushRequest {
+            streams: vec![StreamAdapter {
+                labels: r#"{service_name="boxoffice", env="a\"b"}"#.into(),
+                entries: vec![EntryAdapter {
+                    timestamp: Some(Timestamp { seconds: 1_700_000_000, nanos: 5 }),
+                    line: "hello".into(),
+                    structured_metadata: vec![LabelPairAdapter { name: "trace_id".into(), value: "t".into() }],
+                    parsed: vec![],
+                }],
+                hash: 0,
+            }],
+        };
+        let body = snap::raw::Encoder::new().compress_vec(&request.encode_to_vec()).unwrap();
+        let streams = decode_push_protobuf(&body, 1 << 20).unwrap();
+        assert_eq!(streams[0].labels.get("env"), Some("a\"b"));
+        assert_eq!(streams[0].entries[0].timestamp_ns, 1_700_000_000_000_000_005);
+        assert_eq!(streams[0].entries[0].metadata("trace_id"), Some("t"));
+        assert!(decode_push_protobuf(b"not snappy", 1 << 20).is_err());
+        assert!(parse_label_text("{a=b}").is_err());
+    }
+
+    #[test]
+    fn captured_python_logging_loki_bodies_decode() {
+        let dir = captures_dir();
+        if !dir.exists() {
+            println!("skipping: {} is absent", dir.display());
+            return;
+        }
+        for kind in ["first", "error", "login"] {
+            let body = std::fs::read(dir.join(format!("loki_api_v1_push.{kind}.bin"))).unwrap();
+            let streams = decode_push_json(&body).unwrap();
+            assert_eq!(streams.len(), 1, "{kind}");
+            assert_eq!(streams[0].labels.get("service_name"), Some("boxoffice"));
+            assert_eq!(streams[0].entries.len(), 1);
+            let line: serde_json::Value = serde_json::from_str(&streams[0].entries[0].line).unwrap();
+            assert!(line.get("event").is_some(), "{kind}: structlog line keeps its event");
+        }
+    }
+}

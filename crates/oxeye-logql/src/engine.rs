@@ -1,0 +1,885 @@
+//! Evaluating LogQL over a [`LogReader`]: log queries into streams, metric queries into vectors and
+//! matrices, following Loki's semantics (range windows are `(t - range - offset, t - offset]`).
+//!
+//! All timestamps here are **nanoseconds** since the Unix epoch, as in Loki's API.
+
+use std::collections::{BTreeMap, HashMap};
+
+use oxeye_model::logs::{LogReader, LogSelection};
+use oxeye_model::storage::{ErrorKind, StorageError};
+use oxeye_model::{Labels, MatchOp, Matcher};
+
+use crate::pipeline::{ERROR_DETAILS_LABEL, ERROR_LABEL, Pipeline, convert};
+use crate::syntax::{
+    BinaryOp, Expr, Grouping, LineFilterOp, LogExpr, LogRange, MetricExpr, NumberKind, ParseError, RangeOp, Stage,
+    UnwrapConversion, VectorMatching, VectorOp, parse_expr,
+};
+
+/// Why a query failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The query does not parse (HTTP 400 with the position).
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    /// The query parses but cannot run as asked, e.g. a log query on the instant endpoint, or a
+    /// pipeline error left in a metric query's series.
+    #[error("{0}")]
+    Invalid(String),
+    /// A limit (series, steps) was exceeded.
+    #[error("{0}")]
+    Limit(String),
+    /// The store failed.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl QueryError {
+    /// The error's category.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            QueryError::Parse(_) | QueryError::Invalid(_) => ErrorKind::BadData,
+            QueryError::Limit(_) => ErrorKind::Limit,
+            QueryError::Storage(error) => error.kind(),
+        }
+    }
+}
+
+/// The order of entries in a log query result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Direction {
+    /// Oldest first.
+    Forward,
+    /// Newest first (Loki's default).
+    #[default]
+    Backward,
+}
+
+/// Limits of the engine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// The most series a metric query may return (Loki's `max_query_series`, default 500).
+    pub max_series: usize,
+    /// The most steps a range query may have (11 000, as Prometheus).
+    pub max_steps: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions { max_series: 500, max_steps: 11_000 }
+    }
+}
+
+/// One stream of a log query result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamResult {
+    /// The labels after the pipeline (stream labels, structured metadata, parsed labels).
+    pub labels: Labels,
+    /// `(timestamp_ns, line)` in the requested direction.
+    pub entries: Vec<(i64, String)>,
+}
+
+/// One series of a metric query result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleSeries {
+    /// The series' labels.
+    pub labels: Labels,
+    /// `(timestamp_ns, value)`, ascending.
+    pub points: Vec<(i64, f64)>,
+}
+
+/// A query's result.
+#[derive(Debug, Clone, PartialEq)]
+pub enum QueryResult {
+    /// Log lines.
+    Streams(Vec<StreamResult>),
+    /// An instant metric query: one point per series (at the query time).
+    Vector(Vec<SampleSeries>),
+    /// A range metric query.
+    Matrix(Vec<SampleSeries>),
+    /// A scalar: `(timestamp_ns, value)` per step.
+    Scalar(Vec<(i64, f64)>),
+}
+
+/// The LogQL engine: stateless apart from its limits.
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    options: EngineOptions,
+}
+
+/// A value while evaluating: per series, one optional value per step.
+enum Value {
+    Scalar(Vec<f64>),
+    Vector(Vec<(Labels, Vec<Option<f64>>)>),
+}
+
+/// The substrings every line passing the pipeline must contain, usable by the store to skip chunks:
+/// single-valued `|=` filters before any stage that rewrites the line.
+pub fn required_substrings(stages: &[Stage]) -> Vec<String> {
+    let mut needles = Vec::new();
+    for stage in stages {
+        match stage {
+            Stage::LineFilter(filter) if filter.op == LineFilterOp::Contains && filter.values.len() == 1 => {
+                if !filter.values[0].is_empty() {
+                    needles.push(filter.values[0].clone());
+                }
+            }
+            Stage::LineFormat(_) | Stage::Decolorize => break,
+            _ => {}
+        }
+    }
+    needles
+}
+
+impl Engine {
+    /// An engine with these limits.
+    pub fn new(options: EngineOptions) -> Self {
+        Engine { options }
+    }
+
+    /// Runs a range query over `[start_ns, end_ns]`: a log query returns at most `limit` entries of
+    /// `[start_ns, end_ns)` in `direction`; a metric query is evaluated every `step_ns` from `start_ns`.
+    ///
+    /// # Errors
+    /// [`QueryError::Parse`], [`QueryError::Invalid`], [`QueryError::Limit`], [`QueryError::Storage`].
+    pub fn query_range(
+        &self,
+        reader: &dyn LogReader,
+        query: &str,
+        start_ns: i64,
+        end_ns: i64,
+        step_ns: i64,
+        limit: usize,
+        direction: Direction,
+    ) -> Result<QueryResult, QueryError> {
+        match parse_expr(query)? {
+            Expr::Log(log) => {
+                Ok(QueryResult::Streams(self.log_query(reader, &log, start_ns, end_ns, limit, direction)?))
+            }
+            Expr::Metric(metric) => {
+                if step_ns <= 0 {
+                    return Err(QueryError::Invalid(
+                        "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+                    ));
+                }
+                let count = ((end_ns - start_ns) / step_ns + 1).max(1) as usize;
+                if count > self.options.max_steps {
+                    return Err(QueryError::Limit(format!(
+                        "exceeded maximum resolution of {} points per timeseries. Try decreasing the query resolution (?step=XX)",
+                        self.options.max_steps
+                    )));
+                }
+                let steps: Vec<i64> = (0..count).map(|index| start_ns + index as i64 * step_ns).collect();
+                match self.eval(reader, &metric, &steps)? {
+                    Value::Scalar(values) => Ok(QueryResult::Scalar(steps.iter().copied().zip(values).collect())),
+                    Value::Vector(series) => Ok(QueryResult::Matrix(self.to_series(series, &steps, &metric)?)),
+                }
+            }
+        }
+    }
+
+    /// Runs an instant metric query at `time_ns`. Log queries are refused, as Loki's `/query` does.
+    ///
+    /// # Errors
+    /// As [`Engine::query_range`].
+    pub fn query_instant(&self, reader: &dyn LogReader, query: &str, time_ns: i64) -> Result<QueryResult, QueryError> {
+        match parse_expr(query)? {
+            Expr::Log(_) => Err(QueryError::Invalid(
+                "log queries are not supported as an instant query type, please change your query to a range query type"
+                    .into(),
+            )),
+            Expr::Metric(metric) => {
+                let steps = [time_ns];
+                match self.eval(reader, &metric, &steps)? {
+                    Value::Scalar(values) => Ok(QueryResult::Scalar(vec![(time_ns, values.first().copied().unwrap_or(0.0))])),
+                    Value::Vector(series) => Ok(QueryResult::Vector(self.to_series(series, &steps, &metric)?)),
+                }
+            }
+        }
+    }
+
+    fn to_series(
+        &self,
+        series: Vec<(Labels, Vec<Option<f64>>)>,
+        steps: &[i64],
+        metric: &MetricExpr,
+    ) -> Result<Vec<SampleSeries>, QueryError> {
+        let mut result: Vec<SampleSeries> = series
+            .into_iter()
+            .map(|(labels, values)| SampleSeries {
+                labels,
+                points: steps
+                    .iter()
+                    .zip(values)
+                    .filter_map(|(step, value)| value.map(|value| (*step, value)))
+                    .collect(),
+            })
+            .filter(|series| !series.points.is_empty())
+            .collect();
+        if result.len() > self.options.max_series {
+            return Err(QueryError::Limit(format!(
+                "maximum of series ({}) reached for a single query",
+                self.options.max_series
+            )));
+        }
+        let keep_order = matches!(
+            metric,
+            MetricExpr::VectorAggregation {
+                op: VectorOp::Sort | VectorOp::SortDesc | VectorOp::Topk | VectorOp::Bottomk,
+                ..
+            }
+        );
+        if !keep_order {
+            result.sort_by(|left, right| left.labels.cmp(&right.labels));
+        }
+        Ok(result)
+    }
+
+    fn log_query(
+        &self,
+        reader: &dyn LogReader,
+        log: &LogExpr,
+        start_ns: i64,
+        end_ns: i64,
+        limit: usize,
+        direction: Direction,
+    ) -> Result<Vec<StreamResult>, QueryError> {
+        let pipeline = Pipeline::new(&log.pipeline).map_err(QueryError::Invalid)?;
+        let selection = LogSelection {
+            start_ns,
+            end_ns,
+            matchers: log.matchers.clone(),
+            line_contains: required_substrings(&log.pipeline),
+        };
+        let streams = reader.select(&selection)?;
+        let mut entries: Vec<(i64, Labels, String)> = Vec::new();
+        for stream in &streams {
+            for entry in &stream.entries {
+                if let Some(processed) = pipeline.process(&stream.labels, entry) {
+                    entries.push((entry.timestamp_ns, processed.labels, processed.line));
+                }
+            }
+        }
+        match direction {
+            Direction::Forward => entries.sort_by_key(|(timestamp, _, _)| *timestamp),
+            Direction::Backward => entries.sort_by_key(|(timestamp, _, _)| std::cmp::Reverse(*timestamp)),
+        }
+        if limit > 0 {
+            entries.truncate(limit);
+        }
+        let mut grouped: BTreeMap<Labels, Vec<(i64, String)>> = BTreeMap::new();
+        for (timestamp, labels, line) in entries {
+            grouped.entry(labels).or_default().push((timestamp, line));
+        }
+        Ok(grouped.into_iter().map(|(labels, entries)| StreamResult { labels, entries }).collect())
+    }
+
+    fn eval(&self, reader: &dyn LogReader, expr: &MetricExpr, steps: &[i64]) -> Result<Value, QueryError> {
+        match expr {
+            MetricExpr::Literal(value) => Ok(Value::Scalar(vec![*value; steps.len()])),
+            MetricExpr::Vector(value) => Ok(Value::Vector(vec![(Labels::empty(), vec![Some(*value); steps.len()])])),
+            MetricExpr::Paren(inner) => self.eval(reader, inner, steps),
+            MetricExpr::RangeAggregation { op, param, range, grouping } => {
+                self.range_aggregation(reader, *op, *param, range, grouping.as_ref(), steps)
+            }
+            MetricExpr::VectorAggregation { op, param, inner, grouping } => {
+                let value = self.eval(reader, inner, steps)?;
+                let series = match value {
+                    Value::Vector(series) => series,
+                    Value::Scalar(_) => {
+                        return Err(QueryError::Invalid(format!("expected a vector for {}, got a scalar", op.name())));
+                    }
+                };
+                Ok(Value::Vector(vector_aggregation(*op, *param, series, grouping.as_ref(), steps.len())))
+            }
+            MetricExpr::LabelReplace { inner, destination, replacement, source, regex } => {
+                let regex = regex::Regex::new(&format!("^(?s:{regex})$"))
+                    .map_err(|error| QueryError::Invalid(error.to_string()))?;
+                let value = self.eval(reader, inner, steps)?;
+                let Value::Vector(series) = value else { return Ok(value) };
+                let mut merged: BTreeMap<Labels, Vec<Option<f64>>> = BTreeMap::new();
+                for (labels, values) in series {
+                    let source_value = labels.get(source).unwrap_or("").to_string();
+                    let labels = match regex.captures(&source_value) {
+                        Some(captures) => {
+                            let mut expanded = String::new();
+                            captures.expand(replacement, &mut expanded);
+                            let mut builder = labels.to_builder();
+                            builder.set(destination.clone(), expanded);
+                            builder.build()
+                        }
+                        None => labels,
+                    };
+                    merged.insert(labels, values);
+                }
+                Ok(Value::Vector(merged.into_iter().collect()))
+            }
+            MetricExpr::Binary { op, return_bool, matching, lhs, rhs } => {
+                let left = self.eval(reader, lhs, steps)?;
+                let right = self.eval(reader, rhs, steps)?;
+                binary(*op, *return_bool, matching, left, right, steps.len())
+            }
+        }
+    }
+
+    fn range_aggregation(
+        &self,
+        reader: &dyn LogReader,
+        op: RangeOp,
+        param: Option<f64>,
+        range: &LogRange,
+        grouping: Option<&Grouping>,
+        steps: &[i64],
+    ) -> Result<Value, QueryError> {
+        let range_ns = range.range_ms.saturating_mul(1_000_000);
+        let offset_ns = range.offset_ms.saturating_mul(1_000_000);
+        let (Some(first), Some(last)) = (steps.first(), steps.last()) else {
+            return Ok(Value::Vector(Vec::new()));
+        };
+        let pipeline = Pipeline::new(&range.log.pipeline).map_err(QueryError::Invalid)?;
+        let post_filters = match &range.unwrap {
+            Some(unwrap) if !unwrap.post_filters.is_empty() => Some(
+                Pipeline::new(&unwrap.post_filters.iter().cloned().map(Stage::LabelFilter).collect::<Vec<_>>())
+                    .map_err(QueryError::Invalid)?,
+            ),
+            _ => None,
+        };
+        let selection = LogSelection {
+            start_ns: first - offset_ns - range_ns,
+            end_ns: last - offset_ns + 1,
+            matchers: range.log.matchers.clone(),
+            line_contains: required_substrings(&range.log.pipeline),
+        };
+        let streams = reader.select(&selection)?;
+        let mut samples: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+        for stream in &streams {
+            for entry in &stream.entries {
+                let Some(processed) = pipeline.process(&stream.labels, entry) else { continue };
+                let (labels, value) = match &range.unwrap {
+                    None => {
+                        let value = match op {
+                            RangeOp::BytesOverTime | RangeOp::BytesRate => processed.line.len() as f64,
+                            _ => 1.0,
+                        };
+                        (processed.labels, value)
+                    }
+                    Some(unwrap) => {
+                        let text = processed.labels.get(&unwrap.label).unwrap_or("").to_string();
+                        let kind = match unwrap.conversion {
+                            UnwrapConversion::Number => NumberKind::Number,
+                            UnwrapConversion::Duration => NumberKind::Duration,
+                            UnwrapConversion::Bytes => NumberKind::Bytes,
+                        };
+                        let mut builder = processed.labels.to_builder();
+                        builder.delete(&unwrap.label);
+                        let value = match convert(&text, kind) {
+                            Some(value) => value,
+                            None => {
+                                if builder.get(ERROR_LABEL).is_none() {
+                                    builder.set(ERROR_LABEL, "SampleExtractionErr");
+                                    builder.set(
+                                        ERROR_DETAILS_LABEL,
+                                        format!("strconv.ParseFloat: parsing {text:?}: invalid syntax"),
+                                    );
+                                }
+                                0.0
+                            }
+                        };
+                        let mut labels = builder.build();
+                        if let Some(post) = &post_filters {
+                            let probe = oxeye_model::logs::LogEntry::new(entry.timestamp_ns, processed.line.clone());
+                            match post.process(&labels, &probe) {
+                                Some(kept) => labels = kept.labels,
+                                None => continue,
+                            }
+                        }
+                        (labels, value)
+                    }
+                };
+                let labels = match grouping {
+                    Some(grouping) => group_labels(&labels, grouping),
+                    None => labels,
+                };
+                samples.entry(labels).or_default().push((entry.timestamp_ns, value));
+            }
+        }
+        if let Some((labels, _)) = samples.iter().find(|(labels, _)| labels.get(ERROR_LABEL).is_some()) {
+            return Err(QueryError::Invalid(format!(
+                "pipeline error: '{}' for series: '{}'.\nUse a label filter to intentionally skip this error. (e.g | __error__!=\"{}\").\nTo skip all potential errors you can match empty errors.(e.g __error__=\"\")\nThe label filter can also be specified after unwrap. (e.g | unwrap latency | __error__=\"\" )",
+                labels.get(ERROR_LABEL).unwrap_or(""),
+                labels,
+                labels.get(ERROR_LABEL).unwrap_or("")
+            )));
+        }
+        let range_seconds = range_ns as f64 / 1e9;
+        if op == RangeOp::AbsentOverTime {
+            let mut values = vec![Some(1.0); steps.len()];
+            for points in samples.values() {
+                for (index, step) in steps.iter().enumerate() {
+                    let window_end = step - offset_ns;
+                    if points
+                        .iter()
+                        .any(|(timestamp, _)| *timestamp > window_end - range_ns && *timestamp <= window_end)
+                    {
+                        values[index] = None;
+                    }
+                }
+            }
+            let labels = Labels::from_pairs(
+                range
+                    .log
+                    .matchers
+                    .iter()
+                    .filter(|matcher| matcher.op == MatchOp::Equal)
+                    .map(|matcher| (matcher.name.clone(), matcher.value.clone())),
+            );
+            return Ok(Value::Vector(vec![(labels, values)]));
+        }
+        let mut series = Vec::with_capacity(samples.len());
+        for (labels, mut points) in samples {
+            points.sort_by_key(|(timestamp, _)| *timestamp);
+            let mut values = Vec::with_capacity(steps.len());
+            for step in steps {
+                let window_end = step - offset_ns;
+                let window_start = window_end - range_ns;
+                let from = points.partition_point(|(timestamp, _)| *timestamp <= window_start);
+                let to = points.partition_point(|(timestamp, _)| *timestamp <= window_end);
+                let window = &points[from..to.max(from)];
+                values.push(aggregate_window(op, param, window, range_seconds, window_start, window_end));
+            }
+            series.push((labels, values));
+        }
+        Ok(Value::Vector(series))
+    }
+}
+
+fn group_labels(labels: &Labels, grouping: &Grouping) -> Labels {
+    if grouping.without {
+        let mut builder = labels.to_builder();
+        for name in &grouping.labels {
+            builder.delete(name);
+        }
+        builder.build()
+    } else {
+        Labels::from_pairs(
+            grouping.labels.iter().filter_map(|name| labels.get(name).map(|value| (name.clone(), value.to_string()))),
+        )
+    }
+}
+
+fn aggregate_window(
+    op: RangeOp,
+    param: Option<f64>,
+    window: &[(i64, f64)],
+    range_seconds: f64,
+    window_start: i64,
+    window_end: i64,
+) -> Option<f64> {
+    if window.is_empty() {
+        return None;
+    }
+    let values = window.iter().map(|(_, value)| *value);
+    let count = window.len() as f64;
+    let sum: f64 = values.clone().sum();
+    Some(match op {
+        RangeOp::CountOverTime => count,
+        RangeOp::Rate => sum / range_seconds,
+        RangeOp::BytesOverTime | RangeOp::SumOverTime => sum,
+        RangeOp::BytesRate => sum / range_seconds,
+        RangeOp::AvgOverTime => sum / count,
+        RangeOp::MinOverTime => values.fold(f64::INFINITY, f64::min),
+        RangeOp::MaxOverTime => values.fold(f64::NEG_INFINITY, f64::max),
+        RangeOp::StdvarOverTime | RangeOp::StddevOverTime => {
+            let mean = sum / count;
+            let variance = values.map(|value| (value - mean).powi(2)).sum::<f64>() / count;
+            if op == RangeOp::StddevOverTime { variance.sqrt() } else { variance }
+        }
+        RangeOp::QuantileOverTime => {
+            let mut sorted: Vec<f64> = values.collect();
+            sorted.sort_by(f64::total_cmp);
+            quantile(param.unwrap_or(0.5), &sorted)
+        }
+        RangeOp::FirstOverTime => window.first().map_or(0.0, |(_, value)| *value),
+        RangeOp::LastOverTime => window.last().map_or(0.0, |(_, value)| *value),
+        RangeOp::RateCounter => extrapolated_counter_rate(window, window_start, window_end, range_seconds)?,
+        RangeOp::AbsentOverTime => 1.0,
+    })
+}
+
+/// Prometheus' quantile: linear interpolation between closest ranks.
+fn quantile(q: f64, sorted: &[f64]) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    let rank = q * (sorted.len() - 1) as f64;
+    let lower = rank.floor() as usize;
+    let upper = (lower + 1).min(sorted.len() - 1);
+    let weight = rank - lower as f64;
+    sorted[lower] * (1.0 - weight) + sorted[upper] * weight
+}
+
+/// Prometheus' `extrapolatedRate` for counters, as Loki's `rate_counter` uses it.
+fn extrapolated_counter_rate(
+    window: &[(i64, f64)],
+    window_start: i64,
+    window_end: i64,
+    range_seconds: f64,
+) -> Option<f64> {
+    if window.len() < 2 {
+        return None;
+    }
+    let (first_time, first_value) = window[0];
+    let (last_time, last_value) = window[window.len() - 1];
+    let mut result = last_value - first_value;
+    let mut previous = first_value;
+    for (_, value) in &window[1..] {
+        if *value < previous {
+            result += previous;
+        }
+        previous = *value;
+    }
+    let duration_to_start = (first_time - window_start) as f64 / 1e9;
+    let duration_to_end = (window_end - last_time) as f64 / 1e9;
+    let sampled_interval = (last_time - first_time) as f64 / 1e9;
+    let average_interval = sampled_interval / (window.len() - 1) as f64;
+    let mut duration_to_start = duration_to_start;
+    if result > 0.0 && first_value >= 0.0 {
+        let duration_to_zero = sampled_interval * (first_value / result);
+        if duration_to_zero < duration_to_start {
+            duration_to_start = duration_to_zero;
+        }
+    }
+    let threshold = average_interval * 1.1;
+    let mut extrapolate_to = sampled_interval;
+    extrapolate_to += if duration_to_start < threshold { duration_to_start } else { average_interval / 2.0 };
+    extrapolate_to += if duration_to_end < threshold { duration_to_end } else { average_interval / 2.0 };
+    if sampled_interval == 0.0 {
+        return None;
+    }
+    Some(result * (extrapolate_to / sampled_interval) / range_seconds)
+}
+
+fn vector_aggregation(
+    op: VectorOp,
+    param: Option<f64>,
+    series: Vec<(Labels, Vec<Option<f64>>)>,
+    grouping: Option<&Grouping>,
+    step_count: usize,
+) -> Vec<(Labels, Vec<Option<f64>>)> {
+    let group_of = |labels: &Labels| match grouping {
+        Some(grouping) => group_labels(labels, grouping),
+        None => Labels::empty(),
+    };
+    match op {
+        VectorOp::Sort | VectorOp::SortDesc => {
+            let mut series = series;
+            let last_value =
+                |values: &Vec<Option<f64>>| values.iter().rev().find_map(|value| *value).unwrap_or(f64::NAN);
+            series.sort_by(|left, right| {
+                let ordering = last_value(&left.1).total_cmp(&last_value(&right.1));
+                if op == VectorOp::Sort { ordering } else { ordering.reverse() }
+            });
+            series
+        }
+        VectorOp::Topk | VectorOp::Bottomk => {
+            let k = param.unwrap_or(1.0).max(0.0) as usize;
+            let mut groups: BTreeMap<Labels, Vec<usize>> = BTreeMap::new();
+            for (index, (labels, _)) in series.iter().enumerate() {
+                groups.entry(group_of(labels)).or_default().push(index);
+            }
+            let mut keep: Vec<Vec<Option<f64>>> = vec![vec![None; step_count]; series.len()];
+            for members in groups.values() {
+                for step in 0..step_count {
+                    let mut candidates: Vec<(usize, f64)> = members
+                        .iter()
+                        .filter_map(|index| series[*index].1[step].map(|value| (*index, value)))
+                        .collect();
+                    candidates.sort_by(|left, right| {
+                        let ordering = left.1.total_cmp(&right.1);
+                        if op == VectorOp::Topk { ordering.reverse() } else { ordering }
+                    });
+                    for (index, value) in candidates.into_iter().take(k) {
+                        keep[index][step] = Some(value);
+                    }
+                }
+            }
+            let mut result: Vec<(Labels, Vec<Option<f64>>)> = series
+                .into_iter()
+                .zip(keep)
+                .map(|((labels, _), values)| (labels, values))
+                .filter(|(_, values)| values.iter().any(Option::is_some))
+                .collect();
+            let last_value =
+                |values: &Vec<Option<f64>>| values.iter().rev().find_map(|value| *value).unwrap_or(f64::NAN);
+            result.sort_by(|left, right| {
+                let ordering = last_value(&left.1).total_cmp(&last_value(&right.1));
+                if op == VectorOp::Topk { ordering.reverse() } else { ordering }
+            });
+            result
+        }
+        _ => {
+            let mut groups: BTreeMap<Labels, Vec<Vec<f64>>> = BTreeMap::new();
+            for (labels, values) in &series {
+                let group = groups.entry(group_of(labels)).or_insert_with(|| vec![Vec::new(); step_count]);
+                for (step, value) in values.iter().enumerate() {
+                    if let Some(value) = value {
+                        group[step].push(*value);
+                    }
+                }
+            }
+            groups
+                .into_iter()
+                .map(|(labels, per_step)| {
+                    let values = per_step
+                        .into_iter()
+                        .map(|values| {
+                            if values.is_empty() {
+                                return None;
+                            }
+                            let count = values.len() as f64;
+                            let sum: f64 = values.iter().sum();
+                            Some(match op {
+                                VectorOp::Sum => sum,
+                                VectorOp::Avg => sum / count,
+                                VectorOp::Min => values.iter().copied().fold(f64::INFINITY, f64::min),
+                                VectorOp::Max => values.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                                VectorOp::Count => count,
+                                VectorOp::Stddev | VectorOp::Stdvar => {
+                                    let mean = sum / count;
+                                    let variance =
+                                        values.iter().map(|value| (value - mean).powi(2)).sum::<f64>() / count;
+                                    if op == VectorOp::Stddev { variance.sqrt() } else { variance }
+                                }
+                                _ => sum,
+                            })
+                        })
+                        .collect();
+                    (labels, values)
+                })
+                .collect()
+        }
+    }
+}
+
+fn arithmetic(op: BinaryOp, left: f64, right: f64) -> Option<f64> {
+    Some(match op {
+        BinaryOp::Add => left + right,
+        BinaryOp::Sub => left - right,
+        BinaryOp::Mul => left * right,
+        BinaryOp::Div => left / right,
+        BinaryOp::Mod => left % right,
+        BinaryOp::Pow => left.powf(right),
+        BinaryOp::Compare(_) | BinaryOp::And | BinaryOp::Or | BinaryOp::Unless => return None,
+    })
+}
+
+/// Applies an arithmetic or comparison operator to one pair; `None` drops the point (failed comparison).
+fn apply(op: BinaryOp, return_bool: bool, left: f64, right: f64, keep_left: bool) -> Option<f64> {
+    match op {
+        BinaryOp::Compare(compare) => {
+            let holds = compare.compare(left, right);
+            if return_bool {
+                Some(if holds { 1.0 } else { 0.0 })
+            } else if holds {
+                Some(if keep_left { left } else { right })
+            } else {
+                None
+            }
+        }
+        _ => arithmetic(op, left, right),
+    }
+}
+
+fn match_key(labels: &Labels, matching: &VectorMatching) -> Labels {
+    match &matching.labels {
+        Some(names) if matching.on => Labels::from_pairs(
+            names.iter().filter_map(|name| labels.get(name).map(|value| (name.clone(), value.to_string()))),
+        ),
+        Some(names) => {
+            let mut builder = labels.to_builder();
+            for name in names {
+                builder.delete(name);
+            }
+            builder.build()
+        }
+        None => labels.clone(),
+    }
+}
+
+fn binary(
+    op: BinaryOp,
+    return_bool: bool,
+    matching: &VectorMatching,
+    left: Value,
+    right: Value,
+    step_count: usize,
+) -> Result<Value, QueryError> {
+    match (left, right) {
+        (Value::Scalar(left), Value::Scalar(right)) => {
+            if matches!(op, BinaryOp::And | BinaryOp::Or | BinaryOp::Unless) {
+                return Err(QueryError::Invalid(format!(
+                    "set operator {} not allowed in binary scalar expression",
+                    op.as_str()
+                )));
+            }
+            if matches!(op, BinaryOp::Compare(_)) && !return_bool {
+                return Err(QueryError::Invalid("comparisons between scalars must use BOOL modifier".into()));
+            }
+            Ok(Value::Scalar(
+                left.iter()
+                    .zip(&right)
+                    .map(|(left, right)| apply(op, true, *left, *right, true).unwrap_or(f64::NAN))
+                    .collect(),
+            ))
+        }
+        (Value::Vector(series), Value::Scalar(scalar)) | (Value::Scalar(scalar), Value::Vector(series))
+            if matches!(op, BinaryOp::And | BinaryOp::Or | BinaryOp::Unless) =>
+        {
+            let _ = (series, scalar);
+            Err(QueryError::Invalid(format!("set operator {} not allowed with a scalar", op.as_str())))
+        }
+        (Value::Vector(series), Value::Scalar(scalar)) => Ok(Value::Vector(
+            series
+                .into_iter()
+                .map(|(labels, values)| {
+                    let values = values
+                        .iter()
+                        .zip(&scalar)
+                        .map(|(value, right)| value.and_then(|left| apply(op, return_bool, left, *right, true)))
+                        .collect();
+                    (labels, values)
+                })
+                .collect(),
+        )),
+        (Value::Scalar(scalar), Value::Vector(series)) => Ok(Value::Vector(
+            series
+                .into_iter()
+                .map(|(labels, values)| {
+                    let values = values
+                        .iter()
+                        .zip(&scalar)
+                        .map(|(value, left)| value.and_then(|right| apply(op, return_bool, *left, right, false)))
+                        .collect();
+                    (labels, values)
+                })
+                .collect(),
+        )),
+        (Value::Vector(left), Value::Vector(right)) => {
+            let right_by_key: HashMap<Labels, Vec<&(Labels, Vec<Option<f64>>)>> =
+                right.iter().fold(HashMap::new(), |mut map, item| {
+                    map.entry(match_key(&item.0, matching)).or_default().push(item);
+                    map
+                });
+            match op {
+                BinaryOp::And | BinaryOp::Unless => Ok(Value::Vector(
+                    left.into_iter()
+                        .map(|(labels, values)| {
+                            let partners = right_by_key.get(&match_key(&labels, matching));
+                            let values = (0..step_count)
+                                .map(|step| {
+                                    let present = partners.is_some_and(|partners| {
+                                        partners.iter().any(|partner| partner.1[step].is_some())
+                                    });
+                                    if (op == BinaryOp::And) == present { values[step] } else { None }
+                                })
+                                .collect();
+                            (labels, values)
+                        })
+                        .collect(),
+                )),
+                BinaryOp::Or => {
+                    let left_keys: Vec<(Labels, Vec<bool>)> = left
+                        .iter()
+                        .map(|(labels, values)| {
+                            (match_key(labels, matching), values.iter().map(Option::is_some).collect())
+                        })
+                        .collect();
+                    let mut result = left;
+                    for (labels, values) in right {
+                        let key = match_key(&labels, matching);
+                        let values = (0..step_count)
+                            .map(|step| {
+                                let covered =
+                                    left_keys.iter().any(|(left_key, present)| *left_key == key && present[step]);
+                                if covered { None } else { values[step] }
+                            })
+                            .collect();
+                        result.push((labels, values));
+                    }
+                    Ok(Value::Vector(result))
+                }
+                _ => {
+                    let group_right = matches!(matching.group, Some((true, _)));
+                    let (many, one) = if group_right { (right, left) } else { (left, right) };
+                    let one_by_key: HashMap<Labels, &(Labels, Vec<Option<f64>>)> = {
+                        let mut map = HashMap::new();
+                        for item in &one {
+                            if map.insert(match_key(&item.0, matching), item).is_some() && matching.group.is_some() {
+                                return Err(QueryError::Invalid(
+                                    "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)".into(),
+                                ));
+                            }
+                        }
+                        map
+                    };
+                    let mut result: BTreeMap<Labels, Vec<Option<f64>>> = BTreeMap::new();
+                    for (labels, values) in &many {
+                        let key = match_key(labels, matching);
+                        let Some(partner) = one_by_key.get(&key) else { continue };
+                        let result_labels = if matching.group.is_some() {
+                            let mut builder = labels.to_builder();
+                            if let Some((_, include)) = &matching.group {
+                                for name in include {
+                                    if let Some(value) = partner.0.get(name) {
+                                        builder.set(name.clone(), value.to_string());
+                                    }
+                                }
+                            }
+                            builder.build()
+                        } else if matching.on {
+                            key.clone()
+                        } else {
+                            match &matching.labels {
+                                Some(_) => key.clone(),
+                                None => labels.clone(),
+                            }
+                        };
+                        let combined: Vec<Option<f64>> = (0..step_count)
+                            .map(|step| match (values[step], partner.1[step]) {
+                                (Some(many_value), Some(one_value)) => {
+                                    let (left_value, right_value) =
+                                        if group_right { (one_value, many_value) } else { (many_value, one_value) };
+                                    apply(op, return_bool, left_value, right_value, true)
+                                }
+                                _ => None,
+                            })
+                            .collect();
+                        if result.insert(result_labels, combined).is_some() && matching.group.is_none() {
+                            return Err(QueryError::Invalid(
+                                "found duplicate series for the match group; many-to-many matching not allowed".into(),
+                            ));
+                        }
+                    }
+                    Ok(Value::Vector(result.into_iter().collect()))
+                }
+            }
+        }
+    }
+}
+
+/// Compiles stream matchers of a `match[]`-style selector (`{a="b"}`) for the series and labels APIs.
+///
+/// # Errors
+/// [`QueryError::Parse`] when the text is not a bare selector.
+pub fn parse_selector(text: &str) -> Result<Vec<Matcher>, QueryError> {
+    match parse_expr(text)? {
+        Expr::Log(log) if log.pipeline.is_empty() => Ok(log.matchers),
+        Expr::Log(log) => Ok(log.matchers),
+        Expr::Metric(_) => Err(QueryError::Invalid(format!("{text:?} is not a stream selector"))),
+    }
+}

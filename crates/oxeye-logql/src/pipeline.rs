@@ -1,0 +1,733 @@
+//! Executing a log pipeline on one entry: line filters, parsers, label filters and formatters, as Loki's
+//! `pkg/logql/log` stages do.
+//!
+//! Labels seen by the stages are the stream labels, then structured metadata, then parsed labels. A parsed
+//! label whose name is already a stream label is stored as `<name>_extracted`, as in Loki. Parser and
+//! conversion failures do not drop the entry: they set `__error__` (`JSONParserErr`, `LogfmtParserErr`,
+//! `LabelFilterErr`, `TemplateFormatErr`) and `__error_details__`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use oxeye_model::logs::LogEntry;
+use oxeye_model::{Labels, Matcher};
+use regex::Regex;
+
+use crate::pattern::Pattern;
+use crate::syntax::{
+    LabelFilter, LabelFormatItem, LabelItem, LineFilter, LineFilterOp, NumberKind, ParserStage, Stage,
+    parser::{parse_bytes_text, parse_duration_seconds_precise},
+};
+use crate::template::{Template, TemplateContext};
+
+/// The `__error__` label.
+pub const ERROR_LABEL: &str = "__error__";
+/// The `__error_details__` label.
+pub const ERROR_DETAILS_LABEL: &str = "__error_details__";
+
+/// An IP address, range or CIDR for `ip()` label filters (IPv4 only).
+#[derive(Debug, Clone)]
+pub struct IpMatcher {
+    low: u32,
+    high: u32,
+}
+
+fn parse_ipv4(text: &str) -> Option<u32> {
+    text.trim().parse::<std::net::Ipv4Addr>().ok().map(u32::from)
+}
+
+impl IpMatcher {
+    /// Parses `a.b.c.d`, `a.b.c.d-e.f.g.h` or `a.b.c.d/n`.
+    ///
+    /// # Errors
+    /// A message naming the pattern.
+    pub fn parse(pattern: &str) -> Result<IpMatcher, String> {
+        let invalid = || format!("invalid ip pattern {pattern:?}");
+        if let Some((address, bits)) = pattern.split_once('/') {
+            let address = parse_ipv4(address).ok_or_else(invalid)?;
+            let bits: u32 = bits.parse().ok().filter(|bits| *bits <= 32).ok_or_else(invalid)?;
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            return Ok(IpMatcher { low: address & mask, high: (address & mask) | !mask });
+        }
+        if let Some((low, high)) = pattern.split_once('-') {
+            return Ok(IpMatcher {
+                low: parse_ipv4(low).ok_or_else(invalid)?,
+                high: parse_ipv4(high).ok_or_else(invalid)?,
+            });
+        }
+        let address = parse_ipv4(pattern).ok_or_else(invalid)?;
+        Ok(IpMatcher { low: address, high: address })
+    }
+
+    fn matches(&self, value: &str) -> bool {
+        parse_ipv4(value).is_some_and(|address| address >= self.low && address <= self.high)
+    }
+}
+
+enum CompiledLineFilter {
+    Contains(Vec<String>, bool),
+    Regex(Vec<Regex>, bool),
+    Pattern(Vec<Pattern>, bool),
+}
+
+impl CompiledLineFilter {
+    fn compile(filter: &LineFilter) -> Result<Self, String> {
+        let negative = filter.op.is_negative();
+        Ok(match filter.op {
+            LineFilterOp::Contains | LineFilterOp::NotContains => {
+                CompiledLineFilter::Contains(filter.values.clone(), negative)
+            }
+            LineFilterOp::Regex | LineFilterOp::NotRegex => CompiledLineFilter::Regex(
+                filter
+                    .values
+                    .iter()
+                    .map(|value| Regex::new(value).map_err(|error| error.to_string()))
+                    .collect::<Result<_, _>>()?,
+                negative,
+            ),
+            LineFilterOp::Pattern | LineFilterOp::NotPattern => CompiledLineFilter::Pattern(
+                filter.values.iter().map(|value| Pattern::parse(value)).collect::<Result<_, _>>()?,
+                negative,
+            ),
+        })
+    }
+
+    fn keeps(&self, line: &str) -> bool {
+        match self {
+            CompiledLineFilter::Contains(values, negative) => {
+                values.iter().any(|value| line.contains(value.as_str())) != *negative
+            }
+            CompiledLineFilter::Regex(regexes, negative) => {
+                regexes.iter().any(|regex| regex.is_match(line)) != *negative
+            }
+            CompiledLineFilter::Pattern(patterns, negative) => {
+                patterns.iter().any(|pattern| pattern.is_match(line)) != *negative
+            }
+        }
+    }
+}
+
+enum CompiledLabelFilter {
+    And(Box<CompiledLabelFilter>, Box<CompiledLabelFilter>),
+    Or(Box<CompiledLabelFilter>, Box<CompiledLabelFilter>),
+    Matcher(Matcher),
+    Number { name: String, op: crate::syntax::CompareOp, value: f64, kind: NumberKind },
+    Ip { name: String, negated: bool, matcher: IpMatcher },
+}
+
+impl CompiledLabelFilter {
+    fn compile(filter: &LabelFilter) -> Result<Self, String> {
+        Ok(match filter {
+            LabelFilter::And(left, right) => {
+                CompiledLabelFilter::And(Box::new(Self::compile(left)?), Box::new(Self::compile(right)?))
+            }
+            LabelFilter::Or(left, right) => {
+                CompiledLabelFilter::Or(Box::new(Self::compile(left)?), Box::new(Self::compile(right)?))
+            }
+            LabelFilter::Paren(inner) => Self::compile(inner)?,
+            LabelFilter::Matcher(matcher) => CompiledLabelFilter::Matcher(matcher.clone()),
+            LabelFilter::Number { name, op, value, kind, .. } => {
+                CompiledLabelFilter::Number { name: name.clone(), op: *op, value: *value, kind: *kind }
+            }
+            LabelFilter::Ip { name, negated, pattern } => {
+                CompiledLabelFilter::Ip { name: name.clone(), negated: *negated, matcher: IpMatcher::parse(pattern)? }
+            }
+        })
+    }
+
+    /// Evaluates; a conversion failure records an error and keeps the entry.
+    fn keeps(&self, state: &mut EntryState) -> bool {
+        match self {
+            CompiledLabelFilter::And(left, right) => left.keeps(state) && right.keeps(state),
+            CompiledLabelFilter::Or(left, right) => left.keeps(state) || right.keeps(state),
+            CompiledLabelFilter::Matcher(matcher) => matcher.matches(state.get(&matcher.name).unwrap_or("")),
+            CompiledLabelFilter::Ip { name, negated, matcher } => {
+                matcher.matches(state.get(name).unwrap_or("")) != *negated
+            }
+            CompiledLabelFilter::Number { name, op, value, kind } => {
+                let Some(text) = state.get(name).map(str::to_string) else {
+                    return false;
+                };
+                match convert(&text, *kind) {
+                    Some(number) => op.compare(number, *value),
+                    None => {
+                        state.set_error("LabelFilterErr", &format!("cannot convert {text:?} of label {name}"));
+                        true
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Converts a label value for numeric filters and unwrap: a number, a Go duration (seconds), or a size.
+pub fn convert(text: &str, kind: NumberKind) -> Option<f64> {
+    let text = text.trim();
+    match kind {
+        NumberKind::Number => text.parse::<f64>().ok(),
+        NumberKind::Duration => {
+            if text == "0" {
+                return Some(0.0);
+            }
+            let (negative, digits) = match text.strip_prefix('-') {
+                Some(rest) => (true, rest),
+                None => (false, text),
+            };
+            parse_duration_seconds_precise(digits).map(|seconds| if negative { -seconds } else { seconds })
+        }
+        NumberKind::Bytes => text.parse::<f64>().ok().or_else(|| parse_bytes_text(&text.replace(' ', ""))),
+    }
+}
+
+enum CompiledStage {
+    LineFilter(CompiledLineFilter),
+    Json(Vec<(String, Vec<PathPart>)>),
+    Logfmt { strict: bool, keep_empty: bool, params: Vec<(String, String)> },
+    Regexp(Regex),
+    Pattern(Pattern),
+    Unpack,
+    LabelFilter(CompiledLabelFilter),
+    LineFormat(Template),
+    LabelFormat(Vec<(String, Result<Template, String>)>),
+    Drop(Vec<LabelItem>),
+    Keep(Vec<LabelItem>),
+    Decolorize(Regex),
+}
+
+#[derive(Debug, Clone)]
+enum PathPart {
+    Key(String),
+    Index(usize),
+}
+
+fn parse_json_path(expression: &str) -> Vec<PathPart> {
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let mut characters = expression.chars().peekable();
+    while let Some(character) = characters.next() {
+        match character {
+            '.' => {
+                if !current.is_empty() {
+                    parts.push(PathPart::Key(std::mem::take(&mut current)));
+                }
+            }
+            '[' => {
+                if !current.is_empty() {
+                    parts.push(PathPart::Key(std::mem::take(&mut current)));
+                }
+                let mut inside = String::new();
+                for inner in characters.by_ref() {
+                    if inner == ']' {
+                        break;
+                    }
+                    inside.push(inner);
+                }
+                let trimmed = inside.trim();
+                if let Ok(index) = trimmed.parse::<usize>() {
+                    parts.push(PathPart::Index(index));
+                } else {
+                    parts.push(PathPart::Key(trimmed.trim_matches(|c| c == '"' || c == '\'').to_string()));
+                }
+            }
+            other => current.push(other),
+        }
+    }
+    if !current.is_empty() {
+        parts.push(PathPart::Key(current));
+    }
+    parts
+}
+
+/// A compiled pipeline, reusable across entries.
+pub struct Pipeline {
+    stages: Vec<CompiledStage>,
+}
+
+/// The per-entry state: the line and the labels, by origin.
+struct EntryState {
+    line: String,
+    stream: Vec<(String, String)>,
+    added: BTreeMap<String, String>,
+    removed: Vec<String>,
+    has_error: bool,
+}
+
+impl EntryState {
+    fn get(&self, name: &str) -> Option<&str> {
+        if let Some(value) = self.added.get(name) {
+            return Some(value);
+        }
+        if self.removed.iter().any(|removed| removed == name) {
+            return None;
+        }
+        self.stream.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
+    }
+
+    fn is_stream_label(&self, name: &str) -> bool {
+        self.stream.iter().any(|(key, _)| key == name)
+    }
+
+    /// Adds a parsed label, renaming it on collision with a stream label.
+    fn add_parsed(&mut self, name: String, value: String) {
+        let name = sanitize_label_name(&name);
+        if name.is_empty() {
+            return;
+        }
+        let name = if self.is_stream_label(&name) { format!("{name}_extracted") } else { name };
+        self.added.entry(name).or_insert(value);
+    }
+
+    fn set(&mut self, name: &str, value: String) {
+        self.removed.retain(|removed| removed != name);
+        self.added.insert(name.to_string(), value);
+    }
+
+    fn delete(&mut self, name: &str) {
+        self.added.remove(name);
+        if !self.removed.iter().any(|removed| removed == name) {
+            self.removed.push(name.to_string());
+        }
+    }
+
+    fn set_error(&mut self, kind: &str, details: &str) {
+        if self.has_error {
+            return;
+        }
+        self.has_error = true;
+        self.added.insert(ERROR_LABEL.to_string(), kind.to_string());
+        self.added.insert(ERROR_DETAILS_LABEL.to_string(), details.to_string());
+    }
+
+    fn all(&self) -> Vec<(String, String)> {
+        let mut map: BTreeMap<String, String> = BTreeMap::new();
+        for (name, value) in &self.stream {
+            if !self.removed.contains(name) {
+                map.insert(name.clone(), value.clone());
+            }
+        }
+        for (name, value) in &self.added {
+            map.insert(name.clone(), value.clone());
+        }
+        map.into_iter().filter(|(_, value)| !value.is_empty()).collect()
+    }
+
+    fn label_map(&self) -> HashMap<String, String> {
+        self.all().into_iter().collect()
+    }
+}
+
+/// Turns a JSON key or logfmt key into a label name: characters outside `[a-zA-Z0-9_]` become `_`, and a
+/// leading digit gets a `_` prefix.
+pub fn sanitize_label_name(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|character| if character.is_ascii_alphanumeric() || character == '_' { character } else { '_' })
+        .collect();
+    if out.starts_with(|character: char| character.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+/// What a pipeline made of an entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessedEntry {
+    /// The (possibly reformatted) line.
+    pub line: String,
+    /// The final label set: stream labels, structured metadata, parsed labels.
+    pub labels: Labels,
+}
+
+impl Pipeline {
+    /// Compiles stages.
+    ///
+    /// # Errors
+    /// A message when a regex, pattern or template does not compile (the parser checks these first).
+    pub fn new(stages: &[Stage]) -> Result<Pipeline, String> {
+        let mut compiled = Vec::with_capacity(stages.len());
+        for stage in stages {
+            compiled.push(match stage {
+                Stage::LineFilter(filter) => CompiledStage::LineFilter(CompiledLineFilter::compile(filter)?),
+                Stage::Parser(ParserStage::Json(params)) => CompiledStage::Json(
+                    params.iter().map(|(label, expression)| (label.clone(), parse_json_path(expression))).collect(),
+                ),
+                Stage::Parser(ParserStage::Logfmt { strict, keep_empty, params }) => {
+                    CompiledStage::Logfmt { strict: *strict, keep_empty: *keep_empty, params: params.clone() }
+                }
+                Stage::Parser(ParserStage::Regexp(regex)) => {
+                    CompiledStage::Regexp(Regex::new(regex).map_err(|error| error.to_string())?)
+                }
+                Stage::Parser(ParserStage::Pattern(pattern)) => CompiledStage::Pattern(Pattern::parse(pattern)?),
+                Stage::Parser(ParserStage::Unpack) => CompiledStage::Unpack,
+                Stage::LabelFilter(filter) => CompiledStage::LabelFilter(CompiledLabelFilter::compile(filter)?),
+                Stage::LineFormat(template) => CompiledStage::LineFormat(Template::parse(template)?),
+                Stage::LabelFormat(items) => CompiledStage::LabelFormat(
+                    items
+                        .iter()
+                        .map(|item| match item {
+                            LabelFormatItem::Rename { destination, source } => {
+                                (destination.clone(), Err(source.clone()))
+                            }
+                            LabelFormatItem::Template { destination, template } => {
+                                (destination.clone(), Template::parse(template).map_err(|_| String::new()))
+                            }
+                        })
+                        .collect(),
+                ),
+                Stage::Drop(items) => CompiledStage::Drop(items.clone()),
+                Stage::Keep(items) => CompiledStage::Keep(items.clone()),
+                Stage::Decolorize => {
+                    CompiledStage::Decolorize(Regex::new(r"\x1b\[[0-9;]*[a-zA-Z]").map_err(|error| error.to_string())?)
+                }
+            });
+        }
+        Ok(Pipeline { stages: compiled })
+    }
+
+    /// True when the pipeline has no stage that can change labels (line filters only), so results keep
+    /// their stream labels plus structured metadata.
+    pub fn is_filter_only(&self) -> bool {
+        self.stages.iter().all(|stage| matches!(stage, CompiledStage::LineFilter(_)))
+    }
+
+    /// Runs the pipeline; `None` when a filter drops the entry. `extra_labels` (structured metadata) are
+    /// visible to the stages and kept in the result.
+    pub fn process(&self, stream_labels: &Labels, entry: &LogEntry) -> Option<ProcessedEntry> {
+        let mut state = EntryState {
+            line: entry.line.clone(),
+            stream: stream_labels.iter().map(|label| (label.name.clone(), label.value.clone())).collect(),
+            added: BTreeMap::new(),
+            removed: Vec::new(),
+            has_error: false,
+        };
+        for label in &entry.structured_metadata {
+            let name = sanitize_label_name(&label.name);
+            if !state.is_stream_label(&name) {
+                state.added.insert(name, label.value.clone());
+            }
+        }
+        for stage in &self.stages {
+            match stage {
+                CompiledStage::LineFilter(filter) => {
+                    if !filter.keeps(&state.line) {
+                        return None;
+                    }
+                }
+                CompiledStage::Json(params) => parse_json(&mut state, params),
+                CompiledStage::Logfmt { strict, keep_empty, params } => {
+                    parse_logfmt(&mut state, *strict, *keep_empty, params)
+                }
+                CompiledStage::Regexp(regex) => {
+                    let line = state.line.clone();
+                    if let Some(captures) = regex.captures(&line) {
+                        for name in regex.capture_names().flatten() {
+                            if let Some(value) = captures.name(name) {
+                                state.add_parsed(name.to_string(), value.as_str().to_string());
+                            }
+                        }
+                    }
+                }
+                CompiledStage::Pattern(pattern) => {
+                    let line = state.line.clone();
+                    if let Some(captures) = pattern.captures(&line) {
+                        for (name, value) in captures {
+                            state.add_parsed(name.to_string(), value.to_string());
+                        }
+                    }
+                }
+                CompiledStage::Unpack => unpack(&mut state),
+                CompiledStage::LabelFilter(filter) => {
+                    if !filter.keeps(&mut state) {
+                        return None;
+                    }
+                }
+                CompiledStage::LineFormat(template) => {
+                    let labels = state.label_map();
+                    let context =
+                        TemplateContext { labels: &labels, line: &state.line, timestamp_ns: entry.timestamp_ns };
+                    match template.render(&context) {
+                        Ok(line) => state.line = line,
+                        Err(message) => state.set_error("TemplateFormatErr", &message),
+                    }
+                }
+                CompiledStage::LabelFormat(items) => {
+                    let labels = state.label_map();
+                    for (destination, item) in items {
+                        match item {
+                            Err(source) if !source.is_empty() => {
+                                let value = state.get(source).unwrap_or("").to_string();
+                                state.delete(source);
+                                state.set(destination, value);
+                            }
+                            Ok(template) => {
+                                let context = TemplateContext {
+                                    labels: &labels,
+                                    line: &state.line,
+                                    timestamp_ns: entry.timestamp_ns,
+                                };
+                                match template.render(&context) {
+                                    Ok(value) => state.set(destination, value),
+                                    Err(message) => state.set_error("TemplateFormatErr", &message),
+                                }
+                            }
+                            Err(_) => {}
+                        }
+                    }
+                }
+                CompiledStage::Drop(items) => {
+                    for (name, value) in state.all() {
+                        let drop = items.iter().any(|item| match item {
+                            LabelItem::Name(dropped) => *dropped == name,
+                            LabelItem::Matcher(matcher) => matcher.name == name && matcher.matches(&value),
+                        });
+                        if drop {
+                            state.delete(&name);
+                        }
+                    }
+                }
+                CompiledStage::Keep(items) => {
+                    for (name, value) in state.all() {
+                        let keep = items.iter().any(|item| match item {
+                            LabelItem::Name(kept) => *kept == name,
+                            LabelItem::Matcher(matcher) => matcher.name == name && matcher.matches(&value),
+                        });
+                        if !keep {
+                            state.delete(&name);
+                        }
+                    }
+                }
+                CompiledStage::Decolorize(regex) => state.line = regex.replace_all(&state.line, "").into_owned(),
+            }
+        }
+        let labels = Labels::from_pairs(state.all());
+        Some(ProcessedEntry { line: state.line, labels })
+    }
+}
+
+fn json_scalar(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(text) => Some(text.clone()),
+        serde_json::Value::Number(number) => Some(number.to_string()),
+        serde_json::Value::Bool(value) => Some(value.to_string()),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+fn flatten_json(prefix: &str, value: &serde_json::Value, state: &mut EntryState) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map {
+                let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}_{key}") };
+                flatten_json(&name, inner, state);
+            }
+        }
+        // Loki's json parser does not extract arrays without an expression.
+        serde_json::Value::Array(_) => {}
+        other => {
+            if let Some(text) = json_scalar(other) {
+                state.add_parsed(prefix.to_string(), text);
+            }
+        }
+    }
+}
+
+fn parse_json(state: &mut EntryState, params: &[(String, Vec<PathPart>)]) {
+    let parsed: serde_json::Value = match serde_json::from_str(&state.line) {
+        Ok(value @ serde_json::Value::Object(_)) => value,
+        Ok(_) => {
+            state.set_error("JSONParserErr", "Value looks like object, but can't find closing '}' symbol");
+            return;
+        }
+        Err(error) => {
+            state.set_error("JSONParserErr", &error.to_string());
+            return;
+        }
+    };
+    if params.is_empty() {
+        flatten_json("", &parsed, state);
+        return;
+    }
+    for (label, path) in params {
+        let mut current = Some(&parsed);
+        for part in path {
+            current = match (current, part) {
+                (Some(serde_json::Value::Object(map)), PathPart::Key(key)) => map.get(key),
+                (Some(serde_json::Value::Array(items)), PathPart::Index(index)) => items.get(*index),
+                _ => None,
+            };
+        }
+        let value = current.and_then(json_scalar).unwrap_or_default();
+        state.add_parsed(label.clone(), value);
+    }
+}
+
+fn unpack(state: &mut EntryState) {
+    let parsed: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(&state.line) {
+        Ok(serde_json::Value::Object(map)) => map,
+        Ok(_) | Err(_) => {
+            state.set_error("JSONParserErr", "unpack: line is not a JSON object");
+            return;
+        }
+    };
+    for (key, value) in parsed {
+        if key == "_entry" {
+            if let serde_json::Value::String(line) = value {
+                state.line = line;
+            }
+            continue;
+        }
+        if let serde_json::Value::String(text) = value {
+            state.add_parsed(key, text);
+        }
+    }
+}
+
+fn parse_logfmt(state: &mut EntryState, strict: bool, keep_empty: bool, params: &[(String, String)]) {
+    let line = state.line.clone();
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    let bytes = line.as_bytes();
+    let mut position = 0;
+    while position < bytes.len() {
+        while position < bytes.len() && bytes[position].is_ascii_whitespace() {
+            position += 1;
+        }
+        let key_start = position;
+        while position < bytes.len() && !bytes[position].is_ascii_whitespace() && bytes[position] != b'=' {
+            position += 1;
+        }
+        let key = &line[key_start..position];
+        if key.is_empty() {
+            if position < bytes.len() && bytes[position] == b'=' {
+                if strict {
+                    state.set_error(
+                        "LogfmtParserErr",
+                        &format!("logfmt syntax error at pos {position} : unexpected '='"),
+                    );
+                    return;
+                }
+                position += 1;
+                continue;
+            }
+            break;
+        }
+        if position >= bytes.len() || bytes[position] != b'=' {
+            // A bare key: present with an empty value.
+            pairs.push((key.to_string(), String::new()));
+            continue;
+        }
+        position += 1;
+        let value = if position < bytes.len() && bytes[position] == b'"' {
+            position += 1;
+            let mut value = String::new();
+            let mut closed = false;
+            while position < bytes.len() {
+                let character = line[position..].chars().next().unwrap_or('\0');
+                if character == '\\' && position + 1 < bytes.len() {
+                    let escaped = line[position + 1..].chars().next().unwrap_or('\0');
+                    value.push(match escaped {
+                        'n' => '\n',
+                        't' => '\t',
+                        other => other,
+                    });
+                    position += 1 + escaped.len_utf8();
+                    continue;
+                }
+                position += character.len_utf8();
+                if character == '"' {
+                    closed = true;
+                    break;
+                }
+                value.push(character);
+            }
+            if !closed && strict {
+                state.set_error("LogfmtParserErr", "logfmt syntax error: unterminated quoted value");
+                return;
+            }
+            value
+        } else {
+            let value_start = position;
+            while position < bytes.len() && !bytes[position].is_ascii_whitespace() {
+                position += 1;
+            }
+            line[value_start..position].to_string()
+        };
+        pairs.push((key.to_string(), value));
+    }
+    if params.is_empty() {
+        for (key, value) in pairs {
+            if value.is_empty() && !keep_empty {
+                continue;
+            }
+            state.add_parsed(key, value);
+        }
+        return;
+    }
+    for (label, key) in params {
+        if let Some((_, value)) = pairs.iter().find(|(found, _)| found == key) {
+            state.add_parsed(label.clone(), value.clone());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syntax::{Expr, parse_expr};
+
+    fn run(query: &str, line: &str) -> Option<ProcessedEntry> {
+        let Expr::Log(log) = parse_expr(query).unwrap() else { panic!("not a log query") };
+        let pipeline = Pipeline::new(&log.pipeline).unwrap();
+        pipeline
+            .process(&Labels::from_pairs([("service_name", "boxoffice"), ("level", "info")]), &LogEntry::new(1, line))
+    }
+
+    #[test]
+    fn json_flattens_and_renames_collisions() {
+        let entry = run(r#"{a="b"} | json"#, r#"{"level":"error","http":{"status":500},"tags":[1]}"#).unwrap();
+        assert_eq!(entry.labels.get("level_extracted"), Some("error"));
+        assert_eq!(entry.labels.get("http_status"), Some("500"));
+        assert_eq!(entry.labels.get("tags"), None);
+        let broken = run(r#"{a="b"} | json"#, "not json").unwrap();
+        assert_eq!(broken.labels.get(ERROR_LABEL), Some("JSONParserErr"));
+        assert!(run(r#"{a="b"} | json | __error__="""#, "not json").is_none());
+    }
+
+    #[test]
+    fn json_params_logfmt_and_numeric_filters() {
+        let entry =
+            run(r#"{a="b"} | json code="http.status", first="items[0]""#, r#"{"http":{"status":404},"items":["x"]}"#)
+                .unwrap();
+        assert_eq!((entry.labels.get("code"), entry.labels.get("first")), (Some("404"), Some("x")));
+        assert!(
+            run(r#"{a="b"} | logfmt | latency > 250ms and status >= 500"#, "status=503 latency=1.5s msg=\"a b\"")
+                .is_some()
+        );
+        assert!(run(r#"{a="b"} | logfmt | latency > 2s"#, "status=503 latency=1.5s").is_none());
+        assert!(run(r#"{a="b"} | logfmt | size > 1KB"#, "size=2KB").is_some());
+        let formatted = run(
+            r#"{a="b"} | logfmt | line_format "{{.msg}} ({{.status}})" | label_format code=status"#,
+            "status=200 msg=\"ok go\"",
+        )
+        .unwrap();
+        assert_eq!(formatted.line, "ok go (200)");
+        assert_eq!((formatted.labels.get("code"), formatted.labels.get("status")), (Some("200"), None));
+    }
+
+    #[test]
+    fn line_filters_drop_keep_and_decolorize() {
+        assert!(run(r#"{a="b"} |= "x" or "y" != "z""#, "has y").is_some());
+        assert!(run(r#"{a="b"} |= "x" or "y" != "z""#, "has y and z").is_none());
+        assert!(run(r#"{a="b"} |~ "(?i)ERROR""#, "an error").is_some());
+        assert!(run(r#"{a="b"} |> "GET <_> 200""#, "GET /x 200").is_some());
+        let kept = run(r#"{a="b"} | logfmt | keep status, service_name"#, "status=1 other=2").unwrap();
+        assert_eq!(kept.labels.len(), 2);
+        let dropped = run(r#"{a="b"} | drop level"#, "x").unwrap();
+        assert_eq!(dropped.labels.get("level"), None);
+        assert_eq!(run(r#"{a="b"} | decolorize"#, "\x1b[31mred\x1b[0m").unwrap().line, "red");
+        let pattern = run(r#"{a="b"} | pattern "<method> <path>""#, "GET /api").unwrap();
+        assert_eq!(pattern.labels.get("path"), Some("/api"));
+        let regexp = run(r#"{a="b"} | regexp "took (?P<ms>[0-9]+)ms" | ms > 100"#, "took 250ms").unwrap();
+        assert_eq!(regexp.labels.get("ms"), Some("250"));
+        assert!(run(r#"{a="b"} | logfmt | ip = ip("10.0.0.0/8")"#, "ip=10.1.2.3").is_some());
+    }
+}

@@ -1,0 +1,223 @@
+//! The Loki API tested in-process over a real log store: push (JSON, protobuf), query_range streams,
+//! labels, series, the Grafana health check, metric queries, OTLP logs and refusals.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use oxeye_promql::{Engine, EngineOptions};
+use oxeye_server::{ServerOptions, ServerState, router};
+use prost::Message;
+use tower::ServiceExt;
+
+struct Harness {
+    _directory: tempfile::TempDir,
+    state: Arc<ServerState>,
+}
+
+fn harness() -> Harness {
+    let directory = tempfile::tempdir().expect("temporary directory");
+    let mut options = oxeye_logstore::LogStoreOptions::new(directory.path().join("logs"));
+    options.background_maintenance = false;
+    options.max_line_bytes = 1000;
+    let logs = oxeye_logstore::LogStore::open(options).expect("log store opens");
+    let tsdb = oxeye_tsdb::Tsdb::open(oxeye_tsdb::TsdbOptions::new(directory.path())).expect("tsdb opens");
+    let server_options = ServerOptions {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        otlp_http_listen: None,
+        otlp_grpc_listen: None,
+        max_request_body_bytes: 1 << 20,
+        version: "test".into(),
+        storage_retention: "30d".into(),
+        flags: Vec::new(),
+        config_yaml: String::new(),
+    };
+    let state = ServerState::new(server_options, Engine::new(EngineOptions::default()));
+    state.set_storage(tsdb, Box::new(|_| {}));
+    state.set_log_storage(logs);
+    Harness { _directory: directory, state }
+}
+
+async fn send(state: &Arc<ServerState>, request: Request<Body>) -> (StatusCode, String) {
+    let response = router(state.clone()).oneshot(request).await.expect("router answers");
+    let status = response.status();
+    let bytes = response.into_body().collect().await.expect("body").to_bytes();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).expect("request")
+}
+
+fn encode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos() as i64
+}
+
+fn push_json(body: String) -> Request<Body> {
+    Request::post("/loki/api/v1/push")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .expect("request")
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).expect("json body")
+}
+
+#[tokio::test]
+async fn grafana_health_check_returns_two() {
+    let harness = harness();
+    let uri = format!("/loki/api/v1/query?query={}&time={}", encode("vector(1)+vector(1)"), 4_000_000_000i64);
+    let (status, body) = send(&harness.state, get(&uri)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = json(&body);
+    assert_eq!(body["status"], "success");
+    assert_eq!(body["data"]["resultType"], "vector");
+    assert_eq!(body["data"]["result"], serde_json::json!([{"metric": {}, "value": [4, "2"]}]));
+}
+
+#[tokio::test]
+async fn pushed_lines_come_back_through_query_range_labels_and_series() {
+    let harness = harness();
+    let base = now_ns() - 60_000_000_000;
+    let body = format!(
+        r#"{{"streams":[{{"stream":{{"service_name":"boxoffice","env":"acceptance"}},"values":[
+            ["{}","{{\"event\": \"request_finished\", \"status_code\": 200, \"path\": \"/healthz/\"}}"],
+            ["{}","{{\"event\": \"checkout_failed\", \"status_code\": 500, \"path\": \"/api/events/3/checkout/\"}}",{{"trace_id":"81d8"}}]]}},
+          {{"stream":{{"service_name":"worker"}},"values":[["{}","task done"]]}}]}}"#,
+        base,
+        base + 1_000_000_000,
+        base + 2_000_000_000
+    );
+    let (status, text) = send(&harness.state, push_json(body)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
+
+    let query = encode(r#"{service_name="boxoffice"} |= "checkout""#);
+    let uri = format!("/loki/api/v1/query_range?query={query}&start={}&end={}", base - 1, base + 10_000_000_000);
+    let (status, text) = send(&harness.state, get(&uri)).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let body = json(&text);
+    assert_eq!(body["data"]["resultType"], "streams");
+    let result = body["data"]["result"].as_array().expect("result");
+    assert_eq!(result.len(), 1);
+    assert_eq!(result[0]["stream"]["trace_id"], "81d8");
+    assert_eq!(result[0]["values"][0][0], (base + 1_000_000_000).to_string());
+
+    let query = encode(r#"{env="acceptance"} | json | status_code >= 200"#);
+    let uri = format!(
+        "/loki/api/v1/query_range?query={query}&start={}&end={}&direction=forward&limit=1",
+        base - 1,
+        base + 10_000_000_000
+    );
+    let body = json(&send(&harness.state, get(&uri)).await.1);
+    let result = body["data"]["result"].as_array().expect("result");
+    assert_eq!(result.len(), 1);
+    assert_eq!(result[0]["stream"]["event"], "request_finished");
+
+    let query = encode(r#"sum by (service_name) (count_over_time({service_name=~".+"}[1m]))"#);
+    let uri = format!(
+        "/loki/api/v1/query_range?query={query}&start={}&end={}&step=60",
+        base + 5_000_000_000,
+        base + 5_000_000_000
+    );
+    let body = json(&send(&harness.state, get(&uri)).await.1);
+    assert_eq!(body["data"]["resultType"], "matrix");
+    let result = body["data"]["result"].as_array().expect("result");
+    assert_eq!(result[0]["metric"]["service_name"], "boxoffice");
+    assert_eq!(result[0]["values"][0][1], "2");
+    assert_eq!(result[1]["values"][0][1], "1");
+
+    let window = format!("start={}&end={}", base - 1, base + 10_000_000_000);
+    let body = json(&send(&harness.state, get(&format!("/loki/api/v1/labels?{window}"))).await.1);
+    assert_eq!(body, serde_json::json!({"status": "success", "data": ["env", "service_name"]}));
+    let body = json(&send(&harness.state, get(&format!("/loki/api/v1/label/service_name/values?{window}"))).await.1);
+    assert_eq!(body["data"], serde_json::json!(["boxoffice", "worker"]));
+    let uri = format!("/loki/api/v1/series?match[]={}&{window}", encode(r#"{service_name="worker"}"#));
+    let body = json(&send(&harness.state, get(&uri)).await.1);
+    assert_eq!(body["data"], serde_json::json!([{"service_name": "worker"}]));
+    let uri = format!("/loki/api/v1/index/stats?query={}&{window}", encode(r#"{service_name="boxoffice"}"#));
+    let body = json(&send(&harness.state, get(&uri)).await.1);
+    assert_eq!((body["streams"].as_u64(), body["entries"].as_u64()), (Some(1), Some(2)));
+}
+
+#[tokio::test]
+async fn protobuf_push_is_stored() {
+    use oxeye_proto::loki::{EntryAdapter, PushRequest, StreamAdapter, Timestamp};
+    let harness = harness();
+    let now = now_ns();
+    let request = PushRequest {
+        streams: vec![StreamAdapter {
+            labels: r#"{job="promtail"}"#.into(),
+            entries: vec![EntryAdapter {
+                timestamp: Some(Timestamp { seconds: now / 1_000_000_000, nanos: (now % 1_000_000_000) as i32 }),
+                line: "level=info msg=hello".into(),
+                structured_metadata: vec![],
+                parsed: vec![],
+            }],
+            hash: 0,
+        }],
+    };
+    let body = snap::raw::Encoder::new().compress_vec(&request.encode_to_vec()).expect("snappy");
+    let push = Request::post("/loki/api/v1/push")
+        .header(header::CONTENT_TYPE, "application/x-protobuf")
+        .body(Body::from(body))
+        .expect("request");
+    let (status, text) = send(&harness.state, push).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
+    let query = encode(r#"{job="promtail"} | logfmt | line_format "{{.msg}}""#);
+    let body = json(&send(&harness.state, get(&format!("/loki/api/v1/query_range?query={query}"))).await.1);
+    assert_eq!(body["data"]["result"][0]["values"][0][1], "hello");
+}
+
+#[tokio::test]
+async fn malformed_bodies_too_long_lines_and_bad_queries_are_400() {
+    let harness = harness();
+    let (status, text) =
+        send(&harness.state, push_json(r#"{"streams":[{"stream":{"a":"b"},"values":[["x","line"]]}]}"#.into())).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(text.contains("streams[0].values[0][0]"), "{text}");
+    let long = "x".repeat(2000);
+    let body = format!(
+        r#"{{"streams":[{{"stream":{{"a":"b"}},"values":[["{}","{long}"],["{}","ok"]]}}]}}"#,
+        now_ns(),
+        now_ns()
+    );
+    let (status, text) = send(&harness.state, push_json(body)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(text.contains("1 entries rejected") && text.contains("max entry size"), "{text}");
+    let uri = format!("/loki/api/v1/query_range?query={}", encode(r#"{a="b"} |= "ok""#));
+    let body = json(&send(&harness.state, get(&uri)).await.1);
+    assert_eq!(body["data"]["result"].as_array().map(Vec::len), Some(1), "the valid entry is stored");
+    let uri = format!("/loki/api/v1/query_range?query={}", encode(r#"{a="b"} |= "#));
+    let (status, text) = send(&harness.state, get(&uri)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(text.starts_with("parse error at line 1, col"), "{text}");
+    let uri = format!("/loki/api/v1/query?query={}", encode(r#"{a="b"}"#));
+    let (status, _) = send(&harness.state, get(&uri)).await;
+    assert_eq!(status, StatusCode::OK, "log queries on /query answer streams");
+}
+
+#[tokio::test]
+async fn otlp_logs_become_streams_with_service_name() {
+    let harness = harness();
+    let now = now_ns();
+    let body = format!(
+        r#"{{"resourceLogs":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"boxoffice"}}}}]}},
+          "scopeLogs":[{{"logRecords":[{{"timeUnixNano":"{now}","severityNumber":17,
+          "body":{{"kvlistValue":{{"values":[{{"key":"event","value":{{"stringValue":"checkout_failed"}}}}]}}}}}}]}}]}}]}}"#
+    );
+    let request = Request::post("/v1/logs")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .expect("request");
+    let (status, text) = send(&harness.state, request).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let query = encode(r#"{service_name="boxoffice"} | detected_level="error" | json"#);
+    let body = json(&send(&harness.state, get(&format!("/loki/api/v1/query_range?query={query}"))).await.1);
+    assert_eq!(body["data"]["result"][0]["stream"]["event"], "checkout_failed");
+}
