@@ -85,6 +85,9 @@ fn main() {
     let rss_before = rss_bytes();
     let mut random = Random(0x1234_5678);
     let threads: usize = std::env::var("OXEYE_INGEST_THREADS").ok().and_then(|value| value.parse().ok()).unwrap_or(1);
+    // Run maintenance (which moves closed head chunks to disk) every this many rounds; 0 = never.
+    let maintenance_every: i64 =
+        std::env::var("OXEYE_INGEST_MAINTENANCE_EVERY").ok().and_then(|value| value.parse().ok()).unwrap_or(0);
     let started = Instant::now();
     let cpu_started = cpu_seconds();
     let mut first_round_seconds = 0.0;
@@ -106,6 +109,16 @@ fn main() {
                 });
             }
         });
+        if maintenance_every > 0 && (round + 1) % maintenance_every == 0 {
+            let before = rss_bytes();
+            let report = tsdb.run_maintenance().unwrap();
+            println!(
+                "round {round}: rss {:.0} -> {:.0} B/series, head series+chunk bytes {:.0} B/series, {report:?}",
+                before.saturating_sub(rss_before) as f64 / series as f64,
+                rss_bytes().saturating_sub(rss_before) as f64 / series as f64,
+                tsdb.head_chunk_bytes() as f64 / series as f64,
+            );
+        }
         if round == 0 {
             first_round_seconds = started.elapsed().as_secs_f64();
         }

@@ -19,8 +19,10 @@ use std::fmt;
 
 /// The head starts a new chunk after this many samples (Prometheus' 120).
 pub const MAX_SAMPLES_PER_CHUNK: u16 = 120;
-/// The head starts a new chunk once the current one is this large, in bytes.
-pub const MAX_CHUNK_BYTES: usize = 1024;
+/// The head starts a new chunk once the current one is this large, in bytes. One sample adds at most
+/// 19 bytes, so an open chunk's buffer never outgrows 512 bytes: the open chunk is what an active
+/// series keeps in RAM (closed chunks move to disk).
+pub const MAX_CHUNK_BYTES: usize = 480;
 
 /// A chunk's encoding, stored as one byte beside the chunk's data in WAL checkpoints and chunk files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -600,8 +602,8 @@ const FLAG_VALUE_DELTA_OF_DELTA: u8 = 1;
 const FLAG_TIMESTAMP_ZERO_RUNS: u8 = 2;
 const FLAG_VALUE_ZERO_RUNS: u8 = 4;
 
-fn delta_of_delta(values: impl Iterator<Item = i64>) -> Vec<i64> {
-    let mut out = Vec::new();
+fn delta_of_delta_into(out: &mut Vec<i64>, values: impl Iterator<Item = i64>) {
+    out.clear();
     let (mut previous, mut previous_delta) = (None, 0i64);
     for value in values {
         if let Some(before) = previous {
@@ -611,28 +613,47 @@ fn delta_of_delta(values: impl Iterator<Item = i64>) -> Vec<i64> {
         }
         previous = Some(value);
     }
-    out
 }
 
-fn deltas(values: &[i64]) -> Vec<i64> {
-    values.windows(2).map(|pair| pair[1].wrapping_sub(pair[0])).collect()
+fn deltas_into(out: &mut Vec<i64>, values: &[i64]) {
+    out.clear();
+    out.extend(values.windows(2).map(|pair| pair[1].wrapping_sub(pair[0])));
+}
+
+/// Reusable buffers for re-encoding, kept per thread: closing a chunk happens in the commit path, and
+/// fresh buffers there would churn (and fragment) the allocator.
+#[derive(Debug, Default)]
+struct Scratch {
+    samples: Vec<oxeye_model::Sample>,
+    integers: Vec<i64>,
+    timestamp_stream: Vec<i64>,
+    value_deltas: Vec<i64>,
+    value_delta_of_deltas: Vec<i64>,
+}
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
 }
 
 /// Encodes samples whose values are all exact at `scale`, choosing per stream the cheaper of plain and
 /// zero-run coding and for values the cheaper of deltas and deltas of deltas.
-fn encode_scaled(samples: &[oxeye_model::Sample], scale: usize) -> Option<Vec<u8>> {
+fn encode_scaled(samples: &[oxeye_model::Sample], scale: usize, scratch: &mut Scratch) -> Option<Vec<u8>> {
     let count = u16::try_from(samples.len()).ok()?;
     let (first, _) = samples.split_first()?;
-    let integers: Vec<i64> = samples.iter().map(|sample| to_scaled(sample.value, scale)).collect::<Option<_>>()?;
-    let timestamp_stream = delta_of_delta(samples.iter().map(|sample| sample.timestamp_ms));
+    let Scratch { integers, timestamp_stream, value_deltas, value_delta_of_deltas, .. } = scratch;
+    integers.clear();
+    for sample in samples {
+        integers.push(to_scaled(sample.value, scale)?);
+    }
+    delta_of_delta_into(timestamp_stream, samples.iter().map(|sample| sample.timestamp_ms));
     let timestamp_plain: u32 = timestamp_stream.iter().map(|value| varbit_cost(*value)).sum();
-    let timestamp_runs = timestamp_stream.len() > 1 && zero_run_cost(&timestamp_stream) < timestamp_plain;
+    let timestamp_runs = timestamp_stream.len() > 1 && zero_run_cost(timestamp_stream) < timestamp_plain;
     let mut flags = if timestamp_runs { FLAG_TIMESTAMP_ZERO_RUNS } else { 0 };
 
-    let value_deltas = deltas(&integers);
-    let value_delta_of_deltas = delta_of_delta(integers.iter().copied());
+    deltas_into(value_deltas, integers);
+    delta_of_delta_into(value_delta_of_deltas, integers.iter().copied());
     let mut best: Option<(u32, u8, &Vec<i64>)> = None;
-    for (mode_flag, stream) in [(0, &value_deltas), (FLAG_VALUE_DELTA_OF_DELTA, &value_delta_of_deltas)] {
+    for (mode_flag, stream) in [(0, &*value_deltas), (FLAG_VALUE_DELTA_OF_DELTA, &*value_delta_of_deltas)] {
         let plain: u32 = stream.iter().map(|value| varbit_cost(*value)).sum();
         let runs = zero_run_cost(stream);
         let (cost, run_flag) = if runs < plain { (runs, FLAG_VALUE_ZERO_RUNS) } else { (plain, 0) };
@@ -650,7 +671,7 @@ fn encode_scaled(samples: &[oxeye_model::Sample], scale: usize) -> Option<Vec<u8
     write_varint_bits(&mut writer, first.timestamp_ms);
     write_varint_bits(&mut writer, integers[0]);
     if timestamp_runs {
-        write_zero_run_stream(&mut writer, &timestamp_stream);
+        write_zero_run_stream(&mut writer, timestamp_stream);
     } else {
         timestamp_stream.iter().for_each(|value| write_varbit(&mut writer, *value));
     }
@@ -791,7 +812,7 @@ pub fn encode_best(samples: &[oxeye_model::Sample]) -> (Encoding, Vec<u8>) {
     }
     let mut best = (Encoding::Xor, xor.into_bytes());
     if let Some(scale) = decimal_scale(samples)
-        && let Some(bytes) = encode_scaled(samples, scale)
+        && let Some(bytes) = SCRATCH.with(|scratch| encode_scaled(samples, scale, &mut scratch.borrow_mut()))
         && bytes.len() < best.1.len()
     {
         best = (Encoding::ScaledInt, bytes);
@@ -802,12 +823,23 @@ pub fn encode_best(samples: &[oxeye_model::Sample]) -> (Encoding, Vec<u8>) {
 /// Re-encodes a closed XOR chunk into its smallest encoding; returns the input when XOR stays
 /// smallest or the chunk cannot be read.
 pub fn recode_closed(encoding: Encoding, bytes: Vec<u8>) -> (Encoding, Vec<u8>) {
-    let mut samples = Vec::with_capacity(MAX_SAMPLES_PER_CHUNK as usize);
-    if decode_into(encoding, &bytes, i64::MIN, i64::MAX, &mut samples).is_err() || decimal_scale(&samples).is_none() {
-        return (encoding, bytes);
-    }
-    let (best_encoding, best_bytes) = encode_best(&samples);
-    if best_bytes.len() < bytes.len() { (best_encoding, best_bytes) } else { (encoding, bytes) }
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        let mut samples = std::mem::take(&mut scratch.samples);
+        samples.clear();
+        let recoded = if decode_into(encoding, &bytes, i64::MIN, i64::MAX, &mut samples).is_ok()
+            && let Some(scale) = decimal_scale(&samples)
+        {
+            encode_scaled(&samples, scale, &mut scratch).filter(|scaled| scaled.len() < bytes.len())
+        } else {
+            None
+        };
+        scratch.samples = samples;
+        match recoded {
+            Some(scaled) => (Encoding::ScaledInt, scaled),
+            None => (encoding, bytes),
+        }
+    })
 }
 
 /// Encodes ascending samples into chunks of at most [`MAX_SAMPLES_PER_CHUNK`] samples, each in its

@@ -245,6 +245,8 @@ impl SeriesState {
             let maxt_ms = open.maxt_ms();
             let (encoding, bytes) = chunkenc::recode_closed(Encoding::Xor, open.appender.into_bytes());
             let data = ChunkData::Memory(bytes.into_boxed_slice());
+            // Grow by one: most series hold few closed chunks, and Vec's default first step is four.
+            self.closed.reserve_exact(1);
             self.closed.push(HeadChunk { mint_ms: open.mint_ms, maxt_ms, encoding, data });
         }
     }
@@ -252,6 +254,7 @@ impl SeriesState {
     /// Drops chunks that end before `mint_ms`. True when the series has no chunk left.
     pub(crate) fn truncate_before(&mut self, mint_ms: i64) -> bool {
         self.closed.retain(|chunk| chunk.maxt_ms >= mint_ms);
+        self.closed.shrink_to_fit();
         if self.open.as_ref().is_some_and(|open| open.maxt_ms() < mint_ms) {
             self.open = None;
         }

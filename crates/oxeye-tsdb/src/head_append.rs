@@ -14,7 +14,7 @@ use oxeye_model::{Exemplar, Labels, MetricMetadata, Sample};
 use crate::db::{Shared, lock, read, write};
 use crate::exemplars::ExemplarCheck;
 use crate::head::{MemSeries, MixBuildHasher, SeriesAppend, check_order};
-use crate::record::{self, RefExemplar, RefSample};
+use crate::record::{self, RecordType, RefExemplar, RefSample};
 
 /// A series this batch holds, with its newest sample in the batch.
 #[derive(Debug)]
@@ -29,6 +29,7 @@ struct HeldSeries {
 #[derive(Debug, Default)]
 pub(crate) struct AppenderBuffers {
     held: Vec<HeldSeries>,
+    samples_record: Vec<u8>,
     held_by_ref: HashMap<u32, usize, MixBuildHasher>,
     samples: Vec<(usize, i64, f64)>,
 }
@@ -48,6 +49,8 @@ pub struct TsdbAppender {
     held_by_ref: HashMap<u32, usize, MixBuildHasher>,
     /// `(position in held, timestamp_ms, value)`.
     samples: Vec<(usize, i64, f64)>,
+    /// The encoded samples record, kept for reuse.
+    samples_record: Vec<u8>,
     exemplars: Vec<(usize, Exemplar)>,
     metadata: Vec<(String, MetricMetadata)>,
     series_created: u64,
@@ -66,6 +69,7 @@ impl TsdbAppender {
             held: if buffers.held.capacity() > 0 { buffers.held } else { Vec::with_capacity(capacity) },
             held_by_ref: buffers.held_by_ref,
             samples: buffers.samples,
+            samples_record: buffers.samples_record,
             exemplars: Vec::new(),
             metadata: Vec::new(),
             series_created: 0,
@@ -113,9 +117,13 @@ impl TsdbAppender {
         self.samples.clear();
         self.exemplars.clear();
         self.metadata.clear();
-        if self.held.capacity() <= MAX_POOLED_ENTRIES && self.samples.capacity() <= MAX_POOLED_ENTRIES {
+        if self.held.capacity() <= MAX_POOLED_ENTRIES
+            && self.samples.capacity() <= MAX_POOLED_ENTRIES
+            && self.samples_record.capacity() <= MAX_POOLED_ENTRIES * 16
+        {
             let buffers = AppenderBuffers {
                 held: std::mem::take(&mut self.held),
+                samples_record: std::mem::take(&mut self.samples_record),
                 held_by_ref: std::mem::take(&mut self.held_by_ref),
                 samples: std::mem::take(&mut self.samples),
             };
@@ -155,7 +163,9 @@ impl TsdbAppender {
                     value: *value,
                 }
             });
-            records.push(record::encode_samples_iter(self.samples.len(), samples));
+            let mut samples_record = std::mem::take(&mut self.samples_record);
+            record::encode_samples_into(&mut samples_record, self.samples.len(), samples);
+            records.push(samples_record);
         }
         if !self.exemplars.is_empty() {
             let exemplars: Vec<RefExemplar> = self
@@ -194,7 +204,12 @@ impl TsdbAppender {
             });
         }
         let slices: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
-        if let Err(error) = shared.wal.append_batch(&slices) {
+        let written = shared.wal.append_batch(&slices);
+        // Give the samples record's buffer back for the next batch.
+        if let Some(position) = records.iter().position(|bytes| bytes.first() == Some(&(RecordType::Samples as u8))) {
+            self.samples_record = records.swap_remove(position);
+        }
+        if let Err(error) = written {
             shared.counters.commit_failures_total.fetch_add(1, Ordering::Relaxed);
             return Err(StorageError::Io(error.to_string()));
         }

@@ -138,19 +138,28 @@ pub(crate) fn encode_samples(samples: &[RefSample]) -> Vec<u8> {
 }
 
 /// A samples record of exactly `count` samples.
-pub(crate) fn encode_samples_iter(count: usize, mut samples: impl Iterator<Item = RefSample>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + count * 13);
+#[cfg(test)]
+pub(crate) fn encode_samples_iter(count: usize, samples: impl Iterator<Item = RefSample>) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_samples_into(&mut out, count, samples);
+    out
+}
+
+/// Writes a samples record of exactly `count` samples into `out` (cleared first), reusing its
+/// allocation.
+pub(crate) fn encode_samples_into(out: &mut Vec<u8>, count: usize, mut samples: impl Iterator<Item = RefSample>) {
+    out.clear();
+    out.reserve(8 + count * 13);
     out.push(RecordType::Samples as u8);
-    put_uvarint(&mut out, count as u64);
-    let Some(first) = samples.next() else { return out };
-    put_uvarint(&mut out, first.series_ref);
-    put_varint(&mut out, first.timestamp_ms);
+    put_uvarint(out, count as u64);
+    let Some(first) = samples.next() else { return };
+    put_uvarint(out, first.series_ref);
+    put_varint(out, first.timestamp_ms);
     for sample in std::iter::once(first).chain(samples) {
-        put_varint(&mut out, sample.series_ref.wrapping_sub(first.series_ref) as i64);
-        put_varint(&mut out, sample.timestamp_ms.wrapping_sub(first.timestamp_ms));
+        put_varint(out, sample.series_ref.wrapping_sub(first.series_ref) as i64);
+        put_varint(out, sample.timestamp_ms.wrapping_sub(first.timestamp_ms));
         out.extend_from_slice(&sample.value.to_bits().to_le_bytes());
     }
-    out
 }
 
 pub(crate) fn encode_exemplars(exemplars: &[RefExemplar]) -> Vec<u8> {

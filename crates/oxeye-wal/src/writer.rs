@@ -36,6 +36,8 @@ impl WalOptions {
 #[derive(Debug, Default)]
 struct CommitQueue {
     pending: Vec<u8>,
+    /// A written group's buffer kept for the next group, so steady ingest does not churn the allocator.
+    spare: Vec<u8>,
     pending_records: u64,
     /// Sequence number of the most recently queued batch.
     queued_sequence: u64,
@@ -207,7 +209,8 @@ impl Wal {
         mut queue: MutexGuard<'a, CommitQueue>,
     ) -> Result<MutexGuard<'a, CommitQueue>, WalError> {
         queue.leader_active = true;
-        let group = std::mem::take(&mut queue.pending);
+        let spare = std::mem::take(&mut queue.spare);
+        let group = std::mem::replace(&mut queue.pending, spare);
         let group_records = std::mem::take(&mut queue.pending_records);
         let group_sequence = queue.queued_sequence;
         drop(queue);
@@ -223,11 +226,15 @@ impl Wal {
             Ok(()) => {
                 queue.durable_sequence = group_sequence;
                 self.stats.records_total.fetch_add(group_records, Ordering::Relaxed);
-                if queue.pending.is_empty() {
-                    // Keep the allocation for the next group.
-                    let mut reusable = group;
-                    reusable.clear();
-                    queue.pending = reusable;
+                // Keep the allocation for the next group (buffers beyond 64 MiB are let go).
+                let mut reusable = group;
+                reusable.clear();
+                if reusable.capacity() <= 64 << 20 {
+                    if queue.pending.is_empty() && queue.pending.capacity() < reusable.capacity() {
+                        queue.pending = reusable;
+                    } else if queue.spare.capacity() < reusable.capacity() {
+                        queue.spare = reusable;
+                    }
                 }
                 Ok(queue)
             }
