@@ -2,6 +2,8 @@
 //! remote_write-sized batches from one thread, then measures bytes per sample of cut blocks on a
 //! longer, smaller workload.
 //!
+//! Environment: `OXEYE_INGEST_THREADS` (default 1), `OXEYE_INGEST_MAINTENANCE_EVERY` rounds (default 0 = never).
+//!
 //! `OXEYE_INGEST_THREADS=4 cargo run --release -p oxeye-tsdb --example ingest -- [series] [rounds] [batch] [keep_dir]`
 
 #![allow(clippy::unwrap_used)]
