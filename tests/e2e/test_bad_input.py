@@ -253,11 +253,6 @@ def test_otlp_torn_protobuf_stores_nothing(server: OxeyeServer):
     assert_not_stored(server, "bad_input_pb_good")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known server bug: a malformed gRPC Export answers INTERNAL (tonic's decode error) where OTLP says "
-    "INVALID_ARGUMENT; drop this marker once fixed (strict: an unexpected pass fails)",
-)
 def test_otlp_grpc_malformed_is_invalid_argument(server: OxeyeServer):
     import grpc
 

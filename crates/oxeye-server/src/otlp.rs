@@ -194,23 +194,44 @@ impl tower::Service<axum::http::Request<Body>> for GrpcRouter {
         Box::pin(async move {
             let max_bytes = state.options.max_request_body_bytes;
             if request.uri().path() == METRICS_EXPORT_PATH {
-                let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default())
-                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
-                    .max_decoding_message_size(max_bytes);
-                let response = grpc.unary(MetricsExport { state }, request).await;
-                return Ok(response.map(Body::new));
+                return Ok(unary(MetricsExport { state }, request, max_bytes).await);
             }
             if request.uri().path() == oxeye_proto::otlp::collector::LOGS_SERVICE_EXPORT_PATH {
-                let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::default())
-                    .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
-                    .max_decoding_message_size(max_bytes);
-                let response = grpc.unary(crate::loki_api::LogsExport { state }, request).await;
-                return Ok(response.map(Body::new));
+                return Ok(unary(crate::loki_api::LogsExport { state }, request, max_bytes).await);
             }
             let status = tonic::Status::unimplemented(format!("unknown method {}", request.uri().path()));
             Ok(status.into_http::<Body>())
         })
     }
+}
+
+/// Runs one unary Export call. A request body that does not decode is the client's fault, so its status
+/// becomes `INVALID_ARGUMENT` (OTLP: permanent, not retried) instead of tonic's `INTERNAL`, which clients
+/// would retry forever.
+async fn unary<Service, Message>(
+    service: Service,
+    request: axum::http::Request<Body>,
+    max_bytes: usize,
+) -> axum::http::Response<Body>
+where
+    Service: tonic::server::UnaryService<Message>,
+    Service::Response: prost::Message + Send + 'static,
+    Message: prost::Message + Default + Send + 'static,
+{
+    let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<Service::Response, Message>::default())
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .max_decoding_message_size(max_bytes);
+    let mut response = grpc.unary(service, request).await.map(Body::new);
+    let headers = response.headers_mut();
+    let is_internal = headers.get("grpc-status").is_some_and(|status| status == "13");
+    let is_decode_error = headers
+        .get("grpc-message")
+        .and_then(|message| message.to_str().ok())
+        .is_some_and(|message| message.contains("decode"));
+    if is_internal && is_decode_error {
+        headers.insert("grpc-status", axum::http::HeaderValue::from_static("3"));
+    }
+    response
 }
 
 /// Serves OTLP/gRPC (h2c) on `listener` until `stop` resolves.

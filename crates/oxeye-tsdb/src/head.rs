@@ -10,7 +10,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use oxeye_model::Labels;
+use oxeye_model::{LabelRef, Labels};
 
 use crate::chunkenc::{self, ChunkDecodeError, Encoding, MAX_CHUNK_BYTES, MAX_SAMPLES_PER_CHUNK, XorAppender};
 use crate::encoding::Decoder;
@@ -55,6 +55,11 @@ pub(crate) type MixBuildHasher = BuildHasherDefault<MixHasher>;
 /// byte-wise FNV of `Labels::stable_hash`. Never persisted, so it may change between versions;
 /// collisions are resolved by comparing labels.
 pub(crate) fn label_hash(labels: &Labels) -> u64 {
+    hash_label_pairs(labels.iter().map(|label| (label.name.as_bytes(), label.value.as_bytes())))
+}
+
+/// [`label_hash`] of borrowed labels (equal for equal labels).
+pub(crate) fn label_hash_refs(labels: &[LabelRef<'_>]) -> u64 {
     hash_label_pairs(labels.iter().map(|label| (label.name.as_bytes(), label.value.as_bytes())))
 }
 
@@ -400,15 +405,25 @@ impl MemSeries {
         record::decode_labels(&mut decoder).unwrap_or_default()
     }
 
+    fn label_refs_equal(&self, labels: &[LabelRef<'_>]) -> bool {
+        self.encoded_labels_equal(labels.len(), labels.iter().map(|label| (label.name, label.value)))
+    }
+
     fn labels_equal(&self, labels: &Labels) -> bool {
+        self.encoded_labels_equal(labels.len(), labels.iter().map(|label| (label.name.as_str(), label.value.as_str())))
+    }
+
+    /// Compares the series' encoded labels with `count` sorted `(name, value)` pairs, without decoding
+    /// into owned strings.
+    fn encoded_labels_equal<'a>(&self, count: usize, mut pairs: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
         let mut decoder = Decoder::new(&self.labels_encoded);
-        let Ok(count) = decoder.uvarint("label count") else { return false };
-        if count != labels.len() as u64 {
+        let Ok(encoded_count) = decoder.uvarint("label count") else { return false };
+        if encoded_count != count as u64 {
             return false;
         }
-        labels.iter().all(|label| {
-            decoder.bytes("name").is_ok_and(|name| name == label.name.as_bytes())
-                && decoder.bytes("value").is_ok_and(|value| value == label.value.as_bytes())
+        pairs.all(|(name, value)| {
+            decoder.bytes("name").is_ok_and(|encoded| encoded == name.as_bytes())
+                && decoder.bytes("value").is_ok_and(|encoded| encoded == value.as_bytes())
         })
     }
 
@@ -436,6 +451,14 @@ impl HashStripe {
             return Some(first);
         }
         self.conflicts.get(&hash)?.iter().find(|series| series.labels_equal(labels))
+    }
+
+    fn find_refs(&self, hash: u64, labels: &[LabelRef<'_>]) -> Option<&Arc<MemSeries>> {
+        let first = self.unique.get(&hash)?;
+        if first.label_refs_equal(labels) {
+            return Some(first);
+        }
+        self.conflicts.get(&hash)?.iter().find(|series| series.label_refs_equal(labels))
     }
 
     fn find_encoded(&self, hash: u64, labels_encoded: &[u8]) -> Option<&Arc<MemSeries>> {
@@ -549,6 +572,15 @@ impl Head {
     }
 
     /// The series with exactly these labels, marked as held by one more appender when `hold` is set.
+    /// The existing series with these borrowed labels (`hash` from [`label_hash_refs`]), marked held by
+    /// an appender.
+    pub(crate) fn get_by_label_refs(&self, labels: &[LabelRef<'_>], hash: u64) -> Option<Arc<MemSeries>> {
+        let stripe = read(self.hash_stripe(hash));
+        let series = stripe.find_refs(hash, labels)?;
+        series.pending_appenders.fetch_add(1, Ordering::AcqRel);
+        Some(Arc::clone(series))
+    }
+
     pub(crate) fn get_by_labels(&self, labels: &Labels, hash: u64, hold: bool) -> Option<Arc<MemSeries>> {
         let stripe = read(self.hash_stripe(hash));
         let series = stripe.find(hash, labels)?;

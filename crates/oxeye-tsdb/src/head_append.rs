@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use oxeye_model::storage::{Appender, CommitSummary, StorageError};
-use oxeye_model::{Exemplar, Labels, MetricMetadata, Sample};
+use oxeye_model::{Exemplar, LabelRef, Labels, MetricMetadata, Sample};
 
 use crate::db::{Shared, lock, read, write};
 use crate::exemplars::ExemplarCheck;
@@ -94,15 +94,75 @@ impl TsdbAppender {
                 series
             }
         };
+        Ok(self.hold(series))
+    }
+
+    /// Holds a series found (and marked held) in the head for this batch; returns its position in `held`.
+    fn hold(&mut self, series: Arc<MemSeries>) -> usize {
         if let Some(position) = self.held_by_ref.get(&series.series_ref) {
             // Already held by this batch: give back the extra hold.
             series.pending_appenders.fetch_sub(1, Ordering::AcqRel);
-            return Ok(*position);
+            return *position;
         }
         let position = self.held.len();
         self.held_by_ref.insert(series.series_ref, position);
         self.held.push(HeldSeries { series, newest_in_batch: None });
-        Ok(position)
+        position
+    }
+
+    /// Refuses a sample older than the head accepts; `series_text` names the series in the error.
+    fn check_bounds(&self, sample: Sample, series_text: impl FnOnce() -> String) -> Result<(), StorageError> {
+        if self.finished {
+            return Err(StorageError::Unavailable("appender already committed or rolled back".to_owned()));
+        }
+        if sample.timestamp_ms < self.min_valid_time_ms {
+            self.shared.head.counters.out_of_bounds_samples_total.fetch_add(1, Ordering::Relaxed);
+            return Err(StorageError::OutOfBounds {
+                series: series_text(),
+                timestamp_ms: sample.timestamp_ms,
+                min_valid_timestamp_ms: self.min_valid_time_ms,
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends to the held series at `position`; `series_text` names the series in errors.
+    fn append_held(
+        &mut self,
+        position: usize,
+        sample: Sample,
+        series_text: impl FnOnce() -> String,
+    ) -> Result<(), StorageError> {
+        let value_bits = sample.value.to_bits();
+        let held = &mut self.held[position];
+        let outcome = match held.newest_in_batch {
+            Some((newest_ms, newest_bits)) => check_order(newest_ms, newest_bits, sample.timestamp_ms, value_bits),
+            None => held.series.lock().check(sample.timestamp_ms, value_bits),
+        };
+        let counters = &self.shared.head.counters;
+        match outcome {
+            SeriesAppend::Appended => {
+                held.newest_in_batch = Some((sample.timestamp_ms, value_bits));
+                self.samples.push((position, sample.timestamp_ms, sample.value));
+                Ok(())
+            }
+            SeriesAppend::DuplicateIgnored => Ok(()),
+            SeriesAppend::OutOfOrder { newest_timestamp_ms } => {
+                counters.out_of_order_samples_total.fetch_add(1, Ordering::Relaxed);
+                Err(StorageError::OutOfOrderSample {
+                    series: series_text(),
+                    timestamp_ms: sample.timestamp_ms,
+                    newest_timestamp_ms,
+                })
+            }
+            SeriesAppend::DuplicateDifferentValue => {
+                counters.duplicate_samples_total.fetch_add(1, Ordering::Relaxed);
+                Err(StorageError::DuplicateSampleForTimestamp {
+                    series: series_text(),
+                    timestamp_ms: sample.timestamp_ms,
+                })
+            }
+        }
     }
 
     fn release(&mut self) {
@@ -273,47 +333,23 @@ fn validate_labels(labels: &Labels) -> Result<(), StorageError> {
 
 impl Appender for TsdbAppender {
     fn append(&mut self, labels: &Labels, sample: Sample) -> Result<(), StorageError> {
-        if self.finished {
-            return Err(StorageError::Unavailable("appender already committed or rolled back".to_owned()));
-        }
-        if sample.timestamp_ms < self.min_valid_time_ms {
-            self.shared.head.counters.out_of_bounds_samples_total.fetch_add(1, Ordering::Relaxed);
-            return Err(StorageError::OutOfBounds {
-                series: labels.to_string(),
-                timestamp_ms: sample.timestamp_ms,
-                min_valid_timestamp_ms: self.min_valid_time_ms,
-            });
-        }
+        self.check_bounds(sample, || labels.to_string())?;
         let position = self.hold_series(labels)?;
-        let value_bits = sample.value.to_bits();
-        let held = &mut self.held[position];
-        let outcome = match held.newest_in_batch {
-            Some((newest_ms, newest_bits)) => check_order(newest_ms, newest_bits, sample.timestamp_ms, value_bits),
-            None => held.series.lock().check(sample.timestamp_ms, value_bits),
-        };
-        let counters = &self.shared.head.counters;
-        match outcome {
-            SeriesAppend::Appended => {
-                held.newest_in_batch = Some((sample.timestamp_ms, value_bits));
-                self.samples.push((position, sample.timestamp_ms, sample.value));
-                Ok(())
+        self.append_held(position, sample, || labels.to_string())
+    }
+
+    /// Finds an existing series from borrowed labels without allocating; only a new series builds its
+    /// [`Labels`] (through [`Appender::append`]).
+    fn append_ref(&mut self, _labels_hash: u64, labels: &[LabelRef<'_>], sample: Sample) -> Result<(), StorageError> {
+        let series_text = || Labels::from_refs(labels).to_string();
+        self.check_bounds(sample, series_text)?;
+        let hash = crate::head::label_hash_refs(labels);
+        match self.shared.head.get_by_label_refs(labels, hash) {
+            Some(series) => {
+                let position = self.hold(series);
+                self.append_held(position, sample, series_text)
             }
-            SeriesAppend::DuplicateIgnored => Ok(()),
-            SeriesAppend::OutOfOrder { newest_timestamp_ms } => {
-                counters.out_of_order_samples_total.fetch_add(1, Ordering::Relaxed);
-                Err(StorageError::OutOfOrderSample {
-                    series: labels.to_string(),
-                    timestamp_ms: sample.timestamp_ms,
-                    newest_timestamp_ms,
-                })
-            }
-            SeriesAppend::DuplicateDifferentValue => {
-                counters.duplicate_samples_total.fetch_add(1, Ordering::Relaxed);
-                Err(StorageError::DuplicateSampleForTimestamp {
-                    series: labels.to_string(),
-                    timestamp_ms: sample.timestamp_ms,
-                })
-            }
+            None => self.append(&Labels::from_refs(labels), sample),
         }
     }
 

@@ -494,3 +494,31 @@ fn closed_head_chunks_move_to_disk_and_stay_readable_through_cuts_checkpoints_an
     tsdb.run_maintenance().unwrap();
     assert_same(&all_samples(&tsdb, "metric"), &expected, "after moving restored chunks");
 }
+
+#[test]
+fn borrowed_label_appends_find_existing_series_and_create_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let tsdb = Tsdb::open(options(dir.path())).unwrap();
+    let refs = [
+        oxeye_model::LabelRef { name: "__name__", value: "revel_tickets_sold_total" },
+        oxeye_model::LabelRef { name: "job", value: "django" },
+    ];
+    let hash = oxeye_model::stable_hash_of_refs(&refs);
+    // New series through the borrowed path, then the same series again in later batches.
+    for (timestamp_ms, value) in [(1_000, 1.0), (2_000, 2.0)] {
+        let mut appender = tsdb.appender();
+        appender.append_ref(hash, &refs, Sample { timestamp_ms, value }).unwrap();
+        appender.commit().unwrap();
+    }
+    let mut appender = tsdb.appender();
+    let error = appender.append_ref(hash, &refs, Sample { timestamp_ms: 1_500, value: 3.0 }).unwrap_err();
+    assert!(
+        matches!(&error, StorageError::OutOfOrderSample { series, .. } if series.contains("revel_tickets_sold_total")),
+        "{error}"
+    );
+    appender.rollback();
+    let owned = Labels::from_refs(&refs);
+    let stored = all_samples(&tsdb, "revel_tickets_sold_total");
+    assert_same(&stored, &[(owned, vec![(1_000, 1f64.to_bits()), (2_000, 2f64.to_bits())])], "borrowed appends");
+    assert_eq!(tsdb.stats().head_series, 1);
+}

@@ -62,7 +62,8 @@ pub async fn run(settings: ServeSettings, config_yaml: String, config_path: Stri
         "listening"
     );
 
-    let mut tsdb_options = TsdbOptions::new(&settings.data_dir);
+    // Each store owns a subdirectory: the TSDB treats any directory holding a meta.json as a block.
+    let mut tsdb_options = TsdbOptions::new(settings.data_dir.join("metrics"));
     tsdb_options.retention_ms = settings.retention_ms;
     tsdb_options.retention_size_bytes = settings.retention_size_bytes;
     tsdb_options.block_duration_ms = settings.block_duration_ms;
