@@ -226,7 +226,8 @@ def test_sigterm_during_ingest_keeps_every_acknowledged_sample(oxeye_factory):
 
 
 def blocks(data_dir: Path) -> list[Path]:
-    return [meta.parent for meta in data_dir.glob("*/meta.json")]
+    # The metrics store keeps its blocks in data_dir/metrics (one subdirectory per store).
+    return [meta.parent for meta in data_dir.glob("metrics/*/meta.json")]
 
 
 def test_acknowledged_samples_survive_block_cuts_checkpoints_and_kill9(oxeye_factory):
