@@ -52,6 +52,16 @@ fn reason_label(error: &StorageError) -> &'static str {
     }
 }
 
+/// The message of a request refused whole: the first problem, how many more of `what` there were, and
+/// that nothing of the request was stored.
+pub(crate) fn refusal_message(first: &dyn std::fmt::Display, more: u64, what: &str) -> String {
+    if more > 0 {
+        format!("{first} (and {more} more {what}; nothing of this request was stored)")
+    } else {
+        format!("{first} (nothing of this request was stored)")
+    }
+}
+
 /// Appends a batch and commits it (blocking: call from a blocking thread).
 ///
 /// # Errors
@@ -92,15 +102,7 @@ pub(crate) fn store_batch(
     if let Some(error) = &first_error {
         if policy == RejectPolicy::WholeRequest {
             appender.rollback();
-            let message = if refused_in_request > 1 {
-                format!(
-                    "{error} (and {} more refused samples; nothing of this request was stored)",
-                    refused_in_request - 1
-                )
-            } else {
-                format!("{error} (nothing of this request was stored)")
-            };
-            return Err((error.kind(), message));
+            return Err((error.kind(), refusal_message(error, refused_in_request - 1, "refused samples")));
         }
         outcome.rejected += refused_in_request;
         if outcome.message.is_empty() {
@@ -157,12 +159,7 @@ pub(crate) fn store_write_request(
     }
     if let Some(error) = first_error {
         appender.rollback();
-        let message = if refused > 1 {
-            format!("{error} (and {} more refused samples; nothing of this request was stored)", refused - 1)
-        } else {
-            format!("{error} (nothing of this request was stored)")
-        };
-        return Err((error.kind(), message));
+        return Err((error.kind(), refusal_message(&error, refused - 1, "refused samples")));
     }
     for family in view.metadata() {
         appender.update_metadata(&family.metric_family_name, family.metadata.clone());

@@ -17,7 +17,7 @@ use axum::routing::post;
 
 use crate::ServerState;
 use crate::error::write_status;
-use crate::ingest::store_write_request;
+use crate::ingest::{refusal_message, store_write_request};
 use oxeye_ingest::remote_write::RemoteWriteVersion;
 
 pub(crate) fn routes() -> Router<Arc<ServerState>> {
@@ -59,12 +59,8 @@ async fn write(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: 
         }
         .map_err(|error| (ingest_status(&error), error.to_string()))?;
         if let Some(first) = view.rejected().first() {
-            let more = view.rejected().len() - 1;
-            let message = if more > 0 {
-                format!("{first} (and {more} more invalid series; nothing of this request was stored)")
-            } else {
-                format!("{first} (nothing of this request was stored)")
-            };
+            let more = view.rejected().len() as u64 - 1;
+            let message = refusal_message(first, more, "invalid series");
             worker_state.metrics.ingest_rejected_samples.add(&["remote_write", "invalid"], view.rejected_samples());
             return Err((StatusCode::BAD_REQUEST, message));
         }
