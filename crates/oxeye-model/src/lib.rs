@@ -10,6 +10,8 @@
 //!   everywhere in oxeye; values are `f64`, with the Prometheus staleness marker [`STALE_NAN`].
 //! - [`Matcher`]: one label matcher (`=`, `!=`, `=~`, `!~`) with its fully anchored regular expression.
 //! - [`logs`]: log entries, streams and the log storage traits ([`logs::LogWriter`], [`logs::LogReader`]).
+//! - [`traces`]: spans grouped by resource and scope, traces, and the trace storage traits
+//!   ([`traces::TraceWriter`], [`traces::TraceReader`]).
 //! - [`storage`]: the traits that connect writers (ingest, scrape) and readers (PromQL, the HTTP API) to a
 //!   metrics store without depending on it.
 //!
@@ -28,6 +30,7 @@ pub mod logs;
 mod matcher;
 mod sample;
 pub mod storage;
+pub mod traces;
 
 pub use labels::{
     Label, LabelRef, Labels, LabelsBuilder, METRIC_NAME_LABEL, is_valid_label_name, is_valid_legacy_metric_name,
