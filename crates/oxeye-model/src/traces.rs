@@ -384,6 +384,14 @@ pub trait TraceWriter: Send + Sync {
     /// Errors: [`StorageError`] when the store cannot write (I/O), in which case nothing of the call is
     /// acknowledged.
     fn push(&self, batches: Vec<ResourceSpans>) -> Result<TracePushSummary, StorageError>;
+
+    /// Removes every stored span of `trace_ids` that has not yet been written into an immutable block: what
+    /// tail sampling calls for traces it decided not to keep. The removal is durable before this returns (a
+    /// WAL tombstone), so a replay after a crash does not bring the spans back; traces whose spans were never
+    /// decided before a crash are kept. Unknown ids are ignored.
+    ///
+    /// Errors: [`StorageError`] when the tombstone cannot be written.
+    fn drop_traces(&self, trace_ids: &[TraceId]) -> Result<(), StorageError>;
 }
 
 /// Reads stored traces.
