@@ -23,6 +23,7 @@ mod error;
 mod health;
 mod ingest;
 mod loki_api;
+mod loki_query;
 mod otlp;
 mod params;
 mod prometheus_api;
@@ -145,6 +146,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .merge(prometheus_api::routes())
         .merge(remote_write::routes())
         .merge(loki_api::routes())
+        .merge(loki_query::routes())
         .merge(otlp::http_routes())
         .merge(self_metrics::routes())
         .layer(DefaultBodyLimit::max(limit))

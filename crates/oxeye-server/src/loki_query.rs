@@ -1,0 +1,558 @@
+//! The query half of the Loki API: `query`, `query_range`, `labels`, `label/<name>/values`, `series`,
+//! `index/stats`, `index/volume[_range]`, `detected_labels`, `detected_fields`, `patterns`, `tail`
+//! (WebSocket), `status/buildinfo` and `format_query`. The push half is in `loki_api.rs`.
+//!
+//! Source: <https://grafana.com/docs/loki/latest/reference/loki-http-api/>. Timestamps in parameters are
+//! integers of nanoseconds, floats of seconds, or RFC 3339; in responses, log entries carry nanosecond
+//! strings and samples float seconds. Errors are plain text bodies with 400 (bad data), 429, 500 or 503,
+//! as Loki answers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use oxeye_logql::{Direction, Engine, QueryError, QueryResult, SampleSeries};
+use oxeye_model::logs::LogStorage;
+use oxeye_model::storage::ErrorKind;
+use oxeye_model::{Labels, Matcher};
+use serde_json::{Value as Json, json};
+
+use crate::ServerState;
+use crate::error::write_status;
+use crate::params::Params;
+
+pub(crate) fn routes() -> Router<Arc<ServerState>> {
+    Router::new()
+        .route("/loki/api/v1/query", get(query).post(query))
+        .route("/loki/api/v1/query_range", get(query_range).post(query_range))
+        .route("/loki/api/v1/labels", get(labels).post(labels))
+        .route("/loki/api/v1/label", get(labels))
+        .route("/loki/api/v1/label/{name}/values", get(label_values).post(label_values))
+        .route("/loki/api/v1/series", get(series).post(series))
+        .route("/loki/api/v1/index/stats", get(index_stats).post(index_stats))
+        .route("/loki/api/v1/index/volume", get(volume).post(volume))
+        .route("/loki/api/v1/index/volume_range", get(volume_range).post(volume_range))
+        .route("/loki/api/v1/detected_labels", get(detected_labels))
+        .route("/loki/api/v1/detected_fields", get(detected_fields))
+        .route("/loki/api/v1/patterns", get(patterns))
+        .route("/loki/api/v1/status/buildinfo", get(buildinfo))
+        .route("/loki/api/v1/format_query", get(format_query).post(format_query))
+}
+
+/// A Loki API error: status and plain-text body.
+struct LokiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl LokiError {
+    fn bad_request(message: impl Into<String>) -> Self {
+        LokiError { status: StatusCode::BAD_REQUEST, message: message.into() }
+    }
+
+    fn from_kind(kind: ErrorKind, message: impl Into<String>) -> Self {
+        LokiError { status: write_status(kind), message: message.into() }
+    }
+}
+
+impl From<QueryError> for LokiError {
+    fn from(error: QueryError) -> Self {
+        LokiError::from_kind(error.kind(), error.to_string())
+    }
+}
+
+impl From<oxeye_model::storage::StorageError> for LokiError {
+    fn from(error: oxeye_model::storage::StorageError) -> Self {
+        LokiError::from_kind(error.kind(), error.to_string())
+    }
+}
+
+impl IntoResponse for LokiError {
+    fn into_response(self) -> Response {
+        (self.status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{}\n", self.message))
+            .into_response()
+    }
+}
+
+fn respond(result: Result<Json, LokiError>) -> Response {
+    match result {
+        Ok(body) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+fn log_storage(state: &ServerState) -> Result<Arc<dyn LogStorage>, LokiError> {
+    state.log_storage().cloned().ok_or_else(|| LokiError {
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        message: "log storage is starting up (WAL replay in progress)".into(),
+    })
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, LokiError> + Send + 'static,
+) -> Result<T, LokiError> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|error| {
+        Err(LokiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: format!("query task failed: {error}") })
+    })
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| i64::try_from(elapsed.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Parses a Loki timestamp: integer nanoseconds, float seconds, or RFC 3339.
+fn parse_time_ns(text: &str) -> Option<i64> {
+    if let Ok(nanoseconds) = text.parse::<i64>() {
+        return Some(nanoseconds);
+    }
+    if let Ok(seconds) = text.parse::<f64>() {
+        return seconds.is_finite().then(|| (seconds * 1e9) as i64);
+    }
+    chrono::DateTime::parse_from_rfc3339(text).ok().and_then(|time| time.timestamp_nanos_opt())
+}
+
+fn time_param(params: &Params, name: &str, default_ns: i64) -> Result<i64, LokiError> {
+    match params.get(name) {
+        None => Ok(default_ns),
+        Some(text) => parse_time_ns(text).ok_or_else(|| {
+            LokiError::bad_request(format!("invalid parameter {name:?}: cannot parse {text:?} to a valid timestamp"))
+        }),
+    }
+}
+
+/// Parses a duration parameter (`5m` or float seconds) into nanoseconds.
+fn duration_param_ns(params: &Params, name: &str) -> Result<Option<i64>, LokiError> {
+    let Some(text) = params.get(name) else { return Ok(None) };
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Ok(Some((seconds * 1e9) as i64));
+    }
+    oxeye_logql::syntax::parser::parse_duration_text_ms(text)
+        .map(|milliseconds| Some(milliseconds.saturating_mul(1_000_000)))
+        .ok_or_else(|| {
+            LokiError::bad_request(format!("invalid parameter {name:?}: cannot parse {text:?} to a valid duration"))
+        })
+}
+
+/// `start`/`end`/`since` as Loki reads them: end defaults to now, start to end - since (default 1h).
+fn window(params: &Params) -> Result<(i64, i64), LokiError> {
+    let end_ns = time_param(params, "end", now_ns())?;
+    let since_ns = duration_param_ns(params, "since")?.unwrap_or(3_600 * 1_000_000_000);
+    let start_ns = time_param(params, "start", end_ns - since_ns)?;
+    if end_ns < start_ns {
+        return Err(LokiError::bad_request("end timestamp must not be before or equal to start time"));
+    }
+    Ok((start_ns, end_ns))
+}
+
+fn labels_json(labels: &Labels) -> Json {
+    Json::Object(labels.iter().map(|label| (label.name.clone(), Json::String(label.value.clone()))).collect())
+}
+
+fn format_value(value: f64) -> String {
+    if value.is_nan() {
+        "NaN".into()
+    } else if value.is_infinite() {
+        if value > 0.0 { "+Inf".into() } else { "-Inf".into() }
+    } else {
+        format!("{value}")
+    }
+}
+
+fn seconds_json(timestamp_ns: i64) -> Json {
+    let milliseconds = timestamp_ns.div_euclid(1_000_000);
+    if milliseconds % 1000 == 0 { Json::from(milliseconds / 1000) } else { Json::from(milliseconds as f64 / 1000.0) }
+}
+
+fn stats_json() -> Json {
+    json!({"summary": {"bytesProcessedPerSecond": 0, "linesProcessedPerSecond": 0, "totalBytesProcessed": 0,
+        "totalLinesProcessed": 0, "execTime": 0, "queueTime": 0, "subqueries": 0, "totalEntriesReturned": 0}})
+}
+
+fn result_json(result: QueryResult) -> Json {
+    let series_json = |series: &SampleSeries| {
+        json!({"metric": labels_json(&series.labels),
+            "values": series.points.iter().map(|(time, value)| json!([seconds_json(*time), format_value(*value)])).collect::<Vec<_>>()})
+    };
+    let data = match result {
+        QueryResult::Streams(streams) => json!({"resultType": "streams", "result": streams.iter().map(|stream| json!({
+            "stream": labels_json(&stream.labels),
+            "values": stream.entries.iter().map(|(time, line)| json!([time.to_string(), line])).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(), "stats": stats_json()}),
+        QueryResult::Matrix(series) => {
+            json!({"resultType": "matrix", "result": series.iter().map(series_json).collect::<Vec<_>>(), "stats": stats_json()})
+        }
+        QueryResult::Vector(series) => json!({"resultType": "vector", "result": series.iter().filter_map(|series| {
+            series.points.first().map(|(time, value)| json!({"metric": labels_json(&series.labels), "value": [seconds_json(*time), format_value(*value)]}))
+        }).collect::<Vec<_>>(), "stats": stats_json()}),
+        QueryResult::Scalar(points) => {
+            let (time, value) = points.first().copied().unwrap_or((0, 0.0));
+            json!({"resultType": "scalar", "result": [seconds_json(time), format_value(value)], "stats": stats_json()})
+        }
+    };
+    json!({"status": "success", "data": data})
+}
+
+fn direction(params: &Params) -> Result<Direction, LokiError> {
+    match params.get("direction").map(str::to_ascii_lowercase).as_deref() {
+        None | Some("backward") => Ok(Direction::Backward),
+        Some("forward") => Ok(Direction::Forward),
+        Some(other) => Err(LokiError::bad_request(format!("invalid direction {other:?}"))),
+    }
+}
+
+fn limit(params: &Params) -> Result<usize, LokiError> {
+    match params.get("limit") {
+        None => Ok(100),
+        Some(text) => text.parse::<usize>().map_err(|_| {
+            LokiError::bad_request(format!("invalid parameter \"limit\": cannot parse {text:?} to an integer"))
+        }),
+    }
+}
+
+fn required_query(params: &Params) -> Result<String, LokiError> {
+    params.get("query").map(str::to_string).ok_or_else(|| LokiError::bad_request("query parameter is required"))
+}
+
+async fn query(State(state): State<Arc<ServerState>>, params: Params) -> Response {
+    let result = async {
+        let storage = log_storage(&state)?;
+        let query = required_query(&params)?;
+        let time_ns = time_param(&params, "time", now_ns())?;
+        let direction = direction(&params)?;
+        let limit = limit(&params)?;
+        blocking(move || {
+            let engine = Engine::default();
+            let reader: &dyn oxeye_model::logs::LogReader = storage.as_ref();
+            match engine.query_instant(reader, &query, time_ns) {
+                // Loki answers log queries on /query with the streams up to `time`, over the last hour.
+                Err(QueryError::Invalid(message)) if message.starts_with("log queries") => {
+                    let result = engine.query_range(
+                        reader,
+                        &query,
+                        time_ns - 3_600_000_000_000,
+                        time_ns,
+                        1,
+                        limit,
+                        direction,
+                    )?;
+                    Ok(result_json(result))
+                }
+                other => Ok(result_json(other?)),
+            }
+        })
+        .await
+    }
+    .await;
+    respond(result)
+}
+
+async fn query_range(State(state): State<Arc<ServerState>>, params: Params) -> Response {
+    let result = async {
+        let storage = log_storage(&state)?;
+        let query = required_query(&params)?;
+        let (start_ns, end_ns) = window(&params)?;
+        let step_ns = match duration_param_ns(&params, "step")? {
+            Some(step) => step,
+            // Loki's default: (end - start) / 250 rounded up to a second, at least 1 s.
+            None => (((end_ns - start_ns) as f64 / 250.0 / 1e9).ceil().max(1.0) * 1e9) as i64,
+        };
+        let direction = direction(&params)?;
+        let limit = limit(&params)?;
+        blocking(move || {
+            let result =
+                Engine::default().query_range(storage.as_ref(), &query, start_ns, end_ns, step_ns, limit, direction)?;
+            Ok(result_json(result))
+        })
+        .await
+    }
+    .await;
+    respond(result)
+}
+
+fn selector_matchers(params: &Params, name: &str) -> Result<Vec<Matcher>, LokiError> {
+    match params.get(name) {
+        None => Ok(Vec::new()),
+        Some(text) => Ok(oxeye_logql::engine::parse_selector(text)?),
+    }
+}
+
+async fn labels(State(state): State<Arc<ServerState>>, params: Params) -> Response {
+    let result = async {
+        let storage = log_storage(&state)?;
+        let (start_ns, end_ns) = window(&params)?;
+        let matchers = selector_matchers(&params, "query")?;
+        blocking(move || {
+            Ok(json!({"status": "success", "data": storage.label_names(start_ns, end_ns + 1, &matchers)?}))
+        })
+        .await
+    }
+    .await;
+    respond(result)
+}
+
+async fn label_values(State(state): State<Arc<ServerState>>, Path(name): Path<String>, params: Params) -> Response {
+    let result = async {
+        let storage = log_storage(&state)?;
+        let (start_ns, end_ns) = window(&params)?;
+        let matchers = selector_matchers(&params, "query")?;
+        blocking(move || {
+            Ok(json!({"status": "success", "data": storage.label_values(start_ns, end_ns + 1, &name, &matchers)?}))
+        })
+        .await
+    }
+    .await;
+    respond(result)
+}
+
+async fn series(State(state): State<Arc<ServerState>>, params: Params) -> Response {
+    let result = async {
+        let storage = log_storage(&state)?;
+        let (start_ns, end_ns) = window(&params)?;
+        let mut selectors = params.all("match[]");
+        selectors.extend(params.all("match"));
+        let mut matcher_sets = Vec::new();
+        for selector in selectors.into_iter().filter(|selector| !selector.is_empty()) {
+            matcher_sets.push(oxeye_logql::engine::parse_selector(selector)?);
+        }
+        if matcher_sets.is_empty() {
+            matcher_sets.push(Vec::new());
+        }
+        blocking(move || {
+            let mut found: BTreeSet<Labels> = BTreeSet::new();
+            for matchers in &matcher_sets {
+                found.extend(storage.series(start_ns, end_ns + 1, matchers)?);
+            }
+            Ok(json!({"status": "success", "data": found.iter().map(labels_json).collect::<Vec<_>>()}))
+        })
+        .await
+    }
+    .await;
+    respond(result)
+}
+
+async fn index_stats(State(state): State<Arc<ServerState>>, params: Params) -> Response {
+    let result = async {
+        let storage = log_storage(&state)?;
+        let (start_ns, end_ns) = window(&params)?;
+        let matchers = selector_matchers(&params, "query")?;
+        blocking(move || {
+            let stats = storage.index_stats(start_ns, end_ns + 1, &matchers)?;
+            Ok(json!({"streams": stats.streams, "chunks": stats.chunks, "entries": stats.entries, "bytes": stats.bytes}))
+        })
+        .await
+    }
+    .await;
+    respond(result)
+}
+
+/// Bytes per group of the matching streams in `[start_ns, end_ns)`: grouped by `targetLabels` when given,
+/// else by the labels named in the selector, as Loki's volume endpoints.
+fn volumes(
+    storage: &dyn LogStorage,
+    params_matchers: &[Matcher],
+    target_labels: &[String],
+    start_ns: i64,
+    end_ns: i64,
+) -> Result<BTreeMap<Labels, u64>, LokiError> {
+    let group_names: Vec<String> = if target_labels.is_empty() {
+        params_matchers.iter().map(|matcher| matcher.name.clone()).collect()
+    } else {
+        target_labels.to_vec()
+    };
+    let mut totals: BTreeMap<Labels, u64> = BTreeMap::new();
+    for labels in storage.series(start_ns, end_ns, params_matchers)? {
+        let exact: Vec<Matcher> =
+            labels.iter().map(|label| Matcher::equal(label.name.clone(), label.value.clone())).collect();
+        let stats = storage.index_stats(start_ns, end_ns, &exact)?;
+        let group = Labels::from_pairs(
+            group_names.iter().filter_map(|name| labels.get(name).map(|value| (name.clone(), value.to_string()))),
+        );
+        *totals.entry(group).or_default() += stats.bytes;
+    }
+    Ok(totals)
+}
+
+fn volume_inputs(params: &Params) -> Result<(Vec<Matcher>, Vec<String>, usize), LokiError> {
+    let matchers = selector_matchers(params, "query")?;
+    let targets: Vec<String> = params
+        .get("targetLabels")
+        .map(|text| text.split(',').map(str::trim).filter(|name| !name.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default();
+    let limit = match params.get("limit") {
+        None => 100,
+        Some(text) => text.parse().map_err(|_| LokiError::bad_request(format!("invalid limit {text:?}")))?,
+    };
+    Ok((matchers, targets, limit))
+}
+
+async fn volume(State(state): State<Arc<ServerState>>, params: Params) -> Response {
+    let result = async {
+        let storage = log_storage(&state)?;
+        let (start_ns, end_ns) = window(&params)?;
+        let (matchers, targets, limit) = volume_inputs(&params)?;
+        blocking(move || {
+            let totals = volumes(storage.as_ref(), &matchers, &targets, start_ns, end_ns + 1)?;
+            let mut sorted: Vec<(Labels, u64)> = totals.into_iter().collect();
+            sorted.sort_by(|left, right| right.1.cmp(&left.1));
+            sorted.truncate(limit);
+            let result: Vec<Json> = sorted
+                .iter()
+                .map(|(labels, bytes)| json!({"metric": labels_json(labels), "value": [seconds_json(end_ns), bytes.to_string()]}))
+                .collect();
+            Ok(json!({"status": "success", "data": {"resultType": "vector", "result": result}}))
+        })
+        .await
+    }
+    .await;
+    respond(result)
+}
+
+async fn volume_range(State(state): State<Arc<ServerState>>, params: Params) -> Response {
+    let result = async {
+        let storage = log_storage(&state)?;
+        let (start_ns, end_ns) = window(&params)?;
+        let (matchers, targets, limit) = volume_inputs(&params)?;
+        let step_ns = duration_param_ns(&params, "step")?
+            .unwrap_or((((end_ns - start_ns) as f64 / 250.0 / 1e9).ceil().max(1.0) * 1e9) as i64)
+            .max(1_000_000_000);
+        blocking(move || {
+            let mut series: BTreeMap<Labels, Vec<Json>> = BTreeMap::new();
+            let mut step = start_ns;
+            let mut steps = 0;
+            while step <= end_ns && steps < 11_000 {
+                for (labels, bytes) in volumes(storage.as_ref(), &matchers, &targets, step - step_ns, step)? {
+                    if bytes > 0 {
+                        series.entry(labels).or_default().push(json!([seconds_json(step), bytes.to_string()]));
+                    }
+                }
+                step += step_ns;
+                steps += 1;
+            }
+            let result: Vec<Json> = series
+                .into_iter()
+                .take(limit)
+                .map(|(labels, values)| json!({"metric": labels_json(&labels), "values": values}))
+                .collect();
+            Ok(json!({"status": "success", "data": {"resultType": "matrix", "result": result}}))
+        })
+        .await
+    }
+    .await;
+    respond(result)
+}
+
+async fn detected_labels(State(state): State<Arc<ServerState>>, params: Params) -> Response {
+    let result = async {
+        let storage = log_storage(&state)?;
+        let (start_ns, end_ns) = window(&params)?;
+        let matchers = selector_matchers(&params, "query")?;
+        blocking(move || {
+            let mut values: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+            for labels in storage.series(start_ns, end_ns + 1, &matchers)? {
+                for label in &labels {
+                    values.entry(label.name.clone()).or_default().insert(label.value.clone());
+                }
+            }
+            let detected: Vec<Json> =
+                values.iter().map(|(name, values)| json!({"label": name, "cardinality": values.len()})).collect();
+            Ok(json!({"detectedLabels": detected}))
+        })
+        .await
+    }
+    .await;
+    respond(result)
+}
+
+/// Detected fields: structured metadata and the keys of JSON or logfmt lines in the newest entries.
+async fn detected_fields(State(state): State<Arc<ServerState>>, params: Params) -> Response {
+    let result = async {
+        let storage = log_storage(&state)?;
+        let (start_ns, end_ns) = window(&params)?;
+        let query = required_query(&params)?;
+        let line_limit = match params.get("line_limit") {
+            None => 1000,
+            Some(text) => text.parse().map_err(|_| LokiError::bad_request(format!("invalid line_limit {text:?}")))?,
+        };
+        blocking(move || {
+            let result =
+                Engine::default().query_range(storage.as_ref(), &query, start_ns, end_ns, 1, line_limit, Direction::Backward)?;
+            let QueryResult::Streams(streams) = result else {
+                return Err(LokiError::bad_request("detected_fields needs a log query"));
+            };
+            // name -> (type, parsers, distinct values)
+            let mut fields: BTreeMap<String, (&'static str, BTreeSet<&'static str>, BTreeSet<String>)> = BTreeMap::new();
+            for stream in &streams {
+                for (_, line) in &stream.entries {
+                    let (parser, pairs): (&'static str, Vec<(String, String)>) = match serde_json::from_str::<Json>(line) {
+                        Ok(Json::Object(map)) => (
+                            "json",
+                            map.into_iter()
+                                .filter(|(_, value)| !value.is_object() && !value.is_array())
+                                .map(|(key, value)| (key, value.as_str().map_or_else(|| value.to_string(), str::to_string)))
+                                .collect(),
+                        ),
+                        _ => (
+                            "logfmt",
+                            line.split_whitespace()
+                                .filter_map(|pair| pair.split_once('='))
+                                .map(|(key, value)| (key.to_string(), value.trim_matches('"').to_string()))
+                                .collect(),
+                        ),
+                    };
+                    for (key, value) in pairs {
+                        let kind = if value.parse::<i64>().is_ok() {
+                            "int"
+                        } else if value.parse::<f64>().is_ok() {
+                            "float"
+                        } else if value == "true" || value == "false" {
+                            "boolean"
+                        } else if oxeye_logql::pipeline::convert(&value, oxeye_logql::syntax::NumberKind::Duration).is_some() {
+                            "duration"
+                        } else {
+                            "string"
+                        };
+                        let name = oxeye_logql::pipeline::sanitize_label_name(&key);
+                        let field = fields.entry(name).or_insert((kind, BTreeSet::new(), BTreeSet::new()));
+                        field.1.insert(parser);
+                        field.2.insert(value);
+                    }
+                }
+            }
+            let detected: Vec<Json> = fields
+                .iter()
+                .map(|(name, (kind, parsers, values))| {
+                    json!({"label": name, "type": kind, "cardinality": values.len(), "parsers": parsers.iter().collect::<Vec<_>>()})
+                })
+                .collect();
+            Ok(json!({"fields": detected, "limit": line_limit}))
+        })
+        .await
+    }
+    .await;
+    respond(result)
+}
+
+async fn patterns() -> Response {
+    respond(Ok(json!({"status": "success", "data": []})))
+}
+
+async fn buildinfo(State(state): State<Arc<ServerState>>) -> Response {
+    respond(Ok(json!({"version": state.options.version, "revision": "", "branch": "", "buildUser": "",
+        "buildDate": "", "goVersion": ""})))
+}
+
+async fn format_query(params: Params) -> Response {
+    let result = (|| {
+        let query = required_query(&params)?;
+        let expr =
+            oxeye_logql::syntax::parse_expr(&query).map_err(|error| LokiError::bad_request(error.to_string()))?;
+        Ok(json!({"status": "success", "data": expr.to_string()}))
+    })();
+    respond(result)
+}
