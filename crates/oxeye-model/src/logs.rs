@@ -7,7 +7,7 @@
 //! inclusive, end exclusive, as Loki's `query_range`.
 
 use crate::storage::StorageError;
-use crate::{Label, Labels, Matcher};
+use crate::{Label, LabelRef, Labels, Matcher};
 
 /// One log entry of a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +94,58 @@ pub struct LogIndexStats {
     pub bytes: u64,
 }
 
+/// A borrowed view of one log entry, handed to a [`LogVisitor`] so a scan allocates nothing per entry.
+#[derive(Debug, Clone, Copy)]
+pub struct LogEntryRef<'a> {
+    /// When the entry was logged, in nanoseconds since the Unix epoch.
+    pub timestamp_ns: i64,
+    /// The log line.
+    pub line: &'a str,
+    /// Structured metadata in the order received.
+    pub structured_metadata: &'a [LabelRef<'a>],
+}
+
+impl LogEntryRef<'_> {
+    /// An owned copy.
+    pub fn to_entry(&self) -> LogEntry {
+        LogEntry {
+            timestamp_ns: self.timestamp_ns,
+            line: self.line.to_string(),
+            structured_metadata: self
+                .structured_metadata
+                .iter()
+                .map(|label| Label { name: label.name.to_string(), value: label.value.to_string() })
+                .collect(),
+        }
+    }
+}
+
+/// The order in which [`LogReader::scan`] visits batches of entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ScanOrder {
+    /// Batches by ascending oldest timestamp.
+    #[default]
+    Forward,
+    /// Batches by descending newest timestamp, so a reader wanting the newest `limit` entries can stop
+    /// early.
+    Backward,
+}
+
+/// What [`LogReader::scan`] calls back.
+pub trait LogVisitor {
+    /// Asked before a batch (a chunk, or a stream's in-memory head) of `stream` whose entries all lie in
+    /// `[min_ns, max_ns]` (nanoseconds, inclusive); returning false skips the batch unread. The default
+    /// reads every batch.
+    fn wants_batch(&mut self, stream: &Labels, min_ns: i64, max_ns: i64) -> bool {
+        let _ = (stream, min_ns, max_ns);
+        true
+    }
+
+    /// One entry of `stream` inside the selection's window. Within a batch, entries come oldest first;
+    /// batches come in the [`ScanOrder`] asked for, so entries of a scan are not globally sorted.
+    fn entry(&mut self, stream: &Labels, entry: LogEntryRef<'_>);
+}
+
 /// Writes log entries; implemented by `oxeye-logstore`.
 pub trait LogWriter: Send + Sync {
     /// Stores the entries of `streams`: durable (in the WAL, fsynced) before it returns. Entries that
@@ -114,6 +166,46 @@ pub trait LogReader: Send + Sync {
     /// # Errors
     /// [`StorageError::Io`] when a chunk cannot be read or is corrupt.
     fn select(&self, selection: &LogSelection) -> Result<Vec<LogStream>, StorageError>;
+
+    /// Visits the entries [`LogReader::select`] would return, batch by batch, without collecting them:
+    /// `visitor` is asked for each batch ([`LogVisitor::wants_batch`]) and then given its entries in the
+    /// window (which contain every `line_contains` needle, when the store filters by them). Duplicates
+    /// are dropped as `select` drops them. The default implementation runs `select` and hands each stream
+    /// over as one batch.
+    ///
+    /// # Errors
+    /// As [`LogReader::select`].
+    fn scan(
+        &self,
+        selection: &LogSelection,
+        order: ScanOrder,
+        visitor: &mut dyn LogVisitor,
+    ) -> Result<(), StorageError> {
+        let mut streams = self.select(selection)?;
+        if order == ScanOrder::Backward {
+            streams.sort_by_key(|stream| {
+                std::cmp::Reverse(stream.entries.last().map_or(i64::MIN, |entry| entry.timestamp_ns))
+            });
+        }
+        for stream in &streams {
+            let (Some(first), Some(last)) = (stream.entries.first(), stream.entries.last()) else { continue };
+            if !visitor.wants_batch(&stream.labels, first.timestamp_ns, last.timestamp_ns) {
+                continue;
+            }
+            let mut metadata: Vec<LabelRef<'_>> = Vec::new();
+            for entry in &stream.entries {
+                metadata.clear();
+                metadata.extend(
+                    entry.structured_metadata.iter().map(|label| LabelRef { name: &label.name, value: &label.value }),
+                );
+                visitor.entry(
+                    &stream.labels,
+                    LogEntryRef { timestamp_ns: entry.timestamp_ns, line: &entry.line, structured_metadata: &metadata },
+                );
+            }
+        }
+        Ok(())
+    }
 
     /// The label sets of streams matching all `matchers` (all streams when empty) with data in the
     /// window, ordered by labels.
@@ -164,5 +256,61 @@ mod tests {
         assert_eq!(entry.metadata("span_id"), None);
         let summary = LogPushSummary { rejected_too_old: 2, rejected_too_long: 1, ..Default::default() };
         assert_eq!(summary.rejected(), 3);
+    }
+
+    struct VecReader(Vec<LogStream>);
+
+    impl LogReader for VecReader {
+        fn select(&self, _: &LogSelection) -> Result<Vec<LogStream>, StorageError> {
+            Ok(self.0.clone())
+        }
+        fn series(&self, _: i64, _: i64, _: &[Matcher]) -> Result<Vec<Labels>, StorageError> {
+            Ok(Vec::new())
+        }
+        fn label_names(&self, _: i64, _: i64, _: &[Matcher]) -> Result<Vec<String>, StorageError> {
+            Ok(Vec::new())
+        }
+        fn label_values(&self, _: i64, _: i64, _: &str, _: &[Matcher]) -> Result<Vec<String>, StorageError> {
+            Ok(Vec::new())
+        }
+        fn index_stats(&self, _: i64, _: i64, _: &[Matcher]) -> Result<LogIndexStats, StorageError> {
+            Ok(LogIndexStats::default())
+        }
+    }
+
+    struct Collect {
+        skip_older_than_ns: i64,
+        seen: Vec<(String, i64, String, usize)>,
+    }
+
+    impl LogVisitor for Collect {
+        fn wants_batch(&mut self, _: &Labels, _: i64, max_ns: i64) -> bool {
+            max_ns >= self.skip_older_than_ns
+        }
+        fn entry(&mut self, stream: &Labels, entry: LogEntryRef<'_>) {
+            let owned = entry.to_entry();
+            self.seen.push((stream.to_string(), owned.timestamp_ns, owned.line, owned.structured_metadata.len()));
+        }
+    }
+
+    #[test]
+    fn default_scan_visits_streams_newest_first_and_skips_unwanted_batches() {
+        let mut with_metadata = LogEntry::new(5, "b");
+        with_metadata.structured_metadata.push(Label { name: "trace_id".into(), value: "ab".into() });
+        let reader = VecReader(vec![
+            LogStream { labels: Labels::from_pairs([("job", "old")]), entries: vec![LogEntry::new(1, "a")] },
+            LogStream {
+                labels: Labels::from_pairs([("job", "new")]),
+                entries: vec![LogEntry::new(3, "c"), with_metadata],
+            },
+        ]);
+        let mut visitor = Collect { skip_older_than_ns: 0, seen: Vec::new() };
+        reader.scan(&LogSelection::default(), ScanOrder::Backward, &mut visitor).unwrap();
+        let streams: Vec<&str> = visitor.seen.iter().map(|seen| seen.0.as_str()).collect();
+        assert_eq!(streams, [r#"{job="new"}"#, r#"{job="new"}"#, r#"{job="old"}"#]);
+        assert_eq!(visitor.seen[1], (r#"{job="new"}"#.to_string(), 5, "b".to_string(), 1));
+        let mut visitor = Collect { skip_older_than_ns: 2, seen: Vec::new() };
+        reader.scan(&LogSelection::default(), ScanOrder::Forward, &mut visitor).unwrap();
+        assert_eq!(visitor.seen.len(), 2);
     }
 }
