@@ -29,6 +29,14 @@ pub enum PipelineError {
         /// The entry's position in the list.
         index: usize,
     },
+    /// A trace pipeline option (tail sampling, span metrics) holds an unusable value.
+    #[error("trace pipeline option {field}: {reason}")]
+    InvalidTraceOption {
+        /// The field's path, e.g. `sampling.rate` or `span_metrics.latency_buckets`.
+        field: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl PipelineError {
@@ -37,7 +45,8 @@ impl PipelineError {
         match self {
             PipelineError::InvalidRedactionRegex { .. }
             | PipelineError::InvalidRedactionRuleName { .. }
-            | PipelineError::EmptyRedactionKey { .. } => ErrorKind::Invalid,
+            | PipelineError::EmptyRedactionKey { .. }
+            | PipelineError::InvalidTraceOption { .. } => ErrorKind::Invalid,
         }
     }
 }

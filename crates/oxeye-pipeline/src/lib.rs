@@ -13,6 +13,8 @@
 //!   through the [`StructuredValue`] trait, [`Redactor::redact_value`] for `serde_json::Value`.
 //! - [`RedactionStats`]: per-rule counters for `/metrics`.
 //! - [`testing`]: the seeds' example secrets and a helper that greps a data directory for them.
+//! - [`traces`]: the trace pipeline ([`traces::TracePipeline`], a `TraceWriter` in front of the trace store):
+//!   span redaction with the same [`Redactor`], span metrics (Tempo's `traces_spanmetrics_*`) and tail sampling.
 //!
 //! ```
 //! use oxeye_pipeline::{RedactionOptions, Redactor};
@@ -30,6 +32,7 @@
 mod error;
 pub mod redaction;
 pub mod testing;
+pub mod traces;
 
 pub use error::PipelineError;
 pub use redaction::{
