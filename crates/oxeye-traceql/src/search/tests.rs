@@ -1,0 +1,204 @@
+//! Search over the in-memory store: limits, spss, windows, durations, the legacy form, tags.
+
+use super::*;
+use crate::eval::FieldValue;
+use crate::parse;
+use crate::testing::{MemoryTraceStore, seed_trace_id, seed_traces};
+
+const BASE: u64 = 1_700_000_000_000_000_000;
+const SECOND: u64 = 1_000_000_000;
+
+fn store() -> MemoryTraceStore {
+    MemoryTraceStore::with_traces(seed_traces(BASE))
+}
+
+fn request(query: SearchQuery) -> SearchRequest {
+    SearchRequest {
+        query,
+        start_unix_nano: BASE,
+        end_unix_nano: BASE + 60 * SECOND,
+        min_duration_nanos: None,
+        max_duration_nanos: None,
+        limit: 20,
+        spans_per_spanset: 3,
+    }
+}
+
+fn traceql(text: &str) -> SearchQuery {
+    SearchQuery::TraceQl(parse(text).unwrap())
+}
+
+fn numbers(response: &SearchResponse) -> Vec<u8> {
+    response.traces.iter().map(|trace| trace.trace_id[15]).collect()
+}
+
+#[test]
+fn results_are_newest_first_and_limited() {
+    let store = store();
+    let all = search(&store, &request(traceql("{ }"))).unwrap();
+    assert_eq!(numbers(&all), vec![6, 5, 4, 3, 2, 1]);
+    let limited = search(&store, &SearchRequest { limit: 2, ..request(traceql("{ }")) }).unwrap();
+    assert_eq!(numbers(&limited), vec![6, 5]);
+    assert_eq!(limited.metrics.inspected_traces, 2);
+    let window = search(
+        &store,
+        &SearchRequest { start_unix_nano: BASE + SECOND, end_unix_nano: BASE + 3 * SECOND, ..request(traceql("{ }")) },
+    )
+    .unwrap();
+    assert_eq!(numbers(&window), vec![3, 2]);
+}
+
+#[test]
+fn trace_summary_carries_root_duration_spansets_and_attributes() {
+    let store = store();
+    let response = search(&store, &request(traceql(r#"{ span.http.status_code >= 500 || status = error }"#))).unwrap();
+    assert_eq!(numbers(&response), vec![2]);
+    let trace = &response.traces[0];
+    assert_eq!(trace.root_service_name, "boxoffice");
+    assert_eq!(trace.root_trace_name, "POST /tickets/checkout/");
+    assert_eq!(trace.start_unix_nano, BASE + SECOND);
+    assert_eq!(trace.duration_nanos, 300_000_000);
+    let spanset = &trace.spansets[0];
+    assert_eq!(spanset.matched, 2);
+    assert_eq!(spanset.spans[0].name, "POST /tickets/checkout/");
+    assert_eq!(
+        spanset.spans[0].attributes,
+        vec![
+            Attribute { key: "http.status_code".into(), value: AttributeValue::Int(500) },
+            Attribute::string("status", "error"),
+        ]
+    );
+    assert_eq!(spanset.spans[1].attributes, vec![Attribute::string("status", "error")]);
+}
+
+#[test]
+fn spans_per_spanset_bounds_the_list_not_matched() {
+    let store = store();
+    let response =
+        search(&store, &SearchRequest { spans_per_spanset: 2, ..request(traceql("{ kind = internal }")) }).unwrap();
+    let trace2 = response.traces.iter().find(|trace| trace.trace_id == seed_trace_id(2)).unwrap();
+    assert_eq!(trace2.spansets[0].matched, 3);
+    assert_eq!(trace2.spansets[0].spans.len(), 2);
+}
+
+#[test]
+fn select_and_by_show_up_in_results() {
+    let store = store();
+    let response = search(
+        &store,
+        &request(traceql(r#"{ kind = server } | select(span.http.route, resource.service.name, kind)"#)),
+    )
+    .unwrap();
+    let trace3 = response.traces.iter().find(|trace| trace.trace_id == seed_trace_id(3)).unwrap();
+    assert_eq!(
+        trace3.spansets[0].spans[0].attributes,
+        vec![
+            Attribute::string("kind", "server"),
+            Attribute::string("http.route", "/events/"),
+            Attribute::string("service.name", "boxoffice"),
+        ]
+    );
+    let grouped = search(
+        &store,
+        &request(traceql(r#"{ trace:id = "5e000000000000000000000000000004" } | by(resource.service.name)"#)),
+    )
+    .unwrap();
+    let attributes: Vec<&Attribute> = grouped.traces[0].spansets.iter().flat_map(|set| &set.attributes).collect();
+    assert_eq!(attributes[1], &Attribute::string("by(resource.service.name)", "boxoffice-worker"));
+}
+
+#[test]
+fn durations_filter_whole_traces() {
+    let store = store();
+    let slow =
+        search(&store, &SearchRequest { min_duration_nanos: Some(2 * SECOND), ..request(traceql("{ }")) }).unwrap();
+    assert_eq!(numbers(&slow), vec![3]);
+    let fast =
+        search(&store, &SearchRequest { max_duration_nanos: Some(100_000_000), ..request(traceql("{ }")) }).unwrap();
+    assert_eq!(numbers(&fast), vec![6, 5]);
+}
+
+#[test]
+fn legacy_tags_match_on_one_span() {
+    assert_eq!(
+        parse_logfmt_tags(r#"service.name="box office" http.status_code=500  name=x"#).unwrap(),
+        vec![
+            ("service.name".to_string(), "box office".to_string()),
+            ("http.status_code".to_string(), "500".to_string()),
+            ("name".to_string(), "x".to_string()),
+        ]
+    );
+    assert!(parse_logfmt_tags("novalue").is_err());
+    assert!(parse_logfmt_tags(r#"a="open"#).is_err());
+    let store = store();
+    let tags = |text: &str| SearchQuery::Tags(parse_logfmt_tags(text).unwrap());
+    assert_eq!(
+        numbers(&search(&store, &request(tags("service.name=boxoffice http.status_code=500"))).unwrap()),
+        vec![2]
+    );
+    assert_eq!(numbers(&search(&store, &request(tags("name=ticket.checkout"))).unwrap()), vec![6, 2]);
+    assert_eq!(numbers(&search(&store, &request(tags("status.code=error"))).unwrap()), vec![2]);
+    assert_eq!(numbers(&search(&store, &request(tags(""))).unwrap()).len(), 6);
+    // The two pairs are on different spans of trace 4.
+    assert!(search(&store, &request(tags("celery.state=SUCCESS http.method=POST"))).unwrap().traces.is_empty());
+}
+
+#[test]
+fn metrics_queries_are_refused_by_search() {
+    let error = search(&store(), &request(traceql("{ } | rate()"))).unwrap_err();
+    assert!(matches!(error, TraceQlError::Unsupported(_)));
+}
+
+fn tags_request(filter: Option<&str>) -> TagRequest {
+    TagRequest {
+        start_unix_nano: BASE,
+        end_unix_nano: BASE + 60 * SECOND,
+        filter: filter.map(|text| crate::parse_spanset(text).unwrap()),
+        max_traces: 1000,
+        max_values: 100,
+    }
+}
+
+#[test]
+fn tag_names_per_scope() {
+    let store = store();
+    let names = tag_names(&store, &tags_request(None), &[]).unwrap();
+    let scope = |wanted: TagScope| -> Vec<String> {
+        names.scopes.iter().find(|(scope, _)| *scope == wanted).unwrap().1.iter().cloned().collect()
+    };
+    assert_eq!(scope(TagScope::Resource), vec!["deployment.environment", "service.name"]);
+    assert!(scope(TagScope::Span).contains(&"http.route".to_string()));
+    assert!(scope(TagScope::Span).contains(&"membership.levels".to_string()));
+    assert_eq!(scope(TagScope::Event), vec!["exception.message", "exception.type"]);
+    assert_eq!(scope(TagScope::Link), vec!["link.reason"]);
+    let filtered = tag_names(&store, &tags_request(Some("{ kind = consumer }")), &[TagScope::Span]).unwrap();
+    assert_eq!(
+        filtered.scopes,
+        vec![(TagScope::Span, ["celery.state", "celery.task_name"].iter().map(|name| name.to_string()).collect())]
+    );
+}
+
+#[test]
+fn tag_values_typed_and_filtered() {
+    let store = store();
+    let services = tag_values(&store, &tags_request(None), &tag_field("resource.service.name")).unwrap();
+    assert_eq!(services, vec![FieldValue::String("boxoffice".into()), FieldValue::String("boxoffice-worker".into())]);
+    let v1 = tag_values(&store, &tags_request(None), &tag_field("service.name")).unwrap();
+    assert_eq!(v1.len(), 2);
+    let codes = tag_values(&store, &tags_request(None), &tag_field("span.http.status_code")).unwrap();
+    assert_eq!(codes.iter().map(|value| value.type_name()).collect::<Vec<_>>(), vec!["int"; 3]);
+    let statuses = tag_values(&store, &tags_request(None), &tag_field("status")).unwrap();
+    assert!(statuses.contains(&FieldValue::Status(StatusCode::Error)));
+    assert_eq!(statuses[0].type_name(), "keyword");
+    let names = tag_values(
+        &store,
+        &tags_request(Some(r#"{ resource.service.name = "boxoffice-worker" }"#)),
+        &tag_field("name"),
+    )
+    .unwrap();
+    assert_eq!(names, vec![FieldValue::String("run/send_confirmation_email".into())]);
+    let exceptions = tag_values(&store, &tags_request(None), &tag_field("event.exception.type")).unwrap();
+    assert_eq!(exceptions, vec![FieldValue::String("PaymentDeclined".into())]);
+    let limited = tag_values(&store, &TagRequest { max_values: 2, ..tags_request(None) }, &tag_field("name")).unwrap();
+    assert_eq!(limited.len(), 2);
+}
