@@ -79,6 +79,16 @@ pub enum IngestError {
         /// What is wrong.
         reason: String,
     },
+    /// A tailed log file or the tail positions file could not be read or written.
+    #[error("tailing {path}: {operation}: {reason}")]
+    Tail {
+        /// The file (or glob).
+        path: String,
+        /// What failed, e.g. `read`, `fsync`, `parse glob`.
+        operation: &'static str,
+        /// The OS or parser message.
+        reason: String,
+    },
 }
 
 /// What is wrong with one series' label set, by Prometheus 3's remote_write rules (`labels.IsValid` with
@@ -109,10 +119,11 @@ pub enum SeriesProblem {
 
 impl IngestError {
     /// The error's category: [`ErrorKind::Limit`] for [`IngestError::TooLarge`], [`ErrorKind::BadData`]
-    /// for everything else (malformed input).
+    /// for everything else (malformed input), except [`IngestError::Tail`]: [`ErrorKind::Internal`] (local I/O).
     pub fn kind(&self) -> ErrorKind {
         match self {
             IngestError::TooLarge { .. } => ErrorKind::Limit,
+            IngestError::Tail { .. } => ErrorKind::Internal,
             IngestError::Snappy { .. }
             | IngestError::Gzip { .. }
             | IngestError::UnsupportedEncoding { .. }

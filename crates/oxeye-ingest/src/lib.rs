@@ -11,6 +11,8 @@
 //! - [`otlp_json`]: the OTLP/JSON decoder behind it (hex ids, integer enums, 64-bit integers as strings
 //!   or numbers, lowerCamelCase keys, unknown fields ignored).
 //! - [`prometheus_names`]: the OTLP→Prometheus metric and label name translation.
+//! - [`tail`]: tailing JSON-lines or plain-text log files (globs, rotation by rename and truncation,
+//!   positions kept across restarts) into log streams; the only module here that reads files.
 //!
 //! Every failure is an [`IngestError`] whose [`IngestError::kind`] tells the server which status to send.
 //!
@@ -46,6 +48,7 @@ pub mod otlp_metrics;
 pub mod prometheus_names;
 mod protowire;
 pub mod remote_write;
+pub mod tail;
 
 pub use error::{IngestError, SeriesProblem};
 pub use remote_write::FamilyMetadata;

@@ -56,6 +56,6 @@ mod tests;
 pub use error::LogStoreError;
 pub use options::{
     DEFAULT_CHUNK_IDLE_MS, DEFAULT_CHUNK_TARGET_BYTES, DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_CHUNK_AGE_MS,
-    DEFAULT_MAX_LINE_BYTES, DEFAULT_RETENTION_MS, LineTooLongPolicy, LogStoreOptions,
+    DEFAULT_MAX_LINE_BYTES, DEFAULT_RETENTION_MS, DEFAULT_UNORDERED_WINDOW_MS, LineTooLongPolicy, LogStoreOptions,
 };
 pub use store::{FlushReport, LogStore, LogStoreStats};

@@ -15,6 +15,9 @@ pub const DEFAULT_CHUNK_TARGET_BYTES: usize = 1 << 20;
 /// `max_chunk_age`). Entries older than half of it behind a stream's newest entry are refused as out of
 /// order, as Loki does.
 pub const DEFAULT_MAX_CHUNK_AGE_MS: i64 = 2 * 3600 * 1000;
+/// Default unordered-write window: entries up to 1 hour (half of [`DEFAULT_MAX_CHUNK_AGE_MS`], as Loki
+/// derives it) behind their stream's newest entry are accepted; older ones are refused as too old.
+pub const DEFAULT_UNORDERED_WINDOW_MS: i64 = DEFAULT_MAX_CHUNK_AGE_MS / 2;
 /// Default time without appends after which a head is cut at the next flush: 30 minutes (Loki's
 /// `chunk_idle_period`).
 pub const DEFAULT_CHUNK_IDLE_MS: i64 = 30 * 60 * 1000;
@@ -47,6 +50,10 @@ pub struct LogStoreOptions {
     pub chunk_target_bytes: usize,
     /// Milliseconds; default [`DEFAULT_MAX_CHUNK_AGE_MS`].
     pub max_chunk_age_ms: i64,
+    /// How far behind its stream's newest accepted entry an entry may be and still be accepted (Loki's
+    /// unordered writes); older entries are refused as too old. Milliseconds; default
+    /// [`DEFAULT_UNORDERED_WINDOW_MS`].
+    pub unordered_window_ms: i64,
     /// Milliseconds; default [`DEFAULT_CHUNK_IDLE_MS`].
     pub chunk_idle_ms: i64,
     /// Background flush and retention period; default [`DEFAULT_FLUSH_INTERVAL`].
@@ -66,6 +73,7 @@ impl LogStoreOptions {
             line_too_long: LineTooLongPolicy::Reject,
             chunk_target_bytes: DEFAULT_CHUNK_TARGET_BYTES,
             max_chunk_age_ms: DEFAULT_MAX_CHUNK_AGE_MS,
+            unordered_window_ms: DEFAULT_UNORDERED_WINDOW_MS,
             chunk_idle_ms: DEFAULT_CHUNK_IDLE_MS,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             background_maintenance: true,
@@ -89,6 +97,9 @@ impl LogStoreOptions {
         }
         if self.max_chunk_age_ms <= 0 {
             return invalid("max_chunk_age_ms", "must be positive");
+        }
+        if self.unordered_window_ms < 0 {
+            return invalid("unordered_window_ms", "must not be negative");
         }
         if self.flush_interval.is_zero() {
             return invalid("flush_interval", "must be positive");

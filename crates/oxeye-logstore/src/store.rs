@@ -27,6 +27,30 @@ fn now_ns() -> i64 {
         .map_or(0, |elapsed| i64::try_from(elapsed.as_nanos()).unwrap_or(i64::MAX))
 }
 
+/// Formats nanoseconds since the epoch as RFC 3339 in UTC with whole seconds (`2026-11-23T07:02:14Z`), as
+/// Loki's refusal messages print timestamps.
+pub(crate) fn format_rfc3339(timestamp_ns: i64) -> String {
+    let seconds = timestamp_ns.div_euclid(1_000_000_000);
+    let days = seconds.div_euclid(86_400);
+    let second_of_day = seconds.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (proleptic Gregorian), after Howard Hinnant's algorithm.
+    let shifted = days + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        second_of_day / 3600,
+        second_of_day % 3600 / 60,
+        second_of_day % 60
+    )
+}
+
 fn read_lock<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -168,6 +192,10 @@ pub struct LogStoreStats {
     pub streams: u64,
     /// Entries in heads (not yet cut).
     pub head_entries: u64,
+    /// Bytes of lines in heads (not yet cut).
+    pub head_line_bytes: u64,
+    /// Cut chunks, in memory awaiting a flush or in chunk files.
+    pub chunks: u64,
     /// Chunk files on disk.
     pub chunk_files: u64,
     /// Bytes of chunk files on disk.
@@ -325,7 +353,7 @@ impl LogStore {
         let mut summary = LogPushSummary::default();
         let wall_ns = now_ns();
         let cutoff_ns = wall_ns.saturating_sub(self.options.retention_ms.saturating_mul(1_000_000));
-        let window_ns = self.options.max_chunk_age_ms.saturating_mul(1_000_000) / 2;
+        let window_ns = self.options.unordered_window_ms.saturating_mul(1_000_000);
         let _gate = read_lock(&self.append_gate);
         let mut accepted_streams: Vec<LogStream> = Vec::with_capacity(streams.len());
         {
@@ -375,13 +403,24 @@ impl LogStore {
                         batch_newest_ns != i64::MIN && entry.timestamp_ns < batch_newest_ns.saturating_sub(window_ns);
                     if entry.timestamp_ns < cutoff_ns || too_far_behind {
                         summary.rejected_too_old += 1;
+                        // Loki's messages for its two refusals (retention, then the unordered-write window).
                         summary.first_error.get_or_insert_with(|| {
-                            format!(
-                                "entry for stream '{}' has timestamp too old: {} ns (oldest accepted {} ns)",
-                                stream.labels,
-                                entry.timestamp_ns,
-                                if too_far_behind { batch_newest_ns - window_ns } else { cutoff_ns }
-                            )
+                            if entry.timestamp_ns < cutoff_ns {
+                                format!(
+                                    "entry for stream '{}' has timestamp too old: {}, oldest acceptable timestamp is: {}",
+                                    stream.labels,
+                                    format_rfc3339(entry.timestamp_ns),
+                                    format_rfc3339(cutoff_ns)
+                                )
+                            } else {
+                                format!(
+                                    "entry with timestamp {} ignored, reason: 'entry too far behind, entry timestamp is: {}, oldest acceptable timestamp is: {}' for stream: {}",
+                                    format_rfc3339(entry.timestamp_ns),
+                                    format_rfc3339(entry.timestamp_ns),
+                                    format_rfc3339(batch_newest_ns.saturating_sub(window_ns)),
+                                    stream.labels
+                                )
+                            }
                         });
                         continue;
                     }
@@ -570,6 +609,8 @@ impl LogStore {
         LogStoreStats {
             streams: inner.streams.len() as u64,
             head_entries: inner.streams.iter().map(|stream| stream.head.len() as u64).sum(),
+            head_line_bytes: inner.streams.iter().map(|stream| stream.head_line_bytes as u64).sum(),
+            chunks: inner.streams.iter().map(|stream| (stream.sealed.len() + stream.stored.len()) as u64).sum(),
             chunk_files: inner.files.len() as u64,
             chunk_file_bytes: inner.files.iter().map(|file| file.size_bytes).sum(),
             entries_accepted_total: counters.entries_accepted_total.load(Ordering::Relaxed),
@@ -584,6 +625,11 @@ impl LogStore {
             flushes_total: counters.flushes_total.load(Ordering::Relaxed),
             chunk_files_deleted_total: counters.chunk_files_deleted_total.load(Ordering::Relaxed),
         }
+    }
+
+    /// The WAL's counters (records, bytes, group commits and their fsync latency), for `/metrics`.
+    pub fn wal_stats(&self) -> oxeye_wal::WalStats {
+        self.wal.stats()
     }
 
     /// Reads the entries of the selection; see [`LogReader::select`].

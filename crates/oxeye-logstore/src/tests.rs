@@ -124,7 +124,10 @@ fn entries_survive_restart_from_wal_and_from_chunk_files() {
     let read = select_all(&store, base, base + 1000, &[]);
     assert_eq!(read[0].entries.len(), 101);
     assert_eq!(read[0].entries[100].line, "after flush");
-    assert_eq!(store.stats().chunk_files, 1);
+    let stats = store.stats();
+    assert_eq!((stats.chunk_files, stats.chunks, stats.head_entries), (1, 1, 1));
+    assert_eq!(stats.head_line_bytes, "after flush".len() as u64);
+    assert!(store.wal_stats().fsyncs_total >= 1, "the push after open is one group commit");
     store.close().unwrap();
     let store = LogStore::open(options(dir.path())).unwrap();
     assert_eq!(select_all(&store, base, base + 1000, &[])[0].entries.len(), 101);
@@ -192,4 +195,38 @@ fn retention_deletes_expired_chunk_files() {
     let report = store.flush(false).unwrap();
     assert_eq!(report.files_deleted, 1);
     assert!(select_all(&store, now - 2_000_000_000, now + 1, &[]).is_empty());
+}
+
+#[test]
+fn unordered_window_is_configurable_and_refusals_use_lokis_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = options(dir.path());
+    options.unordered_window_ms = 10 * 60 * 1000;
+    let store = LogStore::open(options).unwrap();
+    let now = now_ns();
+    let minute_ns = 60 * 1_000_000_000;
+    let summary = store
+        .push(vec![stream(
+            "boxoffice",
+            vec![LogEntry::new(now, "newest"), LogEntry::new(now - 5 * minute_ns, "within the window")],
+        )])
+        .unwrap();
+    assert_eq!(summary.accepted, 2);
+    let summary = store.push(vec![stream("boxoffice", vec![LogEntry::new(now - 20 * minute_ns, "behind")])]).unwrap();
+    assert_eq!(summary.rejected_too_old, 1);
+    let message = summary.first_error.unwrap();
+    assert!(message.contains("entry too far behind, entry timestamp is: "), "{message}");
+    let summary = store
+        .push(vec![stream("boxoffice", vec![LogEntry::new(now - 40 * 24 * 60 * minute_ns, "beyond retention")])])
+        .unwrap();
+    let message = summary.first_error.unwrap();
+    assert!(message.contains("has timestamp too old: ") && message.contains("oldest acceptable timestamp is: "));
+}
+
+#[test]
+fn rfc3339_formatting_of_refusal_timestamps() {
+    assert_eq!(crate::store::format_rfc3339(0), "1970-01-01T00:00:00Z");
+    assert_eq!(crate::store::format_rfc3339(1_795_417_334_099_679_000), "2026-11-23T07:02:14Z");
+    assert_eq!(crate::store::format_rfc3339(951_782_400_000_000_000), "2000-02-29T00:00:00Z");
+    assert_eq!(crate::store::format_rfc3339(-1_000_000_000), "1969-12-31T23:59:59Z");
 }

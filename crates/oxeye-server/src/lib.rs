@@ -77,6 +77,8 @@ pub struct ServerState {
     scrape_manager: OnceLock<Arc<ScrapeManager>>,
     storage_metrics: OnceLock<StorageMetricsFn>,
     log_storage: OnceLock<Arc<dyn LogStorage>>,
+    log_redactor: OnceLock<oxeye_pipeline::Redactor>,
+    extra_metrics: std::sync::Mutex<Vec<StorageMetricsFn>>,
     /// The PromQL engine.
     pub engine: Engine,
     /// oxeye's own counters and histograms.
@@ -94,6 +96,8 @@ impl ServerState {
             scrape_manager: OnceLock::new(),
             storage_metrics: OnceLock::new(),
             log_storage: OnceLock::new(),
+            log_redactor: OnceLock::new(),
+            extra_metrics: std::sync::Mutex::new(Vec::new()),
             engine,
             metrics: SelfMetrics::default(),
             started_at: SystemTime::now(),
@@ -110,6 +114,24 @@ impl ServerState {
     /// are ignored.
     pub fn set_log_storage(&self, storage: Arc<dyn LogStorage>) {
         let _ = self.log_storage.set(storage);
+    }
+
+    /// Sets the redaction rules every log ingest path applies before the WAL. Until called (and when never
+    /// called), the seeds' default rules apply ([`oxeye_pipeline::RedactionOptions::default`]). Later calls
+    /// are ignored.
+    pub fn set_log_redactor(&self, redactor: oxeye_pipeline::Redactor) {
+        let _ = self.log_redactor.set(redactor);
+    }
+
+    /// The redactor log pushes go through: the one set by [`ServerState::set_log_redactor`], else the defaults.
+    pub fn log_redactor(&self) -> &oxeye_pipeline::Redactor {
+        self.log_redactor.get_or_init(oxeye_pipeline::Redactor::default_rules)
+    }
+
+    /// Adds a source of families to `/metrics` (a store's or a pipeline stage's counters), written after the
+    /// storage's in the order added.
+    pub fn add_metrics_source(&self, source: StorageMetricsFn) {
+        self.extra_metrics.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(source);
     }
 
     /// The log store, once set.

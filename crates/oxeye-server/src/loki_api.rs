@@ -24,9 +24,7 @@ use crate::ServerState;
 use crate::error::write_status;
 
 pub(crate) fn routes() -> Router<Arc<ServerState>> {
-    Router::new()
-        .route("/loki/api/v1/push", post(push))
-        .route("/otlp/v1/logs", post(export_logs_http))
+    Router::new().route("/loki/api/v1/push", post(push)).route("/otlp/v1/logs", post(export_logs_http))
 }
 
 /// A Loki API error: status and plain-text body.
@@ -73,15 +71,103 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
-/// The hook where PII redaction (crate `oxeye-pipeline`) will run: every decoded log stream passes
-/// through here after decoding and before it is appended to the WAL. It does nothing yet.
-pub(crate) fn redact_log_streams_before_append(streams: Vec<LogStream>) -> Vec<LogStream> {
+/// PII redaction (crate `oxeye-pipeline`) of every decoded log stream, after decoding and before the WAL:
+/// each entry's line (a Loki line, or an OTLP body: a string as is, a map as its JSON object) and its
+/// structured metadata values (OTLP attributes and non-label resource attributes) go through the server's
+/// [`oxeye_pipeline::Redactor`]. Stream labels are the stream's identity and are left alone.
+pub(crate) fn redact_log_streams_before_append(state: &ServerState, mut streams: Vec<LogStream>) -> Vec<LogStream> {
+    state.log_redactor().redact_log_streams(&mut streams);
     streams
 }
 
+/// Redacts the attributes of an OTLP logs request (resource, scope and log record attributes, at every
+/// depth of kvlist and array values) under their original dotted keys, before they are flattened into
+/// structured metadata names (`http.request.header.authorization` becomes `http_request_header_authorization`,
+/// whose last `.` segment no longer names the sensitive key). Bodies are redacted after the conversion, as
+/// lines: a map body becomes its JSON object, which keeps its keys.
+pub(crate) fn redact_otlp_log_attributes(redactor: &oxeye_pipeline::Redactor, request: &mut ExportLogsServiceRequest) {
+    if !redactor.options().enabled {
+        return;
+    }
+    for resource_logs in &mut request.resource_logs {
+        if let Some(resource) = &mut resource_logs.resource {
+            redact_key_values(redactor, &mut resource.attributes);
+        }
+        for scope_logs in &mut resource_logs.scope_logs {
+            if let Some(scope) = &mut scope_logs.scope {
+                redact_key_values(redactor, &mut scope.attributes);
+            }
+            for record in &mut scope_logs.log_records {
+                redact_key_values(redactor, &mut record.attributes);
+            }
+        }
+    }
+}
+
+fn redact_key_values(redactor: &oxeye_pipeline::Redactor, attributes: &mut [oxeye_proto::otlp::common::KeyValue]) {
+    for attribute in attributes {
+        if let Some(value) = &mut attribute.value {
+            redact_any_value(redactor, &attribute.key, value);
+        }
+    }
+}
+
+fn redact_any_value(redactor: &oxeye_pipeline::Redactor, key: &str, value: &mut oxeye_proto::otlp::common::AnyValue) {
+    use oxeye_proto::otlp::common::any_value::Value;
+    let replace_whole = |value: &mut oxeye_proto::otlp::common::AnyValue| {
+        // `redact_attribute` replaces the text of a sensitive key and counts the redaction under its rule.
+        let mut text = String::from("value");
+        redactor.redact_attribute(key, &mut text);
+        value.value = Some(Value::StringValue(text));
+    };
+    match &mut value.value {
+        Some(Value::StringValue(text)) => {
+            redactor.redact_attribute(key, text);
+        }
+        Some(Value::IntValue(integer)) => {
+            if redactor.redact_integer(Some(key), *integer) {
+                value.value = Some(Value::StringValue(oxeye_pipeline::redaction::REDACTED.to_string()));
+            }
+        }
+        Some(Value::KvlistValue(list)) => {
+            if redactor.is_sensitive_key(key) {
+                replace_whole(value);
+            } else {
+                redact_key_values(redactor, &mut list.values);
+            }
+        }
+        Some(Value::ArrayValue(array)) => {
+            if redactor.is_sensitive_key(key) {
+                replace_whole(value);
+            } else {
+                for element in &mut array.values {
+                    redact_any_value(redactor, key, element);
+                }
+            }
+        }
+        Some(Value::BoolValue(_) | Value::DoubleValue(_) | Value::BytesValue(_)) => {
+            if redactor.is_sensitive_key(key) {
+                replace_whole(value);
+            }
+        }
+        None => {}
+    }
+}
+
+/// Writes `oxeye_redactions_total{rule="..."}`: values or text spans each redaction rule replaced in log
+/// lines, structured metadata and OTLP bodies since start (every rule listed, zeros included).
+pub(crate) fn write_redaction_metrics(writer: &mut crate::MetricsWriter, state: &ServerState) {
+    let name = "oxeye_redactions_total";
+    writer.family(name, "Values or text spans replaced by PII redaction before the WAL, by rule.", "counter");
+    for rule in state.log_redactor().stats().by_rule {
+        writer.sample(name, &[("rule", &rule.rule)], rule.redactions as f64);
+    }
+}
+
+/// Redacts and stores decoded streams: the one path of every log ingest protocol into the log store.
 fn store_streams(state: &ServerState, streams: Vec<LogStream>) -> Result<LogPushSummary, LokiError> {
     let storage = log_storage(state)?;
-    let streams = redact_log_streams_before_append(streams);
+    let streams = redact_log_streams_before_append(state, streams);
     Ok(storage.push(streams)?)
 }
 
@@ -204,8 +290,9 @@ pub(crate) async fn export_logs_http(
             .map_err(|error| LokiError::from_kind(error.kind(), error.to_string()))?;
         let format =
             if is_json { oxeye_ingest::otlp::OtlpFormat::Json } else { oxeye_ingest::otlp::OtlpFormat::Protobuf };
-        let request = oxeye_ingest::otlp::decode_logs_request(&decoded, format)
+        let mut request = oxeye_ingest::otlp::decode_logs_request(&decoded, format)
             .map_err(|error| LokiError::from_kind(error.kind(), error.to_string()))?;
+        redact_otlp_log_attributes(worker_state.log_redactor(), &mut request);
         store_streams(&worker_state, oxeye_ingest::otlp_logs::otlp_logs_to_streams(&request))
     })
     .await;
@@ -247,11 +334,13 @@ impl tonic::server::UnaryService<ExportLogsServiceRequest> for LogsExport {
     fn call(&mut self, request: tonic::Request<ExportLogsServiceRequest>) -> Self::Future {
         let state = self.state.clone();
         Box::pin(async move {
-            let message = request.into_inner();
+            let mut message = request.into_inner();
             let worker_state = state.clone();
-            let outcome =
-                blocking(move || store_streams(&worker_state, oxeye_ingest::otlp_logs::otlp_logs_to_streams(&message)))
-                    .await;
+            let outcome = blocking(move || {
+                redact_otlp_log_attributes(worker_state.log_redactor(), &mut message);
+                store_streams(&worker_state, oxeye_ingest::otlp_logs::otlp_logs_to_streams(&message))
+            })
+            .await;
             match outcome {
                 Ok(summary) => {
                     state.metrics.ingest_requests.add(&["otlp_logs_grpc", "OK"], 1);

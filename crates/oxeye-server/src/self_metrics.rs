@@ -248,6 +248,10 @@ pub fn render(state: &ServerState) -> String {
     if let Some(storage_metrics) = state.storage_metrics.get() {
         storage_metrics(&mut writer);
     }
+    for source in state.extra_metrics.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).iter() {
+        source(&mut writer);
+    }
+    crate::loki_api::write_redaction_metrics(&mut writer, state);
     if let Some(manager) = state.scrape_manager() {
         let stats = manager.stats();
         writer.single("oxeye_scrapes_total", "Scrapes attempted.", "counter", stats.scrapes_total as f64);

@@ -73,6 +73,8 @@ pub struct ConfigFile {
     pub self_scrape: SelfScrapeSection,
     /// Defaults for every scrape config.
     pub global: GlobalSection,
+    /// Logs: the log store's limits, PII redaction and tailed files.
+    pub logs: crate::config_logs::LogsSection,
     /// Prometheus scrape configs, passed to the scraper.
     pub scrape_configs: Vec<serde_json::Value>,
 }
@@ -157,6 +159,7 @@ impl Default for ConfigFile {
             logging: LoggingSection::default(),
             self_scrape: SelfScrapeSection::default(),
             global: GlobalSection::default(),
+            logs: crate::config_logs::LogsSection::default(),
             scrape_configs: Vec::new(),
         }
     }
@@ -245,6 +248,8 @@ pub struct ServeSettings {
     pub global_scrape_timeout_ms: i64,
     /// The scrape configs as given, for the scraper to deserialize and validate.
     pub scrape_configs: Vec<serde_json::Value>,
+    /// The validated `logs:` section.
+    pub logs: crate::config_logs::LogsSettings,
 }
 
 /// oxeye's own log format.
@@ -392,6 +397,7 @@ impl ConfigFile {
             global_scrape_interval_ms,
             global_scrape_timeout_ms,
             scrape_configs: self.scrape_configs.clone(),
+            logs: self.logs.validate()?,
         })
     }
 }

@@ -5,7 +5,9 @@
 //! configuration file; every library crate receives typed options.
 
 mod config;
+mod config_logs;
 mod serve;
+mod serve_logs;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -72,14 +72,7 @@ pub async fn run(settings: ServeSettings, config_yaml: String, config_path: Stri
         .await
         .context("storage start-up task failed")?
         .with_context(|| format!("cannot open the data directory {}", settings.data_dir.display()))?;
-    let log_directory = settings.data_dir.join("logs");
-    let log_store = tokio::task::spawn_blocking(move || {
-        oxeye_logstore::LogStore::open(oxeye_logstore::LogStoreOptions::new(log_directory))
-    })
-    .await
-    .context("log store start-up task failed")?
-    .context("cannot open the log store")?;
-    state.set_log_storage(log_store.clone());
+    let logs = crate::serve_logs::start(&settings, &state).await?;
     let storage: Arc<dyn MetricsStorage> = tsdb.clone();
     let stats_source = tsdb.clone();
     state.set_storage(storage.clone(), Box::new(move |writer| write_tsdb_metrics(writer, &stats_source.stats())));
@@ -132,10 +125,7 @@ pub async fn run(settings: ServeSettings, config_yaml: String, config_path: Stri
         .await
         .context("storage shutdown task failed")?
         .context("cannot close the storage cleanly")?;
-    tokio::task::spawn_blocking(move || log_store.close())
-        .await
-        .context("log store shutdown task failed")?
-        .context("cannot close the log store cleanly")?;
+    logs.close().await?;
     served?;
     tracing::info!("stopped");
     Ok(())

@@ -186,10 +186,21 @@ impl Redactor {
             }
             custom_rules.push(CompiledCustomRule { regex, replacement: rule.replacement.clone() });
         }
+        Ok(Redactor::compiled(options, custom_rules))
+    }
+
+    /// A redactor with the seeds' default rules ([`RedactionOptions::default`]); infallible, since the
+    /// defaults have no custom rule and no empty key.
+    pub fn default_rules() -> Redactor {
+        Redactor::compiled(RedactionOptions::default(), Vec::new())
+    }
+
+    fn compiled(options: RedactionOptions, custom_rules: Vec<CompiledCustomRule>) -> Redactor {
+        debug_assert_eq!(options.custom_rules.len(), custom_rules.len(), "one compiled rule per custom rule");
         let stats = Arc::new(RedactionStats::new(options.custom_rules.iter().map(|rule| rule.name.clone())));
         let sensitive_keys = SensitiveKeys::new(&options.sensitive_keys);
         let trace_id_keys = SensitiveKeys::new(&options.trace_id_keys);
-        Ok(Redactor { inner: Arc::new(RedactorInner { options, sensitive_keys, trace_id_keys, custom_rules, stats }) })
+        Redactor { inner: Arc::new(RedactorInner { options, sensitive_keys, trace_id_keys, custom_rules, stats }) }
     }
 
     /// The options this redactor was built from.

@@ -550,3 +550,13 @@ proptest! {
         prop_assert!(!redactor.redact_attribute("message", &mut again), "{} -> {}", line, attribute);
     }
 }
+
+#[test]
+fn default_rules_redact_like_the_validated_defaults() {
+    let line = r#"{"email": "ann@example.com", "password": "hunter2", "note": "card 4111 1111 1111 1111"}"#;
+    let built = Redactor::default_rules();
+    assert_eq!(built.options(), redactor().options());
+    assert_eq!(built.redact_line(line), redactor().redact_line(line));
+    assert_eq!(built.stats().redactions("sensitive_key"), 1);
+    assert_eq!(built.stats().redactions("card_number"), 1);
+}
