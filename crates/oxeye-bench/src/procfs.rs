@@ -121,11 +121,14 @@ pub struct BlockInfo {
     pub size: TreeSize,
 }
 
-/// The blocks in `data_dir`: directories with a `meta.json` in Prometheus' (`minTime`, `stats.numSamples`)
+/// The blocks in `data_dir` (in `data_dir/metrics` when that exists: oxeye keeps them there): directories with a `meta.json` in Prometheus' (`minTime`, `stats.numSamples`)
 /// or oxeye's (`min_time_ms`, `stats.num_samples`) spelling. Directories still being written (`.tmp`
 /// suffix or no `meta.json`) are not blocks.
 pub fn blocks(data_dir: &Path) -> Vec<BlockInfo> {
     let mut found = Vec::new();
+    // oxeye keeps its metrics blocks under `<data_dir>/metrics`; Prometheus directly in its data directory.
+    let oxeye_metrics = data_dir.join("metrics");
+    let data_dir = if oxeye_metrics.is_dir() { oxeye_metrics.as_path() } else { data_dir };
     let Ok(entries) = std::fs::read_dir(data_dir) else { return found };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
