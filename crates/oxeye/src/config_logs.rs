@@ -191,7 +191,7 @@ impl LogsSection {
                 | oxeye_pipeline::PipelineError::InvalidRedactionRuleName { rule, .. } => {
                     self.redaction.custom_rules.iter().position(|custom| &custom.name == rule)
                 }
-                oxeye_pipeline::PipelineError::EmptyRedactionKey { .. } => None,
+                _ => None,
             };
             let field = match position {
                 Some(index) => format!("logs.redaction.custom_rules[{index}]"),
