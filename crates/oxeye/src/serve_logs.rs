@@ -1,18 +1,44 @@
 //! The logs side of `oxeye serve`: opens the log store with the `logs:` settings, installs the redaction
-//! rules every log ingest path applies before the WAL, adds the log store's families to `/metrics`, and
-//! closes it all on shutdown.
+//! rules every log ingest path applies before the WAL, adds the log store's families to `/metrics`, runs
+//! the file tailer (`logs.files`), and closes it all on shutdown.
+//!
+//! The tailer runs on its own thread: poll the files, redact, push to the log store (which returns after
+//! the WAL fsync), and only then commit the tail positions, so a position on disk never runs ahead of what
+//! is stored. On shutdown the thread finishes its round, then the store is closed.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use anyhow::Context;
+use oxeye_ingest::tail::{TailFormat, TailSource, Tailer, TailerOptions};
 use oxeye_logstore::{LogStore, LogStoreOptions, LogStoreStats};
 use oxeye_server::{MetricsWriter, ServerState};
 
 use crate::config::ServeSettings;
+use crate::config_logs::TailedFileFormat;
+
+/// How long the tailer sleeps after a poll that found nothing new.
+const TAIL_IDLE_SLEEP: Duration = Duration::from_millis(250);
 
 /// What the logs side runs; [`LogsRuntime::close`] stops it.
 pub struct LogsRuntime {
     store: Arc<LogStore>,
+    tailer: Option<TailerThread>,
+}
+
+struct TailerThread {
+    stop: Arc<AtomicBool>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+/// Counters of the tailer, for `/metrics`.
+#[derive(Debug, Default)]
+struct TailCounters {
+    lines_total: AtomicU64,
+    bytes_total: AtomicU64,
+    push_failures_total: AtomicU64,
+    files: AtomicU64,
 }
 
 /// The log store's options from the validated settings: `data_dir/logs`, retention, line limit and policy,
@@ -45,7 +71,130 @@ pub async fn start(settings: &ServeSettings, state: &Arc<ServerState>) -> anyhow
     state.add_metrics_source(Box::new(move |writer| {
         write_log_store_metrics(writer, &metrics_source.stats(), &metrics_source.wal_stats())
     }));
-    Ok(LogsRuntime { store })
+    let tailer = if settings.logs.files.is_empty() { None } else { Some(start_tailer(settings, state, &store)?) };
+    Ok(LogsRuntime { store, tailer })
+}
+
+fn tail_sources(settings: &ServeSettings) -> Vec<TailSource> {
+    settings
+        .logs
+        .files
+        .iter()
+        .map(|files| TailSource {
+            globs: files.paths.clone(),
+            labels: files.labels.iter().map(|(name, value)| (name.clone(), value.clone())).collect(),
+            json_labels: files.json_labels.clone(),
+            format: match files.format {
+                TailedFileFormat::Json => TailFormat::Json,
+                TailedFileFormat::Text => TailFormat::Text,
+            },
+        })
+        .collect()
+}
+
+fn start_tailer(
+    settings: &ServeSettings,
+    state: &Arc<ServerState>,
+    store: &Arc<LogStore>,
+) -> anyhow::Result<TailerThread> {
+    let positions_path = store.options().dir.join("tail-positions.json");
+    let mut tailer =
+        Tailer::new(tail_sources(settings), TailerOptions::new(positions_path)).context("invalid logs.files")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let counters = Arc::new(TailCounters::default());
+    let metrics_counters = counters.clone();
+    state.add_metrics_source(Box::new(move |writer| write_tail_metrics(writer, &metrics_counters)));
+    let thread_stop = stop.clone();
+    let thread_state = state.clone();
+    let thread_store = store.clone();
+    let handle = std::thread::Builder::new()
+        .name("oxeye-log-tailer".into())
+        .spawn(move || {
+            loop {
+                let stopping = thread_stop.load(Ordering::Acquire);
+                let read_everything = tail_round(&mut tailer, &thread_state, &thread_store, &counters);
+                if stopping {
+                    return;
+                }
+                if read_everything {
+                    std::thread::sleep(TAIL_IDLE_SLEEP);
+                }
+            }
+        })
+        .context("cannot start the log tailer thread")?;
+    Ok(TailerThread { stop, handle })
+}
+
+/// One poll, redact, push, commit round; returns whether the files were read to their end (nothing left
+/// for an immediate next round).
+fn tail_round(tailer: &mut Tailer, state: &ServerState, store: &LogStore, counters: &TailCounters) -> bool {
+    let mut batch = match tailer.poll() {
+        Ok(batch) => batch,
+        Err(error) => {
+            tracing::warn!(%error, "log tailing failed; retrying");
+            return true;
+        }
+    };
+    counters.files.store(tailer.positions().len() as u64, Ordering::Relaxed);
+    if batch.is_empty() {
+        // Finished files are dropped and positions of vanished files forgotten only at a commit.
+        if let Err(error) = tailer.commit() {
+            tracing::warn!(%error, "cannot write the tail positions; retrying");
+        }
+        return true;
+    }
+    let full_batch = batch.bytes as usize >= oxeye_ingest::tail::DEFAULT_MAX_BATCH_BYTES / 2;
+    state.log_redactor().redact_log_streams(&mut batch.streams);
+    match store.push_streams(std::mem::take(&mut batch.streams)) {
+        Ok(summary) => {
+            counters.lines_total.fetch_add(batch.lines, Ordering::Relaxed);
+            counters.bytes_total.fetch_add(batch.bytes, Ordering::Relaxed);
+            if summary.rejected() > 0 {
+                tracing::warn!(
+                    rejected = summary.rejected(),
+                    first_error = summary.first_error.as_deref().unwrap_or(""),
+                    "tailed log entries refused"
+                );
+            }
+            if let Err(error) = tailer.commit() {
+                tracing::warn!(%error, "cannot write the tail positions; retrying");
+            }
+            !full_batch
+        }
+        Err(error) => {
+            counters.push_failures_total.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%error, "cannot store tailed log lines; reading them again");
+            tailer.rollback();
+            true
+        }
+    }
+}
+
+fn write_tail_metrics(writer: &mut MetricsWriter, counters: &TailCounters) {
+    writer.single(
+        "oxeye_log_tail_files",
+        "Log files being tailed.",
+        "gauge",
+        counters.files.load(Ordering::Relaxed) as f64,
+    );
+    writer.single(
+        "oxeye_log_tail_lines_total",
+        "Lines read from tailed log files and stored.",
+        "counter",
+        counters.lines_total.load(Ordering::Relaxed) as f64,
+    );
+    writer.single(
+        "oxeye_log_tail_bytes_total",
+        "Bytes read from tailed log files and stored, newlines included.",
+        "counter",
+        counters.bytes_total.load(Ordering::Relaxed) as f64,
+    );
+    writer.single(
+        "oxeye_log_tail_push_failures_total",
+        "Tailed batches the log store refused as a whole (read again).",
+        "counter",
+        counters.push_failures_total.load(Ordering::Relaxed) as f64,
+    );
 }
 
 impl LogsRuntime {
@@ -54,6 +203,13 @@ impl LogsRuntime {
     /// # Errors
     /// When the final flush fails.
     pub async fn close(self) -> anyhow::Result<()> {
+        if let Some(tailer) = self.tailer {
+            tailer.stop.store(true, Ordering::Release);
+            let joined = tokio::task::spawn_blocking(move || tailer.handle.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                tracing::warn!("the log tailer thread panicked");
+            }
+        }
         let store = self.store;
         tokio::task::spawn_blocking(move || store.close())
             .await

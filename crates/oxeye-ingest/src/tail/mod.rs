@@ -192,7 +192,21 @@ impl Tailer {
             file.seen = false;
         }
         for source_index in 0..self.sources.len() {
-            let paths: Vec<PathBuf> = self.sources[source_index].1.iter().flat_map(FileGlob::expand).collect();
+            let mut paths: Vec<(std::time::SystemTime, PathBuf)> = self.sources[source_index]
+                .1
+                .iter()
+                .flat_map(FileGlob::expand)
+                .map(|path| {
+                    let modified = std::fs::metadata(&path)
+                        .and_then(|metadata| metadata.modified())
+                        .unwrap_or(std::time::UNIX_EPOCH);
+                    (modified, path)
+                })
+                .collect();
+            // Oldest first, so rotated files (`app.log.2`, `app.log.1`) are read before the live one and a
+            // stream's entries arrive roughly in time order.
+            paths.sort();
+            let paths: Vec<PathBuf> = paths.into_iter().map(|(_, path)| path).collect();
             for path in paths {
                 let Ok(metadata) = std::fs::metadata(&path) else { continue };
                 let id = file_id(&metadata);
