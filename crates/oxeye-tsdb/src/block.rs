@@ -206,8 +206,9 @@ impl BlockWriter {
         debug_assert!(self.series.last().is_none_or(|(previous, _)| previous < &labels), "series not in label order");
         let mut metas = Vec::with_capacity(chunks.len());
         for (encoding, mint_ms, maxt_ms, bytes) in chunks {
-            let (chunk_ref, entry_bytes) = self.chunk_writer.write(*encoding, bytes)?;
-            metas.push(ChunkMeta { mint_ms: *mint_ms, maxt_ms: *maxt_ms, chunk_ref, entry_bytes });
+            let chunk_ref = self.chunk_writer.write(*encoding, bytes)?;
+            // The frame length is filled in by `finish`, once the frame is written.
+            metas.push(ChunkMeta { mint_ms: *mint_ms, maxt_ms: *maxt_ms, chunk_ref, entry_bytes: 0 });
             self.stats.num_chunks += 1;
             self.stats.num_samples += u64::from(num_samples(bytes));
         }
@@ -219,14 +220,19 @@ impl BlockWriter {
     /// Writes the index and `meta.json`, fsyncs and renames the block into place. Returns `None` (and
     /// removes the temporary directory) when no series was added.
     pub(crate) fn finish(
-        self,
+        mut self,
         min_time_ms: i64,
         max_time_ms: i64,
         level: u32,
         sources: Vec<String>,
         parents: Vec<String>,
     ) -> Result<Option<PathBuf>, TsdbError> {
-        self.chunk_writer.finish()?;
+        let frames = self.chunk_writer.finish()?;
+        for chunk in self.series.iter_mut().flat_map(|(_, chunks)| chunks.iter_mut()) {
+            chunk.entry_bytes = frames.frame_bytes(chunk.chunk_ref).ok_or_else(|| {
+                TsdbError::corrupt(&self.temporary_dir, format!("chunk {:#x} has no frame", chunk.chunk_ref))
+            })?;
+        }
         if self.series.is_empty() {
             std::fs::remove_dir_all(&self.temporary_dir)
                 .map_err(|error| TsdbError::io(&self.temporary_dir, "delete directory", error))?;

@@ -1,8 +1,17 @@
-//! Chunk files of a block: `chunks/000001`, `chunks/000002`, ... holding encoded chunks back to back.
+//! Chunk files of a block: `chunks/000001`, `chunks/000002`, ... holding encoded chunks.
 //!
-//! File: an 8-byte header (magic `OXCH` as u32 big-endian, version byte, three zero bytes), then
-//! entries `length uvarint │ encoding u8 │ data (length bytes) │ CRC32 (IEEE) of encoding + data, u32
-//! big-endian`. A chunk reference is `file sequence << 32 | byte offset of the entry`.
+//! Version 2 (written): an 8-byte header (magic `OXCH` as u32 big-endian, version byte 2, three zero
+//! bytes), then **frames** back to back. A frame is `compressed length u32 │ content length u32 │
+//! CRC32 (IEEE) of the 8 length bytes and the compressed bytes, u32 │ compressed bytes` (big-endian;
+//! the compressed bytes are a raw DEFLATE stream of the content). The content is chunk entries
+//! `length uvarint │ encoding u8 │ data` back to back, at most 64 KiB unless a single entry is larger.
+//! A chunk reference is `file sequence << 48 | frame offset << 16 | entry position in the content`,
+//! and the index stores the frame's length in bytes (header included) next to it, so a reader fetches
+//! and inflates whole frames.
+//!
+//! Version 1 (still read): the same header with version 1, then entries `length uvarint │ encoding u8
+//! │ data │ CRC32 of encoding + data, u32 big-endian`, uncompressed; a chunk reference is `file
+//! sequence << 32 | byte offset of the entry` and the index stores the entry's length.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -11,16 +20,44 @@ use std::path::{Path, PathBuf};
 
 use crate::TsdbError;
 use crate::chunkenc::Encoding;
+use crate::deflate;
 use crate::encoding::{Decoder, put_uvarint};
 
 const CHUNKS_MAGIC: u32 = 0x4f58_4348;
-const CHUNKS_VERSION: u8 = 1;
+/// The chunk file version written.
+const CHUNKS_VERSION: u8 = 2;
+/// The uncompressed, CRC-per-entry layout of earlier blocks.
+const CHUNKS_VERSION_1: u8 = 1;
 const HEADER_BYTES: u64 = 8;
+const FRAME_HEADER_BYTES: usize = 12;
+/// A frame's content is closed before an entry would take it beyond this many bytes, so every entry
+/// position fits the 16 bits the chunk reference has for it.
+const FRAME_CONTENT_BYTES: usize = 1 << 16;
 /// A chunk file is closed and the next one started beyond this size.
 const MAX_CHUNK_FILE_BYTES: u64 = 512 << 20;
 
 fn chunk_file_path(chunks_dir: &Path, sequence: u32) -> PathBuf {
     chunks_dir.join(format!("{sequence:06}"))
+}
+
+/// The frame lengths of a finished chunk writer: what the index stores beside each chunk reference.
+#[derive(Debug, Default)]
+pub(crate) struct FrameTable {
+    /// `(file sequence << 32 | frame offset, frame length in bytes)`, ascending.
+    frames: Vec<(u64, u32)>,
+}
+
+impl FrameTable {
+    /// The length in bytes (header included) of the frame holding chunk `chunk_ref`.
+    pub(crate) fn frame_bytes(&self, chunk_ref: u64) -> Option<u32> {
+        let key = frame_key(chunk_ref);
+        self.frames.binary_search_by_key(&key, |(frame, _)| *frame).ok().map(|position| self.frames[position].1)
+    }
+}
+
+/// `file sequence << 32 | frame offset` of a version-2 chunk reference.
+fn frame_key(chunk_ref: u64) -> u64 {
+    ((chunk_ref >> 48) << 32) | ((chunk_ref >> 16) & 0xffff_ffff)
 }
 
 /// Writes the chunk files of a new block.
@@ -29,8 +66,12 @@ pub(crate) struct ChunkWriter {
     chunks_dir: PathBuf,
     sequence: u32,
     file: Option<BufWriter<File>>,
+    /// File offset of the next frame.
     offset: u64,
-    scratch: Vec<u8>,
+    /// Content of the open frame.
+    frame: Vec<u8>,
+    compressed: Vec<u8>,
+    table: FrameTable,
 }
 
 impl ChunkWriter {
@@ -41,7 +82,9 @@ impl ChunkWriter {
             sequence: 0,
             file: None,
             offset: 0,
-            scratch: Vec::new(),
+            frame: Vec::with_capacity(FRAME_CONTENT_BYTES),
+            compressed: Vec::new(),
+            table: FrameTable::default(),
         })
     }
 
@@ -70,40 +113,87 @@ impl ChunkWriter {
         Ok(())
     }
 
-    /// Writes one chunk and returns its reference and the length of its entry in bytes.
-    pub(crate) fn write(&mut self, encoding: Encoding, bytes: &[u8]) -> Result<(u64, u32), TsdbError> {
-        if self.file.is_none() || self.offset >= MAX_CHUNK_FILE_BYTES {
-            self.start_file()?;
+    /// Compresses the open frame and writes it.
+    fn flush_frame(&mut self) -> Result<(), TsdbError> {
+        if self.frame.is_empty() {
+            return Ok(());
         }
-        self.scratch.clear();
-        encode_entry(&mut self.scratch, encoding, bytes);
-        let chunk_ref = (u64::from(self.sequence) << 32) | self.offset;
         let path = chunk_file_path(&self.chunks_dir, self.sequence);
+        self.compressed.clear();
+        self.compressed.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
+        deflate::compress_into(&self.frame, deflate::CHUNK_LEVEL, &mut self.compressed);
+        let compressed_bytes = u32::try_from(self.compressed.len() - FRAME_HEADER_BYTES)
+            .map_err(|_| TsdbError::corrupt(&path, "chunk frame larger than 4 GiB"))?;
+        let content_bytes =
+            u32::try_from(self.frame.len()).map_err(|_| TsdbError::corrupt(&path, "chunk frame larger than 4 GiB"))?;
+        self.compressed[..4].copy_from_slice(&compressed_bytes.to_be_bytes());
+        self.compressed[4..8].copy_from_slice(&content_bytes.to_be_bytes());
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&self.compressed[..8]);
+        hasher.update(&self.compressed[FRAME_HEADER_BYTES..]);
+        let crc = hasher.finalize();
+        self.compressed[8..12].copy_from_slice(&crc.to_be_bytes());
         let Some(file) = self.file.as_mut() else {
             return Err(TsdbError::corrupt(&path, "chunk file not open"));
         };
-        file.write_all(&self.scratch).map_err(|error| TsdbError::io(&path, "write chunk file", error))?;
-        self.offset += self.scratch.len() as u64;
-        let entry_bytes =
-            u32::try_from(self.scratch.len()).map_err(|_| TsdbError::corrupt(&path, "chunk larger than 4 GiB"))?;
-        Ok((chunk_ref, entry_bytes))
+        file.write_all(&self.compressed).map_err(|error| TsdbError::io(&path, "write chunk file", error))?;
+        let frame_bytes = u32::try_from(self.compressed.len())
+            .map_err(|_| TsdbError::corrupt(&path, "chunk frame larger than 4 GiB"))?;
+        self.table.frames.push(((u64::from(self.sequence) << 32) | self.offset, frame_bytes));
+        self.offset += self.compressed.len() as u64;
+        self.frame.clear();
+        Ok(())
     }
 
-    /// Flushes and fsyncs the last file.
-    pub(crate) fn finish(mut self) -> Result<(), TsdbError> {
-        self.finish_file()
+    /// Adds one chunk and returns its reference. Its frame's length is known once the writer is
+    /// finished ([`FrameTable::frame_bytes`]).
+    pub(crate) fn write(&mut self, encoding: Encoding, bytes: &[u8]) -> Result<u64, TsdbError> {
+        let entry_bytes = uvarint_len(bytes.len() as u64) + 1 + bytes.len();
+        if !self.frame.is_empty() && self.frame.len() + entry_bytes > FRAME_CONTENT_BYTES {
+            self.flush_frame()?;
+        }
+        if self.frame.is_empty() && (self.file.is_none() || self.offset >= MAX_CHUNK_FILE_BYTES) {
+            self.start_file()?;
+        }
+        if self.offset >= 1 << 32 || self.sequence >= 1 << 16 {
+            return Err(TsdbError::corrupt(&self.chunks_dir, "block chunk files exceed the chunk reference range"));
+        }
+        let chunk_ref = (u64::from(self.sequence) << 48) | (self.offset << 16) | self.frame.len() as u64;
+        put_uvarint(&mut self.frame, bytes.len() as u64);
+        self.frame.push(encoding.to_byte());
+        self.frame.extend_from_slice(bytes);
+        Ok(chunk_ref)
     }
+
+    /// Writes the last frame, flushes and fsyncs the last file; returns every frame's length.
+    pub(crate) fn finish(mut self) -> Result<FrameTable, TsdbError> {
+        self.flush_frame()?;
+        self.finish_file()?;
+        Ok(std::mem::take(&mut self.table))
+    }
+}
+
+fn uvarint_len(mut value: u64) -> usize {
+    let mut length = 1;
+    while value >= 0x80 {
+        value >>= 7;
+        length += 1;
+    }
+    length
 }
 
 /// Reads chunks of one block by reference.
 #[derive(Debug)]
 pub(crate) struct ChunkReader {
+    /// The version of every file of the block (files of one block never mix versions).
+    version: u8,
     files: Vec<(PathBuf, File)>,
 }
 
 impl ChunkReader {
     pub(crate) fn open(chunks_dir: &Path) -> Result<Self, TsdbError> {
         let mut files = Vec::new();
+        let mut version = CHUNKS_VERSION;
         let mut sequence = 1;
         loop {
             let path = chunk_file_path(chunks_dir, sequence);
@@ -118,41 +208,41 @@ impl ChunkReader {
             if header[..4] != CHUNKS_MAGIC.to_be_bytes() {
                 return Err(TsdbError::corrupt(&path, "bad chunk file magic"));
             }
-            if header[4] != CHUNKS_VERSION {
+            if header[4] != CHUNKS_VERSION && header[4] != CHUNKS_VERSION_1 {
                 return Err(TsdbError::corrupt(&path, format!("unsupported chunk file version {}", header[4])));
+            }
+            if files.is_empty() {
+                version = header[4];
+            } else if header[4] != version {
+                return Err(TsdbError::corrupt(&path, "chunk files of one block with different versions"));
             }
             files.push((path, file));
             sequence += 1;
         }
-        Ok(ChunkReader { files })
+        Ok(ChunkReader { version, files })
     }
 
-    /// The encoding and bytes of chunk `chunk_ref`, checksum verified.
-    #[cfg(test)]
-    pub(crate) fn read(&self, chunk_ref: u64) -> Result<(Encoding, Vec<u8>), TsdbError> {
-        let (path, file) = self.file(chunk_ref)?;
-        let offset = chunk_ref & 0xffff_ffff;
-        let mut head = [0u8; 11];
-        let head_length =
-            read_up_to(file, &mut head, offset).map_err(|error| TsdbError::io(path, "read chunk", error))?;
-        let mut decoder = Decoder::new(&head[..head_length]);
-        let length = decoder.uvarint("chunk length").map_err(|error| TsdbError::corrupt(path, error.to_string()))?;
-        let entry_bytes = decoder.position() as u64 + 1 + length + 4;
-        let entry_bytes = u32::try_from(entry_bytes).map_err(|_| TsdbError::corrupt(path, "chunk too large"))?;
-        self.read_many(&[(chunk_ref, entry_bytes)]).map(|mut chunks| chunks.remove(0))
+    /// `(file sequence, byte offset)` of what to read for `chunk_ref`: the entry (version 1) or
+    /// its frame (version 2).
+    fn location(&self, chunk_ref: u64) -> (u64, u64) {
+        if self.version == CHUNKS_VERSION_1 {
+            (chunk_ref >> 32, chunk_ref & 0xffff_ffff)
+        } else {
+            (chunk_ref >> 48, (chunk_ref >> 16) & 0xffff_ffff)
+        }
     }
 
-    fn file(&self, chunk_ref: u64) -> Result<&(PathBuf, File), TsdbError> {
-        let sequence = (chunk_ref >> 32) as usize;
-        sequence.checked_sub(1).and_then(|index| self.files.get(index)).ok_or_else(|| TsdbError::Corrupt {
+    fn file(&self, sequence: u64) -> Result<&(PathBuf, File), TsdbError> {
+        (sequence as usize).checked_sub(1).and_then(|index| self.files.get(index)).ok_or_else(|| TsdbError::Corrupt {
             path: PathBuf::from("chunks"),
-            reason: format!("chunk reference {chunk_ref:#x} names a missing chunk file"),
+            reason: format!("chunk reference names the missing chunk file {sequence}"),
         })
     }
 
-    /// Reads chunks given as `(chunk reference, entry length in bytes)`, checksums verified, in the
-    /// order asked. Neighbouring entries of one file are read with one `pread` (gaps up to 64 KiB are
-    /// read through), so a query touching many series costs few system calls.
+    /// Reads chunks given as `(chunk reference, length in bytes stored in the index)`, checksums
+    /// verified, in the order asked. Neighbouring entries or frames of one file are read with one
+    /// `pread` (gaps up to 64 KiB are read through), so a query touching many series costs few system
+    /// calls; each frame is inflated once per call.
     pub(crate) fn read_many(&self, wanted: &[(u64, u32)]) -> Result<Vec<(Encoding, Vec<u8>)>, TsdbError> {
         const MAX_GAP_BYTES: u64 = 64 << 10;
         const MAX_READ_BYTES: u64 = 16 << 20;
@@ -160,19 +250,20 @@ impl ChunkReader {
         order.sort_unstable_by_key(|position| wanted[*position].0);
         let mut results: Vec<Option<(Encoding, Vec<u8>)>> = vec![None; wanted.len()];
         let mut buffer = Vec::new();
+        // The last inflated frame: its offset and content.
+        let mut frame: Option<(u64, u64, Vec<u8>)> = None;
         let mut index = 0;
         while index < order.len() {
             // One run: entries of one file, close together.
             let (first_ref, first_length) = wanted[order[index]];
-            let file_sequence = first_ref >> 32;
-            let start = first_ref & 0xffff_ffff;
+            let (file_sequence, start) = self.location(first_ref);
             let mut end = start + u64::from(first_length);
             let mut run_end = index + 1;
             while let Some(next) = order.get(run_end) {
                 let (next_ref, next_length) = wanted[*next];
-                let next_offset = next_ref & 0xffff_ffff;
+                let (next_sequence, next_offset) = self.location(next_ref);
                 let next_end = next_offset + u64::from(next_length);
-                if next_ref >> 32 != file_sequence
+                if next_sequence != file_sequence
                     || next_offset > end + MAX_GAP_BYTES
                     || next_end - start > MAX_READ_BYTES
                 {
@@ -181,18 +272,35 @@ impl ChunkReader {
                 end = end.max(next_end);
                 run_end += 1;
             }
-            let (path, file) = self.file(first_ref)?;
+            let (path, file) = self.file(file_sequence)?;
             buffer.resize((end - start) as usize, 0);
             file.read_exact_at(&mut buffer, start).map_err(|error| TsdbError::io(path, "read chunks", error))?;
             for position in &order[index..run_end] {
                 let (chunk_ref, length) = wanted[*position];
-                let relative = ((chunk_ref & 0xffff_ffff) - start) as usize;
-                let entry = buffer
+                let (_, offset) = self.location(chunk_ref);
+                let relative = (offset - start) as usize;
+                let stored = buffer
                     .get(relative..relative + length as usize)
                     .ok_or_else(|| TsdbError::corrupt(path, format!("chunk {chunk_ref:#x} outside its read")))?;
-                results[*position] = Some(parse_entry(entry).map_err(|reason| {
-                    TsdbError::corrupt(path, format!("chunk at offset {}: {reason}", chunk_ref & 0xffff_ffff))
-                })?);
+                let chunk = if self.version == CHUNKS_VERSION_1 {
+                    parse_entry(stored)
+                        .map_err(|reason| TsdbError::corrupt(path, format!("chunk at offset {offset}: {reason}")))?
+                } else {
+                    let cached = frame.as_ref().is_some_and(|(sequence, frame_offset, _)| {
+                        *sequence == file_sequence && *frame_offset == offset
+                    });
+                    if !cached {
+                        let content = parse_frame(stored).map_err(|reason| {
+                            TsdbError::corrupt(path, format!("frame at offset {offset}: {reason}"))
+                        })?;
+                        frame = Some((file_sequence, offset, content));
+                    }
+                    let content = frame.as_ref().map(|(_, _, content)| content.as_slice()).unwrap_or_default();
+                    parse_frame_entry(content, (chunk_ref & 0xffff) as usize).map_err(|reason| {
+                        TsdbError::corrupt(path, format!("chunk {chunk_ref:#x} in frame at offset {offset}: {reason}"))
+                    })?
+                };
+                results[*position] = Some(chunk);
             }
             index = run_end;
         }
@@ -201,6 +309,37 @@ impl ChunkReader {
             .map(|result| result.ok_or_else(|| TsdbError::corrupt("chunks", "chunk read missing")))
             .collect()
     }
+}
+
+/// Verifies and inflates one version-2 frame (header and compressed bytes, exactly).
+fn parse_frame(frame: &[u8]) -> Result<Vec<u8>, String> {
+    let header = frame.get(..FRAME_HEADER_BYTES).ok_or("frame shorter than its header")?;
+    let compressed_bytes = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    let content_bytes = u32::from_be_bytes([header[4], header[5], header[6], header[7]]) as usize;
+    let stored_crc = u32::from_be_bytes([header[8], header[9], header[10], header[11]]);
+    if frame.len() != FRAME_HEADER_BYTES + compressed_bytes {
+        return Err(format!("frame length {} does not match its header", frame.len()));
+    }
+    let compressed = &frame[FRAME_HEADER_BYTES..];
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&header[..8]);
+    hasher.update(compressed);
+    if hasher.finalize() != stored_crc {
+        return Err("checksum mismatch".to_owned());
+    }
+    deflate::decompress_exact(compressed, content_bytes)
+}
+
+/// The chunk entry (`length uvarint │ encoding │ data`) at `position` of a frame's content.
+fn parse_frame_entry(content: &[u8], position: usize) -> Result<(Encoding, Vec<u8>), String> {
+    let entry = content.get(position..).ok_or("entry position beyond the frame")?;
+    let mut decoder = Decoder::new(entry);
+    let length = decoder.uvarint("chunk length").map_err(|error| error.to_string())?;
+    let encoding_byte = decoder.u8("chunk encoding").map_err(|error| error.to_string())?;
+    let encoding = Encoding::from_byte(encoding_byte).ok_or("unknown encoding")?;
+    let length = usize::try_from(length).map_err(|_| "length too large")?;
+    let data = decoder.take(length, "chunk data").map_err(|error| error.to_string())?;
+    Ok((encoding, data.to_vec()))
 }
 
 /// Appends one chunk file entry (length, encoding, data, CRC) to `out`.
@@ -234,43 +373,84 @@ pub(crate) fn parse_entry(entry: &[u8]) -> Result<(Encoding, Vec<u8>), String> {
 }
 
 #[cfg(test)]
-fn read_up_to(file: &File, buffer: &mut [u8], offset: u64) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while filled < buffer.len() {
-        let read = file.read_at(&mut buffer[filled..], offset + filled as u64)?;
-        if read == 0 {
-            break;
-        }
-        filled += read;
-    }
-    Ok(filled)
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
+
+    fn write_chunks(chunks_dir: &Path, chunks: &[(Encoding, Vec<u8>)]) -> Vec<(u64, u32)> {
+        let mut writer = ChunkWriter::create(chunks_dir).unwrap();
+        let refs: Vec<u64> = chunks.iter().map(|(encoding, bytes)| writer.write(*encoding, bytes).unwrap()).collect();
+        let table = writer.finish().unwrap();
+        refs.iter().map(|chunk_ref| (*chunk_ref, table.frame_bytes(*chunk_ref).unwrap())).collect()
+    }
 
     #[test]
     fn chunks_round_trip_and_damage_is_detected() {
         let dir = tempfile::tempdir().unwrap();
         let chunks_dir = dir.path().join("chunks");
-        let mut writer = ChunkWriter::create(&chunks_dir).unwrap();
-        let (first, first_length) = writer.write(Encoding::Xor, b"abc").unwrap();
-        let (second, second_length) = writer.write(Encoding::Xor, &[7u8; 300]).unwrap();
-        writer.finish().unwrap();
+        let chunks = vec![(Encoding::Xor, b"abc".to_vec()), (Encoding::ScaledInt, vec![7u8; 300])];
+        let refs = write_chunks(&chunks_dir, &chunks);
+        assert_eq!(refs[0].1, refs[1].1, "both chunks share one frame");
         let reader = ChunkReader::open(&chunks_dir).unwrap();
-        assert_eq!(reader.read(first).unwrap(), (Encoding::Xor, b"abc".to_vec()));
-        assert_eq!(reader.read(second).unwrap().1, vec![7u8; 300]);
-        assert!(reader.read(5 << 32).is_err());
-        let both = reader.read_many(&[(second, second_length), (first, first_length)]).unwrap();
-        assert_eq!(both, vec![(Encoding::Xor, vec![7u8; 300]), (Encoding::Xor, b"abc".to_vec())]);
+        assert_eq!(reader.read_many(&refs[..1]).unwrap(), chunks[..1]);
+        assert_eq!(reader.read_many(&[refs[1], refs[0]]).unwrap(), vec![chunks[1].clone(), chunks[0].clone()]);
+        assert!(reader.read_many(&[(5 << 48, 20)]).is_err());
 
         let path = chunk_file_path(&chunks_dir, 1);
-        let mut bytes = std::fs::read(&path).unwrap();
-        bytes[HEADER_BYTES as usize + 3] ^= 1;
-        std::fs::write(&path, bytes).unwrap();
+        let original = std::fs::read(&path).unwrap();
+        for position in
+            [HEADER_BYTES as usize, HEADER_BYTES as usize + 5, HEADER_BYTES as usize + 9, original.len() - 1]
+        {
+            let mut bytes = original.clone();
+            bytes[position] ^= 1;
+            std::fs::write(&path, bytes).unwrap();
+            let reader = ChunkReader::open(&chunks_dir).unwrap();
+            assert!(reader.read_many(&refs[..1]).is_err(), "flip at {position}");
+        }
+    }
+
+    #[test]
+    fn many_chunks_span_frames_and_read_back_in_any_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunks_dir = dir.path().join("chunks");
+        // 2,000 chunks of up to ~1 KiB: several frames; one chunk larger than a frame.
+        let mut chunks: Vec<(Encoding, Vec<u8>)> = (0..2000u32)
+            .map(|n| (Encoding::Xor, (0..(n * 7919) % 1100).map(|byte| (byte ^ n) as u8).collect()))
+            .collect();
+        chunks.insert(1000, (Encoding::ScaledInt, vec![1u8; 100_000]));
+        let refs = write_chunks(&chunks_dir, &chunks);
+        let frames: std::collections::BTreeSet<u64> = refs.iter().map(|(chunk_ref, _)| frame_key(*chunk_ref)).collect();
+        assert!(frames.len() > 10, "{} frames", frames.len());
         let reader = ChunkReader::open(&chunks_dir).unwrap();
-        let error = reader.read(first).unwrap_err().to_string();
-        assert!(error.contains("checksum"), "{error}");
+        assert_eq!(reader.read_many(&refs).unwrap(), chunks);
+        let reversed: Vec<(u64, u32)> = refs.iter().rev().copied().collect();
+        let mut expected = chunks.clone();
+        expected.reverse();
+        assert_eq!(reader.read_many(&reversed).unwrap(), expected);
+        let sparse: Vec<(u64, u32)> = refs.iter().step_by(97).copied().collect();
+        let expected: Vec<_> = chunks.iter().step_by(97).cloned().collect();
+        assert_eq!(reader.read_many(&sparse).unwrap(), expected);
+    }
+
+    #[test]
+    fn version_1_chunk_files_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunks_dir = dir.path().join("chunks");
+        std::fs::create_dir_all(&chunks_dir).unwrap();
+        let mut bytes = CHUNKS_MAGIC.to_be_bytes().to_vec();
+        bytes.extend_from_slice(&[CHUNKS_VERSION_1, 0, 0, 0]);
+        let first_offset = bytes.len() as u64;
+        encode_entry(&mut bytes, Encoding::Xor, b"abc");
+        let second_offset = bytes.len() as u64;
+        encode_entry(&mut bytes, Encoding::ScaledInt, &[9u8; 200]);
+        let end = bytes.len() as u64;
+        std::fs::write(chunk_file_path(&chunks_dir, 1), &bytes).unwrap();
+        let reader = ChunkReader::open(&chunks_dir).unwrap();
+        let read = reader
+            .read_many(&[
+                ((1 << 32) | second_offset, (end - second_offset) as u32),
+                ((1 << 32) | first_offset, (second_offset - first_offset) as u32),
+            ])
+            .unwrap();
+        assert_eq!(read, vec![(Encoding::ScaledInt, vec![9u8; 200]), (Encoding::Xor, b"abc".to_vec())]);
     }
 }

@@ -266,7 +266,9 @@ impl TsdbAppender {
         let slices: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
         let written = shared.wal.append_batch(&slices);
         // Give the samples record's buffer back for the next batch.
-        if let Some(position) = records.iter().position(|bytes| bytes.first() == Some(&(RecordType::Samples as u8))) {
+        if let Some(position) =
+            records.iter().position(|bytes| bytes.first() == Some(&(RecordType::CompactSamples as u8)))
+        {
             self.samples_record = records.swap_remove(position);
         }
         if let Err(error) = written {

@@ -4,9 +4,14 @@
 //!
 //! ```text
 //! header  : magic "OXIX" u32 │ version u8 │ 3 zero bytes
-//! section : content length u32 │ content │ CRC32 (IEEE) of content u32      × 3: symbols, series, postings
+//! section : stored length u32 │ stored │ CRC32 (IEEE) of stored u32      × 3: symbols, series, postings
 //! TOC     : symbols offset u64 │ series offset u64 │ postings offset u64 │ CRC32 of these 24 bytes u32
 //! ```
+//!
+//! Version 2 (written) compresses: the symbols and postings sections store `content length u32 │ raw
+//! DEFLATE of the content`, and the series section stores groups of consecutive series entries, each
+//! group deflated on its own so a query inflates only the groups it needs. Version 1 (still read)
+//! stores every section's content as is.
 //!
 //! Series are stored sorted by labels; a series' id in the block is its position, so postings of
 //! ascending ids list series in label order.
@@ -18,11 +23,17 @@ use oxeye_model::{Label, Labels};
 use roaring::RoaringBitmap;
 
 use crate::TsdbError;
+use crate::deflate;
 use crate::encoding::{DecodeError, Decoder, put_bytes, put_uvarint, put_varint};
 use crate::postings::MemPostings;
 
 const INDEX_MAGIC: u32 = 0x4f58_4958;
-const INDEX_VERSION: u8 = 1;
+/// The index version written.
+const INDEX_VERSION: u8 = 2;
+/// Uncompressed sections; series entries at file offsets.
+const INDEX_VERSION_1: u8 = 1;
+/// A series group is closed once its uncompressed entries reach this many bytes.
+const SERIES_GROUP_BYTES: usize = 16 << 10;
 const HEADER_BYTES: usize = 8;
 const TOC_BYTES: usize = 28;
 
@@ -54,14 +65,34 @@ enum IndexSource {
     Memory(Vec<u8>),
 }
 
-/// A block index. Symbols, postings and the offset of each series entry stay in memory (a few bytes
-/// per series); series entries (labels and chunk references) are read from the file when a query
-/// needs them, so a long retention does not hold every chunk reference in RAM.
+/// One deflated group of consecutive series entries (index version 2).
+#[derive(Debug, Clone, Copy)]
+struct SeriesGroup {
+    /// Id of the group's first series.
+    first_id: u32,
+    /// File offset of the deflated bytes.
+    offset: u64,
+    compressed_bytes: u32,
+    content_bytes: u32,
+}
+
+/// Where the series entries are in the file.
+#[derive(Debug)]
+enum SeriesLayout {
+    /// Version 1: the file offset of each series entry, then the end of the last one.
+    Plain(Vec<u64>),
+    /// Version 2: deflated groups, ascending by first id.
+    Grouped(Vec<SeriesGroup>),
+}
+
+/// A block index. Symbols, postings and where the series entries are stay in memory (a few bytes per
+/// group of series); series entries (labels and chunk references) are read from the file when a
+/// query needs them, so a long retention does not hold every chunk reference in RAM.
 #[derive(Debug)]
 pub(crate) struct BlockIndex {
     symbols: Vec<String>,
-    /// File offset of each series entry, then the end of the last one: one more than the series count.
-    series_offsets: Vec<u64>,
+    series_count: usize,
+    series_layout: SeriesLayout,
     pub(crate) postings: MemPostings,
     source: IndexSource,
 }
@@ -69,7 +100,18 @@ pub(crate) struct BlockIndex {
 impl BlockIndex {
     /// Number of series in the block.
     pub(crate) fn num_series(&self) -> usize {
-        self.series_offsets.len().saturating_sub(1)
+        self.series_count
+    }
+
+    fn resolve_labels(&self, label_symbols: &[(u32, u32)]) -> Labels {
+        let labels = label_symbols
+            .iter()
+            .map(|(name, value)| Label {
+                name: self.symbols.get(*name as usize).cloned().unwrap_or_default(),
+                value: self.symbols.get(*value as usize).cloned().unwrap_or_default(),
+            })
+            .collect();
+        Labels::from_sorted(labels)
     }
 
     fn path(&self) -> PathBuf {
@@ -99,13 +141,62 @@ impl BlockIndex {
     }
 
     /// The entries of series `ids` (ascending ids read fastest), in the order given. Neighbouring
-    /// entries are read with one `pread`.
+    /// entries are read with one `pread`; each group (version 2) is inflated once per run of ids in it.
     pub(crate) fn read_series(&self, ids: &[u32]) -> Result<Vec<SeriesEntry>, TsdbError> {
+        match &self.series_layout {
+            SeriesLayout::Plain(offsets) => self.read_series_plain(offsets, ids),
+            SeriesLayout::Grouped(groups) => self.read_series_grouped(groups, ids),
+        }
+    }
+
+    fn read_series_grouped(&self, groups: &[SeriesGroup], ids: &[u32]) -> Result<Vec<SeriesEntry>, TsdbError> {
+        let mut out = Vec::with_capacity(ids.len());
+        // The inflated group last used: its position, content and the start of each entry in it.
+        let mut current: Option<(usize, Vec<u8>, Vec<usize>)> = None;
+        let mut compressed = Vec::new();
+        for id in ids {
+            let position = groups.partition_point(|group| group.first_id <= *id);
+            let group_position = match position.checked_sub(1) {
+                Some(group_position) if (*id as usize) < self.series_count => group_position,
+                _ => return Err(TsdbError::corrupt(self.path(), format!("series id {id} out of range"))),
+            };
+            let group = groups[group_position];
+            if current.as_ref().is_none_or(|(cached, _, _)| *cached != group_position) {
+                compressed.resize(group.compressed_bytes as usize, 0);
+                self.read_at(group.offset, &mut compressed)?;
+                let content =
+                    deflate::decompress_exact(&compressed, group.content_bytes as usize).map_err(|reason| {
+                        TsdbError::corrupt(self.path(), format!("series group of {}: {reason}", group.first_id))
+                    })?;
+                let mut starts = Vec::new();
+                let mut decoder = Decoder::new(&content);
+                while !decoder.is_empty() {
+                    starts.push(decoder.position());
+                    parse_series_entry(&mut decoder, self.symbols.len() as u64).map_err(|reason| {
+                        TsdbError::corrupt(self.path(), format!("series group of {}: {reason}", group.first_id))
+                    })?;
+                }
+                current = Some((group_position, content, starts));
+            }
+            let Some((_, content, starts)) = current.as_ref() else { continue };
+            let start = starts
+                .get((id - group.first_id) as usize)
+                .copied()
+                .ok_or_else(|| TsdbError::corrupt(self.path(), format!("series id {id} missing from its group")))?;
+            let mut decoder = Decoder::new(content.get(start..).unwrap_or_default());
+            let (label_symbols, chunks) = parse_series_entry(&mut decoder, self.symbols.len() as u64)
+                .map_err(|reason| TsdbError::corrupt(self.path(), format!("series {id}: {reason}")))?;
+            out.push(SeriesEntry { labels: self.resolve_labels(&label_symbols), chunks });
+        }
+        Ok(out)
+    }
+
+    fn read_series_plain(&self, offsets: &[u64], ids: &[u32]) -> Result<Vec<SeriesEntry>, TsdbError> {
         const MAX_GAP_BYTES: u64 = 64 << 10;
         const MAX_READ_BYTES: u64 = 16 << 20;
         let span = |id: u32| -> Result<(u64, u64), TsdbError> {
             let position = id as usize;
-            match (self.series_offsets.get(position), self.series_offsets.get(position + 1)) {
+            match (offsets.get(position), offsets.get(position + 1)) {
                 (Some(start), Some(end)) => Ok((*start, *end)),
                 _ => Err(TsdbError::corrupt(self.path(), format!("series id {id} out of range"))),
             }
@@ -132,14 +223,7 @@ impl BlockIndex {
                 let mut decoder = Decoder::new(entry);
                 let (label_symbols, chunks) = parse_series_entry(&mut decoder, self.symbols.len() as u64)
                     .map_err(|reason| TsdbError::corrupt(self.path(), format!("series {id}: {reason}")))?;
-                let labels = label_symbols
-                    .iter()
-                    .map(|(name, value)| Label {
-                        name: self.symbols.get(*name as usize).cloned().unwrap_or_default(),
-                        value: self.symbols.get(*value as usize).cloned().unwrap_or_default(),
-                    })
-                    .collect();
-                out.push(SeriesEntry { labels: Labels::from_sorted(labels), chunks });
+                out.push(SeriesEntry { labels: self.resolve_labels(&label_symbols), chunks });
             }
             index = run_end;
         }
@@ -226,12 +310,33 @@ pub(crate) fn encode_index(series: &[(Labels, Vec<ChunkMeta>)]) -> Result<Vec<u8
     for symbol in &symbol_set {
         put_bytes(&mut content, symbol.as_bytes());
     }
-    let symbols_offset = write_section(&mut out, &content)?;
+    let symbols_offset = write_section(&mut out, &deflate_section(&content)?)?;
 
+    // Series: entries gathered into groups of about SERIES_GROUP_BYTES, each deflated.
+    let mut groups = Vec::new();
+    let mut group_series = 0u64;
+    let mut group_count = 0u64;
+    let mut compressed = Vec::new();
+    let mut finish_group = |content: &mut Vec<u8>, group_series: &mut u64, groups: &mut Vec<u8>| {
+        if *group_series == 0 {
+            return;
+        }
+        compressed.clear();
+        deflate::compress_into(content, deflate::INDEX_LEVEL, &mut compressed);
+        put_uvarint(groups, *group_series);
+        put_uvarint(groups, content.len() as u64);
+        put_bytes(groups, &compressed);
+        content.clear();
+        *group_series = 0;
+        group_count += 1;
+    };
     content.clear();
     let mut postings: HashMap<(u32, u32), RoaringBitmap> = HashMap::new();
-    put_uvarint(&mut content, series.len() as u64);
     for (position, (labels, chunks)) in series.iter().enumerate() {
+        if content.len() >= SERIES_GROUP_BYTES {
+            finish_group(&mut content, &mut group_series, &mut groups);
+        }
+        group_series += 1;
         let id = u32::try_from(position).map_err(|_| "more than 2^32 series in one block".to_owned())?;
         put_uvarint(&mut content, labels.len() as u64);
         for label in labels {
@@ -260,6 +365,11 @@ pub(crate) fn encode_index(series: &[(Labels, Vec<ChunkMeta>)]) -> Result<Vec<u8
             previous = Some(chunk);
         }
     }
+    finish_group(&mut content, &mut group_series, &mut groups);
+    content.clear();
+    put_uvarint(&mut content, series.len() as u64);
+    put_uvarint(&mut content, group_count);
+    content.extend_from_slice(&groups);
     let series_offset = write_section(&mut out, &content)?;
 
     content.clear();
@@ -274,7 +384,7 @@ pub(crate) fn encode_index(series: &[(Labels, Vec<ChunkMeta>)]) -> Result<Vec<u8
         bitmap.serialize_into(&mut bitmap_bytes).map_err(|error| error.to_string())?;
         put_bytes(&mut content, &bitmap_bytes);
     }
-    let postings_offset = write_section(&mut out, &content)?;
+    let postings_offset = write_section(&mut out, &deflate_section(&content)?)?;
 
     let toc_start = out.len();
     out.extend_from_slice(&symbols_offset.to_be_bytes());
@@ -283,6 +393,22 @@ pub(crate) fn encode_index(series: &[(Labels, Vec<ChunkMeta>)]) -> Result<Vec<u8
     let toc_crc = crc32fast::hash(&out[toc_start..]);
     out.extend_from_slice(&toc_crc.to_be_bytes());
     Ok(out)
+}
+
+/// A version-2 symbols or postings section's stored form: `content length u32 │ raw DEFLATE`.
+fn deflate_section(content: &[u8]) -> Result<Vec<u8>, String> {
+    let length = u32::try_from(content.len()).map_err(|_| "index section larger than 4 GiB".to_owned())?;
+    let mut stored = length.to_be_bytes().to_vec();
+    deflate::compress_into(content, deflate::INDEX_LEVEL, &mut stored);
+    Ok(stored)
+}
+
+/// Inverse of [`deflate_section`].
+fn inflate_section(stored: &[u8], name: &str) -> Result<Vec<u8>, String> {
+    let (length, compressed) =
+        stored.split_first_chunk::<4>().ok_or_else(|| format!("{name} section shorter than its length"))?;
+    deflate::decompress_exact(compressed, u32::from_be_bytes(*length) as usize)
+        .map_err(|reason| format!("{name} section: {reason}"))
 }
 
 fn read_section<'a>(bytes: &'a [u8], offset: u64, name: &str) -> Result<&'a [u8], String> {
@@ -320,8 +446,9 @@ fn decode_index_with(bytes: &[u8], source: IndexSource) -> Result<BlockIndex, St
     if bytes[..4] != INDEX_MAGIC.to_be_bytes() {
         return Err("bad index magic".to_owned());
     }
-    if bytes[4] != INDEX_VERSION {
-        return Err(format!("unsupported index version {}", bytes[4]));
+    let version = bytes[4];
+    if version != INDEX_VERSION && version != INDEX_VERSION_1 {
+        return Err(format!("unsupported index version {version}"));
     }
     let toc = &bytes[bytes.len() - TOC_BYTES..];
     let toc_crc = u32::from_be_bytes([toc[24], toc[25], toc[26], toc[27]]);
@@ -334,7 +461,12 @@ fn decode_index_with(bytes: &[u8], source: IndexSource) -> Result<BlockIndex, St
         u64::from_be_bytes(array)
     };
 
-    let content = read_section(bytes, offset_at(0), "symbols")?;
+    let inflated;
+    let mut content = read_section(bytes, offset_at(0), "symbols")?;
+    if version != INDEX_VERSION_1 {
+        inflated = inflate_section(content, "symbols")?;
+        content = &inflated;
+    }
     let mut decoder = Decoder::new(content);
     let count = decoder.count(1, "symbol count").map_err(|error| decode_error("symbols", error))?;
     let mut symbols = Vec::with_capacity(count);
@@ -347,15 +479,62 @@ fn decode_index_with(bytes: &[u8], source: IndexSource) -> Result<BlockIndex, St
     let content = read_section(bytes, series_section_offset, "series")?;
     let content_start = series_section_offset + 4;
     let mut decoder = Decoder::new(content);
-    let count = decoder.count(2, "series count").map_err(|error| decode_error("series", error))?;
-    let mut series_offsets = Vec::with_capacity(count + 1);
-    for _ in 0..count {
+    let (count, series_layout) = if version == INDEX_VERSION_1 {
+        let count = decoder.count(2, "series count").map_err(|error| decode_error("series", error))?;
+        let mut series_offsets = Vec::with_capacity(count + 1);
+        for _ in 0..count {
+            series_offsets.push(content_start + decoder.position() as u64);
+            parse_series_entry(&mut decoder, symbol_count)?;
+        }
         series_offsets.push(content_start + decoder.position() as u64);
-        parse_series_entry(&mut decoder, symbol_count)?;
-    }
-    series_offsets.push(content_start + decoder.position() as u64);
+        (count, SeriesLayout::Plain(series_offsets))
+    } else {
+        let count = decoder.uvarint("series count").map_err(|error| decode_error("series", error))?;
+        let count = u32::try_from(count).map_err(|_| format!("series section: {count} series is too many"))?;
+        let group_count = decoder.count(3, "group count").map_err(|error| decode_error("series", error))?;
+        let mut groups = Vec::with_capacity(group_count);
+        let mut first_id = 0u32;
+        for _ in 0..group_count {
+            let group_series = decoder.uvarint("group series count").map_err(|error| decode_error("series", error))?;
+            let content_bytes = decoder.uvarint("group length").map_err(|error| decode_error("series", error))?;
+            let content_bytes = u32::try_from(content_bytes)
+                .map_err(|_| format!("series section: group length {content_bytes} too large"))?;
+            let compressed = decoder.bytes("group").map_err(|error| decode_error("series", error))?;
+            let offset = content_start + (decoder.position() - compressed.len()) as u64;
+            let group_content = deflate::decompress_exact(compressed, content_bytes as usize)
+                .map_err(|reason| format!("series group of {first_id}: {reason}"))?;
+            let mut group_decoder = Decoder::new(&group_content);
+            let mut parsed = 0u64;
+            while !group_decoder.is_empty() {
+                parse_series_entry(&mut group_decoder, symbol_count)?;
+                parsed += 1;
+            }
+            if parsed != group_series || group_series == 0 {
+                return Err(format!(
+                    "series group of {first_id}: holds {parsed} series, its header says {group_series}"
+                ));
+            }
+            groups.push(SeriesGroup { first_id, offset, compressed_bytes: compressed.len() as u32, content_bytes });
+            first_id = u32::try_from(u64::from(first_id) + group_series)
+                .ok()
+                .filter(|next| *next <= count)
+                .ok_or_else(|| "series section: groups hold more series than its count".to_owned())?;
+        }
+        if first_id != count {
+            return Err(format!("series section: groups hold {first_id} series, its count says {count}"));
+        }
+        if !decoder.is_empty() {
+            return Err("series section: bytes after the last group".to_owned());
+        }
+        (count as usize, SeriesLayout::Grouped(groups))
+    };
 
-    let content = read_section(bytes, offset_at(16), "postings")?;
+    let inflated;
+    let mut content = read_section(bytes, offset_at(16), "postings")?;
+    if version != INDEX_VERSION_1 {
+        inflated = inflate_section(content, "postings")?;
+        content = &inflated;
+    }
     let mut decoder = Decoder::new(content);
     let postings_count = decoder.count(3, "postings count").map_err(|error| decode_error("postings", error))?;
     let mut postings = MemPostings::new();
@@ -377,7 +556,7 @@ fn decode_index_with(bytes: &[u8], source: IndexSource) -> Result<BlockIndex, St
         }
         postings.insert_bitmap(name, value, bitmap);
     }
-    Ok(BlockIndex { symbols, series_offsets, postings, source })
+    Ok(BlockIndex { symbols, series_count: count, series_layout, postings, source })
 }
 
 /// Decodes index bytes held in memory.

@@ -55,6 +55,7 @@ pub mod chunkenc;
 mod chunks;
 mod compact;
 mod db;
+mod deflate;
 mod encoding;
 mod error;
 mod exemplars;

@@ -13,10 +13,15 @@ use crate::encoding::{DecodeError, Decoder, put_bytes, put_uvarint, put_varint};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum RecordType {
     Series = 1,
+    /// Samples with full 8-byte values, written by earlier versions; replayed, no longer written.
+    #[cfg_attr(not(test), allow(dead_code))]
     Samples = 2,
     Exemplars = 3,
     Metadata = 4,
     SeriesChunks = 5,
+    /// Samples with refs delta-coded from the previous sample and integer values as varints; what
+    /// commits write. Type 2 (`Samples`) is still replayed.
+    CompactSamples = 6,
 }
 
 /// A series introduced to the WAL: its reference and labels, still in the record encoding (which is
@@ -145,14 +150,56 @@ pub(crate) fn encode_samples_iter(count: usize, samples: impl Iterator<Item = Re
     out
 }
 
-/// Writes a samples record of exactly `count` samples into `out` (cleared first), reusing its
-/// allocation.
+/// The integer a value stands for exactly, when it has one below 2^53 in magnitude (so `-0.0`, NaN,
+/// ±Inf and fractions have none).
+fn exact_integer(value: f64) -> Option<i64> {
+    let integer = value as i64;
+    ((integer as f64).to_bits() == value.to_bits() && integer.unsigned_abs() < 1 << 53).then_some(integer)
+}
+
+/// Writes a compact samples record (type 6) of exactly `count` samples into `out` (cleared first),
+/// reusing its allocation.
 pub(crate) fn encode_samples_into(out: &mut Vec<u8>, count: usize, mut samples: impl Iterator<Item = RefSample>) {
     out.clear();
-    out.reserve(8 + count * 13);
-    out.push(RecordType::Samples as u8);
+    out.reserve(8 + count * 8);
+    out.push(RecordType::CompactSamples as u8);
     put_uvarint(out, count as u64);
     let Some(first) = samples.next() else { return };
+    put_uvarint(out, first.series_ref);
+    put_varint(out, first.timestamp_ms);
+    let mut previous_ref = first.series_ref;
+    for sample in std::iter::once(first).chain(samples) {
+        put_varint(out, sample.series_ref.wrapping_sub(previous_ref) as i64);
+        previous_ref = sample.series_ref;
+        put_varint(out, sample.timestamp_ms.wrapping_sub(first.timestamp_ms));
+        match exact_integer(sample.value) {
+            Some(integer) => put_uvarint(out, zigzag(integer) << 1),
+            None => {
+                out.push(1);
+                out.extend_from_slice(&sample.value.to_bits().to_le_bytes());
+            }
+        }
+    }
+}
+
+fn zigzag(value: i64) -> u64 {
+    ((value << 1) ^ (value >> 63)) as u64
+}
+
+fn unzigzag(value: u64) -> i64 {
+    ((value >> 1) as i64) ^ -((value & 1) as i64)
+}
+
+/// Writes a type-2 samples record, as earlier versions did (replay must still read them).
+#[cfg(test)]
+pub(crate) fn encode_samples_type2(samples: &[RefSample]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let out = &mut out;
+    let count = samples.len();
+    let mut samples = samples.iter().copied();
+    out.push(RecordType::Samples as u8);
+    put_uvarint(out, count as u64);
+    let Some(first) = samples.next() else { return std::mem::take(out) };
     put_uvarint(out, first.series_ref);
     put_varint(out, first.timestamp_ms);
     for sample in std::iter::once(first).chain(samples) {
@@ -160,6 +207,7 @@ pub(crate) fn encode_samples_into(out: &mut Vec<u8>, count: usize, mut samples: 
         put_varint(out, sample.timestamp_ms.wrapping_sub(first.timestamp_ms));
         out.extend_from_slice(&sample.value.to_bits().to_le_bytes());
     }
+    std::mem::take(out)
 }
 
 pub(crate) fn encode_exemplars(exemplars: &[RefExemplar]) -> Vec<u8> {
@@ -255,6 +303,26 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Record<'_>, DecodeError> {
             }
             Record::Samples(samples)
         }
+        6 => {
+            let count = decoder.count(3, "sample count")?;
+            let mut samples = Vec::with_capacity(count);
+            if count > 0 {
+                let mut series_ref = decoder.uvarint("first series ref")?;
+                let base_timestamp = decoder.varint("first timestamp")?;
+                for _ in 0..count {
+                    series_ref = series_ref.wrapping_add(decoder.varint("series ref delta")? as u64);
+                    let timestamp_ms = base_timestamp.wrapping_add(decoder.varint("timestamp delta")?);
+                    let coded = decoder.uvarint("sample value")?;
+                    let value = match coded {
+                        1 => f64::from_bits(decoder.u64_le("sample value bits")?),
+                        coded if coded & 1 == 0 => unzigzag(coded >> 1) as f64,
+                        _ => return Err(decoder.error("sample value kind 0 or 1")),
+                    };
+                    samples.push(RefSample { series_ref, timestamp_ms, value });
+                }
+            }
+            Record::Samples(samples)
+        }
         3 => {
             let count = decoder.count(11, "exemplar count")?;
             let mut exemplars = Vec::with_capacity(count);
@@ -327,7 +395,8 @@ mod tests {
             RefSample { series_ref: 9, timestamp_ms: 1000, value: 1.5 },
             RefSample { series_ref: 3, timestamp_ms: -5, value: f64::INFINITY },
         ];
-        assert_eq!(decode(&encode_samples(&samples)).unwrap(), Record::Samples(samples));
+        assert_eq!(decode(&encode_samples(&samples)).unwrap(), Record::Samples(samples.clone()));
+        assert_eq!(decode(&encode_samples_type2(&samples)).unwrap(), Record::Samples(samples));
         let stale = encode_samples(&[RefSample { series_ref: 1, timestamp_ms: 1, value: STALE_NAN }]);
         let Record::Samples(decoded) = decode(&stale).unwrap() else { panic!("samples") };
         assert!(oxeye_model::is_stale_nan(decoded[0].value));
@@ -350,12 +419,73 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic_the_record_decoder(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
             let _ = decode(&bytes);
-            for record_type in 1u8..=5 {
+            for record_type in 1u8..=6 {
                 let mut typed = vec![record_type];
                 typed.extend_from_slice(&bytes);
                 let _ = decode(&typed);
             }
         }
+    }
+
+    fn sample_value() -> impl proptest::strategy::Strategy<Value = f64> {
+        use proptest::prelude::*;
+        prop_oneof![
+            any::<f64>(),
+            any::<i32>().prop_map(f64::from),
+            (-(1i64 << 53)..=(1i64 << 53)).prop_map(|n| n as f64),
+            Just(STALE_NAN),
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(f64::NEG_INFINITY),
+            Just(-0.0),
+            Just(0.0),
+            Just(9_007_199_254_740_993.0),
+            Just(-9_223_372_036_854_775_808.0),
+            Just(1e300),
+            (0u32..1_000_000).prop_map(|n| f64::from(n) / 100.0),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn compact_samples_round_trip_bit_for_bit(
+            samples in proptest::collection::vec(
+                (proptest::prelude::any::<u64>(), 0u64..5000, proptest::prelude::any::<i64>(), -100_000i64..100_000, sample_value()),
+                0..200,
+            ),
+            wide in proptest::prelude::any::<bool>(),
+        ) {
+            let samples: Vec<RefSample> = samples
+                .into_iter()
+                .map(|(any_ref, small_ref, any_time, small_time, value)| RefSample {
+                    series_ref: if wide { any_ref } else { small_ref },
+                    timestamp_ms: if wide { any_time } else { 1_700_000_000_000 + small_time },
+                    value,
+                })
+                .collect();
+            let encoded = encode_samples(&samples);
+            proptest::prop_assert_eq!(encoded[0], RecordType::CompactSamples as u8);
+            let Record::Samples(decoded) = decode(&encoded).unwrap() else { panic!("samples record") };
+            proptest::prop_assert_eq!(decoded.len(), samples.len());
+            for (got, want) in decoded.iter().zip(&samples) {
+                proptest::prop_assert_eq!(got.series_ref, want.series_ref);
+                proptest::prop_assert_eq!(got.timestamp_ms, want.timestamp_ms);
+                proptest::prop_assert_eq!(got.value.to_bits(), want.value.to_bits());
+            }
+            for cut in 0..encoded.len() {
+                proptest::prop_assert!(decode(&encoded[..cut]).is_err(), "cut at {}", cut);
+            }
+        }
+    }
+
+    #[test]
+    fn compact_samples_are_small_for_integer_counters() {
+        let samples: Vec<RefSample> = (0..2000u64)
+            .map(|n| RefSample { series_ref: 100_000 + n, timestamp_ms: 1_700_000_000_000, value: (n * 977) as f64 })
+            .collect();
+        let encoded = encode_samples(&samples);
+        assert!(encoded.len() < 2000 * 7, "{} bytes", encoded.len());
+        assert!(encoded.len() * 10 < encode_samples_type2(&samples).len() * 6);
     }
 
     #[test]

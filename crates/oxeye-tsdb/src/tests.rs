@@ -397,7 +397,16 @@ fn a_growing_wal_is_checkpointed_between_block_cuts() {
     opts.wal_checkpoint_min_bytes = 1;
     opts.wal_segment_size_bytes = 4096;
     let tsdb = Tsdb::open(opts.clone()).unwrap();
-    fill_hours(&tsdb, 5, 0, 1);
+    // One commit per sample round: record framing and series references make the WAL outgrow the
+    // head's chunks (compact sample records alone are only a few bytes per sample).
+    for round in 0..720i64 {
+        let mut appender = tsdb.appender();
+        for instance in 0..5 {
+            let value = if instance % 2 == 0 { 1.0 } else { round as f64 * 0.25 };
+            appender.append(&series_labels("metric", instance), Sample { timestamp_ms: round * 5_000, value }).unwrap();
+        }
+        appender.commit().unwrap();
+    }
     let wal_before = tsdb.stats().wal_bytes;
     let report = tsdb.run_maintenance().unwrap();
     assert_eq!(report.blocks_cut, 0);
