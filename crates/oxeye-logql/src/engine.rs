@@ -5,11 +5,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use oxeye_model::logs::{LogReader, LogSelection};
+use oxeye_model::logs::{LogEntryRef, LogReader, LogSelection, LogVisitor, ScanOrder};
 use oxeye_model::storage::{ErrorKind, StorageError};
 use oxeye_model::{Labels, MatchOp, Matcher};
 
-use crate::pipeline::{ERROR_DETAILS_LABEL, ERROR_LABEL, Pipeline, convert};
+use crate::pipeline::{ERROR_DETAILS_LABEL, ERROR_LABEL, LineFilters, Pipeline, convert};
 use crate::syntax::{
     BinaryOp, Expr, Grouping, LineFilterOp, LogExpr, LogRange, MetricExpr, NumberKind, ParseError, RangeOp, Stage,
     UnwrapConversion, VectorMatching, VectorOp, parse_expr,
@@ -243,32 +243,32 @@ impl Engine {
         limit: usize,
         direction: Direction,
     ) -> Result<Vec<StreamResult>, QueryError> {
-        let pipeline = Pipeline::new(&log.pipeline).map_err(QueryError::Invalid)?;
+        let (line_filters, covered) = LineFilters::leading(&log.pipeline).map_err(QueryError::Invalid)?;
+        let pipeline = Pipeline::new(log.pipeline.get(covered..).unwrap_or_default()).map_err(QueryError::Invalid)?;
         let selection = LogSelection {
             start_ns,
             end_ns,
             matchers: log.matchers.clone(),
             line_contains: required_substrings(&log.pipeline),
         };
-        let streams = reader.select(&selection)?;
-        let mut entries: Vec<(i64, Labels, String)> = Vec::new();
-        for stream in &streams {
-            for entry in &stream.entries {
-                if let Some(processed) = pipeline.process(&stream.labels, entry) {
-                    entries.push((entry.timestamp_ns, processed.labels, processed.line));
-                }
-            }
-        }
-        match direction {
-            Direction::Forward => entries.sort_by_key(|(timestamp, _, _)| *timestamp),
-            Direction::Backward => entries.sort_by_key(|(timestamp, _, _)| std::cmp::Reverse(*timestamp)),
-        }
-        if limit > 0 {
-            entries.truncate(limit);
-        }
+        let mut visitor = NewestOrOldest {
+            line_filters: &line_filters,
+            pipeline: &pipeline,
+            limit,
+            direction,
+            sequence: 0,
+            kept: std::collections::BinaryHeap::new(),
+        };
+        let order = match direction {
+            Direction::Forward => ScanOrder::Forward,
+            Direction::Backward => ScanOrder::Backward,
+        };
+        reader.scan(&selection, order, &mut visitor)?;
+        let mut entries: Vec<KeptEntry> = visitor.kept.into_vec();
+        entries.sort_by(|left, right| left.rank.cmp(&right.rank));
         let mut grouped: BTreeMap<Labels, Vec<(i64, String)>> = BTreeMap::new();
-        for (timestamp, labels, line) in entries {
-            grouped.entry(labels).or_default().push((timestamp, line));
+        for entry in entries {
+            grouped.entry(entry.labels).or_default().push((entry.timestamp_ns, entry.line));
         }
         Ok(grouped.into_iter().map(|(labels, entries)| StreamResult { labels, entries }).collect())
     }
@@ -335,7 +335,9 @@ impl Engine {
         let (Some(first), Some(last)) = (steps.first(), steps.last()) else {
             return Ok(Value::Vector(Vec::new()));
         };
-        let pipeline = Pipeline::new(&range.log.pipeline).map_err(QueryError::Invalid)?;
+        let (line_filters, covered) = LineFilters::leading(&range.log.pipeline).map_err(QueryError::Invalid)?;
+        let pipeline =
+            Pipeline::new(range.log.pipeline.get(covered..).unwrap_or_default()).map_err(QueryError::Invalid)?;
         let post_filters = match &range.unwrap {
             Some(unwrap) if !unwrap.post_filters.is_empty() => Some(
                 Pipeline::new(&unwrap.post_filters.iter().cloned().map(Stage::LabelFilter).collect::<Vec<_>>())
@@ -349,59 +351,19 @@ impl Engine {
             matchers: range.log.matchers.clone(),
             line_contains: required_substrings(&range.log.pipeline),
         };
-        let streams = reader.select(&selection)?;
-        let mut samples: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
-        for stream in &streams {
-            for entry in &stream.entries {
-                let Some(processed) = pipeline.process(&stream.labels, entry) else { continue };
-                let (labels, value) = match &range.unwrap {
-                    None => {
-                        let value = match op {
-                            RangeOp::BytesOverTime | RangeOp::BytesRate => processed.line.len() as f64,
-                            _ => 1.0,
-                        };
-                        (processed.labels, value)
-                    }
-                    Some(unwrap) => {
-                        let text = processed.labels.get(&unwrap.label).unwrap_or("").to_string();
-                        let kind = match unwrap.conversion {
-                            UnwrapConversion::Number => NumberKind::Number,
-                            UnwrapConversion::Duration => NumberKind::Duration,
-                            UnwrapConversion::Bytes => NumberKind::Bytes,
-                        };
-                        let mut builder = processed.labels.to_builder();
-                        builder.delete(&unwrap.label);
-                        let value = match convert(&text, kind) {
-                            Some(value) => value,
-                            None => {
-                                if builder.get(ERROR_LABEL).is_none() {
-                                    builder.set(ERROR_LABEL, "SampleExtractionErr");
-                                    builder.set(
-                                        ERROR_DETAILS_LABEL,
-                                        format!("strconv.ParseFloat: parsing {text:?}: invalid syntax"),
-                                    );
-                                }
-                                0.0
-                            }
-                        };
-                        let mut labels = builder.build();
-                        if let Some(post) = &post_filters {
-                            let probe = oxeye_model::logs::LogEntry::new(entry.timestamp_ns, processed.line.clone());
-                            match post.process(&labels, &probe) {
-                                Some(kept) => labels = kept.labels,
-                                None => continue,
-                            }
-                        }
-                        (labels, value)
-                    }
-                };
-                let labels = match grouping {
-                    Some(grouping) => group_labels(&labels, grouping),
-                    None => labels,
-                };
-                samples.entry(labels).or_default().push((entry.timestamp_ns, value));
-            }
-        }
+        let mut extractor = SampleExtractor {
+            op,
+            range,
+            grouping,
+            line_filters: &line_filters,
+            pipeline: &pipeline,
+            post_filters: post_filters.as_ref(),
+            series: Vec::new(),
+            series_index: HashMap::new(),
+            last_stream: None,
+        };
+        reader.scan(&selection, ScanOrder::Forward, &mut extractor)?;
+        let samples: HashMap<Labels, Vec<(i64, f64)>> = extractor.series.into_iter().collect();
         if let Some((labels, _)) = samples.iter().find(|(labels, _)| labels.get(ERROR_LABEL).is_some()) {
             return Err(QueryError::Invalid(format!(
                 "pipeline error: '{}' for series: '{}'.\nUse a label filter to intentionally skip this error. (e.g | __error__!=\"{}\").\nTo skip all potential errors you can match empty errors.(e.g __error__=\"\")\nThe label filter can also be specified after unwrap. (e.g | unwrap latency | __error__=\"\" )",
@@ -449,6 +411,201 @@ impl Engine {
             series.push((labels, values));
         }
         Ok(Value::Vector(series))
+    }
+}
+
+/// An entry kept by a log query, ranked by its order in the result.
+struct KeptEntry {
+    /// `(key, sequence)`: key is the timestamp (forward) or its bitwise complement (backward), so the
+    /// smallest ranks are the ones to return.
+    rank: (i64, u64),
+    timestamp_ns: i64,
+    labels: Labels,
+    line: String,
+}
+
+impl PartialEq for KeptEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.rank == other.rank
+    }
+}
+
+impl Eq for KeptEntry {}
+
+impl PartialOrd for KeptEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for KeptEntry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.rank.cmp(&other.rank)
+    }
+}
+
+/// Keeps the `limit` newest (backward) or oldest (forward) entries passing the pipeline, in a max-heap of
+/// ranks, and refuses batches that cannot beat the worst kept entry once the heap is full: with the
+/// store's batch order this stops a `direction=backward&limit=100` query after the newest chunks.
+struct NewestOrOldest<'a> {
+    line_filters: &'a LineFilters,
+    pipeline: &'a Pipeline,
+    limit: usize,
+    direction: Direction,
+    sequence: u64,
+    kept: std::collections::BinaryHeap<KeptEntry>,
+}
+
+impl NewestOrOldest<'_> {
+    fn key(&self, timestamp_ns: i64) -> i64 {
+        match self.direction {
+            Direction::Forward => timestamp_ns,
+            Direction::Backward => !timestamp_ns,
+        }
+    }
+
+    /// True when an entry with this key cannot enter the kept set.
+    fn is_beaten(&self, key: i64) -> bool {
+        self.limit > 0 && self.kept.len() >= self.limit && self.kept.peek().is_some_and(|worst| key > worst.rank.0)
+    }
+}
+
+impl LogVisitor for NewestOrOldest<'_> {
+    fn wants_batch(&mut self, _: &Labels, min_ns: i64, max_ns: i64) -> bool {
+        let best_ns = match self.direction {
+            Direction::Forward => min_ns,
+            Direction::Backward => max_ns,
+        };
+        !self.is_beaten(self.key(best_ns))
+    }
+
+    fn entry(&mut self, stream: &Labels, entry: LogEntryRef<'_>) {
+        let key = self.key(entry.timestamp_ns);
+        if self.is_beaten(key) || !self.line_filters.keeps(entry.line) {
+            return;
+        }
+        let Some(processed) = self.pipeline.process(stream, &entry.to_entry()) else { return };
+        self.sequence += 1;
+        self.kept.push(KeptEntry {
+            rank: (key, self.sequence),
+            timestamp_ns: entry.timestamp_ns,
+            labels: processed.labels,
+            line: processed.line,
+        });
+        if self.limit > 0 && self.kept.len() > self.limit {
+            self.kept.pop();
+        }
+    }
+}
+
+/// Turns entries into samples for a range aggregation: `(labels, (timestamp_ns, value))` per entry that
+/// passes the pipeline. Entries of a stream without structured metadata through a pipeline of line
+/// filters only (the common `count_over_time({...} |= "x" [5m])`) take a fast path: the leading filters
+/// run on the borrowed line and the series is found once per stream, so nothing is allocated per entry.
+struct SampleExtractor<'a> {
+    op: RangeOp,
+    range: &'a LogRange,
+    grouping: Option<&'a Grouping>,
+    line_filters: &'a LineFilters,
+    pipeline: &'a Pipeline,
+    post_filters: Option<&'a Pipeline>,
+    series: Vec<(Labels, Vec<(i64, f64)>)>,
+    series_index: HashMap<Labels, usize>,
+    /// The stream of the previous fast-path entry and its series.
+    last_stream: Option<(Labels, usize)>,
+}
+
+impl SampleExtractor<'_> {
+    fn series_of(&mut self, labels: Labels) -> usize {
+        if let Some(index) = self.series_index.get(&labels) {
+            return *index;
+        }
+        let index = self.series.len();
+        self.series.push((labels.clone(), Vec::new()));
+        self.series_index.insert(labels, index);
+        index
+    }
+
+    fn push(&mut self, labels: Labels, timestamp_ns: i64, value: f64) {
+        let labels = match self.grouping {
+            Some(grouping) => group_labels(&labels, grouping),
+            None => labels,
+        };
+        let index = self.series_of(labels);
+        if let Some((_, points)) = self.series.get_mut(index) {
+            points.push((timestamp_ns, value));
+        }
+    }
+}
+
+impl LogVisitor for SampleExtractor<'_> {
+    fn entry(&mut self, stream: &Labels, entry: LogEntryRef<'_>) {
+        if !self.line_filters.keeps(entry.line) {
+            return;
+        }
+        let line_value = |line: &str| match self.op {
+            RangeOp::BytesOverTime | RangeOp::BytesRate => line.len() as f64,
+            _ => 1.0,
+        };
+        if self.pipeline.is_empty() && self.range.unwrap.is_none() && entry.structured_metadata.is_empty() {
+            let value = line_value(entry.line);
+            let index = match &self.last_stream {
+                Some((labels, index)) if labels == stream => *index,
+                _ => {
+                    let grouped = match self.grouping {
+                        Some(grouping) => group_labels(stream, grouping),
+                        None => stream.clone(),
+                    };
+                    let index = self.series_of(grouped);
+                    self.last_stream = Some((stream.clone(), index));
+                    index
+                }
+            };
+            if let Some((_, points)) = self.series.get_mut(index) {
+                points.push((entry.timestamp_ns, value));
+            }
+            return;
+        }
+        let owned = entry.to_entry();
+        let Some(processed) = self.pipeline.process(stream, &owned) else { return };
+        match &self.range.unwrap {
+            None => {
+                let value = line_value(&processed.line);
+                self.push(processed.labels, entry.timestamp_ns, value);
+            }
+            Some(unwrap) => {
+                let text = processed.labels.get(&unwrap.label).unwrap_or("").to_string();
+                let kind = match unwrap.conversion {
+                    UnwrapConversion::Number => NumberKind::Number,
+                    UnwrapConversion::Duration => NumberKind::Duration,
+                    UnwrapConversion::Bytes => NumberKind::Bytes,
+                };
+                let mut builder = processed.labels.to_builder();
+                builder.delete(&unwrap.label);
+                let value = match convert(&text, kind) {
+                    Some(value) => value,
+                    None => {
+                        if builder.get(ERROR_LABEL).is_none() {
+                            builder.set(ERROR_LABEL, "SampleExtractionErr");
+                            builder.set(
+                                ERROR_DETAILS_LABEL,
+                                format!("strconv.ParseFloat: parsing {text:?}: invalid syntax"),
+                            );
+                        }
+                        0.0
+                    }
+                };
+                let mut labels = builder.build();
+                if let Some(post) = self.post_filters {
+                    let probe = oxeye_model::logs::LogEntry::new(entry.timestamp_ns, processed.line);
+                    match post.process(&labels, &probe) {
+                        Some(kept) => labels = kept.labels,
+                        None => return,
+                    }
+                }
+                self.push(labels, entry.timestamp_ns, value);
+            }
+        }
     }
 }
 

@@ -64,7 +64,8 @@ impl IpMatcher {
 }
 
 enum CompiledLineFilter {
-    Contains(Vec<String>, bool),
+    /// Literal needles searched with SIMD substring search (memchr's `memmem`).
+    Contains(Vec<memchr::memmem::Finder<'static>>, bool),
     Regex(Vec<Regex>, bool),
     Pattern(Vec<Pattern>, bool),
 }
@@ -73,9 +74,10 @@ impl CompiledLineFilter {
     fn compile(filter: &LineFilter) -> Result<Self, String> {
         let negative = filter.op.is_negative();
         Ok(match filter.op {
-            LineFilterOp::Contains | LineFilterOp::NotContains => {
-                CompiledLineFilter::Contains(filter.values.clone(), negative)
-            }
+            LineFilterOp::Contains | LineFilterOp::NotContains => CompiledLineFilter::Contains(
+                filter.values.iter().map(|value| memchr::memmem::Finder::new(value.as_bytes()).into_owned()).collect(),
+                negative,
+            ),
             LineFilterOp::Regex | LineFilterOp::NotRegex => CompiledLineFilter::Regex(
                 filter
                     .values
@@ -93,8 +95,8 @@ impl CompiledLineFilter {
 
     fn keeps(&self, line: &str) -> bool {
         match self {
-            CompiledLineFilter::Contains(values, negative) => {
-                values.iter().any(|value| line.contains(value.as_str())) != *negative
+            CompiledLineFilter::Contains(finders, negative) => {
+                finders.iter().any(|finder| finder.find(line.as_bytes()).is_some()) != *negative
             }
             CompiledLineFilter::Regex(regexes, negative) => {
                 regexes.iter().any(|regex| regex.is_match(line)) != *negative
@@ -235,6 +237,33 @@ fn parse_json_path(expression: &str) -> Vec<PathPart> {
         parts.push(PathPart::Key(current));
     }
     parts
+}
+
+/// The line filters at the head of a pipeline, run on borrowed lines before anything is allocated: an
+/// entry they drop never reaches the rest of the pipeline.
+pub struct LineFilters {
+    filters: Vec<CompiledLineFilter>,
+}
+
+impl LineFilters {
+    /// Compiles the leading line filter stages of `stages`; returns them and how many stages they cover.
+    ///
+    /// # Errors
+    /// A message when a regex or pattern does not compile.
+    pub fn leading(stages: &[Stage]) -> Result<(LineFilters, usize), String> {
+        let mut filters = Vec::new();
+        for stage in stages {
+            let Stage::LineFilter(filter) = stage else { break };
+            filters.push(CompiledLineFilter::compile(filter)?);
+        }
+        let covered = filters.len();
+        Ok((LineFilters { filters }, covered))
+    }
+
+    /// True when every filter keeps `line`.
+    pub fn keeps(&self, line: &str) -> bool {
+        self.filters.iter().all(|filter| filter.keeps(line))
+    }
 }
 
 /// A compiled pipeline, reusable across entries.
@@ -387,6 +416,11 @@ impl Pipeline {
     /// their stream labels plus structured metadata.
     pub fn is_filter_only(&self) -> bool {
         self.stages.iter().all(|stage| matches!(stage, CompiledStage::LineFilter(_)))
+    }
+
+    /// True when the pipeline has no stage at all.
+    pub fn is_empty(&self) -> bool {
+        self.stages.is_empty()
     }
 
     /// Runs the pipeline; `None` when a filter drops the entry. `extra_labels` (structured metadata) are
