@@ -10,6 +10,8 @@
 //! - [`otlp`]: OTLP/HTTP bodies of traces, metrics and logs (protobuf or JSON) into `oxeye-proto` messages.
 //! - [`otlp_json`]: the OTLP/JSON decoder behind it (hex ids, integer enums, 64-bit integers as strings
 //!   or numbers, lowerCamelCase keys, unknown fields ignored).
+//! - [`otlp_traces`]: OTLP spans into the `oxeye_model::traces` span model, spans with invalid ids refused
+//!   one by one (OTLP partial success).
 //! - [`prometheus_names`]: the OTLP→Prometheus metric and label name translation.
 //! - [`tail`]: tailing JSON-lines or plain-text log files (globs, rotation by rename and truncation,
 //!   positions kept across restarts) into log streams; the only module here that reads files.
@@ -45,6 +47,7 @@ pub mod otlp;
 pub mod otlp_json;
 pub mod otlp_logs;
 pub mod otlp_metrics;
+pub mod otlp_traces;
 pub mod prometheus_names;
 mod protowire;
 pub mod remote_write;

@@ -9,6 +9,7 @@
 //! - [`prometheus`]: remote_write 1.0 (`prometheus.WriteRequest`, from Prometheus' `prompb/types.proto`,
 //!   `prompb/remote.proto`).
 //! - [`prometheus_v2`]: remote_write 2.0 (`io.prometheus.write.v2.Request`, with its symbols table).
+//! - [`tempo`]: `tempopb.Trace` and `TraceByIDResponse`, the protobuf bodies of Tempo's trace-by-id API.
 //!
 //! These are wire types only: decoding into oxeye's own model (`oxeye-model`) and every validation live in
 //! `oxeye-ingest`. Field names follow the `.proto` files (snake case), so the upstream documentation applies.
@@ -35,5 +36,6 @@ pub mod loki;
 pub mod otlp;
 pub mod prometheus;
 pub mod prometheus_v2;
+pub mod tempo;
 
 pub use prost;

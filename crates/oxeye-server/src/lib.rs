@@ -25,11 +25,13 @@ mod ingest;
 mod loki_api;
 mod loki_query;
 mod otlp;
+mod otlp_traces;
 mod params;
 mod prometheus_api;
 mod query_json;
 mod remote_write;
 pub mod self_metrics;
+mod tempo_api;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -39,6 +41,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use oxeye_model::logs::LogStorage;
 use oxeye_model::storage::MetricsStorage;
+use oxeye_model::traces::{TraceReader, TraceWriter};
 use oxeye_promql::Engine;
 use oxeye_scrape::ScrapeManager;
 
@@ -77,6 +80,8 @@ pub struct ServerState {
     scrape_manager: OnceLock<Arc<ScrapeManager>>,
     storage_metrics: OnceLock<StorageMetricsFn>,
     log_storage: OnceLock<Arc<dyn LogStorage>>,
+    trace_writer: OnceLock<Arc<dyn TraceWriter>>,
+    trace_reader: OnceLock<Arc<dyn TraceReader>>,
     log_redactor: OnceLock<oxeye_pipeline::Redactor>,
     extra_metrics: std::sync::Mutex<Vec<StorageMetricsFn>>,
     /// The PromQL engine.
@@ -96,6 +101,8 @@ impl ServerState {
             scrape_manager: OnceLock::new(),
             storage_metrics: OnceLock::new(),
             log_storage: OnceLock::new(),
+            trace_writer: OnceLock::new(),
+            trace_reader: OnceLock::new(),
             log_redactor: OnceLock::new(),
             extra_metrics: std::sync::Mutex::new(Vec::new()),
             engine,
@@ -134,6 +141,29 @@ impl ServerState {
         self.extra_metrics.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(source);
     }
 
+    /// Sets where OTLP trace exports go (`POST /v1/traces`, gRPC `TraceService/Export`): the trace store's
+    /// writer, or a pipeline (tail sampling, span metrics) wrapping it. Until called, trace exports answer
+    /// 503 / `UNAVAILABLE`. Later calls are ignored.
+    pub fn set_trace_writer(&self, writer: Arc<dyn TraceWriter>) {
+        let _ = self.trace_writer.set(writer);
+    }
+
+    /// The trace writer, once set.
+    pub fn trace_writer(&self) -> Option<&Arc<dyn TraceWriter>> {
+        self.trace_writer.get()
+    }
+
+    /// Sets what the Tempo API reads traces from (by id, search). Until called, those endpoints answer 503.
+    /// Later calls are ignored.
+    pub fn set_trace_reader(&self, reader: Arc<dyn TraceReader>) {
+        let _ = self.trace_reader.set(reader);
+    }
+
+    /// The trace reader, once set.
+    pub fn trace_reader(&self) -> Option<&Arc<dyn TraceReader>> {
+        self.trace_reader.get()
+    }
+
     /// The log store, once set.
     pub fn log_storage(&self) -> Option<&Arc<dyn LogStorage>> {
         self.log_storage.get()
@@ -168,6 +198,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .merge(prometheus_api::routes())
         .merge(remote_write::routes())
         .merge(loki_api::routes())
+        .merge(tempo_api::routes())
         .merge(loki_query::routes())
         .merge(otlp::http_routes())
         .merge(self_metrics::routes())

@@ -36,6 +36,7 @@ pub(crate) fn http_routes() -> Router<Arc<ServerState>> {
     Router::new()
         .route("/v1/metrics", post(export_metrics_http))
         .route("/v1/logs", post(crate::loki_api::export_logs_http))
+        .route("/v1/traces", post(crate::otlp_traces::export_traces_http))
         // Prometheus serves the same receiver here.
         .route("/api/v1/otlp/v1/metrics", post(export_metrics_http))
 }
@@ -195,6 +196,9 @@ impl tower::Service<axum::http::Request<Body>> for GrpcRouter {
             let max_bytes = state.options.max_request_body_bytes;
             if request.uri().path() == METRICS_EXPORT_PATH {
                 return Ok(unary(MetricsExport { state }, request, max_bytes).await);
+            }
+            if request.uri().path() == oxeye_proto::otlp::collector::TRACE_SERVICE_EXPORT_PATH {
+                return Ok(unary(crate::otlp_traces::TracesExport { state }, request, max_bytes).await);
             }
             if request.uri().path() == oxeye_proto::otlp::collector::LOGS_SERVICE_EXPORT_PATH {
                 return Ok(unary(crate::loki_api::LogsExport { state }, request, max_bytes).await);
