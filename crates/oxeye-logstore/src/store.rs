@@ -7,16 +7,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use oxeye_model::logs::{LogEntry, LogIndexStats, LogPushSummary, LogReader, LogSelection, LogStream, LogWriter};
+use oxeye_model::logs::{LogEntry, LogPushSummary, LogStream, LogWriter};
 use oxeye_model::storage::StorageError;
-use oxeye_model::{Labels, Matcher};
+use oxeye_model::Labels;
 use oxeye_wal::{Wal, WalOptions};
 
-use crate::bloom::{may_contain_all, needle_keys};
-use crate::chunk::{SealedChunk, decode_chunk_data};
+use crate::chunk::SealedChunk;
 use crate::chunk_file::{ChunkFile, chunk_file_name, parse_chunk_file_name, write_chunk_file};
 use crate::record::{decode_entries_record, encode_entries_record};
 use crate::{LineTooLongPolicy, LogStoreError, LogStoreOptions};
+
+mod postings;
+mod read;
 
 /// Checkpoint records are cut at about this size.
 const CHECKPOINT_RECORD_BYTES: usize = 8 << 20;
@@ -150,6 +152,8 @@ struct Inner {
     by_labels: HashMap<Labels, usize>,
     files: Vec<Arc<ChunkFile>>,
     next_file_sequence: u64,
+    /// Label name -> value -> stream ids, for selection and label lookups (`store/read.rs`).
+    postings: postings::Postings,
 }
 
 impl Inner {
@@ -160,13 +164,8 @@ impl Inner {
         let index = self.streams.len();
         self.streams.push(StreamState::new(labels.clone()));
         self.by_labels.insert(labels.clone(), index);
+        self.postings.add(labels, u32::try_from(index).unwrap_or(u32::MAX));
         index
-    }
-
-    fn matching(&self, matchers: &[Matcher]) -> impl Iterator<Item = &StreamState> {
-        self.streams.iter().filter(move |stream| {
-            matchers.iter().all(|matcher| matcher.matches(stream.labels.get(&matcher.name).unwrap_or("")))
-        })
     }
 }
 
@@ -631,108 +630,6 @@ impl LogStore {
     pub fn wal_stats(&self) -> oxeye_wal::WalStats {
         self.wal.stats()
     }
-
-    /// Reads the entries of the selection; see [`LogReader::select`].
-    ///
-    /// # Errors
-    /// [`LogStoreError::Io`], [`LogStoreError::Corrupt`].
-    pub fn select_streams(&self, selection: &LogSelection) -> Result<Vec<LogStream>, LogStoreError> {
-        let needles: Vec<Vec<u64>> = selection.line_contains.iter().filter_map(|needle| needle_keys(needle)).collect();
-        let (start_ns, end_ns) = (selection.start_ns, selection.end_ns);
-        struct Work {
-            labels: Labels,
-            stored: Vec<StoredChunk>,
-            sealed: Vec<Arc<SealedChunk>>,
-            head: Vec<LogEntry>,
-        }
-        let work: Vec<Work> = {
-            let inner = read_lock(&self.inner);
-            inner
-                .matching(&selection.matchers)
-                .filter(|stream| stream.overlaps(start_ns, end_ns))
-                .map(|stream| Work {
-                    labels: stream.labels.clone(),
-                    stored: stream
-                        .stored
-                        .iter()
-                        .filter(|chunk| {
-                            let meta = &chunk.file.chunks[chunk.index].1;
-                            meta.min_timestamp_ns < end_ns && meta.max_timestamp_ns >= start_ns
-                        })
-                        .cloned()
-                        .collect(),
-                    sealed: stream
-                        .sealed
-                        .iter()
-                        .filter(|chunk| chunk.min_timestamp_ns < end_ns && chunk.max_timestamp_ns >= start_ns)
-                        .cloned()
-                        .collect(),
-                    head: stream
-                        .head
-                        .iter()
-                        .filter(|entry| entry.timestamp_ns >= start_ns && entry.timestamp_ns < end_ns)
-                        .cloned()
-                        .collect(),
-                })
-                .collect()
-        };
-        let wanted = |entry: &LogEntry| {
-            entry.timestamp_ns >= start_ns
-                && entry.timestamp_ns < end_ns
-                && selection.line_contains.iter().all(|needle| entry.line.contains(needle.as_str()))
-        };
-        let counters = &self.counters;
-        let mut result = Vec::with_capacity(work.len());
-        for item in work {
-            let mut entries: Vec<LogEntry> = Vec::new();
-            for chunk in &item.stored {
-                let meta = &chunk.file.chunks[chunk.index].1;
-                if !needles.is_empty() {
-                    let bloom = chunk.file.read_bloom(meta)?;
-                    counters.chunk_bytes_read_total.fetch_add(bloom.len() as u64, Ordering::Relaxed);
-                    if !needles.iter().all(|keys| may_contain_all(&bloom, keys)) {
-                        counters.chunks_skipped_total.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                }
-                let data = chunk.file.read_data(meta)?;
-                counters.chunk_bytes_read_total.fetch_add(data.len() as u64, Ordering::Relaxed);
-                counters.chunks_read_total.fetch_add(1, Ordering::Relaxed);
-                entries.extend(decode_chunk_data(&data, &chunk.file.path)?.into_iter().filter(|entry| wanted(entry)));
-            }
-            for chunk in &item.sealed {
-                if !needles.iter().all(|keys| may_contain_all(&chunk.bloom, keys)) {
-                    counters.chunks_skipped_total.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                counters.chunks_read_total.fetch_add(1, Ordering::Relaxed);
-                entries.extend(
-                    decode_chunk_data(&chunk.data, Path::new("memory"))?.into_iter().filter(|entry| wanted(entry)),
-                );
-            }
-            entries.extend(item.head.into_iter().filter(|entry| wanted(entry)));
-            if entries.is_empty() {
-                continue;
-            }
-            entries.sort_by_key(|entry| entry.timestamp_ns);
-            // A crash between a chunk file and its checkpoint replays entries that are also in the file.
-            entries.dedup_by(|later, earlier| later.timestamp_ns == earlier.timestamp_ns && later.line == earlier.line);
-            result.push(LogStream { labels: item.labels, entries });
-        }
-        result.sort_by(|left, right| left.labels.cmp(&right.labels));
-        Ok(result)
-    }
-
-    fn matching_labels(&self, start_ns: i64, end_ns: i64, matchers: &[Matcher]) -> Vec<Labels> {
-        let inner = read_lock(&self.inner);
-        let mut labels: Vec<Labels> = inner
-            .matching(matchers)
-            .filter(|stream| stream.overlaps(start_ns, end_ns))
-            .map(|stream| stream.labels.clone())
-            .collect();
-        labels.sort();
-        labels
-    }
 }
 
 fn maintenance_loop(
@@ -807,77 +704,5 @@ impl Drop for LogStore {
 impl LogWriter for LogStore {
     fn push(&self, streams: Vec<LogStream>) -> Result<LogPushSummary, StorageError> {
         self.push_streams(streams).map_err(StorageError::from)
-    }
-}
-
-impl LogReader for LogStore {
-    fn select(&self, selection: &LogSelection) -> Result<Vec<LogStream>, StorageError> {
-        self.select_streams(selection).map_err(StorageError::from)
-    }
-
-    fn series(&self, start_ns: i64, end_ns: i64, matchers: &[Matcher]) -> Result<Vec<Labels>, StorageError> {
-        Ok(self.matching_labels(start_ns, end_ns, matchers))
-    }
-
-    fn label_names(&self, start_ns: i64, end_ns: i64, matchers: &[Matcher]) -> Result<Vec<String>, StorageError> {
-        let mut names: Vec<String> = self
-            .matching_labels(start_ns, end_ns, matchers)
-            .iter()
-            .flat_map(|labels| labels.iter().map(|label| label.name.clone()).collect::<Vec<_>>())
-            .collect();
-        names.sort();
-        names.dedup();
-        Ok(names)
-    }
-
-    fn label_values(
-        &self,
-        start_ns: i64,
-        end_ns: i64,
-        name: &str,
-        matchers: &[Matcher],
-    ) -> Result<Vec<String>, StorageError> {
-        let mut values: Vec<String> = self
-            .matching_labels(start_ns, end_ns, matchers)
-            .iter()
-            .filter_map(|labels| labels.get(name).map(str::to_string))
-            .collect();
-        values.sort();
-        values.dedup();
-        Ok(values)
-    }
-
-    fn index_stats(&self, start_ns: i64, end_ns: i64, matchers: &[Matcher]) -> Result<LogIndexStats, StorageError> {
-        let inner = read_lock(&self.inner);
-        let mut stats = LogIndexStats::default();
-        for stream in inner.matching(matchers).filter(|stream| stream.overlaps(start_ns, end_ns)) {
-            stats.streams += 1;
-            for chunk in &stream.stored {
-                let meta = &chunk.file.chunks[chunk.index].1;
-                if meta.min_timestamp_ns < end_ns && meta.max_timestamp_ns >= start_ns {
-                    stats.chunks += 1;
-                    stats.entries += u64::from(meta.entries);
-                    stats.bytes += meta.line_bytes;
-                }
-            }
-            for chunk in &stream.sealed {
-                if chunk.min_timestamp_ns < end_ns && chunk.max_timestamp_ns >= start_ns {
-                    stats.chunks += 1;
-                    stats.entries += u64::from(chunk.entries);
-                    stats.bytes += chunk.line_bytes;
-                }
-            }
-            let head: Vec<&LogEntry> = stream
-                .head
-                .iter()
-                .filter(|entry| entry.timestamp_ns >= start_ns && entry.timestamp_ns < end_ns)
-                .collect();
-            if !head.is_empty() {
-                stats.chunks += 1;
-                stats.entries += head.len() as u64;
-                stats.bytes += head.iter().map(|entry| entry.line.len() as u64).sum::<u64>();
-            }
-        }
-        Ok(stats)
     }
 }

@@ -1,0 +1,674 @@
+//! The read path: stream selection through the postings index, batch-wise scans that decode chunks
+//! into one reused buffer and hand out borrowed entries, and the label, series and stats lookups.
+//!
+//! A scan takes a snapshot of the matching streams' batches under the read lock (chunk handles, and the
+//! window's head entries re-encoded into a byte buffer, so readers never hold the lock while decoding),
+//! then visits batches in the asked order. A stored chunk's bloom filter is read, and its data
+//! decompressed, only when the visitor wants the batch and the filter allows every needle. Streams whose
+//! batches overlap in time may hold the same entry twice (a crash between a chunk file and the WAL
+//! checkpoint replays it), so their entries are merged, sorted and deduplicated before visiting.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use memchr::memmem;
+use oxeye_model::logs::{
+    LogEntry, LogEntryRef, LogIndexStats, LogReader, LogSelection, LogStream, LogVisitor, ScanOrder,
+};
+use oxeye_model::storage::StorageError;
+use oxeye_model::{LabelRef, Labels, Matcher};
+
+use super::{Inner, LogStore, StoredChunk, StreamState, read_lock};
+use crate::LogStoreError;
+use crate::bloom::{may_contain_all, needle_keys};
+use crate::chunk::SealedChunk;
+use crate::encoding::{Reader, put_entry};
+
+/// The largest uncompressed chunk we agree to inflate (a guard against a corrupt size prefix).
+const MAX_UNCOMPRESSED_CHUNK_BYTES: usize = 1 << 30;
+
+impl Inner {
+    /// Streams matching every matcher, found through the postings index.
+    pub(super) fn matching<'a>(&'a self, matchers: &'a [Matcher]) -> impl Iterator<Item = &'a StreamState> + 'a {
+        self.postings.candidates(matchers, self.streams.len()).into_iter().filter_map(move |id| {
+            let stream = self.streams.get(id as usize)?;
+            matchers
+                .iter()
+                .all(|matcher| matcher.matches(stream.labels.get(&matcher.name).unwrap_or("")))
+                .then_some(stream)
+        })
+    }
+
+    /// True when stream `id` has entries in `[start_ns, end_ns)` (by its time bounds).
+    fn stream_overlaps(&self, id: u32, start_ns: i64, end_ns: i64) -> bool {
+        self.streams.get(id as usize).is_some_and(|stream| stream.overlaps(start_ns, end_ns))
+    }
+}
+
+/// Where a batch's entries are.
+enum BatchSource {
+    Stored(StoredChunk),
+    Sealed(Arc<SealedChunk>),
+    /// Head entries in the window, in the chunk entry encoding (uncompressed).
+    Head(Vec<u8>),
+    /// Entries merged from several overlapping batches, sorted and deduplicated.
+    Merged(Vec<LogEntry>),
+}
+
+struct Batch {
+    stream: usize,
+    min_ns: i64,
+    max_ns: i64,
+    source: BatchSource,
+}
+
+/// Decodes the chunk entry encoding in `encoded`, calling `visit` for each entry.
+fn for_each_encoded_entry(
+    encoded: &[u8],
+    path: &Path,
+    mut visit: impl FnMut(i64, &str, &[LabelRef<'_>]),
+) -> Result<(), LogStoreError> {
+    let corrupt = |(offset, reason): (usize, String)| LogStoreError::corrupt(path, offset as u64, reason);
+    let mut reader = Reader::new(encoded);
+    let mut previous_ns = 0i64;
+    let mut metadata: Vec<LabelRef<'_>> = Vec::new();
+    while !reader.is_empty() {
+        let timestamp_ns = previous_ns.wrapping_add(reader.varint().map_err(corrupt)?);
+        previous_ns = timestamp_ns;
+        let line_offset = reader.offset();
+        let line = std::str::from_utf8(reader.bytes().map_err(corrupt)?)
+            .map_err(|_| LogStoreError::corrupt(path, line_offset as u64, "invalid UTF-8 in line"))?;
+        let count = reader.length().map_err(corrupt)?;
+        metadata.clear();
+        for _ in 0..count {
+            let offset = reader.offset();
+            let name = reader.bytes().map_err(corrupt)?;
+            let value = reader.bytes().map_err(corrupt)?;
+            match (std::str::from_utf8(name), std::str::from_utf8(value)) {
+                (Ok(name), Ok(value)) => metadata.push(LabelRef { name, value }),
+                _ => return Err(LogStoreError::corrupt(path, offset as u64, "invalid UTF-8 in structured metadata")),
+            }
+        }
+        visit(timestamp_ns, line, &metadata);
+    }
+    Ok(())
+}
+
+/// The first bytes of a zstd frame (chunks since zstd); older chunks start with an LZ4 size prefix.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// Decompresses chunk data into a reused buffer with a reused zstd context, so a scan allocates per query,
+/// not per chunk. Reads both chunk data forms of `docs/format.md`: a zstd frame recording its content
+/// size, or a size-prefixed LZ4 block.
+struct ChunkInflater {
+    zstd: Option<zstd::bulk::Decompressor<'static>>,
+    buffer: Vec<u8>,
+}
+
+impl ChunkInflater {
+    fn new() -> Self {
+        ChunkInflater { zstd: None, buffer: Vec::new() }
+    }
+
+    fn inflate(&mut self, data: &[u8], path: &Path) -> Result<&[u8], LogStoreError> {
+        let corrupt = |reason: String| LogStoreError::corrupt(path, 0, reason);
+        if data.starts_with(&ZSTD_MAGIC) {
+            let declared =
+                zstd::decompressed_size(data).ok_or_else(|| corrupt("zstd frame without a content size".into()))?;
+            let size = usize::try_from(declared)
+                .ok()
+                .filter(|size| *size <= MAX_UNCOMPRESSED_CHUNK_BYTES)
+                .ok_or_else(|| corrupt("oversized zstd chunk".into()))?;
+            self.buffer.clear();
+            self.buffer.reserve(size);
+            let decompressor = match &mut self.zstd {
+                Some(decompressor) => decompressor,
+                empty => empty.insert(
+                    zstd::bulk::Decompressor::new().map_err(|error| corrupt(format!("zstd context: {error}")))?,
+                ),
+            };
+            let written = decompressor
+                .decompress_to_buffer(data, &mut self.buffer)
+                .map_err(|error| corrupt(format!("zstd: {error}")))?;
+            if written != size {
+                return Err(corrupt("zstd chunk shorter than its content size".into()));
+            }
+            return Ok(&self.buffer);
+        }
+        let declared = match data.get(..4) {
+            Some(size) => u32::from_le_bytes([size[0], size[1], size[2], size[3]]) as usize,
+            None => return Err(corrupt("missing chunk size prefix".into())),
+        };
+        if declared > MAX_UNCOMPRESSED_CHUNK_BYTES {
+            return Err(corrupt("missing or oversized chunk size prefix".into()));
+        }
+        self.buffer.clear();
+        self.buffer.resize(declared, 0);
+        let written = lz4_flex::block::decompress_into(data.get(4..).unwrap_or_default(), &mut self.buffer)
+            .map_err(|error| corrupt(format!("lz4: {error}")))?;
+        self.buffer.truncate(written);
+        Ok(&self.buffer)
+    }
+}
+
+/// Collects `select` results.
+#[derive(Default)]
+struct Collect {
+    streams: BTreeMap<Labels, Vec<LogEntry>>,
+}
+
+impl LogVisitor for Collect {
+    fn entry(&mut self, stream: &Labels, entry: LogEntryRef<'_>) {
+        if let Some(entries) = self.streams.get_mut(stream) {
+            entries.push(entry.to_entry());
+        } else {
+            self.streams.insert(stream.clone(), vec![entry.to_entry()]);
+        }
+    }
+}
+
+impl LogStore {
+    /// Reads the entries of the selection; see [`LogReader::select`].
+    ///
+    /// # Errors
+    /// [`LogStoreError::Io`], [`LogStoreError::Corrupt`].
+    pub fn select_streams(&self, selection: &LogSelection) -> Result<Vec<LogStream>, LogStoreError> {
+        let mut collect = Collect::default();
+        self.scan_entries(selection, ScanOrder::Forward, &mut collect)?;
+        Ok(collect
+            .streams
+            .into_iter()
+            .map(|(labels, mut entries)| {
+                entries.sort_by_key(|entry| entry.timestamp_ns);
+                LogStream { labels, entries }
+            })
+            .collect())
+    }
+
+    /// Visits the selection's entries batch by batch; see [`LogReader::scan`]. Entries outside the window
+    /// or without every `line_contains` needle are not visited.
+    ///
+    /// # Errors
+    /// [`LogStoreError::Io`], [`LogStoreError::Corrupt`].
+    pub fn scan_entries(
+        &self,
+        selection: &LogSelection,
+        order: ScanOrder,
+        visitor: &mut dyn LogVisitor,
+    ) -> Result<(), LogStoreError> {
+        let (start_ns, end_ns) = (selection.start_ns, selection.end_ns);
+        let (labels, mut batches) = self.snapshot_batches(selection)?;
+        match order {
+            ScanOrder::Forward => batches.sort_by_key(|batch| (batch.min_ns, batch.stream)),
+            ScanOrder::Backward => batches.sort_by_key(|batch| (std::cmp::Reverse(batch.max_ns), batch.stream)),
+        }
+        let bloom_keys: Vec<Vec<u64>> =
+            selection.line_contains.iter().filter_map(|needle| needle_keys(needle)).collect();
+        let finders: Vec<memmem::Finder<'_>> =
+            selection.line_contains.iter().map(|needle| memmem::Finder::new(needle.as_bytes())).collect();
+        let wanted = |timestamp_ns: i64, line: &str| {
+            timestamp_ns >= start_ns
+                && timestamp_ns < end_ns
+                && finders.iter().all(|finder| finder.find(line.as_bytes()).is_some())
+        };
+        let counters = &self.counters;
+        let mut inflater = ChunkInflater::new();
+        for batch in batches {
+            let Some(stream) = labels.get(batch.stream) else { continue };
+            if !visitor.wants_batch(stream, batch.min_ns.max(start_ns), batch.max_ns.min(end_ns - 1)) {
+                continue;
+            }
+            let mut visit = |timestamp_ns: i64, line: &str, metadata: &[LabelRef<'_>]| {
+                if wanted(timestamp_ns, line) {
+                    visitor.entry(stream, LogEntryRef { timestamp_ns, line, structured_metadata: metadata });
+                }
+            };
+            match &batch.source {
+                BatchSource::Stored(chunk) => {
+                    let meta = &chunk.file.chunks[chunk.index].1;
+                    if !bloom_keys.is_empty() {
+                        let bloom = chunk.file.read_bloom(meta)?;
+                        counters.chunk_bytes_read_total.fetch_add(bloom.len() as u64, Ordering::Relaxed);
+                        if !bloom_keys.iter().all(|keys| may_contain_all(&bloom, keys)) {
+                            counters.chunks_skipped_total.fetch_add(1, Ordering::Relaxed);
+                            continue;
+                        }
+                    }
+                    let data = chunk.file.read_data(meta)?;
+                    counters.chunk_bytes_read_total.fetch_add(data.len() as u64, Ordering::Relaxed);
+                    counters.chunks_read_total.fetch_add(1, Ordering::Relaxed);
+                    let encoded = inflater.inflate(&data, &chunk.file.path)?;
+                    for_each_encoded_entry(encoded, &chunk.file.path, &mut visit)?;
+                }
+                BatchSource::Sealed(chunk) => {
+                    if !bloom_keys.iter().all(|keys| may_contain_all(&chunk.bloom, keys)) {
+                        counters.chunks_skipped_total.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    counters.chunks_read_total.fetch_add(1, Ordering::Relaxed);
+                    let encoded = inflater.inflate(&chunk.data, Path::new("memory"))?;
+                    for_each_encoded_entry(encoded, Path::new("memory"), &mut visit)?;
+                }
+                BatchSource::Head(encoded) => for_each_encoded_entry(encoded, Path::new("head"), &mut visit)?,
+                BatchSource::Merged(entries) => {
+                    let mut metadata: Vec<LabelRef<'_>> = Vec::new();
+                    for entry in entries {
+                        metadata.clear();
+                        metadata.extend(
+                            entry
+                                .structured_metadata
+                                .iter()
+                                .map(|label| LabelRef { name: &label.name, value: &label.value }),
+                        );
+                        visit(entry.timestamp_ns, &entry.line, &metadata);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The matching streams' labels and their batches overlapping the window; streams with overlapping
+    /// batches get one merged, deduplicated batch.
+    fn snapshot_batches(&self, selection: &LogSelection) -> Result<(Vec<Labels>, Vec<Batch>), LogStoreError> {
+        let (start_ns, end_ns) = (selection.start_ns, selection.end_ns);
+        let mut labels = Vec::new();
+        let mut batches = Vec::new();
+        {
+            let inner = read_lock(&self.inner);
+            for stream in inner.matching(&selection.matchers).filter(|stream| stream.overlaps(start_ns, end_ns)) {
+                let stream_index = labels.len();
+                let first_batch = batches.len();
+                for chunk in &stream.stored {
+                    let meta = &chunk.file.chunks[chunk.index].1;
+                    if meta.min_timestamp_ns < end_ns && meta.max_timestamp_ns >= start_ns {
+                        batches.push(Batch {
+                            stream: stream_index,
+                            min_ns: meta.min_timestamp_ns,
+                            max_ns: meta.max_timestamp_ns,
+                            source: BatchSource::Stored(chunk.clone()),
+                        });
+                    }
+                }
+                for chunk in &stream.sealed {
+                    if chunk.min_timestamp_ns < end_ns && chunk.max_timestamp_ns >= start_ns {
+                        batches.push(Batch {
+                            stream: stream_index,
+                            min_ns: chunk.min_timestamp_ns,
+                            max_ns: chunk.max_timestamp_ns,
+                            source: BatchSource::Sealed(chunk.clone()),
+                        });
+                    }
+                }
+                let from = stream.head.partition_point(|entry| entry.timestamp_ns < start_ns);
+                let to = stream.head.partition_point(|entry| entry.timestamp_ns < end_ns);
+                if let (Some(first), Some(last)) =
+                    (stream.head.get(from), to.checked_sub(1).and_then(|last| stream.head.get(last)))
+                {
+                    let window = stream.head.get(from..to).unwrap_or_default();
+                    let mut encoded = Vec::with_capacity(window.iter().map(|entry| entry.line.len() + 8).sum());
+                    let mut previous_ns = 0;
+                    for entry in window {
+                        put_entry(&mut encoded, entry, previous_ns);
+                        previous_ns = entry.timestamp_ns;
+                    }
+                    batches.push(Batch {
+                        stream: stream_index,
+                        min_ns: first.timestamp_ns,
+                        max_ns: last.timestamp_ns,
+                        source: BatchSource::Head(encoded),
+                    });
+                }
+                if batches.len() > first_batch {
+                    labels.push(stream.labels.clone());
+                }
+            }
+        }
+        // Merge the batches of streams whose batches overlap in time.
+        let mut by_stream: Vec<Vec<Batch>> = (0..labels.len()).map(|_| Vec::new()).collect();
+        for batch in batches {
+            if let Some(list) = by_stream.get_mut(batch.stream) {
+                list.push(batch);
+            }
+        }
+        let mut result = Vec::new();
+        for (stream_index, mut list) in by_stream.into_iter().enumerate() {
+            list.sort_by_key(|batch| batch.min_ns);
+            let overlapping = list.windows(2).any(|pair| pair[1].min_ns <= pair[0].max_ns);
+            if !overlapping {
+                result.extend(list);
+                continue;
+            }
+            let (min_ns, max_ns) = list
+                .iter()
+                .fold((i64::MAX, i64::MIN), |(low, high), batch| (low.min(batch.min_ns), high.max(batch.max_ns)));
+            let mut entries = Vec::new();
+            let mut inflater = ChunkInflater::new();
+            for batch in &list {
+                let mut push = |timestamp_ns: i64, line: &str, metadata: &[LabelRef<'_>]| {
+                    entries.push(LogEntryRef { timestamp_ns, line, structured_metadata: metadata }.to_entry());
+                };
+                match &batch.source {
+                    BatchSource::Stored(chunk) => {
+                        let data = chunk.file.read_data(&chunk.file.chunks[chunk.index].1)?;
+                        self.counters.chunks_read_total.fetch_add(1, Ordering::Relaxed);
+                        let encoded = inflater.inflate(&data, &chunk.file.path)?;
+                        for_each_encoded_entry(encoded, &chunk.file.path, &mut push)?;
+                    }
+                    BatchSource::Sealed(chunk) => {
+                        self.counters.chunks_read_total.fetch_add(1, Ordering::Relaxed);
+                        let encoded = inflater.inflate(&chunk.data, Path::new("memory"))?;
+                        for_each_encoded_entry(encoded, Path::new("memory"), &mut push)?;
+                    }
+                    BatchSource::Head(encoded) => for_each_encoded_entry(encoded, Path::new("head"), &mut push)?,
+                    BatchSource::Merged(merged) => entries.extend(merged.iter().cloned()),
+                }
+            }
+            entries.sort_by_key(|entry| entry.timestamp_ns);
+            entries.dedup_by(|later, earlier| later.timestamp_ns == earlier.timestamp_ns && later.line == earlier.line);
+            result.push(Batch { stream: stream_index, min_ns, max_ns, source: BatchSource::Merged(entries) });
+        }
+        Ok((labels, result))
+    }
+
+    /// Label sets of the matching streams with data in the window, sorted.
+    fn matching_labels(&self, start_ns: i64, end_ns: i64, matchers: &[Matcher]) -> Vec<Labels> {
+        let inner = read_lock(&self.inner);
+        let mut labels: Vec<Labels> = inner
+            .matching(matchers)
+            .filter(|stream| stream.overlaps(start_ns, end_ns))
+            .map(|stream| stream.labels.clone())
+            .collect();
+        labels.sort();
+        labels
+    }
+}
+
+impl LogReader for LogStore {
+    fn select(&self, selection: &LogSelection) -> Result<Vec<LogStream>, StorageError> {
+        self.select_streams(selection).map_err(StorageError::from)
+    }
+
+    fn scan(
+        &self,
+        selection: &LogSelection,
+        order: ScanOrder,
+        visitor: &mut dyn LogVisitor,
+    ) -> Result<(), StorageError> {
+        self.scan_entries(selection, order, visitor).map_err(StorageError::from)
+    }
+
+    fn series(&self, start_ns: i64, end_ns: i64, matchers: &[Matcher]) -> Result<Vec<Labels>, StorageError> {
+        Ok(self.matching_labels(start_ns, end_ns, matchers))
+    }
+
+    fn label_names(&self, start_ns: i64, end_ns: i64, matchers: &[Matcher]) -> Result<Vec<String>, StorageError> {
+        let inner = read_lock(&self.inner);
+        let mut names: Vec<String> = if matchers.is_empty() {
+            // Straight from the index: a name is listed when one of its streams has data in the window.
+            inner
+                .postings
+                .names()
+                .filter(|(_, values)| values.values().flatten().any(|id| inner.stream_overlaps(*id, start_ns, end_ns)))
+                .map(|(name, _)| name.clone())
+                .collect()
+        } else {
+            let mut names: Vec<String> = Vec::new();
+            for stream in inner.matching(matchers).filter(|stream| stream.overlaps(start_ns, end_ns)) {
+                for label in &stream.labels {
+                    if !names.contains(&label.name) {
+                        names.push(label.name.clone());
+                    }
+                }
+            }
+            names
+        };
+        names.sort();
+        Ok(names)
+    }
+
+    fn label_values(
+        &self,
+        start_ns: i64,
+        end_ns: i64,
+        name: &str,
+        matchers: &[Matcher],
+    ) -> Result<Vec<String>, StorageError> {
+        let inner = read_lock(&self.inner);
+        let Some(values) = inner.postings.values(name) else { return Ok(Vec::new()) };
+        let mut found: Vec<String> = if matchers.is_empty() {
+            values
+                .iter()
+                .filter(|(_, ids)| ids.iter().any(|id| inner.stream_overlaps(*id, start_ns, end_ns)))
+                .map(|(value, _)| value.clone())
+                .collect()
+        } else {
+            let selected = inner.postings.candidates(matchers, inner.streams.len());
+            values
+                .iter()
+                .filter(|(_, ids)| {
+                    ids.iter().any(|id| {
+                        selected.binary_search(id).is_ok()
+                            && inner.stream_overlaps(*id, start_ns, end_ns)
+                            && inner.streams.get(*id as usize).is_some_and(|stream| {
+                                matchers
+                                    .iter()
+                                    .all(|matcher| matcher.matches(stream.labels.get(&matcher.name).unwrap_or("")))
+                            })
+                    })
+                })
+                .map(|(value, _)| value.clone())
+                .collect()
+        };
+        found.sort();
+        Ok(found)
+    }
+
+    fn index_stats(&self, start_ns: i64, end_ns: i64, matchers: &[Matcher]) -> Result<LogIndexStats, StorageError> {
+        let inner = read_lock(&self.inner);
+        let mut stats = LogIndexStats::default();
+        for stream in inner.matching(matchers).filter(|stream| stream.overlaps(start_ns, end_ns)) {
+            let mut counted = false;
+            for chunk in &stream.stored {
+                let meta = &chunk.file.chunks[chunk.index].1;
+                if meta.min_timestamp_ns < end_ns && meta.max_timestamp_ns >= start_ns {
+                    counted = true;
+                    stats.chunks += 1;
+                    stats.entries += u64::from(meta.entries);
+                    stats.bytes += meta.line_bytes;
+                }
+            }
+            for chunk in &stream.sealed {
+                if chunk.min_timestamp_ns < end_ns && chunk.max_timestamp_ns >= start_ns {
+                    counted = true;
+                    stats.chunks += 1;
+                    stats.entries += u64::from(chunk.entries);
+                    stats.bytes += chunk.line_bytes;
+                }
+            }
+            let from = stream.head.partition_point(|entry| entry.timestamp_ns < start_ns);
+            let to = stream.head.partition_point(|entry| entry.timestamp_ns < end_ns);
+            if let Some(window) = stream.head.get(from..to).filter(|window| !window.is_empty()) {
+                counted = true;
+                stats.chunks += 1;
+                stats.entries += window.len() as u64;
+                stats.bytes += window.iter().map(|entry| entry.line.len() as u64).sum::<u64>();
+            }
+            if counted {
+                stats.streams += 1;
+            }
+        }
+        Ok(stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use oxeye_model::logs::{LogEntry, LogWriter};
+    use oxeye_model::{Label, MatchOp};
+
+    use super::*;
+    use crate::LogStoreOptions;
+
+    const SECOND: i64 = 1_000_000_000;
+
+    fn now_ns() -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64
+    }
+
+    fn store(dir: &Path) -> Arc<LogStore> {
+        let mut options = LogStoreOptions::new(dir);
+        options.background_maintenance = false;
+        options.chunk_target_bytes = 200;
+        LogStore::open(options).unwrap()
+    }
+
+    fn labels(service: &str) -> Labels {
+        Labels::from_pairs([("service_name", service), ("env", "prod")])
+    }
+
+    /// Pushes 40 entries per stream for two streams, one per second, cut into many small chunks, some in a
+    /// chunk file and the rest in memory.
+    fn filled(dir: &Path, base: i64) -> Arc<LogStore> {
+        let store = store(dir);
+        for second in 0..40 {
+            let mut entry = LogEntry::new(base + second * SECOND, format!("request {second} finished in 12ms"));
+            if second % 10 == 0 {
+                entry.structured_metadata.push(Label { name: "trace_id".into(), value: format!("{second:032x}") });
+            }
+            let other = LogEntry::new(base + second * SECOND + 1, format!("task {second} done"));
+            store
+                .push(vec![
+                    LogStream { labels: labels("boxoffice"), entries: vec![entry] },
+                    LogStream { labels: labels("worker"), entries: vec![other] },
+                ])
+                .unwrap();
+            if second == 20 {
+                store.flush(true).unwrap();
+            }
+        }
+        store
+    }
+
+    struct Newest {
+        limit: usize,
+        seen: Vec<(String, i64, String, usize)>,
+        batches_refused: usize,
+    }
+
+    impl LogVisitor for Newest {
+        fn wants_batch(&mut self, _: &Labels, _: i64, max_ns: i64) -> bool {
+            let oldest_kept = self.seen.iter().map(|seen| seen.1).min().unwrap_or(i64::MIN);
+            let wanted = self.seen.len() < self.limit || max_ns > oldest_kept;
+            if !wanted {
+                self.batches_refused += 1;
+            }
+            wanted
+        }
+
+        fn entry(&mut self, stream: &Labels, entry: LogEntryRef<'_>) {
+            let service = stream.get("service_name").unwrap_or("").to_string();
+            self.seen.push((service, entry.timestamp_ns, entry.line.to_string(), entry.structured_metadata.len()));
+        }
+    }
+
+    #[test]
+    fn backward_scan_visits_newest_batches_first_and_can_stop_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = now_ns() - 120 * SECOND;
+        let store = filled(dir.path(), base);
+        let selection = LogSelection {
+            start_ns: base,
+            end_ns: base + 60 * SECOND,
+            matchers: vec![Matcher::equal("service_name", "boxoffice")],
+            line_contains: vec![],
+        };
+        let mut visitor = Newest { limit: 3, seen: Vec::new(), batches_refused: 0 };
+        store.scan_entries(&selection, ScanOrder::Backward, &mut visitor).unwrap();
+        assert!(visitor.batches_refused > 3, "older batches are refused: {}", visitor.batches_refused);
+        let mut newest: Vec<i64> = visitor.seen.iter().map(|seen| (seen.1 - base) / SECOND).collect();
+        newest.sort_unstable();
+        newest.reverse();
+        assert_eq!(newest.get(..3), Some(&[39, 38, 37][..]));
+        assert!(visitor.seen.iter().all(|seen| seen.0 == "boxoffice"));
+        // The full forward read equals select, metadata included.
+        let mut all = Newest { limit: usize::MAX, seen: Vec::new(), batches_refused: 0 };
+        store.scan_entries(&selection, ScanOrder::Forward, &mut all).unwrap();
+        assert_eq!(all.seen.len(), 40);
+        assert_eq!(all.seen.iter().map(|seen| seen.3).sum::<usize>(), 4);
+        let selected = store.select_streams(&selection).unwrap();
+        assert_eq!(selected.len(), 1);
+        assert_eq!(selected[0].entries.len(), 40);
+        assert_eq!(selected[0].entries[10].metadata("trace_id"), Some(format!("{:032x}", 10).as_str()));
+    }
+
+    #[test]
+    fn needles_and_window_filter_entries_and_stats_count_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = now_ns() - 120 * SECOND;
+        let store = filled(dir.path(), base);
+        let selection = LogSelection {
+            start_ns: base + 5 * SECOND,
+            end_ns: base + 30 * SECOND,
+            matchers: vec![Matcher::new(MatchOp::Regex, "service_name", ".+").unwrap()],
+            line_contains: vec!["request 2".into()],
+        };
+        let streams = store.select_streams(&selection).unwrap();
+        let lines: Vec<&str> =
+            streams.iter().flat_map(|stream| &stream.entries).map(|entry| entry.line.as_str()).collect();
+        assert_eq!(lines.len(), 10, "{lines:?}");
+        assert!(lines.iter().all(|line| line.starts_with("request 2")));
+        let stats = store.index_stats(base, base + 60 * SECOND, &[Matcher::equal("service_name", "worker")]).unwrap();
+        assert_eq!((stats.streams, stats.entries), (1, 40));
+        assert_eq!(stats.bytes, (0..40).map(|second| format!("task {second} done").len() as u64).sum::<u64>());
+        assert!(stats.chunks > 2);
+    }
+
+    #[test]
+    fn overlapping_batches_are_merged_and_deduplicated() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = now_ns() - 120 * SECOND;
+        let store = store(dir.path());
+        let early = LogEntry::new(base + 10 * SECOND, "first half ".repeat(30));
+        store.push(vec![LogStream { labels: labels("boxoffice"), entries: vec![early] }]).unwrap();
+        store.flush(true).unwrap();
+        // An out-of-order entry lands in a new head whose range overlaps the stored chunk's.
+        let late = LogEntry::new(base + 5 * SECOND, "second");
+        let again = LogEntry::new(base + 12 * SECOND, "third");
+        store.push(vec![LogStream { labels: labels("boxoffice"), entries: vec![late, again] }]).unwrap();
+        let selection = LogSelection {
+            start_ns: base,
+            end_ns: base + 60 * SECOND,
+            matchers: vec![Matcher::equal("env", "prod")],
+            line_contains: vec![],
+        };
+        let mut visitor = Newest { limit: usize::MAX, seen: Vec::new(), batches_refused: 0 };
+        store.scan_entries(&selection, ScanOrder::Forward, &mut visitor).unwrap();
+        let seconds: Vec<i64> = visitor.seen.iter().map(|seen| (seen.1 - base) / SECOND).collect();
+        assert_eq!(seconds, [5, 10, 12], "one merged batch, sorted");
+    }
+
+    #[test]
+    fn label_lookups_use_the_index_and_respect_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = now_ns() - 120 * SECOND;
+        let store = filled(dir.path(), base);
+        store
+            .push(vec![LogStream {
+                labels: Labels::from_pairs([("job", "syslog")]),
+                entries: vec![LogEntry::new(base + 100 * SECOND, "late")],
+            }])
+            .unwrap();
+        let window = (base, base + 60 * SECOND);
+        assert_eq!(store.label_names(window.0, window.1, &[]).unwrap(), ["env", "service_name"]);
+        assert_eq!(store.label_names(base, base + 110 * SECOND, &[]).unwrap(), ["env", "job", "service_name"]);
+        assert_eq!(store.label_values(window.0, window.1, "service_name", &[]).unwrap(), ["boxoffice", "worker"]);
+        let only_worker = [Matcher::new(MatchOp::Regex, "service_name", "w.*").unwrap()];
+        assert_eq!(store.label_values(window.0, window.1, "service_name", &only_worker).unwrap(), ["worker"]);
+        assert_eq!(store.label_names(window.0, window.1, &only_worker).unwrap(), ["env", "service_name"]);
+        assert_eq!(store.series(window.0, window.1, &only_worker).unwrap(), [labels("worker")]);
+        assert!(store.label_values(window.0, window.1, "absent", &[]).unwrap().is_empty());
+    }
+}
