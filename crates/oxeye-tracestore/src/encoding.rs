@@ -1,0 +1,571 @@
+//! The binary encoding of a set of traces, shared by WAL records and block pages: a string table first,
+//! then the traces, each with its resource/scope grouping, every string written as a varint index into the
+//! table. `docs/format.md` draws it byte by byte ("Trace set").
+//!
+//! Integers are LEB128 varints (`uvarint`) unless said otherwise; signed ones are zig-zag encoded first.
+//! Span times are stored relative to the trace's earliest span start, so they take 1-5 bytes instead of 8.
+
+use std::collections::HashMap;
+
+use oxeye_model::traces::{
+    Attribute, AttributeValue, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanEvent, SpanKind, SpanLink,
+    StatusCode, Trace,
+};
+
+/// Appends `value` as an LEB128 varint.
+pub(crate) fn put_uvarint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push((value as u8) | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+fn zigzag(value: i64) -> u64 {
+    ((value << 1) ^ (value >> 63)) as u64
+}
+
+fn unzigzag(value: u64) -> i64 {
+    ((value >> 1) as i64) ^ -((value & 1) as i64)
+}
+
+/// Attribute value tags.
+const TAG_STRING: u8 = 0;
+const TAG_BOOL: u8 = 1;
+const TAG_INT: u8 = 2;
+const TAG_DOUBLE: u8 = 3;
+const TAG_ARRAY: u8 = 4;
+const TAG_MAP: u8 = 5;
+const TAG_BYTES: u8 = 6;
+
+/// Builds the string table while the body is written.
+#[derive(Default)]
+struct StringTable<'a> {
+    indexes: HashMap<&'a str, u64>,
+    strings: Vec<&'a str>,
+}
+
+impl<'a> StringTable<'a> {
+    fn index(&mut self, text: &'a str) -> u64 {
+        if let Some(index) = self.indexes.get(text) {
+            return *index;
+        }
+        let index = self.strings.len() as u64;
+        self.strings.push(text);
+        self.indexes.insert(text, index);
+        index
+    }
+}
+
+struct Encoder<'a> {
+    table: StringTable<'a>,
+    body: Vec<u8>,
+}
+
+impl<'a> Encoder<'a> {
+    fn string(&mut self, text: &'a str) {
+        let index = self.table.index(text);
+        put_uvarint(&mut self.body, index);
+    }
+
+    fn attributes(&mut self, attributes: &'a [Attribute]) {
+        put_uvarint(&mut self.body, attributes.len() as u64);
+        for attribute in attributes {
+            self.string(&attribute.key);
+            self.value(&attribute.value);
+        }
+    }
+
+    fn value(&mut self, value: &'a AttributeValue) {
+        match value {
+            AttributeValue::String(text) => {
+                self.body.push(TAG_STRING);
+                self.string(text);
+            }
+            AttributeValue::Bool(flag) => {
+                self.body.push(TAG_BOOL);
+                self.body.push(u8::from(*flag));
+            }
+            AttributeValue::Int(number) => {
+                self.body.push(TAG_INT);
+                put_uvarint(&mut self.body, zigzag(*number));
+            }
+            AttributeValue::Double(number) => {
+                self.body.push(TAG_DOUBLE);
+                self.body.extend_from_slice(&number.to_le_bytes());
+            }
+            AttributeValue::Array(values) => {
+                self.body.push(TAG_ARRAY);
+                put_uvarint(&mut self.body, values.len() as u64);
+                for item in values {
+                    self.value(item);
+                }
+            }
+            AttributeValue::Map(attributes) => {
+                self.body.push(TAG_MAP);
+                self.attributes(attributes);
+            }
+            AttributeValue::Bytes(bytes) => {
+                self.body.push(TAG_BYTES);
+                put_uvarint(&mut self.body, bytes.len() as u64);
+                self.body.extend_from_slice(bytes);
+            }
+        }
+    }
+
+    fn span(&mut self, span: &'a Span, base_nanos: u64) {
+        self.body.extend_from_slice(&span.span_id);
+        match &span.parent_span_id {
+            Some(parent) => {
+                self.body.push(1);
+                self.body.extend_from_slice(parent);
+            }
+            None => self.body.push(0),
+        }
+        self.string(&span.trace_state);
+        self.string(&span.name);
+        self.body.push(span.kind as u8);
+        put_uvarint(&mut self.body, span.start_time_unix_nano.saturating_sub(base_nanos));
+        put_uvarint(&mut self.body, zigzag(span.end_time_unix_nano.wrapping_sub(span.start_time_unix_nano) as i64));
+        self.attributes(&span.attributes);
+        put_uvarint(&mut self.body, u64::from(span.dropped_attributes_count));
+        put_uvarint(&mut self.body, span.events.len() as u64);
+        for event in &span.events {
+            put_uvarint(&mut self.body, zigzag(event.time_unix_nano.wrapping_sub(span.start_time_unix_nano) as i64));
+            self.string(&event.name);
+            self.attributes(&event.attributes);
+            put_uvarint(&mut self.body, u64::from(event.dropped_attributes_count));
+        }
+        put_uvarint(&mut self.body, u64::from(span.dropped_events_count));
+        put_uvarint(&mut self.body, span.links.len() as u64);
+        for link in &span.links {
+            self.body.extend_from_slice(&link.trace_id);
+            self.body.extend_from_slice(&link.span_id);
+            self.string(&link.trace_state);
+            self.attributes(&link.attributes);
+            put_uvarint(&mut self.body, u64::from(link.dropped_attributes_count));
+            put_uvarint(&mut self.body, u64::from(link.flags));
+        }
+        put_uvarint(&mut self.body, u64::from(span.dropped_links_count));
+        self.body.push(span.status_code as u8);
+        self.string(&span.status_message);
+        put_uvarint(&mut self.body, u64::from(span.flags));
+    }
+
+    fn trace(&mut self, trace: &'a Trace) {
+        self.body.extend_from_slice(&trace.trace_id);
+        let base_nanos = trace.spans().map(|(_, span)| span.start_time_unix_nano).min().unwrap_or(0);
+        put_uvarint(&mut self.body, base_nanos);
+        put_uvarint(&mut self.body, trace.resource_spans.len() as u64);
+        for batch in &trace.resource_spans {
+            self.attributes(&batch.resource.attributes);
+            put_uvarint(&mut self.body, u64::from(batch.resource.dropped_attributes_count));
+            self.string(&batch.schema_url);
+            put_uvarint(&mut self.body, batch.scope_spans.len() as u64);
+            for scope_spans in &batch.scope_spans {
+                self.string(&scope_spans.scope.name);
+                self.string(&scope_spans.scope.version);
+                self.attributes(&scope_spans.scope.attributes);
+                put_uvarint(&mut self.body, u64::from(scope_spans.scope.dropped_attributes_count));
+                self.string(&scope_spans.schema_url);
+                put_uvarint(&mut self.body, scope_spans.spans.len() as u64);
+                for span in &scope_spans.spans {
+                    self.span(span, base_nanos);
+                }
+            }
+        }
+    }
+}
+
+/// Encodes `traces` as a trace set (string table, trace count, traces), appended to `out`. Every span of a
+/// trace must carry the trace's id (the id is written once per trace).
+pub(crate) fn encode_traces<'a>(traces: impl IntoIterator<Item = &'a Trace>, out: &mut Vec<u8>) {
+    let mut encoder = Encoder { table: StringTable::default(), body: Vec::new() };
+    let mut count = 0u64;
+    for trace in traces {
+        encoder.trace(trace);
+        count += 1;
+    }
+    put_uvarint(out, encoder.table.strings.len() as u64);
+    for text in &encoder.table.strings {
+        put_uvarint(out, text.len() as u64);
+        out.extend_from_slice(text.as_bytes());
+    }
+    put_uvarint(out, count);
+    out.extend_from_slice(&encoder.body);
+}
+
+/// A decoding failure: the byte offset and what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DecodeError {
+    pub(crate) offset: usize,
+    pub(crate) reason: String,
+}
+
+/// Reads a trace set.
+pub(crate) struct Decoder<'b> {
+    bytes: &'b [u8],
+    position: usize,
+    strings: Vec<&'b str>,
+}
+
+/// The largest count a decoder accepts for one list, so a corrupt count cannot allocate without bound.
+const MAX_COUNT: u64 = 1 << 24;
+
+/// Attribute values nest at most this deep (arrays and maps).
+const MAX_DEPTH: u32 = 32;
+
+impl<'b> Decoder<'b> {
+    fn fail<T>(&self, reason: impl Into<String>) -> Result<T, DecodeError> {
+        Err(DecodeError { offset: self.position, reason: reason.into() })
+    }
+
+    fn byte(&mut self) -> Result<u8, DecodeError> {
+        match self.bytes.get(self.position) {
+            Some(byte) => {
+                self.position += 1;
+                Ok(*byte)
+            }
+            None => self.fail("unexpected end of data"),
+        }
+    }
+
+    fn take(&mut self, length: usize) -> Result<&'b [u8], DecodeError> {
+        let end = self.position.checked_add(length).filter(|end| *end <= self.bytes.len());
+        match end {
+            Some(end) => {
+                let slice = &self.bytes[self.position..end];
+                self.position = end;
+                Ok(slice)
+            }
+            None => self.fail(format!("need {length} bytes, {} left", self.bytes.len() - self.position)),
+        }
+    }
+
+    fn fixed<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let slice = self.take(N)?;
+        let mut array = [0u8; N];
+        array.copy_from_slice(slice);
+        Ok(array)
+    }
+
+    pub(crate) fn uvarint(&mut self) -> Result<u64, DecodeError> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = self.byte()?;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        self.fail("varint longer than 10 bytes")
+    }
+
+    fn count(&mut self) -> Result<usize, DecodeError> {
+        let count = self.uvarint()?;
+        if count > MAX_COUNT {
+            return self.fail(format!("count {count} exceeds {MAX_COUNT}"));
+        }
+        Ok(count as usize)
+    }
+
+    fn small(&mut self) -> Result<u32, DecodeError> {
+        let value = self.uvarint()?;
+        u32::try_from(value).or_else(|_| self.fail(format!("value {value} exceeds 32 bits")))
+    }
+
+    fn string(&mut self) -> Result<String, DecodeError> {
+        let index = self.uvarint()?;
+        match self.strings.get(index as usize) {
+            Some(text) => Ok((*text).to_string()),
+            None => self.fail(format!("string index {index} outside the table of {}", self.strings.len())),
+        }
+    }
+
+    fn attributes(&mut self, depth: u32) -> Result<Vec<Attribute>, DecodeError> {
+        let count = self.count()?;
+        let mut attributes = Vec::with_capacity(count.min(64));
+        for _ in 0..count {
+            let key = self.string()?;
+            let value = self.value(depth)?;
+            attributes.push(Attribute { key, value });
+        }
+        Ok(attributes)
+    }
+
+    fn value(&mut self, depth: u32) -> Result<AttributeValue, DecodeError> {
+        if depth > MAX_DEPTH {
+            return self.fail("attribute values nested too deep");
+        }
+        let tag = self.byte()?;
+        Ok(match tag {
+            TAG_STRING => AttributeValue::String(self.string()?),
+            TAG_BOOL => AttributeValue::Bool(self.byte()? != 0),
+            TAG_INT => AttributeValue::Int(unzigzag(self.uvarint()?)),
+            TAG_DOUBLE => AttributeValue::Double(f64::from_le_bytes(self.fixed::<8>()?)),
+            TAG_ARRAY => {
+                let count = self.count()?;
+                let mut values = Vec::with_capacity(count.min(64));
+                for _ in 0..count {
+                    values.push(self.value(depth + 1)?);
+                }
+                AttributeValue::Array(values)
+            }
+            TAG_MAP => AttributeValue::Map(self.attributes(depth + 1)?),
+            TAG_BYTES => {
+                let length = self.count()?;
+                AttributeValue::Bytes(self.take(length)?.to_vec())
+            }
+            other => return self.fail(format!("unknown attribute value tag {other}")),
+        })
+    }
+
+    fn span(&mut self, trace_id: [u8; 16], base_nanos: u64) -> Result<Span, DecodeError> {
+        let span_id = self.fixed::<8>()?;
+        let parent_span_id = match self.byte()? {
+            0 => None,
+            1 => Some(self.fixed::<8>()?),
+            other => return self.fail(format!("parent flag must be 0 or 1, found {other}")),
+        };
+        let trace_state = self.string()?;
+        let name = self.string()?;
+        let kind = SpanKind::from_wire(i32::from(self.byte()?));
+        let start_time_unix_nano = base_nanos.wrapping_add(self.uvarint()?);
+        let end_time_unix_nano = start_time_unix_nano.wrapping_add(unzigzag(self.uvarint()?) as u64);
+        let attributes = self.attributes(0)?;
+        let dropped_attributes_count = self.small()?;
+        let event_count = self.count()?;
+        let mut events = Vec::with_capacity(event_count.min(64));
+        for _ in 0..event_count {
+            let time_unix_nano = start_time_unix_nano.wrapping_add(unzigzag(self.uvarint()?) as u64);
+            events.push(SpanEvent {
+                time_unix_nano,
+                name: self.string()?,
+                attributes: self.attributes(0)?,
+                dropped_attributes_count: self.small()?,
+            });
+        }
+        let dropped_events_count = self.small()?;
+        let link_count = self.count()?;
+        let mut links = Vec::with_capacity(link_count.min(64));
+        for _ in 0..link_count {
+            links.push(SpanLink {
+                trace_id: self.fixed::<16>()?,
+                span_id: self.fixed::<8>()?,
+                trace_state: self.string()?,
+                attributes: self.attributes(0)?,
+                dropped_attributes_count: self.small()?,
+                flags: self.small()?,
+            });
+        }
+        let dropped_links_count = self.small()?;
+        let status_code = StatusCode::from_wire(i32::from(self.byte()?));
+        let status_message = self.string()?;
+        let flags = self.small()?;
+        Ok(Span {
+            trace_id,
+            span_id,
+            parent_span_id,
+            trace_state,
+            name,
+            kind,
+            start_time_unix_nano,
+            end_time_unix_nano,
+            attributes,
+            dropped_attributes_count,
+            events,
+            dropped_events_count,
+            links,
+            dropped_links_count,
+            status_code,
+            status_message,
+            flags,
+        })
+    }
+
+    /// The next trace of the set.
+    pub(crate) fn trace(&mut self) -> Result<Trace, DecodeError> {
+        let trace_id = self.fixed::<16>()?;
+        let base_nanos = self.uvarint()?;
+        let batch_count = self.count()?;
+        let mut resource_spans = Vec::with_capacity(batch_count.min(64));
+        for _ in 0..batch_count {
+            let attributes = self.attributes(0)?;
+            let resource = Resource { attributes, dropped_attributes_count: self.small()? };
+            let schema_url = self.string()?;
+            let scope_count = self.count()?;
+            let mut scope_spans = Vec::with_capacity(scope_count.min(64));
+            for _ in 0..scope_count {
+                let scope = Scope {
+                    name: self.string()?,
+                    version: self.string()?,
+                    attributes: self.attributes(0)?,
+                    dropped_attributes_count: self.small()?,
+                };
+                let scope_schema_url = self.string()?;
+                let span_count = self.count()?;
+                let mut spans = Vec::with_capacity(span_count.min(1024));
+                for _ in 0..span_count {
+                    spans.push(self.span(trace_id, base_nanos)?);
+                }
+                scope_spans.push(ScopeSpans { scope, spans, schema_url: scope_schema_url });
+            }
+            resource_spans.push(ResourceSpans { resource, scope_spans, schema_url });
+        }
+        Ok(Trace { trace_id, resource_spans })
+    }
+
+    /// Skips the next trace, returning its id (used to find one trace in a page without building the others).
+    pub(crate) fn next_trace_id(&self) -> Option<[u8; 16]> {
+        let slice = self.bytes.get(self.position..self.position + 16)?;
+        let mut id = [0u8; 16];
+        id.copy_from_slice(slice);
+        Some(id)
+    }
+}
+
+/// A decoder over bytes without a string table (for tombstone records: a varint count and raw ids).
+pub(crate) fn plain_reader(bytes: &[u8]) -> Decoder<'_> {
+    Decoder { bytes, position: 0, strings: Vec::new() }
+}
+
+impl Decoder<'_> {
+    /// Bytes read so far.
+    pub(crate) fn position(&self) -> usize {
+        self.position
+    }
+}
+
+/// Opens a trace set: reads its string table and trace count.
+pub(crate) fn open_traces(bytes: &[u8]) -> Result<(Decoder<'_>, usize), DecodeError> {
+    let mut decoder = Decoder { bytes, position: 0, strings: Vec::new() };
+    let string_count = decoder.count()?;
+    decoder.strings.reserve(string_count.min(1 << 16));
+    for _ in 0..string_count {
+        let length = decoder.count()?;
+        let raw = decoder.take(length)?;
+        match std::str::from_utf8(raw) {
+            Ok(text) => decoder.strings.push(text),
+            Err(_) => return decoder.fail("string table entry is not UTF-8"),
+        }
+    }
+    let trace_count = decoder.count()?;
+    Ok((decoder, trace_count))
+}
+
+/// Decodes a whole trace set.
+pub(crate) fn decode_traces(bytes: &[u8]) -> Result<Vec<Trace>, DecodeError> {
+    let (mut decoder, count) = open_traces(bytes)?;
+    let mut traces = Vec::with_capacity(count.min(1 << 16));
+    for _ in 0..count {
+        traces.push(decoder.trace()?);
+    }
+    if decoder.position != bytes.len() {
+        return decoder.fail(format!("{} bytes after the last trace", bytes.len() - decoder.position));
+    }
+    Ok(traces)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    pub(crate) fn sample_trace(seed: u8) -> Trace {
+        let span = |id: u8, parent: Option<u8>, name: &str, start: u64, end: u64| Span {
+            trace_id: [seed; 16],
+            span_id: [id; 8],
+            parent_span_id: parent.map(|parent| [parent; 8]),
+            name: name.into(),
+            kind: SpanKind::Server,
+            start_time_unix_nano: start,
+            end_time_unix_nano: end,
+            attributes: vec![
+                Attribute::string("request_id", format!("req-{seed}")),
+                Attribute { key: "http.status_code".into(), value: AttributeValue::Int(-500) },
+                Attribute { key: "ratio".into(), value: AttributeValue::Double(0.25) },
+                Attribute {
+                    key: "nested".into(),
+                    value: AttributeValue::Map(vec![Attribute {
+                        key: "list".into(),
+                        value: AttributeValue::Array(vec![
+                            AttributeValue::Bool(true),
+                            AttributeValue::Bytes(vec![1, 2]),
+                        ]),
+                    }]),
+                },
+            ],
+            events: vec![SpanEvent {
+                time_unix_nano: start.saturating_sub(5),
+                name: "exception".into(),
+                attributes: vec![Attribute::string("exception.type", "ValueError")],
+                dropped_attributes_count: 1,
+            }],
+            links: vec![SpanLink { trace_id: [7; 16], span_id: [8; 8], flags: 1, ..SpanLink::default() }],
+            status_code: StatusCode::Error,
+            status_message: "boom".into(),
+            flags: 257,
+            ..Span::default()
+        };
+        Trace {
+            trace_id: [seed; 16],
+            resource_spans: vec![ResourceSpans {
+                resource: Resource {
+                    attributes: vec![Attribute::string("service.name", "boxoffice")],
+                    dropped_attributes_count: 2,
+                },
+                scope_spans: vec![ScopeSpans {
+                    scope: Scope { name: "boxoffice".into(), version: "1.0".into(), ..Scope::default() },
+                    spans: vec![
+                        span(1, None, "ticket.checkout", 1_700_000_000_000_000_000, 1_700_000_002_500_000_000),
+                        span(
+                            2,
+                            Some(1),
+                            "ticket.check_eligibility",
+                            1_700_000_000_100_000_000,
+                            1_700_000_000_050_000_000,
+                        ),
+                    ],
+                    schema_url: "https://opentelemetry.io/schemas/1.21.0".into(),
+                }],
+                schema_url: String::new(),
+            }],
+        }
+    }
+
+    #[test]
+    fn trace_sets_round_trip_including_ends_before_starts() {
+        let traces = vec![sample_trace(1), sample_trace(2)];
+        let mut bytes = Vec::new();
+        encode_traces(&traces, &mut bytes);
+        assert_eq!(decode_traces(&bytes).unwrap(), traces);
+    }
+
+    #[test]
+    fn truncated_sets_fail_with_an_offset() {
+        let mut bytes = Vec::new();
+        encode_traces(&[sample_trace(1)], &mut bytes);
+        for length in [0, 1, bytes.len() / 2, bytes.len() - 1] {
+            assert!(decode_traces(&bytes[..length]).is_err(), "length {length}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            let _ = decode_traces(&bytes);
+        }
+
+        #[test]
+        fn times_and_integers_round_trip(start in 0u64..u64::MAX / 2, duration in 0u64..1u64 << 40, number in proptest::num::i64::ANY) {
+            let mut trace = sample_trace(3);
+            let span = &mut trace.resource_spans[0].scope_spans[0].spans[0];
+            span.start_time_unix_nano = start;
+            span.end_time_unix_nano = start + duration;
+            span.attributes[1].value = AttributeValue::Int(number);
+            let mut bytes = Vec::new();
+            encode_traces(&[trace.clone()], &mut bytes);
+            prop_assert_eq!(decode_traces(&bytes).unwrap(), vec![trace]);
+        }
+    }
+}

@@ -1,0 +1,294 @@
+//! Store behaviour: head and blocks, replay, tombstones, retention, search skipping, corruption.
+
+use std::time::Duration;
+
+use oxeye_model::traces::{
+    Attribute, Resource, ResourceSpans, Scope, ScopeSpans, Span, StatusCode, Trace, TraceReader, TraceScanHints,
+    TraceWriter,
+};
+
+use crate::{TraceStore, TraceStoreError, TraceStoreOptions};
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+}
+
+fn span(trace: u8, id: u8, parent: Option<u8>, name: &str, start: u64, duration: u64) -> Span {
+    Span {
+        trace_id: [trace; 16],
+        span_id: [id; 8],
+        parent_span_id: parent.map(|parent| [parent; 8]),
+        name: name.into(),
+        start_time_unix_nano: start,
+        end_time_unix_nano: start + duration,
+        attributes: vec![Attribute::string("request_id", format!("req-{trace}"))],
+        ..Span::default()
+    }
+}
+
+fn batch(service: &str, spans: Vec<Span>) -> ResourceSpans {
+    ResourceSpans {
+        resource: Resource { attributes: vec![Attribute::string("service.name", service)], ..Resource::default() },
+        scope_spans: vec![ScopeSpans {
+            scope: Scope { name: "boxoffice.tickets".into(), ..Scope::default() },
+            spans,
+            ..ScopeSpans::default()
+        }],
+        ..ResourceSpans::default()
+    }
+}
+
+fn checkout_trace(trace: u8, start: u64) -> Vec<ResourceSpans> {
+    vec![batch(
+        "boxoffice",
+        vec![
+            span(trace, 1, None, "ticket.checkout", start, 2_500_000_000),
+            span(trace, 2, Some(1), "ticket.check_eligibility", start + 1_000, 1_000_000),
+            span(trace, 3, Some(2), "eligibility.check_membership", start + 2_000, 500_000),
+        ],
+    )]
+}
+
+fn span_names(trace: &Trace) -> Vec<String> {
+    let mut names: Vec<String> = trace.spans().map(|(_, span)| span.name.clone()).collect();
+    names.sort();
+    names
+}
+
+fn open(dir: &std::path::Path) -> std::sync::Arc<TraceStore> {
+    TraceStore::open(TraceStoreOptions::new(dir)).unwrap()
+}
+
+#[test]
+fn spans_are_found_in_the_head_in_blocks_and_across_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let start = now_nanos();
+    let summary = store.push(checkout_trace(1, start)).unwrap();
+    assert_eq!(summary.accepted_spans, 3);
+    assert_eq!(span_names(&store.trace_by_id(&[1; 16], None).unwrap().unwrap()).len(), 3);
+
+    store.cut_block().unwrap();
+    assert_eq!(store.stats().blocks, 1);
+    assert_eq!(store.stats().head_spans, 0);
+    let from_block = store.trace_by_id(&[1; 16], None).unwrap().unwrap();
+    assert_eq!(
+        span_names(&from_block),
+        ["eligibility.check_membership", "ticket.check_eligibility", "ticket.checkout"]
+    );
+    assert_eq!(from_block.root().unwrap().0.service_name(), Some("boxoffice"));
+
+    // A late span of the same trace lands in the head; by-id merges it into the same resource and scope.
+    store.push(vec![batch("boxoffice", vec![span(1, 4, Some(1), "redis.get", start + 5_000, 100)])]).unwrap();
+    let merged = store.trace_by_id(&[1; 16], None).unwrap().unwrap();
+    assert_eq!(merged.spans().count(), 4);
+    assert_eq!(merged.resource_spans.len(), 1);
+    assert_eq!(merged.resource_spans[0].scope_spans.len(), 1);
+    assert!(store.trace_by_id(&[9; 16], None).unwrap().is_none());
+}
+
+#[test]
+fn windows_restrict_spans_by_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let start = now_nanos();
+    store.push(checkout_trace(1, start)).unwrap();
+    let early = store.trace_by_id(&[1; 16], Some((start, start + 1_500))).unwrap().unwrap();
+    assert_eq!(span_names(&early), ["ticket.check_eligibility", "ticket.checkout"]);
+    assert!(store.trace_by_id(&[1; 16], Some((start + 10_000, start + 20_000))).unwrap().is_none());
+}
+
+#[test]
+fn the_head_is_replayed_after_a_restart_and_blocks_are_not_duplicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = now_nanos();
+    {
+        let store = open(dir.path());
+        store.push(checkout_trace(1, start)).unwrap();
+        store.cut_block().unwrap();
+        store.push(checkout_trace(2, start)).unwrap();
+        store.push(vec![batch("payments", vec![span(1, 9, Some(1), "stripe.webhook.handle", start + 9, 5)])]).unwrap();
+        // No close: as after kill -9, only the fsynced WAL and the block remain.
+    }
+    let store = open(dir.path());
+    assert_eq!(store.stats().blocks, 1);
+    assert_eq!(store.stats().head_spans, 4);
+    let first = store.trace_by_id(&[1; 16], None).unwrap().unwrap();
+    assert_eq!(first.spans().count(), 4, "block spans once, plus the replayed late span");
+    assert_eq!(first.resource_spans.len(), 2);
+    assert_eq!(store.trace_by_id(&[2; 16], None).unwrap().unwrap().spans().count(), 3);
+}
+
+#[test]
+fn dropped_traces_stay_dropped_after_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = now_nanos();
+    {
+        let store = open(dir.path());
+        store.push(checkout_trace(1, start)).unwrap();
+        store.push(checkout_trace(2, start)).unwrap();
+        store.drop_traces(&[[1; 16], [7; 16]]).unwrap();
+        assert!(store.trace_by_id(&[1; 16], None).unwrap().is_none());
+        assert_eq!(store.stats().dropped_traces_total, 1);
+        store.close().unwrap();
+        assert!(matches!(store.push_batches(checkout_trace(3, start)), Err(TraceStoreError::Closed)));
+    }
+    let store = open(dir.path());
+    assert!(store.trace_by_id(&[1; 16], None).unwrap().is_none());
+    assert!(store.trace_by_id(&[2; 16], None).unwrap().is_some());
+}
+
+#[test]
+fn zero_ids_and_spans_outside_retention_are_refused_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = TraceStoreOptions::new(dir.path());
+    options.retention = Duration::from_secs(3600);
+    let store = TraceStore::open(options).unwrap();
+    let now = now_nanos();
+    let mut zero_trace = span(0, 1, None, "zero trace id", now, 1);
+    zero_trace.trace_id = [0; 16];
+    let summary = store
+        .push(vec![batch(
+            "boxoffice",
+            vec![
+                span(1, 1, None, "kept", now, 1),
+                zero_trace,
+                span(2, 1, None, "two hours old", now - 7_200_000_000_000, 1),
+            ],
+        )])
+        .unwrap();
+    assert_eq!((summary.accepted_spans, summary.rejected_spans), (1, 2));
+    assert!(summary.first_error.unwrap().contains("all zero"));
+    assert!(store.trace_by_id(&[2; 16], None).unwrap().is_none());
+}
+
+#[test]
+fn retention_deletes_old_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let now = now_nanos();
+    store.push(checkout_trace(1, now)).unwrap();
+    store.cut_block().unwrap();
+    store.apply_retention(now + 29 * 24 * 3600 * 1_000_000_000).unwrap();
+    assert_eq!(store.stats().blocks, 1);
+    store.apply_retention(now + 31 * 24 * 3600 * 1_000_000_000).unwrap();
+    assert_eq!(store.stats().blocks, 0);
+    assert!(store.trace_by_id(&[1; 16], None).unwrap().is_none());
+    let leftover: Vec<_> = std::fs::read_dir(dir.path().join("blocks")).unwrap().collect();
+    assert!(leftover.is_empty());
+}
+
+#[test]
+fn scans_visit_matching_windows_and_skip_blocks_by_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let start = now_nanos();
+    store.push(checkout_trace(1, start)).unwrap();
+    store.cut_block().unwrap();
+    let mut failing = span(2, 1, None, "stripe.webhook.handle", start, 10);
+    failing.status_code = StatusCode::Error;
+    store.push(vec![batch("payments", vec![failing])]).unwrap();
+    store.cut_block().unwrap();
+    store.push(checkout_trace(3, start + 1_000_000_000)).unwrap();
+
+    let collect = |hints: &TraceScanHints, from: u64, to: u64| {
+        let mut seen = Vec::new();
+        store
+            .scan_traces(from, to, hints, &mut |trace| {
+                seen.push(trace.trace_id[0]);
+                true
+            })
+            .unwrap();
+        seen.sort();
+        seen
+    };
+    assert_eq!(collect(&TraceScanHints::default(), start, start + 10_000_000_000), [1, 2, 3]);
+    assert_eq!(collect(&TraceScanHints::default(), start + 500_000_000, start + 10_000_000_000), [3]);
+    let errors = TraceScanHints { has_error: true, ..TraceScanHints::default() };
+    assert_eq!(collect(&errors, start, start + 10_000_000_000), [2, 3], "the head is never skipped");
+    let payments = TraceScanHints { service_name: Some("payments".into()), ..TraceScanHints::default() };
+    assert_eq!(collect(&payments, start, start + 10_000_000_000), [2, 3]);
+    let request =
+        TraceScanHints { string_attributes: vec![("request_id".into(), "req-1".into())], ..TraceScanHints::default() };
+    assert_eq!(collect(&request, start, start + 10_000_000_000), [1, 3]);
+    let slow = TraceScanHints { min_span_duration_nanos: Some(2_000_000_000), ..TraceScanHints::default() };
+    assert_eq!(collect(&slow, start, start + 10_000_000_000), [1, 3]);
+
+    let mut visits = 0;
+    store
+        .scan_traces(start, start + 10_000_000_000, &TraceScanHints::default(), &mut |_| {
+            visits += 1;
+            false
+        })
+        .unwrap();
+    assert_eq!(visits, 1, "a visitor returning false stops the scan");
+}
+
+#[test]
+fn many_traces_span_several_pages_and_stay_findable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = TraceStoreOptions::new(dir.path());
+    options.page_bytes = 4096;
+    options.max_head_spans = 500;
+    let store = TraceStore::open(options).unwrap();
+    let start = now_nanos();
+    for round in 0..5u8 {
+        let spans: Vec<Span> = (0..=255u8)
+            .map(|trace| {
+                let mut span = span(trace.max(1), round + 1, None, "GET /events/{id}/", start, 1_000);
+                span.trace_id[0] = round;
+                span
+            })
+            .collect();
+        store.push(vec![batch("boxoffice", spans)]).unwrap();
+    }
+    assert!(store.stats().blocks >= 1, "the head was cut by size");
+    for round in 0..5u8 {
+        for trace in [1u8, 100, 255] {
+            let mut trace_id = [trace; 16];
+            trace_id[0] = round;
+            let found = store.trace_by_id(&trace_id, None).unwrap();
+            assert!(found.is_some(), "round {round} trace {trace}");
+        }
+    }
+}
+
+#[test]
+fn a_corrupt_block_is_reported_with_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        store.push(checkout_trace(1, now_nanos())).unwrap();
+        store.cut_block().unwrap();
+    }
+    let block_path = std::fs::read_dir(dir.path().join("blocks")).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&block_path).unwrap();
+    let length = bytes.len();
+    bytes[length - 40] ^= 0xff;
+    std::fs::write(&block_path, &bytes).unwrap();
+    let error = TraceStore::open(TraceStoreOptions::new(dir.path())).unwrap_err();
+    assert!(error.to_string().contains(&block_path.display().to_string()), "{error}");
+    assert!(matches!(error, TraceStoreError::Corrupt { .. }));
+}
+
+#[test]
+fn interrupted_block_writes_are_cleaned_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = now_nanos();
+    {
+        let store = open(dir.path());
+        store.push(checkout_trace(1, start)).unwrap();
+    }
+    std::fs::write(dir.path().join("blocks").join("0000000000000001.tmp"), b"partial").unwrap();
+    let store = open(dir.path());
+    assert!(!dir.path().join("blocks").join("0000000000000001.tmp").exists());
+    assert!(store.trace_by_id(&[1; 16], None).unwrap().is_some());
+}
+
+#[test]
+fn options_are_validated_by_field() {
+    let mut options = TraceStoreOptions::new("/nonexistent");
+    options.page_bytes = 10;
+    let error = options.validate().unwrap_err();
+    assert!(error.to_string().contains("page_bytes"), "{error}");
+}
