@@ -32,6 +32,7 @@ mod query_json;
 mod remote_write;
 pub mod self_metrics;
 mod tempo_api;
+mod traceql_api;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -199,6 +200,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .merge(remote_write::routes())
         .merge(loki_api::routes())
         .merge(tempo_api::routes())
+        .merge(traceql_api::routes())
         .merge(loki_query::routes())
         .merge(otlp::http_routes())
         .merge(self_metrics::routes())
