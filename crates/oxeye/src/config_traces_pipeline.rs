@@ -14,6 +14,27 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
 
+/// `traces:`: what happens to spans on the way into the trace store (the store's own settings sit beside
+/// these).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TracesSection {
+    /// Tail sampling.
+    pub sampling: SamplingSection,
+    /// Span metrics.
+    pub span_metrics: SpanMetricsSection,
+}
+
+impl TracesSection {
+    /// The trace pipeline's options (see [`trace_pipeline_options`]).
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the field under `traces.`.
+    pub fn pipeline_options(&self) -> Result<TracePipelineOptions, ConfigError> {
+        trace_pipeline_options(&self.sampling, &self.span_metrics)
+    }
+}
+
 /// `traces.sampling:`: tail sampling. Defaults keep every trace (development); production sets `rate: 0.1`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
