@@ -65,13 +65,18 @@ impl<'t> TraceView<'t> {
                 }
             }
         }
-        let by_id: HashMap<SpanId, usize> =
-            spans.iter().enumerate().map(|(index, context)| (context.span.span_id, index)).collect();
+        // Small traces (the common case) find parents by a linear search, cheaper than hashing.
+        let by_id: Option<HashMap<SpanId, usize>> = (spans.len() > SMALL_TRACE_SPANS)
+            .then(|| spans.iter().enumerate().map(|(index, context)| (context.span.span_id, index)).collect());
+        let find = |id: &SpanId| match &by_id {
+            Some(map) => map.get(id).copied(),
+            None => spans.iter().position(|context| context.span.span_id == *id),
+        };
         let parents = spans
             .iter()
             .enumerate()
             .map(|(index, context)| {
-                let parent = by_id.get(&context.span.parent_span_id?).copied()?;
+                let parent = find(context.span.parent_span_id.as_ref()?)?;
                 // A span naming itself as parent would loop the ancestor walks.
                 (parent != index).then_some(parent)
             })
@@ -110,6 +115,9 @@ impl<'t> TraceView<'t> {
         })
     }
 }
+
+/// Up to this many spans, parents are found by a linear search.
+const SMALL_TRACE_SPANS: usize = 32;
 
 /// What Tempo reports as the root name and service while the root span is missing.
 pub const ROOT_NOT_RECEIVED: &str = "<root span not yet received>";

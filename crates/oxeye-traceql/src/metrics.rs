@@ -123,8 +123,6 @@ fn function_name(kind: &MetricsKind) -> &'static str {
     }
 }
 
-type GroupKey = Vec<(String, String, String)>;
-
 /// Runs a metrics query over `range`.
 ///
 /// Errors: [`TraceQlError::Unsupported`] when the query has no metrics function, the step is 0 or the
@@ -177,7 +175,7 @@ fn compute(
         | MetricsKind::HistogramOverTime(field) => Some(field),
     };
     let by_names: Vec<String> = function.by.iter().map(ToString::to_string).collect();
-    let mut groups: BTreeMap<GroupKey, (Vec<SeriesLabel>, BTreeMap<u64, Cell>)> = BTreeMap::new();
+    let mut groups: BTreeMap<String, (Vec<SeriesLabel>, BTreeMap<u64, Cell>)> = BTreeMap::new();
     let mut is_duration = false;
     let mut too_many = false;
     let hints = scan_hints(query);
@@ -208,21 +206,33 @@ fn compute(
                 }
                 None => None,
             };
-            let mut labels = Vec::new();
-            for (name, field) in by_names.iter().zip(&function.by) {
-                if let Some(value) = field_value(field, &view, index) {
-                    labels.push(SeriesLabel { name: name.clone(), value });
+            let values: Vec<Option<FieldValue>> =
+                function.by.iter().map(|field| field_value(field, &view, index)).collect();
+            // One string per span identifies the group: each value's type and text, or a mark for missing.
+            let mut key = String::new();
+            for value in &values {
+                match value {
+                    Some(value) => {
+                        key.push_str(value.type_name());
+                        key.push('\u{1}');
+                        key.push_str(&value.text());
+                    }
+                    None => key.push('\u{2}'),
                 }
+                key.push('\u{0}');
             }
-            let key: GroupKey = labels
-                .iter()
-                .map(|label| (label.name.clone(), label.value.type_name().to_string(), label.value.text()))
-                .collect();
             if !groups.contains_key(&key) && groups.len() >= MAX_SERIES {
                 too_many = true;
                 return false;
             }
-            let (_, cells) = groups.entry(key).or_insert_with(|| (labels, BTreeMap::new()));
+            let (_, cells) = groups.entry(key).or_insert_with(|| {
+                let labels = by_names
+                    .iter()
+                    .zip(values)
+                    .filter_map(|(name, value)| Some(SeriesLabel { name: name.clone(), value: value? }))
+                    .collect();
+                (labels, BTreeMap::new())
+            });
             let cell = cells.entry(interval).or_default();
             cell.count += 1;
             if let Some(value) = value {

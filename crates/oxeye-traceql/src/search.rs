@@ -565,6 +565,41 @@ fn owned_attribute_value(value: &AttributeValue) -> FieldValue {
     }
 }
 
+/// Parses a Go duration as Tempo's parameters take them (`minDuration=1.5s`, `step=30s`, `100ms`,
+/// `1h30m`, `250us`/`250µs`, `10ns`) into nanoseconds; a plain number is seconds. `None` when it does not
+/// parse or is negative.
+pub fn parse_go_duration_nanos(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<f64>() {
+        return (seconds.is_finite() && seconds >= 0.0 && seconds * 1e9 < u64::MAX as f64)
+            .then(|| (seconds * 1e9).round() as u64);
+    }
+    let mut total = 0f64;
+    let mut rest = text;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let number: f64 = rest.get(..number_end)?.parse().ok()?;
+        rest = rest.get(number_end..)?;
+        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit = rest.get(..unit_end)?;
+        rest = rest.get(unit_end..)?;
+        let nanos_per_unit = match unit {
+            "ns" => 1.0,
+            "us" | "µs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return None,
+        };
+        total += number * nanos_per_unit;
+    }
+    (total.is_finite() && total < u64::MAX as f64).then(|| total.round() as u64)
+}
+
 /// The status values Tempo always offers for `status` (`error`, `ok`, `unset`).
 pub const STATUS_VALUES: [StatusCode; 3] = [StatusCode::Error, StatusCode::Ok, StatusCode::Unset];
 

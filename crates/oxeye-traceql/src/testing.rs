@@ -3,6 +3,7 @@
 //! eligibility.check_membership`, a slow listing, a Celery task across two services, a Stripe webhook with a
 //! link, and a trace whose root has not arrived).
 
+use std::collections::HashMap;
 use std::sync::RwLock;
 
 use oxeye_model::storage::StorageError;
@@ -11,11 +12,38 @@ use oxeye_model::traces::{
     StatusCode, Trace, TraceId, TracePushSummary, TraceReader, TraceScanHints, TraceWriter, find_attribute,
 };
 
-/// A trace store in memory, for tests and examples: pushes merge spans into traces by id; scans visit traces
-/// newest first (by earliest span start) and honour every hint.
+/// A trace store in memory, for tests and benchmarks: pushes merge spans into traces by id; scans visit
+/// traces newest first (by earliest span start) and skip traces that cannot meet the hints.
 #[derive(Debug, Default)]
 pub struct MemoryTraceStore {
-    traces: RwLock<Vec<Trace>>,
+    inner: RwLock<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    traces: Vec<Trace>,
+    by_id: HashMap<TraceId, usize>,
+    /// `(earliest span start, latest span start, index)`, newest first; rebuilt after inserts.
+    newest_first: Vec<(u64, u64, usize)>,
+    sorted: bool,
+}
+
+impl Inner {
+    fn sort(&mut self) {
+        if !self.sorted {
+            self.newest_first = self
+                .traces
+                .iter()
+                .enumerate()
+                .map(|(index, trace)| {
+                    let latest = trace.spans().map(|(_, span)| span.start_time_unix_nano).max().unwrap_or(0);
+                    (trace_start(trace), latest, index)
+                })
+                .collect();
+            self.newest_first.sort_by_key(|(start, _, _)| std::cmp::Reverse(*start));
+            self.sorted = true;
+        }
+    }
 }
 
 impl MemoryTraceStore {
@@ -30,11 +58,26 @@ impl MemoryTraceStore {
 
     /// Adds a trace, merging with a stored one of the same id.
     pub fn insert(&self, trace: Trace) {
-        let mut traces = self.traces.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match traces.iter_mut().find(|stored| stored.trace_id == trace.trace_id) {
-            Some(stored) => stored.resource_spans.extend(trace.resource_spans),
-            None => traces.push(trace),
+        let mut inner = self.inner.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        inner.sorted = false;
+        match inner.by_id.get(&trace.trace_id).copied() {
+            Some(index) => {
+                if let Some(stored) = inner.traces.get_mut(index) {
+                    stored.resource_spans.extend(trace.resource_spans);
+                }
+            }
+            None => {
+                let index = inner.traces.len();
+                inner.by_id.insert(trace.trace_id, index);
+                inner.traces.push(trace);
+            }
         }
+    }
+
+    /// Spans stored.
+    pub fn span_count(&self) -> usize {
+        let inner = self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        inner.traces.iter().map(|trace| trace.spans().count()).sum()
     }
 }
 
@@ -73,8 +116,8 @@ pub fn trace_meets_hints(trace: &Trace, hints: &TraceScanHints) -> bool {
 
 impl TraceReader for MemoryTraceStore {
     fn trace_by_id(&self, trace_id: &TraceId, window: Option<(u64, u64)>) -> Result<Option<Trace>, StorageError> {
-        let traces = self.traces.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Some(trace) = traces.iter().find(|trace| trace.trace_id == *trace_id) else {
+        let inner = self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(trace) = inner.by_id.get(trace_id).and_then(|index| inner.traces.get(*index)) else {
             return Ok(None);
         };
         let Some((start, end)) = window else {
@@ -97,17 +140,24 @@ impl TraceReader for MemoryTraceStore {
         hints: &TraceScanHints,
         visit: &mut dyn FnMut(&Trace) -> bool,
     ) -> Result<(), StorageError> {
-        let traces = self.traces.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut in_window: Vec<&Trace> = traces
-            .iter()
-            .filter(|trace| {
-                trace.spans().any(|(_, span)| (start_unix_nano..end_unix_nano).contains(&span.start_time_unix_nano))
-            })
-            .filter(|trace| trace_meets_hints(trace, hints))
-            .collect();
-        in_window.sort_by_key(|trace| std::cmp::Reverse(trace_start(trace)));
-        for trace in in_window {
-            if !visit(trace) {
+        let needs_sort = !self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner()).sorted;
+        if needs_sort {
+            self.inner.write().unwrap_or_else(|poisoned| poisoned.into_inner()).sort();
+        }
+        let inner = self.inner.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let window = start_unix_nano..end_unix_nano;
+        // Skip the traces starting after the window without looking at them.
+        let first = inner.newest_first.partition_point(|(earliest, _, _)| *earliest >= end_unix_nano);
+        for (earliest, latest, index) in inner.newest_first.iter().skip(first) {
+            if *latest < start_unix_nano {
+                continue;
+            }
+            let Some(trace) = inner.traces.get(*index) else {
+                continue;
+            };
+            let in_window =
+                window.contains(earliest) || trace.spans().any(|(_, span)| window.contains(&span.start_time_unix_nano));
+            if in_window && trace_meets_hints(trace, hints) && !visit(trace) {
                 break;
             }
         }
@@ -141,8 +191,14 @@ impl TraceWriter for MemoryTraceStore {
     }
 
     fn drop_traces(&self, trace_ids: &[TraceId]) -> Result<(), StorageError> {
-        let mut traces = self.traces.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        traces.retain(|trace| !trace_ids.contains(&trace.trace_id));
+        let mut inner = self.inner.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let kept: Vec<Trace> = std::mem::take(&mut inner.traces)
+            .into_iter()
+            .filter(|trace| !trace_ids.contains(&trace.trace_id))
+            .collect();
+        inner.by_id = kept.iter().enumerate().map(|(index, trace)| (trace.trace_id, index)).collect();
+        inner.traces = kept;
+        inner.sorted = false;
         Ok(())
     }
 }

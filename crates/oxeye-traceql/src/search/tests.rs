@@ -202,3 +202,15 @@ fn tag_values_typed_and_filtered() {
     let limited = tag_values(&store, &TagRequest { max_values: 2, ..tags_request(None) }, &tag_field("name")).unwrap();
     assert_eq!(limited.len(), 2);
 }
+
+#[test]
+fn go_durations() {
+    assert_eq!(parse_go_duration_nanos("1.5s"), Some(1_500_000_000));
+    assert_eq!(parse_go_duration_nanos("100ms"), Some(100_000_000));
+    assert_eq!(parse_go_duration_nanos("1h30m"), Some(5_400_000_000_000));
+    assert_eq!(parse_go_duration_nanos("250us"), Some(250_000));
+    assert_eq!(parse_go_duration_nanos("30"), Some(30_000_000_000));
+    assert_eq!(parse_go_duration_nanos(""), None);
+    assert_eq!(parse_go_duration_nanos("5x"), None);
+    assert_eq!(parse_go_duration_nanos("-1s"), None);
+}
