@@ -11,6 +11,27 @@
 //! never skip.
 
 use std::collections::HashSet;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Minimizer hashes are already mixed 64-bit values: the set uses them as their own hash.
+#[derive(Debug, Default)]
+struct PrehashedHasher(u64);
+
+impl Hasher for PrehashedHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+        }
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.0 = value;
+    }
+}
 
 /// Bytes per k-gram.
 pub const KGRAM_BYTES: usize = 5;
@@ -22,14 +43,21 @@ pub const MIN_NEEDLE_BYTES: usize = KGRAM_BYTES + WINDOW - 1;
 const BITS_PER_ITEM: usize = 10;
 /// Probes per value.
 pub const HASH_COUNT: u8 = 7;
+/// Set in a filter's first byte (with the probe count in the low bits) when its values are hashed with the
+/// current k-gram hash. Filters without it (written before the hash changed) cannot be probed with current
+/// needle keys, so they never skip a chunk.
+pub const HASH_V2_FLAG: u8 = 0x80;
 
-fn hash_bytes(bytes: &[u8]) -> u64 {
-    // FNV-1a followed by a murmur3 finaliser: cheap, stable across versions (stored on disk).
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in bytes {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
+/// The hash of one k-gram: its 5 bytes as a little-endian integer, mixed by the murmur3 64-bit finaliser
+/// (after an xor with a constant, so the all-zero k-gram does not hash to 0). Two multiplications and no
+/// chain between positions, unlike a byte-at-a-time hash: building the filter costs a fraction of what FNV
+/// did. Filters hashed this way carry [`HASH_V2_FLAG`] in their first byte.
+#[inline(always)]
+fn hash_kgram(kgram: &[u8]) -> u64 {
+    debug_assert_eq!(kgram.len(), KGRAM_BYTES);
+    let mut word = [0u8; 8];
+    word[..KGRAM_BYTES].copy_from_slice(kgram);
+    let mut hash = u64::from_le_bytes(word) ^ 0x9e37_79b9_7f4a_7c15;
     hash ^= hash >> 33;
     hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
     hash ^= hash >> 33;
@@ -37,34 +65,45 @@ fn hash_bytes(bytes: &[u8]) -> u64 {
     hash ^ (hash >> 33)
 }
 
-/// Calls `emit` with the hash of every window minimizer of `bytes` (consecutive repeats once).
+/// Calls `emit` with the hash of every window minimizer of `bytes` (consecutive repeats once). A window's
+/// minimizer is its smallest k-gram hash, the leftmost one on ties.
 pub fn for_each_minimizer(bytes: &[u8], mut emit: impl FnMut(u64)) {
     if bytes.len() < KGRAM_BYTES {
         return;
     }
-    let hashes: Vec<u64> = bytes.windows(KGRAM_BYTES).map(hash_bytes).collect();
-    if hashes.len() < WINDOW {
+    let kgram_count = bytes.len() - KGRAM_BYTES + 1;
+    if kgram_count < WINDOW {
         // A line shorter than one window: its k-grams' minimum still lets equal lines match, and no
         // needle that short is ever looked up, so inserting it only costs a bit.
-        if let Some(minimum) = hashes.iter().min() {
-            emit(*minimum);
+        if let Some(minimum) = bytes.windows(KGRAM_BYTES).map(hash_kgram).min() {
+            emit(minimum);
         }
         return;
     }
+    // Sliding-window minimum over a monotone queue of (position, hash), hashes ascending from the front;
+    // equal hashes stay behind earlier ones, so the front is the leftmost minimum. At most WINDOW entries
+    // are live, held in a ring of RING slots.
+    const RING: usize = 16;
+    debug_assert!(WINDOW <= RING);
+    let mut queue = [(0usize, 0u64); RING];
+    let (mut front, mut back) = (0usize, 0usize); // live entries are front..back (mod RING)
     let mut last_emitted_position = usize::MAX;
-    for start in 0..=hashes.len() - WINDOW {
-        let window = &hashes[start..start + WINDOW];
-        let mut best_position = start;
-        let mut best = window[0];
-        for (offset, hash) in window.iter().enumerate().skip(1) {
-            if *hash < best {
-                best = *hash;
-                best_position = start + offset;
-            }
+    for position in 0..kgram_count {
+        let hash = hash_kgram(&bytes[position..position + KGRAM_BYTES]);
+        while back > front && queue[(back - 1) % RING].1 > hash {
+            back -= 1;
         }
-        if best_position != last_emitted_position {
-            emit(best);
-            last_emitted_position = best_position;
+        queue[back % RING] = (position, hash);
+        back += 1;
+        if queue[front % RING].0 + WINDOW <= position {
+            front += 1;
+        }
+        if position + 1 >= WINDOW {
+            let (best_position, best) = queue[front % RING];
+            if best_position != last_emitted_position {
+                emit(best);
+                last_emitted_position = best_position;
+            }
         }
     }
 }
@@ -84,7 +123,7 @@ pub fn needle_keys(needle: &str) -> Option<Vec<u64>> {
 /// Collects distinct minimizer hashes while a chunk is built.
 #[derive(Debug, Default)]
 pub struct BloomBuilder {
-    values: HashSet<u64>,
+    values: HashSet<u64, BuildHasherDefault<PrehashedHasher>>,
 }
 
 impl BloomBuilder {
@@ -96,12 +135,12 @@ impl BloomBuilder {
         });
     }
 
-    /// The filter's bytes: one byte holding the probe count, then the bit array (bit `i` is bit `i % 8`
+    /// The filter's bytes: one byte holding [`HASH_V2_FLAG`] and the probe count, then the bit array (bit `i` is bit `i % 8`
     /// of byte `1 + i / 8`). Sized at [`BITS_PER_ITEM`] bits per distinct value, at least 64 bits.
     pub fn finish(&self) -> Vec<u8> {
         let bit_count = (self.values.len() * BITS_PER_ITEM).max(64).next_multiple_of(8);
         let mut bytes = vec![0u8; 1 + bit_count / 8];
-        bytes[0] = HASH_COUNT;
+        bytes[0] = HASH_V2_FLAG | HASH_COUNT;
         for value in &self.values {
             for bit in probe_bits(*value, HASH_COUNT, bit_count) {
                 bytes[1 + bit / 8] |= 1 << (bit % 8);
@@ -119,12 +158,14 @@ fn probe_bits(value: u64, hash_count: u8, bit_count: usize) -> impl Iterator<Ite
         .map(move |index| (first.wrapping_add(index.wrapping_mul(second)) % bit_count as u64) as usize)
 }
 
-/// True when the filter may contain every key (or is malformed or empty: then nothing is skipped).
+/// True when the filter may contain every key (or is malformed, empty or of the old hash: then nothing is
+/// skipped).
 pub fn may_contain_all(filter: &[u8], keys: &[u64]) -> bool {
-    let Some((&hash_count, bits)) = filter.split_first() else {
+    let Some((&header, bits)) = filter.split_first() else {
         return true;
     };
-    if bits.is_empty() || hash_count == 0 {
+    let hash_count = header & !HASH_V2_FLAG;
+    if header & HASH_V2_FLAG == 0 || bits.is_empty() || hash_count == 0 {
         return true;
     }
     let bit_count = bits.len() * 8;
@@ -172,10 +213,54 @@ mod tests {
         assert!(passed < 50, "{passed} of 1000 absent needles passed the filter");
     }
 
+    /// The definition the sliding-window code must match: for each window, the leftmost smallest hash.
+    fn minimizers_by_definition(bytes: &[u8]) -> Vec<u64> {
+        let hashes: Vec<u64> = bytes.windows(KGRAM_BYTES).map(hash_kgram).collect();
+        if hashes.len() < WINDOW {
+            return hashes.iter().min().copied().into_iter().collect();
+        }
+        let mut out = Vec::new();
+        let mut last = usize::MAX;
+        for start in 0..=hashes.len() - WINDOW {
+            let mut best_position = start;
+            for position in start + 1..start + WINDOW {
+                if hashes[position] < hashes[best_position] {
+                    best_position = position;
+                }
+            }
+            if best_position != last {
+                out.push(hashes[best_position]);
+                last = best_position;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn sliding_window_minimizers_match_the_definition() {
+        let lines = [
+            r#"{"event": "request_finished", "trace_id": "95a3c3b70468058d1315f7725d8ef0b9", "path": "/healthz/"}"#,
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "abababababababababababababababababababababab",
+            "short line",
+            "tiny",
+            "0123456789abcdef",
+        ];
+        let long_line = lines[0].repeat(9);
+        let lines: Vec<&str> = lines.into_iter().chain([long_line.as_str()]).collect();
+        for line in lines {
+            let mut emitted = Vec::new();
+            for_each_minimizer(line.as_bytes(), |hash| emitted.push(hash));
+            assert_eq!(emitted, minimizers_by_definition(line.as_bytes()), "{line:?}");
+        }
+    }
+
     #[test]
     fn short_needles_and_malformed_filters_never_skip() {
         assert!(needle_keys("short").is_none());
         assert!(may_contain_all(&[], &[1, 2]));
-        assert!(may_contain_all(&[7], &[1, 2]));
+        assert!(may_contain_all(&[HASH_V2_FLAG | 7], &[1, 2]));
+        // A filter of the old hash (no flag) never skips, whatever its bits.
+        assert!(may_contain_all(&[7, 0, 0, 0, 0, 0, 0, 0, 0], &[1, 2]));
     }
 }
