@@ -55,11 +55,6 @@ impl TracePipelineRuntime {
         self.pipeline.clone()
     }
 
-    /// The pipeline itself (stats, decisions).
-    pub fn pipeline(&self) -> &Arc<TracePipeline> {
-        &self.pipeline
-    }
-
     /// Stops the background thread: decides every held trace, removes the dropped ones and flushes span
     /// metrics. Call after the server drained and before the trace store and the TSDB close.
     ///
