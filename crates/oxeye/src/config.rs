@@ -105,6 +105,8 @@ pub struct StorageSection {
     pub retention_size: String,
     /// The time range of a block cut from the head.
     pub block_duration: String,
+    /// How often the metrics store cuts blocks, compacts and applies retention, a Prometheus duration.
+    pub maintenance_interval: String,
 }
 
 /// `query:`: PromQL limits.
@@ -183,6 +185,7 @@ impl Default for StorageSection {
             retention: "30d".into(),
             retention_size: "0".into(),
             block_duration: "2h".into(),
+            maintenance_interval: "1m".into(),
         }
     }
 }
@@ -230,6 +233,8 @@ pub struct ServeSettings {
     pub retention_size_bytes: Option<u64>,
     /// Block range, in milliseconds.
     pub block_duration_ms: i64,
+    /// Period of the metrics store's maintenance (block cut, compaction, retention).
+    pub maintenance_interval: Duration,
     /// Lookback delta, in milliseconds.
     pub lookback_delta_ms: i64,
     /// Query timeout.
@@ -361,6 +366,8 @@ impl ConfigFile {
         if block_duration_ms > retention_ms {
             return Err(invalid("storage.block_duration", "must not exceed storage.retention".into()));
         }
+        let maintenance_interval_ms =
+            parse_positive_duration("storage.maintenance_interval", &self.storage.maintenance_interval)?;
         let lookback_delta_ms = parse_positive_duration("query.lookback_delta", &self.query.lookback_delta)?;
         let query_timeout_ms = parse_positive_duration("query.timeout", &self.query.timeout)?;
         if self.query.max_samples == 0 {
@@ -388,6 +395,7 @@ impl ConfigFile {
             retention_ms,
             retention_size_bytes: (retention_size > 0).then_some(retention_size),
             block_duration_ms,
+            maintenance_interval: Duration::from_millis(maintenance_interval_ms.unsigned_abs()),
             lookback_delta_ms,
             query_timeout: Duration::from_millis(query_timeout_ms.unsigned_abs()),
             max_samples: self.query.max_samples,

@@ -6,7 +6,7 @@
 //! scraping (writing staleness markers), then close the TSDB (flush and fsync), and exit 0.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use oxeye_model::storage::MetricsStorage;
@@ -19,9 +19,6 @@ use oxeye_tsdb::{Tsdb, TsdbOptions, TsdbStats};
 use oxeye_model::duration::format_duration_ms;
 
 use crate::config::ServeSettings;
-
-/// How often the TSDB cuts blocks, compacts and applies retention.
-const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Runs the server until SIGTERM or SIGINT.
 ///
@@ -94,10 +91,11 @@ pub async fn run(settings: ServeSettings, config_yaml: String, config_path: Stri
     state.set_scrape_manager(manager.clone());
 
     let maintenance = {
+        let maintenance_interval = settings.maintenance_interval;
         let tsdb = tsdb.clone();
         let mut receiver = stop_receiver.clone();
         tokio::spawn(async move {
-            let mut interval = tokio::time::interval(MAINTENANCE_INTERVAL);
+            let mut interval = tokio::time::interval(maintenance_interval);
             interval.tick().await;
             loop {
                 tokio::select! {
