@@ -24,58 +24,65 @@ fn json_error(field: String, reason: impl Into<String>) -> IngestError {
 /// # Errors
 /// [`IngestError::Json`] naming the path of the first bad value, e.g. `streams[0].values[3][0]`.
 pub fn decode_push_json(body: &[u8]) -> Result<Vec<LogStream>, IngestError> {
-    let root: serde_json::Value =
-        serde_json::from_slice(body).map_err(|error| json_error("$".into(), error.to_string()))?;
-    let streams = root
-        .get("streams")
-        .and_then(serde_json::Value::as_array)
-        .ok_or_else(|| json_error("streams".into(), "missing or not an array"))?;
+    use serde_json::Value;
+    let mut root: Value = serde_json::from_slice(body).map_err(|error| json_error("$".into(), error.to_string()))?;
+    let Some(Value::Array(streams)) = root.get_mut("streams").map(Value::take) else {
+        return Err(json_error("streams".into(), "missing or not an array"));
+    };
     let mut result = Vec::with_capacity(streams.len());
-    for (stream_index, stream) in streams.iter().enumerate() {
-        let path = format!("streams[{stream_index}]");
-        let labels_object = stream
-            .get("stream")
-            .and_then(serde_json::Value::as_object)
-            .ok_or_else(|| json_error(format!("{path}.stream"), "missing or not an object"))?;
+    // Lines and metadata are moved out of the parsed tree, and error paths are formatted only on error:
+    // this runs once per pushed line.
+    for (stream_index, mut stream) in streams.into_iter().enumerate() {
+        let path = || format!("streams[{stream_index}]");
+        let Some(labels_object) = stream.get("stream").and_then(Value::as_object) else {
+            return Err(json_error(format!("{}.stream", path()), "missing or not an object"));
+        };
         let mut pairs = Vec::with_capacity(labels_object.len());
         for (name, value) in labels_object {
-            let value = value
-                .as_str()
-                .ok_or_else(|| json_error(format!("{path}.stream.{name}"), "label value is not a string"))?;
+            let Some(value) = value.as_str() else {
+                return Err(json_error(format!("{}.stream.{name}", path()), "label value is not a string"));
+            };
             pairs.push((name.clone(), value.to_string()));
         }
         let labels = Labels::from_pairs(pairs);
-        let values = stream
-            .get("values")
-            .and_then(serde_json::Value::as_array)
-            .ok_or_else(|| json_error(format!("{path}.values"), "missing or not an array"))?;
+        let Some(Value::Array(values)) = stream.get_mut("values").map(Value::take) else {
+            return Err(json_error(format!("{}.values", path()), "missing or not an array"));
+        };
         let mut entries = Vec::with_capacity(values.len());
-        for (entry_index, value) in values.iter().enumerate() {
-            let entry_path = format!("{path}.values[{entry_index}]");
-            let items = value.as_array().ok_or_else(|| json_error(entry_path.clone(), "entry is not an array"))?;
+        for (entry_index, value) in values.into_iter().enumerate() {
+            let entry_path = || format!("{}.values[{entry_index}]", path());
+            let Value::Array(items) = value else {
+                return Err(json_error(entry_path(), "entry is not an array"));
+            };
             if items.len() < 2 || items.len() > 3 {
-                return Err(json_error(entry_path, format!("entry has {} elements (expected 2 or 3)", items.len())));
+                return Err(json_error(entry_path(), format!("entry has {} elements (expected 2 or 3)", items.len())));
             }
-            let timestamp_ns = match &items[0] {
-                serde_json::Value::String(text) => text.parse::<i64>().ok(),
-                serde_json::Value::Number(number) => number.as_i64(),
+            let mut items = items.into_iter();
+            let timestamp_ns = match items.next() {
+                Some(Value::String(text)) => text.parse::<i64>().ok(),
+                Some(Value::Number(number)) => number.as_i64(),
                 _ => None,
-            }
-            .ok_or_else(|| json_error(format!("{entry_path}[0]"), "timestamp is not an integer of nanoseconds"))?;
-            let line = items[1]
-                .as_str()
-                .ok_or_else(|| json_error(format!("{entry_path}[1]"), "line is not a string"))?
-                .to_string();
+            };
+            let Some(timestamp_ns) = timestamp_ns else {
+                return Err(json_error(format!("{}[0]", entry_path()), "timestamp is not an integer of nanoseconds"));
+            };
+            let Some(Value::String(line)) = items.next() else {
+                return Err(json_error(format!("{}[1]", entry_path()), "line is not a string"));
+            };
             let mut structured_metadata = Vec::new();
-            if let Some(metadata) = items.get(2) {
-                let metadata = metadata
-                    .as_object()
-                    .ok_or_else(|| json_error(format!("{entry_path}[2]"), "structured metadata is not an object"))?;
+            if let Some(metadata) = items.next() {
+                let Value::Object(metadata) = metadata else {
+                    return Err(json_error(format!("{}[2]", entry_path()), "structured metadata is not an object"));
+                };
+                structured_metadata.reserve(metadata.len());
                 for (name, value) in metadata {
-                    let value = value.as_str().ok_or_else(|| {
-                        json_error(format!("{entry_path}[2].{name}"), "structured metadata value is not a string")
-                    })?;
-                    structured_metadata.push(Label { name: name.clone(), value: value.to_string() });
+                    let Value::String(value) = value else {
+                        return Err(json_error(
+                            format!("{}[2].{name}", entry_path()),
+                            "structured metadata value is not a string",
+                        ));
+                    };
+                    structured_metadata.push(Label { name, value });
                 }
             }
             entries.push(LogEntry { timestamp_ns, line, structured_metadata });
