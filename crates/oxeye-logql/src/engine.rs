@@ -9,7 +9,7 @@ use oxeye_model::logs::{LogEntryRef, LogReader, LogSelection, LogVisitor, ScanOr
 use oxeye_model::storage::{ErrorKind, StorageError};
 use oxeye_model::{Labels, MatchOp, Matcher};
 
-use crate::pipeline::{ERROR_DETAILS_LABEL, ERROR_LABEL, LineFilters, Pipeline, convert};
+use crate::pipeline::{ERROR_DETAILS_LABEL, ERROR_LABEL, LineFilters, Pipeline, convert, sanitize_label_name};
 use crate::syntax::{
     BinaryOp, Expr, Grouping, LineFilterOp, LogExpr, LogRange, MetricExpr, NumberKind, ParseError, RangeOp, Stage,
     UnwrapConversion, VectorMatching, VectorOp, parse_expr,
@@ -282,7 +282,12 @@ impl Engine {
                 self.range_aggregation(reader, *op, *param, range, grouping.as_ref(), steps)
             }
             MetricExpr::VectorAggregation { op, param, inner, grouping } => {
-                let value = self.eval(reader, inner, steps)?;
+                let value = match pushed_down_grouping(*op, inner, grouping.as_ref()) {
+                    Some((range_op, range, pushed)) => {
+                        self.range_aggregation(reader, range_op, None, range, Some(&pushed), steps)?
+                    }
+                    None => self.eval(reader, inner, steps)?,
+                };
                 let series = match value {
                     Value::Vector(series) => series,
                     Value::Scalar(_) => {
@@ -361,10 +366,12 @@ impl Engine {
             series: Vec::new(),
             series_index: HashMap::new(),
             last_stream: None,
+            first_error: None,
         };
         reader.scan(&selection, ScanOrder::Forward, &mut extractor)?;
+        let first_error = extractor.first_error;
         let samples: HashMap<Labels, Vec<(i64, f64)>> = extractor.series.into_iter().collect();
-        if let Some((labels, _)) = samples.iter().find(|(labels, _)| labels.get(ERROR_LABEL).is_some()) {
+        if let Some(labels) = &first_error {
             return Err(QueryError::Invalid(format!(
                 "pipeline error: '{}' for series: '{}'.\nUse a label filter to intentionally skip this error. (e.g | __error__!=\"{}\").\nTo skip all potential errors you can match empty errors.(e.g __error__=\"\")\nThe label filter can also be specified after unwrap. (e.g | unwrap latency | __error__=\"\" )",
                 labels.get(ERROR_LABEL).unwrap_or(""),
@@ -412,6 +419,26 @@ impl Engine {
         }
         Ok(Value::Vector(series))
     }
+}
+
+/// `sum [by|without (...)] (count_over_time|rate|bytes_over_time|bytes_rate({...} |= ... [d]))` groups
+/// while extracting: summing counts per group equals counting per group, so the range aggregation can
+/// produce grouped series directly (and skip building each entry's full label set, which carries its
+/// structured metadata and parsed labels). Entries whose labels carry `__error__` are noted before
+/// grouping, so the query still fails on pipeline errors as Loki's does. Returns the range aggregation and
+/// the grouping to extract with.
+fn pushed_down_grouping<'a>(
+    op: VectorOp,
+    inner: &'a MetricExpr,
+    grouping: Option<&Grouping>,
+) -> Option<(RangeOp, &'a LogRange, Grouping)> {
+    let MetricExpr::RangeAggregation { op: range_op, range, grouping: None, .. } = inner else { return None };
+    let linear =
+        matches!(range_op, RangeOp::CountOverTime | RangeOp::Rate | RangeOp::BytesOverTime | RangeOp::BytesRate);
+    if op != VectorOp::Sum || !linear || range.unwrap.is_some() {
+        return None;
+    }
+    Some((*range_op, range, grouping.cloned().unwrap_or(Grouping { without: false, labels: Vec::new() })))
 }
 
 /// An entry kept by a log query, ranked by its order in the result.
@@ -513,6 +540,8 @@ struct SampleExtractor<'a> {
     series_index: HashMap<Labels, usize>,
     /// The stream of the previous fast-path entry and its series.
     last_stream: Option<(Labels, usize)>,
+    /// The labels of the first entry left with `__error__`, seen before grouping.
+    first_error: Option<Labels>,
 }
 
 impl SampleExtractor<'_> {
@@ -527,6 +556,9 @@ impl SampleExtractor<'_> {
     }
 
     fn push(&mut self, labels: Labels, timestamp_ns: i64, value: f64) {
+        if self.first_error.is_none() && labels.get(ERROR_LABEL).is_some() {
+            self.first_error = Some(labels.clone());
+        }
         let labels = match self.grouping {
             Some(grouping) => group_labels(&labels, grouping),
             None => labels,
@@ -547,7 +579,16 @@ impl LogVisitor for SampleExtractor<'_> {
             RangeOp::BytesOverTime | RangeOp::BytesRate => line.len() as f64,
             _ => 1.0,
         };
-        if self.pipeline.is_empty() && self.range.unwrap.is_none() && entry.structured_metadata.is_empty() {
+        // Structured metadata joins an entry's labels, unless a `by` grouping drops it anyway.
+        let metadata_kept = !entry.structured_metadata.is_empty()
+            && match self.grouping {
+                Some(Grouping { without: false, labels }) => entry
+                    .structured_metadata
+                    .iter()
+                    .any(|label| labels.iter().any(|name| *name == sanitize_label_name(label.name))),
+                _ => true,
+            };
+        if self.pipeline.is_empty() && self.range.unwrap.is_none() && !metadata_kept {
             let value = line_value(entry.line);
             let index = match &self.last_stream {
                 Some((labels, index)) if labels == stream => *index,

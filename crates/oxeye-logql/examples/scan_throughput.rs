@@ -1,0 +1,224 @@
+//! Scan throughput of LogQL over the log store: builds a corpus of seed-shaped structlog JSON lines
+//! (request ids, trace ids, user ids) spread over the last 24 hours in a temporary store, flushes it to
+//! chunk files, then times queries over the whole 24 h:
+//!
+//! - `count_over_time` over every stream (every chunk read),
+//! - a needle search for one trace id (`|= "<trace id>"`, bloom filters skip chunks),
+//! - "the last 100 lines containing a term" (`direction=backward`, `limit=100`),
+//! - a line filter with a common term over every line,
+//! - `| json` on every line (the pipeline's slow path: labels built per entry).
+//!
+//! Scan speed is raw (uncompressed) line bytes in the window divided by the query's CPU time (this
+//! process, user + system), so it reads per core; the engine runs a query on one thread.
+//!
+//! ```text
+//! CARGO_TARGET_DIR=/work/target-logql cargo run --release -p oxeye-logql --example scan_throughput -- [MiB of raw lines, default 512]
+//! ```
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Instant;
+
+use oxeye_logql::{Direction, Engine, QueryResult};
+use oxeye_logstore::{LogStore, LogStoreOptions};
+use oxeye_model::logs::{LogEntry, LogStream, LogWriter};
+use oxeye_model::{Label, Labels};
+
+const SECOND: i64 = 1_000_000_000;
+const DAY: i64 = 86_400 * SECOND;
+
+/// Process CPU time (user + system) in seconds, from `/proc/self/stat` (clock ticks of 10 ms).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |index: usize| fields.get(index).and_then(|field| field.parse::<f64>().ok()).unwrap_or(0.0);
+    // Fields 14 and 15 of stat (utime, stime) are 11 and 12 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// A small deterministic generator (xorshift64*).
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+fn line(random: &mut Random, service: &str) -> (String, String) {
+    const PATHS: [&str; 6] =
+        ["/api/events/", "/api/events/42/", "/api/events/42/checkout/", "/healthz/", "/api/users/me/", "/api/tickets/"];
+    const EVENTS: [&str; 4] = ["request_finished", "request_started", "ticket_reserved", "cache_miss"];
+    let trace = format!("{:016x}{:016x}", random.next(), random.next());
+    let request = format!(
+        "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+        random.next() as u32,
+        random.next() as u16,
+        random.next() % 4096,
+        random.next() % 4096,
+        random.next() % (1 << 48)
+    );
+    let path = PATHS[(random.next() % PATHS.len() as u64) as usize];
+    let event = EVENTS[(random.next() % EVENTS.len() as u64) as usize];
+    let status = [200, 200, 200, 201, 404, 500][(random.next() % 6) as usize];
+    let level = if status == 500 {
+        "error"
+    } else if status == 404 {
+        "warning"
+    } else {
+        "info"
+    };
+    let text = format!(
+        r#"{{"event": "{event}", "level": "{level}", "logger": "{service}.request", "request_id": "{request}", "trace_id": "{trace}", "span_id": "{:016x}", "user_id": {}, "method": "GET", "path": "{path}", "status_code": {status}, "duration_ms": {:.1}, "timestamp": "2026-11-23T10:00:00.000000Z"}}"#,
+        random.next(),
+        random.next() % 5000,
+        (random.next() % 20_000) as f64 / 10.0,
+    );
+    (text, trace)
+}
+
+fn timed(label: &str, raw_bytes: u64, run: impl FnOnce() -> QueryResult) {
+    let (cpu_before, wall_before) = (cpu_seconds(), Instant::now());
+    let result = run();
+    let (cpu, wall) = (cpu_seconds() - cpu_before, wall_before.elapsed().as_secs_f64());
+    let size = match &result {
+        QueryResult::Streams(streams) => {
+            format!("{} lines", streams.iter().map(|stream| stream.entries.len()).sum::<usize>())
+        }
+        QueryResult::Matrix(series) | QueryResult::Vector(series) => format!("{} series", series.len()),
+        QueryResult::Scalar(points) => format!("{} points", points.len()),
+    };
+    let gigabytes = raw_bytes as f64 / 1e9;
+    println!(
+        "{label:<44} {size:>11}  wall {wall:>7.3} s  cpu {cpu:>6.2} s  {:>6.2} GB/s per CPU-s  {:>7.2} GB/s wall",
+        if cpu > 0.0 { gigabytes / cpu } else { f64::INFINITY },
+        gigabytes / wall
+    );
+}
+
+fn main() {
+    let mebibytes: u64 = std::env::args().nth(1).and_then(|text| text.parse().ok()).unwrap_or(512);
+    let target_bytes = mebibytes << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = LogStoreOptions::new(dir.path());
+    options.background_maintenance = false;
+    options.unordered_window_ms = 2 * 86_400_000;
+    let store = LogStore::open(options).unwrap();
+    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
+    let start_ns = now_ns - DAY;
+    let services = ["boxoffice", "worker", "notifier", "gateway"];
+    let mut random = Random(0x9e37_79b9_7f4a_7c15);
+    let average_line = 420u64;
+    let total_lines = target_bytes / average_line;
+    let step_ns = DAY / total_lines as i64;
+    let (mut raw_bytes, mut lines) = (0u64, 0u64);
+    let mut needle = String::new();
+    let build_started = Instant::now();
+    let mut batch: Vec<LogStream> = services
+        .iter()
+        .map(|service| LogStream {
+            labels: Labels::from_pairs([("service_name", *service), ("env", "prod")]),
+            entries: Vec::new(),
+        })
+        .collect();
+    while raw_bytes < target_bytes {
+        let index = (lines % services.len() as u64) as usize;
+        let (text, trace) = line(&mut random, services[index]);
+        if lines == total_lines / 3 {
+            needle = trace.clone();
+        }
+        raw_bytes += text.len() as u64;
+        let mut entry = LogEntry::new(start_ns + lines as i64 * step_ns, text);
+        entry.structured_metadata.push(Label { name: "trace_id".into(), value: trace });
+        batch[index].entries.push(entry);
+        lines += 1;
+        if lines % 20_000 == 0 {
+            let full = std::mem::take(&mut batch);
+            batch =
+                full.iter().map(|stream| LogStream { labels: stream.labels.clone(), entries: Vec::new() }).collect();
+            store.push(full).unwrap();
+        }
+    }
+    store.push(batch).unwrap();
+    store.flush(true).unwrap();
+    let stats = store.stats();
+    println!(
+        "corpus: {lines} lines, {:.1} MiB raw, {} chunks in {} files ({:.1} MiB), built in {:.1} s",
+        raw_bytes as f64 / 1048576.0,
+        stats.chunks,
+        stats.chunk_files,
+        stats.chunk_file_bytes as f64 / 1048576.0,
+        build_started.elapsed().as_secs_f64()
+    );
+    let engine = Engine::default();
+    let end_ns = now_ns + SECOND;
+    let reader = store.as_ref();
+    timed("count_over_time, all streams, 24h", raw_bytes, || {
+        engine
+            .query_range(
+                reader,
+                r#"sum by (service_name) (count_over_time({env="prod"}[10m]))"#,
+                start_ns + 600 * SECOND,
+                end_ns,
+                600 * SECOND,
+                100,
+                Direction::Backward,
+            )
+            .unwrap()
+    });
+    timed("count_over_time |= \"checkout\", 24h", raw_bytes, || {
+        engine
+            .query_range(
+                reader,
+                r#"sum(count_over_time({env="prod"} |= "checkout" [10m]))"#,
+                start_ns + 600 * SECOND,
+                end_ns,
+                600 * SECOND,
+                100,
+                Direction::Backward,
+            )
+            .unwrap()
+    });
+    let needle_query = format!(r#"{{env="prod"}} |= "{needle}""#);
+    timed("needle: one trace id, 24h, limit 100", raw_bytes, || {
+        engine.query_range(reader, &needle_query, start_ns, end_ns, SECOND, 100, Direction::Backward).unwrap()
+    });
+    timed("last 100 lines |= \"checkout\", 24h", raw_bytes, || {
+        engine
+            .query_range(reader, r#"{env="prod"} |= "checkout""#, start_ns, end_ns, SECOND, 100, Direction::Backward)
+            .unwrap()
+    });
+    timed("last 100 lines |= \"checkout\" | json, 24h", raw_bytes, || {
+        engine
+            .query_range(
+                reader,
+                r#"{env="prod"} |= "checkout" | json | status_code >= 500"#,
+                start_ns,
+                end_ns,
+                SECOND,
+                100,
+                Direction::Backward,
+            )
+            .unwrap()
+    });
+    timed("sum by (level) (count_over_time(| json)), 24h", raw_bytes, || {
+        engine
+            .query_range(
+                reader,
+                r#"sum by (level) (count_over_time({env="prod"} | json [10m]))"#,
+                start_ns + 600 * SECOND,
+                end_ns,
+                600 * SECOND,
+                100,
+                Direction::Backward,
+            )
+            .unwrap()
+    });
+    let counters = store.stats();
+    println!("chunks read {}, skipped by bloom {}", counters.chunks_read_total, counters.chunks_skipped_total);
+    store.close().unwrap();
+}
