@@ -322,6 +322,7 @@ pub fn search(reader: &dyn TraceReader, request: &SearchRequest) -> Result<Searc
     if request.limit == 0 {
         return Ok(response);
     }
+    let mut returned: HashSet<TraceId> = HashSet::new();
     let mut visit = |trace: &Trace| -> bool {
         let view = TraceView::new(trace);
         response.metrics.inspected_traces += 1;
@@ -335,7 +336,8 @@ pub fn search(reader: &dyn TraceReader, request: &SearchRequest) -> Result<Searc
             SearchQuery::TraceQl(query) => evaluate_view(query, &view),
             SearchQuery::Tags(tags) => legacy_spansets(&view, tags),
         };
-        if !spansets.is_empty() {
+        // A store may yield a trace once per part (head and blocks); the first matching part answers.
+        if !spansets.is_empty() && returned.insert(trace.trace_id) {
             response.traces.push(summarize(&view, spansets, &fields, request.spans_per_spanset));
         }
         response.traces.len() < request.limit

@@ -214,3 +214,36 @@ fn go_durations() {
     assert_eq!(parse_go_duration_nanos("5x"), None);
     assert_eq!(parse_go_duration_nanos("-1s"), None);
 }
+
+#[test]
+fn a_trace_yielded_in_parts_is_returned_once() {
+    let traces = seed_traces(BASE);
+    let parts = vec![traces[1].clone(), traces[1].clone()];
+    struct Twice(Vec<Trace>);
+    impl TraceReader for Twice {
+        fn trace_by_id(
+            &self,
+            _: &TraceId,
+            _: Option<(u64, u64)>,
+        ) -> Result<Option<Trace>, oxeye_model::storage::StorageError> {
+            Ok(None)
+        }
+        fn scan_traces(
+            &self,
+            _: u64,
+            _: u64,
+            _: &TraceScanHints,
+            visit: &mut dyn FnMut(&Trace) -> bool,
+        ) -> Result<(), oxeye_model::storage::StorageError> {
+            for trace in &self.0 {
+                if !visit(trace) {
+                    break;
+                }
+            }
+            Ok(())
+        }
+    }
+    let response = search(&Twice(parts), &request(traceql("{ status = error }"))).unwrap();
+    assert_eq!(numbers(&response), vec![2]);
+    assert_eq!(response.metrics.inspected_traces, 2);
+}
