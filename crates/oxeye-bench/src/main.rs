@@ -15,6 +15,7 @@
 
 mod fleet;
 mod procfs;
+mod query;
 mod report;
 mod rng;
 mod run;
@@ -115,6 +116,9 @@ enum Command {
         #[arg(long = "server-env", value_name = "KEY=VALUE")]
         server_env: Vec<String>,
     },
+    /// The PromQL query benchmark (see the `query` module): `query run`, `query report`.
+    #[command(subcommand)]
+    Query(query::QueryCommand),
     /// Prints the results table of `run` JSON files.
     Report {
         /// Result files.
@@ -219,6 +223,7 @@ fn real_main() -> anyhow::Result<()> {
             print!("{}", report::table(std::slice::from_ref(&result)));
             Ok(())
         }
+        Command::Query(command) => query::main(command),
         Command::Report { files } => {
             let mut results = Vec::new();
             for file in files {

@@ -14,6 +14,7 @@ use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
 
 use crate::error::{QueryError, execution};
 use crate::parse::parse_query;
+use crate::stats::{QueryStats, SampleCounters};
 use crate::value::{QueryResult, RangeSeries, Value, VectorSample};
 
 /// Resolution of subqueries written without a step (`foo[1h:]`), as Prometheus' default global
@@ -103,8 +104,36 @@ impl Engine {
         query: &str,
         time_ms: i64,
     ) -> Result<QueryResult, QueryError> {
+        self.instant_query_inner(querier, expr, query, time_ms, false).map(|(result, _)| result)
+    }
+
+    /// As [`Engine::instant_query`], also returning the query's [`QueryStats`] (Prometheus `stats=all`).
+    /// Counting samples costs a little extra time, so the plain methods do not.
+    ///
+    /// # Errors
+    /// As [`Engine::instant_query`].
+    pub fn instant_query_with_stats(
+        &self,
+        querier: &dyn Querier,
+        query: &str,
+        time_ms: i64,
+    ) -> Result<(QueryResult, QueryStats), QueryError> {
+        let expr = parse_query(query)?;
+        self.instant_query_inner(querier, &expr, query, time_ms, true)
+    }
+
+    fn instant_query_inner(
+        &self,
+        querier: &dyn Querier,
+        expr: &Expr,
+        query: &str,
+        time_ms: i64,
+        collect_stats: bool,
+    ) -> Result<(QueryResult, QueryStats), QueryError> {
+        let started = Instant::now();
         let mut evaluator = Evaluator::new(querier, &self.options, query, time_ms, time_ms, 0);
         evaluator.delayed_name_removal = self.delayed_name_removal;
+        evaluator.collect_stats = collect_stats;
         let grid = Grid { start_ms: time_ms, end_ms: time_ms, step_ms: 1 };
         let evaluated = remove_marked_names(evaluator.eval(expr, &grid)?)?;
         let value = match evaluated {
@@ -129,7 +158,8 @@ impl Engine {
                     .collect(),
             ),
         };
-        Ok(evaluator.finish(value))
+        let grid_times = [time_ms];
+        Ok(evaluator.finish(value, started, Duration::ZERO, &grid_times))
     }
 
     /// Evaluates `query` at every step from `start_ms` to `end_ms` inclusive, `step_ms` apart, as
@@ -168,6 +198,38 @@ impl Engine {
         end_ms: i64,
         step_ms: i64,
     ) -> Result<QueryResult, QueryError> {
+        self.range_query_inner(querier, expr, query, start_ms, end_ms, step_ms, false).map(|(result, _)| result)
+    }
+
+    /// As [`Engine::range_query`], also returning the query's [`QueryStats`] (Prometheus `stats=all`).
+    ///
+    /// # Errors
+    /// As [`Engine::range_query`].
+    pub fn range_query_with_stats(
+        &self,
+        querier: &dyn Querier,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<(QueryResult, QueryStats), QueryError> {
+        validate_range(start_ms, end_ms, step_ms)?;
+        let expr = parse_query(query)?;
+        self.range_query_inner(querier, &expr, query, start_ms, end_ms, step_ms, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn range_query_inner(
+        &self,
+        querier: &dyn Querier,
+        expr: &Expr,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        collect_stats: bool,
+    ) -> Result<(QueryResult, QueryStats), QueryError> {
+        let started = Instant::now();
         validate_range(start_ms, end_ms, step_ms)?;
         match expr.value_type() {
             parser::value::ValueType::Vector | parser::value::ValueType::Scalar => {}
@@ -180,8 +242,9 @@ impl Engine {
         }
         let mut evaluator = Evaluator::new(querier, &self.options, query, start_ms, end_ms, step_ms);
         evaluator.delayed_name_removal = self.delayed_name_removal;
+        evaluator.collect_stats = collect_stats;
         let grid = Grid { start_ms, end_ms, step_ms };
-        let evaluated = remove_marked_names(evaluator.eval(expr, &grid)?)?;
+        let evaluated = evaluator.eval_in_slices(expr, &grid)?;
         let mut matrix = match evaluated {
             Evaluated::Scalar(values) => vec![RangeSeries {
                 labels: Labels::empty(),
@@ -207,8 +270,12 @@ impl Engine {
                 return Err(execution("invalid expression type for range query, must be Scalar or instant Vector"));
             }
         };
+        let sort_started = Instant::now();
         matrix.sort_by(|left, right| left.labels.cmp(&right.labels));
-        Ok(evaluator.finish(Value::Matrix(matrix)))
+        let sort_time = sort_started.elapsed();
+        let grid_times: Vec<i64> =
+            if collect_stats { (0..grid.steps()).map(|step| grid.timestamp(step)).collect() } else { Vec::new() };
+        Ok(evaluator.finish(Value::Matrix(matrix), started, sort_time, &grid_times))
     }
 }
 
@@ -242,6 +309,62 @@ fn remove_marked_names(evaluated: Evaluated) -> Result<Evaluated, QueryError> {
             Ok(Evaluated::Matrix(renamed))
         }
         other => Ok(other),
+    }
+}
+
+/// Range queries are evaluated in slices of at most this much time, so that a selector holds the
+/// samples of one slice (plus its window) rather than of the whole range: a 24 h dashboard panel then
+/// needs about a twelfth of the memory, at the cost of one more index lookup per slice.
+const RANGE_SLICE_MS: i64 = 2 * 3600 * 1000;
+
+impl Evaluator<'_> {
+    /// Evaluates `expr` over `grid` slice by slice (see [`RANGE_SLICE_MS`]) and joins the slices.
+    /// Every step of PromQL depends only on the data in its own windows (subqueries align their inner
+    /// steps to absolute time), so the joined result equals a single evaluation over the whole grid.
+    fn eval_in_slices(&mut self, expr: &Expr, grid: &Grid) -> Result<Evaluated, QueryError> {
+        let total_steps = grid.steps();
+        let slice_steps = usize::try_from((RANGE_SLICE_MS / grid.step_ms).max(1)).unwrap_or(usize::MAX);
+        if total_steps <= slice_steps {
+            return remove_marked_names(self.eval(expr, grid)?);
+        }
+        let mut scalar: Option<Vec<f64>> = None;
+        let mut merged: Vec<StepSeries> = Vec::new();
+        let mut index_of: HashMap<Labels, usize> = HashMap::new();
+        let mut first_step = 0usize;
+        while first_step < total_steps {
+            let last_step = first_step.saturating_add(slice_steps).min(total_steps) - 1;
+            let slice =
+                Grid { start_ms: grid.timestamp(first_step), end_ms: grid.timestamp(last_step), step_ms: grid.step_ms };
+            self.counters.step_offset = first_step;
+            let evaluated = remove_marked_names(self.eval(expr, &slice)?);
+            self.counters.step_offset = 0;
+            match evaluated? {
+                Evaluated::Scalar(values) => scalar.get_or_insert_with(Vec::new).extend(values),
+                Evaluated::Vector(series) => {
+                    let offset = u32::try_from(first_step).unwrap_or(u32::MAX);
+                    for one in series {
+                        let points = one.points.into_iter().map(|(step, value)| (step + offset, value));
+                        match index_of.get(&one.labels) {
+                            Some(index) => merged[*index].points.extend(points),
+                            None => {
+                                index_of.insert(one.labels.clone(), merged.len());
+                                merged.push(StepSeries {
+                                    labels: one.labels,
+                                    points: points.collect(),
+                                    drop_name: false,
+                                });
+                            }
+                        }
+                    }
+                }
+                other => return Ok(other),
+            }
+            first_step = last_step + 1;
+        }
+        Ok(match scalar {
+            Some(values) => Evaluated::Scalar(values),
+            None => Evaluated::Vector(merged),
+        })
     }
 }
 
@@ -335,6 +458,9 @@ pub(crate) struct Evaluator<'a> {
     pub infos: Vec<String>,
     /// See [`Engine::with_delayed_name_removal`].
     pub delayed_name_removal: bool,
+    /// Whether [`QueryStats`] sample counts are collected (they cost a pass over each range input).
+    pub collect_stats: bool,
+    pub counters: SampleCounters,
 }
 
 impl<'a> Evaluator<'a> {
@@ -358,11 +484,40 @@ impl<'a> Evaluator<'a> {
             warnings: Vec::new(),
             infos: Vec::new(),
             delayed_name_removal: false,
+            collect_stats: false,
+            counters: SampleCounters::new(if query_step_ms > 0 {
+                ((query_end_ms.saturating_sub(query_start_ms)) / query_step_ms).saturating_add(1).max(0) as usize
+            } else {
+                1
+            }),
         }
     }
 
-    fn finish(self, value: Value) -> QueryResult {
-        QueryResult { value, warnings: self.warnings, infos: self.infos }
+    /// The result and its statistics; `grid_times` are the query's step timestamps (empty when stats
+    /// were not collected).
+    fn finish(
+        self,
+        value: Value,
+        started: Instant,
+        result_sort: Duration,
+        grid_times: &[i64],
+    ) -> (QueryResult, QueryStats) {
+        let eval_total = started.elapsed();
+        let per_step: Vec<(i64, u64)> = if self.collect_stats {
+            grid_times.iter().copied().zip(self.counters.per_step.iter().copied()).collect()
+        } else {
+            Vec::new()
+        };
+        let stats = QueryStats {
+            eval_total,
+            query_preparation: self.counters.select_time,
+            inner_eval: eval_total.saturating_sub(self.counters.select_time).saturating_sub(result_sort),
+            result_sort,
+            total_queryable_samples: per_step.iter().map(|(_, count)| count).sum(),
+            peak_samples: self.counters.peak,
+            total_queryable_samples_per_step: per_step,
+        };
+        (QueryResult { value, warnings: self.warnings, infos: self.infos }, stats)
     }
 
     pub fn warn(&mut self, message: String) {
@@ -409,6 +564,7 @@ impl<'a> Evaluator<'a> {
     /// Counts `count` more samples as held in memory; fails past the limit.
     pub fn hold_samples(&mut self, count: usize) -> Result<(), QueryError> {
         self.samples_held = self.samples_held.saturating_add(count);
+        self.counters.observe_held(self.samples_held);
         if self.samples_held > self.options.max_samples {
             return Err(QueryError::TooManySamples("query execution"));
         }
@@ -535,7 +691,9 @@ impl<'a> Evaluator<'a> {
                     .map_err(|error| execution(error.to_string()))?;
                 matchers.push(any_name);
             }
+            let select_started = Instant::now();
             let series = self.querier.select(mint_ms, maxt_ms, &matchers)?;
+            self.counters.select_time += select_started.elapsed();
             selected.extend(series);
         }
         if !selector.matchers.or_matchers.is_empty() {
@@ -587,6 +745,9 @@ impl<'a> Evaluator<'a> {
                 }
                 let value = if keep_sample_time { sample.timestamp_ms as f64 / 1000.0 } else { sample.value };
                 points.push((step as u32, value));
+                if self.collect_stats {
+                    self.counters.add(step, 1);
+                }
             }
             if !points.is_empty() {
                 points_total += points.len();
@@ -622,7 +783,9 @@ impl<'a> Evaluator<'a> {
                     .collect();
                 let held: usize = series.iter().map(|series| series.samples.len()).sum();
                 self.hold_samples(held)?;
-                Ok(RangeInput { series, range_ms, window_ends })
+                let input = RangeInput { series, range_ms, window_ends };
+                self.count_window_samples(&input);
+                Ok(input)
             }
             Expr::Subquery(subquery) => {
                 let range_ms = duration_ms(subquery.range);
@@ -651,7 +814,12 @@ impl<'a> Evaluator<'a> {
                 let series = if inner_grid.end_ms < inner_grid.start_ms {
                     Vec::new()
                 } else {
-                    match self.eval(&subquery.expr, &inner_grid)? {
+                    // The inner expression's samples are not counted at the outer steps; the subquery's
+                    // output points inside each window are, below.
+                    self.counters.nesting += 1;
+                    let inner = self.eval(&subquery.expr, &inner_grid);
+                    self.counters.nesting -= 1;
+                    match inner? {
                         Evaluated::Vector(series) => series
                             .into_iter()
                             .map(|series| RawSeries {
@@ -679,9 +847,40 @@ impl<'a> Evaluator<'a> {
                         _ => return Err(execution("subquery is only allowed on instant vector or scalar")),
                     }
                 };
-                Ok(RangeInput { series, range_ms, window_ends })
+                let input = RangeInput { series, range_ms, window_ends };
+                self.count_window_samples(&input);
+                Ok(input)
             }
             _ => Err(execution(format!("expected a range vector, got {expr}"))),
+        }
+    }
+}
+
+impl Evaluator<'_> {
+    /// For [`QueryStats`]: adds, at each step, the samples inside that step's window
+    /// `(end - range, end]`.
+    fn count_window_samples(&mut self, input: &RangeInput) {
+        if !self.collect_stats || self.counters.nesting > 0 {
+            return;
+        }
+        let ascending = input.window_ends.windows(2).all(|pair| pair[0] <= pair[1]);
+        for series in &input.series {
+            let samples = &series.samples;
+            let (mut first, mut past) = (0usize, 0usize);
+            for (step, end) in input.window_ends.iter().enumerate() {
+                let start = end.saturating_sub(input.range_ms);
+                if !ascending {
+                    first = 0;
+                    past = 0;
+                }
+                while past < samples.len() && samples[past].timestamp_ms <= *end {
+                    past += 1;
+                }
+                while first < past && samples[first].timestamp_ms <= start {
+                    first += 1;
+                }
+                self.counters.add(step, (past - first) as u64);
+            }
         }
     }
 }
@@ -1033,6 +1232,52 @@ mod tests {
             .instant_query(&store(), r#"label_replace(temperature, "\xff", "", "__name__", ".*")"#, 60_000)
             .unwrap_err();
         assert!(error.to_string().contains("invalid destination label name"), "{error}");
+    }
+
+    #[test]
+    fn sliced_range_queries_equal_instant_queries_at_each_step() {
+        let mut store = MemoryQuerier::new();
+        for (job, slope) in [("api", 3.0), ("web", 0.5)] {
+            let labels = Labels::from_pairs([("__name__", "requests_total"), ("job", job)]);
+            for index in 0..(6 * 240) {
+                // A counter reset every 100 minutes.
+                let value = ((index % 400) as f64) * slope;
+                store.add_sample(&labels, Sample { timestamp_ms: index * 15_000, value });
+            }
+        }
+        let engine = Engine::new(EngineOptions::default());
+        let queries = [
+            "sum by (job) (rate(requests_total[5m]))",
+            "max_over_time(sum(rate(requests_total[5m]))[1h:5m])",
+            "requests_total @ 7230",
+            "increase(requests_total[3h])",
+            "time()",
+        ];
+        let (start_ms, end_ms, step_ms) = (60_000, 6 * 3_600_000 - 60_000, 60_000);
+        for query in queries {
+            let range = engine.range_query(&store, query, start_ms, end_ms, step_ms).unwrap();
+            let Value::Matrix(series) = range.value else { panic!("matrix") };
+            assert!(!series.is_empty(), "{query}");
+            for timestamp_ms in [start_ms, 2 * 3_600_000 - 60_000, 2 * 3_600_000, 2 * 3_600_000 + 60_000, end_ms] {
+                let mut expected: Vec<(Labels, f64)> =
+                    match engine.instant_query(&store, query, timestamp_ms).unwrap().value {
+                        Value::Vector(samples) => {
+                            samples.into_iter().map(|sample| (sample.labels, sample.value)).collect()
+                        }
+                        Value::Scalar { value, .. } => vec![(Labels::empty(), value)],
+                        other => panic!("{other:?}"),
+                    };
+                expected.sort_by(|left, right| left.0.cmp(&right.0));
+                let actual: Vec<(Labels, f64)> = series
+                    .iter()
+                    .filter_map(|one| {
+                        let sample = one.samples.iter().find(|sample| sample.timestamp_ms == timestamp_ms)?;
+                        Some((one.labels.clone(), sample.value))
+                    })
+                    .collect();
+                assert_eq!(actual, expected, "{query} at {timestamp_ms}");
+            }
+        }
     }
 
     #[test]

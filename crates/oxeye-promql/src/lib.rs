@@ -49,10 +49,13 @@ mod engine;
 mod error;
 mod functions;
 mod parse;
+mod parse_position;
+mod stats;
 pub mod testing;
 mod value;
 
 pub use engine::{DEFAULT_LOOKBACK_DELTA_MS, DEFAULT_SUBQUERY_STEP_MS, Engine, EngineOptions, MAX_POINTS_PER_SERIES};
 pub use error::QueryError;
 pub use promql_parser;
+pub use stats::QueryStats;
 pub use value::{QueryResult, RangeSeries, Value, VectorSample, format_float};

@@ -100,17 +100,8 @@ fn locate_parse_error(query: &str, message: String) -> (usize, String) {
         return (end_of_input, message);
     }
     if message == "invalid promql query" {
-        let trimmed = query.trim_end();
-        let dangling = ["+", "-", "*", "/", "%", "^", "==", "!=", ">", "<", ">=", "<=", "=", "(", ",", "@"]
-            .iter()
-            .any(|operator| trimmed.ends_with(operator))
-            || ["and", "or", "unless", "atan2", "offset", "by", "without", "on", "ignoring", "bool"]
-                .iter()
-                .any(|keyword| trimmed.ends_with(&format!(" {keyword}")));
-        if dangling {
-            return (end_of_input, "unexpected end of input".to_string());
-        }
-        return (0, message);
+        // A grammar error: find the token the query goes wrong at, as Prometheus' parser reports it.
+        return crate::parse_position::locate_unexpected_token(query).unwrap_or((0, message));
     }
     let offset = if message.starts_with("unterminated quoted string") {
         unterminated_quote(query)
@@ -183,6 +174,21 @@ fn unmatched_open(query: &str, open: char, close: char) -> Option<usize> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grammar_errors_point_at_the_offending_token() {
+        let cases = [
+            ("foo bar", "1:5: parse error: unexpected identifier \"bar\""),
+            ("rate(foo[5m]) by (a)", "1:15: parse error: unexpected <by>"),
+            ("sum(foo) without", "1:17: parse error: unexpected end of input"),
+            ("foo{a=\"b\",,c=\"d\"}", "1:11: parse error: unexpected \",\""),
+            ("up\n  + on(job) foo bar", "2:17: parse error: unexpected identifier \"bar\""),
+            ("foo +", "1:6: parse error: unexpected end of input"),
+        ];
+        for (query, expected) in cases {
+            assert_eq!(parse_query(query).unwrap_err().to_string(), expected, "{query}");
+        }
+    }
 
     #[test]
     fn byte_escapes_decode_as_go_does() {

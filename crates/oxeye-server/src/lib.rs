@@ -29,6 +29,7 @@ mod otlp_traces;
 mod params;
 mod prometheus_api;
 mod query_json;
+mod query_stats;
 mod remote_write;
 pub mod self_metrics;
 mod tempo_api;

@@ -77,14 +77,61 @@ async fn query(State(state): State<Arc<ServerState>>, params: Params) -> Respons
 async fn instant_query(state: Arc<ServerState>, params: Params) -> Result<Response, ApiError> {
     let query_text = params.get("query").unwrap_or("").to_string();
     let time_ms = params.time_ms("time", now_ms())?;
+    let stats_mode = StatsMode::of(&params);
     let storage = state.storage()?.clone();
     let started = Instant::now();
     let worker_state = state.clone();
-    let result = run_blocking(move || worker_state.engine.instant_query(storage.as_ref(), &query_text, time_ms))
-        .await?
-        .map_err(query_error)?;
+    let (result, stats, queued) = run_blocking(move || {
+        let queued = started.elapsed();
+        let engine = &worker_state.engine;
+        let answer = match stats_mode {
+            StatsMode::None => {
+                engine.instant_query(storage.as_ref(), &query_text, time_ms).map(|result| (result, None))
+            }
+            _ => engine
+                .instant_query_with_stats(storage.as_ref(), &query_text, time_ms)
+                .map(|(result, stats)| (result, Some(stats))),
+        };
+        answer.map(|(result, stats)| (result, stats, queued))
+    })
+    .await?
+    .map_err(query_error)?;
     state.metrics.query_duration.observe(&["instant"], started.elapsed().as_secs_f64());
-    Ok(json_response(render_query_result(&result)))
+    Ok(json_response(render_with_optional_stats(&result, stats.as_ref(), stats_mode, queued, started.elapsed())))
+}
+
+/// What the `stats` parameter asks for: nothing (absent or empty), the totals, or with `stats=all`
+/// also the samples per step, as Prometheus 2.42.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StatsMode {
+    None,
+    Totals,
+    PerStep,
+}
+
+impl StatsMode {
+    fn of(params: &Params) -> StatsMode {
+        match params.get("stats") {
+            None | Some("") => StatsMode::None,
+            Some("all") => StatsMode::PerStep,
+            Some(_) => StatsMode::Totals,
+        }
+    }
+}
+
+fn render_with_optional_stats(
+    result: &oxeye_promql::QueryResult,
+    stats: Option<&oxeye_promql::QueryStats>,
+    mode: StatsMode,
+    queued: std::time::Duration,
+    total: std::time::Duration,
+) -> String {
+    match stats {
+        Some(stats) if mode != StatsMode::None => {
+            crate::query_stats::render_query_result_with_stats(result, stats, mode == StatsMode::PerStep, queued, total)
+        }
+        _ => render_query_result(result),
+    }
 }
 
 fn json_response(body: String) -> Response {
@@ -116,15 +163,27 @@ async fn range_query(state: Arc<ServerState>, params: Params) -> Result<Response
         ));
     }
     let query_text = params.get("query").unwrap_or("").to_string();
+    let stats_mode = StatsMode::of(&params);
     let storage = state.storage()?.clone();
     let started = Instant::now();
     let worker_state = state.clone();
-    let result =
-        run_blocking(move || worker_state.engine.range_query(storage.as_ref(), &query_text, start_ms, end_ms, step_ms))
-            .await?
-            .map_err(query_error)?;
+    let (result, stats, queued) = run_blocking(move || {
+        let queued = started.elapsed();
+        let engine = &worker_state.engine;
+        let answer = match stats_mode {
+            StatsMode::None => engine
+                .range_query(storage.as_ref(), &query_text, start_ms, end_ms, step_ms)
+                .map(|result| (result, None)),
+            _ => engine
+                .range_query_with_stats(storage.as_ref(), &query_text, start_ms, end_ms, step_ms)
+                .map(|(result, stats)| (result, Some(stats))),
+        };
+        answer.map(|(result, stats)| (result, stats, queued))
+    })
+    .await?
+    .map_err(query_error)?;
     state.metrics.query_duration.observe(&["range"], started.elapsed().as_secs_f64());
-    Ok(json_response(render_query_result(&result)))
+    Ok(json_response(render_with_optional_stats(&result, stats.as_ref(), stats_mode, queued, started.elapsed())))
 }
 
 fn required_time(params: &Params, name: &str) -> Result<i64, ApiError> {

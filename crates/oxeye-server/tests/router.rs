@@ -282,3 +282,102 @@ async fn format_and_status_endpoints() {
     assert!(body.contains(r#""headStats":{"numSeries":2"#), "{body}");
     assert!(body.contains(r#""seriesCountByMetricName":[{"name":"up","value":2}]"#), "{body}");
 }
+
+/// A harness whose engine has `options` (for the query limits).
+fn harness_with_engine(options: EngineOptions) -> Harness {
+    let base = harness();
+    let state = ServerState::new(
+        ServerOptions {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            otlp_http_listen: None,
+            otlp_grpc_listen: None,
+            max_request_body_bytes: 1 << 20,
+            version: "test".into(),
+            storage_retention: "30d".into(),
+            flags: Vec::new(),
+            config_yaml: "version: 1\n".into(),
+        },
+        Engine::new(options),
+    );
+    state.set_storage(base.storage.clone(), Box::new(|_| {}));
+    Harness { _directory: base._directory, storage: base.storage, state }
+}
+
+async fn store_counter(state: &Arc<ServerState>) {
+    let samples: Vec<(i64, f64)> = (0..=20).map(|index| (index * 15_000, index as f64 * 3.0)).collect();
+    let body = remote_write_body(&[("http_requests_total", &[("job", "api")], &samples)]);
+    let (status, body) = send(state, remote_write(body)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+}
+
+#[tokio::test]
+async fn stats_all_reports_timings_and_samples_per_step() {
+    let harness = harness();
+    store_counter(&harness.state).await;
+    let (status, body) = send(
+        &harness.state,
+        form_post("/api/v1/query_range", "query=rate(http_requests_total%5B1m%5D)&start=60&end=240&step=60&stats=all"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    let stats = &json["data"]["stats"];
+    for timing in
+        ["evalTotalTime", "resultSortTime", "queryPreparationTime", "innerEvalTime", "execQueueTime", "execTotalTime"]
+    {
+        assert!(stats["timings"][timing].is_number(), "{timing}: {body}");
+    }
+    // A 1m window holds 4 samples at 15 s (the one at the window's start is excluded): 4 per step.
+    assert_eq!(stats["samples"]["totalQueryableSamples"], 16, "{body}");
+    assert_eq!(
+        stats["samples"]["totalQueryableSamplesPerStep"],
+        serde_json::json!([[60, 4], [120, 4], [180, 4], [240, 4]]),
+        "{body}"
+    );
+    assert!(stats["samples"]["peakSamples"].as_u64().is_some_and(|peak| peak > 0), "{body}");
+
+    // Any other value gives the totals without the steps; no parameter gives no stats.
+    let (_, body) =
+        send(&harness.state, form_post("/api/v1/query", "query=http_requests_total&time=300&stats=true")).await;
+    let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(json["data"]["stats"]["samples"]["totalQueryableSamples"], 1, "{body}");
+    assert!(json["data"]["stats"]["samples"].get("totalQueryableSamplesPerStep").is_none(), "{body}");
+    let (_, body) = send(&harness.state, form_post("/api/v1/query", "query=http_requests_total&time=300")).await;
+    assert!(!body.contains("stats"), "{body}");
+}
+
+#[tokio::test]
+async fn query_limits_answer_with_prometheus_error_types() {
+    let limited = harness_with_engine(EngineOptions { max_samples: 3, ..EngineOptions::default() });
+    store_counter(&limited.state).await;
+    let (status, body) =
+        send(&limited.state, form_post("/api/v1/query_range", "query=http_requests_total&start=0&end=300&step=15"))
+            .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains(r#""errorType":"execution""#), "{body}");
+    assert!(body.contains("query processing would load too many samples into memory in query execution"), "{body}");
+
+    let hurried = harness_with_engine(EngineOptions { timeout: std::time::Duration::ZERO, ..EngineOptions::default() });
+    store_counter(&hurried.state).await;
+    let (status, body) = send(&hurried.state, form_post("/api/v1/query", "query=http_requests_total&time=300")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(body.contains(r#""errorType":"timeout""#), "{body}");
+    assert!(body.contains("query timed out in expression evaluation"), "{body}");
+}
+
+#[tokio::test]
+async fn grammar_errors_name_the_offending_token_and_its_position() {
+    let harness = harness();
+    let cases = [
+        ("query=foo%20bar", "1:5: parse error: unexpected identifier \\\"bar\\\""),
+        ("query=rate(foo%5B5m%5D)%20by%20(a)", "1:15: parse error: unexpected \u{3c}by\u{3e}"),
+        ("query=foo%20%2B", "1:6: parse error: unexpected end of input"),
+    ];
+    for (form, expected) in cases {
+        let (status, body) = send(&harness.state, form_post("/api/v1/query", &format!("{form}&time=4"))).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{form}: {body}");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        let message = json["error"].as_str().unwrap_or_default().replace('"', "\\\"");
+        assert!(message.ends_with(expected), "{form}: {body}");
+    }
+}

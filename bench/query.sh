@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The PromQL query benchmark: the Django-fleet history loaded into oxeye and Prometheus 2.42 over
+# remote_write, then ten dashboard queries timed on each (instant, 1h and 24h ranges at 15s and 60s steps,
+# median of RUNS runs, peak RSS per query). Servers run pinned to core 0, the driver to core 1.
+# See BENCHMARKS.md ("PromQL queries") and crates/oxeye-bench/src/query.rs.
+#
+# Usage: bench/query.sh [SERIES] [HOURS] [SERVER...]
+#   SERIES  active series (default 100000, the issue's dataset)
+#   HOURS   hours of history at a 15 s scrape interval (default 24)
+#   SERVER  oxeye, prometheus (default: both)
+# Environment: CARGO_TARGET_DIR (default /work/target-bench), BENCH_OUT (default <repo>/bench-out),
+#   OXEYE_BIN and BENCH_BIN (binaries to use instead of building them), RUNS (default 5),
+#   SERVER_CPUS (default 0), BENCH_CPUS (default 1), REUSE_DATA=1 (keep loaded data, skip the load),
+#   ONLY (only queries whose name contains this).
+set -euo pipefail
+
+series=${1:-100000}
+hours=${2:-24}
+shift 2 || shift $# || true
+servers=("$@")
+if [ ${#servers[@]} -eq 0 ]; then servers=(oxeye prometheus); fi
+rounds=$((hours * 240))
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=${BENCH_OUT:-$root/bench-out}/query
+target=${CARGO_TARGET_DIR:-/work/target-bench}
+runs=${RUNS:-5}
+server_cpus=${SERVER_CPUS:-0}
+bench_cpus=${BENCH_CPUS:-1}
+mkdir -p "$out"
+
+if ! command -v prometheus >/dev/null; then
+  apt-get update
+  DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus
+  systemctl disable --now prometheus 2>/dev/null || true
+fi
+command -v taskset >/dev/null || { echo "taskset (util-linux) is required" >&2; exit 1; }
+
+export CARGO_TARGET_DIR=$target
+bench=${BENCH_BIN:-}
+if [ -z "$bench" ]; then
+  (cd "$root" && cargo build --release -p oxeye-bench)
+  bench=$target/release/oxeye-bench
+fi
+oxeye_binary=${OXEYE_BIN:-}
+if [[ " ${servers[*]} " == *" oxeye "* ]] && [ -z "$oxeye_binary" ]; then
+  (cd "$root" && cargo build --release -p oxeye)
+  oxeye_binary=$target/release/oxeye
+fi
+
+workload=$out/workload-$series-$rounds-2000.bin
+if [ ! -f "$workload" ]; then
+  "$bench" generate --series "$series" --rounds "$rounds" --out "$workload"
+fi
+
+{
+  echo "date: $(date -u +%FT%TZ)"
+  echo "nproc: $(nproc)"
+  lscpu | grep -E '^(Model name|L3 cache)'
+  grep MemTotal /proc/meminfo
+  echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "oxeye: ${OXEYE_BIN:-built from $(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
+  echo "workload: $series series x $rounds rounds (15 s)"
+} > "$out/machine-$series-$hours.txt"
+
+extra=()
+if [ "${REUSE_DATA:-}" = 1 ]; then extra+=(--reuse-data); fi
+if [ -n "${ONLY:-}" ]; then extra+=(--only "$ONLY"); fi
+
+port=19190
+results=()
+for server in "${servers[@]}"; do
+  case "$server" in
+    oxeye) binary=$oxeye_binary ;;
+    prometheus) binary=$(command -v prometheus) ;;
+    *) echo "unknown server $server (oxeye, prometheus)" >&2; exit 2 ;;
+  esac
+  echo "== $server: load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  taskset -c "$bench_cpus" "$bench" query run --server "$server" --binary "$binary" --server-cpus "$server_cpus" \
+    --port "$port" --workload "$workload" --work-dir "$out/$server-$series-$hours" --runs "$runs" \
+    --out "$out/$server-$series-$hours.json" "${extra[@]}" > /dev/null
+  results+=("$out/$server-$series-$hours.json")
+  port=$((port + 1))
+done
+
+"$bench" query report "${results[@]}" | tee "$out/results-$series-$hours.md"
