@@ -461,6 +461,16 @@ fn intrinsic_value<'a, 't: 'a>(intrinsic: Intrinsic, cursor: Cursor<'_, 't>, con
         }
         Intrinsic::InstrumentationName => Value::Str(Cow::Borrowed(&context.scope.name)),
         Intrinsic::InstrumentationVersion => Value::Str(Cow::Borrowed(&context.scope.version)),
+        Intrinsic::NestedSetParent => match view.parents.get(cursor.index).copied().flatten() {
+            _ if span.is_root() => Value::Int(-1),
+            Some(parent) => Value::Int(i64::try_from(parent).unwrap_or(i64::MAX).saturating_add(1)),
+            // A parent that was not stored: not a root either.
+            None => Value::Int(0),
+        },
+        Intrinsic::ChildCount => {
+            let children = view.parents.iter().filter(|parent| **parent == Some(cursor.index)).count();
+            Value::Int(i64::try_from(children).unwrap_or(i64::MAX))
+        }
     }
 }
 

@@ -326,7 +326,43 @@ fn compute(
             }
         }
     }
+    if let Some(stage) = function.second_stage {
+        series = keep_extreme_series(series, stage);
+    }
     Ok(series)
+}
+
+/// Applies `topk(n)` / `bottomk(n)`: at each timestamp keeps the samples of the `n` largest (smallest) series;
+/// series left without samples are dropped.
+fn keep_extreme_series(mut series: Vec<MetricsSeries>, stage: SecondStage) -> Vec<MetricsSeries> {
+    let (count, largest) = match stage {
+        SecondStage::TopK(count) => (count, true),
+        SecondStage::BottomK(count) => (count, false),
+    };
+    let mut timestamps: Vec<i64> = series.iter().flat_map(|one| one.samples.iter().map(|(ts, _)| *ts)).collect();
+    timestamps.sort_unstable();
+    timestamps.dedup();
+    let mut kept: Vec<Vec<(i64, f64)>> = vec![Vec::new(); series.len()];
+    for timestamp in timestamps {
+        let mut at_step: Vec<(usize, f64)> = series
+            .iter()
+            .enumerate()
+            .filter_map(|(index, one)| {
+                one.samples.iter().find(|(ts, _)| *ts == timestamp).map(|(_, value)| (index, *value))
+            })
+            .collect();
+        at_step.sort_by(|left, right| if largest { right.1.total_cmp(&left.1) } else { left.1.total_cmp(&right.1) });
+        for (index, value) in at_step.into_iter().take(count) {
+            if let Some(samples) = kept.get_mut(index) {
+                samples.push((timestamp, value));
+            }
+        }
+    }
+    for (one, samples) in series.iter_mut().zip(kept) {
+        one.samples = samples;
+    }
+    series.retain(|one| !one.samples.is_empty());
+    series
 }
 
 /// Runs a metrics query as one step over `start..end` (Tempo's `/api/metrics/query`): each series has one

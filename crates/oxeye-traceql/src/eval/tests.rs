@@ -61,6 +61,9 @@ fn intrinsics() {
     assert_eq!(traces_of(r#"{ trace:id = "5e000000000000000000000000000003" }"#), vec![3]);
     check(r#"{ span:id = "0200000000000004" }"#, "2: [eligibility.check_membership]");
     check("{ span:parentID = nil && duration < 100ms }", "4: [POST /tickets/]\n5: [POST /webhooks/stripe/]");
+    check("{ span:childCount > 1 }", "1: [GET /events/{id}/]");
+    assert_eq!(traces_of("{ nestedSetParent < 0 }"), vec![1, 2, 3, 4, 5]);
+    check(r#"{ nestedSetParent >= 0 && name = "ticket.checkout" }"#, "2: [ticket.checkout]\n6: [ticket.checkout]");
     check(r#"{ instrumentation:name = "opentelemetry.instrumentation.celery" }"#, "4: [run/send_confirmation_email]");
 }
 

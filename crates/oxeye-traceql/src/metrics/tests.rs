@@ -93,3 +93,21 @@ fn bad_requests_are_refused() {
     assert!(query_range(&store, &parse("{ }").unwrap(), range).is_err());
     assert!(query_range(&store, &parse("{ } | rate()").unwrap(), range).unwrap().is_empty());
 }
+
+#[test]
+fn topk_and_bottomk_keep_extreme_series_per_step() {
+    let top = run("{ } | count_over_time() by (resource.service.name) | topk(1)", 6);
+    assert_eq!(top.len(), 1);
+    assert_eq!(top[0].prom_labels(), r#"{resource.service.name="boxoffice"}"#);
+    let bottom = run("{ } | count_over_time() by (resource.service.name) with(sample=true) | bottomk(1)", 6);
+    assert_eq!(bottom.len(), 1);
+    assert_eq!(bottom[0].prom_labels(), r#"{resource.service.name="boxoffice-worker"}"#);
+}
+
+#[test]
+fn root_spans_by_nested_set_parent_as_drilldown_asks() {
+    let series = run("{ nestedSetParent < 0 && true } | rate() by (resource.service.name)", 6);
+    assert_eq!(series.len(), 1);
+    // Five traces have a root; trace 6's root never arrived.
+    assert_eq!(values(&series[0]), vec![5.0 / 6.0]);
+}

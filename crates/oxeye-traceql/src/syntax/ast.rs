@@ -145,6 +145,17 @@ pub struct MetricsFunction {
     pub kind: MetricsKind,
     /// Fields to group series by (`by(resource.service.name)`), possibly none.
     pub by: Vec<FieldExpr>,
+    /// `| topk(n)` or `| bottomk(n)` after the function, if any.
+    pub second_stage: Option<SecondStage>,
+}
+
+/// A stage after a metrics function, applied per step to the series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecondStage {
+    /// `topk(n)`: at each step, the samples of the `n` largest series.
+    TopK(usize),
+    /// `bottomk(n)`: at each step, the samples of the `n` smallest series.
+    BottomK(usize),
 }
 
 /// TraceQL metrics functions.
@@ -308,6 +319,11 @@ pub enum Intrinsic {
     InstrumentationName,
     /// `instrumentation:version`.
     InstrumentationVersion,
+    /// `nestedSetParent`: negative (-1) for a root span, positive otherwise. Tempo numbers spans in a nested
+    /// set; Grafana's Traces Drilldown only asks `nestedSetParent < 0` ("root spans"), which this keeps.
+    NestedSetParent,
+    /// `span:childCount`: how many stored spans name this span as parent.
+    ChildCount,
 }
 
 impl Intrinsic {
@@ -331,6 +347,8 @@ impl Intrinsic {
             "link:spanID" => Intrinsic::LinkSpanId,
             "instrumentation:name" => Intrinsic::InstrumentationName,
             "instrumentation:version" => Intrinsic::InstrumentationVersion,
+            "nestedSetParent" => Intrinsic::NestedSetParent,
+            "span:childCount" => Intrinsic::ChildCount,
             _ => return None,
         })
     }
@@ -355,6 +373,8 @@ impl Intrinsic {
             Intrinsic::LinkSpanId => "link:spanID",
             Intrinsic::InstrumentationName => "instrumentation:name",
             Intrinsic::InstrumentationVersion => "instrumentation:version",
+            Intrinsic::NestedSetParent => "nestedSetParent",
+            Intrinsic::ChildCount => "span:childCount",
         }
     }
 

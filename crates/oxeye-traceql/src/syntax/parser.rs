@@ -247,7 +247,41 @@ impl Parser {
             self.advance();
             by = self.field_list()?;
         }
-        Ok(MetricsFunction { kind, by })
+        // `with(sample=true, ...)`: query hints for Tempo's planner; accepted and ignored.
+        if self.peek_word() == Some("with") {
+            self.advance();
+            self.expect(Token::OpenParen)?;
+            while *self.peek() != Token::CloseParen {
+                match self.advance() {
+                    Token::Word(_) | Token::Eq | Token::Comma | Token::Int(_) | Token::Float(_) | Token::String(_) => {}
+                    Token::Duration(_) => {}
+                    _ => {
+                        self.position -= 1;
+                        return Err(self.unexpected());
+                    }
+                }
+            }
+            self.advance();
+        }
+        let mut second_stage = None;
+        if *self.peek() == Token::Pipe {
+            self.advance();
+            let largest = match self.peek_word() {
+                Some("topk") => true,
+                Some("bottomk") => false,
+                _ => return Err(self.unexpected()),
+            };
+            self.advance();
+            self.expect(Token::OpenParen)?;
+            let count = match self.peek() {
+                Token::Int(count) if *count > 0 => usize::try_from(*count).unwrap_or(usize::MAX),
+                _ => return Err(self.unexpected()),
+            };
+            self.advance();
+            self.expect(Token::CloseParen)?;
+            second_stage = Some(if largest { SecondStage::TopK(count) } else { SecondStage::BottomK(count) });
+        }
+        Ok(MetricsFunction { kind, by, second_stage })
     }
 
     fn spanset_binding_power(&self) -> Option<(u8, SpansetOp)> {

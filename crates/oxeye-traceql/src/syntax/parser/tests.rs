@@ -116,7 +116,7 @@ fn metrics_functions_with_by() {
         "{ } | quantile_over_time(duration)",
         "ERROR parse error at line 1, col 34: syntax error: unexpected CLOSE_PARENS, expecting COMMA",
     );
-    check("{ } | rate() | count() > 1", "ERROR parse error at line 1, col 14: syntax error: unexpected PIPE");
+    check("{ } | rate() | count() > 1", "ERROR parse error at line 1, col 16: syntax error: unexpected COUNT");
 }
 
 #[test]
