@@ -75,6 +75,8 @@ pub struct ConfigFile {
     pub global: GlobalSection,
     /// Logs: the log store's limits, PII redaction and tailed files.
     pub logs: crate::config_logs::LogsSection,
+    /// Traces: tail sampling and span metrics.
+    pub traces: crate::config_traces_pipeline::TracesSection,
     /// Prometheus scrape configs, passed to the scraper.
     pub scrape_configs: Vec<serde_json::Value>,
 }
@@ -162,6 +164,7 @@ impl Default for ConfigFile {
             self_scrape: SelfScrapeSection::default(),
             global: GlobalSection::default(),
             logs: crate::config_logs::LogsSection::default(),
+            traces: crate::config_traces_pipeline::TracesSection::default(),
             scrape_configs: Vec::new(),
         }
     }
@@ -255,6 +258,8 @@ pub struct ServeSettings {
     pub scrape_configs: Vec<serde_json::Value>,
     /// The validated `logs:` section.
     pub logs: crate::config_logs::LogsSettings,
+    /// The validated `traces.sampling` and `traces.span_metrics` sections.
+    pub trace_pipeline: oxeye_pipeline::traces::TracePipelineOptions,
 }
 
 /// oxeye's own log format.
@@ -406,6 +411,7 @@ impl ConfigFile {
             global_scrape_timeout_ms,
             scrape_configs: self.scrape_configs.clone(),
             logs: self.logs.validate()?,
+            trace_pipeline: self.traces.pipeline_options()?,
         })
     }
 }

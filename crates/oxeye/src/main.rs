@@ -6,8 +6,10 @@
 
 mod config;
 mod config_logs;
+mod config_traces_pipeline;
 mod serve;
 mod serve_logs;
+mod serve_trace_pipeline;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
