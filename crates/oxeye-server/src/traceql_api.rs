@@ -256,7 +256,7 @@ async fn search_handler(State(state): State<Arc<ServerState>>, params: Params) -
 
 async fn run_search(state: &ServerState, params: &Params) -> Result<Value, SearchError> {
     let query = match (params.get("q"), params.get("tags")) {
-        (Some(text), _) => SearchQuery::TraceQl(oxeye_traceql::parse(text)?),
+        (Some(text), _) => SearchQuery::TraceQl(Box::new(oxeye_traceql::parse(text)?)),
         (None, Some(tags)) => SearchQuery::Tags(parse_logfmt_tags(tags)?),
         (None, None) => SearchQuery::Tags(Vec::new()),
     };

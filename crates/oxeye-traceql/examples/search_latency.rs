@@ -115,7 +115,7 @@ fn main() {
                 continue;
             }
             let request = SearchRequest {
-                query: SearchQuery::TraceQl(query.clone()),
+                query: SearchQuery::TraceQl(Box::new(query.clone())),
                 start_unix_nano: window_start,
                 end_unix_nano: end,
                 min_duration_nanos: None,

@@ -17,8 +17,8 @@ use crate::syntax::ast::*;
 /// What to look for.
 #[derive(Debug, Clone)]
 pub enum SearchQuery {
-    /// A TraceQL query (not a metrics query).
-    TraceQl(Query),
+    /// A TraceQL query (not a metrics query), boxed as it is much larger than the legacy form.
+    TraceQl(Box<Query>),
     /// Tempo's legacy search: `tags=` logfmt pairs that one span must all carry (span or resource attribute
     /// whose value reads as the given text; `name` is the span name, `status.code` the status). No pairs
     /// matches every trace.

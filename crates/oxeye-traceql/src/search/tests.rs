@@ -25,7 +25,7 @@ fn request(query: SearchQuery) -> SearchRequest {
 }
 
 fn traceql(text: &str) -> SearchQuery {
-    SearchQuery::TraceQl(parse(text).unwrap())
+    SearchQuery::TraceQl(Box::new(parse(text).unwrap()))
 }
 
 fn numbers(response: &SearchResponse) -> Vec<u8> {
