@@ -19,6 +19,7 @@
 //! # }
 //! ```
 
+mod correlation_api;
 mod error;
 mod health;
 mod ingest;
@@ -202,6 +203,7 @@ pub fn router(state: Arc<ServerState>) -> Router {
         .merge(loki_api::routes())
         .merge(tempo_api::routes())
         .merge(traceql_api::routes())
+        .merge(correlation_api::routes())
         .merge(loki_query::routes())
         .merge(otlp::http_routes())
         .merge(self_metrics::routes())
