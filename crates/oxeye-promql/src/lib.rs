@@ -7,6 +7,9 @@
 //!   [`Engine::instant_query`] and [`Engine::range_query`], like Prometheus' `/api/v1/query` and
 //!   `/api/v1/query_range` (`*_expr` variants take an already parsed expression).
 //!   [`Engine::with_delayed_name_removal`] switches on Prometheus' delayed `__name__` removal.
+//! - [`Engine::instant_query_with_stats`] and [`Engine::range_query_with_stats`] also return
+//!   [`QueryStats`] (timings, samples read in total and per step, peak samples), what Prometheus reports
+//!   for `stats=all`.
 //! - [`QueryResult`] holds a [`Value`] (`scalar`, `string`, `vector` or `matrix`, timestamps in
 //!   milliseconds) and Prometheus' warning and info annotations.
 //! - [`QueryError`] says what failed, with [`QueryError::prometheus_error_type`] for the HTTP API body.
@@ -22,10 +25,12 @@
 //! reads its series from the [`oxeye_model::storage::Querier`] once for the whole time range and walks
 //! them with cursors (an instant vector is a list of series with `(step, value)` points); binary
 //! operators and aggregations then work step by step; subqueries evaluate their inner expression once
-//! over their own step grid. Deliberately absent: native histograms (oxeye stores floats only; the
-//! `histogram_*` functions other than `histogram_quantile` return nothing), and the experimental
-//! features extended range selectors, duration expressions, start timestamps and type-and-unit labels (the experimental
-//! `fill`, `fill_left` and `fill_right` binary operator modifiers and `info()` are supported).
+//! over their own step grid. Range queries longer than 2 hours are evaluated in 2-hour slices of steps and
+//! joined, so selectors hold one slice of samples at a time. Deliberately absent: native histograms (oxeye
+//! stores floats only; the `histogram_*` functions other than `histogram_quantile` return nothing), and
+//! the experimental features extended range selectors, duration expressions, start timestamps and
+//! type-and-unit labels (the experimental `fill`, `fill_left` and `fill_right` binary operator modifiers
+//! and `info()` are supported).
 //!
 //! ```
 //! use oxeye_model::{Labels, Sample};
