@@ -84,7 +84,7 @@ pub fn for_each_minimizer(bytes: &[u8], mut emit: impl FnMut(u64)) {
     // equal hashes stay behind earlier ones, so the front is the leftmost minimum. At most WINDOW entries
     // are live, held in a ring of RING slots.
     const RING: usize = 16;
-    debug_assert!(WINDOW <= RING);
+    const { assert!(WINDOW <= RING) };
     let mut queue = [(0usize, 0u64); RING];
     let (mut front, mut back) = (0usize, 0usize); // live entries are front..back (mod RING)
     let mut last_emitted_position = usize::MAX;

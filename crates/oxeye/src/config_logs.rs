@@ -261,6 +261,7 @@ impl RedactionSection {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
     use crate::config::ConfigFile;

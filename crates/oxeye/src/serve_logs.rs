@@ -309,6 +309,7 @@ pub fn write_log_store_metrics(writer: &mut MetricsWriter, stats: &LogStoreStats
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
 

@@ -126,6 +126,7 @@ fn match_class(pattern: &[u8], start: usize, byte: u8) -> Option<(bool, usize)> 
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

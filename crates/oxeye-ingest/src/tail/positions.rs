@@ -135,6 +135,7 @@ pub fn save_positions(path: &Path, positions: &[SavedPosition]) -> Result<(), In
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1,5 +1,7 @@
 //! Tailing through appends, rotation by rename, truncation and restarts: every line exactly once.
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::Write;
 use std::path::Path;
 
