@@ -205,6 +205,14 @@ impl LogsSection {
             if section.paths.is_empty() || section.paths.iter().any(String::is_empty) {
                 return Err(invalid(field("paths"), "must list at least one non-empty glob".into()));
             }
+            if let Some(position) =
+                section.paths.iter().position(|path| oxeye_ingest::tail::glob::FileGlob::new(path).is_none())
+            {
+                return Err(invalid(
+                    format!("logs.files[{index}].paths[{position}]"),
+                    "wildcards (*, ?, [) are allowed only in the file name, not in directories".into(),
+                ));
+            }
             let format = match section.format.as_str() {
                 "json" => TailedFileFormat::Json,
                 "text" => TailedFileFormat::Text,
@@ -345,5 +353,13 @@ logs:
             format: "text".into(),
         });
         assert!(error(section).contains("logs.files[0].json_labels"));
+        let mut section = LogsSection::default();
+        section.files.push(TailedFilesSection {
+            paths: vec!["/var/log/app.log".into(), "/var/log/*/app.log".into()],
+            labels: BTreeMap::new(),
+            json_labels: Vec::new(),
+            format: "text".into(),
+        });
+        assert!(error(section).contains("logs.files[0].paths[1]"));
     }
 }
