@@ -117,7 +117,7 @@ impl BlockSummary {
 }
 
 /// Builds a summary over traces.
-fn summarize(traces: &[Trace], wal_through_segment: u64) -> BlockSummary {
+fn summarize(traces: &[&Trace], wal_through_segment: u64) -> BlockSummary {
     let mut summary = BlockSummary {
         min_start_unix_nano: u64::MAX,
         min_span_duration_nanos: u64::MAX,
@@ -212,7 +212,7 @@ fn encode_summary(summary: &BlockSummary, out: &mut Vec<u8>) {
 /// [`TraceStoreError::Io`] naming the file.
 pub(crate) fn write_block(
     path: &Path,
-    mut traces: Vec<Trace>,
+    mut traces: Vec<&Trace>,
     page_bytes: usize,
     wal_through_segment: u64,
 ) -> Result<BlockSummary, TraceStoreError> {
@@ -230,12 +230,12 @@ pub(crate) fn write_block(
         let mut estimate = 0usize;
         while page_end < traces.len() && (page_end == page_start || estimate < page_bytes) {
             scratch.clear();
-            encoding::encode_traces(std::iter::once(&traces[page_end]), &mut scratch);
+            encoding::encode_traces(std::iter::once(traces[page_end]), &mut scratch);
             estimate += scratch.len();
             page_end += 1;
         }
         scratch.clear();
-        encoding::encode_traces(&traces[page_start..page_end], &mut scratch);
+        encoding::encode_traces(traces[page_start..page_end].iter().copied(), &mut scratch);
         let compressed = lz4_flex::compress_prepend_size(&scratch);
         let page_number = pages.len() as u32;
         pages.push((file_bytes.len() as u64, compressed.len() as u32, crc32fast::hash(&compressed)));

@@ -7,8 +7,8 @@ use crate::TraceStoreError;
 
 /// Default retention: 30 days.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
-/// Default head size at which a block is cut: 200,000 spans.
-pub const DEFAULT_MAX_HEAD_SPANS: u64 = 200_000;
+/// Default head size at which a block is cut: 100,000 spans.
+pub const DEFAULT_MAX_HEAD_SPANS: u64 = 100_000;
 /// Default head age at which a block is cut: 5 minutes.
 pub const DEFAULT_MAX_HEAD_AGE: Duration = Duration::from_secs(300);
 /// Default uncompressed page size in blocks: 256 KiB.

@@ -142,6 +142,17 @@ fn now_unix_nano() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_nanos() as u64)
 }
 
+/// Drops repeated span ids (a span seen both in the head being cut and in its new block).
+fn remove_duplicate_spans(mut trace: Trace) -> Trace {
+    let mut seen = std::collections::HashSet::new();
+    for batch in &mut trace.resource_spans {
+        for scope_spans in &mut batch.scope_spans {
+            scope_spans.spans.retain(|span| seen.insert(span.span_id));
+        }
+    }
+    trace
+}
+
 /// Keeps only spans starting in `[start, end)`; `None` when nothing is left.
 fn restrict_to_window(mut trace: Trace, window: Option<(u64, u64)>) -> Option<Trace> {
     if let Some((start, end)) = window {
@@ -365,7 +376,7 @@ impl TraceStore {
         };
         let sequence = self.next_block_sequence.fetch_add(1, Ordering::Relaxed);
         let path = self.blocks_dir.join(format!("{sequence:016x}{BLOCK_SUFFIX}"));
-        let traces: Vec<Trace> = frozen.traces.values().cloned().collect();
+        let traces: Vec<&Trace> = frozen.traces.values().collect();
         let written =
             write_block(&path, traces, self.options.page_bytes, wal_through_segment).and_then(|_| Block::open(&path));
         let block = match written {
@@ -447,6 +458,16 @@ impl TraceStore {
             Some(existing) => merge_trace(existing, trace),
             None => found = Some(trace),
         };
+        // Head, then the head being cut, then blocks: a concurrent cut moves a trace only forward in this
+        // order, so it is seen at least once (twice at worst; duplicates are removed below).
+        if let Some(trace) = self.head.read().unwrap_or_else(|poisoned| poisoned.into_inner()).traces.get(trace_id) {
+            add(trace.clone());
+        }
+        if let Some(cutting) = self.cutting.read().unwrap_or_else(|poisoned| poisoned.into_inner()).as_ref()
+            && let Some(trace) = cutting.traces.get(trace_id)
+        {
+            add(trace.clone());
+        }
         let blocks: Vec<Arc<Block>> = self.blocks.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
         for block in &blocks {
             if let Some((start, end)) = window
@@ -458,15 +479,7 @@ impl TraceStore {
                 add(trace);
             }
         }
-        if let Some(cutting) = self.cutting.read().unwrap_or_else(|poisoned| poisoned.into_inner()).as_ref()
-            && let Some(trace) = cutting.traces.get(trace_id)
-        {
-            add(trace.clone());
-        }
-        if let Some(trace) = self.head.read().unwrap_or_else(|poisoned| poisoned.into_inner()).traces.get(trace_id) {
-            add(trace.clone());
-        }
-        Ok(found.and_then(|trace| restrict_to_window(trace, window)))
+        Ok(found.map(remove_duplicate_spans).and_then(|trace| restrict_to_window(trace, window)))
     }
 
     /// Visits traces with a span starting in `[start, end)`: head first, then blocks newest first (a trace

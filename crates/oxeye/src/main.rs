@@ -9,6 +9,7 @@ mod config_logs;
 mod config_traces_pipeline;
 mod serve;
 mod serve_logs;
+mod serve_traces;
 mod serve_trace_pipeline;
 
 use std::path::PathBuf;

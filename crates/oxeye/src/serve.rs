@@ -70,6 +70,8 @@ pub async fn run(settings: ServeSettings, config_yaml: String, config_path: Stri
         .context("storage start-up task failed")?
         .with_context(|| format!("cannot open the data directory {}", settings.data_dir.display()))?;
     let logs = crate::serve_logs::start(&settings, &state).await?;
+    let traces = crate::serve_traces::start(&settings, &state).await?;
+    state.set_trace_writer(traces.writer());
     let storage: Arc<dyn MetricsStorage> = tsdb.clone();
     let stats_source = tsdb.clone();
     state.set_storage(storage.clone(), Box::new(move |writer| write_tsdb_metrics(writer, &stats_source.stats())));
@@ -124,6 +126,7 @@ pub async fn run(settings: ServeSettings, config_yaml: String, config_path: Stri
         .context("storage shutdown task failed")?
         .context("cannot close the storage cleanly")?;
     logs.close().await?;
+    traces.close().await?;
     served?;
     tracing::info!("stopped");
     Ok(())
