@@ -8,7 +8,7 @@
 //! - [`LogStore`]: [`LogStore::open`] loads chunk files and replays the WAL; it implements
 //!   `oxeye_model::logs::{LogWriter, LogReader}`. A push is validated (retention, the out-of-order window,
 //!   line length, duplicates), written to the WAL (group commit: concurrent pushes share one fsync), then
-//!   inserted into the stream's **head**. A head becomes a [`chunk::SealedChunk`] (LZ4 data plus a
+//!   inserted into the stream's **head**. A head becomes a [`chunk::SealedChunk`] (zstd data plus a
 //!   [`bloom`] filter) once it reaches the target size; [`LogStore::flush`] cuts old or idle heads, writes
 //!   cut chunks into one immutable [`chunk_file`], checkpoints the remaining heads and deletes the WAL
 //!   segments they cover, and applies retention.
