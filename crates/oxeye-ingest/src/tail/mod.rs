@@ -129,6 +129,8 @@ pub struct Tailer {
     saved: HashMap<FileId, SavedPosition>,
     options: TailerOptions,
     last_timestamp_ns: i64,
+    /// What the positions file holds, so an idle commit writes (and fsyncs) nothing.
+    written: Option<Vec<SavedPosition>>,
 }
 
 fn tail_error(path: &Path, operation: &'static str, error: std::io::Error) -> IngestError {
@@ -179,7 +181,7 @@ impl Tailer {
             compiled.push((source, globs));
         }
         let saved = load_positions(&options.positions_path)?.into_iter().map(|saved| (saved.id, saved)).collect();
-        Ok(Tailer { sources: compiled, files: Vec::new(), saved, options, last_timestamp_ns: i64::MIN })
+        Ok(Tailer { sources: compiled, files: Vec::new(), saved, options, last_timestamp_ns: i64::MIN, written: None })
     }
 
     /// The tracked files and their committed offsets, for status and tests.
@@ -370,7 +372,7 @@ impl Tailer {
     }
 
     /// Marks everything the last [`Tailer::poll`] returned as durably stored: advances the offsets, drops
-    /// finished files and writes the positions file.
+    /// finished files and writes the positions file (only when it would change).
     ///
     /// # Errors
     /// [`IngestError::Tail`] when the positions file cannot be written (the offsets stay advanced in
@@ -392,7 +394,12 @@ impl Tailer {
                 offset: file.committed,
             })
             .collect();
-        save_positions(&self.options.positions_path, &positions)
+        if self.written.as_ref() == Some(&positions) {
+            return Ok(());
+        }
+        save_positions(&self.options.positions_path, &positions)?;
+        self.written = Some(positions);
+        Ok(())
     }
 
     /// Forgets what the last [`Tailer::poll`] returned (its push failed): the next poll reads it again.

@@ -190,3 +190,19 @@ fn rfc3339_timestamps() {
     assert_eq!(parse_rfc3339_ns("2026-13-23T07:02:14Z"), None);
     assert_eq!(parse_rfc3339_ns("yesterday"), None);
 }
+
+#[test]
+fn an_idle_commit_does_not_rewrite_the_positions_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let positions = dir.path().join("positions.json");
+    append(&dir.path().join("app.log"), "x\n");
+    let mut tailer =
+        Tailer::new(vec![source(dir.path(), "app.log", TailFormat::Text)], TailerOptions::new(&positions)).unwrap();
+    assert_eq!(poll_and_commit(&mut tailer), ["x"]);
+    std::fs::remove_file(&positions).unwrap();
+    assert!(poll_and_commit(&mut tailer).is_empty());
+    assert!(!positions.exists(), "nothing changed, nothing written");
+    append(&dir.path().join("app.log"), "y\n");
+    assert_eq!(poll_and_commit(&mut tailer), ["y"]);
+    assert!(positions.exists());
+}
