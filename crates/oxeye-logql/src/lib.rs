@@ -12,6 +12,7 @@
 
 pub mod engine;
 pub mod pattern;
+pub mod patterns;
 pub mod pipeline;
 pub mod syntax;
 pub mod template;

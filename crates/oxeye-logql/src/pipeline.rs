@@ -630,6 +630,17 @@ fn parse_logfmt(state: &mut EntryState, strict: bool, keep_empty: bool, params: 
             position += 1;
         }
         let key = &line[key_start..position];
+        if let Some(quote) = key.find('"') {
+            // A key cannot hold a quote (go-logfmt's "unexpected '\"'"); non-strict parsing skips the token.
+            if strict {
+                state.set_error(
+                    "LogfmtParserErr",
+                    &format!("logfmt syntax error at pos {} : unexpected '\"'", key_start + quote + 1),
+                );
+                return;
+            }
+            continue;
+        }
         if key.is_empty() {
             if position < bytes.len() && bytes[position] == b'=' {
                 if strict {
