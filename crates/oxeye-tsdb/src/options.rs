@@ -36,7 +36,7 @@ pub struct TsdbOptions {
     /// WAL segment size in bytes. Default 128 MiB.
     pub wal_segment_size_bytes: u64,
     /// Maintenance also checkpoints the WAL between block cuts once this many bytes were written since
-    /// the last checkpoint and they exceed twice the head's compressed size, which bounds the WAL's disk
+    /// the last checkpoint and they exceed half the head's size (series and chunks), which bounds the WAL's disk
     /// use and the replay after a crash. Default [`DEFAULT_WAL_CHECKPOINT_MIN_BYTES`] (64 MiB).
     pub wal_checkpoint_min_bytes: u64,
     /// Capacity of the in-memory exemplar ring (oldest evicted first). Default 100 000.
