@@ -25,6 +25,7 @@ mod health;
 mod ingest;
 mod loki_api;
 mod loki_query;
+mod loki_tail;
 mod otlp;
 mod otlp_traces;
 mod params;

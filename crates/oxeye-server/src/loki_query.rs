@@ -38,7 +38,8 @@ pub(crate) fn routes() -> Router<Arc<ServerState>> {
         .route("/loki/api/v1/index/volume_range", get(volume_range).post(volume_range))
         .route("/loki/api/v1/detected_labels", get(detected_labels))
         .route("/loki/api/v1/detected_fields", get(detected_fields))
-        .route("/loki/api/v1/patterns", get(patterns))
+        .route("/loki/api/v1/patterns", get(patterns).post(patterns))
+        .route("/loki/api/v1/tail", get(crate::loki_tail::tail))
         .route("/loki/api/v1/status/buildinfo", get(buildinfo))
         .route("/loki/api/v1/format_query", get(format_query).post(format_query))
 }
@@ -538,8 +539,67 @@ async fn detected_fields(State(state): State<Arc<ServerState>>, params: Params) 
     respond(result)
 }
 
-async fn patterns() -> Response {
-    respond(Ok(json!({"status": "success", "data": []})))
+/// Lines read at most by one patterns request.
+const PATTERN_LINE_LIMIT: usize = 100_000;
+
+/// `/loki/api/v1/patterns`: Drain-style templates of the selected lines ([`oxeye_logql::patterns`]) with
+/// per-step counts, as Loki answers: `{"status": "success", "data": [{"pattern": "...", "level": "...",
+/// "samples": [[<unix seconds>, <count>], ...]}]}`. Reads the newest 100 000 lines of the window.
+async fn patterns(State(state): State<Arc<ServerState>>, params: Params) -> Response {
+    let result = async {
+        let storage = log_storage(&state)?;
+        let query = required_query(&params)?;
+        let (start_ns, end_ns) = window(&params)?;
+        let step_ns = duration_param_ns(&params, "step")?
+            .unwrap_or((((end_ns - start_ns) as f64 / 250.0 / 1e9).ceil().max(10.0) * 1e9) as i64)
+            .max(1_000_000_000);
+        blocking(move || {
+            let result = Engine::default().query_range(
+                storage.as_ref(),
+                &query,
+                start_ns,
+                end_ns,
+                1,
+                PATTERN_LINE_LIMIT,
+                Direction::Backward,
+            )?;
+            let QueryResult::Streams(streams) = result else {
+                return Err(LokiError::bad_request("patterns needs a log query"));
+            };
+            // One detector per detected level, so a pattern carries the level of its lines.
+            let mut detectors: BTreeMap<String, oxeye_logql::patterns::PatternDetector> = BTreeMap::new();
+            for stream in &streams {
+                let level = stream
+                    .labels
+                    .get("detected_level")
+                    .or_else(|| stream.labels.get("level"))
+                    .unwrap_or("unknown")
+                    .to_string();
+                let detector =
+                    detectors.entry(level).or_insert_with(|| oxeye_logql::patterns::PatternDetector::new(step_ns));
+                for (timestamp_ns, line) in &stream.entries {
+                    detector.add(*timestamp_ns, line);
+                }
+            }
+            let mut found: Vec<(u64, Json)> = Vec::new();
+            for (level, detector) in detectors {
+                for pattern in detector.patterns() {
+                    let samples: Vec<Json> = pattern
+                        .samples
+                        .iter()
+                        .map(|(bucket_ns, count)| json!([bucket_ns.div_euclid(1_000_000_000), count]))
+                        .collect();
+                    found
+                        .push((pattern.total, json!({"pattern": pattern.pattern, "level": level, "samples": samples})));
+                }
+            }
+            found.sort_by(|left, right| right.0.cmp(&left.0));
+            Ok(json!({"status": "success", "data": found.into_iter().map(|(_, pattern)| pattern).collect::<Vec<_>>()}))
+        })
+        .await
+    }
+    .await;
+    respond(result)
 }
 
 async fn buildinfo(State(state): State<Arc<ServerState>>) -> Response {

@@ -221,3 +221,93 @@ async fn otlp_logs_become_streams_with_service_name() {
     let body = json(&send(&harness.state, get(&format!("/loki/api/v1/query_range?query={query}"))).await.1);
     assert_eq!(body["data"]["result"][0]["stream"]["event"], "checkout_failed");
 }
+
+fn push_lines(state: &Arc<ServerState>, service: &str, lines: &[(i64, &str)]) {
+    let storage = state.log_storage().expect("log storage set");
+    let entries = lines.iter().map(|(time, line)| oxeye_model::logs::LogEntry::new(*time, *line)).collect::<Vec<_>>();
+    let labels = oxeye_model::Labels::from_pairs([("service_name", service), ("level", "info")]);
+    let summary = storage.push(vec![oxeye_model::logs::LogStream { labels, entries }]).expect("push");
+    assert_eq!(summary.accepted as usize, lines.len());
+}
+
+#[tokio::test]
+async fn patterns_cluster_lines_with_counts_per_step() {
+    let harness = harness();
+    let base = (now_ns() / 60_000_000_000 - 5) * 60_000_000_000;
+    push_lines(
+        &harness.state,
+        "worker",
+        &[
+            (base + 1_000_000_000, "task notify_event_open done in 12ms for user alice"),
+            (base + 2_000_000_000, "task notify_event_open done in 40ms for user bob"),
+            (base + 15_000_000_000, "task send_receipt done in 7ms for user carol"),
+            (base + 16_000_000_000, "cache miss key=events"),
+        ],
+    );
+    let uri = format!(
+        "/loki/api/v1/patterns?query={}&start={}&end={}&step=10s",
+        encode(r#"{service_name="worker"}"#),
+        base,
+        base + 60_000_000_000
+    );
+    let (status, body) = send(&harness.state, get(&uri)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let body = json(&body);
+    assert_eq!(body["status"], "success");
+    let first = &body["data"][0];
+    assert_eq!(first["pattern"], "task <_> done in <_> for user <_>");
+    assert_eq!(first["level"], "info");
+    let base_seconds = base / 1_000_000_000;
+    assert_eq!(first["samples"], serde_json::json!([[base_seconds, 2], [base_seconds + 10, 1]]));
+    assert_eq!(body["data"][1]["pattern"], "cache miss key=events");
+}
+
+#[tokio::test]
+async fn tail_streams_new_entries_over_a_real_websocket() {
+    use futures_util::{SinkExt, StreamExt};
+    let harness = harness();
+    let start = now_ns() - 10_000_000_000;
+    push_lines(&harness.state, "boxoffice", &[(start + 1_000_000_000, "first line")]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    let app = router(harness.state.clone());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // Bad parameters are refused before the upgrade.
+    let refused = tokio_tungstenite::connect_async(format!(
+        "ws://{address}/loki/api/v1/tail?query={}&delay_for=9",
+        encode(r#"{service_name="boxoffice"}"#)
+    ))
+    .await;
+    assert!(refused.is_err(), "delay_for over 5 is refused");
+
+    let url = format!(
+        "ws://{address}/loki/api/v1/tail?query={}&start={start}&limit=10",
+        encode(r#"{service_name="boxoffice"} |= "line""#)
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.expect("websocket handshake");
+    let mut next_message = async || -> serde_json::Value {
+        loop {
+            let message = tokio::time::timeout(std::time::Duration::from_secs(30), socket.next())
+                .await
+                .expect("a tail message arrives")
+                .expect("socket open")
+                .expect("message");
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+                return json(text.as_str());
+            }
+        }
+    };
+    let first = next_message().await;
+    assert_eq!(first["streams"][0]["stream"]["service_name"], "boxoffice");
+    assert_eq!(first["streams"][0]["values"][0][1], "first line");
+    assert_eq!(first["streams"][0]["values"][0][0], (start + 1_000_000_000).to_string());
+    assert!(first["dropped_entries"].is_null());
+    push_lines(&harness.state, "boxoffice", &[(now_ns(), "second line"), (now_ns() + 1, "not matching")]);
+    let second = next_message().await;
+    let values = second["streams"][0]["values"].as_array().expect("values").clone();
+    assert_eq!(values.len(), 1, "{second}");
+    assert_eq!(values[0][1], "second line");
+    drop(next_message);
+    socket.send(tokio_tungstenite::tungstenite::Message::Close(None)).await.expect("close");
+}

@@ -1,0 +1,187 @@
+//! `GET /loki/api/v1/tail` over WebSocket: Loki's live tail.
+//!
+//! Parameters as Loki's: `query` (a log query), `delay_for` (seconds, 0 to 5, default 0: how far behind
+//! now the tail reads, so late entries still make it), `limit` (entries per message, default 100) and
+//! `start` (default one hour ago). Once upgraded, the server polls the store every second and sends each
+//! batch of new entries as a text message shaped as Loki's:
+//! `{"streams": [{"stream": {labels}, "values": [["<ns>", "<line>"], ...]}], "dropped_entries": null}`.
+//! Entries older than what was already sent are not sent (the cursor only moves forward); a close frame
+//! or a dropped connection ends the tail. Invalid parameters are refused with 400 before the upgrade.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use oxeye_logql::syntax::{Expr, parse_expr};
+use oxeye_logql::{Direction, Engine, QueryResult};
+use oxeye_model::Labels;
+use serde_json::{Value as Json, json};
+
+use crate::ServerState;
+use crate::params::Params;
+
+/// How often the tail polls the store.
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Loki's bound on `delay_for`, seconds.
+const MAX_DELAY_FOR_SECONDS: i64 = 5;
+
+/// What a tail reads, validated before the upgrade.
+#[derive(Debug, Clone)]
+pub(crate) struct TailRequest {
+    pub(crate) query: String,
+    pub(crate) delay_ns: i64,
+    pub(crate) limit: usize,
+    pub(crate) start_ns: i64,
+}
+
+fn bad_request(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{message}\n"))
+        .into_response()
+}
+
+fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| i64::try_from(elapsed.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Reads and checks the tail parameters.
+///
+/// # Errors
+/// A message for a missing or non-log `query`, a `delay_for` outside 0..=5, or an unparsable number.
+pub(crate) fn tail_request(params: &Params, now_ns: i64) -> Result<TailRequest, String> {
+    let query = params.get("query").ok_or("query parameter is required")?.to_string();
+    match parse_expr(&query).map_err(|error| error.to_string())? {
+        Expr::Log(_) => {}
+        Expr::Metric(_) => return Err("tail only supports log queries".into()),
+    }
+    let delay_seconds: i64 = match params.get("delay_for") {
+        None => 0,
+        Some(text) => text.parse().map_err(|_| format!("invalid parameter \"delay_for\": {text:?}"))?,
+    };
+    if !(0..=MAX_DELAY_FOR_SECONDS).contains(&delay_seconds) {
+        return Err(format!("delay_for can't be greater than {MAX_DELAY_FOR_SECONDS}"));
+    }
+    let limit: usize = match params.get("limit") {
+        None => 100,
+        Some(text) => text.parse().map_err(|_| format!("invalid parameter \"limit\": {text:?}"))?,
+    };
+    let start_ns = match params.get("start") {
+        None => now_ns - 3_600 * 1_000_000_000,
+        Some(text) => text.parse::<i64>().map_err(|_| format!("invalid parameter \"start\": {text:?}"))?,
+    };
+    Ok(TailRequest { query, delay_ns: delay_seconds * 1_000_000_000, limit, start_ns })
+}
+
+fn labels_json(labels: &Labels) -> Json {
+    Json::Object(labels.iter().map(|label| (label.name.clone(), Json::String(label.value.clone()))).collect())
+}
+
+/// One tail message in Loki's shape, or `None` when there is nothing new; and the newest timestamp sent.
+pub(crate) fn tail_message(result: &QueryResult) -> Option<(Json, i64)> {
+    let QueryResult::Streams(streams) = result else { return None };
+    let newest_ns = streams.iter().flat_map(|stream| stream.entries.iter().map(|(time, _)| *time)).max()?;
+    let streams: Vec<Json> = streams
+        .iter()
+        .map(|stream| {
+            json!({"stream": labels_json(&stream.labels),
+                "values": stream.entries.iter().map(|(time, line)| json!([time.to_string(), line])).collect::<Vec<_>>()})
+        })
+        .collect();
+    Some((json!({"streams": streams, "dropped_entries": null}), newest_ns))
+}
+
+/// `GET /loki/api/v1/tail`.
+pub(crate) async fn tail(State(state): State<Arc<ServerState>>, upgrade: WebSocketUpgrade, params: Params) -> Response {
+    let request = match tail_request(&params, now_ns()) {
+        Ok(request) => request,
+        Err(message) => return bad_request(message),
+    };
+    upgrade.on_upgrade(move |socket| run_tail(state, socket, request))
+}
+
+async fn run_tail(state: Arc<ServerState>, mut socket: WebSocket, request: TailRequest) {
+    let mut cursor_ns = request.start_ns;
+    loop {
+        let end_ns = now_ns() - request.delay_ns;
+        if end_ns > cursor_ns {
+            let Some(storage) = state.log_storage().cloned() else { break };
+            let (query, limit, from_ns) = (request.query.clone(), request.limit, cursor_ns);
+            let outcome = tokio::task::spawn_blocking(move || {
+                Engine::default().query_range(storage.as_ref(), &query, from_ns, end_ns, 1, limit, Direction::Forward)
+            })
+            .await;
+            let result = match outcome {
+                Ok(Ok(result)) => result,
+                Ok(Err(error)) => {
+                    let _ = socket.send(Message::Text(error.to_string().into())).await;
+                    break;
+                }
+                Err(_) => break,
+            };
+            match tail_message(&result) {
+                Some((message, newest_ns)) => {
+                    if socket.send(Message::Text(message.to_string().into())).await.is_err() {
+                        break;
+                    }
+                    // With a full batch there may be more at the same instant or later: continue after the
+                    // newest sent; otherwise everything up to the window end was sent.
+                    let full = matches!(&result, QueryResult::Streams(streams)
+                        if request.limit > 0 && streams.iter().map(|stream| stream.entries.len()).sum::<usize>() >= request.limit);
+                    cursor_ns = if full { newest_ns + 1 } else { end_ns };
+                }
+                None => cursor_ns = end_ns,
+            }
+        }
+        tokio::select! {
+            received = socket.recv() => match received {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            },
+            _ = tokio::time::sleep(POLL_INTERVAL) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Bytes;
+    use axum::http::{HeaderMap, Method, Uri};
+
+    fn params(query: &str) -> Params {
+        let uri: Uri = format!("/loki/api/v1/tail?{query}").parse().unwrap();
+        Params::from_parts(&Method::GET, &uri, &HeaderMap::new(), &Bytes::new())
+    }
+
+    #[test]
+    fn tail_parameters_are_checked_before_the_upgrade() {
+        let request = tail_request(&params("query=%7Bjob%3D%22a%22%7D&delay_for=2&limit=5&start=10"), 100).unwrap();
+        assert_eq!((request.delay_ns, request.limit, request.start_ns), (2_000_000_000, 5, 10));
+        let defaults = tail_request(&params("query=%7Bjob%3D%22a%22%7D"), 3_600_000_000_001).unwrap();
+        assert_eq!((defaults.delay_ns, defaults.limit, defaults.start_ns), (0, 100, 1));
+        assert!(tail_request(&params(""), 0).unwrap_err().contains("query parameter is required"));
+        assert!(tail_request(&params("query=%7Bjob%3D%22a%22%7D&delay_for=6"), 0).unwrap_err().contains("delay_for"));
+        let metric = tail_request(&params("query=count_over_time(%7Bjob%3D%22a%22%7D%5B1m%5D)"), 0).unwrap_err();
+        assert!(metric.contains("log queries"));
+        assert!(tail_request(&params("query=%7Bjob%3D"), 0).unwrap_err().starts_with("parse error at line 1"));
+    }
+
+    #[test]
+    fn messages_have_lokis_shape() {
+        let result = QueryResult::Streams(vec![oxeye_logql::StreamResult {
+            labels: Labels::from_pairs([("job", "a")]),
+            entries: vec![(5, "x".into()), (7, "y".into())],
+        }]);
+        let (message, newest_ns) = tail_message(&result).unwrap();
+        assert_eq!(newest_ns, 7);
+        assert_eq!(
+            message,
+            json!({"streams": [{"stream": {"job": "a"}, "values": [["5", "x"], ["7", "y"]]}], "dropped_entries": null})
+        );
+        assert!(tail_message(&QueryResult::Streams(Vec::new())).is_none());
+    }
+}
