@@ -71,7 +71,10 @@ pub async fn run(settings: ServeSettings, config_yaml: String, config_path: Stri
         .with_context(|| format!("cannot open the data directory {}", settings.data_dir.display()))?;
     let logs = crate::serve_logs::start(&settings, &state).await?;
     let traces = crate::serve_traces::start(&settings, &state).await?;
-    state.set_trace_writer(traces.writer());
+    // OTLP trace ingest pushes through the pipeline: redaction, span metrics into the TSDB, tail sampling.
+    let trace_pipeline =
+        crate::serve_trace_pipeline::start(settings.trace_pipeline.clone(), traces.writer(), tsdb.clone(), &state)?;
+    state.set_trace_writer(trace_pipeline.writer());
     let storage: Arc<dyn MetricsStorage> = tsdb.clone();
     let stats_source = tsdb.clone();
     state.set_storage(storage.clone(), Box::new(move |writer| write_tsdb_metrics(writer, &stats_source.stats())));
@@ -119,6 +122,8 @@ pub async fn run(settings: ServeSettings, config_yaml: String, config_path: Stri
     let _ = stop_sender.send(true);
     let served = server.await.context("server task failed")?;
     manager.shutdown().await;
+    // Last sampling decisions and span metrics flush, before the trace store and the TSDB close.
+    trace_pipeline.close().await?;
     let _ = maintenance.await;
     let closing = tsdb.clone();
     tokio::task::spawn_blocking(move || closing.close())
