@@ -20,6 +20,7 @@ mod report;
 mod rng;
 mod run;
 mod send;
+mod traces;
 mod server;
 mod wire;
 mod workload;
@@ -119,6 +120,8 @@ enum Command {
     /// The PromQL query benchmark (see the `query` module): `query run`, `query report`.
     #[command(subcommand)]
     Query(query::QueryCommand),
+    /// The trace benchmark (see the `traces` module): OTLP span ingest, stored bytes, by-id latency.
+    Traces(traces::TracesArgs),
     /// Prints the results table of `run` JSON files.
     Report {
         /// Result files.
@@ -224,6 +227,7 @@ fn real_main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Query(command) => query::main(command),
+        Command::Traces(args) => traces::main(args),
         Command::Report { files } => {
             let mut results = Vec::new();
             for file in files {
