@@ -71,8 +71,6 @@ pub async fn run(settings: ServeSettings, config_yaml: String, config_path: Stri
         .with_context(|| format!("cannot open the data directory {}", settings.data_dir.display()))?;
     let logs = crate::serve_logs::start(&settings, &state).await?;
     let traces = crate::serve_traces::start(&settings, &state).await?;
-    state.set_trace_writer(traces.writer());
-    let traces = crate::serve_traces::start(&settings, &state).await?;
     // OTLP trace ingest pushes through the pipeline: redaction, span metrics into the TSDB, tail sampling.
     let trace_pipeline =
         crate::serve_trace_pipeline::start(settings.trace_pipeline.clone(), traces.writer(), tsdb.clone(), &state)?;
