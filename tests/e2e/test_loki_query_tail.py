@@ -1,0 +1,70 @@
+"""The Loki query API against the real binary: live tail over a WebSocket with a real client
+(websocket-client), patterns, index stats and volume, and invalid LogQL answered 400 with its position."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+
+import requests
+import websocket
+
+from e2e_support import DATA_TIMEOUT_S, OxeyeServer
+
+
+def push(oxeye: OxeyeServer, service: str, lines: list[tuple[int, str]]) -> None:
+    body = {"streams": [{"stream": {"service_name": service, "env": "e2e"},
+                         "values": [[str(ts), line] for ts, line in lines]}]}
+    response = requests.post(f"{oxeye.url}/loki/api/v1/push", json=body, timeout=10)
+    assert response.status_code == 204, response.text
+
+
+def test_tail_streams_pushed_lines_over_a_websocket(oxeye: OxeyeServer) -> None:
+    now = time.time_ns()
+    push(oxeye, "boxoffice", [(now - 5_000_000_000, '{"event": "request_finished", "status_code": 200}')])
+    query = urllib.parse.quote('{service_name="boxoffice"} |= "request"')
+    ws_url = oxeye.url.replace("http://", "ws://")
+    socket = websocket.create_connection(
+        f"{ws_url}/loki/api/v1/tail?query={query}&start={now - 60_000_000_000}&limit=50", timeout=DATA_TIMEOUT_S)
+    try:
+        first = json.loads(socket.recv())
+        assert first["streams"][0]["stream"]["service_name"] == "boxoffice"
+        assert first["streams"][0]["values"][0][1] == '{"event": "request_finished", "status_code": 200}'
+        assert first["dropped_entries"] is None
+        push(oxeye, "boxoffice", [(time.time_ns(), '{"event": "request_started"}'), (time.time_ns(), "other")])
+        second = json.loads(socket.recv())
+        lines = [value[1] for stream in second["streams"] for value in stream["values"]]
+        assert lines == ['{"event": "request_started"}']
+    finally:
+        socket.close()
+    # A metric query cannot be tailed: refused before the upgrade.
+    metric = urllib.parse.quote('count_over_time({service_name="boxoffice"}[1m])')
+    try:
+        websocket.create_connection(f"{ws_url}/loki/api/v1/tail?query={metric}", timeout=10)
+        raise AssertionError("a metric query was accepted for tail")
+    except websocket.WebSocketBadStatusException as refused:
+        assert refused.status_code == 400
+
+
+def test_patterns_stats_volume_and_parse_errors(oxeye: OxeyeServer) -> None:
+    now = time.time_ns()
+    lines = [(now - (30 - i) * 1_000_000_000, f"task {name} done in {i}ms")
+             for i, name in enumerate(["notify", "receipt", "notify", "refund"])]
+    push(oxeye, "worker", lines)
+    params = {"query": '{service_name="worker"}', "start": str(now - 60_000_000_000), "end": str(now)}
+    patterns = requests.get(f"{oxeye.url}/loki/api/v1/patterns", params=params, timeout=10).json()
+    assert patterns["status"] == "success"
+    assert patterns["data"][0]["pattern"] == "task <_> done in <_>"
+    assert sum(count for _, count in patterns["data"][0]["samples"]) == 4
+    stats = requests.get(f"{oxeye.url}/loki/api/v1/index/stats", params=params, timeout=10).json()
+    assert stats["streams"] == 1 and stats["entries"] == 4
+    assert stats["bytes"] == sum(len(line) for _, line in lines)
+    volume = requests.get(f"{oxeye.url}/loki/api/v1/index/volume",
+                          params={**params, "query": '{env="e2e"}', "targetLabels": "service_name"}, timeout=10).json()
+    by_service = {item["metric"]["service_name"]: int(item["value"][1]) for item in volume["data"]["result"]}
+    assert by_service["worker"] == stats["bytes"]
+    bad = requests.get(f"{oxeye.url}/loki/api/v1/query_range",
+                       params={**params, "query": '{service_name="worker"} | jsn'}, timeout=10)
+    assert bad.status_code == 400
+    assert bad.text.startswith("parse error at line 1, col 27:"), bad.text
