@@ -265,7 +265,7 @@ impl Engine {
         };
         reader.scan(&selection, order, &mut visitor)?;
         let mut entries: Vec<KeptEntry> = visitor.kept.into_vec();
-        entries.sort_by(|left, right| left.rank.cmp(&right.rank));
+        entries.sort_by_key(|entry| entry.rank);
         let mut grouped: BTreeMap<Labels, Vec<(i64, String)>> = BTreeMap::new();
         for entry in entries {
             grouped.entry(entry.labels).or_default().push((entry.timestamp_ns, entry.line));

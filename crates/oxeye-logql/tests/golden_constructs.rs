@@ -3,6 +3,8 @@
 //! packed line. Expected results follow Loki's documented semantics
 //! (<https://grafana.com/docs/loki/latest/query/>).
 
+#![allow(clippy::unwrap_used, clippy::panic)]
+
 use oxeye_logql::{Direction, Engine, QueryResult};
 use oxeye_logstore::{LogStore, LogStoreOptions};
 use oxeye_model::Labels;

@@ -113,7 +113,7 @@ fn parse_time_ns(text: &str) -> Option<i64> {
         return Some(nanoseconds);
     }
     if let Ok(seconds) = text.parse::<f64>() {
-        return seconds.is_finite().then(|| (seconds * 1e9) as i64);
+        return seconds.is_finite().then_some((seconds * 1e9) as i64);
     }
     chrono::DateTime::parse_from_rfc3339(text).ok().and_then(|time| time.timestamp_nanos_opt())
 }
@@ -400,7 +400,7 @@ async fn volume(State(state): State<Arc<ServerState>>, params: Params) -> Respon
         blocking(move || {
             let totals = volumes(storage.as_ref(), &matchers, &targets, start_ns, end_ns + 1)?;
             let mut sorted: Vec<(Labels, u64)> = totals.into_iter().collect();
-            sorted.sort_by(|left, right| right.1.cmp(&left.1));
+            sorted.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
             sorted.truncate(limit);
             let result: Vec<Json> = sorted
                 .iter()
@@ -593,7 +593,7 @@ async fn patterns(State(state): State<Arc<ServerState>>, params: Params) -> Resp
                         .push((pattern.total, json!({"pattern": pattern.pattern, "level": level, "samples": samples})));
                 }
             }
-            found.sort_by(|left, right| right.0.cmp(&left.0));
+            found.sort_by_key(|(total, _)| std::cmp::Reverse(*total));
             Ok(json!({"status": "success", "data": found.into_iter().map(|(_, pattern)| pattern).collect::<Vec<_>>()}))
         })
         .await

@@ -147,6 +147,7 @@ async fn run_tail(state: Arc<ServerState>, mut socket: WebSocket, request: TailR
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use axum::body::Bytes;

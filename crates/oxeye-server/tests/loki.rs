@@ -308,6 +308,5 @@ async fn tail_streams_new_entries_over_a_real_websocket() {
     let values = second["streams"][0]["values"].as_array().expect("values").clone();
     assert_eq!(values.len(), 1, "{second}");
     assert_eq!(values[0][1], "second line");
-    drop(next_message);
     socket.send(tokio_tungstenite::tungstenite::Message::Close(None)).await.expect("close");
 }
