@@ -4,8 +4,9 @@
 //! Source: <https://grafana.com/docs/tempo/latest/api_docs/> and Tempo's `pkg/tempopb/tempo.proto`
 //! (shapes in `protocols.md` §4):
 //! - `/api/traces/<id>?start=&end=` (unix seconds): `Accept: application/protobuf` → `tempopb.Trace`;
-//!   otherwise JSON `{"batches":[ResourceSpans..]}` in OTLP/JSON form (hex ids, integer enums, 64-bit
-//!   integers as decimal strings).
+//!   otherwise JSON `{"batches":[ResourceSpans..]}` as Tempo writes it with Go's `jsonpb` marshaler: ids in
+//!   standard base64 (not OTLP/JSON's hex; grafana/tempo#5437), enums by name (`SPAN_KIND_SERVER`,
+//!   `STATUS_CODE_ERROR`), 64-bit integers as decimal strings.
 //! - `/api/v2/traces/<id>`: `TraceByIDResponse`, JSON `{"trace":{"resourceSpans":[..]},"status":"COMPLETE"}`.
 //! - A trace with no stored span: 404 `trace not found`; an id that is not 1-32 hex digits or is zero, or a
 //!   bad `start`/`end`: 400 naming the problem; the store still starting: 503.
@@ -19,7 +20,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use oxeye_model::traces::{Attribute, AttributeValue, ResourceSpans, Span, Trace, id_to_hex, trace_id_from_hex};
+use oxeye_model::traces::{Attribute, AttributeValue, ResourceSpans, Span, SpanKind, Trace, trace_id_from_hex};
 use oxeye_proto::otlp::common::{AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList, any_value};
 use oxeye_proto::otlp::resource::Resource as WireResource;
 use oxeye_proto::otlp::trace as wire;
@@ -237,13 +238,20 @@ fn insert_nonzero(object: &mut serde_json::Map<String, Value>, key: &str, count:
     }
 }
 
-/// One span in OTLP/JSON form.
+/// An id (trace or span) as Tempo's JSON writes it: standard base64 with padding (`jsonpb` renders proto
+/// `bytes` so), e.g. 16 bytes `0x01..` as `AQEBAQEBAQEBAQEBAQEBAQ==`.
+fn id_to_base64(id: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(id)
+}
+
+/// One span in Tempo's JSON form (OTLP field names; base64 ids and enum names, see the module docs).
 pub(crate) fn span_json(span: &Span) -> Value {
     let mut object = serde_json::Map::new();
-    object.insert("traceId".into(), json!(id_to_hex(&span.trace_id)));
-    object.insert("spanId".into(), json!(id_to_hex(&span.span_id)));
+    object.insert("traceId".into(), json!(id_to_base64(&span.trace_id)));
+    object.insert("spanId".into(), json!(id_to_base64(&span.span_id)));
     if let Some(parent) = &span.parent_span_id {
-        object.insert("parentSpanId".into(), json!(id_to_hex(parent)));
+        object.insert("parentSpanId".into(), json!(id_to_base64(parent)));
     }
     if !span.trace_state.is_empty() {
         object.insert("traceState".into(), json!(span.trace_state));
@@ -252,7 +260,9 @@ pub(crate) fn span_json(span: &Span) -> Value {
         object.insert("flags".into(), json!(span.flags));
     }
     object.insert("name".into(), json!(span.name));
-    object.insert("kind".into(), json!(span.kind as u8));
+    if span.kind != SpanKind::Unspecified {
+        object.insert("kind".into(), json!(span.kind.otlp_name()));
+    }
     object.insert("startTimeUnixNano".into(), json!(span.start_time_unix_nano.to_string()));
     object.insert("endTimeUnixNano".into(), json!(span.end_time_unix_nano.to_string()));
     object.insert("attributes".into(), Value::Array(attributes_json(&span.attributes)));
@@ -279,8 +289,8 @@ pub(crate) fn span_json(span: &Span) -> Value {
             .iter()
             .map(|link| {
                 let mut link_object = serde_json::Map::new();
-                link_object.insert("traceId".into(), json!(id_to_hex(&link.trace_id)));
-                link_object.insert("spanId".into(), json!(id_to_hex(&link.span_id)));
+                link_object.insert("traceId".into(), json!(id_to_base64(&link.trace_id)));
+                link_object.insert("spanId".into(), json!(id_to_base64(&link.span_id)));
                 if !link.trace_state.is_empty() {
                     link_object.insert("traceState".into(), json!(link.trace_state));
                 }
@@ -297,7 +307,7 @@ pub(crate) fn span_json(span: &Span) -> Value {
     insert_nonzero(&mut object, "droppedLinksCount", span.dropped_links_count);
     let mut status = serde_json::Map::new();
     if span.status_code as u8 != 0 {
-        status.insert("code".into(), json!(span.status_code as u8));
+        status.insert("code".into(), json!(span.status_code.otlp_name()));
     }
     if !span.status_message.is_empty() {
         status.insert("message".into(), json!(span.status_message));

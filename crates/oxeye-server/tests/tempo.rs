@@ -155,14 +155,15 @@ async fn protobuf_export_reports_invalid_spans_and_the_trace_comes_back_by_id() 
     assert_eq!(batch["resource"]["attributes"][0]["value"]["stringValue"], "boxoffice");
     let spans = batch["scopeSpans"][0]["spans"].as_array().expect("spans");
     assert_eq!(spans.len(), 3);
-    assert_eq!(spans[0]["traceId"], trace_id);
-    assert_eq!(spans[0]["spanId"], "0101010101010101");
+    // Tempo's JSON (Go jsonpb): ids in base64, enums by name.
+    assert_eq!(spans[0]["traceId"], "q6urq6urq6urq6urq6urqw==");
+    assert_eq!(spans[0]["spanId"], "AQEBAQEBAQE=");
     assert!(spans[0].get("parentSpanId").is_none());
-    assert_eq!(spans[1]["parentSpanId"], "0101010101010101");
-    assert_eq!(spans[2]["status"]["code"], 2);
+    assert_eq!(spans[1]["parentSpanId"], "AQEBAQEBAQE=");
+    assert_eq!(spans[2]["status"]["code"], "STATUS_CODE_ERROR");
     assert_eq!(spans[2]["status"]["message"], "not a member");
     assert_eq!(spans[0]["startTimeUnixNano"], "1700000000000001000");
-    assert_eq!(spans[0]["kind"], 1);
+    assert_eq!(spans[0]["kind"], "SPAN_KIND_INTERNAL");
 
     let protobuf_request = Request::get(format!("/api/traces/{trace_id}?start=1699999000&end=1700001000"))
         .header(header::ACCEPT, "application/protobuf")
