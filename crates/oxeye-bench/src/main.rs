@@ -20,8 +20,8 @@ mod report;
 mod rng;
 mod run;
 mod send;
-mod traces;
 mod server;
+mod traces;
 mod wire;
 mod workload;
 

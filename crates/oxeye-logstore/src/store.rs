@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use oxeye_model::Labels;
 use oxeye_model::logs::{LogEntry, LogPushSummary, LogStream, LogWriter};
 use oxeye_model::storage::StorageError;
-use oxeye_model::Labels;
 use oxeye_wal::{Wal, WalOptions};
 
 use crate::chunk::SealedChunk;

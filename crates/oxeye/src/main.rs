@@ -9,8 +9,8 @@ mod config_logs;
 mod config_traces_pipeline;
 mod serve;
 mod serve_logs;
-mod serve_traces;
 mod serve_trace_pipeline;
+mod serve_traces;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
