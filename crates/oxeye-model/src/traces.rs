@@ -359,7 +359,7 @@ pub fn trace_id_from_hex(text: &str) -> Option<TraceId> {
     for (index, character) in text.chars().enumerate() {
         let digit = character.to_digit(16)? as u8;
         let position = padded_start + index;
-        id[position / 2] |= if position % 2 == 0 { digit << 4 } else { digit };
+        id[position / 2] |= if position.is_multiple_of(2) { digit << 4 } else { digit };
     }
     if id == [0u8; 16] { None } else { Some(id) }
 }

@@ -18,7 +18,6 @@ use oxeye_model::logs::{LogPushSummary, LogStorage, LogStream};
 use oxeye_model::storage::ErrorKind;
 use oxeye_proto::otlp::collector::{ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse};
 use prost::Message;
-use serde_json::json;
 
 use crate::ServerState;
 use crate::error::write_status;
@@ -237,21 +236,9 @@ async fn push(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: B
     }
 }
 
-fn otlp_status_body(is_json: bool, status: StatusCode, message: &str) -> Response {
-    let code = match status {
-        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE => 3,
-        StatusCode::TOO_MANY_REQUESTS => 8,
-        StatusCode::SERVICE_UNAVAILABLE => 14,
-        _ => 13,
-    };
-    if is_json {
-        (status, [(header::CONTENT_TYPE, "application/json")], json!({"code": code, "message": message}).to_string())
-            .into_response()
-    } else {
-        let body =
-            oxeye_proto::google_rpc::Status { code, message: message.to_string(), details: Vec::new() }.encode_to_vec();
-        (status, [(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response()
-    }
+/// The OTLP/HTTP body format for `is_json`.
+fn otlp_format(is_json: bool) -> oxeye_ingest::otlp::OtlpFormat {
+    if is_json { oxeye_ingest::otlp::OtlpFormat::Json } else { oxeye_ingest::otlp::OtlpFormat::Protobuf }
 }
 
 fn logs_response(summary: &LogPushSummary) -> ExportLogsServiceResponse {
@@ -275,8 +262,8 @@ pub(crate) async fn export_logs_http(
     let is_protobuf =
         content_type.starts_with("application/x-protobuf") || content_type.starts_with("application/protobuf");
     if !is_json && !is_protobuf {
-        return otlp_status_body(
-            true,
+        return crate::otlp::status_body(
+            oxeye_ingest::otlp::OtlpFormat::Json,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             &format!("unsupported Content-Type {content_type:?}: use application/x-protobuf or application/json"),
         );
@@ -300,23 +287,15 @@ pub(crate) async fn export_logs_http(
         Ok(summary) => {
             state.metrics.ingest_requests.add(&["otlp_logs_http", "200"], 1);
             let response = logs_response(&summary);
-            if is_json {
-                let body = match &response.partial_success {
-                    Some(partial) => {
-                        json!({"partialSuccess": {"rejectedLogRecords": partial.rejected_log_records.to_string(),
-                        "errorMessage": partial.error_message}})
-                    }
-                    None => json!({}),
-                };
-                (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
-            } else {
-                (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-protobuf")], response.encode_to_vec())
-                    .into_response()
-            }
+            let partial = response
+                .partial_success
+                .as_ref()
+                .map(|partial| ("rejectedLogRecords", partial.rejected_log_records, partial.error_message.as_str()));
+            crate::otlp::success_body(otlp_format(is_json), response.encode_to_vec(), partial)
         }
         Err(error) => {
             state.metrics.ingest_requests.add(&["otlp_logs_http", error.status.as_str()], 1);
-            otlp_status_body(is_json, error.status, &error.message)
+            crate::otlp::status_body(otlp_format(is_json), error.status, &error.message)
         }
     }
 }

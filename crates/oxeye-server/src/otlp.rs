@@ -41,13 +41,12 @@ pub(crate) fn http_routes() -> Router<Arc<ServerState>> {
         .route("/api/v1/otlp/v1/metrics", post(export_metrics_http))
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Encoding {
-    Protobuf,
-    Json,
-}
+use oxeye_ingest::otlp::OtlpFormat as Encoding;
 
-fn status_body(encoding: Encoding, status: StatusCode, message: &str) -> Response {
+/// An OTLP/HTTP failure response: `google.rpc.Status` (code from the HTTP status: 400/413/415 →
+/// INVALID_ARGUMENT, 429 → RESOURCE_EXHAUSTED, 503 → UNAVAILABLE, else INTERNAL) in the request's format, as
+/// <https://opentelemetry.io/docs/specs/otlp/#failures-1> defines; shared by metrics, logs and traces.
+pub(crate) fn status_body(encoding: Encoding, status: StatusCode, message: &str) -> Response {
     let code = match status {
         StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => 3, // INVALID_ARGUMENT
         StatusCode::TOO_MANY_REQUESTS => 8,                           // RESOURCE_EXHAUSTED
@@ -63,6 +62,27 @@ fn status_body(encoding: Encoding, status: StatusCode, message: &str) -> Respons
         Encoding::Json => {
             let body = serde_json::json!({ "code": code, "message": message }).to_string();
             (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+    }
+}
+
+/// An OTLP/HTTP success response (<https://opentelemetry.io/docs/specs/otlp/#full-success-1>): the export
+/// response message `protobuf` as is, or for JSON `{}` or `{"partialSuccess":{<rejected field>: "<count>",
+/// "errorMessage": ..}}` (64-bit counts as strings, OTLP/JSON). `partial` is (rejected field name, count,
+/// message), e.g. `("rejectedSpans", 1, "trace id must be 16 bytes")`.
+pub(crate) fn success_body(encoding: Encoding, protobuf: Vec<u8>, partial: Option<(&str, i64, &str)>) -> Response {
+    match encoding {
+        Encoding::Protobuf => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-protobuf")], protobuf).into_response()
+        }
+        Encoding::Json => {
+            let body = match partial {
+                Some((field, rejected, message)) => {
+                    serde_json::json!({ "partialSuccess": { field: rejected.to_string(), "errorMessage": message } })
+                }
+                None => serde_json::json!({}),
+            };
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
         }
     }
 }
@@ -105,22 +125,11 @@ async fn export_metrics_http(State(state): State<Arc<ServerState>>, headers: Hea
         Ok(outcome) => {
             state.metrics.ingest_requests.add(&["otlp_http", "200"], 1);
             let response = response_message(&outcome);
-            match encoding {
-                Encoding::Protobuf => {
-                    (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-protobuf")], response.encode_to_vec())
-                        .into_response()
-                }
-                Encoding::Json => {
-                    let body = match &response.partial_success {
-                        Some(partial) => serde_json::json!({ "partialSuccess": {
-                            "rejectedDataPoints": partial.rejected_data_points.to_string(),
-                            "errorMessage": partial.error_message,
-                        }}),
-                        None => serde_json::json!({}),
-                    };
-                    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
-                }
-            }
+            let partial = response
+                .partial_success
+                .as_ref()
+                .map(|partial| ("rejectedDataPoints", partial.rejected_data_points, partial.error_message.as_str()));
+            success_body(encoding, response.encode_to_vec(), partial)
         }
         Err((status, message)) => {
             state.metrics.ingest_requests.add(&["otlp_http", status.as_str()], 1);

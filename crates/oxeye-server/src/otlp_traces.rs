@@ -13,12 +13,13 @@ use std::sync::Arc;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use oxeye_ingest::otlp::OtlpFormat;
+
+use crate::otlp::{status_body, success_body};
 use oxeye_model::storage::ErrorKind;
 use oxeye_proto::otlp::collector::{ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse};
 use prost::Message;
-use serde_json::json;
 
 use crate::ServerState;
 use crate::error::write_status;
@@ -79,27 +80,6 @@ fn response_message(outcome: &TraceExportOutcome) -> ExportTraceServiceResponse 
     ExportTraceServiceResponse { partial_success }
 }
 
-/// A failure body: `google.rpc.Status` in the request's format (OTLP/HTTP failure response).
-fn status_body(format: OtlpFormat, status: StatusCode, message: &str) -> Response {
-    let code = match status {
-        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE => 3,
-        StatusCode::TOO_MANY_REQUESTS => 8,
-        StatusCode::SERVICE_UNAVAILABLE => 14,
-        _ => 13,
-    };
-    match format {
-        OtlpFormat::Json => {
-            let body = json!({ "code": code, "message": message }).to_string();
-            (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-        }
-        OtlpFormat::Protobuf => {
-            let body = oxeye_proto::google_rpc::Status { code, message: message.to_string(), details: Vec::new() }
-                .encode_to_vec();
-            (status, [(header::CONTENT_TYPE, "application/x-protobuf")], body).into_response()
-        }
-    }
-}
-
 /// `POST /v1/traces`.
 pub(crate) async fn export_traces_http(
     State(state): State<Arc<ServerState>>,
@@ -137,22 +117,11 @@ pub(crate) async fn export_traces_http(
         Ok(outcome) => {
             state.metrics.ingest_requests.add(&["otlp_traces_http", "200"], 1);
             let response = response_message(&outcome);
-            match format {
-                OtlpFormat::Protobuf => {
-                    (StatusCode::OK, [(header::CONTENT_TYPE, "application/x-protobuf")], response.encode_to_vec())
-                        .into_response()
-                }
-                OtlpFormat::Json => {
-                    let body = match &response.partial_success {
-                        Some(partial) => json!({ "partialSuccess": {
-                            "rejectedSpans": partial.rejected_spans.to_string(),
-                            "errorMessage": partial.error_message,
-                        }}),
-                        None => json!({}),
-                    };
-                    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
-                }
-            }
+            let partial = response
+                .partial_success
+                .as_ref()
+                .map(|partial| ("rejectedSpans", partial.rejected_spans, partial.error_message.as_str()));
+            success_body(format, response.encode_to_vec(), partial)
         }
         Err(failure) => {
             state.metrics.ingest_requests.add(&["otlp_traces_http", failure.status.as_str()], 1);
