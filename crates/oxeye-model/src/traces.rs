@@ -414,6 +414,95 @@ pub trait TraceReader: Send + Sync {
         hints: &TraceScanHints,
         visit: &mut dyn FnMut(&Trace) -> bool,
     ) -> Result<(), StorageError>;
+
+    /// Calls `visit` with the intrinsic columns of every stored span starting in
+    /// `[start_unix_nano, end_unix_nano)`, in no particular order, until `visit` returns `false`. Only the
+    /// columns in `columns` need be filled (the start always is); the others may hold their defaults. A store
+    /// with per-block span columns answers this without decoding whole traces; the default derives the rows
+    /// from [`TraceReader::scan_traces`].
+    ///
+    /// Errors: [`StorageError`] on I/O or corrupt data.
+    fn scan_span_columns(
+        &self,
+        start_unix_nano: u64,
+        end_unix_nano: u64,
+        columns: SpanColumnSet,
+        visit: &mut dyn FnMut(&SpanColumnsRow<'_>) -> bool,
+    ) -> Result<(), StorageError> {
+        let _ = columns;
+        self.scan_traces(start_unix_nano, end_unix_nano, &TraceScanHints::default(), &mut |trace| {
+            visit_span_rows(trace, start_unix_nano, end_unix_nano, visit)
+        })
+    }
+}
+
+/// Calls `visit` with the [`SpanColumnsRow`] of each span of `trace` starting in
+/// `[start_unix_nano, end_unix_nano)`, in storage order; returns `false` as soon as `visit` does.
+pub fn visit_span_rows(
+    trace: &Trace,
+    start_unix_nano: u64,
+    end_unix_nano: u64,
+    visit: &mut dyn FnMut(&SpanColumnsRow<'_>) -> bool,
+) -> bool {
+    for batch in &trace.resource_spans {
+        let service_name = batch.resource.service_name();
+        for span in batch.spans() {
+            if span.start_time_unix_nano < start_unix_nano || span.start_time_unix_nano >= end_unix_nano {
+                continue;
+            }
+            let row = SpanColumnsRow {
+                start_time_unix_nano: span.start_time_unix_nano,
+                duration_nanos: span.duration_nanos(),
+                service_name,
+                name: &span.name,
+                kind: span.kind,
+                status_code: span.status_code,
+            };
+            if !visit(&row) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Which span columns a [`TraceReader::scan_span_columns`] caller reads (the start is always read).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpanColumnSet {
+    /// [`SpanColumnsRow::duration_nanos`].
+    pub duration: bool,
+    /// [`SpanColumnsRow::service_name`].
+    pub service_name: bool,
+    /// [`SpanColumnsRow::name`].
+    pub name: bool,
+    /// [`SpanColumnsRow::kind`].
+    pub kind: bool,
+    /// [`SpanColumnsRow::status_code`].
+    pub status_code: bool,
+}
+
+impl SpanColumnSet {
+    /// Every column.
+    pub const ALL: SpanColumnSet =
+        SpanColumnSet { duration: true, service_name: true, name: true, kind: true, status_code: true };
+}
+
+/// One span's intrinsic fields as per-block span columns hold them: what TraceQL metrics over intrinsics
+/// need, without the span's attributes, events or trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpanColumnsRow<'a> {
+    /// Span start, nanoseconds since the epoch.
+    pub start_time_unix_nano: u64,
+    /// End minus start, nanoseconds (0 when a client sent end < start), as [`Span::duration_nanos`].
+    pub duration_nanos: u64,
+    /// The string `service.name` of the span's resource, as [`Resource::service_name`].
+    pub service_name: Option<&'a str>,
+    /// The span name.
+    pub name: &'a str,
+    /// The span kind.
+    pub kind: SpanKind,
+    /// The status code.
+    pub status_code: StatusCode,
 }
 
 /// Conditions a trace must meet for a search, which a store may use to skip blocks or traces

@@ -13,11 +13,12 @@
 
 use std::collections::BTreeMap;
 
-use oxeye_model::traces::{Trace, TraceReader};
+use oxeye_model::traces::TraceReader;
 
 use crate::error::TraceQlError;
 use crate::eval::{FieldValue, TraceView, evaluate_view, field_value, scan_hints};
 use crate::syntax::ast::*;
+use columns::{RowTrace, span_columns_for};
 
 /// One label of a metrics series.
 #[derive(Debug, Clone, PartialEq)]
@@ -178,70 +179,89 @@ fn compute(
     let mut groups: BTreeMap<String, (Vec<SeriesLabel>, BTreeMap<u64, Cell>)> = BTreeMap::new();
     let mut is_duration = false;
     let mut too_many = false;
-    let hints = scan_hints(query);
-    let mut visit = |trace: &Trace| -> bool {
-        let view = TraceView::new(trace);
-        let mut spans: Vec<usize> = evaluate_view(query, &view).into_iter().flat_map(|set| set.spans).collect();
-        spans.sort_unstable();
-        spans.dedup();
-        for index in spans {
-            let Some(context) = view.spans.get(index) else {
-                continue;
-            };
-            let start = context.span.start_time_unix_nano;
-            if start < range.start_unix_nano || start >= range.end_unix_nano {
-                continue;
-            }
-            let interval = (start - aligned_start) / range.step_nanos;
-            let value = match value_field {
-                Some(field) => {
-                    let Some(value) = field_value(field, &view, index) else {
-                        continue;
-                    };
-                    is_duration |= matches!(value, FieldValue::Duration(_));
-                    let Some(number) = seconds_if_duration(&value) else {
-                        continue;
-                    };
-                    Some(number)
-                }
-                None => None,
-            };
-            let values: Vec<Option<FieldValue>> =
-                function.by.iter().map(|field| field_value(field, &view, index)).collect();
-            // One string per span identifies the group: each value's type and text, or a mark for missing.
-            let mut key = String::new();
-            for value in &values {
-                match value {
-                    Some(value) => {
-                        key.push_str(value.type_name());
-                        key.push('\u{1}');
-                        key.push_str(&value.text());
-                    }
-                    None => key.push('\u{2}'),
-                }
-                key.push('\u{0}');
-            }
-            if !groups.contains_key(&key) && groups.len() >= MAX_SERIES {
-                too_many = true;
-                return false;
-            }
-            let (_, cells) = groups.entry(key).or_insert_with(|| {
-                let labels = by_names
-                    .iter()
-                    .zip(values)
-                    .filter_map(|(name, value)| Some(SeriesLabel { name: name.clone(), value: value? }))
-                    .collect();
-                (labels, BTreeMap::new())
-            });
-            let cell = cells.entry(interval).or_default();
-            cell.count += 1;
-            if let Some(value) = value {
-                cell.values.push(value);
-            }
+    // Adds span `index` of `view` to its series; `false` stops the scan (too many series).
+    let mut record = |view: &TraceView<'_>, index: usize| -> bool {
+        let Some(context) = view.spans.get(index) else {
+            return true;
+        };
+        let start = context.span.start_time_unix_nano;
+        if start < range.start_unix_nano || start >= range.end_unix_nano {
+            return true;
         }
+        let interval = (start - aligned_start) / range.step_nanos;
+        let value = match value_field {
+            Some(field) => {
+                let Some(value) = field_value(field, &view, index) else {
+                    return true;
+                };
+                is_duration |= matches!(value, FieldValue::Duration(_));
+                let Some(number) = seconds_if_duration(&value) else {
+                    return true;
+                };
+                Some(number)
+            }
+            None => None,
+        };
+        let values: Vec<Option<FieldValue>> =
+            function.by.iter().map(|field| field_value(field, &view, index)).collect();
+        // One string per span identifies the group: each value's type and text, or a mark for missing.
+        let mut key = String::new();
+        for value in &values {
+            match value {
+                Some(value) => {
+                    key.push_str(value.type_name());
+                    key.push('\u{1}');
+                    key.push_str(&value.text());
+                }
+                None => key.push('\u{2}'),
+            }
+            key.push('\u{0}');
+        }
+        if !groups.contains_key(&key) && groups.len() >= MAX_SERIES {
+            too_many = true;
+            return false;
+        }
+        let (_, cells) = groups.entry(key).or_insert_with(|| {
+            let labels = by_names
+                .iter()
+                .zip(values)
+                .filter_map(|(name, value)| Some(SeriesLabel { name: name.clone(), value: value? }))
+                .collect();
+            (labels, BTreeMap::new())
+        });
+        let cell = cells.entry(interval).or_default();
+        cell.count += 1;
+        if let Some(value) = value {
+            cell.values.push(value);
+        }
+
         true
     };
-    reader.scan_traces(range.start_unix_nano, range.end_unix_nano, &hints, &mut visit)?;
+    match span_columns_for(query) {
+        Some(columns) => {
+            // The query reads only span intrinsics: each row becomes a one-span trace the evaluator runs on,
+            // so the filter, `by` and value fields mean exactly what they mean on whole traces.
+            let mut row_trace = RowTrace::default();
+            reader.scan_span_columns(range.start_unix_nano, range.end_unix_nano, columns, &mut |row| {
+                let view = TraceView::new(row_trace.fill(row));
+                if evaluate_view(query, &view).iter().any(|set| !set.spans.is_empty()) {
+                    record(&view, 0)
+                } else {
+                    true
+                }
+            })?;
+        }
+        None => {
+            let hints = scan_hints(query);
+            reader.scan_traces(range.start_unix_nano, range.end_unix_nano, &hints, &mut |trace| {
+                let view = TraceView::new(trace);
+                let mut spans: Vec<usize> = evaluate_view(query, &view).into_iter().flat_map(|set| set.spans).collect();
+                spans.sort_unstable();
+                spans.dedup();
+                spans.into_iter().all(|index| record(&view, index))
+            })?;
+        }
+    }
     if too_many {
         return Err(TraceQlError::Unsupported(format!("the query produces more than {MAX_SERIES} series")));
     }
@@ -381,5 +401,6 @@ pub fn query_instant(
     Ok(series.into_iter().filter_map(|one| Some((one.labels, one.samples.first()?.1))).collect())
 }
 
+mod columns;
 #[cfg(test)]
 mod tests;

@@ -1,14 +1,18 @@
 //! Immutable blocks: one file of traces sorted by trace id, in LZ4-compressed pages, with a trace-id index
 //! (sorted ids → page, binary search) and a summary (time range, service and span names, duration range,
-//! error flag, a bloom filter of string attributes) that lets search skip the block. `docs/format.md`
-//! draws the file byte by byte.
+//! error flag, a bloom filter of string attributes) that lets search skip the block, and (version 2) span
+//! columns: start, duration, service, name, kind and status of every span, each compressed on its own, so
+//! TraceQL metrics over intrinsics read a few small columns instead of every page. `docs/format.md` draws
+//! the file byte by byte.
 
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use oxeye_model::traces::{StatusCode, Trace, TraceId, TraceScanHints};
+use oxeye_model::traces::{
+    AttributeValue, SpanColumnSet, SpanColumnsRow, SpanKind, StatusCode, Trace, TraceId, TraceScanHints, find_attribute,
+};
 
 use crate::TraceStoreError;
 use crate::encoding::{self, put_uvarint};
@@ -17,8 +21,14 @@ use crate::encoding::{self, put_uvarint};
 pub(crate) const BLOCK_MAGIC: &[u8; 8] = b"OXTBLK\x00\x01";
 /// The last 8 bytes of a block file.
 pub(crate) const FOOTER_MAGIC: &[u8; 8] = b"OXTBEND\x01";
-/// The block format version written in the footer.
-pub(crate) const BLOCK_VERSION: u32 = 1;
+/// The block format version written in the footer: 2 adds span columns; version 1 files are still read.
+pub(crate) const BLOCK_VERSION: u32 = 2;
+/// The first version, without span columns.
+const BLOCK_VERSION_WITHOUT_COLUMNS: u32 = 1;
+/// zstd level of span columns: sorted start deltas and small dictionary indexes compress well at a cheap level.
+const COLUMN_ZSTD_LEVEL: i32 = 3;
+/// No span column holds more than this many bytes per span uncompressed (a 10-byte varint).
+const MAX_COLUMN_BYTES_PER_SPAN: u64 = 10;
 /// Footer: index offset (u64), summary offset (u64), CRC32 (u32), version (u32), magic (8 bytes).
 const FOOTER_BYTES: usize = 32;
 /// File name suffix of a block.
@@ -113,6 +123,93 @@ impl BlockSummary {
             }
         }
         true
+    }
+}
+
+/// The span columns of a version 2 block, in the order of their ids on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ColumnId {
+    /// `uvarint` start minus the previous row's start (the first: minus the block's minimum start).
+    Start = 0,
+    /// `uvarint` duration, ns.
+    Duration = 1,
+    /// `uvarint` index + 1 into the summary's service names, 0 when the resource has no `service.name`.
+    Service = 2,
+    /// `uvarint` index into the summary's span names.
+    Name = 3,
+    /// 1 byte: kind (OTLP wire value) in the low 4 bits, status code in the high 4 bits.
+    KindStatus = 4,
+}
+
+const COLUMN_IDS: [ColumnId; 5] =
+    [ColumnId::Start, ColumnId::Duration, ColumnId::Service, ColumnId::Name, ColumnId::KindStatus];
+
+/// Where one span column lies in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ColumnLocation {
+    offset: u64,
+    compressed_length: u32,
+    uncompressed_length: u32,
+    crc: u32,
+}
+
+/// One span's row before the columns are written.
+struct ColumnRow {
+    start: u64,
+    duration: u64,
+    service: u64,
+    name: u64,
+    kind_status: u8,
+}
+
+/// The uncompressed span columns of `traces`, rows sorted by start, or `None` when the summary cannot name
+/// every service and span (too many names) or a resource's `service.name` is not a string (the columns
+/// could not say what `resource.service.name` evaluates to).
+fn span_columns(traces: &[&Trace], summary: &BlockSummary) -> Option<[Vec<u8>; 5]> {
+    if !summary.names_complete {
+        return None;
+    }
+    let mut rows = Vec::with_capacity(usize::try_from(summary.span_count).unwrap_or(0));
+    for trace in traces {
+        for batch in &trace.resource_spans {
+            let service = match find_attribute(&batch.resource.attributes, "service.name") {
+                None => 0,
+                Some(AttributeValue::String(name)) => summary.service_names.binary_search(name).ok()? as u64 + 1,
+                Some(_) => return None,
+            };
+            for span in batch.spans() {
+                rows.push(ColumnRow {
+                    start: span.start_time_unix_nano,
+                    duration: span.duration_nanos(),
+                    service,
+                    name: summary.span_names.binary_search(&span.name).ok()? as u64,
+                    kind_status: (span.kind as u8) | ((span.status_code as u8) << 4),
+                });
+            }
+        }
+    }
+    rows.sort_unstable_by_key(|row| row.start);
+    let mut columns: [Vec<u8>; 5] = Default::default();
+    let mut previous = summary.min_start_unix_nano;
+    for row in &rows {
+        put_uvarint(&mut columns[ColumnId::Start as usize], row.start - previous);
+        previous = row.start;
+        put_uvarint(&mut columns[ColumnId::Duration as usize], row.duration);
+        put_uvarint(&mut columns[ColumnId::Service as usize], row.service);
+        put_uvarint(&mut columns[ColumnId::Name as usize], row.name);
+        columns[ColumnId::KindStatus as usize].push(row.kind_status);
+    }
+    Some(columns)
+}
+
+fn encode_column_directory(columns: &[(ColumnId, ColumnLocation)], out: &mut Vec<u8>) {
+    out.push(columns.len() as u8);
+    for (id, location) in columns {
+        out.push(*id as u8);
+        out.extend_from_slice(&location.offset.to_le_bytes());
+        out.extend_from_slice(&location.compressed_length.to_le_bytes());
+        out.extend_from_slice(&location.uncompressed_length.to_le_bytes());
+        out.extend_from_slice(&location.crc.to_le_bytes());
     }
 }
 
@@ -245,6 +342,23 @@ pub(crate) fn write_block(
         }
         page_start = page_end;
     }
+    let mut column_directory = Vec::new();
+    if let Some(columns) = span_columns(&traces, &summary) {
+        for (id, column) in COLUMN_IDS.into_iter().zip(columns) {
+            let compressed = zstd::bulk::compress(&column, COLUMN_ZSTD_LEVEL)
+                .map_err(|error| TraceStoreError::io(path, "compress span column", error))?;
+            column_directory.push((
+                id,
+                ColumnLocation {
+                    offset: file_bytes.len() as u64,
+                    compressed_length: compressed.len() as u32,
+                    uncompressed_length: column.len() as u32,
+                    crc: crc32fast::hash(&compressed),
+                },
+            ));
+            file_bytes.extend_from_slice(&compressed);
+        }
+    }
     let index_offset = file_bytes.len() as u64;
     file_bytes.extend_from_slice(&(pages.len() as u32).to_le_bytes());
     for (offset, length, crc) in &pages {
@@ -259,6 +373,7 @@ pub(crate) fn write_block(
     }
     let summary_offset = file_bytes.len() as u64;
     encode_summary(&summary, &mut file_bytes);
+    encode_column_directory(&column_directory, &mut file_bytes);
     let crc = crc32fast::hash(&file_bytes[index_offset as usize..]);
     file_bytes.extend_from_slice(&index_offset.to_le_bytes());
     file_bytes.extend_from_slice(&summary_offset.to_le_bytes());
@@ -291,6 +406,8 @@ pub(crate) struct Block {
     trace_pages: Vec<u32>,
     pub(crate) summary: BlockSummary,
     pub(crate) size_bytes: u64,
+    /// Span column locations by [`ColumnId`]; empty for version 1 blocks and blocks written without columns.
+    columns: Vec<ColumnLocation>,
 }
 
 struct Reader<'b> {
@@ -377,7 +494,7 @@ impl Block {
         if footer_reader.fixed::<8>()? != *FOOTER_MAGIC {
             return Err(TraceStoreError::corrupt(path, footer_offset + 24, "bad footer magic"));
         }
-        if version != BLOCK_VERSION {
+        if version != BLOCK_VERSION && version != BLOCK_VERSION_WITHOUT_COLUMNS {
             return Err(TraceStoreError::corrupt(path, footer_offset + 20, format!("unknown block version {version}")));
         }
         if !(BLOCK_MAGIC.len() as u64 <= index_offset
@@ -447,7 +564,147 @@ impl Block {
         }
         let bloom_length = reader.uvarint()? as usize;
         summary.attribute_bloom = reader.take(bloom_length)?.to_vec();
-        Ok(Block { path: path.to_path_buf(), file, pages, trace_ids, trace_pages, summary, size_bytes })
+        let mut columns = Vec::new();
+        if version >= BLOCK_VERSION {
+            let count = reader.fixed::<1>()?[0] as usize;
+            if count != 0 && count != COLUMN_IDS.len() {
+                return Err(TraceStoreError::corrupt(path, summary_offset, format!("{count} span columns, not 5")));
+            }
+            let most_bytes = summary.span_count.saturating_mul(MAX_COLUMN_BYTES_PER_SPAN);
+            for expected in COLUMN_IDS.iter().take(count) {
+                let id = reader.fixed::<1>()?[0];
+                let location = ColumnLocation {
+                    offset: reader.u64()?,
+                    compressed_length: reader.u32()?,
+                    uncompressed_length: reader.u32()?,
+                    crc: reader.u32()?,
+                };
+                if id != *expected as u8
+                    || location.offset.saturating_add(u64::from(location.compressed_length)) > index_offset
+                    || u64::from(location.uncompressed_length) > most_bytes
+                {
+                    return Err(TraceStoreError::corrupt(path, summary_offset, format!("bad span column entry {id}")));
+                }
+                columns.push(location);
+            }
+        }
+        Ok(Block { path: path.to_path_buf(), file, pages, trace_ids, trace_pages, summary, size_bytes, columns })
+    }
+
+    /// Reads, checks and decompresses one span column.
+    fn read_column(&self, id: ColumnId) -> Result<Vec<u8>, TraceStoreError> {
+        let Some(location) = self.columns.get(id as usize) else {
+            return Err(TraceStoreError::corrupt(&self.path, 0, format!("no span column {}", id as u8)));
+        };
+        let mut compressed = vec![0u8; location.compressed_length as usize];
+        read_at(&self.file, &mut compressed, location.offset)
+            .map_err(|error| TraceStoreError::io(&self.path, "read span column", error))?;
+        if crc32fast::hash(&compressed) != location.crc {
+            return Err(TraceStoreError::corrupt(&self.path, location.offset, "span column CRC mismatch"));
+        }
+        let column = zstd::bulk::decompress(&compressed, location.uncompressed_length as usize).map_err(|error| {
+            TraceStoreError::corrupt(&self.path, location.offset, format!("span column does not decompress: {error}"))
+        })?;
+        if column.len() != location.uncompressed_length as usize {
+            return Err(TraceStoreError::corrupt(&self.path, location.offset, "span column length mismatch"));
+        }
+        Ok(column)
+    }
+
+    /// Whether the block has span columns (version 2 blocks whose names fit the summary).
+    pub(crate) fn has_span_columns(&self) -> bool {
+        !self.columns.is_empty()
+    }
+
+    /// Calls `visit` with the row of every span starting in `[start, end)` from the span columns, reading only
+    /// the columns in `wanted` (and the start); returns whether the visit ran to the end. A block without
+    /// columns visits nothing (see [`Block::has_span_columns`]).
+    ///
+    /// # Errors
+    /// [`TraceStoreError::Io`] or [`TraceStoreError::Corrupt`] naming the file and offset.
+    pub(crate) fn for_each_span_row(
+        &self,
+        start_unix_nano: u64,
+        end_unix_nano: u64,
+        wanted: SpanColumnSet,
+        visit: &mut dyn FnMut(&SpanColumnsRow<'_>) -> bool,
+    ) -> Result<bool, TraceStoreError> {
+        if !self.has_span_columns() {
+            return Ok(true);
+        }
+        let span_count = usize::try_from(self.summary.span_count).unwrap_or(usize::MAX);
+        let corrupt = |id: ColumnId, reason: &str| {
+            let offset = self.columns.get(id as usize).map_or(0, |location| location.offset);
+            TraceStoreError::corrupt(&self.path, offset, format!("span column {}: {reason}", id as u8))
+        };
+        let varints = |id: ColumnId| -> Result<Vec<u64>, TraceStoreError> {
+            let bytes = self.read_column(id)?;
+            let mut reader = Reader { bytes: &bytes, position: 0, path: &self.path, base: 0 };
+            let mut values = Vec::with_capacity(span_count.min(bytes.len()));
+            while reader.position < bytes.len() {
+                values.push(reader.uvarint()?);
+            }
+            if values.len() != span_count {
+                return Err(corrupt(id, "row count differs from the span count"));
+            }
+            Ok(values)
+        };
+        let start_deltas = varints(ColumnId::Start)?;
+        let durations = if wanted.duration { varints(ColumnId::Duration)? } else { Vec::new() };
+        let services = if wanted.service_name { varints(ColumnId::Service)? } else { Vec::new() };
+        let names = if wanted.name { varints(ColumnId::Name)? } else { Vec::new() };
+        let kind_status = if wanted.kind || wanted.status_code {
+            let bytes = self.read_column(ColumnId::KindStatus)?;
+            if bytes.len() != span_count {
+                return Err(corrupt(ColumnId::KindStatus, "row count differs from the span count"));
+            }
+            bytes
+        } else {
+            Vec::new()
+        };
+        let mut start = self.summary.min_start_unix_nano;
+        for (row, delta) in start_deltas.iter().enumerate() {
+            start = start.saturating_add(*delta);
+            if start < start_unix_nano {
+                continue;
+            }
+            // Rows are sorted by start: nothing further is in the window.
+            if start >= end_unix_nano {
+                break;
+            }
+            let service_name = match services.get(row).copied() {
+                None | Some(0) => None,
+                Some(index) => Some(
+                    self.summary
+                        .service_names
+                        .get((index - 1) as usize)
+                        .ok_or_else(|| corrupt(ColumnId::Service, "service index out of range"))?
+                        .as_str(),
+                ),
+            };
+            let name = match names.get(row) {
+                None => "",
+                Some(index) => self
+                    .summary
+                    .span_names
+                    .get(*index as usize)
+                    .ok_or_else(|| corrupt(ColumnId::Name, "name index out of range"))?
+                    .as_str(),
+            };
+            let packed = kind_status.get(row).copied().unwrap_or(0);
+            let span_row = SpanColumnsRow {
+                start_time_unix_nano: start,
+                duration_nanos: durations.get(row).copied().unwrap_or(0),
+                service_name,
+                name,
+                kind: SpanKind::from_wire(i32::from(packed & 0x0f)),
+                status_code: StatusCode::from_wire(i32::from(packed >> 4)),
+            };
+            if !visit(&span_row) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Reads and decompresses page `page`, checking its CRC.

@@ -12,7 +12,9 @@
 //! - Blocks (`block` module): traces sorted by id in LZ4-compressed pages of a dictionary-encoded trace set
 //!   (`encoding` module), a sorted trace-id index (binary search → one page read per block), and a summary
 //!   per block (time range, service and span names, duration range, error flag, a bloom filter of string
-//!   attributes) used by [`TraceStore::scan`] to skip blocks.
+//!   attributes) used by [`TraceStore::scan`] to skip blocks, and span columns (start, duration, service,
+//!   name, kind, status of every span, each compressed apart) that [`TraceStore::scan_span_rows`] reads for
+//!   TraceQL metrics without decoding pages.
 //!
 //! Every byte on disk is described in `docs/format.md`.
 //!

@@ -8,7 +8,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use oxeye_model::storage::StorageError;
 use oxeye_model::traces::{
-    ResourceSpans, ScopeSpans, Span, Trace, TraceId, TracePushSummary, TraceReader, TraceScanHints, TraceWriter,
+    ResourceSpans, ScopeSpans, Span, SpanColumnSet, SpanColumnsRow, Trace, TraceId, TracePushSummary, TraceReader,
+    TraceScanHints, TraceWriter, visit_span_rows,
 };
 use oxeye_wal::{Wal, WalOptions};
 
@@ -495,17 +496,7 @@ impl TraceStore {
         hints: &TraceScanHints,
         visit: &mut dyn FnMut(&Trace) -> bool,
     ) -> Result<(), TraceStoreError> {
-        let in_memory: Vec<Trace> = {
-            let head = self.head.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let cutting = self.cutting.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-            head.traces
-                .values()
-                .chain(cutting.iter().flat_map(|frozen| frozen.traces.values()))
-                .filter(|trace| overlaps(trace, start_unix_nano, end_unix_nano))
-                .cloned()
-                .collect()
-        };
-        for trace in &in_memory {
+        for trace in &self.in_memory_traces(start_unix_nano, end_unix_nano) {
             if !visit(trace) {
                 return Ok(());
             }
@@ -527,6 +518,54 @@ impl TraceStore {
             }
         }
         Ok(())
+    }
+
+    /// Visits the span columns of every span starting in `[start, end)`: head spans and blocks without
+    /// columns (version 1) from their traces, other blocks from their span columns, reading only `columns`
+    /// and the start; see [`TraceReader::scan_span_columns`].
+    ///
+    /// # Errors
+    /// [`TraceStoreError::Io`] or [`TraceStoreError::Corrupt`] when a block cannot be read.
+    pub fn scan_span_rows(
+        &self,
+        start_unix_nano: u64,
+        end_unix_nano: u64,
+        columns: SpanColumnSet,
+        visit: &mut dyn FnMut(&SpanColumnsRow<'_>) -> bool,
+    ) -> Result<(), TraceStoreError> {
+        for trace in &self.in_memory_traces(start_unix_nano, end_unix_nano) {
+            if !visit_span_rows(trace, start_unix_nano, end_unix_nano, visit) {
+                return Ok(());
+            }
+        }
+        let blocks: Vec<Arc<Block>> = self.blocks.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        for block in blocks.iter().rev() {
+            let summary = &block.summary;
+            if summary.max_end_unix_nano < start_unix_nano || summary.min_start_unix_nano >= end_unix_nano {
+                continue;
+            }
+            let finished = if block.has_span_columns() {
+                block.for_each_span_row(start_unix_nano, end_unix_nano, columns, visit)?
+            } else {
+                block.for_each_trace(&mut |trace| visit_span_rows(&trace, start_unix_nano, end_unix_nano, visit))?
+            };
+            if !finished {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies of the head's and the cutting head's traces with a span starting in `[start, end)`.
+    fn in_memory_traces(&self, start_unix_nano: u64, end_unix_nano: u64) -> Vec<Trace> {
+        let head = self.head.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let cutting = self.cutting.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        head.traces
+            .values()
+            .chain(cutting.iter().flat_map(|frozen| frozen.traces.values()))
+            .filter(|trace| overlaps(trace, start_unix_nano, end_unix_nano))
+            .cloned()
+            .collect()
     }
 
     /// A snapshot of the store's counters.
@@ -625,5 +664,15 @@ impl TraceReader for TraceStore {
         visit: &mut dyn FnMut(&Trace) -> bool,
     ) -> Result<(), StorageError> {
         Ok(self.scan(start_unix_nano, end_unix_nano, hints, visit)?)
+    }
+
+    fn scan_span_columns(
+        &self,
+        start_unix_nano: u64,
+        end_unix_nano: u64,
+        columns: SpanColumnSet,
+        visit: &mut dyn FnMut(&SpanColumnsRow<'_>) -> bool,
+    ) -> Result<(), StorageError> {
+        Ok(self.scan_span_rows(start_unix_nano, end_unix_nano, columns, visit)?)
     }
 }

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use oxeye_model::traces::{
-    Attribute, Resource, ResourceSpans, Scope, ScopeSpans, Span, StatusCode, Trace, TraceReader, TraceScanHints,
-    TraceWriter,
+    Attribute, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanColumnSet, SpanKind, StatusCode, Trace,
+    TraceReader, TraceScanHints, TraceWriter, visit_span_rows,
 };
 
 use crate::{TraceStore, TraceStoreError, TraceStoreOptions};
@@ -291,4 +291,132 @@ fn options_are_validated_by_field() {
     options.page_bytes = 10;
     let error = options.validate().unwrap_err();
     assert!(error.to_string().contains("page_bytes"), "{error}");
+}
+
+/// A span row with owned strings, to compare rows from span columns with rows from traces.
+type OwnedRow = (u64, u64, Option<String>, String, u8, u8);
+
+fn span_rows(store: &TraceStore, start: u64, end: u64, columns: SpanColumnSet) -> Vec<OwnedRow> {
+    let mut rows = Vec::new();
+    store
+        .scan_span_rows(start, end, columns, &mut |row| {
+            rows.push((
+                row.start_time_unix_nano,
+                row.duration_nanos,
+                row.service_name.map(str::to_string),
+                row.name.to_string(),
+                row.kind as u8,
+                row.status_code as u8,
+            ));
+            true
+        })
+        .unwrap();
+    rows.sort();
+    rows
+}
+
+fn rows_from_traces(store: &TraceStore, start: u64, end: u64) -> Vec<OwnedRow> {
+    let mut rows = Vec::new();
+    store
+        .scan(start, end, &TraceScanHints::default(), &mut |trace| {
+            visit_span_rows(trace, start, end, &mut |row| {
+                rows.push((
+                    row.start_time_unix_nano,
+                    row.duration_nanos,
+                    row.service_name.map(str::to_string),
+                    row.name.to_string(),
+                    row.kind as u8,
+                    row.status_code as u8,
+                ));
+                true
+            })
+        })
+        .unwrap();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn span_columns_hold_every_spans_intrinsics_and_respect_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let start = now_nanos();
+    for trace in 1..=20u8 {
+        let mut batches = checkout_trace(trace, start + u64::from(trace) * 1_000_000);
+        batches[0].scope_spans[0].spans[1].kind = SpanKind::Internal;
+        if trace % 7 == 0 {
+            batches[0].scope_spans[0].spans[0].status_code = StatusCode::Error;
+        }
+        // A resource without service.name.
+        batches.push(ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span(trace, 8, Some(1), "redis.get", start + u64::from(trace) * 1_000_000 + 7, 40)],
+                ..ScopeSpans::default()
+            }],
+            ..ResourceSpans::default()
+        });
+        store.push(batches).unwrap();
+        if trace == 10 {
+            store.cut_block().unwrap();
+        }
+    }
+    store.cut_block().unwrap();
+    let everything = rows_from_traces(&store, 0, u64::MAX);
+    assert_eq!(everything.len(), 80);
+    assert_eq!(span_rows(&store, 0, u64::MAX, SpanColumnSet::ALL), everything);
+    let (window_start, window_end) = (start + 5_000_000, start + 12_000_001);
+    let window = rows_from_traces(&store, window_start, window_end);
+    assert_eq!(window.len(), 7 * 4 + 1, "traces 5 to 11 and the root of trace 12");
+    assert_eq!(span_rows(&store, window_start, window_end, SpanColumnSet::ALL), window);
+    // Only the start and the asked columns are read; the others keep their defaults.
+    let durations = span_rows(&store, 0, u64::MAX, SpanColumnSet { duration: true, ..SpanColumnSet::default() });
+    assert!(durations.iter().all(|row| row.2.is_none() && row.3.is_empty()));
+    let expected: Vec<(u64, u64)> = everything.iter().map(|row| (row.0, row.1)).collect();
+    let mut found: Vec<(u64, u64)> = durations.iter().map(|row| (row.0, row.1)).collect();
+    found.sort();
+    assert_eq!(found, expected);
+    // Reopened from disk, the columns are read back the same.
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(span_rows(&store, 0, u64::MAX, SpanColumnSet::ALL), everything);
+}
+
+#[test]
+fn version_1_blocks_without_span_columns_are_still_read() {
+    // Written by the version 1 writer (commit 6a9af7e): three checkout traces, boxoffice and celery spans,
+    // trace 2's root with status error, pages of 1 KiB.
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/block-v1.oxtb");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("blocks")).unwrap();
+    std::fs::copy(&fixture, dir.path().join("blocks/0000000000000001.oxtb")).unwrap();
+    let store = open(dir.path());
+    assert_eq!(store.stats().block_spans, 12);
+    let trace = store.trace_by_id(&[2; 16], None).unwrap().unwrap();
+    assert_eq!(trace.spans().count(), 4);
+    assert_eq!(trace.root().unwrap().1.status_code, StatusCode::Error);
+    // No columns: rows come from the decoded traces.
+    let rows = span_rows(&store, 0, u64::MAX, SpanColumnSet::ALL);
+    assert_eq!(rows, rows_from_traces(&store, 0, u64::MAX));
+    assert_eq!(rows.iter().filter(|row| row.2.as_deref() == Some("celery")).count(), 3);
+    assert_eq!(rows.iter().filter(|row| row.5 == StatusCode::Error as u8).count(), 1);
+}
+
+#[test]
+fn a_corrupt_span_column_is_reported_with_its_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    store.push(checkout_trace(1, now_nanos())).unwrap();
+    store.cut_block().unwrap();
+    drop(store);
+    let block = std::fs::read_dir(dir.path().join("blocks")).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&block).unwrap();
+    // The columns lie just before the index; the index offset is the footer's first field.
+    let footer = bytes.len() - 32;
+    let index_offset = u64::from_le_bytes(bytes[footer..footer + 8].try_into().unwrap()) as usize;
+    bytes[index_offset - 2] ^= 0xff;
+    std::fs::write(&block, bytes).unwrap();
+    let store = open(dir.path());
+    let error = store.scan_span_rows(0, u64::MAX, SpanColumnSet::ALL, &mut |_| true).unwrap_err();
+    assert!(error.to_string().contains(".oxtb"), "{error}");
+    assert!(error.to_string().contains("span column"), "{error}");
 }

@@ -75,7 +75,7 @@ pub struct ConfigFile {
     pub global: GlobalSection,
     /// Logs: the log store's limits, PII redaction and tailed files.
     pub logs: crate::config_logs::LogsSection,
-    /// Traces: tail sampling and span metrics.
+    /// Traces: the trace store, tail sampling and span metrics.
     pub traces: crate::config_traces_pipeline::TracesSection,
     /// Prometheus scrape configs, passed to the scraper.
     pub scrape_configs: Vec<serde_json::Value>,
@@ -260,6 +260,8 @@ pub struct ServeSettings {
     pub logs: crate::config_logs::LogsSettings,
     /// The validated `traces.sampling` and `traces.span_metrics` sections.
     pub trace_pipeline: oxeye_pipeline::traces::TracePipelineOptions,
+    /// The validated `traces.storage` section.
+    pub trace_storage: crate::config_traces::TraceStorageSettings,
 }
 
 /// oxeye's own log format.
@@ -412,6 +414,7 @@ impl ConfigFile {
             scrape_configs: self.scrape_configs.clone(),
             logs: self.logs.validate()?,
             trace_pipeline: self.traces.pipeline_options()?,
+            trace_storage: self.traces.storage.validate()?,
         })
     }
 }

@@ -14,11 +14,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
 
-/// `traces:`: what happens to spans on the way into the trace store (the store's own settings sit beside
-/// these).
+/// `traces:`: the trace store's own settings and what happens to spans on the way into it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TracesSection {
+    /// The trace store: retention, head cut, page and WAL segment sizes.
+    pub storage: crate::config_traces::TraceStorageSection,
     /// Tail sampling.
     pub sampling: SamplingSection,
     /// Span metrics.

@@ -6,6 +6,7 @@
 
 mod config;
 mod config_logs;
+mod config_traces;
 mod config_traces_pipeline;
 mod serve;
 mod serve_logs;

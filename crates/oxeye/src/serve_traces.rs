@@ -25,9 +25,9 @@ pub struct TracesRuntime {
     maintenance: tokio::task::JoinHandle<()>,
 }
 
-/// The trace store's options from the validated settings.
+/// The trace store's options from the validated settings: `traces.storage` in `data_dir/traces`.
 pub fn trace_store_options(settings: &ServeSettings) -> TraceStoreOptions {
-    TraceStoreOptions::new(settings.data_dir.join("traces"))
+    settings.trace_storage.store_options(&settings.data_dir.join("traces"))
 }
 
 /// Opens the trace store, sets it as `state`'s trace reader, registers its `/metrics` families and starts

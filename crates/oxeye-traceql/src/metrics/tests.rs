@@ -111,3 +111,53 @@ fn root_spans_by_nested_set_parent_as_drilldown_asks() {
     // Five traces have a root; trace 6's root never arrived.
     assert_eq!(values(&series[0]), vec![5.0 / 6.0]);
 }
+
+/// Intrinsic-only metrics read span columns from blocks; the same query forced through whole traces (a
+/// `select` stage keeps every span but needs the trace) and over an in-memory store must give the same series.
+#[test]
+fn span_columns_of_blocks_give_the_same_series_as_whole_traces() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = oxeye_tracestore::TraceStore::open(oxeye_tracestore::TraceStoreOptions::new(dir.path())).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let start = (now - 600 * SECOND) / SECOND * SECOND;
+    let traces: Vec<oxeye_model::traces::Trace> =
+        (0..300).map(|number| crate::testing::synthetic_trace(number, start + number * SECOND)).collect();
+    let memory = MemoryTraceStore::with_traces(traces.clone());
+    use oxeye_model::traces::TraceWriter;
+    for (index, trace) in traces.into_iter().enumerate() {
+        store.push(trace.resource_spans).unwrap();
+        // Two blocks and a head, so both reading paths and the merge of their results are exercised.
+        if index == 100 || index == 200 {
+            store.cut_block().unwrap();
+        }
+    }
+    let range = MetricsRange {
+        start_unix_nano: start + 30 * SECOND,
+        end_unix_nano: start + 270 * SECOND,
+        step_nanos: 20 * SECOND,
+    };
+    for (columns_query, traces_query) in [
+        ("{ } | rate() by (resource.service.name)", "{ } | select(span.x) | rate() by (resource.service.name)"),
+        (
+            "{ kind = server } | quantile_over_time(duration, .5, .9, .99)",
+            "{ kind = server } | select(span.x) | quantile_over_time(duration, .5, .9, .99)",
+        ),
+        (
+            r#"{ status = error || name =~ "SELECT.*" } | count_over_time() by (name, status)"#,
+            r#"{ status = error || name =~ "SELECT.*" } | select(span.x) | count_over_time() by (name, status)"#,
+        ),
+        (
+            "{ duration > 100ms } | histogram_over_time(duration) by (kind)",
+            "{ duration > 100ms } | select(span.x) | histogram_over_time(duration) by (kind)",
+        ),
+    ] {
+        let columns = parse(columns_query).unwrap();
+        assert!(columns::span_columns_for(&columns).is_some(), "{columns_query}");
+        let traces = parse(traces_query).unwrap();
+        assert!(columns::span_columns_for(&traces).is_none(), "{traces_query}");
+        let from_columns = query_range(store.as_ref(), &columns, range).unwrap();
+        assert!(!from_columns.is_empty(), "{columns_query}");
+        assert_eq!(from_columns, query_range(store.as_ref(), &traces, range).unwrap(), "{columns_query}");
+        assert_eq!(from_columns, query_range(&memory, &columns, range).unwrap(), "{columns_query}");
+    }
+}
