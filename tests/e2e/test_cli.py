@@ -65,6 +65,23 @@ def test_bad_duration_fails_naming_the_field(tmp_path: Path):
     assert "retention" in result.stderr, result.stderr
 
 
+def test_trace_storage_section_is_documented_and_checked(tmp_path: Path):
+    example = run("config", "example")
+    assert "retention" in example.stdout.split("traces:", 1)[1].split("sampling:", 1)[0], example.stdout
+    config = tmp_path / "oxeye.yaml"
+    config.write_text('version: 1\ntraces:\n  storage:\n    retention: 7d\n    page_size: "512B"\n')
+    result = run("config", "check", str(config))
+    assert result.returncode != 0
+    assert "traces.storage.page_size" in result.stderr, result.stderr
+    config.write_text("version: 1\ntraces:\n  storage:\n    retention: 7d\n    max_head_span: 10\n")
+    result = run("config", "check", str(config))
+    assert result.returncode != 0
+    assert "max_head_span" in result.stderr and "line 5" in result.stderr, result.stderr
+    config.write_text("version: 1\ntraces:\n  storage:\n    retention: 7d\n    max_head_age: 1m\n")
+    result = run("config", "check", str(config))
+    assert result.returncode == 0, result.stderr
+
+
 def test_missing_file_fails_naming_it(tmp_path: Path):
     missing = tmp_path / "nope.yaml"
     result = run("config", "check", str(missing))

@@ -501,13 +501,8 @@ impl TraceStore {
                 return Ok(());
             }
         }
-        let blocks: Vec<Arc<Block>> = self.blocks.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
-        for block in blocks.iter().rev() {
-            let summary = &block.summary;
-            if summary.max_end_unix_nano < start_unix_nano || summary.min_start_unix_nano >= end_unix_nano {
-                continue;
-            }
-            if !summary.may_match(hints) {
+        for block in self.blocks_newest_first(start_unix_nano, end_unix_nano) {
+            if !block.summary.may_match(hints) {
                 continue;
             }
             let finished = block.for_each_trace(&mut |trace| {
@@ -538,12 +533,7 @@ impl TraceStore {
                 return Ok(());
             }
         }
-        let blocks: Vec<Arc<Block>> = self.blocks.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
-        for block in blocks.iter().rev() {
-            let summary = &block.summary;
-            if summary.max_end_unix_nano < start_unix_nano || summary.min_start_unix_nano >= end_unix_nano {
-                continue;
-            }
+        for block in self.blocks_newest_first(start_unix_nano, end_unix_nano) {
             let finished = if block.has_span_columns() {
                 block.for_each_span_row(start_unix_nano, end_unix_nano, columns, visit)?
             } else {
@@ -554,6 +544,19 @@ impl TraceStore {
             }
         }
         Ok(())
+    }
+
+    /// The blocks whose time range overlaps `[start, end)`, newest first.
+    fn blocks_newest_first(&self, start_unix_nano: u64, end_unix_nano: u64) -> Vec<Arc<Block>> {
+        let blocks = self.blocks.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        blocks
+            .iter()
+            .rev()
+            .filter(|block| {
+                block.summary.max_end_unix_nano >= start_unix_nano && block.summary.min_start_unix_nano < end_unix_nano
+            })
+            .cloned()
+            .collect()
     }
 
     /// Copies of the head's and the cutting head's traces with a span starting in `[start, end)`.

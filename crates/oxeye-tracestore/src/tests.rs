@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use oxeye_model::traces::{
-    Attribute, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanColumnSet, SpanKind, StatusCode, Trace,
-    TraceReader, TraceScanHints, TraceWriter, visit_span_rows,
+    Attribute, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanColumnSet, SpanColumnsRow, SpanKind, StatusCode,
+    Trace, TraceReader, TraceScanHints, TraceWriter, visit_span_rows,
 };
 
 use crate::{TraceStore, TraceStoreError, TraceStoreOptions};
@@ -296,18 +296,22 @@ fn options_are_validated_by_field() {
 /// A span row with owned strings, to compare rows from span columns with rows from traces.
 type OwnedRow = (u64, u64, Option<String>, String, u8, u8);
 
+fn owned(row: &SpanColumnsRow<'_>) -> OwnedRow {
+    (
+        row.start_time_unix_nano,
+        row.duration_nanos,
+        row.service_name.map(str::to_string),
+        row.name.to_string(),
+        row.kind as u8,
+        row.status_code as u8,
+    )
+}
+
 fn span_rows(store: &TraceStore, start: u64, end: u64, columns: SpanColumnSet) -> Vec<OwnedRow> {
     let mut rows = Vec::new();
     store
         .scan_span_rows(start, end, columns, &mut |row| {
-            rows.push((
-                row.start_time_unix_nano,
-                row.duration_nanos,
-                row.service_name.map(str::to_string),
-                row.name.to_string(),
-                row.kind as u8,
-                row.status_code as u8,
-            ));
+            rows.push(owned(row));
             true
         })
         .unwrap();
@@ -320,14 +324,7 @@ fn rows_from_traces(store: &TraceStore, start: u64, end: u64) -> Vec<OwnedRow> {
     store
         .scan(start, end, &TraceScanHints::default(), &mut |trace| {
             visit_span_rows(trace, start, end, &mut |row| {
-                rows.push((
-                    row.start_time_unix_nano,
-                    row.duration_nanos,
-                    row.service_name.map(str::to_string),
-                    row.name.to_string(),
-                    row.kind as u8,
-                    row.status_code as u8,
-                ));
+                rows.push(owned(row));
                 true
             })
         })
