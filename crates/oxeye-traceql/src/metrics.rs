@@ -191,7 +191,7 @@ fn compute(
         let interval = (start - aligned_start) / range.step_nanos;
         let value = match value_field {
             Some(field) => {
-                let Some(value) = field_value(field, &view, index) else {
+                let Some(value) = field_value(field, view, index) else {
                     return true;
                 };
                 is_duration |= matches!(value, FieldValue::Duration(_));
@@ -202,8 +202,7 @@ fn compute(
             }
             None => None,
         };
-        let values: Vec<Option<FieldValue>> =
-            function.by.iter().map(|field| field_value(field, &view, index)).collect();
+        let values: Vec<Option<FieldValue>> = function.by.iter().map(|field| field_value(field, view, index)).collect();
         // One string per span identifies the group: each value's type and text, or a mark for missing.
         let mut key = String::new();
         for value in &values {

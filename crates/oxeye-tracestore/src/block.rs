@@ -313,7 +313,7 @@ pub(crate) fn write_block(
     page_bytes: usize,
     wal_through_segment: u64,
 ) -> Result<BlockSummary, TraceStoreError> {
-    traces.sort_unstable_by(|left, right| left.trace_id.cmp(&right.trace_id));
+    traces.sort_unstable_by_key(|trace| trace.trace_id);
     let summary = summarize(&traces, wal_through_segment);
     let mut file_bytes = Vec::new();
     file_bytes.extend_from_slice(BLOCK_MAGIC);
