@@ -14,6 +14,7 @@
 //! [`run`]) and writes a JSON result; `report` prints the table.
 
 mod fleet;
+mod head;
 mod procfs;
 mod query;
 mod report;
@@ -24,6 +25,11 @@ mod server;
 mod traces;
 mod wire;
 mod workload;
+
+/// jemalloc, as `oxeye serve` uses, so the in-process `head` benchmark measures oxeye's allocator.
+#[cfg(all(unix, not(target_env = "msvc")))]
+#[global_allocator]
+static GLOBAL_ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -122,6 +128,12 @@ enum Command {
     Query(query::QueryCommand),
     /// The trace benchmark (see the `traces` module): OTLP span ingest, stored bytes, by-id latency.
     Traces(traces::TracesArgs),
+    /// The in-process head benchmark (see the `head` module): fill a head with the fleet, crash, time the
+    /// restart.
+    Head(head::HeadArgs),
+    /// The restart phase of `head`, run by it in a child process.
+    #[command(hide = true)]
+    HeadOpen(head::HeadOpenArgs),
     /// Prints the results table of `run` JSON files.
     Report {
         /// Result files.
@@ -228,6 +240,8 @@ fn real_main() -> anyhow::Result<()> {
         }
         Command::Query(command) => query::main(command),
         Command::Traces(args) => traces::main(args),
+        Command::Head(args) => head::main(&args),
+        Command::HeadOpen(args) => head::open_main(&args),
         Command::Report { files } => {
             let mut results = Vec::new();
             for file in files {

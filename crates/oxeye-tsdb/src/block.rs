@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::TsdbError;
 use crate::chunkenc::{self, Encoding};
 use crate::chunks::{ChunkReader, ChunkWriter};
-use crate::index::{self, BlockIndex, ChunkMeta};
+use crate::index::{self, BlockIndex, ChunkMeta, IndexSeries};
 
 /// The `meta.json` format version written by this code.
 pub const META_VERSION: u32 = 1;
@@ -183,7 +183,10 @@ pub(crate) struct BlockWriter {
     temporary_dir: PathBuf,
     final_dir: PathBuf,
     chunk_writer: ChunkWriter,
-    series: Vec<(Labels, Vec<ChunkMeta>)>,
+    series: IndexSeries,
+    /// The previous series' labels, to check the order.
+    #[cfg(debug_assertions)]
+    previous_labels: Option<Labels>,
     stats: BlockStats,
 }
 
@@ -195,15 +198,31 @@ impl BlockWriter {
         std::fs::create_dir_all(&temporary_dir)
             .map_err(|error| TsdbError::io(&temporary_dir, "create directory", error))?;
         let chunk_writer = ChunkWriter::create(&temporary_dir.join(CHUNKS_DIR))?;
-        Ok(BlockWriter { id, temporary_dir, final_dir, chunk_writer, series: Vec::new(), stats: BlockStats::default() })
+        Ok(BlockWriter {
+            id,
+            temporary_dir,
+            final_dir,
+            chunk_writer,
+            series: IndexSeries::default(),
+            #[cfg(debug_assertions)]
+            previous_labels: None,
+            stats: BlockStats::default(),
+        })
     }
 
     /// Adds one series (labels strictly after the previous series') with its chunks, oldest first.
-    pub(crate) fn add_series(&mut self, labels: Labels, chunks: &[OwnedChunk]) -> Result<(), TsdbError> {
+    pub(crate) fn add_series(&mut self, labels: &Labels, chunks: &[OwnedChunk]) -> Result<(), TsdbError> {
         if chunks.is_empty() {
             return Ok(());
         }
-        debug_assert!(self.series.last().is_none_or(|(previous, _)| previous < &labels), "series not in label order");
+        #[cfg(debug_assertions)]
+        {
+            debug_assert!(
+                self.previous_labels.as_ref().is_none_or(|previous| previous < labels),
+                "series not in label order"
+            );
+            self.previous_labels = Some(labels.clone());
+        }
         let mut metas = Vec::with_capacity(chunks.len());
         for (encoding, mint_ms, maxt_ms, bytes) in chunks {
             let chunk_ref = self.chunk_writer.write(*encoding, bytes)?;
@@ -213,7 +232,7 @@ impl BlockWriter {
             self.stats.num_samples += u64::from(num_samples(bytes));
         }
         self.stats.num_series += 1;
-        self.series.push((labels, metas));
+        self.series.push(labels, metas);
         Ok(())
     }
 
@@ -228,7 +247,7 @@ impl BlockWriter {
         parents: Vec<String>,
     ) -> Result<Option<PathBuf>, TsdbError> {
         let frames = self.chunk_writer.finish()?;
-        for chunk in self.series.iter_mut().flat_map(|(_, chunks)| chunks.iter_mut()) {
+        for chunk in self.series.chunks_mut() {
             chunk.entry_bytes = frames.frame_bytes(chunk.chunk_ref).ok_or_else(|| {
                 TsdbError::corrupt(&self.temporary_dir, format!("chunk {:#x} has no frame", chunk.chunk_ref))
             })?;

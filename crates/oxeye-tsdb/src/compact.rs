@@ -154,20 +154,21 @@ fn head_chunks_in_range(
 
 /// Writes the head's samples in `[mint_ms, maxt_ms)` as a level-1 block; `None` when there are none.
 fn cut_head_block(shared: &Shared, mint_ms: i64, maxt_ms: i64) -> Result<Option<Block>, TsdbError> {
-    let mut candidates: Vec<(Labels, Arc<MemSeries>)> = shared
+    // Sorted by their stored labels, compared without decoding: owned `Labels` for every series of a
+    // large head would cost more memory than the head itself.
+    let mut candidates: Vec<Arc<MemSeries>> = shared
         .head
         .all_series()
         .into_iter()
         .filter(|series| {
             series.lock().chunks().any(|(_, chunk_mint, chunk_maxt, _)| chunk_maxt >= mint_ms && chunk_mint < maxt_ms)
         })
-        .map(|series| (series.labels(), series))
         .collect();
-    candidates.sort_by(|left, right| left.0.cmp(&right.0));
+    candidates.sort_unstable_by(|left, right| left.cmp_labels(right));
     let mut writer = BlockWriter::create(&shared.options.data_dir)?;
-    for (labels, series) in candidates {
+    for series in candidates {
         let chunks = head_chunks_in_range(shared, &series, mint_ms, maxt_ms)?;
-        writer.add_series(labels, &chunks)?;
+        writer.add_series(&series.labels(), &chunks)?;
     }
     match writer.finish(mint_ms, maxt_ms, 1, Vec::new(), Vec::new())? {
         Some(dir) => {
@@ -226,7 +227,7 @@ fn compact_blocks(shared: &Shared, group: &[Arc<Block>]) -> Result<(), TsdbError
         }
         let merged =
             block::merge_chunks(chunks).map_err(|error| TsdbError::corrupt(&group[0].dir, error.to_string()))?;
-        writer.add_series(labels, &merged)?;
+        writer.add_series(&labels, &merged)?;
     }
     let min_time_ms = group.iter().map(|block| block.meta.min_time_ms).min().unwrap_or_default();
     let max_time_ms = group.iter().map(|block| block.meta.max_time_ms).max().unwrap_or_default();

@@ -405,6 +405,14 @@ impl MemSeries {
         record::decode_labels(&mut decoder).unwrap_or_default()
     }
 
+    /// The stored `(name, value)` pairs, borrowed.
+    fn label_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut decoder = Decoder::new(&self.labels_encoded);
+        // The bytes were produced by `encode_labels` from valid labels; a decode error ends the pairs.
+        let count = decoder.uvarint("label count").unwrap_or(0);
+        (0..count).map_while(move |_| Some((decoder.str("name").ok()?, decoder.str("value").ok()?)))
+    }
+
     fn label_refs_equal(&self, labels: &[LabelRef<'_>]) -> bool {
         self.encoded_labels_equal(labels.len(), labels.iter().map(|label| (label.name, label.value)))
     }
@@ -425,6 +433,27 @@ impl MemSeries {
             decoder.bytes("name").is_ok_and(|encoded| encoded == name.as_bytes())
                 && decoder.bytes("value").is_ok_and(|encoded| encoded == value.as_bytes())
         })
+    }
+
+    /// Orders two series as their `Labels` would order (label by label, name then value, a prefix
+    /// first), reading the stored encoding without allocating.
+    pub(crate) fn cmp_labels(&self, other: &MemSeries) -> std::cmp::Ordering {
+        let mut left = Decoder::new(&self.labels_encoded);
+        let mut right = Decoder::new(&other.labels_encoded);
+        // The stored bytes were produced by `encode_labels`; a decode error reads as "no more labels".
+        let left_count = left.uvarint("label count").unwrap_or(0);
+        let right_count = right.uvarint("label count").unwrap_or(0);
+        for _ in 0..left_count.min(right_count) {
+            for expected in ["name", "value"] {
+                let left_bytes = left.bytes(expected).unwrap_or_default();
+                let right_bytes = right.bytes(expected).unwrap_or_default();
+                let order = left_bytes.cmp(right_bytes);
+                if order.is_ne() {
+                    return order;
+                }
+            }
+        }
+        left_count.cmp(&right_count)
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, SeriesState> {
@@ -642,7 +671,9 @@ impl Head {
 
     /// As [`Head::get_or_create`] without holding, for labels already in the record encoding (WAL
     /// replay): no label strings are allocated. `pairs` are the decoded `(name, value)` pairs of
-    /// `labels_encoded`.
+    /// `labels_encoded`. The series is **not** added to the postings: replay calls
+    /// [`Head::index_unindexed_postings`] once every series exists, which is several times faster than
+    /// inserting into shared bitmaps under one lock from every replay worker.
     pub(crate) fn get_or_create_encoded(
         &self,
         labels_encoded: &[u8],
@@ -661,11 +692,22 @@ impl Head {
         let series = Arc::new(MemSeries::from_encoded(series_ref, labels_encoded.into()));
         stripe.insert(hash, Arc::clone(&series));
         write(self.ref_stripe(series_ref)).insert(series_ref, Arc::clone(&series));
-        write(&self.postings).add_pairs(series_ref, pairs);
         drop(stripe);
         self.num_series.fetch_add(1, Ordering::Relaxed);
         self.counters.series_created_total.fetch_add(1, Ordering::Relaxed);
         Ok(series)
+    }
+
+    /// Adds every series that is not in the postings yet (those [`Head::get_or_create_encoded`]
+    /// created) to the postings, in ascending reference order.
+    pub(crate) fn index_unindexed_postings(&self) {
+        // Series maps before the postings, as series creation takes them.
+        let all_series = self.all_series();
+        let mut postings = write(&self.postings);
+        let mut unindexed: Vec<Arc<MemSeries>> =
+            all_series.into_iter().filter(|series| !postings.all().contains(series.series_ref)).collect();
+        unindexed.sort_unstable_by_key(|series| series.series_ref);
+        postings.extend_ascending(unindexed.iter().map(|series| (series.series_ref, series.label_pairs())));
     }
 
     /// The series with reference `series_ref`.
@@ -862,6 +904,27 @@ mod tests {
         assert_eq!(found.series_ref, created.series_ref);
         assert_eq!(head.get_by_ref(created.series_ref).unwrap().labels(), labels);
         assert_eq!(head.postings().get("job", "a").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn stored_labels_order_as_labels_do() {
+        let sets = [
+            Labels::from_pairs([("__name__", "a")]),
+            Labels::from_pairs([("__name__", "a"), ("job", "x")]),
+            Labels::from_pairs([("__name__", "a"), ("job", "xy")]),
+            Labels::from_pairs([("__name__", "a"), ("jobs", "a")]),
+            Labels::from_pairs([("__name__", "ab")]),
+            Labels::from_pairs([("__name__", "b"), ("a", "z")]),
+            Labels::from_pairs([("a", "z")]),
+            Labels::default(),
+        ];
+        for (left_position, left) in sets.iter().enumerate() {
+            for (right_position, right) in sets.iter().enumerate() {
+                let stored_left = MemSeries::new(left_position as u32, left);
+                let stored_right = MemSeries::new(right_position as u32, right);
+                assert_eq!(stored_left.cmp_labels(&stored_right), left.cmp(right), "{left:?} vs {right:?}");
+            }
+        }
     }
 
     #[test]

@@ -48,8 +48,54 @@ struct WorkerOutcome {
     aliases: Vec<(u64, u32)>,
 }
 
+/// A replay worker's series by WAL reference. References are allocated one after another, so most fall
+/// in a dense range: a vector indexed by `reference / shards` (one pointer per slot, no hashing, and
+/// neighbouring references in neighbouring slots) up to [`SeriesTable::DENSE_SLOTS`], a map beyond.
+struct SeriesTable {
+    shards: u64,
+    dense: Vec<Option<Arc<MemSeries>>>,
+    sparse: HashMap<u64, Arc<MemSeries>, MixBuildHasher>,
+}
+
+impl SeriesTable {
+    /// 4 Mi slots (32 MiB) per worker at most: 8M series with two workers before the map takes over.
+    const DENSE_SLOTS: u64 = 1 << 22;
+
+    fn new(shards: usize) -> Self {
+        SeriesTable { shards: shards.max(1) as u64, dense: Vec::new(), sparse: HashMap::default() }
+    }
+
+    fn get(&self, series_ref: u64) -> Option<&Arc<MemSeries>> {
+        let slot = series_ref / self.shards;
+        if slot < Self::DENSE_SLOTS { self.dense.get(slot as usize)?.as_ref() } else { self.sparse.get(&series_ref) }
+    }
+
+    /// The series of `series_ref`: this worker's own, else the head's (a series a checkpoint or an
+    /// earlier segment created under that reference), remembered.
+    fn resolve(&mut self, head: &Head, series_ref: u64) -> Option<&Arc<MemSeries>> {
+        if self.get(series_ref).is_none() {
+            let series = u32::try_from(series_ref).ok().and_then(|series_ref| head.get_by_ref(series_ref))?;
+            self.insert(series_ref, series);
+        }
+        self.get(series_ref)
+    }
+
+    fn insert(&mut self, series_ref: u64, series: Arc<MemSeries>) {
+        let slot = series_ref / self.shards;
+        if slot < Self::DENSE_SLOTS {
+            let slot = slot as usize;
+            if slot >= self.dense.len() {
+                self.dense.resize(slot + 1, None);
+            }
+            self.dense[slot] = Some(series);
+        } else {
+            self.sparse.insert(series_ref, series);
+        }
+    }
+}
+
 /// Creates series, restores chunks and appends samples for one shard of series references.
-fn replay_worker(head: &Head, batches: std::sync::mpsc::Receiver<Vec<Work>>) -> WorkerOutcome {
+fn replay_worker(head: &Head, shards: usize, batches: std::sync::mpsc::Receiver<Vec<Work>>) -> WorkerOutcome {
     let chunk_range_ms = head.chunk_range_ms;
     let mut outcome = WorkerOutcome {
         min_time_ms: i64::MAX,
@@ -58,15 +104,7 @@ fn replay_worker(head: &Head, batches: std::sync::mpsc::Receiver<Vec<Work>>) -> 
         damaged: 0,
         aliases: Vec::new(),
     };
-    let mut series_by_ref: HashMap<u64, Arc<MemSeries>, MixBuildHasher> = HashMap::default();
-    let find = |series_by_ref: &mut HashMap<u64, Arc<MemSeries>, MixBuildHasher>, series_ref: u64| {
-        if let Some(series) = series_by_ref.get(&series_ref) {
-            return Some(Arc::clone(series));
-        }
-        let series = u32::try_from(series_ref).ok().and_then(|series_ref| head.get_by_ref(series_ref))?;
-        series_by_ref.insert(series_ref, Arc::clone(&series));
-        Some(series)
-    };
+    let mut series_by_ref = SeriesTable::new(shards);
     for batch in batches {
         for work in batch {
             match work {
@@ -85,7 +123,7 @@ fn replay_worker(head: &Head, batches: std::sync::mpsc::Receiver<Vec<Work>>) -> 
                     series_by_ref.insert(series_ref, series);
                 }
                 Work::Sample { series_ref, timestamp_ms, value } => {
-                    let Some(series) = find(&mut series_by_ref, series_ref) else {
+                    let Some(series) = series_by_ref.resolve(head, series_ref) else {
                         outcome.unknown_series_refs += 1;
                         continue;
                     };
@@ -96,7 +134,7 @@ fn replay_worker(head: &Head, batches: std::sync::mpsc::Receiver<Vec<Work>>) -> 
                     }
                 }
                 Work::Chunks { series_ref, chunks } => {
-                    let Some(series) = find(&mut series_by_ref, series_ref) else {
+                    let Some(series) = series_by_ref.resolve(head, series_ref) else {
                         outcome.unknown_series_refs += 1;
                         continue;
                     };
@@ -219,7 +257,7 @@ pub(crate) fn replay(
         for _ in 0..workers {
             let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<Work>>(4);
             senders.push(sender);
-            handles.push(scope.spawn(move || replay_worker(head, receiver)));
+            handles.push(scope.spawn(move || replay_worker(head, workers, receiver)));
         }
         let mut replayer = Replayer {
             min_valid_ms: head.min_valid_time_ms(),
@@ -246,6 +284,7 @@ pub(crate) fn replay(
             aliases.extend(worker.aliases);
         }
         read_result?;
+        head.index_unindexed_postings();
         for RefExemplar { series_ref, exemplar } in std::mem::take(&mut replayer.pending_exemplars) {
             let head_ref = aliases.get(&series_ref).copied().or_else(|| u32::try_from(series_ref).ok());
             if let Some(series) = head_ref.and_then(|head_ref| head.get_by_ref(head_ref)) {

@@ -16,7 +16,7 @@
 //! Series are stored sorted by labels; a series' id in the block is its position, so postings of
 //! ascending ids list series in label order.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use oxeye_model::{Label, Labels};
@@ -289,17 +289,58 @@ fn write_section(out: &mut Vec<u8>, content: &[u8]) -> Result<u64, String> {
     Ok(offset)
 }
 
-/// Encodes an index for `series`, which must be sorted by labels. Returns the file's bytes.
-pub(crate) fn encode_index(series: &[(Labels, Vec<ChunkMeta>)]) -> Result<Vec<u8>, String> {
-    let mut symbol_set: BTreeSet<&str> = BTreeSet::new();
-    for (labels, _) in series {
-        for label in labels {
-            symbol_set.insert(&label.name);
-            symbol_set.insert(&label.value);
+/// The series of a block being written, in label order, with their labels interned: a block writer
+/// holds every series until the index is written, and at 1M series owned `Labels` (two `String`s per
+/// label) would cost several times the strings' own bytes; here each distinct name or value is held once
+/// and a series holds `(name, value)` symbol ids.
+#[derive(Debug, Default)]
+pub(crate) struct IndexSeries {
+    symbol_ids: HashMap<Box<str>, u32>,
+    /// Per series: `[name id, value id, ...]` in label order, and its chunks.
+    series: Vec<(Box<[u32]>, Vec<ChunkMeta>)>,
+}
+
+impl IndexSeries {
+    fn intern(&mut self, symbol: &str) -> u32 {
+        if let Some(id) = self.symbol_ids.get(symbol) {
+            return *id;
         }
+        let id = self.symbol_ids.len() as u32;
+        self.symbol_ids.insert(symbol.into(), id);
+        id
     }
-    let symbol_ids: HashMap<&str, u32> =
-        symbol_set.iter().enumerate().map(|(position, symbol)| (*symbol, position as u32)).collect();
+
+    /// Adds a series after the previous ones (the caller keeps label order).
+    pub(crate) fn push(&mut self, labels: &Labels, chunks: Vec<ChunkMeta>) {
+        let ids: Box<[u32]> = labels
+            .iter()
+            .flat_map(|label| [label.name.as_str(), label.value.as_str()])
+            .map(|symbol| self.intern(symbol))
+            .collect();
+        self.series.push((ids, chunks));
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    /// Every chunk of every series, for filling in what is known only after the chunks are written.
+    pub(crate) fn chunks_mut(&mut self) -> impl Iterator<Item = &mut ChunkMeta> {
+        self.series.iter_mut().flat_map(|(_, chunks)| chunks.iter_mut())
+    }
+}
+
+/// Encodes an index for `series` (added in label order). Returns the file's bytes.
+pub(crate) fn encode_index(index_series: &IndexSeries) -> Result<Vec<u8>, String> {
+    // Symbols sorted; `renumber[interned id]` is the symbol's position in the sorted table.
+    let mut symbol_set: Vec<(&str, u32)> =
+        index_series.symbol_ids.iter().map(|(symbol, id)| (symbol.as_ref(), *id)).collect();
+    symbol_set.sort_unstable();
+    let mut renumber = vec![0u32; symbol_set.len()];
+    for (position, (_, id)) in symbol_set.iter().enumerate() {
+        renumber[*id as usize] = position as u32;
+    }
+    let series = &index_series.series;
 
     let mut out = Vec::new();
     out.extend_from_slice(&INDEX_MAGIC.to_be_bytes());
@@ -307,7 +348,7 @@ pub(crate) fn encode_index(series: &[(Labels, Vec<ChunkMeta>)]) -> Result<Vec<u8
 
     let mut content = Vec::new();
     put_uvarint(&mut content, symbol_set.len() as u64);
-    for symbol in &symbol_set {
+    for (symbol, _) in &symbol_set {
         put_bytes(&mut content, symbol.as_bytes());
     }
     let symbols_offset = write_section(&mut out, &deflate_section(&content)?)?;
@@ -332,16 +373,16 @@ pub(crate) fn encode_index(series: &[(Labels, Vec<ChunkMeta>)]) -> Result<Vec<u8
     };
     content.clear();
     let mut postings: HashMap<(u32, u32), RoaringBitmap> = HashMap::new();
-    for (position, (labels, chunks)) in series.iter().enumerate() {
+    for (position, (label_ids, chunks)) in series.iter().enumerate() {
         if content.len() >= SERIES_GROUP_BYTES {
             finish_group(&mut content, &mut group_series, &mut groups);
         }
         group_series += 1;
         let id = u32::try_from(position).map_err(|_| "more than 2^32 series in one block".to_owned())?;
-        put_uvarint(&mut content, labels.len() as u64);
-        for label in labels {
-            let name = symbol_ids.get(label.name.as_str()).copied().unwrap_or_default();
-            let value = symbol_ids.get(label.value.as_str()).copied().unwrap_or_default();
+        put_uvarint(&mut content, (label_ids.len() / 2) as u64);
+        for pair in label_ids.chunks_exact(2) {
+            let name = renumber.get(pair[0] as usize).copied().unwrap_or_default();
+            let value = renumber.get(pair[1] as usize).copied().unwrap_or_default();
             put_uvarint(&mut content, u64::from(name));
             put_uvarint(&mut content, u64::from(value));
             postings.entry((name, value)).or_default().insert(id);
@@ -614,7 +655,11 @@ mod tests {
                 vec![ChunkMeta { mint_ms: -5, maxt_ms: 5, chunk_ref: 99, entry_bytes: 300 }],
             ),
         ];
-        let bytes = encode_index(&series).unwrap();
+        let mut index_series = IndexSeries::default();
+        for (labels, chunks) in &series {
+            index_series.push(labels, chunks.clone());
+        }
+        let bytes = encode_index(&index_series).unwrap();
         let index = decode_index(&bytes).unwrap();
         assert_eq!(index.num_series(), 2);
         let entries = index.read_series(&[1, 0]).unwrap();

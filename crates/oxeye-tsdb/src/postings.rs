@@ -31,12 +31,34 @@ impl MemPostings {
         self.all.insert(id);
     }
 
-    /// Adds series `id` under each `(name, value)` pair.
-    pub(crate) fn add_pairs(&mut self, id: u32, pairs: &[(&str, &str)]) {
-        for (name, value) in pairs {
-            self.add_pair(id, name, value);
+    /// Adds series given in ascending id order, each with its `(name, value)` pairs: ids above every id
+    /// already present are appended at the end of their bitmaps, without searching (WAL replay indexes
+    /// a whole head this way once its series exist).
+    pub(crate) fn extend_ascending<'a, Pairs>(&mut self, series: impl IntoIterator<Item = (u32, Pairs)>)
+    where
+        Pairs: IntoIterator<Item = (&'a str, &'a str)>,
+    {
+        for (id, pairs) in series {
+            for (name, value) in pairs {
+                let values = match self.by_name.get_mut(name) {
+                    Some(values) => values,
+                    None => self.by_name.entry(name.to_owned()).or_default(),
+                };
+                match values.get_mut(value) {
+                    Some(bitmap) => {
+                        if bitmap.try_push(id).is_err() {
+                            bitmap.insert(id);
+                        }
+                    }
+                    None => {
+                        values.insert(value.to_owned(), RoaringBitmap::from_iter([id]));
+                    }
+                }
+            }
+            if self.all.try_push(id).is_err() {
+                self.all.insert(id);
+            }
         }
-        self.all.insert(id);
     }
 
     fn add_pair(&mut self, id: u32, name: &str, value: &str) {
@@ -152,6 +174,29 @@ impl MemPostings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ascending_extension_equals_one_by_one_adds_even_out_of_order() {
+        let pairs = |id: u32| {
+            [("job", if id.is_multiple_of(2) { "even" } else { "odd" }), ("shard", if id < 5 { "low" } else { "high" })]
+        };
+        let mut one_by_one = MemPostings::new();
+        let mut extended = MemPostings::new();
+        for id in [3, 9, 1] {
+            one_by_one.add(id, &Labels::from_pairs(pairs(id)));
+            extended.add(id, &Labels::from_pairs(pairs(id)));
+        }
+        // 2 and 4 are below ids already present, so they cannot be appended at the end.
+        for id in [2, 4, 10, 11] {
+            one_by_one.add(id, &Labels::from_pairs(pairs(id)));
+        }
+        extended.extend_ascending([2, 4, 10, 11].map(|id| (id, pairs(id))));
+        for (name, value) in [("job", "even"), ("job", "odd"), ("shard", "low"), ("shard", "high")] {
+            assert_eq!(extended.get(name, value), one_by_one.get(name, value), "{name}={value}");
+        }
+        assert_eq!(extended.all(), one_by_one.all());
+        assert_eq!(extended.label_values("job"), ["even", "odd"]);
+    }
 
     fn index() -> MemPostings {
         let mut postings = MemPostings::new();
