@@ -314,18 +314,66 @@ fn remove_marked_names(evaluated: Evaluated) -> Result<Evaluated, QueryError> {
 
 /// Range queries are evaluated in slices of at most this much time, so that a selector holds the
 /// samples of one slice (plus its window) rather than of the whole range: a 24 h dashboard panel then
-/// needs about a twelfth of the memory, at the cost of one more index lookup per slice.
+/// needs about a twelfth of the memory, at the cost of one more index lookup per slice. Subqueries
+/// evaluate their inner expression in slices of the same length.
 const RANGE_SLICE_MS: i64 = 2 * 3600 * 1000;
 
+/// A query's slices are at least this many times its longest subquery range: each slice evaluates the
+/// subquery's inner expression over the slice plus that range again, so with 1 h subqueries 4 h slices
+/// repeat a quarter of the inner work where 2 h slices would repeat half. The inner evaluation is
+/// itself sliced, so the longer outer slice does not hold more samples at once.
+const SLICES_PER_SUBQUERY_RANGE: i64 = 4;
+
+/// Whether a sliced evaluation is the query's own (its slices count towards the query's per-step stats
+/// and metric names marked for removal are removed) or a subquery's inner one (the names stay marked
+/// until the outer query returns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SliceLevel {
+    Query,
+    Subquery,
+}
+
+/// The longest range of any subquery in `expr`, in milliseconds (0 when there is none).
+fn longest_subquery_range_ms(expr: &Expr) -> i64 {
+    match expr {
+        Expr::Subquery(subquery) => duration_ms(subquery.range).max(longest_subquery_range_ms(&subquery.expr)),
+        Expr::Paren(paren) => longest_subquery_range_ms(&paren.expr),
+        Expr::Unary(unary) => longest_subquery_range_ms(&unary.expr),
+        Expr::Binary(binary) => longest_subquery_range_ms(&binary.lhs).max(longest_subquery_range_ms(&binary.rhs)),
+        Expr::Aggregate(aggregate) => longest_subquery_range_ms(&aggregate.expr)
+            .max(aggregate.param.as_deref().map(longest_subquery_range_ms).unwrap_or(0)),
+        Expr::Call(call) => call.args.args.iter().map(|argument| longest_subquery_range_ms(argument)).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
 impl Evaluator<'_> {
-    /// Evaluates `expr` over `grid` slice by slice (see [`RANGE_SLICE_MS`]) and joins the slices.
-    /// Every step of PromQL depends only on the data in its own windows (subqueries align their inner
-    /// steps to absolute time), so the joined result equals a single evaluation over the whole grid.
+    /// Evaluates the query's `expr` over `grid` slice by slice (see [`RANGE_SLICE_MS`] and
+    /// [`SLICES_PER_SUBQUERY_RANGE`]) and joins the slices.
     fn eval_in_slices(&mut self, expr: &Expr, grid: &Grid) -> Result<Evaluated, QueryError> {
+        let slice_ms =
+            RANGE_SLICE_MS.max(longest_subquery_range_ms(expr).saturating_mul(SLICES_PER_SUBQUERY_RANGE));
+        self.eval_sliced(expr, grid, slice_ms, SliceLevel::Query)
+    }
+
+    /// Evaluates `expr` over `grid` in slices of at most `slice_ms` and joins them. Every step of PromQL
+    /// depends only on the data in its own windows (subqueries align their inner steps to absolute time),
+    /// so the joined result equals a single evaluation over the whole grid.
+    fn eval_sliced(
+        &mut self,
+        expr: &Expr,
+        grid: &Grid,
+        slice_ms: i64,
+        level: SliceLevel,
+    ) -> Result<Evaluated, QueryError> {
+        let finish = |evaluated: Evaluated| match level {
+            SliceLevel::Query => remove_marked_names(evaluated),
+            SliceLevel::Subquery => Ok(evaluated),
+        };
         let total_steps = grid.steps();
-        let slice_steps = usize::try_from((RANGE_SLICE_MS / grid.step_ms).max(1)).unwrap_or(usize::MAX);
+        let slice_steps = usize::try_from((slice_ms / grid.step_ms).max(1)).unwrap_or(usize::MAX);
         if total_steps <= slice_steps {
-            return remove_marked_names(self.eval(expr, grid)?);
+            return finish(self.eval(expr, grid)?);
         }
         let mut scalar: Option<Vec<f64>> = None;
         let mut merged: Vec<StepSeries> = Vec::new();
@@ -335,10 +383,14 @@ impl Evaluator<'_> {
             let last_step = first_step.saturating_add(slice_steps).min(total_steps) - 1;
             let slice =
                 Grid { start_ms: grid.timestamp(first_step), end_ms: grid.timestamp(last_step), step_ms: grid.step_ms };
-            self.counters.step_offset = first_step;
-            let evaluated = remove_marked_names(self.eval(expr, &slice)?);
-            self.counters.step_offset = 0;
-            match evaluated? {
+            if level == SliceLevel::Query {
+                self.counters.step_offset = first_step;
+            }
+            let evaluated = self.eval(expr, &slice);
+            if level == SliceLevel::Query {
+                self.counters.step_offset = 0;
+            }
+            match finish(evaluated?)? {
                 Evaluated::Scalar(values) => scalar.get_or_insert_with(Vec::new).extend(values),
                 Evaluated::Vector(series) => {
                     let offset = u32::try_from(first_step).unwrap_or(u32::MAX);
@@ -351,7 +403,7 @@ impl Evaluator<'_> {
                                 merged.push(StepSeries {
                                     labels: one.labels,
                                     points: points.collect(),
-                                    drop_name: false,
+                                    drop_name: one.drop_name,
                                 });
                             }
                         }
@@ -817,7 +869,7 @@ impl<'a> Evaluator<'a> {
                     // The inner expression's samples are not counted at the outer steps; the subquery's
                     // output points inside each window are, below.
                     self.counters.nesting += 1;
-                    let inner = self.eval(&subquery.expr, &inner_grid);
+                    let inner = self.eval_sliced(&subquery.expr, &inner_grid, RANGE_SLICE_MS, SliceLevel::Subquery);
                     self.counters.nesting -= 1;
                     match inner? {
                         Evaluated::Vector(series) => series
@@ -1249,6 +1301,8 @@ mod tests {
         let queries = [
             "sum by (job) (rate(requests_total[5m]))",
             "max_over_time(sum(rate(requests_total[5m]))[1h:5m])",
+            // The inner grid (9 h at 1 m) is evaluated in slices of its own.
+            "min_over_time(rate(requests_total[5m])[3h:1m])",
             "requests_total @ 7230",
             "increase(requests_total[3h])",
             "time()",
