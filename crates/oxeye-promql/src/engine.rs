@@ -342,7 +342,9 @@ fn longest_subquery_range_ms(expr: &Expr) -> i64 {
         Expr::Binary(binary) => longest_subquery_range_ms(&binary.lhs).max(longest_subquery_range_ms(&binary.rhs)),
         Expr::Aggregate(aggregate) => longest_subquery_range_ms(&aggregate.expr)
             .max(aggregate.param.as_deref().map(longest_subquery_range_ms).unwrap_or(0)),
-        Expr::Call(call) => call.args.args.iter().map(|argument| longest_subquery_range_ms(argument)).max().unwrap_or(0),
+        Expr::Call(call) => {
+            call.args.args.iter().map(|argument| longest_subquery_range_ms(argument)).max().unwrap_or(0)
+        }
         _ => 0,
     }
 }
@@ -351,8 +353,7 @@ impl Evaluator<'_> {
     /// Evaluates the query's `expr` over `grid` slice by slice (see [`RANGE_SLICE_MS`] and
     /// [`SLICES_PER_SUBQUERY_RANGE`]) and joins the slices.
     fn eval_in_slices(&mut self, expr: &Expr, grid: &Grid) -> Result<Evaluated, QueryError> {
-        let slice_ms =
-            RANGE_SLICE_MS.max(longest_subquery_range_ms(expr).saturating_mul(SLICES_PER_SUBQUERY_RANGE));
+        let slice_ms = RANGE_SLICE_MS.max(longest_subquery_range_ms(expr).saturating_mul(SLICES_PER_SUBQUERY_RANGE));
         self.eval_sliced(expr, grid, slice_ms, SliceLevel::Query)
     }
 
