@@ -87,6 +87,10 @@ pub(super) fn eval_range_function(
     let input = RangeInput { series: Vec::new(), range_ms, window_ends };
     let mut output = Vec::with_capacity(input_series.len());
     let mut non_counter_names: Vec<String> = Vec::new();
+    // Input series have distinct labels; when they also share one metric name (a selector by name),
+    // dropping it cannot make two of them equal, and the merge below is skipped.
+    let first_name = input_series.first().and_then(|series| series.labels.metric_name().map(str::to_owned));
+    let one_metric_name = input_series.iter().all(|series| series.labels.metric_name() == first_name.as_deref());
     for series in input_series {
         evaluator.check_deadline()?;
         let mut points = Vec::new();
@@ -161,6 +165,9 @@ pub(super) fn eval_range_function(
     evaluator.release_samples(held);
     let produced: usize = output.iter().map(|series| series.points.len()).sum();
     evaluator.hold_samples(produced)?;
+    if one_metric_name {
+        return Ok(Evaluated::Vector(output));
+    }
     Ok(Evaluated::Vector(merge_same_labels(output)?))
 }
 
