@@ -9,15 +9,16 @@ use std::path::{Path, PathBuf};
 use oxeye_model::Labels;
 
 use crate::LogStoreError;
-use crate::chunk::SealedChunk;
+use crate::chunk::{ChunkLayout, SealedChunk};
 use crate::encoding::{Reader, put_labels, put_uvarint, put_varint};
 
 /// The file's first eight bytes.
 pub const HEADER_MAGIC: &[u8; 8] = b"OXLOGCHK";
 /// The last four bytes.
 pub const FOOTER_MAGIC: &[u8; 4] = b"OXLC";
-/// The format version written in header and footer.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version written in header and footer: 2 since chunk data is laid out in columns
+/// ([`ChunkLayout::Columns`]); files of version 1 ([`ChunkLayout::Rows`]) are still read.
+pub const FORMAT_VERSION: u32 = 2;
 const HEADER_BYTES: usize = 16;
 const FOOTER_BYTES: usize = 24;
 
@@ -138,6 +139,8 @@ pub struct ChunkFile {
     pub max_timestamp_ns: i64,
     /// The file's size in bytes.
     pub size_bytes: u64,
+    /// How its chunks' data is laid out (from the file's version).
+    pub layout: ChunkLayout,
 }
 
 impl ChunkFile {
@@ -169,9 +172,11 @@ impl ChunkFile {
         if &footer[20..] != FOOTER_MAGIC {
             return Err(corrupt_footer("bad footer magic".into()));
         }
-        if version != FORMAT_VERSION {
-            return Err(corrupt_footer(format!("unsupported version {version}")));
-        }
+        let layout = match version {
+            1 => ChunkLayout::Rows,
+            FORMAT_VERSION => ChunkLayout::Columns,
+            _ => return Err(corrupt_footer(format!("unsupported version {version}"))),
+        };
         if index_offset.saturating_add(u64::from(index_len)) > footer_offset {
             return Err(corrupt_footer("index extends past the footer".into()));
         }
@@ -191,7 +196,7 @@ impl ChunkFile {
             }
         }
         let max_timestamp_ns = chunks.iter().map(|(_, meta)| meta.max_timestamp_ns).max().unwrap_or(i64::MIN);
-        Ok(ChunkFile { path: path.to_path_buf(), sequence, file, chunks, max_timestamp_ns, size_bytes })
+        Ok(ChunkFile { path: path.to_path_buf(), sequence, file, chunks, max_timestamp_ns, size_bytes, layout })
     }
 
     fn read_checked(&self, offset: u64, length: u32, crc: u32, what: &'static str) -> Result<Vec<u8>, LogStoreError> {
@@ -276,7 +281,7 @@ mod tests {
         assert_eq!(file.chunks[0].0, labels);
         assert_eq!(file.max_timestamp_ns, 9);
         let data = file.read_data(&file.chunks[0].1).unwrap();
-        assert_eq!(decode_chunk_data(&data, &path).unwrap(), entries);
+        assert_eq!(decode_chunk_data(&data, file.layout, &path).unwrap(), entries);
         assert_eq!(file.read_bloom(&file.chunks[0].1).unwrap(), chunk.bloom);
 
         let mut bytes = std::fs::read(&path).unwrap();
@@ -290,5 +295,33 @@ mod tests {
         bytes[last] = b'X';
         std::fs::write(&path, &bytes).unwrap();
         assert!(ChunkFile::open(&path, 3).unwrap_err().to_string().contains("footer magic"));
+    }
+
+    #[test]
+    fn version_1_files_with_row_chunks_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(chunk_file_name(1));
+        let mut entries = vec![LogEntry::new(5, "alpha"), LogEntry::new(9, "beta")];
+        entries[1].structured_metadata.push(oxeye_model::Label { name: "trace_id".into(), value: "ab".into() });
+        // A version 1 file: row-encoded zstd chunk data, version 1 in header and footer.
+        let mut rows = Vec::new();
+        let mut previous_ns = 0;
+        for entry in &entries {
+            crate::encoding::put_entry(&mut rows, entry, previous_ns);
+            previous_ns = entry.timestamp_ns;
+        }
+        let mut chunk = SealedChunk::seal(&entries);
+        chunk.data = zstd::bulk::compress(&rows, 1).unwrap();
+        write_chunk_file(&path, &[(Labels::from_pairs([("job", "a")]), &chunk)]).unwrap();
+        let mut bytes = std::fs::read(&path).unwrap();
+        let footer_version = bytes.len() - 8;
+        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+        bytes[footer_version..footer_version + 4].copy_from_slice(&1u32.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+
+        let file = ChunkFile::open(&path, 1).unwrap();
+        assert_eq!(file.layout, ChunkLayout::Rows);
+        let data = file.read_data(&file.chunks[0].1).unwrap();
+        assert_eq!(decode_chunk_data(&data, file.layout, &path).unwrap(), entries);
     }
 }

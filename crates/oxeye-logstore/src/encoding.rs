@@ -83,6 +83,42 @@ impl<'a> Reader<'a> {
         Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64))
     }
 
+    /// Bytes not read yet.
+    pub(crate) fn remaining(&self) -> usize {
+        self.bytes.len().saturating_sub(self.offset)
+    }
+
+    /// A reader over the next `length` bytes (offsets stay those of the whole buffer); this reader moves
+    /// past them.
+    pub(crate) fn split_off(&mut self, length: usize) -> Result<Reader<'a>, (usize, String)> {
+        let start = self.offset;
+        self.take(length)?;
+        Ok(Reader { bytes: &self.bytes[..start + length], offset: start })
+    }
+
+    /// A varint length that must not exceed `limit` (the bytes left where it will be taken from).
+    pub(crate) fn length_of(&mut self, limit: usize) -> Result<usize, (usize, String)> {
+        let start = self.offset;
+        let length = self.uvarint()?;
+        match usize::try_from(length) {
+            Ok(length) if length <= limit => Ok(length),
+            _ => Err((start, format!("length {length} exceeds the {limit} remaining bytes"))),
+        }
+    }
+
+    /// The next `length` bytes as UTF-8.
+    pub(crate) fn str_of(&mut self, length: usize) -> Result<&'a str, (usize, String)> {
+        let start = self.offset;
+        let bytes = self.take(length)?;
+        std::str::from_utf8(bytes).map_err(|_| (start, "invalid UTF-8".to_string()))
+    }
+
+    /// A varint length, then that many bytes as UTF-8, borrowed.
+    pub(crate) fn str(&mut self) -> Result<&'a str, (usize, String)> {
+        let length = self.length()?;
+        self.str_of(length)
+    }
+
     pub(crate) fn length(&mut self) -> Result<usize, (usize, String)> {
         let start = self.offset;
         let length = self.uvarint()?;

@@ -176,7 +176,7 @@ fn labels_series_and_stats_follow_matchers_and_window() {
     assert_eq!(store.label_values(now - 100, now + 1, "service_name", &[]).unwrap(), ["boxoffice", "worker"]);
     assert_eq!(store.label_values(now - 5, now + 1, "service_name", &[]).unwrap(), ["boxoffice"]);
     let matcher = Matcher::equal("service_name", "worker");
-    assert_eq!(store.series(now - 100, now + 1, &[matcher.clone()]).unwrap().len(), 1);
+    assert_eq!(store.series(now - 100, now + 1, std::slice::from_ref(&matcher)).unwrap().len(), 1);
     let stats = store.index_stats(now - 100, now + 1, &[]).unwrap();
     assert_eq!((stats.streams, stats.entries, stats.bytes), (2, 2, 3));
 }

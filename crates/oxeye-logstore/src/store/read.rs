@@ -23,11 +23,8 @@ use oxeye_model::{LabelRef, Labels, Matcher};
 use super::{Inner, LogStore, StoredChunk, StreamState, read_lock};
 use crate::LogStoreError;
 use crate::bloom::{may_contain_all, needle_keys};
-use crate::chunk::SealedChunk;
-use crate::encoding::{Reader, put_entry};
-
-/// The largest uncompressed chunk we agree to inflate (a guard against a corrupt size prefix).
-const MAX_UNCOMPRESSED_CHUNK_BYTES: usize = 1 << 30;
+use crate::chunk::{ChunkInflater, ChunkLayout, SealedChunk, for_each_encoded_entry};
+use crate::encoding::put_entry;
 
 impl Inner {
     /// Streams matching every matcher, found through the postings index.
@@ -62,95 +59,6 @@ struct Batch {
     min_ns: i64,
     max_ns: i64,
     source: BatchSource,
-}
-
-/// Decodes the chunk entry encoding in `encoded`, calling `visit` for each entry.
-fn for_each_encoded_entry(
-    encoded: &[u8],
-    path: &Path,
-    mut visit: impl FnMut(i64, &str, &[LabelRef<'_>]),
-) -> Result<(), LogStoreError> {
-    let corrupt = |(offset, reason): (usize, String)| LogStoreError::corrupt(path, offset as u64, reason);
-    let mut reader = Reader::new(encoded);
-    let mut previous_ns = 0i64;
-    let mut metadata: Vec<LabelRef<'_>> = Vec::new();
-    while !reader.is_empty() {
-        let timestamp_ns = previous_ns.wrapping_add(reader.varint().map_err(corrupt)?);
-        previous_ns = timestamp_ns;
-        let line_offset = reader.offset();
-        let line = std::str::from_utf8(reader.bytes().map_err(corrupt)?)
-            .map_err(|_| LogStoreError::corrupt(path, line_offset as u64, "invalid UTF-8 in line"))?;
-        let count = reader.length().map_err(corrupt)?;
-        metadata.clear();
-        for _ in 0..count {
-            let offset = reader.offset();
-            let name = reader.bytes().map_err(corrupt)?;
-            let value = reader.bytes().map_err(corrupt)?;
-            match (std::str::from_utf8(name), std::str::from_utf8(value)) {
-                (Ok(name), Ok(value)) => metadata.push(LabelRef { name, value }),
-                _ => return Err(LogStoreError::corrupt(path, offset as u64, "invalid UTF-8 in structured metadata")),
-            }
-        }
-        visit(timestamp_ns, line, &metadata);
-    }
-    Ok(())
-}
-
-/// The first bytes of a zstd frame (chunks since zstd); older chunks start with an LZ4 size prefix.
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
-
-/// Decompresses chunk data into a reused buffer with a reused zstd context, so a scan allocates per query,
-/// not per chunk. Reads both chunk data forms of `docs/format.md`: a zstd frame recording its content
-/// size, or a size-prefixed LZ4 block.
-struct ChunkInflater {
-    zstd: Option<zstd::bulk::Decompressor<'static>>,
-    buffer: Vec<u8>,
-}
-
-impl ChunkInflater {
-    fn new() -> Self {
-        ChunkInflater { zstd: None, buffer: Vec::new() }
-    }
-
-    fn inflate(&mut self, data: &[u8], path: &Path) -> Result<&[u8], LogStoreError> {
-        let corrupt = |reason: String| LogStoreError::corrupt(path, 0, reason);
-        if data.starts_with(&ZSTD_MAGIC) {
-            let declared =
-                zstd::decompressed_size(data).ok_or_else(|| corrupt("zstd frame without a content size".into()))?;
-            let size = usize::try_from(declared)
-                .ok()
-                .filter(|size| *size <= MAX_UNCOMPRESSED_CHUNK_BYTES)
-                .ok_or_else(|| corrupt("oversized zstd chunk".into()))?;
-            self.buffer.clear();
-            self.buffer.reserve(size);
-            let decompressor = match &mut self.zstd {
-                Some(decompressor) => decompressor,
-                empty => empty.insert(
-                    zstd::bulk::Decompressor::new().map_err(|error| corrupt(format!("zstd context: {error}")))?,
-                ),
-            };
-            let written = decompressor
-                .decompress_to_buffer(data, &mut self.buffer)
-                .map_err(|error| corrupt(format!("zstd: {error}")))?;
-            if written != size {
-                return Err(corrupt("zstd chunk shorter than its content size".into()));
-            }
-            return Ok(&self.buffer);
-        }
-        let declared = match data.get(..4) {
-            Some(size) => u32::from_le_bytes([size[0], size[1], size[2], size[3]]) as usize,
-            None => return Err(corrupt("missing chunk size prefix".into())),
-        };
-        if declared > MAX_UNCOMPRESSED_CHUNK_BYTES {
-            return Err(corrupt("missing or oversized chunk size prefix".into()));
-        }
-        self.buffer.clear();
-        self.buffer.resize(declared, 0);
-        let written = lz4_flex::block::decompress_into(data.get(4..).unwrap_or_default(), &mut self.buffer)
-            .map_err(|error| corrupt(format!("lz4: {error}")))?;
-        self.buffer.truncate(written);
-        Ok(&self.buffer)
-    }
 }
 
 /// Collects `select` results.
@@ -240,7 +148,7 @@ impl LogStore {
                     counters.chunk_bytes_read_total.fetch_add(data.len() as u64, Ordering::Relaxed);
                     counters.chunks_read_total.fetch_add(1, Ordering::Relaxed);
                     let encoded = inflater.inflate(&data, &chunk.file.path)?;
-                    for_each_encoded_entry(encoded, &chunk.file.path, &mut visit)?;
+                    for_each_encoded_entry(encoded, chunk.file.layout, &chunk.file.path, &mut visit)?;
                 }
                 BatchSource::Sealed(chunk) => {
                     if !bloom_keys.iter().all(|keys| may_contain_all(&chunk.bloom, keys)) {
@@ -249,9 +157,11 @@ impl LogStore {
                     }
                     counters.chunks_read_total.fetch_add(1, Ordering::Relaxed);
                     let encoded = inflater.inflate(&chunk.data, Path::new("memory"))?;
-                    for_each_encoded_entry(encoded, Path::new("memory"), &mut visit)?;
+                    for_each_encoded_entry(encoded, ChunkLayout::Columns, Path::new("memory"), &mut visit)?;
                 }
-                BatchSource::Head(encoded) => for_each_encoded_entry(encoded, Path::new("head"), &mut visit)?,
+                BatchSource::Head(encoded) => {
+                    for_each_encoded_entry(encoded, ChunkLayout::Rows, Path::new("head"), &mut visit)?
+                }
                 BatchSource::Merged(entries) => {
                     let mut metadata: Vec<LabelRef<'_>> = Vec::new();
                     for entry in entries {
@@ -355,14 +265,16 @@ impl LogStore {
                         let data = chunk.file.read_data(&chunk.file.chunks[chunk.index].1)?;
                         self.counters.chunks_read_total.fetch_add(1, Ordering::Relaxed);
                         let encoded = inflater.inflate(&data, &chunk.file.path)?;
-                        for_each_encoded_entry(encoded, &chunk.file.path, &mut push)?;
+                        for_each_encoded_entry(encoded, chunk.file.layout, &chunk.file.path, &mut push)?;
                     }
                     BatchSource::Sealed(chunk) => {
                         self.counters.chunks_read_total.fetch_add(1, Ordering::Relaxed);
                         let encoded = inflater.inflate(&chunk.data, Path::new("memory"))?;
-                        for_each_encoded_entry(encoded, Path::new("memory"), &mut push)?;
+                        for_each_encoded_entry(encoded, ChunkLayout::Columns, Path::new("memory"), &mut push)?;
                     }
-                    BatchSource::Head(encoded) => for_each_encoded_entry(encoded, Path::new("head"), &mut push)?,
+                    BatchSource::Head(encoded) => {
+                        for_each_encoded_entry(encoded, ChunkLayout::Rows, Path::new("head"), &mut push)?
+                    }
                     BatchSource::Merged(merged) => entries.extend(merged.iter().cloned()),
                 }
             }
