@@ -117,14 +117,14 @@ pub trait Appender: Send {
     /// [`StorageError::LimitExceeded`]; the batch is unchanged on error.
     fn append(&mut self, labels: &Labels, sample: Sample) -> Result<(), StorageError>;
 
-    /// As [`Appender::append`] for a series given as borrowed labels (sorted by name, unique, non-empty)
-    /// with their [`crate::stable_hash_of_refs`], so a store can find an existing series without
-    /// allocating. The default builds the [`Labels`] and calls [`Appender::append`].
+    /// As [`Appender::append`] for a series given as borrowed labels (sorted by name, unique, non-empty),
+    /// so a store can find an existing series without allocating. The store hashes the labels its own way
+    /// (the caller computes nothing per series). The default builds the [`Labels`] and calls
+    /// [`Appender::append`].
     ///
     /// # Errors
     /// As [`Appender::append`].
-    fn append_ref(&mut self, labels_hash: u64, labels: &[LabelRef<'_>], sample: Sample) -> Result<(), StorageError> {
-        debug_assert_eq!(labels_hash, crate::stable_hash_of_refs(labels));
+    fn append_ref(&mut self, labels: &[LabelRef<'_>], sample: Sample) -> Result<(), StorageError> {
         self.append(&Labels::from_refs(labels), sample)
     }
 

@@ -135,9 +135,8 @@ pub(crate) fn store_write_request(
     let mut refused: u64 = 0;
     let mut exemplars: u64 = 0;
     for series in view.series() {
-        let labels_hash = series.labels_stable_hash();
         for sample in series.samples() {
-            if let Err(error) = appender.append_ref(labels_hash, series.labels(), *sample) {
+            if let Err(error) = appender.append_ref(series.labels(), *sample) {
                 if matches!(error, StorageError::Io(_) | StorageError::Unavailable(_)) {
                     appender.rollback();
                     return Err((error.kind(), error.to_string()));

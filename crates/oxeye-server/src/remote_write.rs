@@ -51,20 +51,12 @@ async fn write(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: 
     let max_bytes = state.options.max_request_body_bytes;
     let worker_state = state.clone();
     let outcome = tokio::task::spawn_blocking(move || {
-        let decoded = oxeye_ingest::compression::decode_snappy(&body, max_bytes)
-            .map_err(|error| (ingest_status(&error), error.to_string()))?;
-        let view = match version {
-            RemoteWriteVersion::V1 => oxeye_ingest::remote_write::decode_write_request(&decoded),
-            RemoteWriteVersion::V2 => oxeye_ingest::remote_write::decode_write_request_v2(&decoded),
+        let mut buffer = DECODE_BUFFER.take();
+        let outcome = decode_and_store(&worker_state, &body, version, max_bytes, &mut buffer);
+        if buffer.len() <= MAX_KEPT_DECODE_BUFFER_BYTES {
+            DECODE_BUFFER.set(buffer);
         }
-        .map_err(|error| (ingest_status(&error), error.to_string()))?;
-        if let Some(first) = view.rejected().first() {
-            let more = view.rejected().len() as u64 - 1;
-            let message = refusal_message(first, more, "invalid series");
-            worker_state.metrics.ingest_rejected_samples.add(&["remote_write", "invalid"], view.rejected_samples());
-            return Err((StatusCode::BAD_REQUEST, message));
-        }
-        store_write_request(&worker_state, &view).map_err(|(kind, message)| (write_status(kind), message))
+        outcome
     })
     .await
     .unwrap_or_else(|error| Err((StatusCode::INTERNAL_SERVER_ERROR, format!("ingest task failed: {error}"))));
@@ -89,6 +81,40 @@ async fn write(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: 
             (status, format!("{message}\n")).into_response()
         }
     }
+}
+
+thread_local! {
+    /// The blocking thread's snappy output buffer, reused by its next request (see
+    /// `oxeye_ingest::compression::decode_snappy_reusing`).
+    static DECODE_BUFFER: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Decode buffers up to this size are kept for the thread's next request; a rare huge request does not
+/// pin its memory.
+const MAX_KEPT_DECODE_BUFFER_BYTES: usize = 8 << 20;
+
+/// Decompresses, decodes and stores one request (blocking). Returns `(samples, exemplars)` stored.
+fn decode_and_store(
+    state: &ServerState,
+    body: &[u8],
+    version: RemoteWriteVersion,
+    max_bytes: usize,
+    buffer: &mut Vec<u8>,
+) -> Result<(u64, u64), (StatusCode, String)> {
+    let decoded = oxeye_ingest::compression::decode_snappy_reusing(body, max_bytes, buffer)
+        .map_err(|error| (ingest_status(&error), error.to_string()))?;
+    let view = match version {
+        RemoteWriteVersion::V1 => oxeye_ingest::remote_write::decode_write_request(decoded),
+        RemoteWriteVersion::V2 => oxeye_ingest::remote_write::decode_write_request_v2(decoded),
+    }
+    .map_err(|error| (ingest_status(&error), error.to_string()))?;
+    if let Some(first) = view.rejected().first() {
+        let more = view.rejected().len() as u64 - 1;
+        let message = refusal_message(first, more, "invalid series");
+        state.metrics.ingest_rejected_samples.add(&["remote_write", "invalid"], view.rejected_samples());
+        return Err((StatusCode::BAD_REQUEST, message));
+    }
+    store_write_request(state, &view).map_err(|(kind, message)| (write_status(kind), message))
 }
 
 /// The status for a decoding error: 413 over the size cap, 415 for an unknown encoding, 400 otherwise.

@@ -423,7 +423,46 @@ impl MemSeries {
 
     /// Compares the series' encoded labels with `count` sorted `(name, value)` pairs, without decoding
     /// into owned strings.
-    fn encoded_labels_equal<'a>(&self, count: usize, mut pairs: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
+    fn encoded_labels_equal<'a>(
+        &self,
+        count: usize,
+        pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone,
+    ) -> bool {
+        // Label sets of fewer than 128 labels, each name and value shorter than 128 bytes, encode every
+        // length in one byte: compare those without the general varint decoder (this runs once per
+        // appended sample). Anything longer goes to the general path.
+        let Some((&encoded_count, mut rest)) = self.labels_encoded.split_first() else { return false };
+        if encoded_count >= 0x80 {
+            return self.encoded_labels_equal_varint(count, pairs);
+        }
+        if usize::from(encoded_count) != count {
+            return false;
+        }
+        for (name, value) in pairs.clone() {
+            for text in [name.as_bytes(), value.as_bytes()] {
+                let Some((&length, after_length)) = rest.split_first() else { return false };
+                if length >= 0x80 {
+                    return self.encoded_labels_equal_varint(count, pairs);
+                }
+                if usize::from(length) != text.len() {
+                    return false;
+                }
+                let Some((bytes, after_text)) = after_length.split_at_checked(text.len()) else { return false };
+                if bytes != text {
+                    return false;
+                }
+                rest = after_text;
+            }
+        }
+        rest.is_empty()
+    }
+
+    /// [`MemSeries::encoded_labels_equal`] with every length decoded as a varint.
+    fn encoded_labels_equal_varint<'a>(
+        &self,
+        count: usize,
+        mut pairs: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> bool {
         let mut decoder = Decoder::new(&self.labels_encoded);
         let Ok(encoded_count) = decoder.uvarint("label count") else { return false };
         if encoded_count != count as u64 {
@@ -929,6 +968,31 @@ mod tests {
                 let stored_left = MemSeries::new(left_position as u32, left);
                 let stored_right = MemSeries::new(right_position as u32, right);
                 assert_eq!(stored_left.cmp_labels(&stored_right), left.cmp(right), "{left:?} vs {right:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn label_comparison_with_short_and_long_strings_and_many_labels() {
+        let long_value = "v".repeat(300);
+        let many: Vec<(String, String)> = (0..200).map(|index| (format!("l{index:03}"), "x".to_owned())).collect();
+        let sets = [
+            Labels::from_pairs([("__name__", "up"), ("job", "a")]),
+            Labels::from_pairs([("__name__", "up"), ("job", "ab")]),
+            Labels::from_pairs([("__name__", "up"), ("jo", "ba")]),
+            Labels::from_pairs([("__name__", "up")]),
+            Labels::from_pairs([("__name__", "up"), ("job", long_value.as_str())]),
+            Labels::from_pairs([("__name__", "up"), ("job", &long_value[1..])]),
+            Labels::from_pairs(many.iter().map(|(name, value)| (name.as_str(), value.as_str()))),
+        ];
+        for (stored_index, stored) in sets.iter().enumerate() {
+            let series = MemSeries::new(1, stored);
+            for (probe_index, probe) in sets.iter().enumerate() {
+                let refs: Vec<LabelRef<'_>> =
+                    probe.iter().map(|label| LabelRef { name: &label.name, value: &label.value }).collect();
+                let expected = stored_index == probe_index;
+                assert_eq!(series.labels_equal(probe), expected, "{stored} against {probe}");
+                assert_eq!(series.label_refs_equal(&refs), expected, "{stored} against {probe} (refs)");
             }
         }
     }

@@ -342,7 +342,7 @@ impl Appender for TsdbAppender {
 
     /// Finds an existing series from borrowed labels without allocating; only a new series builds its
     /// [`Labels`] (through [`Appender::append`]).
-    fn append_ref(&mut self, _labels_hash: u64, labels: &[LabelRef<'_>], sample: Sample) -> Result<(), StorageError> {
+    fn append_ref(&mut self, labels: &[LabelRef<'_>], sample: Sample) -> Result<(), StorageError> {
         let series_text = || Labels::from_refs(labels).to_string();
         self.check_bounds(sample, series_text)?;
         let hash = crate::head::label_hash_refs(labels);

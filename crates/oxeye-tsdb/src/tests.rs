@@ -512,15 +512,14 @@ fn borrowed_label_appends_find_existing_series_and_create_new_ones() {
         oxeye_model::LabelRef { name: "__name__", value: "revel_tickets_sold_total" },
         oxeye_model::LabelRef { name: "job", value: "django" },
     ];
-    let hash = oxeye_model::stable_hash_of_refs(&refs);
     // New series through the borrowed path, then the same series again in later batches.
     for (timestamp_ms, value) in [(1_000, 1.0), (2_000, 2.0)] {
         let mut appender = tsdb.appender();
-        appender.append_ref(hash, &refs, Sample { timestamp_ms, value }).unwrap();
+        appender.append_ref(&refs, Sample { timestamp_ms, value }).unwrap();
         appender.commit().unwrap();
     }
     let mut appender = tsdb.appender();
-    let error = appender.append_ref(hash, &refs, Sample { timestamp_ms: 1_500, value: 3.0 }).unwrap_err();
+    let error = appender.append_ref(&refs, Sample { timestamp_ms: 1_500, value: 3.0 }).unwrap_err();
     assert!(
         matches!(&error, StorageError::OutOfOrderSample { series, .. } if series.contains("revel_tickets_sold_total")),
         "{error}"

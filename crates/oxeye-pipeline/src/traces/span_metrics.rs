@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use oxeye_model::storage::Appender;
 use oxeye_model::traces::{SpanKind, StatusCode, TraceId, id_to_hex};
-use oxeye_model::{Exemplar, LabelRef, Labels, MetricMetadata, MetricType, Sample, stable_hash_of_refs};
+use oxeye_model::{Exemplar, LabelRef, Labels, MetricMetadata, MetricType, Sample};
 
 use super::options::SpanMetricsOptions;
 
@@ -274,7 +274,7 @@ fn series_labels<'a>(metric_name: &'a str, le: Option<&'a str>, series: &'a Seri
 }
 
 fn append_one(appender: &mut dyn Appender, labels: &[LabelRef<'_>], sample: Sample, flush: &mut SpanMetricsFlush) {
-    match appender.append_ref(stable_hash_of_refs(labels), labels, sample) {
+    match appender.append_ref(labels, sample) {
         Ok(()) => flush.samples += 1,
         Err(_) => flush.refused += 1,
     }
