@@ -423,11 +423,7 @@ impl MemSeries {
 
     /// Compares the series' encoded labels with `count` sorted `(name, value)` pairs, without decoding
     /// into owned strings.
-    fn encoded_labels_equal<'a>(
-        &self,
-        count: usize,
-        pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone,
-    ) -> bool {
+    fn encoded_labels_equal<'a>(&self, count: usize, pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> bool {
         // Label sets of fewer than 128 labels, each name and value shorter than 128 bytes, encode every
         // length in one byte: compare those without the general varint decoder (this runs once per
         // appended sample). Anything longer goes to the general path.
