@@ -17,12 +17,8 @@ pub const DEFAULT_MAX_DECODED_BYTES: usize = 64 << 20;
 /// [`IngestError::TooLarge`] when the decoded length exceeds `max_decoded_bytes`; [`IngestError::Snappy`]
 /// for a corrupt or truncated block (the message names what the decoder found, with positions).
 pub fn decode_snappy(body: &[u8], max_decoded_bytes: usize) -> Result<Vec<u8>, IngestError> {
-    let decoded_len = snap::raw::decompress_len(body).map_err(snappy_error)?;
-    if decoded_len > max_decoded_bytes {
-        return Err(IngestError::TooLarge { limit_bytes: max_decoded_bytes });
-    }
-    let mut decoded = vec![0u8; decoded_len];
-    let written = snap::raw::Decoder::new().decompress(body, &mut decoded).map_err(snappy_error)?;
+    let mut decoded = Vec::new();
+    let written = decode_snappy_reusing(body, max_decoded_bytes, &mut decoded)?.len();
     decoded.truncate(written);
     Ok(decoded)
 }
