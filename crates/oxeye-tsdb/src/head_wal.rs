@@ -120,62 +120,72 @@ fn replay_worker(head: &Head, shards: usize, batches: std::sync::mpsc::Receiver<
                 }
             }
             for work in group.iter_mut() {
-                match work {
-                    Work::Series { series_ref, labels_encoded } => {
-                        let series_ref = *series_ref;
-                        let mut decoder = crate::encoding::Decoder::new(labels_encoded);
-                        let Ok((_, pairs)) = record::decode_label_pairs(&mut decoder, labels_encoded) else {
-                            outcome.damaged += 1;
-                            continue;
-                        };
-                        let fixed_ref = u32::try_from(series_ref).ok();
-                        let Ok(series) = head.get_or_create_encoded(labels_encoded, &pairs, fixed_ref) else {
-                            continue;
-                        };
-                        series.logged.store(true, Ordering::Release);
-                        if u64::from(series.series_ref) != series_ref {
-                            outcome.aliases.push((series_ref, series.series_ref));
-                        }
-                        series_by_ref.insert(series_ref, series);
-                    }
-                    Work::Sample { series_ref, timestamp_ms, value } => {
-                        let (series_ref, timestamp_ms, value) = (*series_ref, *timestamp_ms, *value);
-                        let Some(series) = series_by_ref.resolve(head, series_ref) else {
-                            outcome.unknown_series_refs += 1;
-                            continue;
-                        };
-                        if series.lock().append(timestamp_ms, value, chunk_range_ms)
-                            == crate::head::SeriesAppend::Appended
-                        {
-                            outcome.min_time_ms = outcome.min_time_ms.min(timestamp_ms);
-                            outcome.max_time_ms = outcome.max_time_ms.max(timestamp_ms);
-                        }
-                    }
-                    Work::Chunks { series_ref, chunks } => {
-                        let (series_ref, chunks) = (*series_ref, std::mem::take(chunks));
-                        let Some(series) = series_by_ref.resolve(head, series_ref) else {
-                            outcome.unknown_series_refs += 1;
-                            continue;
-                        };
-                        let range = chunks.first().map(|first| first.1).zip(chunks.last().map(|last| last.2));
-                        match series.lock().restore_chunks(chunks) {
-                            Ok(()) => {
-                                if let Some((mint_ms, maxt_ms)) = range {
-                                    outcome.min_time_ms = outcome.min_time_ms.min(mint_ms);
-                                    outcome.max_time_ms = outcome.max_time_ms.max(maxt_ms);
-                                }
-                            }
-                            Err(error) => {
-                                tracing::warn!(series_ref, %error, "skipping damaged chunk in wal checkpoint");
-                                outcome.damaged += 1;
-                            }
-                        }
-                    }
-                }
+                apply_work(head, chunk_range_ms, &mut series_by_ref, &mut outcome, work);
             }
         }
     }
     outcome
+}
+
+/// Applies one work item of a replay worker: creates a series, appends a sample or restores checkpointed
+/// chunks, recording what it did in `outcome`.
+fn apply_work(
+    head: &Head,
+    chunk_range_ms: i64,
+    series_by_ref: &mut SeriesTable,
+    outcome: &mut WorkerOutcome,
+    work: &mut Work,
+) {
+    match work {
+        Work::Series { series_ref, labels_encoded } => {
+            let series_ref = *series_ref;
+            let mut decoder = crate::encoding::Decoder::new(labels_encoded);
+            let Ok((_, pairs)) = record::decode_label_pairs(&mut decoder, labels_encoded) else {
+                outcome.damaged += 1;
+                return;
+            };
+            let fixed_ref = u32::try_from(series_ref).ok();
+            let Ok(series) = head.get_or_create_encoded(labels_encoded, &pairs, fixed_ref) else {
+                return;
+            };
+            series.logged.store(true, Ordering::Release);
+            if u64::from(series.series_ref) != series_ref {
+                outcome.aliases.push((series_ref, series.series_ref));
+            }
+            series_by_ref.insert(series_ref, series);
+        }
+        Work::Sample { series_ref, timestamp_ms, value } => {
+            let (series_ref, timestamp_ms, value) = (*series_ref, *timestamp_ms, *value);
+            let Some(series) = series_by_ref.resolve(head, series_ref) else {
+                outcome.unknown_series_refs += 1;
+                return;
+            };
+            if series.lock().append(timestamp_ms, value, chunk_range_ms) == crate::head::SeriesAppend::Appended {
+                outcome.min_time_ms = outcome.min_time_ms.min(timestamp_ms);
+                outcome.max_time_ms = outcome.max_time_ms.max(timestamp_ms);
+            }
+        }
+        Work::Chunks { series_ref, chunks } => {
+            let (series_ref, chunks) = (*series_ref, std::mem::take(chunks));
+            let Some(series) = series_by_ref.resolve(head, series_ref) else {
+                outcome.unknown_series_refs += 1;
+                return;
+            };
+            let range = chunks.first().map(|first| first.1).zip(chunks.last().map(|last| last.2));
+            match series.lock().restore_chunks(chunks) {
+                Ok(()) => {
+                    if let Some((mint_ms, maxt_ms)) = range {
+                        outcome.min_time_ms = outcome.min_time_ms.min(mint_ms);
+                        outcome.max_time_ms = outcome.max_time_ms.max(maxt_ms);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(series_ref, %error, "skipping damaged chunk in wal checkpoint");
+                    outcome.damaged += 1;
+                }
+            }
+        }
+    }
 }
 
 /// Decodes records on the calling thread and hands series work to the workers.
