@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The PromQL query benchmark: the Django-fleet history loaded into oxeye and Prometheus 2.42 over
-# remote_write, then ten dashboard queries timed on each (instant, 1h and 24h ranges at 15s and 60s steps,
-# median of RUNS runs, peak RSS per query). Servers run pinned to core 0, the driver to core 1.
+# The PromQL query benchmark: the Django-fleet history loaded into oxeye (over remote_write) and
+# Prometheus 2.42 (backfilled: OpenMetrics text turned into blocks by promtool, one 2 h range at a time, so
+# the scratch disk needs about one range of text), then ten dashboard queries timed on each (instant, 1h
+# and 24h ranges at 15s and 60s steps, median of RUNS runs, peak RSS per query). Servers run pinned to core 0, the driver to core 1.
 # See BENCHMARKS.md ("PromQL queries") and crates/oxeye-bench/src/query.rs.
 #
 # Usage: bench/query.sh [SERIES] [HOURS] [SERVER...]
@@ -34,6 +35,7 @@ if ! command -v prometheus >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus
   systemctl disable --now prometheus 2>/dev/null || true
 fi
+command -v promtool >/dev/null || [[ " ${servers[*]} " != *" prometheus "* ]] || { echo "promtool (package prometheus) is required" >&2; exit 1; }
 command -v taskset >/dev/null || { echo "taskset (util-linux) is required" >&2; exit 1; }
 
 export CARGO_TARGET_DIR=$target

@@ -15,6 +15,7 @@
 
 mod fleet;
 mod head;
+mod openmetrics;
 mod procfs;
 mod query;
 mod report;

@@ -8,9 +8,12 @@
 //! oxeye-bench query report bench-out/query/oxeye.json bench-out/query/prometheus.json
 //! ```
 //!
-//! `run` loads the workload over remote_write into a fresh data directory (block duration 2 h, both
-//! servers), stops the server gracefully and starts it again, so every query runs against a process that
-//! holds only what it needs after a restart (blocks on disk, the head replayed from the WAL). Then, for
+//! `run` loads the workload into a fresh data directory (block duration 2 h, both servers): oxeye over
+//! remote_write, after which the server is stopped gracefully; Prometheus by backfilling, the samples written
+//! as OpenMetrics text and turned into blocks by `promtool` (see [`crate::openmetrics`]), because its
+//! remote_write ingest is too slow for the 100k-series fleet. Then it starts the server on that data, so
+//! every query runs against a process that holds only what it needs after a restart (blocks on disk, for
+//! oxeye the head replayed from the WAL). Then, for
 //! each query and each shape, it sends one untimed warm-up request and `--runs` timed ones, one at a time,
 //! and records:
 //! - the wall time of each request, from sending to the last byte of the answer (the median is reported);
@@ -28,6 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::openmetrics::{self, BackfillReport};
 use crate::procfs::{self, Memory};
 use crate::send::{self, SendReport};
 use crate::server::{ServerKind, ServerSpec};
@@ -84,7 +88,7 @@ pub const SHAPES: &[(&str, i64, i64)] = &[
 #[derive(Debug, clap::Subcommand)]
 pub enum QueryCommand {
     /// Loads the workload into one server, restarts it and times every dashboard query.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Prints the side-by-side table of two or more `query run` results.
     Report {
         /// Result files; the first is the one the ratio columns divide (oxeye), the second the peer.
@@ -134,6 +138,9 @@ pub struct RunArgs {
     /// Extra environment for the server, KEY=VALUE; repeatable.
     #[arg(long = "server-env", value_name = "KEY=VALUE")]
     server_env: Vec<String>,
+    /// `promtool` for the Prometheus backfill (default: `promtool` beside `--binary`, else from `PATH`).
+    #[arg(long)]
+    promtool: Option<PathBuf>,
 }
 
 /// One query in one shape on one server.
@@ -174,8 +181,11 @@ pub struct QueryRunResult {
     pub load_average: Vec<String>,
     /// Series, rounds and samples of the workload.
     pub workload: String,
-    /// The load over remote_write (absent with `--reuse-data`).
+    /// The load over remote_write (oxeye; absent with `--reuse-data`).
     pub ingest: Option<SendReport>,
+    /// The load by `promtool` backfill (Prometheus; absent with `--reuse-data`).
+    #[serde(default)]
+    pub backfill: Option<BackfillReport>,
     /// Memory after the restart, before the first query.
     pub memory_before_queries: Memory,
     /// The evaluation end time, milliseconds.
@@ -198,7 +208,7 @@ pub fn main(command: QueryCommand) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?
-                .block_on(run(args))?;
+                .block_on(run(*args))?;
             if let Some(parent) = out.parent() {
                 std::fs::create_dir_all(parent)?;
             }
@@ -270,9 +280,29 @@ async fn run(args: RunArgs) -> anyhow::Result<QueryRunResult> {
     let name = args.server.name();
     let mut load_averages = vec![load_average()];
 
-    let ingest = if args.reuse_data {
-        None
-    } else {
+    let mut backfill = None;
+    let mut ingest = None;
+    if !args.reuse_data && args.server == ServerKind::Prometheus {
+        spec.prepare()?;
+        let promtool = args.promtool.clone().unwrap_or_else(|| promtool_beside(&args.binary));
+        eprintln!(
+            "[{name}] backfilling {} samples with {} (load average {})",
+            header.total_samples,
+            promtool.display(),
+            load_average()
+        );
+        let report = openmetrics::backfill(&args.workload, &promtool, &spec.data_dir(), &spec.work_dir)?;
+        eprintln!(
+            "[{name}] backfilled: {} files, {:.0} MiB of text, {:.1} s writing, promtool {:.1} s ({:.1} CPU-s), {:.1} s in all",
+            report.files,
+            report.text_bytes as f64 / 1048576.0,
+            report.write_seconds,
+            report.promtool_seconds,
+            report.promtool_cpu_seconds,
+            report.total_seconds
+        );
+        backfill = Some(report);
+    } else if !args.reuse_data {
         spec.prepare()?;
         let (_, requests) = workload::load(&args.workload)?;
         let requests: &'static [workload::PrebuiltRequest] = Box::leak(requests.into_boxed_slice());
@@ -290,8 +320,8 @@ async fn run(args: RunArgs) -> anyhow::Result<QueryRunResult> {
             bail!("{} load requests failed", report.requests_failed);
         }
         loading.stop_gracefully(Duration::from_secs(1800)).await?;
-        Some(report)
-    };
+        ingest = Some(report);
+    }
 
     let server = spec.start(&probe_client, start_timeout).await?;
     load_averages.push(load_average());
@@ -331,11 +361,18 @@ async fn run(args: RunArgs) -> anyhow::Result<QueryRunResult> {
             header.total_samples
         ),
         ingest,
+        backfill,
         memory_before_queries,
         end_ms,
         queries,
         memory_after_queries,
     })
+}
+
+/// `promtool` in the directory of `prometheus` (Debian installs both in /usr/bin), else `promtool` from `PATH`.
+fn promtool_beside(prometheus: &std::path::Path) -> PathBuf {
+    let beside = prometheus.with_file_name("promtool");
+    if crate::server::is_executable(&beside) { beside } else { PathBuf::from("promtool") }
 }
 
 /// The time the queries end at: just after the last round (every target's offset is below one interval),

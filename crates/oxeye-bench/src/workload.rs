@@ -284,6 +284,42 @@ pub fn load(path: &Path) -> anyhow::Result<(WorkloadHeader, Vec<PrebuiltRequest>
     Ok((header, requests))
 }
 
+/// Reads the workload at `path` one request at a time, in file order, without holding the whole file in
+/// memory, and calls `visit` with the round's start time (milliseconds, before target offsets) and the
+/// request's snappy-compressed body. Returns the header.
+///
+/// # Errors
+/// When the file cannot be read or is truncated, or `visit` fails (its error is returned as is).
+pub fn for_each_record(
+    path: &Path,
+    mut visit: impl FnMut(i64, &[u8]) -> anyhow::Result<()>,
+) -> anyhow::Result<WorkloadHeader> {
+    let header = read_header(path)?;
+    let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 22, file);
+    let mut prefix = [0u8; 12];
+    reader.read_exact(&mut prefix)?;
+    let json_len = u32::from_le_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]) as u64;
+    std::io::copy(&mut (&mut reader).take(json_len), &mut std::io::sink())?;
+    let mut record_header = [0u8; 16];
+    let mut body = Vec::new();
+    loop {
+        match reader.read_exact(&mut record_header) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(error) => return Err(error).with_context(|| format!("reading {}", path.display())),
+        }
+        let field = |at: usize| {
+            u32::from_le_bytes([record_header[at], record_header[at + 1], record_header[at + 2], record_header[at + 3]])
+        };
+        let round = field(0);
+        body.resize(field(12) as usize, 0);
+        reader.read_exact(&mut body).context("truncated workload body")?;
+        visit(header.start_ms + i64::from(round) * header.scrape_interval_ms, &body)?;
+    }
+    Ok(header)
+}
+
 /// A single-sample request for the trigger series `oxeye_bench_trigger{job="oxeye-bench"}` at `timestamp_ms`.
 pub fn trigger_body(timestamp_ms: i64) -> anyhow::Result<Vec<u8>> {
     let mut labels = Vec::new();
