@@ -9,7 +9,9 @@ use oxeye_model::logs::{LogEntryRef, LogReader, LogSelection, LogVisitor, ScanOr
 use oxeye_model::storage::{ErrorKind, StorageError};
 use oxeye_model::{Labels, MatchOp, Matcher};
 
-use crate::pipeline::{ERROR_DETAILS_LABEL, ERROR_LABEL, LineFilters, Pipeline, convert, sanitize_label_name};
+use crate::pipeline::{
+    ERROR_DETAILS_LABEL, ERROR_LABEL, LineFilters, ParserHints, Pipeline, convert, sanitize_label_name,
+};
 use crate::syntax::{
     BinaryOp, Expr, Grouping, LineFilterOp, LogExpr, LogRange, MetricExpr, NumberKind, ParseError, RangeOp, Stage,
     UnwrapConversion, VectorMatching, VectorOp, parse_expr,
@@ -341,8 +343,9 @@ impl Engine {
             return Ok(Value::Vector(Vec::new()));
         };
         let (line_filters, covered) = LineFilters::leading(&range.log.pipeline).map_err(QueryError::Invalid)?;
-        let pipeline =
-            Pipeline::new(range.log.pipeline.get(covered..).unwrap_or_default()).map_err(QueryError::Invalid)?;
+        let hints = ParserHints::for_grouping(grouping, &range.log.pipeline, range.unwrap.as_ref());
+        let pipeline = Pipeline::with_hints(range.log.pipeline.get(covered..).unwrap_or_default(), hints)
+            .map_err(QueryError::Invalid)?;
         let post_filters = match &range.unwrap {
             Some(unwrap) if !unwrap.post_filters.is_empty() => Some(
                 Pipeline::new(&unwrap.post_filters.iter().cloned().map(Stage::LabelFilter).collect::<Vec<_>>())
@@ -511,7 +514,7 @@ impl LogVisitor for NewestOrOldest<'_> {
         if self.is_beaten(key) || !self.line_filters.keeps(entry.line) {
             return;
         }
-        let Some(processed) = self.pipeline.process(stream, &entry.to_entry()) else { return };
+        let Some(processed) = self.pipeline.process_ref(stream, entry) else { return };
         self.sequence += 1;
         self.kept.push(KeptEntry {
             rank: (key, self.sequence),
@@ -607,8 +610,26 @@ impl LogVisitor for SampleExtractor<'_> {
             }
             return;
         }
-        let owned = entry.to_entry();
-        let Some(processed) = self.pipeline.process(stream, &owned) else { return };
+        if let (None, Some(Grouping { without: false, labels: names })) = (&self.range.unwrap, self.grouping) {
+            // Grouped by name: only the grouping labels are built per entry.
+            match self.pipeline.process_grouped(stream, entry, names) {
+                None => {}
+                Some(Ok((line_length, grouped))) => {
+                    let value = match self.op {
+                        RangeOp::BytesOverTime | RangeOp::BytesRate => line_length as f64,
+                        _ => 1.0,
+                    };
+                    let index = self.series_of(grouped);
+                    if let Some((_, points)) = self.series.get_mut(index) {
+                        points.push((entry.timestamp_ns, value));
+                    }
+                }
+                Some(Err(labels)) if self.first_error.is_none() => self.first_error = Some(labels),
+                Some(Err(_)) => {}
+            }
+            return;
+        }
+        let Some(processed) = self.pipeline.process_ref(stream, entry) else { return };
         match &self.range.unwrap {
             None => {
                 let value = line_value(&processed.line);

@@ -11,6 +11,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::panic))]
 
 pub mod engine;
+mod json_fields;
 pub mod pattern;
 pub mod patterns;
 pub mod pipeline;

@@ -6,15 +6,19 @@
 //! conversion failures do not drop the entry: they set `__error__` (`JSONParserErr`, `LogfmtParserErr`,
 //! `LabelFilterErr`, `TemplateFormatErr`) and `__error_details__`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::ops::ControlFlow;
 
-use oxeye_model::logs::LogEntry;
+use oxeye_model::logs::{LogEntry, LogEntryRef};
 use oxeye_model::{Labels, Matcher};
 use regex::Regex;
 
+use crate::json_fields::{JsonScalar, visit_fields};
 use crate::pattern::Pattern;
 use crate::syntax::{
-    LabelFilter, LabelFormatItem, LabelItem, LineFilter, LineFilterOp, NumberKind, ParserStage, Stage,
+    Grouping, LabelFilter, LabelFormatItem, LabelItem, LineFilter, LineFilterOp, NumberKind, ParserStage, Stage,
+    Unwrap,
     parser::{parse_bytes_text, parse_duration_seconds_precise},
 };
 use crate::template::{Template, TemplateContext};
@@ -266,21 +270,98 @@ impl LineFilters {
     }
 }
 
+/// Which labels the parsers of a pipeline must extract: Loki's parser hints (`pkg/logql/log/parser_hints.go`).
+///
+/// A metric query grouped `by (...)` only needs the grouping labels and the labels its filters and
+/// `unwrap` read, so `sum by (status) (rate({app="x"} | json [5m]))` extracts `status` alone and
+/// `sum(rate({app="x"} | json [5m]))` runs no parser at all (and so, as in Loki, reports no parse error).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ParserHints {
+    /// Extract every label (log queries, `without` and ungrouped metric queries).
+    #[default]
+    All,
+    /// Extract only these label names (after sanitizing, before the `_extracted` rename); empty means
+    /// the parsers need not run.
+    Only(Vec<String>),
+}
+
+impl ParserHints {
+    /// The hints for a range aggregation over `stages` whose series are grouped by `grouping` (the range
+    /// aggregation's own grouping or a `sum` pushed down into it); `All` without a `by` grouping, or when a
+    /// stage reads or rewrites labels in ways not listed by name (`line_format`, `label_format`, `drop`,
+    /// `keep`).
+    pub fn for_grouping(grouping: Option<&Grouping>, stages: &[Stage], unwrap: Option<&Unwrap>) -> ParserHints {
+        let Some(Grouping { without: false, labels }) = grouping else { return ParserHints::All };
+        let mut names: Vec<String> = labels.clone();
+        for stage in stages {
+            match stage {
+                Stage::LabelFilter(filter) => label_filter_names(filter, &mut names),
+                Stage::LineFormat(_) | Stage::LabelFormat(_) | Stage::Drop(_) | Stage::Keep(_) => {
+                    return ParserHints::All;
+                }
+                Stage::LineFilter(_) | Stage::Parser(_) | Stage::Decolorize => {}
+            }
+        }
+        if let Some(unwrap) = unwrap {
+            names.push(unwrap.label.clone());
+            for filter in &unwrap.post_filters {
+                label_filter_names(filter, &mut names);
+            }
+        }
+        // A parsed label colliding with a stream label is renamed `<name>_extracted` after the hint is
+        // consulted, so a query naming `x_extracted` needs `x` extracted.
+        let stripped: Vec<String> =
+            names.iter().filter_map(|name| name.strip_suffix("_extracted")).map(str::to_string).collect();
+        names.extend(stripped);
+        names.sort();
+        names.dedup();
+        ParserHints::Only(names)
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        match self {
+            ParserHints::All => true,
+            ParserHints::Only(names) => names.iter().any(|wanted| wanted == name),
+        }
+    }
+
+    fn wants_none(&self) -> bool {
+        matches!(self, ParserHints::Only(names) if names.is_empty())
+    }
+
+    fn is_all(&self) -> bool {
+        matches!(self, ParserHints::All)
+    }
+}
+
+fn label_filter_names(filter: &LabelFilter, names: &mut Vec<String>) {
+    match filter {
+        LabelFilter::And(left, right) | LabelFilter::Or(left, right) => {
+            label_filter_names(left, names);
+            label_filter_names(right, names);
+        }
+        LabelFilter::Paren(inner) => label_filter_names(inner, names),
+        LabelFilter::Matcher(matcher) => names.push(matcher.name.clone()),
+        LabelFilter::Number { name, .. } | LabelFilter::Ip { name, .. } => names.push(name.clone()),
+    }
+}
+
 /// A compiled pipeline, reusable across entries.
 pub struct Pipeline {
     stages: Vec<CompiledStage>,
+    hints: ParserHints,
 }
 
-/// The per-entry state: the line and the labels, by origin.
-struct EntryState {
-    line: String,
-    stream: Vec<(String, String)>,
+/// The per-entry labels, by origin: the stream's (borrowed), those added by metadata, parsers and
+/// formatters, and stream labels removed.
+struct EntryState<'a> {
+    stream: &'a Labels,
     added: BTreeMap<String, String>,
     removed: Vec<String>,
     has_error: bool,
 }
 
-impl EntryState {
+impl EntryState<'_> {
     fn get(&self, name: &str) -> Option<&str> {
         if let Some(value) = self.added.get(name) {
             return Some(value);
@@ -288,11 +369,11 @@ impl EntryState {
         if self.removed.iter().any(|removed| removed == name) {
             return None;
         }
-        self.stream.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
+        self.stream.get(name)
     }
 
     fn is_stream_label(&self, name: &str) -> bool {
-        self.stream.iter().any(|(key, _)| key == name)
+        self.stream.get(name).is_some()
     }
 
     /// Adds a parsed label, renaming it on collision with a stream label.
@@ -303,6 +384,18 @@ impl EntryState {
         }
         let name = if self.is_stream_label(&name) { format!("{name}_extracted") } else { name };
         self.added.entry(name).or_insert(value);
+    }
+
+    /// Adds a parsed label whose name is already sanitized, unless one of that name was parsed before.
+    fn add_sanitized(&mut self, name: &str, value: String) {
+        if name.is_empty() {
+            return;
+        }
+        if self.is_stream_label(name) {
+            self.added.entry(format!("{name}_extracted")).or_insert(value);
+        } else if !self.added.contains_key(name) {
+            self.added.insert(name.to_string(), value);
+        }
     }
 
     fn set(&mut self, name: &str, value: String) {
@@ -328,15 +421,33 @@ impl EntryState {
 
     fn all(&self) -> Vec<(String, String)> {
         let mut map: BTreeMap<String, String> = BTreeMap::new();
-        for (name, value) in &self.stream {
-            if !self.removed.contains(name) {
-                map.insert(name.clone(), value.clone());
+        for label in self.stream {
+            if !self.removed.contains(&label.name) {
+                map.insert(label.name.clone(), label.value.clone());
             }
         }
         for (name, value) in &self.added {
             map.insert(name.clone(), value.clone());
         }
         map.into_iter().filter(|(_, value)| !value.is_empty()).collect()
+    }
+
+    /// The entry's labels: the stream's not removed, then those added, without empty values.
+    fn labels(&self) -> Labels {
+        let mut merged: Vec<oxeye_model::Label> = Vec::with_capacity(self.stream.len() + self.added.len());
+        let mut added = self.added.iter().peekable();
+        for label in self.stream {
+            while let Some((name, value)) = added.next_if(|(name, _)| name.as_str() < label.name.as_str()) {
+                merged.push(oxeye_model::Label { name: name.clone(), value: value.clone() });
+            }
+            if added.peek().is_some_and(|(name, _)| **name == label.name) || self.removed.contains(&label.name) {
+                continue;
+            }
+            merged.push(label.clone());
+        }
+        merged.extend(added.map(|(name, value)| oxeye_model::Label { name: name.clone(), value: value.clone() }));
+        merged.retain(|label| !label.value.is_empty());
+        Labels::from_sorted(merged)
     }
 
     fn label_map(&self) -> HashMap<String, String> {
@@ -347,14 +458,28 @@ impl EntryState {
 /// Turns a JSON key or logfmt key into a label name: characters outside `[a-zA-Z0-9_]` become `_`, and a
 /// leading digit gets a `_` prefix.
 pub fn sanitize_label_name(name: &str) -> String {
-    let mut out: String = name
-        .chars()
-        .map(|character| if character.is_ascii_alphanumeric() || character == '_' { character } else { '_' })
-        .collect();
-    if out.starts_with(|character: char| character.is_ascii_digit()) {
-        out.insert(0, '_');
-    }
+    let mut out = String::with_capacity(name.len() + 1);
+    sanitize_label_name_into(name, &mut out);
     out
+}
+
+/// [`sanitize_label_name`], borrowing names that are already valid.
+fn sanitized_label_name(name: &str) -> Cow<'_, str> {
+    let valid = !name.starts_with(|character: char| character.is_ascii_digit())
+        && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
+    if valid { Cow::Borrowed(name) } else { Cow::Owned(sanitize_label_name(name)) }
+}
+
+/// [`sanitize_label_name`] into a reused buffer (cleared first).
+fn sanitize_label_name_into(name: &str, out: &mut String) {
+    out.clear();
+    if name.starts_with(|character: char| character.is_ascii_digit()) {
+        out.push('_');
+    }
+    out.extend(
+        name.chars()
+            .map(|character| if character.is_ascii_alphanumeric() || character == '_' { character } else { '_' }),
+    );
 }
 
 /// What a pipeline made of an entry.
@@ -372,6 +497,15 @@ impl Pipeline {
     /// # Errors
     /// A message when a regex, pattern or template does not compile (the parser checks these first).
     pub fn new(stages: &[Stage]) -> Result<Pipeline, String> {
+        Pipeline::with_hints(stages, ParserHints::All)
+    }
+
+    /// Compiles stages whose parsers extract only the labels `hints` names (see [`ParserHints`]); the
+    /// result's labels then hold the stream labels, the hinted labels and any `__error__`.
+    ///
+    /// # Errors
+    /// As [`Pipeline::new`].
+    pub fn with_hints(stages: &[Stage], hints: ParserHints) -> Result<Pipeline, String> {
         let mut compiled = Vec::with_capacity(stages.len());
         for stage in stages {
             compiled.push(match stage {
@@ -409,7 +543,7 @@ impl Pipeline {
                 }
             });
         }
-        Ok(Pipeline { stages: compiled })
+        Ok(Pipeline { stages: compiled, hints })
     }
 
     /// True when the pipeline has no stage that can change labels (line filters only), so results keep
@@ -426,49 +560,105 @@ impl Pipeline {
     /// Runs the pipeline; `None` when a filter drops the entry. `extra_labels` (structured metadata) are
     /// visible to the stages and kept in the result.
     pub fn process(&self, stream_labels: &Labels, entry: &LogEntry) -> Option<ProcessedEntry> {
-        let mut state = EntryState {
-            line: entry.line.clone(),
-            stream: stream_labels.iter().map(|label| (label.name.clone(), label.value.clone())).collect(),
-            added: BTreeMap::new(),
-            removed: Vec::new(),
-            has_error: false,
-        };
-        for label in &entry.structured_metadata {
-            let name = sanitize_label_name(&label.name);
-            if !state.is_stream_label(&name) {
-                state.added.insert(name, label.value.clone());
+        let metadata: Vec<oxeye_model::LabelRef<'_>> = entry
+            .structured_metadata
+            .iter()
+            .map(|label| oxeye_model::LabelRef { name: &label.name, value: &label.value })
+            .collect();
+        self.process_ref(
+            stream_labels,
+            LogEntryRef { timestamp_ns: entry.timestamp_ns, line: &entry.line, structured_metadata: &metadata },
+        )
+    }
+
+    /// [`Pipeline::process`] on a borrowed entry: the line is copied only when a stage rewrites it.
+    pub fn process_ref(&self, stream_labels: &Labels, entry: LogEntryRef<'_>) -> Option<ProcessedEntry> {
+        let (line, state) = self.run(stream_labels, entry)?;
+        Some(ProcessedEntry { line: line.into_owned(), labels: state.labels() })
+    }
+
+    /// Runs the pipeline for a range aggregation grouped `by (names)`: returns the line's length in bytes
+    /// and the entry's labels reduced to `names` (as `sum by (names)` would group them), without building
+    /// the entry's full label set; or, when a stage left `__error__` on the entry, its full labels as the
+    /// error (the query then fails naming them).
+    ///
+    /// # Errors
+    /// The entry's full labels when they carry `__error__`.
+    pub fn process_grouped(
+        &self,
+        stream_labels: &Labels,
+        entry: LogEntryRef<'_>,
+        names: &[String],
+    ) -> Option<Result<(usize, Labels), Labels>> {
+        let (line, state) = self.run(stream_labels, entry)?;
+        if state.has_error {
+            return Some(Err(state.labels()));
+        }
+        let mut grouped: Vec<oxeye_model::Label> = names
+            .iter()
+            .filter_map(|name| {
+                let value = state.get(name).filter(|value| !value.is_empty())?;
+                Some(oxeye_model::Label { name: name.clone(), value: value.to_string() })
+            })
+            .collect();
+        grouped.sort_by(|left, right| left.name.cmp(&right.name));
+        grouped.dedup_by(|left, right| left.name == right.name);
+        Some(Ok((line.len(), Labels::from_sorted(grouped))))
+    }
+
+    fn run<'a>(&self, stream_labels: &'a Labels, entry: LogEntryRef<'a>) -> Option<(Cow<'a, str>, EntryState<'a>)> {
+        let mut line: Cow<'a, str> = Cow::Borrowed(entry.line);
+        let mut state =
+            EntryState { stream: stream_labels, added: BTreeMap::new(), removed: Vec::new(), has_error: false };
+        for label in entry.structured_metadata {
+            let name = sanitized_label_name(label.name);
+            if self.hints.wants(&name) && !state.is_stream_label(&name) {
+                state.added.insert(name.into_owned(), label.value.to_string());
             }
         }
+        let run_parsers = !self.hints.wants_none();
         for stage in &self.stages {
             match stage {
                 CompiledStage::LineFilter(filter) => {
-                    if !filter.keeps(&state.line) {
+                    if !filter.keeps(&line) {
                         return None;
                     }
                 }
-                CompiledStage::Json(params) => parse_json(&mut state, params),
+                CompiledStage::Json(_)
+                | CompiledStage::Logfmt { .. }
+                | CompiledStage::Regexp(_)
+                | CompiledStage::Pattern(_)
+                | CompiledStage::Unpack
+                    if !run_parsers => {}
+                CompiledStage::Json(params) => parse_json(&line, &mut state, params, &self.hints),
                 CompiledStage::Logfmt { strict, keep_empty, params } => {
-                    parse_logfmt(&mut state, *strict, *keep_empty, params)
+                    parse_logfmt(&line, &mut state, *strict, *keep_empty, params, &self.hints)
                 }
                 CompiledStage::Regexp(regex) => {
-                    let line = state.line.clone();
                     if let Some(captures) = regex.captures(&line) {
                         for name in regex.capture_names().flatten() {
-                            if let Some(value) = captures.name(name) {
+                            if let Some(value) = captures.name(name)
+                                && self.hints.wants(name)
+                            {
                                 state.add_parsed(name.to_string(), value.as_str().to_string());
                             }
                         }
                     }
                 }
                 CompiledStage::Pattern(pattern) => {
-                    let line = state.line.clone();
                     if let Some(captures) = pattern.captures(&line) {
                         for (name, value) in captures {
-                            state.add_parsed(name.to_string(), value.to_string());
+                            if self.hints.wants(name) {
+                                state.add_parsed(name.to_string(), value.to_string());
+                            }
                         }
                     }
                 }
-                CompiledStage::Unpack => unpack(&mut state),
+                CompiledStage::Unpack => {
+                    if let Some(unpacked) = unpack(&line, &mut state, &self.hints) {
+                        line = Cow::Owned(unpacked);
+                    }
+                }
                 CompiledStage::LabelFilter(filter) => {
                     if !filter.keeps(&mut state) {
                         return None;
@@ -476,10 +666,9 @@ impl Pipeline {
                 }
                 CompiledStage::LineFormat(template) => {
                     let labels = state.label_map();
-                    let context =
-                        TemplateContext { labels: &labels, line: &state.line, timestamp_ns: entry.timestamp_ns };
+                    let context = TemplateContext { labels: &labels, line: &line, timestamp_ns: entry.timestamp_ns };
                     match template.render(&context) {
-                        Ok(line) => state.line = line,
+                        Ok(rendered) => line = Cow::Owned(rendered),
                         Err(message) => state.set_error("TemplateFormatErr", &message),
                     }
                 }
@@ -493,11 +682,8 @@ impl Pipeline {
                                 state.set(destination, value);
                             }
                             Ok(template) => {
-                                let context = TemplateContext {
-                                    labels: &labels,
-                                    line: &state.line,
-                                    timestamp_ns: entry.timestamp_ns,
-                                };
+                                let context =
+                                    TemplateContext { labels: &labels, line: &line, timestamp_ns: entry.timestamp_ns };
                                 match template.render(&context) {
                                     Ok(value) => state.set(destination, value),
                                     Err(message) => state.set_error("TemplateFormatErr", &message),
@@ -529,11 +715,56 @@ impl Pipeline {
                         }
                     }
                 }
-                CompiledStage::Decolorize(regex) => state.line = regex.replace_all(&state.line, "").into_owned(),
+                CompiledStage::Decolorize(regex) => {
+                    if let Cow::Owned(decolorized) = regex.replace_all(&line, "") {
+                        line = Cow::Owned(decolorized);
+                    }
+                }
             }
         }
-        let labels = Labels::from_pairs(state.all());
-        Some(ProcessedEntry { line: state.line, labels })
+        Some((line, state))
+    }
+}
+
+fn parse_json(line: &str, state: &mut EntryState<'_>, params: &[(String, Vec<PathPart>)], hints: &ParserHints) {
+    if !params.is_empty() {
+        parse_json_expressions(line, state, params);
+        return;
+    }
+    // Early stop once every hinted label is found (at most 64 names tracked), as Loki's json parser does.
+    let (mut missing, hinted) = match hints {
+        ParserHints::Only(names) if names.len() <= 64 => (u64::MAX >> (64 - names.len().max(1)), Some(names)),
+        _ => (u64::MAX, None),
+    };
+    let mut label_name = String::new();
+    let mut parsed: Vec<(String, String)> = Vec::new();
+    let outcome = visit_fields(line, &mut |name, value: JsonScalar<'_>| {
+        if let Some(names) = hinted {
+            // Most keys are valid label names already: match them before sanitizing anything.
+            let index = match names.iter().position(|wanted| wanted == name) {
+                Some(index) => Some(index),
+                None if matches!(sanitized_label_name(name), Cow::Borrowed(_)) => None,
+                None => {
+                    sanitize_label_name_into(name, &mut label_name);
+                    names.iter().position(|wanted| *wanted == label_name)
+                }
+            };
+            let Some(index) = index else { return ControlFlow::Continue(()) };
+            missing &= !(1u64 << index);
+        }
+        sanitize_label_name_into(name, &mut label_name);
+        if let Some(value) = value.to_label_value() {
+            parsed.push((label_name.clone(), value));
+        }
+        if missing == 0 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+    });
+    match outcome {
+        Ok(()) => {
+            for (name, value) in parsed {
+                state.add_sanitized(&name, value);
+            }
+        }
+        Err(error) => state.set_error("JSONParserErr", &error.to_string()),
     }
 }
 
@@ -547,26 +778,9 @@ fn json_scalar(value: &serde_json::Value) -> Option<String> {
     }
 }
 
-fn flatten_json(prefix: &str, value: &serde_json::Value, state: &mut EntryState) {
-    match value {
-        serde_json::Value::Object(map) => {
-            for (key, inner) in map {
-                let name = if prefix.is_empty() { key.clone() } else { format!("{prefix}_{key}") };
-                flatten_json(&name, inner, state);
-            }
-        }
-        // Loki's json parser does not extract arrays without an expression.
-        serde_json::Value::Array(_) => {}
-        other => {
-            if let Some(text) = json_scalar(other) {
-                state.add_parsed(prefix.to_string(), text);
-            }
-        }
-    }
-}
-
-fn parse_json(state: &mut EntryState, params: &[(String, Vec<PathPart>)]) {
-    let parsed: serde_json::Value = match serde_json::from_str(&state.line) {
+/// `| json label="path"`: each expression's value, empty when the path leads nowhere.
+fn parse_json_expressions(line: &str, state: &mut EntryState<'_>, params: &[(String, Vec<PathPart>)]) {
+    let parsed: serde_json::Value = match serde_json::from_str(line) {
         Ok(value @ serde_json::Value::Object(_)) => value,
         Ok(_) => {
             state.set_error("JSONParserErr", "Value looks like object, but can't find closing '}' symbol");
@@ -577,10 +791,6 @@ fn parse_json(state: &mut EntryState, params: &[(String, Vec<PathPart>)]) {
             return;
         }
     };
-    if params.is_empty() {
-        flatten_json("", &parsed, state);
-        return;
-    }
     for (label, path) in params {
         let mut current = Some(&parsed);
         for part in path {
@@ -595,30 +805,37 @@ fn parse_json(state: &mut EntryState, params: &[(String, Vec<PathPart>)]) {
     }
 }
 
-fn unpack(state: &mut EntryState) {
-    let parsed: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(&state.line) {
+/// `| unpack`: adds the string fields of a JSON object line and returns the `_entry` field, which
+/// replaces the line.
+fn unpack(line: &str, state: &mut EntryState<'_>, hints: &ParserHints) -> Option<String> {
+    let parsed: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(line) {
         Ok(serde_json::Value::Object(map)) => map,
         Ok(_) | Err(_) => {
             state.set_error("JSONParserErr", "unpack: line is not a JSON object");
-            return;
+            return None;
         }
     };
+    let mut unpacked_line = None;
     for (key, value) in parsed {
         if key == "_entry" {
-            if let serde_json::Value::String(line) = value {
-                state.line = line;
+            if let serde_json::Value::String(entry_line) = value {
+                unpacked_line = Some(entry_line);
             }
             continue;
         }
-        if let serde_json::Value::String(text) = value {
+        if let serde_json::Value::String(text) = value
+            && hints.wants(&sanitize_label_name(&key))
+        {
             state.add_parsed(key, text);
         }
     }
+    unpacked_line
 }
 
-fn parse_logfmt(state: &mut EntryState, strict: bool, keep_empty: bool, params: &[(String, String)]) {
-    let line = state.line.clone();
-    let mut pairs: Vec<(String, String)> = Vec::new();
+/// Splits a logfmt line into `(key, value)` pairs as go-logfmt does; values are borrowed unless quoted with
+/// escapes. `Err` carries the `__error_details__` text for strict parsing.
+fn logfmt_pairs(line: &str, strict: bool) -> Result<Vec<(&str, Cow<'_, str>)>, String> {
+    let mut pairs = Vec::new();
     let bytes = line.as_bytes();
     let mut position = 0;
     while position < bytes.len() {
@@ -633,22 +850,14 @@ fn parse_logfmt(state: &mut EntryState, strict: bool, keep_empty: bool, params: 
         if let Some(quote) = key.find('"') {
             // A key cannot hold a quote (go-logfmt's "unexpected '\"'"); non-strict parsing skips the token.
             if strict {
-                state.set_error(
-                    "LogfmtParserErr",
-                    &format!("logfmt syntax error at pos {} : unexpected '\"'", key_start + quote + 1),
-                );
-                return;
+                return Err(format!("logfmt syntax error at pos {} : unexpected '\"'", key_start + quote + 1));
             }
             continue;
         }
         if key.is_empty() {
             if position < bytes.len() && bytes[position] == b'=' {
                 if strict {
-                    state.set_error(
-                        "LogfmtParserErr",
-                        &format!("logfmt syntax error at pos {position} : unexpected '='"),
-                    );
-                    return;
+                    return Err(format!("logfmt syntax error at pos {position} : unexpected '='"));
                 }
                 position += 1;
                 continue;
@@ -657,12 +866,20 @@ fn parse_logfmt(state: &mut EntryState, strict: bool, keep_empty: bool, params: 
         }
         if position >= bytes.len() || bytes[position] != b'=' {
             // A bare key: present with an empty value.
-            pairs.push((key.to_string(), String::new()));
+            pairs.push((key, Cow::Borrowed("")));
             continue;
         }
         position += 1;
-        let value = if position < bytes.len() && bytes[position] == b'"' {
+        if position < bytes.len() && bytes[position] == b'"' {
             position += 1;
+            let value_start = position;
+            let closing = memchr::memchr2(b'"', b'\\', &bytes[position..]);
+            if let Some(offset) = closing.filter(|offset| bytes[position + offset] == b'"') {
+                // No escape before the closing quote: borrow.
+                pairs.push((key, Cow::Borrowed(&line[value_start..position + offset])));
+                position += offset + 1;
+                continue;
+            }
             let mut value = String::new();
             let mut closed = false;
             while position < bytes.len() {
@@ -685,31 +902,51 @@ fn parse_logfmt(state: &mut EntryState, strict: bool, keep_empty: bool, params: 
                 value.push(character);
             }
             if !closed && strict {
-                state.set_error("LogfmtParserErr", "logfmt syntax error: unterminated quoted value");
-                return;
+                return Err("logfmt syntax error: unterminated quoted value".to_string());
             }
-            value
+            pairs.push((key, Cow::Owned(value)));
         } else {
             let value_start = position;
             while position < bytes.len() && !bytes[position].is_ascii_whitespace() {
                 position += 1;
             }
-            line[value_start..position].to_string()
-        };
-        pairs.push((key.to_string(), value));
+            pairs.push((key, Cow::Borrowed(&line[value_start..position])));
+        }
     }
+    Ok(pairs)
+}
+
+fn parse_logfmt(
+    line: &str,
+    state: &mut EntryState<'_>,
+    strict: bool,
+    keep_empty: bool,
+    params: &[(String, String)],
+    hints: &ParserHints,
+) {
+    let pairs = match logfmt_pairs(line, strict) {
+        Ok(pairs) => pairs,
+        Err(details) => {
+            state.set_error("LogfmtParserErr", &details);
+            return;
+        }
+    };
     if params.is_empty() {
+        let mut label_name = String::new();
         for (key, value) in pairs {
             if value.is_empty() && !keep_empty {
                 continue;
             }
-            state.add_parsed(key, value);
+            sanitize_label_name_into(key, &mut label_name);
+            if hints.is_all() || hints.wants(&label_name) {
+                state.add_sanitized(&label_name, value.into_owned());
+            }
         }
         return;
     }
     for (label, key) in params {
         if let Some((_, value)) = pairs.iter().find(|(found, _)| found == key) {
-            state.add_parsed(label.clone(), value.clone());
+            state.add_parsed(label.clone(), value.to_string());
         }
     }
 }
@@ -717,7 +954,7 @@ fn parse_logfmt(state: &mut EntryState, strict: bool, keep_empty: bool, params: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::syntax::{Expr, parse_expr};
+    use crate::syntax::{Expr, Grouping, parse_expr};
 
     fn run(query: &str, line: &str) -> Option<ProcessedEntry> {
         let Expr::Log(log) = parse_expr(query).unwrap() else { panic!("not a log query") };
@@ -756,6 +993,46 @@ mod tests {
         .unwrap();
         assert_eq!(formatted.line, "ok go (200)");
         assert_eq!((formatted.labels.get("code"), formatted.labels.get("status")), (Some("200"), None));
+    }
+
+    fn run_hinted(query: &str, line: &str) -> Option<ProcessedEntry> {
+        let Expr::Metric(crate::syntax::MetricExpr::VectorAggregation { inner, grouping, .. }) =
+            parse_expr(query).unwrap()
+        else {
+            panic!("not a vector aggregation")
+        };
+        let crate::syntax::MetricExpr::RangeAggregation { range, .. } = *inner else { panic!("not a range") };
+        let hints = ParserHints::for_grouping(
+            Some(&grouping.unwrap_or(Grouping { without: false, labels: Vec::new() })),
+            &range.log.pipeline,
+            range.unwrap.as_ref(),
+        );
+        let pipeline = Pipeline::with_hints(&range.log.pipeline, hints).unwrap();
+        let mut entry = LogEntry::new(1, line);
+        entry.structured_metadata.push(oxeye_model::Label { name: "trace_id".into(), value: "abc".into() });
+        pipeline.process(&Labels::from_pairs([("service_name", "boxoffice"), ("level", "info")]), &entry)
+    }
+
+    #[test]
+    fn grouped_metric_queries_extract_only_the_labels_they_read() {
+        let line = r#"{"level":"error","status":503,"path":"/x","user":{"id":7}}"#;
+        let entry =
+            run_hinted(r#"sum by (level_extracted) (count_over_time({a="b"} | json | status >= 500 [1m]))"#, line)
+                .unwrap();
+        let names: Vec<&str> = entry.labels.iter().map(|label| label.name.as_str()).collect();
+        assert_eq!(names, ["level", "level_extracted", "service_name", "status"]);
+        assert!(run_hinted(r#"sum by (path) (count_over_time({a="b"} | json | status < 500 [1m]))"#, line).is_none());
+        let user = run_hinted(r#"sum by (user_id) (count_over_time({a="b"} | logfmt [1m]))"#, "user_id=9 x=1").unwrap();
+        assert_eq!((user.labels.get("user_id"), user.labels.get("x")), (Some("9"), None));
+        // Nothing to extract: the parser does not run, so a line that is not JSON is no error (as in Loki).
+        let ungrouped = run_hinted(r#"sum(count_over_time({a="b"} | json [1m]))"#, "not json").unwrap();
+        assert_eq!((ungrouped.labels.get(ERROR_LABEL), ungrouped.labels.get("trace_id")), (None, None));
+        // A filter on __error__ keeps the parser running.
+        assert!(run_hinted(r#"sum(count_over_time({a="b"} | json | __error__="" [1m]))"#, "not json").is_none());
+        // Formatting stages read labels by template: every label is extracted.
+        let formatted =
+            run_hinted(r#"sum by (x) (count_over_time({a="b"} | json | line_format "{{.path}}" [1m]))"#, line).unwrap();
+        assert_eq!((formatted.line.as_str(), formatted.labels.get("user_id")), ("/x", Some("7")));
     }
 
     #[test]

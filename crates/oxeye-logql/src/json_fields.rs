@@ -1,0 +1,423 @@
+//! A JSON object scanner for the `| json` parser: walks a line's bytes once, names each scalar field the way
+//! Loki's json parser does (nested keys joined with `_`, arrays skipped), and hands the visitor the field's
+//! name and raw value without building a tree. Only the values the visitor asks for are decoded, so a query
+//! that needs two labels out of twenty allocates two strings per line.
+//!
+//! Follows RFC 8259 for the grammar (strings, escapes including surrogate pairs, numbers, literals); numbers
+//! are handed on as their source text, as Loki's parser does.
+
+use std::ops::ControlFlow;
+
+/// Deepest nesting of objects and arrays followed; deeper lines are rejected rather than overflow the stack.
+const MAX_DEPTH: usize = 128;
+
+/// A scalar JSON value, still in its source form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum JsonScalar<'a> {
+    /// A string's contents between the quotes; `escaped` is true when it holds a backslash escape.
+    String { raw: &'a str, escaped: bool },
+    /// A number, `true` or `false`, as written in the line.
+    Literal(&'a str),
+    /// `null`.
+    Null,
+}
+
+impl JsonScalar<'_> {
+    /// The label value: strings unescaped, numbers and booleans as written; `None` for `null`.
+    pub(crate) fn to_label_value(self) -> Option<String> {
+        match self {
+            JsonScalar::String { raw, escaped: false } => Some(raw.to_string()),
+            JsonScalar::String { raw, escaped: true } => {
+                let mut out = String::with_capacity(raw.len());
+                unescape_into(raw, &mut out);
+                Some(out)
+            }
+            JsonScalar::Literal(text) => Some(text.to_string()),
+            JsonScalar::Null => None,
+        }
+    }
+}
+
+/// Why a line is not a JSON object, with the byte offset where scanning stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct JsonSyntaxError {
+    /// Byte offset in the line.
+    pub(crate) position: usize,
+    /// What was expected there.
+    pub(crate) expected: &'static str,
+}
+
+impl std::fmt::Display for JsonSyntaxError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "invalid JSON at offset {}: expected {}", self.position, self.expected)
+    }
+}
+
+/// Scans `line` as one JSON object (surrounding whitespace allowed) and calls `visit(name, value)` for each
+/// scalar field, `name` being the field's path joined with `_` (not yet sanitized into a label name). The
+/// visitor returns `ControlFlow::Break(())` to stop early (the rest of the line is then not checked).
+///
+/// # Errors
+/// [`JsonSyntaxError`] at the first byte that breaks the grammar; fields visited before it stay visited.
+pub(crate) fn visit_fields(
+    line: &str,
+    visit: &mut dyn FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>,
+) -> Result<(), JsonSyntaxError> {
+    let mut scanner = Scanner { text: line, bytes: line.as_bytes(), position: 0, name: String::new(), depth: 0 };
+    scanner.skip_whitespace();
+    if scanner.peek() != Some(b'{') {
+        return Err(scanner.error("'{'"));
+    }
+    if scanner.object(visit)?.is_break() {
+        return Ok(());
+    }
+    scanner.skip_whitespace();
+    if scanner.position != scanner.bytes.len() {
+        return Err(scanner.error("end of line"));
+    }
+    Ok(())
+}
+
+struct Scanner<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    position: usize,
+    /// The current field path, joined with `_`.
+    name: String,
+    /// Objects and arrays open around the position.
+    depth: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn error(&self, expected: &'static str) -> JsonSyntaxError {
+        JsonSyntaxError { position: self.position, expected }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.position).copied()
+    }
+
+    fn skip_whitespace(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.position += 1;
+        }
+    }
+
+    fn expect(&mut self, byte: u8, expected: &'static str) -> Result<(), JsonSyntaxError> {
+        self.skip_whitespace();
+        if self.peek() != Some(byte) {
+            return Err(self.error(expected));
+        }
+        self.position += 1;
+        Ok(())
+    }
+
+    /// Reads a string starting at its opening quote; returns its raw contents and whether it has escapes.
+    fn string(&mut self) -> Result<(&'a str, bool), JsonSyntaxError> {
+        self.expect(b'"', "'\"'")?;
+        let start = self.position;
+        let mut escaped = false;
+        loop {
+            let Some(offset) = memchr::memchr2(b'"', b'\\', self.bytes.get(self.position..).unwrap_or_default()) else {
+                self.position = self.bytes.len();
+                return Err(self.error("closing '\"'"));
+            };
+            self.position += offset;
+            match self.bytes[self.position] {
+                b'"' => break,
+                b'\\' => {
+                    escaped = true;
+                    self.position += 1;
+                    match self.peek() {
+                        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.position += 1,
+                        Some(b'u') => {
+                            let digits = self.bytes.get(self.position + 1..self.position + 5);
+                            if !digits.is_some_and(|digits| digits.iter().all(u8::is_ascii_hexdigit)) {
+                                return Err(self.error("four hex digits after '\\u'"));
+                            }
+                            self.position += 5;
+                        }
+                        _ => return Err(self.error("an escape character")),
+                    }
+                }
+                _ => self.position += 1,
+            }
+        }
+        let raw = &self.text[start..self.position];
+        if raw.bytes().any(|byte| byte < 0x20) {
+            return Err(JsonSyntaxError { position: start, expected: "no control characters in a string" });
+        }
+        self.position += 1;
+        Ok((raw, escaped))
+    }
+
+    /// Reads an object's members, the scanner standing on `{`.
+    fn object(
+        &mut self,
+        visit: &mut dyn FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>,
+    ) -> Result<ControlFlow<()>, JsonSyntaxError> {
+        self.expect(b'{', "'{'")?;
+        self.skip_whitespace();
+        if self.peek() == Some(b'}') {
+            self.position += 1;
+            return Ok(ControlFlow::Continue(()));
+        }
+        loop {
+            let (key, key_escaped) = self.string()?;
+            self.expect(b':', "':'")?;
+            let parent_length = self.name.len();
+            if parent_length > 0 {
+                self.name.push('_');
+            }
+            if key_escaped {
+                unescape_into(key, &mut self.name);
+            } else {
+                self.name.push_str(key);
+            }
+            let flow = self.value(visit);
+            self.name.truncate(parent_length);
+            if flow?.is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+            self.skip_whitespace();
+            match self.peek() {
+                Some(b',') => {
+                    self.position += 1;
+                    self.skip_whitespace();
+                }
+                Some(b'}') => {
+                    self.position += 1;
+                    return Ok(ControlFlow::Continue(()));
+                }
+                _ => return Err(self.error("',' or '}'")),
+            }
+        }
+    }
+
+    /// Reads one value; scalars go to the visitor under the current name, objects recurse, arrays are
+    /// checked and skipped (Loki's json parser extracts nothing from arrays without an expression).
+    fn value(
+        &mut self,
+        visit: &mut dyn FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>,
+    ) -> Result<ControlFlow<()>, JsonSyntaxError> {
+        self.skip_whitespace();
+        match self.peek() {
+            Some(b'{' | b'[') if self.depth >= MAX_DEPTH => Err(self.error("nesting at most 128 deep")),
+            Some(b'{') => {
+                self.depth += 1;
+                let flow = self.object(visit);
+                self.depth -= 1;
+                flow
+            }
+            Some(b'[') => {
+                self.depth += 1;
+                let checked = self.array();
+                self.depth -= 1;
+                checked?;
+                Ok(ControlFlow::Continue(()))
+            }
+            Some(b'"') => {
+                let (raw, escaped) = self.string()?;
+                Ok(visit(&self.name, JsonScalar::String { raw, escaped }))
+            }
+            Some(_) => {
+                let scalar = self.literal()?;
+                Ok(visit(&self.name, scalar))
+            }
+            None => Err(self.error("a value")),
+        }
+    }
+
+    fn array(&mut self) -> Result<(), JsonSyntaxError> {
+        self.expect(b'[', "'['")?;
+        self.skip_whitespace();
+        if self.peek() == Some(b']') {
+            self.position += 1;
+            return Ok(());
+        }
+        let mut ignore = |_: &str, _: JsonScalar<'_>| ControlFlow::Continue(());
+        loop {
+            // Objects inside arrays are checked with a throwaway visitor; their fields are not labels.
+            let saved_name = self.name.len();
+            let _always_continues = self.value(&mut ignore)?;
+            self.name.truncate(saved_name);
+            self.skip_whitespace();
+            match self.peek() {
+                Some(b',') => self.position += 1,
+                Some(b']') => {
+                    self.position += 1;
+                    return Ok(());
+                }
+                _ => return Err(self.error("',' or ']'")),
+            }
+        }
+    }
+
+    /// Skips one or more digits.
+    fn digits(&mut self, expected: &'static str) -> Result<(), JsonSyntaxError> {
+        let start = self.position;
+        while self.peek().is_some_and(|byte| byte.is_ascii_digit()) {
+            self.position += 1;
+        }
+        if self.position == start { Err(self.error(expected)) } else { Ok(()) }
+    }
+
+    /// Reads a number, `true`, `false` or `null`.
+    fn literal(&mut self) -> Result<JsonScalar<'a>, JsonSyntaxError> {
+        let start = self.position;
+        for (word, scalar) in
+            [("true", JsonScalar::Literal("true")), ("false", JsonScalar::Literal("false")), ("null", JsonScalar::Null)]
+        {
+            if self.bytes[start..].starts_with(word.as_bytes()) {
+                self.position += word.len();
+                return Ok(scalar);
+            }
+        }
+        if self.peek() == Some(b'-') {
+            self.position += 1;
+        }
+        self.digits("a value")?;
+        if self.peek() == Some(b'.') {
+            self.position += 1;
+            self.digits("a digit after '.'")?;
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.position += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.position += 1;
+            }
+            self.digits("a digit in the exponent")?;
+        }
+        let position = self.position;
+        self.position = position;
+        Ok(JsonScalar::Literal(&self.text[start..position]))
+    }
+}
+
+/// Appends the unescaped form of a JSON string's raw contents (already checked by the scanner) to `out`.
+/// An unpaired surrogate becomes U+FFFD.
+fn unescape_into(raw: &str, out: &mut String) {
+    let mut rest = raw;
+    while let Some(backslash) = rest.find('\\') {
+        out.push_str(&rest[..backslash]);
+        let after = &rest[backslash + 1..];
+        let Some(kind) = after.chars().next() else { break };
+        rest = &after[kind.len_utf8()..];
+        let simple = match kind {
+            'n' => Some('\n'),
+            't' => Some('\t'),
+            'r' => Some('\r'),
+            'b' => Some('\u{8}'),
+            'f' => Some('\u{c}'),
+            'u' => None,
+            other => Some(other),
+        };
+        if let Some(character) = simple {
+            out.push(character);
+            continue;
+        }
+        let Some(high) = rest.get(..4).and_then(|digits| u32::from_str_radix(digits, 16).ok()) else { break };
+        rest = &rest[4..];
+        let code = if (0xD800..0xDC00).contains(&high) {
+            let low = rest
+                .strip_prefix("\\u")
+                .and_then(|tail| tail.get(..4))
+                .and_then(|digits| u32::from_str_radix(digits, 16).ok())
+                .filter(|low| (0xDC00..0xE000).contains(low));
+            match low {
+                Some(low) => {
+                    rest = &rest[6..];
+                    0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
+                }
+                None => 0xFFFD,
+            }
+        } else {
+            high
+        };
+        out.push(char::from_u32(code).unwrap_or('\u{FFFD}'));
+    }
+    out.push_str(rest);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(line: &str) -> Result<Vec<(String, Option<String>)>, JsonSyntaxError> {
+        let mut seen = Vec::new();
+        visit_fields(line, &mut |name, value| {
+            seen.push((name.to_string(), value.to_label_value()));
+            ControlFlow::Continue(())
+        })?;
+        Ok(seen)
+    }
+
+    #[test]
+    fn flattens_nested_objects_and_skips_arrays() {
+        let seen =
+            fields(r#" {"a":"x","http":{"status":500,"ok":true},"tags":[1,{"b":2}],"n":null,"f":-1.5e3} "#).unwrap();
+        let expected = [
+            ("a", Some("x")),
+            ("http_status", Some("500")),
+            ("http_ok", Some("true")),
+            ("n", None),
+            ("f", Some("-1.5e3")),
+        ];
+        assert_eq!(
+            seen,
+            expected.iter().map(|(name, value)| (name.to_string(), value.map(str::to_string))).collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn unescapes_strings_and_keys_like_serde_json() {
+        let line = r#"{"m\u00e9":"a\"b\\c\nd\u00e9\ud83d\ude00","k":"plain"}"#;
+        let expected: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line).unwrap();
+        let seen = fields(line).unwrap();
+        for (name, value) in seen {
+            assert_eq!(expected.get(&name).and_then(|value| value.as_str()), value.as_deref());
+        }
+    }
+
+    #[test]
+    fn rejects_what_serde_json_rejects() {
+        for broken in [
+            "not json",
+            "{",
+            r#"{"a":}"#,
+            r#"{"a":1,}"#,
+            r#"{"a" 1}"#,
+            r#"{"a":"unterminated}"#,
+            r#"{"a":1} trailing"#,
+            r#"{"a":[1,2}"#,
+            r#"{"a":tru}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":"\x"}"#,
+            "[1]",
+            "",
+        ] {
+            assert!(serde_json::from_str::<serde_json::Value>(broken).map_or(true, |value| !value.is_object()));
+            assert!(fields(broken).is_err(), "{broken:?} accepted");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = format!("{{\"a\":{}1{}}}", "[".repeat(100_000), "]".repeat(100_000));
+        assert_eq!(fields(&deep).unwrap_err().expected, "nesting at most 128 deep");
+        let nested = format!("{}{{\"x\":1}}{}", "{\"a\":".repeat(100), "}".repeat(100));
+        let seen = fields(&nested).unwrap();
+        assert_eq!(seen, [(format!("{}x", "a_".repeat(100)), Some("1".to_string()))]);
+    }
+
+    #[test]
+    fn stops_when_the_visitor_breaks() {
+        let mut count = 0;
+        visit_fields(r#"{"a":1,"b":2, broken"#, &mut |_, _| {
+            count += 1;
+            ControlFlow::Break(())
+        })
+        .unwrap();
+        assert_eq!(count, 1);
+    }
+}
