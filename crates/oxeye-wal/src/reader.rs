@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::WalError;
-use crate::segment::{self, Frame, SEGMENT_HEADER_BYTES};
+use crate::segment::{self, FRAME_HEADER_BYTES, Frame, MAX_RECORD_BYTES, SEGMENT_HEADER_BYTES};
 
 /// A torn or corrupt tail cut off the last segment during replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,38 +55,121 @@ pub fn replay<E: From<WalError>>(
     };
     for index in indexes {
         let path = segment::segment_path(dir, index);
-        let bytes = std::fs::read(&path).map_err(|error| WalError::io(&path, "read segment", error))?;
         let is_last = index == last_index;
+        let mut segment = SegmentReader::open(&path)?;
+        let length = segment.length;
         summary.segments += 1;
-        summary.bytes += bytes.len() as u64;
+        summary.bytes += length;
         summary.last_segment = Some(index);
-        if let Err(reason) = segment::check_header(&bytes) {
+        segment.fill_to(SEGMENT_HEADER_BYTES)?;
+        if let Err(reason) = segment::check_header(segment.window()) {
             if !is_last {
                 return Err(WalError::Corrupt { path, offset: 0, reason }.into());
             }
-            summary.torn_tail = Some(cut_tail(&path, 0, bytes.len() as u64, reason)?);
+            summary.torn_tail = Some(cut_tail(&path, 0, length, reason)?);
             continue;
         }
-        let mut offset = SEGMENT_HEADER_BYTES;
+        segment.consume(SEGMENT_HEADER_BYTES);
         loop {
-            match segment::decode_frame(&bytes, offset) {
+            segment.fill_frame()?;
+            let offset = segment.offset();
+            match segment::decode_frame(segment.window(), 0) {
                 Frame::Record { payload, next_offset } => {
                     visit(payload)?;
                     summary.records += 1;
-                    offset = next_offset;
+                    segment.consume(next_offset);
                 }
                 Frame::End => break,
                 Frame::Damaged(reason) => {
                     if !is_last {
-                        return Err(WalError::Corrupt { path, offset: offset as u64, reason }.into());
+                        return Err(WalError::Corrupt { path, offset, reason }.into());
                     }
-                    summary.torn_tail = Some(cut_tail(&path, offset as u64, bytes.len() as u64, reason)?);
+                    summary.torn_tail = Some(cut_tail(&path, offset, length, reason)?);
                     break;
                 }
             }
         }
     }
     Ok(summary)
+}
+
+/// Reads one segment front to back through a window of [`SegmentReader::WINDOW_BYTES`] (grown only to
+/// hold a larger record), so replay holds one window instead of a whole segment (128 MiB by default).
+struct SegmentReader<'a> {
+    path: &'a Path,
+    file: std::fs::File,
+    /// The file's length when opened, in bytes.
+    length: u64,
+    buffer: Vec<u8>,
+    /// Window `buffer[start..end]` holds the file's bytes from offset `read - (end - start)` on.
+    start: usize,
+    end: usize,
+    /// Bytes read from the file so far.
+    read: u64,
+}
+
+impl<'a> SegmentReader<'a> {
+    const WINDOW_BYTES: usize = 1 << 20;
+
+    fn open(path: &'a Path) -> Result<Self, WalError> {
+        let file = std::fs::File::open(path).map_err(|error| WalError::io(path, "open segment", error))?;
+        let length = file.metadata().map_err(|error| WalError::io(path, "stat segment", error))?.len();
+        Ok(SegmentReader { path, file, length, buffer: Vec::new(), start: 0, end: 0, read: 0 })
+    }
+
+    /// The bytes read but not consumed yet.
+    fn window(&self) -> &[u8] {
+        &self.buffer[self.start..self.end]
+    }
+
+    /// The file offset of the window's first byte.
+    fn offset(&self) -> u64 {
+        self.read - (self.end - self.start) as u64
+    }
+
+    fn consume(&mut self, bytes: usize) {
+        self.start = (self.start + bytes).min(self.end);
+    }
+
+    /// Reads until the window holds `wanted` bytes or the file ends.
+    fn fill_to(&mut self, wanted: usize) -> Result<(), WalError> {
+        if self.end - self.start >= wanted {
+            return Ok(());
+        }
+        // Move what is left to the front, then read behind it.
+        self.buffer.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        let capacity = wanted.max(Self::WINDOW_BYTES);
+        if self.buffer.len() < capacity {
+            self.buffer.resize(capacity, 0);
+        }
+        while self.end < wanted {
+            let count = std::io::Read::read(&mut self.file, &mut self.buffer[self.end..])
+                .map_err(|error| WalError::io(self.path, "read segment", error))?;
+            if count == 0 {
+                break;
+            }
+            self.end += count;
+            self.read += count as u64;
+        }
+        Ok(())
+    }
+
+    /// Reads until the window holds the whole next frame (as its header gives its length), or the file
+    /// ends. A length beyond the maximum is left for [`segment::decode_frame`] to report.
+    fn fill_frame(&mut self) -> Result<(), WalError> {
+        self.fill_to(FRAME_HEADER_BYTES)?;
+        let Some(header) = self.window().get(..4) else { return Ok(()) };
+        let length = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        if length > MAX_RECORD_BYTES {
+            return Ok(());
+        }
+        // Never more than the file holds, whatever a damaged length says.
+        let remaining = self.length.saturating_sub(self.offset());
+        let wanted = (FRAME_HEADER_BYTES + length).min(usize::try_from(remaining).unwrap_or(usize::MAX));
+        self.fill_to(wanted)
+    }
 }
 
 fn cut_tail(path: &Path, offset: u64, length: u64, reason: String) -> Result<TornTail, WalError> {
@@ -120,7 +203,6 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::segment::FRAME_HEADER_BYTES;
     use crate::{Wal, WalOptions};
 
     fn collect(dir: &Path) -> Result<(Vec<Vec<u8>>, ReplaySummary), WalError> {
@@ -147,6 +229,28 @@ mod tests {
         assert!(segment::list_segments(dir.path()).unwrap().len() > 3);
         let (records, summary) = collect(dir.path()).unwrap();
         assert_eq!(records, (0..20).map(record).collect::<Vec<_>>());
+        assert_eq!(summary.torn_tail, None);
+    }
+
+    #[test]
+    fn records_across_window_edges_and_larger_than_the_window_replay_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(WalOptions::new(dir.path())).unwrap();
+        // Sizes that straddle the read window's edges at many offsets, and one record of 2.5 windows.
+        let records: Vec<Vec<u8>> = (0..400u32)
+            .map(|index| {
+                let length =
+                    if index == 200 { SegmentReader::WINDOW_BYTES * 5 / 2 } else { 3001 + index as usize * 37 };
+                (0..length).map(|byte| (byte as u32 ^ index) as u8).collect()
+            })
+            .collect();
+        for record in &records {
+            wal.append(record).unwrap();
+        }
+        wal.close().unwrap();
+        let (replayed, summary) = collect(dir.path()).unwrap();
+        assert_eq!(replayed.len(), records.len());
+        assert!(replayed == records, "replayed records differ");
         assert_eq!(summary.torn_tail, None);
     }
 
