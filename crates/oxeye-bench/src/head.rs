@@ -25,7 +25,7 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use oxeye_model::storage::{MetricsStorage, Querier};
 use oxeye_model::{Labels, Matcher, Sample};
-use oxeye_tsdb::{Tsdb, TsdbOptions};
+use oxeye_tsdb::{HeadMemory, Tsdb, TsdbOptions};
 use serde::Serialize;
 
 use crate::fleet::Fleet;
@@ -90,6 +90,8 @@ struct FillReport {
     head_series_and_chunk_bytes_per_series: f64,
     wal_bytes_per_sample: f64,
     checkpoints: u64,
+    /// The head's own estimate of its heap bytes by component, after the fill.
+    head_memory: HeadMemory,
 }
 
 /// What `head-open` measured.
@@ -102,6 +104,8 @@ struct OpenReport {
     samples_found: u64,
     peak_rss_bytes: u64,
     rss_bytes: u64,
+    /// The head's own estimate of its heap bytes by component, once open.
+    head_memory: HeadMemory,
 }
 
 fn block_duration_ms(rounds: u32) -> i64 {
@@ -182,6 +186,7 @@ pub fn main(args: &HeadArgs) -> anyhow::Result<()> {
         head_series_and_chunk_bytes_per_series: tsdb.head_chunk_bytes() as f64 / series,
         wal_bytes_per_sample: stats.wal_bytes as f64 / samples as f64,
         checkpoints: stats.checkpoints_total,
+        head_memory: tsdb.head_memory(),
     };
     println!("{}", serde_json::to_string_pretty(&fill)?);
     // The crash: no close, so no shutdown checkpoint; every commit was already fsynced.
@@ -232,6 +237,7 @@ pub fn open_main(args: &HeadOpenArgs) -> anyhow::Result<()> {
         samples_found,
         peak_rss_bytes: memory.peak_rss_bytes,
         rss_bytes: memory.rss_bytes,
+        head_memory: tsdb.head_memory(),
     };
     println!("{}", serde_json::to_string(&report)?);
     if stats.head_series != args.series || samples_found != args.samples {

@@ -469,6 +469,11 @@ impl XorAppender {
         self.bytes.len()
     }
 
+    /// The capacity of the chunk's buffer in bytes (its size plus room reserved for the next samples).
+    pub fn capacity_bytes(&self) -> usize {
+        self.bytes.capacity()
+    }
+
     /// The chunk's bytes (sample count header included).
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
@@ -479,11 +484,24 @@ impl XorAppender {
         self.bytes
     }
 
+    /// Makes room for the largest sample encoding, growing the buffer by about an eighth instead of
+    /// doubling it: a head chunk stays open for its whole life (up to [`MAX_SAMPLES_PER_CHUNK`] samples),
+    /// so spare capacity is resident memory for every active series.
+    fn reserve_for_sample(&mut self) {
+        // Timestamp: at most 4 prefix bits and 64 bits (or a 10-byte varint for the first sample); value:
+        // at most 2 control bits, 5 + 6 window bits and 64 bits. 20 bytes hold either.
+        const MAX_SAMPLE_BYTES: usize = 20;
+        if self.bytes.capacity() - self.bytes.len() < MAX_SAMPLE_BYTES {
+            self.bytes.reserve_exact(MAX_SAMPLE_BYTES + self.bytes.len() / 8);
+        }
+    }
+
     /// Appends one sample; the value is stored by its bits, so every NaN (the staleness marker included)
     /// comes back bit for bit. Must not be called with more than `u16::MAX` samples.
     pub fn append(&mut self, timestamp_ms: i64, value: f64) {
         let value_bits = value.to_bits();
         let num_samples = self.num_samples();
+        self.reserve_for_sample();
         let mut writer = BitWriter { bytes: std::mem::take(&mut self.bytes), free_bits: u32::from(self.free_bits) };
         if num_samples == 0 {
             write_varint_bits(&mut writer, timestamp_ms);
@@ -869,6 +887,25 @@ mod tests {
             out.push((timestamp_ms, value.to_bits()));
         }
         out
+    }
+
+    #[test]
+    fn open_chunk_capacity_grows_by_an_eighth_not_by_doubling() {
+        for (label, value_of) in [
+            ("constant", (|_| 1.0) as fn(i64) -> f64),
+            ("counter", |index| (index * index) as f64),
+            ("noisy float", |index| (index as f64).sin() * 1e6),
+        ] {
+            let mut appender = XorAppender::new();
+            for index in 0..i64::from(MAX_SAMPLES_PER_CHUNK) {
+                // Jittered scrape times, so timestamps cost bits too.
+                appender.append(1_700_000_000_000 + index * 15_000 + (index * 7919) % 13, value_of(index));
+                let (used, capacity) = (appender.size_bytes(), appender.capacity_bytes());
+                assert!(capacity <= used.max(32) + 20 + used / 8, "{label}: {capacity} bytes for {used}");
+            }
+            let samples = decode_all(appender.bytes());
+            assert_eq!(samples.len(), usize::from(MAX_SAMPLES_PER_CHUNK), "{label}");
+        }
     }
 
     fn special_value() -> impl Strategy<Value = u64> {

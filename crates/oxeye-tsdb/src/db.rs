@@ -269,6 +269,12 @@ impl Tsdb {
         self.shared.head.approximate_chunk_bytes()
     }
 
+    /// Estimated heap bytes of the head by component (series structures, labels, chunks, indexes,
+    /// postings); walks every series, so call it for benchmarks and diagnostics, not per request.
+    pub fn head_memory(&self) -> crate::HeadMemory {
+        self.shared.head.memory()
+    }
+
     /// Graceful shutdown: refuses new commits (they fail with `StorageError::Unavailable`), waits for
     /// commits in flight, writes a WAL checkpoint of the head so the next start replays little, and
     /// fsyncs and closes the WAL. Idempotent.

@@ -581,6 +581,43 @@ pub(crate) struct HeadCounters {
     pub(crate) series_removed_total: AtomicU64,
 }
 
+/// Estimated heap bytes of the head by component, as requested from the allocator (which rounds each
+/// allocation up to its size class, so resident memory is somewhat higher). For sizing and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HeadMemory {
+    /// Series in the head.
+    pub series: u64,
+    /// The per-series structures (`MemSeries` with its reference counts and its samples' lock).
+    pub series_structs: u64,
+    /// Label names and values as each series stores them (the WAL record encoding).
+    pub labels: u64,
+    /// Bytes written to the open chunks.
+    pub open_chunks_used: u64,
+    /// Capacity of the open chunks' buffers (`open_chunks_used` plus room to grow).
+    pub open_chunks_capacity: u64,
+    /// Closed chunks still in memory (not yet moved to head chunk files), bytes.
+    pub closed_chunks_in_memory: u64,
+    /// The closed chunks' descriptors (time range, encoding, where the bytes are), capacity included.
+    pub closed_chunk_descriptors: u64,
+    /// The maps from label hash and from reference to series (capacity included).
+    pub series_index: u64,
+    /// The postings: label names and values as keys and their bitmaps.
+    pub postings: u64,
+}
+
+impl HeadMemory {
+    /// The sum of every component.
+    pub fn total(&self) -> u64 {
+        self.series_structs
+            + self.labels
+            + self.open_chunks_capacity
+            + self.closed_chunks_in_memory
+            + self.closed_chunk_descriptors
+            + self.series_index
+            + self.postings
+    }
+}
+
 /// The in-memory head.
 #[derive(Debug)]
 pub(crate) struct Head {
@@ -910,6 +947,49 @@ impl Head {
             }
         }
         Ok(moved)
+    }
+
+    /// Estimated heap bytes of the head by component; walks every series (takes each one's lock briefly).
+    pub(crate) fn memory(&self) -> HeadMemory {
+        let mut memory = HeadMemory::default();
+        let all_series = self.all_series();
+        memory.series = all_series.len() as u64;
+        // An `Arc` allocation holds two counts before the value.
+        let struct_bytes = (std::mem::size_of::<MemSeries>() + 2 * std::mem::size_of::<usize>()) as u64;
+        for series in &all_series {
+            memory.series_structs += struct_bytes;
+            memory.labels += series.labels_encoded.len() as u64;
+            let state = series.lock();
+            if let Some(open) = &state.open {
+                memory.open_chunks_used += open.appender.size_bytes() as u64;
+                memory.open_chunks_capacity += open.appender.capacity_bytes() as u64;
+            }
+            memory.closed_chunk_descriptors += (state.closed.capacity() * std::mem::size_of::<HeadChunk>()) as u64;
+            for chunk in &state.closed {
+                if let ChunkData::Memory(bytes) = &chunk.data {
+                    memory.closed_chunks_in_memory += bytes.len() as u64;
+                }
+            }
+        }
+        drop(all_series);
+        // A hashbrown table holds one control byte per bucket beside each entry.
+        let table_bytes = |buckets: usize, entry: usize| (buckets * (entry + 1)) as u64;
+        for stripe in self.by_hash.iter() {
+            let stripe = read(stripe);
+            memory.series_index += table_bytes(stripe.unique.capacity(), std::mem::size_of::<(u64, Arc<MemSeries>)>());
+            memory.series_index +=
+                table_bytes(stripe.conflicts.capacity(), std::mem::size_of::<(u64, Vec<Arc<MemSeries>>)>());
+            memory.series_index += stripe
+                .conflicts
+                .values()
+                .map(|conflicts| (conflicts.capacity() * std::mem::size_of::<Arc<MemSeries>>()) as u64)
+                .sum::<u64>();
+        }
+        for stripe in self.by_ref.iter() {
+            memory.series_index += table_bytes(read(stripe).capacity(), std::mem::size_of::<(u32, Arc<MemSeries>)>());
+        }
+        memory.postings = self.postings().approximate_bytes();
+        memory
     }
 
     /// Approximate heap bytes held by series structures and chunks (not postings), for stats.

@@ -72,6 +72,7 @@ mod record;
 pub use compact::{MaintenanceReport, MaintenanceThread};
 pub use db::{Tsdb, TsdbStats};
 pub use error::TsdbError;
+pub use head::HeadMemory;
 pub use head_append::TsdbAppender;
 pub use options::{
     DEFAULT_BLOCK_DURATION_MS, DEFAULT_MAX_BLOCK_DURATION_MS, DEFAULT_MAX_EXEMPLARS, DEFAULT_RETENTION_MS,

@@ -101,6 +101,25 @@ impl MemPostings {
         self.all.remove(id);
     }
 
+    /// Estimated heap bytes: label names and values as map keys, the maps' tables, and the bitmaps (their
+    /// serialized size, which is close to what a roaring bitmap holds in memory).
+    pub fn approximate_bytes(&self) -> u64 {
+        // A hashbrown table holds one control byte per bucket beside each entry.
+        let table_bytes = |buckets: usize, entry: usize| (buckets * (entry + 1)) as u64;
+        let mut total = table_bytes(
+            self.by_name.capacity(),
+            std::mem::size_of::<(String, HashMap<String, RoaringBitmap, MixBuildHasher>)>(),
+        );
+        for (name, values) in &self.by_name {
+            total += name.capacity() as u64;
+            total += table_bytes(values.capacity(), std::mem::size_of::<(String, RoaringBitmap)>());
+            for (value, bitmap) in values {
+                total += value.capacity() as u64 + bitmap.serialized_size() as u64;
+            }
+        }
+        total + self.all.serialized_size() as u64
+    }
+
     /// Every series id.
     pub fn all(&self) -> &RoaringBitmap {
         &self.all
