@@ -380,11 +380,15 @@ fn read_value(reader: &mut BitReader<'_>, state: &mut XorState) -> Result<(), Ch
 
 /// Appends samples to an XOR chunk. Timestamps must ascend; the caller checks order.
 ///
-/// Fields are kept flat (56 bytes) because every active series holds one; the sample count lives in
+/// Fields are kept flat (48 bytes) because every active series holds one; the sample count lives in
 /// the chunk's own header bytes.
 #[derive(Debug, Clone)]
 pub struct XorAppender {
-    bytes: Vec<u8>,
+    /// The chunk's bytes, then zeroed room for the next samples: the buffer's length is its capacity, so
+    /// no separate capacity field is stored.
+    buffer: Box<[u8]>,
+    /// Bytes of `buffer` holding the chunk.
+    used: u32,
     timestamp_ms: i64,
     delta_ms: i64,
     value_bits: u64,
@@ -403,10 +407,9 @@ impl XorAppender {
     /// An empty chunk.
     pub fn new() -> Self {
         // Room for the header and the first samples, so a new chunk does not reallocate at every byte.
-        let mut bytes = Vec::with_capacity(32);
-        bytes.extend_from_slice(&[0, 0]);
         XorAppender {
-            bytes,
+            buffer: vec![0; 32].into_boxed_slice(),
+            used: 2,
             timestamp_ms: 0,
             delta_ms: 0,
             value_bits: 0,
@@ -435,8 +438,10 @@ impl XorAppender {
             *last &= !((1u16 << free_bits) - 1) as u8;
         }
         let state = iterator.state;
+        let used = u32::try_from(data.len()).map_err(|_| ChunkDecodeError { reason: "chunk too large" })?;
         Ok(XorAppender {
-            bytes: data,
+            buffer: data.into_boxed_slice(),
+            used,
             timestamp_ms: state.timestamp_ms,
             delta_ms: state.delta_ms,
             value_bits: state.value_bits,
@@ -448,7 +453,7 @@ impl XorAppender {
 
     /// Number of samples in the chunk.
     pub fn num_samples(&self) -> u16 {
-        match self.bytes.as_slice() {
+        match self.bytes() {
             [high, low, ..] => u16::from_be_bytes([*high, *low]),
             _ => 0,
         }
@@ -466,33 +471,35 @@ impl XorAppender {
 
     /// The chunk's current size in bytes.
     pub fn size_bytes(&self) -> usize {
-        self.bytes.len()
+        self.used as usize
     }
 
     /// The capacity of the chunk's buffer in bytes (its size plus room reserved for the next samples).
     pub fn capacity_bytes(&self) -> usize {
-        self.bytes.capacity()
+        self.buffer.len()
     }
 
     /// The chunk's bytes (sample count header included).
     pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+        &self.buffer[..self.used as usize]
     }
 
     /// Consumes the appender into the chunk's bytes.
     pub fn into_bytes(self) -> Vec<u8> {
-        self.bytes
+        let mut bytes = self.buffer.into_vec();
+        bytes.truncate(self.used as usize);
+        bytes
     }
 
     /// Makes room for the largest sample encoding, growing the buffer by about an eighth instead of
     /// doubling it: a head chunk stays open for its whole life (up to [`MAX_SAMPLES_PER_CHUNK`] samples),
     /// so spare capacity is resident memory for every active series.
-    fn reserve_for_sample(&mut self) {
+    fn reserve_for_sample(bytes: &mut Vec<u8>) {
         // Timestamp: at most 4 prefix bits and 64 bits (or a 10-byte varint for the first sample); value:
         // at most 2 control bits, 5 + 6 window bits and 64 bits. 20 bytes hold either.
         const MAX_SAMPLE_BYTES: usize = 20;
-        if self.bytes.capacity() - self.bytes.len() < MAX_SAMPLE_BYTES {
-            self.bytes.reserve_exact(MAX_SAMPLE_BYTES + self.bytes.len() / 8);
+        if bytes.capacity() - bytes.len() < MAX_SAMPLE_BYTES {
+            bytes.reserve_exact(MAX_SAMPLE_BYTES + bytes.len() / 8);
         }
     }
 
@@ -501,8 +508,10 @@ impl XorAppender {
     pub fn append(&mut self, timestamp_ms: i64, value: f64) {
         let value_bits = value.to_bits();
         let num_samples = self.num_samples();
-        self.reserve_for_sample();
-        let mut writer = BitWriter { bytes: std::mem::take(&mut self.bytes), free_bits: u32::from(self.free_bits) };
+        let mut bytes = std::mem::take(&mut self.buffer).into_vec();
+        bytes.truncate(self.used as usize);
+        Self::reserve_for_sample(&mut bytes);
+        let mut writer = BitWriter { bytes, free_bits: u32::from(self.free_bits) };
         if num_samples == 0 {
             write_varint_bits(&mut writer, timestamp_ms);
             writer.write_bits(value_bits, 64);
@@ -524,12 +533,17 @@ impl XorAppender {
             self.delta_ms = delta;
         }
         self.timestamp_ms = timestamp_ms;
-        self.bytes = writer.bytes;
+        let mut bytes = writer.bytes;
         self.free_bits = writer.free_bits as u8;
         let header = num_samples.saturating_add(1).to_be_bytes();
-        if let Some(slot) = self.bytes.get_mut(..2) {
+        if let Some(slot) = bytes.get_mut(..2) {
             slot.copy_from_slice(&header);
         }
+        // A chunk stays far below 4 GiB (at most `u16::MAX` samples of at most 20 bytes).
+        self.used = bytes.len() as u32;
+        // Zero the room behind the chunk and keep it: a full-length boxed slice keeps the capacity.
+        bytes.resize(bytes.capacity(), 0);
+        self.buffer = bytes.into_boxed_slice();
     }
 }
 

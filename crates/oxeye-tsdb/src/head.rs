@@ -196,24 +196,48 @@ pub(crate) enum SeriesAppend {
     DuplicateDifferentValue,
 }
 
+/// The newest end of a series: its open chunk, whose last sample is the series' newest, or, with no
+/// open chunk, the newest sample's timestamp and value bits kept on their own (`i64::MIN` when the
+/// series has none). One of the two, so the open chunk's fields are not stored twice.
+#[derive(Debug)]
+pub(crate) enum Tail {
+    Open(OpenChunk),
+    Closed { max_time_ms: i64, last_value_bits: u64 },
+}
+
 /// Samples of one series; guarded by the series' mutex.
 #[derive(Debug)]
 pub(crate) struct SeriesState {
-    pub(crate) closed: Vec<HeadChunk>,
-    pub(crate) open: Option<OpenChunk>,
-    /// Newest sample's timestamp, `i64::MIN` when the series has none.
-    pub(crate) max_time_ms: i64,
-    pub(crate) last_value_bits: u64,
+    /// Closed chunks, oldest first: a boxed slice (no spare capacity), reallocated at each cut.
+    pub(crate) closed: Box<[HeadChunk]>,
+    pub(crate) tail: Tail,
 }
 
 impl SeriesState {
     fn new() -> Self {
-        SeriesState { closed: Vec::new(), open: None, max_time_ms: i64::MIN, last_value_bits: 0 }
+        SeriesState { closed: Box::default(), tail: Tail::Closed { max_time_ms: i64::MIN, last_value_bits: 0 } }
+    }
+
+    /// The open chunk, if any.
+    pub(crate) fn open(&self) -> Option<&OpenChunk> {
+        match &self.tail {
+            Tail::Open(open) => Some(open),
+            Tail::Closed { .. } => None,
+        }
+    }
+
+    /// The newest sample's timestamp (`i64::MIN` when the series has none) and value bits.
+    pub(crate) fn newest(&self) -> (i64, u64) {
+        match &self.tail {
+            Tail::Open(open) => (open.appender.last_timestamp_ms(), open.appender.last_value_bits()),
+            Tail::Closed { max_time_ms, last_value_bits } => (*max_time_ms, *last_value_bits),
+        }
     }
 
     /// Checks a sample against the newest one without storing it.
     pub(crate) fn check(&self, timestamp_ms: i64, value_bits: u64) -> SeriesAppend {
-        check_order(self.max_time_ms, self.last_value_bits, timestamp_ms, value_bits)
+        let (max_time_ms, last_value_bits) = self.newest();
+        check_order(max_time_ms, last_value_bits, timestamp_ms, value_bits)
     }
 
     /// Appends a sample, cutting a new chunk when the open one is full or the sample crosses a block
@@ -224,9 +248,9 @@ impl SeriesState {
         if outcome != SeriesAppend::Appended {
             return outcome;
         }
-        let must_cut = match &self.open {
-            None => true,
-            Some(open) => {
+        let must_cut = match &self.tail {
+            Tail::Closed { .. } => true,
+            Tail::Open(open) => {
                 open.appender.num_samples() >= MAX_SAMPLES_PER_CHUNK
                     || open.appender.size_bytes() >= MAX_CHUNK_BYTES
                     || timestamp_ms >= open.boundary_ms(chunk_range_ms)
@@ -234,36 +258,52 @@ impl SeriesState {
         };
         if must_cut {
             self.cut_open_chunk();
-            self.open = Some(OpenChunk { appender: XorAppender::new(), mint_ms: timestamp_ms });
+            self.tail = Tail::Open(OpenChunk { appender: XorAppender::new(), mint_ms: timestamp_ms });
         }
-        if let Some(open) = &mut self.open {
+        if let Tail::Open(open) = &mut self.tail {
             open.appender.append(timestamp_ms, value);
         }
-        self.max_time_ms = timestamp_ms;
-        self.last_value_bits = value_bits;
         SeriesAppend::Appended
     }
 
+    /// Closes the open chunk, if any; the newest sample stays known for ordering checks.
     fn cut_open_chunk(&mut self) {
-        if let Some(open) = self.open.take() {
+        let (max_time_ms, last_value_bits) = self.newest();
+        let tail = std::mem::replace(&mut self.tail, Tail::Closed { max_time_ms, last_value_bits });
+        if let Tail::Open(open) = tail {
             // Closed chunks never change again: store them in their smallest encoding.
             let maxt_ms = open.maxt_ms();
             let (encoding, bytes) = chunkenc::recode_closed(Encoding::Xor, open.appender.into_bytes());
             let data = ChunkData::Memory(bytes.into_boxed_slice());
-            // Grow by one: most series hold few closed chunks, and Vec's default first step is four.
-            self.closed.reserve_exact(1);
-            self.closed.push(HeadChunk { mint_ms: open.mint_ms, maxt_ms, encoding, data });
+            self.push_closed(HeadChunk { mint_ms: open.mint_ms, maxt_ms, encoding, data });
         }
+    }
+
+    /// Appends a closed chunk (the slice grows by exactly one: most series hold few closed chunks).
+    fn push_closed(&mut self, chunk: HeadChunk) {
+        let mut closed = std::mem::take(&mut self.closed).into_vec();
+        closed.reserve_exact(1);
+        closed.push(chunk);
+        self.closed = closed.into_boxed_slice();
     }
 
     /// Drops chunks that end before `mint_ms`. True when the series has no chunk left.
     pub(crate) fn truncate_before(&mut self, mint_ms: i64) -> bool {
-        self.closed.retain(|chunk| chunk.maxt_ms >= mint_ms);
-        self.closed.shrink_to_fit();
-        if self.open.as_ref().is_some_and(|open| open.maxt_ms() < mint_ms) {
-            self.open = None;
+        if self.closed.iter().any(|chunk| chunk.maxt_ms < mint_ms) {
+            let mut closed = std::mem::take(&mut self.closed).into_vec();
+            closed.retain(|chunk| chunk.maxt_ms >= mint_ms);
+            self.closed = closed.into_boxed_slice();
         }
-        self.closed.is_empty() && self.open.is_none()
+        if self.open().is_some_and(|open| open.maxt_ms() < mint_ms) {
+            let (max_time_ms, last_value_bits) = self.newest();
+            self.tail = Tail::Closed { max_time_ms, last_value_bits };
+        }
+        self.is_empty()
+    }
+
+    /// True when the series holds no chunk.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.closed.is_empty() && self.open().is_none()
     }
 
     /// Every chunk, oldest first, as `(encoding, mint, maxt, bytes)`.
@@ -278,7 +318,7 @@ impl SeriesState {
                 (chunk.encoding, chunk.mint_ms, chunk.maxt_ms, bytes)
             })
             .chain(
-                self.open.iter().map(|open| {
+                self.open().into_iter().map(|open| {
                     (Encoding::Xor, open.mint_ms, open.maxt_ms(), ChunkBytes::Memory(open.appender.bytes()))
                 }),
             )
@@ -317,31 +357,35 @@ impl SeriesState {
         &mut self,
         chunks: Vec<(Encoding, i64, i64, Vec<u8>)>,
     ) -> Result<(), ChunkDecodeError> {
-        let mut chunks: Vec<_> = chunks.into_iter().filter(|chunk| chunk.2 > self.max_time_ms).collect();
+        let (newest_ms, _) = self.newest();
+        let mut chunks: Vec<_> = chunks.into_iter().filter(|chunk| chunk.2 > newest_ms).collect();
         let Some((last_encoding, last_mint_ms, last_maxt_ms, last_bytes)) = chunks.pop() else { return Ok(()) };
-        self.cut_open_chunk();
-        for (encoding, mint_ms, maxt_ms, bytes) in chunks {
-            self.closed.push(HeadChunk {
-                mint_ms,
-                maxt_ms,
-                encoding,
-                data: ChunkData::Memory(bytes.into_boxed_slice()),
-            });
-        }
-        if last_encoding == Encoding::Xor {
+        // Decode the newest chunk before changing anything, so a damaged one leaves the series as it was.
+        let last = if last_encoding == Encoding::Xor {
             let appender = XorAppender::from_bytes(&last_bytes)?;
-            self.last_value_bits = appender.last_value_bits();
-            self.open = Some(OpenChunk { appender, mint_ms: last_mint_ms });
+            if appender.num_samples() == 0 {
+                return Ok(());
+            }
+            Tail::Open(OpenChunk { appender, mint_ms: last_mint_ms })
         } else {
-            self.last_value_bits = last_value_bits(last_encoding, &last_bytes)?;
-            self.closed.push(HeadChunk {
+            Tail::Closed { max_time_ms: last_maxt_ms, last_value_bits: last_value_bits(last_encoding, &last_bytes)? }
+        };
+        self.cut_open_chunk();
+        let mut closed = std::mem::take(&mut self.closed).into_vec();
+        closed.reserve_exact(chunks.len() + usize::from(last_encoding != Encoding::Xor));
+        for (encoding, mint_ms, maxt_ms, bytes) in chunks {
+            closed.push(HeadChunk { mint_ms, maxt_ms, encoding, data: ChunkData::Memory(bytes.into_boxed_slice()) });
+        }
+        if last_encoding != Encoding::Xor {
+            closed.push(HeadChunk {
                 mint_ms: last_mint_ms,
                 maxt_ms: last_maxt_ms,
                 encoding: last_encoding,
                 data: ChunkData::Memory(last_bytes.into_boxed_slice()),
             });
         }
-        self.max_time_ms = last_maxt_ms;
+        self.closed = closed.into_boxed_slice();
+        self.tail = last;
         Ok(())
     }
 }
@@ -874,8 +918,7 @@ impl Head {
                 continue;
             }
             {
-                let state = series.lock();
-                if !(state.closed.is_empty() && state.open.is_none()) {
+                if !series.lock().is_empty() {
                     continue;
                 }
             }
@@ -960,11 +1003,11 @@ impl Head {
             memory.series_structs += struct_bytes;
             memory.labels += series.labels_encoded.len() as u64;
             let state = series.lock();
-            if let Some(open) = &state.open {
+            if let Some(open) = state.open() {
                 memory.open_chunks_used += open.appender.size_bytes() as u64;
                 memory.open_chunks_capacity += open.appender.capacity_bytes() as u64;
             }
-            memory.closed_chunk_descriptors += (state.closed.capacity() * std::mem::size_of::<HeadChunk>()) as u64;
+            memory.closed_chunk_descriptors += std::mem::size_of_val::<[HeadChunk]>(&state.closed) as u64;
             for chunk in &state.closed {
                 if let ChunkData::Memory(bytes) = &chunk.data {
                     memory.closed_chunks_in_memory += bytes.len() as u64;
@@ -1156,10 +1199,11 @@ mod tests {
 }
 #[cfg(test)]
 mod size_budget {
-    /// Every active series holds one `MemSeries` (plus labels and chunk bytes): keep it small.
+    /// Every active series holds one `MemSeries` (plus labels and chunk bytes): keep it small. 112 bytes
+    /// plus the `Arc`'s two counts fill jemalloc's 128-byte size class (the next one is 160).
     #[test]
     fn per_series_structures_stay_within_budget() {
-        assert!(std::mem::size_of::<super::MemSeries>() <= 144, "{}", std::mem::size_of::<super::MemSeries>());
-        assert!(std::mem::size_of::<crate::chunkenc::XorAppender>() <= 56);
+        assert!(std::mem::size_of::<super::MemSeries>() <= 112, "{}", std::mem::size_of::<super::MemSeries>());
+        assert!(std::mem::size_of::<crate::chunkenc::XorAppender>() <= 48);
     }
 }
