@@ -178,6 +178,26 @@ pub trait Querier: Send + Sync {
     /// [`StorageError::Io`] when a block cannot be read.
     fn select(&self, mint_ms: i64, maxt_ms: i64, matchers: &[Matcher]) -> Result<Vec<Series>, StorageError>;
 
+    /// The series [`Querier::select`] returns, in the same order, handed to `visit` one at a time, so a
+    /// caller that folds them (an aggregation, say) holds one series' samples at once instead of all of
+    /// them. A store that can read series lazily overrides it; the default calls `select`.
+    ///
+    /// # Errors
+    /// [`StorageError::Io`] when a block cannot be read, or the first error `visit` returns (no further
+    /// series are read after it).
+    fn select_each(
+        &self,
+        mint_ms: i64,
+        maxt_ms: i64,
+        matchers: &[Matcher],
+        visit: &mut dyn FnMut(Series) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        for series in self.select(mint_ms, maxt_ms, matchers)? {
+            visit(series)?;
+        }
+        Ok(())
+    }
+
     /// The labels of every series matching all `matchers` (all series when empty) that has samples in the
     /// window, without samples. Order: by labels.
     ///

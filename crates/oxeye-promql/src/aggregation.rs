@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 
 use oxeye_model::{Labels, LabelsBuilder, METRIC_NAME_LABEL};
-use promql_parser::parser::{AggregateExpr, LabelModifier};
+use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
 
 use crate::engine::{Evaluated, Evaluator, Grid, StepSeries, by_step};
 use crate::error::{QueryError, execution};
-use crate::functions::{kahan_add, quantile_of};
+use crate::functions::{kahan_add, quantile_of, stream_range_function, unwrap_parens};
 use crate::value::format_float;
 
 pub(crate) fn eval_aggregate(
@@ -28,8 +28,11 @@ pub(crate) fn eval_aggregate(
             _ => return Err(execution(format!("invalid parameter for aggregation {op}"))),
         }
     }
-    let input = evaluator.eval_vector(&aggregate.expr, grid)?;
     let grouping = Grouping::new(aggregate.modifier.as_ref());
+    if let Some(output) = stream_aggregate(evaluator, &op, aggregate, &grouping, grid)? {
+        return Ok(Evaluated::Vector(output));
+    }
+    let input = evaluator.eval_vector(&aggregate.expr, grid)?;
     match op.as_str() {
         "topk" | "bottomk" | "limitk" | "limit_ratio" => {
             let params = scalar_param.ok_or_else(|| execution(format!("{op} needs a parameter")))?;
@@ -50,6 +53,67 @@ pub(crate) fn eval_aggregate(
             Ok(Evaluated::Vector(aggregate_simple(evaluator, simple, &param_text, input, &params, &grouping, steps)?))
         }
     }
+}
+
+/// Aggregates a range function over a selector (`sum by (view) (rate(x[5m]))`) series by series as the
+/// store hands them over, so only one input series exists at a time besides the groups' running state
+/// (groups × steps accumulators). Used for the folding aggregations with `by` (whose groups are few);
+/// `None` when the expression does not have that shape and the general path must run. Series reach the
+/// accumulators in the same order as in the general path, so the results are identical.
+fn stream_aggregate(
+    evaluator: &mut Evaluator<'_>,
+    op: &str,
+    aggregate: &AggregateExpr,
+    grouping: &Grouping,
+    grid: &Grid,
+) -> Result<Option<Vec<StepSeries>>, QueryError> {
+    let Some(op) = SimpleOp::parse(op) else { return Ok(None) };
+    let folds_as_it_goes =
+        matches!(op, SimpleOp::Sum | SimpleOp::Avg | SimpleOp::Min | SimpleOp::Max | SimpleOp::Count | SimpleOp::Group);
+    if !folds_as_it_goes || !grouping.by || aggregate.param.is_some() || evaluator.delayed_name_removal {
+        return Ok(None);
+    }
+    let Expr::Call(call) = unwrap_parens(&aggregate.expr) else { return Ok(None) };
+    let steps = grid.steps();
+    let mut index_of: HashMap<Labels, usize> = HashMap::new();
+    let mut groups: Vec<(Labels, Vec<Accumulator>)> = Vec::new();
+    let streamed = stream_range_function(evaluator, call, grid, &mut |evaluator, series| {
+        let labels = grouping.group_labels(&series.labels);
+        let group = match index_of.get(&labels) {
+            Some(group) => *group,
+            None => {
+                // Each group's accumulators count as held samples, as the general path's output would.
+                evaluator.hold_samples(steps)?;
+                groups.push((labels.clone(), vec![Accumulator::default(); steps]));
+                index_of.insert(labels, groups.len() - 1);
+                groups.len() - 1
+            }
+        };
+        let accumulators = &mut groups[group].1;
+        for (step, value) in series.points {
+            if let Some(accumulator) = accumulators.get_mut(step as usize) {
+                accumulator.add(op, value);
+            }
+        }
+        Ok(())
+    })?;
+    if !streamed {
+        return Ok(None);
+    }
+    let output: Vec<StepSeries> = groups
+        .into_iter()
+        .map(|(labels, accumulators)| {
+            let points = accumulators
+                .iter()
+                .enumerate()
+                .filter(|(_, accumulator)| accumulator.seen)
+                .map(|(step, accumulator)| (step as u32, accumulator.result(op)))
+                .collect();
+            StepSeries { labels, points, drop_name: false }
+        })
+        .filter(|series| !series.points.is_empty())
+        .collect();
+    Ok(Some(output))
 }
 
 /// `by(labels)` or `without(labels)`; no modifier groups everything together.
@@ -109,6 +173,79 @@ struct Accumulator {
     compensation: f64,
     mean: f64,
     incremental_mean: bool,
+}
+
+impl Accumulator {
+    /// Folds `value` in (for quantiles the caller keeps the values); returns whether it was the first.
+    fn add(&mut self, op: SimpleOp, value: f64) -> bool {
+        if !self.seen {
+            *self = Accumulator { seen: true, count: 1.0, value, ..Accumulator::default() };
+            if matches!(op, SimpleOp::Stddev | SimpleOp::Stdvar) {
+                // A lone NaN or infinity has no defined deviation.
+                self.value = if value.is_nan() || value.is_infinite() { f64::NAN } else { 0.0 };
+                self.mean = value;
+            }
+            return true;
+        }
+        self.count += 1.0;
+        match op {
+            SimpleOp::Sum => (self.value, self.compensation) = kahan_add(value, self.value, self.compensation),
+            SimpleOp::Avg => {
+                if !self.incremental_mean {
+                    let (sum, compensation) = kahan_add(value, self.value, self.compensation);
+                    if !sum.is_infinite() {
+                        self.value = sum;
+                        self.compensation = compensation;
+                        return false;
+                    }
+                    // The sum overflowed: switch to an incremental mean.
+                    self.incremental_mean = true;
+                    self.mean = self.value / (self.count - 1.0);
+                    self.compensation /= self.count - 1.0;
+                }
+                let ratio = (self.count - 1.0) / self.count;
+                (self.mean, self.compensation) =
+                    kahan_add(value / self.count, ratio * self.mean, ratio * self.compensation);
+            }
+            SimpleOp::Min => {
+                if self.value > value || self.value.is_nan() {
+                    self.value = value;
+                }
+            }
+            SimpleOp::Max => {
+                if self.value < value || self.value.is_nan() {
+                    self.value = value;
+                }
+            }
+            SimpleOp::Count | SimpleOp::Group | SimpleOp::Quantile => {}
+            SimpleOp::Stddev | SimpleOp::Stdvar => {
+                let delta = value - self.mean;
+                self.mean += delta / self.count;
+                self.value += delta * (value - self.mean);
+            }
+        }
+        false
+    }
+
+    /// The group's value at a step (quantiles are computed by the caller from the values it kept).
+    fn result(&self, op: SimpleOp) -> f64 {
+        match op {
+            SimpleOp::Sum => self.value + self.compensation,
+            SimpleOp::Avg => {
+                if self.incremental_mean {
+                    self.mean + self.compensation
+                } else {
+                    self.value / self.count + self.compensation / self.count
+                }
+            }
+            SimpleOp::Count => self.count,
+            SimpleOp::Group => 1.0,
+            SimpleOp::Min | SimpleOp::Max => self.value,
+            SimpleOp::Stdvar => self.value / self.count,
+            SimpleOp::Stddev => (self.value / self.count).sqrt(),
+            SimpleOp::Quantile => f64::NAN,
+        }
+    }
 }
 
 /// The aggregations that fold a group into one value, resolved once per call.
@@ -178,88 +315,22 @@ fn aggregate_simple(
         let mut touched: Vec<u32> = Vec::new();
         for (series, value) in samples {
             let group = assignment[*series as usize];
-            let accumulator = &mut accumulators[group as usize];
-            let value = *value;
-            if !accumulator.seen {
+            if accumulators[group as usize].add(op, *value) {
                 touched.push(group);
-                *accumulator = Accumulator { seen: true, count: 1.0, value, ..Accumulator::default() };
-                match op {
-                    SimpleOp::Stddev | SimpleOp::Stdvar => {
-                        // A lone NaN or infinity has no defined deviation.
-                        accumulator.value = if value.is_nan() || value.is_infinite() { f64::NAN } else { 0.0 };
-                        accumulator.mean = value;
-                    }
-                    SimpleOp::Quantile => quantile_values[group as usize].push(value),
-                    _ => {}
-                }
-                continue;
             }
-            accumulator.count += 1.0;
-            match op {
-                SimpleOp::Sum => {
-                    (accumulator.value, accumulator.compensation) =
-                        kahan_add(value, accumulator.value, accumulator.compensation)
-                }
-                SimpleOp::Avg => {
-                    if !accumulator.incremental_mean {
-                        let (sum, compensation) = kahan_add(value, accumulator.value, accumulator.compensation);
-                        if !sum.is_infinite() {
-                            accumulator.value = sum;
-                            accumulator.compensation = compensation;
-                            continue;
-                        }
-                        // The sum overflowed: switch to an incremental mean.
-                        accumulator.incremental_mean = true;
-                        accumulator.mean = accumulator.value / (accumulator.count - 1.0);
-                        accumulator.compensation /= accumulator.count - 1.0;
-                    }
-                    let ratio = (accumulator.count - 1.0) / accumulator.count;
-                    (accumulator.mean, accumulator.compensation) = kahan_add(
-                        value / accumulator.count,
-                        ratio * accumulator.mean,
-                        ratio * accumulator.compensation,
-                    );
-                }
-                SimpleOp::Min => {
-                    if accumulator.value > value || accumulator.value.is_nan() {
-                        accumulator.value = value;
-                    }
-                }
-                SimpleOp::Max => {
-                    if accumulator.value < value || accumulator.value.is_nan() {
-                        accumulator.value = value;
-                    }
-                }
-                SimpleOp::Count | SimpleOp::Group => {}
-                SimpleOp::Stddev | SimpleOp::Stdvar => {
-                    let delta = value - accumulator.mean;
-                    accumulator.mean += delta / accumulator.count;
-                    accumulator.value += delta * (value - accumulator.mean);
-                }
-                SimpleOp::Quantile => quantile_values[group as usize].push(value),
+            if op == SimpleOp::Quantile {
+                quantile_values[group as usize].push(*value);
             }
         }
         for group in touched {
             let accumulator = &mut accumulators[group as usize];
             let value = match op {
-                SimpleOp::Sum => accumulator.value + accumulator.compensation,
-                SimpleOp::Avg => {
-                    if accumulator.incremental_mean {
-                        accumulator.mean + accumulator.compensation
-                    } else {
-                        accumulator.value / accumulator.count + accumulator.compensation / accumulator.count
-                    }
-                }
-                SimpleOp::Count => accumulator.count,
-                SimpleOp::Group => 1.0,
-                SimpleOp::Min | SimpleOp::Max => accumulator.value,
-                SimpleOp::Stdvar => accumulator.value / accumulator.count,
-                SimpleOp::Stddev => (accumulator.value / accumulator.count).sqrt(),
                 SimpleOp::Quantile => {
                     let phi = params.get(step).copied().unwrap_or(f64::NAN);
                     let values = std::mem::take(&mut quantile_values[group as usize]);
                     quantile_of(phi, values)
                 }
+                _ => accumulator.result(op),
             };
             *accumulator = Accumulator::default();
             output[group as usize].points.push((step as u32, value));

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use oxeye_model::storage::Querier;
 use oxeye_model::{Labels, MatchOp, Matcher, Sample, is_stale_nan};
 use promql_parser::label::MatchOp as ParserMatchOp;
-use promql_parser::parser::{self, AtModifier, Expr, Offset, VectorSelector};
+use promql_parser::parser::{self, AtModifier, Expr, MatrixSelector, Offset, VectorSelector};
 
 use crate::error::{QueryError, execution};
 use crate::parse::parse_query;
@@ -721,29 +721,9 @@ impl<'a> Evaluator<'a> {
         mint_ms: i64,
         maxt_ms: i64,
     ) -> Result<Vec<oxeye_model::storage::Series>, QueryError> {
-        let mut groups: Vec<Vec<Matcher>> = Vec::new();
-        let base = convert_matchers(&selector.matchers.matchers)?;
-        if selector.matchers.or_matchers.is_empty() {
-            groups.push(base);
-        } else {
-            for group in &selector.matchers.or_matchers {
-                groups.push(convert_matchers(group)?);
-            }
-        }
+        let groups = selector_matcher_groups(selector)?;
         let mut selected: Vec<oxeye_model::storage::Series> = Vec::new();
-        for mut matchers in groups {
-            if let Some(name) = &selector.name
-                && !matchers.iter().any(|matcher| matcher.name == oxeye_model::METRIC_NAME_LABEL)
-            {
-                matchers.push(Matcher::equal(oxeye_model::METRIC_NAME_LABEL, name.clone()));
-            }
-            if matchers.iter().all(Matcher::matches_empty) {
-                // Stores need one matcher that does not match the empty string (one group of an `or`
-                // selector may have none); every series has a name.
-                let any_name = Matcher::new(MatchOp::Regex, oxeye_model::METRIC_NAME_LABEL, ".+")
-                    .map_err(|error| execution(error.to_string()))?;
-                matchers.push(any_name);
-            }
+        for matchers in groups {
             let select_started = Instant::now();
             let series = self.querier.select(mint_ms, maxt_ms, &matchers)?;
             self.counters.select_time += select_started.elapsed();
@@ -809,6 +789,63 @@ impl<'a> Evaluator<'a> {
         }
         self.hold_samples(points_total)?;
         Ok(output)
+    }
+
+    /// Reads the series of the range selector `matrix` one at a time ([`Querier::select_each`]), stale
+    /// markers removed, and calls `visit` with each series that keeps samples and the windows of `grid`
+    /// (a [`RangeInput`] without series of its own). A selector with `or` alternatives reads the first
+    /// alternative only: callers stream only selectors without them. When `visit` returns `Err(())`
+    /// reading stops and `Ok(())` is returned: the visitor keeps its own error.
+    pub fn for_each_range_series(
+        &mut self,
+        matrix: &MatrixSelector,
+        grid: &Grid,
+        visit: &mut dyn FnMut(&mut Evaluator<'a>, &RangeInput, RawSeries) -> Result<(), ()>,
+    ) -> Result<(), QueryError> {
+        let range_ms = duration_ms(matrix.range);
+        let selector = &matrix.vs;
+        let window_ends = self.evaluation_times(grid, &selector.at, &selector.offset);
+        let (Some(min_time), Some(max_time)) = (window_ends.iter().min().copied(), window_ends.iter().max().copied())
+        else {
+            return Ok(());
+        };
+        let input = RangeInput { series: Vec::new(), range_ms, window_ends };
+        let Some(matchers) = selector_matcher_groups(selector)?.into_iter().next() else { return Ok(()) };
+        let querier = self.querier;
+        let mut stopped = false;
+        let mut index = 0usize;
+        let read = querier.select_each(
+            min_time.saturating_sub(range_ms).saturating_add(1),
+            max_time,
+            &matchers,
+            &mut |series| {
+                index += 1;
+                if index.is_multiple_of(1024) && self.check_deadline().is_err() {
+                    stopped = true;
+                    return Err(oxeye_model::storage::StorageError::LimitExceeded("query timed out".to_string()));
+                }
+                let samples: Vec<Sample> =
+                    series.samples.into_iter().filter(|sample| !is_stale_nan(sample.value)).collect();
+                if samples.is_empty() {
+                    return Ok(());
+                }
+                if self.collect_stats && self.counters.nesting == 0 {
+                    self.count_series_window_samples(&input.window_ends, range_ms, &samples);
+                }
+                let raw = RawSeries { labels: series.labels, samples, drop_name: false };
+                visit(self, &input, raw).map_err(|()| {
+                    stopped = true;
+                    oxeye_model::storage::StorageError::LimitExceeded("query stopped".to_string())
+                })
+            },
+        );
+        if stopped {
+            // A timeout found here is reported as such; a visitor's error is the visitor's to return.
+            self.check_deadline()?;
+            return Ok(());
+        }
+        read?;
+        Ok(())
     }
 
     /// Prepares a range-vector argument (a range selector or a subquery) for every step of `grid`.
@@ -916,26 +953,58 @@ impl Evaluator<'_> {
         if !self.collect_stats || self.counters.nesting > 0 {
             return;
         }
-        let ascending = input.window_ends.windows(2).all(|pair| pair[0] <= pair[1]);
         for series in &input.series {
-            let samples = &series.samples;
-            let (mut first, mut past) = (0usize, 0usize);
-            for (step, end) in input.window_ends.iter().enumerate() {
-                let start = end.saturating_sub(input.range_ms);
-                if !ascending {
-                    first = 0;
-                    past = 0;
-                }
-                while past < samples.len() && samples[past].timestamp_ms <= *end {
-                    past += 1;
-                }
-                while first < past && samples[first].timestamp_ms <= start {
-                    first += 1;
-                }
-                self.counters.add(step, (past - first) as u64);
-            }
+            self.count_series_window_samples(&input.window_ends, input.range_ms, &series.samples);
         }
     }
+
+    /// [`Evaluator::count_window_samples`] for one series' samples.
+    fn count_series_window_samples(&mut self, window_ends: &[i64], range_ms: i64, samples: &[Sample]) {
+        let ascending = window_ends.windows(2).all(|pair| pair[0] <= pair[1]);
+        let (mut first, mut past) = (0usize, 0usize);
+        for (step, end) in window_ends.iter().enumerate() {
+            let start = end.saturating_sub(range_ms);
+            if !ascending {
+                first = 0;
+                past = 0;
+            }
+            while past < samples.len() && samples[past].timestamp_ms <= *end {
+                past += 1;
+            }
+            while first < past && samples[first].timestamp_ms <= start {
+                first += 1;
+            }
+            self.counters.add(step, (past - first) as u64);
+        }
+    }
+}
+
+/// The matcher groups a selector reads (one, or one per `or` alternative), each with the metric name as a
+/// matcher and at least one matcher that does not match the empty string, as stores need.
+fn selector_matcher_groups(selector: &VectorSelector) -> Result<Vec<Vec<Matcher>>, QueryError> {
+    let mut groups: Vec<Vec<Matcher>> = Vec::new();
+    let base = convert_matchers(&selector.matchers.matchers)?;
+    if selector.matchers.or_matchers.is_empty() {
+        groups.push(base);
+    } else {
+        for group in &selector.matchers.or_matchers {
+            groups.push(convert_matchers(group)?);
+        }
+    }
+    for matchers in &mut groups {
+        if let Some(name) = &selector.name
+            && !matchers.iter().any(|matcher| matcher.name == oxeye_model::METRIC_NAME_LABEL)
+        {
+            matchers.push(Matcher::equal(oxeye_model::METRIC_NAME_LABEL, name.clone()));
+        }
+        if matchers.iter().all(Matcher::matches_empty) {
+            // One group of an `or` selector may have none; every series has a name.
+            let any_name = Matcher::new(MatchOp::Regex, oxeye_model::METRIC_NAME_LABEL, ".+")
+                .map_err(|error| execution(error.to_string()))?;
+            matchers.push(any_name);
+        }
+    }
+    Ok(groups)
 }
 
 /// Floor division for possibly negative timestamps.
@@ -1332,6 +1401,27 @@ mod tests {
                     .collect();
                 assert_eq!(actual, expected, "{query} at {timestamp_ms}");
             }
+        }
+    }
+
+    #[test]
+    fn streamed_aggregations_equal_the_general_path() {
+        // `x{...}` with a name streams series by series into the aggregation; `{__name__="x"}` (no name of
+        // the selector's own) and `sum(... + 0)` take the general path. Both must give the same matrix.
+        let engine = Engine::default();
+        let store = store();
+        for (streamed, general) in [
+            (
+                "sum by (job) (rate(http_requests_total[5m]))",
+                "sum by (job) (rate({__name__=\"http_requests_total\"}[5m]))",
+            ),
+            ("sum(increase(http_requests_total[3m]))", "sum(increase(http_requests_total[3m]) + 0)"),
+            ("avg(rate(http_requests_total[5m]))", "avg(rate(http_requests_total[5m]) * 1)"),
+            ("max by (job) (max_over_time(temperature[2m]))", "max by (job) (max_over_time(temperature[2m]) + 0)"),
+            ("count(rate(http_requests_total[5m]))", "count(rate(http_requests_total[5m]) + 0)"),
+        ] {
+            let range = |query: &str| engine.range_query(&store, query, 0, 600_000, 30_000).unwrap().value;
+            assert_eq!(format!("{:?}", range(streamed)), format!("{:?}", range(general)), "{streamed}");
         }
     }
 

@@ -132,15 +132,7 @@ impl Block {
         matchers: &[Matcher],
         with_samples: bool,
     ) -> Result<Vec<SeriesSamples>, TsdbError> {
-        let ids: Vec<u32> = self.index.postings.select(matchers).iter().collect();
-        let mut selected: Vec<(Labels, Vec<ChunkMeta>)> = Vec::new();
-        for entry in self.index.read_series(&ids)? {
-            let overlapping: Vec<ChunkMeta> =
-                entry.chunks.into_iter().filter(|chunk| chunk.maxt_ms >= mint_ms && chunk.mint_ms <= maxt_ms).collect();
-            if !overlapping.is_empty() {
-                selected.push((entry.labels, overlapping));
-            }
-        }
+        let selected = self.select_chunks(mint_ms, maxt_ms, matchers)?;
         if !with_samples {
             return Ok(selected.into_iter().map(|(labels, _)| (labels, Vec::new())).collect());
         }
@@ -162,6 +154,47 @@ impl Block {
             }
         }
         Ok(out)
+    }
+
+    /// The series matching `matchers` with the metadata of their chunks overlapping `[mint_ms, maxt_ms]`
+    /// (series with none are left out), in index order; no chunk is read.
+    ///
+    /// # Errors
+    /// When the index cannot be read.
+    pub(crate) fn select_chunks(
+        &self,
+        mint_ms: i64,
+        maxt_ms: i64,
+        matchers: &[Matcher],
+    ) -> Result<Vec<(Labels, Vec<ChunkMeta>)>, TsdbError> {
+        let ids: Vec<u32> = self.index.postings.select(matchers).iter().collect();
+        let mut selected: Vec<(Labels, Vec<ChunkMeta>)> = Vec::new();
+        for entry in self.index.read_series(&ids)? {
+            let overlapping: Vec<ChunkMeta> =
+                entry.chunks.into_iter().filter(|chunk| chunk.maxt_ms >= mint_ms && chunk.mint_ms <= maxt_ms).collect();
+            if !overlapping.is_empty() {
+                selected.push((entry.labels, overlapping));
+            }
+        }
+        Ok(selected)
+    }
+
+    /// Decodes the samples in `[mint_ms, maxt_ms]` of `chunks` (from [`Block::select_chunks`]) into `out`.
+    ///
+    /// # Errors
+    /// When a chunk cannot be read or decoded.
+    pub(crate) fn decode_chunks_into(
+        &self,
+        chunks: &[ChunkMeta],
+        mint_ms: i64,
+        maxt_ms: i64,
+        out: &mut Vec<Sample>,
+    ) -> Result<(), TsdbError> {
+        for (encoding, _, _, bytes) in self.series_chunks(chunks)? {
+            chunkenc::decode_into(encoding, &bytes, mint_ms, maxt_ms, out)
+                .map_err(|error| TsdbError::corrupt(self.dir.join(CHUNKS_DIR), error.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Every chunk of each series entry, read from disk: `(encoding, mint, maxt, bytes)`.

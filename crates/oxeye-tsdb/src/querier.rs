@@ -14,8 +14,9 @@ use oxeye_model::{Labels, Matcher, MetricMetadata, Sample};
 use crate::block::SeriesSamples;
 use crate::chunkenc;
 use crate::db::{Shared, lock, read};
-use crate::head::resolve_chunks;
+use crate::head::{MemSeries, resolve_chunks};
 use crate::head_append::TsdbAppender;
+use crate::index::ChunkMeta;
 use crate::{Tsdb, TsdbError};
 
 impl Shared {
@@ -105,13 +106,96 @@ impl Shared {
         Ok(merged
             .into_iter()
             .map(|(labels, mut samples)| {
-                if !samples.windows(2).all(|pair| pair[0].timestamp_ms < pair[1].timestamp_ms) {
-                    samples.sort_by_key(|sample| sample.timestamp_ms);
-                    samples.dedup_by_key(|sample| sample.timestamp_ms);
-                }
+                sort_and_dedup(&mut samples);
                 (labels, samples)
             })
             .collect())
+    }
+}
+
+/// Puts a series' samples gathered from several sources in time order, one per timestamp (sources that
+/// still overlap, before compaction removes a superseded block, hold some twice).
+fn sort_and_dedup(samples: &mut Vec<Sample>) {
+    if !samples.windows(2).all(|pair| pair[0].timestamp_ms < pair[1].timestamp_ms) {
+        samples.sort_by_key(|sample| sample.timestamp_ms);
+        samples.dedup_by_key(|sample| sample.timestamp_ms);
+    }
+}
+
+/// Where the samples of one selected series are: chunks of a block (by its index in the block list), or
+/// a head series.
+enum SampleSource {
+    Block(usize, Vec<ChunkMeta>),
+    Head(Arc<MemSeries>),
+}
+
+impl Shared {
+    /// [`Querier::select_each`]: the series of [`Shared::select_merged`] in the same order, each decoded
+    /// only when its turn comes. Selecting keeps labels and chunk references of every series, not samples.
+    /// The block list stays read-locked until the last series was visited, so the query sees one state of
+    /// blocks and head, as `select_merged` does (a block cut waits for it).
+    fn select_each(
+        &self,
+        mint_ms: i64,
+        maxt_ms: i64,
+        matchers: &[Matcher],
+        visit: &mut dyn FnMut(Series) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let mut sources: BTreeMap<Labels, Vec<SampleSource>> = BTreeMap::new();
+        let blocks = read(&self.blocks);
+        for (block_index, block) in blocks.iter().enumerate() {
+            if !block.overlaps(mint_ms, maxt_ms) {
+                continue;
+            }
+            for (labels, chunks) in block.select_chunks(mint_ms, maxt_ms, matchers)? {
+                sources.entry(labels).or_default().push(SampleSource::Block(block_index, chunks));
+            }
+        }
+        let head = &self.head;
+        let head_mint_ms = mint_ms.max(head.query_min_time_ms());
+        if !head.is_empty()
+            && head_mint_ms <= maxt_ms
+            && head.max_time_ms() >= head_mint_ms
+            && head.min_time_ms() <= maxt_ms
+        {
+            for id in head.postings().select(matchers) {
+                let Some(series) = head.get_by_ref(id) else { continue };
+                let overlaps = series
+                    .lock()
+                    .chunks()
+                    .any(|(_, chunk_mint, chunk_maxt, _)| chunk_maxt >= head_mint_ms && chunk_mint <= maxt_ms);
+                if overlaps {
+                    sources.entry(series.labels()).or_default().push(SampleSource::Head(series));
+                }
+            }
+        }
+        for (labels, series_sources) in sources {
+            let mut samples = Vec::new();
+            for source in series_sources {
+                match source {
+                    SampleSource::Block(block_index, chunks) => {
+                        if let Some(block) = blocks.get(block_index) {
+                            block.decode_chunks_into(&chunks, mint_ms, maxt_ms, &mut samples)?;
+                        }
+                    }
+                    SampleSource::Head(series) => {
+                        let pending = series.lock().pending_chunks(head_mint_ms, maxt_ms);
+                        for (encoding, _, _, bytes) in resolve_chunks(pending, &self.head_chunks)? {
+                            chunkenc::decode_into(encoding, &bytes, head_mint_ms, maxt_ms, &mut samples).map_err(
+                                |error| TsdbError::corrupt("head", format!("series {}: {error}", series.series_ref)),
+                            )?;
+                        }
+                    }
+                }
+            }
+            if samples.is_empty() {
+                continue;
+            }
+            sort_and_dedup(&mut samples);
+            visit(Series { labels, samples })?;
+        }
+        drop(blocks);
+        Ok(())
     }
 }
 
@@ -119,6 +203,16 @@ impl Querier for Tsdb {
     fn select(&self, mint_ms: i64, maxt_ms: i64, matchers: &[Matcher]) -> Result<Vec<Series>, StorageError> {
         let merged = self.shared.select_merged(mint_ms, maxt_ms, matchers, true)?;
         Ok(merged.into_iter().map(|(labels, samples)| Series { labels, samples }).collect())
+    }
+
+    fn select_each(
+        &self,
+        mint_ms: i64,
+        maxt_ms: i64,
+        matchers: &[Matcher],
+        visit: &mut dyn FnMut(Series) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        self.shared.select_each(mint_ms, maxt_ms, matchers, visit)
     }
 
     fn series(&self, mint_ms: i64, maxt_ms: i64, matchers: &[Matcher]) -> Result<Vec<Labels>, StorageError> {

@@ -37,14 +37,24 @@ fn assert_same(actual: &[(Labels, Vec<(i64, u64)>)], expected: &[(Labels, Vec<(i
     }
 }
 
+/// Every sample of the series named `name`; also checks that `select_each` (whole range and a window across
+/// the 4 h mark, where blocks and head meet in several tests) reads exactly what `select` returns.
 fn all_samples(tsdb: &Tsdb, name: &str) -> Vec<(Labels, Vec<(i64, u64)>)> {
-    tsdb.select(i64::MIN, i64::MAX, &[Matcher::equal("__name__", name)])
-        .unwrap()
-        .into_iter()
-        .map(|series| {
-            (series.labels, series.samples.iter().map(|sample| (sample.timestamp_ms, sample.value.to_bits())).collect())
+    let matchers = [Matcher::equal("__name__", name)];
+    let as_bits = |series: oxeye_model::storage::Series| {
+        (series.labels, series.samples.iter().map(|sample| (sample.timestamp_ms, sample.value.to_bits())).collect())
+    };
+    for (mint_ms, maxt_ms) in [(i64::MIN, i64::MAX), (3 * HOUR_MS + 1, 5 * HOUR_MS)] {
+        let mut visited = Vec::new();
+        tsdb.select_each(mint_ms, maxt_ms, &matchers, &mut |series| {
+            visited.push(as_bits(series));
+            Ok(())
         })
-        .collect()
+        .unwrap();
+        let selected: Vec<_> = tsdb.select(mint_ms, maxt_ms, &matchers).unwrap().into_iter().map(as_bits).collect();
+        assert_same(&visited, &selected, "select_each against select");
+    }
+    tsdb.select(i64::MIN, i64::MAX, &matchers).unwrap().into_iter().map(as_bits).collect()
 }
 
 #[test]

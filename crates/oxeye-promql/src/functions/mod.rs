@@ -17,6 +17,7 @@ mod range;
 
 use calendar::date_part;
 use histogram::histogram_quantile;
+pub(crate) use range::stream_range_function;
 use range::{eval_range_function, for_each_window};
 
 /// Neumaier-compensated summation step: adds `increment` to `sum` with compensation `compensation`.
@@ -283,7 +284,7 @@ fn arg<'e>(args: &[&'e Expr], index: usize) -> Result<&'e Expr, QueryError> {
     args.get(index).copied().ok_or_else(|| execution(format!("missing function argument {}", index + 1)))
 }
 
-fn unwrap_parens(expr: &Expr) -> &Expr {
+pub(crate) fn unwrap_parens(expr: &Expr) -> &Expr {
     match expr {
         Expr::Paren(paren) => unwrap_parens(&paren.expr),
         other => other,

@@ -2,10 +2,10 @@
 //! each series' samples are walked once per query with a sliding window per step.
 
 use oxeye_model::Sample;
-use promql_parser::parser::{Expr, value::ValueType};
+use promql_parser::parser::{Call, Expr, value::ValueType};
 
 use super::{kahan_add, quantile_of};
-use crate::engine::{Evaluated, Evaluator, Grid, RangeInput, StepSeries, merge_same_labels};
+use crate::engine::{Evaluated, Evaluator, Grid, RangeInput, RawSeries, StepSeries, merge_same_labels};
 use crate::error::{QueryError, execution};
 use crate::value::format_float;
 
@@ -48,51 +48,69 @@ struct WindowContext<'r> {
     second_scalar: f64,
 }
 
-pub(super) fn eval_range_function(
-    evaluator: &mut Evaluator<'_>,
-    name: &str,
-    args: &[&Expr],
-    grid: &Grid,
-) -> Result<Evaluated, QueryError> {
-    let function = RangeFunction::parse(name).ok_or_else(|| execution(format!("function {name} is not supported")))?;
-    let matrix_index = args
-        .iter()
-        .position(|argument| argument.value_type() == ValueType::Matrix)
-        .ok_or_else(|| execution(format!("{name} needs a range vector")))?;
-    let mut scalars: Vec<Vec<f64>> = Vec::new();
-    for (index, argument) in args.iter().enumerate() {
-        if index != matrix_index {
-            scalars.push(evaluator.eval_scalar(argument, grid)?);
-        }
-    }
-    let input = evaluator.eval_range_input(args[matrix_index], grid)?;
-    if name == "quantile_over_time"
-        && let Some(phi) = scalars.first().and_then(|values| values.iter().find(|phi| !(0.0..=1.0).contains(*phi)))
-    {
-        evaluator.warn(format!("PromQL warning: quantile value should be between 0 and 1, got {}", format_float(*phi)));
-    }
-    if matches!(name, "double_exponential_smoothing" | "holt_winters") {
-        for (values, what) in scalars.iter().zip(["smoothing", "trend"]) {
-            if let Some(factor) = values.iter().find(|factor| !(**factor > 0.0 && **factor < 1.0)) {
-                return Err(execution(format!(
-                    "invalid {what} factor. Expected: 0 < {} < 1, got: {factor:.6}",
-                    if what == "smoothing" { "sf" } else { "tf" }
-                )));
+/// A range function call with its scalar arguments evaluated, applied to one series at a time.
+struct RangeCall<'a> {
+    function: RangeFunction,
+    name: &'a str,
+    /// Index of the range-vector argument.
+    matrix_index: usize,
+    scalars: Vec<Vec<f64>>,
+    /// `last_over_time` and `first_over_time` keep the metric name.
+    keeps_name: bool,
+    /// Names of series given to `rate`/`increase` that do not look like counters, for the info note.
+    non_counter_names: Vec<String>,
+}
+
+impl<'a> RangeCall<'a> {
+    /// Evaluates the scalar arguments and checks them.
+    fn prepare(
+        evaluator: &mut Evaluator<'_>,
+        name: &'a str,
+        args: &[&Expr],
+        grid: &Grid,
+    ) -> Result<RangeCall<'a>, QueryError> {
+        let function =
+            RangeFunction::parse(name).ok_or_else(|| execution(format!("function {name} is not supported")))?;
+        let matrix_index = args
+            .iter()
+            .position(|argument| argument.value_type() == ValueType::Matrix)
+            .ok_or_else(|| execution(format!("{name} needs a range vector")))?;
+        let mut scalars: Vec<Vec<f64>> = Vec::new();
+        for (index, argument) in args.iter().enumerate() {
+            if index != matrix_index {
+                scalars.push(evaluator.eval_scalar(argument, grid)?);
             }
         }
+        if name == "quantile_over_time"
+            && let Some(phi) = scalars.first().and_then(|values| values.iter().find(|phi| !(0.0..=1.0).contains(*phi)))
+        {
+            evaluator
+                .warn(format!("PromQL warning: quantile value should be between 0 and 1, got {}", format_float(*phi)));
+        }
+        if matches!(name, "double_exponential_smoothing" | "holt_winters") {
+            for (values, what) in scalars.iter().zip(["smoothing", "trend"]) {
+                if let Some(factor) = values.iter().find(|factor| !(**factor > 0.0 && **factor < 1.0)) {
+                    return Err(execution(format!(
+                        "invalid {what} factor. Expected: 0 < {} < 1, got: {factor:.6}",
+                        if what == "smoothing" { "sf" } else { "tf" }
+                    )));
+                }
+            }
+        }
+        let keeps_name = matches!(name, "last_over_time" | "first_over_time");
+        Ok(RangeCall { function, name, matrix_index, scalars, keeps_name, non_counter_names: Vec::new() })
     }
-    let keeps_name = matches!(name, "last_over_time" | "first_over_time");
-    let held: usize = input.series.iter().map(|series| series.samples.len()).sum();
-    let RangeInput { series: input_series, range_ms, window_ends } = input;
-    let input = RangeInput { series: Vec::new(), range_ms, window_ends };
-    let mut output = Vec::with_capacity(input_series.len());
-    let mut non_counter_names: Vec<String> = Vec::new();
-    // Input series have distinct labels; when they also share one metric name (a selector by name),
-    // dropping it cannot make two of them equal, and the merge below is skipped.
-    let first_name = input_series.first().and_then(|series| series.labels.metric_name().map(str::to_owned));
-    let one_metric_name = input_series.iter().all(|series| series.labels.metric_name() == first_name.as_deref());
-    for series in input_series {
-        evaluator.check_deadline()?;
+
+    /// The function's points for one series over the windows of `input` (whose own series are not
+    /// read); `None` when no window has a value.
+    fn apply(
+        &mut self,
+        evaluator: &Evaluator<'_>,
+        input: &RangeInput,
+        grid: &Grid,
+        series: RawSeries,
+    ) -> Result<Option<StepSeries>, QueryError> {
+        let function = self.function;
         let mut points = Vec::new();
         let mut failure: Option<QueryError> = None;
         // Counter resets are found once per series, so rate() and increase() over long windows do not
@@ -105,7 +123,8 @@ pub(super) fn eval_range_function(
             Vec::new()
         };
         let mut window_resets: Vec<usize> = Vec::new();
-        for_each_window_at(&input, &series.samples, |step, offset, window| {
+        let scalars = &self.scalars;
+        for_each_window_at(input, &series.samples, |step, offset, window| {
             if window.is_empty() || failure.is_some() {
                 return;
             }
@@ -137,31 +156,60 @@ pub(super) fn eval_range_function(
             return Err(error);
         }
         if points.is_empty() {
-            continue;
+            return Ok(None);
         }
-        if matches!(name, "rate" | "increase")
+        if matches!(self.name, "rate" | "increase")
             && let Some(metric) = series.labels.metric_name()
             && !["_total", "_sum", "_count", "_bucket"].iter().any(|suffix| metric.ends_with(suffix))
-            && !non_counter_names.iter().any(|seen| seen == metric)
+            && !self.non_counter_names.iter().any(|seen| seen == metric)
         {
-            non_counter_names.push(metric.to_string());
+            self.non_counter_names.push(metric.to_string());
         }
-        let (labels, drop_name) = if keeps_name {
+        let (labels, drop_name) = if self.keeps_name {
             (series.labels, series.drop_name)
         } else if evaluator.delayed_name_removal {
             (series.labels, true)
         } else {
             (crate::engine::drop_metric_name(series.labels), false)
         };
-        output.push(StepSeries { labels, points, drop_name });
+        Ok(Some(StepSeries { labels, points, drop_name }))
     }
-    let matrix_text = args[matrix_index].to_string();
-    for metric in non_counter_names {
-        let position = evaluator.position_suffix(&[&matrix_text, &metric]);
-        evaluator.info(format!(
-            "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}{position}"
-        ));
+
+    /// Adds the info notes gathered over all series.
+    fn finish(self, evaluator: &mut Evaluator<'_>, args: &[&Expr]) {
+        let matrix_text = args[self.matrix_index].to_string();
+        for metric in self.non_counter_names {
+            let position = evaluator.position_suffix(&[&matrix_text, &metric]);
+            evaluator.info(format!(
+                "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {metric:?}{position}"
+            ));
+        }
     }
+}
+
+pub(super) fn eval_range_function(
+    evaluator: &mut Evaluator<'_>,
+    name: &str,
+    args: &[&Expr],
+    grid: &Grid,
+) -> Result<Evaluated, QueryError> {
+    let mut call = RangeCall::prepare(evaluator, name, args, grid)?;
+    let input = evaluator.eval_range_input(args[call.matrix_index], grid)?;
+    let held: usize = input.series.iter().map(|series| series.samples.len()).sum();
+    let RangeInput { series: input_series, range_ms, window_ends } = input;
+    let input = RangeInput { series: Vec::new(), range_ms, window_ends };
+    let mut output = Vec::with_capacity(input_series.len());
+    // Input series have distinct labels; when they also share one metric name (a selector by name),
+    // dropping it cannot make two of them equal, and the merge below is skipped.
+    let first_name = input_series.first().and_then(|series| series.labels.metric_name().map(str::to_owned));
+    let one_metric_name = input_series.iter().all(|series| series.labels.metric_name() == first_name.as_deref());
+    for series in input_series {
+        evaluator.check_deadline()?;
+        if let Some(points) = call.apply(evaluator, &input, grid, series)? {
+            output.push(points);
+        }
+    }
+    call.finish(evaluator, args);
     evaluator.release_samples(held);
     let produced: usize = output.iter().map(|series| series.points.len()).sum();
     evaluator.hold_samples(produced)?;
@@ -169,6 +217,54 @@ pub(super) fn eval_range_function(
         return Ok(Evaluated::Vector(output));
     }
     Ok(Evaluated::Vector(merge_same_labels(output)?))
+}
+
+/// Evaluates a range function over a plain range selector with a metric name (`rate(x{a="b"}[5m])`)
+/// series by series as the store reads them, handing each result series to `visit` instead of
+/// collecting them. Returns `Ok(false)` without evaluating anything when `call` does not have that shape
+/// (another function, a subquery, a selector without a name, whose series could collide once the name is
+/// dropped, or delayed name removal); the caller then takes the general path. Series are visited in the
+/// store's order, the order the general path produces.
+pub(crate) fn stream_range_function<'e>(
+    evaluator: &mut Evaluator<'e>,
+    call: &Call,
+    grid: &Grid,
+    visit: &mut dyn FnMut(&mut Evaluator<'e>, StepSeries) -> Result<(), QueryError>,
+) -> Result<bool, QueryError> {
+    let name = call.func.name;
+    if RangeFunction::parse(name).is_none() || evaluator.delayed_name_removal {
+        return Ok(false);
+    }
+    let args: Vec<&Expr> = call.args.args.iter().map(|arg| arg.as_ref()).collect();
+    let Some(matrix_argument) = args.iter().find(|argument| argument.value_type() == ValueType::Matrix) else {
+        return Ok(false);
+    };
+    let Expr::MatrixSelector(matrix) = super::unwrap_parens(matrix_argument) else { return Ok(false) };
+    if matrix.vs.name.is_none() || !matrix.vs.matchers.or_matchers.is_empty() {
+        return Ok(false);
+    }
+    let mut range_call = RangeCall::prepare(evaluator, name, &args, grid)?;
+    let mut failure: Option<QueryError> = None;
+    let mut visit_raw = |evaluator: &mut Evaluator<'e>, input: &RangeInput, series: RawSeries| {
+        let held = series.samples.len();
+        evaluator.hold_samples(held)?;
+        let points = range_call.apply(evaluator, input, grid, series);
+        evaluator.release_samples(held);
+        match points? {
+            Some(points) => visit(evaluator, points),
+            None => Ok(()),
+        }
+    };
+    evaluator.for_each_range_series(matrix, grid, &mut |evaluator, input, series| {
+        visit_raw(evaluator, input, series).map_err(|error| {
+            failure = Some(error);
+        })
+    })?;
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    range_call.finish(evaluator, &args);
+    Ok(true)
 }
 
 /// The functions over range vectors, resolved once per call rather than per window.
