@@ -68,3 +68,31 @@ def test_patterns_stats_volume_and_parse_errors(oxeye: OxeyeServer) -> None:
                        params={**params, "query": '{service_name="worker"} | jsn'}, timeout=10)
     assert bad.status_code == 400
     assert bad.text.startswith("parse error at line 1, col 27:"), bad.text
+
+
+def test_detected_fields_name_structured_metadata_and_parsed_fields(oxeye: OxeyeServer) -> None:
+    now = time.time_ns()
+    body = {"streams": [{"stream": {"service_name": "fields", "env": "e2e"}, "values": [
+        [str(now - 3_000_000_000), '{"event": "login", "http": {"status": 200}, "took": "15ms", "env": "x"}',
+         {"trace_id": "0af7651916cd43dd8448eb211c80319c"}],
+        [str(now - 2_000_000_000), '{"event": "logout", "http": {"status": 404}, "took": "2s", "env": "y"}',
+         {"trace_id": "b7ad6b7169203331b7ad6b7169203331"}],
+        [str(now - 1_000_000_000), 'level=warn size=12KB ok=true', {"trace_id": "0af7651916cd43dd8448eb211c80319c"}],
+    ]}]}
+    assert requests.post(f"{oxeye.url}/loki/api/v1/push", json=body, timeout=10).status_code == 204
+    params = {"query": '{service_name="fields"}', "start": str(now - 60_000_000_000), "end": str(now)}
+    answer = requests.get(f"{oxeye.url}/loki/api/v1/detected_fields", params=params, timeout=10).json()
+    fields = {field["label"]: field for field in answer["fields"]}
+    assert answer["limit"] == 1000
+    # Structured metadata: no parser (null), as Loki reports it.
+    assert fields["trace_id"] == {"label": "trace_id", "type": "string", "cardinality": 2, "parsers": None}
+    # Nested JSON keys flattened, typed from their values; a key naming a stream label gets `_extracted`.
+    assert fields["http_status"] == {"label": "http_status", "type": "int", "cardinality": 2, "parsers": ["json"]}
+    assert fields["took"]["type"] == "duration"
+    assert fields["env_extracted"]["cardinality"] == 2
+    assert "env" not in fields and "service_name" not in fields
+    assert fields["level"]["parsers"] == ["logfmt"]
+    assert fields["size"]["type"] == "bytes" and fields["ok"]["type"] == "boolean"
+    limited = requests.get(f"{oxeye.url}/loki/api/v1/detected_fields", params={**params, "field_limit": "2"},
+                           timeout=10).json()
+    assert len(limited["fields"]) == 2 and limited["limit"] == 2

@@ -288,9 +288,7 @@ impl<'a> Scanner<'a> {
             }
             self.digits("a digit in the exponent")?;
         }
-        let position = self.position;
-        self.position = position;
-        Ok(JsonScalar::Literal(&self.text[start..position]))
+        Ok(JsonScalar::Literal(&self.text[start..self.position]))
     }
 }
 

@@ -832,6 +832,31 @@ fn unpack(line: &str, state: &mut EntryState<'_>, hints: &ParserHints) -> Option
     unpacked_line
 }
 
+/// The parser `detected_fields` credits a line to and the fields it found, as Loki's
+/// `pkg/querier/queryrange/detected_fields.go` does: `| json` when the line is a JSON object (nested keys
+/// flattened with `_`, arrays skipped), else `| logfmt` (pairs with empty values left out); `None` when
+/// neither finds a field. Names are sanitized label names; values as the parser extracts them.
+pub fn detect_line_fields(line: &str) -> Option<(&'static str, Vec<(String, String)>)> {
+    let mut json_fields: Vec<(String, String)> = Vec::new();
+    let json = visit_fields(line, &mut |name, value: JsonScalar<'_>| {
+        if let Some(value) = value.to_label_value() {
+            json_fields.push((sanitize_label_name(name), value));
+        }
+        ControlFlow::Continue(())
+    });
+    if json.is_ok() {
+        return Some(("json", json_fields));
+    }
+    let pairs = logfmt_pairs(line, false).ok()?;
+    let logfmt_fields: Vec<(String, String)> = pairs
+        .into_iter()
+        .filter(|(_, value)| !value.is_empty())
+        .map(|(key, value)| (sanitize_label_name(key), value.into_owned()))
+        .filter(|(name, _)| !name.is_empty())
+        .collect();
+    if logfmt_fields.is_empty() { None } else { Some(("logfmt", logfmt_fields)) }
+}
+
 /// Splits a logfmt line into `(key, value)` pairs as go-logfmt does; values are borrowed unless quoted with
 /// escapes. `Err` carries the `__error_details__` text for strict parsing.
 fn logfmt_pairs(line: &str, strict: bool) -> Result<Vec<(&str, Cow<'_, str>)>, String> {
@@ -1033,6 +1058,15 @@ mod tests {
         let formatted =
             run_hinted(r#"sum by (x) (count_over_time({a="b"} | json | line_format "{{.path}}" [1m]))"#, line).unwrap();
         assert_eq!((formatted.line.as_str(), formatted.labels.get("user_id")), ("/x", Some("7")));
+    }
+
+    #[test]
+    fn detected_fields_try_json_then_logfmt() {
+        let (parser, fields) = detect_line_fields(r#"{"a":{"b":1},"c":"x","d":[1]}"#).unwrap();
+        assert_eq!((parser, fields), ("json", vec![("a_b".into(), "1".into()), ("c".into(), "x".into())]));
+        let (parser, fields) = detect_line_fields(r#"level=info msg="a b" empty="#).unwrap();
+        assert_eq!((parser, fields), ("logfmt", vec![("level".into(), "info".into()), ("msg".into(), "a b".into())]));
+        assert_eq!(detect_line_fields("plain text"), None);
     }
 
     #[test]

@@ -470,68 +470,121 @@ async fn detected_labels(State(state): State<Arc<ServerState>>, params: Params) 
     respond(result)
 }
 
-/// Detected fields: structured metadata and the keys of JSON or logfmt lines in the newest entries.
+/// The `type` Loki's `detected_fields` reports for a value (`determineType` in
+/// `pkg/querier/queryrange/detected_fields.go`): the first of int, float, boolean, duration, bytes that
+/// parses, else string.
+fn detected_field_type(value: &str) -> &'static str {
+    use oxeye_logql::{pipeline::convert, syntax::NumberKind};
+    let is_go_bool =
+        matches!(value, "1" | "t" | "T" | "TRUE" | "true" | "True" | "0" | "f" | "F" | "FALSE" | "false" | "False");
+    if value.parse::<i64>().is_ok() {
+        "int"
+    } else if value.parse::<f64>().is_ok() {
+        "float"
+    } else if is_go_bool {
+        "boolean"
+    } else if convert(value, NumberKind::Duration).is_some() {
+        "duration"
+    } else if value.starts_with(|character: char| character.is_ascii_digit())
+        && convert(value, NumberKind::Bytes).is_some()
+    {
+        "bytes"
+    } else {
+        "string"
+    }
+}
+
+/// One detected field: its type (from the first value seen), the parsers that found it (none for
+/// structured metadata) and its distinct values.
+struct DetectedField {
+    kind: &'static str,
+    parsers: BTreeSet<&'static str>,
+    values: BTreeSet<String>,
+}
+
+/// `/loki/api/v1/detected_fields`: the structured metadata and the fields `| json` or `| logfmt` find in the
+/// newest `line_limit` entries of the query, at most `field_limit` (or `limit`) fields, as Loki answers:
+/// `{"fields": [{"label", "type", "cardinality", "parsers"}], "limit": <field limit>}` with `parsers` null for
+/// structured metadata.
 async fn detected_fields(State(state): State<Arc<ServerState>>, params: Params) -> Response {
     let result = async {
         let storage = log_storage(&state)?;
         let (start_ns, end_ns) = window(&params)?;
         let query = required_query(&params)?;
-        let line_limit = match params.get("line_limit") {
-            None => 1000,
-            Some(text) => text.parse().map_err(|_| LokiError::bad_request(format!("invalid line_limit {text:?}")))?,
+        let count_param = |name: &str| -> Result<Option<usize>, LokiError> {
+            params
+                .get(name)
+                .map(|text| text.parse().map_err(|_| LokiError::bad_request(format!("invalid {name} {text:?}"))))
+                .transpose()
+        };
+        let line_limit = count_param("line_limit")?.unwrap_or(1000);
+        let field_limit = count_param("field_limit")?.or(count_param("limit")?).unwrap_or(1000);
+        let matchers = match oxeye_logql::syntax::parse_expr(&query) {
+            Ok(oxeye_logql::syntax::Expr::Log(log)) => log.matchers,
+            Ok(_) => return Err(LokiError::bad_request("detected_fields needs a log query")),
+            Err(error) => return Err(LokiError::bad_request(error.to_string())),
         };
         blocking(move || {
-            let result =
-                Engine::default().query_range(storage.as_ref(), &query, start_ns, end_ns, 1, line_limit, Direction::Backward)?;
+            let result = Engine::default().query_range(
+                storage.as_ref(),
+                &query,
+                start_ns,
+                end_ns,
+                1,
+                line_limit,
+                Direction::Backward,
+            )?;
             let QueryResult::Streams(streams) = result else {
                 return Err(LokiError::bad_request("detected_fields needs a log query"));
             };
-            // name -> (type, parsers, distinct values)
-            let mut fields: BTreeMap<String, (&'static str, BTreeSet<&'static str>, BTreeSet<String>)> = BTreeMap::new();
+            // A result's labels are its stream's labels plus the entry's structured metadata: the stream is
+            // the largest stored label set they contain.
+            let stored = storage.series(start_ns, end_ns + 1, &matchers)?;
+            let mut fields: BTreeMap<String, DetectedField> = BTreeMap::new();
+            let mut record = |name: String, value: String, parser: Option<&'static str>| {
+                if !fields.contains_key(&name) && fields.len() >= field_limit {
+                    return;
+                }
+                let field = fields.entry(name).or_insert_with(|| DetectedField {
+                    kind: detected_field_type(&value),
+                    parsers: BTreeSet::new(),
+                    values: BTreeSet::new(),
+                });
+                field.parsers.extend(parser);
+                field.values.insert(value);
+            };
             for stream in &streams {
+                let stream_labels = stored
+                    .iter()
+                    .filter(|labels| {
+                        labels.iter().all(|label| stream.labels.get(&label.name) == Some(label.value.as_str()))
+                    })
+                    .max_by_key(|labels| labels.len());
+                for label in &stream.labels {
+                    if stream_labels.is_none_or(|labels| labels.get(&label.name).is_none()) {
+                        record(label.name.clone(), label.value.clone(), None);
+                    }
+                }
                 for (_, line) in &stream.entries {
-                    let (parser, pairs): (&'static str, Vec<(String, String)>) = match serde_json::from_str::<Json>(line) {
-                        Ok(Json::Object(map)) => (
-                            "json",
-                            map.into_iter()
-                                .filter(|(_, value)| !value.is_object() && !value.is_array())
-                                .map(|(key, value)| (key, value.as_str().map_or_else(|| value.to_string(), str::to_string)))
-                                .collect(),
-                        ),
-                        _ => (
-                            "logfmt",
-                            line.split_whitespace()
-                                .filter_map(|pair| pair.split_once('='))
-                                .map(|(key, value)| (key.to_string(), value.trim_matches('"').to_string()))
-                                .collect(),
-                        ),
-                    };
-                    for (key, value) in pairs {
-                        let kind = if value.parse::<i64>().is_ok() {
-                            "int"
-                        } else if value.parse::<f64>().is_ok() {
-                            "float"
-                        } else if value == "true" || value == "false" {
-                            "boolean"
-                        } else if oxeye_logql::pipeline::convert(&value, oxeye_logql::syntax::NumberKind::Duration).is_some() {
-                            "duration"
+                    let Some((parser, pairs)) = oxeye_logql::pipeline::detect_line_fields(line) else { continue };
+                    for (name, value) in pairs {
+                        let name = if stream_labels.is_some_and(|labels| labels.get(&name).is_some()) {
+                            format!("{name}_extracted")
                         } else {
-                            "string"
+                            name
                         };
-                        let name = oxeye_logql::pipeline::sanitize_label_name(&key);
-                        let field = fields.entry(name).or_insert((kind, BTreeSet::new(), BTreeSet::new()));
-                        field.1.insert(parser);
-                        field.2.insert(value);
+                        record(name, value, Some(parser));
                     }
                 }
             }
             let detected: Vec<Json> = fields
                 .iter()
-                .map(|(name, (kind, parsers, values))| {
-                    json!({"label": name, "type": kind, "cardinality": values.len(), "parsers": parsers.iter().collect::<Vec<_>>()})
+                .map(|(name, field)| {
+                    let parsers = if field.parsers.is_empty() { Json::Null } else { json!(field.parsers) };
+                    json!({"label": name, "type": field.kind, "cardinality": field.values.len(), "parsers": parsers})
                 })
                 .collect();
-            Ok(json!({"fields": detected, "limit": line_limit}))
+            Ok(json!({"fields": detected, "limit": field_limit}))
         })
         .await
     }
