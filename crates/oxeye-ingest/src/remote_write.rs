@@ -24,9 +24,10 @@
 //! <https://prometheus.io/docs/specs/prw/remote_write_spec_2_0/>.
 
 use crate::protowire::{
-    FieldReader, WireError, bytes_field, double_field, repeated_u32_field, sub_message, varint_field,
+    FieldReader, WireError, WireValue, bytes_field, double_field, repeated_u32_field, sub_message, varint_field,
 };
 use crate::{IngestError, SeriesProblem};
+use oxeye_model::storage::HeldSeries;
 use oxeye_model::{Exemplar, Label, Labels, METRIC_NAME_LABEL, MetricMetadata, MetricType, Sample};
 use std::ops::Range;
 
@@ -92,11 +93,15 @@ pub struct WrittenCounts {
 }
 
 #[derive(Debug, Clone)]
-struct SeriesEntry {
+struct SeriesEntry<'a> {
     index: u32,
     labels: Range<u32>,
     samples: Range<u32>,
     exemplars: Range<u32>,
+    /// Set when the store knew the series by its protobuf label bytes (`labels` is then empty).
+    held: Option<HeldSeries>,
+    /// The consecutive `labels` fields at the start of the 1.0 `TimeSeries` (empty for 2.0).
+    protobuf_labels: &'a [u8],
 }
 
 /// A decoded remote_write request whose series borrow label strings from the decompressed body.
@@ -108,7 +113,7 @@ pub struct WriteRequestView<'a> {
     labels: Vec<LabelRef<'a>>,
     samples: Vec<Sample>,
     exemplars: Vec<Exemplar>,
-    series: Vec<SeriesEntry>,
+    series: Vec<SeriesEntry<'a>>,
     metadata: Vec<FamilyMetadata>,
     rejected: Vec<IngestError>,
     rejected_samples: u64,
@@ -125,6 +130,8 @@ pub struct SeriesView<'a, 'v> {
     labels: &'v [LabelRef<'a>],
     samples: &'v [Sample],
     exemplars: &'v [Exemplar],
+    held: Option<HeldSeries>,
+    protobuf_labels: &'a [u8],
 }
 
 impl<'a> SeriesView<'a, '_> {
@@ -133,9 +140,22 @@ impl<'a> SeriesView<'a, '_> {
         self.index
     }
 
-    /// The labels, sorted by name, unique, none empty, `__name__` among them.
+    /// The labels, sorted by name, unique, none empty, `__name__` among them; **empty** for a series the
+    /// store found by its protobuf label bytes (see [`SeriesView::held`]), whose labels were not decoded.
     pub fn labels(&self) -> &[LabelRef<'a>] {
         self.labels
+    }
+
+    /// The series as the store holds it, when [`decode_write_request_with_known_series`] found it by its
+    /// protobuf label bytes; append to it with `Appender::append_held`.
+    pub fn held(&self) -> Option<HeldSeries> {
+        self.held
+    }
+
+    /// The bytes of the consecutive `labels` fields at the start of the 1.0 `TimeSeries` (empty for 2.0):
+    /// the key of `Appender::hold_protobuf_labels` and `Appender::cache_protobuf_labels`.
+    pub fn protobuf_labels(&self) -> &'a [u8] {
+        self.protobuf_labels
     }
 
     /// The metric name.
@@ -212,6 +232,8 @@ impl<'a> WriteRequestView<'a> {
             labels: &self.labels[entry.labels.start as usize..entry.labels.end as usize],
             samples: &self.samples[entry.samples.start as usize..entry.samples.end as usize],
             exemplars: &self.exemplars[entry.exemplars.start as usize..entry.exemplars.end as usize],
+            held: entry.held,
+            protobuf_labels: entry.protobuf_labels,
         })
     }
 
@@ -251,7 +273,8 @@ impl<'a> WriteRequestView<'a> {
         WrittenCounts { samples: self.samples.len() as u64, histograms: 0, exemplars: self.exemplars.len() as u64 }
     }
 
-    /// Copies everything into an owned [`WriteBatch`].
+    /// Copies everything into an owned [`WriteBatch`] (series found by the store through
+    /// [`decode_write_request_with_known_series`] have no labels in it).
     pub fn to_batch(&self) -> WriteBatch {
         WriteBatch {
             series: self
@@ -268,6 +291,22 @@ impl<'a> WriteRequestView<'a> {
         }
     }
 
+    /// Decodes one `samples` field (a `Sample` message, the same in 1.0 and 2.0) and appends it;
+    /// `position` counts the series' samples for error paths.
+    fn push_sample(
+        &mut self,
+        reader: &FieldReader<'a>,
+        value: WireValue<'a>,
+        position: &mut usize,
+    ) -> Result<(), WireError> {
+        let (sample_bytes, sample_base) = sub_message(reader, value, "samples")?;
+        let sample = decode_v1_sample(sample_bytes, sample_base)
+            .map_err(|error| error.within(format_args!("samples[{position}]")))?;
+        self.samples.push(sample);
+        *position += 1;
+        Ok(())
+    }
+
     /// Validates the labels collected since `labels_start` for series `index`, sorting them if needed, and
     /// either records the series or rolls its labels, samples and exemplars back and records the problem.
     fn finish_series(
@@ -277,6 +316,7 @@ impl<'a> WriteRequestView<'a> {
         samples_start: usize,
         exemplars_start: usize,
         utf8_problem: Option<SeriesProblem>,
+        protobuf_labels: &'a [u8],
     ) {
         let problem = utf8_problem.or_else(|| validate_series_labels(&mut self.labels[labels_start..]));
         if let Some(problem) = problem {
@@ -301,6 +341,8 @@ impl<'a> WriteRequestView<'a> {
             labels: labels_start as u32..self.labels.len() as u32,
             samples: samples_start as u32..self.samples.len() as u32,
             exemplars: exemplars_start as u32..self.exemplars.len() as u32,
+            held: None,
+            protobuf_labels,
         });
     }
 }
@@ -356,6 +398,34 @@ fn metric_type_from_wire(value: u64) -> MetricType {
 /// truncation, a length past the end); [`IngestError::InvalidUtf8`] for invalid UTF-8 in metadata strings.
 /// Invalid series are not errors: see [`WriteRequestView::rejected`].
 pub fn decode_write_request(body: &[u8]) -> Result<WriteRequestView<'_>, IngestError> {
+    decode_v1(body, None)
+}
+
+/// As [`decode_write_request`], asking `known_series` first for each series whose `labels` fields come
+/// first in its `TimeSeries` (as every sender writes them): given the raw bytes of those fields, it returns
+/// the series when the store knows it (`Appender::hold_protobuf_labels`). A known series' labels are then
+/// neither decoded nor validated: the store guarantees they decode to that series' labels, which were
+/// validated when it was created. Everything else is decoded and validated as [`decode_write_request`]
+/// does, so invalid labels are still reported on first sight, and a series with exemplars is always
+/// decoded (exemplars are appended by labels).
+///
+/// # Errors
+/// As [`decode_write_request`].
+pub fn decode_write_request_with_known_series<'a>(
+    body: &'a [u8],
+    known_series: &mut KnownSeries<'_>,
+) -> Result<WriteRequestView<'a>, IngestError> {
+    decode_v1(body, Some(known_series))
+}
+
+/// The store's lookup of a series by the raw bytes of its protobuf `labels` fields (see
+/// [`decode_write_request_with_known_series`]).
+pub type KnownSeries<'s> = dyn FnMut(&[u8]) -> Option<HeldSeries> + 's;
+
+fn decode_v1<'a>(
+    body: &'a [u8],
+    mut known_series: Option<&mut KnownSeries<'_>>,
+) -> Result<WriteRequestView<'a>, IngestError> {
     let mut view = WriteRequestView::with_capacity_for(body.len());
     let mut reader = FieldReader::new(body, 0);
     let mut series_index = 0usize;
@@ -363,8 +433,22 @@ pub fn decode_write_request(body: &[u8]) -> Result<WriteRequestView<'_>, IngestE
         match field_number {
             1 => {
                 let (bytes, base) = sub_message(&reader, value, "timeseries").map_err(protobuf_error)?;
-                decode_v1_series(&mut view, bytes, base, series_index)
-                    .map_err(|error| protobuf_error(error.within(format_args!("timeseries[{series_index}]"))))?;
+                let protobuf_labels = &bytes[..leading_labels_length(bytes, base)];
+                let found = match (&mut known_series, protobuf_labels.is_empty()) {
+                    (Some(known_series), false) => known_series(protobuf_labels),
+                    _ => None,
+                };
+                let decoded = match found {
+                    Some(held) => decode_v1_known_series(&mut view, held, protobuf_labels, bytes, base, series_index),
+                    None => Ok(false),
+                };
+                let decoded = decoded.and_then(|decoded| {
+                    if decoded {
+                        return Ok(());
+                    }
+                    decode_v1_series(&mut view, bytes, base, series_index, protobuf_labels)
+                });
+                decoded.map_err(|error| protobuf_error(error.within(format_args!("timeseries[{series_index}]"))))?;
                 series_index += 1;
             }
             3 => {
@@ -380,11 +464,68 @@ pub fn decode_write_request(body: &[u8]) -> Result<WriteRequestView<'_>, IngestE
     Ok(view)
 }
 
+/// The length of the run of `labels` fields (field 1, length-delimited) at the start of a 1.0
+/// `TimeSeries`; a malformed field ends the run (the full decode reports it).
+fn leading_labels_length(bytes: &[u8], base: usize) -> usize {
+    let mut reader = FieldReader::new(bytes, base);
+    let mut length = 0;
+    while let Ok(Some((1, WireValue::LengthDelimited(_)))) = reader.next_field() {
+        length = reader.absolute_position() - base;
+    }
+    length
+}
+
+/// Decodes the fields after the leading `labels` of a series the store found by those bytes. `Ok(false)`
+/// (with nothing kept) when the series has to be decoded in full after all: another `labels` field comes
+/// later, or it has exemplars.
+fn decode_v1_known_series<'a>(
+    view: &mut WriteRequestView<'a>,
+    held: HeldSeries,
+    protobuf_labels: &'a [u8],
+    bytes: &'a [u8],
+    base: usize,
+    index: usize,
+) -> Result<bool, WireError> {
+    let samples_start = view.samples.len();
+    let histograms_before = view.histograms_dropped;
+    let mut sample_position = 0usize;
+    let mut reader = FieldReader::new(&bytes[protobuf_labels.len()..], base + protobuf_labels.len());
+    while let Some((field_number, value)) = reader.next_field()? {
+        match field_number {
+            1 | 3 => {
+                view.samples.truncate(samples_start);
+                view.histograms_dropped = histograms_before;
+                return Ok(false);
+            }
+            2 => {
+                view.push_sample(&reader, value, &mut sample_position)?;
+            }
+            4 => {
+                sub_message(&reader, value, "histograms")?;
+                view.histograms_dropped += 1;
+            }
+            _ => {}
+        }
+    }
+    let labels_end = view.labels.len() as u32;
+    let exemplars_end = view.exemplars.len() as u32;
+    view.series.push(SeriesEntry {
+        index: index as u32,
+        labels: labels_end..labels_end,
+        samples: samples_start as u32..view.samples.len() as u32,
+        exemplars: exemplars_end..exemplars_end,
+        held: Some(held),
+        protobuf_labels,
+    });
+    Ok(true)
+}
+
 fn decode_v1_series<'a>(
     view: &mut WriteRequestView<'a>,
     bytes: &'a [u8],
     base: usize,
     index: usize,
+    protobuf_labels: &'a [u8],
 ) -> Result<(), WireError> {
     let labels_start = view.labels.len();
     let samples_start = view.samples.len();
@@ -414,11 +555,7 @@ fn decode_v1_series<'a>(
                 label_position += 1;
             }
             2 => {
-                let (sample_bytes, sample_base) = sub_message(&reader, value, "samples")?;
-                let sample = decode_v1_sample(sample_bytes, sample_base)
-                    .map_err(|error| error.within(format_args!("samples[{sample_position}]")))?;
-                view.samples.push(sample);
-                sample_position += 1;
+                view.push_sample(&reader, value, &mut sample_position)?;
             }
             3 => {
                 let (exemplar_bytes, exemplar_base) = sub_message(&reader, value, "exemplars")?;
@@ -437,7 +574,7 @@ fn decode_v1_series<'a>(
             _ => {}
         }
     }
-    view.finish_series(index, labels_start, samples_start, exemplars_start, utf8_problem);
+    view.finish_series(index, labels_start, samples_start, exemplars_start, utf8_problem, protobuf_labels);
     Ok(())
 }
 
@@ -618,11 +755,7 @@ fn decode_v2_series<'a>(
         match field_number {
             1 => repeated_u32_field(value, "labels_refs", label_refs)?,
             2 => {
-                let (sample_bytes, sample_base) = sub_message(&reader, value, "samples")?;
-                let sample = decode_v1_sample(sample_bytes, sample_base)
-                    .map_err(|error| error.within(format_args!("samples[{sample_position}]")))?;
-                view.samples.push(sample);
-                sample_position += 1;
+                view.push_sample(&reader, value, &mut sample_position)?;
             }
             3 => {
                 sub_message(&reader, value, "histograms")?;
@@ -681,7 +814,7 @@ fn decode_v2_series<'a>(
         }
     }
     let rejected_before = view.rejected.len();
-    view.finish_series(index, labels_start, samples_start, exemplars_start, utf8_problem);
+    view.finish_series(index, labels_start, samples_start, exemplars_start, utf8_problem, &[]);
     let accepted = view.rejected.len() == rejected_before;
     if let (true, Some((metric_type, help_ref, unit_ref))) = (accepted, metadata) {
         let help = symbol(symbols, help_ref, "metadata.help_ref")?.unwrap_or("");
@@ -875,6 +1008,85 @@ mod tests {
         let view = decode_write_request(&body).expect("decodes");
         assert_eq!(view.rejected()[0].to_string(), "timeseries[0]: invalid UTF-8 in label 0 value");
         assert_eq!(view.series_count(), 0);
+    }
+
+    /// Decodes with a store that knows the series whose raw label bytes are `known` (as series 7).
+    fn decode_knowing<'a>(body: &'a [u8], known: &[u8]) -> (WriteRequestView<'a>, Vec<Vec<u8>>) {
+        let mut asked = Vec::new();
+        let view = decode_write_request_with_known_series(body, &mut |protobuf_labels| {
+            asked.push(protobuf_labels.to_vec());
+            (protobuf_labels == known).then_some(HeldSeries(7))
+        })
+        .expect("decodes");
+        (view, asked)
+    }
+
+    #[test]
+    fn known_series_are_not_decoded_and_unknown_ones_are_validated() {
+        let known = series(&[("__name__", "up"), ("job", "api")], &[(1, 1.0), (2, 2.0)]);
+        let known_labels: Vec<u8> = known
+            .labels
+            .iter()
+            .flat_map(|label| {
+                let bytes = label.encode_to_vec();
+                [vec![0x0a, bytes.len() as u8], bytes].concat()
+            })
+            .collect();
+        let request = v1::WriteRequest {
+            timeseries: vec![known, series(&[("__name__", "up"), ("job", "web")], &[(1, 3.0)])],
+            metadata: vec![],
+        };
+        let body = request.encode_to_vec();
+        let (view, asked) = decode_knowing(&body, &known_labels);
+        assert_eq!(asked.len(), 2);
+        assert_eq!(asked[0], known_labels);
+        let decoded: Vec<_> = view.series().collect();
+        assert_eq!(decoded[0].held(), Some(HeldSeries(7)));
+        assert!(decoded[0].labels().is_empty());
+        assert_eq!(decoded[0].protobuf_labels(), known_labels);
+        assert_eq!(
+            decoded[0].samples(),
+            [Sample { timestamp_ms: 1, value: 1.0 }, Sample { timestamp_ms: 2, value: 2.0 }]
+        );
+        assert_eq!(decoded[1].held(), None);
+        assert_eq!(decoded[1].to_labels().to_string(), r#"up{job="web"}"#);
+        assert_eq!(decoded[1].protobuf_labels(), asked[1]);
+        assert_eq!(view.sample_count(), 3);
+
+        // The same bytes with an invalid UTF-8 value are not known: validated and refused as before.
+        let mut invalid = body.clone();
+        let position = invalid.windows(3).rposition(|window| window == b"web").expect("value");
+        invalid[position] = 0xff;
+        let (view, _) = decode_knowing(&invalid, &known_labels);
+        assert_eq!(view.rejected()[0].to_string(), "timeseries[1]: invalid UTF-8 in label 1 value");
+        assert_eq!(view.series_count(), 1);
+    }
+
+    #[test]
+    fn known_series_with_later_labels_or_exemplars_are_decoded_in_full() {
+        let name_label = label("__name__", "up").encode_to_vec();
+        let job_label = label("job", "api").encode_to_vec();
+        let sample = v1::Sample { value: 1.0, timestamp: 5 }.encode_to_vec();
+        let field = |tag: u8, bytes: &[u8]| [vec![tag, bytes.len() as u8], bytes.to_vec()].concat();
+        // `labels`, `samples`, `labels` again: the leading run alone is not the whole label set.
+        let series_bytes = [field(0x0a, &name_label), field(0x12, &sample), field(0x0a, &job_label)].concat();
+        let body = field(0x0a, &series_bytes);
+        let (view, asked) = decode_knowing(&body, &field(0x0a, &name_label));
+        assert_eq!(asked, [field(0x0a, &name_label)]);
+        let decoded = view.series().next().expect("series");
+        assert_eq!(decoded.held(), None);
+        assert_eq!(decoded.to_labels().to_string(), r#"up{job="api"}"#);
+        assert_eq!(decoded.samples(), [Sample { timestamp_ms: 5, value: 1.0 }]);
+
+        let mut with_exemplar = series(&[("__name__", "up")], &[(5, 1.0)]);
+        with_exemplar.exemplars.push(v1::Exemplar { labels: vec![label("trace_id", "abc")], value: 1.0, timestamp: 5 });
+        let body = v1::WriteRequest { timeseries: vec![with_exemplar], metadata: vec![] }.encode_to_vec();
+        let (view, _) = decode_knowing(&body, &field(0x0a, &name_label));
+        let decoded = view.series().next().expect("series");
+        assert_eq!(decoded.held(), None);
+        assert_eq!(decoded.to_labels().to_string(), "up");
+        assert_eq!(decoded.samples().len(), 1);
+        assert_eq!(decoded.exemplars().len(), 1);
     }
 
     #[test]

@@ -103,6 +103,11 @@ pub struct CommitSummary {
     pub series_created: u64,
 }
 
+/// A series one [`Appender`] holds for its batch, as [`Appender::hold_protobuf_labels`] returns it: a
+/// position meaningful only to that appender, until it commits or rolls back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeldSeries(pub u32);
+
 /// Collects samples for one atomic commit.
 ///
 /// `append` validates each sample against the store and the batch so far; a refused sample is not added,
@@ -126,6 +131,35 @@ pub trait Appender: Send {
     /// As [`Appender::append`].
     fn append_ref(&mut self, labels: &[LabelRef<'_>], sample: Sample) -> Result<(), StorageError> {
         self.append(&Labels::from_refs(labels), sample)
+    }
+
+    /// Finds and holds for this batch the series whose labels a remote_write 1.0 sender encoded as
+    /// `protobuf_labels`: the exact bytes of the consecutive `labels` fields (`prometheus.Label`
+    /// messages) at the start of a `TimeSeries`, as [`Appender::cache_protobuf_labels`] remembered them.
+    /// A store that answers `Some` guarantees that decoding those bytes would give exactly that series'
+    /// labels (sorted, valid UTF-8, no empty value), so the caller may skip decoding and validating them
+    /// and append with [`Appender::append_held`]. The default knows no series.
+    fn hold_protobuf_labels(&mut self, protobuf_labels: &[u8]) -> Option<HeldSeries> {
+        let _ = protobuf_labels;
+        None
+    }
+
+    /// Remembers that `protobuf_labels` (as in [`Appender::hold_protobuf_labels`]) decoded to `labels`, a
+    /// series this batch appended to. Bytes the store cannot verify against the labels are ignored. The
+    /// default remembers nothing.
+    fn cache_protobuf_labels(&mut self, protobuf_labels: &[u8], labels: &[LabelRef<'_>]) {
+        let _ = (protobuf_labels, labels);
+    }
+
+    /// As [`Appender::append`] for a series this appender returned from
+    /// [`Appender::hold_protobuf_labels`].
+    ///
+    /// # Errors
+    /// As [`Appender::append`]; [`StorageError::Unavailable`] for a series this appender does not hold
+    /// (always, by default, as the default holds none).
+    fn append_held(&mut self, series: HeldSeries, sample: Sample) -> Result<(), StorageError> {
+        let _ = sample;
+        Err(StorageError::Unavailable(format!("series {} is not held by this appender", series.0)))
     }
 
     /// Adds one exemplar of the series `labels`. Exemplars are best effort: an out-of-order exemplar is

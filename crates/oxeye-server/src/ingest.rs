@@ -117,26 +117,30 @@ pub(crate) fn store_batch(
     Ok(outcome)
 }
 
-/// Stores a decoded remote_write request all-or-nothing, as Prometheus does: the first refused sample
-/// (out of order, too old, duplicate) rolls the whole request back. Series are looked up by their
-/// borrowed labels and hash, so a request for known series allocates no labels.
+/// Stores a decoded remote_write request all-or-nothing through `appender` (the one the view was decoded
+/// with), as Prometheus does: the first refused sample (out of order, too old, duplicate) rolls the whole
+/// request back. Series the decoder found by their raw label bytes are appended by reference; the others
+/// are looked up by their borrowed labels, and their raw label bytes are remembered for the next request.
 ///
 /// # Errors
 /// `(kind, message)` naming the first refused sample and how many more were refused, or the commit error.
 /// Returns `(samples, exemplars)` stored.
 pub(crate) fn store_write_request(
     state: &ServerState,
+    mut appender: Box<dyn Appender>,
     view: &oxeye_ingest::remote_write::WriteRequestView<'_>,
 ) -> Result<(u64, u64), (ErrorKind, String)> {
     const PROTOCOL: &str = "remote_write";
-    let storage = state.storage().map_err(|error| (ErrorKind::Unavailable, error.message))?;
-    let mut appender: Box<dyn Appender> = storage.appender();
     let mut first_error: Option<StorageError> = None;
     let mut refused: u64 = 0;
     let mut exemplars: u64 = 0;
     for series in view.series() {
         for sample in series.samples() {
-            if let Err(error) = appender.append_ref(series.labels(), *sample) {
+            let appended = match series.held() {
+                Some(held) => appender.append_held(held, *sample),
+                None => appender.append_ref(series.labels(), *sample),
+            };
+            if let Err(error) = appended {
                 if matches!(error, StorageError::Io(_) | StorageError::Unavailable(_)) {
                     appender.rollback();
                     return Err((error.kind(), error.to_string()));
@@ -145,6 +149,10 @@ pub(crate) fn store_write_request(
                 refused += 1;
                 first_error.get_or_insert(error);
             }
+        }
+        if series.held().is_none() && !series.protobuf_labels().is_empty() {
+            // After the appends, which created the series if it was new.
+            appender.cache_protobuf_labels(series.protobuf_labels(), series.labels());
         }
         if !series.exemplars().is_empty() {
             let labels = series.to_labels();

@@ -103,9 +103,18 @@ fn decode_and_store(
 ) -> Result<(u64, u64), (StatusCode, String)> {
     let decoded = oxeye_ingest::compression::decode_snappy_reusing(body, max_bytes, buffer)
         .map_err(|error| (ingest_status(&error), error.to_string()))?;
-    let view = match version {
-        RemoteWriteVersion::V1 => oxeye_ingest::remote_write::decode_write_request(decoded),
-        RemoteWriteVersion::V2 => oxeye_ingest::remote_write::decode_write_request_v2(decoded),
+    // The appender exists before decoding so that the decoder can find known series by their raw label
+    // bytes (see `Appender::hold_protobuf_labels`). A store that is not ready yet still lets a malformed
+    // request get its 400 first.
+    let mut appender = state.storage().ok().map(|storage| storage.appender());
+    let view = match (version, appender.as_mut()) {
+        (RemoteWriteVersion::V1, Some(appender)) => {
+            oxeye_ingest::remote_write::decode_write_request_with_known_series(decoded, &mut |protobuf_labels| {
+                appender.hold_protobuf_labels(protobuf_labels)
+            })
+        }
+        (RemoteWriteVersion::V1, None) => oxeye_ingest::remote_write::decode_write_request(decoded),
+        (RemoteWriteVersion::V2, _) => oxeye_ingest::remote_write::decode_write_request_v2(decoded),
     }
     .map_err(|error| (ingest_status(&error), error.to_string()))?;
     if let Some(first) = view.rejected().first() {
@@ -114,7 +123,14 @@ fn decode_and_store(
         state.metrics.ingest_rejected_samples.add(&["remote_write", "invalid"], view.rejected_samples());
         return Err((StatusCode::BAD_REQUEST, message));
     }
-    store_write_request(state, &view).map_err(|(kind, message)| (write_status(kind), message))
+    let appender = match appender {
+        Some(appender) => appender,
+        None => {
+            let error = state.storage().err().map(|error| error.message).unwrap_or_default();
+            return Err((write_status(oxeye_model::storage::ErrorKind::Unavailable), error));
+        }
+    };
+    store_write_request(state, appender, &view).map_err(|(kind, message)| (write_status(kind), message))
 }
 
 /// The status for a decoding error: 413 over the size cap, 415 for an unknown encoding, 400 otherwise.

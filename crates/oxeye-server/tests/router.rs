@@ -178,6 +178,47 @@ async fn out_of_order_remote_write_is_refused_whole() {
 }
 
 #[tokio::test]
+async fn known_series_keep_every_refusal_of_the_first_request() {
+    // The second and later requests for a series find it by its raw label bytes (no label decoding):
+    // order, duplicates and invalid labels must be refused exactly as on first sight.
+    let harness = harness();
+    let series = |timestamp_ms: i64, value: f64| {
+        remote_write_body(&[
+            ("up", &[("job", "api")], &[(timestamp_ms, value)]),
+            ("up", &[("job", "web")], &[(timestamp_ms, 1.0)]),
+        ])
+    };
+    for (timestamp_ms, value) in [(1_000, 1.0), (2_000, 2.0), (3_000, 3.0)] {
+        assert_eq!(send(&harness.state, remote_write(series(timestamp_ms, value))).await.0, StatusCode::NO_CONTENT);
+    }
+    let (status, body) = send(&harness.state, remote_write(series(2_500, 9.0))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("out of order sample") && body.contains(r#"up{job="api"}"#), "{body}");
+    let (status, body) = send(&harness.state, remote_write(series(3_000, 4.0))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("duplicate sample"), "{body}");
+    // The known series' bytes with one value byte made invalid UTF-8: a new series, refused on sight.
+    let mut invalid = snap::raw::Decoder::new().decompress_vec(&series(4_000, 5.0)).expect("snappy");
+    let position = invalid.windows(3).rposition(|window| window == b"web").expect("value");
+    invalid[position] = 0xff;
+    let invalid = snap::raw::Encoder::new().compress_vec(&invalid).expect("snappy");
+    let (status, body) = send(&harness.state, remote_write(invalid)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("invalid UTF-8") && body.contains("nothing of this request was stored"), "{body}");
+    let expected: Vec<Sample> =
+        [(1_000, 1.0), (2_000, 2.0), (3_000, 3.0)].map(|(timestamp_ms, value)| Sample { timestamp_ms, value }).into();
+    let api = harness
+        .storage
+        .select(0, 10_000, &[Matcher::equal("job", "api")])
+        .expect("select")
+        .into_iter()
+        .flat_map(|series| series.samples)
+        .collect::<Vec<_>>();
+    assert_eq!(api, expected);
+    assert_eq!(stored_samples(&harness.storage, "up").len(), 6);
+}
+
+#[tokio::test]
 async fn malformed_remote_write_bodies_are_400_and_name_the_problem() {
     let harness = harness();
     let (status, body) = send(&harness.state, remote_write(b"definitely not snappy".to_vec())).await;

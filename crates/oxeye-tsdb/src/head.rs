@@ -17,6 +17,7 @@ use crate::encoding::Decoder;
 use crate::head_chunks::{DiskChunkRef, HeadChunkFiles};
 use crate::postings::MemPostings;
 use crate::record;
+use crate::series_cache::SeriesCache;
 
 const STRIPES: usize = 256;
 
@@ -417,8 +418,13 @@ pub(crate) struct MemSeries {
     /// Set once a commit that wrote this series' WAL series record is durable.
     pub(crate) logged: AtomicBool,
     /// Appenders holding this series in an uncommitted batch; garbage collection skips it meanwhile.
+    /// Bit [`REMOVED`] is set once garbage collection removed the series from the head.
     pub(crate) pending_appenders: AtomicU32,
 }
+
+/// The bit of [`MemSeries::pending_appenders`] that marks a series removed from the head: holds through
+/// the series cache, which takes no head lock, fail from then on.
+const REMOVED: u32 = 1 << 31;
 
 impl MemSeries {
     fn new(series_ref: u32, labels: &Labels) -> Self {
@@ -543,6 +549,31 @@ impl MemSeries {
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, SeriesState> {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Marks the series held by one more appender unless garbage collection removed it.
+    pub(crate) fn try_hold(&self) -> bool {
+        let before = self.pending_appenders.fetch_add(1, Ordering::AcqRel);
+        if before & REMOVED != 0 {
+            self.pending_appenders.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Marks the series removed if no appender holds it; false when one does.
+    fn try_mark_removed(&self) -> bool {
+        self.pending_appenders.compare_exchange(0, REMOVED, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    /// Takes back [`MemSeries::try_mark_removed`] (the series got samples again and stays).
+    fn unmark_removed(&self) {
+        self.pending_appenders.fetch_and(!REMOVED, Ordering::AcqRel);
+    }
+
+    /// Whether garbage collection removed the series from the head.
+    pub(crate) fn is_removed(&self) -> bool {
+        self.pending_appenders.load(Ordering::Acquire) & REMOVED != 0
     }
 
     /// Approximate heap bytes of the series, for sizing.
@@ -681,6 +712,8 @@ pub(crate) struct Head {
     /// query during a block cut sees every sample (possibly twice, deduplicated) and never a gap.
     query_min_time_ms: AtomicI64,
     pub(crate) counters: HeadCounters,
+    /// Series by the raw protobuf label bytes remote_write senders send for them.
+    pub(crate) series_cache: SeriesCache,
 }
 
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -711,6 +744,7 @@ impl Head {
             min_valid_time_ms: AtomicI64::new(i64::MIN),
             query_min_time_ms: AtomicI64::new(i64::MIN),
             counters: HeadCounters::default(),
+            series_cache: SeriesCache::default(),
         }
     }
 
@@ -914,19 +948,23 @@ impl Head {
             let labels = series.labels();
             let hash = label_hash(&labels);
             let mut stripe = write(self.hash_stripe(hash));
-            if series.pending_appenders.load(Ordering::Acquire) > 0 {
+            // Marked before the emptiness check: from here on no appender can hold it through the series
+            // cache (which takes no head lock) and append between the check and the removal.
+            if !series.try_mark_removed() {
                 continue;
             }
-            {
-                if !series.lock().is_empty() {
-                    continue;
-                }
+            if !series.lock().is_empty() {
+                series.unmark_removed();
+                continue;
             }
             stripe.remove(hash, series.series_ref);
             drop(stripe);
             write(self.ref_stripe(series.series_ref)).remove(&series.series_ref);
             write(&self.postings).remove(series.series_ref, &labels);
             removed += 1;
+        }
+        if removed > 0 {
+            self.series_cache.purge_removed();
         }
         self.num_series.fetch_sub(removed, Ordering::Relaxed);
         self.counters.series_removed_total.fetch_add(removed, Ordering::Relaxed);

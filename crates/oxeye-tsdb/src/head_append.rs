@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use oxeye_model::storage::{Appender, CommitSummary, StorageError};
+use oxeye_model::storage::{self, Appender, CommitSummary, StorageError};
 use oxeye_model::{Exemplar, LabelRef, Labels, MetricMetadata, Sample};
 
 use crate::db::{Shared, lock, read, write};
@@ -127,11 +127,11 @@ impl TsdbAppender {
     }
 
     /// Appends to the held series at `position`; `series_text` names the series in errors.
-    fn append_held(
+    fn append_at(
         &mut self,
         position: usize,
         sample: Sample,
-        series_text: impl FnOnce() -> String,
+        series_text: impl FnOnce(&MemSeries) -> String,
     ) -> Result<(), StorageError> {
         let value_bits = sample.value.to_bits();
         let held = &mut self.held[position];
@@ -150,7 +150,7 @@ impl TsdbAppender {
             SeriesAppend::OutOfOrder { newest_timestamp_ms } => {
                 counters.out_of_order_samples_total.fetch_add(1, Ordering::Relaxed);
                 Err(StorageError::OutOfOrderSample {
-                    series: series_text(),
+                    series: series_text(&held.series),
                     timestamp_ms: sample.timestamp_ms,
                     newest_timestamp_ms,
                 })
@@ -158,7 +158,7 @@ impl TsdbAppender {
             SeriesAppend::DuplicateDifferentValue => {
                 counters.duplicate_samples_total.fetch_add(1, Ordering::Relaxed);
                 Err(StorageError::DuplicateSampleForTimestamp {
-                    series: series_text(),
+                    series: series_text(&held.series),
                     timestamp_ms: sample.timestamp_ms,
                 })
             }
@@ -337,22 +337,53 @@ impl Appender for TsdbAppender {
     fn append(&mut self, labels: &Labels, sample: Sample) -> Result<(), StorageError> {
         self.check_bounds(sample, || labels.to_string())?;
         let position = self.hold_series(labels)?;
-        self.append_held(position, sample, || labels.to_string())
+        self.append_at(position, sample, |_| labels.to_string())
     }
 
     /// Finds an existing series from borrowed labels without allocating; only a new series builds its
     /// [`Labels`] (through [`Appender::append`]).
     fn append_ref(&mut self, labels: &[LabelRef<'_>], sample: Sample) -> Result<(), StorageError> {
-        let series_text = || Labels::from_refs(labels).to_string();
-        self.check_bounds(sample, series_text)?;
+        self.check_bounds(sample, || Labels::from_refs(labels).to_string())?;
         let hash = crate::head::label_hash_refs(labels);
         match self.shared.head.get_by_label_refs(labels, hash) {
             Some(series) => {
                 let position = self.hold(series);
-                self.append_held(position, sample, series_text)
+                self.append_at(position, sample, |_| Labels::from_refs(labels).to_string())
             }
             None => self.append(&Labels::from_refs(labels), sample),
         }
+    }
+
+    /// Looks the bytes up in the head's series cache (see `series_cache`): one hash of the raw bytes and
+    /// one comparison with the stored labels.
+    fn hold_protobuf_labels(&mut self, protobuf_labels: &[u8]) -> Option<storage::HeldSeries> {
+        if self.finished {
+            return None;
+        }
+        let series = self.shared.head.series_cache.hold(protobuf_labels)?;
+        let position = self.hold(series);
+        Some(storage::HeldSeries(u32::try_from(position).ok()?))
+    }
+
+    fn cache_protobuf_labels(&mut self, protobuf_labels: &[u8], labels: &[LabelRef<'_>]) {
+        if self.finished {
+            return;
+        }
+        let hash = crate::head::label_hash_refs(labels);
+        // Held while it is cached, so garbage collection cannot remove it in between.
+        if let Some(series) = self.shared.head.get_by_label_refs(labels, hash) {
+            self.shared.head.series_cache.insert(protobuf_labels, &series);
+            self.hold(series);
+        }
+    }
+
+    fn append_held(&mut self, series: storage::HeldSeries, sample: Sample) -> Result<(), StorageError> {
+        let position = series.0 as usize;
+        let Some(held) = self.held.get(position) else {
+            return Err(StorageError::Unavailable(format!("series {position} is not held by this appender")));
+        };
+        self.check_bounds(sample, || held.series.labels().to_string())?;
+        self.append_at(position, sample, |series| series.labels().to_string())
     }
 
     fn append_exemplar(&mut self, labels: &Labels, exemplar: Exemplar) -> Result<(), StorageError> {

@@ -68,6 +68,7 @@ mod options;
 pub mod postings;
 mod querier;
 mod record;
+mod series_cache;
 
 pub use compact::{MaintenanceReport, MaintenanceThread};
 pub use db::{Tsdb, TsdbStats};

@@ -540,3 +540,57 @@ fn borrowed_label_appends_find_existing_series_and_create_new_ones() {
     assert_same(&stored, &[(owned, vec![(1_000, 1f64.to_bits()), (2_000, 2f64.to_bits())])], "borrowed appends");
     assert_eq!(tsdb.stats().head_series, 1);
 }
+
+/// The raw protobuf `labels` fields of a remote_write 1.0 `TimeSeries` for these (sorted) pairs.
+fn protobuf_labels(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for (name, value) in pairs {
+        let field_length = name.len() + value.len() + 4;
+        bytes.extend_from_slice(&[0x0a, field_length as u8, 0x0a, name.len() as u8]);
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.extend_from_slice(&[0x12, value.len() as u8]);
+        bytes.extend_from_slice(value.as_bytes());
+    }
+    bytes
+}
+
+#[test]
+fn series_cached_by_protobuf_labels_are_appended_by_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let tsdb = Tsdb::open(options(dir.path())).unwrap();
+    let pairs = [("__name__", "revel_tickets_sold_total"), ("job", "django")];
+    let refs: Vec<oxeye_model::LabelRef<'_>> =
+        pairs.iter().map(|(name, value)| oxeye_model::LabelRef { name, value }).collect();
+    let raw = protobuf_labels(&pairs);
+    // Unknown bytes: not found; the series is created by labels and its bytes remembered.
+    let mut appender = tsdb.appender();
+    assert!(appender.hold_protobuf_labels(&raw).is_none());
+    appender.append_ref(&refs, Sample { timestamp_ms: 1_000, value: 1.0 }).unwrap();
+    appender.cache_protobuf_labels(&raw, &refs);
+    appender.commit().unwrap();
+    // Bytes that do not encode these labels (another value) are never cached.
+    let other = protobuf_labels(&[("__name__", "revel_tickets_sold_total"), ("job", "celery")]);
+    let mut appender = tsdb.appender();
+    appender.cache_protobuf_labels(&other, &refs);
+    assert!(appender.hold_protobuf_labels(&other).is_none());
+    let held = appender.hold_protobuf_labels(&raw).expect("cached");
+    appender.append_held(held, Sample { timestamp_ms: 2_000, value: 2.0 }).unwrap();
+    let error = appender.append_held(held, Sample { timestamp_ms: 1_500, value: 3.0 }).unwrap_err();
+    assert!(
+        matches!(&error, StorageError::OutOfOrderSample { series, .. } if series.contains("revel_tickets_sold_total")),
+        "{error}"
+    );
+    appender.commit().unwrap();
+    let stored = all_samples(&tsdb, "revel_tickets_sold_total");
+    let expected = [(Labels::from_refs(&refs), vec![(1_000, 1f64.to_bits()), (2_000, 2f64.to_bits())])];
+    assert_same(&stored, &expected, "appends by reference");
+    assert_eq!(tsdb.stats().head_series, 1);
+    // Survives a restart of the data (WAL replay) as a normal series; the cache starts empty again.
+    tsdb.close().unwrap();
+    drop(tsdb);
+    let tsdb = Tsdb::open(options(dir.path())).unwrap();
+    assert_same(&all_samples(&tsdb, "revel_tickets_sold_total"), &expected, "after restart");
+    let mut appender = tsdb.appender();
+    assert!(appender.hold_protobuf_labels(&raw).is_none());
+    appender.rollback();
+}
