@@ -5,9 +5,14 @@
 //! `start` (default one hour ago). Once upgraded, the server polls the store every second and sends each
 //! batch of new entries as a text message shaped as Loki's:
 //! `{"streams": [{"stream": {labels}, "values": [["<ns>", "<line>"], ...]}], "dropped_entries": null}`.
-//! Entries older than what was already sent are not sent (the cursor only moves forward); a close frame
-//! or a dropped connection ends the tail. Invalid parameters are refused with 400 before the upgrade.
+//! Entries older than what was already sent are not sent (the cursor only moves forward); when a batch fills
+//! `limit`, the next poll starts at the newest timestamp sent and leaves out the entries already sent at it,
+//! so entries sharing that timestamp beyond the limit come in the next message instead of being lost. Loki
+//! fills `dropped_entries` when its tailer drops entries for a slow client; this tail reads from the store at
+//! the client's pace and drops nothing, so it is always null. A close frame or a dropped connection ends the
+//! tail. Invalid parameters are refused with 400 before the upgrade.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -94,6 +99,66 @@ pub(crate) fn tail_message(result: &QueryResult) -> Option<(Json, i64)> {
     Some((json!({"streams": streams, "dropped_entries": null}), newest_ns))
 }
 
+/// Where a tail has got to: the start of the next read (inclusive) and the entries already sent at exactly
+/// that timestamp, as `(labels, line)`.
+#[derive(Debug)]
+pub(crate) struct TailCursor {
+    from_ns: i64,
+    sent_at_from: HashSet<(Labels, String)>,
+}
+
+impl TailCursor {
+    pub(crate) fn new(start_ns: i64) -> TailCursor {
+        TailCursor { from_ns: start_ns, sent_at_from: HashSet::new() }
+    }
+
+    /// The next read: `[from_ns, end]` with room for `limit` entries beyond those already sent at `from_ns`.
+    pub(crate) fn read(&self, limit: usize) -> (i64, usize) {
+        (self.from_ns, if limit == 0 { 0 } else { limit + self.sent_at_from.len() })
+    }
+
+    /// Takes a read of `[from_ns, end_ns)` made with `read_limit`: leaves out entries already sent, moves the
+    /// cursor, and returns what to send (`None` when nothing is new).
+    pub(crate) fn advance(&mut self, mut result: QueryResult, read_limit: usize, end_ns: i64) -> Option<Json> {
+        let QueryResult::Streams(streams) = &mut result else { return None };
+        let read_count: usize = streams.iter().map(|stream| stream.entries.len()).sum();
+        let from_ns = self.from_ns;
+        for stream in streams.iter_mut() {
+            let labels = stream.labels.clone();
+            stream.entries.retain(|(timestamp_ns, line)| {
+                *timestamp_ns != from_ns || !self.sent_at_from.contains(&(labels.clone(), line.clone()))
+            });
+        }
+        streams.retain(|stream| !stream.entries.is_empty());
+        let full = read_limit > 0 && read_count >= read_limit;
+        let message = tail_message(&result);
+        match (&message, full) {
+            (Some((_, newest_ns)), true) => {
+                // More may follow at the newest instant: read from it again, leaving out what was sent there.
+                if *newest_ns != self.from_ns {
+                    self.sent_at_from.clear();
+                    self.from_ns = *newest_ns;
+                }
+                if let QueryResult::Streams(streams) = &result {
+                    for stream in streams {
+                        for (timestamp_ns, line) in &stream.entries {
+                            if *timestamp_ns == self.from_ns {
+                                self.sent_at_from.insert((stream.labels.clone(), line.clone()));
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {
+                // Everything up to the window end was read.
+                self.from_ns = end_ns;
+                self.sent_at_from.clear();
+            }
+        }
+        message.map(|(message, _)| message)
+    }
+}
+
 /// `GET /loki/api/v1/tail`.
 pub(crate) async fn tail(State(state): State<Arc<ServerState>>, upgrade: WebSocketUpgrade, params: Params) -> Response {
     let request = match tail_request(&params, now_ns()) {
@@ -104,12 +169,13 @@ pub(crate) async fn tail(State(state): State<Arc<ServerState>>, upgrade: WebSock
 }
 
 async fn run_tail(state: Arc<ServerState>, mut socket: WebSocket, request: TailRequest) {
-    let mut cursor_ns = request.start_ns;
+    let mut cursor = TailCursor::new(request.start_ns);
     loop {
         let end_ns = now_ns() - request.delay_ns;
-        if end_ns > cursor_ns {
+        let (from_ns, limit) = cursor.read(request.limit);
+        if end_ns > from_ns {
             let Some(storage) = state.log_storage().cloned() else { break };
-            let (query, limit, from_ns) = (request.query.clone(), request.limit, cursor_ns);
+            let query = request.query.clone();
             let outcome = tokio::task::spawn_blocking(move || {
                 Engine::default().query_range(storage.as_ref(), &query, from_ns, end_ns, 1, limit, Direction::Forward)
             })
@@ -122,18 +188,10 @@ async fn run_tail(state: Arc<ServerState>, mut socket: WebSocket, request: TailR
                 }
                 Err(_) => break,
             };
-            match tail_message(&result) {
-                Some((message, newest_ns)) => {
-                    if socket.send(Message::Text(message.to_string().into())).await.is_err() {
-                        break;
-                    }
-                    // With a full batch there may be more at the same instant or later: continue after the
-                    // newest sent; otherwise everything up to the window end was sent.
-                    let full = matches!(&result, QueryResult::Streams(streams)
-                        if request.limit > 0 && streams.iter().map(|stream| stream.entries.len()).sum::<usize>() >= request.limit);
-                    cursor_ns = if full { newest_ns + 1 } else { end_ns };
-                }
-                None => cursor_ns = end_ns,
+            if let Some(message) = cursor.advance(result, limit, end_ns)
+                && socket.send(Message::Text(message.to_string().into())).await.is_err()
+            {
+                break;
             }
         }
         tokio::select! {
@@ -184,5 +242,37 @@ mod tests {
             json!({"streams": [{"stream": {"job": "a"}, "values": [["5", "x"], ["7", "y"]]}], "dropped_entries": null})
         );
         assert!(tail_message(&QueryResult::Streams(Vec::new())).is_none());
+    }
+
+    fn streams(entries: &[(i64, &str)]) -> QueryResult {
+        QueryResult::Streams(vec![oxeye_logql::StreamResult {
+            labels: Labels::from_pairs([("job", "a")]),
+            entries: entries.iter().map(|(timestamp_ns, line)| (*timestamp_ns, line.to_string())).collect(),
+        }])
+    }
+
+    fn sent_lines(message: &Json) -> Vec<String> {
+        message["streams"][0]["values"].as_array().unwrap().iter().map(|value| value[1].to_string()).collect()
+    }
+
+    #[test]
+    fn entries_sharing_the_newest_timestamp_beyond_the_limit_are_not_lost() {
+        // Four entries at 7 ns and one at 9 ns, limit 2: the store returns the oldest first.
+        let stored = [(7, "a"), (7, "b"), (7, "c"), (7, "d"), (9, "e")];
+        let read = |from_ns: i64, limit: usize| {
+            let selected: Vec<(i64, &str)> =
+                stored.iter().copied().filter(|(timestamp_ns, _)| *timestamp_ns >= from_ns).take(limit).collect();
+            streams(&selected)
+        };
+        let mut cursor = TailCursor::new(0);
+        let mut received = Vec::new();
+        for _ in 0..6 {
+            let (from_ns, limit) = cursor.read(2);
+            if let Some(message) = cursor.advance(read(from_ns, limit), limit, 100) {
+                received.extend(sent_lines(&message));
+            }
+        }
+        assert_eq!(received, ["\"a\"", "\"b\"", "\"c\"", "\"d\"", "\"e\""]);
+        assert_eq!(cursor.read(2), (100, 2));
     }
 }
