@@ -5,7 +5,7 @@
 //! has its own mutex for its chunks; postings sit behind one `RwLock` taken for writing only when a
 //! series is created or removed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -643,7 +643,33 @@ impl HashStripe {
     }
 }
 
-type RefStripe = RwLock<HashMap<u32, Arc<MemSeries>, MixBuildHasher>>;
+/// A series in the by-reference map, hashed and compared by its reference alone, so the map holds one
+/// pointer per series instead of a key beside it.
+#[derive(Debug, Clone)]
+struct ByRef(Arc<MemSeries>);
+
+impl PartialEq for ByRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.series_ref == other.0.series_ref
+    }
+}
+
+impl Eq for ByRef {}
+
+impl std::hash::Hash for ByRef {
+    // As `u32` hashes, so lookups by `&u32` (through `Borrow`) find it.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.series_ref.hash(state);
+    }
+}
+
+impl std::borrow::Borrow<u32> for ByRef {
+    fn borrow(&self) -> &u32 {
+        &self.0.series_ref
+    }
+}
+
+type RefStripe = RwLock<HashSet<ByRef, MixBuildHasher>>;
 
 /// Head counters, exported through `TsdbStats`.
 #[derive(Debug, Default)]
@@ -735,7 +761,7 @@ impl Head {
         Head {
             chunk_range_ms,
             by_hash: (0..STRIPES).map(|_| RwLock::new(HashStripe::default())).collect(),
-            by_ref: (0..STRIPES).map(|_| RwLock::new(HashMap::default())).collect(),
+            by_ref: (0..STRIPES).map(|_| RwLock::new(HashSet::default())).collect(),
             postings: RwLock::new(MemPostings::new()),
             next_ref: AtomicU32::new(1),
             num_series: AtomicU64::new(0),
@@ -801,7 +827,7 @@ impl Head {
             series.pending_appenders.fetch_add(1, Ordering::AcqRel);
         }
         stripe.insert(hash, Arc::clone(&series));
-        write(self.ref_stripe(series_ref)).insert(series_ref, Arc::clone(&series));
+        write(self.ref_stripe(series_ref)).replace(ByRef(Arc::clone(&series)));
         write(&self.postings).add(series_ref, labels);
         drop(stripe);
         self.num_series.fetch_add(1, Ordering::Relaxed);
@@ -847,7 +873,7 @@ impl Head {
         let series_ref = self.allocate_ref(fixed_ref)?;
         let series = Arc::new(MemSeries::from_encoded(series_ref, labels_encoded.into()));
         stripe.insert(hash, Arc::clone(&series));
-        write(self.ref_stripe(series_ref)).insert(series_ref, Arc::clone(&series));
+        write(self.ref_stripe(series_ref)).replace(ByRef(Arc::clone(&series)));
         drop(stripe);
         self.num_series.fetch_add(1, Ordering::Relaxed);
         self.counters.series_created_total.fetch_add(1, Ordering::Relaxed);
@@ -868,14 +894,14 @@ impl Head {
 
     /// The series with reference `series_ref`.
     pub(crate) fn get_by_ref(&self, series_ref: u32) -> Option<Arc<MemSeries>> {
-        read(self.ref_stripe(series_ref)).get(&series_ref).cloned()
+        read(self.ref_stripe(series_ref)).get(&series_ref).map(|series| Arc::clone(&series.0))
     }
 
     /// Every series, in no particular order.
     pub(crate) fn all_series(&self) -> Vec<Arc<MemSeries>> {
         let mut all = Vec::with_capacity(self.num_series() as usize);
         for stripe in self.by_ref.iter() {
-            all.extend(read(stripe).values().cloned());
+            all.extend(read(stripe).iter().map(|series| Arc::clone(&series.0)));
         }
         all
     }
@@ -1053,8 +1079,9 @@ impl Head {
             }
         }
         drop(all_series);
-        // A hashbrown table holds one control byte per bucket beside each entry.
-        let table_bytes = |buckets: usize, entry: usize| (buckets * (entry + 1)) as u64;
+        // A hashbrown table holds one control byte per bucket beside each entry, and its capacity is
+        // seven eighths of its buckets.
+        let table_bytes = |capacity: usize, entry: usize| (capacity.div_ceil(7) * 8 * (entry + 1)) as u64;
         for stripe in self.by_hash.iter() {
             let stripe = read(stripe);
             memory.series_index += table_bytes(stripe.unique.capacity(), std::mem::size_of::<(u64, Arc<MemSeries>)>());
@@ -1067,7 +1094,7 @@ impl Head {
                 .sum::<u64>();
         }
         for stripe in self.by_ref.iter() {
-            memory.series_index += table_bytes(read(stripe).capacity(), std::mem::size_of::<(u32, Arc<MemSeries>)>());
+            memory.series_index += table_bytes(read(stripe).capacity(), std::mem::size_of::<ByRef>());
         }
         memory.postings = self.postings().approximate_bytes();
         memory

@@ -104,8 +104,9 @@ impl MemPostings {
     /// Estimated heap bytes: label names and values as map keys, the maps' tables, and the bitmaps (their
     /// serialized size, which is close to what a roaring bitmap holds in memory).
     pub fn approximate_bytes(&self) -> u64 {
-        // A hashbrown table holds one control byte per bucket beside each entry.
-        let table_bytes = |buckets: usize, entry: usize| (buckets * (entry + 1)) as u64;
+        // A hashbrown table holds one control byte per bucket beside each entry, and its capacity is
+        // seven eighths of its buckets.
+        let table_bytes = |capacity: usize, entry: usize| (capacity.div_ceil(7) * 8 * (entry + 1)) as u64;
         let mut total = table_bytes(
             self.by_name.capacity(),
             std::mem::size_of::<(String, HashMap<String, RoaringBitmap, MixBuildHasher>)>(),
