@@ -415,7 +415,111 @@ impl<'b> Decoder<'b> {
         Ok(Trace { trace_id, resource_spans })
     }
 
-    /// Skips the next trace, returning its id (used to find one trace in a page without building the others).
+    /// Moves past a string reference without building the string.
+    fn skip_string(&mut self) -> Result<(), DecodeError> {
+        self.uvarint().map(|_| ())
+    }
+
+    fn skip_attributes(&mut self, depth: u32) -> Result<(), DecodeError> {
+        let count = self.count()?;
+        for _ in 0..count {
+            self.skip_string()?;
+            self.skip_value(depth)?;
+        }
+        Ok(())
+    }
+
+    fn skip_value(&mut self, depth: u32) -> Result<(), DecodeError> {
+        if depth > MAX_DEPTH {
+            return self.fail("attribute values nested too deep");
+        }
+        match self.byte()? {
+            TAG_STRING => self.skip_string(),
+            TAG_BOOL => self.byte().map(|_| ()),
+            TAG_INT => self.uvarint().map(|_| ()),
+            TAG_DOUBLE => self.take(8).map(|_| ()),
+            TAG_ARRAY => {
+                let count = self.count()?;
+                for _ in 0..count {
+                    self.skip_value(depth + 1)?;
+                }
+                Ok(())
+            }
+            TAG_MAP => self.skip_attributes(depth + 1),
+            TAG_BYTES => {
+                let length = self.count()?;
+                self.take(length).map(|_| ())
+            }
+            other => self.fail(format!("unknown attribute value tag {other}")),
+        }
+    }
+
+    fn skip_span(&mut self) -> Result<(), DecodeError> {
+        self.take(8)?;
+        match self.byte()? {
+            0 => {}
+            1 => {
+                self.take(8)?;
+            }
+            other => return self.fail(format!("parent flag must be 0 or 1, found {other}")),
+        }
+        self.skip_string()?; // trace state
+        self.skip_string()?; // name
+        self.byte()?; // kind
+        self.uvarint()?; // start
+        self.uvarint()?; // duration
+        self.skip_attributes(0)?;
+        self.uvarint()?; // dropped attributes
+        let event_count = self.count()?;
+        for _ in 0..event_count {
+            self.uvarint()?; // time
+            self.skip_string()?;
+            self.skip_attributes(0)?;
+            self.uvarint()?; // dropped attributes
+        }
+        self.uvarint()?; // dropped events
+        let link_count = self.count()?;
+        for _ in 0..link_count {
+            self.take(16 + 8)?;
+            self.skip_string()?;
+            self.skip_attributes(0)?;
+            self.uvarint()?; // dropped attributes
+            self.uvarint()?; // flags
+        }
+        self.uvarint()?; // dropped links
+        self.byte()?; // status code
+        self.skip_string()?; // status message
+        self.uvarint()?; // flags
+        Ok(())
+    }
+
+    /// Moves past the next trace without building it (finding one trace in a page costs a walk over the
+    /// others' bytes, not their allocations). Follows the layout [`Decoder::trace`] reads.
+    pub(crate) fn skip_trace(&mut self) -> Result<(), DecodeError> {
+        self.take(16)?;
+        self.uvarint()?; // base start
+        let batch_count = self.count()?;
+        for _ in 0..batch_count {
+            self.skip_attributes(0)?;
+            self.uvarint()?; // dropped attributes
+            self.skip_string()?; // schema URL
+            let scope_count = self.count()?;
+            for _ in 0..scope_count {
+                self.skip_string()?; // name
+                self.skip_string()?; // version
+                self.skip_attributes(0)?;
+                self.uvarint()?; // dropped attributes
+                self.skip_string()?; // schema URL
+                let span_count = self.count()?;
+                for _ in 0..span_count {
+                    self.skip_span()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The id of the next trace, without moving past it.
     pub(crate) fn next_trace_id(&self) -> Option<[u8; 16]> {
         let slice = self.bytes.get(self.position..self.position + 16)?;
         let mut id = [0u8; 16];
@@ -539,6 +643,28 @@ mod tests {
         let mut bytes = Vec::new();
         encode_traces(&traces, &mut bytes);
         assert_eq!(decode_traces(&bytes).unwrap(), traces);
+    }
+
+    /// `skip_trace` must walk exactly the bytes `trace` reads, or a by-id lookup would land mid-trace.
+    #[test]
+    fn skipping_a_trace_moves_as_far_as_decoding_it() {
+        let traces = vec![sample_trace(1), sample_trace(2), sample_trace(3)];
+        let mut bytes = Vec::new();
+        encode_traces(&traces, &mut bytes);
+        let (mut skipping, count) = open_traces(&bytes).unwrap();
+        let (mut decoding, _) = open_traces(&bytes).unwrap();
+        assert_eq!(count, 3);
+        for expected in &traces {
+            assert_eq!(skipping.next_trace_id(), Some(expected.trace_id));
+            skipping.skip_trace().unwrap();
+            assert_eq!(&decoding.trace().unwrap(), expected);
+            assert_eq!(skipping.position(), decoding.position());
+        }
+        assert_eq!(skipping.position(), bytes.len());
+        let (mut truncated, _) = open_traces(&bytes[..bytes.len() - 1]).unwrap();
+        truncated.skip_trace().unwrap();
+        truncated.skip_trace().unwrap();
+        assert!(truncated.skip_trace().is_err());
     }
 
     #[test]

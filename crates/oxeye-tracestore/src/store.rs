@@ -45,7 +45,9 @@ pub struct TraceStoreStats {
 
 #[derive(Default)]
 struct Head {
-    traces: HashMap<TraceId, Trace>,
+    /// Shared so a search or by-id read can hold head traces without copying them under the lock; a push into
+    /// a trace a reader still holds copies it first (`Arc::make_mut`).
+    traces: HashMap<TraceId, Arc<Trace>>,
     span_count: u64,
     /// When the first span of this head arrived, ns since the epoch (0 when empty).
     first_push_unix_nano: u64,
@@ -87,9 +89,9 @@ impl Head {
         }
         self.span_count += spans;
         match self.traces.get_mut(&trace.trace_id) {
-            Some(existing) => merge_trace(existing, trace),
+            Some(existing) => merge_trace(Arc::make_mut(existing), trace),
             None => {
-                self.traces.insert(trace.trace_id, trace);
+                self.traces.insert(trace.trace_id, Arc::new(trace));
             }
         }
     }
@@ -377,7 +379,7 @@ impl TraceStore {
         };
         let sequence = self.next_block_sequence.fetch_add(1, Ordering::Relaxed);
         let path = self.blocks_dir.join(format!("{sequence:016x}{BLOCK_SUFFIX}"));
-        let traces: Vec<&Trace> = frozen.traces.values().collect();
+        let traces: Vec<&Trace> = frozen.traces.values().map(|trace| &**trace).collect();
         let written =
             write_block(&path, traces, self.options.page_bytes, wal_through_segment).and_then(|_| Block::open(&path));
         let block = match written {
@@ -392,7 +394,7 @@ impl TraceStore {
                     first_push_unix_nano: shared.first_push_unix_nano,
                 });
                 for trace in current.traces.into_values() {
-                    restored.insert(trace, current.first_push_unix_nano);
+                    restored.insert(Arc::unwrap_or_clone(trace), current.first_push_unix_nano);
                 }
                 *head = restored;
                 *self.cutting.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
@@ -462,12 +464,12 @@ impl TraceStore {
         // Head, then the head being cut, then blocks: a concurrent cut moves a trace only forward in this
         // order, so it is seen at least once (twice at worst; duplicates are removed below).
         if let Some(trace) = self.head.read().unwrap_or_else(|poisoned| poisoned.into_inner()).traces.get(trace_id) {
-            add(trace.clone());
+            add(Trace::clone(trace));
         }
         if let Some(cutting) = self.cutting.read().unwrap_or_else(|poisoned| poisoned.into_inner()).as_ref()
             && let Some(trace) = cutting.traces.get(trace_id)
         {
-            add(trace.clone());
+            add(Trace::clone(trace));
         }
         let blocks: Vec<Arc<Block>> = self.blocks.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
         for block in &blocks {
@@ -559,8 +561,9 @@ impl TraceStore {
             .collect()
     }
 
-    /// Copies of the head's and the cutting head's traces with a span starting in `[start, end)`.
-    fn in_memory_traces(&self, start_unix_nano: u64, end_unix_nano: u64) -> Vec<Trace> {
+    /// The head's and the cutting head's traces with a span starting in `[start, end)` (shared, not copied:
+    /// the caller evaluates them after the locks are released).
+    fn in_memory_traces(&self, start_unix_nano: u64, end_unix_nano: u64) -> Vec<Arc<Trace>> {
         let head = self.head.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         let cutting = self.cutting.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         head.traces
