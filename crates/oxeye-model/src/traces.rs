@@ -445,7 +445,7 @@ pub fn visit_span_rows(
     visit: &mut dyn FnMut(&SpanColumnsRow<'_>) -> bool,
 ) -> bool {
     for batch in &trace.resource_spans {
-        let service_name = batch.resource.service_name();
+        let service_name = find_attribute(&batch.resource.attributes, "service.name");
         for span in batch.spans() {
             if span.start_time_unix_nano < start_unix_nano || span.start_time_unix_nano >= end_unix_nano {
                 continue;
@@ -489,14 +489,15 @@ impl SpanColumnSet {
 
 /// One span's intrinsic fields as per-block span columns hold them: what TraceQL metrics over intrinsics
 /// need, without the span's attributes, events or trace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SpanColumnsRow<'a> {
     /// Span start, nanoseconds since the epoch.
     pub start_time_unix_nano: u64,
     /// End minus start, nanoseconds (0 when a client sent end < start), as [`Span::duration_nanos`].
     pub duration_nanos: u64,
-    /// The string `service.name` of the span's resource, as [`Resource::service_name`].
-    pub service_name: Option<&'a str>,
+    /// The `service.name` of the span's resource, whatever its type (a string as a rule; an integer or other
+    /// value is kept as sent, so `resource.service.name` reads the same as on the whole trace).
+    pub service_name: Option<&'a AttributeValue>,
     /// The span name.
     pub name: &'a str,
     /// The span kind.

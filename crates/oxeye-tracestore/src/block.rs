@@ -662,6 +662,12 @@ impl Block {
         } else {
             Vec::new()
         };
+        // Rows carry the service as a value; the block's names become values once per call.
+        let service_values: Vec<AttributeValue> = if wanted.service_name {
+            self.summary.service_names.iter().map(|name| AttributeValue::String(name.clone())).collect()
+        } else {
+            Vec::new()
+        };
         let mut start = self.summary.min_start_unix_nano;
         for (row, delta) in start_deltas.iter().enumerate() {
             start = start.saturating_add(*delta);
@@ -675,11 +681,9 @@ impl Block {
             let service_name = match services.get(row).copied() {
                 None | Some(0) => None,
                 Some(index) => Some(
-                    self.summary
-                        .service_names
+                    service_values
                         .get((index - 1) as usize)
-                        .ok_or_else(|| corrupt(ColumnId::Service, "service index out of range"))?
-                        .as_str(),
+                        .ok_or_else(|| corrupt(ColumnId::Service, "service index out of range"))?,
                 ),
             };
             let name = match names.get(row) {

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use oxeye_model::traces::{
-    Attribute, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanColumnSet, SpanColumnsRow, SpanKind, StatusCode,
+    Attribute, AttributeValue, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanColumnSet, SpanColumnsRow, SpanKind, StatusCode,
     Trace, TraceReader, TraceScanHints, TraceWriter, visit_span_rows,
 };
 
@@ -300,7 +300,7 @@ fn owned(row: &SpanColumnsRow<'_>) -> OwnedRow {
     (
         row.start_time_unix_nano,
         row.duration_nanos,
-        row.service_name.map(str::to_string),
+        row.service_name.and_then(AttributeValue::as_str).map(str::to_string),
         row.name.to_string(),
         row.kind as u8,
         row.status_code as u8,

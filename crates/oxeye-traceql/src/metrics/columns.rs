@@ -96,17 +96,17 @@ impl RowTrace {
     }
 }
 
-fn fill_resource(resource: &mut Resource, service_name: Option<&str>) {
-    let Some(name) = service_name else {
+fn fill_resource(resource: &mut Resource, service_name: Option<&AttributeValue>) {
+    let Some(value) = service_name else {
         resource.attributes.clear();
         return;
     };
-    match resource.attributes.first_mut() {
-        Some(Attribute { value: AttributeValue::String(value), .. }) => {
-            value.clear();
-            value.push_str(name);
+    match (resource.attributes.first_mut(), value) {
+        (Some(Attribute { value: AttributeValue::String(held), .. }), AttributeValue::String(name)) => {
+            held.clear();
+            held.push_str(name);
         }
-        _ => resource.attributes = vec![Attribute::string("service.name", name)],
+        _ => resource.attributes = vec![Attribute { key: "service.name".into(), value: value.clone() }],
     }
 }
 
@@ -151,10 +151,11 @@ mod tests {
     #[test]
     fn a_row_trace_holds_the_row_and_forgets_the_previous_one() {
         let mut row_trace = RowTrace::default();
+        let boxoffice = AttributeValue::String("boxoffice".into());
         let row = SpanColumnsRow {
             start_time_unix_nano: 1_000,
             duration_nanos: 500,
-            service_name: Some("boxoffice"),
+            service_name: Some(&boxoffice),
             name: "GET /events/",
             kind: oxeye_model::traces::SpanKind::Server,
             status_code: oxeye_model::traces::StatusCode::Error,
@@ -167,5 +168,9 @@ mod tests {
         let (resource, span) = trace.root().unwrap();
         assert_eq!(resource.service_name(), None);
         assert_eq!(span.name, "x");
+        let numeric = AttributeValue::Int(7);
+        let trace = row_trace.fill(&SpanColumnsRow { service_name: Some(&numeric), ..row });
+        let (resource, _) = trace.root().unwrap();
+        assert_eq!(oxeye_model::traces::find_attribute(&resource.attributes, "service.name"), Some(&numeric));
     }
 }

@@ -161,3 +161,27 @@ fn span_columns_of_blocks_give_the_same_series_as_whole_traces() {
         assert_eq!(from_columns, query_range(&memory, &columns, range).unwrap(), "{columns_query}");
     }
 }
+
+/// A head span whose `service.name` is an integer: the columns path read it as missing while the whole-trace
+/// path grouped it under its value.
+#[test]
+fn a_non_string_service_name_reads_the_same_on_span_columns_as_on_whole_traces() {
+    use oxeye_model::traces::{Attribute, AttributeValue, TraceWriter};
+    let dir = tempfile::tempdir().unwrap();
+    let store = oxeye_tracestore::TraceStore::open(oxeye_tracestore::TraceStoreOptions::new(dir.path())).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let start = (now - 60 * SECOND) / SECOND * SECOND;
+    let mut trace = crate::testing::synthetic_trace(1, start + SECOND);
+    for batch in &mut trace.resource_spans {
+        batch.resource.attributes.retain(|attribute| attribute.key != "service.name");
+        batch.resource.attributes.push(Attribute { key: "service.name".into(), value: AttributeValue::Int(7) });
+    }
+    store.push(trace.resource_spans).unwrap();
+    let range = MetricsRange { start_unix_nano: start, end_unix_nano: start + 10 * SECOND, step_nanos: 10 * SECOND };
+    let columns = parse("{ } | count_over_time() by (resource.service.name)").unwrap();
+    let traces = parse("{ } | select(span.x) | count_over_time() by (resource.service.name)").unwrap();
+    let from_columns = query_range(store.as_ref(), &columns, range).unwrap();
+    assert_eq!(from_columns, query_range(store.as_ref(), &traces, range).unwrap());
+    assert_eq!(from_columns.len(), 1);
+    assert_eq!(from_columns[0].prom_labels(), r#"{resource.service.name="7"}"#);
+}
