@@ -733,7 +733,8 @@ impl Block {
         let bytes = self.read_page(page as usize)?;
         let (mut decoder, count) = encoding::open_traces(&bytes)
             .map_err(|error| TraceStoreError::corrupt(&self.path, error.offset as u64, error.reason))?;
-        let corrupt = |error: encoding::DecodeError| TraceStoreError::corrupt(&self.path, error.offset as u64, error.reason);
+        let corrupt =
+            |error: encoding::DecodeError| TraceStoreError::corrupt(&self.path, error.offset as u64, error.reason);
         for _ in 0..count {
             if decoder.next_trace_id().as_ref() == Some(trace_id) {
                 return decoder.trace().map(Some).map_err(corrupt);

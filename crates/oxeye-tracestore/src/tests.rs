@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use oxeye_model::traces::{
-    Attribute, AttributeValue, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanColumnSet, SpanColumnsRow, SpanKind, StatusCode,
-    Trace, TraceReader, TraceScanHints, TraceWriter, visit_span_rows,
+    Attribute, AttributeValue, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanColumnSet, SpanColumnsRow,
+    SpanKind, StatusCode, Trace, TraceReader, TraceScanHints, TraceWriter, visit_span_rows,
 };
 
 use crate::{TraceStore, TraceStoreError, TraceStoreOptions};
