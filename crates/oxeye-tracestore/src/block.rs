@@ -5,7 +5,6 @@
 //! TraceQL metrics over intrinsics read a few small columns instead of every page. `docs/format.md` draws
 //! the file byte by byte.
 
-use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -222,9 +221,10 @@ fn summarize(traces: &[&Trace], wal_through_segment: u64) -> BlockSummary {
         trace_count: traces.len() as u64,
         ..BlockSummary::default()
     };
-    let mut services = BTreeSet::new();
-    let mut names = BTreeSet::new();
-    let mut attribute_pairs: BTreeSet<(&str, &str)> = BTreeSet::new();
+    // Hash sets, sorted once at the end: a tree set compared strings for every span and attribute.
+    let mut services: foldhash::HashSet<&str> = foldhash::HashSet::default();
+    let mut names: foldhash::HashSet<&str> = foldhash::HashSet::default();
+    let mut attribute_pairs: foldhash::HashSet<(&str, &str)> = foldhash::HashSet::default();
     for trace in traces {
         for batch in &trace.resource_spans {
             if let Some(service) = batch.resource.service_name() {
@@ -257,8 +257,13 @@ fn summarize(traces: &[&Trace], wal_through_segment: u64) -> BlockSummary {
     }
     summary.names_complete = services.len() <= MAX_SUMMARY_NAMES && names.len() <= MAX_SUMMARY_NAMES;
     if summary.names_complete {
-        summary.service_names = services.into_iter().map(str::to_string).collect();
-        summary.span_names = names.into_iter().map(str::to_string).collect();
+        let sorted = |set: foldhash::HashSet<&str>| {
+            let mut sorted: Vec<String> = set.into_iter().map(str::to_string).collect();
+            sorted.sort_unstable();
+            sorted
+        };
+        summary.service_names = sorted(services);
+        summary.span_names = sorted(names);
     }
     let bits = (attribute_pairs.len() * BLOOM_BITS_PER_ENTRY).max(64).next_multiple_of(8);
     let mut bloom = vec![0u8; bits / 8];

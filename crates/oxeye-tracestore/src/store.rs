@@ -1,6 +1,5 @@
 //! The trace store: WAL, head, blocks, retention, and the `TraceWriter` / `TraceReader` implementations.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -47,7 +46,7 @@ pub struct TraceStoreStats {
 struct Head {
     /// Shared so a search or by-id read can hold head traces without copying them under the lock; a push into
     /// a trace a reader still holds copies it first (`Arc::make_mut`).
-    traces: HashMap<TraceId, Arc<Trace>>,
+    traces: foldhash::HashMap<TraceId, Arc<Trace>>,
     span_count: u64,
     /// When the first span of this head arrived, ns since the epoch (0 when empty).
     first_push_unix_nano: u64,
@@ -109,7 +108,7 @@ impl Head {
 
 /// Splits pushed batches into one [`Trace`] per trace id (spans keep their resource and scope).
 fn group_by_trace(batches: Vec<ResourceSpans>) -> Vec<Trace> {
-    let mut positions: HashMap<TraceId, usize> = HashMap::new();
+    let mut positions: foldhash::HashMap<TraceId, usize> = foldhash::HashMap::default();
     let mut traces: Vec<Trace> = Vec::new();
     for batch in batches {
         let ResourceSpans { resource, scope_spans, schema_url } = batch;
