@@ -24,6 +24,126 @@ fn json_error(field: String, reason: impl Into<String>) -> IngestError {
 /// # Errors
 /// [`IngestError::Json`] naming the path of the first bad value, e.g. `streams[0].values[3][0]`.
 pub fn decode_push_json(body: &[u8]) -> Result<Vec<LogStream>, IngestError> {
+    // The typed decoder builds the streams straight from the bytes; a body it refuses goes through the
+    // tree decoder, which names the bad field.
+    if let Ok(typed) = serde_json::from_slice::<typed::Body>(body) {
+        return Ok(typed
+            .streams
+            .into_iter()
+            .map(|stream| LogStream {
+                labels: Labels::from_pairs(stream.stream.0),
+                entries: stream.values.into_iter().map(|entry| entry.0).collect(),
+            })
+            .collect());
+    }
+    decode_push_json_tree(body)
+}
+
+/// Typed serde targets for a push body, so the happy path builds no `serde_json::Value` tree. They accept
+/// exactly what [`decode_push_json_tree`] accepts: timestamps as strings or integers of nanoseconds, 2 or 3
+/// elements per entry, string-valued label and metadata maps (a repeated key keeps its first position and its
+/// last value, as the tree's ordered map does).
+mod typed {
+    use std::fmt;
+
+    use oxeye_model::Label;
+    use oxeye_model::logs::LogEntry;
+    use serde::Deserialize;
+    use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+    #[derive(Deserialize)]
+    pub(super) struct Body {
+        pub(super) streams: Vec<Stream>,
+    }
+
+    #[derive(Deserialize)]
+    pub(super) struct Stream {
+        pub(super) stream: StringPairs,
+        pub(super) values: Vec<Entry>,
+    }
+
+    /// A JSON object of string values, in order.
+    pub(super) struct StringPairs(pub(super) Vec<(String, String)>);
+
+    impl<'de> Deserialize<'de> for StringPairs {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct PairsVisitor;
+            impl<'de> Visitor<'de> for PairsVisitor {
+                type Value = StringPairs;
+                fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    formatter.write_str("an object of strings")
+                }
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<StringPairs, A::Error> {
+                    let mut pairs: Vec<(String, String)> = Vec::with_capacity(map.size_hint().unwrap_or(4));
+                    while let Some((name, value)) = map.next_entry::<String, String>()? {
+                        match pairs.iter_mut().find(|(seen, _)| *seen == name) {
+                            Some(pair) => pair.1 = value,
+                            None => pairs.push((name, value)),
+                        }
+                    }
+                    Ok(StringPairs(pairs))
+                }
+            }
+            deserializer.deserialize_map(PairsVisitor)
+        }
+    }
+
+    /// `["<ns>", "line"]` or `["<ns>", "line", {metadata}]`.
+    pub(super) struct Entry(pub(super) LogEntry);
+
+    struct Timestamp(i64);
+
+    impl<'de> Deserialize<'de> for Timestamp {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct TimestampVisitor;
+            impl Visitor<'_> for TimestampVisitor {
+                type Value = Timestamp;
+                fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    formatter.write_str("an integer of nanoseconds")
+                }
+                fn visit_str<E: de::Error>(self, text: &str) -> Result<Timestamp, E> {
+                    text.parse().map(Timestamp).map_err(|_| E::custom("timestamp"))
+                }
+                fn visit_i64<E: de::Error>(self, value: i64) -> Result<Timestamp, E> {
+                    Ok(Timestamp(value))
+                }
+                fn visit_u64<E: de::Error>(self, value: u64) -> Result<Timestamp, E> {
+                    i64::try_from(value).map(Timestamp).map_err(|_| E::custom("timestamp"))
+                }
+            }
+            deserializer.deserialize_any(TimestampVisitor)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Entry {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct EntryVisitor;
+            impl<'de> Visitor<'de> for EntryVisitor {
+                type Value = Entry;
+                fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                    formatter.write_str("an entry array")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<Entry, A::Error> {
+                    let missing = || de::Error::custom("entry has fewer than 2 elements");
+                    let Timestamp(timestamp_ns) = items.next_element()?.ok_or_else(missing)?;
+                    let line: String = items.next_element()?.ok_or_else(missing)?;
+                    let structured_metadata = match items.next_element::<StringPairs>()? {
+                        None => Vec::new(),
+                        Some(pairs) => pairs.0.into_iter().map(|(name, value)| Label { name, value }).collect(),
+                    };
+                    if items.next_element::<IgnoredAny>()?.is_some() {
+                        return Err(de::Error::custom("entry has more than 3 elements"));
+                    }
+                    Ok(Entry(LogEntry { timestamp_ns, line, structured_metadata }))
+                }
+            }
+            deserializer.deserialize_seq(EntryVisitor)
+        }
+    }
+}
+
+/// The tree decoder behind [`decode_push_json`]: slower, names the path of the first bad value.
+fn decode_push_json_tree(body: &[u8]) -> Result<Vec<LogStream>, IngestError> {
     use serde_json::Value;
     let mut root: Value = serde_json::from_slice(body).map_err(|error| json_error("$".into(), error.to_string()))?;
     let Some(Value::Array(streams)) = root.get_mut("streams").map(Value::take) else {
@@ -224,6 +344,30 @@ mod tests {
         assert_eq!(streams[0].labels, Labels::from_pairs([("job", "x")]));
         assert_eq!(streams[0].entries[0].timestamp_ns, 1_700_000_000_000_000_001);
         assert_eq!(streams[0].entries[1].metadata("trace_id"), Some("abc"));
+    }
+
+    #[test]
+    fn typed_and_tree_decoders_agree() {
+        let bodies: [&[u8]; 4] = [
+            br#"{"streams":[{"values":[[1,"a"],["2","b",{"k":"1","j":"2","k":"3"}]],"stream":{"job":"x","a":"b"}}],"x":1}"#,
+            br#"{"streams":[{"stream":{"job":"x"},"values":[]},{"stream":{},"values":[["3","c",{}]]}]}"#,
+            br#"{"streams":[]}"#,
+            br#"{"streams":[{"stream":{"job":"x"},"values":[["9223372036854775807","\u00e9\n"]]}]}"#,
+        ];
+        for body in bodies {
+            let typed = decode_push_json(body).unwrap();
+            assert_eq!(typed, decode_push_json_tree(body).unwrap(), "{}", String::from_utf8_lossy(body));
+        }
+        let refused: [&[u8]; 4] = [
+            br#"{"streams":[{"stream":{"job":"x"},"values":[["1","a",{},"extra"]]}]}"#,
+            br#"{"streams":[{"stream":{"job":"x"},"values":[["1"]]}]}"#,
+            br#"{"streams":[{"stream":{"job":"x"},"values":[["9223372036854775808","a"]]}]}"#,
+            br#"{"streams":[{"stream":{"job":"x"},"values":[["1","a",{"k":1}]]}]}"#,
+        ];
+        for body in refused {
+            assert!(serde_json::from_slice::<typed::Body>(body).is_err());
+            assert!(decode_push_json(body).is_err());
+        }
     }
 
     #[test]
