@@ -9,9 +9,9 @@
 //! - It maps the whole file into memory, so the input must be a regular file, not a pipe.
 //! - It reads the file once to find the smallest and largest timestamp, then once more per 2-hour range
 //!   (aligned to multiples of 2 h since the epoch) between them. A file holding one aligned range is read
-//!   twice; a file holding 24 h would be read 13 times. So each aligned range gets its own file, converted
-//!   while the next one is written and deleted afterwards, which bounds the disk space to two ranges of text
-//!   (about 10 GB each at 100k series: 208 bytes per sample line).
+//!   twice; a file holding 24 h would be read 13 times. So each aligned range gets its own file, written,
+//!   converted and deleted before the next, which bounds the disk space to one range of text (about 10 GB
+//!   at 100k series: 208 bytes per sample line).
 //! - It parses timestamps as float seconds and truncates `seconds × 1000` to an integer; [`timestamp_text`]
 //!   picks the decimal that lands exactly on each sample's millisecond.
 //!
@@ -26,8 +26,6 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use oxeye_proto::prometheus::WriteRequest;
-use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::workload;
@@ -46,10 +44,9 @@ pub struct BackfillReport {
     pub text_bytes: u64,
     /// Bytes of the largest file: the disk space the text needs at once.
     pub largest_file_bytes: u64,
-    /// Wall seconds spent writing text (decompressing and decoding the workload included; waits for the
-    /// previous range's `promtool` included).
+    /// Wall seconds spent writing text (decompressing and decoding the workload included).
     pub write_seconds: f64,
-    /// Wall seconds `promtool` ran, all files (the runs overlap the writing of the next range).
+    /// Wall seconds `promtool` ran, all files.
     pub promtool_seconds: f64,
     /// CPU seconds (user + system) of the `promtool` processes, all files.
     pub promtool_cpu_seconds: f64,
@@ -88,47 +85,47 @@ pub fn backfill(
     let mut decoder = snap::raw::Decoder::new();
     let mut decompressed = Vec::new();
     let mut line = Vec::with_capacity(512);
+    let mut samples = Vec::new();
     let mut write_started = Instant::now();
-    let mut conversion: Option<Conversion> = None;
     let cpu_before = children_cpu_seconds();
     let header = workload::for_each_record(workload_path, |round_start_ms, body| {
         while open_files.first().is_some_and(|file| file.range_end_ms <= round_start_ms) {
             let finished = open_files.remove(0);
             report.write_seconds += write_started.elapsed().as_secs_f64();
-            convert(finished, promtool, data_dir, &mut conversion, &mut report)?;
+            convert(finished, promtool, data_dir, &mut report)?;
             write_started = Instant::now();
         }
         let length = snap::raw::decompress_len(body).context("snappy length of a workload body")?;
         decompressed.resize(length, 0);
         decoder.decompress(body, &mut decompressed).context("decompressing a workload body")?;
-        let request = WriteRequest::decode(decompressed.as_slice()).context("decoding a workload body")?;
-        for series in &request.timeseries {
-            for sample in &series.samples {
-                let range_start_ms = sample.timestamp.div_euclid(PROMTOOL_BLOCK_RANGE_MS) * PROMTOOL_BLOCK_RANGE_MS;
+        // Label slices point into this request's bytes, so the list is per request.
+        let mut labels = Vec::new();
+        for_each_series(&decompressed, &mut labels, &mut samples, |labels, samples| {
+            for &(value, timestamp_ms) in samples {
+                let range_start_ms = timestamp_ms.div_euclid(PROMTOOL_BLOCK_RANGE_MS) * PROMTOOL_BLOCK_RANGE_MS;
                 let file = match open_files.iter_mut().position(|file| file.range_start_ms == range_start_ms) {
                     Some(index) => &mut open_files[index],
                     None => {
                         if open_files.last().is_some_and(|last| last.range_start_ms > range_start_ms) {
-                            bail!("sample at {} ms comes after a later block range was started", sample.timestamp);
+                            bail!("sample at {timestamp_ms} ms comes after a later block range was started");
                         }
                         open_files.push(RangeFile::create(scratch_dir, range_start_ms)?);
                         open_files.last_mut().context("a range file was just opened")?
                     }
                 };
                 line.clear();
-                write_sample_line(&mut line, &series.labels, sample.value, sample.timestamp);
+                write_sample_line(&mut line, labels, value, timestamp_ms);
                 file.writer.write_all(&line)?;
                 file.bytes += line.len() as u64;
                 report.samples += 1;
             }
-        }
-        Ok(())
+            Ok(())
+        })
     })?;
     report.write_seconds += write_started.elapsed().as_secs_f64();
     for finished in std::mem::take(&mut open_files) {
-        convert(finished, promtool, data_dir, &mut conversion, &mut report)?;
+        convert(finished, promtool, data_dir, &mut report)?;
     }
-    wait_for(&mut conversion, &mut report)?;
     report.promtool_cpu_seconds = children_cpu_seconds() - cpu_before;
     if report.samples != header.total_samples {
         bail!("backfilled {} samples, the workload holds {}", report.samples, header.total_samples);
@@ -160,19 +157,9 @@ impl RangeFile {
     }
 }
 
-/// One `promtool` run going on in a thread: its wall seconds when it succeeded.
-type Conversion = std::thread::JoinHandle<anyhow::Result<f64>>;
-
-/// Ends `file` with `# EOF` and starts `promtool` on it in a thread, which deletes the file afterwards.
-/// The previous conversion is waited for first, so at most one `promtool` runs while the next range's text
-/// is written: on two cores the two overlap, and at most two ranges of text are on disk.
-fn convert(
-    mut file: RangeFile,
-    promtool: &Path,
-    data_dir: &Path,
-    previous: &mut Option<Conversion>,
-    report: &mut BackfillReport,
-) -> anyhow::Result<()> {
+/// Ends `file` with `# EOF`, runs `promtool` on it and deletes it. One range at a time: at 100k series a
+/// range is about 10 GB of text, and the disk must hold it besides the workload file.
+fn convert(mut file: RangeFile, promtool: &Path, data_dir: &Path, report: &mut BackfillReport) -> anyhow::Result<()> {
     file.writer.write_all(b"# EOF\n")?;
     file.bytes += 6;
     file.writer.flush().with_context(|| format!("writing {}", file.path.display()))?;
@@ -180,43 +167,29 @@ fn convert(
     report.files += 1;
     report.text_bytes += file.bytes;
     report.largest_file_bytes = report.largest_file_bytes.max(file.bytes);
-    wait_for(previous, report)?;
-    let promtool = promtool.to_path_buf();
-    let data_dir = data_dir.to_path_buf();
-    let (path, bytes, range_start_ms) = (file.path, file.bytes, file.range_start_ms);
-    *previous = Some(std::thread::spawn(move || {
-        let started = Instant::now();
-        let output = Command::new(&promtool)
-            .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
-            .arg(&path)
-            .arg(&data_dir)
-            .output()
-            .with_context(|| format!("running {}", promtool.display()))?;
-        let seconds = started.elapsed().as_secs_f64();
-        if !output.status.success() {
-            bail!(
-                "promtool on {} exited with {}: {}",
-                path.display(),
-                output.status,
-                String::from_utf8_lossy(&output.stderr).chars().take(2000).collect::<String>()
-            );
-        }
-        eprintln!(
-            "[prometheus] backfilled {} MiB of text (range from {range_start_ms} ms) in {seconds:.1} s",
-            bytes >> 20
+    let started = Instant::now();
+    let output = Command::new(promtool)
+        .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
+        .arg(&file.path)
+        .arg(data_dir)
+        .output()
+        .with_context(|| format!("running {}", promtool.display()))?;
+    let seconds = started.elapsed().as_secs_f64();
+    report.promtool_seconds += seconds;
+    if !output.status.success() {
+        bail!(
+            "promtool on {} exited with {}: {}",
+            file.path.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).chars().take(2000).collect::<String>()
         );
-        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-        Ok(seconds)
-    }));
-    Ok(())
-}
-
-/// Waits for the running conversion, if any, and adds its wall time to the report.
-fn wait_for(conversion: &mut Option<Conversion>, report: &mut BackfillReport) -> anyhow::Result<()> {
-    if let Some(handle) = conversion.take() {
-        let seconds = handle.join().map_err(|_| anyhow::anyhow!("the promtool thread panicked"))??;
-        report.promtool_seconds += seconds;
     }
+    eprintln!(
+        "[prometheus] backfilled {} MiB of text (range from {} ms) in {seconds:.1} s",
+        file.bytes >> 20,
+        file.range_start_ms
+    );
+    std::fs::remove_file(&file.path).with_context(|| format!("removing {}", file.path.display()))?;
     Ok(())
 }
 
@@ -231,22 +204,23 @@ fn children_cpu_seconds() -> f64 {
     (ticks(13) + ticks(14)) / 100.0
 }
 
-/// Appends one sample line: `name{label="value",...} value timestamp\n`.
-fn write_sample_line(line: &mut Vec<u8>, labels: &[oxeye_proto::prometheus::Label], value: f64, timestamp_ms: i64) {
-    let name = labels.iter().find(|label| label.name == "__name__").map(|label| label.value.as_str()).unwrap_or("");
-    line.extend_from_slice(name.as_bytes());
+/// Appends one sample line: `name{label="value",...} value timestamp\n`; `labels` are (name, value)
+/// pairs as they stand in the request.
+fn write_sample_line(line: &mut Vec<u8>, labels: &[(&[u8], &[u8])], value: f64, timestamp_ms: i64) {
+    let name = labels.iter().find(|(label, _)| *label == b"__name__").map(|(_, value)| *value).unwrap_or(b"");
+    line.extend_from_slice(name);
     let mut first = true;
-    for label in labels.iter().filter(|label| label.name != "__name__") {
+    for (label, label_value) in labels.iter().filter(|(label, _)| *label != b"__name__") {
         line.push(if first { b'{' } else { b',' });
         first = false;
-        line.extend_from_slice(label.name.as_bytes());
+        line.extend_from_slice(label);
         line.extend_from_slice(b"=\"");
-        for byte in label.value.bytes() {
+        for byte in label_value.iter() {
             match byte {
                 b'\\' => line.extend_from_slice(b"\\\\"),
                 b'"' => line.extend_from_slice(b"\\\""),
                 b'\n' => line.extend_from_slice(b"\\n"),
-                other => line.push(other),
+                other => line.push(*other),
             }
         }
         line.push(b'"');
@@ -255,28 +229,148 @@ fn write_sample_line(line: &mut Vec<u8>, labels: &[oxeye_proto::prometheus::Labe
         line.push(b'}');
     }
     line.push(b' ');
-    line.extend_from_slice(value_text(value).as_bytes());
+    write_value(line, value);
     line.push(b' ');
-    line.extend_from_slice(timestamp_text(timestamp_ms).as_bytes());
+    // Writing into a Vec cannot fail.
+    let _ = write!(line, "{}", timestamp_seconds(timestamp_ms));
     line.push(b'\n');
 }
 
-/// A sample value as OpenMetrics spells it (`NaN`, `+Inf`, `-Inf`, else the shortest exact decimal).
-fn value_text(value: f64) -> String {
-    if value.is_nan() {
-        "NaN".to_string()
-    } else if value == f64::INFINITY {
-        "+Inf".to_string()
-    } else if value == f64::NEG_INFINITY {
-        "-Inf".to_string()
-    } else {
-        format!("{value}")
+/// Reads a remote_write 1.0 `WriteRequest` body in place (no allocation per label) and calls `visit` with
+/// each `TimeSeries`' label (name, value) pairs and its (value, timestamp in ms) samples. Fields other
+/// than labels and samples (exemplars, histograms) are skipped. Wire format:
+/// <https://protobuf.dev/programming-guides/encoding/>; messages as in `oxeye_proto::prometheus`.
+fn for_each_series<'b>(
+    body: &'b [u8],
+    labels: &mut Vec<(&'b [u8], &'b [u8])>,
+    samples: &mut Vec<(f64, i64)>,
+    mut visit: impl FnMut(&[(&'b [u8], &'b [u8])], &[(f64, i64)]) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut request = ProtoReader { bytes: body, position: 0 };
+    while let Some((field, wire_type)) = request.key()? {
+        if field != 1 || wire_type != 2 {
+            request.skip(wire_type)?;
+            continue;
+        }
+        let mut series = ProtoReader { bytes: request.length_delimited()?, position: 0 };
+        labels.clear();
+        samples.clear();
+        while let Some((field, wire_type)) = series.key()? {
+            match (field, wire_type) {
+                (1, 2) => {
+                    let mut label = ProtoReader { bytes: series.length_delimited()?, position: 0 };
+                    let (mut name, mut value): (&[u8], &[u8]) = (b"", b"");
+                    while let Some((field, wire_type)) = label.key()? {
+                        match (field, wire_type) {
+                            (1, 2) => name = label.length_delimited()?,
+                            (2, 2) => value = label.length_delimited()?,
+                            _ => label.skip(wire_type)?,
+                        }
+                    }
+                    labels.push((name, value));
+                }
+                (2, 2) => {
+                    let mut sample = ProtoReader { bytes: series.length_delimited()?, position: 0 };
+                    let (mut value, mut timestamp_ms) = (0.0, 0i64);
+                    while let Some((field, wire_type)) = sample.key()? {
+                        match (field, wire_type) {
+                            (1, 1) => value = f64::from_bits(sample.fixed64()?),
+                            (2, 0) => timestamp_ms = sample.varint()? as i64,
+                            _ => sample.skip(wire_type)?,
+                        }
+                    }
+                    samples.push((value, timestamp_ms));
+                }
+                _ => series.skip(wire_type)?,
+            }
+        }
+        visit(labels, samples)?;
+    }
+    Ok(())
+}
+
+/// A cursor over protobuf bytes.
+struct ProtoReader<'b> {
+    bytes: &'b [u8],
+    position: usize,
+}
+
+impl<'b> ProtoReader<'b> {
+    fn varint(&mut self) -> anyhow::Result<u64> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *self.bytes.get(self.position).context("truncated protobuf varint")?;
+            self.position += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte < 0x80 {
+                return Ok(value);
+            }
+        }
+        bail!("protobuf varint longer than 10 bytes")
+    }
+
+    /// The next field number and wire type, or `None` at the end.
+    fn key(&mut self) -> anyhow::Result<Option<(u64, u8)>> {
+        if self.position >= self.bytes.len() {
+            return Ok(None);
+        }
+        let key = self.varint()?;
+        Ok(Some((key >> 3, (key & 7) as u8)))
+    }
+
+    fn length_delimited(&mut self) -> anyhow::Result<&'b [u8]> {
+        let length = self.varint()? as usize;
+        let end = self.position.checked_add(length).context("protobuf length overflows")?;
+        let slice = self.bytes.get(self.position..end).context("truncated protobuf field")?;
+        self.position = end;
+        Ok(slice)
+    }
+
+    fn fixed64(&mut self) -> anyhow::Result<u64> {
+        let slice = self.bytes.get(self.position..self.position + 8).context("truncated protobuf fixed64")?;
+        self.position += 8;
+        let mut array = [0u8; 8];
+        array.copy_from_slice(slice);
+        Ok(u64::from_le_bytes(array))
+    }
+
+    fn skip(&mut self, wire_type: u8) -> anyhow::Result<()> {
+        match wire_type {
+            0 => {
+                self.varint()?;
+            }
+            1 => self.position += 8,
+            2 => {
+                self.length_delimited()?;
+            }
+            5 => self.position += 4,
+            other => bail!("unsupported protobuf wire type {other}"),
+        }
+        if self.position > self.bytes.len() {
+            bail!("truncated protobuf field");
+        }
+        Ok(())
     }
 }
 
-/// The timestamp in seconds, as the shortest decimal whose float64, times 1000 and truncated toward zero
-/// (what Prometheus' OpenMetrics parser does), gives back exactly `timestamp_ms`.
-fn timestamp_text(timestamp_ms: i64) -> String {
+/// Appends a sample value as OpenMetrics spells it (`NaN`, `+Inf`, `-Inf`, else the shortest exact
+/// decimal).
+fn write_value(line: &mut Vec<u8>, value: f64) {
+    if value.is_nan() {
+        line.extend_from_slice(b"NaN");
+    } else if value == f64::INFINITY {
+        line.extend_from_slice(b"+Inf");
+    } else if value == f64::NEG_INFINITY {
+        line.extend_from_slice(b"-Inf");
+    } else {
+        // Writing into a Vec cannot fail.
+        let _ = write!(line, "{value}");
+    }
+}
+
+/// The timestamp in seconds whose shortest decimal (Rust's `Display`), parsed as a float64, times 1000
+/// and truncated toward zero (what Prometheus' OpenMetrics parser does), gives back exactly `timestamp_ms`.
+fn timestamp_seconds(timestamp_ms: i64) -> f64 {
     let mut seconds = timestamp_ms as f64 / 1000.0;
     // Truncation can land one millisecond low when the nearest float is just below the exact value; step
     // up one float at a time until it does not (one or two steps, never more for real timestamps).
@@ -286,40 +380,64 @@ fn timestamp_text(timestamp_ms: i64) -> String {
         }
         seconds = seconds.next_up();
     }
-    format!("{seconds}")
+    seconds
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oxeye_proto::prometheus::Label;
+    use oxeye_proto::prometheus::{Label, Sample, TimeSeries, WriteRequest};
+    use prost::Message;
 
     #[test]
     fn timestamps_survive_the_parsers_truncation() {
-        for timestamp_ms in [0, 1, 999, 1_000, 1_763_842_500_015, 1_763_842_500_123, 1_700_000_000_007] {
-            let text = timestamp_text(timestamp_ms);
+        let check = |timestamp_ms: i64| {
+            let text = timestamp_seconds(timestamp_ms).to_string();
             let parsed: f64 = text.parse().unwrap_or(f64::NAN);
             assert_eq!((parsed * 1000.0) as i64, timestamp_ms, "{text}");
+        };
+        for timestamp_ms in [0, 1, 999, 1_000, 1_763_842_500_015, 1_763_842_500_123, 1_700_000_000_007] {
+            check(timestamp_ms);
         }
         for timestamp_ms in (1_763_842_500_000..1_763_842_510_000).step_by(7) {
-            let parsed: f64 = timestamp_text(timestamp_ms).parse().unwrap_or(f64::NAN);
-            assert_eq!((parsed * 1000.0) as i64, timestamp_ms);
+            check(timestamp_ms);
         }
     }
 
     #[test]
-    fn sample_lines_escape_label_values_and_spell_special_values() {
+    fn request_bodies_become_lines_with_escaped_values_and_special_floats() {
         let label = |name: &str, value: &str| Label { name: name.to_string(), value: value.to_string() };
-        let mut line = Vec::new();
-        write_sample_line(
-            &mut line,
-            &[label("__name__", "up"), label("job", "a\"b\\c\nd"), label("le", "+Inf")],
-            f64::INFINITY,
-            1_500,
+        let request = WriteRequest {
+            timeseries: vec![
+                TimeSeries {
+                    labels: vec![label("__name__", "up"), label("job", "a\"b\\c\nd"), label("le", "+Inf")],
+                    samples: vec![Sample { value: f64::INFINITY, timestamp: 1_500 }],
+                    ..TimeSeries::default()
+                },
+                TimeSeries {
+                    labels: vec![label("__name__", "x")],
+                    samples: vec![
+                        Sample { value: 0.25, timestamp: 2_000 },
+                        Sample { value: f64::NAN, timestamp: 3_001 },
+                    ],
+                    ..TimeSeries::default()
+                },
+            ],
+            ..WriteRequest::default()
+        };
+        let body = request.encode_to_vec();
+        let mut text = Vec::new();
+        let (mut labels, mut samples) = (Vec::new(), Vec::new());
+        for_each_series(&body, &mut labels, &mut samples, |labels, samples| {
+            for (value, timestamp_ms) in samples {
+                write_sample_line(&mut text, labels, *value, *timestamp_ms);
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(
+            String::from_utf8_lossy(&text),
+            "up{job=\"a\\\"b\\\\c\\nd\",le=\"+Inf\"} +Inf 1.5\nx 0.25 2\nx NaN 3.001\n"
         );
-        assert_eq!(String::from_utf8_lossy(&line), "up{job=\"a\\\"b\\\\c\\nd\",le=\"+Inf\"} +Inf 1.5\n");
-        line.clear();
-        write_sample_line(&mut line, &[label("__name__", "x")], 0.25, 2_000);
-        assert_eq!(String::from_utf8_lossy(&line), "x 0.25 2\n");
     }
 }
