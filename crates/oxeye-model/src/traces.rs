@@ -520,6 +520,45 @@ pub struct TraceScanHints {
     pub has_error: bool,
     /// Some span or resource has these string attributes with these exact values.
     pub string_attributes: Vec<(String, String)>,
+    /// Some attribute with the key has a string value (or array element) the regex matches.
+    pub attribute_regexes: Vec<AttributeRegexHint>,
+    /// Some attribute with the key has an integer or double value (or array element) within the bounds, or a
+    /// value of another type (which the query may still compare, so it cannot rule the trace out).
+    pub numeric_attributes: Vec<NumericAttributeHint>,
+}
+
+/// A [`TraceScanHints`] condition: an attribute whose string value matches a regex (TraceQL `=~`).
+#[derive(Debug, Clone)]
+pub struct AttributeRegexHint {
+    /// The attribute key.
+    pub key: String,
+    /// The compiled regex, anchored as the query matches it.
+    pub regex: regex::Regex,
+}
+
+impl PartialEq for AttributeRegexHint {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key && self.regex.as_str() == other.regex.as_str()
+    }
+}
+
+/// A [`TraceScanHints`] condition: an attribute whose numeric value lies in `[min, max]` (TraceQL `>`, `>=`,
+/// `<`, `<=`, `=` against a number; the strict forms use the bound itself, which only admits more).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NumericAttributeHint {
+    /// The attribute key.
+    pub key: String,
+    /// Smallest value admitted.
+    pub min: f64,
+    /// Largest value admitted.
+    pub max: f64,
+}
+
+impl NumericAttributeHint {
+    /// Whether `value` lies within the bounds.
+    pub fn admits(&self, value: f64) -> bool {
+        value >= self.min && value <= self.max
+    }
 }
 
 #[cfg(test)]

@@ -20,8 +20,8 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 
 use oxeye_model::traces::{
-    Attribute, AttributeValue, Resource, Scope, Span, SpanEvent, SpanId, SpanKind, SpanLink, StatusCode, Trace,
-    TraceScanHints, find_attribute, id_to_hex,
+    Attribute, AttributeRegexHint, AttributeValue, NumericAttributeHint, Resource, Scope, Span, SpanEvent, SpanId,
+    SpanKind, SpanLink, StatusCode, Trace, TraceScanHints, find_attribute, id_to_hex,
 };
 
 use crate::syntax::ast::*;
@@ -802,10 +802,43 @@ fn collect_spanset_hints(expr: &SpansetExpr, hints: &mut TraceScanHints) {
     }
 }
 
+/// Whether a hint on `attribute` may name any scope the store's trace-level check looks at (it checks every
+/// attribute of the trace, whatever its scope, so only the scopes with a definite key qualify).
+fn is_hinted_scope(attribute: &AttributeRef) -> bool {
+    matches!(attribute.scope, AttributeScope::Span | AttributeScope::Resource | AttributeScope::Unscoped)
+}
+
 fn collect_field_hints(condition: &FieldExpr, hints: &mut TraceScanHints) {
+    if let FieldExpr::Regex { lhs, regex, negated: false, .. } = condition
+        && let FieldExpr::Attribute(attribute) = lhs.as_ref()
+        && is_hinted_scope(attribute)
+    {
+        hints.attribute_regexes.push(AttributeRegexHint { key: attribute.name.clone(), regex: regex.clone() });
+        return;
+    }
     let FieldExpr::Binary { op, lhs, rhs } = condition else {
         return;
     };
+    if let (BinaryOp::Compare(compare), FieldExpr::Attribute(attribute), FieldExpr::Literal(literal)) =
+        (op, lhs.as_ref(), rhs.as_ref())
+        && is_hinted_scope(attribute)
+    {
+        let bound = match literal {
+            Literal::Int(value) => Some(*value as f64),
+            Literal::Float(value) => Some(*value),
+            _ => None,
+        };
+        let range = bound.and_then(|bound| match compare {
+            CompareOp::Eq => Some((bound, bound)),
+            CompareOp::Gt | CompareOp::Ge => Some((bound, f64::INFINITY)),
+            CompareOp::Lt | CompareOp::Le => Some((f64::NEG_INFINITY, bound)),
+            _ => None,
+        });
+        if let Some((min, max)) = range {
+            hints.numeric_attributes.push(NumericAttributeHint { key: attribute.name.clone(), min, max });
+            return;
+        }
+    }
     match (op, lhs.as_ref(), rhs.as_ref()) {
         (BinaryOp::And, _, _) => {
             collect_field_hints(lhs, hints);

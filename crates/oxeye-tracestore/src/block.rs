@@ -14,7 +14,7 @@ use oxeye_model::traces::{
 };
 
 use crate::TraceStoreError;
-use crate::encoding::{self, put_uvarint};
+use crate::encoding::{self, PageFilter, put_uvarint};
 
 /// The first 8 bytes of a block file.
 pub(crate) const BLOCK_MAGIC: &[u8; 8] = b"OXTBLK\x00\x01";
@@ -749,15 +749,30 @@ impl Block {
         Ok(None)
     }
 
-    /// Calls `visit` with every trace of the block, page by page, until it returns `false`; returns whether
-    /// the visit ran to the end.
-    pub(crate) fn for_each_trace(&self, visit: &mut dyn FnMut(Trace) -> bool) -> Result<bool, TraceStoreError> {
+    /// Calls `visit` with every trace of the block that may match `hints`, page by page, until it returns
+    /// `false`; returns whether the visit ran to the end. Traces the hints rule out are walked over in their
+    /// encoded form and never built (a page whose string table lacks a hinted string is not walked at all).
+    pub(crate) fn for_each_trace(
+        &self,
+        hints: &TraceScanHints,
+        visit: &mut dyn FnMut(Trace) -> bool,
+    ) -> Result<bool, TraceStoreError> {
+        let corrupt =
+            |error: encoding::DecodeError| TraceStoreError::corrupt(&self.path, error.offset as u64, error.reason);
         for page in 0..self.pages.len() {
             let bytes = self.read_page(page)?;
-            let traces = encoding::decode_traces(&bytes)
-                .map_err(|error| TraceStoreError::corrupt(&self.path, error.offset as u64, error.reason))?;
-            for trace in traces {
-                if !visit(trace) {
+            let (mut decoder, count) = encoding::open_traces(&bytes).map_err(corrupt)?;
+            let Some(mut filter) = PageFilter::new(hints, decoder.strings().to_vec()) else { continue };
+            let filtering = !filter.is_empty();
+            for _ in 0..count {
+                if filtering {
+                    let start = decoder.position();
+                    if !decoder.next_trace_may_match(&mut filter).map_err(corrupt)? {
+                        continue;
+                    }
+                    decoder.rewind(start);
+                }
+                if !visit(decoder.trace().map_err(corrupt)?) {
                     return Ok(false);
                 }
             }

@@ -7,7 +7,7 @@
 
 use oxeye_model::traces::{
     Attribute, AttributeValue, Resource, ResourceSpans, Scope, ScopeSpans, Span, SpanEvent, SpanKind, SpanLink,
-    StatusCode, Trace,
+    StatusCode, Trace, TraceScanHints,
 };
 
 /// Appends `value` as an LEB128 varint.
@@ -199,6 +199,165 @@ pub(crate) fn encode_traces<'a>(traces: impl IntoIterator<Item = &'a Trace>, out
 pub(crate) struct DecodeError {
     pub(crate) offset: usize,
     pub(crate) reason: String,
+}
+
+/// Which part of a trace an attribute belongs to, for trace-level filters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AttributeOwner {
+    Resource,
+    Scope,
+    /// Span, event and link attributes.
+    Span,
+}
+
+/// What a walk over an encoded trace reports; string values and keys are string table indexes.
+pub(crate) trait TraceVisitor {
+    fn string_value(&mut self, _owner: AttributeOwner, _key: u64, _value: u64) {}
+    fn number_value(&mut self, _key: u64, _value: f64) {}
+    /// A bool, bytes or map value.
+    fn other_value(&mut self, _key: u64) {}
+    fn span(&mut self, _name: u64, _status: StatusCode, _duration_nanos: u64) {}
+}
+
+struct SkipVisitor;
+
+impl TraceVisitor for SkipVisitor {}
+
+/// [`TraceScanHints`] resolved against one trace set's string table, checked on each trace's bytes before it
+/// is decoded: every hint must hold for some span or attribute of the trace, as the hints define.
+pub(crate) struct PageFilter<'h> {
+    hints: &'h TraceScanHints,
+    strings: Vec<&'h str>,
+    service: Option<(u64, u64)>,
+    span_name: Option<u64>,
+    string_attributes: Vec<(u64, u64)>,
+    /// Key index and, per string table entry, 0 = not yet matched, 1 = no, 2 = yes.
+    regexes: Vec<(u64, Vec<u8>)>,
+    numeric_keys: Vec<u64>,
+    met: Vec<bool>,
+}
+
+impl<'h> PageFilter<'h> {
+    /// The filter for a set whose string table is `strings`; `None` when some hint names a string the table
+    /// lacks, so no trace of the set can match.
+    pub(crate) fn new(hints: &'h TraceScanHints, strings: Vec<&'h str>) -> Option<PageFilter<'h>> {
+        let index_of = |text: &str| strings.iter().position(|candidate| *candidate == text).map(|index| index as u64);
+        let service = match &hints.service_name {
+            Some(name) => Some((index_of("service.name")?, index_of(name)?)),
+            None => None,
+        };
+        let span_name = match &hints.span_name {
+            Some(name) => Some(index_of(name)?),
+            None => None,
+        };
+        let mut string_attributes = Vec::with_capacity(hints.string_attributes.len());
+        for (key, value) in &hints.string_attributes {
+            string_attributes.push((index_of(key)?, index_of(value)?));
+        }
+        let mut regexes = Vec::with_capacity(hints.attribute_regexes.len());
+        for hint in &hints.attribute_regexes {
+            regexes.push((index_of(&hint.key)?, vec![0u8; strings.len()]));
+        }
+        let mut numeric_keys = Vec::with_capacity(hints.numeric_attributes.len());
+        for hint in &hints.numeric_attributes {
+            numeric_keys.push(index_of(&hint.key)?);
+        }
+        let conditions = 4 + string_attributes.len() + regexes.len() + numeric_keys.len();
+        Some(PageFilter {
+            hints,
+            strings,
+            service,
+            span_name,
+            string_attributes,
+            regexes,
+            numeric_keys,
+            met: vec![false; conditions],
+        })
+    }
+
+    /// Whether the hints rule out nothing, so checking traces is wasted work.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.met.len() == 4
+            && self.service.is_none()
+            && self.span_name.is_none()
+            && !self.hints.has_error
+            && self.hints.min_span_duration_nanos.is_none()
+    }
+
+    fn reset(&mut self) {
+        self.met.fill(false);
+        // The first four: service, span name, error, duration; met from the start when not asked for.
+        self.met[0] = self.service.is_none();
+        self.met[1] = self.span_name.is_none();
+        self.met[2] = !self.hints.has_error;
+        self.met[3] = self.hints.min_span_duration_nanos.is_none();
+    }
+
+    fn is_met(&self) -> bool {
+        self.met.iter().all(|met| *met)
+    }
+}
+
+impl TraceVisitor for PageFilter<'_> {
+    fn string_value(&mut self, owner: AttributeOwner, key: u64, value: u64) {
+        if owner == AttributeOwner::Resource && self.service == Some((key, value)) {
+            self.met[0] = true;
+        }
+        let base = 4;
+        for (position, wanted) in self.string_attributes.iter().enumerate() {
+            if *wanted == (key, value) {
+                self.met[base + position] = true;
+            }
+        }
+        let base = base + self.string_attributes.len();
+        for (position, (regex_key, verdicts)) in self.regexes.iter_mut().enumerate() {
+            if *regex_key != key {
+                continue;
+            }
+            let Some(verdict) = verdicts.get_mut(value as usize) else { continue };
+            if *verdict == 0 {
+                let text = self.strings.get(value as usize).copied().unwrap_or("");
+                let matches = self.hints.attribute_regexes.get(position).is_some_and(|hint| hint.regex.is_match(text));
+                *verdict = if matches { 2 } else { 1 };
+            }
+            if *verdict == 2 {
+                self.met[base + position] = true;
+            }
+        }
+        // A string may still compare with a number after conversion elsewhere: never rule it out here.
+        self.other_value(key);
+    }
+
+    fn number_value(&mut self, key: u64, value: f64) {
+        let base = 4 + self.string_attributes.len() + self.regexes.len();
+        for (position, numeric_key) in self.numeric_keys.iter().enumerate() {
+            if *numeric_key == key && self.hints.numeric_attributes.get(position).is_some_and(|hint| hint.admits(value))
+            {
+                self.met[base + position] = true;
+            }
+        }
+    }
+
+    fn other_value(&mut self, key: u64) {
+        let base = 4 + self.string_attributes.len() + self.regexes.len();
+        for (position, numeric_key) in self.numeric_keys.iter().enumerate() {
+            if *numeric_key == key {
+                self.met[base + position] = true;
+            }
+        }
+    }
+
+    fn span(&mut self, name: u64, status: StatusCode, duration_nanos: u64) {
+        if self.span_name == Some(name) {
+            self.met[1] = true;
+        }
+        if status == StatusCode::Error {
+            self.met[2] = true;
+        }
+        if self.hints.min_span_duration_nanos.is_some_and(|minimum| duration_nanos >= minimum) {
+            self.met[3] = true;
+        }
+    }
 }
 
 /// Reads a trace set.
@@ -414,46 +573,70 @@ impl<'b> Decoder<'b> {
         Ok(Trace { trace_id, resource_spans })
     }
 
-    /// Moves past a string reference without building the string.
-    fn skip_string(&mut self) -> Result<(), DecodeError> {
-        self.uvarint().map(|_| ())
-    }
-
-    fn skip_attributes(&mut self, depth: u32) -> Result<(), DecodeError> {
+    /// Walks the attributes at the position without building them, telling `visitor` each value by key.
+    fn walk_attributes(
+        &mut self,
+        depth: u32,
+        owner: AttributeOwner,
+        visitor: &mut impl TraceVisitor,
+    ) -> Result<(), DecodeError> {
         let count = self.count()?;
         for _ in 0..count {
-            self.skip_string()?;
-            self.skip_value(depth)?;
+            let key = self.uvarint()?;
+            self.walk_value(depth, owner, key, visitor)?;
         }
         Ok(())
     }
 
-    fn skip_value(&mut self, depth: u32) -> Result<(), DecodeError> {
+    fn walk_value(
+        &mut self,
+        depth: u32,
+        owner: AttributeOwner,
+        key: u64,
+        visitor: &mut impl TraceVisitor,
+    ) -> Result<(), DecodeError> {
         if depth > MAX_DEPTH {
             return self.fail("attribute values nested too deep");
         }
         match self.byte()? {
-            TAG_STRING => self.skip_string(),
-            TAG_BOOL => self.byte().map(|_| ()),
-            TAG_INT => self.uvarint().map(|_| ()),
-            TAG_DOUBLE => self.take(8).map(|_| ()),
+            TAG_STRING => {
+                let value = self.uvarint()?;
+                visitor.string_value(owner, key, value);
+            }
+            TAG_BOOL => {
+                self.byte()?;
+                visitor.other_value(key);
+            }
+            TAG_INT => {
+                let value = unzigzag(self.uvarint()?);
+                visitor.number_value(key, value as f64);
+            }
+            TAG_DOUBLE => {
+                let value = f64::from_le_bytes(self.fixed::<8>()?);
+                visitor.number_value(key, value);
+            }
+            // Array elements count under the array's key, as TraceQL compares any element.
             TAG_ARRAY => {
                 let count = self.count()?;
                 for _ in 0..count {
-                    self.skip_value(depth + 1)?;
+                    self.walk_value(depth + 1, owner, key, visitor)?;
                 }
-                Ok(())
             }
-            TAG_MAP => self.skip_attributes(depth + 1),
+            TAG_MAP => {
+                visitor.other_value(key);
+                self.walk_attributes(depth + 1, owner, visitor)?;
+            }
             TAG_BYTES => {
                 let length = self.count()?;
-                self.take(length).map(|_| ())
+                self.take(length)?;
+                visitor.other_value(key);
             }
-            other => self.fail(format!("unknown attribute value tag {other}")),
+            other => return self.fail(format!("unknown attribute value tag {other}")),
         }
+        Ok(())
     }
 
-    fn skip_span(&mut self) -> Result<(), DecodeError> {
+    fn walk_span(&mut self, visitor: &mut impl TraceVisitor) -> Result<(), DecodeError> {
         self.take(8)?;
         match self.byte()? {
             0 => {}
@@ -462,60 +645,85 @@ impl<'b> Decoder<'b> {
             }
             other => return self.fail(format!("parent flag must be 0 or 1, found {other}")),
         }
-        self.skip_string()?; // trace state
-        self.skip_string()?; // name
+        self.uvarint()?; // trace state
+        let name = self.uvarint()?;
         self.byte()?; // kind
         self.uvarint()?; // start
-        self.uvarint()?; // duration
-        self.skip_attributes(0)?;
+        let duration = unzigzag(self.uvarint()?);
+        self.walk_attributes(0, AttributeOwner::Span, visitor)?;
         self.uvarint()?; // dropped attributes
         let event_count = self.count()?;
         for _ in 0..event_count {
             self.uvarint()?; // time
-            self.skip_string()?;
-            self.skip_attributes(0)?;
+            self.uvarint()?; // name
+            self.walk_attributes(0, AttributeOwner::Span, visitor)?;
             self.uvarint()?; // dropped attributes
         }
         self.uvarint()?; // dropped events
         let link_count = self.count()?;
         for _ in 0..link_count {
             self.take(16 + 8)?;
-            self.skip_string()?;
-            self.skip_attributes(0)?;
+            self.uvarint()?; // trace state
+            self.walk_attributes(0, AttributeOwner::Span, visitor)?;
             self.uvarint()?; // dropped attributes
             self.uvarint()?; // flags
         }
         self.uvarint()?; // dropped links
-        self.byte()?; // status code
-        self.skip_string()?; // status message
+        let status = self.byte()?;
+        self.uvarint()?; // status message
         self.uvarint()?; // flags
+        visitor.span(name, StatusCode::from_wire(i32::from(status)), u64::try_from(duration).unwrap_or(0));
         Ok(())
     }
 
-    /// Moves past the next trace without building it (finding one trace in a page costs a walk over the
-    /// others' bytes, not their allocations). Follows the layout [`Decoder::trace`] reads.
-    pub(crate) fn skip_trace(&mut self) -> Result<(), DecodeError> {
+    /// Moves past the next trace without building it, telling `visitor` its spans and attribute values
+    /// (string values as string table indexes). Follows the layout [`Decoder::trace`] reads.
+    fn walk_trace(&mut self, visitor: &mut impl TraceVisitor) -> Result<(), DecodeError> {
         self.take(16)?;
         self.uvarint()?; // base start
         let batch_count = self.count()?;
         for _ in 0..batch_count {
-            self.skip_attributes(0)?;
+            self.walk_attributes(0, AttributeOwner::Resource, visitor)?;
             self.uvarint()?; // dropped attributes
-            self.skip_string()?; // schema URL
+            self.uvarint()?; // schema URL
             let scope_count = self.count()?;
             for _ in 0..scope_count {
-                self.skip_string()?; // name
-                self.skip_string()?; // version
-                self.skip_attributes(0)?;
+                self.uvarint()?; // name
+                self.uvarint()?; // version
+                self.walk_attributes(0, AttributeOwner::Scope, visitor)?;
                 self.uvarint()?; // dropped attributes
-                self.skip_string()?; // schema URL
+                self.uvarint()?; // schema URL
                 let span_count = self.count()?;
                 for _ in 0..span_count {
-                    self.skip_span()?;
+                    self.walk_span(visitor)?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Moves past the next trace without building it (finding one trace in a page costs a walk over the
+    /// others' bytes, not their allocations).
+    pub(crate) fn skip_trace(&mut self) -> Result<(), DecodeError> {
+        self.walk_trace(&mut SkipVisitor)
+    }
+
+    /// Whether the next trace may match `filter`, moving past it; `false` only when it certainly does not.
+    pub(crate) fn next_trace_may_match(&mut self, filter: &mut PageFilter<'_>) -> Result<bool, DecodeError> {
+        filter.reset();
+        self.walk_trace(filter)?;
+        Ok(filter.is_met())
+    }
+
+    /// Moves back to `position` (one returned by [`Decoder::position`] on this decoder).
+    pub(crate) fn rewind(&mut self, position: usize) {
+        debug_assert!(position <= self.bytes.len());
+        self.position = position;
+    }
+
+    /// The string table of the set.
+    pub(crate) fn strings(&self) -> &[&str] {
+        &self.strings
     }
 
     /// The id of the next trace, without moving past it.
@@ -572,6 +780,7 @@ pub(crate) fn decode_traces(bytes: &[u8]) -> Result<Vec<Trace>, DecodeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use oxeye_model::traces::{AttributeRegexHint, NumericAttributeHint};
     use proptest::prelude::*;
 
     pub(crate) fn sample_trace(seed: u8) -> Trace {
@@ -664,6 +873,76 @@ mod tests {
         truncated.skip_trace().unwrap();
         truncated.skip_trace().unwrap();
         assert!(truncated.skip_trace().is_err());
+    }
+
+    /// Which of `traces` a page filter lets through, by trace id seed.
+    fn admitted(traces: &[Trace], hints: &TraceScanHints) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        encode_traces(traces, &mut bytes);
+        let (mut decoder, count) = open_traces(&bytes).unwrap();
+        let Some(mut filter) = PageFilter::new(hints, decoder.strings().to_vec()) else { return Vec::new() };
+        let mut admitted = Vec::new();
+        for _ in 0..count {
+            let id = decoder.next_trace_id().unwrap();
+            if decoder.next_trace_may_match(&mut filter).unwrap() {
+                admitted.push(id[0]);
+            }
+        }
+        assert_eq!(decoder.position(), bytes.len());
+        admitted
+    }
+
+    #[test]
+    fn page_filters_rule_out_traces_by_their_encoded_spans_and_attributes() {
+        let mut ok = sample_trace(2);
+        for span in ok.resource_spans[0].scope_spans[0].spans.iter_mut() {
+            span.status_code = StatusCode::Ok;
+            span.end_time_unix_nano = span.start_time_unix_nano + 1_000;
+            span.attributes[0] = Attribute::string("request_id", "other");
+            span.attributes[1].value = AttributeValue::Array(vec![AttributeValue::Int(200)]);
+        }
+        let traces = vec![sample_trace(1), ok];
+        let hints = |edit: &dyn Fn(&mut TraceScanHints)| {
+            let mut hints = TraceScanHints::default();
+            edit(&mut hints);
+            hints
+        };
+        assert_eq!(admitted(&traces, &TraceScanHints::default()), vec![1, 2]);
+        assert_eq!(admitted(&traces, &hints(&|hints| hints.has_error = true)), vec![1]);
+        assert_eq!(admitted(&traces, &hints(&|hints| hints.min_span_duration_nanos = Some(2_000_000_000))), vec![1]);
+        assert_eq!(admitted(&traces, &hints(&|hints| hints.service_name = Some("boxoffice".into()))), vec![1, 2]);
+        assert_eq!(admitted(&traces, &hints(&|hints| hints.service_name = Some("payments".into()))), Vec::<u8>::new());
+        assert_eq!(admitted(&traces, &hints(&|hints| hints.span_name = Some("ticket.checkout".into()))), vec![1, 2]);
+        let request = |value: &str| {
+            let value = value.to_string();
+            hints(&move |hints: &mut TraceScanHints| {
+                hints.string_attributes.push(("request_id".into(), value.clone()));
+            })
+        };
+        assert_eq!(admitted(&traces, &request("req-1")), vec![1]);
+        assert_eq!(admitted(&traces, &request("other")), vec![2]);
+        let regex = |pattern: &str| {
+            let regex = regex::Regex::new(pattern).unwrap();
+            hints(&move |hints: &mut TraceScanHints| {
+                let hint = AttributeRegexHint { key: "request_id".into(), regex: regex.clone() };
+                hints.attribute_regexes.push(hint);
+            })
+        };
+        assert_eq!(admitted(&traces, &regex("^req-.*$")), vec![1]);
+        assert_eq!(admitted(&traces, &regex("^(req-1|other)$")), vec![1, 2]);
+        let status = |min: f64, max: f64| {
+            hints(&move |hints: &mut TraceScanHints| {
+                hints.numeric_attributes.push(NumericAttributeHint { key: "http.status_code".into(), min, max });
+            })
+        };
+        // Trace 1 has -500, trace 2 an array holding 200.
+        assert_eq!(admitted(&traces, &status(-500.0, -500.0)), vec![1]);
+        assert_eq!(admitted(&traces, &status(100.0, f64::INFINITY)), vec![2]);
+        assert_eq!(admitted(&traces, &status(500.0, f64::INFINITY)), Vec::<u8>::new());
+        // A key whose values are not numbers cannot be ruled out by a numeric condition.
+        let mut nested = status(0.0, 1.0);
+        nested.numeric_attributes[0].key = "nested".into();
+        assert_eq!(admitted(&traces, &nested), vec![1, 2]);
     }
 
     #[test]

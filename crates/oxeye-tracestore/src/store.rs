@@ -506,7 +506,7 @@ impl TraceStore {
             if !block.summary.may_match(hints) {
                 continue;
             }
-            let finished = block.for_each_trace(&mut |trace| {
+            let finished = block.for_each_trace(hints, &mut |trace| {
                 if overlaps(&trace, start_unix_nano, end_unix_nano) { visit(&trace) } else { true }
             })?;
             if !finished {
@@ -538,7 +538,9 @@ impl TraceStore {
             let finished = if block.has_span_columns() {
                 block.for_each_span_row(start_unix_nano, end_unix_nano, columns, visit)?
             } else {
-                block.for_each_trace(&mut |trace| visit_span_rows(&trace, start_unix_nano, end_unix_nano, visit))?
+                block.for_each_trace(&TraceScanHints::default(), &mut |trace| {
+                    visit_span_rows(&trace, start_unix_nano, end_unix_nano, visit)
+                })?
             };
             if !finished {
                 return Ok(());

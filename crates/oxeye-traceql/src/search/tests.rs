@@ -247,3 +247,51 @@ fn a_trace_yielded_in_parts_is_returned_once() {
     assert_eq!(numbers(&response), vec![2]);
     assert_eq!(response.metrics.inspected_traces, 2);
 }
+
+/// Blocks check each trace's encoded spans against the query's hints (error, duration, names, equal, regex
+/// and numeric attributes) before decoding it: searches over blocks must find exactly what a search over
+/// the same traces held in memory finds.
+#[test]
+fn searches_over_blocks_with_trace_filters_find_what_memory_finds() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = oxeye_tracestore::TraceStore::open(oxeye_tracestore::TraceStoreOptions::new(dir.path())).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let start = (now - 600 * SECOND) / SECOND * SECOND;
+    let traces: Vec<Trace> =
+        (0..400).map(|number| crate::testing::synthetic_trace(number, start + number * SECOND)).collect();
+    let memory = MemoryTraceStore::with_traces(traces.clone());
+    use oxeye_model::traces::TraceWriter;
+    for (index, trace) in traces.into_iter().enumerate() {
+        store.push(trace.resource_spans).unwrap();
+        if index % 100 == 99 {
+            store.cut_block().unwrap();
+        }
+    }
+    for query in [
+        r#"{ span.http.route =~ "/tickets/.*" && span.http.status_code >= 500 }"#,
+        r#"{ span.http.status_code = 200 && span.http.route =~ "/events/.*" }"#,
+        "{ span.http.status_code < 300 }",
+        r#"{ resource.service.name = "boxoffice" && status = error }"#,
+        "{ duration > 2s }",
+        r#"{ span.http.route =~ "/nowhere/.*" }"#,
+        r#"{ span.http.route = "/tickets/checkout/" } >> { name = "SELECT events" }"#,
+    ] {
+        let search_request = SearchRequest {
+            start_unix_nano: start,
+            end_unix_nano: start + 400 * SECOND,
+            limit: 1000,
+            ..request(traceql(query))
+        };
+        let from_blocks = search(store.as_ref(), &search_request).unwrap();
+        let from_memory = search(&memory, &search_request).unwrap();
+        let ids = |response: &SearchResponse| {
+            let mut ids: Vec<TraceId> = response.traces.iter().map(|trace| trace.trace_id).collect();
+            ids.sort_unstable();
+            ids
+        };
+        assert_eq!(ids(&from_blocks), ids(&from_memory), "{query}");
+        if !query.contains("nowhere") {
+            assert!(!from_memory.traces.is_empty(), "{query} finds something");
+        }
+    }
+}
