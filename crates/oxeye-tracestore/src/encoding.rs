@@ -722,7 +722,7 @@ impl<'b> Decoder<'b> {
     }
 
     /// The string table of the set.
-    pub(crate) fn strings(&self) -> &[&str] {
+    pub(crate) fn strings(&self) -> &[&'b str] {
         &self.strings
     }
 
