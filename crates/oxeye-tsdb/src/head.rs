@@ -700,7 +700,8 @@ pub struct HeadMemory {
     pub closed_chunks_in_memory: u64,
     /// The closed chunks' descriptors (time range, encoding, where the bytes are), capacity included.
     pub closed_chunk_descriptors: u64,
-    /// The maps from label hash and from reference to series (capacity included).
+    /// The maps from label hash and from reference to series, and the remote_write series cache
+    /// (capacity included).
     pub series_index: u64,
     /// The postings: label names and values as keys and their bitmaps.
     pub postings: u64,
@@ -1096,6 +1097,7 @@ impl Head {
         for stripe in self.by_ref.iter() {
             memory.series_index += table_bytes(read(stripe).capacity(), std::mem::size_of::<ByRef>());
         }
+        memory.series_index += self.series_cache.approximate_bytes();
         memory.postings = self.postings().approximate_bytes();
         memory
     }

@@ -79,6 +79,13 @@ impl SeriesCache {
         }
     }
 
+    /// Estimated heap bytes of the map (a hashbrown table: one control byte per bucket beside each
+    /// entry, capacity seven eighths of the buckets).
+    pub(crate) fn approximate_bytes(&self) -> u64 {
+        let entry_bytes = std::mem::size_of::<(u64, Arc<MemSeries>)>() + 1;
+        self.stripes.iter().map(|stripe| (read(stripe).capacity().div_ceil(7) * 8 * entry_bytes) as u64).sum()
+    }
+
     /// Cached entries.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
@@ -240,6 +247,7 @@ mod tests {
         head.series_cache.insert(&gone_bytes, &gone_series);
         head.series_cache.insert(&kept_bytes, &kept_series);
         assert_eq!(head.series_cache.len(), 2);
+        assert!(head.series_cache.approximate_bytes() >= 2 * 17, "{}", head.series_cache.approximate_bytes());
         // An appender holds `kept` through the cache while the head is truncated past both series.
         let held = head.series_cache.hold(&kept_bytes).expect("cached");
         head.observe_time_range(10, 10);
