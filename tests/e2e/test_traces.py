@@ -285,6 +285,29 @@ def test_json_gzip_partial_success_and_malformed_bodies(traced_oxeye):
     assert oxeye.get("/api/traces/" + "ab" * 16).status_code == 404
 
 
+def test_grpc_export_reports_invalid_spans_as_partial_success_and_malformed_as_invalid_argument(traced_oxeye):
+    import time
+
+    import grpc
+
+    oxeye = traced_oxeye
+    request = hand_built_request([bytes([9] * 16), bytes(16)], time.time_ns())
+    with grpc.insecure_channel(f"127.0.0.1:{oxeye.otlp_grpc_port}") as channel:
+        export = channel.unary_unary(
+            "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            request_serializer=ExportTraceServiceRequest.SerializeToString,
+            response_deserializer=ExportTraceServiceResponse.FromString,
+        )
+        response = export(request, timeout=30)
+        assert response.partial_success.rejected_spans == 1, response
+        assert "trace id must be 16 bytes" in response.partial_success.error_message
+        raw_export = channel.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+        with pytest.raises(grpc.RpcError) as raised:
+            raw_export(b"\x0a\xff\xff\xff\x0f\x01", timeout=30)
+        assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT, raised.value
+    assert oxeye.get("/api/traces/" + "09" * 16).status_code == 200
+
+
 def test_acknowledged_spans_survive_kill_9_during_ingest(traced_oxeye):
     import time
 
