@@ -26,6 +26,9 @@ use crate::config::ServeSettings;
 /// When a listener cannot be bound, the TSDB cannot be opened or closed, or a scrape config is invalid.
 pub async fn run(settings: ServeSettings, config_yaml: String, config_path: String) -> anyhow::Result<()> {
     let started = Instant::now();
+    // Registered before anything else: a SIGTERM during start-up (WAL replay can take seconds) then waits for
+    // start-up to finish and shuts down cleanly, instead of killing the process by the signal's default action.
+    let shutdown = shutdown_signal();
     let engine = Engine::new(EngineOptions {
         lookback_delta_ms: settings.lookback_delta_ms,
         max_samples: usize::try_from(settings.max_samples).unwrap_or(usize::MAX),
@@ -117,7 +120,7 @@ pub async fn run(settings: ServeSettings, config_yaml: String, config_path: Stri
         })
     };
 
-    shutdown_signal().await;
+    shutdown.await;
     tracing::info!("shutting down: draining requests, stopping scrapes, flushing storage");
     let _ = stop_sender.send(true);
     let served = server.await.context("server task failed")?;
@@ -249,27 +252,35 @@ fn write_tsdb_metrics(writer: &mut MetricsWriter, stats: &TsdbStats) {
     writer.histogram("oxeye_wal_fsync_duration_seconds", &[], &snapshot);
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Listens for SIGTERM and SIGINT (Ctrl-C) from the moment it is called (the handlers are registered before
+/// it returns, not when the future is first polled); the future resolves on the first of them. A handler that
+/// cannot be registered is logged as a warning and never fires.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
+    {
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        async fn recv(registered: std::io::Result<Signal>, name: &'static str) {
+            match registered {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, signal = name, "cannot listen for the signal");
+                    std::future::pending::<()>().await;
+                }
             }
         }
-    };
+        let terminate = recv(signal(SignalKind::terminate()), "SIGTERM");
+        let interrupt = recv(signal(SignalKind::interrupt()), "SIGINT");
+        async move {
+            tokio::select! {
+                () = terminate => {}
+                () = interrupt => {}
+            }
+        }
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => {}
-        () = terminate => {}
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
