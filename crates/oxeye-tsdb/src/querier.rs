@@ -20,6 +20,33 @@ use crate::index::ChunkMeta;
 use crate::{Tsdb, TsdbError};
 
 impl Shared {
+    /// The head's part of a `[mint_ms, maxt_ms]` query: the window clipped to the head's queryable start
+    /// (`query_min_time_ms`), or `None` when the head is empty or holds nothing in it.
+    fn head_window(&self, mint_ms: i64, maxt_ms: i64) -> Option<i64> {
+        let head = &self.head;
+        let mint_ms = mint_ms.max(head.query_min_time_ms());
+        let empty =
+            head.is_empty() || mint_ms > maxt_ms || head.max_time_ms() < mint_ms || head.min_time_ms() > maxt_ms;
+        (!empty).then_some(mint_ms)
+    }
+
+    /// Head series matching `matchers` with a chunk overlapping `[mint_ms, maxt_ms]` (a window already
+    /// clipped by [`Shared::head_window`]), in postings order; no samples are decoded.
+    fn head_series_overlapping(&self, mint_ms: i64, maxt_ms: i64, matchers: &[Matcher]) -> Vec<Arc<MemSeries>> {
+        let head = &self.head;
+        head.postings()
+            .select(matchers)
+            .into_iter()
+            .filter_map(|id| head.get_by_ref(id))
+            .filter(|series| {
+                series
+                    .lock()
+                    .chunks()
+                    .any(|(_, chunk_mint, chunk_maxt, _)| chunk_maxt >= mint_ms && chunk_mint <= maxt_ms)
+            })
+            .collect()
+    }
+
     /// Head series matching `matchers` with samples in the window (sample vectors filled only with
     /// `with_samples`).
     fn head_select(
@@ -29,29 +56,13 @@ impl Shared {
         matchers: &[Matcher],
         with_samples: bool,
     ) -> Result<Vec<SeriesSamples>, TsdbError> {
-        let head = &self.head;
-        if head.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mint_ms = mint_ms.max(head.query_min_time_ms());
-        if mint_ms > maxt_ms || head.max_time_ms() < mint_ms || head.min_time_ms() > maxt_ms {
-            return Ok(Vec::new());
-        }
-        let ids = head.postings().select(matchers);
+        let Some(mint_ms) = self.head_window(mint_ms, maxt_ms) else { return Ok(Vec::new()) };
         if !with_samples {
-            let mut out = Vec::new();
-            for id in ids {
-                let Some(series) = head.get_by_ref(id) else { continue };
-                let any_overlap = series
-                    .lock()
-                    .chunks()
-                    .any(|(_, chunk_mint, chunk_maxt, _)| chunk_maxt >= mint_ms && chunk_mint <= maxt_ms);
-                if any_overlap {
-                    out.push((series.labels(), Vec::new()));
-                }
-            }
-            return Ok(out);
+            let series = self.head_series_overlapping(mint_ms, maxt_ms, matchers);
+            return Ok(series.into_iter().map(|series| (series.labels(), Vec::new())).collect());
         }
+        let head = &self.head;
+        let ids = head.postings().select(matchers);
         // Copy what each series has in the window under its lock, then read chunks moved to disk for all
         // series at once.
         let mut selected = Vec::new();
@@ -151,22 +162,12 @@ impl Shared {
                 sources.entry(labels).or_default().push(SampleSource::Block(block_index, chunks));
             }
         }
-        let head = &self.head;
-        let head_mint_ms = mint_ms.max(head.query_min_time_ms());
-        if !head.is_empty()
-            && head_mint_ms <= maxt_ms
-            && head.max_time_ms() >= head_mint_ms
-            && head.min_time_ms() <= maxt_ms
-        {
-            for id in head.postings().select(matchers) {
-                let Some(series) = head.get_by_ref(id) else { continue };
-                let overlaps = series
-                    .lock()
-                    .chunks()
-                    .any(|(_, chunk_mint, chunk_maxt, _)| chunk_maxt >= head_mint_ms && chunk_mint <= maxt_ms);
-                if overlaps {
-                    sources.entry(series.labels()).or_default().push(SampleSource::Head(series));
-                }
+        let head_window = self.head_window(mint_ms, maxt_ms);
+        // Only used for head sources, which exist only when the head has something in the window.
+        let head_mint_ms = head_window.unwrap_or(mint_ms);
+        if head_window.is_some() {
+            for series in self.head_series_overlapping(head_mint_ms, maxt_ms, matchers) {
+                sources.entry(series.labels()).or_default().push(SampleSource::Head(series));
             }
         }
         for (labels, series_sources) in sources {
