@@ -18,10 +18,11 @@
 //! drops those entries after each truncation.
 
 use std::collections::HashMap;
+use std::hash::Hasher;
 use std::sync::{Arc, RwLock};
 
 use crate::db::{read, write};
-use crate::head::{MemSeries, MixBuildHasher};
+use crate::head::{MemSeries, MixBuildHasher, MixHasher};
 
 const STRIPES: usize = 64;
 
@@ -93,20 +94,12 @@ impl SeriesCache {
     }
 }
 
-/// A hash of the raw bytes, eight at a time (in-memory only, never persisted).
+/// A hash of the raw bytes: [`MixHasher`]'s eight-bytes-at-a-time mix, then its high bits folded down (the
+/// stripe takes bits 32 and up). In memory only, never persisted.
 fn raw_labels_hash(bytes: &[u8]) -> u64 {
-    const MULTIPLIER: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut hash: u64 = 0x1319_8a2e_0370_7344 ^ (bytes.len() as u64);
-    let mut words = bytes.chunks_exact(8);
-    for word in &mut words {
-        let mut array = [0u8; 8];
-        array.copy_from_slice(word);
-        hash = (hash.rotate_left(23) ^ u64::from_le_bytes(array)).wrapping_mul(MULTIPLIER);
-    }
-    let rest = words.remainder();
-    let mut tail = [0u8; 8];
-    tail[..rest.len()].copy_from_slice(rest);
-    hash = (hash.rotate_left(23) ^ u64::from_le_bytes(tail)).wrapping_mul(MULTIPLIER);
+    let mut hasher = MixHasher::default();
+    hasher.write(bytes);
+    let hash = hasher.finish();
     hash ^ (hash >> 29)
 }
 
