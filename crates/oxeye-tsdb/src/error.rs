@@ -44,17 +44,24 @@ pub enum TsdbError {
         /// The lock file.
         path: PathBuf,
     },
+    /// A backfilled block was refused: its range is empty, overlaps a block, or reaches the head.
+    #[error("backfill refused: {reason}")]
+    Backfill {
+        /// What overlaps, with the times in milliseconds.
+        reason: String,
+    },
     /// The store was closed.
     #[error("tsdb is closed")]
     Closed,
 }
 
 impl TsdbError {
-    /// The error's category: options are bad data, a locked directory or a closed store is unavailable,
+    /// The error's category: options are bad data, a refused backfill invalid, a locked directory or a closed store is unavailable,
     /// the rest internal.
     pub fn kind(&self) -> ErrorKind {
         match self {
             TsdbError::InvalidOption { .. } => ErrorKind::BadData,
+            TsdbError::Backfill { .. } => ErrorKind::Invalid,
             TsdbError::Locked { .. } | TsdbError::Closed => ErrorKind::Unavailable,
             TsdbError::Wal(error) => error.kind(),
             TsdbError::Io { .. } | TsdbError::Corrupt { .. } => ErrorKind::Internal,

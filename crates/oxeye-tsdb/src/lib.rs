@@ -13,6 +13,8 @@
 //!   the head into an immutable **block** ([`block`]: `meta.json`, an index with postings, chunk
 //!   files), checkpoints the WAL so restarts replay only the recent tail, merges blocks into larger
 //!   ranges and applies retention.
+//! - [`Tsdb::block_builder`] writes a block directly from imported history (`backfill`), older than
+//!   the head.
 //! - Queries merge blocks and head by labels.
 //! - [`Tsdb::stats`] reports counters for self-monitoring; [`Tsdb::close`] shuts down gracefully.
 //!
@@ -50,6 +52,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+mod backfill;
 pub mod block;
 pub mod chunkenc;
 mod chunks;
@@ -70,6 +73,7 @@ mod querier;
 mod record;
 mod series_cache;
 
+pub use backfill::{BackfillSampleError, BlockBuilder, BuilderSeriesId};
 pub use compact::{MaintenanceReport, MaintenanceThread};
 pub use db::{Tsdb, TsdbStats};
 pub use error::TsdbError;

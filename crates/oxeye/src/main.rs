@@ -1,9 +1,11 @@
 //! The `oxeye` binary: command line, configuration assembly, start-up and shutdown wiring.
 //!
 //! `oxeye serve` runs the server; `oxeye config example` prints the commented reference configuration;
-//! `oxeye config check FILE` validates a file. Only this crate reads flags, the environment and the
+//! `oxeye config check FILE` validates a file; `oxeye tsdb create-blocks-from openmetrics FILE [DATA_DIR]`
+//! backfills metric blocks from OpenMetrics text. Only this crate reads flags, the environment and the
 //! configuration file; every library crate receives typed options.
 
+mod backfill;
 mod config;
 mod config_logs;
 mod config_traces;
@@ -41,6 +43,23 @@ enum Command {
     /// Works with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Works with the metrics store offline (the server stopped).
+    #[command(subcommand)]
+    Tsdb(TsdbCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TsdbCommand {
+    /// Writes blocks from history in another format (as `promtool tsdb create-blocks-from`).
+    #[command(subcommand)]
+    CreateBlocksFrom(CreateBlocksFromCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum CreateBlocksFromCommand {
+    /// From an OpenMetrics text file whose samples all carry timestamps and which ends with `# EOF`;
+    /// the history must be older than what the data directory's head holds.
+    Openmetrics(backfill::OpenMetricsArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -77,6 +96,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Config(ConfigCommand::Check { file }) => check_config(&file),
+        Command::Tsdb(TsdbCommand::CreateBlocksFrom(CreateBlocksFromCommand::Openmetrics(args))) => backfill::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
