@@ -157,7 +157,7 @@ impl LogStore {
                     }
                     counters.chunks_read_total.fetch_add(1, Ordering::Relaxed);
                     let encoded = inflater.inflate(&chunk.data, Path::new("memory"))?;
-                    for_each_encoded_entry(encoded, ChunkLayout::Columns, Path::new("memory"), &mut visit)?;
+                    for_each_encoded_entry(encoded, ChunkLayout::SEALED, Path::new("memory"), &mut visit)?;
                 }
                 BatchSource::Head(encoded) => {
                     for_each_encoded_entry(encoded, ChunkLayout::Rows, Path::new("head"), &mut visit)?
@@ -270,7 +270,7 @@ impl LogStore {
                     BatchSource::Sealed(chunk) => {
                         self.counters.chunks_read_total.fetch_add(1, Ordering::Relaxed);
                         let encoded = inflater.inflate(&chunk.data, Path::new("memory"))?;
-                        for_each_encoded_entry(encoded, ChunkLayout::Columns, Path::new("memory"), &mut push)?;
+                        for_each_encoded_entry(encoded, ChunkLayout::SEALED, Path::new("memory"), &mut push)?;
                     }
                     BatchSource::Head(encoded) => {
                         for_each_encoded_entry(encoded, ChunkLayout::Rows, Path::new("head"), &mut push)?
