@@ -324,28 +324,28 @@ pub(crate) fn write_block(
     file_bytes.extend_from_slice(BLOCK_MAGIC);
     let mut pages: Vec<(u64, u32, u32)> = Vec::new();
     let mut index: Vec<(TraceId, u32)> = Vec::with_capacity(traces.len());
+    // One pass: each trace is encoded once, into the open page, which closes when its exact encoded size
+    // reaches the target (one trace may exceed it alone).
+    let mut page_encoder = encoding::TraceSetEncoder::default();
     let mut page_start = 0;
     let mut scratch = Vec::new();
-    while page_start < traces.len() {
-        // Grow the page trace by trace until it reaches the target size (one trace may exceed it alone).
-        let mut page_end = page_start;
-        let mut estimate = 0usize;
-        while page_end < traces.len() && (page_end == page_start || estimate < page_bytes) {
-            scratch.clear();
-            encoding::encode_traces(std::iter::once(traces[page_end]), &mut scratch);
-            estimate += scratch.len();
-            page_end += 1;
+    for (position, trace) in traces.iter().enumerate() {
+        page_encoder.push(trace);
+        let is_last = position + 1 == traces.len();
+        if !is_last && page_encoder.encoded_len() < page_bytes {
+            continue;
         }
+        debug_assert_eq!(page_encoder.trace_count() as usize, position + 1 - page_start);
         scratch.clear();
-        encoding::encode_traces(traces[page_start..page_end].iter().copied(), &mut scratch);
+        page_encoder.finish_into(&mut scratch);
         let compressed = lz4_flex::compress_prepend_size(&scratch);
         let page_number = pages.len() as u32;
         pages.push((file_bytes.len() as u64, compressed.len() as u32, crc32fast::hash(&compressed)));
         file_bytes.extend_from_slice(&compressed);
-        for trace in &traces[page_start..page_end] {
+        for trace in &traces[page_start..=position] {
             index.push((trace.trace_id, page_number));
         }
-        page_start = page_end;
+        page_start = position + 1;
     }
     let mut column_directory = Vec::new();
     if let Some(columns) = span_columns(&traces, &summary) {

@@ -42,6 +42,8 @@ const TAG_BYTES: u8 = 6;
 struct StringTable<'a> {
     indexes: foldhash::HashMap<&'a str, u64>,
     strings: Vec<&'a str>,
+    /// Bytes the table takes encoded (each string's length varint and its bytes).
+    encoded_bytes: usize,
 }
 
 impl<'a> StringTable<'a> {
@@ -52,10 +54,24 @@ impl<'a> StringTable<'a> {
         let index = self.strings.len() as u64;
         self.strings.push(text);
         self.indexes.insert(text, index);
+        self.encoded_bytes += uvarint_len(text.len() as u64) + text.len();
         index
+    }
+
+    /// Empties the table, keeping its allocations for the next trace set.
+    fn clear(&mut self) {
+        self.indexes.clear();
+        self.strings.clear();
+        self.encoded_bytes = 0;
     }
 }
 
+/// How many bytes [`put_uvarint`] writes for `value`.
+fn uvarint_len(value: u64) -> usize {
+    (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+#[derive(Default)]
 struct Encoder<'a> {
     table: StringTable<'a>,
     body: Vec<u8>,
@@ -176,22 +192,58 @@ impl<'a> Encoder<'a> {
     }
 }
 
+/// Builds a trace set trace by trace, so a block writer can close a page once its encoded size reaches the
+/// target without encoding any trace twice; one encoder serves page after page, keeping its allocations.
+#[derive(Default)]
+pub(crate) struct TraceSetEncoder<'a> {
+    encoder: Encoder<'a>,
+    trace_count: u64,
+}
+
+impl<'a> TraceSetEncoder<'a> {
+    /// Adds `trace` to the set. Every span of the trace must carry the trace's id (written once per trace).
+    pub(crate) fn push(&mut self, trace: &'a Trace) {
+        self.encoder.trace(trace);
+        self.trace_count += 1;
+    }
+
+    /// Traces added since the last [`TraceSetEncoder::finish_into`].
+    pub(crate) fn trace_count(&self) -> u64 {
+        self.trace_count
+    }
+
+    /// The exact size in bytes that [`TraceSetEncoder::finish_into`] would append now.
+    pub(crate) fn encoded_len(&self) -> usize {
+        uvarint_len(self.encoder.table.strings.len() as u64)
+            + self.encoder.table.encoded_bytes
+            + uvarint_len(self.trace_count)
+            + self.encoder.body.len()
+    }
+
+    /// Appends the trace set (string table, trace count, traces) to `out` and empties the encoder.
+    pub(crate) fn finish_into(&mut self, out: &mut Vec<u8>) {
+        out.reserve(self.encoded_len());
+        put_uvarint(out, self.encoder.table.strings.len() as u64);
+        for text in &self.encoder.table.strings {
+            put_uvarint(out, text.len() as u64);
+            out.extend_from_slice(text.as_bytes());
+        }
+        put_uvarint(out, self.trace_count);
+        out.extend_from_slice(&self.encoder.body);
+        self.encoder.table.clear();
+        self.encoder.body.clear();
+        self.trace_count = 0;
+    }
+}
+
 /// Encodes `traces` as a trace set (string table, trace count, traces), appended to `out`. Every span of a
 /// trace must carry the trace's id (the id is written once per trace).
 pub(crate) fn encode_traces<'a>(traces: impl IntoIterator<Item = &'a Trace>, out: &mut Vec<u8>) {
-    let mut encoder = Encoder { table: StringTable::default(), body: Vec::new() };
-    let mut count = 0u64;
+    let mut encoder = TraceSetEncoder::default();
     for trace in traces {
-        encoder.trace(trace);
-        count += 1;
+        encoder.push(trace);
     }
-    put_uvarint(out, encoder.table.strings.len() as u64);
-    for text in &encoder.table.strings {
-        put_uvarint(out, text.len() as u64);
-        out.extend_from_slice(text.as_bytes());
-    }
-    put_uvarint(out, count);
-    out.extend_from_slice(&encoder.body);
+    encoder.finish_into(out);
 }
 
 /// A decoding failure: the byte offset and what was wrong.
@@ -851,6 +903,36 @@ mod tests {
         let mut bytes = Vec::new();
         encode_traces(&traces, &mut bytes);
         assert_eq!(decode_traces(&bytes).unwrap(), traces);
+    }
+
+    /// A block page closes on `encoded_len`, so it must be the size `finish_into` writes, and a reused
+    /// encoder must write the next set as a fresh one would.
+    #[test]
+    fn set_encoder_predicts_its_size_and_starts_clean_after_finishing() {
+        let mut encoder = TraceSetEncoder::default();
+        let first = [sample_trace(1), sample_trace(2)];
+        let second = [sample_trace(3)];
+        for trace in &first {
+            encoder.push(trace);
+        }
+        let mut bytes = Vec::new();
+        let predicted = encoder.encoded_len();
+        encoder.finish_into(&mut bytes);
+        assert_eq!(bytes.len(), predicted);
+        assert_eq!(decode_traces(&bytes).unwrap(), first.to_vec());
+        encoder.push(&second[0]);
+        let mut reused = Vec::new();
+        let predicted = encoder.encoded_len();
+        encoder.finish_into(&mut reused);
+        let mut fresh = Vec::new();
+        encode_traces(&second, &mut fresh);
+        assert_eq!(reused.len(), predicted);
+        assert_eq!(reused, fresh);
+        for value in [0u64, 127, 128, 16_383, 16_384, u64::MAX] {
+            let mut written = Vec::new();
+            put_uvarint(&mut written, value);
+            assert_eq!(uvarint_len(value), written.len(), "{value}");
+        }
     }
 
     /// `skip_trace` must walk exactly the bytes `trace` reads, or a by-id lookup would land mid-trace.

@@ -24,7 +24,7 @@ pub struct TraceStorageSection {
     pub max_head_spans: u64,
     /// ... or once its first span arrived this long ago, a Prometheus duration.
     pub max_head_age: String,
-    /// Uncompressed size of a block page, e.g. `256KiB`: larger compresses better, smaller makes by-id
+    /// Uncompressed size of a block page, e.g. `80KiB`: larger compresses better, smaller makes by-id
     /// reads cheaper. Between 1KiB and 64MiB.
     pub page_size: String,
     /// Size of a WAL segment file, e.g. `64MiB`; at least 1MiB.
@@ -37,7 +37,7 @@ impl Default for TraceStorageSection {
             retention: "30d".into(),
             max_head_spans: DEFAULT_MAX_HEAD_SPANS,
             max_head_age: "5m".into(),
-            page_size: "256KiB".into(),
+            page_size: "80KiB".into(),
             wal_segment_size: "64MiB".into(),
         }
     }
