@@ -401,9 +401,10 @@ pub fn decode_write_request(body: &[u8]) -> Result<WriteRequestView<'_>, IngestE
     decode_v1(body, None)
 }
 
-/// As [`decode_write_request`], asking `known_series` first for each series whose `labels` fields come
-/// first in its `TimeSeries` (as every sender writes them): given the raw bytes of those fields, it returns
-/// the series when the store knows it (`Appender::hold_protobuf_labels`). A known series' labels are then
+/// As [`decode_write_request`], asking `known_series` first for the series whose `labels` fields come
+/// first in their `TimeSeries` (as every sender writes them): given the raw bytes of those fields for
+/// every series of the request at once (an empty slice for a series without them), it pushes for each the
+/// series when the store knows it (`Appender::hold_protobuf_labels_batch`). A known series' labels are then
 /// neither decoded nor validated: the store guarantees they decode to that series' labels, which were
 /// validated when it was created. Everything else is decoded and validated as [`decode_write_request`]
 /// does, so invalid labels are still reported on first sight, and a series with exemplars is always
@@ -418,27 +419,52 @@ pub fn decode_write_request_with_known_series<'a>(
     decode_v1(body, Some(known_series))
 }
 
-/// The store's lookup of a series by the raw bytes of its protobuf `labels` fields (see
-/// [`decode_write_request_with_known_series`]).
-pub type KnownSeries<'s> = dyn FnMut(&[u8]) -> Option<HeldSeries> + 's;
+/// The store's lookup of series by the raw bytes of their protobuf `labels` fields, all series of a
+/// request in one call (see [`decode_write_request_with_known_series`]): pushes one entry per key, in
+/// order.
+pub type KnownSeries<'s> = dyn FnMut(&[&[u8]], &mut Vec<Option<HeldSeries>>) + 's;
+
+/// The leading `labels` bytes of each `timeseries` field of a 1.0 `WriteRequest`, in order. A malformed
+/// field ends the list early; the full decode then reports it at its place.
+fn leading_labels_of_each_series(body: &[u8]) -> Vec<&[u8]> {
+    let mut keys = Vec::with_capacity(body.len() / 160);
+    let mut reader = FieldReader::new(body, 0);
+    while let Ok(Some((field_number, value))) = reader.next_field() {
+        if field_number != 1 {
+            continue;
+        }
+        let Ok((bytes, base)) = sub_message(&reader, value, "timeseries") else { break };
+        keys.push(&bytes[..leading_labels_length(bytes, base)]);
+    }
+    keys
+}
 
 fn decode_v1<'a>(
     body: &'a [u8],
-    mut known_series: Option<&mut KnownSeries<'_>>,
+    known_series: Option<&mut KnownSeries<'_>>,
 ) -> Result<WriteRequestView<'a>, IngestError> {
     let mut view = WriteRequestView::with_capacity_for(body.len());
+    // All series are looked up before any is decoded, so that the store can overlap their lookups.
+    let (keys, found) = match known_series {
+        Some(known_series) => {
+            let keys = leading_labels_of_each_series(body);
+            let mut found = Vec::with_capacity(keys.len());
+            known_series(&keys, &mut found);
+            (keys, found)
+        }
+        None => (Vec::new(), Vec::new()),
+    };
     let mut reader = FieldReader::new(body, 0);
     let mut series_index = 0usize;
     while let Some((field_number, value)) = reader.next_field().map_err(protobuf_error)? {
         match field_number {
             1 => {
                 let (bytes, base) = sub_message(&reader, value, "timeseries").map_err(protobuf_error)?;
-                let protobuf_labels = &bytes[..leading_labels_length(bytes, base)];
-                let found = match (&mut known_series, protobuf_labels.is_empty()) {
-                    (Some(known_series), false) => known_series(protobuf_labels),
-                    _ => None,
+                let protobuf_labels = match keys.get(series_index) {
+                    Some(key) => key,
+                    None => &bytes[..leading_labels_length(bytes, base)],
                 };
-                let decoded = match found {
+                let decoded = match found.get(series_index).copied().flatten() {
                     Some(held) => decode_v1_known_series(&mut view, held, protobuf_labels, bytes, base, series_index),
                     None => Ok(false),
                 };
@@ -467,8 +493,18 @@ fn decode_v1<'a>(
 /// The length of the run of `labels` fields (field 1, length-delimited) at the start of a 1.0
 /// `TimeSeries`; a malformed field ends the run (the full decode reports it).
 fn leading_labels_length(bytes: &[u8], base: usize) -> usize {
-    let mut reader = FieldReader::new(bytes, base);
+    // Fast path for what senders write: tag 0x0a and a one-byte length.
     let mut length = 0;
+    while let Some([0x0a, field_length, ..]) = bytes.get(length..)
+        && *field_length < 0x80
+    {
+        let end = length + 2 + usize::from(*field_length);
+        if end > bytes.len() {
+            return length;
+        }
+        length = end;
+    }
+    let mut reader = FieldReader::new(&bytes[length..], base + length);
     while let Ok(Some((1, WireValue::LengthDelimited(_)))) = reader.next_field() {
         length = reader.absolute_position() - base;
     }
@@ -604,6 +640,13 @@ fn decode_v1_label(bytes: &[u8], base: usize) -> Result<(&[u8], &[u8]), WireErro
 
 #[inline]
 fn decode_v1_sample(bytes: &[u8], base: usize) -> Result<Sample, WireError> {
+    // Fast path for what senders write: `value` (fixed64) then `timestamp` (varint), nothing else.
+    if let [0x09, value @ ..] = bytes
+        && let Some((value, [0x10, timestamp @ ..])) = value.split_first_chunk::<8>()
+        && let Some(timestamp_ms) = complete_varint(timestamp)
+    {
+        return Ok(Sample { timestamp_ms: timestamp_ms as i64, value: f64::from_le_bytes(*value) });
+    }
     let mut sample = Sample { timestamp_ms: 0, value: 0.0 };
     let mut reader = FieldReader::new(bytes, base);
     while let Some((field_number, value)) = reader.next_field()? {
@@ -614,6 +657,21 @@ fn decode_v1_sample(bytes: &[u8], base: usize) -> Result<Sample, WireError> {
         }
     }
     Ok(sample)
+}
+
+/// The varint that makes up all of `bytes` (at most ten bytes, the last one without its high bit);
+/// `None` for anything else.
+#[inline]
+fn complete_varint(bytes: &[u8]) -> Option<u64> {
+    let (last, leading) = bytes.split_last()?;
+    if *last >= 0x80 || leading.len() >= 10 || leading.iter().any(|byte| *byte < 0x80) {
+        return None;
+    }
+    let mut value = 0u64;
+    for (index, byte) in bytes.iter().enumerate() {
+        value |= u64::from(byte & 0x7f) << (7 * index);
+    }
+    Some(value)
 }
 
 /// `None` when a label is not valid UTF-8 (the exemplar is dropped, as exemplars are best effort).
@@ -994,6 +1052,47 @@ mod tests {
     }
 
     #[test]
+    fn sample_and_label_fast_paths_agree_with_the_field_reader() {
+        for (timestamp, value) in [(0, 2.0), (1, -1.5), (1_700_000_000_000, 42.0), (-5, f64::NAN), (i64::MAX, 1e300)] {
+            let bytes = v1::Sample { value, timestamp }.encode_to_vec();
+            let fast = decode_v1_sample(&bytes, 0).expect("decodes");
+            // The same fields in the other order take the reader.
+            let mut reversed = bytes[9..].to_vec();
+            reversed.extend_from_slice(&bytes[..9]);
+            let slow = decode_v1_sample(&reversed, 0).expect("decodes");
+            assert_eq!(fast.timestamp_ms, timestamp);
+            assert_eq!((fast.timestamp_ms, fast.value.to_bits()), (slow.timestamp_ms, slow.value.to_bits()));
+        }
+        // A truncated timestamp is an error, not a fast-path value.
+        let bytes = v1::Sample { value: 1.0, timestamp: 1_700_000_000_000 }.encode_to_vec();
+        assert!(decode_v1_sample(&bytes[..bytes.len() - 1], 0).is_err());
+        assert_eq!(complete_varint(&[0x80, 0x01]), Some(128));
+        assert_eq!(complete_varint(&[0x01, 0x01]), None);
+        assert_eq!(complete_varint(&[]), None);
+
+        let short = label("job", "api").encode_to_vec();
+        let long = label("long", &"v".repeat(300)).encode_to_vec();
+        let field = |bytes: &[u8]| {
+            let mut field = vec![0x0a];
+            let mut length = bytes.len();
+            while length >= 0x80 {
+                field.push((length as u8) | 0x80);
+                length >>= 7;
+            }
+            field.push(length as u8);
+            field.extend_from_slice(bytes);
+            field
+        };
+        let sample = [&[0x12, 2][..], &[0x10, 0x05]].concat();
+        let labels = [field(&short), field(&long), field(&short)].concat();
+        let series = [labels.clone(), sample.clone()].concat();
+        assert_eq!(leading_labels_length(&series, 0), labels.len());
+        // A label field running past the end ends the run before it.
+        let truncated = [field(&short), vec![0x0a, 0x7f, 0x0a]].concat();
+        assert_eq!(leading_labels_length(&truncated, 0), field(&short).len());
+    }
+
+    #[test]
     fn invalid_utf8_label_rejects_the_series() {
         let mut body = Vec::new();
         // timeseries { labels { name "__name__" value 0xff } samples { value 1 } }
@@ -1013,9 +1112,13 @@ mod tests {
     /// Decodes with a store that knows the series whose raw label bytes are `known` (as series 7).
     fn decode_knowing<'a>(body: &'a [u8], known: &[u8]) -> (WriteRequestView<'a>, Vec<Vec<u8>>) {
         let mut asked = Vec::new();
-        let view = decode_write_request_with_known_series(body, &mut |protobuf_labels| {
-            asked.push(protobuf_labels.to_vec());
-            (protobuf_labels == known).then_some(HeldSeries(7))
+        let view = decode_write_request_with_known_series(body, &mut |keys, found| {
+            for key in keys {
+                if !key.is_empty() {
+                    asked.push(key.to_vec());
+                }
+                found.push((*key == known).then_some(HeldSeries(7)));
+            }
         })
         .expect("decodes");
         (view, asked)

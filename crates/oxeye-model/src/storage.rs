@@ -138,10 +138,19 @@ pub trait Appender: Send {
     /// messages) at the start of a `TimeSeries`, as [`Appender::cache_protobuf_labels`] remembered them.
     /// A store that answers `Some` guarantees that decoding those bytes would give exactly that series'
     /// labels (sorted, valid UTF-8, no empty value), so the caller may skip decoding and validating them
-    /// and append with [`Appender::append_held`]. The default knows no series.
+    /// and append with [`Appender::append_held`]. The default asks
+    /// [`Appender::hold_protobuf_labels_batch`] with this one key.
     fn hold_protobuf_labels(&mut self, protobuf_labels: &[u8]) -> Option<HeldSeries> {
-        let _ = protobuf_labels;
-        None
+        let mut held = Vec::with_capacity(1);
+        self.hold_protobuf_labels_batch(&[protobuf_labels], &mut held);
+        held.pop().flatten()
+    }
+
+    /// [`Appender::hold_protobuf_labels`] for many series at once (typically every series of one
+    /// request, so that a store can overlap their memory accesses): pushes one entry per key onto `held`,
+    /// in order; an empty key is never found. The default knows no series.
+    fn hold_protobuf_labels_batch(&mut self, keys: &[&[u8]], held: &mut Vec<Option<HeldSeries>>) {
+        held.extend(keys.iter().map(|_| None));
     }
 
     /// Remembers that `protobuf_labels` (as in [`Appender::hold_protobuf_labels`]) decoded to `labels`, a

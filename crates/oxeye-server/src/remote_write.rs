@@ -104,13 +104,13 @@ fn decode_and_store(
     let decoded = oxeye_ingest::compression::decode_snappy_reusing(body, max_bytes, buffer)
         .map_err(|error| (ingest_status(&error), error.to_string()))?;
     // The appender exists before decoding so that the decoder can find known series by their raw label
-    // bytes (see `Appender::hold_protobuf_labels`). A store that is not ready yet still lets a malformed
-    // request get its 400 first.
+    // bytes (see `Appender::hold_protobuf_labels_batch`). A store that is not ready yet still lets a
+    // malformed request get its 400 first.
     let mut appender = state.storage().ok().map(|storage| storage.appender());
     let view = match (version, appender.as_mut()) {
         (RemoteWriteVersion::V1, Some(appender)) => {
-            oxeye_ingest::remote_write::decode_write_request_with_known_series(decoded, &mut |protobuf_labels| {
-                appender.hold_protobuf_labels(protobuf_labels)
+            oxeye_ingest::remote_write::decode_write_request_with_known_series(decoded, &mut |keys, found| {
+                appender.hold_protobuf_labels_batch(keys, found)
             })
         }
         (RemoteWriteVersion::V1, None) => oxeye_ingest::remote_write::decode_write_request(decoded),

@@ -354,15 +354,19 @@ impl Appender for TsdbAppender {
         }
     }
 
-    /// Looks the bytes up in the head's series cache (see `series_cache`): one hash of the raw bytes and
-    /// one comparison with the stored labels.
-    fn hold_protobuf_labels(&mut self, protobuf_labels: &[u8]) -> Option<storage::HeldSeries> {
+    /// Looks the keys up in the head's series cache (see `series_cache`): one hash of the raw bytes and
+    /// one comparison with the stored labels each, in passes over the whole batch.
+    fn hold_protobuf_labels_batch(&mut self, keys: &[&[u8]], held: &mut Vec<Option<storage::HeldSeries>>) {
         if self.finished {
-            return None;
+            held.extend(keys.iter().map(|_| None));
+            return;
         }
-        let series = self.shared.head.series_cache.hold(protobuf_labels)?;
-        let position = self.hold(series);
-        Some(storage::HeldSeries(u32::try_from(position).ok()?))
+        let mut found = Vec::with_capacity(keys.len());
+        self.shared.head.series_cache.hold_all(keys, &mut found);
+        for series in found {
+            let position = series.and_then(|series| u32::try_from(self.hold(series)).ok());
+            held.push(position.map(storage::HeldSeries));
+        }
     }
 
     fn cache_protobuf_labels(&mut self, protobuf_labels: &[u8], labels: &[LabelRef<'_>]) {

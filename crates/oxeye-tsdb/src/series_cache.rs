@@ -17,49 +17,158 @@
 //! ([`MemSeries::try_mark_removed`]); a hit on a removed series is a miss, and [`SeriesCache::purge_removed`]
 //! drops those entries after each truncation.
 
-use std::collections::HashMap;
 use std::hash::Hasher;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use crate::db::{read, write};
-use crate::head::{MemSeries, MixBuildHasher, MixHasher};
+use crate::head::{MemSeries, MixHasher};
 
 const STRIPES: usize = 64;
+/// Slots per bucket: four 16-byte slots fill one 64-byte cache line.
+const SLOTS_PER_BUCKET: usize = 4;
+/// Buckets of a stripe's first table.
+const INITIAL_BUCKETS: usize = 4;
 
-/// One stripe: hash of the raw bytes → series.
-type CacheStripe = RwLock<HashMap<u64, Arc<MemSeries>, MixBuildHasher>>;
+/// One entry: the hash of the raw bytes and the series (`None`: empty).
+#[derive(Debug, Default)]
+struct Slot {
+    hash: u64,
+    series: Option<Arc<MemSeries>>,
+}
+
+/// Four slots in one cache line, so that a lookup reads one line of the table (hashbrown reads a control
+/// group and then the bucket, two lines).
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Bucket {
+    slots: [Slot; SLOTS_PER_BUCKET],
+}
+
+/// An open-addressing table of one stripe: a hash picks a bucket; a full bucket continues in the next
+/// one (linear probing). At most one slot per hash (an insert replaces), and slots are only emptied by
+/// rebuilding the table, so an empty slot ends a probe.
+#[derive(Debug, Default)]
+struct Table {
+    /// A power of two in length (or empty).
+    buckets: Vec<Bucket>,
+    len: usize,
+}
+
+impl Table {
+    /// The series stored under `hash`, unverified.
+    #[inline]
+    fn find(&self, hash: u64) -> Option<&Arc<MemSeries>> {
+        let mask = self.buckets.len().checked_sub(1)?;
+        let mut index = (hash as usize) & mask;
+        loop {
+            for slot in &self.buckets[index].slots {
+                let series = slot.series.as_ref()?;
+                if slot.hash == hash {
+                    return Some(series);
+                }
+            }
+            index = (index + 1) & mask;
+        }
+    }
+
+    fn insert(&mut self, hash: u64, series: Arc<MemSeries>) {
+        // Grow at seven eighths full, so that probes stay short and always meet an empty slot.
+        if (self.len + 1) * 8 > self.buckets.len() * SLOTS_PER_BUCKET * 7 {
+            let buckets = (self.buckets.len() * 2).max(INITIAL_BUCKETS);
+            self.rebuild(buckets, |_| true);
+        }
+        self.insert_unchecked(hash, series);
+    }
+
+    /// Inserts with room known to be left.
+    fn insert_unchecked(&mut self, hash: u64, series: Arc<MemSeries>) {
+        let mask = self.buckets.len() - 1;
+        let mut index = (hash as usize) & mask;
+        loop {
+            for slot in &mut self.buckets[index].slots {
+                match &slot.series {
+                    Some(_) if slot.hash != hash => {}
+                    Some(_) => {
+                        slot.series = Some(series);
+                        return;
+                    }
+                    None => {
+                        *slot = Slot { hash, series: Some(series) };
+                        self.len += 1;
+                        return;
+                    }
+                }
+            }
+            index = (index + 1) & mask;
+        }
+    }
+
+    /// Moves the entries `keep` accepts into a new table of `buckets` buckets (a power of two with room
+    /// for them all).
+    fn rebuild(&mut self, buckets: usize, keep: impl Fn(&MemSeries) -> bool) {
+        let old = std::mem::replace(&mut self.buckets, (0..buckets).map(|_| Bucket::default()).collect());
+        self.len = 0;
+        for slot in old.into_iter().flat_map(|bucket| bucket.slots) {
+            if let Some(series) = slot.series
+                && keep(&series)
+            {
+                self.insert_unchecked(slot.hash, series);
+            }
+        }
+    }
+}
 
 /// Raw protobuf label bytes → series, striped by hash.
 #[derive(Debug)]
 pub(crate) struct SeriesCache {
-    stripes: Box<[CacheStripe]>,
+    stripes: Box<[RwLock<Table>]>,
 }
 
 impl Default for SeriesCache {
     fn default() -> Self {
-        SeriesCache { stripes: (0..STRIPES).map(|_| RwLock::new(HashMap::default())).collect() }
+        SeriesCache { stripes: (0..STRIPES).map(|_| RwLock::new(Table::default())).collect() }
     }
 }
 
-impl SeriesCache {
-    fn stripe(&self, hash: u64) -> &CacheStripe {
-        &self.stripes[((hash >> 32) as usize) % STRIPES]
-    }
+/// The stripe of a hash: its bits 32 and up (the bucket takes the low bits).
+fn stripe_index(hash: u64) -> usize {
+    ((hash >> 32) as usize) % STRIPES
+}
 
-    /// The live series whose labels `protobuf_labels` encode, marked as held by one more appender
-    /// (the caller releases it as any held series). `None` when the bytes are not cached, the entry does
-    /// not verify, or the series was removed.
-    pub(crate) fn hold(&self, protobuf_labels: &[u8]) -> Option<Arc<MemSeries>> {
-        let hash = raw_labels_hash(protobuf_labels);
-        let stripe = read(self.stripe(hash));
-        let series = stripe.get(&hash)?;
-        if !protobuf_labels_equal(protobuf_labels, series.labels_encoded()) {
-            return None;
+impl SeriesCache {
+    /// For each of `keys` (the `labels` bytes of one series each), the live series they encode, marked
+    /// as held by one more appender (the caller releases it as any held series), or `None` when the bytes
+    /// are empty or not cached, the entry does not verify, or the series was removed. Pushes one entry per
+    /// key onto `found`, in order.
+    ///
+    /// The keys are looked up in passes over the whole batch, each pass only loading memory, so that the
+    /// cache misses of different series overlap instead of following each other: the table slots, then the
+    /// series and their labels, then verification and the holds (atomic read-modify-writes, which wait for
+    /// every earlier load).
+    pub(crate) fn hold_all(&self, keys: &[&[u8]], found: &mut Vec<Option<Arc<MemSeries>>>) {
+        let stripes: Vec<RwLockReadGuard<'_, Table>> = self.stripes.iter().map(read).collect();
+        let candidates: Vec<Option<&Arc<MemSeries>>> = keys
+            .iter()
+            .map(|key| {
+                if key.is_empty() {
+                    return None;
+                }
+                let hash = raw_labels_hash(key);
+                stripes[stripe_index(hash)].find(hash)
+            })
+            .collect();
+        let mut touched = 0u64;
+        for series in candidates.iter().flatten() {
+            touched ^= series.touch_for_cache_hit();
         }
-        if !series.try_hold() {
-            return None;
-        }
-        Some(Arc::clone(series))
+        std::hint::black_box(touched);
+        found.extend(keys.iter().zip(candidates).map(|(key, candidate)| {
+            let series = candidate?;
+            if !protobuf_labels_equal(key, series.labels_encoded()) || !series.try_hold() {
+                return None;
+            }
+            Some(Arc::clone(series))
+        }));
     }
 
     /// Caches `series` under `protobuf_labels` when the bytes encode exactly its labels (a non-canonical
@@ -70,27 +179,45 @@ impl SeriesCache {
             return;
         }
         let hash = raw_labels_hash(protobuf_labels);
-        write(self.stripe(hash)).insert(hash, Arc::clone(series));
+        write(&self.stripes[stripe_index(hash)]).insert(hash, Arc::clone(series));
     }
 
-    /// Drops the entries of series that garbage collection removed.
+    /// Drops the entries of series that garbage collection removed (each stripe's table is rebuilt at
+    /// the size its remaining entries need).
     pub(crate) fn purge_removed(&self) {
         for stripe in self.stripes.iter() {
-            write(stripe).retain(|_, series| !series.is_removed());
+            let mut table = write(stripe);
+            let live = table
+                .buckets
+                .iter()
+                .flat_map(|bucket| &bucket.slots)
+                .filter(|slot| slot.series.as_ref().is_some_and(|series| !series.is_removed()))
+                .count();
+            let mut buckets = INITIAL_BUCKETS;
+            while live * 8 > buckets * SLOTS_PER_BUCKET * 7 {
+                buckets *= 2;
+            }
+            table.rebuild(buckets, |series| !series.is_removed());
         }
     }
 
-    /// Estimated heap bytes of the map (a hashbrown table: one control byte per bucket beside each
-    /// entry, capacity seven eighths of the buckets).
+    /// Heap bytes of the tables (64 bytes per bucket of four entries).
     pub(crate) fn approximate_bytes(&self) -> u64 {
-        let entry_bytes = std::mem::size_of::<(u64, Arc<MemSeries>)>() + 1;
-        self.stripes.iter().map(|stripe| (read(stripe).capacity().div_ceil(7) * 8 * entry_bytes) as u64).sum()
+        self.stripes.iter().map(|stripe| (read(stripe).buckets.capacity() * size_of::<Bucket>()) as u64).sum()
     }
 
     /// Cached entries.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.stripes.iter().map(|stripe| read(stripe).len()).sum()
+        self.stripes.iter().map(|stripe| read(stripe).len).sum()
+    }
+
+    /// [`SeriesCache::hold_all`] for one key.
+    #[cfg(test)]
+    pub(crate) fn hold(&self, protobuf_labels: &[u8]) -> Option<Arc<MemSeries>> {
+        let mut found = Vec::with_capacity(1);
+        self.hold_all(&[protobuf_labels], &mut found);
+        found.pop().flatten()
     }
 }
 
@@ -154,20 +281,29 @@ pub(crate) fn protobuf_labels_equal(mut protobuf_labels: &[u8], labels_encoded: 
 }
 
 /// Slice equality for the short strings labels are, eight bytes at a time and inline (the library
-/// comparison calls `bcmp` per string).
+/// comparison calls `memcmp` per string). A tail of one to seven bytes is compared as the last eight
+/// bytes when the string has them (overlapping the previous word), else byte by byte.
 #[inline]
 fn short_bytes_equal(left: &[u8], right: &[u8]) -> bool {
     if left.len() != right.len() {
         return false;
     }
-    let mut left_words = left.chunks_exact(8);
-    let mut right_words = right.chunks_exact(8);
-    for (left_word, right_word) in (&mut left_words).zip(&mut right_words) {
-        if left_word != right_word {
+    let (mut left_rest, mut right_rest) = (left, right);
+    while let (Some((left_word, left_after)), Some((right_word, right_after))) =
+        (left_rest.split_first_chunk::<8>(), right_rest.split_first_chunk::<8>())
+    {
+        if u64::from_ne_bytes(*left_word) != u64::from_ne_bytes(*right_word) {
             return false;
         }
+        (left_rest, right_rest) = (left_after, right_after);
     }
-    left_words.remainder() == right_words.remainder()
+    if left_rest.is_empty() {
+        return true;
+    }
+    match (left.last_chunk::<8>(), right.last_chunk::<8>()) {
+        (Some(left_word), Some(right_word)) => u64::from_ne_bytes(*left_word) == u64::from_ne_bytes(*right_word),
+        _ => left_rest.iter().zip(right_rest).all(|(left_byte, right_byte)| left_byte == right_byte),
+    }
 }
 
 #[cfg(test)]
@@ -255,6 +391,75 @@ mod tests {
         assert_eq!(head.truncate(6000), 1);
         assert!(head.series_cache.hold(&kept_bytes).is_none());
         assert_eq!(head.series_cache.len(), 0);
+    }
+
+    #[test]
+    fn full_buckets_continue_in_the_next_and_tables_grow() {
+        let head = crate::head::Head::new(1000);
+        let series: Vec<Arc<MemSeries>> = (0..200)
+            .map(|index| {
+                let labels = Labels::from_pairs([("__name__", "up"), ("instance", &format!("host-{index}"))]);
+                head.get_or_create(&labels, None, false).unwrap().0
+            })
+            .collect();
+        let mut table = Table::default();
+        // Every hash starts in bucket 0 (low bits zero), so most entries overflow into later buckets.
+        let colliding = |index: u64| (index + 1) << 40;
+        for (index, series) in series.iter().enumerate() {
+            table.insert(colliding(index as u64), Arc::clone(series));
+        }
+        assert_eq!(table.len, 200);
+        assert!(table.buckets.len() * SLOTS_PER_BUCKET * 7 >= 200 * 8, "{}", table.buckets.len());
+        for (index, series) in series.iter().enumerate() {
+            let found = table.find(colliding(index as u64)).expect("found");
+            assert!(Arc::ptr_eq(found, series), "entry {index}");
+        }
+        assert!(table.find(colliding(500)).is_none());
+        // An insert under a stored hash replaces its entry.
+        table.insert(colliding(3), Arc::clone(&series[7]));
+        assert_eq!(table.len, 200);
+        assert!(Arc::ptr_eq(table.find(colliding(3)).expect("found"), &series[7]));
+        // Rebuilding keeps what it is told to keep, still findable.
+        let kept_ref = series[150].series_ref;
+        table.rebuild(INITIAL_BUCKETS, |candidate| candidate.series_ref == kept_ref);
+        assert_eq!(table.len, 1);
+        assert!(Arc::ptr_eq(table.find(colliding(150)).expect("kept"), &series[150]));
+        assert!(table.find(colliding(149)).is_none());
+    }
+
+    #[test]
+    fn a_batch_finds_each_cached_key_in_order() {
+        let head = crate::head::Head::new(1000);
+        let pairs: Vec<[(String, String); 2]> = (0..3000)
+            .map(|index| [("__name__".to_owned(), "up".to_owned()), ("instance".to_owned(), format!("host-{index}"))])
+            .collect();
+        let keys: Vec<Vec<u8>> = pairs
+            .iter()
+            .map(|pair| protobuf(&pair.iter().map(|(name, value)| (name.as_str(), value.as_str())).collect::<Vec<_>>()))
+            .collect();
+        let mut created = Vec::new();
+        for (pair, key) in pairs.iter().zip(&keys).step_by(2) {
+            let labels = Labels::from_pairs(pair.iter().map(|(name, value)| (name.as_str(), value.as_str())));
+            let (series, _) = head.get_or_create(&labels, None, false).unwrap();
+            head.series_cache.insert(key, &series);
+            created.push(series);
+        }
+        assert_eq!(head.series_cache.len(), 1500);
+        let mut batch: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        batch.push(&[]);
+        let mut found = Vec::new();
+        head.series_cache.hold_all(&batch, &mut found);
+        assert_eq!(found.len(), 3001);
+        for (index, entry) in found.iter().enumerate() {
+            match entry {
+                Some(series) => {
+                    assert_eq!(index % 2, 0, "{index}");
+                    assert!(Arc::ptr_eq(series, &created[index / 2]));
+                    series.pending_appenders.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                }
+                None => assert!(index % 2 == 1 || index == 3000, "{index} not found"),
+            }
+        }
     }
 
     #[test]
