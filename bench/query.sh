@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The PromQL query benchmark: the Django-fleet history loaded into oxeye (over remote_write) and
-# Prometheus 2.42 (backfilled: OpenMetrics text turned into blocks by promtool, one 2 h range at a time, so
-# the scratch disk needs about one range of text), then ten dashboard queries timed on each (instant, 1h
-# and 24h ranges at 15s and 60s steps, median of RUNS runs, peak RSS per query). Servers run pinned to core 0, the driver to core 1.
+# The PromQL query benchmark: the Django-fleet history backfilled into oxeye and Prometheus 2.42 from the
+# same OpenMetrics text files (one per 2 h range, turned into blocks by `oxeye tsdb create-blocks-from
+# openmetrics` and `promtool tsdb create-blocks-from openmetrics`, each file deleted once both loaded it, so
+# the scratch disk needs one range of text: about 10 GB at 100k series), then ten dashboard queries timed
+# on each (instant, 1h and 24h ranges at 15s and 60s steps, median of RUNS runs, peak RSS per query).
+# Servers run pinned to core 0, the driver to core 1.
 # See BENCHMARKS.md ("PromQL queries") and crates/oxeye-bench/src/query.rs.
 #
 # Usage: bench/query.sh [SERIES] [HOURS] [SERVER...]
@@ -65,18 +67,34 @@ fi
   echo "workload: $series series x $rounds rounds (15 s)"
 } > "$out/machine-$series-$hours.txt"
 
-extra=()
-if [ "${REUSE_DATA:-}" = 1 ]; then extra+=(--reuse-data); fi
+extra=(--reuse-data)
 if [ -n "${ONLY:-}" ]; then extra+=(--only "$ONLY"); fi
+
+binary_of() {
+  case "$1" in
+    oxeye) echo "$oxeye_binary" ;;
+    prometheus) command -v prometheus ;;
+    *) echo "unknown server $1 (oxeye, prometheus)" >&2; exit 2 ;;
+  esac
+}
+
+# Load every server from the same text files (unless REUSE_DATA=1 keeps an earlier load).
+if [ "${REUSE_DATA:-}" != 1 ]; then
+  load_args=()
+  port=19190
+  for server in "${servers[@]}"; do
+    load_args+=(--server "$server=$(binary_of "$server")=$out/$server-$series-$hours=$port")
+    port=$((port + 1))
+  done
+  echo "== load: load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  taskset -c "$bench_cpus" "$bench" query load --workload "$workload" --scratch-dir "$out" \
+    --out "$out/load-$series-$hours.json" "${load_args[@]}"
+fi
 
 port=19190
 results=()
 for server in "${servers[@]}"; do
-  case "$server" in
-    oxeye) binary=$oxeye_binary ;;
-    prometheus) binary=$(command -v prometheus) ;;
-    *) echo "unknown server $server (oxeye, prometheus)" >&2; exit 2 ;;
-  esac
+  binary=$(binary_of "$server")
   echo "== $server: load average $(cut -d' ' -f1-3 /proc/loadavg)"
   taskset -c "$bench_cpus" "$bench" query run --server "$server" --binary "$binary" --server-cpus "$server_cpus" \
     --port "$port" --workload "$workload" --work-dir "$out/$server-$series-$hours" --runs "$runs" \

@@ -1,5 +1,8 @@
-//! Backfilling Prometheus with a workload: the workload's samples written as OpenMetrics text, one file per
-//! 2-hour block range, each turned into a TSDB block by `promtool tsdb create-blocks-from openmetrics`.
+//! Backfilling servers with a workload: the workload's samples written as OpenMetrics text, one file per
+//! 2-hour block range, each turned into a TSDB block by `promtool tsdb create-blocks-from openmetrics`
+//! (Prometheus) and `oxeye tsdb create-blocks-from openmetrics` (oxeye) from the same file, which is
+//! deleted once every server has loaded it. Both servers then hold the same samples in the same state:
+//! 2-hour blocks on disk, nothing in the head.
 //!
 //! Loading Prometheus 2.42 over remote_write takes about 6–15 CPU-seconds per million samples (65k–160k
 //! samples per CPU-second), so the query benchmark's 24 h of 100k series (576M samples) cannot be loaded
@@ -28,7 +31,21 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::server::ServerKind;
 use crate::workload;
+
+/// A server whose data directory a backfill writes: its kind, the converting tool (`promtool` for
+/// Prometheus, the `oxeye` binary for oxeye) and the data directory (Prometheus' `--storage.tsdb.path`,
+/// oxeye's `storage.data_dir`).
+#[derive(Debug, Clone)]
+pub struct BackfillTarget {
+    /// Which server (oxeye or prometheus).
+    pub kind: ServerKind,
+    /// The converting executable.
+    pub tool: PathBuf,
+    /// The server's data directory.
+    pub data_dir: PathBuf,
+}
 
 /// The block range `promtool` cuts its input into, milliseconds (`tsdb.DefaultBlockDuration`, 2 h).
 pub const PROMTOOL_BLOCK_RANGE_MS: i64 = 2 * 3600 * 1000;
@@ -46,28 +63,38 @@ pub struct BackfillReport {
     pub largest_file_bytes: u64,
     /// Wall seconds spent writing text (decompressing and decoding the workload included).
     pub write_seconds: f64,
-    /// Wall seconds `promtool` ran, all files.
+    /// Wall seconds `promtool` ran, all files (0 without a Prometheus target).
     pub promtool_seconds: f64,
     /// CPU seconds (user + system) of the `promtool` processes, all files.
     pub promtool_cpu_seconds: f64,
+    /// Wall seconds `oxeye tsdb create-blocks-from openmetrics` ran, all files (0 without an oxeye target).
+    #[serde(default)]
+    pub oxeye_seconds: f64,
+    /// CPU seconds (user + system) of the `oxeye` processes, all files.
+    #[serde(default)]
+    pub oxeye_cpu_seconds: f64,
+    /// Peak resident memory of the largest `oxeye` conversion, bytes (0 without an oxeye target).
+    #[serde(default)]
+    pub oxeye_peak_rss_bytes: u64,
     /// Wall seconds of the whole backfill.
     pub total_seconds: f64,
 }
 
 /// Writes every sample of the workload at `workload_path` as OpenMetrics text and turns it into blocks in
-/// `data_dir` with `promtool`, one aligned 2-hour range at a time; the text files live in `scratch_dir`
-/// and are deleted after conversion.
+/// each target's data directory with its tool, one aligned 2-hour range at a time; the text files live in
+/// `scratch_dir` and are deleted once every target has converted them.
 ///
 /// # Errors
-/// When the workload cannot be read or decoded, a text file cannot be written, or `promtool` fails.
+/// When the workload cannot be read or decoded, a text file cannot be written, or a tool fails.
 pub fn backfill(
     workload_path: &Path,
-    promtool: &Path,
-    data_dir: &Path,
+    targets: &[BackfillTarget],
     scratch_dir: &Path,
 ) -> anyhow::Result<BackfillReport> {
     let started = Instant::now();
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    for target in targets {
+        std::fs::create_dir_all(&target.data_dir).with_context(|| format!("creating {}", target.data_dir.display()))?;
+    }
     std::fs::create_dir_all(scratch_dir).with_context(|| format!("creating {}", scratch_dir.display()))?;
     let mut report = BackfillReport {
         samples: 0,
@@ -77,6 +104,9 @@ pub fn backfill(
         write_seconds: 0.0,
         promtool_seconds: 0.0,
         promtool_cpu_seconds: 0.0,
+        oxeye_seconds: 0.0,
+        oxeye_cpu_seconds: 0.0,
+        oxeye_peak_rss_bytes: 0,
         total_seconds: 0.0,
     };
     // Samples of one round straddle a range boundary when targets' offsets push them past it, so the
@@ -87,12 +117,11 @@ pub fn backfill(
     let mut line = Vec::with_capacity(512);
     let mut samples = Vec::new();
     let mut write_started = Instant::now();
-    let cpu_before = children_cpu_seconds();
     let header = workload::for_each_record(workload_path, |round_start_ms, body| {
         while open_files.first().is_some_and(|file| file.range_end_ms <= round_start_ms) {
             let finished = open_files.remove(0);
             report.write_seconds += write_started.elapsed().as_secs_f64();
-            convert(finished, promtool, data_dir, &mut report)?;
+            convert(finished, targets, &mut report)?;
             write_started = Instant::now();
         }
         let length = snap::raw::decompress_len(body).context("snappy length of a workload body")?;
@@ -124,9 +153,8 @@ pub fn backfill(
     })?;
     report.write_seconds += write_started.elapsed().as_secs_f64();
     for finished in std::mem::take(&mut open_files) {
-        convert(finished, promtool, data_dir, &mut report)?;
+        convert(finished, targets, &mut report)?;
     }
-    report.promtool_cpu_seconds = children_cpu_seconds() - cpu_before;
     if report.samples != header.total_samples {
         bail!("backfilled {} samples, the workload holds {}", report.samples, header.total_samples);
     }
@@ -157,9 +185,9 @@ impl RangeFile {
     }
 }
 
-/// Ends `file` with `# EOF`, runs `promtool` on it and deletes it. One range at a time: at 100k series a
-/// range is about 10 GB of text, and the disk must hold it besides the workload file.
-fn convert(mut file: RangeFile, promtool: &Path, data_dir: &Path, report: &mut BackfillReport) -> anyhow::Result<()> {
+/// Ends `file` with `# EOF`, runs every target's tool on it and deletes it. One range at a time: at 100k
+/// series a range is about 10 GB of text, and the disk must hold it besides the workload file.
+fn convert(mut file: RangeFile, targets: &[BackfillTarget], report: &mut BackfillReport) -> anyhow::Result<()> {
     file.writer.write_all(b"# EOF\n")?;
     file.bytes += 6;
     file.writer.flush().with_context(|| format!("writing {}", file.path.display()))?;
@@ -167,28 +195,63 @@ fn convert(mut file: RangeFile, promtool: &Path, data_dir: &Path, report: &mut B
     report.files += 1;
     report.text_bytes += file.bytes;
     report.largest_file_bytes = report.largest_file_bytes.max(file.bytes);
-    let started = Instant::now();
-    let output = Command::new(promtool)
-        .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
-        .arg(&file.path)
-        .arg(data_dir)
-        .output()
-        .with_context(|| format!("running {}", promtool.display()))?;
-    let seconds = started.elapsed().as_secs_f64();
-    report.promtool_seconds += seconds;
-    if !output.status.success() {
-        bail!(
-            "promtool on {} exited with {}: {}",
-            file.path.display(),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).chars().take(2000).collect::<String>()
+    for target in targets {
+        let started = Instant::now();
+        let cpu_before = children_cpu_seconds();
+        if target.kind == ServerKind::VictoriaMetrics {
+            bail!("victoria-metrics is not backfilled");
+        }
+        // Both tools take the same arguments: `tsdb create-blocks-from openmetrics --quiet FILE DIR`.
+        // The error text goes to a file, so a chatty tool cannot block on a full pipe while it is polled.
+        let stderr_path = file.path.with_extension("stderr");
+        let stderr = std::fs::File::create(&stderr_path)?;
+        let mut child = Command::new(&target.tool)
+            .args(["tsdb", "create-blocks-from", "openmetrics", "--quiet"])
+            .arg(&file.path)
+            .arg(&target.data_dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .with_context(|| format!("running {}", target.tool.display()))?;
+        // `VmHWM` only grows, so its last reading before the exit is the peak (polled every 100 ms).
+        let mut peak_rss_bytes = 0;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if let Ok(memory) = crate::procfs::memory(child.id()) {
+                peak_rss_bytes = peak_rss_bytes.max(memory.peak_rss_bytes);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        let cpu_seconds = children_cpu_seconds() - cpu_before;
+        let error_text = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        let _ = std::fs::remove_file(&stderr_path);
+        if !status.success() {
+            bail!(
+                "{} on {} exited with {status}: {}",
+                target.tool.display(),
+                file.path.display(),
+                error_text.chars().take(2000).collect::<String>()
+            );
+        }
+        if target.kind == ServerKind::Oxeye {
+            report.oxeye_seconds += seconds;
+            report.oxeye_cpu_seconds += cpu_seconds;
+            report.oxeye_peak_rss_bytes = report.oxeye_peak_rss_bytes.max(peak_rss_bytes);
+        } else {
+            report.promtool_seconds += seconds;
+            report.promtool_cpu_seconds += cpu_seconds;
+        }
+        eprintln!(
+            "[{}] backfilled {} MiB of text (range from {} ms) in {seconds:.1} s ({cpu_seconds:.1} CPU-s, peak RSS {} MiB)",
+            target.kind.name(),
+            file.bytes >> 20,
+            file.range_start_ms,
+            peak_rss_bytes >> 20
         );
     }
-    eprintln!(
-        "[prometheus] backfilled {} MiB of text (range from {} ms) in {seconds:.1} s",
-        file.bytes >> 20,
-        file.range_start_ms
-    );
     std::fs::remove_file(&file.path).with_context(|| format!("removing {}", file.path.display()))?;
     Ok(())
 }

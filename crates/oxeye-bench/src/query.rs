@@ -6,14 +6,19 @@
 //! taskset -c 1 oxeye-bench query run --server oxeye --binary target/release/oxeye --server-cpus 0 \
 //!     --workload bench-out/query/workload.bin --work-dir bench-out/query/oxeye --out bench-out/query/oxeye.json
 //! oxeye-bench query report bench-out/query/oxeye.json bench-out/query/prometheus.json
+//! # or load both from the same text files first, then query each with --reuse-data:
+//! oxeye-bench query load --workload bench-out/query/workload.bin --out bench-out/query/load.json \
+//!     --server oxeye=target/release/oxeye=bench-out/query/oxeye=19190 \
+//!     --server prometheus=/usr/bin/prometheus=bench-out/query/prometheus=19191
 //! ```
 //!
-//! `run` loads the workload into a fresh data directory (block duration 2 h, both servers): oxeye over
-//! remote_write, after which the server is stopped gracefully; Prometheus by backfilling, the samples written
-//! as OpenMetrics text and turned into blocks by `promtool` (see [`crate::openmetrics`]), because its
-//! remote_write ingest is too slow for the 100k-series fleet. Then it starts the server on that data, so
-//! every query runs against a process that holds only what it needs after a restart (blocks on disk, for
-//! oxeye the head replayed from the WAL). Then, for
+//! `run` loads the workload into a fresh data directory (block duration 2 h, both servers) by backfilling:
+//! the samples written as OpenMetrics text, one file per aligned 2 h range, each turned into a block by
+//! `oxeye tsdb create-blocks-from openmetrics` or `promtool tsdb create-blocks-from openmetrics` (see
+//! [`crate::openmetrics`]). `load` does the same for several servers from the same text files, each file
+//! deleted once all have loaded it, and `run --reuse-data` then queries each. Either way both servers hold
+//! the same samples in the same state, 2 h blocks on disk and an empty head, and no load step holds the
+//! workload in memory. Then it starts the server on that data. Then, for
 //! each query and each shape, it sends one untimed warm-up request and `--runs` timed ones, one at a time,
 //! and records:
 //! - the wall time of each request, from sending to the last byte of the answer (the median is reported);
@@ -31,9 +36,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::openmetrics::{self, BackfillReport};
+use crate::openmetrics::{self, BackfillReport, BackfillTarget};
 use crate::procfs::{self, Memory};
-use crate::send::{self, SendReport};
+use crate::send::SendReport;
 use crate::server::{ServerKind, ServerSpec};
 use crate::workload::{self, WorkloadHeader};
 
@@ -89,6 +94,9 @@ pub const SHAPES: &[(&str, i64, i64)] = &[
 pub enum QueryCommand {
     /// Loads the workload into one server, restarts it and times every dashboard query.
     Run(Box<RunArgs>),
+    /// Backfills several servers' data directories from the same OpenMetrics text files (one per 2 h
+    /// range, deleted once every server has loaded it), for `query run --reuse-data`.
+    Load(LoadArgs),
     /// Prints the side-by-side table of two or more `query run` results.
     Report {
         /// Result files; the first is the one the ratio columns divide (oxeye), the second the peer.
@@ -143,6 +151,27 @@ pub struct RunArgs {
     promtool: Option<PathBuf>,
 }
 
+/// Options of `query load`.
+#[derive(Debug, clap::Args)]
+pub struct LoadArgs {
+    /// The workload file.
+    #[arg(long)]
+    workload: PathBuf,
+    /// A server to load, `KIND=BINARY=WORK_DIR=PORT`, e.g. `oxeye=target/release/oxeye=bench-out/query/oxeye-100000-1=19190`;
+    /// repeatable. The work directory and port are what `query run` gets for that server.
+    #[arg(long = "server", value_name = "KIND=BINARY=WORK_DIR=PORT", required = true)]
+    servers: Vec<String>,
+    /// `promtool` for Prometheus (default: `promtool` beside its binary, else from `PATH`).
+    #[arg(long)]
+    promtool: Option<PathBuf>,
+    /// Directory for the text files (default: the first server's work directory).
+    #[arg(long)]
+    scratch_dir: Option<PathBuf>,
+    /// Where to write the JSON [`BackfillReport`].
+    #[arg(long)]
+    out: PathBuf,
+}
+
 /// One query in one shape on one server.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QueryMeasurement {
@@ -181,9 +210,10 @@ pub struct QueryRunResult {
     pub load_average: Vec<String>,
     /// Series, rounds and samples of the workload.
     pub workload: String,
-    /// The load over remote_write (oxeye; absent with `--reuse-data`).
+    /// The load over remote_write (results of earlier versions, which loaded oxeye that way).
+    #[serde(default)]
     pub ingest: Option<SendReport>,
-    /// The load by `promtool` backfill (Prometheus; absent with `--reuse-data`).
+    /// The load by backfill (absent with `--reuse-data`; see `query load`).
     #[serde(default)]
     pub backfill: Option<BackfillReport>,
     /// Memory after the restart, before the first query.
@@ -214,6 +244,14 @@ pub fn main(command: QueryCommand) -> anyhow::Result<()> {
             }
             std::fs::write(&out, serde_json::to_string_pretty(&result)?)?;
             print!("{}", table(std::slice::from_ref(&result)));
+            Ok(())
+        }
+        QueryCommand::Load(args) => {
+            let report = load(&args)?;
+            if let Some(parent) = args.out.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(&args.out, serde_json::to_string_pretty(&report)?)?;
             Ok(())
         }
         QueryCommand::Report { files } => {
@@ -281,46 +319,11 @@ async fn run(args: RunArgs) -> anyhow::Result<QueryRunResult> {
     let mut load_averages = vec![load_average()];
 
     let mut backfill = None;
-    let mut ingest = None;
-    if !args.reuse_data && args.server == ServerKind::Prometheus {
+    if !args.reuse_data {
         spec.prepare()?;
-        let promtool = args.promtool.clone().unwrap_or_else(|| promtool_beside(&args.binary));
-        eprintln!(
-            "[{name}] backfilling {} samples with {} (load average {})",
-            header.total_samples,
-            promtool.display(),
-            load_average()
-        );
-        let report = openmetrics::backfill(&args.workload, &promtool, &spec.data_dir(), &spec.work_dir)?;
-        eprintln!(
-            "[{name}] backfilled: {} files, {:.0} MiB of text, {:.1} s writing, promtool {:.1} s ({:.1} CPU-s), {:.1} s in all",
-            report.files,
-            report.text_bytes as f64 / 1048576.0,
-            report.write_seconds,
-            report.promtool_seconds,
-            report.promtool_cpu_seconds,
-            report.total_seconds
-        );
+        let target = backfill_target(&spec, args.promtool.as_deref())?;
+        let report = run_backfill(&args.workload, &header, std::slice::from_ref(&target), &spec.work_dir)?;
         backfill = Some(report);
-    } else if !args.reuse_data {
-        spec.prepare()?;
-        let (_, requests) = workload::load(&args.workload)?;
-        let requests: &'static [workload::PrebuiltRequest] = Box::leak(requests.into_boxed_slice());
-        let loading = spec.start(&probe_client, start_timeout).await?;
-        eprintln!("[{name}] loading {} samples (load average {})", header.total_samples, load_average());
-        let write_url = format!("{}/api/v1/write", spec.base_url());
-        let report = send::send_all(&client, &write_url, requests, header.requests_per_round, args.concurrency).await;
-        eprintln!(
-            "[{name}] loaded: {:.0} samples/s, {} failed requests{}",
-            report.samples_per_second,
-            report.requests_failed,
-            report.first_error.as_deref().map(|error| format!(" (first: {error})")).unwrap_or_default()
-        );
-        if report.requests_failed > 0 {
-            bail!("{} load requests failed", report.requests_failed);
-        }
-        loading.stop_gracefully(Duration::from_secs(1800)).await?;
-        ingest = Some(report);
     }
 
     let server = spec.start(&probe_client, start_timeout).await?;
@@ -360,13 +363,83 @@ async fn run(args: RunArgs) -> anyhow::Result<QueryRunResult> {
             header.scrape_interval_ms / 1000,
             header.total_samples
         ),
-        ingest,
+        ingest: None,
         backfill,
         memory_before_queries,
         end_ms,
         queries,
         memory_after_queries,
     })
+}
+
+/// `query load`: prepares every server's work directory and backfills them all from the same text files.
+fn load(args: &LoadArgs) -> anyhow::Result<BackfillReport> {
+    let header = workload::read_header(&args.workload)?;
+    let mut targets = Vec::new();
+    let mut scratch = args.scratch_dir.clone();
+    for server in &args.servers {
+        let parts: Vec<&str> = server.splitn(4, '=').collect();
+        let [kind, binary, work_dir, port] = parts[..] else {
+            bail!("--server {server}: expected KIND=BINARY=WORK_DIR=PORT");
+        };
+        let kind = <ServerKind as clap::ValueEnum>::from_str(kind, true)
+            .map_err(|error| anyhow::anyhow!("--server {server}: {error}"))?;
+        let spec = ServerSpec {
+            kind,
+            binary: PathBuf::from(binary),
+            cpu_list: None,
+            port: port.parse().with_context(|| format!("--server {server}: port"))?,
+            work_dir: std::path::absolute(work_dir)?,
+            block_duration_ms: QUERY_BENCH_BLOCK_DURATION_MS,
+            env: Vec::new(),
+        };
+        spec.prepare()?;
+        targets.push(backfill_target(&spec, args.promtool.as_deref())?);
+        scratch.get_or_insert_with(|| spec.work_dir.clone());
+    }
+    let scratch = scratch.context("no --server given")?;
+    run_backfill(&args.workload, &header, &targets, &scratch)
+}
+
+/// What loads `spec`'s data directory: `promtool` for Prometheus, the server binary itself for oxeye.
+fn backfill_target(spec: &ServerSpec, promtool: Option<&std::path::Path>) -> anyhow::Result<BackfillTarget> {
+    let tool = match spec.kind {
+        ServerKind::Prometheus => promtool.map_or_else(|| promtool_beside(&spec.binary), std::path::Path::to_path_buf),
+        ServerKind::Oxeye => spec.binary.clone(),
+        ServerKind::VictoriaMetrics => bail!("the query benchmark runs oxeye and prometheus"),
+    };
+    Ok(BackfillTarget { kind: spec.kind, tool, data_dir: spec.data_dir() })
+}
+
+/// Backfills `targets` from the workload, logging what it did.
+fn run_backfill(
+    workload_path: &std::path::Path,
+    header: &WorkloadHeader,
+    targets: &[BackfillTarget],
+    scratch_dir: &std::path::Path,
+) -> anyhow::Result<BackfillReport> {
+    let names: Vec<&str> = targets.iter().map(|target| target.kind.name()).collect();
+    eprintln!(
+        "[load] backfilling {} samples into {} (load average {})",
+        header.total_samples,
+        names.join(", "),
+        load_average()
+    );
+    let report = openmetrics::backfill(workload_path, targets, scratch_dir)?;
+    eprintln!(
+        "[load] backfilled: {} files, {:.0} MiB of text, {:.1} s writing, promtool {:.1} s ({:.1} CPU-s), \
+         oxeye {:.1} s ({:.1} CPU-s, peak RSS {:.0} MiB), {:.1} s in all",
+        report.files,
+        report.text_bytes as f64 / 1048576.0,
+        report.write_seconds,
+        report.promtool_seconds,
+        report.promtool_cpu_seconds,
+        report.oxeye_seconds,
+        report.oxeye_cpu_seconds,
+        report.oxeye_peak_rss_bytes as f64 / 1048576.0,
+        report.total_seconds
+    );
+    Ok(report)
 }
 
 /// `promtool` in the directory of `prometheus` (Debian installs both in /usr/bin), else `promtool` from `PATH`.
