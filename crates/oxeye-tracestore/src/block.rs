@@ -14,7 +14,7 @@ use oxeye_model::traces::{
 };
 
 use crate::TraceStoreError;
-use crate::encoding::{self, PageFilter, put_uvarint};
+use crate::encoding::{self, BlockStrings, PageFilter, put_uvarint};
 
 /// The first 8 bytes of a block file.
 pub(crate) const BLOCK_MAGIC: &[u8; 8] = b"OXTBLK\x00\x01";
@@ -164,10 +164,18 @@ struct ColumnRow {
 /// The uncompressed span columns of `traces`, rows sorted by start, or `None` when the summary cannot name
 /// every service and span (too many names) or a resource's `service.name` is not a string (the columns
 /// could not say what `resource.service.name` evaluates to).
-fn span_columns(traces: &[&Trace], summary: &BlockSummary) -> Option<[Vec<u8>; 5]> {
+fn span_columns(traces: &[&Trace], summary: &BlockSummary, strings: &BlockStrings<'_>) -> Option<[Vec<u8>; 5]> {
     if !summary.names_complete {
         return None;
     }
+    // Each distinct name is looked up in the sorted list once, not once per span.
+    let name_ranks = strings
+        .span_names
+        .iter()
+        .map(|name| summary.span_names.binary_search_by(|candidate| candidate.as_str().cmp(*name)).ok())
+        .collect::<Option<Vec<usize>>>()?;
+    debug_assert_eq!(strings.span_name_ids.len() as u64, summary.span_count, "one name per span, in span order");
+    let mut span_name_ids = strings.span_name_ids.iter();
     let mut rows = Vec::with_capacity(usize::try_from(summary.span_count).unwrap_or(0));
     for trace in traces {
         for batch in &trace.resource_spans {
@@ -181,7 +189,7 @@ fn span_columns(traces: &[&Trace], summary: &BlockSummary) -> Option<[Vec<u8>; 5
                     start: span.start_time_unix_nano,
                     duration: span.duration_nanos(),
                     service,
-                    name: summary.span_names.binary_search(&span.name).ok()? as u64,
+                    name: *name_ranks.get(*span_name_ids.next()? as usize)? as u64,
                     kind_status: (span.kind as u8) | ((span.status_code as u8) << 4),
                 });
             }
@@ -212,8 +220,8 @@ fn encode_column_directory(columns: &[(ColumnId, ColumnLocation)], out: &mut Vec
     }
 }
 
-/// Builds a summary over traces.
-fn summarize(traces: &[&Trace], wal_through_segment: u64) -> BlockSummary {
+/// Builds a summary over traces, whose attribute pairs and span names the page encoder gathered in `strings`.
+fn summarize(traces: &[&Trace], wal_through_segment: u64, strings: &BlockStrings<'_>) -> BlockSummary {
     let mut summary = BlockSummary {
         min_start_unix_nano: u64::MAX,
         min_span_duration_nanos: u64::MAX,
@@ -221,19 +229,12 @@ fn summarize(traces: &[&Trace], wal_through_segment: u64) -> BlockSummary {
         trace_count: traces.len() as u64,
         ..BlockSummary::default()
     };
-    // Hash sets, sorted once at the end: a tree set compared strings for every span and attribute.
+    // A hash set, sorted once at the end: a tree set compared strings for every batch.
     let mut services: foldhash::HashSet<&str> = foldhash::HashSet::default();
-    let mut names: foldhash::HashSet<&str> = foldhash::HashSet::default();
-    let mut attribute_pairs: foldhash::HashSet<(&str, &str)> = foldhash::HashSet::default();
     for trace in traces {
         for batch in &trace.resource_spans {
             if let Some(service) = batch.resource.service_name() {
                 services.insert(service);
-            }
-            for attribute in &batch.resource.attributes {
-                if let Some(value) = attribute.value.as_str() {
-                    attribute_pairs.insert((&attribute.key, value));
-                }
             }
             for span in batch.spans() {
                 summary.span_count += 1;
@@ -242,12 +243,6 @@ fn summarize(traces: &[&Trace], wal_through_segment: u64) -> BlockSummary {
                 summary.min_span_duration_nanos = summary.min_span_duration_nanos.min(span.duration_nanos());
                 summary.max_span_duration_nanos = summary.max_span_duration_nanos.max(span.duration_nanos());
                 summary.has_error |= span.status_code == StatusCode::Error;
-                names.insert(span.name.as_str());
-                for attribute in &span.attributes {
-                    if let Some(value) = attribute.value.as_str() {
-                        attribute_pairs.insert((&attribute.key, value));
-                    }
-                }
             }
         }
     }
@@ -255,19 +250,19 @@ fn summarize(traces: &[&Trace], wal_through_segment: u64) -> BlockSummary {
         summary.min_start_unix_nano = 0;
         summary.min_span_duration_nanos = 0;
     }
-    summary.names_complete = services.len() <= MAX_SUMMARY_NAMES && names.len() <= MAX_SUMMARY_NAMES;
+    summary.names_complete = services.len() <= MAX_SUMMARY_NAMES && strings.span_names.len() <= MAX_SUMMARY_NAMES;
     if summary.names_complete {
-        let sorted = |set: foldhash::HashSet<&str>| {
-            let mut sorted: Vec<String> = set.into_iter().map(str::to_string).collect();
+        let sorted = |names: &mut dyn Iterator<Item = &str>| {
+            let mut sorted: Vec<String> = names.map(str::to_string).collect();
             sorted.sort_unstable();
             sorted
         };
-        summary.service_names = sorted(services);
-        summary.span_names = sorted(names);
+        summary.service_names = sorted(&mut services.into_iter());
+        summary.span_names = sorted(&mut strings.span_names.iter().copied());
     }
-    let bits = (attribute_pairs.len() * BLOOM_BITS_PER_ENTRY).max(64).next_multiple_of(8);
+    let bits = (strings.attribute_pairs.len() * BLOOM_BITS_PER_ENTRY).max(64).next_multiple_of(8);
     let mut bloom = vec![0u8; bits / 8];
-    for (key, value) in attribute_pairs {
+    for &(key, value) in &strings.attribute_pairs {
         for bit in bloom_positions(key, value, bits as u64) {
             if let Some(byte) = bloom.get_mut((bit / 8) as usize) {
                 *byte |= 1 << (bit % 8);
@@ -319,14 +314,14 @@ pub(crate) fn write_block(
     wal_through_segment: u64,
 ) -> Result<BlockSummary, TraceStoreError> {
     traces.sort_unstable_by_key(|trace| trace.trace_id);
-    let summary = summarize(&traces, wal_through_segment);
     let mut file_bytes = Vec::new();
     file_bytes.extend_from_slice(BLOCK_MAGIC);
     let mut pages: Vec<(u64, u32, u32)> = Vec::new();
     let mut index: Vec<(TraceId, u32)> = Vec::with_capacity(traces.len());
     // One pass: each trace is encoded once, into the open page, which closes when its exact encoded size
     // reaches the target (one trace may exceed it alone).
-    let mut page_encoder = encoding::TraceSetEncoder::default();
+    let mut page_encoder = encoding::TraceSetEncoder::for_pages();
+    let mut block_strings = BlockStrings::default();
     let mut page_start = 0;
     let mut scratch = Vec::new();
     for (position, trace) in traces.iter().enumerate() {
@@ -337,7 +332,7 @@ pub(crate) fn write_block(
         }
         debug_assert_eq!(page_encoder.trace_count() as usize, position + 1 - page_start);
         scratch.clear();
-        page_encoder.finish_into(&mut scratch);
+        page_encoder.finish_page_into(&mut scratch, &mut block_strings);
         let compressed = lz4_flex::compress_prepend_size(&scratch);
         let page_number = pages.len() as u32;
         pages.push((file_bytes.len() as u64, compressed.len() as u32, crc32fast::hash(&compressed)));
@@ -347,8 +342,9 @@ pub(crate) fn write_block(
         }
         page_start = position + 1;
     }
+    let summary = summarize(&traces, wal_through_segment, &block_strings);
     let mut column_directory = Vec::new();
-    if let Some(columns) = span_columns(&traces, &summary) {
+    if let Some(columns) = span_columns(&traces, &summary, &block_strings) {
         for (id, column) in COLUMN_IDS.into_iter().zip(columns) {
             let compressed = zstd::bulk::compress(&column, COLUMN_ZSTD_LEVEL)
                 .map_err(|error| TraceStoreError::io(path, "compress span column", error))?;

@@ -71,16 +71,50 @@ fn uvarint_len(value: u64) -> usize {
     (64 - (value | 1).leading_zeros() as usize).div_ceil(7)
 }
 
+/// The strings a block summary needs, noted while a page is encoded, as indexes into the page's string
+/// table: hashing two small integers per attribute instead of two strings again.
+#[derive(Default)]
+struct PageStrings {
+    /// `key index << 32 | value index` of every string-valued span and resource attribute.
+    attribute_pairs: foldhash::HashSet<u64>,
+    /// The name of each span, in encoding order.
+    span_names: Vec<u32>,
+}
+
 #[derive(Default)]
 struct Encoder<'a> {
     table: StringTable<'a>,
     body: Vec<u8>,
+    /// Only block pages note strings for the summary; WAL records do not.
+    page_strings: Option<PageStrings>,
 }
 
 impl<'a> Encoder<'a> {
-    fn string(&mut self, text: &'a str) {
+    fn string(&mut self, text: &'a str) -> u64 {
         let index = self.table.index(text);
         put_uvarint(&mut self.body, index);
+        index
+    }
+
+    /// [`Encoder::attributes`] for span and resource attributes, noting string-valued ones for the summary.
+    fn summarized_attributes(&mut self, attributes: &'a [Attribute]) {
+        if self.page_strings.is_none() {
+            self.attributes(attributes);
+            return;
+        }
+        put_uvarint(&mut self.body, attributes.len() as u64);
+        for attribute in attributes {
+            let key_index = self.string(&attribute.key);
+            let AttributeValue::String(text) = &attribute.value else {
+                self.value(&attribute.value);
+                continue;
+            };
+            self.body.push(TAG_STRING);
+            let value_index = self.string(text);
+            if let Some(page_strings) = &mut self.page_strings {
+                page_strings.attribute_pairs.insert(key_index << 32 | value_index);
+            }
+        }
     }
 
     fn attributes(&mut self, attributes: &'a [Attribute]) {
@@ -138,11 +172,14 @@ impl<'a> Encoder<'a> {
             None => self.body.push(0),
         }
         self.string(&span.trace_state);
-        self.string(&span.name);
+        let name_index = self.string(&span.name);
+        if let Some(page_strings) = &mut self.page_strings {
+            page_strings.span_names.push(name_index as u32);
+        }
         self.body.push(span.kind as u8);
         put_uvarint(&mut self.body, span.start_time_unix_nano.saturating_sub(base_nanos));
         put_uvarint(&mut self.body, zigzag(span.end_time_unix_nano.wrapping_sub(span.start_time_unix_nano) as i64));
-        self.attributes(&span.attributes);
+        self.summarized_attributes(&span.attributes);
         put_uvarint(&mut self.body, u64::from(span.dropped_attributes_count));
         put_uvarint(&mut self.body, span.events.len() as u64);
         for event in &span.events {
@@ -173,7 +210,7 @@ impl<'a> Encoder<'a> {
         put_uvarint(&mut self.body, base_nanos);
         put_uvarint(&mut self.body, trace.resource_spans.len() as u64);
         for batch in &trace.resource_spans {
-            self.attributes(&batch.resource.attributes);
+            self.summarized_attributes(&batch.resource.attributes);
             put_uvarint(&mut self.body, u64::from(batch.resource.dropped_attributes_count));
             self.string(&batch.schema_url);
             put_uvarint(&mut self.body, batch.scope_spans.len() as u64);
@@ -192,6 +229,22 @@ impl<'a> Encoder<'a> {
     }
 }
 
+/// The strings of a whole block that its summary and span columns need, gathered page by page from
+/// [`TraceSetEncoder::finish_page_into`].
+#[derive(Default)]
+pub(crate) struct BlockStrings<'a> {
+    /// Distinct `(key, value)` pairs of string-valued span and resource attributes.
+    pub(crate) attribute_pairs: foldhash::HashSet<(&'a str, &'a str)>,
+    /// Distinct span names, in order of first use.
+    pub(crate) span_names: Vec<&'a str>,
+    /// The position in `span_names` of each span's name, spans in encoding order (trace by trace, each
+    /// trace's spans as [`Trace::spans`] walks them).
+    pub(crate) span_name_ids: Vec<u32>,
+    span_name_positions: foldhash::HashMap<&'a str, u32>,
+    /// Scratch: page string index to position in `span_names` (`u32::MAX`: not seen yet in this page).
+    page_name_positions: Vec<u32>,
+}
+
 /// Builds a trace set trace by trace, so a block writer can close a page once its encoded size reaches the
 /// target without encoding any trace twice; one encoder serves page after page, keeping its allocations.
 #[derive(Default)]
@@ -201,6 +254,43 @@ pub(crate) struct TraceSetEncoder<'a> {
 }
 
 impl<'a> TraceSetEncoder<'a> {
+    /// An encoder for block pages: it also notes what [`TraceSetEncoder::finish_page_into`] adds to the
+    /// block's [`BlockStrings`].
+    pub(crate) fn for_pages() -> Self {
+        let encoder = Encoder { page_strings: Some(PageStrings::default()), ..Encoder::default() };
+        TraceSetEncoder { encoder, trace_count: 0 }
+    }
+
+    /// [`TraceSetEncoder::finish_into`], first adding the page's attribute pairs and span names to `block`
+    /// (an encoder made by [`TraceSetEncoder::for_pages`]; others add nothing).
+    pub(crate) fn finish_page_into(&mut self, out: &mut Vec<u8>, block: &mut BlockStrings<'a>) {
+        if let Some(page_strings) = &mut self.encoder.page_strings {
+            let strings = &self.encoder.table.strings;
+            for pair in page_strings.attribute_pairs.drain() {
+                let key = strings.get((pair >> 32) as usize);
+                let value = strings.get((pair & u64::from(u32::MAX)) as usize);
+                if let (Some(key), Some(value)) = (key, value) {
+                    block.attribute_pairs.insert((key, value));
+                }
+            }
+            block.page_name_positions.clear();
+            block.page_name_positions.resize(strings.len(), u32::MAX);
+            for name_index in page_strings.span_names.drain(..) {
+                let Some(position) = block.page_name_positions.get_mut(name_index as usize) else { continue };
+                if *position == u32::MAX {
+                    let name = strings.get(name_index as usize).copied().unwrap_or_default();
+                    let next_position = block.span_names.len() as u32;
+                    *position = *block.span_name_positions.entry(name).or_insert(next_position);
+                    if *position == next_position {
+                        block.span_names.push(name);
+                    }
+                }
+                block.span_name_ids.push(*position);
+            }
+        }
+        self.finish_into(out);
+    }
+
     /// Adds `trace` to the set. Every span of the trace must carry the trace's id (written once per trace).
     pub(crate) fn push(&mut self, trace: &'a Trace) {
         self.encoder.trace(trace);

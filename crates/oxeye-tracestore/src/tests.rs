@@ -7,7 +7,7 @@ use oxeye_model::traces::{
     SpanKind, StatusCode, Trace, TraceReader, TraceScanHints, TraceWriter, visit_span_rows,
 };
 
-use crate::{TraceStore, TraceStoreError, TraceStoreOptions};
+use crate::{DEFAULT_PAGE_BYTES, TraceStore, TraceStoreError, TraceStoreOptions};
 
 fn now_nanos() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
@@ -335,12 +335,30 @@ fn rows_from_traces(store: &TraceStore, start: u64, end: u64) -> Vec<OwnedRow> {
 
 #[test]
 fn span_columns_hold_every_spans_intrinsics_and_respect_the_window() {
+    check_span_columns(DEFAULT_PAGE_BYTES);
+}
+
+/// Span names reach the columns through each page's string table: with many pages per block, every
+/// page's names must still map to the block's sorted name list.
+#[test]
+fn span_columns_are_right_when_a_block_has_many_pages() {
+    check_span_columns(1 << 10);
+}
+
+fn check_span_columns(page_bytes: usize) {
     let dir = tempfile::tempdir().unwrap();
+    let open = |dir: &std::path::Path| {
+        let mut options = TraceStoreOptions::new(dir);
+        options.page_bytes = page_bytes;
+        TraceStore::open(options).unwrap()
+    };
     let store = open(dir.path());
     let start = now_nanos();
     for trace in 1..=20u8 {
         let mut batches = checkout_trace(trace, start + u64::from(trace) * 1_000_000);
         batches[0].scope_spans[0].spans[1].kind = SpanKind::Internal;
+        // Names that pages meet in different orders, so page string indexes differ from block name ranks.
+        batches[0].scope_spans[0].spans[1].name = format!("step {}", 3 - trace % 4);
         if trace % 7 == 0 {
             batches[0].scope_spans[0].spans[0].status_code = StatusCode::Error;
         }
