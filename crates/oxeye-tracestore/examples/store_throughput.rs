@@ -85,7 +85,7 @@ fn push_trace(rng: &mut Rng, start: u64, scopes: &mut [Vec<Span>; 3]) -> [u8; 16
     let (method, route) = ROUTES[(start % ROUTES.len() as u64) as usize];
     let event_id = 1000 + start % 5000;
     let duration = 20_000_000 + start % 180_000_000;
-    let is_error = start % 20 == 0;
+    let is_error = start.is_multiple_of(20);
     let mut root = span(trace_id, rng, None, &format!("{method} {route}"), SpanKind::Server, start, start + duration);
     root.attributes = vec![
         text("http.method", method),
@@ -141,7 +141,7 @@ fn push_trace(rng: &mut Rng, start: u64, scopes: &mut [Vec<Span>; 3]) -> [u8; 16
         start + 3_000_000,
         start + 8_000_000,
     );
-    membership.attributes = vec![text("membership.tier", if start % 3 == 0 { "gold" } else { "standard" })];
+    membership.attributes = vec![text("membership.tier", if start.is_multiple_of(3) { "gold" } else { "standard" })];
     scopes[1].push(membership);
     for query in 0..1 + start % 3 {
         let (name, statement) = if query == 0 {
