@@ -58,7 +58,13 @@ fn hash_kgram(kgram: &[u8]) -> u64 {
     debug_assert_eq!(kgram.len(), KGRAM_BYTES);
     let mut word = [0u8; 8];
     word[..KGRAM_BYTES].copy_from_slice(kgram);
-    let mut hash = u64::from_le_bytes(word) ^ 0x9e37_79b9_7f4a_7c15;
+    hash_kgram_word(u64::from_le_bytes(word))
+}
+
+/// [`hash_kgram`] of the k-gram held in the low [`KGRAM_BYTES`] bytes of `word` (the others zero).
+#[inline(always)]
+fn hash_kgram_word(word: u64) -> u64 {
+    let mut hash = word ^ 0x9e37_79b9_7f4a_7c15;
     hash ^= hash >> 33;
     hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
     hash ^= hash >> 33;
@@ -100,29 +106,39 @@ fn minimizers_with(bytes: &[u8], scratch: &mut Vec<u64>, mut emit: impl FnMut(u6
         }
         return;
     }
-    scratch.clear();
-    scratch.resize(kgram_count * 2, 0);
-    let (prefix, suffix) = scratch.split_at_mut(kgram_count);
-    for (slot, kgram) in prefix.iter_mut().zip(bytes.windows(KGRAM_BYTES)) {
+    // Every slot is written before it is read: grow the buffer when needed, never refill it (filling it
+    // cost about a tenth of the builder's instructions).
+    if scratch.len() < kgram_count * 2 {
+        scratch.resize(kgram_count * 2, 0);
+    }
+    let (prefix, suffix) = scratch[..kgram_count * 2].split_at_mut(kgram_count);
+    // One 8-byte load per position where the line has 8 bytes left (all but the last three k-grams), masked
+    // to the k-gram; iterators rather than indexes, so the loops carry no bounds checks.
+    let loaded = bytes.len().saturating_sub(7).min(kgram_count);
+    for (slot, eight) in prefix[..loaded].iter_mut().zip(bytes.windows(8)) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(eight);
+        *slot = hash_kgram_word(u64::from_le_bytes(word) & ((1 << (8 * KGRAM_BYTES)) - 1));
+    }
+    for (slot, kgram) in prefix[loaded..].iter_mut().zip(bytes[loaded..].windows(KGRAM_BYTES)) {
         *slot = hash_kgram(kgram);
     }
     // suffix[i] = min of hashes i..end of i's block; prefix[i] = min of hashes from i's block start to i.
-    for block_start in (0..kgram_count).step_by(WINDOW) {
-        let block_end = (block_start + WINDOW).min(kgram_count);
+    for (prefix_block, suffix_block) in prefix.chunks_mut(WINDOW).zip(suffix.chunks_mut(WINDOW)) {
         let mut running = u64::MAX;
-        for position in (block_start..block_end).rev() {
-            running = running.min(prefix[position]);
-            suffix[position] = running;
+        for (hash, suffix_minimum) in prefix_block.iter().zip(suffix_block.iter_mut()).rev() {
+            running = running.min(*hash);
+            *suffix_minimum = running;
         }
         let mut running = u64::MAX;
-        for slot in &mut prefix[block_start..block_end] {
+        for slot in prefix_block.iter_mut() {
             running = running.min(*slot);
             *slot = running;
         }
     }
     let mut last_emitted = None;
-    for start in 0..=kgram_count - WINDOW {
-        let minimum = suffix[start].min(prefix[start + WINDOW - 1]);
+    for (suffix_minimum, prefix_minimum) in suffix[..=kgram_count - WINDOW].iter().zip(&prefix[WINDOW - 1..]) {
+        let minimum = (*suffix_minimum).min(*prefix_minimum);
         if last_emitted != Some(minimum) {
             emit(minimum);
             last_emitted = Some(minimum);
