@@ -14,7 +14,8 @@
 # Environment: CARGO_TARGET_DIR (default /work/target-bench), BENCH_OUT (default <repo>/bench-out),
 #   OXEYE_BIN and BENCH_BIN (binaries to use instead of building them), RUNS (default 5),
 #   SERVER_CPUS (default 0), BENCH_CPUS (default 1), REUSE_DATA=1 (keep loaded data, skip the load),
-#   ONLY (only queries whose name contains this).
+#   ONLY (only queries whose name contains this), LOAD_ONLY=1 (load the servers, then stop; time the
+#   queries later with REUSE_DATA=1).
 set -euo pipefail
 
 series=${1:-100000}
@@ -90,6 +91,7 @@ if [ "${REUSE_DATA:-}" != 1 ]; then
   taskset -c "$bench_cpus" "$bench" query load --workload "$workload" --scratch-dir "$out" \
     --out "$out/load-$series-$hours.json" "${load_args[@]}"
 fi
+if [ "${LOAD_ONLY:-}" = 1 ]; then exit 0; fi
 
 port=19190
 results=()
