@@ -13,11 +13,10 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use oxeye_model::{LabelRef, Labels};
 
 use crate::chunkenc::{self, ChunkDecodeError, Encoding, MAX_CHUNK_BYTES, MAX_SAMPLES_PER_CHUNK, XorAppender};
-use crate::encoding::Decoder;
 use crate::head_chunks::{DiskChunkRef, HeadChunkFiles};
 use crate::postings::MemPostings;
-use crate::record;
 use crate::series_cache::SeriesCache;
+use crate::symbols;
 
 const STRIPES: usize = 256;
 
@@ -412,8 +411,9 @@ pub(crate) fn check_order(newest_ms: i64, newest_value_bits: u64, timestamp_ms: 
 #[derive(Debug)]
 pub(crate) struct MemSeries {
     pub(crate) series_ref: u32,
-    /// Labels in the record encoding (count, then length-prefixed names and values): one allocation.
-    labels_encoded: Box<[u8]>,
+    /// Labels as references into the process's symbol table ([`crate::symbols::encode_symbols`]: the
+    /// count, then one varint per name and per value): one small allocation.
+    label_symbols: Box<[u8]>,
     state: Mutex<SeriesState>,
     /// Set once a commit that wrote this series' WAL series record is durable.
     pub(crate) logged: AtomicBool,
@@ -428,117 +428,77 @@ const REMOVED: u32 = 1 << 31;
 
 impl MemSeries {
     fn new(series_ref: u32, labels: &Labels) -> Self {
-        let mut labels_encoded = Vec::new();
-        record::encode_labels(&mut labels_encoded, labels);
-        Self::from_encoded(series_ref, labels_encoded.into_boxed_slice())
+        Self::from_symbols(series_ref, symbols::encode_labels_symbols(labels))
     }
 
-    fn from_encoded(series_ref: u32, labels_encoded: Box<[u8]>) -> Self {
+    fn from_symbols(series_ref: u32, label_symbols: Box<[u8]>) -> Self {
         MemSeries {
             series_ref,
-            labels_encoded,
+            label_symbols,
             state: Mutex::new(SeriesState::new()),
             logged: AtomicBool::new(false),
             pending_appenders: AtomicU32::new(0),
         }
     }
 
-    /// The labels in the WAL record encoding, as stored.
-    pub(crate) fn labels_encoded(&self) -> &[u8] {
-        &self.labels_encoded
+    /// The labels as symbol references ([`crate::symbols::encode_symbols`]).
+    pub(crate) fn label_symbols(&self) -> &[u8] {
+        &self.label_symbols
+    }
+
+    /// Appends the labels in the WAL record encoding (count, then length-prefixed names and values).
+    pub(crate) fn encode_labels_record(&self, out: &mut Vec<u8>) {
+        symbols::symbols_to_record(&self.label_symbols, out);
     }
 
     /// The series' labels, decoded.
     pub(crate) fn labels(&self) -> Labels {
-        let mut decoder = Decoder::new(&self.labels_encoded);
-        // The bytes were produced by `encode_labels` from valid labels.
-        record::decode_labels(&mut decoder).unwrap_or_default()
+        let (count, pairs) = symbols::decode_symbols(&self.label_symbols);
+        let mut labels = Vec::with_capacity(count);
+        labels.extend(pairs.map(|(name, value)| oxeye_model::Label { name: name.to_owned(), value: value.to_owned() }));
+        // Stored from valid (sorted, unique) labels.
+        Labels::from_sorted(labels)
     }
 
-    /// The stored `(name, value)` pairs, borrowed.
-    fn label_pairs(&self) -> impl Iterator<Item = (&str, &str)> {
-        let mut decoder = Decoder::new(&self.labels_encoded);
-        // The bytes were produced by `encode_labels` from valid labels; a decode error ends the pairs.
-        let count = decoder.uvarint("label count").unwrap_or(0);
-        (0..count).map_while(move |_| Some((decoder.str("name").ok()?, decoder.str("value").ok()?)))
+    /// The stored `(name, value)` pairs, borrowed from the symbol table.
+    fn label_pairs(&self) -> symbols::SymbolPairs<'_> {
+        symbols::decode_symbols(&self.label_symbols).1
     }
 
     fn label_refs_equal(&self, labels: &[LabelRef<'_>]) -> bool {
-        self.encoded_labels_equal(labels.len(), labels.iter().map(|label| (label.name, label.value)))
+        self.pairs_equal(labels.len(), labels.iter().map(|label| (label.name, label.value)))
     }
 
     fn labels_equal(&self, labels: &Labels) -> bool {
-        self.encoded_labels_equal(labels.len(), labels.iter().map(|label| (label.name.as_str(), label.value.as_str())))
+        self.pairs_equal(labels.len(), labels.iter().map(|label| (label.name.as_str(), label.value.as_str())))
     }
 
-    /// Compares the series' encoded labels with `count` sorted `(name, value)` pairs, without decoding
-    /// into owned strings.
-    fn encoded_labels_equal<'a>(&self, count: usize, pairs: impl Iterator<Item = (&'a str, &'a str)> + Clone) -> bool {
-        // Label sets of fewer than 128 labels, each name and value shorter than 128 bytes, encode every
-        // length in one byte: compare those without the general varint decoder (this runs once per
-        // appended sample). Anything longer goes to the general path.
-        let Some((&encoded_count, mut rest)) = self.labels_encoded.split_first() else { return false };
-        if encoded_count >= 0x80 {
-            return self.encoded_labels_equal_varint(count, pairs);
-        }
-        if usize::from(encoded_count) != count {
+    /// Compares the series' labels with `count` sorted `(name, value)` pairs (this runs once per appended
+    /// sample): shared symbols are few and stay in the CPU cache.
+    fn pairs_equal<'a>(&self, count: usize, pairs: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
+        let (stored_count, mut stored) = symbols::decode_symbols(&self.label_symbols);
+        if stored_count != count {
             return false;
         }
-        for (name, value) in pairs.clone() {
-            for text in [name.as_bytes(), value.as_bytes()] {
-                let Some((&length, after_length)) = rest.split_first() else { return false };
-                if length >= 0x80 {
-                    return self.encoded_labels_equal_varint(count, pairs);
-                }
-                if usize::from(length) != text.len() {
-                    return false;
-                }
-                let Some((bytes, after_text)) = after_length.split_at_checked(text.len()) else { return false };
-                if bytes != text {
-                    return false;
-                }
-                rest = after_text;
-            }
-        }
-        rest.is_empty()
-    }
-
-    /// [`MemSeries::encoded_labels_equal`] with every length decoded as a varint.
-    fn encoded_labels_equal_varint<'a>(
-        &self,
-        count: usize,
-        mut pairs: impl Iterator<Item = (&'a str, &'a str)>,
-    ) -> bool {
-        let mut decoder = Decoder::new(&self.labels_encoded);
-        let Ok(encoded_count) = decoder.uvarint("label count") else { return false };
-        if encoded_count != count as u64 {
-            return false;
-        }
-        pairs.all(|(name, value)| {
-            decoder.bytes("name").is_ok_and(|encoded| encoded == name.as_bytes())
-                && decoder.bytes("value").is_ok_and(|encoded| encoded == value.as_bytes())
+        pairs.into_iter().all(|(name, value)| {
+            stored.next().is_some_and(|(stored_name, stored_value)| stored_name == name && stored_value == value)
         })
     }
 
+    /// Whether `pairs` (decoded from a WAL series record) are exactly the series' labels.
+    fn pairs_equal_decoded(&self, pairs: &[(&str, &str)]) -> bool {
+        self.pairs_equal(pairs.len(), pairs.iter().copied())
+    }
+
     /// Orders two series as their `Labels` would order (label by label, name then value, a prefix
-    /// first), reading the stored encoding without allocating.
+    /// first), without allocating.
     pub(crate) fn cmp_labels(&self, other: &MemSeries) -> std::cmp::Ordering {
-        let mut left = Decoder::new(&self.labels_encoded);
-        let mut right = Decoder::new(&other.labels_encoded);
-        // The stored bytes were produced by `encode_labels`; a decode error reads as "no more labels".
-        let left_count = left.uvarint("label count").unwrap_or(0);
-        let right_count = right.uvarint("label count").unwrap_or(0);
-        for _ in 0..left_count.min(right_count) {
-            for expected in ["name", "value"] {
-                let left_bytes = left.bytes(expected).unwrap_or_default();
-                let right_bytes = right.bytes(expected).unwrap_or_default();
-                let order = left_bytes.cmp(right_bytes);
-                if order.is_ne() {
-                    return order;
-                }
-            }
+        if self.label_symbols == other.label_symbols {
+            return std::cmp::Ordering::Equal;
         }
-        left_count.cmp(&right_count)
+        let (_, left) = symbols::decode_symbols(&self.label_symbols);
+        let (_, right) = symbols::decode_symbols(&other.label_symbols);
+        left.cmp(right)
     }
 
     /// Reads the series' lock word without taking it, so that a following [`MemSeries::lock`] finds it
@@ -562,12 +522,13 @@ impl MemSeries {
     }
 
     /// Loads, without locking or writing, the memory a held append reads first (the struct's lines, the
-    /// first and last label bytes) and returns a value made of it. `SeriesCache::hold_all` calls it for a
+    /// first and last bytes of its symbol references; the symbols' text is shared and stays cached) and
+    /// returns a value made of it. `SeriesCache::hold_all` calls it for a
     /// whole request before any atomic read-modify-write, so that the cache misses of different series
     /// overlap.
     pub(crate) fn touch_for_cache_hit(&self) -> u64 {
-        let first_label_byte = self.labels_encoded.first().copied().unwrap_or(0);
-        let last_label_byte = self.labels_encoded.last().copied().unwrap_or(0);
+        let first_label_byte = self.label_symbols.first().copied().unwrap_or(0);
+        let last_label_byte = self.label_symbols.last().copied().unwrap_or(0);
         u64::from(first_label_byte ^ last_label_byte)
             ^ u64::from(self.pending_appenders.load(Ordering::Relaxed))
             ^ u64::from(self.state.is_poisoned())
@@ -591,7 +552,7 @@ impl MemSeries {
 
     /// Approximate heap bytes of the series, for sizing.
     pub(crate) fn approximate_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.labels_encoded.len()
+        std::mem::size_of::<Self>() + self.label_symbols.len()
     }
 }
 
@@ -619,12 +580,12 @@ impl HashStripe {
         self.conflicts.get(&hash)?.iter().find(|series| series.label_refs_equal(labels))
     }
 
-    fn find_encoded(&self, hash: u64, labels_encoded: &[u8]) -> Option<&Arc<MemSeries>> {
+    fn find_decoded(&self, hash: u64, pairs: &[(&str, &str)]) -> Option<&Arc<MemSeries>> {
         let first = self.unique.get(&hash)?;
-        if *first.labels_encoded == *labels_encoded {
+        if first.pairs_equal_decoded(pairs) {
             return Some(first);
         }
-        self.conflicts.get(&hash)?.iter().find(|series| *series.labels_encoded == *labels_encoded)
+        self.conflicts.get(&hash)?.iter().find(|series| series.pairs_equal_decoded(pairs))
     }
 
     fn insert(&mut self, hash: u64, series: Arc<MemSeries>) {
@@ -703,8 +664,12 @@ pub struct HeadMemory {
     pub series: u64,
     /// The per-series structures (`MemSeries` with its reference counts and its samples' lock).
     pub series_structs: u64,
-    /// Label names and values as each series stores them (the WAL record encoding).
+    /// Labels as each series stores them: references into the symbol table.
     pub labels: u64,
+    /// The process's symbol table of label names and values (text, slots and map by text), shared by
+    /// every head in the process.
+    #[serde(default)]
+    pub label_symbols: u64,
     /// Bytes written to the open chunks.
     pub open_chunks_used: u64,
     /// Capacity of the open chunks' buffers (`open_chunks_used` plus room to grow).
@@ -725,6 +690,7 @@ impl HeadMemory {
     pub fn total(&self) -> u64 {
         self.series_structs
             + self.labels
+            + self.label_symbols
             + self.open_chunks_capacity
             + self.closed_chunks_in_memory
             + self.closed_chunk_descriptors
@@ -865,27 +831,26 @@ impl Head {
         }
     }
 
-    /// As [`Head::get_or_create`] without holding, for labels already in the record encoding (WAL
-    /// replay): no label strings are allocated. `pairs` are the decoded `(name, value)` pairs of
-    /// `labels_encoded`. The series is **not** added to the postings: replay calls
+    /// As [`Head::get_or_create`] without holding, for `(name, value)` pairs borrowed from a WAL series
+    /// record (replay): no label strings are allocated beyond new symbols. The series is **not** added to the postings: replay calls
     /// [`Head::index_unindexed_postings`] once every series exists, which is several times faster than
     /// inserting into shared bitmaps under one lock from every replay worker.
     pub(crate) fn get_or_create_encoded(
         &self,
-        labels_encoded: &[u8],
         pairs: &[(&str, &str)],
         fixed_ref: Option<u32>,
     ) -> Result<Arc<MemSeries>, CreateSeriesError> {
         let hash = label_hash_encoded(pairs);
-        if let Some(series) = read(self.hash_stripe(hash)).find_encoded(hash, labels_encoded) {
+        if let Some(series) = read(self.hash_stripe(hash)).find_decoded(hash, pairs) {
             return Ok(Arc::clone(series));
         }
         let mut stripe = write(self.hash_stripe(hash));
-        if let Some(series) = stripe.find_encoded(hash, labels_encoded) {
+        if let Some(series) = stripe.find_decoded(hash, pairs) {
             return Ok(Arc::clone(series));
         }
         let series_ref = self.allocate_ref(fixed_ref)?;
-        let series = Arc::new(MemSeries::from_encoded(series_ref, labels_encoded.into()));
+        let series =
+            Arc::new(MemSeries::from_symbols(series_ref, symbols::encode_symbols(pairs.len(), pairs.iter().copied())));
         stripe.insert(hash, Arc::clone(&series));
         write(self.ref_stripe(series_ref)).replace(ByRef(Arc::clone(&series)));
         drop(stripe);
@@ -1079,7 +1044,7 @@ impl Head {
         let struct_bytes = (std::mem::size_of::<MemSeries>() + 2 * std::mem::size_of::<usize>()) as u64;
         for series in &all_series {
             memory.series_structs += struct_bytes;
-            memory.labels += series.labels_encoded.len() as u64;
+            memory.labels += series.label_symbols.len() as u64;
             let state = series.lock();
             if let Some(open) = state.open() {
                 memory.open_chunks_used += open.appender.size_bytes() as u64;
@@ -1112,6 +1077,7 @@ impl Head {
         }
         memory.series_index += self.series_cache.approximate_bytes();
         memory.postings = self.postings().approximate_bytes();
+        memory.label_symbols = symbols::symbols().approximate_bytes();
         memory
     }
 

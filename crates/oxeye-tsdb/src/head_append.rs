@@ -201,12 +201,18 @@ impl TsdbAppender {
             return Ok(CommitSummary { series_created: self.series_created, ..CommitSummary::default() });
         }
         let mut records: Vec<Vec<u8>> = Vec::with_capacity(4);
-        let unlogged: Vec<(u64, &[u8])> = self
+        let unlogged_labels: Vec<(u64, Vec<u8>)> = self
             .held
             .iter()
             .filter(|held| !held.series.logged.load(Ordering::Acquire))
-            .map(|held| (u64::from(held.series.series_ref), held.series.labels_encoded()))
+            .map(|held| {
+                let mut labels = Vec::new();
+                held.series.encode_labels_record(&mut labels);
+                (u64::from(held.series.series_ref), labels)
+            })
             .collect();
+        let unlogged: Vec<(u64, &[u8])> =
+            unlogged_labels.iter().map(|(series_ref, labels)| (*series_ref, labels.as_slice())).collect();
         if !unlogged.is_empty() {
             records.push(record::encode_series_encoded(&unlogged));
         }

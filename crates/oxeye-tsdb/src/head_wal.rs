@@ -145,7 +145,7 @@ fn apply_work(
                 return;
             };
             let fixed_ref = u32::try_from(series_ref).ok();
-            let Ok(series) = head.get_or_create_encoded(labels_encoded, &pairs, fixed_ref) else {
+            let Ok(series) = head.get_or_create_encoded(&pairs, fixed_ref) else {
                 return;
             };
             series.logged.store(true, Ordering::Release);
@@ -359,8 +359,19 @@ pub(crate) fn checkpoint(shared: &Shared) -> Result<(), TsdbError> {
     let mut writer = CheckpointWriter::create(&wal_dir, through)?;
     let all_series = shared.head.all_series();
     for group in all_series.chunks(CHECKPOINT_SERIES_PER_RECORD) {
-        let references: Vec<(u64, &[u8])> =
-            group.iter().map(|series| (u64::from(series.series_ref), series.labels_encoded())).collect();
+        let encoded: Vec<Vec<u8>> = group
+            .iter()
+            .map(|series| {
+                let mut labels = Vec::new();
+                series.encode_labels_record(&mut labels);
+                labels
+            })
+            .collect();
+        let references: Vec<(u64, &[u8])> = group
+            .iter()
+            .zip(&encoded)
+            .map(|(series, labels)| (u64::from(series.series_ref), labels.as_slice()))
+            .collect();
         writer.append(record::encode_series_encoded(&references))?;
         let mut counts = Vec::with_capacity(group.len());
         let mut pending = Vec::new();

@@ -72,6 +72,7 @@ pub mod postings;
 mod querier;
 mod record;
 mod series_cache;
+mod symbols;
 
 pub use backfill::{BackfillSampleError, BlockBuilder, BuilderSeriesId};
 pub use compact::{MaintenanceReport, MaintenanceThread};

@@ -22,6 +22,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use crate::db::{read, write};
 use crate::head::{MemSeries, MixHasher};
+use crate::symbols;
 
 const STRIPES: usize = 64;
 /// Slots per bucket: four 16-byte slots fill one 64-byte cache line.
@@ -172,7 +173,7 @@ impl SeriesCache {
         std::hint::black_box(touched);
         found.extend(keys.iter().zip(candidates).map(|(key, candidate)| {
             let series = candidate?;
-            if !protobuf_labels_equal(key, series.labels_encoded()) || !series.try_hold() {
+            if !protobuf_labels_equal(key, series.label_symbols()) || !series.try_hold() {
                 return None;
             }
             Some(Arc::clone(series))
@@ -183,7 +184,7 @@ impl SeriesCache {
     /// encoding would never verify, so it is not stored). The caller holds the series, so garbage
     /// collection cannot have removed it.
     pub(crate) fn insert(&self, protobuf_labels: &[u8], series: &Arc<MemSeries>) {
-        if !protobuf_labels_equal(protobuf_labels, series.labels_encoded()) {
+        if !protobuf_labels_equal(protobuf_labels, series.label_symbols()) {
             return;
         }
         let hash = raw_labels_hash(protobuf_labels);
@@ -239,53 +240,42 @@ fn raw_labels_hash(bytes: &[u8]) -> u64 {
 }
 
 /// Whether `protobuf_labels` (consecutive `labels` fields of a remote_write 1.0 `TimeSeries`) encode
-/// exactly the labels in `labels_encoded` (the record encoding: count, then length-prefixed names and
-/// values), in the same order. Only the one-byte-length form is compared; anything else is `false`.
+/// exactly the labels in `label_symbols` (a series' symbol references, [`crate::symbols::encode_symbols`]),
+/// in the same order. Only the one-byte-length form is compared; anything else is `false`.
 ///
-/// With every length below 128, a stored label is `n name v value` and its protobuf field is
-/// `0x0a (n+v+4) 0x0a n name 0x12 v value`: the stored bytes are the field's bytes without the three
-/// tag and length bytes around them, so two slice comparisons per label suffice.
-pub(crate) fn protobuf_labels_equal(mut protobuf_labels: &[u8], labels_encoded: &[u8]) -> bool {
-    let Some((&count, mut stored)) = labels_encoded.split_first() else { return false };
-    if count >= 0x80 {
-        return false;
-    }
+/// With every length below 128, a label's protobuf field is `0x0a (n+v+4) 0x0a n name 0x12 v value`:
+/// two length checks and two slice comparisons against the symbols' text per label.
+pub(crate) fn protobuf_labels_equal(mut protobuf_labels: &[u8], label_symbols: &[u8]) -> bool {
+    let (count, mut stored) = symbols::decode_symbols(label_symbols);
     for _ in 0..count {
+        let Some((name, value)) = stored.next() else { return false };
         let [0x0a, field_length, 0x0a, name_length, after_name_length @ ..] = protobuf_labels else { return false };
         let (field_length, name_length) = (usize::from(*field_length), usize::from(*name_length));
-        if field_length >= 0x80 || name_length >= 0x80 {
+        if field_length >= 0x80 || name_length >= 0x80 || name_length != name.len() {
             return false;
         }
-        let Some((name_part, after_name)) = stored.split_at_checked(name_length + 1) else { return false };
-        // `name_part` is the stored length byte and name; the protobuf side has the same bytes.
-        let Some(protobuf_name) = protobuf_labels.get(3..4 + name_length) else { return false };
-        if !short_bytes_equal(protobuf_name, name_part) {
+        let Some((protobuf_name, after_name)) = after_name_length.split_at_checked(name_length) else { return false };
+        if !short_bytes_equal(protobuf_name, name.as_bytes()) {
             return false;
         }
-        let Some((&value_tag, after_value_tag)) = after_name_length.get(name_length..).and_then(<[u8]>::split_first)
-        else {
-            return false;
-        };
-        let Some(&value_length) = after_name.first() else { return false };
-        let value_length = usize::from(value_length);
-        if value_tag != 0x12
-            || value_length >= 0x80
+        let [0x12, value_length, after_value_length @ ..] = after_name else { return false };
+        let value_length = usize::from(*value_length);
+        if value_length >= 0x80
             || value_length == 0
+            || value_length != value.len()
             || field_length != name_length + value_length + 4
         {
             return false;
         }
-        let Some((value_part, after_value)) = after_name.split_at_checked(value_length + 1) else { return false };
-        let Some((protobuf_value, after_field)) = after_value_tag.split_at_checked(value_length + 1) else {
+        let Some((protobuf_value, after_field)) = after_value_length.split_at_checked(value_length) else {
             return false;
         };
-        if !short_bytes_equal(protobuf_value, value_part) {
+        if !short_bytes_equal(protobuf_value, value.as_bytes()) {
             return false;
         }
-        stored = after_value;
         protobuf_labels = after_field;
     }
-    protobuf_labels.is_empty() && stored.is_empty()
+    protobuf_labels.is_empty()
 }
 
 /// Slice equality for the short strings labels are, eight bytes at a time and inline (the library
@@ -317,7 +307,6 @@ fn short_bytes_equal(left: &[u8], right: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record;
     use oxeye_model::Labels;
 
     fn protobuf(pairs: &[(&str, &str)]) -> Vec<u8> {
@@ -335,10 +324,8 @@ mod tests {
         bytes
     }
 
-    fn encoded(pairs: &[(&str, &str)]) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        record::encode_labels(&mut bytes, &Labels::from_pairs(pairs.iter().copied()));
-        bytes
+    fn encoded(pairs: &[(&str, &str)]) -> Box<[u8]> {
+        symbols::encode_labels_symbols(&Labels::from_pairs(pairs.iter().copied()))
     }
 
     #[test]
