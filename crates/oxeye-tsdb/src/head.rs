@@ -5,7 +5,7 @@
 //! has its own mutex for its chunks; postings sit behind one `RwLock` taken for writing only when a
 //! series is created or removed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -556,63 +556,46 @@ impl MemSeries {
     }
 }
 
+/// Series by label hash: one pointer per bucket. The hash is not stored beside it; a resize recomputes
+/// each series' [`label_hash`] from its symbols. Series whose hashes collide sit side by side and are
+/// told apart by their labels.
 #[derive(Debug, Default)]
 struct HashStripe {
-    unique: HashMap<u64, Arc<MemSeries>, MixBuildHasher>,
-    /// Series whose label hash collides with the one in `unique`.
-    conflicts: HashMap<u64, Vec<Arc<MemSeries>>, MixBuildHasher>,
+    table: hashbrown::HashTable<Arc<MemSeries>>,
+}
+
+/// The hash the stripe's table uses for a [`label_hash`]: its low bits chose the stripe, so they are
+/// spread again.
+fn table_hash(hash: u64) -> u64 {
+    hash.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
+}
+
+/// [`label_hash`] of a stored series, from its symbols.
+fn series_label_hash(series: &MemSeries) -> u64 {
+    hash_label_pairs(series.label_pairs().map(|(name, value)| (name.as_bytes(), value.as_bytes())))
 }
 
 impl HashStripe {
     fn find(&self, hash: u64, labels: &Labels) -> Option<&Arc<MemSeries>> {
-        let first = self.unique.get(&hash)?;
-        if first.labels_equal(labels) {
-            return Some(first);
-        }
-        self.conflicts.get(&hash)?.iter().find(|series| series.labels_equal(labels))
+        self.table.find(table_hash(hash), |series| series.labels_equal(labels))
     }
 
     fn find_refs(&self, hash: u64, labels: &[LabelRef<'_>]) -> Option<&Arc<MemSeries>> {
-        let first = self.unique.get(&hash)?;
-        if first.label_refs_equal(labels) {
-            return Some(first);
-        }
-        self.conflicts.get(&hash)?.iter().find(|series| series.label_refs_equal(labels))
+        self.table.find(table_hash(hash), |series| series.label_refs_equal(labels))
     }
 
     fn find_decoded(&self, hash: u64, pairs: &[(&str, &str)]) -> Option<&Arc<MemSeries>> {
-        let first = self.unique.get(&hash)?;
-        if first.pairs_equal_decoded(pairs) {
-            return Some(first);
-        }
-        self.conflicts.get(&hash)?.iter().find(|series| series.pairs_equal_decoded(pairs))
+        self.table.find(table_hash(hash), |series| series.pairs_equal_decoded(pairs))
     }
 
+    /// Adds a series not in the stripe yet; `hash` is its [`label_hash`].
     fn insert(&mut self, hash: u64, series: Arc<MemSeries>) {
-        match self.unique.entry(hash) {
-            std::collections::hash_map::Entry::Occupied(_) => self.conflicts.entry(hash).or_default().push(series),
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(series);
-            }
-        }
+        self.table.insert_unique(table_hash(hash), series, |stored| table_hash(series_label_hash(stored)));
     }
 
     fn remove(&mut self, hash: u64, series_ref: u32) {
-        if self.unique.get(&hash).is_some_and(|series| series.series_ref == series_ref) {
-            self.unique.remove(&hash);
-            if let Some(conflicts) = self.conflicts.get_mut(&hash) {
-                if let Some(promoted) = conflicts.pop() {
-                    self.unique.insert(hash, promoted);
-                }
-                if conflicts.is_empty() {
-                    self.conflicts.remove(&hash);
-                }
-            }
-        } else if let Some(conflicts) = self.conflicts.get_mut(&hash) {
-            conflicts.retain(|series| series.series_ref != series_ref);
-            if conflicts.is_empty() {
-                self.conflicts.remove(&hash);
-            }
+        if let Ok(entry) = self.table.find_entry(table_hash(hash), |series| series.series_ref == series_ref) {
+            entry.remove();
         }
     }
 }
@@ -1062,15 +1045,7 @@ impl Head {
         // seven eighths of its buckets.
         let table_bytes = |capacity: usize, entry: usize| (capacity.div_ceil(7) * 8 * (entry + 1)) as u64;
         for stripe in self.by_hash.iter() {
-            let stripe = read(stripe);
-            memory.series_index += table_bytes(stripe.unique.capacity(), std::mem::size_of::<(u64, Arc<MemSeries>)>());
-            memory.series_index +=
-                table_bytes(stripe.conflicts.capacity(), std::mem::size_of::<(u64, Vec<Arc<MemSeries>>)>());
-            memory.series_index += stripe
-                .conflicts
-                .values()
-                .map(|conflicts| (conflicts.capacity() * std::mem::size_of::<Arc<MemSeries>>()) as u64)
-                .sum::<u64>();
+            memory.series_index += table_bytes(read(stripe).table.capacity(), std::mem::size_of::<Arc<MemSeries>>());
         }
         for stripe in self.by_ref.iter() {
             memory.series_index += table_bytes(read(stripe).capacity(), std::mem::size_of::<ByRef>());
@@ -1167,6 +1142,7 @@ mod tests {
         let mut stripe = HashStripe::default();
         let first_labels = Labels::from_pairs([("a", "1")]);
         let second_labels = Labels::from_pairs([("a", "2")]);
+        // Forced to one hash (the table's first buckets hold both, so no resize recomputes it).
         stripe.insert(42, Arc::new(MemSeries::new(1, &first_labels)));
         stripe.insert(42, Arc::new(MemSeries::new(2, &second_labels)));
         assert_eq!(stripe.find(42, &first_labels).unwrap().series_ref, 1);
