@@ -1138,6 +1138,26 @@ mod tests {
     }
 
     #[test]
+    fn series_stay_found_across_table_resizes() {
+        // Every resize rehashes the stored series from their symbols: the hash must equal the one
+        // computed from the labels at lookup.
+        let mut stripe = HashStripe::default();
+        let all: Vec<Labels> = (0..3000)
+            .map(|index| Labels::from_pairs([("__name__", "up"), ("instance", &format!("host-{index}:9100"))]))
+            .collect();
+        for (index, labels) in all.iter().enumerate() {
+            assert_eq!(series_label_hash(&MemSeries::new(0, labels)), label_hash(labels));
+            stripe.insert(label_hash(labels), Arc::new(MemSeries::new(index as u32, labels)));
+        }
+        for (index, labels) in all.iter().enumerate() {
+            assert_eq!(stripe.find(label_hash(labels), labels).map(|series| series.series_ref), Some(index as u32));
+        }
+        stripe.remove(label_hash(&all[7]), 7);
+        assert!(stripe.find(label_hash(&all[7]), &all[7]).is_none());
+        assert_eq!(stripe.table.len(), 2999);
+    }
+
+    #[test]
     fn colliding_hashes_keep_both_series() {
         let mut stripe = HashStripe::default();
         let first_labels = Labels::from_pairs([("a", "1")]);
