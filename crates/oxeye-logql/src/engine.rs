@@ -368,6 +368,8 @@ impl Engine {
             post_filters: post_filters.as_ref(),
             series: Vec::new(),
             series_index: HashMap::new(),
+            group_index: HashMap::new(),
+            group_key: Vec::new(),
             last_stream: None,
             first_error: None,
         };
@@ -541,6 +543,10 @@ struct SampleExtractor<'a> {
     post_filters: Option<&'a Pipeline>,
     series: Vec<(Labels, Vec<(i64, f64)>)>,
     series_index: HashMap<Labels, usize>,
+    /// Grouped by name: the series of each group key ([`Pipeline::process_grouped_key`]) seen so far.
+    group_index: HashMap<Vec<u8>, usize>,
+    /// The current entry's group key, reused between entries.
+    group_key: Vec<u8>,
     /// The stream of the previous fast-path entry and its series.
     last_stream: Option<(Labels, usize)>,
     /// The labels of the first entry left with `__error__`, seen before grouping.
@@ -611,15 +617,26 @@ impl LogVisitor for SampleExtractor<'_> {
             return;
         }
         if let (None, Some(Grouping { without: false, labels: names })) = (&self.range.unwrap, self.grouping) {
-            // Grouped by name: only the grouping labels are built per entry.
-            match self.pipeline.process_grouped(stream, entry, names) {
+            // Grouped by name: per entry only a key of the grouping labels' values is built; the labels
+            // only for a group not seen before.
+            match self.pipeline.process_grouped_key(stream, entry, names, &mut self.group_key) {
                 None => {}
-                Some(Ok((line_length, grouped))) => {
+                Some(Ok(line_length)) => {
                     let value = match self.op {
                         RangeOp::BytesOverTime | RangeOp::BytesRate => line_length as f64,
                         _ => 1.0,
                     };
-                    let index = self.series_of(grouped);
+                    let index = match self.group_index.get(self.group_key.as_slice()) {
+                        Some(index) => *index,
+                        None => {
+                            let Some(Ok((_, grouped))) = self.pipeline.process_grouped(stream, entry, names) else {
+                                return;
+                            };
+                            let index = self.series_of(grouped);
+                            self.group_index.insert(self.group_key.clone(), index);
+                            index
+                        }
+                    };
                     if let Some((_, points)) = self.series.get_mut(index) {
                         points.push((entry.timestamp_ns, value));
                     }

@@ -356,9 +356,55 @@ pub struct Pipeline {
 /// formatters, and stream labels removed.
 struct EntryState<'a> {
     stream: &'a Labels,
-    added: BTreeMap<String, String>,
+    added: AddedLabels,
     removed: Vec<String>,
     has_error: bool,
+}
+
+/// The labels stages added to an entry, sorted by name. A sorted vector rather than a `BTreeMap`: an entry
+/// carries a few dozen at most, and a tree allocates a node of several hundred bytes for every entry
+/// processed.
+#[derive(Default)]
+struct AddedLabels(Vec<(String, String)>);
+
+impl AddedLabels {
+    fn position(&self, name: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(existing, _)| existing.as_str().cmp(name))
+    }
+
+    fn get(&self, name: &str) -> Option<&String> {
+        let index = self.position(name).ok()?;
+        self.0.get(index).map(|(_, value)| value)
+    }
+
+    /// Adds the label unless one of that name is there already.
+    fn insert_if_absent(&mut self, name: String, value: String) {
+        if let Err(index) = self.position(&name) {
+            self.0.insert(index, (name, value));
+        }
+    }
+
+    /// Adds the label, replacing the value of one of that name.
+    fn insert(&mut self, name: String, value: String) {
+        match self.position(&name) {
+            Ok(index) => self.0[index].1 = value,
+            Err(index) => self.0.insert(index, (name, value)),
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Ok(index) = self.position(name) {
+            self.0.remove(index);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.0.iter().map(|(name, value)| (name, value))
+    }
 }
 
 impl EntryState<'_> {
@@ -383,18 +429,18 @@ impl EntryState<'_> {
             return;
         }
         let name = if self.is_stream_label(&name) { format!("{name}_extracted") } else { name };
-        self.added.entry(name).or_insert(value);
+        self.added.insert_if_absent(name, value);
     }
 
     /// Adds a parsed label whose name is already sanitized, unless one of that name was parsed before.
-    fn add_sanitized(&mut self, name: &str, value: String) {
+    fn add_sanitized(&mut self, name: String, value: String) {
         if name.is_empty() {
             return;
         }
-        if self.is_stream_label(name) {
-            self.added.entry(format!("{name}_extracted")).or_insert(value);
-        } else if !self.added.contains_key(name) {
-            self.added.insert(name.to_string(), value);
+        if self.is_stream_label(&name) {
+            self.added.insert_if_absent(format!("{name}_extracted"), value);
+        } else {
+            self.added.insert_if_absent(name, value);
         }
     }
 
@@ -426,7 +472,7 @@ impl EntryState<'_> {
                 map.insert(label.name.clone(), label.value.clone());
             }
         }
-        for (name, value) in &self.added {
+        for (name, value) in self.added.iter() {
             map.insert(name.clone(), value.clone());
         }
         map.into_iter().filter(|(_, value)| !value.is_empty()).collect()
@@ -606,10 +652,38 @@ impl Pipeline {
         Some(Ok((line.len(), Labels::from_sorted(grouped))))
     }
 
+    /// [`Pipeline::process_grouped`] without building the group's labels: writes into `group_key` the
+    /// value of each of `names` in order (`u64` little-endian byte length, then the bytes; absent and empty
+    /// values alike, as `sum by` drops both), so entries with equal keys fall in the same group, and
+    /// returns the line's length in bytes. A caller builds the group's labels with
+    /// [`Pipeline::process_grouped`] only for a key it has not seen.
+    ///
+    /// # Errors
+    /// The entry's full labels when they carry `__error__`.
+    pub fn process_grouped_key(
+        &self,
+        stream_labels: &Labels,
+        entry: LogEntryRef<'_>,
+        names: &[String],
+        group_key: &mut Vec<u8>,
+    ) -> Option<Result<usize, Labels>> {
+        let (line, state) = self.run(stream_labels, entry)?;
+        if state.has_error {
+            return Some(Err(state.labels()));
+        }
+        group_key.clear();
+        for name in names {
+            let value = state.get(name).unwrap_or("");
+            group_key.extend_from_slice(&(value.len() as u64).to_le_bytes());
+            group_key.extend_from_slice(value.as_bytes());
+        }
+        Some(Ok(line.len()))
+    }
+
     fn run<'a>(&self, stream_labels: &'a Labels, entry: LogEntryRef<'a>) -> Option<(Cow<'a, str>, EntryState<'a>)> {
         let mut line: Cow<'a, str> = Cow::Borrowed(entry.line);
         let mut state =
-            EntryState { stream: stream_labels, added: BTreeMap::new(), removed: Vec::new(), has_error: false };
+            EntryState { stream: stream_labels, added: AddedLabels::default(), removed: Vec::new(), has_error: false };
         for label in entry.structured_metadata {
             let name = sanitized_label_name(label.name);
             if self.hints.wants(&name) && !state.is_stream_label(&name) {
@@ -761,7 +835,7 @@ fn parse_json(line: &str, state: &mut EntryState<'_>, params: &[(String, Vec<Pat
     match outcome {
         Ok(()) => {
             for (name, value) in parsed {
-                state.add_sanitized(&name, value);
+                state.add_sanitized(name, value);
             }
         }
         Err(error) => state.set_error("JSONParserErr", &error.to_string()),
@@ -964,7 +1038,7 @@ fn parse_logfmt(
             }
             sanitize_label_name_into(key, &mut label_name);
             if hints.is_all() || hints.wants(&label_name) {
-                state.add_sanitized(&label_name, value.into_owned());
+                state.add_sanitized(label_name.clone(), value.into_owned());
             }
         }
         return;
@@ -1018,6 +1092,41 @@ mod tests {
         .unwrap();
         assert_eq!(formatted.line, "ok go (200)");
         assert_eq!((formatted.labels.get("code"), formatted.labels.get("status")), (Some("200"), None));
+    }
+
+    #[test]
+    fn equal_group_keys_mean_equal_group_labels() {
+        let stages = match parse_expr(r#"{a="b"} | json"#).unwrap() {
+            Expr::Log(log) => log.pipeline,
+            _ => panic!("not a log query"),
+        };
+        let names = vec!["path".to_string(), "level".to_string(), "path".to_string()];
+        let hints = ParserHints::Only(vec!["path".to_string(), "level".to_string()]);
+        let pipeline = Pipeline::with_hints(&stages, hints).unwrap();
+        let stream = Labels::from_pairs([("service_name", "boxoffice")]);
+        let lines = [
+            r#"{"level":"error","path":"/x"}"#,
+            r#"{"path":"/x","level":"error","other":1}"#,
+            r#"{"level":"info","path":"/x"}"#,
+            r#"{"level":"","path":"/x"}"#,
+            r#"{"path":"/x"}"#,
+            r#"{"level":"/x"}"#,
+            r#"{"level":"x","path":"/"}"#,
+        ];
+        let mut keyed = Vec::new();
+        for line in lines {
+            let entry = LogEntryRef { timestamp_ns: 1, line, structured_metadata: &[] };
+            let mut key = Vec::new();
+            let length = pipeline.process_grouped_key(&stream, entry, &names, &mut key).unwrap().unwrap();
+            let (grouped_length, labels) = pipeline.process_grouped(&stream, entry, &names).unwrap().unwrap();
+            assert_eq!(length, grouped_length);
+            keyed.push((key, labels));
+        }
+        for (left_key, left_labels) in &keyed {
+            for (right_key, right_labels) in &keyed {
+                assert_eq!(left_key == right_key, left_labels == right_labels, "{left_labels:?} {right_labels:?}");
+            }
+        }
     }
 
     fn run_hinted(query: &str, line: &str) -> Option<ProcessedEntry> {
