@@ -253,14 +253,37 @@ impl ChunkReader {
     /// Reads chunks given as `(chunk reference, length in bytes stored in the index)`, checksums
     /// verified, in the order asked. Neighbouring entries or frames of one file are read with one
     /// `pread` (gaps up to 64 KiB are read through), so a query touching many series costs few system
-    /// calls; each frame is inflated once per call, and not at all while it is among the reader's
-    /// recently inflated frames.
+    /// calls; each frame is inflated once per call, and neither read nor inflated while it is among the
+    /// reader's recently inflated frames.
     pub(crate) fn read_many(&self, wanted: &[(u64, u32)]) -> Result<Vec<(Encoding, Vec<u8>)>, TsdbError> {
         const MAX_GAP_BYTES: u64 = 64 << 10;
         const MAX_READ_BYTES: u64 = 16 << 20;
         let mut order: Vec<usize> = (0..wanted.len()).collect();
         order.sort_unstable_by_key(|position| wanted[*position].0);
         let mut results: Vec<Option<(Encoding, Vec<u8>)>> = vec![None; wanted.len()];
+        if self.version != CHUNKS_VERSION_1 {
+            // Chunks in recently inflated frames are taken from them without reading the file.
+            let recent = self.recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if !recent.is_empty() {
+                let mut unread = Vec::with_capacity(order.len());
+                for position in order {
+                    let chunk_ref = wanted[position].0;
+                    let (file_sequence, offset) = self.location(chunk_ref);
+                    let content = recent.iter().find(|(sequence, at, _)| *sequence == file_sequence && *at == offset);
+                    match content {
+                        Some((_, _, content)) => {
+                            let chunk =
+                                parse_frame_entry(content, (chunk_ref & 0xffff) as usize).map_err(|reason| {
+                                    TsdbError::corrupt("chunks", format!("chunk {chunk_ref:#x}: {reason}"))
+                                })?;
+                            results[position] = Some(chunk);
+                        }
+                        None => unread.push(position),
+                    }
+                }
+                order = unread;
+            }
+        }
         let mut buffer = Vec::new();
         // The last inflated frame: its offset and content.
         let mut frame: Option<InflatedFrame> = None;
