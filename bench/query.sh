@@ -14,7 +14,8 @@
 # Environment: CARGO_TARGET_DIR (default /work/target-bench), BENCH_OUT (default <repo>/bench-out),
 #   OXEYE_BIN and BENCH_BIN (binaries to use instead of building them), RUNS (default 5),
 #   SERVER_CPUS (default 0), BENCH_CPUS (default 1), REUSE_DATA=1 (keep loaded data, skip the load),
-#   ONLY (only queries whose name contains this), LOAD_ONLY=1 (load the servers, then stop; time the
+#   ONLY (only queries whose name contains this), PORT (first server's port, default 19190; each further
+#   server takes the next; refused when in use), LOAD_ONLY=1 (load the servers, then stop; time the
 #   queries later with REUSE_DATA=1).
 set -euo pipefail
 
@@ -79,11 +80,15 @@ binary_of() {
   esac
 }
 
+# shellcheck source=bench/ports.sh
+source "$root/bench/ports.sh"
+
 # Load every server from the same text files (unless REUSE_DATA=1 keeps an earlier load).
 if [ "${REUSE_DATA:-}" != 1 ]; then
   load_args=()
-  port=19190
+  port=${PORT:-19190}
   for server in "${servers[@]}"; do
+    require_free_port "$port"
     load_args+=(--server "$server=$(binary_of "$server")=$out/$server-$series-$hours=$port")
     port=$((port + 1))
   done
@@ -93,9 +98,10 @@ if [ "${REUSE_DATA:-}" != 1 ]; then
 fi
 if [ "${LOAD_ONLY:-}" = 1 ]; then exit 0; fi
 
-port=19190
+port=${PORT:-19190}
 results=()
 for server in "${servers[@]}"; do
+  require_free_port "$port"
   binary=$(binary_of "$server")
   echo "== $server: load average $(cut -d' ' -f1-3 /proc/loadavg)"
   taskset -c "$bench_cpus" "$bench" query run --server "$server" --binary "$binary" --server-cpus "$server_cpus" \

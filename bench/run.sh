@@ -9,7 +9,8 @@
 #   SERVER oxeye, victoria-metrics, prometheus (default: all three); oxeye+jemalloc and oxeye+mimalloc run
 #          oxeye with that allocator preloaded
 # Environment: CARGO_TARGET_DIR (default /work/target-bench), BENCH_OUT (default <repo>/bench-out),
-#   OXEYE_BIN and BENCH_BIN (binaries to use instead of building them), CONCURRENCY (default 4), SAMPLES_PER_REQUEST (default 2000), SERVER_CPUS (default 0), BENCH_CPUS (default 1).
+#   OXEYE_BIN and BENCH_BIN (binaries to use instead of building them), CONCURRENCY (default 4), SAMPLES_PER_REQUEST (default 2000), PORT (first server's port, default 19090;
+#   each further server takes the next; refused when in use), SERVER_CPUS (default 0), BENCH_CPUS (default 1).
 set -euo pipefail
 
 mode=${1:-quick}
@@ -81,7 +82,10 @@ preload() {
   echo "LD_PRELOAD=$library"
 }
 
-port=19090
+# shellcheck source=bench/ports.sh
+source "$root/bench/ports.sh"
+
+port=${PORT:-19090}
 for server in "${servers[@]}"; do
   extra=()
   case "$server" in
@@ -92,6 +96,7 @@ for server in "${servers[@]}"; do
     prometheus) kind=$server; binary=$(command -v prometheus) ;;
     *) echo "unknown server $server" >&2; exit 2 ;;
   esac
+  require_free_port "$port"
   echo "== $server ($mode) load average $(cut -d' ' -f1-3 /proc/loadavg)"
   taskset -c "$bench_cpus" "$bench" run --server "$kind" --label "$server" --binary "$binary" \
     --server-cpus "$server_cpus" --port "$port" --workload "$workload" --work-dir "$out/$mode/$server" \
