@@ -263,26 +263,21 @@ impl ChunkReader {
         let mut results: Vec<Option<(Encoding, Vec<u8>)>> = vec![None; wanted.len()];
         if self.version != CHUNKS_VERSION_1 {
             // Chunks in recently inflated frames are taken from them without reading the file.
-            let recent = self.recent.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            if !recent.is_empty() {
-                let mut unread = Vec::with_capacity(order.len());
-                for position in order {
-                    let chunk_ref = wanted[position].0;
-                    let (file_sequence, offset) = self.location(chunk_ref);
-                    let content = recent.iter().find(|(sequence, at, _)| *sequence == file_sequence && *at == offset);
-                    match content {
-                        Some((_, _, content)) => {
-                            let chunk =
-                                parse_frame_entry(content, (chunk_ref & 0xffff) as usize).map_err(|reason| {
-                                    TsdbError::corrupt("chunks", format!("chunk {chunk_ref:#x}: {reason}"))
-                                })?;
-                            results[position] = Some(chunk);
-                        }
-                        None => unread.push(position),
+            let mut unread = Vec::with_capacity(order.len());
+            for position in order {
+                let chunk_ref = wanted[position].0;
+                let (file_sequence, offset) = self.location(chunk_ref);
+                match self.recent_frame(file_sequence, offset) {
+                    Some(content) => {
+                        let chunk = parse_frame_entry(&content, (chunk_ref & 0xffff) as usize).map_err(|reason| {
+                            TsdbError::corrupt("chunks", format!("chunk {chunk_ref:#x}: {reason}"))
+                        })?;
+                        results[position] = Some(chunk);
                     }
+                    None => unread.push(position),
                 }
-                order = unread;
             }
+            order = unread;
         }
         let mut buffer = Vec::new();
         // The last inflated frame: its offset and content.
@@ -325,17 +320,11 @@ impl ChunkReader {
                         *sequence == file_sequence && *frame_offset == offset
                     });
                     if !cached {
-                        let recent = self.recent_frame(file_sequence, offset);
-                        let content = match recent {
-                            Some(content) => content,
-                            None => {
-                                let content = Arc::new(parse_frame(stored).map_err(|reason| {
-                                    TsdbError::corrupt(path, format!("frame at offset {offset}: {reason}"))
-                                })?);
-                                self.remember_frame(file_sequence, offset, &content);
-                                content
-                            }
-                        };
+                        // Not among the recent frames (the pass above took those): inflate and keep it.
+                        let content = Arc::new(parse_frame(stored).map_err(|reason| {
+                            TsdbError::corrupt(path, format!("frame at offset {offset}: {reason}"))
+                        })?);
+                        self.remember_frame(file_sequence, offset, &content);
                         frame = Some((file_sequence, offset, content));
                     }
                     let content = frame.as_ref().map(|(_, _, content)| content.as_slice()).unwrap_or_default();
