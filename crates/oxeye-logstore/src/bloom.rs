@@ -1,19 +1,30 @@
-//! Per-chunk skipping: a bloom filter over the **minimizers** of every line's byte k-grams.
+//! Per-chunk skipping: a bloom filter over the **tokens** of every line.
 //!
 //! A needle search (`|= "95a3c3b70468058d1315f7725d8ef0b9"`) can skip a chunk only if the chunk surely lacks
-//! the needle. Indexing whole words would miss needles that are part of a longer word, and indexing every
-//! n-gram of high-entropy ids (trace ids, UUIDs) saturates the filter. Minimizers avoid both: for each
-//! window of [`WINDOW`] consecutive [`KGRAM_BYTES`]-byte k-grams of a line, the k-gram with the smallest
-//! hash is the window's minimizer, and only minimizers are inserted (about `2 / (WINDOW + 1)` of all
-//! positions). A needle of at least [`MIN_NEEDLE_BYTES`] bytes contains at least one whole window, and a
-//! window's minimizer depends only on the window's bytes, so every minimizer of the needle was inserted for
-//! any line containing it: a chunk whose filter lacks one of them cannot contain the needle. Shorter needles
-//! never skip.
+//! the needle. A line is split into tokens, the maximal runs of [token bytes](is_token_byte) (letters,
+//! digits, `_ - . @ + % $ ~`, and every byte of a non-ASCII character); every other byte delimits. A token
+//! shorter than [`MIN_NEEDLE_BYTES`] is inserted whole (one value); a longer one, such as a trace id, is
+//! inserted as the **minimizers** of its byte k-grams: for each window of [`WINDOW`] consecutive
+//! [`KGRAM_BYTES`]-byte k-grams, the k-gram with the smallest hash (about `2 / (WINDOW + 1)` of all
+//! positions). A chunk's lines repeat most tokens (keys, event names, levels, the ids of one request), so
+//! each distinct long token's minimizers are computed once per chunk and repeated short tokens cost one
+//! lookup.
+//!
+//! Looking a needle up is exact (a chunk holding the needle is never skipped): every token of the needle
+//! with a delimiter on both sides inside the needle is a whole token of any line containing the needle, so
+//! its value was inserted; a token of at least [`MIN_NEEDLE_BYTES`] bytes (whole or cut by the needle's
+//! ends) lies inside one token of the line at least as long, and a window's minimizer depends only on the
+//! window's bytes, so every minimizer of the needle's token was inserted. A chunk whose filter lacks one of
+//! those values cannot contain the needle. A needle with neither (a single word shorter than
+//! [`MIN_NEEDLE_BYTES`]) never skips.
+//!
+//! Filters written before the token scheme ([`FilterScheme::LineMinimizers`]) hold the minimizers of whole
+//! lines; they are still probed, with the minimizers of the whole needle.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 
-/// Minimizer hashes are already mixed 64-bit values: the set uses them as their own hash.
+/// Minimizer and token values are already mixed 64-bit values: the set uses them as their own hash.
 #[derive(Debug, Default)]
 struct PrehashedHasher(u64);
 
@@ -44,15 +55,124 @@ pub const MIN_NEEDLE_BYTES: usize = KGRAM_BYTES + WINDOW - 1;
 const BITS_PER_ITEM: usize = 9;
 /// Probes per value.
 pub const HASH_COUNT: u8 = 7;
-/// Set in a filter's first byte (with the probe count in the low bits) when its values are hashed with the
-/// current k-gram hash. Filters without it (written before the hash changed) cannot be probed with current
-/// needle keys, so they never skip a chunk.
+/// Set in a filter's first byte (with the probe count in the low bits) when its values are k-gram hashes of
+/// a scheme this code knows; filters without it (FNV-1a hashes, written before session 2) never skip.
 pub const HASH_V2_FLAG: u8 = 0x80;
+/// Set together with [`HASH_V2_FLAG`] in filters of [`FilterScheme::Tokens`].
+pub const TOKENS_FLAG: u8 = 0x40;
+/// The probe count's bits in a filter's first byte.
+const HASH_COUNT_MASK: u8 = 0x3f;
+
+/// What a filter's values are, named by its first byte; a needle is looked up with keys of the filter's
+/// scheme (`docs/format.md`, "Bloom filter").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FilterScheme {
+    /// [`HASH_V2_FLAG`] alone (filters written before the token scheme): the window minimizers of every whole
+    /// line.
+    LineMinimizers,
+    /// [`HASH_V2_FLAG`] and [`TOKENS_FLAG`], written since: short tokens whole, the window minimizers of long
+    /// tokens (see the module documentation).
+    Tokens,
+}
+
+impl FilterScheme {
+    /// The scheme [`BloomBuilder`] writes.
+    pub const CURRENT: FilterScheme = FilterScheme::Tokens;
+
+    /// The scheme named by a filter's first byte, `None` for filters that never skip.
+    pub fn of_filter_header(header: u8) -> Option<FilterScheme> {
+        match (header & HASH_V2_FLAG != 0, header & TOKENS_FLAG != 0) {
+            (false, _) => None,
+            (true, false) => Some(FilterScheme::LineMinimizers),
+            (true, true) => Some(FilterScheme::Tokens),
+        }
+    }
+
+    fn header_flags(self) -> u8 {
+        match self {
+            FilterScheme::LineMinimizers => HASH_V2_FLAG,
+            FilterScheme::Tokens => HASH_V2_FLAG | TOKENS_FLAG,
+        }
+    }
+}
+
+/// Which bytes make up tokens: ASCII letters and digits, `_ - . @ + % $ ~`, and bytes of non-ASCII
+/// characters (0x80 and up). Part of the filter format: changing it needs a new [`FilterScheme`].
+static TOKEN_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0usize;
+    while byte < 256 {
+        let ascii = byte as u8;
+        table[byte] = ascii.is_ascii_alphanumeric()
+            || matches!(ascii, b'_' | b'-' | b'.' | b'@' | b'+' | b'%' | b'$' | b'~')
+            || ascii >= 0x80;
+        byte += 1;
+    }
+    table
+};
+
+/// Whether `byte` belongs to tokens (see [`FilterScheme::Tokens`]); every other byte delimits them.
+#[inline(always)]
+pub fn is_token_byte(byte: u8) -> bool {
+    TOKEN_BYTES[usize::from(byte)]
+}
+
+/// The tokens of `bytes` as `(start, end)` byte ranges, in order.
+struct Tokens<'b> {
+    bytes: &'b [u8],
+    position: usize,
+}
+
+impl Iterator for Tokens<'_> {
+    type Item = (usize, usize);
+
+    #[inline]
+    fn next(&mut self) -> Option<(usize, usize)> {
+        let rest = self.bytes.get(self.position..)?;
+        let start = self.position + rest.iter().position(|byte| is_token_byte(*byte))?;
+        let tail = self.bytes.get(start..)?;
+        let end = start + tail.iter().position(|byte| !is_token_byte(*byte)).unwrap_or(tail.len());
+        self.position = end;
+        Some((start, end))
+    }
+}
+
+fn tokens(bytes: &[u8]) -> Tokens<'_> {
+    Tokens { bytes, position: 0 }
+}
+
+/// Xored into token words, so short-token values and k-gram hashes of the same bytes differ.
+const SHORT_TOKEN_KEY: u64 = 0x6a09_e667_f3bc_c908;
+
+/// The value inserted for a token shorter than [`MIN_NEEDLE_BYTES`]: `lo` = its first up to 8 bytes and
+/// `hi` = the rest (up to 7), each read as a little-endian integer with zeros above (token bytes are never
+/// zero, so no two tokens share a pair), then `murmur3(murmur3(lo ^ key) ^ hi)`.
+#[inline(always)]
+fn short_token_value(token: &[u8]) -> u64 {
+    debug_assert!(!token.is_empty() && token.len() < MIN_NEEDLE_BYTES);
+    let split = token.len().min(8);
+    let (low_bytes, high_bytes) = token.split_at(split);
+    let mut low = [0u8; 8];
+    low[..low_bytes.len()].copy_from_slice(low_bytes);
+    let mut high = [0u8; 8];
+    high[..high_bytes.len().min(8)].copy_from_slice(&high_bytes[..high_bytes.len().min(8)]);
+    murmur3_finalise(murmur3_finalise(u64::from_le_bytes(low) ^ SHORT_TOKEN_KEY) ^ u64::from_le_bytes(high))
+}
+
+/// The murmur3 64-bit finaliser: every input bit flips each output bit with probability about one half.
+#[inline(always)]
+fn murmur3_finalise(mut hash: u64) -> u64 {
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    hash ^ (hash >> 33)
+}
 
 /// The hash of one k-gram: its 5 bytes as a little-endian integer, mixed by the murmur3 64-bit finaliser
 /// (after an xor with a constant, so the all-zero k-gram does not hash to 0). Two multiplications and no
 /// chain between positions, unlike a byte-at-a-time hash: building the filter costs a fraction of what FNV
-/// did. Filters hashed this way carry [`HASH_V2_FLAG`] in their first byte.
+/// did.
 #[inline(always)]
 fn hash_kgram(kgram: &[u8]) -> u64 {
     debug_assert_eq!(kgram.len(), KGRAM_BYTES);
@@ -64,12 +184,7 @@ fn hash_kgram(kgram: &[u8]) -> u64 {
 /// [`hash_kgram`] of the k-gram held in the low [`KGRAM_BYTES`] bytes of `word` (the others zero).
 #[inline(always)]
 fn hash_kgram_word(word: u64) -> u64 {
-    let mut hash = word ^ 0x9e37_79b9_7f4a_7c15;
-    hash ^= hash >> 33;
-    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    hash ^= hash >> 33;
-    hash = hash.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    hash ^ (hash >> 33)
+    murmur3_finalise(word ^ 0x9e37_79b9_7f4a_7c15)
 }
 
 /// Calls `emit` with the hash of every window minimizer of `bytes`, once per run of windows sharing the
@@ -146,46 +261,121 @@ fn minimizers_with(bytes: &[u8], scratch: &mut Vec<u64>, mut emit: impl FnMut(u6
     }
 }
 
-/// The values to look up for a needle, or `None` when the needle is too short to skip anything.
-pub fn needle_keys(needle: &str) -> Option<Vec<u64>> {
-    if needle.len() < MIN_NEEDLE_BYTES {
-        return None;
-    }
-    let mut keys = Vec::new();
-    for_each_minimizer(needle.as_bytes(), |hash| keys.push(hash));
-    keys.sort_unstable();
-    keys.dedup();
-    Some(keys)
+/// The values to look up for a needle in a filter of each scheme, sorted and distinct.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NeedleKeys {
+    /// For [`FilterScheme::LineMinimizers`]: the minimizers of the whole needle (none below
+    /// [`MIN_NEEDLE_BYTES`]).
+    line_minimizers: Vec<u64>,
+    /// For [`FilterScheme::Tokens`]: the values of the needle's whole short tokens and the minimizers of its
+    /// long tokens.
+    tokens: Vec<u64>,
 }
 
-/// Collects distinct minimizer hashes while a chunk is built.
-#[derive(Debug, Default)]
-pub struct BloomBuilder {
+impl NeedleKeys {
+    fn of_scheme(&self, scheme: FilterScheme) -> &[u64] {
+        match scheme {
+            FilterScheme::LineMinimizers => &self.line_minimizers,
+            FilterScheme::Tokens => &self.tokens,
+        }
+    }
+}
+
+/// The values to look up for a needle, or `None` when no filter can tell the needle is absent (a needle
+/// shorter than [`MIN_NEEDLE_BYTES`] without a token delimited on both sides inside it).
+pub fn needle_keys(needle: &str) -> Option<NeedleKeys> {
+    let bytes = needle.as_bytes();
+    let mut keys = NeedleKeys::default();
+    if bytes.len() >= MIN_NEEDLE_BYTES {
+        for_each_minimizer(bytes, |hash| keys.line_minimizers.push(hash));
+    }
+    for (start, end) in tokens(bytes) {
+        let token = &bytes[start..end];
+        if token.len() >= MIN_NEEDLE_BYTES {
+            for_each_minimizer(token, |hash| keys.tokens.push(hash));
+        } else if start > 0 && end < bytes.len() {
+            keys.tokens.push(short_token_value(token));
+        }
+    }
+    for values in [&mut keys.line_minimizers, &mut keys.tokens] {
+        values.sort_unstable();
+        values.dedup();
+    }
+    (!keys.line_minimizers.is_empty() || !keys.tokens.is_empty()).then_some(keys)
+}
+
+/// Slots of [`BloomBuilder`]'s cache of recently inserted values (a power of two).
+const RECENT_SLOTS: usize = 1024;
+
+/// Collects the distinct values of a chunk's lines ([`FilterScheme::CURRENT`]) while the chunk is sealed;
+/// borrows the lines, so a long token seen before is recognised by its bytes.
+#[derive(Debug)]
+pub struct BloomBuilder<'a> {
     values: HashSet<u64, BuildHasherDefault<PrehashedHasher>>,
+    /// Long tokens whose minimizers are already in `values`.
+    long_tokens: HashSet<&'a [u8], foldhash::fast::FixedState>,
+    /// A direct-mapped cache of values inserted lately (slot = low bits of the value): most tokens of a
+    /// line were inserted by an earlier line, and this finds them without probing the set. Slot `i` starts
+    /// with a value whose low bits are not `i`, so an empty slot never matches.
+    recent: Vec<u64>,
 }
 
-impl BloomBuilder {
-    /// Adds every minimizer of `line`.
-    pub fn add_line(&mut self, line: &str) {
-        let values = &mut self.values;
-        for_each_minimizer(line.as_bytes(), |hash| {
-            values.insert(hash);
-        });
+impl Default for BloomBuilder<'_> {
+    fn default() -> Self {
+        BloomBuilder {
+            values: HashSet::default(),
+            long_tokens: HashSet::default(),
+            recent: (0..RECENT_SLOTS as u64).map(|slot| slot ^ 1).collect(),
+        }
+    }
+}
+
+impl<'a> BloomBuilder<'a> {
+    #[inline(always)]
+    fn insert(values: &mut HashSet<u64, BuildHasherDefault<PrehashedHasher>>, recent: &mut [u64], value: u64) {
+        let slot = (value as usize) & (RECENT_SLOTS - 1);
+        if let Some(cached) = recent.get_mut(slot) {
+            if *cached == value {
+                return;
+            }
+            *cached = value;
+        }
+        values.insert(value);
     }
 
-    /// The filter's bytes: one byte holding [`HASH_V2_FLAG`] and the probe count, then the bit array (bit `i` is bit `i % 8`
-    /// of byte `1 + i / 8`). Sized at [`BITS_PER_ITEM`] bits per distinct value, at least 64 bits.
-    pub fn finish(&self) -> Vec<u8> {
-        let bit_count = (self.values.len() * BITS_PER_ITEM).max(64).next_multiple_of(8);
-        let mut bytes = vec![0u8; 1 + bit_count / 8];
-        bytes[0] = HASH_V2_FLAG | HASH_COUNT;
-        for value in &self.values {
-            for bit in probe_bits(*value, HASH_COUNT, bit_count) {
-                bytes[1 + bit / 8] |= 1 << (bit % 8);
+    /// Adds the values of `line`'s tokens.
+    pub fn add_line(&mut self, line: &'a str) {
+        let bytes = line.as_bytes();
+        let BloomBuilder { values, long_tokens, recent } = self;
+        for (start, end) in tokens(bytes) {
+            let token = &bytes[start..end];
+            if token.len() < MIN_NEEDLE_BYTES {
+                Self::insert(values, recent, short_token_value(token));
+            } else if long_tokens.insert(token) {
+                for_each_minimizer(token, |hash| Self::insert(values, recent, hash));
             }
         }
-        bytes
     }
+
+    /// The filter's bytes: one byte holding the scheme's flags ([`HASH_V2_FLAG`], [`TOKENS_FLAG`]) and the
+    /// probe count, then the bit array (bit `i` is bit `i % 8` of byte `1 + i / 8`). Sized at
+    /// [`BITS_PER_ITEM`] bits per distinct value, at least 64 bits.
+    pub fn finish(&self) -> Vec<u8> {
+        filter_of(self.values.iter().copied(), self.values.len(), FilterScheme::CURRENT)
+    }
+}
+
+/// A filter of `scheme` holding `values` (`count` of them, distinct).
+fn filter_of(values: impl Iterator<Item = u64>, count: usize, scheme: FilterScheme) -> Vec<u8> {
+    let bit_count = (count * BITS_PER_ITEM).max(64).next_multiple_of(8);
+    let mut bytes = vec![0u8; 1 + bit_count / 8];
+    bytes[0] = scheme.header_flags() | HASH_COUNT;
+    for value in values {
+        for bit in probe_bits(value, HASH_COUNT, bit_count) {
+            bytes[1 + bit / 8] |= 1 << (bit % 8);
+        }
+    }
+    bytes
 }
 
 fn probe_bits(value: u64, hash_count: u8, bit_count: usize) -> impl Iterator<Item = usize> {
@@ -196,49 +386,92 @@ fn probe_bits(value: u64, hash_count: u8, bit_count: usize) -> impl Iterator<Ite
         .map(move |index| (first.wrapping_add(index.wrapping_mul(second)) % bit_count as u64) as usize)
 }
 
-/// True when the filter may contain every key (or is malformed, empty or of the old hash: then nothing is
-/// skipped).
-pub fn may_contain_all(filter: &[u8], keys: &[u64]) -> bool {
+/// True when the filter may contain every key of the needle for its scheme (or is malformed, empty or of
+/// the FNV-1a hash, or the needle has no key for its scheme: then nothing is skipped).
+pub fn may_contain_all(filter: &[u8], needle: &NeedleKeys) -> bool {
     let Some((&header, bits)) = filter.split_first() else {
         return true;
     };
-    let hash_count = header & !HASH_V2_FLAG;
-    if header & HASH_V2_FLAG == 0 || bits.is_empty() || hash_count == 0 {
+    let hash_count = header & HASH_COUNT_MASK;
+    let Some(scheme) = FilterScheme::of_filter_header(header) else {
+        return true;
+    };
+    if bits.is_empty() || hash_count == 0 {
         return true;
     }
     let bit_count = bits.len() * 8;
-    keys.iter().all(|key| probe_bits(*key, hash_count, bit_count).all(|bit| bits[bit / 8] & (1 << (bit % 8)) != 0))
+    needle
+        .of_scheme(scheme)
+        .iter()
+        .all(|key| probe_bits(*key, hash_count, bit_count).all(|bit| bits[bit / 8] & (1 << (bit % 8)) != 0))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Lines of the shapes the store takes: structlog JSON, JSON inside a JSON string, logfmt, prose with
+    /// non-ASCII words, a long run without delimiters, and lines shorter than one window.
+    const LINES: [&str; 7] = [
+        r#"{"event": "request_finished", "trace_id": "95a3c3b70468058d1315f7725d8ef0b9", "path": "/healthz/", "timestamp": "2026-11-23T07:02:14.120443Z"}"#,
+        r#"{"msg": "{\"user_id\": \"4821\", \"email\": \"ann@example.com\"}", "level": "info"}"#,
+        "level=error msg=\"connection refused\" host=db-7.internal:5432 attempt=3 request_id=0a1b2c3d-4e5f6a7b8c9d",
+        "Zahlung für Bestellung 8812 abgelehnt: Kartenprüfung fehlgeschlagen (Überweisung möglich)",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab",
+        "GET /",
+        "x",
+    ];
+
     #[test]
     fn a_needle_inside_a_line_is_always_found() {
-        let line =
-            r#"{"event": "request_finished", "trace_id": "95a3c3b70468058d1315f7725d8ef0b9", "path": "/healthz/"}"#;
-        let mut builder = BloomBuilder::default();
-        builder.add_line(line);
-        let filter = builder.finish();
-        for start in 0..line.len() - MIN_NEEDLE_BYTES {
-            for end in start + MIN_NEEDLE_BYTES..=line.len() {
-                let needle = &line[start..end];
-                let keys = needle_keys(needle).unwrap();
-                assert!(may_contain_all(&filter, &keys), "needle {needle:?}");
+        for line in LINES {
+            let mut builder = BloomBuilder::default();
+            builder.add_line(line);
+            let filter = builder.finish();
+            let boundaries: Vec<usize> = (0..=line.len()).filter(|index| line.is_char_boundary(*index)).collect();
+            for (position, start) in boundaries.iter().enumerate() {
+                for end in &boundaries[position + 1..] {
+                    let needle = &line[*start..*end];
+                    if let Some(keys) = needle_keys(needle) {
+                        assert!(may_contain_all(&filter, &keys), "needle {needle:?} of {line:?}");
+                    }
+                }
             }
         }
     }
 
     #[test]
-    fn absent_needles_are_mostly_skipped() {
+    fn needles_of_short_words_skip_when_a_word_is_whole() {
+        // Whole words inside the needle give keys; a single word cut by the needle's ends gives none.
+        assert!(needle_keys("refused").is_none());
+        assert!(needle_keys(r#""level": "error""#).is_some());
+        let token_keys = |needle: &str| needle_keys(needle).map_or(0, |keys| keys.tokens.len());
+        assert_eq!(token_keys("connection refused"), 0);
+        assert_eq!(token_keys("connection refused by"), 1);
+        assert!(token_keys("95a3c3b70468058d1315f7725d8ef0b9") >= 3);
         let mut builder = BloomBuilder::default();
-        for index in 0..2000 {
-            builder.add_line(&format!(
-                r#"{{"event": "request_finished", "trace_id": "{:032x}", "request_id": "{:016x}"}}"#,
-                (index as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834),
-                index * 7919
-            ));
+        builder.add_line(LINES[0]);
+        builder.add_line(LINES[2]);
+        let filter = builder.finish();
+        assert!(may_contain_all(&filter, &needle_keys(r#""event": "request_finished""#).unwrap()));
+        assert!(!may_contain_all(&filter, &needle_keys(r#""event": "request_started""#).unwrap()));
+        assert!(!may_contain_all(&filter, &needle_keys(r#" attempt=4 "#).unwrap()));
+    }
+
+    #[test]
+    fn absent_needles_are_mostly_skipped() {
+        let lines: Vec<String> = (0..2000u64)
+            .map(|index| {
+                format!(
+                    r#"{{"event": "request_finished", "trace_id": "{:032x}", "request_id": "{:016x}"}}"#,
+                    u128::from(index).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834),
+                    index * 7919
+                )
+            })
+            .collect();
+        let mut builder = BloomBuilder::default();
+        for line in &lines {
+            builder.add_line(line);
         }
         let filter = builder.finish();
         let mut passed = 0;
@@ -288,11 +521,47 @@ mod tests {
     }
 
     #[test]
+    fn filters_of_whole_line_minimizers_still_skip_and_never_miss() {
+        // A filter as sessions 2 to 5 wrote it: the minimizers of whole lines, HASH_V2_FLAG alone.
+        let lines: Vec<String> = (0..500u128)
+            .map(|index| {
+                format!(
+                    r#"{{"event": "db_query", "trace_id": "{:032x}"}}"#,
+                    index.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c834)
+                )
+            })
+            .collect();
+        let mut values = HashSet::new();
+        for line in &lines {
+            for_each_minimizer(line.as_bytes(), |hash| {
+                values.insert(hash);
+            });
+        }
+        let filter = filter_of(values.iter().copied(), values.len(), FilterScheme::LineMinimizers);
+        assert_eq!(filter[0], HASH_V2_FLAG | HASH_COUNT);
+        for line in &lines {
+            // The needle spans the id and the bytes around it.
+            assert!(may_contain_all(&filter, &needle_keys(&line[25..68]).unwrap()), "{line}");
+        }
+        let absent_passed = (0..200u128)
+            .filter(|probe| {
+                let needle = format!("{:032x}", probe.wrapping_mul(0x2545_f491_4f6c_dd1d_1234_5678_9abc_def1) + 3);
+                may_contain_all(&filter, &needle_keys(&needle).unwrap())
+            })
+            .count();
+        assert!(absent_passed < 10, "{absent_passed} of 200 absent needles passed");
+    }
+
+    #[test]
     fn short_needles_and_malformed_filters_never_skip() {
         assert!(needle_keys("short").is_none());
-        assert!(may_contain_all(&[], &[1, 2]));
-        assert!(may_contain_all(&[HASH_V2_FLAG | 7], &[1, 2]));
-        // A filter of the old hash (no flag) never skips, whatever its bits.
-        assert!(may_contain_all(&[7, 0, 0, 0, 0, 0, 0, 0, 0], &[1, 2]));
+        let keys = NeedleKeys { line_minimizers: vec![1, 2], tokens: vec![1, 2] };
+        assert!(may_contain_all(&[], &keys));
+        assert!(may_contain_all(&[HASH_V2_FLAG | TOKENS_FLAG | 7], &keys));
+        // A filter of the FNV-1a hash (no flag) never skips, whatever its bits.
+        assert!(may_contain_all(&[7, 0, 0, 0, 0, 0, 0, 0, 0], &keys));
+        // A needle without keys for the filter's scheme never skips it.
+        let tokens_only = NeedleKeys { line_minimizers: vec![], tokens: vec![1, 2] };
+        assert!(may_contain_all(&[HASH_V2_FLAG | 7, 0, 0, 0, 0, 0, 0, 0, 0], &tokens_only));
     }
 }

@@ -22,7 +22,7 @@ use oxeye_model::{LabelRef, Labels, Matcher};
 
 use super::{Inner, LogStore, StoredChunk, StreamState, read_lock};
 use crate::LogStoreError;
-use crate::bloom::{may_contain_all, needle_keys};
+use crate::bloom::{NeedleKeys, may_contain_all, needle_keys};
 use crate::chunk::{ChunkInflater, ChunkLayout, SealedChunk, for_each_encoded_entry};
 use crate::encoding::put_entry;
 
@@ -112,7 +112,7 @@ impl LogStore {
             ScanOrder::Forward => batches.sort_by_key(|batch| (batch.min_ns, batch.stream)),
             ScanOrder::Backward => batches.sort_by_key(|batch| (std::cmp::Reverse(batch.max_ns), batch.stream)),
         }
-        let bloom_keys: Vec<Vec<u64>> =
+        let bloom_keys: Vec<NeedleKeys> =
             selection.line_contains.iter().filter_map(|needle| needle_keys(needle)).collect();
         let finders: Vec<memmem::Finder<'_>> =
             selection.line_contains.iter().map(|needle| memmem::Finder::new(needle.as_bytes())).collect();
