@@ -241,6 +241,25 @@ pub trait Querier: Send + Sync {
         Ok(())
     }
 
+    /// As [`Querier::select_each`] for a caller that looks only at some labels (an aggregation `by`
+    /// some of them): a store may leave out of each series' labels those whose name `keep_label`
+    /// rejects, saving their copies. The series are the same, in the same order, but two of them may then
+    /// carry equal labels. The default keeps every label.
+    ///
+    /// # Errors
+    /// As [`Querier::select_each`].
+    fn select_each_projected(
+        &self,
+        mint_ms: i64,
+        maxt_ms: i64,
+        matchers: &[Matcher],
+        keep_label: &dyn Fn(&str) -> bool,
+        visit: &mut dyn FnMut(Series) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        let _ = keep_label;
+        self.select_each(mint_ms, maxt_ms, matchers, visit)
+    }
+
     /// The labels of every series matching all `matchers` (all series when empty) that has samples in the
     /// window, without samples. Order: by labels.
     ///

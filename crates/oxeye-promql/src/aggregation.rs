@@ -3,6 +3,7 @@
 //! `aggregation` and `aggregationK` in `promql/engine.go`.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
 use oxeye_model::{Labels, LabelsBuilder, METRIC_NAME_LABEL};
 use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
@@ -75,17 +76,21 @@ fn stream_aggregate(
     }
     let Expr::Call(call) = unwrap_parens(&aggregate.expr) else { return Ok(None) };
     let steps = grid.steps();
-    let mut index_of: HashMap<Labels, usize> = HashMap::new();
+    // Groups by the hash of their labels; a series' group labels are only built for a new group.
+    let mut groups_by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
     let mut groups: Vec<(Labels, Vec<Accumulator>)> = Vec::new();
-    let streamed = stream_range_function(evaluator, call, grid, &mut |evaluator, series| {
-        let labels = grouping.group_labels(&series.labels);
-        let group = match index_of.get(&labels) {
-            Some(group) => *group,
+    // Only the group labels are looked at: the store need not copy the others.
+    let keep_label = |name: &str| grouping.keeps(name);
+    let streamed = stream_range_function(evaluator, call, grid, Some(&keep_label), &mut |evaluator, series| {
+        let slots = groups_by_hash.entry(grouping.group_hash(&series.labels)).or_default();
+        let found = slots.iter().copied().find(|slot| grouping.in_group(&series.labels, &groups[*slot].0));
+        let group = match found {
+            Some(group) => group,
             None => {
                 // Each group's accumulators count as held samples, as the general path's output would.
                 evaluator.hold_samples(steps)?;
-                groups.push((labels.clone(), vec![Accumulator::default(); steps]));
-                index_of.insert(labels, groups.len() - 1);
+                groups.push((grouping.group_labels(&series.labels), vec![Accumulator::default(); steps]));
+                slots.push(groups.len() - 1);
                 groups.len() - 1
             }
         };
@@ -131,19 +136,33 @@ impl Grouping {
         }
     }
 
+    /// Whether the label `name` is among a series' group labels.
+    fn keeps(&self, name: &str) -> bool {
+        if self.by {
+            self.names.iter().any(|kept| kept == name)
+        } else {
+            name != METRIC_NAME_LABEL && !self.names.iter().any(|dropped| dropped == name)
+        }
+    }
+
     fn group_labels(&self, labels: &Labels) -> Labels {
-        let kept = labels
-            .iter()
-            .filter(|label| {
-                if self.by {
-                    self.names.iter().any(|name| name == &label.name)
-                } else {
-                    label.name != METRIC_NAME_LABEL && !self.names.iter().any(|name| name == &label.name)
-                }
-            })
-            .cloned()
-            .collect();
+        let kept = labels.iter().filter(|label| self.keeps(&label.name)).cloned().collect();
         Labels::from_sorted(kept)
+    }
+
+    /// A hash of what [`Grouping::group_labels`] returns for `labels`, without building it.
+    fn group_hash(&self, labels: &Labels) -> u64 {
+        let mut hasher = std::hash::DefaultHasher::new();
+        for label in labels.iter().filter(|label| self.keeps(&label.name)) {
+            label.name.hash(&mut hasher);
+            label.value.hash(&mut hasher);
+        }
+        hasher.finish()
+    }
+
+    /// Whether `labels` belong to the group labelled `group` (built by [`Grouping::group_labels`]).
+    fn in_group(&self, labels: &Labels, group: &Labels) -> bool {
+        labels.iter().filter(|label| self.keeps(&label.name)).eq(group.iter())
     }
 
     /// Group index per input series, and the groups' labels in first-seen order.

@@ -795,11 +795,13 @@ impl<'a> Evaluator<'a> {
     /// markers removed, and calls `visit` with each series that keeps samples and the windows of `grid`
     /// (a [`RangeInput`] without series of its own). A selector with `or` alternatives reads the first
     /// alternative only: callers stream only selectors without them. When `visit` returns `Err(())`
-    /// reading stops and `Ok(())` is returned: the visitor keeps its own error.
+    /// reading stops and `Ok(())` is returned: the visitor keeps its own error. With `keep_label`, the
+    /// series may carry only the labels it accepts ([`Querier::select_each_projected`]).
     pub fn for_each_range_series(
         &mut self,
         matrix: &MatrixSelector,
         grid: &Grid,
+        keep_label: Option<&dyn Fn(&str) -> bool>,
         visit: &mut dyn FnMut(&mut Evaluator<'a>, &RangeInput, RawSeries) -> Result<(), ()>,
     ) -> Result<(), QueryError> {
         let range_ms = duration_ms(matrix.range);
@@ -814,31 +816,33 @@ impl<'a> Evaluator<'a> {
         let querier = self.querier;
         let mut stopped = false;
         let mut index = 0usize;
-        let read = querier.select_each(
-            min_time.saturating_sub(range_ms).saturating_add(1),
-            max_time,
-            &matchers,
-            &mut |series| {
-                index += 1;
-                if index.is_multiple_of(1024) && self.check_deadline().is_err() {
-                    stopped = true;
-                    return Err(oxeye_model::storage::StorageError::LimitExceeded("query timed out".to_string()));
-                }
-                let samples: Vec<Sample> =
-                    series.samples.into_iter().filter(|sample| !is_stale_nan(sample.value)).collect();
-                if samples.is_empty() {
-                    return Ok(());
-                }
-                if self.collect_stats && self.counters.nesting == 0 {
-                    self.count_series_window_samples(&input.window_ends, range_ms, &samples);
-                }
-                let raw = RawSeries { labels: series.labels, samples, drop_name: false };
-                visit(self, &input, raw).map_err(|()| {
-                    stopped = true;
-                    oxeye_model::storage::StorageError::LimitExceeded("query stopped".to_string())
-                })
-            },
-        );
+        let mint_ms = min_time.saturating_sub(range_ms).saturating_add(1);
+        let mut visit_series = |series: oxeye_model::storage::Series| {
+            index += 1;
+            if index.is_multiple_of(1024) && self.check_deadline().is_err() {
+                stopped = true;
+                return Err(oxeye_model::storage::StorageError::LimitExceeded("query timed out".to_string()));
+            }
+            let mut samples = series.samples;
+            samples.retain(|sample| !is_stale_nan(sample.value));
+            if samples.is_empty() {
+                return Ok(());
+            }
+            if self.collect_stats && self.counters.nesting == 0 {
+                self.count_series_window_samples(&input.window_ends, range_ms, &samples);
+            }
+            let raw = RawSeries { labels: series.labels, samples, drop_name: false };
+            visit(self, &input, raw).map_err(|()| {
+                stopped = true;
+                oxeye_model::storage::StorageError::LimitExceeded("query stopped".to_string())
+            })
+        };
+        let read = match keep_label {
+            Some(keep_label) => {
+                querier.select_each_projected(mint_ms, max_time, &matchers, keep_label, &mut visit_series)
+            }
+            None => querier.select_each(mint_ms, max_time, &matchers, &mut visit_series),
+        };
         if stopped {
             // A timeout found here is reported as such; a visitor's error is the visitor's to return.
             self.check_deadline()?;

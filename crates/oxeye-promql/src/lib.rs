@@ -27,8 +27,9 @@
 //! operators and aggregations then work step by step; subqueries evaluate their inner expression once
 //! over their own step grid. Folding aggregations with `by` over a range function of a named selector
 //! (`sum by (le) (rate(x_bucket[5m]))`) take the series one at a time from
-//! [`oxeye_model::storage::Querier::select_each`] and fold each into per-group, per-step accumulators, so
-//! neither the selected samples nor the function's output series are held all at once. Range queries
+//! [`oxeye_model::storage::Querier::select_each_projected`] (asking only for the grouping labels and the
+//! metric name) and fold each into per-group, per-step accumulators, so neither the selected samples nor
+//! the function's output series are held all at once. Range queries
 //! longer than 2 hours are evaluated in 2-hour slices of steps and joined, so selectors hold one slice of
 //! samples at a time. Deliberately absent: native histograms (oxeye
 //! stores floats only; the `histogram_*` functions other than `histogram_quantile` return nothing), and

@@ -101,6 +101,79 @@ pub(crate) type OwnedChunk = (Encoding, i64, i64, Vec<u8>);
 /// One series read from a block (or the head) with its samples.
 pub(crate) type SeriesSamples = (Labels, Vec<Sample>);
 
+/// How many series [`Block::for_each_series`] reads from the index and chunk files at once: enough that
+/// neighbouring chunks share one read and one inflated frame, few enough that a batch's labels and
+/// samples stay small beside the query's own state.
+const STREAM_BATCH_SERIES: usize = 512;
+
+/// The series of one block that match a selection, each with its chunks overlapping a window, in label
+/// order, read from the index [`STREAM_BATCH_SERIES`] series at a time: what a query merging several
+/// blocks walks through side by side.
+pub(crate) struct BlockSeriesCursor<'b> {
+    block: &'b Block,
+    ids: Vec<u32>,
+    /// How many of `ids` were read from the index.
+    read: usize,
+    mint_ms: i64,
+    maxt_ms: i64,
+    batch: std::collections::VecDeque<(Labels, Vec<ChunkMeta>)>,
+}
+
+impl<'b> BlockSeriesCursor<'b> {
+    /// A cursor over the series of `block` matching `matchers` with chunks overlapping `[mint_ms, maxt_ms]`.
+    pub(crate) fn new(block: &'b Block, mint_ms: i64, maxt_ms: i64, matchers: &[Matcher]) -> Self {
+        let ids = block.index.postings.select(matchers).iter().collect();
+        BlockSeriesCursor { block, ids, read: 0, mint_ms, maxt_ms, batch: std::collections::VecDeque::new() }
+    }
+
+    /// Reads the next batch from the index when the current one is used up (and series remain).
+    ///
+    /// # Errors
+    /// When the index cannot be read.
+    pub(crate) fn fill(&mut self) -> Result<(), TsdbError> {
+        while self.batch.is_empty() && self.read < self.ids.len() {
+            let end = self.read.saturating_add(STREAM_BATCH_SERIES).min(self.ids.len());
+            for entry in self.block.index.read_series(&self.ids[self.read..end])? {
+                let overlapping: Vec<ChunkMeta> = entry
+                    .chunks
+                    .into_iter()
+                    .filter(|chunk| chunk.maxt_ms >= self.mint_ms && chunk.mint_ms <= self.maxt_ms)
+                    .collect();
+                if !overlapping.is_empty() {
+                    self.batch.push_back((entry.labels, overlapping));
+                }
+            }
+            self.read = end;
+        }
+        Ok(())
+    }
+
+    /// The labels of the next series, `None` when none is left (or [`BlockSeriesCursor::fill`] was not
+    /// called since the last [`BlockSeriesCursor::pop`]).
+    pub(crate) fn peek(&self) -> Option<&Labels> {
+        self.batch.front().map(|(labels, _)| labels)
+    }
+
+    /// Takes the next series and its chunks.
+    pub(crate) fn pop(&mut self) -> Option<(Labels, Vec<ChunkMeta>)> {
+        self.batch.pop_front()
+    }
+
+    /// The block read.
+    pub(crate) fn block(&self) -> &'b Block {
+        self.block
+    }
+}
+
+/// Why [`Block::for_each_series`] stopped early.
+#[derive(Debug)]
+pub(crate) enum StreamError<E> {
+    /// The block could not be read.
+    Read(TsdbError),
+    /// The visitor returned this.
+    Visit(E),
+}
+
 impl Block {
     /// Opens the block in `dir`: reads `meta.json` and the index, opens the chunk files.
     pub(crate) fn open(dir: &Path) -> Result<Block, TsdbError> {
@@ -177,6 +250,59 @@ impl Block {
             }
         }
         Ok(selected)
+    }
+
+    /// Calls `visit` with each series matching `matchers` that has samples in `[mint_ms, maxt_ms]`, in
+    /// label order (the index's series order), reading index entries and chunks [`STREAM_BATCH_SERIES`]
+    /// series at a time: a query over a block alone holds the labels and samples of one batch, not of
+    /// every selected series, and its series need no sorting or merging. With `keep_label`, each series'
+    /// labels hold only the labels whose name it accepts.
+    ///
+    /// # Errors
+    /// When the index or a chunk cannot be read or decoded ([`StreamError::Read`]), or what `visit`
+    /// returns ([`StreamError::Visit`]), which stops the reading.
+    pub(crate) fn for_each_series<E>(
+        &self,
+        mint_ms: i64,
+        maxt_ms: i64,
+        matchers: &[Matcher],
+        keep_label: Option<&dyn Fn(&str) -> bool>,
+        visit: &mut dyn FnMut(Labels, Vec<Sample>) -> Result<(), E>,
+    ) -> Result<(), StreamError<E>> {
+        let ids: Vec<u32> = self.index.postings.select(matchers).iter().collect();
+        let mut wanted: Vec<(u64, u32)> = Vec::new();
+        for batch in ids.chunks(STREAM_BATCH_SERIES) {
+            let entries = self.index.read_series_projected(batch, keep_label).map_err(StreamError::Read)?;
+            wanted.clear();
+            let mut chunk_counts = Vec::with_capacity(entries.len());
+            for entry in &entries {
+                let before = wanted.len();
+                wanted.extend(
+                    entry
+                        .chunks
+                        .iter()
+                        .filter(|chunk| chunk.maxt_ms >= mint_ms && chunk.mint_ms <= maxt_ms)
+                        .map(|chunk| (chunk.chunk_ref, chunk.entry_bytes)),
+                );
+                chunk_counts.push(wanted.len() - before);
+            }
+            let mut chunk_data = self.chunks.read_many(&wanted).map_err(StreamError::Read)?.into_iter();
+            for (entry, chunk_count) in entries.into_iter().zip(chunk_counts) {
+                if chunk_count == 0 {
+                    continue;
+                }
+                let mut samples = Vec::new();
+                for (encoding, bytes) in chunk_data.by_ref().take(chunk_count) {
+                    chunkenc::decode_into(encoding, &bytes, mint_ms, maxt_ms, &mut samples).map_err(|error| {
+                        StreamError::Read(TsdbError::corrupt(self.dir.join(CHUNKS_DIR), error.to_string()))
+                    })?;
+                }
+                if !samples.is_empty() {
+                    visit(entry.labels, samples).map_err(StreamError::Visit)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Decodes the samples in `[mint_ms, maxt_ms]` of `chunks` (from [`Block::select_chunks`]) into `out`.

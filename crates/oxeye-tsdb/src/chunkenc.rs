@@ -124,27 +124,51 @@ struct BitReader<'a> {
 }
 
 impl<'a> BitReader<'a> {
+    const ENDS_EARLY: ChunkDecodeError = ChunkDecodeError { reason: "bit stream ends early" };
+
+    /// The next 64 bits from the current position, most significant first, without consuming them;
+    /// bits past the end of the stream read as zeros.
+    fn peek_word(&self) -> u64 {
+        let byte = self.position / 8;
+        let mut word = [0u8; 8];
+        match self.bytes.get(byte..byte + 8) {
+            Some(bytes) => word.copy_from_slice(bytes),
+            None => {
+                let rest = self.bytes.get(byte..).unwrap_or_default();
+                word[..rest.len()].copy_from_slice(rest);
+            }
+        }
+        u64::from_be_bytes(word) << (self.position % 8)
+    }
+
+    /// Consumes `count` bits, failing when fewer remain.
+    fn advance(&mut self, count: usize) -> Result<(), ChunkDecodeError> {
+        let position = self.position + count;
+        if position > self.bytes.len() * 8 {
+            return Err(Self::ENDS_EARLY);
+        }
+        self.position = position;
+        Ok(())
+    }
+
     fn read_bit(&mut self) -> Result<bool, ChunkDecodeError> {
-        let byte = self.bytes.get(self.position / 8).ok_or(ChunkDecodeError { reason: "bit stream ends early" })?;
-        let bit = (byte >> (7 - (self.position % 8))) & 1 == 1;
-        self.position += 1;
+        let bit = self.peek_word() >> 63 == 1;
+        self.advance(1)?;
         Ok(bit)
     }
 
     fn read_bits(&mut self, count: u32) -> Result<u64, ChunkDecodeError> {
-        let mut value: u64 = 0;
-        let mut remaining = count;
-        while remaining > 0 {
-            let byte =
-                *self.bytes.get(self.position / 8).ok_or(ChunkDecodeError { reason: "bit stream ends early" })?;
-            let offset = (self.position % 8) as u32;
-            let available = 8 - offset;
-            let take = available.min(remaining);
-            let piece = (u64::from(byte) >> (available - take)) & ((1u64 << take) - 1);
-            value = if take == 64 { piece } else { (value << take) | piece };
-            self.position += take as usize;
-            remaining -= take;
+        if count == 0 {
+            return Ok(0);
         }
+        // A word peeked at a position that is not byte-aligned holds at least 57 bits of the stream.
+        if count > 56 {
+            let high = self.read_bits(count - 32)?;
+            let low = self.read_bits(32)?;
+            return Ok((high << 32) | low);
+        }
+        let value = self.peek_word() >> (64 - count);
+        self.advance(count as usize)?;
         Ok(value)
     }
 }
@@ -199,10 +223,11 @@ fn read_varbit_after(reader: &mut BitReader<'_>, first_bit: bool) -> Result<i64,
     if !first_bit {
         return Ok(0);
     }
-    let mut ones = 1;
-    while ones < VARBIT_WIDE_PREFIX.0 && reader.read_bit()? {
-        ones += 1;
-    }
+    // Up to five more prefix ones, then (below six ones) the zero that ends the prefix.
+    let more_ones = (!reader.peek_word()).leading_zeros().min(VARBIT_WIDE_PREFIX.0 - 1);
+    let ones = 1 + more_ones;
+    let prefix_rest = if ones < VARBIT_WIDE_PREFIX.0 { more_ones + 1 } else { more_ones };
+    reader.advance(prefix_rest as usize)?;
     let Some((_, _, payload_bits)) = VARBIT_BUCKETS.get(ones as usize - 1) else {
         return Ok(reader.read_bits(64)? as i64);
     };
@@ -747,14 +772,7 @@ impl ScaledIntIterator {
     /// # Errors
     /// [`ChunkDecodeError`] when the chunk is damaged.
     pub fn new(bytes: &[u8]) -> Result<Self, ChunkDecodeError> {
-        let header = bytes.get(..4).ok_or(ChunkDecodeError { reason: "chunk shorter than its header" })?;
-        let count = u16::from_be_bytes([header[0], header[1]]) as usize;
-        let power =
-            *POWERS_OF_TEN.get(header[2] as usize).ok_or(ChunkDecodeError { reason: "unknown decimal scale" })?;
-        let flags = header[3];
-        if flags & !(FLAG_VALUE_DELTA_OF_DELTA | FLAG_TIMESTAMP_ZERO_RUNS | FLAG_VALUE_ZERO_RUNS) != 0 {
-            return Err(ChunkDecodeError { reason: "unknown chunk flags" });
-        }
+        let ScaledIntHeader { count, power, flags } = ScaledIntHeader::read(bytes)?;
         if count == 0 {
             return Ok(ScaledIntIterator { samples: Vec::new().into_iter() });
         }
@@ -795,6 +813,125 @@ impl ScaledIntIterator {
     pub fn next_sample(&mut self) -> Result<Option<(i64, f64)>, ChunkDecodeError> {
         Ok(self.samples.next())
     }
+}
+
+/// The 4-byte header of an [`Encoding::ScaledInt`] chunk.
+struct ScaledIntHeader {
+    count: usize,
+    /// `10^scale`: stored integers are divided by it.
+    power: f64,
+    flags: u8,
+}
+
+impl ScaledIntHeader {
+    fn read(bytes: &[u8]) -> Result<Self, ChunkDecodeError> {
+        let header = bytes.get(..4).ok_or(ChunkDecodeError { reason: "chunk shorter than its header" })?;
+        let count = u16::from_be_bytes([header[0], header[1]]) as usize;
+        let power =
+            *POWERS_OF_TEN.get(header[2] as usize).ok_or(ChunkDecodeError { reason: "unknown decimal scale" })?;
+        let flags = header[3];
+        if flags & !(FLAG_VALUE_DELTA_OF_DELTA | FLAG_TIMESTAMP_ZERO_RUNS | FLAG_VALUE_ZERO_RUNS) != 0 {
+            return Err(ChunkDecodeError { reason: "unknown chunk flags" });
+        }
+        Ok(ScaledIntHeader { count, power, flags })
+    }
+}
+
+/// Reads the integers of one stream of an [`Encoding::ScaledInt`] chunk one at a time, as
+/// [`read_zero_run_stream`] (with `zero_runs`) or [`read_plain_stream`] would read them all.
+struct IntegerStream {
+    zero_runs: bool,
+    /// Zeros of the current run not yet returned.
+    pending_zeros: usize,
+    /// Integers the stream still holds.
+    remaining: usize,
+}
+
+impl IntegerStream {
+    fn new(zero_runs: bool, count: usize) -> Self {
+        IntegerStream { zero_runs, pending_zeros: 0, remaining: count }
+    }
+
+    /// The next integer; call at most `count` times.
+    fn next(&mut self, reader: &mut BitReader<'_>) -> Result<i64, ChunkDecodeError> {
+        self.remaining = self.remaining.saturating_sub(1);
+        if !self.zero_runs {
+            return read_varbit(reader);
+        }
+        if self.pending_zeros > 0 {
+            self.pending_zeros -= 1;
+            return Ok(0);
+        }
+        if reader.read_bit()? {
+            return read_varbit_after(reader, true);
+        }
+        let run = if reader.read_bit()? { reader.read_bits(7)? as usize + 2 } else { 1 };
+        if run - 1 > self.remaining {
+            return Err(ChunkDecodeError { reason: "zero run past the sample count" });
+        }
+        self.pending_zeros = run - 1;
+        Ok(0)
+    }
+}
+
+/// [`decode_into`] for an [`Encoding::ScaledInt`] chunk without decoding it whole first: the
+/// timestamps in the window become samples, then their values are filled in from the value stream,
+/// which is read no further than the last sample kept. Timestamps ascend within a chunk, so the
+/// samples kept are one run: from the first at or after `mint_ms` up to the first after `maxt_ms`.
+fn decode_scaled_into(
+    bytes: &[u8],
+    mint_ms: i64,
+    maxt_ms: i64,
+    out: &mut Vec<oxeye_model::Sample>,
+) -> Result<(), ChunkDecodeError> {
+    let ScaledIntHeader { count, power, flags } = ScaledIntHeader::read(bytes)?;
+    if count == 0 {
+        return Ok(());
+    }
+    let mut reader = BitReader { bytes: &bytes[4..], position: 0 };
+    let first_timestamp = read_varint_bits(&mut reader)?;
+    let first_integer = read_varint_bits(&mut reader)?;
+    let base = out.len();
+    // Chunk positions of the samples kept: `first_kept..past_kept`.
+    let mut first_kept: Option<usize> = None;
+    let mut past_kept = 0usize;
+    let mut stopped = false;
+    let mut keep = |position: usize, timestamp_ms: i64, out: &mut Vec<oxeye_model::Sample>| {
+        // A sample before the window after one inside it (timestamps out of order) also ends the run.
+        let ends_run = timestamp_ms > maxt_ms || (first_kept.is_some() && timestamp_ms < mint_ms);
+        stopped |= ends_run;
+        if stopped || timestamp_ms < mint_ms {
+            return;
+        }
+        first_kept.get_or_insert(position);
+        past_kept = position + 1;
+        out.push(oxeye_model::Sample { timestamp_ms, value: 0.0 });
+    };
+    keep(0, first_timestamp, out);
+    let mut timestamps = IntegerStream::new(flags & FLAG_TIMESTAMP_ZERO_RUNS != 0, count - 1);
+    let (mut timestamp, mut delta_ms) = (first_timestamp, 0i64);
+    for position in 1..count {
+        delta_ms = delta_ms.wrapping_add(timestamps.next(&mut reader)?);
+        timestamp = timestamp.wrapping_add(delta_ms);
+        keep(position, timestamp, out);
+    }
+    let Some(first_kept_position) = first_kept else { return Ok(()) };
+    let mut values = IntegerStream::new(flags & FLAG_VALUE_ZERO_RUNS != 0, count - 1);
+    let (mut integer, mut integer_delta) = (first_integer, 0i64);
+    for position in 0..past_kept {
+        if position > 0 {
+            let stored = values.next(&mut reader)?;
+            integer_delta =
+                if flags & FLAG_VALUE_DELTA_OF_DELTA != 0 { integer_delta.wrapping_add(stored) } else { stored };
+            integer = integer.wrapping_add(integer_delta);
+        }
+        if position >= first_kept_position
+            && let Some(sample) = out.get_mut(base + position - first_kept_position)
+        {
+            sample.value = integer as f64 / power;
+        }
+    }
+    Ok(())
 }
 
 /// Iterates the samples of a chunk of any encoding, oldest first.
@@ -842,6 +979,9 @@ pub fn decode_into(
     maxt_ms: i64,
     out: &mut Vec<oxeye_model::Sample>,
 ) -> Result<(), ChunkDecodeError> {
+    if encoding == Encoding::ScaledInt {
+        return decode_scaled_into(bytes, mint_ms, maxt_ms, out);
+    }
     let mut iterator = ChunkIterator::new(encoding, bytes)?;
     while let Some((timestamp_ms, value)) = iterator.next_sample()? {
         if timestamp_ms > maxt_ms {
@@ -1029,11 +1169,43 @@ mod tests {
         }
 
         #[test]
+        fn windowed_decoding_keeps_what_the_iterator_gives_in_the_window(
+            steps in proptest::collection::vec(1i64..40_000, 1..121),
+            deltas in proptest::collection::vec(0u64..5, 121),
+            scale in 0u8..3,
+            window_start in 0i64..2_500_000,
+            window_length in 0i64..2_500_000,
+        ) {
+            let mut timestamp = 1_000_000i64;
+            let mut counter = 0u64;
+            let samples: Vec<Sample> = steps.iter().zip(&deltas).map(|(step, delta)| {
+                timestamp += step;
+                counter += delta;
+                Sample { timestamp_ms: timestamp, value: counter as f64 / 10f64.powi(i32::from(scale)) }
+            }).collect();
+            let (encoding, bytes) = encode_best(&samples);
+            let (mint_ms, maxt_ms) = (1_000_000 + window_start, 1_000_000 + window_start + window_length);
+            let mut decoded = vec![Sample { timestamp_ms: -1, value: -1.0 }];
+            decode_into(encoding, &bytes, mint_ms, maxt_ms, &mut decoded).unwrap();
+            let mut expected = vec![(-1, (-1.0f64).to_bits())];
+            let mut iterator = ChunkIterator::new(encoding, &bytes).unwrap();
+            while let Some((timestamp_ms, value)) = iterator.next_sample().unwrap() {
+                if (mint_ms..=maxt_ms).contains(&timestamp_ms) {
+                    expected.push((timestamp_ms, value.to_bits()));
+                }
+            }
+            let actual: Vec<(i64, u64)> = decoded.iter().map(|sample| (sample.timestamp_ms, sample.value.to_bits())).collect();
+            prop_assert_eq!(actual, expected);
+        }
+
+        #[test]
         fn damaged_chunks_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
             for encoding in [Encoding::Xor, Encoding::ScaledInt] {
                 if let Ok(mut iterator) = ChunkIterator::new(encoding, &bytes) {
                     while let Ok(Some(_)) = iterator.next_sample() {}
                 }
+                let _ = decode_into(encoding, &bytes, i64::MIN, i64::MAX, &mut Vec::new());
+                let _ = decode_into(encoding, &bytes, 0, 1 << 40, &mut Vec::new());
             }
         }
     }

@@ -103,9 +103,11 @@ impl BlockIndex {
         self.series_count
     }
 
-    fn resolve_labels(&self, label_symbols: &[(u32, u32)]) -> Labels {
+    fn resolve_labels(&self, label_symbols: &[(u32, u32)], keep_label: Option<&dyn Fn(&str) -> bool>) -> Labels {
+        let symbol = |id: u32| self.symbols.get(id as usize).map(String::as_str).unwrap_or_default();
         let labels = label_symbols
             .iter()
+            .filter(|(name, _)| keep_label.is_none_or(|keep| keep(symbol(*name))))
             .map(|(name, value)| Label {
                 name: self.symbols.get(*name as usize).cloned().unwrap_or_default(),
                 value: self.symbols.get(*value as usize).cloned().unwrap_or_default(),
@@ -143,13 +145,29 @@ impl BlockIndex {
     /// The entries of series `ids` (ascending ids read fastest), in the order given. Neighbouring
     /// entries are read with one `pread`; each group (version 2) is inflated once per run of ids in it.
     pub(crate) fn read_series(&self, ids: &[u32]) -> Result<Vec<SeriesEntry>, TsdbError> {
+        self.read_series_projected(ids, None)
+    }
+
+    /// As [`BlockIndex::read_series`], each entry's labels holding only those whose name `keep_label`
+    /// accepts (all of them when it is `None`): the label strings a query does not look at are never
+    /// copied out of the symbol table.
+    pub(crate) fn read_series_projected(
+        &self,
+        ids: &[u32],
+        keep_label: Option<&dyn Fn(&str) -> bool>,
+    ) -> Result<Vec<SeriesEntry>, TsdbError> {
         match &self.series_layout {
-            SeriesLayout::Plain(offsets) => self.read_series_plain(offsets, ids),
-            SeriesLayout::Grouped(groups) => self.read_series_grouped(groups, ids),
+            SeriesLayout::Plain(offsets) => self.read_series_plain(offsets, ids, keep_label),
+            SeriesLayout::Grouped(groups) => self.read_series_grouped(groups, ids, keep_label),
         }
     }
 
-    fn read_series_grouped(&self, groups: &[SeriesGroup], ids: &[u32]) -> Result<Vec<SeriesEntry>, TsdbError> {
+    fn read_series_grouped(
+        &self,
+        groups: &[SeriesGroup],
+        ids: &[u32],
+        keep_label: Option<&dyn Fn(&str) -> bool>,
+    ) -> Result<Vec<SeriesEntry>, TsdbError> {
         let mut out = Vec::with_capacity(ids.len());
         // The inflated group last used: its position, content and the start of each entry in it.
         let mut current: Option<(usize, Vec<u8>, Vec<usize>)> = None;
@@ -186,12 +204,17 @@ impl BlockIndex {
             let mut decoder = Decoder::new(content.get(start..).unwrap_or_default());
             let (label_symbols, chunks) = parse_series_entry(&mut decoder, self.symbols.len() as u64)
                 .map_err(|reason| TsdbError::corrupt(self.path(), format!("series {id}: {reason}")))?;
-            out.push(SeriesEntry { labels: self.resolve_labels(&label_symbols), chunks });
+            out.push(SeriesEntry { labels: self.resolve_labels(&label_symbols, keep_label), chunks });
         }
         Ok(out)
     }
 
-    fn read_series_plain(&self, offsets: &[u64], ids: &[u32]) -> Result<Vec<SeriesEntry>, TsdbError> {
+    fn read_series_plain(
+        &self,
+        offsets: &[u64],
+        ids: &[u32],
+        keep_label: Option<&dyn Fn(&str) -> bool>,
+    ) -> Result<Vec<SeriesEntry>, TsdbError> {
         const MAX_GAP_BYTES: u64 = 64 << 10;
         const MAX_READ_BYTES: u64 = 16 << 20;
         let span = |id: u32| -> Result<(u64, u64), TsdbError> {
@@ -223,7 +246,7 @@ impl BlockIndex {
                 let mut decoder = Decoder::new(entry);
                 let (label_symbols, chunks) = parse_series_entry(&mut decoder, self.symbols.len() as u64)
                     .map_err(|reason| TsdbError::corrupt(self.path(), format!("series {id}: {reason}")))?;
-                out.push(SeriesEntry { labels: self.resolve_labels(&label_symbols), chunks });
+                out.push(SeriesEntry { labels: self.resolve_labels(&label_symbols, keep_label), chunks });
             }
             index = run_end;
         }

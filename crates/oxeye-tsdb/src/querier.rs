@@ -11,12 +11,11 @@ use std::sync::Arc;
 use oxeye_model::storage::{Appender, MetricsStorage, Querier, Series, SeriesExemplars, StorageError};
 use oxeye_model::{Labels, Matcher, MetricMetadata, Sample};
 
-use crate::block::SeriesSamples;
+use crate::block::{Block, BlockSeriesCursor, SeriesSamples, StreamError};
 use crate::chunkenc;
 use crate::db::{Shared, lock, read};
 use crate::head::{MemSeries, resolve_chunks};
 use crate::head_append::TsdbAppender;
-use crate::index::ChunkMeta;
 use crate::{Tsdb, TsdbError};
 
 impl Shared {
@@ -98,10 +97,18 @@ impl Shared {
         matchers: &[Matcher],
         with_samples: bool,
     ) -> Result<Vec<(Labels, Vec<Sample>)>, TsdbError> {
-        let mut merged: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
         // Held until the head is read too: a block cut swaps blocks and truncates the head under the
         // write lock, so this query sees one consistent state.
         let blocks = read(&self.blocks);
+        if self.head_window(mint_ms, maxt_ms).is_none()
+            && let Some(block) = only_overlapping_block(&blocks, mint_ms, maxt_ms)
+        {
+            // One source: its series come in label order and need no merging.
+            let mut selected = block.select(mint_ms, maxt_ms, matchers, with_samples)?;
+            selected.iter_mut().for_each(|(_, samples)| sort_and_dedup(samples));
+            return Ok(selected);
+        }
+        let mut merged: BTreeMap<Labels, Vec<Sample>> = BTreeMap::new();
         for block in blocks.iter() {
             if !block.overlaps(mint_ms, maxt_ms) {
                 continue;
@@ -124,6 +131,13 @@ impl Shared {
     }
 }
 
+/// The block overlapping `[mint_ms, maxt_ms]` when exactly one does.
+fn only_overlapping_block(blocks: &[Arc<Block>], mint_ms: i64, maxt_ms: i64) -> Option<&Block> {
+    let mut overlapping = blocks.iter().filter(|block| block.overlaps(mint_ms, maxt_ms));
+    let block = overlapping.next()?;
+    overlapping.next().is_none().then_some(block.as_ref())
+}
+
 /// Puts a series' samples gathered from several sources in time order, one per timestamp (sources that
 /// still overlap, before compaction removes a superseded block, hold some twice).
 fn sort_and_dedup(samples: &mut Vec<Sample>) {
@@ -133,16 +147,19 @@ fn sort_and_dedup(samples: &mut Vec<Sample>) {
     }
 }
 
-/// Where the samples of one selected series are: chunks of a block (by its index in the block list), or
-/// a head series.
-enum SampleSource {
-    Block(usize, Vec<ChunkMeta>),
-    Head(Arc<MemSeries>),
+/// Which source [`Shared::select_each`] takes the next series from.
+#[derive(Debug, Clone, Copy)]
+enum NextSource {
+    Block(usize),
+    Head,
 }
 
 impl Shared {
     /// [`Querier::select_each`]: the series of [`Shared::select_merged`] in the same order, each decoded
-    /// only when its turn comes. Selecting keeps labels and chunk references of every series, not samples.
+    /// only when its turn comes (with `keep_label`, see [`Querier::select_each_projected`]). A window in
+    /// one block alone streams that block's series in index order; otherwise the blocks' series (read
+    /// from their indexes a batch at a time, each block in label order) and the head's (sorted by labels)
+    /// are merged side by side, so only head series are held all at once.
     /// The block list stays read-locked until the last series was visited, so the query sees one state of
     /// blocks and head, as `select_merged` does (a block cut waits for it).
     fn select_each(
@@ -150,43 +167,93 @@ impl Shared {
         mint_ms: i64,
         maxt_ms: i64,
         matchers: &[Matcher],
+        keep_label: Option<&dyn Fn(&str) -> bool>,
         visit: &mut dyn FnMut(Series) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
-        let mut sources: BTreeMap<Labels, Vec<SampleSource>> = BTreeMap::new();
         let blocks = read(&self.blocks);
-        for (block_index, block) in blocks.iter().enumerate() {
-            if !block.overlaps(mint_ms, maxt_ms) {
-                continue;
-            }
-            for (labels, chunks) in block.select_chunks(mint_ms, maxt_ms, matchers)? {
-                sources.entry(labels).or_default().push(SampleSource::Block(block_index, chunks));
-            }
-        }
         let head_window = self.head_window(mint_ms, maxt_ms);
+        if head_window.is_none()
+            && let Some(block) = only_overlapping_block(&blocks, mint_ms, maxt_ms)
+        {
+            // One source: its series come in label order and need no merging.
+            return block
+                .for_each_series(mint_ms, maxt_ms, matchers, keep_label, &mut |labels, mut samples| {
+                    sort_and_dedup(&mut samples);
+                    visit(Series { labels, samples })
+                })
+                .map_err(|error| match error {
+                    StreamError::Read(error) => error.into(),
+                    StreamError::Visit(error) => error,
+                });
+        }
+        let mut cursors: Vec<BlockSeriesCursor<'_>> = blocks
+            .iter()
+            .filter(|block| block.overlaps(mint_ms, maxt_ms))
+            .map(|block| BlockSeriesCursor::new(block, mint_ms, maxt_ms, matchers))
+            .collect();
         // Only used for head sources, which exist only when the head has something in the window.
         let head_mint_ms = head_window.unwrap_or(mint_ms);
-        if head_window.is_some() {
-            for series in self.head_series_overlapping(head_mint_ms, maxt_ms, matchers) {
-                sources.entry(series.labels()).or_default().push(SampleSource::Head(series));
+        let mut head_series: Vec<(Labels, Arc<MemSeries>)> = match head_window {
+            Some(_) => self
+                .head_series_overlapping(head_mint_ms, maxt_ms, matchers)
+                .into_iter()
+                .map(|series| (series.labels(), series))
+                .collect(),
+            None => Vec::new(),
+        };
+        head_series.sort_unstable_by(|left, right| left.0.cmp(&right.0));
+        let mut head_series = head_series.into_iter().peekable();
+        loop {
+            for cursor in &mut cursors {
+                cursor.fill()?;
             }
-        }
-        for (labels, series_sources) in sources {
+            let mut next: Option<(NextSource, &Labels)> = None;
+            for (position, cursor) in cursors.iter().enumerate() {
+                if let Some(labels) = cursor.peek()
+                    && next.is_none_or(|(_, smallest)| labels < smallest)
+                {
+                    next = Some((NextSource::Block(position), labels));
+                }
+            }
+            if let Some((labels, _)) = head_series.peek()
+                && next.is_none_or(|(_, smallest)| labels < smallest)
+            {
+                next = Some((NextSource::Head, labels));
+            }
+            let Some((source, _)) = next else { break };
+            let (labels, mut first_chunks) = match source {
+                NextSource::Block(position) => match cursors.get_mut(position).and_then(BlockSeriesCursor::pop) {
+                    Some((labels, chunks)) => (labels, Some((position, chunks))),
+                    None => break,
+                },
+                NextSource::Head => match head_series.peek() {
+                    Some((labels, _)) => (labels.clone(), None),
+                    None => break,
+                },
+            };
+            // Blocks in list order, then the head, as the samples were always gathered. The source
+            // chosen is the first holding the smallest labels: only sources after it can hold them too.
             let mut samples = Vec::new();
-            for source in series_sources {
-                match source {
-                    SampleSource::Block(block_index, chunks) => {
-                        if let Some(block) = blocks.get(block_index) {
-                            block.decode_chunks_into(&chunks, mint_ms, maxt_ms, &mut samples)?;
-                        }
-                    }
-                    SampleSource::Head(series) => {
-                        let pending = series.lock().pending_chunks(head_mint_ms, maxt_ms);
-                        for (encoding, _, _, bytes) in resolve_chunks(pending, &self.head_chunks)? {
-                            chunkenc::decode_into(encoding, &bytes, head_mint_ms, maxt_ms, &mut samples).map_err(
-                                |error| TsdbError::corrupt("head", format!("series {}: {error}", series.series_ref)),
-                            )?;
-                        }
-                    }
+            for (position, cursor) in cursors.iter_mut().enumerate() {
+                let chunks = if first_chunks.as_ref().is_some_and(|(first_position, _)| *first_position == position) {
+                    first_chunks.take().map(|(_, chunks)| chunks)
+                } else if cursor.peek() == Some(&labels) {
+                    cursor.pop().map(|(_, chunks)| chunks)
+                } else {
+                    None
+                };
+                if let Some(chunks) = chunks {
+                    cursor.block().decode_chunks_into(&chunks, mint_ms, maxt_ms, &mut samples)?;
+                }
+            }
+            if head_series.peek().is_some_and(|(head_labels, _)| *head_labels == labels)
+                && let Some((_, series)) = head_series.next()
+            {
+                let pending = series.lock().pending_chunks(head_mint_ms, maxt_ms);
+                for (encoding, _, _, bytes) in resolve_chunks(pending, &self.head_chunks)? {
+                    chunkenc::decode_into(encoding, &bytes, head_mint_ms, maxt_ms, &mut samples).map_err(|error| {
+                        TsdbError::corrupt("head", format!("series {}: {error}", series.series_ref))
+                    })?;
                 }
             }
             if samples.is_empty() {
@@ -213,7 +280,20 @@ impl Querier for Tsdb {
         matchers: &[Matcher],
         visit: &mut dyn FnMut(Series) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
-        self.shared.select_each(mint_ms, maxt_ms, matchers, visit)
+        self.shared.select_each(mint_ms, maxt_ms, matchers, None, visit)
+    }
+
+    /// Series read from one block alone carry only the labels `keep_label` accepts; series merged from
+    /// several sources keep all of theirs (merging needs them).
+    fn select_each_projected(
+        &self,
+        mint_ms: i64,
+        maxt_ms: i64,
+        matchers: &[Matcher],
+        keep_label: &dyn Fn(&str) -> bool,
+        visit: &mut dyn FnMut(Series) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        self.shared.select_each(mint_ms, maxt_ms, matchers, Some(keep_label), visit)
     }
 
     fn series(&self, mint_ms: i64, maxt_ms: i64, matchers: &[Matcher]) -> Result<Vec<Labels>, StorageError> {

@@ -202,6 +202,76 @@ fn fill_hours(tsdb: &Tsdb, count: usize, from_hour: i64, hours: i64) {
 }
 
 #[test]
+fn select_each_streams_one_block_in_label_order_with_projected_labels_and_merges_block_and_head() {
+    // More series than one read batch of `Block::for_each_series`, so batches join.
+    let series_count = 1_100;
+    let dir = tempfile::tempdir().unwrap();
+    let tsdb = Tsdb::open(options(dir.path())).unwrap();
+    fill_hours(&tsdb, series_count, 0, 5);
+    let in_head_only = all_samples(&tsdb, "metric");
+    tsdb.run_maintenance().unwrap();
+    // [1h, 1h 30m] lies in the block [0, 2h) alone; the head starts later.
+    let (mint_ms, maxt_ms) = (HOUR_MS, HOUR_MS + HOUR_MS / 2);
+    let stats = tsdb.stats();
+    assert_eq!(stats.blocks, 1);
+    assert!(stats.head_min_time_ms.is_some_and(|head_min_time_ms| head_min_time_ms > maxt_ms), "{stats:?}");
+    let expected: Vec<(Labels, Vec<(i64, u64)>)> = in_head_only
+        .iter()
+        .map(|(labels, samples)| {
+            let window = samples.iter().filter(|(timestamp, _)| (mint_ms..=maxt_ms).contains(timestamp));
+            (labels.clone(), window.copied().collect())
+        })
+        .collect();
+    assert_eq!(expected.len(), series_count);
+    let matchers = [Matcher::equal("__name__", "metric")];
+    let as_bits = |series: oxeye_model::storage::Series| -> (Labels, Vec<(i64, u64)>) {
+        (series.labels, series.samples.iter().map(|sample| (sample.timestamp_ms, sample.value.to_bits())).collect())
+    };
+    let mut visited = Vec::new();
+    tsdb.select_each(mint_ms, maxt_ms, &matchers, &mut |series| {
+        visited.push(as_bits(series));
+        Ok(())
+    })
+    .unwrap();
+    assert_same(&visited, &expected, "select_each over one block");
+    let selected: Vec<_> = tsdb.select(mint_ms, maxt_ms, &matchers).unwrap().into_iter().map(as_bits).collect();
+    assert_same(&selected, &expected, "select over one block");
+    let mut projected = Vec::new();
+    tsdb.select_each_projected(mint_ms, maxt_ms, &matchers, &|name| name == "instance", &mut |series| {
+        projected.push(as_bits(series));
+        Ok(())
+    })
+    .unwrap();
+    let expected_projected: Vec<_> = expected
+        .iter()
+        .map(|(labels, samples)| (Labels::from_pairs([("instance", labels.get("instance").unwrap())]), samples.clone()))
+        .collect();
+    assert_same(&projected, &expected_projected, "select_each_projected over one block");
+    // A visitor's error stops the reading and comes back as it was.
+    let mut visits = 0;
+    let stopped = tsdb.select_each(mint_ms, maxt_ms, &matchers, &mut |_| {
+        visits += 1;
+        Err(StorageError::LimitExceeded("enough".to_owned()))
+    });
+    assert!(matches!(stopped, Err(StorageError::LimitExceeded(reason)) if reason == "enough"));
+    assert_eq!(visits, 1);
+    // Across block and head, with series only the head has, between and after the block's in label
+    // order, `select_each` merges what `select` does.
+    append_all(&tsdb, &series_labels("metric", 10_500), &[(4 * HOUR_MS + 1, 3.0)]);
+    append_all(&tsdb, &series_labels("metric", 99_999), &[(4 * HOUR_MS + 1, 4.0)]);
+    let (mint_ms, maxt_ms) = (HOUR_MS, 5 * HOUR_MS);
+    let mut merged = Vec::new();
+    tsdb.select_each(mint_ms, maxt_ms, &matchers, &mut |series| {
+        merged.push(as_bits(series));
+        Ok(())
+    })
+    .unwrap();
+    let selected: Vec<_> = tsdb.select(mint_ms, maxt_ms, &matchers).unwrap().into_iter().map(as_bits).collect();
+    assert_eq!(selected.len(), series_count + 2);
+    assert_same(&merged, &selected, "select_each across block and head");
+}
+
+#[test]
 fn blocks_are_cut_checkpointed_queried_after_reopen_compacted_and_retained() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = options(dir.path());

@@ -224,11 +224,13 @@ pub(super) fn eval_range_function(
 /// collecting them. Returns `Ok(false)` without evaluating anything when `call` does not have that shape
 /// (another function, a subquery, a selector without a name, whose series could collide once the name is
 /// dropped, or delayed name removal); the caller then takes the general path. Series are visited in the
-/// store's order, the order the general path produces.
+/// store's order, the order the general path produces. With `keep_label`, a visited series may lack the
+/// labels it rejects (see [`oxeye_model::storage::Querier::select_each_projected`]).
 pub(crate) fn stream_range_function<'e>(
     evaluator: &mut Evaluator<'e>,
     call: &Call,
     grid: &Grid,
+    keep_label: Option<&dyn Fn(&str) -> bool>,
     visit: &mut dyn FnMut(&mut Evaluator<'e>, StepSeries) -> Result<(), QueryError>,
 ) -> Result<bool, QueryError> {
     let name = call.func.name;
@@ -255,7 +257,11 @@ pub(crate) fn stream_range_function<'e>(
             None => Ok(()),
         }
     };
-    evaluator.for_each_range_series(matrix, grid, &mut |evaluator, input, series| {
+    // The metric name stays for the function's own notes ("might not be a counter").
+    let keep_label_and_name =
+        keep_label.map(|keep_label| move |name: &str| name == oxeye_model::METRIC_NAME_LABEL || keep_label(name));
+    let keep_label_and_name = keep_label_and_name.as_ref().map(|keep| keep as &dyn Fn(&str) -> bool);
+    evaluator.for_each_range_series(matrix, grid, keep_label_and_name, &mut |evaluator, input, series| {
         visit_raw(evaluator, input, series).map_err(|error| {
             failure = Some(error);
         })
