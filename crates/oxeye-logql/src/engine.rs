@@ -10,7 +10,7 @@ use oxeye_model::storage::{ErrorKind, StorageError};
 use oxeye_model::{Labels, MatchOp, Matcher};
 
 use crate::pipeline::{
-    ERROR_DETAILS_LABEL, ERROR_LABEL, LineFilters, ParserHints, Pipeline, convert, sanitize_label_name,
+    ERROR_DETAILS_LABEL, ERROR_LABEL, LineFilters, ParserHints, Pipeline, convert, sanitized_label_name,
 };
 use crate::syntax::{
     BinaryOp, Expr, Grouping, LineFilterOp, LogExpr, LogRange, MetricExpr, NumberKind, ParseError, RangeOp, Stage,
@@ -255,7 +255,7 @@ impl Engine {
         };
         let mut visitor = NewestOrOldest {
             line_filters: &line_filters,
-            pipeline: &pipeline,
+            pipeline,
             limit,
             direction,
             sequence: 0,
@@ -346,6 +346,7 @@ impl Engine {
         let hints = ParserHints::for_grouping(grouping, &range.log.pipeline, range.unwrap.as_ref());
         let pipeline = Pipeline::with_hints(range.log.pipeline.get(covered..).unwrap_or_default(), hints)
             .map_err(QueryError::Invalid)?;
+        let pipeline_is_empty = pipeline.is_empty();
         let post_filters = match &range.unwrap {
             Some(unwrap) if !unwrap.post_filters.is_empty() => Some(
                 Pipeline::new(&unwrap.post_filters.iter().cloned().map(Stage::LabelFilter).collect::<Vec<_>>())
@@ -364,8 +365,9 @@ impl Engine {
             range,
             grouping,
             line_filters: &line_filters,
-            pipeline: &pipeline,
-            post_filters: post_filters.as_ref(),
+            pipeline,
+            pipeline_is_empty,
+            post_filters,
             series: Vec::new(),
             series_index: HashMap::new(),
             group_index: HashMap::new(),
@@ -481,7 +483,7 @@ impl Ord for KeptEntry {
 /// store's batch order this stops a `direction=backward&limit=100` query after the newest chunks.
 struct NewestOrOldest<'a> {
     line_filters: &'a LineFilters,
-    pipeline: &'a Pipeline,
+    pipeline: Pipeline,
     limit: usize,
     direction: Direction,
     sequence: u64,
@@ -539,8 +541,10 @@ struct SampleExtractor<'a> {
     range: &'a LogRange,
     grouping: Option<&'a Grouping>,
     line_filters: &'a LineFilters,
-    pipeline: &'a Pipeline,
-    post_filters: Option<&'a Pipeline>,
+    pipeline: Pipeline,
+    /// The pipeline has no stage (the entry goes through unchanged).
+    pipeline_is_empty: bool,
+    post_filters: Option<Pipeline>,
     series: Vec<(Labels, Vec<(i64, f64)>)>,
     series_index: HashMap<Labels, usize>,
     /// Grouped by name: the series of each group key ([`Pipeline::process_grouped_key`]) seen so far.
@@ -594,10 +598,10 @@ impl LogVisitor for SampleExtractor<'_> {
                 Some(Grouping { without: false, labels }) => entry
                     .structured_metadata
                     .iter()
-                    .any(|label| labels.iter().any(|name| *name == sanitize_label_name(label.name))),
+                    .any(|label| labels.iter().any(|name| *name == sanitized_label_name(label.name))),
                 _ => true,
             };
-        if self.pipeline.is_empty() && self.range.unwrap.is_none() && !metadata_kept {
+        if self.pipeline_is_empty && self.range.unwrap.is_none() && !metadata_kept {
             let value = line_value(entry.line);
             let index = match &self.last_stream {
                 Some((labels, index)) if labels == stream => *index,
@@ -675,7 +679,7 @@ impl LogVisitor for SampleExtractor<'_> {
                     }
                 };
                 let mut labels = builder.build();
-                if let Some(post) = self.post_filters {
+                if let Some(post) = &mut self.post_filters {
                     let probe = oxeye_model::logs::LogEntry::new(entry.timestamp_ns, processed.line);
                     match post.process(&labels, &probe) {
                         Some(kept) => labels = kept.labels,

@@ -150,13 +150,14 @@ impl CompiledLabelFilter {
                 matcher.matches(state.get(name).unwrap_or("")) != *negated
             }
             CompiledLabelFilter::Number { name, op, value, kind } => {
-                let Some(text) = state.get(name).map(str::to_string) else {
+                let Some(text) = state.get(name) else {
                     return false;
                 };
-                match convert(&text, *kind) {
+                match convert(text, *kind) {
                     Some(number) => op.compare(number, *value),
                     None => {
-                        state.set_error("LabelFilterErr", &format!("cannot convert {text:?} of label {name}"));
+                        let details = format!("cannot convert {text:?} of label {name}");
+                        state.set_error("LabelFilterErr", &details);
                         true
                     }
                 }
@@ -308,14 +309,7 @@ impl ParserHints {
                 label_filter_names(filter, &mut names);
             }
         }
-        // A parsed label colliding with a stream label is renamed `<name>_extracted` after the hint is
-        // consulted, so a query naming `x_extracted` needs `x` extracted.
-        let stripped: Vec<String> =
-            names.iter().filter_map(|name| name.strip_suffix("_extracted")).map(str::to_string).collect();
-        names.extend(stripped);
-        names.sort();
-        names.dedup();
-        ParserHints::Only(names)
+        ParserHints::Only(hinted_names(names))
     }
 
     fn wants(&self, name: &str) -> bool {
@@ -346,64 +340,146 @@ fn label_filter_names(filter: &LabelFilter, names: &mut Vec<String>) {
     }
 }
 
-/// A compiled pipeline, reusable across entries.
+/// A compiled pipeline, reusable across entries: it keeps its per-entry buffers (added labels, the JSON
+/// scanner's field path) from one entry to the next, so processing an entry allocates only what it returns.
 pub struct Pipeline {
     stages: Vec<CompiledStage>,
     hints: ParserHints,
+    /// Whether a parser may stop reading a line once every hinted label is found (as Loki's json parser
+    /// does); off for a [`Pipeline::prefilter`], which must see parse errors anywhere in the line.
+    stop_early: bool,
+    /// The leading parsers and label filters compiled to extract only the labels those filters read: an
+    /// entry it drops is dropped without extracting every label (see [`Pipeline::with_hints`]).
+    prefilter: Option<Box<Pipeline>>,
+    prefilter_counts: PrefilterCounts,
+    scratch: EntryScratch,
+}
+
+/// Buffers reused from entry to entry.
+#[derive(Default)]
+struct EntryScratch {
+    added: AddedLabels,
+    removed: Vec<String>,
+    /// The JSON scanner's current field path.
+    json_path: String,
+    /// A label name being sanitized.
+    label_name: String,
 }
 
 /// The per-entry labels, by origin: the stream's (borrowed), those added by metadata, parsers and
 /// formatters, and stream labels removed.
 struct EntryState<'a> {
     stream: &'a Labels,
-    added: AddedLabels,
-    removed: Vec<String>,
+    added: &'a mut AddedLabels,
+    removed: &'a mut Vec<String>,
     has_error: bool,
 }
 
-/// The labels stages added to an entry, sorted by name. A sorted vector rather than a `BTreeMap`: an entry
-/// carries a few dozen at most, and a tree allocates a node of several hundred bytes for every entry
-/// processed.
+/// One label a stage added to an entry.
 #[derive(Default)]
-struct AddedLabels(Vec<(String, String)>);
+struct AddedLabel {
+    name: String,
+    value: String,
+    /// Set while a parser that may fail halfway adds labels, so the failure can take them back.
+    pending: bool,
+}
+
+/// The labels stages added to an entry, sorted by name, in slots reused from entry to entry: a slot's
+/// strings keep their capacity, so an entry whose labels fit in what earlier entries left allocates
+/// nothing. A sorted vector rather than a map: an entry carries a few dozen labels at most.
+#[derive(Default)]
+struct AddedLabels {
+    /// The first `len` slots are in use, sorted by name; the rest are spare.
+    slots: Vec<AddedLabel>,
+    len: usize,
+}
 
 impl AddedLabels {
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    fn in_use(&self) -> &[AddedLabel] {
+        self.slots.get(..self.len).unwrap_or_default()
+    }
+
     fn position(&self, name: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(existing, _)| existing.as_str().cmp(name))
+        self.in_use().binary_search_by(|label| label.name.as_str().cmp(name))
     }
 
-    fn get(&self, name: &str) -> Option<&String> {
+    fn get(&self, name: &str) -> Option<&str> {
         let index = self.position(name).ok()?;
-        self.0.get(index).map(|(_, value)| value)
+        self.slots.get(index).map(|label| label.value.as_str())
     }
 
-    /// Adds the label unless one of that name is there already.
-    fn insert_if_absent(&mut self, name: String, value: String) {
-        if let Err(index) = self.position(&name) {
-            self.0.insert(index, (name, value));
+    /// Takes a spare slot into use at `index` (at most `len`), shifting the later ones up; its strings are
+    /// cleared and it is not pending.
+    fn claim(&mut self, index: usize) -> &mut AddedLabel {
+        debug_assert!(index <= self.len);
+        if self.len == self.slots.len() {
+            self.slots.push(AddedLabel::default());
         }
+        if let Some(moved) = self.slots.get_mut(index..=self.len) {
+            moved.rotate_right(1);
+        }
+        self.len += 1;
+        let slot = &mut self.slots[index];
+        slot.name.clear();
+        slot.value.clear();
+        slot.pending = false;
+        slot
+    }
+
+    /// A new slot named `name` (already checked absent at `index`) for the caller to fill in the value.
+    fn claim_named(&mut self, index: usize, name: &str) -> &mut AddedLabel {
+        let slot = self.claim(index);
+        slot.name.push_str(name);
+        slot
     }
 
     /// Adds the label, replacing the value of one of that name.
-    fn insert(&mut self, name: String, value: String) {
-        match self.position(&name) {
-            Ok(index) => self.0[index].1 = value,
-            Err(index) => self.0.insert(index, (name, value)),
+    fn insert(&mut self, name: &str, value: &str) {
+        match self.position(name) {
+            Ok(index) => {
+                let slot = &mut self.slots[index];
+                slot.value.clear();
+                slot.value.push_str(value);
+            }
+            Err(index) => self.claim_named(index, name).value.push_str(value),
         }
     }
 
     fn remove(&mut self, name: &str) {
         if let Ok(index) = self.position(name) {
-            self.0.remove(index);
+            if let Some(moved) = self.slots.get_mut(index..self.len) {
+                moved.rotate_left(1);
+            }
+            self.len -= 1;
         }
     }
 
+    /// Keeps the pending labels (they stay, no longer pending) or takes them out, keeping the order of
+    /// the others.
+    fn settle_pending(&mut self, keep: bool) {
+        let mut kept = 0;
+        for index in 0..self.len {
+            let slot = &mut self.slots[index];
+            if slot.pending && !keep {
+                continue;
+            }
+            slot.pending = false;
+            self.slots.swap(kept, index);
+            kept += 1;
+        }
+        self.len = kept;
+    }
+
     fn len(&self) -> usize {
-        self.0.len()
+        self.len
     }
 
     fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
-        self.0.iter().map(|(name, value)| (name, value))
+        self.in_use().iter().map(|label| (&label.name, &label.value))
     }
 }
 
@@ -423,30 +499,41 @@ impl EntryState<'_> {
     }
 
     /// Adds a parsed label, renaming it on collision with a stream label.
-    fn add_parsed(&mut self, name: String, value: String) {
-        let name = sanitize_label_name(&name);
-        if name.is_empty() {
-            return;
-        }
-        let name = if self.is_stream_label(&name) { format!("{name}_extracted") } else { name };
-        self.added.insert_if_absent(name, value);
+    fn add_parsed(&mut self, name: &str, value: &str) {
+        let name = sanitized_label_name(name);
+        self.add_sanitized(&name, value);
     }
 
     /// Adds a parsed label whose name is already sanitized, unless one of that name was parsed before.
-    fn add_sanitized(&mut self, name: String, value: String) {
-        if name.is_empty() {
-            return;
-        }
-        if self.is_stream_label(&name) {
-            self.added.insert_if_absent(format!("{name}_extracted"), value);
-        } else {
-            self.added.insert_if_absent(name, value);
+    fn add_sanitized(&mut self, name: &str, value: &str) {
+        if let Some(slot) = self.claim_parsed(name) {
+            slot.value.push_str(value);
         }
     }
 
-    fn set(&mut self, name: &str, value: String) {
+    /// The slot for a parsed label whose name is already sanitized (`<name>_extracted` on collision with a
+    /// stream label), for the caller to write its value into; `None` when the name is empty or a label of
+    /// that name was parsed before (the first wins).
+    fn claim_parsed(&mut self, name: &str) -> Option<&mut AddedLabel> {
+        if name.is_empty() {
+            return None;
+        }
+        if self.is_stream_label(name) {
+            let mut renamed = String::with_capacity(name.len() + 10);
+            renamed.push_str(name);
+            renamed.push_str("_extracted");
+            let index = self.added.position(&renamed).err()?;
+            let slot = self.added.claim(index);
+            std::mem::swap(&mut slot.name, &mut renamed);
+            return Some(slot);
+        }
+        let index = self.added.position(name).err()?;
+        Some(self.added.claim_named(index, name))
+    }
+
+    fn set(&mut self, name: &str, value: &str) {
         self.removed.retain(|removed| removed != name);
-        self.added.insert(name.to_string(), value);
+        self.added.insert(name, value);
     }
 
     fn delete(&mut self, name: &str) {
@@ -461,8 +548,8 @@ impl EntryState<'_> {
             return;
         }
         self.has_error = true;
-        self.added.insert(ERROR_LABEL.to_string(), kind.to_string());
-        self.added.insert(ERROR_DETAILS_LABEL.to_string(), details.to_string());
+        self.added.insert(ERROR_LABEL, kind);
+        self.added.insert(ERROR_DETAILS_LABEL, details);
     }
 
     fn all(&self) -> Vec<(String, String)> {
@@ -510,10 +597,14 @@ pub fn sanitize_label_name(name: &str) -> String {
 }
 
 /// [`sanitize_label_name`], borrowing names that are already valid.
-fn sanitized_label_name(name: &str) -> Cow<'_, str> {
-    let valid = !name.starts_with(|character: char| character.is_ascii_digit())
-        && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_');
-    if valid { Cow::Borrowed(name) } else { Cow::Owned(sanitize_label_name(name)) }
+pub fn sanitized_label_name(name: &str) -> Cow<'_, str> {
+    if is_valid_label_name(name) { Cow::Borrowed(name) } else { Cow::Owned(sanitize_label_name(name)) }
+}
+
+/// True when [`sanitize_label_name`] leaves `name` as it is.
+fn is_valid_label_name(name: &str) -> bool {
+    !name.starts_with(|character: char| character.is_ascii_digit())
+        && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
 }
 
 /// [`sanitize_label_name`] into a reused buffer (cleared first).
@@ -552,6 +643,16 @@ impl Pipeline {
     /// # Errors
     /// As [`Pipeline::new`].
     pub fn with_hints(stages: &[Stage], hints: ParserHints) -> Result<Pipeline, String> {
+        let mut pipeline = Pipeline::compile(stages, hints, true)?;
+        if pipeline.hints.is_all()
+            && let Some((prefix, names)) = prefilter_stages(stages)
+        {
+            pipeline.prefilter = Some(Box::new(Pipeline::compile(prefix, ParserHints::Only(names), false)?));
+        }
+        Ok(pipeline)
+    }
+
+    fn compile(stages: &[Stage], hints: ParserHints, stop_early: bool) -> Result<Pipeline, String> {
         let mut compiled = Vec::with_capacity(stages.len());
         for stage in stages {
             compiled.push(match stage {
@@ -589,7 +690,14 @@ impl Pipeline {
                 }
             });
         }
-        Ok(Pipeline { stages: compiled, hints })
+        Ok(Pipeline {
+            stages: compiled,
+            hints,
+            stop_early,
+            prefilter: None,
+            prefilter_counts: PrefilterCounts::default(),
+            scratch: EntryScratch::default(),
+        })
     }
 
     /// True when the pipeline has no stage that can change labels (line filters only), so results keep
@@ -605,7 +713,7 @@ impl Pipeline {
 
     /// Runs the pipeline; `None` when a filter drops the entry. `extra_labels` (structured metadata) are
     /// visible to the stages and kept in the result.
-    pub fn process(&self, stream_labels: &Labels, entry: &LogEntry) -> Option<ProcessedEntry> {
+    pub fn process(&mut self, stream_labels: &Labels, entry: &LogEntry) -> Option<ProcessedEntry> {
         let metadata: Vec<oxeye_model::LabelRef<'_>> = entry
             .structured_metadata
             .iter()
@@ -618,7 +726,7 @@ impl Pipeline {
     }
 
     /// [`Pipeline::process`] on a borrowed entry: the line is copied only when a stage rewrites it.
-    pub fn process_ref(&self, stream_labels: &Labels, entry: LogEntryRef<'_>) -> Option<ProcessedEntry> {
+    pub fn process_ref(&mut self, stream_labels: &Labels, entry: LogEntryRef<'_>) -> Option<ProcessedEntry> {
         let (line, state) = self.run(stream_labels, entry)?;
         Some(ProcessedEntry { line: line.into_owned(), labels: state.labels() })
     }
@@ -631,7 +739,7 @@ impl Pipeline {
     /// # Errors
     /// The entry's full labels when they carry `__error__`.
     pub fn process_grouped(
-        &self,
+        &mut self,
         stream_labels: &Labels,
         entry: LogEntryRef<'_>,
         names: &[String],
@@ -661,7 +769,7 @@ impl Pipeline {
     /// # Errors
     /// The entry's full labels when they carry `__error__`.
     pub fn process_grouped_key(
-        &self,
+        &mut self,
         stream_labels: &Labels,
         entry: LogEntryRef<'_>,
         names: &[String],
@@ -680,18 +788,30 @@ impl Pipeline {
         Some(Ok(line.len()))
     }
 
-    fn run<'a>(&self, stream_labels: &'a Labels, entry: LogEntryRef<'a>) -> Option<(Cow<'a, str>, EntryState<'a>)> {
+    /// Runs the pipeline on one entry: `None` when a stage drops it, else the line (borrowed until a stage
+    /// rewrites it) and the entry's labels, in buffers reused by the next entry.
+    fn run<'a>(
+        &'a mut self,
+        stream_labels: &'a Labels,
+        entry: LogEntryRef<'a>,
+    ) -> Option<(Cow<'a, str>, EntryState<'a>)> {
+        if !self.prefilter_keeps(stream_labels, entry) {
+            return None;
+        }
+        let Pipeline { stages, hints, stop_early, scratch, .. } = self;
+        let EntryScratch { added, removed, json_path, label_name } = scratch;
+        added.clear();
+        removed.clear();
+        let mut state = EntryState { stream: stream_labels, added, removed, has_error: false };
         let mut line: Cow<'a, str> = Cow::Borrowed(entry.line);
-        let mut state =
-            EntryState { stream: stream_labels, added: AddedLabels::default(), removed: Vec::new(), has_error: false };
         for label in entry.structured_metadata {
             let name = sanitized_label_name(label.name);
-            if self.hints.wants(&name) && !state.is_stream_label(&name) {
-                state.added.insert(name.into_owned(), label.value.to_string());
+            if hints.wants(&name) && !state.is_stream_label(&name) {
+                state.added.insert(&name, label.value);
             }
         }
-        let run_parsers = !self.hints.wants_none();
-        for stage in &self.stages {
+        let run_parsers = !hints.wants_none();
+        for stage in stages.iter() {
             match stage {
                 CompiledStage::LineFilter(filter) => {
                     if !filter.keeps(&line) {
@@ -704,17 +824,21 @@ impl Pipeline {
                 | CompiledStage::Pattern(_)
                 | CompiledStage::Unpack
                     if !run_parsers => {}
-                CompiledStage::Json(params) => parse_json(&line, &mut state, params, &self.hints),
+                CompiledStage::Json(params) => {
+                    let buffers = JsonBuffers { path: json_path, label_name };
+                    parse_json(&line, &mut state, params, hints, *stop_early, buffers);
+                }
                 CompiledStage::Logfmt { strict, keep_empty, params } => {
-                    parse_logfmt(&line, &mut state, *strict, *keep_empty, params, &self.hints)
+                    let options = LogfmtOptions { strict: *strict, keep_empty: *keep_empty, params };
+                    parse_logfmt(&line, &mut state, &options, hints, label_name);
                 }
                 CompiledStage::Regexp(regex) => {
                     if let Some(captures) = regex.captures(&line) {
                         for name in regex.capture_names().flatten() {
                             if let Some(value) = captures.name(name)
-                                && self.hints.wants(name)
+                                && hints.wants(name)
                             {
-                                state.add_parsed(name.to_string(), value.as_str().to_string());
+                                state.add_parsed(name, value.as_str());
                             }
                         }
                     }
@@ -722,14 +846,14 @@ impl Pipeline {
                 CompiledStage::Pattern(pattern) => {
                     if let Some(captures) = pattern.captures(&line) {
                         for (name, value) in captures {
-                            if self.hints.wants(name) {
-                                state.add_parsed(name.to_string(), value.to_string());
+                            if hints.wants(name) {
+                                state.add_parsed(name, value);
                             }
                         }
                     }
                 }
                 CompiledStage::Unpack => {
-                    if let Some(unpacked) = unpack(&line, &mut state, &self.hints) {
+                    if let Some(unpacked) = unpack(&line, &mut state, hints) {
                         line = Cow::Owned(unpacked);
                     }
                 }
@@ -753,13 +877,13 @@ impl Pipeline {
                             Err(source) if !source.is_empty() => {
                                 let value = state.get(source).unwrap_or("").to_string();
                                 state.delete(source);
-                                state.set(destination, value);
+                                state.set(destination, &value);
                             }
                             Ok(template) => {
                                 let context =
                                     TemplateContext { labels: &labels, line: &line, timestamp_ns: entry.timestamp_ns };
                                 match template.render(&context) {
-                                    Ok(value) => state.set(destination, value),
+                                    Ok(value) => state.set(destination, &value),
                                     Err(message) => state.set_error("TemplateFormatErr", &message),
                                 }
                             }
@@ -798,47 +922,154 @@ impl Pipeline {
         }
         Some((line, state))
     }
+
+    /// Runs the prefilter, if any, on the entry: false when it drops the entry. A prefilter that keeps most
+    /// entries only doubles the parsing of what it keeps, so after [`PrefilterCounts::TRIAL`] entries one
+    /// keeping more than half of them is switched off.
+    fn prefilter_keeps(&mut self, stream_labels: &Labels, entry: LogEntryRef<'_>) -> bool {
+        let Some(prefilter) = &mut self.prefilter else { return true };
+        let kept = prefilter.run(stream_labels, entry).is_some();
+        let counts = &mut self.prefilter_counts;
+        counts.seen += 1;
+        counts.kept += u64::from(kept);
+        if counts.seen == PrefilterCounts::TRIAL && counts.kept * 2 > counts.seen {
+            self.prefilter = None;
+        }
+        kept
+    }
 }
 
-fn parse_json(line: &str, state: &mut EntryState<'_>, params: &[(String, Vec<PathPart>)], hints: &ParserHints) {
+/// How many entries a pipeline's prefilter saw and kept.
+#[derive(Debug, Default, Clone, Copy)]
+struct PrefilterCounts {
+    seen: u64,
+    kept: u64,
+}
+
+impl PrefilterCounts {
+    /// Entries after which a prefilter that kept most of them is switched off.
+    const TRIAL: u64 = 4096;
+}
+
+/// The stages a prefilter runs for a pipeline extracting every label, and the labels it extracts: the
+/// leading line filters, parsers and label filters, up to the last such label filter reading a label other
+/// than `__error__`, when a parser comes before it. Such a prefix only adds labels (first wins) and drops
+/// entries, and its filters read only the labels named, so extracting just those labels (the whole line
+/// still read, so parse errors are seen) drops exactly the entries the full pipeline drops there.
+fn prefilter_stages(stages: &[Stage]) -> Option<(&[Stage], Vec<String>)> {
+    let mut parser_seen = false;
+    let mut end = None;
+    let mut names = Vec::new();
+    for (index, stage) in stages.iter().enumerate() {
+        match stage {
+            Stage::LineFilter(_) => {}
+            Stage::Parser(ParserStage::Json(_) | ParserStage::Logfmt { .. })
+            | Stage::Parser(ParserStage::Regexp(_) | ParserStage::Pattern(_)) => parser_seen = true,
+            Stage::LabelFilter(filter) => {
+                let before = names.len();
+                label_filter_names(filter, &mut names);
+                let reads_fields = names
+                    .get(before..)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|name| name != ERROR_LABEL && name != ERROR_DETAILS_LABEL);
+                if parser_seen && reads_fields {
+                    end = Some(index + 1);
+                }
+            }
+            Stage::Parser(ParserStage::Unpack)
+            | Stage::LineFormat(_)
+            | Stage::LabelFormat(_)
+            | Stage::Drop(_)
+            | Stage::Keep(_)
+            | Stage::Decolorize => break,
+        }
+    }
+    let prefix = stages.get(..end?)?;
+    Some((prefix, hinted_names(names)))
+}
+
+/// Label names to extract for a hint: `names`, plus `x` for each `x_extracted` (a parsed label colliding
+/// with a stream label is renamed after the hint is consulted), sorted and deduplicated.
+fn hinted_names(mut names: Vec<String>) -> Vec<String> {
+    let stripped: Vec<String> =
+        names.iter().filter_map(|name| name.strip_suffix("_extracted")).map(str::to_string).collect();
+    names.extend(stripped);
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The JSON parser's reused buffers.
+struct JsonBuffers<'a> {
+    path: &'a mut String,
+    label_name: &'a mut String,
+}
+
+/// `| logfmt` flags and `label="key"` parameters.
+struct LogfmtOptions<'a> {
+    strict: bool,
+    keep_empty: bool,
+    params: &'a [(String, String)],
+}
+
+fn parse_json(
+    line: &str,
+    state: &mut EntryState<'_>,
+    params: &[(String, Vec<PathPart>)],
+    hints: &ParserHints,
+    stop_early: bool,
+    buffers: JsonBuffers<'_>,
+) {
     if !params.is_empty() {
         parse_json_expressions(line, state, params);
         return;
     }
-    // Early stop once every hinted label is found (at most 64 names tracked), as Loki's json parser does.
+    // Stop early once every hinted label is found (at most 64 names tracked), as Loki's json parser does.
     let (mut missing, hinted) = match hints {
         ParserHints::Only(names) if names.len() <= 64 => (u64::MAX >> (64 - names.len().max(1)), Some(names)),
         _ => (u64::MAX, None),
     };
-    let mut label_name = String::new();
-    let mut parsed: Vec<(String, String)> = Vec::new();
-    let outcome = visit_fields(line, &mut |name, value: JsonScalar<'_>| {
-        if let Some(names) = hinted {
-            // Most keys are valid label names already: match them before sanitizing anything.
-            let index = match names.iter().position(|wanted| wanted == name) {
-                Some(index) => Some(index),
-                None if matches!(sanitized_label_name(name), Cow::Borrowed(_)) => None,
-                None => {
-                    sanitize_label_name_into(name, &mut label_name);
-                    names.iter().position(|wanted| *wanted == label_name)
-                }
-            };
-            let Some(index) = index else { return ControlFlow::Continue(()) };
-            missing &= !(1u64 << index);
+    let JsonBuffers { path, label_name } = buffers;
+    // Labels go straight into the entry's slots, marked pending until the whole line is known to parse.
+    let outcome = visit_fields(line, path, &mut |name, value: JsonScalar<'_>| {
+        let sanitized: &str = match hinted {
+            Some(names) => {
+                // Most keys are valid label names already: match them before sanitizing anything.
+                let index = match names.iter().position(|wanted| wanted == name) {
+                    Some(index) => index,
+                    None if is_valid_label_name(name) => return ControlFlow::Continue(()),
+                    None => {
+                        sanitize_label_name_into(name, label_name);
+                        let Some(index) = names.iter().position(|wanted| wanted == label_name) else {
+                            return ControlFlow::Continue(());
+                        };
+                        index
+                    }
+                };
+                missing &= !(1u64 << index);
+                names.get(index).map_or("", String::as_str)
+            }
+            None if is_valid_label_name(name) => name,
+            None => {
+                sanitize_label_name_into(name, label_name);
+                label_name
+            }
+        };
+        if !matches!(value, JsonScalar::Null)
+            && let Some(slot) = state.claim_parsed(sanitized)
+        {
+            slot.pending = true;
+            value.write_label_value(&mut slot.value);
         }
-        sanitize_label_name_into(name, &mut label_name);
-        if let Some(value) = value.to_label_value() {
-            parsed.push((label_name.clone(), value));
-        }
-        if missing == 0 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        if stop_early && missing == 0 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
     });
     match outcome {
-        Ok(()) => {
-            for (name, value) in parsed {
-                state.add_sanitized(name, value);
-            }
+        Ok(()) => state.added.settle_pending(true),
+        Err(error) => {
+            state.added.settle_pending(false);
+            state.set_error("JSONParserErr", &error.to_string());
         }
-        Err(error) => state.set_error("JSONParserErr", &error.to_string()),
     }
 }
 
@@ -875,7 +1106,7 @@ fn parse_json_expressions(line: &str, state: &mut EntryState<'_>, params: &[(Str
             };
         }
         let value = current.and_then(json_scalar).unwrap_or_default();
-        state.add_parsed(label.clone(), value);
+        state.add_parsed(label, &value);
     }
 }
 
@@ -898,9 +1129,9 @@ fn unpack(line: &str, state: &mut EntryState<'_>, hints: &ParserHints) -> Option
             continue;
         }
         if let serde_json::Value::String(text) = value
-            && hints.wants(&sanitize_label_name(&key))
+            && hints.wants(&sanitized_label_name(&key))
         {
-            state.add_parsed(key, text);
+            state.add_parsed(&key, &text);
         }
     }
     unpacked_line
@@ -912,7 +1143,7 @@ fn unpack(line: &str, state: &mut EntryState<'_>, hints: &ParserHints) -> Option
 /// neither finds a field. Names are sanitized label names; values as the parser extracts them.
 pub fn detect_line_fields(line: &str) -> Option<(&'static str, Vec<(String, String)>)> {
     let mut json_fields: Vec<(String, String)> = Vec::new();
-    let json = visit_fields(line, &mut |name, value: JsonScalar<'_>| {
+    let json = visit_fields(line, &mut String::new(), &mut |name, value: JsonScalar<'_>| {
         if let Some(value) = value.to_label_value() {
             json_fields.push((sanitize_label_name(name), value));
         }
@@ -935,6 +1166,16 @@ pub fn detect_line_fields(line: &str) -> Option<(&'static str, Vec<(String, Stri
 /// escapes. `Err` carries the `__error_details__` text for strict parsing.
 fn logfmt_pairs(line: &str, strict: bool) -> Result<Vec<(&str, Cow<'_, str>)>, String> {
     let mut pairs = Vec::new();
+    visit_logfmt_pairs(line, strict, &mut |key, value| pairs.push((key, value)))?;
+    Ok(pairs)
+}
+
+/// Calls `visit(key, value)` for each logfmt pair of `line` in order, as [`logfmt_pairs`] lists them.
+fn visit_logfmt_pairs<'a>(
+    line: &'a str,
+    strict: bool,
+    visit: &mut dyn FnMut(&'a str, Cow<'a, str>),
+) -> Result<(), String> {
     let bytes = line.as_bytes();
     let mut position = 0;
     while position < bytes.len() {
@@ -965,7 +1206,7 @@ fn logfmt_pairs(line: &str, strict: bool) -> Result<Vec<(&str, Cow<'_, str>)>, S
         }
         if position >= bytes.len() || bytes[position] != b'=' {
             // A bare key: present with an empty value.
-            pairs.push((key, Cow::Borrowed("")));
+            visit(key, Cow::Borrowed(""));
             continue;
         }
         position += 1;
@@ -975,7 +1216,7 @@ fn logfmt_pairs(line: &str, strict: bool) -> Result<Vec<(&str, Cow<'_, str>)>, S
             let closing = memchr::memchr2(b'"', b'\\', &bytes[position..]);
             if let Some(offset) = closing.filter(|offset| bytes[position + offset] == b'"') {
                 // No escape before the closing quote: borrow.
-                pairs.push((key, Cow::Borrowed(&line[value_start..position + offset])));
+                visit(key, Cow::Borrowed(&line[value_start..position + offset]));
                 position += offset + 1;
                 continue;
             }
@@ -1003,49 +1244,56 @@ fn logfmt_pairs(line: &str, strict: bool) -> Result<Vec<(&str, Cow<'_, str>)>, S
             if !closed && strict {
                 return Err("logfmt syntax error: unterminated quoted value".to_string());
             }
-            pairs.push((key, Cow::Owned(value)));
+            visit(key, Cow::Owned(value));
         } else {
             let value_start = position;
             while position < bytes.len() && !bytes[position].is_ascii_whitespace() {
                 position += 1;
             }
-            pairs.push((key, Cow::Borrowed(&line[value_start..position])));
+            visit(key, Cow::Borrowed(&line[value_start..position]));
         }
     }
-    Ok(pairs)
+    Ok(())
 }
 
 fn parse_logfmt(
     line: &str,
     state: &mut EntryState<'_>,
-    strict: bool,
-    keep_empty: bool,
-    params: &[(String, String)],
+    options: &LogfmtOptions<'_>,
     hints: &ParserHints,
+    label_name: &mut String,
 ) {
-    let pairs = match logfmt_pairs(line, strict) {
-        Ok(pairs) => pairs,
-        Err(details) => {
-            state.set_error("LogfmtParserErr", &details);
-            return;
-        }
-    };
-    if params.is_empty() {
-        let mut label_name = String::new();
-        for (key, value) in pairs {
-            if value.is_empty() && !keep_empty {
-                continue;
+    if !options.params.is_empty() {
+        match logfmt_pairs(line, options.strict) {
+            Ok(pairs) => {
+                for (label, key) in options.params {
+                    if let Some((_, value)) = pairs.iter().find(|(found, _)| found == key) {
+                        state.add_parsed(label, value);
+                    }
+                }
             }
-            sanitize_label_name_into(key, &mut label_name);
-            if hints.is_all() || hints.wants(&label_name) {
-                state.add_sanitized(label_name.clone(), value.into_owned());
-            }
+            Err(details) => state.set_error("LogfmtParserErr", &details),
         }
         return;
     }
-    for (label, key) in params {
-        if let Some((_, value)) = pairs.iter().find(|(found, _)| found == key) {
-            state.add_parsed(label.clone(), value.to_string());
+    // Pairs go straight into the entry's slots, pending until a strict parse is known to succeed.
+    let outcome = visit_logfmt_pairs(line, options.strict, &mut |key, value| {
+        if value.is_empty() && !options.keep_empty {
+            return;
+        }
+        sanitize_label_name_into(key, label_name);
+        if hints.wants(label_name)
+            && let Some(slot) = state.claim_parsed(label_name)
+        {
+            slot.pending = true;
+            slot.value.push_str(&value);
+        }
+    });
+    match outcome {
+        Ok(()) => state.added.settle_pending(true),
+        Err(details) => {
+            state.added.settle_pending(false);
+            state.set_error("LogfmtParserErr", &details);
         }
     }
 }
@@ -1057,7 +1305,7 @@ mod tests {
 
     fn run(query: &str, line: &str) -> Option<ProcessedEntry> {
         let Expr::Log(log) = parse_expr(query).unwrap() else { panic!("not a log query") };
-        let pipeline = Pipeline::new(&log.pipeline).unwrap();
+        let mut pipeline = Pipeline::new(&log.pipeline).unwrap();
         pipeline
             .process(&Labels::from_pairs([("service_name", "boxoffice"), ("level", "info")]), &LogEntry::new(1, line))
     }
@@ -1102,7 +1350,7 @@ mod tests {
         };
         let names = vec!["path".to_string(), "level".to_string(), "path".to_string()];
         let hints = ParserHints::Only(vec!["path".to_string(), "level".to_string()]);
-        let pipeline = Pipeline::with_hints(&stages, hints).unwrap();
+        let mut pipeline = Pipeline::with_hints(&stages, hints).unwrap();
         let stream = Labels::from_pairs([("service_name", "boxoffice")]);
         let lines = [
             r#"{"level":"error","path":"/x"}"#,
@@ -1141,7 +1389,7 @@ mod tests {
             &range.log.pipeline,
             range.unwrap.as_ref(),
         );
-        let pipeline = Pipeline::with_hints(&range.log.pipeline, hints).unwrap();
+        let mut pipeline = Pipeline::with_hints(&range.log.pipeline, hints).unwrap();
         let mut entry = LogEntry::new(1, line);
         entry.structured_metadata.push(oxeye_model::Label { name: "trace_id".into(), value: "abc".into() });
         pipeline.process(&Labels::from_pairs([("service_name", "boxoffice"), ("level", "info")]), &entry)
@@ -1167,6 +1415,83 @@ mod tests {
         let formatted =
             run_hinted(r#"sum by (x) (count_over_time({a="b"} | json | line_format "{{.path}}" [1m]))"#, line).unwrap();
         assert_eq!((formatted.line.as_str(), formatted.labels.get("user_id")), ("/x", Some("7")));
+    }
+
+    #[test]
+    fn prefilters_drop_exactly_what_the_full_pipeline_drops() {
+        let queries = [
+            r#"{a="b"} | json | status >= 500"#,
+            r#"{a="b"} | json | status >= 500 or path = "/x""#,
+            r#"{a="b"} |= "a" | json | level_extracted = "error" | line_format "{{.path}}""#,
+            r#"{a="b"} | json | user_id != "7""#,
+            r#"{a="b"} | json | status > 1s"#,
+            r#"{a="b"} | logfmt | status >= 500 | __error__ = """#,
+            r#"{a="b"} | logfmt --strict | status >= 500"#,
+            r#"{a="b"} | json | trace_id = "abc" | drop path"#,
+            r#"{a="b"} | regexp "status=(?P<status>[0-9]+)" | status >= 500"#,
+        ];
+        let lines = [
+            r#"{"level":"error","status":503,"path":"/x","user_id":"7"}"#,
+            r#"{"level":"info","status":200,"path":"/y","user_id":"8","status":600}"#,
+            r#"{"status":"5xx"}"#,
+            r#"{"status":503, broken"#,
+            r#"{"status":503,"path":"/x"} trailing"#,
+            "status=503 path=/x",
+            "status=503 path=\"/x",
+            "not json at all",
+            "",
+        ];
+        let stream = Labels::from_pairs([("service_name", "boxoffice"), ("level", "info")]);
+        for query in queries {
+            let Expr::Log(log) = parse_expr(query).unwrap() else { panic!("not a log query") };
+            let mut with_prefilter = Pipeline::new(&log.pipeline).unwrap();
+            assert!(with_prefilter.prefilter.is_some(), "{query}");
+            let mut without = Pipeline::compile(&log.pipeline, ParserHints::All, true).unwrap();
+            for line in lines {
+                let mut entry = LogEntry::new(1, line);
+                entry.structured_metadata.push(oxeye_model::Label { name: "trace_id".into(), value: "abc".into() });
+                assert_eq!(
+                    with_prefilter.process(&stream, &entry),
+                    without.process(&stream, &entry),
+                    "{query} on {line:?}"
+                );
+            }
+        }
+        // Nothing for a prefilter to do without a parser before a filter reading a parsed label.
+        for query in
+            [r#"{a="b"} | json"#, r#"{a="b"} | json | __error__ = """#, r#"{a="b"} | line_format "x" | json | a = "b""#]
+        {
+            let Expr::Log(log) = parse_expr(query).unwrap() else { panic!("not a log query") };
+            assert!(Pipeline::new(&log.pipeline).unwrap().prefilter.is_none(), "{query}");
+        }
+    }
+
+    #[test]
+    fn a_prefilter_keeping_most_entries_is_switched_off() {
+        let Expr::Log(log) = parse_expr(r#"{a="b"} | json | status >= 200"#).unwrap() else {
+            panic!("not a log query")
+        };
+        let mut pipeline = Pipeline::new(&log.pipeline).unwrap();
+        let stream = Labels::from_pairs([("service_name", "boxoffice")]);
+        let entry = LogEntry::new(1, r#"{"status":200}"#);
+        for _ in 0..PrefilterCounts::TRIAL {
+            assert!(pipeline.process(&stream, &entry).is_some());
+        }
+        assert!(pipeline.prefilter.is_none());
+        assert_eq!(pipeline.process(&stream, &entry).unwrap().labels.get("status"), Some("200"));
+    }
+
+    #[test]
+    fn reused_label_slots_do_not_leak_between_entries() {
+        let Expr::Log(log) = parse_expr(r#"{a="b"} | json"#).unwrap() else { panic!("not a log query") };
+        let mut pipeline = Pipeline::new(&log.pipeline).unwrap();
+        let stream = Labels::from_pairs([("service_name", "boxoffice")]);
+        let first = pipeline.process(&stream, &LogEntry::new(1, r#"{"a":"long value","b":"x","c":"y"}"#)).unwrap();
+        assert_eq!(first.labels.len(), 4);
+        let second = pipeline.process(&stream, &LogEntry::new(2, r#"{"b":"z"}"#)).unwrap();
+        assert_eq!(second.labels, Labels::from_pairs([("service_name", "boxoffice"), ("b", "z")]));
+        let broken = pipeline.process(&stream, &LogEntry::new(3, r#"{"a":"1","b":2,"#)).unwrap();
+        assert_eq!((broken.labels.get("a"), broken.labels.get(ERROR_LABEL)), (None, Some("JSONParserErr")));
     }
 
     #[test]
