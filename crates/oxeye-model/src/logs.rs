@@ -237,6 +237,68 @@ pub trait LogReader: Send + Sync {
     /// # Errors
     /// [`StorageError::Io`].
     fn index_stats(&self, start_ns: i64, end_ns: i64, matchers: &[Matcher]) -> Result<LogIndexStats, StorageError>;
+
+    /// Bytes of log lines per time bucket for each matching stream with data in `[start_ns, end_ns)`, read
+    /// from chunk sizes without decoding chunks, as Loki's `index/volume` endpoints read its index.
+    /// `bucket_ends_ns` are the buckets' inclusive ends, ascending, the last at or past `end_ns - 1`; bucket
+    /// `i` covers `(bucket_ends_ns[i - 1], bucket_ends_ns[i]]` within the window. A chunk overlapping
+    /// several buckets is shared between them in proportion to the time it spans in each, as Loki prorates
+    /// chunk stats, so a chunk's bytes are counted once in all. Returns, per stream with bytes, its labels
+    /// and one byte count per bucket. The default implementation reads the entries through
+    /// [`LogReader::select`] and counts each line in its own bucket.
+    ///
+    /// # Errors
+    /// [`StorageError::Io`].
+    fn volume(
+        &self,
+        start_ns: i64,
+        end_ns: i64,
+        matchers: &[Matcher],
+        bucket_ends_ns: &[i64],
+    ) -> Result<Vec<(Labels, Vec<u64>)>, StorageError> {
+        let selection = LogSelection { start_ns, end_ns, matchers: matchers.to_vec(), line_contains: Vec::new() };
+        let mut volumes = Vec::new();
+        for stream in self.select(&selection)? {
+            let mut buckets = vec![0u64; bucket_ends_ns.len()];
+            for entry in &stream.entries {
+                let length = entry.line.len() as u64;
+                share_by_time(length, entry.timestamp_ns, entry.timestamp_ns, start_ns, bucket_ends_ns, &mut buckets);
+            }
+            if buckets.iter().any(|bytes| *bytes > 0) {
+                volumes.push((stream.labels, buckets));
+            }
+        }
+        Ok(volumes)
+    }
+}
+
+/// Shares `bytes` spread evenly over `[min_ns, max_ns]` (inclusive) among buckets with inclusive ends
+/// `bucket_ends_ns` (ascending, the first bucket starting at `start_ns`; see [`LogReader::volume`]), adding
+/// each bucket's share to `buckets` (one per end). Time outside the buckets takes its share away with it;
+/// shares are whole bytes handed out by cumulative time, so rounding never loses or adds a byte within the
+/// buckets. A span of one instant goes wholly to its bucket.
+pub fn share_by_time(bytes: u64, min_ns: i64, max_ns: i64, start_ns: i64, bucket_ends_ns: &[i64], buckets: &mut [u64]) {
+    // The bytes logged at or before `time_ns`.
+    let cumulative = |time_ns: i64| -> u64 {
+        if time_ns < min_ns {
+            0
+        } else if time_ns >= max_ns {
+            bytes
+        } else {
+            let elapsed = (time_ns - min_ns) as u128;
+            let span = (max_ns - min_ns) as u128;
+            (u128::from(bytes) * elapsed / span) as u64
+        }
+    };
+    let mut before = cumulative(start_ns.saturating_sub(1));
+    for (end_ns, bucket) in bucket_ends_ns.iter().zip(buckets.iter_mut()) {
+        let through = cumulative(*end_ns);
+        *bucket += through - before;
+        before = through;
+        if *end_ns >= max_ns {
+            return;
+        }
+    }
 }
 
 /// A log store: both ends.
@@ -247,6 +309,28 @@ impl<T: LogWriter + LogReader> LogStorage for T {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shares_by_time_add_up_and_leave_out_time_outside_the_buckets() {
+        let ends = [9, 19, 29];
+        let mut buckets = [0u64; 3];
+        // 1000 bytes over [5, 25]: 4 of its 20 ns up to the first end, 10 more to the second, 6 to the third.
+        share_by_time(1000, 5, 25, 0, &ends, &mut buckets);
+        assert_eq!(buckets, [200, 500, 300]);
+        // The span's time before the window start (up to -1: 9 of 20 ns) is not counted.
+        let mut clipped = [0u64; 3];
+        share_by_time(100, -10, 10, 0, &ends, &mut clipped);
+        assert_eq!(clipped, [50, 5, 0]);
+        // One instant goes wholly to its bucket; one after the last bucket to none.
+        let mut instants = [0u64; 3];
+        share_by_time(7, 19, 19, 0, &ends, &mut instants);
+        share_by_time(7, 30, 30, 0, &ends, &mut instants);
+        assert_eq!(instants, [0, 7, 0]);
+        // Odd sizes: no byte lost or added.
+        let mut odd = [0u64; 3];
+        share_by_time(1001, 0, 29, 0, &ends, &mut odd);
+        assert_eq!(odd.iter().sum::<u64>(), 1001);
+    }
 
     #[test]
     fn entry_metadata_lookup_and_rejected_total() {

@@ -352,59 +352,155 @@ async fn index_stats(State(state): State<Arc<ServerState>>, params: Params) -> R
     respond(result)
 }
 
-/// Bytes per group of the matching streams in `[start_ns, end_ns)`: grouped by `targetLabels` when given,
-/// else by the labels named in the selector, as Loki's volume endpoints.
-fn volumes(
-    storage: &dyn LogStorage,
-    params_matchers: &[Matcher],
-    target_labels: &[String],
-    start_ns: i64,
-    end_ns: i64,
-) -> Result<BTreeMap<Labels, u64>, LokiError> {
-    let group_names: Vec<String> = if target_labels.is_empty() {
-        params_matchers.iter().map(|matcher| matcher.name.clone()).collect()
-    } else {
-        target_labels.to_vec()
-    };
-    let mut totals: BTreeMap<Labels, u64> = BTreeMap::new();
-    for labels in storage.series(start_ns, end_ns, params_matchers)? {
-        let exact: Vec<Matcher> =
-            labels.iter().map(|label| Matcher::equal(label.name.clone(), label.value.clone())).collect();
-        let stats = storage.index_stats(start_ns, end_ns, &exact)?;
-        let group = Labels::from_pairs(
-            group_names.iter().filter_map(|name| labels.get(name).map(|value| (name.clone(), value.to_string()))),
-        );
-        *totals.entry(group).or_default() += stats.bytes;
-    }
-    Ok(totals)
+/// What Loki's volume endpoints sum bytes by (`aggregateBy`, `pkg/storage/stores/index/seriesvolume`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VolumeAggregation {
+    /// `series` (the default): per label set, reduced to `targetLabels`, else to the labels the selector
+    /// names, else (`{}`) the whole stream labels.
+    Series,
+    /// `labels`: per label name (each of `targetLabels`, else every name of the stream), reported as
+    /// `{<name>=""}`.
+    Labels,
 }
 
-fn volume_inputs(params: &Params) -> Result<(Vec<Matcher>, Vec<String>, usize), LokiError> {
-    let matchers = selector_matchers(params, "query")?;
-    let targets: Vec<String> = params
+/// One group of a volume answer.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum VolumeGroup {
+    /// A label set ([`VolumeAggregation::Series`]).
+    Series(Labels),
+    /// A label name ([`VolumeAggregation::Labels`]).
+    Label(String),
+}
+
+impl VolumeGroup {
+    /// The name Loki sorts groups by: the label set in selector form, or the label name.
+    fn name(&self) -> String {
+        match self {
+            VolumeGroup::Series(labels) => labels.to_string(),
+            VolumeGroup::Label(name) => name.clone(),
+        }
+    }
+
+    /// The group's `metric` as Loki prints it: the labels, or `{"<name>": ""}`.
+    fn metric_json(&self) -> Json {
+        match self {
+            VolumeGroup::Series(labels) => labels_json(labels),
+            VolumeGroup::Label(name) => json!({ name: "" }),
+        }
+    }
+}
+
+/// A volume request's inputs.
+struct VolumeRequest {
+    matchers: Vec<Matcher>,
+    target_labels: Vec<String>,
+    /// The most groups kept per bucket, largest first (Loki's default 100).
+    limit: usize,
+    aggregation: VolumeAggregation,
+}
+
+/// Loki's default number of volume groups (`seriesvolume.DefaultLimit`).
+const DEFAULT_VOLUME_LIMIT: usize = 100;
+
+fn volume_request(params: &Params) -> Result<VolumeRequest, LokiError> {
+    let query = params.get("query").unwrap_or("{}");
+    // Loki's match-any selector `{}` reads every stream.
+    let mut matchers = if query.trim() == "{}" { Vec::new() } else { oxeye_logql::engine::parse_selector(query)? };
+    let target_labels: Vec<String> = params
         .get("targetLabels")
         .map(|text| text.split(',').map(str::trim).filter(|name| !name.is_empty()).map(str::to_string).collect())
         .unwrap_or_default();
+    // As Loki's `PrepareLabelsAndMatchers`: every target label must be present on the streams counted.
+    for target in &target_labels {
+        if !matchers.iter().any(|matcher| matcher.name == *target) {
+            let present = Matcher::new(oxeye_model::MatchOp::Regex, target.clone(), ".+")
+                .map_err(|error| LokiError::bad_request(error.to_string()))?;
+            matchers.push(present);
+        }
+    }
     let limit = match params.get("limit") {
-        None => 100,
-        Some(text) => text.parse().map_err(|_| LokiError::bad_request(format!("invalid limit {text:?}")))?,
+        None => DEFAULT_VOLUME_LIMIT,
+        Some(text) => text
+            .parse()
+            .map_err(|_| LokiError::bad_request(format!("invalid parameter \"limit\": cannot parse {text:?}")))?,
     };
-    Ok((matchers, targets, limit))
+    let aggregation = match params.get("aggregateBy") {
+        None | Some("" | "series") => VolumeAggregation::Series,
+        Some("labels") => VolumeAggregation::Labels,
+        Some(other) => {
+            return Err(LokiError::bad_request(format!(
+                "invalid aggregateBy {other:?}: must be \"series\" or \"labels\""
+            )));
+        }
+    };
+    Ok(VolumeRequest { matchers, target_labels, limit, aggregation })
+}
+
+/// The volumes of one request, one pass over the store's chunk sizes: for each bucket (inclusive ends
+/// `bucket_ends_ns`), the groups with bytes, largest first (ties by name), cut to the limit, as Loki's
+/// `seriesvolume.MapToVolumeResponse` orders each split.
+fn bucketed_volumes(
+    storage: &dyn LogStorage,
+    request: &VolumeRequest,
+    start_ns: i64,
+    end_ns: i64,
+    bucket_ends_ns: &[i64],
+) -> Result<Vec<Vec<(VolumeGroup, u64)>>, LokiError> {
+    let streams = storage.volume(start_ns, end_ns, &request.matchers, bucket_ends_ns)?;
+    let named: Vec<String> = if request.target_labels.is_empty() {
+        request.matchers.iter().map(|matcher| matcher.name.clone()).collect()
+    } else {
+        request.target_labels.clone()
+    };
+    let mut buckets: Vec<BTreeMap<VolumeGroup, u64>> = vec![BTreeMap::new(); bucket_ends_ns.len()];
+    for (labels, bytes_per_bucket) in &streams {
+        let groups: Vec<VolumeGroup> = match request.aggregation {
+            VolumeAggregation::Series if named.is_empty() => vec![VolumeGroup::Series(labels.clone())],
+            VolumeAggregation::Series => vec![VolumeGroup::Series(Labels::from_pairs(
+                labels
+                    .iter()
+                    .filter(|label| named.contains(&label.name))
+                    .map(|label| (label.name.clone(), label.value.clone())),
+            ))],
+            VolumeAggregation::Labels => labels
+                .iter()
+                .filter(|label| request.target_labels.is_empty() || request.target_labels.contains(&label.name))
+                .map(|label| VolumeGroup::Label(label.name.clone()))
+                .collect(),
+        };
+        for (bucket, bytes) in buckets.iter_mut().zip(bytes_per_bucket) {
+            if *bytes == 0 {
+                continue;
+            }
+            for group in &groups {
+                *bucket.entry(group.clone()).or_default() += bytes;
+            }
+        }
+    }
+    Ok(buckets
+        .into_iter()
+        .map(|bucket| {
+            let mut sorted: Vec<(VolumeGroup, u64)> = bucket.into_iter().collect();
+            sorted.sort_by(|left, right| right.1.cmp(&left.1).then_with(|| left.0.name().cmp(&right.0.name())));
+            sorted.truncate(request.limit);
+            sorted
+        })
+        .collect())
 }
 
 async fn volume(State(state): State<Arc<ServerState>>, params: Params) -> Response {
     let result = async {
         let storage = log_storage(&state)?;
         let (start_ns, end_ns) = window(&params)?;
-        let (matchers, targets, limit) = volume_inputs(&params)?;
+        let request = volume_request(&params)?;
         blocking(move || {
-            let totals = volumes(storage.as_ref(), &matchers, &targets, start_ns, end_ns + 1)?;
-            let mut sorted: Vec<(Labels, u64)> = totals.into_iter().collect();
-            sorted.sort_by_key(|(_, bytes)| std::cmp::Reverse(*bytes));
-            sorted.truncate(limit);
-            let result: Vec<Json> = sorted
-                .iter()
-                .map(|(labels, bytes)| json!({"metric": labels_json(labels), "value": [seconds_json(end_ns), bytes.to_string()]}))
+            let buckets = bucketed_volumes(storage.as_ref(), &request, start_ns, end_ns + 1, &[end_ns])?;
+            let result: Vec<Json> = buckets
+                .into_iter()
+                .flatten()
+                .map(|(group, bytes)| {
+                    json!({"metric": group.metric_json(), "value": [seconds_json(end_ns), bytes.to_string()]})
+                })
                 .collect();
             Ok(json!({"status": "success", "data": {"resultType": "vector", "result": result}}))
         })
@@ -414,38 +510,110 @@ async fn volume(State(state): State<Arc<ServerState>>, params: Params) -> Respon
     respond(result)
 }
 
+/// The inclusive ends of the buckets `index/volume_range` splits `[start_ns, end_ns]` into, as Loki's
+/// `util.ForInterval` with inclusive ends: aligned to multiples of the step, each ending one millisecond
+/// before the next multiple, the first starting at `start_ns` and the last ending at `end_ns`.
+fn volume_bucket_ends(start_ns: i64, end_ns: i64, step_ns: i64) -> Vec<i64> {
+    let mut ends = Vec::new();
+    let mut bucket_start_ns = start_ns - start_ns.rem_euclid(step_ns);
+    while bucket_start_ns < end_ns {
+        let next_ns = bucket_start_ns.saturating_add(step_ns);
+        ends.push(if next_ns >= end_ns { end_ns } else { next_ns - 1_000_000 });
+        bucket_start_ns = next_ns;
+    }
+    if ends.is_empty() {
+        ends.push(end_ns);
+    }
+    ends
+}
+
+/// Most buckets one `index/volume_range` request may ask for, as query_range's steps.
+const MAX_VOLUME_BUCKETS: i64 = 11_000;
+
 async fn volume_range(State(state): State<Arc<ServerState>>, params: Params) -> Response {
     let result = async {
         let storage = log_storage(&state)?;
         let (start_ns, end_ns) = window(&params)?;
-        let (matchers, targets, limit) = volume_inputs(&params)?;
+        let request = volume_request(&params)?;
         let step_ns = duration_param_ns(&params, "step")?
-            .unwrap_or((((end_ns - start_ns) as f64 / 250.0 / 1e9).ceil().max(1.0) * 1e9) as i64)
-            .max(1_000_000_000);
+            .unwrap_or((((end_ns - start_ns) as f64 / 250.0 / 1e9).ceil().max(1.0) * 1e9) as i64);
+        if step_ns <= 0 {
+            return Err(LokiError::bad_request(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer",
+            ));
+        }
+        if (end_ns - start_ns) / step_ns >= MAX_VOLUME_BUCKETS {
+            return Err(LokiError::bad_request(format!(
+                "exceeded maximum resolution of {MAX_VOLUME_BUCKETS} points per timeseries. Try decreasing the query resolution (?step=XX)"
+            )));
+        }
         blocking(move || {
-            let mut series: BTreeMap<Labels, Vec<Json>> = BTreeMap::new();
-            let mut step = start_ns;
-            let mut steps = 0;
-            while step <= end_ns && steps < 11_000 {
-                for (labels, bytes) in volumes(storage.as_ref(), &matchers, &targets, step - step_ns, step)? {
-                    if bytes > 0 {
-                        series.entry(labels).or_default().push(json!([seconds_json(step), bytes.to_string()]));
-                    }
+            let ends = volume_bucket_ends(start_ns, end_ns, step_ns);
+            let buckets = bucketed_volumes(storage.as_ref(), &request, start_ns, end_ns + 1, &ends)?;
+            let mut series: BTreeMap<VolumeGroup, Vec<(i64, u64)>> = BTreeMap::new();
+            for (bucket_end_ns, groups) in ends.iter().zip(buckets) {
+                for (group, bytes) in groups {
+                    series.entry(group).or_default().push((*bucket_end_ns, bytes));
                 }
-                step += step_ns;
-                steps += 1;
             }
-            let result: Vec<Json> = series
-                .into_iter()
-                .take(limit)
-                .map(|(labels, values)| json!({"metric": labels_json(&labels), "values": values}))
+            // Loki's `toPrometheusData`: largest first sample first, ties by name; a vector when no group
+            // has more than one sample.
+            let mut sorted: Vec<(VolumeGroup, Vec<(i64, u64)>)> = series.into_iter().collect();
+            sorted.sort_by(|left, right| {
+                let first = |samples: &[(i64, u64)]| samples.first().map_or(0, |(_, bytes)| *bytes);
+                first(&right.1).cmp(&first(&left.1)).then_with(|| left.0.name().cmp(&right.0.name()))
+            });
+            let matrix = sorted.iter().any(|(_, samples)| samples.len() > 1);
+            let result: Vec<Json> = sorted
+                .iter()
+                .map(|(group, samples)| {
+                    let metric = group.metric_json();
+                    let points: Vec<Json> =
+                        samples.iter().map(|(time_ns, bytes)| json!([seconds_json(*time_ns), bytes.to_string()])).collect();
+                    match (matrix, points.first()) {
+                        (false, Some(point)) => json!({"metric": metric, "value": point}),
+                        _ => json!({"metric": metric, "values": points}),
+                    }
+                })
                 .collect();
-            Ok(json!({"status": "success", "data": {"resultType": "matrix", "result": result}}))
+            let result_type = if matrix { "matrix" } else { "vector" };
+            Ok(json!({"status": "success", "data": {"resultType": result_type, "result": result}}))
         })
         .await
     }
     .await;
     respond(result)
+}
+
+/// Labels `detected_labels` lists whenever they have values (`staticLabels` in Loki's `pkg/querier/querier.go`).
+const STATIC_DETECTED_LABELS: [&str; 4] = ["cluster", "namespace", "instance", "pod"];
+
+/// Loki's `shouldRejectLabel`: true when a label has no values or only ids (numbers or UUIDs), which
+/// `detected_labels` leaves out as nothing a user would filter by; `0` and `1` alone count as booleans.
+fn holds_only_ids(values: &BTreeSet<String>) -> bool {
+    if values.len() <= 2 && !values.is_empty() && values.iter().all(|value| value == "0" || value == "1") {
+        return false;
+    }
+    values.iter().all(|value| value.parse::<f64>().is_ok() || is_uuid(value))
+}
+
+/// True for the UUID forms Go's `uuid.Parse` accepts: 32 hex digits, or 8-4-4-4-12 with dashes, bare, in
+/// braces or after `urn:uuid:`.
+fn is_uuid(text: &str) -> bool {
+    let bare = if text.len() == 45 && text.get(..9).is_some_and(|prefix| prefix.eq_ignore_ascii_case("urn:uuid:")) {
+        &text[9..]
+    } else if text.len() == 38 && text.starts_with('{') && text.ends_with('}') {
+        &text[1..37]
+    } else {
+        text
+    };
+    match bare.len() {
+        32 => bare.bytes().all(|byte| byte.is_ascii_hexdigit()),
+        36 => bare.bytes().enumerate().all(|(index, byte)| {
+            if matches!(index, 8 | 13 | 18 | 23) { byte == b'-' } else { byte.is_ascii_hexdigit() }
+        }),
+        _ => false,
+    }
 }
 
 async fn detected_labels(State(state): State<Arc<ServerState>>, params: Params) -> Response {
@@ -460,8 +628,13 @@ async fn detected_labels(State(state): State<Arc<ServerState>>, params: Params) 
                     values.entry(label.name.clone()).or_default().insert(label.value.clone());
                 }
             }
-            let detected: Vec<Json> =
-                values.iter().map(|(name, values)| json!({"label": name, "cardinality": values.len()})).collect();
+            let detected: Vec<Json> = values
+                .iter()
+                .filter(|(name, values)| {
+                    (STATIC_DETECTED_LABELS.contains(&name.as_str()) && !values.is_empty()) || !holds_only_ids(values)
+                })
+                .map(|(name, values)| json!({"label": name, "cardinality": values.len()}))
+                .collect();
             Ok(json!({"detectedLabels": detected}))
         })
         .await

@@ -310,3 +310,78 @@ async fn tail_streams_new_entries_over_a_real_websocket() {
     assert_eq!(values[0][1], "second line");
     socket.send(tokio_tungstenite::tungstenite::Message::Close(None)).await.expect("close");
 }
+
+fn push_stream(state: &Arc<ServerState>, labels: &[(&str, &str)], lines: &[(i64, &str)]) {
+    let storage = state.log_storage().expect("log storage set");
+    let entries = lines.iter().map(|(time, line)| oxeye_model::logs::LogEntry::new(*time, *line)).collect::<Vec<_>>();
+    let labels = oxeye_model::Labels::from_pairs(labels.iter().copied());
+    let summary = storage.push(vec![oxeye_model::logs::LogStream { labels, entries }]).expect("push");
+    assert_eq!(summary.accepted as usize, lines.len());
+}
+
+/// The shapes Grafana's Logs Drilldown reads from `index/volume`, `index/volume_range` and
+/// `detected_labels`, as Loki's `pkg/querier/queryrange/volume.go` and `pkg/querier/querier.go` answer.
+#[tokio::test]
+async fn volume_and_detected_labels_answer_in_lokis_shapes() {
+    let harness = harness();
+    // Whole minutes, so the ten-second volume buckets below fall on known boundaries.
+    let base = (now_ns() / 60_000_000_000 - 2) * 60_000_000_000;
+    let second = 1_000_000_000i64;
+    let long = "a".repeat(300);
+    let boxoffice = [("service_name", "boxoffice"), ("env", "prod")];
+    push_stream(&harness.state, &boxoffice, &[(base + second, long.as_str()), (base + 15 * second, "bb")]);
+    let worker = [("service_name", "worker"), ("env", "prod"), ("pod", "17")];
+    push_stream(&harness.state, &worker, &[(base + 2 * second, "c".repeat(100).as_str())]);
+    let window = format!("start={}&end={}", base, base + 30 * second - 1);
+
+    // Instant volume: a vector, largest first, grouped by the labels the selector names.
+    let uri = format!("/loki/api/v1/index/volume?query={}&{window}", encode(r#"{service_name=~".+"}"#));
+    let body = json(&send(&harness.state, get(&uri)).await.1);
+    assert_eq!(body["data"]["resultType"], "vector");
+    let result = body["data"]["result"].as_array().expect("result");
+    let groups: Vec<(&str, &str)> = result
+        .iter()
+        .map(|item| (item["metric"]["service_name"].as_str().unwrap_or(""), item["value"][1].as_str().unwrap_or("")))
+        .collect();
+    assert_eq!(groups, [("boxoffice", "302"), ("worker", "100")]);
+    assert!(result[0]["metric"].get("env").is_none());
+    // limit keeps the largest; aggregateBy=labels reports label names with empty values.
+    let uri = format!("/loki/api/v1/index/volume?query={}&{window}&limit=1", encode(r#"{service_name=~".+"}"#));
+    let body = json(&send(&harness.state, get(&uri)).await.1);
+    assert_eq!(body["data"]["result"].as_array().map(Vec::len), Some(1));
+    let uri = format!("/loki/api/v1/index/volume?query={}&{window}&aggregateBy=labels", encode("{}"));
+    let body = json(&send(&harness.state, get(&uri)).await.1);
+    let metrics: Vec<&serde_json::Value> =
+        body["data"]["result"].as_array().expect("result").iter().map(|item| &item["metric"]).collect();
+    let expected =
+        [serde_json::json!({"env": ""}), serde_json::json!({"service_name": ""}), serde_json::json!({"pod": ""})];
+    assert_eq!(metrics, expected.iter().collect::<Vec<_>>());
+    let uri = format!("/loki/api/v1/index/volume?query={}&{window}&aggregateBy=x", encode("{}"));
+    assert_eq!(send(&harness.state, get(&uri)).await.0, StatusCode::BAD_REQUEST);
+
+    // Range volume: buckets aligned to the step, each sample at its bucket's end (one millisecond before
+    // the next step), the last at the window's end.
+    let uri = format!(
+        "/loki/api/v1/index/volume_range?query={}&{window}&step=10s&targetLabels=service_name",
+        encode(r#"{env="prod"}"#)
+    );
+    let body = json(&send(&harness.state, get(&uri)).await.1);
+    assert_eq!(body["data"]["resultType"], "matrix", "{body}");
+    let first = &body["data"]["result"][0];
+    assert_eq!(first["metric"], serde_json::json!({"service_name": "boxoffice"}));
+    let base_seconds = (base / second) as f64;
+    assert_eq!(first["values"], serde_json::json!([[base_seconds + 9.999, "300"], [base_seconds + 19.999, "2"]]));
+    let uri = format!("/loki/api/v1/index/volume_range?query={}&{window}&step=0.001", encode("{}"));
+    assert_eq!(send(&harness.state, get(&uri)).await.0, StatusCode::BAD_REQUEST);
+
+    // detected_labels leaves out labels whose values are all ids, unless Loki always lists them (pod).
+    push_stream(
+        &harness.state,
+        &[("service_name", "ids"), ("request_id", "3f2b8c1e-7d4a-4e9b-a1c2-0d5e6f7a8b9c")],
+        &[(base, "x")],
+    );
+    let body = json(&send(&harness.state, get(&format!("/loki/api/v1/detected_labels?{window}"))).await.1);
+    let labels: Vec<&str> =
+        body["detectedLabels"].as_array().expect("labels").iter().filter_map(|label| label["label"].as_str()).collect();
+    assert_eq!(labels, ["env", "pod", "service_name"]);
+}
