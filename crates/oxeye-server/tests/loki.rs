@@ -223,11 +223,7 @@ async fn otlp_logs_become_streams_with_service_name() {
 }
 
 fn push_lines(state: &Arc<ServerState>, service: &str, lines: &[(i64, &str)]) {
-    let storage = state.log_storage().expect("log storage set");
-    let entries = lines.iter().map(|(time, line)| oxeye_model::logs::LogEntry::new(*time, *line)).collect::<Vec<_>>();
-    let labels = oxeye_model::Labels::from_pairs([("service_name", service), ("level", "info")]);
-    let summary = storage.push(vec![oxeye_model::logs::LogStream { labels, entries }]).expect("push");
-    assert_eq!(summary.accepted as usize, lines.len());
+    push_stream(state, &[("service_name", service), ("level", "info")], lines);
 }
 
 #[tokio::test]
