@@ -68,10 +68,22 @@ struct CompiledCustomRule {
 }
 
 /// Sensitive key names normalised (ASCII lowercase, `-` as `_`), bucketed by length for a cheap lookup.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct SensitiveKeys {
     by_length: Vec<Vec<Box<[u8]>>>,
+    /// Whether every name is made of ASCII letters, digits and `_` only (after normalising), which the line
+    /// prefilter ([`Redactor::line_may_change`]) relies on.
+    name_bytes_only: bool,
+    /// For each name length below [`SHORT_NAME_LIMIT`]: bit `b & 31` is set when a name of that length ends with
+    /// byte `b` in either case (`_` names set the bit of `-` too), so most runs of name bytes are ruled out
+    /// without a comparison.
+    short_name_ends: [u32; SHORT_NAME_LIMIT],
+    /// Whether a name is [`SHORT_NAME_LIMIT`] bytes or longer.
+    has_long_name: bool,
 }
+
+/// Name lengths [`SensitiveKeys::may_end_with`] answers from its table.
+const SHORT_NAME_LIMIT: usize = 64;
 
 fn normalise_key_byte(byte: u8) -> u8 {
     if byte == b'-' { b'_' } else { byte.to_ascii_lowercase() }
@@ -89,7 +101,39 @@ impl SensitiveKeys {
                 bucket.push(normalised);
             }
         }
-        SensitiveKeys { by_length }
+        let name_bytes_only = by_length
+            .iter()
+            .flatten()
+            .all(|name| name.iter().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || *byte == b'_'));
+        let mut short_name_ends = [0u32; SHORT_NAME_LIMIT];
+        let mut has_long_name = false;
+        for name in by_length.iter().flatten() {
+            let Some(&last) = name.last() else { continue };
+            match short_name_ends.get_mut(name.len()) {
+                Some(ends) => {
+                    *ends |= 1 << (last & 31);
+                    if last == b'_' {
+                        *ends |= 1 << (b'-' & 31);
+                    }
+                }
+                None => has_long_name = true,
+            }
+        }
+        SensitiveKeys { by_length, name_bytes_only, short_name_ends, has_long_name }
+    }
+
+    /// Whether a run of `length` name bytes ending with `last_byte` may be a name (never `false` for a run that
+    /// [`SensitiveKeys::matches_exactly`]); `false` for an empty run.
+    #[inline(always)]
+    fn may_end_with(&self, length: usize, last_byte: u8) -> bool {
+        match self.short_name_ends.get(length) {
+            Some(ends) => ends >> (last_byte & 31) & 1 != 0,
+            None => self.has_long_name,
+        }
+    }
+
+    fn name_bytes_only(&self) -> bool {
+        self.name_bytes_only
     }
 
     fn is_empty(&self) -> bool {
@@ -276,6 +320,14 @@ impl Redactor {
     }
 
     pub(crate) fn line_with_tally<'l>(&self, line: &'l str, tally: &mut Tally) -> Cow<'l, str> {
+        if !self.line_may_change(line.as_bytes()) {
+            return Cow::Borrowed(line);
+        }
+        self.line_by_every_rule(line, tally)
+    }
+
+    /// [`Redactor::line_with_tally`] without the line prefilter.
+    fn line_by_every_rule<'l>(&self, line: &'l str, tally: &mut Tally) -> Cow<'l, str> {
         let first = line.bytes().find(|byte| !byte.is_ascii_whitespace());
         if matches!(first, Some(b'{' | b'[')) {
             let mut scanner = JsonScanner::new(self, line);

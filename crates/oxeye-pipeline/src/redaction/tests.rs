@@ -560,3 +560,119 @@ fn default_rules_redact_like_the_validated_defaults() {
     assert_eq!(built.stats().redactions("sensitive_key"), 1);
     assert_eq!(built.stats().redactions("card_number"), 1);
 }
+
+/// Pieces that make rules fire or nearly fire: sensitive keys in any case and with `-` for `_`, kept and
+/// trace id keys, key separators, digit groups, `@`, JSON escapes and structure.
+fn prefilter_piece() -> impl Strategy<Value = String> {
+    prop_oneof![
+        proptest::sample::select(DEFAULT_SENSITIVE_KEYS).prop_flat_map(|key| {
+            proptest::collection::vec(any::<bool>(), key.len()).prop_map(move |flips| {
+                key.bytes()
+                    .zip(flips)
+                    .map(|(byte, flip)| match (byte, flip) {
+                        (b'_', true) => '-',
+                        (byte, true) => char::from(byte.to_ascii_uppercase()),
+                        (byte, false) => char::from(byte),
+                    })
+                    .collect::<String>()
+            })
+        }),
+        proptest::sample::select(vec![
+            "email",
+            "trace_id",
+            "span_id",
+            "user",
+            ".",
+            "=",
+            ": ",
+            ":",
+            "\"",
+            "'",
+            ", ",
+            " ",
+            "-",
+            "@",
+            "\\u0040",
+            "\\\"",
+            "\\\\",
+            "{",
+            "}",
+            "[",
+            "]",
+            "x",
+            "é",
+            "example.com",
+            "4111",
+            "1111",
+            "123",
+            "45",
+            "6789",
+            "0",
+        ])
+        .prop_map(str::to_string),
+        "[0-9]{1,19}",
+    ]
+}
+
+proptest! {
+    #[test]
+    fn the_line_prefilter_only_passes_lines_every_rule_leaves_alone(
+        pieces in proptest::collection::vec(prefilter_piece(), 0..24),
+        as_json in any::<bool>(),
+    ) {
+        let redactor = redactor();
+        let text = pieces.concat();
+        let line = if as_json { format!("{{\"msg\": \"{text}\"}}") } else { text };
+        if !redactor.line_may_change(line.as_bytes()) {
+            let mut tally = Tally::default();
+            let by_every_rule = redactor.line_by_every_rule(&line, &mut tally);
+            prop_assert!(matches!(by_every_rule, Cow::Borrowed(_)), "{} -> {}", line, by_every_rule);
+        }
+    }
+}
+
+#[test]
+fn the_line_prefilter_passes_seed_lines_without_secrets_and_stops_the_rest() {
+    let redactor = redactor();
+    let clean = r#"{"event": "request_finished", "status_code": 200, "duration_ms": 12.5, "trace_id": "95a3c3b70468058d1315f7725d8ef0b9", "user_id": "4821", "path": "/api/events/12/", "timestamp": "2026-11-23T07:02:14.120443Z"}"#;
+    assert!(!redactor.line_may_change(clean.as_bytes()));
+    for line in [
+        r#"{"user.Password": "x"}"#,
+        "API-KEY=abc",
+        r#"{"msg": "mail ann@example.com"}"#,
+        r#"{"msg": "\u0034111111111111111"}"#,
+        "ssn 123-45-6789",
+        "card 4111 1111 1111 1111",
+    ] {
+        assert!(redactor.line_may_change(line.as_bytes()), "{line}");
+    }
+    // Keys and digit runs across the 64-byte blocks the prefilter reads, and at the very end of a line.
+    for offset in 50..70 {
+        let padding = "x ".repeat(offset / 2) + &" ".repeat(offset % 2);
+        for line in [
+            format!("{padding}Password=hunter2"),
+            format!("{padding}ref 4111 1111 1111 1111 ok"),
+            format!("{padding}ssn 123-45-6789"),
+            format!("{}api_key", "y ".repeat(offset / 2)),
+        ] {
+            assert!(redactor.line_may_change(line.as_bytes()), "{line}");
+            assert!(
+                !redactor.line_may_change(
+                    line.replace("ssword", "ss")
+                        .replace("1111 1111", "1")
+                        .replace("ssn 123-45", "num 1")
+                        .replace("api_key", "api")
+                        .as_bytes()
+                )
+            );
+        }
+    }
+    let custom = RedactionOptions {
+        custom_rules: vec![CustomRedactionRule::new("ticket", "TCK-[0-9]+")],
+        ..RedactionOptions::default()
+    };
+    match Redactor::new(custom) {
+        Ok(with_custom_rule) => assert!(with_custom_rule.line_may_change(clean.as_bytes())),
+        Err(error) => panic!("custom rule must build: {error}"),
+    }
+}
