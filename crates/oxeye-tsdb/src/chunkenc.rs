@@ -352,28 +352,61 @@ struct XorState {
     trailing: u8,
 }
 
+/// How [`write_value`] stores a value against the previous one: `xor` is the two values' bits XORed.
+#[derive(Debug, Clone, Copy)]
+enum ValueCode {
+    /// `0`: the same bits.
+    Unchanged,
+    /// `10` and the XOR's bits inside the previous window.
+    InWindow { significant: u32 },
+    /// `11`, 5 bits of leading zeros, 6 bits of window length, the window's bits.
+    NewWindow { leading: u8, trailing: u8, significant: u32 },
+}
+
+impl ValueCode {
+    fn of(state: &XorState, xor: u64) -> Self {
+        if xor == 0 {
+            return ValueCode::Unchanged;
+        }
+        let leading = (xor.leading_zeros() as u8).min(31);
+        let trailing = xor.trailing_zeros() as u8;
+        if state.leading != NO_WINDOW && leading >= state.leading && trailing >= state.trailing {
+            ValueCode::InWindow { significant: 64 - u32::from(state.leading) - u32::from(state.trailing) }
+        } else {
+            ValueCode::NewWindow { leading, trailing, significant: 64 - u32::from(leading) - u32::from(trailing) }
+        }
+    }
+
+    /// Bits the code takes in the stream.
+    fn bits(self) -> u32 {
+        match self {
+            ValueCode::Unchanged => 1,
+            ValueCode::InWindow { significant } => 2 + significant,
+            ValueCode::NewWindow { significant, .. } => 2 + 5 + 6 + significant,
+        }
+    }
+}
+
 fn write_value(writer: &mut BitWriter, state: &mut XorState, value_bits: u64) {
     let xor = value_bits ^ state.value_bits;
-    if xor == 0 {
-        writer.write_bit(false);
-        return;
-    }
-    writer.write_bit(true);
-    let leading = (xor.leading_zeros() as u8).min(31);
-    let trailing = xor.trailing_zeros() as u8;
-    if state.leading != NO_WINDOW && leading >= state.leading && trailing >= state.trailing {
-        writer.write_bit(false);
-        let significant = 64 - u32::from(state.leading) - u32::from(state.trailing);
-        writer.write_bits(xor >> state.trailing, significant);
-    } else {
-        writer.write_bit(true);
-        let significant = 64 - u32::from(leading) - u32::from(trailing);
-        writer.write_bits(u64::from(leading), 5);
-        // 64 significant bits are written as 0: six bits hold 0..=63.
-        writer.write_bits(u64::from(significant % 64), 6);
-        writer.write_bits(xor >> trailing, significant);
-        state.leading = leading;
-        state.trailing = trailing;
+    match ValueCode::of(state, xor) {
+        ValueCode::Unchanged => {
+            writer.write_bit(false);
+            return;
+        }
+        ValueCode::InWindow { significant } => {
+            writer.write_bits(0b10, 2);
+            writer.write_bits(xor >> state.trailing, significant);
+        }
+        ValueCode::NewWindow { leading, trailing, significant } => {
+            writer.write_bits(0b11, 2);
+            writer.write_bits(u64::from(leading), 5);
+            // 64 significant bits are written as 0: six bits hold 0..=63.
+            writer.write_bits(u64::from(significant % 64), 6);
+            writer.write_bits(xor >> trailing, significant);
+            state.leading = leading;
+            state.trailing = trailing;
+        }
     }
     state.value_bits = value_bits;
 }
@@ -401,6 +434,21 @@ fn read_value(reader: &mut BitReader<'_>, state: &mut XorState) -> Result<(), Ch
     let xor = if state.trailing >= 64 { 0 } else { bits << state.trailing };
     state.value_bits ^= xor;
     Ok(())
+}
+
+/// The most bytes one sample adds to an XOR chunk. Timestamp: at most 6 prefix bits and 64 bits (or a
+/// 10-byte varint for the first sample); value: at most 2 control bits, 5 + 6 window bits and 64 bits.
+const MAX_SAMPLE_BYTES: usize = 20;
+
+/// The size class jemalloc (the binary's allocator) serves a request of `bytes` from: classes are 8
+/// and 16 bytes, then multiples of 16 up to 128, then four per doubling (160, 192, 224, 256, 320, ...).
+/// A buffer may use its whole class at no cost; other allocators are served no worse for it.
+fn allocator_size_class(bytes: usize) -> usize {
+    if bytes <= 16 {
+        return bytes.next_multiple_of(8).max(8);
+    }
+    let below = 1usize << (bytes - 1).ilog2();
+    bytes.next_multiple_of((below / 4).max(16))
 }
 
 /// Appends samples to an XOR chunk. Timestamps must ascend; the caller checks order.
@@ -516,20 +564,36 @@ impl XorAppender {
         bytes
     }
 
-    /// Makes room for the largest sample encoding. A head chunk stays open for its whole life (up to
-    /// [`MAX_SAMPLES_PER_CHUNK`] samples), so its buffer is sized to what the chunk is projected to
-    /// need: the bytes per sample so far times the samples still to come, plus an eighth. One or two
-    /// reallocations per chunk: growing in many small steps instead leaves a partly used slab of the
-    /// allocator behind in every size class passed (1M series measured: more resident memory than
-    /// doubling), and doubling leaves up to half of the buffer unused.
-    fn reserve_for_sample(bytes: &mut Vec<u8>, num_samples: u16) {
-        // Timestamp: at most 4 prefix bits and 64 bits (or a 10-byte varint for the first sample); value:
-        // at most 2 control bits, 5 + 6 window bits and 64 bits. 20 bytes hold either.
-        const MAX_SAMPLE_BYTES: usize = 20;
+    /// Bits the sample after the current ones takes in the stream (for the first sample, the most any
+    /// sample takes).
+    fn sample_bits(&self, num_samples: u16, timestamp_ms: i64, value_bits: u64) -> u32 {
+        if num_samples == 0 {
+            return MAX_SAMPLE_BYTES as u32 * 8;
+        }
+        let delta = timestamp_ms.wrapping_sub(self.timestamp_ms);
+        let state = XorState {
+            timestamp_ms: self.timestamp_ms,
+            delta_ms: self.delta_ms,
+            value_bits: self.value_bits,
+            leading: self.leading,
+            trailing: self.trailing,
+        };
+        varbit_cost(delta.wrapping_sub(self.delta_ms)) + ValueCode::of(&state, value_bits ^ self.value_bits).bits()
+    }
+
+    /// Grows the buffer, if needed, so that `needed_bytes` more bytes fit. A head chunk stays open for
+    /// its whole life (up to [`MAX_SAMPLES_PER_CHUNK`] samples), so past its first samples the buffer is
+    /// sized to what the chunk is projected to need: the bytes per sample so far times the samples
+    /// still to come, plus a sixteenth, rounded up to the allocator's size class (room the allocator
+    /// hands out anyway). The room is checked against the sample's exact size, so no worst-case
+    /// sample's room is kept spare. One or two reallocations per chunk: growing in many small steps
+    /// instead leaves a partly used slab of the allocator behind in every size class passed (1M series
+    /// measured: more resident memory than doubling), and doubling leaves up to half of it unused.
+    fn reserve_for_sample(bytes: &mut Vec<u8>, num_samples: u16, needed_bytes: usize) {
         // Samples seen before projecting.
         const PROJECT_AFTER_SAMPLES: u16 = 16;
         let used = bytes.len();
-        if bytes.capacity() - used >= MAX_SAMPLE_BYTES {
+        if bytes.capacity() - used >= needed_bytes {
             return;
         }
         let wanted = if (PROJECT_AFTER_SAMPLES..MAX_SAMPLES_PER_CHUNK).contains(&num_samples) && used < MAX_CHUNK_BYTES
@@ -540,11 +604,11 @@ impl XorAppender {
             let first = 2 + timestamp_bytes + 8;
             let per_sample = used.saturating_sub(first) as f64 / f64::from(num_samples - 1);
             let projected = used + (per_sample * f64::from(MAX_SAMPLES_PER_CHUNK - num_samples)) as usize;
-            (projected + projected / 8).min(MAX_CHUNK_BYTES) + MAX_SAMPLE_BYTES
+            (projected + projected / 16).min(MAX_CHUNK_BYTES + MAX_SAMPLE_BYTES)
         } else {
             bytes.capacity() * 2
         };
-        bytes.reserve_exact(wanted.max(used + MAX_SAMPLE_BYTES) - used);
+        bytes.reserve_exact(allocator_size_class(wanted.max(used + needed_bytes)) - used);
     }
 
     /// Appends one sample; the value is stored by its bits, so every NaN (the staleness marker included)
@@ -552,9 +616,18 @@ impl XorAppender {
     pub fn append(&mut self, timestamp_ms: i64, value: f64) {
         let value_bits = value.to_bits();
         let num_samples = self.num_samples();
+        let used = self.used as usize;
+        let room = self.buffer.len() - used;
+        // The exact size only when the worst case might not fit: most samples skip it.
+        let needed_bytes = if room >= MAX_SAMPLE_BYTES {
+            0
+        } else {
+            (self.sample_bits(num_samples, timestamp_ms, value_bits).saturating_sub(u32::from(self.free_bits)))
+                .div_ceil(8) as usize
+        };
         let mut bytes = std::mem::take(&mut self.buffer).into_vec();
-        bytes.truncate(self.used as usize);
-        Self::reserve_for_sample(&mut bytes, num_samples);
+        bytes.truncate(used);
+        Self::reserve_for_sample(&mut bytes, num_samples, needed_bytes);
         let mut writer = BitWriter { bytes, free_bits: u32::from(self.free_bits) };
         if num_samples == 0 {
             write_varint_bits(&mut writer, timestamp_ms);
@@ -1086,14 +1159,23 @@ mod tests {
             }
             let used = appender.size_bytes();
             let capacity = appender.capacity_bytes();
-            // At most an eighth and one sample's room above the full chunk, or twice a tiny one.
+            // At most the size class of an eighth above the full chunk, or twice a tiny one.
             assert!(
-                capacity <= (used + used / 4 + 24).max(64),
+                capacity <= allocator_size_class(used + used / 8).max(64),
                 "{label}: {capacity} bytes for {used} ({capacities:?})"
             );
             assert!(capacities.len() <= 5, "{label}: buffer sizes {capacities:?}");
             assert_eq!(decode_all(appender.bytes()).len(), appended, "{label}");
         }
+    }
+
+    #[test]
+    fn allocator_size_classes_are_jemallocs() {
+        let classes: Vec<usize> = [1, 8, 9, 17, 33, 49, 64, 65, 97, 128, 129, 161, 255, 257, 500, 513]
+            .into_iter()
+            .map(allocator_size_class)
+            .collect();
+        assert_eq!(classes, [8, 8, 16, 32, 48, 64, 64, 80, 112, 128, 160, 192, 256, 320, 512, 640]);
     }
 
     fn special_value() -> impl Strategy<Value = u64> {
@@ -1127,7 +1209,15 @@ mod tests {
             let mut timestamp = start;
             for (step, value_bits) in steps.iter().zip(values.iter()) {
                 timestamp = timestamp.saturating_add(*step);
+                let bits_before = appender.size_bytes() * 8 - usize::from(appender.free_bits);
+                let projected_bits = appender.sample_bits(appender.num_samples(), timestamp, *value_bits);
                 appender.append(timestamp, f64::from_bits(*value_bits));
+                let bits_after = appender.size_bytes() * 8 - usize::from(appender.free_bits);
+                if !expected.is_empty() {
+                    // The room check before a write relies on this being exact.
+                    prop_assert_eq!(bits_after - bits_before, projected_bits as usize);
+                }
+                prop_assert!(appender.capacity_bytes() >= appender.size_bytes());
                 expected.push((timestamp, *value_bits));
             }
             prop_assert_eq!(decode_all(appender.bytes()), expected.clone());
