@@ -542,6 +542,15 @@ impl XorAppender {
         self.timestamp_ms
     }
 
+    /// The oldest sample's timestamp in milliseconds (0 for an empty chunk): read from the chunk's
+    /// first bytes (the first timestamp is a byte-aligned varint after the header), so every open head
+    /// chunk saves keeping it.
+    pub fn first_timestamp_ms(&self) -> i64 {
+        let Some(stream) = self.bytes().get(2..).filter(|_| self.num_samples() > 0) else { return 0 };
+        // The appender wrote it, so it decodes.
+        read_varint_bits(&mut BitReader { bytes: stream, position: 0 }).unwrap_or(0)
+    }
+
     /// The chunk's current size in bytes.
     pub fn size_bytes(&self) -> usize {
         self.used as usize

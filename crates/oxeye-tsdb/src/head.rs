@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use oxeye_model::{LabelRef, Labels};
@@ -166,21 +166,27 @@ pub(crate) fn resolve_chunks(
     Ok(out)
 }
 
-/// The chunk being appended to; its newest timestamp is the appender's.
+/// The chunk being appended to; its oldest and newest timestamps are the appender's. It keeps no field
+/// of its own: every active series holds one.
 #[derive(Debug)]
 pub(crate) struct OpenChunk {
     pub(crate) appender: XorAppender,
-    pub(crate) mint_ms: i64,
 }
 
 impl OpenChunk {
+    pub(crate) fn mint_ms(&self) -> i64 {
+        self.appender.first_timestamp_ms()
+    }
+
     pub(crate) fn maxt_ms(&self) -> i64 {
         self.appender.last_timestamp_ms()
     }
 
-    /// The chunk is cut before a sample at or after this time (the next block boundary).
+    /// The chunk is cut before a sample at or after this time (the next block boundary). Every sample of
+    /// a chunk lies in the block range its first one started, so the newest sample tells the boundary as
+    /// well as the oldest, and is kept unpacked.
     fn boundary_ms(&self, chunk_range_ms: i64) -> i64 {
-        self.mint_ms.div_euclid(chunk_range_ms).saturating_add(1).saturating_mul(chunk_range_ms)
+        self.maxt_ms().div_euclid(chunk_range_ms).saturating_add(1).saturating_mul(chunk_range_ms)
     }
 }
 
@@ -258,7 +264,7 @@ impl SeriesState {
         };
         if must_cut {
             self.cut_open_chunk();
-            self.tail = Tail::Open(OpenChunk { appender: XorAppender::new(), mint_ms: timestamp_ms });
+            self.tail = Tail::Open(OpenChunk { appender: XorAppender::new() });
         }
         if let Tail::Open(open) = &mut self.tail {
             open.appender.append(timestamp_ms, value);
@@ -272,10 +278,10 @@ impl SeriesState {
         let tail = std::mem::replace(&mut self.tail, Tail::Closed { max_time_ms, last_value_bits });
         if let Tail::Open(open) = tail {
             // Closed chunks never change again: store them in their smallest encoding.
-            let maxt_ms = open.maxt_ms();
+            let (mint_ms, maxt_ms) = (open.mint_ms(), open.maxt_ms());
             let (encoding, bytes) = chunkenc::recode_closed(Encoding::Xor, open.appender.into_bytes());
             let data = ChunkData::Memory(bytes.into_boxed_slice());
-            self.push_closed(HeadChunk { mint_ms: open.mint_ms, maxt_ms, encoding, data });
+            self.push_closed(HeadChunk { mint_ms, maxt_ms, encoding, data });
         }
     }
 
@@ -319,7 +325,7 @@ impl SeriesState {
             })
             .chain(
                 self.open().into_iter().map(|open| {
-                    (Encoding::Xor, open.mint_ms, open.maxt_ms(), ChunkBytes::Memory(open.appender.bytes()))
+                    (Encoding::Xor, open.mint_ms(), open.maxt_ms(), ChunkBytes::Memory(open.appender.bytes()))
                 }),
             )
     }
@@ -366,7 +372,7 @@ impl SeriesState {
             if appender.num_samples() == 0 {
                 return Ok(());
             }
-            Tail::Open(OpenChunk { appender, mint_ms: last_mint_ms })
+            Tail::Open(OpenChunk { appender })
         } else {
             Tail::Closed { max_time_ms: last_maxt_ms, last_value_bits: last_value_bits(last_encoding, &last_bytes)? }
         };
@@ -415,16 +421,20 @@ pub(crate) struct MemSeries {
     /// count, then one varint per name and per value): one small allocation.
     label_symbols: Box<[u8]>,
     state: Mutex<SeriesState>,
-    /// Set once a commit that wrote this series' WAL series record is durable.
-    pub(crate) logged: AtomicBool,
-    /// Appenders holding this series in an uncommitted batch; garbage collection skips it meanwhile.
-    /// Bit [`REMOVED`] is set once garbage collection removed the series from the head.
-    pub(crate) pending_appenders: AtomicU32,
+    /// The low bits ([`HOLDS`]) count the appenders holding this series in an uncommitted batch (garbage
+    /// collection skips it meanwhile); bit [`LOGGED`] is set once a commit that wrote this series' WAL
+    /// series record is durable; bit [`REMOVED`] once garbage collection removed the series from the
+    /// head. One word for the three keeps `MemSeries` with its `Arc` in jemalloc's 112-byte class.
+    holds_and_flags: AtomicU32,
 }
 
-/// The bit of [`MemSeries::pending_appenders`] that marks a series removed from the head: holds through
+/// The bit of [`MemSeries::holds_and_flags`] that marks a series removed from the head: holds through
 /// the series cache, which takes no head lock, fail from then on.
 const REMOVED: u32 = 1 << 31;
+/// The bit of [`MemSeries::holds_and_flags`] set once the series' WAL series record is durable.
+const LOGGED: u32 = 1 << 30;
+/// The bits of [`MemSeries::holds_and_flags`] counting holds.
+const HOLDS: u32 = LOGGED - 1;
 
 impl MemSeries {
     fn new(series_ref: u32, labels: &Labels) -> Self {
@@ -436,8 +446,7 @@ impl MemSeries {
             series_ref,
             label_symbols,
             state: Mutex::new(SeriesState::new()),
-            logged: AtomicBool::new(false),
-            pending_appenders: AtomicU32::new(0),
+            holds_and_flags: AtomicU32::new(0),
         }
     }
 
@@ -513,12 +522,35 @@ impl MemSeries {
 
     /// Marks the series held by one more appender unless garbage collection removed it.
     pub(crate) fn try_hold(&self) -> bool {
-        let before = self.pending_appenders.fetch_add(1, Ordering::AcqRel);
+        let before = self.holds_and_flags.fetch_add(1, Ordering::AcqRel);
         if before & REMOVED != 0 {
-            self.pending_appenders.fetch_sub(1, Ordering::AcqRel);
+            self.release();
             return false;
         }
         true
+    }
+
+    /// Marks the series held by one more appender (the caller holds a head lock under which garbage
+    /// collection cannot remove it).
+    pub(crate) fn hold(&self) {
+        let before = self.holds_and_flags.fetch_add(1, Ordering::AcqRel);
+        debug_assert!(before & HOLDS < HOLDS, "series hold count overflow");
+    }
+
+    /// Ends one appender's hold.
+    pub(crate) fn release(&self) {
+        let before = self.holds_and_flags.fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(before & HOLDS > 0, "series released more often than held");
+    }
+
+    /// Whether a commit that wrote this series' WAL series record is durable.
+    pub(crate) fn is_logged(&self) -> bool {
+        self.holds_and_flags.load(Ordering::Acquire) & LOGGED != 0
+    }
+
+    /// Records that this series' WAL series record is durable.
+    pub(crate) fn mark_logged(&self) {
+        self.holds_and_flags.fetch_or(LOGGED, Ordering::AcqRel);
     }
 
     /// Loads, without locking or writing, the memory a held append reads first (the struct's lines, the
@@ -530,24 +562,37 @@ impl MemSeries {
         let first_label_byte = self.label_symbols.first().copied().unwrap_or(0);
         let last_label_byte = self.label_symbols.last().copied().unwrap_or(0);
         u64::from(first_label_byte ^ last_label_byte)
-            ^ u64::from(self.pending_appenders.load(Ordering::Relaxed))
+            ^ u64::from(self.holds_and_flags.load(Ordering::Relaxed))
             ^ u64::from(self.state.is_poisoned())
-            ^ u64::from(self.logged.load(Ordering::Relaxed))
     }
 
     /// Marks the series removed if no appender holds it; false when one does.
     fn try_mark_removed(&self) -> bool {
-        self.pending_appenders.compare_exchange(0, REMOVED, Ordering::AcqRel, Ordering::Acquire).is_ok()
+        let mut current = self.holds_and_flags.load(Ordering::Acquire);
+        loop {
+            if current & (HOLDS | REMOVED) != 0 {
+                return false;
+            }
+            match self.holds_and_flags.compare_exchange_weak(
+                current,
+                current | REMOVED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
     }
 
     /// Takes back [`MemSeries::try_mark_removed`] (the series got samples again and stays).
     fn unmark_removed(&self) {
-        self.pending_appenders.fetch_and(!REMOVED, Ordering::AcqRel);
+        self.holds_and_flags.fetch_and(!REMOVED, Ordering::AcqRel);
     }
 
     /// Whether garbage collection removed the series from the head.
     pub(crate) fn is_removed(&self) -> bool {
-        self.pending_appenders.load(Ordering::Acquire) & REMOVED != 0
+        self.holds_and_flags.load(Ordering::Acquire) & REMOVED != 0
     }
 
     /// Approximate heap bytes of the series, for sizing.
@@ -751,7 +796,7 @@ impl Head {
     pub(crate) fn get_by_label_refs(&self, labels: &[LabelRef<'_>], hash: u64) -> Option<Arc<MemSeries>> {
         let stripe = read(self.hash_stripe(hash));
         let series = stripe.find_refs(hash, labels)?;
-        series.pending_appenders.fetch_add(1, Ordering::AcqRel);
+        series.hold();
         Some(Arc::clone(series))
     }
 
@@ -759,7 +804,7 @@ impl Head {
         let stripe = read(self.hash_stripe(hash));
         let series = stripe.find(hash, labels)?;
         if hold {
-            series.pending_appenders.fetch_add(1, Ordering::AcqRel);
+            series.hold();
         }
         Some(Arc::clone(series))
     }
@@ -780,14 +825,14 @@ impl Head {
         let mut stripe = write(self.hash_stripe(hash));
         if let Some(series) = stripe.find(hash, labels) {
             if hold {
-                series.pending_appenders.fetch_add(1, Ordering::AcqRel);
+                series.hold();
             }
             return Ok((Arc::clone(series), false));
         }
         let series_ref = self.allocate_ref(fixed_ref)?;
         let series = Arc::new(MemSeries::new(series_ref, labels));
         if hold {
-            series.pending_appenders.fetch_add(1, Ordering::AcqRel);
+            series.hold();
         }
         stripe.insert(hash, Arc::clone(&series));
         write(self.ref_stripe(series_ref)).replace(ByRef(Arc::clone(&series)));
@@ -859,6 +904,13 @@ impl Head {
         read(self.ref_stripe(series_ref)).get(&series_ref).map(|series| Arc::clone(&series.0))
     }
 
+    /// Every series, one by-reference stripe's snapshot at a time (about a 256th of the head each), in
+    /// no particular order. Walks over the whole head use it so that they never hold a pointer to every
+    /// series at once (8 MB at 1M series, on top of the head at its largest).
+    pub(crate) fn series_in_stripes(&self) -> impl Iterator<Item = Vec<Arc<MemSeries>>> + '_ {
+        self.by_ref.iter().map(|stripe| read(stripe).iter().map(|series| Arc::clone(&series.0)).collect())
+    }
+
     /// Every series, in no particular order.
     pub(crate) fn all_series(&self) -> Vec<Arc<MemSeries>> {
         let mut all = Vec::with_capacity(self.num_series() as usize);
@@ -925,7 +977,7 @@ impl Head {
         self.raise_min_valid_time(mint_ms);
         self.query_min_time_ms.fetch_max(mint_ms, Ordering::AcqRel);
         let mut empty = Vec::new();
-        for series in self.all_series() {
+        for series in self.series_in_stripes().flatten() {
             let mut state = series.lock();
             if state.truncate_before(mint_ms) {
                 empty.push(Arc::clone(&series));
@@ -969,7 +1021,7 @@ impl Head {
     /// the oldest chunk ending at or after `from_ms`, raised to `from_ms`); `None` when there is none.
     pub(crate) fn oldest_sample_time_ms(&self, from_ms: i64) -> Option<i64> {
         let mut oldest: Option<i64> = None;
-        for series in self.all_series() {
+        for series in self.series_in_stripes().flatten() {
             let state = series.lock();
             let first = state.chunks().find(|(_, _, maxt_ms, _)| *maxt_ms >= from_ms);
             if let Some((_, mint_ms, _, _)) = first {
@@ -985,47 +1037,25 @@ impl Head {
     pub(crate) fn spill(&self, files: &HeadChunkFiles) -> Result<u64, crate::TsdbError> {
         const SERIES_PER_ROUND: usize = 4096;
         let mut moved = 0;
-        for round in self.all_series().chunks(SERIES_PER_ROUND) {
-            let mut batch = files.batch();
-            // Per series: (mint of the chunk, where it was written).
-            let mut planned: Vec<(&Arc<MemSeries>, Vec<SpilledChunk>)> = Vec::new();
-            for series in round {
-                let state = series.lock();
-                let mut references = Vec::new();
-                for chunk in &state.closed {
-                    if let ChunkData::Memory(bytes) = &chunk.data {
-                        references.push((chunk.mint_ms, batch.add(chunk.encoding, bytes, chunk.maxt_ms)?));
-                    }
-                }
-                if !references.is_empty() {
-                    planned.push((series, references));
-                }
-            }
-            batch.finish()?;
-            for (series, references) in planned {
-                let mut state = series.lock();
-                for (mint_ms, reference) in references {
-                    // Closed chunks never change; a truncated one is simply gone.
-                    if let Some(chunk) = state.closed.iter_mut().find(|chunk| chunk.mint_ms == mint_ms)
-                        && matches!(chunk.data, ChunkData::Memory(_))
-                    {
-                        chunk.data = ChunkData::Disk(reference);
-                        moved += 1;
-                    }
-                }
+        let mut round = Vec::with_capacity(SERIES_PER_ROUND);
+        for series in self.series_in_stripes().flatten() {
+            round.push(series);
+            if round.len() == SERIES_PER_ROUND {
+                moved += spill_round(&round, files)?;
+                round.clear();
             }
         }
+        moved += spill_round(&round, files)?;
         Ok(moved)
     }
 
     /// Estimated heap bytes of the head by component; walks every series (takes each one's lock briefly).
     pub(crate) fn memory(&self) -> HeadMemory {
         let mut memory = HeadMemory::default();
-        let all_series = self.all_series();
-        memory.series = all_series.len() as u64;
         // An `Arc` allocation holds two counts before the value.
         let struct_bytes = (std::mem::size_of::<MemSeries>() + 2 * std::mem::size_of::<usize>()) as u64;
-        for series in &all_series {
+        for series in self.series_in_stripes().flatten() {
+            memory.series += 1;
             memory.series_structs += struct_bytes;
             memory.labels += series.label_symbols.len() as u64;
             let state = series.lock();
@@ -1040,7 +1070,6 @@ impl Head {
                 }
             }
         }
-        drop(all_series);
         // A hashbrown table holds one control byte per bucket beside each entry, and its capacity is
         // seven eighths of its buckets.
         let table_bytes = |capacity: usize, entry: usize| (capacity.div_ceil(7) * 8 * (entry + 1)) as u64;
@@ -1059,7 +1088,7 @@ impl Head {
     /// Approximate heap bytes held by series structures and chunks (not postings), for stats.
     pub(crate) fn approximate_chunk_bytes(&self) -> u64 {
         let mut total = 0u64;
-        for series in self.all_series() {
+        for series in self.series_in_stripes().flatten() {
             let state = series.lock();
             total += series.approximate_bytes() as u64;
             total += state
@@ -1072,6 +1101,44 @@ impl Head {
         }
         total
     }
+}
+
+/// One round of [`Head::spill`]: writes the closed in-memory chunks of `round`, then points the series
+/// at them. Returns the number of chunks moved.
+fn spill_round(round: &[Arc<MemSeries>], files: &HeadChunkFiles) -> Result<u64, crate::TsdbError> {
+    if round.is_empty() {
+        return Ok(0);
+    }
+    let mut moved = 0;
+    let mut batch = files.batch();
+    // Per series: (mint of the chunk, where it was written).
+    let mut planned: Vec<(&Arc<MemSeries>, Vec<SpilledChunk>)> = Vec::new();
+    for series in round {
+        let state = series.lock();
+        let mut references = Vec::new();
+        for chunk in &state.closed {
+            if let ChunkData::Memory(bytes) = &chunk.data {
+                references.push((chunk.mint_ms, batch.add(chunk.encoding, bytes, chunk.maxt_ms)?));
+            }
+        }
+        if !references.is_empty() {
+            planned.push((series, references));
+        }
+    }
+    batch.finish()?;
+    for (series, references) in planned {
+        let mut state = series.lock();
+        for (mint_ms, reference) in references {
+            // Closed chunks never change; a truncated one is simply gone.
+            if let Some(chunk) = state.closed.iter_mut().find(|chunk| chunk.mint_ms == mint_ms)
+                && matches!(chunk.data, ChunkData::Memory(_))
+            {
+                chunk.data = ChunkData::Disk(reference);
+                moved += 1;
+            }
+        }
+    }
+    Ok(moved)
 }
 
 #[cfg(test)]
@@ -1241,11 +1308,13 @@ mod tests {
 }
 #[cfg(test)]
 mod size_budget {
-    /// Every active series holds one `MemSeries` (plus labels and chunk bytes): keep it small. 112 bytes
-    /// plus the `Arc`'s two counts fill jemalloc's 128-byte size class (the next one is 160).
+    /// Every active series holds one `MemSeries` (plus labels and chunk bytes): keep it small. 96 bytes
+    /// plus the `Arc`'s two counts fill jemalloc's 112-byte size class (the next one is 128).
     #[test]
     fn per_series_structures_stay_within_budget() {
-        assert!(std::mem::size_of::<super::MemSeries>() <= 112, "{}", std::mem::size_of::<super::MemSeries>());
+        assert!(std::mem::size_of::<super::MemSeries>() <= 96, "{}", std::mem::size_of::<super::MemSeries>());
         assert!(std::mem::size_of::<crate::chunkenc::XorAppender>() <= 48);
+        // The open chunk is the appender alone, and the tail enum finds its tag in the appender's niche.
+        assert!(std::mem::size_of::<super::Tail>() <= 48);
     }
 }

@@ -101,7 +101,7 @@ impl TsdbAppender {
     fn hold(&mut self, series: Arc<MemSeries>) -> usize {
         if let Some(position) = self.held_by_ref.get(&series.series_ref) {
             // Already held by this batch: give back the extra hold.
-            series.pending_appenders.fetch_sub(1, Ordering::AcqRel);
+            series.release();
             return *position;
         }
         let position = self.held.len();
@@ -171,7 +171,7 @@ impl TsdbAppender {
         }
         self.finished = true;
         for held in self.held.drain(..) {
-            held.series.pending_appenders.fetch_sub(1, Ordering::AcqRel);
+            held.series.release();
         }
         self.held_by_ref.clear();
         self.samples.clear();
@@ -204,7 +204,7 @@ impl TsdbAppender {
         let unlogged_labels: Vec<(u64, Vec<u8>)> = self
             .held
             .iter()
-            .filter(|held| !held.series.logged.load(Ordering::Acquire))
+            .filter(|held| !held.series.is_logged())
             .map(|held| {
                 let mut labels = Vec::new();
                 held.series.encode_labels_record(&mut labels);
@@ -304,7 +304,7 @@ impl TsdbAppender {
         }
         counters.samples_appended_total.fetch_add(appended, Ordering::Relaxed);
         for held in &self.held {
-            held.series.logged.store(true, Ordering::Release);
+            held.series.mark_logged();
         }
         let exemplar_count = self.exemplars.len() as u64;
         if !self.exemplars.is_empty() {

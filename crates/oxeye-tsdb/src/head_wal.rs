@@ -148,7 +148,7 @@ fn apply_work(
             let Ok(series) = head.get_or_create_encoded(&pairs, fixed_ref) else {
                 return;
             };
-            series.logged.store(true, Ordering::Release);
+            series.mark_logged();
             if u64::from(series.series_ref) != series_ref {
                 outcome.aliases.push((series_ref, series.series_ref));
             }
@@ -357,47 +357,15 @@ pub(crate) fn checkpoint(shared: &Shared) -> Result<(), TsdbError> {
     let Some(through) = new_segment.checked_sub(1) else { return Ok(()) };
     let wal_dir = shared.wal_dir();
     let mut writer = CheckpointWriter::create(&wal_dir, through)?;
-    let all_series = shared.head.all_series();
-    for group in all_series.chunks(CHECKPOINT_SERIES_PER_RECORD) {
-        let encoded: Vec<Vec<u8>> = group
-            .iter()
-            .map(|series| {
-                let mut labels = Vec::new();
-                series.encode_labels_record(&mut labels);
-                labels
-            })
-            .collect();
-        let references: Vec<(u64, &[u8])> = group
-            .iter()
-            .zip(&encoded)
-            .map(|(series, labels)| (u64::from(series.series_ref), labels.as_slice()))
-            .collect();
-        writer.append(record::encode_series_encoded(&references))?;
-        let mut counts = Vec::with_capacity(group.len());
-        let mut pending = Vec::new();
-        for series in group {
-            let chunks = series.lock().pending_chunks(i64::MIN, i64::MAX);
-            counts.push(chunks.len());
-            pending.extend(chunks);
-        }
-        let mut chunks = resolve_chunks(pending, &shared.head_chunks)?.into_iter();
-        for (series, count) in group.iter().zip(counts) {
-            if count == 0 {
-                continue;
-            }
-            let owned: Vec<_> = chunks.by_ref().take(count).collect();
-            let references: Vec<RefChunk<'_>> = owned
-                .iter()
-                .map(|(encoding, mint_ms, maxt_ms, bytes)| RefChunk {
-                    encoding: *encoding,
-                    mint_ms: *mint_ms,
-                    maxt_ms: *maxt_ms,
-                    bytes,
-                })
-                .collect();
-            writer.append(record::encode_series_chunks(u64::from(series.series_ref), &references))?;
+    let mut group = Vec::with_capacity(CHECKPOINT_SERIES_PER_RECORD);
+    for series in shared.head.series_in_stripes().flatten() {
+        group.push(series);
+        if group.len() == CHECKPOINT_SERIES_PER_RECORD {
+            write_checkpoint_group(shared, &mut writer, &group)?;
+            group.clear();
         }
     }
+    write_checkpoint_group(shared, &mut writer, &group)?;
     let exemplars: Vec<RefExemplar> = lock(&shared.exemplars)
         .iter()
         .map(|(series_ref, exemplar)| RefExemplar { series_ref: u64::from(*series_ref), exemplar: exemplar.clone() })
@@ -413,5 +381,53 @@ pub(crate) fn checkpoint(shared: &Shared) -> Result<(), TsdbError> {
     writer.finish()?;
     shared.wal.truncate_before(new_segment)?;
     shared.counters.checkpoints_total.fetch_add(1, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Writes one group of series to a checkpoint: their series record, then one chunks record per series
+/// with chunks.
+fn write_checkpoint_group(
+    shared: &Shared,
+    writer: &mut CheckpointWriter,
+    group: &[Arc<MemSeries>],
+) -> Result<(), TsdbError> {
+    if group.is_empty() {
+        return Ok(());
+    }
+    let encoded: Vec<Vec<u8>> = group
+        .iter()
+        .map(|series| {
+            let mut labels = Vec::new();
+            series.encode_labels_record(&mut labels);
+            labels
+        })
+        .collect();
+    let references: Vec<(u64, &[u8])> =
+        group.iter().zip(&encoded).map(|(series, labels)| (u64::from(series.series_ref), labels.as_slice())).collect();
+    writer.append(record::encode_series_encoded(&references))?;
+    let mut counts = Vec::with_capacity(group.len());
+    let mut pending = Vec::new();
+    for series in group {
+        let chunks = series.lock().pending_chunks(i64::MIN, i64::MAX);
+        counts.push(chunks.len());
+        pending.extend(chunks);
+    }
+    let mut chunks = resolve_chunks(pending, &shared.head_chunks)?.into_iter();
+    for (series, count) in group.iter().zip(counts) {
+        if count == 0 {
+            continue;
+        }
+        let owned: Vec<_> = chunks.by_ref().take(count).collect();
+        let references: Vec<RefChunk<'_>> = owned
+            .iter()
+            .map(|(encoding, mint_ms, maxt_ms, bytes)| RefChunk {
+                encoding: *encoding,
+                mint_ms: *mint_ms,
+                maxt_ms: *maxt_ms,
+                bytes,
+            })
+            .collect();
+        writer.append(record::encode_series_chunks(u64::from(series.series_ref), &references))?;
+    }
     Ok(())
 }

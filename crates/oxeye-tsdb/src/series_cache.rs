@@ -379,10 +379,10 @@ mod tests {
         assert!(head.series_cache.hold(&gone_bytes).is_none(), "removed series must not be found");
         assert_eq!(head.series_cache.len(), 1);
         assert!(head.get_by_ref(held.series_ref).is_some());
-        held.pending_appenders.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        held.release();
         // Still cached while it lives; once no appender holds it, the next truncation removes it.
         let again = head.series_cache.hold(&kept_bytes).expect("still cached");
-        again.pending_appenders.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        again.release();
         assert_eq!(head.truncate(6000), 1);
         assert!(head.series_cache.hold(&kept_bytes).is_none());
         assert_eq!(head.series_cache.len(), 0);
@@ -450,7 +450,7 @@ mod tests {
                 Some(series) => {
                     assert_eq!(index % 2, 0, "{index}");
                     assert!(Arc::ptr_eq(series, &created[index / 2]));
-                    series.pending_appenders.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+                    series.release();
                 }
                 None => assert!(index % 2 == 1 || index == 3000, "{index} not found"),
             }
