@@ -44,7 +44,7 @@ pub fn table(results: &[RunResult]) -> String {
     }
     let _ = writeln!(out, "---:|---|");
 
-    let rows: [Row; 14] = [
+    let rows: [Row; 16] = [
         (
             "ingest, samples/s (wall; server pinned to 1 core)",
             |r| r.ingest.samples_per_second,
@@ -76,6 +76,18 @@ pub fn table(results: &[RunResult]) -> String {
         ),
         ("ready on empty data dir, ms", |r| r.startup_empty_ms, |v| format!("{v:.0}"), "≤ 100 ms"),
         ("ready after kill -9, ms", |r| r.startup_after_kill_ms, |v| format!("{v:.0}"), "seconds at 1M series"),
+        (
+            "WAL after the last checkpoint at the kill, MiB (oxeye)",
+            |r| r.wal_at_kill.as_ref().map_or(0, |wal| wal.segment_bytes_after_checkpoint) as f64 / MIB,
+            |v| format!("{v:.1}"),
+            "",
+        ),
+        (
+            "WAL segments after the last checkpoint at the kill (oxeye)",
+            |r| r.wal_at_kill.as_ref().map_or(0, |wal| wal.segments_after_checkpoint) as f64,
+            |v| format!("{v:.0}"),
+            "",
+        ),
         ("ready on full data dir (after SIGTERM), ms", |r| r.startup_full_ms, |v| format!("{v:.0}"), ""),
         ("graceful shutdown, ms", |r| r.shutdown_ms, |v| format!("{v:.0}"), ""),
         ("block cut / flush CPU-s", |r| r.disk.cpu_seconds, |v| format!("{v:.2}"), ""),

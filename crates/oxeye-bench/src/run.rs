@@ -120,6 +120,10 @@ pub struct RunResult {
     pub data_dir_after_ingest: BTreeMap<String, TreeSize>,
     /// Queries after the ingest.
     pub check_after_ingest: Check,
+    /// What the WAL held beyond its last checkpoint at the `kill -9` (oxeye only): what the restart
+    /// replays sample by sample, which explains its ready time.
+    #[serde(default)]
+    pub wal_at_kill: Option<WalAtKill>,
     /// Milliseconds to ready after `kill -9`.
     pub startup_after_kill_ms: f64,
     /// Memory right after that restart.
@@ -195,6 +199,7 @@ pub async fn run(
     let data_dir_after_ingest = procfs::top_level_sizes(&spec.data_dir());
     let check_after_ingest = check(&client, spec, header).await;
 
+    let wal_at_kill = (spec.kind == ServerKind::Oxeye).then(|| WalAtKill::read(&spec.data_dir().join("metrics/wal")));
     eprintln!("[{}] kill -9 and restart", spec.kind.name());
     first.kill_hard()?;
     let second = spec.start(&probe_client, start_timeout).await?;
@@ -242,6 +247,7 @@ pub async fn run(
         memory_after_ingest,
         data_dir_after_ingest,
         check_after_ingest,
+        wal_at_kill,
         startup_after_kill_ms,
         memory_after_kill_restart,
         check_after_kill,
@@ -253,6 +259,57 @@ pub async fn run(
         memory_after_full_start,
         check_after_full_start,
     })
+}
+
+/// oxeye's metrics WAL directory just before the `kill -9`: the newest checkpoint and the segments
+/// after it (segments are named by their 8-digit index, checkpoints `checkpoint.<last segment covered>`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WalAtKill {
+    /// The last segment the newest complete checkpoint covers; `None` without a checkpoint.
+    pub checkpoint_through_segment: Option<u64>,
+    /// Bytes of that checkpoint directory.
+    pub checkpoint_bytes: u64,
+    /// Segments after the checkpoint (all segments without one).
+    pub segments_after_checkpoint: u64,
+    /// Their bytes.
+    pub segment_bytes_after_checkpoint: u64,
+}
+
+impl WalAtKill {
+    /// Lists `wal_dir`; an unreadable directory or entry counts as empty.
+    fn read(wal_dir: &Path) -> Self {
+        let mut segments: Vec<(u64, u64)> = Vec::new();
+        let mut checkpoints: Vec<(u64, std::path::PathBuf)> = Vec::new();
+        for entry in std::fs::read_dir(wal_dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if let Ok(index) = name.parse::<u64>() {
+                segments.push((index, entry.metadata().map(|metadata| metadata.len()).unwrap_or(0)));
+            } else if let Some(Ok(through)) = name.strip_prefix("checkpoint.").map(str::parse::<u64>) {
+                checkpoints.push((through, entry.path()));
+            }
+        }
+        let newest = checkpoints.into_iter().max_by_key(|(through, _)| *through);
+        let checkpoint_bytes = newest.as_ref().map_or(0, |(_, path)| {
+            std::fs::read_dir(path)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|entry| entry.metadata().map(|metadata| metadata.len()).unwrap_or(0))
+                .sum()
+        });
+        let through = newest.map(|(through, _)| through);
+        let after: Vec<u64> = segments
+            .into_iter()
+            .filter(|(index, _)| through.is_none_or(|through| *index > through))
+            .map(|(_, bytes)| bytes)
+            .collect();
+        WalAtKill {
+            checkpoint_through_segment: through,
+            checkpoint_bytes,
+            segments_after_checkpoint: after.len() as u64,
+            segment_bytes_after_checkpoint: after.iter().sum(),
+        }
+    }
 }
 
 fn version_of(spec: &ServerSpec) -> String {
