@@ -208,12 +208,24 @@ fn decode_columns<'a>(
     let mut metadata_section = lines.split_off(metadata_len)?;
     let mut metadata: Vec<LabelRef<'a>> = Vec::new();
     let mut previous_ns = 0i64;
+    // The lines are checked as UTF-8 all at once; each is then cut from the checked text at character
+    // boundaries. Should the whole not be UTF-8, lines are checked one by one to name the bad one.
+    let lines_start = lines.offset();
+    let lines_text = lines.rest_as_str();
     for position in 0..count {
         let step = if position == 0 { 1 } else { unit_ns };
         let timestamp_ns = previous_ns.wrapping_add(timestamps.varint()?.wrapping_mul(step));
         previous_ns = timestamp_ns;
         let line_length = lengths.length_of(lines.remaining())?;
-        let line = lines.str_of(line_length)?;
+        let line = match lines_text {
+            Some(text) => {
+                let from = lines.offset() - lines_start;
+                lines.take(line_length)?;
+                text.get(from..from + line_length)
+                    .ok_or_else(|| (lines_start + from, "line not on a character boundary".to_string()))?
+            }
+            None => lines.str_of(line_length)?,
+        };
         read_metadata(&mut metadata_section, &mut metadata)?;
         visit(timestamp_ns, line, &metadata);
     }
@@ -436,6 +448,34 @@ mod column_tests {
         })
         .unwrap();
         assert_eq!(decoded, entries);
+    }
+
+    #[test]
+    fn multibyte_lines_decode_and_a_cut_inside_a_character_is_an_error() {
+        let entries: Vec<LogEntry> = ["é", "naïve café", "", "日本語のログ", "plain"]
+            .iter()
+            .enumerate()
+            .map(|(index, line)| LogEntry::new(index as i64, *line))
+            .collect();
+        let encoded = encode_columns(&entries);
+        let mut lines = Vec::new();
+        for_each_encoded_entry(&encoded, ChunkLayout::SEALED, Path::new("mem"), |_, line, _| {
+            lines.push(line.to_string())
+        })
+        .unwrap();
+        assert_eq!(lines, entries.iter().map(|entry| entry.line.clone()).collect::<Vec<_>>());
+        // Some byte is the first line's length ("é", two bytes): given a length of one, the second line
+        // starts inside the character, which is an error and no panic.
+        let boundary_errors = (0..encoded.len())
+            .filter(|position| encoded[*position] == 2)
+            .filter_map(|position| {
+                let mut damaged = encoded.clone();
+                damaged[position] = 1;
+                for_each_encoded_entry(&damaged, ChunkLayout::SEALED, Path::new("mem"), |_, _, _| {}).err()
+            })
+            .filter(|error| error.to_string().contains("character boundary"))
+            .count();
+        assert_eq!(boundary_errors, 1);
     }
 
     #[test]
