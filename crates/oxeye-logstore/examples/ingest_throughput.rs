@@ -228,7 +228,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cpu_started = cpu_seconds();
     let mut filter_bytes = 0usize;
     for _ in 0..20 {
-        let mut builder = oxeye_logstore::bloom::BloomBuilder::default();
+        let mut builder = oxeye_logstore::bloom::BloomBuilder::with_line_capacity(sample.len());
         for entry in &sample {
             builder.add_line(&entry.line);
         }

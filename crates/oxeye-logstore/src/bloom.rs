@@ -141,6 +141,29 @@ fn tokens(bytes: &[u8]) -> Tokens<'_> {
     Tokens { bytes, position: 0 }
 }
 
+/// The same tokens as [`tokens`], written to `bounds` as start, end, start, end, ... without a branch per
+/// byte (a branch at every token edge would mispredict several times per line): every byte writes its
+/// offset, and the write is kept only where the byte starts or ends a token.
+fn token_bounds(bytes: &[u8], bounds: &mut Vec<u32>) {
+    bounds.clear();
+    bounds.resize(bytes.len() + 2, 0);
+    let mut count = 0usize;
+    let mut inside = false;
+    for (offset, &byte) in bytes.iter().enumerate() {
+        let token_byte = is_token_byte(byte);
+        if let Some(slot) = bounds.get_mut(count) {
+            *slot = offset as u32;
+        }
+        count += usize::from(token_byte != inside);
+        inside = token_byte;
+    }
+    if let Some(slot) = bounds.get_mut(count) {
+        *slot = bytes.len() as u32;
+    }
+    count += usize::from(inside);
+    bounds.truncate(count);
+}
+
 /// Xored into token words, so short-token values and k-gram hashes of the same bytes differ.
 const SHORT_TOKEN_KEY: u64 = 0x6a09_e667_f3bc_c908;
 
@@ -148,15 +171,34 @@ const SHORT_TOKEN_KEY: u64 = 0x6a09_e667_f3bc_c908;
 /// `hi` = the rest (up to 7), each read as a little-endian integer with zeros above (token bytes are never
 /// zero, so no two tokens share a pair), then `murmur3(murmur3(lo ^ key) ^ hi)`.
 #[inline(always)]
-fn short_token_value(token: &[u8]) -> u64 {
-    debug_assert!(!token.is_empty() && token.len() < MIN_NEEDLE_BYTES);
-    let split = token.len().min(8);
-    let (low_bytes, high_bytes) = token.split_at(split);
-    let mut low = [0u8; 8];
-    low[..low_bytes.len()].copy_from_slice(low_bytes);
-    let mut high = [0u8; 8];
-    high[..high_bytes.len().min(8)].copy_from_slice(&high_bytes[..high_bytes.len().min(8)]);
-    murmur3_finalise(murmur3_finalise(u64::from_le_bytes(low) ^ SHORT_TOKEN_KEY) ^ u64::from_le_bytes(high))
+fn short_token_value(bytes: &[u8], start: usize, end: usize) -> u64 {
+    debug_assert!(start < end && end - start < MIN_NEEDLE_BYTES && end <= bytes.len());
+    let low_end = end.min(start + 8);
+    let low = little_endian_word(bytes, start, low_end);
+    let high = if low_end < end { little_endian_word(bytes, low_end, end) } else { 0 };
+    murmur3_finalise(murmur3_finalise(low ^ SHORT_TOKEN_KEY) ^ high)
+}
+
+/// `bytes[start..end]` (at most 8 bytes) as a little-endian integer with zero bytes above; one 8-byte load
+/// where the slice has 8 bytes from `start` on (a copy of a variable length would call `memcpy`).
+#[inline(always)]
+fn little_endian_word(bytes: &[u8], start: usize, end: usize) -> u64 {
+    let length = end - start;
+    debug_assert!(length <= 8);
+    match bytes.get(start..start + 8) {
+        Some(eight) => {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(eight);
+            let mask = if length >= 8 { u64::MAX } else { (1u64 << (8 * length)) - 1 };
+            u64::from_le_bytes(word) & mask
+        }
+        None => bytes
+            .get(start..end)
+            .unwrap_or_default()
+            .iter()
+            .rev()
+            .fold(0u64, |word, byte| (word << 8) | u64::from(*byte)),
+    }
 }
 
 /// The murmur3 64-bit finaliser: every input bit flips each output bit with probability about one half.
@@ -294,7 +336,7 @@ pub fn needle_keys(needle: &str) -> Option<NeedleKeys> {
         if token.len() >= MIN_NEEDLE_BYTES {
             for_each_minimizer(token, |hash| keys.tokens.push(hash));
         } else if start > 0 && end < bytes.len() {
-            keys.tokens.push(short_token_value(token));
+            keys.tokens.push(short_token_value(bytes, start, end));
         }
     }
     for values in [&mut keys.line_minimizers, &mut keys.tokens] {
@@ -314,6 +356,8 @@ pub struct BloomBuilder<'a> {
     values: HashSet<u64, BuildHasherDefault<PrehashedHasher>>,
     /// Long tokens whose minimizers are already in `values`.
     long_tokens: HashSet<&'a [u8], foldhash::fast::FixedState>,
+    /// Token bounds of the line being added ([`token_bounds`]), kept for the next line.
+    bounds: Vec<u32>,
     /// A direct-mapped cache of values inserted lately (slot = low bits of the value): most tokens of a
     /// line were inserted by an earlier line, and this finds them without probing the set. Slot `i` starts
     /// with a value whose low bits are not `i`, so an empty slot never matches.
@@ -325,12 +369,22 @@ impl Default for BloomBuilder<'_> {
         BloomBuilder {
             values: HashSet::default(),
             long_tokens: HashSet::default(),
+            bounds: Vec::new(),
             recent: (0..RECENT_SLOTS as u64).map(|slot| slot ^ 1).collect(),
         }
     }
 }
 
 impl<'a> BloomBuilder<'a> {
+    /// A builder with room for the values of about `lines` lines (a few distinct values per line on
+    /// seed-shaped JSON), so the sets do not grow while the chunk is sealed.
+    pub fn with_line_capacity(lines: usize) -> Self {
+        let mut builder = BloomBuilder::default();
+        builder.values.reserve(lines.saturating_mul(4));
+        builder.long_tokens.reserve(lines);
+        builder
+    }
+
     #[inline(always)]
     fn insert(values: &mut HashSet<u64, BuildHasherDefault<PrehashedHasher>>, recent: &mut [u64], value: u64) {
         let slot = (value as usize) & (RECENT_SLOTS - 1);
@@ -346,11 +400,13 @@ impl<'a> BloomBuilder<'a> {
     /// Adds the values of `line`'s tokens.
     pub fn add_line(&mut self, line: &'a str) {
         let bytes = line.as_bytes();
-        let BloomBuilder { values, long_tokens, recent } = self;
-        for (start, end) in tokens(bytes) {
-            let token = &bytes[start..end];
+        let BloomBuilder { values, long_tokens, bounds, recent } = self;
+        token_bounds(bytes, bounds);
+        for pair in bounds.chunks_exact(2) {
+            let (start, end) = (pair[0] as usize, pair[1] as usize);
+            let Some(token) = bytes.get(start..end) else { continue };
             if token.len() < MIN_NEEDLE_BYTES {
-                Self::insert(values, recent, short_token_value(token));
+                Self::insert(values, recent, short_token_value(bytes, start, end));
             } else if long_tokens.insert(token) {
                 for_each_minimizer(token, |hash| Self::insert(values, recent, hash));
             }
@@ -437,6 +493,37 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// The value of a short token as `docs/format.md` defines it: filters already written hold these values.
+    fn short_token_value_by_definition(token: &[u8]) -> u64 {
+        let word = |part: &[u8]| part.iter().rev().fold(0u64, |word, byte| (word << 8) | u64::from(*byte));
+        let split = token.len().min(8);
+        murmur3_finalise(murmur3_finalise(word(&token[..split]) ^ 0x6a09_e667_f3bc_c908) ^ word(&token[split..]))
+    }
+
+    #[test]
+    fn short_token_values_follow_the_format_wherever_the_token_sits() {
+        let text = b"a bc defghijk lmnopqrstuvwxyz0";
+        for start in 0..text.len() {
+            for end in start + 1..=text.len().min(start + MIN_NEEDLE_BYTES - 1) {
+                let token = &text[start..end];
+                let expected = short_token_value_by_definition(token);
+                assert_eq!(short_token_value(text, start, end), expected, "{token:?} in the text");
+                assert_eq!(short_token_value(token, 0, token.len()), expected, "{token:?} alone");
+            }
+        }
+    }
+
+    #[test]
+    fn token_bounds_are_the_tokens() {
+        let mut bounds = Vec::new();
+        for line in LINES.iter().copied().chain(["", " ", "a", " a", "a ", "{}", "ab cd"]) {
+            token_bounds(line.as_bytes(), &mut bounds);
+            let expected: Vec<u32> =
+                tokens(line.as_bytes()).flat_map(|(start, end)| [start as u32, end as u32]).collect();
+            assert_eq!(bounds, expected, "{line:?}");
         }
     }
 

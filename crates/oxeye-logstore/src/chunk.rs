@@ -67,7 +67,7 @@ impl SealedChunk {
     /// non-empty.
     pub fn seal(entries: &[LogEntry]) -> SealedChunk {
         debug_assert!(entries.windows(2).all(|pair| pair[0].timestamp_ns <= pair[1].timestamp_ns));
-        let mut bloom = BloomBuilder::default();
+        let mut bloom = BloomBuilder::with_line_capacity(entries.len());
         for entry in entries {
             bloom.add_line(&entry.line);
         }
