@@ -72,10 +72,10 @@ impl std::fmt::Display for JsonSyntaxError {
 ///
 /// # Errors
 /// [`JsonSyntaxError`] at the first byte that breaks the grammar; fields visited before it stay visited.
-pub(crate) fn visit_fields(
+pub(crate) fn visit_fields<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
     line: &str,
     path: &mut String,
-    visit: &mut dyn FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>,
+    visit: &mut Visit,
 ) -> Result<(), JsonSyntaxError> {
     path.clear();
     let mut scanner = Scanner { text: line, bytes: line.as_bytes(), position: 0, name: path, depth: 0 };
@@ -164,9 +164,9 @@ impl<'a> Scanner<'a, '_> {
     }
 
     /// Reads an object's members, the scanner standing on `{`.
-    fn object(
+    fn object<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
         &mut self,
-        visit: &mut dyn FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>,
+        visit: &mut Visit,
     ) -> Result<ControlFlow<()>, JsonSyntaxError> {
         self.expect(b'{', "'{'")?;
         self.skip_whitespace();
@@ -178,16 +178,23 @@ impl<'a> Scanner<'a, '_> {
             let (key, key_escaped) = self.string()?;
             self.expect(b':', "':'")?;
             let parent_length = self.name.len();
-            if parent_length > 0 {
-                self.name.push('_');
-            }
-            if key_escaped {
-                unescape_into(key, self.name);
+            self.skip_whitespace();
+            let flow = if parent_length == 0 && !key_escaped && self.peek() != Some(b'{') {
+                // A top-level scalar or array is named by its key as it stands: no copy into the path.
+                self.value(Some(key), visit)
             } else {
-                self.name.push_str(key);
-            }
-            let flow = self.value(visit);
-            self.name.truncate(parent_length);
+                if parent_length > 0 {
+                    self.name.push('_');
+                }
+                if key_escaped {
+                    unescape_into(key, self.name);
+                } else {
+                    self.name.push_str(key);
+                }
+                let flow = self.value(None, visit);
+                self.name.truncate(parent_length);
+                flow
+            };
             if flow?.is_break() {
                 return Ok(ControlFlow::Break(()));
             }
@@ -206,11 +213,13 @@ impl<'a> Scanner<'a, '_> {
         }
     }
 
-    /// Reads one value; scalars go to the visitor under the current name, objects recurse, arrays are
-    /// checked and skipped (Loki's json parser extracts nothing from arrays without an expression).
-    fn value(
+    /// Reads one value; scalars go to the visitor under `name` or else the current path, objects recurse,
+    /// arrays are checked and skipped (Loki's json parser extracts nothing from arrays without an
+    /// expression).
+    fn value<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
         &mut self,
-        visit: &mut dyn FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>,
+        name: Option<&str>,
+        visit: &mut Visit,
     ) -> Result<ControlFlow<()>, JsonSyntaxError> {
         self.skip_whitespace();
         match self.peek() {
@@ -230,11 +239,11 @@ impl<'a> Scanner<'a, '_> {
             }
             Some(b'"') => {
                 let (raw, escaped) = self.string()?;
-                Ok(visit(self.name, JsonScalar::String { raw, escaped }))
+                Ok(visit(name.unwrap_or(self.name), JsonScalar::String { raw, escaped }))
             }
             Some(_) => {
                 let scalar = self.literal()?;
-                Ok(visit(self.name, scalar))
+                Ok(visit(name.unwrap_or(self.name), scalar))
             }
             None => Err(self.error("a value")),
         }
@@ -251,7 +260,7 @@ impl<'a> Scanner<'a, '_> {
         loop {
             // Objects inside arrays are checked with a throwaway visitor; their fields are not labels.
             let saved_name = self.name.len();
-            let _always_continues = self.value(&mut ignore)?;
+            let _always_continues = self.value(None, &mut ignore)?;
             self.name.truncate(saved_name);
             self.skip_whitespace();
             match self.peek() {

@@ -188,8 +188,18 @@ pub fn convert(text: &str, kind: NumberKind) -> Option<f64> {
 enum CompiledStage {
     LineFilter(CompiledLineFilter),
     Json(Vec<(String, Vec<PathPart>)>),
-    Logfmt { strict: bool, keep_empty: bool, params: Vec<(String, String)> },
-    Regexp(Regex),
+    Logfmt {
+        strict: bool,
+        keep_empty: bool,
+        params: Vec<(String, String)>,
+    },
+    /// `| regexp`: the expression, its capture locations (reused from line to line) and the named groups the
+    /// hints want, by group index.
+    Regexp {
+        regex: Regex,
+        locations: regex::CaptureLocations,
+        groups: Vec<(usize, String)>,
+    },
     Pattern(Pattern),
     Unpack,
     LabelFilter(CompiledLabelFilter),
@@ -664,7 +674,14 @@ impl Pipeline {
                     CompiledStage::Logfmt { strict: *strict, keep_empty: *keep_empty, params: params.clone() }
                 }
                 Stage::Parser(ParserStage::Regexp(regex)) => {
-                    CompiledStage::Regexp(Regex::new(regex).map_err(|error| error.to_string())?)
+                    let regex = Regex::new(regex).map_err(|error| error.to_string())?;
+                    let groups = regex
+                        .capture_names()
+                        .enumerate()
+                        .filter_map(|(index, name)| Some((index, name?.to_string())))
+                        .filter(|(_, name)| hints.wants(name))
+                        .collect();
+                    CompiledStage::Regexp { locations: regex.capture_locations(), regex, groups }
                 }
                 Stage::Parser(ParserStage::Pattern(pattern)) => CompiledStage::Pattern(Pattern::parse(pattern)?),
                 Stage::Parser(ParserStage::Unpack) => CompiledStage::Unpack,
@@ -811,7 +828,7 @@ impl Pipeline {
             }
         }
         let run_parsers = !hints.wants_none();
-        for stage in stages.iter() {
+        for stage in stages.iter_mut() {
             match stage {
                 CompiledStage::LineFilter(filter) => {
                     if !filter.keeps(&line) {
@@ -820,7 +837,7 @@ impl Pipeline {
                 }
                 CompiledStage::Json(_)
                 | CompiledStage::Logfmt { .. }
-                | CompiledStage::Regexp(_)
+                | CompiledStage::Regexp { .. }
                 | CompiledStage::Pattern(_)
                 | CompiledStage::Unpack
                     if !run_parsers => {}
@@ -832,13 +849,11 @@ impl Pipeline {
                     let options = LogfmtOptions { strict: *strict, keep_empty: *keep_empty, params };
                     parse_logfmt(&line, &mut state, &options, hints, label_name);
                 }
-                CompiledStage::Regexp(regex) => {
-                    if let Some(captures) = regex.captures(&line) {
-                        for name in regex.capture_names().flatten() {
-                            if let Some(value) = captures.name(name)
-                                && hints.wants(name)
-                            {
-                                state.add_parsed(name, value.as_str());
+                CompiledStage::Regexp { regex, locations, groups } => {
+                    if regex.captures_read(locations, &line).is_some() {
+                        for (index, name) in groups.iter() {
+                            if let Some(value) = locations.get(*index).and_then(|(start, end)| line.get(start..end)) {
+                                state.add_parsed(name, value);
                             }
                         }
                     }
