@@ -64,6 +64,16 @@ def test_patterns_stats_volume_and_parse_errors(oxeye: OxeyeServer) -> None:
                           params={**params, "query": '{env="e2e"}', "targetLabels": "service_name"}, timeout=10).json()
     by_service = {item["metric"]["service_name"]: int(item["value"][1]) for item in volume["data"]["result"]}
     assert by_service["worker"] == stats["bytes"]
+    # volume_range: Loki's bucketed shape; every byte counted once over the buckets.
+    ranged = requests.get(f"{oxeye.url}/loki/api/v1/index/volume_range",
+                          params={**params, "query": '{service_name="worker"}', "step": "10s"}, timeout=10).json()
+    assert ranged["data"]["resultType"] in ("matrix", "vector")
+    (worker,) = ranged["data"]["result"]
+    samples = worker["values"] if "values" in worker else [worker["value"]]
+    assert worker["metric"] == {"service_name": "worker"}
+    assert sum(int(value) for _, value in samples) == stats["bytes"]
+    detected = requests.get(f"{oxeye.url}/loki/api/v1/detected_labels", params=params, timeout=10).json()
+    assert {"label": "service_name", "cardinality": 1} in detected["detectedLabels"]
     bad = requests.get(f"{oxeye.url}/loki/api/v1/query_range",
                        params={**params, "query": '{service_name="worker"} | jsn'}, timeout=10)
     assert bad.status_code == 400
