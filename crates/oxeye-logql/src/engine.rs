@@ -428,8 +428,9 @@ impl Engine {
     }
 }
 
-/// `sum [by|without (...)] (count_over_time|rate|bytes_over_time|bytes_rate({...} |= ... [d]))` groups
-/// while extracting: summing counts per group equals counting per group, so the range aggregation can
+/// `sum [by|without (...)] (count_over_time|rate|bytes_over_time|bytes_rate|sum_over_time({...} [d]))`
+/// groups while extracting: summing counts (or unwrapped values) per group equals counting (or summing)
+/// per group, so the range aggregation can
 /// produce grouped series directly (and skip building each entry's full label set, which carries its
 /// structured metadata and parsed labels). Entries whose labels carry `__error__` are noted before
 /// grouping, so the query still fails on pipeline errors as Loki's does. Returns the range aggregation and
@@ -440,9 +441,13 @@ fn pushed_down_grouping<'a>(
     grouping: Option<&Grouping>,
 ) -> Option<(RangeOp, &'a LogRange, Grouping)> {
     let MetricExpr::RangeAggregation { op: range_op, range, grouping: None, .. } = inner else { return None };
-    let linear =
-        matches!(range_op, RangeOp::CountOverTime | RangeOp::Rate | RangeOp::BytesOverTime | RangeOp::BytesRate);
-    if op != VectorOp::Sum || !linear || range.unwrap.is_some() {
+    // Sums of sums: what Loki's `canInjectVectorGrouping` lets a `sum by` reach into (`rate` and
+    // `sum_over_time` of unwrapped values included).
+    let linear = matches!(
+        range_op,
+        RangeOp::CountOverTime | RangeOp::Rate | RangeOp::BytesOverTime | RangeOp::BytesRate | RangeOp::SumOverTime
+    );
+    if op != VectorOp::Sum || !linear {
         return None;
     }
     Some((*range_op, range, grouping.cloned().unwrap_or(Grouping { without: false, labels: Vec::new() })))

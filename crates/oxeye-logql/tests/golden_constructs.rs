@@ -257,6 +257,16 @@ fn range_aggregations_with_unwrap() {
         ),
         ["{} 2.62"]
     );
+    // A `sum by` reaches into `sum_over_time` and `rate` of unwrapped values (extracting only what it
+    // reads) and answers as the same sum over every series (`* 1` keeps the sum out of the range).
+    for inner in [
+        r#"sum_over_time({service_name=~".+"} | logfmt | unwrap bytes(bytes) | __error__="" [1m])"#,
+        r#"rate({service_name=~".+"} | logfmt | unwrap bytes(bytes) | __error__="" [1m])"#,
+    ] {
+        let pushed = instant(&fixture, &format!("sum by (service_name) ({inner})"), 30);
+        assert!(pushed.iter().any(|line| line.starts_with(r#"{service_name="worker"} "#)), "{pushed:?}");
+        assert_eq!(pushed, instant(&fixture, &format!("sum by (service_name) ({inner} * 1)"), 30), "{inner}");
+    }
     let worker = |function: &str| {
         instant(
             &fixture,
