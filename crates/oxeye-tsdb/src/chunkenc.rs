@@ -152,8 +152,9 @@ impl<'a> BitReader<'a> {
     }
 
     fn read_bit(&mut self) -> Result<bool, ChunkDecodeError> {
-        let bit = self.peek_word() >> 63 == 1;
-        self.advance(1)?;
+        let byte = self.bytes.get(self.position / 8).ok_or(Self::ENDS_EARLY)?;
+        let bit = (byte >> (7 - (self.position % 8))) & 1 == 1;
+        self.position += 1;
         Ok(bit)
     }
 
@@ -213,25 +214,24 @@ fn write_varbit(writer: &mut BitWriter, value: i64) {
     writer.write_bits(value as u64, 64);
 }
 
+/// Reads a varbit written by [`write_varbit`]: prefix and payload come from one peeked word (a prefix
+/// of at most 6 bits and a payload of at most 32 fit the 57 bits a peek holds), only the 64-bit form
+/// reads further.
 fn read_varbit(reader: &mut BitReader<'_>) -> Result<i64, ChunkDecodeError> {
-    let first = reader.read_bit()?;
-    read_varbit_after(reader, first)
-}
-
-/// Reads a varbit whose first prefix bit was already read.
-fn read_varbit_after(reader: &mut BitReader<'_>, first_bit: bool) -> Result<i64, ChunkDecodeError> {
-    if !first_bit {
+    let word = reader.peek_word();
+    if word >> 63 == 0 {
+        reader.advance(1)?;
         return Ok(0);
     }
-    // Up to five more prefix ones, then (below six ones) the zero that ends the prefix.
-    let more_ones = (!reader.peek_word()).leading_zeros().min(VARBIT_WIDE_PREFIX.0 - 1);
-    let ones = 1 + more_ones;
-    let prefix_rest = if ones < VARBIT_WIDE_PREFIX.0 { more_ones + 1 } else { more_ones };
-    reader.advance(prefix_rest as usize)?;
+    let ones = (!word).leading_zeros().min(VARBIT_WIDE_PREFIX.0);
     let Some((_, _, payload_bits)) = VARBIT_BUCKETS.get(ones as usize - 1) else {
+        reader.advance(VARBIT_WIDE_PREFIX.0 as usize)?;
         return Ok(reader.read_bits(64)? as i64);
     };
-    let raw = reader.read_bits(*payload_bits)?;
+    // The ones and the zero that ends them.
+    let prefix_bits = ones + 1;
+    reader.advance((prefix_bits + payload_bits) as usize)?;
+    let raw = (word << prefix_bits) >> (64 - payload_bits);
     // Sign-extend the payload.
     let shift = 64 - payload_bits;
     Ok(((raw << shift) as i64) >> shift)
@@ -293,17 +293,9 @@ fn write_zero_run_stream(writer: &mut BitWriter, values: &[i64]) {
 }
 
 fn read_zero_run_stream(reader: &mut BitReader<'_>, count: usize, out: &mut Vec<i64>) -> Result<(), ChunkDecodeError> {
-    let target = out.len() + count;
-    while out.len() < target {
-        if reader.read_bit()? {
-            out.push(read_varbit_after(reader, true)?);
-            continue;
-        }
-        let run = if reader.read_bit()? { reader.read_bits(7)? as usize + 2 } else { 1 };
-        if out.len() + run > target {
-            return Err(ChunkDecodeError { reason: "zero run past the sample count" });
-        }
-        out.resize(out.len() + run, 0);
+    let mut stream = IntegerStream::new(true, count);
+    for _ in 0..count {
+        out.push(stream.next(reader)?);
     }
     Ok(())
 }
@@ -944,10 +936,19 @@ impl IntegerStream {
             self.pending_zeros -= 1;
             return Ok(0);
         }
-        if reader.read_bit()? {
-            return read_varbit_after(reader, true);
+        // A varbit starts with `1` (zero itself is never written as one here); a run with `0`, then `0`
+        // for one zero or `1` and 7 bits for 2 to 129.
+        let word = reader.peek_word();
+        if word >> 63 == 1 {
+            return read_varbit(reader);
         }
-        let run = if reader.read_bit()? { reader.read_bits(7)? as usize + 2 } else { 1 };
+        let run = if (word >> 62) & 1 == 0 {
+            reader.advance(2)?;
+            1
+        } else {
+            reader.advance(9)?;
+            ((word >> 55) & 0x7f) as usize + 2
+        };
         if run - 1 > self.remaining {
             return Err(ChunkDecodeError { reason: "zero run past the sample count" });
         }
@@ -999,6 +1000,7 @@ fn decode_scaled_into(
     }
     let Some(first_kept_position) = first_kept else { return Ok(()) };
     let mut values = IntegerStream::new(flags & FLAG_VALUE_ZERO_RUNS != 0, count - 1);
+    let scale_is_zero = power == 1.0;
     let (mut integer, mut integer_delta) = (first_integer, 0i64);
     for position in 0..past_kept {
         if position > 0 {
@@ -1010,7 +1012,8 @@ fn decode_scaled_into(
         if position >= first_kept_position
             && let Some(sample) = out.get_mut(base + position - first_kept_position)
         {
-            sample.value = integer as f64 / power;
+            // Integer counters (scale 0) skip the division.
+            sample.value = if scale_is_zero { integer as f64 } else { integer as f64 / power };
         }
     }
     Ok(())

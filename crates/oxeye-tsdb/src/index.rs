@@ -169,8 +169,9 @@ impl BlockIndex {
         keep_label: Option<&dyn Fn(&str) -> bool>,
     ) -> Result<Vec<SeriesEntry>, TsdbError> {
         let mut out = Vec::with_capacity(ids.len());
-        // The inflated group last used: its position, content and the start of each entry in it.
-        let mut current: Option<(usize, Vec<u8>, Vec<usize>)> = None;
+        // The inflated group last used: its position, content, and each entry's start in it with the
+        // entry as parsed while finding the starts (taken by the first id asking for it).
+        let mut current: Option<(usize, Vec<u8>, Vec<ParsedEntry>)> = None;
         let mut compressed = Vec::new();
         for id in ids {
             let position = groups.partition_point(|group| group.first_id <= *id);
@@ -186,24 +187,30 @@ impl BlockIndex {
                     deflate::decompress_exact(&compressed, group.content_bytes as usize).map_err(|reason| {
                         TsdbError::corrupt(self.path(), format!("series group of {}: {reason}", group.first_id))
                     })?;
-                let mut starts = Vec::new();
+                let mut entries = Vec::new();
                 let mut decoder = Decoder::new(&content);
                 while !decoder.is_empty() {
-                    starts.push(decoder.position());
-                    parse_series_entry(&mut decoder, self.symbols.len() as u64).map_err(|reason| {
+                    let start = decoder.position();
+                    let entry = parse_series_entry(&mut decoder, self.symbols.len() as u64).map_err(|reason| {
                         TsdbError::corrupt(self.path(), format!("series group of {}: {reason}", group.first_id))
                     })?;
+                    entries.push((start, Some(entry)));
                 }
-                current = Some((group_position, content, starts));
+                current = Some((group_position, content, entries));
             }
-            let Some((_, content, starts)) = current.as_ref() else { continue };
-            let start = starts
-                .get((id - group.first_id) as usize)
-                .copied()
+            let Some((_, content, entries)) = current.as_mut() else { continue };
+            let (start, parsed) = entries
+                .get_mut((id - group.first_id) as usize)
                 .ok_or_else(|| TsdbError::corrupt(self.path(), format!("series id {id} missing from its group")))?;
-            let mut decoder = Decoder::new(content.get(start..).unwrap_or_default());
-            let (label_symbols, chunks) = parse_series_entry(&mut decoder, self.symbols.len() as u64)
-                .map_err(|reason| TsdbError::corrupt(self.path(), format!("series {id}: {reason}")))?;
+            let (label_symbols, chunks) = match parsed.take() {
+                Some(entry) => entry,
+                // Asked for twice: parsed again.
+                None => {
+                    let mut decoder = Decoder::new(content.get(*start..).unwrap_or_default());
+                    parse_series_entry(&mut decoder, self.symbols.len() as u64)
+                        .map_err(|reason| TsdbError::corrupt(self.path(), format!("series {id}: {reason}")))?
+                }
+            };
             out.push(SeriesEntry { labels: self.resolve_labels(&label_symbols, keep_label), chunks });
         }
         Ok(out)
@@ -256,6 +263,9 @@ impl BlockIndex {
 
 /// A series entry as stored: `(name, value)` symbol ids and chunk references.
 type RawSeriesEntry = (Vec<(u32, u32)>, Vec<ChunkMeta>);
+
+/// Where a series entry starts in its inflated group, and the entry parsed (until taken).
+type ParsedEntry = (usize, Option<RawSeriesEntry>);
 
 /// Parses one series entry: label symbol ids and chunk references.
 fn parse_series_entry(decoder: &mut Decoder<'_>, symbol_count: u64) -> Result<RawSeriesEntry, String> {
