@@ -24,8 +24,12 @@ fn json_error(field: String, reason: impl Into<String>) -> IngestError {
 /// # Errors
 /// [`IngestError::Json`] naming the path of the first bad value, e.g. `streams[0].values[3][0]`.
 pub fn decode_push_json(body: &[u8]) -> Result<Vec<LogStream>, IngestError> {
-    // The typed decoder builds the streams straight from the bytes; a body it refuses goes through the
-    // tree decoder, which names the bad field.
+    // The common shape is read by a decoder of its own; anything else (unknown or repeated keys, `\u`
+    // escapes, numbers it does not take) goes to the typed decoder, which builds the streams straight from
+    // the bytes; a body that refuses too goes through the tree decoder, which names the bad field.
+    if let Some(streams) = plain::decode(body) {
+        return Ok(streams);
+    }
     if let Ok(typed) = serde_json::from_slice::<typed::Body>(body) {
         return Ok(typed
             .streams
@@ -37,6 +41,264 @@ pub fn decode_push_json(body: &[u8]) -> Result<Vec<LogStream>, IngestError> {
             .collect());
     }
     decode_push_json_tree(body)
+}
+
+/// A decoder for push bodies of the shape clients send: `{"streams": [{"stream": {...}, "values": [[...]]}]}`
+/// with no other keys, no key twice in an object, timestamps as strings or integers of nanoseconds, and
+/// strings whose escapes are the two-character ones (`\"`, `\\`, `\/`, `\b`, `\f`, `\n`, `\r`, `\t`).
+/// It returns `None` for anything else, valid or not, and [`decode_push_json`] then runs the serde decoders;
+/// what it returns is what they would return. A line is unescaped straight into its own `String`, one copy
+/// where serde copies twice (into a scratch buffer, then into the string), and no visitor runs per value.
+mod plain {
+    use oxeye_model::logs::{LogEntry, LogStream};
+    use oxeye_model::{Label, Labels};
+
+    pub(super) fn decode(body: &[u8]) -> Option<Vec<LogStream>> {
+        let mut parser = Parser { bytes: body, position: 0 };
+        parser.expect(b'{')?;
+        parser.key(b"streams")?;
+        let streams = parser.array(Parser::stream)?;
+        parser.expect(b'}')?;
+        parser.whitespace();
+        (parser.position == body.len()).then_some(streams)
+    }
+
+    struct Parser<'b> {
+        bytes: &'b [u8],
+        position: usize,
+    }
+
+    const LOW_ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+
+    /// The offset of the first `"`, `\\` or control character (below 0x20) at or after `from`, eight bytes a
+    /// step: in each word, the lowest byte flagged by any of the three tests is exact (a test can only flag
+    /// false bytes above its own first true one).
+    fn next_quote_backslash_or_control(bytes: &[u8], from: usize) -> Option<usize> {
+        let mut position = from;
+        while let Some(eight) = bytes.get(position..position + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(eight);
+            let word = u64::from_le_bytes(word);
+            let zero_byte = |value: u64| value.wrapping_sub(LOW_ONES) & !value & HIGH_BITS;
+            let found = zero_byte(word ^ (LOW_ONES * u64::from(b'"')))
+                | zero_byte(word ^ (LOW_ONES * u64::from(b'\\')))
+                | (word.wrapping_sub(LOW_ONES * 0x20) & !word & HIGH_BITS);
+            if found != 0 {
+                return Some(position + (found.trailing_zeros() / 8) as usize);
+            }
+            position += 8;
+        }
+        let rest = bytes.get(position..)?;
+        rest.iter().position(|byte| matches!(byte, b'"' | b'\\' | 0..=0x1f)).map(|offset| position + offset)
+    }
+
+    impl Parser<'_> {
+        fn whitespace(&mut self) {
+            while matches!(self.bytes.get(self.position), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+                self.position += 1;
+            }
+        }
+
+        /// Skips whitespace, then takes `byte`.
+        fn expect(&mut self, byte: u8) -> Option<()> {
+            self.whitespace();
+            (self.bytes.get(self.position) == Some(&byte)).then(|| self.position += 1)
+        }
+
+        /// Skips whitespace, then takes `byte` if it is next.
+        fn take(&mut self, byte: u8) -> bool {
+            self.whitespace();
+            let next = self.bytes.get(self.position) == Some(&byte);
+            self.position += usize::from(next);
+            next
+        }
+
+        /// `"name":` for exactly this name.
+        fn key(&mut self, name: &[u8]) -> Option<()> {
+            self.expect(b'"')?;
+            let end = self.position + name.len();
+            (self.bytes.get(self.position..end) == Some(name) && self.bytes.get(end) == Some(&b'"')).then_some(())?;
+            self.position = end + 1;
+            self.expect(b':')
+        }
+
+        /// `[item, item, ...]`.
+        fn array<T>(&mut self, mut item: impl FnMut(&mut Self) -> Option<T>) -> Option<Vec<T>> {
+            self.expect(b'[')?;
+            let mut items = Vec::new();
+            if self.take(b']') {
+                return Some(items);
+            }
+            loop {
+                items.push(item(self)?);
+                if !self.take(b',') {
+                    self.expect(b']')?;
+                    return Some(items);
+                }
+            }
+        }
+
+        /// `{"stream": {...}, "values": [...]}`, the two keys in either order.
+        fn stream(&mut self) -> Option<LogStream> {
+            self.expect(b'{')?;
+            let (labels, entries) = if self.peek_key(b"stream") {
+                self.key(b"stream")?;
+                let labels = self.string_pairs()?;
+                self.expect(b',')?;
+                self.key(b"values")?;
+                (labels, self.array(Parser::entry)?)
+            } else {
+                self.key(b"values")?;
+                let entries = self.array(Parser::entry)?;
+                self.expect(b',')?;
+                self.key(b"stream")?;
+                (self.string_pairs()?, entries)
+            };
+            self.expect(b'}')?;
+            Some(LogStream { labels: Labels::from_pairs(labels), entries })
+        }
+
+        fn peek_key(&mut self, name: &[u8]) -> bool {
+            self.whitespace();
+            let start = self.position + 1;
+            self.bytes.get(self.position) == Some(&b'"')
+                && self.bytes.get(start..start + name.len()) == Some(name)
+                && self.bytes.get(start + name.len()) == Some(&b'"')
+        }
+
+        /// An object of string values, in order, no name twice.
+        fn string_pairs(&mut self) -> Option<Vec<(String, String)>> {
+            self.expect(b'{')?;
+            let mut pairs: Vec<(String, String)> = Vec::new();
+            if self.take(b'}') {
+                return Some(pairs);
+            }
+            loop {
+                let name = self.string()?;
+                self.expect(b':')?;
+                let value = self.string()?;
+                if pairs.iter().any(|(seen, _)| *seen == name) {
+                    return None;
+                }
+                pairs.push((name, value));
+                if !self.take(b',') {
+                    self.expect(b'}')?;
+                    return Some(pairs);
+                }
+            }
+        }
+
+        /// `["<ns>", "line"]` or `["<ns>", "line", {metadata}]`.
+        fn entry(&mut self) -> Option<LogEntry> {
+            self.expect(b'[')?;
+            let timestamp_ns = self.timestamp()?;
+            self.expect(b',')?;
+            let line = self.string()?;
+            let structured_metadata = if self.take(b',') {
+                self.string_pairs()?.into_iter().map(|(name, value)| Label { name, value }).collect()
+            } else {
+                Vec::new()
+            };
+            self.expect(b']')?;
+            Some(LogEntry { timestamp_ns, line, structured_metadata })
+        }
+
+        /// A string of an integer as `i64::from_str` reads it, or a JSON integer without fraction or exponent.
+        fn timestamp(&mut self) -> Option<i64> {
+            self.whitespace();
+            let start = self.position;
+            if self.bytes.get(start) == Some(&b'"') {
+                let text = self.string()?;
+                return text.parse().ok();
+            }
+            // Negative timestamps (and `-0`) are left to serde.
+            let digits_start = start;
+            let mut end = digits_start;
+            while self.bytes.get(end).is_some_and(u8::is_ascii_digit) {
+                end += 1;
+            }
+            let digits = self.bytes.get(digits_start..end)?;
+            // JSON has no leading zeros, fractions or exponents here: leave those to serde.
+            if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') {
+                return None;
+            }
+            if matches!(self.bytes.get(end), Some(b'.' | b'e' | b'E')) {
+                return None;
+            }
+            self.position = end;
+            std::str::from_utf8(self.bytes.get(start..end)?).ok()?.parse().ok()
+        }
+
+        /// A JSON string, unescaped; `None` at a `\u` escape, a control character or invalid UTF-8. The string
+        /// is measured first, so its buffer is allocated once at its final size.
+        fn string(&mut self) -> Option<String> {
+            self.expect(b'"')?;
+            let start = self.position;
+            let mut end = start;
+            let mut escapes = 0usize;
+            loop {
+                end = next_quote_backslash_or_control(self.bytes, end)?;
+                match *self.bytes.get(end)? {
+                    b'"' => break,
+                    b'\\' => {
+                        escapes += 1;
+                        end += 2;
+                    }
+                    _ => return None,
+                }
+            }
+            let raw = self.bytes.get(start..end)?;
+            self.position = end + 1;
+            if escapes == 0 {
+                return std::str::from_utf8(raw).ok().map(str::to_owned);
+            }
+            // Eight bytes are copied at a time and the copy cut back at a backslash: escapes come every few
+            // bytes in JSON lines, where a copy call per run between them costs more than the bytes. The
+            // buffer has 8 bytes to spare for the last word's copy.
+            let mut out = vec![0u8; raw.len() - escapes + 8];
+            let mut length = 0usize;
+            let mut position = 0usize;
+            while position < raw.len() {
+                if let Some(eight) = raw.get(position..position + 8) {
+                    let mut word_bytes = [0u8; 8];
+                    word_bytes.copy_from_slice(eight);
+                    let word = u64::from_le_bytes(word_bytes);
+                    let difference = word ^ (LOW_ONES * u64::from(b'\\'));
+                    let backslashes = difference.wrapping_sub(LOW_ONES) & !difference & HIGH_BITS;
+                    out.get_mut(length..length + 8)?.copy_from_slice(&word_bytes);
+                    if backslashes == 0 {
+                        position += 8;
+                        length += 8;
+                        continue;
+                    }
+                    let plain = (backslashes.trailing_zeros() / 8) as usize;
+                    position += plain;
+                    length += plain;
+                } else if raw.get(position) != Some(&b'\\') {
+                    *out.get_mut(length)? = *raw.get(position)?;
+                    position += 1;
+                    length += 1;
+                    continue;
+                }
+                *out.get_mut(length)? = match *raw.get(position + 1)? {
+                    b'"' => b'"',
+                    b'\\' => b'\\',
+                    b'/' => b'/',
+                    b'b' => 0x08,
+                    b'f' => 0x0c,
+                    b'n' => b'\n',
+                    b'r' => b'\r',
+                    b't' => b'\t',
+                    _ => return None,
+                };
+                length += 1;
+                position += 2;
+            }
+            out.truncate(length);
+            String::from_utf8(out).ok()
+        }
+    }
 }
 
 /// Typed serde targets for a push body, so the happy path builds no `serde_json::Value` tree. They accept
@@ -368,6 +630,105 @@ mod tests {
             assert!(serde_json::from_slice::<typed::Body>(body).is_err());
             assert!(decode_push_json(body).is_err());
         }
+    }
+
+    /// What the serde decoders make of `body` (the plain decoder must return the same or nothing).
+    fn by_serde(body: &[u8]) -> Option<Vec<LogStream>> {
+        match serde_json::from_slice::<typed::Body>(body) {
+            Ok(typed) => Some(
+                typed
+                    .streams
+                    .into_iter()
+                    .map(|stream| LogStream {
+                        labels: Labels::from_pairs(stream.stream.0),
+                        entries: stream.values.into_iter().map(|entry| entry.0).collect(),
+                    })
+                    .collect(),
+            ),
+            Err(_) => None,
+        }
+    }
+
+    #[test]
+    fn the_plain_decoder_reads_the_common_shape_and_leaves_the_rest_to_serde() {
+        let read: [&[u8]; 5] = [
+            br#"{"streams":[{"stream":{"job":"x"},"values":[["1700000000000000001","a"],["2","b",{"trace_id":"abc"}]]}]}"#,
+            br#" { "streams" : [ { "values" : [ [ 17 , "{\"k\": \"v\\\/\b\f\n\r\t\"}" ] ] , "stream" : { } } ] } "#,
+            br#"{"streams":[]}"#,
+            "{\"streams\":[{\"stream\":{\"j\":\"\u{e9}\"},\"values\":[[\"+5\",\"\u{fc}n\u{ef}code \u{20ac}\"]]}]}".as_bytes(),
+            br#"{"streams":[{"stream":{"job":"x"},"values":[[9223372036854775807,""]]}]}"#,
+        ];
+        for body in read {
+            let plain = plain::decode(body);
+            assert!(plain.is_some(), "{}", String::from_utf8_lossy(body));
+            assert_eq!(plain, by_serde(body), "{}", String::from_utf8_lossy(body));
+        }
+        let left_to_serde: [&[u8]; 12] = [
+            br#"{"streams":[{"stream":{"job":"x"},"values":[]}],"x":1}"#,
+            br#"{"streams":[{"stream":{"job":"x","job":"y"},"values":[]}]}"#,
+            br#"{"streams":[{"stream":{"job":"x"},"values":[["1","a\u0041"]]}]}"#,
+            br#"{"streams":[{"stream":{"job":"x"},"values":[[-1,"a"]]}]}"#,
+            br#"{"streams":[{"stream":{"job":"x"},"values":[[1.0,"a"]]}]}"#,
+            br#"{"streams":[{"stream":{"job":"x"},"values":[[01,"a"]]}]}"#,
+            br#"{"streams":[{"stream":{"job":"x"},"values":[[9223372036854775808,"a"]]}]}"#,
+            br#"{"streams":[{"stream":{"job":"x"},"values":[["1","a",{},"extra"]]}]}"#,
+            br#"{"streams":[{"stream":{"job":"x"},"values":[["1","a",null]]}]}"#,
+            b"{\"streams\":[{\"stream\":{\"job\":\"x\"},\"values\":[[\"1\",\"tab\there\"]]}]}",
+            b"{\"streams\":[{\"stream\":{\"job\":\"x\"},\"values\":[[\"1\",\"\xff\"]]}]}",
+            br#"{"streams":[{"stream":{"job":"x"},"values":[["1","a"]]}]} x"#,
+        ];
+        for body in left_to_serde {
+            assert_eq!(plain::decode(body), None, "{}", String::from_utf8_lossy(body));
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_plain_decoder_agrees_with_serde(
+            streams in proptest::collection::vec(
+                (
+                    proptest::collection::vec(("[a-z_]{1,6}", ".{0,8}"), 0..3),
+                    proptest::collection::vec((any_timestamp(), ".{0,40}", proptest::option::of(("[a-z]{1,4}", ".{0,6}"))), 0..4),
+                ),
+                0..3,
+            ),
+            numeric_timestamps in proptest::bool::ANY,
+        ) {
+            let streams: Vec<serde_json::Value> = streams
+                .into_iter()
+                .map(|(labels, entries)| {
+                    let labels: serde_json::Map<String, serde_json::Value> =
+                        labels.into_iter().map(|(name, value)| (name, serde_json::Value::String(value))).collect();
+                    let values: Vec<serde_json::Value> = entries
+                        .into_iter()
+                        .map(|(timestamp, line, metadata)| {
+                            let timestamp = if numeric_timestamps {
+                                serde_json::json!(timestamp)
+                            } else {
+                                serde_json::json!(timestamp.to_string())
+                            };
+                            match metadata {
+                                Some((name, value)) => serde_json::json!([timestamp, line, {name: value}]),
+                                None => serde_json::json!([timestamp, line]),
+                            }
+                        })
+                        .collect();
+                    serde_json::json!({"stream": labels, "values": values})
+                })
+                .collect();
+            let body = serde_json::to_vec(&serde_json::json!({"streams": streams})).unwrap();
+            if let Some(plain) = plain::decode(&body) {
+                proptest::prop_assert_eq!(Some(plain), by_serde(&body), "{}", String::from_utf8_lossy(&body));
+            }
+        }
+    }
+
+    fn any_timestamp() -> impl proptest::strategy::Strategy<Value = i64> {
+        proptest::prop_oneof![
+            0i64..10,
+            1_700_000_000_000_000_000i64..1_800_000_000_000_000_000,
+            proptest::num::i64::ANY
+        ]
     }
 
     #[test]
