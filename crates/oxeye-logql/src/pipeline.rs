@@ -299,17 +299,24 @@ pub enum ParserHints {
 impl ParserHints {
     /// The hints for a range aggregation over `stages` whose series are grouped by `grouping` (the range
     /// aggregation's own grouping or a `sum` pushed down into it); `All` without a `by` grouping, or when a
-    /// stage reads or rewrites labels in ways not listed by name (`line_format`, `label_format`, `drop`,
-    /// `keep`).
+    /// stage reads or rewrites labels in ways not listed by name (`line_format`, `label_format`).
     pub fn for_grouping(grouping: Option<&Grouping>, stages: &[Stage], unwrap: Option<&Unwrap>) -> ParserHints {
         let Some(Grouping { without: false, labels }) = grouping else { return ParserHints::All };
         let mut names: Vec<String> = labels.clone();
         for stage in stages {
             match stage {
                 Stage::LabelFilter(filter) => label_filter_names(filter, &mut names),
-                Stage::LineFormat(_) | Stage::LabelFormat(_) | Stage::Drop(_) | Stage::Keep(_) => {
-                    return ParserHints::All;
+                // `drop` and `keep` only remove labels, reading the values of those they name with a
+                // matcher: a label not extracted is absent either way (Grafana's Logs Drilldown groups
+                // `... | json | drop __error__, __error_details__`).
+                Stage::Drop(items) | Stage::Keep(items) => {
+                    for item in items {
+                        if let LabelItem::Matcher(matcher) = item {
+                            names.push(matcher.name.clone());
+                        }
+                    }
                 }
+                Stage::LineFormat(_) | Stage::LabelFormat(_) => return ParserHints::All,
                 Stage::LineFilter(_) | Stage::Parser(_) | Stage::Decolorize => {}
             }
         }
@@ -762,7 +769,8 @@ impl Pipeline {
         names: &[String],
     ) -> Option<Result<(usize, Labels), Labels>> {
         let (line, state) = self.run(stream_labels, entry)?;
-        if state.has_error {
+        // An error a stage left and none dropped (`| drop __error__`).
+        if state.has_error && state.get(ERROR_LABEL).is_some() {
             return Some(Err(state.labels()));
         }
         let mut grouped: Vec<oxeye_model::Label> = names
@@ -793,7 +801,8 @@ impl Pipeline {
         group_key: &mut Vec<u8>,
     ) -> Option<Result<usize, Labels>> {
         let (line, state) = self.run(stream_labels, entry)?;
-        if state.has_error {
+        // An error a stage left and none dropped (`| drop __error__`).
+        if state.has_error && state.get(ERROR_LABEL).is_some() {
             return Some(Err(state.labels()));
         }
         group_key.clear();
@@ -907,13 +916,18 @@ impl Pipeline {
                     }
                 }
                 CompiledStage::Drop(items) => {
-                    for (name, value) in state.all() {
-                        let drop = items.iter().any(|item| match item {
-                            LabelItem::Name(dropped) => *dropped == name,
-                            LabelItem::Matcher(matcher) => matcher.name == name && matcher.matches(&value),
+                    // Item by item, without listing the entry's labels: only deletions, so the order does
+                    // not matter, and labels with empty values count as absent.
+                    for item in items.iter() {
+                        let (name, matcher) = match item {
+                            LabelItem::Name(name) => (name, None),
+                            LabelItem::Matcher(matcher) => (&matcher.name, Some(matcher)),
+                        };
+                        let drop = state.get(name).is_some_and(|value| {
+                            !value.is_empty() && matcher.is_none_or(|matcher| matcher.matches(value))
                         });
                         if drop {
-                            state.delete(&name);
+                            state.delete(name);
                         }
                     }
                 }
@@ -1426,6 +1440,16 @@ mod tests {
         assert_eq!((ungrouped.labels.get(ERROR_LABEL), ungrouped.labels.get("trace_id")), (None, None));
         // A filter on __error__ keeps the parser running.
         assert!(run_hinted(r#"sum(count_over_time({a="b"} | json | __error__="" [1m]))"#, "not json").is_none());
+        // drop and keep only remove labels: the hints stay (a matcher's label is read, so extracted).
+        let dropped = run_hinted(
+            r#"sum by (path) (count_over_time({a="b"} | json | drop __error__, status="503" | keep path, user_id [1m]))"#,
+            line,
+        )
+        .unwrap();
+        assert_eq!(
+            (dropped.labels.get("path"), dropped.labels.get("status"), dropped.labels.get("user_id")),
+            (Some("/x"), None, None)
+        );
         // Formatting stages read labels by template: every label is extracted.
         let formatted =
             run_hinted(r#"sum by (x) (count_over_time({a="b"} | json | line_format "{{.path}}" [1m]))"#, line).unwrap();

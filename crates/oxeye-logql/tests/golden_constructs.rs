@@ -257,11 +257,13 @@ fn range_aggregations_with_unwrap() {
         ),
         ["{} 2.62"]
     );
-    // A `sum by` reaches into `sum_over_time` and `rate` of unwrapped values (extracting only what it
-    // reads) and answers as the same sum over every series (`* 1` keeps the sum out of the range).
+    // A `sum by` reaches into `sum_over_time` and `rate` of unwrapped values, and past `drop` (extracting
+    // only what it reads), and answers as the same sum over every series (`* 1` keeps the sum out of the
+    // range).
     for inner in [
         r#"sum_over_time({service_name=~".+"} | logfmt | unwrap bytes(bytes) | __error__="" [1m])"#,
         r#"rate({service_name=~".+"} | logfmt | unwrap bytes(bytes) | __error__="" [1m])"#,
+        r#"count_over_time({service_name=~".+"} | json | drop __error__, __error_details__ [1m])"#,
     ] {
         let pushed = instant(&fixture, &format!("sum by (service_name) ({inner})"), 30);
         assert!(pushed.iter().any(|line| line.starts_with(r#"{service_name="worker"} "#)), "{pushed:?}");
