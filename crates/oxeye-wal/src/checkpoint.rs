@@ -12,8 +12,11 @@ use crate::{Wal, WalError, WalOptions};
 
 const CHECKPOINT_PREFIX: &str = "checkpoint.";
 const TEMPORARY_SUFFIX: &str = ".tmp";
-/// Records are handed to the checkpoint's log in groups of about this many bytes (one fsync each).
-const FLUSH_THRESHOLD_BYTES: usize = 4 << 20;
+/// Records are handed to the checkpoint's log in groups of about this many bytes. The log fsyncs once per
+/// segment, not per group ([`Wal::open_durable_at_close`]), so the groups can be small: the writer's buffer
+/// and the log's two group buffers are what a checkpoint adds to the process' memory (at 4 MiB groups
+/// fsynced one by one, about 12 MiB on top of a 1M-series head, the peak of `oxeye serve`'s ingest).
+const FLUSH_THRESHOLD_BYTES: usize = 1 << 20;
 
 /// The directory name of the checkpoint covering segments up to `through_segment`.
 pub fn checkpoint_dir_name(through_segment: u64) -> String {
@@ -111,7 +114,7 @@ impl CheckpointWriter {
             std::fs::remove_dir_all(&temporary_dir)
                 .map_err(|error| WalError::io(&temporary_dir, "delete checkpoint", error))?;
         }
-        let wal = Wal::open(WalOptions::new(&temporary_dir))?;
+        let wal = Wal::open_durable_at_close(WalOptions::new(&temporary_dir))?;
         Ok(CheckpointWriter {
             wal,
             buffered: Vec::new(),
@@ -168,6 +171,28 @@ impl CheckpointWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_log_durable_at_close_fsyncs_per_segment_and_keeps_every_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = WalOptions { dir: dir.path().to_path_buf(), segment_size_bytes: 64 };
+        let wal = Wal::open_durable_at_close(options).unwrap();
+        let records: Vec<Vec<u8>> = (0u8..20).map(|index| vec![index; 40]).collect();
+        for pair in records.chunks(2) {
+            wal.append_batch(&[&pair[0], &pair[1]]).unwrap();
+        }
+        // Ten groups over several segments: none fsynced one by one.
+        assert_eq!(wal.stats().fsyncs_total, 0);
+        assert!(wal.stats().segments_created_total > 2);
+        wal.close().unwrap();
+        let mut read = Vec::new();
+        crate::replay::<WalError>(dir.path(), 0, |record| {
+            read.push(record.to_vec());
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(read, records);
+    }
 
     #[test]
     fn checkpoint_replaces_older_segments() {

@@ -55,10 +55,21 @@ struct SegmentWriter {
     index: u64,
     file: File,
     written_bytes: u64,
+    /// Whether each group commit is fsynced ([`Durability::EachCommit`]) or only the segment's end.
+    durability: Durability,
+}
+
+/// When a [`Wal`]'s appends become durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// Every group commit is fsynced before its appends return.
+    EachCommit,
+    /// Appends return once written; a segment is fsynced when it ends and at [`Wal::close`].
+    AtClose,
 }
 
 impl SegmentWriter {
-    fn create(dir: &Path, index: u64, segment_size_bytes: u64) -> Result<Self, WalError> {
+    fn create(dir: &Path, index: u64, segment_size_bytes: u64, durability: Durability) -> Result<Self, WalError> {
         let path = segment::segment_path(dir, index);
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -74,6 +85,7 @@ impl SegmentWriter {
             index,
             file,
             written_bytes: SEGMENT_HEADER_BYTES as u64,
+            durability,
         })
     }
 
@@ -83,7 +95,7 @@ impl SegmentWriter {
 
     fn rotate(&mut self, stats: &StatsCounters) -> Result<(), WalError> {
         self.file.sync_all().map_err(|error| WalError::io(self.path(), "fsync", error))?;
-        let next = SegmentWriter::create(&self.dir, self.index + 1, self.segment_size_bytes)?;
+        let next = SegmentWriter::create(&self.dir, self.index + 1, self.segment_size_bytes, self.durability)?;
         *self = next;
         stats.segments_created_total.fetch_add(1, Ordering::Relaxed);
         stats.current_segment.store(self.index, Ordering::Relaxed);
@@ -98,9 +110,11 @@ impl SegmentWriter {
         }
         self.file.write_all(bytes).map_err(|error| WalError::io(self.path(), "write", error))?;
         self.written_bytes += bytes.len() as u64;
-        let started = Instant::now();
-        self.file.sync_data().map_err(|error| WalError::io(self.path(), "fsync", error))?;
-        stats.observe_fsync(started.elapsed());
+        if self.durability == Durability::EachCommit {
+            let started = Instant::now();
+            self.file.sync_data().map_err(|error| WalError::io(self.path(), "fsync", error))?;
+            stats.observe_fsync(started.elapsed());
+        }
         stats.bytes_written_total.fetch_add(bytes.len() as u64, Ordering::Relaxed);
         Ok(())
     }
@@ -126,12 +140,27 @@ impl Wal {
     /// # Errors
     /// [`WalError::Io`] when the directory or the segment cannot be created.
     pub fn open(options: WalOptions) -> Result<Wal, WalError> {
+        Self::open_with(options, Durability::EachCommit)
+    }
+
+    /// Opens the log as [`Wal::open`] does, for a log that is only read after [`Wal::close`] returned
+    /// (a checkpoint, renamed into place afterwards): appends return once their group is written, not
+    /// fsynced; each segment is fsynced when it ends and the last one at `close`. One fsync per segment
+    /// instead of one per group, so the writer can flush in small groups and hold little memory.
+    ///
+    /// # Errors
+    /// As [`Wal::open`].
+    pub fn open_durable_at_close(options: WalOptions) -> Result<Wal, WalError> {
+        Self::open_with(options, Durability::AtClose)
+    }
+
+    fn open_with(options: WalOptions, durability: Durability) -> Result<Wal, WalError> {
         std::fs::create_dir_all(&options.dir).map_err(|error| WalError::io(&options.dir, "create directory", error))?;
         let segments = segment::list_segments(&options.dir)?;
         let after_checkpoint = checkpoint::last_checkpoint(&options.dir)?.map(|(index, _)| index + 1);
         let after_segments = segments.last().map(|index| index + 1);
         let first = after_segments.max(after_checkpoint).unwrap_or(0);
-        let writer = SegmentWriter::create(&options.dir, first, options.segment_size_bytes.max(1))?;
+        let writer = SegmentWriter::create(&options.dir, first, options.segment_size_bytes.max(1), durability)?;
         let stats = StatsCounters::default();
         stats.segments_created_total.fetch_add(1, Ordering::Relaxed);
         stats.current_segment.store(first, Ordering::Relaxed);
