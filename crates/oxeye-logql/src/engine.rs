@@ -111,8 +111,11 @@ pub struct Engine {
 /// A value while evaluating: per series, one optional value per step.
 enum Value {
     Scalar(Vec<f64>),
-    Vector(Vec<(Labels, Vec<Option<f64>>)>),
+    Vector(Vec<StepSeries>),
 }
+
+/// One series of a metric query's result: its labels and a value (or none) per step.
+type StepSeries = (Labels, Vec<Option<f64>>);
 
 /// The substrings every line passing the pipeline must contain, usable by the store to skip chunks:
 /// single-valued `|=` filters before any stage that rewrites the line.
@@ -120,10 +123,10 @@ pub fn required_substrings(stages: &[Stage]) -> Vec<String> {
     let mut needles = Vec::new();
     for stage in stages {
         match stage {
-            Stage::LineFilter(filter) if filter.op == LineFilterOp::Contains && filter.values.len() == 1 => {
-                if !filter.values[0].is_empty() {
-                    needles.push(filter.values[0].clone());
-                }
+            Stage::LineFilter(filter)
+                if filter.op == LineFilterOp::Contains && filter.values.len() == 1 && !filter.values[0].is_empty() =>
+            {
+                needles.push(filter.values[0].clone());
             }
             Stage::LineFormat(_) | Stage::Decolorize => break,
             _ => {}
@@ -143,6 +146,7 @@ impl Engine {
     ///
     /// # Errors
     /// [`QueryError::Parse`], [`QueryError::Invalid`], [`QueryError::Limit`], [`QueryError::Storage`].
+    #[allow(clippy::too_many_arguments)] // the parameters of Loki's `query_range`, one each
     pub fn query_range(
         &self,
         reader: &dyn LogReader,
@@ -839,6 +843,7 @@ fn vector_aggregation(
             }
             let mut keep: Vec<Vec<Option<f64>>> = vec![vec![None; step_count]; series.len()];
             for members in groups.values() {
+                #[allow(clippy::needless_range_loop)] // `step` indexes every member's values and `keep`
                 for step in 0..step_count {
                     let mut candidates: Vec<(usize, f64)> = members
                         .iter()
@@ -1015,11 +1020,10 @@ fn binary(
                 .collect(),
         )),
         (Value::Vector(left), Value::Vector(right)) => {
-            let right_by_key: HashMap<Labels, Vec<&(Labels, Vec<Option<f64>>)>> =
-                right.iter().fold(HashMap::new(), |mut map, item| {
-                    map.entry(match_key(&item.0, matching)).or_default().push(item);
-                    map
-                });
+            let right_by_key: HashMap<Labels, Vec<&StepSeries>> = right.iter().fold(HashMap::new(), |mut map, item| {
+                map.entry(match_key(&item.0, matching)).or_default().push(item);
+                map
+            });
             match op {
                 BinaryOp::And | BinaryOp::Unless => Ok(Value::Vector(
                     left.into_iter()

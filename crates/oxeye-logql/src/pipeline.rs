@@ -23,6 +23,11 @@ use crate::syntax::{
 };
 use crate::template::{Template, TemplateContext};
 
+/// ANSI colour and cursor escape sequences (CSI ... letter), which `| decolorize` removes.
+#[allow(clippy::unwrap_used)] // a constant pattern, compiled by the tests
+static ANSI_ESCAPE: std::sync::LazyLock<Regex> =
+    std::sync::LazyLock::new(|| Regex::new(r"\x1b\[[0-9;]*[a-zA-Z]").unwrap());
+
 /// The `__error__` label.
 pub const ERROR_LABEL: &str = "__error__";
 /// The `__error_details__` label.
@@ -709,9 +714,7 @@ impl Pipeline {
                 ),
                 Stage::Drop(items) => CompiledStage::Drop(items.clone()),
                 Stage::Keep(items) => CompiledStage::Keep(items.clone()),
-                Stage::Decolorize => {
-                    CompiledStage::Decolorize(Regex::new(r"\x1b\[[0-9;]*[a-zA-Z]").map_err(|error| error.to_string())?)
-                }
+                Stage::Decolorize => CompiledStage::Decolorize(ANSI_ESCAPE.clone()),
             });
         }
         Ok(Pipeline {

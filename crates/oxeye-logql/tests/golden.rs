@@ -1,5 +1,6 @@
 //! Golden LogQL tests: each query runs over a fixed corpus of seed-shaped structlog JSON lines in a real
 //! log store and is compared with its expected result.
+#![allow(clippy::unwrap_used)]
 
 use oxeye_logql::{Direction, Engine, QueryResult};
 use oxeye_logstore::{LogStore, LogStoreOptions};
