@@ -15,6 +15,7 @@ from pathlib import Path
 import structlog
 
 from e2e_support import DATA_TIMEOUT_S, OxeyeServer, to_yaml, wait_until
+from test_logs_clients import grep_data_dir
 
 
 def tailing_server(oxeye_factory, log_dir: Path, service: str) -> OxeyeServer:
@@ -50,6 +51,18 @@ def rotating_structlog(path: Path, name: str, max_bytes: int) -> tuple[structlog
     return log, handler
 
 
+def tailed_app(oxeye_factory, tmp_path: Path, kind: str, max_bytes: int):
+    """A started oxeye tailing `<tmp>/applogs/app.log*` as service `<kind>-<run>`, and a structlog logger writing
+    that file through a RotatingFileHandler: (log_dir, run, service, server, log, handler)."""
+    log_dir = tmp_path / "applogs"
+    log_dir.mkdir()
+    run = uuid.uuid4().hex[:8]
+    service = f"{kind}-{run}"
+    server = tailing_server(oxeye_factory, log_dir, service).start()
+    log, handler = rotating_structlog(log_dir / "app.log", f"{kind}.{run}", max_bytes=max_bytes)
+    return log_dir, run, service, server, log, handler
+
+
 def request_ids(server: OxeyeServer, service: str) -> Counter:
     now_ns = time.time_ns()
     response = server.get(
@@ -73,12 +86,7 @@ def write_lines(log, run: str, start: int, count: int) -> None:
 
 
 def test_rotating_file_handler_lines_arrive_exactly_once_across_rotations_and_a_restart(oxeye_factory, tmp_path):
-    log_dir = tmp_path / "applogs"
-    log_dir.mkdir()
-    run = uuid.uuid4().hex[:8]
-    service = f"tailed-{run}"
-    server = tailing_server(oxeye_factory, log_dir, service).start()
-    log, handler = rotating_structlog(log_dir / "app.log", f"tail.{run}", max_bytes=4000)
+    log_dir, run, service, server, log, handler = tailed_app(oxeye_factory, tmp_path, "tailed", max_bytes=4000)
     try:
         write_lines(log, run, 0, 150)
         wait_until(lambda: sum(request_ids(server, service).values()) >= 100, DATA_TIMEOUT_S,
@@ -109,13 +117,8 @@ def test_rotating_file_handler_lines_arrive_exactly_once_across_rotations_and_a_
 
 
 def test_truncated_file_is_read_again_from_the_start(oxeye_factory, tmp_path):
-    log_dir = tmp_path / "applogs"
-    log_dir.mkdir()
-    run = uuid.uuid4().hex[:8]
-    service = f"truncated-{run}"
-    server = tailing_server(oxeye_factory, log_dir, service).start()
+    log_dir, run, service, server, log, handler = tailed_app(oxeye_factory, tmp_path, "truncated", max_bytes=0)
     path = log_dir / "app.log"
-    log, handler = rotating_structlog(path, f"trunc.{run}", max_bytes=0)
     try:
         write_lines(log, run, 0, 20)
         wait_until(lambda: sum(request_ids(server, service).values()) == 20, DATA_TIMEOUT_S, "20 lines tailed")
@@ -128,5 +131,24 @@ def test_truncated_file_is_read_again_from_the_start(oxeye_factory, tmp_path):
         counted = wait_until(lambda: (found := request_ids(server, service)) and set(found) == expected and found,
                              DATA_TIMEOUT_S, "the 5 lines written after the truncation")
         assert all(count == 1 for count in counted.values()), counted
+    finally:
+        handler.close()
+
+
+def test_tailed_lines_are_redacted_before_they_are_stored(oxeye_factory, tmp_path):
+    _, run, service, server, log, handler = tailed_app(oxeye_factory, tmp_path, "redacted", max_bytes=0)
+    password, card = f"hunter2-{run}", "4111111111111111"
+    try:
+        log.info("password_changed", request_id=f"{run}-0000", password=password, logger="boxoffice.views")
+        log.info("payment_failed", request_id=f"{run}-0001", note=f"card {card} declined", logger="boxoffice.views")
+        wait_until(lambda: sum(request_ids(server, service).values()) == 2, DATA_TIMEOUT_S, "2 lines tailed")
+        now_ns = time.time_ns()
+        response = server.get("/loki/api/v1/query_range", params={
+            "query": f'{{service_name="{service}"}}', "start": str(now_ns - 3600 * 10**9),
+            "end": str(now_ns + 60 * 10**9), "direction": "forward"})
+        lines = [json.loads(line) for stream in response.json()["data"]["result"] for _, line in stream["values"]]
+        assert {line["event"]: line.get("password", line.get("note")) for line in lines} == {
+            "password_changed": "[REDACTED]", "payment_failed": "card [REDACTED] declined"}, lines
+        assert grep_data_dir(server.data_dir, [password, card]) == {}
     finally:
         handler.close()

@@ -243,10 +243,65 @@ fn parse_errors_carry_positions_and_queries_print_back() {
     }
     for query in [
         r#"{a="b", c=~"d.*"} |= "x" or "y" != "z" | json status="response.code" | logfmt --strict | status >= 500 and latency > 250ms or size < 1KB | line_format "{{.a}}" | label_format x=y | drop a | keep b | decolorize"#,
-        r#"sum by (a) (rate({a="b"} | unwrap bytes(size) | __error__="" [5m] offset 1h)) / on (a) group_left (b) count(x_total_placeholder_vector(1))"#,
+        r#"sum by (a) (rate({a="b"} | unwrap bytes(size) | __error__="" [5m] offset 1h)) / on (a) group_left (b) sum by (a, b) (count_over_time({a="b"} [5m]))"#,
     ] {
-        let Ok(expr) = oxeye_logql::syntax::parse_expr(query) else { continue };
+        let expr = oxeye_logql::syntax::parse_expr(query).unwrap_or_else(|error| panic!("{query}: {error}"));
         let printed = expr.to_string();
         assert_eq!(oxeye_logql::syntax::parse_expr(&printed).unwrap(), expr, "{printed}");
     }
+}
+
+#[test]
+fn vector_aggregations_one_to_many_matching_and_duration_seconds() {
+    let fixture = fixture();
+    // Per stream: boxoffice 5 lines, worker 2 (trace_id metadata aggregated away).
+    let per_stream = r#"sum without (trace_id) (count_over_time({env="acceptance"}[1m]))"#;
+    assert_eq!(instant(&fixture, &format!("stdvar({per_stream})"), 30), ["{} 2.25"]);
+    assert_eq!(instant(&fixture, &format!("stddev({per_stream})"), 30), ["{} 1.5"]);
+    assert_eq!(
+        instant(
+            &fixture,
+            &format!(r#"{per_stream} / on (env) group_left sum by (env) (count_over_time({{env="acceptance"}}[1m]))"#),
+            30
+        ),
+        [
+            r#"{env="acceptance", logger="boxoffice.request", service_name="boxoffice"} 0.7142857142857143"#,
+            r#"{env="acceptance", logger="celery", service_name="worker"} 0.2857142857142857"#
+        ]
+    );
+    assert_eq!(
+        instant(
+            &fixture,
+            r#"sum_over_time({service_name="worker"} | logfmt | unwrap duration_seconds(duration) [1m]) by (task_name)"#,
+            30
+        ),
+        [r#"{task_name="notify_event_open"} 1.75"#]
+    );
+}
+
+#[test]
+fn backward_queries_return_the_newest_entries_up_to_the_limit() {
+    let fixture = fixture();
+    let result = Engine::default()
+        .query_range(
+            fixture.store.as_ref(),
+            r#"{service_name="boxoffice"} | json | line_format "{{.path}}""#,
+            fixture.base,
+            fixture.base + 60 * SECOND,
+            SECOND,
+            2,
+            Direction::Backward,
+        )
+        .unwrap();
+    let QueryResult::Streams(streams) = result else { panic!("not streams") };
+    let mut entries: Vec<(i64, String)> =
+        streams.iter().flat_map(|stream| stream.entries.iter().map(|(time, line)| (*time, line.to_string()))).collect();
+    entries.sort();
+    assert_eq!(
+        entries,
+        [
+            (fixture.base + 4 * SECOND, "/api/nothing/".to_string()),
+            (fixture.base + 5 * SECOND, "/api/events/".to_string())
+        ]
+    );
 }

@@ -65,6 +65,15 @@ fn push_json(body: String) -> Request<Body> {
         .expect("request")
 }
 
+/// A POST of `body` to `uri` with this content type and, when given, content encoding.
+fn post(uri: &str, content_type: &str, encoding: Option<&str>, body: impl Into<Body>) -> Request<Body> {
+    let mut request = Request::post(uri).header(header::CONTENT_TYPE, content_type);
+    if let Some(encoding) = encoding {
+        request = request.header(header::CONTENT_ENCODING, encoding);
+    }
+    request.body(body.into()).expect("request")
+}
+
 fn json(text: &str) -> serde_json::Value {
     serde_json::from_str(text).expect("json body")
 }
@@ -380,4 +389,77 @@ async fn volume_and_detected_labels_answer_in_lokis_shapes() {
     let labels: Vec<&str> =
         body["detectedLabels"].as_array().expect("labels").iter().filter_map(|label| label["label"].as_str()).collect();
     assert_eq!(labels, ["env", "pod", "service_name"]);
+}
+
+/// The values of a `query_range` answer's first stream, as `[timestamp, line]` pairs.
+async fn first_stream_values(state: &Arc<ServerState>, query: &str) -> serde_json::Value {
+    let body = json(&send(state, get(&format!("/loki/api/v1/query_range?query={}", encode(query)))).await.1);
+    body["data"]["result"][0]["values"].clone()
+}
+
+/// Sends `request`, asserts a 400 and that `selector` then finds nothing; returns the error text.
+async fn refused_and_nothing_stored(state: &Arc<ServerState>, request: Request<Body>, selector: &str) -> String {
+    let (status, text) = send(state, request).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert_eq!(first_stream_values(state, selector).await, serde_json::Value::Null, "{selector} stored");
+    text
+}
+
+#[tokio::test]
+async fn gzip_push_bodies_are_stored_as_loki_stores_them() {
+    let harness = harness();
+    let now = now_ns();
+    let body = format!(r#"{{"streams":[{{"stream":{{"service_name":"gz"}},"values":[["{now}","gzipped line"]]}}]}}"#);
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut encoder, body.as_bytes()).expect("gzip");
+    let request = post("/loki/api/v1/push", "application/json", Some("gzip"), encoder.finish().expect("gzip"));
+    let (status, text) = send(&harness.state, request).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
+    assert_eq!(first_stream_values(&harness.state, r#"{service_name="gz"}"#).await[0][1], "gzipped line");
+
+    // A body that claims gzip but is not: 400, nothing stored.
+    let request = post("/loki/api/v1/push", "application/json", Some("gzip"), body.replace("gz\"", "plain\""));
+    refused_and_nothing_stored(&harness.state, request, r#"{service_name="plain"}"#).await;
+}
+
+#[tokio::test]
+async fn malformed_otlp_logs_are_400_and_store_nothing() {
+    let harness = harness();
+    let request = post("/v1/logs", "application/x-protobuf", None, vec![0x0a, 0xff, 0xff, 0xff]);
+    let (status, text) = send(&harness.state, request).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    // The first record is valid, the second's timestamp is not a number: the whole request is refused.
+    let now = now_ns();
+    let body = format!(
+        r#"{{"resourceLogs":[{{"resource":{{"attributes":[{{"key":"service.name","value":{{"stringValue":"half"}}}}]}},
+          "scopeLogs":[{{"logRecords":[{{"timeUnixNano":"{now}","body":{{"stringValue":"first"}}}},
+                                       {{"timeUnixNano":"soon","body":{{"stringValue":"second"}}}}]}}]}}]}}"#
+    );
+    let request = post("/v1/logs", "application/json", None, body);
+    refused_and_nothing_stored(&harness.state, request, r#"{service_name="half"}"#).await;
+}
+
+#[tokio::test]
+async fn buildinfo_answers_in_lokis_shape() {
+    let harness = harness();
+    let (status, text) = send(&harness.state, get("/loki/api/v1/status/buildinfo")).await;
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let body = json(&text);
+    assert_eq!(body["version"], "test");
+    for key in ["revision", "branch", "buildUser", "buildDate", "goVersion"] {
+        assert!(body[key].is_string(), "{key} missing in {text}");
+    }
+}
+
+#[tokio::test]
+async fn a_push_with_one_malformed_stream_stores_none_of_its_streams() {
+    let harness = harness();
+    let body = format!(
+        r#"{{"streams":[{{"stream":{{"service_name":"whole"}},"values":[["{}","valid line"]]}},
+                        {{"stream":{{"service_name":"whole"}},"values":[["{}"]]}}]}}"#,
+        now_ns(),
+        now_ns()
+    );
+    let text = refused_and_nothing_stored(&harness.state, push_json(body), r#"{service_name="whole"}"#).await;
+    assert!(text.contains("streams[1].values[0]"), "{text}");
 }
