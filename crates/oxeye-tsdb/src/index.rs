@@ -108,10 +108,7 @@ impl BlockIndex {
         let labels = label_symbols
             .iter()
             .filter(|(name, _)| keep_label.is_none_or(|keep| keep(symbol(*name))))
-            .map(|(name, value)| Label {
-                name: self.symbols.get(*name as usize).cloned().unwrap_or_default(),
-                value: self.symbols.get(*value as usize).cloned().unwrap_or_default(),
-            })
+            .map(|(name, value)| Label { name: symbol(*name).to_string(), value: symbol(*value).to_string() })
             .collect();
         Labels::from_sorted(labels)
     }
