@@ -98,7 +98,7 @@ fn push_trace(
     let request_id = format!("{:016x}{:016x}", start_ns.wrapping_mul(0x9e37_79b9_7f4a_7c15), start_ns);
     let root_id = next_span_id();
     let duration = 20_000_000 + start_ns % 180_000_000;
-    let is_error = start_ns % 20 == 0;
+    let is_error = start_ns.is_multiple_of(20);
     let status_code = if is_error { 500 } else { 200 };
     django.push(Span {
         trace_id: trace_id.to_vec(),
@@ -155,7 +155,7 @@ fn push_trace(
         kind: span::SpanKind::Internal as i32,
         start_time_unix_nano: start_ns + 3_000_000,
         end_time_unix_nano: start_ns + 8_000_000,
-        attributes: vec![text("membership.tier", if start_ns % 3 == 0 { "gold" } else { "standard" })],
+        attributes: vec![text("membership.tier", if start_ns.is_multiple_of(3) { "gold" } else { "standard" })],
         ..Span::default()
     });
     let queries = 1 + start_ns % 3;

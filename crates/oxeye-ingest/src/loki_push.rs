@@ -591,6 +591,7 @@ pub fn parse_label_text(text: &str) -> Result<Labels, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use oxeye_proto::loki::{EntryAdapter, LabelPairAdapter, StreamAdapter, Timestamp};

@@ -192,6 +192,7 @@ pub fn otlp_logs_to_streams(request: &ExportLogsServiceRequest) -> Vec<LogStream
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::otlp::{OtlpFormat, decode_logs_request};

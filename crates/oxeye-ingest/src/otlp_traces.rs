@@ -204,6 +204,7 @@ pub fn otlp_traces_to_model(request: ExportTraceServiceRequest) -> TraceConversi
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::otlp::{OtlpFormat, decode_trace_request};

@@ -114,6 +114,7 @@ pub fn format_duration_ms(milliseconds: i64) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -307,6 +307,7 @@ pub trait LogStorage: LogWriter + LogReader {}
 impl<T: LogWriter + LogReader> LogStorage for T {}
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -118,6 +118,7 @@ impl fmt::Display for Matcher {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -562,6 +562,7 @@ impl NumericAttributeHint {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -167,13 +167,16 @@ fn covering_label_names(streams: &[Labels]) -> Vec<String> {
     names
 }
 
+/// One stream's matching entries: timestamp in nanoseconds, line, structured metadata as name/value pairs.
+type StreamEntries = Vec<(i64, String, Vec<(String, String)>)>;
+
 struct TraceIdVisitor<'a> {
     lowercase_hex: &'a str,
     uppercase_hex: String,
     /// Streams read under an earlier covering matcher.
     done: &'a HashSet<Labels>,
     seen: HashSet<Labels>,
-    entries: BTreeMap<Labels, Vec<(i64, String, Vec<(String, String)>)>>,
+    entries: BTreeMap<Labels, StreamEntries>,
 }
 
 impl TraceIdVisitor<'_> {
@@ -214,7 +217,7 @@ fn trace_log_entries(
 ) -> Result<Vec<Value>, ApiError> {
     let streams = reader.series(start_ns, end_ns, &[])?;
     let mut done: HashSet<Labels> = HashSet::new();
-    let mut found: BTreeMap<Labels, Vec<(i64, String, Vec<(String, String)>)>> = BTreeMap::new();
+    let mut found: BTreeMap<Labels, StreamEntries> = BTreeMap::new();
     for name in covering_label_names(&streams) {
         let matcher = Matcher::new(MatchOp::Regex, &name, ".+")
             .map_err(|error| ApiError::internal(format!("covering matcher for {name}: {error}")))?;

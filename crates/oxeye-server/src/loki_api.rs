@@ -123,10 +123,8 @@ fn redact_any_value(redactor: &oxeye_pipeline::Redactor, key: &str, value: &mut 
         Some(Value::StringValue(text)) => {
             redactor.redact_attribute(key, text);
         }
-        Some(Value::IntValue(integer)) => {
-            if redactor.redact_integer(Some(key), *integer) {
-                value.value = Some(Value::StringValue(oxeye_pipeline::redaction::REDACTED.to_string()));
-            }
+        Some(Value::IntValue(integer)) if redactor.redact_integer(Some(key), *integer) => {
+            value.value = Some(Value::StringValue(oxeye_pipeline::redaction::REDACTED.to_string()));
         }
         Some(Value::KvlistValue(list)) => {
             if redactor.is_sensitive_key(key) {
@@ -144,12 +142,10 @@ fn redact_any_value(redactor: &oxeye_pipeline::Redactor, key: &str, value: &mut 
                 }
             }
         }
-        Some(Value::BoolValue(_) | Value::DoubleValue(_) | Value::BytesValue(_)) => {
-            if redactor.is_sensitive_key(key) {
-                replace_whole(value);
-            }
+        Some(Value::BoolValue(_) | Value::DoubleValue(_) | Value::BytesValue(_)) if redactor.is_sensitive_key(key) => {
+            replace_whole(value);
         }
-        None => {}
+        Some(Value::IntValue(_) | Value::BoolValue(_) | Value::DoubleValue(_) | Value::BytesValue(_)) | None => {}
     }
 }
 

@@ -114,11 +114,11 @@ fn form_urlencoded_pairs(input: &[u8]) -> Vec<(String, String)> {
 /// # Errors
 /// `cannot parse "x" to a valid timestamp`, Prometheus' wording.
 pub fn parse_time_ms(text: &str) -> Result<i64, String> {
-    if let Ok(seconds) = text.parse::<f64>() {
-        if seconds.is_finite() {
-            let milliseconds = (seconds * 1000.0).round();
-            return Ok(milliseconds.clamp(MIN_TIME_MS as f64, MAX_TIME_MS as f64) as i64);
-        }
+    if let Ok(seconds) = text.parse::<f64>()
+        && seconds.is_finite()
+    {
+        let milliseconds = (seconds * 1000.0).round();
+        return Ok(milliseconds.clamp(MIN_TIME_MS as f64, MAX_TIME_MS as f64) as i64);
     }
     if let Ok(parsed) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(parsed.timestamp_millis());
@@ -156,6 +156,7 @@ pub fn now_ms() -> i64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

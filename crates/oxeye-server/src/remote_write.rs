@@ -38,15 +38,15 @@ async fn write(State(state): State<Arc<ServerState>>, headers: HeaderMap, body: 
         )
             .into_response();
     };
-    if let Some(encoding) = headers.get(header::CONTENT_ENCODING).and_then(|value| value.to_str().ok()) {
-        if !encoding.eq_ignore_ascii_case("snappy") {
-            state.metrics.ingest_requests.add(&["remote_write", "415"], 1);
-            return (
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                format!("unsupported Content-Encoding {encoding:?}: remote write bodies are snappy block compressed\n"),
-            )
-                .into_response();
-        }
+    if let Some(encoding) = headers.get(header::CONTENT_ENCODING).and_then(|value| value.to_str().ok())
+        && !encoding.eq_ignore_ascii_case("snappy")
+    {
+        state.metrics.ingest_requests.add(&["remote_write", "415"], 1);
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("unsupported Content-Encoding {encoding:?}: remote write bodies are snappy block compressed\n"),
+        )
+            .into_response();
     }
     let max_bytes = state.options.max_request_body_bytes;
     let worker_state = state.clone();

@@ -1,6 +1,8 @@
 //! The router tested in-process (`tower::ServiceExt::oneshot`) over a real TSDB in a temporary directory:
 //! response shapes, status codes and "nothing of a refused request is stored".
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -52,7 +54,10 @@ fn form_post(uri: &str, form: &str) -> Request<Body> {
         .expect("request")
 }
 
-fn remote_write_body(series: &[(&str, &[(&str, &str)], &[(i64, f64)])]) -> Vec<u8> {
+/// One series for a remote_write body: metric name, label pairs, samples as (milliseconds, value).
+type SeriesSpec<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [(i64, f64)]);
+
+fn remote_write_body(series: &[SeriesSpec<'_>]) -> Vec<u8> {
     let request = WriteRequest {
         timeseries: series
             .iter()

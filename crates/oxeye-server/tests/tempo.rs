@@ -47,7 +47,7 @@ impl TraceReader for MemoryTraces {
             .filter(|batch| batch.spans().any(|span| &span.trace_id == trace_id))
             .cloned()
             .collect();
-        Ok((!batches.is_empty()).then(|| Trace { trace_id: *trace_id, resource_spans: batches }))
+        Ok((!batches.is_empty()).then_some(Trace { trace_id: *trace_id, resource_spans: batches }))
     }
 
     fn scan_traces(

@@ -466,6 +466,7 @@ pub fn parse_byte_size(field: &str, text: &str) -> Result<u64, ConfigError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

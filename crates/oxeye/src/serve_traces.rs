@@ -115,6 +115,7 @@ pub fn write_trace_store_metrics(writer: &mut MetricsWriter, stats: &TraceStoreS
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
