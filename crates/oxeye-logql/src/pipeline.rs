@@ -833,7 +833,11 @@ impl Pipeline {
         removed.clear();
         let mut state = EntryState { stream: stream_labels, added, removed, has_error: false };
         let mut line: Cow<'a, str> = Cow::Borrowed(entry.line);
+        let hinted_lengths = HintedLengths::of(hints);
         for label in entry.structured_metadata {
+            if hinted_lengths.rules_out(label.name) {
+                continue;
+            }
             let name = sanitized_label_name(label.name);
             if hints.wants(&name) && !state.is_stream_label(&name) {
                 state.added.insert(&name, label.value);
@@ -1032,6 +1036,31 @@ fn hinted_names(mut names: Vec<String>) -> Vec<String> {
     names
 }
 
+/// The lengths of hinted label names, to pass over most field names without comparing or sanitizing
+/// them: sanitizing an ASCII name keeps its length or (for a leading digit) adds one byte, so an ASCII
+/// name whose length, and that plus one, are no hinted name's length cannot become one.
+#[derive(Clone, Copy)]
+struct HintedLengths(u64);
+
+impl HintedLengths {
+    fn of(hints: &ParserHints) -> HintedLengths {
+        let ParserHints::Only(names) = hints else { return HintedLengths(u64::MAX) };
+        let mut lengths = 0u64;
+        for name in names {
+            // Names of 63 bytes or more are not told apart: the last bit stands for all of them.
+            lengths |= 1 << name.len().min(63);
+        }
+        HintedLengths(lengths)
+    }
+
+    /// True when `name` (a field name before sanitizing) cannot sanitize into a hinted name.
+    fn rules_out(self, name: &str) -> bool {
+        // Bits for the name's length and that plus one (lengths of 62 and more share the top bits).
+        let possible = 3u64 << name.len().min(62);
+        self.0 & possible == 0 && name.is_ascii()
+    }
+}
+
 /// The JSON parser's reused buffers.
 struct JsonBuffers<'a> {
     path: &'a mut String,
@@ -1062,11 +1091,15 @@ fn parse_json(
         ParserHints::Only(names) if names.len() <= 64 => (u64::MAX >> (64 - names.len().max(1)), Some(names)),
         _ => (u64::MAX, None),
     };
+    let hinted_lengths = HintedLengths::of(hints);
     let JsonBuffers { path, label_name } = buffers;
     // Labels go straight into the entry's slots, marked pending until the whole line is known to parse.
     let outcome = visit_fields(line, path, &mut |name, value: JsonScalar<'_>| {
         let sanitized: &str = match hinted {
             Some(names) => {
+                if hinted_lengths.rules_out(name) {
+                    return ControlFlow::Continue(());
+                }
                 // Most keys are valid label names already: match them before sanitizing anything.
                 let index = match names.iter().position(|wanted| wanted == name) {
                     Some(index) => index,
@@ -1453,6 +1486,14 @@ mod tests {
             (dropped.labels.get("path"), dropped.labels.get("status"), dropped.labels.get("user_id")),
             (Some("/x"), None, None)
         );
+        // Field names that only become the hinted name once sanitized: a leading digit gains a `_`, a
+        // non-ASCII character shrinks to one `_`, punctuation becomes `_`.
+        let sanitized = r#"{"1st":"a","é_x":"b","http.status":"c","ab":"d"}"#;
+        for (label, value) in [("_1st", "a"), ("__x", "b"), ("http_status", "c")] {
+            let query = format!(r#"sum by ({label}) (count_over_time({{a="b"}} | json [1m]))"#);
+            let hinted = run_hinted(&query, sanitized).unwrap();
+            assert_eq!((hinted.labels.get(label), hinted.labels.get("ab")), (Some(value), None), "{label}");
+        }
         // Formatting stages read labels by template: every label is extracted.
         let formatted =
             run_hinted(r#"sum by (x) (count_over_time({a="b"} | json | line_format "{{.path}}" [1m]))"#, line).unwrap();
