@@ -5,7 +5,6 @@
 //! has its own mutex for its chunks; postings sit behind one `RwLock` taken for writing only when a
 //! series is created or removed.
 
-use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -14,10 +13,12 @@ use oxeye_model::{LabelRef, Labels};
 
 use crate::chunkenc::{self, ChunkDecodeError, Encoding, MAX_CHUNK_BYTES, MAX_SAMPLES_PER_CHUNK, XorAppender};
 use crate::head_chunks::{DiskChunkRef, HeadChunkFiles};
+use crate::head_refs::SeriesRefs;
 use crate::postings::MemPostings;
 use crate::series_cache::SeriesCache;
 use crate::symbols;
 
+/// Stripes of the label-hash map.
 const STRIPES: usize = 256;
 
 /// A hasher for keys that are already hashes or small integers: one multiply spreads the bits.
@@ -441,6 +442,12 @@ impl MemSeries {
         Self::from_symbols(series_ref, symbols::encode_labels_symbols(labels))
     }
 
+    /// A series with one label, for tests of structures that hold series.
+    #[cfg(test)]
+    pub(crate) fn for_tests(series_ref: u32) -> Self {
+        Self::new(series_ref, &Labels::from_pairs([("__name__", "test")]))
+    }
+
     fn from_symbols(series_ref: u32, label_symbols: Box<[u8]>) -> Self {
         MemSeries {
             series_ref,
@@ -601,12 +608,14 @@ impl MemSeries {
     }
 }
 
-/// Series by label hash: one pointer per bucket. The hash is not stored beside it; a resize recomputes
-/// each series' [`label_hash`] from its symbols. Series whose hashes collide sit side by side and are
-/// told apart by their labels.
+/// Series by label hash: one series reference (4 bytes) per bucket, resolved through the by-reference
+/// slots ([`SeriesRefs`]). The hash is not stored beside it; a resize recomputes each series'
+/// [`label_hash`] from its symbols. Series whose hashes collide sit side by side and are told apart by
+/// their labels. Every reference in a stripe is in the by-reference slots: a series is added there
+/// first and removed from there last.
 #[derive(Debug, Default)]
 struct HashStripe {
-    table: hashbrown::HashTable<Arc<MemSeries>>,
+    table: hashbrown::HashTable<u32>,
 }
 
 /// The hash the stripe's table uses for a [`label_hash`]: its low bits chose the stripe, so they are
@@ -621,57 +630,45 @@ fn series_label_hash(series: &MemSeries) -> u64 {
 }
 
 impl HashStripe {
-    fn find(&self, hash: u64, labels: &Labels) -> Option<&Arc<MemSeries>> {
-        self.table.find(table_hash(hash), |series| series.labels_equal(labels))
+    /// The series under `hash` whose labels `matches` accepts.
+    fn find_with(&self, hash: u64, refs: &SeriesRefs, matches: impl Fn(&MemSeries) -> bool) -> Option<Arc<MemSeries>> {
+        let mut found = None;
+        self.table.find(table_hash(hash), |series_ref| match refs.get(*series_ref) {
+            Some(series) if matches(&series) => {
+                found = Some(series);
+                true
+            }
+            _ => false,
+        })?;
+        found
     }
 
-    fn find_refs(&self, hash: u64, labels: &[LabelRef<'_>]) -> Option<&Arc<MemSeries>> {
-        self.table.find(table_hash(hash), |series| series.label_refs_equal(labels))
+    fn find(&self, hash: u64, labels: &Labels, refs: &SeriesRefs) -> Option<Arc<MemSeries>> {
+        self.find_with(hash, refs, |series| series.labels_equal(labels))
     }
 
-    fn find_decoded(&self, hash: u64, pairs: &[(&str, &str)]) -> Option<&Arc<MemSeries>> {
-        self.table.find(table_hash(hash), |series| series.pairs_equal_decoded(pairs))
+    fn find_refs(&self, hash: u64, labels: &[LabelRef<'_>], refs: &SeriesRefs) -> Option<Arc<MemSeries>> {
+        self.find_with(hash, refs, |series| series.label_refs_equal(labels))
     }
 
-    /// Adds a series not in the stripe yet; `hash` is its [`label_hash`].
-    fn insert(&mut self, hash: u64, series: Arc<MemSeries>) {
-        self.table.insert_unique(table_hash(hash), series, |stored| table_hash(series_label_hash(stored)));
+    fn find_decoded(&self, hash: u64, pairs: &[(&str, &str)], refs: &SeriesRefs) -> Option<Arc<MemSeries>> {
+        self.find_with(hash, refs, |series| series.pairs_equal_decoded(pairs))
+    }
+
+    /// Adds a series not in the stripe yet (already in `refs`); `hash` is its [`label_hash`].
+    fn insert(&mut self, hash: u64, series_ref: u32, refs: &SeriesRefs) {
+        self.table.insert_unique(table_hash(hash), series_ref, |stored| {
+            // Every stored reference resolves (see the type's documentation).
+            refs.get(*stored).map_or(0, |series| table_hash(series_label_hash(&series)))
+        });
     }
 
     fn remove(&mut self, hash: u64, series_ref: u32) {
-        if let Ok(entry) = self.table.find_entry(table_hash(hash), |series| series.series_ref == series_ref) {
+        if let Ok(entry) = self.table.find_entry(table_hash(hash), |stored| *stored == series_ref) {
             entry.remove();
         }
     }
 }
-
-/// A series in the by-reference map, hashed and compared by its reference alone, so the map holds one
-/// pointer per series instead of a key beside it.
-#[derive(Debug, Clone)]
-struct ByRef(Arc<MemSeries>);
-
-impl PartialEq for ByRef {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.series_ref == other.0.series_ref
-    }
-}
-
-impl Eq for ByRef {}
-
-impl std::hash::Hash for ByRef {
-    // As `u32` hashes, so lookups by `&u32` (through `Borrow`) find it.
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.series_ref.hash(state);
-    }
-}
-
-impl std::borrow::Borrow<u32> for ByRef {
-    fn borrow(&self) -> &u32 {
-        &self.0.series_ref
-    }
-}
-
-type RefStripe = RwLock<HashSet<ByRef, MixBuildHasher>>;
 
 /// Head counters, exported through `TsdbStats`.
 #[derive(Debug, Default)]
@@ -732,7 +729,7 @@ impl HeadMemory {
 pub(crate) struct Head {
     pub(crate) chunk_range_ms: i64,
     by_hash: Box<[RwLock<HashStripe>]>,
-    by_ref: Box<[RefStripe]>,
+    by_ref: SeriesRefs,
     postings: RwLock<MemPostings>,
     next_ref: AtomicU32,
     num_series: AtomicU64,
@@ -769,7 +766,7 @@ impl Head {
         Head {
             chunk_range_ms,
             by_hash: (0..STRIPES).map(|_| RwLock::new(HashStripe::default())).collect(),
-            by_ref: (0..STRIPES).map(|_| RwLock::new(HashSet::default())).collect(),
+            by_ref: SeriesRefs::default(),
             postings: RwLock::new(MemPostings::new()),
             next_ref: AtomicU32::new(1),
             num_series: AtomicU64::new(0),
@@ -786,27 +783,23 @@ impl Head {
         &self.by_hash[(hash as usize) % STRIPES]
     }
 
-    fn ref_stripe(&self, series_ref: u32) -> &RefStripe {
-        &self.by_ref[(series_ref as usize) % STRIPES]
-    }
-
     /// The series with exactly these labels, marked as held by one more appender when `hold` is set.
     /// The existing series with these borrowed labels (`hash` from [`label_hash_refs`]), marked held by
     /// an appender.
     pub(crate) fn get_by_label_refs(&self, labels: &[LabelRef<'_>], hash: u64) -> Option<Arc<MemSeries>> {
         let stripe = read(self.hash_stripe(hash));
-        let series = stripe.find_refs(hash, labels)?;
+        let series = stripe.find_refs(hash, labels, &self.by_ref)?;
         series.hold();
-        Some(Arc::clone(series))
+        Some(series)
     }
 
     pub(crate) fn get_by_labels(&self, labels: &Labels, hash: u64, hold: bool) -> Option<Arc<MemSeries>> {
         let stripe = read(self.hash_stripe(hash));
-        let series = stripe.find(hash, labels)?;
+        let series = stripe.find(hash, labels, &self.by_ref)?;
         if hold {
             series.hold();
         }
-        Some(Arc::clone(series))
+        Some(series)
     }
 
     /// The series with these labels, created when missing (with `fixed_ref` during replay, else the next
@@ -823,19 +816,19 @@ impl Head {
             return Ok((series, false));
         }
         let mut stripe = write(self.hash_stripe(hash));
-        if let Some(series) = stripe.find(hash, labels) {
+        if let Some(series) = stripe.find(hash, labels, &self.by_ref) {
             if hold {
                 series.hold();
             }
-            return Ok((Arc::clone(series), false));
+            return Ok((series, false));
         }
         let series_ref = self.allocate_ref(fixed_ref)?;
         let series = Arc::new(MemSeries::new(series_ref, labels));
         if hold {
             series.hold();
         }
-        stripe.insert(hash, Arc::clone(&series));
-        write(self.ref_stripe(series_ref)).replace(ByRef(Arc::clone(&series)));
+        self.by_ref.insert(Arc::clone(&series));
+        stripe.insert(hash, series_ref, &self.by_ref);
         write(&self.postings).add(series_ref, labels);
         drop(stripe);
         self.num_series.fetch_add(1, Ordering::Relaxed);
@@ -869,18 +862,18 @@ impl Head {
         fixed_ref: Option<u32>,
     ) -> Result<Arc<MemSeries>, CreateSeriesError> {
         let hash = label_hash_encoded(pairs);
-        if let Some(series) = read(self.hash_stripe(hash)).find_decoded(hash, pairs) {
-            return Ok(Arc::clone(series));
+        if let Some(series) = read(self.hash_stripe(hash)).find_decoded(hash, pairs, &self.by_ref) {
+            return Ok(series);
         }
         let mut stripe = write(self.hash_stripe(hash));
-        if let Some(series) = stripe.find_decoded(hash, pairs) {
-            return Ok(Arc::clone(series));
+        if let Some(series) = stripe.find_decoded(hash, pairs, &self.by_ref) {
+            return Ok(series);
         }
         let series_ref = self.allocate_ref(fixed_ref)?;
         let series =
             Arc::new(MemSeries::from_symbols(series_ref, symbols::encode_symbols(pairs.len(), pairs.iter().copied())));
-        stripe.insert(hash, Arc::clone(&series));
-        write(self.ref_stripe(series_ref)).replace(ByRef(Arc::clone(&series)));
+        self.by_ref.insert(Arc::clone(&series));
+        stripe.insert(hash, series_ref, &self.by_ref);
         drop(stripe);
         self.num_series.fetch_add(1, Ordering::Relaxed);
         self.counters.series_created_total.fetch_add(1, Ordering::Relaxed);
@@ -901,21 +894,21 @@ impl Head {
 
     /// The series with reference `series_ref`.
     pub(crate) fn get_by_ref(&self, series_ref: u32) -> Option<Arc<MemSeries>> {
-        read(self.ref_stripe(series_ref)).get(&series_ref).map(|series| Arc::clone(&series.0))
+        self.by_ref.get(series_ref)
     }
 
     /// Every series, one by-reference stripe's snapshot at a time (about a 256th of the head each), in
     /// no particular order. Walks over the whole head use it so that they never hold a pointer to every
     /// series at once (8 MB at 1M series, on top of the head at its largest).
     pub(crate) fn series_in_stripes(&self) -> impl Iterator<Item = Vec<Arc<MemSeries>>> + '_ {
-        self.by_ref.iter().map(|stripe| read(stripe).iter().map(|series| Arc::clone(&series.0)).collect())
+        self.by_ref.in_stripes()
     }
 
     /// Every series, in no particular order.
     pub(crate) fn all_series(&self) -> Vec<Arc<MemSeries>> {
         let mut all = Vec::with_capacity(self.num_series() as usize);
-        for stripe in self.by_ref.iter() {
-            all.extend(read(stripe).iter().map(|series| Arc::clone(&series.0)));
+        for stripe in self.by_ref.in_stripes() {
+            all.extend(stripe);
         }
         all
     }
@@ -999,7 +992,7 @@ impl Head {
             }
             stripe.remove(hash, series.series_ref);
             drop(stripe);
-            write(self.ref_stripe(series.series_ref)).remove(&series.series_ref);
+            self.by_ref.remove(series.series_ref);
             write(&self.postings).remove(series.series_ref, &labels);
             removed += 1;
         }
@@ -1074,11 +1067,9 @@ impl Head {
         // seven eighths of its buckets.
         let table_bytes = |capacity: usize, entry: usize| (capacity.div_ceil(7) * 8 * (entry + 1)) as u64;
         for stripe in self.by_hash.iter() {
-            memory.series_index += table_bytes(read(stripe).table.capacity(), std::mem::size_of::<Arc<MemSeries>>());
+            memory.series_index += table_bytes(read(stripe).table.capacity(), std::mem::size_of::<u32>());
         }
-        for stripe in self.by_ref.iter() {
-            memory.series_index += table_bytes(read(stripe).capacity(), std::mem::size_of::<ByRef>());
-        }
+        memory.series_index += self.by_ref.approximate_bytes();
         memory.series_index += self.series_cache.approximate_bytes();
         memory.postings = self.postings().approximate_bytes();
         memory.label_symbols = symbols::symbols().approximate_bytes();
@@ -1209,34 +1200,42 @@ mod tests {
         // Every resize rehashes the stored series from their symbols: the hash must equal the one
         // computed from the labels at lookup.
         let mut stripe = HashStripe::default();
+        let refs = SeriesRefs::default();
         let all: Vec<Labels> = (0..3000)
             .map(|index| Labels::from_pairs([("__name__", "up"), ("instance", &format!("host-{index}:9100"))]))
             .collect();
         for (index, labels) in all.iter().enumerate() {
             assert_eq!(series_label_hash(&MemSeries::new(0, labels)), label_hash(labels));
-            stripe.insert(label_hash(labels), Arc::new(MemSeries::new(index as u32, labels)));
+            refs.insert(Arc::new(MemSeries::new(index as u32, labels)));
+            stripe.insert(label_hash(labels), index as u32, &refs);
         }
         for (index, labels) in all.iter().enumerate() {
-            assert_eq!(stripe.find(label_hash(labels), labels).map(|series| series.series_ref), Some(index as u32));
+            assert_eq!(
+                stripe.find(label_hash(labels), labels, &refs).map(|series| series.series_ref),
+                Some(index as u32)
+            );
         }
         stripe.remove(label_hash(&all[7]), 7);
-        assert!(stripe.find(label_hash(&all[7]), &all[7]).is_none());
+        assert!(stripe.find(label_hash(&all[7]), &all[7], &refs).is_none());
         assert_eq!(stripe.table.len(), 2999);
     }
 
     #[test]
     fn colliding_hashes_keep_both_series() {
         let mut stripe = HashStripe::default();
+        let refs = SeriesRefs::default();
         let first_labels = Labels::from_pairs([("a", "1")]);
         let second_labels = Labels::from_pairs([("a", "2")]);
+        refs.insert(Arc::new(MemSeries::new(1, &first_labels)));
+        refs.insert(Arc::new(MemSeries::new(2, &second_labels)));
         // Forced to one hash (the table's first buckets hold both, so no resize recomputes it).
-        stripe.insert(42, Arc::new(MemSeries::new(1, &first_labels)));
-        stripe.insert(42, Arc::new(MemSeries::new(2, &second_labels)));
-        assert_eq!(stripe.find(42, &first_labels).unwrap().series_ref, 1);
-        assert_eq!(stripe.find(42, &second_labels).unwrap().series_ref, 2);
+        stripe.insert(42, 1, &refs);
+        stripe.insert(42, 2, &refs);
+        assert_eq!(stripe.find(42, &first_labels, &refs).unwrap().series_ref, 1);
+        assert_eq!(stripe.find(42, &second_labels, &refs).unwrap().series_ref, 2);
         stripe.remove(42, 1);
-        assert!(stripe.find(42, &first_labels).is_none());
-        assert_eq!(stripe.find(42, &second_labels).unwrap().series_ref, 2);
+        assert!(stripe.find(42, &first_labels, &refs).is_none());
+        assert_eq!(stripe.find(42, &second_labels, &refs).unwrap().series_ref, 2);
     }
 
     #[test]

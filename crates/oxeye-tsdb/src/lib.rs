@@ -65,6 +65,7 @@ mod exemplars;
 mod head;
 mod head_append;
 mod head_chunks;
+mod head_refs;
 mod head_wal;
 mod index;
 mod options;
