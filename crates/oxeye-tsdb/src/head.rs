@@ -729,7 +729,8 @@ impl HeadMemory {
 pub(crate) struct Head {
     pub(crate) chunk_range_ms: i64,
     by_hash: Box<[RwLock<HashStripe>]>,
-    by_ref: SeriesRefs,
+    /// Series by reference; the label-hash map and the series cache hold references into it.
+    pub(crate) by_ref: SeriesRefs,
     postings: RwLock<MemPostings>,
     next_ref: AtomicU32,
     num_series: AtomicU64,
@@ -997,7 +998,7 @@ impl Head {
             removed += 1;
         }
         if removed > 0 {
-            self.series_cache.purge_removed();
+            self.series_cache.purge_removed(&self.by_ref);
         }
         self.num_series.fetch_sub(removed, Ordering::Relaxed);
         self.counters.series_removed_total.fetch_add(removed, Ordering::Relaxed);

@@ -368,7 +368,7 @@ impl Appender for TsdbAppender {
             return;
         }
         let mut found = Vec::with_capacity(keys.len());
-        self.shared.head.series_cache.hold_all(keys, &mut found);
+        self.shared.head.series_cache.hold_all(&self.shared.head.by_ref, keys, &mut found);
         for series in found {
             let position = series.and_then(|series| u32::try_from(self.hold(series)).ok());
             held.push(position.map(storage::HeldSeries));

@@ -11,7 +11,7 @@
 //! consecutive references land in different stripes, so appenders creating series side by side do not
 //! contend for one lock.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use crate::db::{read, write};
 use crate::head::MemSeries;
@@ -98,6 +98,12 @@ impl SeriesRefs {
         }
     }
 
+    /// Read access to every stripe at once, for a batch of lookups (one lock per stripe instead of one
+    /// per lookup).
+    pub(crate) fn read_all(&self) -> SeriesRefsRead<'_> {
+        SeriesRefsRead { stripes: self.stripes.iter().map(read).collect() }
+    }
+
     /// Every series, one stripe's snapshot at a time (a [`STRIPES`]th of the head each), in ascending
     /// reference order within a stripe.
     pub(crate) fn in_stripes(&self) -> impl Iterator<Item = Vec<Arc<MemSeries>>> + '_ {
@@ -121,6 +127,19 @@ impl SeriesRefs {
     }
 }
 
+/// Every stripe of [`SeriesRefs`] read-locked (see [`SeriesRefs::read_all`]).
+pub(crate) struct SeriesRefsRead<'a> {
+    stripes: Vec<RwLockReadGuard<'a, Stripe>>,
+}
+
+impl SeriesRefsRead<'_> {
+    /// The series with reference `series_ref`.
+    pub(crate) fn get(&self, series_ref: u32) -> Option<&Arc<MemSeries>> {
+        let (stripe, page, slot) = locate(series_ref);
+        self.stripes[stripe].pages.get(page)?.as_ref()?.slots[slot].as_ref()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +159,10 @@ mod tests {
         }
         assert!(refs.get(3).is_none());
         assert!(refs.get(u32::MAX).is_none());
+        let all_read = refs.read_all();
+        assert_eq!(all_read.get(70_000).map(|found| found.series_ref), Some(70_000));
+        assert!(all_read.get(70_001).is_none());
+        drop(all_read);
         let mut all: Vec<u32> = refs.in_stripes().flatten().map(|found| found.series_ref).collect();
         all.sort_unstable();
         assert_eq!(all, [1, 2, 255, 256, 257, 70_000, 3_000_000]);

@@ -22,22 +22,25 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use crate::db::{read, write};
 use crate::head::{MemSeries, MixHasher};
+use crate::head_refs::SeriesRefs;
 use crate::symbols;
 
 const STRIPES: usize = 64;
-/// Slots per bucket: four 16-byte slots fill one 64-byte cache line.
-const SLOTS_PER_BUCKET: usize = 4;
+/// Slots per bucket: eight 8-byte slots fill one 64-byte cache line.
+const SLOTS_PER_BUCKET: usize = 8;
 /// Buckets of a stripe's first table.
-const INITIAL_BUCKETS: usize = 4;
+const INITIAL_BUCKETS: usize = 2;
 
-/// One entry: the hash of the raw bytes and the series (`None`: empty).
-#[derive(Debug, Default)]
+/// One entry: the raw bytes' tag (their hash's high half, see [`tag_of`]) and the series' reference,
+/// resolved through the head's by-reference slots (0: empty; references start at 1). Eight bytes instead
+/// of a hash and a pointer: at 1M series the cache is about 10 bytes a series instead of 20.
+#[derive(Debug, Default, Clone, Copy)]
 struct Slot {
-    hash: u64,
-    series: Option<Arc<MemSeries>>,
+    tag: u32,
+    series_ref: u32,
 }
 
-/// Four slots in one cache line, so that a lookup reads one line of the table (hashbrown reads a control
+/// Eight slots in one cache line, so that a lookup reads one line of the table (hashbrown reads a control
 /// group and then the bucket, two lines).
 #[derive(Debug, Default)]
 #[repr(align(64))]
@@ -45,14 +48,14 @@ struct Bucket {
     slots: [Slot; SLOTS_PER_BUCKET],
 }
 
-/// An open-addressing table of one stripe: a hash picks a bucket; a full bucket continues in the next
-/// one (linear probing, wrapping at the end). At most one slot per hash (an insert replaces), and slots
-/// are only emptied by rebuilding the table, so an empty slot ends a probe.
+/// An open-addressing table of one stripe: a tag picks a bucket; a full bucket continues in the next
+/// one (linear probing, wrapping at the end). At most one slot per tag (an insert replaces: two keys
+/// whose 32-bit tags collide in one stripe take turns, each a miss for the other), and slots are only
+/// emptied by rebuilding the table, so an empty slot ends a probe.
 ///
-/// The table grows by half, not by doubling: the bucket is the hash's low 32 bits scaled to the bucket
-/// count (multiply and shift), which needs no power of two. A doubled table is on average about two
-/// thirds full, one grown by half about four fifths (every entry of an active series costs its share of
-/// a bucket; at 1M series each stripe had just doubled and was half full: 33.5 bytes per series).
+/// The table grows by half, not by doubling: the bucket is the tag scaled to the bucket count (multiply
+/// and shift), which needs no power of two. A doubled table is on average about two thirds full, one
+/// grown by half about four fifths (every entry of an active series costs its share of a bucket).
 #[derive(Debug, Default)]
 struct Table {
     buckets: Vec<Bucket>,
@@ -64,11 +67,17 @@ fn grown_buckets(buckets: usize) -> usize {
     (buckets + buckets / 2).max(INITIAL_BUCKETS)
 }
 
+/// The tag a hash is stored under: its bits 32 and up (the stripe takes their low bits, the bucket their
+/// high bits).
+fn tag_of(hash: u64) -> u32 {
+    (hash >> 32) as u32
+}
+
 impl Table {
-    /// The bucket `hash` starts in (`buckets` must not be 0): its low 32 bits scaled to the bucket count.
+    /// The bucket `tag` starts in (`buckets` must not be 0): the tag scaled to the bucket count.
     #[inline]
-    fn home_bucket(hash: u64, buckets: usize) -> usize {
-        ((u64::from(hash as u32) * buckets as u64) >> 32) as usize
+    fn home_bucket(tag: u32, buckets: usize) -> usize {
+        ((u64::from(tag) * buckets as u64) >> 32) as usize
     }
 
     /// The bucket after `index`, wrapping at the end.
@@ -77,61 +86,62 @@ impl Table {
         if index + 1 == buckets { 0 } else { index + 1 }
     }
 
-    /// The first tag of the bucket `hash` starts in (0 for an empty table): a load that brings the
-    /// bucket into the CPU cache for [`Table::find`].
+    /// The first tag of the bucket `tag` starts in (0 for an empty table): a load that brings the bucket
+    /// into the CPU cache for [`Table::find`].
     #[inline]
-    fn bucket_tag(&self, hash: u64) -> u64 {
+    fn bucket_tag(&self, tag: u32) -> u32 {
         let buckets = self.buckets.len();
         if buckets == 0 {
             return 0;
         }
-        self.buckets.get(Self::home_bucket(hash, buckets)).map_or(0, |bucket| bucket.slots[0].hash)
+        self.buckets.get(Self::home_bucket(tag, buckets)).map_or(0, |bucket| bucket.slots[0].tag)
     }
 
-    /// The series stored under `hash`, unverified.
+    /// The reference stored under `tag`, unverified.
     #[inline]
-    fn find(&self, hash: u64) -> Option<&Arc<MemSeries>> {
+    fn find(&self, tag: u32) -> Option<u32> {
         let buckets = self.buckets.len();
         if buckets == 0 {
             return None;
         }
-        let mut index = Self::home_bucket(hash, buckets);
+        let mut index = Self::home_bucket(tag, buckets);
         loop {
             for slot in &self.buckets[index].slots {
-                let series = slot.series.as_ref()?;
-                if slot.hash == hash {
-                    return Some(series);
+                if slot.series_ref == 0 {
+                    return None;
+                }
+                if slot.tag == tag {
+                    return Some(slot.series_ref);
                 }
             }
             index = Self::next_bucket(index, buckets);
         }
     }
 
-    fn insert(&mut self, hash: u64, series: Arc<MemSeries>) {
+    /// Stores `series_ref` (not 0) under `tag`.
+    fn insert(&mut self, tag: u32, series_ref: u32) {
         // Grow at seven eighths full, so that probes stay short and always meet an empty slot.
         if (self.len + 1) * 8 > self.buckets.len() * SLOTS_PER_BUCKET * 7 {
             self.rebuild(grown_buckets(self.buckets.len()), |_| true);
         }
-        self.insert_unchecked(hash, series);
+        self.insert_unchecked(tag, series_ref);
     }
 
     /// Inserts with room known to be left.
-    fn insert_unchecked(&mut self, hash: u64, series: Arc<MemSeries>) {
+    fn insert_unchecked(&mut self, tag: u32, series_ref: u32) {
+        debug_assert_ne!(series_ref, 0, "reference 0 marks an empty slot");
         let buckets = self.buckets.len();
-        let mut index = Self::home_bucket(hash, buckets);
+        let mut index = Self::home_bucket(tag, buckets);
         loop {
             for slot in &mut self.buckets[index].slots {
-                match &slot.series {
-                    Some(_) if slot.hash != hash => {}
-                    Some(_) => {
-                        slot.series = Some(series);
-                        return;
-                    }
-                    None => {
-                        *slot = Slot { hash, series: Some(series) };
-                        self.len += 1;
-                        return;
-                    }
+                if slot.series_ref == 0 {
+                    *slot = Slot { tag, series_ref };
+                    self.len += 1;
+                    return;
+                }
+                if slot.tag == tag {
+                    slot.series_ref = series_ref;
+                    return;
                 }
             }
             index = Self::next_bucket(index, buckets);
@@ -139,14 +149,12 @@ impl Table {
     }
 
     /// Moves the entries `keep` accepts into a new table of `buckets` buckets (with room for them all).
-    fn rebuild(&mut self, buckets: usize, keep: impl Fn(&MemSeries) -> bool) {
+    fn rebuild(&mut self, buckets: usize, keep: impl Fn(u32) -> bool) {
         let old = std::mem::replace(&mut self.buckets, (0..buckets).map(|_| Bucket::default()).collect());
         self.len = 0;
-        for slot in old.into_iter().flat_map(|bucket| bucket.slots) {
-            if let Some(series) = slot.series
-                && keep(&series)
-            {
-                self.insert_unchecked(slot.hash, series);
+        for slot in old.iter().flat_map(|bucket| bucket.slots) {
+            if slot.series_ref != 0 && keep(slot.series_ref) {
+                self.insert_unchecked(slot.tag, slot.series_ref);
             }
         }
     }
@@ -164,34 +172,38 @@ impl Default for SeriesCache {
     }
 }
 
-/// The stripe of a hash: its bits 32 and up (the bucket takes the low bits).
-fn stripe_index(hash: u64) -> usize {
-    ((hash >> 32) as usize) % STRIPES
+/// The stripe of a tag: its low bits (the bucket takes the high bits).
+fn stripe_index(tag: u32) -> usize {
+    tag as usize % STRIPES
 }
 
 impl SeriesCache {
-    /// For each of `keys` (the `labels` bytes of one series each), the live series they encode, marked
-    /// as held by one more appender (the caller releases it as any held series), or `None` when the bytes
-    /// are empty or not cached, the entry does not verify, or the series was removed. Pushes one entry per
-    /// key onto `found`, in order.
+    /// For each of `keys` (the `labels` bytes of one series each), the live series they encode (found in
+    /// `refs`, the head's series by reference), marked as held by one more appender (the caller releases
+    /// it as any held series), or `None` when the bytes are empty or not cached, the entry does not
+    /// verify, or the series was removed. Pushes one entry per key onto `found`, in order.
     ///
     /// The keys are looked up in passes over the whole batch, each pass short and only loading memory, so
     /// that the cache misses of different series overlap instead of following each other: the hashes, the
-    /// buckets, the slots, then the series and their labels, and last verification and the holds (atomic
-    /// read-modify-writes, which wait for every earlier load).
-    pub(crate) fn hold_all(&self, keys: &[&[u8]], found: &mut Vec<Option<Arc<MemSeries>>>) {
+    /// buckets, the references' slots, then the series and their labels, and last verification and the
+    /// holds (atomic read-modify-writes, which wait for every earlier load).
+    pub(crate) fn hold_all(&self, refs: &SeriesRefs, keys: &[&[u8]], found: &mut Vec<Option<Arc<MemSeries>>>) {
         let stripes: Vec<RwLockReadGuard<'_, Table>> = self.stripes.iter().map(read).collect();
-        let hashes: Vec<u64> = keys.iter().map(|key| raw_labels_hash(key)).collect();
+        let tags: Vec<u32> = keys.iter().map(|key| tag_of(raw_labels_hash(key))).collect();
         // Loads only, no branch on what they read: the buckets of all keys are fetched side by side.
         let mut touched = 0u64;
-        for &hash in &hashes {
-            touched ^= stripes[stripe_index(hash)].bucket_tag(hash);
+        for &tag in &tags {
+            touched ^= u64::from(stripes[stripe_index(tag)].bucket_tag(tag));
         }
-        let candidates: Vec<Option<&Arc<MemSeries>>> = keys
+        let cached_refs: Vec<Option<u32>> = keys
             .iter()
-            .zip(&hashes)
-            .map(|(key, &hash)| if key.is_empty() { None } else { stripes[stripe_index(hash)].find(hash) })
+            .zip(&tags)
+            .map(|(key, &tag)| if key.is_empty() { None } else { stripes[stripe_index(tag)].find(tag) })
             .collect();
+        drop(stripes);
+        let refs = refs.read_all();
+        let candidates: Vec<Option<&Arc<MemSeries>>> =
+            cached_refs.iter().map(|series_ref| series_ref.and_then(|series_ref| refs.get(series_ref))).collect();
         for series in candidates.iter().flatten() {
             touched ^= series.touch_for_cache_hit();
         }
@@ -209,33 +221,34 @@ impl SeriesCache {
     /// encoding would never verify, so it is not stored). The caller holds the series, so garbage
     /// collection cannot have removed it.
     pub(crate) fn insert(&self, protobuf_labels: &[u8], series: &Arc<MemSeries>) {
-        if !protobuf_labels_equal(protobuf_labels, series.label_symbols()) {
+        if series.series_ref == 0 || !protobuf_labels_equal(protobuf_labels, series.label_symbols()) {
             return;
         }
-        let hash = raw_labels_hash(protobuf_labels);
-        write(&self.stripes[stripe_index(hash)]).insert(hash, Arc::clone(series));
+        let tag = tag_of(raw_labels_hash(protobuf_labels));
+        write(&self.stripes[stripe_index(tag)]).insert(tag, series.series_ref);
     }
 
-    /// Drops the entries of series that garbage collection removed (each stripe's table is rebuilt at
-    /// the size its remaining entries need).
-    pub(crate) fn purge_removed(&self) {
+    /// Drops the entries of series no longer in `refs` or marked removed (each stripe's table is rebuilt
+    /// at the size its remaining entries need).
+    pub(crate) fn purge_removed(&self, refs: &SeriesRefs) {
+        let live = |series_ref: u32| refs.get(series_ref).is_some_and(|series| !series.is_removed());
         for stripe in self.stripes.iter() {
             let mut table = write(stripe);
-            let live = table
+            let live_entries = table
                 .buckets
                 .iter()
                 .flat_map(|bucket| &bucket.slots)
-                .filter(|slot| slot.series.as_ref().is_some_and(|series| !series.is_removed()))
+                .filter(|slot| slot.series_ref != 0 && live(slot.series_ref))
                 .count();
             let mut buckets = INITIAL_BUCKETS;
-            while live * 8 > buckets * SLOTS_PER_BUCKET * 7 {
+            while live_entries * 8 > buckets * SLOTS_PER_BUCKET * 7 {
                 buckets = grown_buckets(buckets);
             }
-            table.rebuild(buckets, |series| !series.is_removed());
+            table.rebuild(buckets, live);
         }
     }
 
-    /// Heap bytes of the tables (64 bytes per bucket of four entries).
+    /// Heap bytes of the tables (64 bytes per bucket of eight entries).
     pub(crate) fn approximate_bytes(&self) -> u64 {
         self.stripes.iter().map(|stripe| (read(stripe).buckets.capacity() * size_of::<Bucket>()) as u64).sum()
     }
@@ -248,9 +261,9 @@ impl SeriesCache {
 
     /// [`SeriesCache::hold_all`] for one key.
     #[cfg(test)]
-    pub(crate) fn hold(&self, protobuf_labels: &[u8]) -> Option<Arc<MemSeries>> {
+    pub(crate) fn hold(&self, refs: &SeriesRefs, protobuf_labels: &[u8]) -> Option<Arc<MemSeries>> {
         let mut found = Vec::with_capacity(1);
-        self.hold_all(&[protobuf_labels], &mut found);
+        self.hold_all(refs, &[protobuf_labels], &mut found);
         found.pop().flatten()
     }
 }
@@ -398,62 +411,54 @@ mod tests {
         assert_eq!(head.series_cache.len(), 2);
         assert!(head.series_cache.approximate_bytes() >= 2 * 17, "{}", head.series_cache.approximate_bytes());
         // An appender holds `kept` through the cache while the head is truncated past both series.
-        let held = head.series_cache.hold(&kept_bytes).expect("cached");
+        let held = head.series_cache.hold(&head.by_ref, &kept_bytes).expect("cached");
         head.observe_time_range(10, 10);
         assert_eq!(head.truncate(5000), 1);
-        assert!(head.series_cache.hold(&gone_bytes).is_none(), "removed series must not be found");
+        assert!(head.series_cache.hold(&head.by_ref, &gone_bytes).is_none(), "removed series must not be found");
         assert_eq!(head.series_cache.len(), 1);
         assert!(head.get_by_ref(held.series_ref).is_some());
         held.release();
         // Still cached while it lives; once no appender holds it, the next truncation removes it.
-        let again = head.series_cache.hold(&kept_bytes).expect("still cached");
+        let again = head.series_cache.hold(&head.by_ref, &kept_bytes).expect("still cached");
         again.release();
         assert_eq!(head.truncate(6000), 1);
-        assert!(head.series_cache.hold(&kept_bytes).is_none());
+        assert!(head.series_cache.hold(&head.by_ref, &kept_bytes).is_none());
         assert_eq!(head.series_cache.len(), 0);
     }
 
     #[test]
     fn full_buckets_continue_in_the_next_and_tables_grow() {
-        let head = crate::head::Head::new(1000);
-        let series: Vec<Arc<MemSeries>> = (0..200)
-            .map(|index| {
-                let labels = Labels::from_pairs([("__name__", "up"), ("instance", &format!("host-{index}"))]);
-                head.get_or_create(&labels, None, false).unwrap().0
-            })
-            .collect();
         let mut table = Table::default();
-        // Every hash starts in bucket 0 (low bits zero), so most entries overflow into later buckets.
-        let colliding = |index: u64| (index + 1) << 40;
-        for (index, series) in series.iter().enumerate() {
-            table.insert(colliding(index as u64), Arc::clone(series));
+        // Small tags all start in bucket 0, so most entries overflow into later buckets.
+        let colliding = |index: u32| index + 1;
+        let reference = |index: u32| index + 1000;
+        for index in 0..200 {
+            table.insert(colliding(index), reference(index));
         }
         assert_eq!(table.len, 200);
         assert!(table.buckets.len() * SLOTS_PER_BUCKET * 7 >= 200 * 8, "{}", table.buckets.len());
-        for (index, series) in series.iter().enumerate() {
-            let found = table.find(colliding(index as u64)).expect("found");
-            assert!(Arc::ptr_eq(found, series), "entry {index}");
+        for index in 0..200 {
+            assert_eq!(table.find(colliding(index)), Some(reference(index)), "entry {index}");
         }
         assert!(table.find(colliding(500)).is_none());
-        // An insert under a stored hash replaces its entry.
-        table.insert(colliding(3), Arc::clone(&series[7]));
+        // An insert under a stored tag replaces its entry.
+        table.insert(colliding(3), reference(7));
         assert_eq!(table.len, 200);
-        assert!(Arc::ptr_eq(table.find(colliding(3)).expect("found"), &series[7]));
+        assert_eq!(table.find(colliding(3)), Some(reference(7)));
         // Rebuilding keeps what it is told to keep, still findable.
-        let kept_ref = series[150].series_ref;
-        table.rebuild(INITIAL_BUCKETS, |candidate| candidate.series_ref == kept_ref);
+        table.rebuild(INITIAL_BUCKETS, |series_ref| series_ref == reference(150));
         assert_eq!(table.len, 1);
-        assert!(Arc::ptr_eq(table.find(colliding(150)).expect("kept"), &series[150]));
+        assert_eq!(table.find(colliding(150)), Some(reference(150)));
         assert!(table.find(colliding(149)).is_none());
-        // Hashes that start in the last bucket wrap around to the first.
+        // Tags that start in the last bucket wrap around to the first.
         let mut table = Table::default();
-        let last_bucket = |index: u64| ((index + 1) << 40) | u64::from(u32::MAX);
-        for (index, series) in series.iter().enumerate() {
-            table.insert(last_bucket(index as u64), Arc::clone(series));
+        let last_bucket = |index: u32| u32::MAX - index;
+        for index in 0..200 {
+            table.insert(last_bucket(index), reference(index));
         }
         assert_eq!(table.len, 200);
-        for (index, series) in series.iter().enumerate() {
-            assert!(Arc::ptr_eq(table.find(last_bucket(index as u64)).expect("found"), series), "entry {index}");
+        for index in 0..200 {
+            assert_eq!(table.find(last_bucket(index)), Some(reference(index)), "entry {index}");
         }
     }
 
@@ -492,7 +497,7 @@ mod tests {
         let mut batch: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
         batch.push(&[]);
         let mut found = Vec::new();
-        head.series_cache.hold_all(&batch, &mut found);
+        head.series_cache.hold_all(&head.by_ref, &batch, &mut found);
         assert_eq!(found.len(), 3001);
         for (index, entry) in found.iter().enumerate() {
             match entry {
