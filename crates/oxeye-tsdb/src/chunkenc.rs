@@ -957,6 +957,84 @@ impl IntegerStream {
         self.pending_zeros = run - 1;
         Ok(0)
     }
+
+    /// Takes at once up to `max` zeros that stand next in the stream (the rest of a run, a new run, or in
+    /// a plain stream consecutive `0` bits) and returns how many it took: 0 when the next integer is not
+    /// zero. What [`IntegerStream::next`] would return that many times, without a call per zero, so a
+    /// decoder can step over a regular stretch of a chunk with one multiplication.
+    fn take_zeros(&mut self, reader: &mut BitReader<'_>, max: usize) -> Result<usize, ChunkDecodeError> {
+        let max = max.min(self.remaining);
+        if max == 0 {
+            return Ok(0);
+        }
+        if !self.zero_runs {
+            // A zero is the single bit `0`; bits past the end peek as zeros, and `advance` refuses them.
+            let zeros = (reader.peek_word().leading_zeros() as usize).min(max);
+            reader.advance(zeros)?;
+            self.remaining -= zeros;
+            return Ok(zeros);
+        }
+        if self.pending_zeros == 0 {
+            let word = reader.peek_word();
+            if word >> 63 == 1 {
+                return Ok(0);
+            }
+            let run = if (word >> 62) & 1 == 0 {
+                reader.advance(2)?;
+                1
+            } else {
+                reader.advance(9)?;
+                ((word >> 55) & 0x7f) as usize + 2
+            };
+            if run > self.remaining {
+                return Err(ChunkDecodeError { reason: "zero run past the sample count" });
+            }
+            self.pending_zeros = run;
+        }
+        let taken = self.pending_zeros.min(max);
+        self.pending_zeros -= taken;
+        self.remaining -= taken;
+        Ok(taken)
+    }
+}
+
+/// How many of the timestamps `start_ms + step_ms × k`, `k = 1..=count`, lie before `mint_ms`, for a
+/// positive `step_ms` (the timestamps ascend).
+fn steps_before(start_ms: i64, step_ms: i64, count: usize, mint_ms: i64) -> usize {
+    debug_assert!(step_ms > 0);
+    let gap = i128::from(mint_ms) - i128::from(start_ms) - 1;
+    if gap < 0 {
+        return 0;
+    }
+    usize::try_from(gap / i128::from(step_ms)).map_or(count, |before| before.min(count))
+}
+
+/// The samples [`decode_scaled_into`] keeps, by chunk position: `first_kept..past_kept`. Timestamps
+/// ascend within a chunk, so they are one run, from the first sample at or after `mint_ms` up to the
+/// first after `maxt_ms`.
+struct KeptRun {
+    mint_ms: i64,
+    maxt_ms: i64,
+    first_kept: Option<usize>,
+    past_kept: usize,
+    /// The run ended: later samples are not kept.
+    stopped: bool,
+}
+
+impl KeptRun {
+    /// Visits the sample at `position`: kept (pushed with its value still unset) when it is in the window
+    /// and the run has not ended.
+    fn keep(&mut self, position: usize, timestamp_ms: i64, out: &mut Vec<oxeye_model::Sample>) {
+        // A sample before the window after one inside it (timestamps out of order) also ends the run.
+        let ends_run = timestamp_ms > self.maxt_ms || (self.first_kept.is_some() && timestamp_ms < self.mint_ms);
+        self.stopped |= ends_run;
+        if self.stopped || timestamp_ms < self.mint_ms {
+            return;
+        }
+        self.first_kept.get_or_insert(position);
+        self.past_kept = position + 1;
+        out.push(oxeye_model::Sample { timestamp_ms, value: 0.0 });
+    }
 }
 
 /// [`decode_into`] for an [`Encoding::ScaledInt`] chunk without decoding it whole first: the
@@ -977,46 +1055,78 @@ fn decode_scaled_into(
     let first_timestamp = read_varint_bits(&mut reader)?;
     let first_integer = read_varint_bits(&mut reader)?;
     let base = out.len();
-    // Chunk positions of the samples kept: `first_kept..past_kept`.
-    let mut first_kept: Option<usize> = None;
-    let mut past_kept = 0usize;
-    let mut stopped = false;
-    let mut keep = |position: usize, timestamp_ms: i64, out: &mut Vec<oxeye_model::Sample>| {
-        // A sample before the window after one inside it (timestamps out of order) also ends the run.
-        let ends_run = timestamp_ms > maxt_ms || (first_kept.is_some() && timestamp_ms < mint_ms);
-        stopped |= ends_run;
-        if stopped || timestamp_ms < mint_ms {
-            return;
-        }
-        first_kept.get_or_insert(position);
-        past_kept = position + 1;
-        out.push(oxeye_model::Sample { timestamp_ms, value: 0.0 });
-    };
-    keep(0, first_timestamp, out);
+    let mut run = KeptRun { mint_ms, maxt_ms, first_kept: None, past_kept: 0, stopped: false };
+    run.keep(0, first_timestamp, out);
     let mut timestamps = IntegerStream::new(flags & FLAG_TIMESTAMP_ZERO_RUNS != 0, count - 1);
     let (mut timestamp, mut delta_ms) = (first_timestamp, 0i64);
-    for position in 1..count {
-        delta_ms = delta_ms.wrapping_add(timestamps.next(&mut reader)?);
-        timestamp = timestamp.wrapping_add(delta_ms);
-        keep(position, timestamp, out);
+    let mut position = 1;
+    while position < count {
+        // A run of zero deltas of deltas is a regular stretch: the samples before the window and after it
+        // are stepped over with one multiplication, only those that may be kept are visited.
+        let zeros = timestamps.take_zeros(&mut reader, count - position)?;
+        if zeros > 0 && delta_ms > 0 {
+            let skipped = if run.first_kept.is_none() { steps_before(timestamp, delta_ms, zeros, mint_ms) } else { 0 };
+            timestamp = timestamp.wrapping_add(delta_ms.wrapping_mul(skipped as i64));
+            for offset in skipped..zeros {
+                if run.stopped {
+                    timestamp = timestamp.wrapping_add(delta_ms.wrapping_mul((zeros - offset) as i64));
+                    break;
+                }
+                timestamp = timestamp.wrapping_add(delta_ms);
+                run.keep(position + offset, timestamp, out);
+            }
+            position += zeros;
+            continue;
+        }
+        for offset in 0..zeros {
+            timestamp = timestamp.wrapping_add(delta_ms);
+            run.keep(position + offset, timestamp, out);
+        }
+        position += zeros;
+        if position < count {
+            delta_ms = delta_ms.wrapping_add(timestamps.next(&mut reader)?);
+            timestamp = timestamp.wrapping_add(delta_ms);
+            run.keep(position, timestamp, out);
+            position += 1;
+        }
     }
-    let Some(first_kept_position) = first_kept else { return Ok(()) };
+    let (Some(first_kept_position), past_kept) = (run.first_kept, run.past_kept) else { return Ok(()) };
     let mut values = IntegerStream::new(flags & FLAG_VALUE_ZERO_RUNS != 0, count - 1);
     let scale_is_zero = power == 1.0;
-    let (mut integer, mut integer_delta) = (first_integer, 0i64);
-    for position in 0..past_kept {
-        if position > 0 {
-            let stored = values.next(&mut reader)?;
-            integer_delta =
-                if flags & FLAG_VALUE_DELTA_OF_DELTA != 0 { integer_delta.wrapping_add(stored) } else { stored };
-            integer = integer.wrapping_add(integer_delta);
-        }
+    let delta_of_delta = flags & FLAG_VALUE_DELTA_OF_DELTA != 0;
+    let set_value = |position: usize, integer: i64, out: &mut Vec<oxeye_model::Sample>| {
         if position >= first_kept_position
             && let Some(sample) = out.get_mut(base + position - first_kept_position)
         {
             // Integer counters (scale 0) skip the division.
             sample.value = if scale_is_zero { integer as f64 } else { integer as f64 / power };
         }
+    };
+    let (mut integer, mut integer_delta) = (first_integer, 0i64);
+    set_value(0, integer, out);
+    let mut position = 1;
+    while position < past_kept {
+        // A zero stored value repeats the previous delta (deltas of deltas) or leaves the value as it is
+        // (deltas): a run before the window is stepped over at once.
+        let zeros = values.take_zeros(&mut reader, past_kept - position)?;
+        if zeros > 0 {
+            if !delta_of_delta {
+                integer_delta = 0;
+            }
+            let skipped = first_kept_position.saturating_sub(position).min(zeros);
+            integer = integer.wrapping_add(integer_delta.wrapping_mul(skipped as i64));
+            for offset in skipped..zeros {
+                integer = integer.wrapping_add(integer_delta);
+                set_value(position + offset, integer, out);
+            }
+            position += zeros;
+            continue;
+        }
+        let stored = values.next(&mut reader)?;
+        integer_delta = if delta_of_delta { integer_delta.wrapping_add(stored) } else { stored };
+        integer = integer.wrapping_add(integer_delta);
+        set_value(position, integer, out);
+        position += 1;
     }
     Ok(())
 }
@@ -1295,6 +1405,42 @@ mod tests {
             let mut iterator = ChunkIterator::new(encoding, &bytes).unwrap();
             while let Some((timestamp_ms, value)) = iterator.next_sample().unwrap() {
                 if (mint_ms..=maxt_ms).contains(&timestamp_ms) {
+                    expected.push((timestamp_ms, value.to_bits()));
+                }
+            }
+            let actual: Vec<(i64, u64)> = decoded.iter().map(|sample| (sample.timestamp_ms, sample.value.to_bits())).collect();
+            prop_assert_eq!(actual, expected);
+        }
+
+        /// Scrape-shaped chunks: mostly one interval with some jitter, values that stand still or grow by
+        /// one step for a while, so both streams hold zero runs that windowed decoding steps over at once.
+        #[test]
+        fn windowed_decoding_steps_over_regular_stretches(
+            jitter in proptest::collection::vec(prop_oneof![8 => Just(0i64), 1 => -3i64..4, 1 => Just(-15_000i64)], 1..121),
+            increments in proptest::collection::vec(prop_oneof![4 => Just(0u64), 4 => Just(3u64), 1 => 0u64..1_000], 121),
+            scale in 0u8..3,
+            window_start in -20_000i64..2_000_000,
+            window_length in 0i64..600_000,
+        ) {
+            let mut timestamp = 1_000_000i64;
+            let mut counter = 0u64;
+            let samples: Vec<Sample> = jitter.iter().zip(&increments).map(|(jitter, increment)| {
+                // A jitter of one interval back repeats the previous timestamp; decoding must still agree.
+                timestamp += 15_000 + jitter;
+                counter += increment;
+                Sample { timestamp_ms: timestamp, value: counter as f64 / 10f64.powi(i32::from(scale)) }
+            }).collect();
+            let (encoding, bytes) = encode_best(&samples);
+            let (mint_ms, maxt_ms) = (1_000_000 + window_start, 1_000_000 + window_start + window_length);
+            let mut decoded = Vec::new();
+            decode_into(encoding, &bytes, mint_ms, maxt_ms, &mut decoded).unwrap();
+            let mut expected = Vec::new();
+            let mut iterator = ChunkIterator::new(encoding, &bytes).unwrap();
+            while let Some((timestamp_ms, value)) = iterator.next_sample().unwrap() {
+                if timestamp_ms > maxt_ms {
+                    break;
+                }
+                if timestamp_ms >= mint_ms {
                     expected.push((timestamp_ms, value.to_bits()));
                 }
             }
