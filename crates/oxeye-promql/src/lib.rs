@@ -13,7 +13,8 @@
 //! - [`QueryResult`] holds a [`Value`] (`scalar`, `string`, `vector` or `matrix`, timestamps in
 //!   milliseconds) and Prometheus' warning and info annotations.
 //! - [`QueryError`] says what failed, with [`QueryError::prometheus_error_type`] for the HTTP API body.
-//! - [`format_float`] prints sample values as Prometheus' JSON API does.
+//! - [`format_float`] (and [`write_float`], into a buffer) prints sample values as Prometheus' JSON API
+//!   does.
 //! - [`testing::MemoryQuerier`] is a small in-memory store for tests and the conformance runner.
 //!
 //! Semantics follow Prometheus 3 (`promql/engine.go`, `promql/functions.go`): left-open lookback and
@@ -68,4 +69,4 @@ pub use engine::{DEFAULT_LOOKBACK_DELTA_MS, DEFAULT_SUBQUERY_STEP_MS, Engine, En
 pub use error::QueryError;
 pub use promql_parser;
 pub use stats::QueryStats;
-pub use value::{QueryResult, RangeSeries, Value, VectorSample, format_float};
+pub use value::{QueryResult, RangeSeries, Value, VectorSample, format_float, write_float};

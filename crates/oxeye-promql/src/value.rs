@@ -78,16 +78,31 @@ pub struct QueryResult {
 /// assert_eq!(oxeye_promql::format_float(f64::NEG_INFINITY), "-Inf");
 /// ```
 pub fn format_float(value: f64) -> String {
+    let mut text = String::new();
+    write_float(&mut text, value);
+    text
+}
+
+/// Appends `value` to `out` as [`format_float`] formats it, without a `String` of its own: what a
+/// response writer calls once per point.
+///
+/// ```
+/// let mut out = String::from("[");
+/// oxeye_promql::write_float(&mut out, -0.0);
+/// oxeye_promql::write_float(&mut out, f64::INFINITY);
+/// assert_eq!(out, "[-0+Inf");
+/// ```
+pub fn write_float(out: &mut String, value: f64) {
+    use std::fmt::Write;
     if value.is_nan() {
-        return "NaN".to_string();
+        out.push_str("NaN");
+    } else if value.is_infinite() {
+        out.push_str(if value > 0.0 { "+Inf" } else { "-Inf" });
+    } else {
+        // Rust's `Display` for f64 prints the shortest round-tripping digits without an exponent (and
+        // `-0` for negative zero), which is exactly Go's 'f' format with precision -1.
+        let _ = write!(out, "{value}");
     }
-    if value.is_infinite() {
-        return if value > 0.0 { "+Inf".to_string() } else { "-Inf".to_string() };
-    }
-    // Rust's `Display` for f64 prints the shortest round-tripping digits without an exponent, which is
-    // exactly Go's 'f' format with precision -1.
-    let text = format!("{value}");
-    if text == "-0" { "-0".to_string() } else { text }
 }
 
 /// Formats a float as Go's `fmt` verb `%v` does, for error messages that Prometheus writes with it:

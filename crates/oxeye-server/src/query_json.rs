@@ -8,7 +8,7 @@
 use std::fmt::Write;
 
 use oxeye_model::Labels;
-use oxeye_promql::{QueryResult, Value, format_float};
+use oxeye_promql::{QueryResult, Value, write_float};
 
 /// Appends a timestamp in milliseconds as Prometheus' `marshalTimestamp` does: `1435781451.781`, `4`,
 /// `1.5`.
@@ -30,30 +30,50 @@ fn write_fraction(out: &mut String, milliseconds: u64) {
     if milliseconds == 0 {
         return;
     }
-    let digits = format!("{milliseconds:03}");
+    // Three digits without their trailing zeros: 500 is ".5", 10 is ".01".
+    let digits = [
+        b'0' + (milliseconds / 100 % 10) as u8,
+        b'0' + (milliseconds / 10 % 10) as u8,
+        b'0' + (milliseconds % 10) as u8,
+    ];
+    let mut length = digits.len();
+    while length > 1 && digits[length - 1] == b'0' {
+        length -= 1;
+    }
     out.push('.');
-    out.push_str(digits.trim_end_matches('0'));
+    for digit in &digits[..length] {
+        out.push(char::from(*digit));
+    }
 }
 
-/// Appends a JSON string literal.
+/// Appends a JSON string literal, escaped as Go's `encoding/json` escapes it (`<`, `>` and `&` too).
+/// Every byte that needs escaping is ASCII, so the text between them is copied a run at a time.
 pub fn write_json_string(out: &mut String, text: &str) {
+    out.reserve(text.len() + 2);
     out.push('"');
-    for character in text.chars() {
-        match character {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '<' => out.push_str("\\u003c"),
-            '>' => out.push_str("\\u003e"),
-            '&' => out.push_str("\\u0026"),
-            control if (control as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", control as u32);
-            }
-            other => out.push(other),
+    let mut clean_from = 0;
+    for (position, byte) in text.bytes().enumerate() {
+        let escaped = match byte {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            b'<' => "\\u003c",
+            b'>' => "\\u003e",
+            b'&' => "\\u0026",
+            control if control < 0x20 => "",
+            _ => continue,
+        };
+        out.push_str(&text[clean_from..position]);
+        if escaped.is_empty() {
+            let _ = write!(out, "\\u{byte:04x}");
+        } else {
+            out.push_str(escaped);
         }
+        clean_from = position + 1;
     }
+    out.push_str(&text[clean_from..]);
     out.push('"');
 }
 
@@ -71,11 +91,11 @@ pub fn write_labels(out: &mut String, labels: &Labels) {
     out.push('}');
 }
 
-fn write_point(out: &mut String, timestamp_ms: i64, value: &str) {
+fn write_point(out: &mut String, timestamp_ms: i64, value: f64) {
     out.push('[');
     write_timestamp(out, timestamp_ms);
     out.push_str(",\"");
-    out.push_str(value);
+    write_float(out, value);
     out.push_str("\"]");
 }
 
@@ -87,7 +107,7 @@ pub fn render_query_result(result: &QueryResult) -> String {
     out.push_str(result.value.type_name());
     out.push_str("\",\"result\":");
     match &result.value {
-        Value::Scalar { timestamp_ms, value } => write_point(&mut out, *timestamp_ms, &format_float(*value)),
+        Value::Scalar { timestamp_ms, value } => write_point(&mut out, *timestamp_ms, *value),
         Value::String { timestamp_ms, value } => {
             out.push('[');
             write_timestamp(&mut out, *timestamp_ms);
@@ -104,7 +124,7 @@ pub fn render_query_result(result: &QueryResult) -> String {
                 out.push_str("{\"metric\":");
                 write_labels(&mut out, &sample.labels);
                 out.push_str(",\"value\":");
-                write_point(&mut out, sample.timestamp_ms, &format_float(sample.value));
+                write_point(&mut out, sample.timestamp_ms, sample.value);
                 out.push('}');
             }
             out.push(']');
@@ -122,7 +142,7 @@ pub fn render_query_result(result: &QueryResult) -> String {
                     if point_index > 0 {
                         out.push(',');
                     }
-                    write_point(&mut out, sample.timestamp_ms, &format_float(sample.value));
+                    write_point(&mut out, sample.timestamp_ms, sample.value);
                 }
                 out.push_str("]}");
             }
@@ -165,6 +185,16 @@ mod tests {
         assert_eq!(timestamp(10), "0.01");
         assert_eq!(timestamp(-1500), "-1.5");
         assert_eq!(timestamp(-2000), "-2");
+    }
+
+    #[test]
+    fn strings_escaped_like_go() {
+        let mut out = String::new();
+        write_json_string(&mut out, "a\"b\\c\nd<é>&\u{1}\tz");
+        assert_eq!(out, r#""a\"b\\c\nd\u003cé\u003e\u0026\u0001\tz""#);
+        let mut plain = String::new();
+        write_json_string(&mut plain, "django_http_requests_total");
+        assert_eq!(plain, "\"django_http_requests_total\"");
     }
 
     #[test]
