@@ -83,6 +83,17 @@ impl<'a> Decoder<'a> {
         }
     }
 
+    /// Steps over `count` varints (signed or not) without decoding them; each must end within the input.
+    pub(crate) fn skip_varints(&mut self, count: usize, expected: &'static str) -> Result<(), DecodeError> {
+        for _ in 0..count {
+            let rest = self.bytes.get(self.position..).unwrap_or_default();
+            // A varint ends at its first byte below 0x80.
+            let length = rest.iter().position(|byte| *byte < 0x80).ok_or_else(|| self.error(expected))? + 1;
+            self.position += length;
+        }
+        Ok(())
+    }
+
     pub(crate) fn varint(&mut self, expected: &'static str) -> Result<i64, DecodeError> {
         let raw = self.uvarint(expected)?;
         Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64))

@@ -166,9 +166,9 @@ impl BlockIndex {
         keep_label: Option<&dyn Fn(&str) -> bool>,
     ) -> Result<Vec<SeriesEntry>, TsdbError> {
         let mut out = Vec::with_capacity(ids.len());
-        // The inflated group last used: its position, content, and each entry's start in it with the
-        // entry as parsed while finding the starts (taken by the first id asking for it).
-        let mut current: Option<(usize, Vec<u8>, Vec<ParsedEntry>)> = None;
+        // The inflated group last used: its position, content, and the starts of its first entries (found
+        // by stepping over entries, which allocates nothing; only the entries asked for are parsed).
+        let mut current: Option<(usize, Vec<u8>, Vec<usize>)> = None;
         let mut compressed = Vec::new();
         for id in ids {
             let position = groups.partition_point(|group| group.first_id <= *id);
@@ -184,30 +184,25 @@ impl BlockIndex {
                     deflate::decompress_exact(&compressed, group.content_bytes as usize).map_err(|reason| {
                         TsdbError::corrupt(self.path(), format!("series group of {}: {reason}", group.first_id))
                     })?;
-                let mut entries = Vec::new();
-                let mut decoder = Decoder::new(&content);
-                while !decoder.is_empty() {
-                    let start = decoder.position();
-                    let entry = parse_series_entry(&mut decoder, self.symbols.len() as u64).map_err(|reason| {
-                        TsdbError::corrupt(self.path(), format!("series group of {}: {reason}", group.first_id))
-                    })?;
-                    entries.push((start, Some(entry)));
-                }
-                current = Some((group_position, content, entries));
+                current = Some((group_position, content, vec![0]));
             }
-            let Some((_, content, entries)) = current.as_mut() else { continue };
-            let (start, parsed) = entries
-                .get_mut((id - group.first_id) as usize)
-                .ok_or_else(|| TsdbError::corrupt(self.path(), format!("series id {id} missing from its group")))?;
-            let (label_symbols, chunks) = match parsed.take() {
-                Some(entry) => entry,
-                // Asked for twice: parsed again.
-                None => {
-                    let mut decoder = Decoder::new(content.get(*start..).unwrap_or_default());
-                    parse_series_entry(&mut decoder, self.symbols.len() as u64)
-                        .map_err(|reason| TsdbError::corrupt(self.path(), format!("series {id}: {reason}")))?
+            let Some((_, content, starts)) = current.as_mut() else { continue };
+            let entry_position = (id - group.first_id) as usize;
+            while starts.len() <= entry_position {
+                let last = starts.last().copied().unwrap_or_default();
+                let mut decoder = Decoder::new(content.get(last..).unwrap_or_default());
+                if decoder.is_empty() {
+                    return Err(TsdbError::corrupt(self.path(), format!("series id {id} missing from its group")));
                 }
-            };
+                skip_series_entry(&mut decoder).map_err(|reason| {
+                    TsdbError::corrupt(self.path(), format!("series group of {}: {reason}", group.first_id))
+                })?;
+                starts.push(last + decoder.position());
+            }
+            let start = starts.get(entry_position).copied().unwrap_or_default();
+            let mut decoder = Decoder::new(content.get(start..).unwrap_or_default());
+            let (label_symbols, chunks) = parse_series_entry(&mut decoder, self.symbols.len() as u64)
+                .map_err(|reason| TsdbError::corrupt(self.path(), format!("series {id}: {reason}")))?;
             out.push(SeriesEntry { labels: self.resolve_labels(&label_symbols, keep_label), chunks });
         }
         Ok(out)
@@ -261,8 +256,14 @@ impl BlockIndex {
 /// A series entry as stored: `(name, value)` symbol ids and chunk references.
 type RawSeriesEntry = (Vec<(u32, u32)>, Vec<ChunkMeta>);
 
-/// Where a series entry starts in its inflated group, and the entry parsed (until taken).
-type ParsedEntry = (usize, Option<RawSeriesEntry>);
+/// Steps over one series entry as [`parse_series_entry`] would read it, without decoding or keeping it:
+/// a label count and two varints per label, a chunk count and four varints per chunk.
+fn skip_series_entry(decoder: &mut Decoder<'_>) -> Result<(), String> {
+    let label_count = decoder.count(2, "label count").map_err(|error| decode_error("series", error))?;
+    decoder.skip_varints(label_count * 2, "label").map_err(|error| decode_error("series", error))?;
+    let chunk_count = decoder.count(4, "chunk count").map_err(|error| decode_error("series", error))?;
+    decoder.skip_varints(chunk_count * 4, "chunk").map_err(|error| decode_error("series", error))
+}
 
 /// Parses one series entry: label symbol ids and chunk references.
 fn parse_series_entry(decoder: &mut Decoder<'_>, symbol_count: u64) -> Result<RawSeriesEntry, String> {
@@ -667,6 +668,38 @@ mod tests {
             framed.extend_from_slice(&toc);
             framed.extend_from_slice(&crc.to_be_bytes());
             let _ = decode_index(&framed);
+        }
+    }
+
+    /// Series entries are found by stepping over the others in their group: ids asked for in any order,
+    /// twice, or across several groups must still come back exactly as written.
+    #[test]
+    fn series_read_from_several_groups_in_any_order() {
+        let series: Vec<(Labels, Vec<ChunkMeta>)> = (0..3_000u64)
+            .map(|number| {
+                let labels = Labels::from_pairs([("__name__", "m".to_owned()), ("id", format!("{number:05}"))]);
+                let chunks = (0..(number % 4))
+                    .map(|chunk| ChunkMeta {
+                        mint_ms: (chunk * 1_000) as i64,
+                        maxt_ms: (chunk * 1_000 + 900) as i64,
+                        chunk_ref: (number << 20) | chunk,
+                        entry_bytes: (number % 300) as u32,
+                    })
+                    .collect();
+                (labels, chunks)
+            })
+            .collect();
+        let mut index_series = IndexSeries::default();
+        for (labels, chunks) in &series {
+            index_series.push(labels, chunks.clone());
+        }
+        let index = decode_index(&encode_index(&index_series).unwrap()).unwrap();
+        assert!(matches!(&index.series_layout, SeriesLayout::Grouped(groups) if groups.len() > 2));
+        let ids = [2_999u32, 0, 1_500, 1_500, 7, 2_998, 1, 0];
+        let entries = index.read_series(&ids).unwrap();
+        for (id, entry) in ids.iter().zip(entries) {
+            let (labels, chunks) = &series[*id as usize];
+            assert_eq!(entry, SeriesEntry { labels: labels.clone(), chunks: chunks.clone() }, "series {id}");
         }
     }
 
