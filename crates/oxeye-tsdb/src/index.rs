@@ -18,6 +18,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use oxeye_model::{Label, Labels};
 use roaring::RoaringBitmap;
@@ -95,7 +96,13 @@ pub(crate) struct BlockIndex {
     series_layout: SeriesLayout,
     pub(crate) postings: MemPostings,
     source: IndexSource,
+    /// The last [`RECENT_GROUPS`] series groups inflated (version 2), newest last: a dashboard asks the
+    /// same small selections again and again, and inflating their group costs more than reading them.
+    recent_groups: Mutex<Vec<(usize, Arc<Vec<u8>>)>>,
 }
+
+/// Inflated series groups (at most about 16 KiB each) a [`BlockIndex`] keeps across reads.
+const RECENT_GROUPS: usize = 4;
 
 impl BlockIndex {
     /// Number of series in the block.
@@ -168,8 +175,7 @@ impl BlockIndex {
         let mut out = Vec::with_capacity(ids.len());
         // The inflated group last used: its position, content, and the starts of its first entries (found
         // by stepping over entries, which allocates nothing; only the entries asked for are parsed).
-        let mut current: Option<(usize, Vec<u8>, Vec<usize>)> = None;
-        let mut compressed = Vec::new();
+        let mut current: Option<(usize, Arc<Vec<u8>>, Vec<usize>)> = None;
         for id in ids {
             let position = groups.partition_point(|group| group.first_id <= *id);
             let group_position = match position.checked_sub(1) {
@@ -178,13 +184,7 @@ impl BlockIndex {
             };
             let group = groups[group_position];
             if current.as_ref().is_none_or(|(cached, _, _)| *cached != group_position) {
-                compressed.resize(group.compressed_bytes as usize, 0);
-                self.read_at(group.offset, &mut compressed)?;
-                let content =
-                    deflate::decompress_exact(&compressed, group.content_bytes as usize).map_err(|reason| {
-                        TsdbError::corrupt(self.path(), format!("series group of {}: {reason}", group.first_id))
-                    })?;
-                current = Some((group_position, content, vec![0]));
+                current = Some((group_position, self.group_content(group_position, group)?, vec![0]));
             }
             let Some((_, content, starts)) = current.as_mut() else { continue };
             let entry_position = (id - group.first_id) as usize;
@@ -206,6 +206,26 @@ impl BlockIndex {
             out.push(SeriesEntry { labels: self.resolve_labels(&label_symbols, keep_label), chunks });
         }
         Ok(out)
+    }
+
+    /// The inflated entries of series group `position`, from the recent groups or from the file.
+    fn group_content(&self, position: usize, group: SeriesGroup) -> Result<Arc<Vec<u8>>, TsdbError> {
+        let lock = || self.recent_groups.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, content)) = lock().iter().find(|(cached, _)| *cached == position) {
+            return Ok(Arc::clone(content));
+        }
+        let mut compressed = vec![0; group.compressed_bytes as usize];
+        self.read_at(group.offset, &mut compressed)?;
+        let content = deflate::decompress_exact(&compressed, group.content_bytes as usize).map_err(|reason| {
+            TsdbError::corrupt(self.path(), format!("series group of {}: {reason}", group.first_id))
+        })?;
+        let content = Arc::new(content);
+        let mut recent = lock();
+        if recent.len() >= RECENT_GROUPS {
+            recent.remove(0);
+        }
+        recent.push((position, Arc::clone(&content)));
+        Ok(content)
     }
 
     fn read_series_plain(
@@ -628,7 +648,14 @@ fn decode_index_with(bytes: &[u8], source: IndexSource) -> Result<BlockIndex, St
         }
         postings.insert_bitmap(name, value, bitmap);
     }
-    Ok(BlockIndex { symbols, series_count: count, series_layout, postings, source })
+    Ok(BlockIndex {
+        symbols,
+        series_count: count,
+        series_layout,
+        postings,
+        source,
+        recent_groups: Mutex::new(Vec::new()),
+    })
 }
 
 /// Decodes index bytes held in memory.
