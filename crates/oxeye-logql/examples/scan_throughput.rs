@@ -59,36 +59,150 @@ impl Random {
     }
 }
 
+/// The fields of one seed-shaped request log line.
+struct Fields {
+    event: &'static str,
+    level: &'static str,
+    request_id: String,
+    trace_id: String,
+    span_id: u64,
+    user_id: u64,
+    path: &'static str,
+    status_code: u16,
+    duration_ms: f64,
+}
+
+impl Fields {
+    fn draw(random: &mut Random) -> Fields {
+        const PATHS: [&str; 6] = [
+            "/api/events/",
+            "/api/events/42/",
+            "/api/events/42/checkout/",
+            "/healthz/",
+            "/api/users/me/",
+            "/api/tickets/",
+        ];
+        const EVENTS: [&str; 4] = ["request_finished", "request_started", "ticket_reserved", "cache_miss"];
+        let trace_id = format!("{:016x}{:016x}", random.next(), random.next());
+        let request_id = format!(
+            "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
+            random.next() as u32,
+            random.next() as u16,
+            random.next() % 4096,
+            random.next() % 4096,
+            random.next() % (1 << 48)
+        );
+        let path = PATHS[(random.next() % PATHS.len() as u64) as usize];
+        let event = EVENTS[(random.next() % EVENTS.len() as u64) as usize];
+        let status_code = [200, 200, 200, 201, 404, 500][(random.next() % 6) as usize];
+        let level = match status_code {
+            500 => "error",
+            404 => "warning",
+            _ => "info",
+        };
+        let span_id = random.next();
+        let user_id = random.next() % 5000;
+        let duration_ms = (random.next() % 20_000) as f64 / 10.0;
+        Fields { event, level, request_id, trace_id, span_id, user_id, path, status_code, duration_ms }
+    }
+}
+
+/// A structlog JSON line and its trace id.
 fn line(random: &mut Random, service: &str) -> (String, String) {
-    const PATHS: [&str; 6] =
-        ["/api/events/", "/api/events/42/", "/api/events/42/checkout/", "/healthz/", "/api/users/me/", "/api/tickets/"];
-    const EVENTS: [&str; 4] = ["request_finished", "request_started", "ticket_reserved", "cache_miss"];
-    let trace = format!("{:016x}{:016x}", random.next(), random.next());
-    let request = format!(
-        "{:08x}-{:04x}-4{:03x}-a{:03x}-{:012x}",
-        random.next() as u32,
-        random.next() as u16,
-        random.next() % 4096,
-        random.next() % 4096,
-        random.next() % (1 << 48)
-    );
-    let path = PATHS[(random.next() % PATHS.len() as u64) as usize];
-    let event = EVENTS[(random.next() % EVENTS.len() as u64) as usize];
-    let status = [200, 200, 200, 201, 404, 500][(random.next() % 6) as usize];
-    let level = if status == 500 {
-        "error"
-    } else if status == 404 {
-        "warning"
-    } else {
-        "info"
-    };
+    let Fields { event, level, request_id, trace_id, span_id, user_id, path, status_code, duration_ms } =
+        Fields::draw(random);
     let text = format!(
-        r#"{{"event": "{event}", "level": "{level}", "logger": "{service}.request", "request_id": "{request}", "trace_id": "{trace}", "span_id": "{:016x}", "user_id": {}, "method": "GET", "path": "{path}", "status_code": {status}, "duration_ms": {:.1}, "timestamp": "2026-11-23T10:00:00.000000Z"}}"#,
-        random.next(),
-        random.next() % 5000,
-        (random.next() % 20_000) as f64 / 10.0,
+        r#"{{"event": "{event}", "level": "{level}", "logger": "{service}.request", "request_id": "{request_id}", "trace_id": "{trace_id}", "span_id": "{span_id:016x}", "user_id": {user_id}, "method": "GET", "path": "{path}", "status_code": {status_code}, "duration_ms": {duration_ms:.1}, "timestamp": "2026-11-23T10:00:00.000000Z"}}"#
     );
-    (text, trace)
+    (text, trace_id)
+}
+
+/// The same fields as structlog's logfmt renderer writes them (`key=value`, values with spaces quoted),
+/// with a quoted `msg` summing the request up, and its trace id.
+fn logfmt_line(random: &mut Random, service: &str) -> (String, String) {
+    let Fields { event, level, request_id, trace_id, span_id, user_id, path, status_code, duration_ms } =
+        Fields::draw(random);
+    let text = format!(
+        r#"timestamp=2026-11-23T10:00:00.000000Z level={level} event={event} logger={service}.request request_id={request_id} trace_id={trace_id} span_id={span_id:016x} user_id={user_id} method=GET path={path} status_code={status_code} duration_ms={duration_ms:.1} msg="GET {path} {status_code}""#
+    );
+    (text, trace_id)
+}
+
+/// A corpus of lines spread evenly over the 24 h from `start_ns`, in 4 streams (`service_name` x
+/// `env="prod"`), each entry with its trace id as structured metadata, pushed through the store's write path
+/// and flushed into chunk files of a temporary store.
+struct Corpus {
+    store: std::sync::Arc<LogStore>,
+    /// Raw line bytes.
+    raw_bytes: u64,
+    /// The trace id of a line a third of the way through.
+    needle: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Corpus {
+    fn build(
+        name: &str,
+        target_bytes: u64,
+        start_ns: i64,
+        render: fn(&mut Random, &str) -> (String, String),
+    ) -> Corpus {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = LogStoreOptions::new(dir.path());
+        options.background_maintenance = false;
+        options.unordered_window_ms = 2 * 86_400_000;
+        let store = LogStore::open(options).unwrap();
+        let services = ["boxoffice", "worker", "notifier", "gateway"];
+        // The line count, from the average size of lines drawn from a copy of the generator.
+        let mut sample = Random(0x9e37_79b9_7f4a_7c15);
+        let average_line =
+            (0..1000).map(|index| render(&mut sample, services[index % 4]).0.len() as u64).sum::<u64>() / 1000;
+        let mut random = Random(0x9e37_79b9_7f4a_7c15);
+        let total_lines = target_bytes / average_line;
+        let step_ns = DAY / total_lines as i64;
+        let (mut raw_bytes, mut lines) = (0u64, 0u64);
+        let mut needle = String::new();
+        let build_started = Instant::now();
+        let mut batch: Vec<LogStream> = services
+            .iter()
+            .map(|service| LogStream {
+                labels: Labels::from_pairs([("service_name", *service), ("env", "prod")]),
+                entries: Vec::new(),
+            })
+            .collect();
+        while raw_bytes < target_bytes && lines < total_lines {
+            let index = (lines % services.len() as u64) as usize;
+            let (text, trace) = render(&mut random, services[index]);
+            if lines == total_lines / 3 {
+                needle = trace.clone();
+            }
+            raw_bytes += text.len() as u64;
+            let mut entry = LogEntry::new(start_ns + lines as i64 * step_ns, text);
+            entry.structured_metadata.push(Label { name: "trace_id".into(), value: trace });
+            batch[index].entries.push(entry);
+            lines += 1;
+            if lines % 20_000 == 0 {
+                let full = std::mem::take(&mut batch);
+                batch = full
+                    .iter()
+                    .map(|stream| LogStream { labels: stream.labels.clone(), entries: Vec::new() })
+                    .collect();
+                store.push(full).unwrap();
+            }
+        }
+        store.push(batch).unwrap();
+        store.flush(true).unwrap();
+        let stats = store.stats();
+        println!(
+            "{name} corpus: {lines} lines, {:.1} MiB raw, {} chunks in {} files ({:.1} MiB), built in {:.1} s",
+            raw_bytes as f64 / 1048576.0,
+            stats.chunks,
+            stats.chunk_files,
+            stats.chunk_file_bytes as f64 / 1048576.0,
+            build_started.elapsed().as_secs_f64()
+        );
+        Corpus { store, raw_bytes, needle, _dir: dir }
+    }
 }
 
 /// Runs the queries whose label contains `filter`, each `repeats` times in a row.
@@ -99,6 +213,11 @@ struct Timer {
 }
 
 impl Timer {
+    /// Whether any of the queries labelled `labels` runs.
+    fn runs_any(&self, labels: &[&str]) -> bool {
+        labels.iter().any(|label| label.contains(self.filter.as_str()))
+    }
+
     /// Runs `run` and prints the result's size, wall and CPU time of every run, and the speed of the run
     /// with the least CPU time.
     fn timed(&self, label: &str, run: impl Fn() -> QueryResult) {
@@ -137,61 +256,14 @@ fn main() {
     let repeats: usize = std::env::args().nth(2).and_then(|text| text.parse().ok()).unwrap_or(1);
     let filter = std::env::args().nth(3).unwrap_or_default();
     let target_bytes = mebibytes << 20;
-    let dir = tempfile::tempdir().unwrap();
-    let mut options = LogStoreOptions::new(dir.path());
-    options.background_maintenance = false;
-    options.unordered_window_ms = 2 * 86_400_000;
-    let store = LogStore::open(options).unwrap();
     let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
     let start_ns = now_ns - DAY;
-    let services = ["boxoffice", "worker", "notifier", "gateway"];
-    let mut random = Random(0x9e37_79b9_7f4a_7c15);
-    let average_line = 420u64;
-    let total_lines = target_bytes / average_line;
-    let step_ns = DAY / total_lines as i64;
-    let (mut raw_bytes, mut lines) = (0u64, 0u64);
-    let mut needle = String::new();
-    let build_started = Instant::now();
-    let mut batch: Vec<LogStream> = services
-        .iter()
-        .map(|service| LogStream {
-            labels: Labels::from_pairs([("service_name", *service), ("env", "prod")]),
-            entries: Vec::new(),
-        })
-        .collect();
-    while raw_bytes < target_bytes {
-        let index = (lines % services.len() as u64) as usize;
-        let (text, trace) = line(&mut random, services[index]);
-        if lines == total_lines / 3 {
-            needle = trace.clone();
-        }
-        raw_bytes += text.len() as u64;
-        let mut entry = LogEntry::new(start_ns + lines as i64 * step_ns, text);
-        entry.structured_metadata.push(Label { name: "trace_id".into(), value: trace });
-        batch[index].entries.push(entry);
-        lines += 1;
-        if lines % 20_000 == 0 {
-            let full = std::mem::take(&mut batch);
-            batch =
-                full.iter().map(|stream| LogStream { labels: stream.labels.clone(), entries: Vec::new() }).collect();
-            store.push(full).unwrap();
-        }
-    }
-    store.push(batch).unwrap();
-    store.flush(true).unwrap();
-    let stats = store.stats();
-    println!(
-        "corpus: {lines} lines, {:.1} MiB raw, {} chunks in {} files ({:.1} MiB), built in {:.1} s",
-        raw_bytes as f64 / 1048576.0,
-        stats.chunks,
-        stats.chunk_files,
-        stats.chunk_file_bytes as f64 / 1048576.0,
-        build_started.elapsed().as_secs_f64()
-    );
+    let corpus = Corpus::build("JSON", target_bytes, start_ns, line);
+    let (store, raw_bytes, needle): (&LogStore, u64, String) = (&corpus.store, corpus.raw_bytes, corpus.needle.clone());
     let engine = Engine::default();
     let timer = Timer { raw_bytes, repeats, filter };
     let end_ns = now_ns + SECOND;
-    let reader = store.as_ref();
+    let reader = store;
     // A metric query over the 24 h at 10-minute steps.
     let every_10m = |query: &str| {
         engine
@@ -241,5 +313,41 @@ fn main() {
     });
     let counters = store.stats();
     println!("chunks read {}, skipped by bloom {}", counters.chunks_read_total, counters.chunks_skipped_total);
+    // The same fields in logfmt, read by `| logfmt`, `| pattern` and `| regexp`.
+    let logfmt_queries = [
+        (
+            "sum by (level) (count_over_time(| logfmt)), 24h",
+            r#"sum by (level) (count_over_time({env="prod"} | logfmt [10m]))"#,
+        ),
+        (
+            "sum by (path) (count_over_time(| logfmt | duration_ms > 1000))",
+            r#"sum by (path) (count_over_time({env="prod"} | logfmt | duration_ms > 1000 [10m]))"#,
+        ),
+        (
+            "count_over_time(| logfmt) (every label), 24h",
+            r#"count_over_time({env="prod"} | logfmt | user_id < 0 [10m])"#,
+        ),
+        (
+            "sum by (status) (count_over_time(| pattern)), 24h",
+            r#"sum by (status) (count_over_time({env="prod"} | pattern "<_> level=<level> <_> path=<path> status_code=<status> <_>" [10m]))"#,
+        ),
+        (
+            "sum by (status) (count_over_time(| regexp)), 24h",
+            r#"sum by (status) (count_over_time({env="prod"} | regexp "status_code=(?P<status>[0-9]+)" [10m]))"#,
+        ),
+    ];
+    if timer.runs_any(&logfmt_queries.map(|(label, _)| label)) {
+        let logfmt = Corpus::build("logfmt", target_bytes, start_ns, logfmt_line);
+        let timer = Timer { raw_bytes: logfmt.raw_bytes, repeats: timer.repeats, filter: timer.filter.clone() };
+        let reader: &LogStore = &logfmt.store;
+        for (label, query) in logfmt_queries {
+            timer.timed(label, || {
+                engine
+                    .query_range(reader, query, start_ns + 600 * SECOND, end_ns, 600 * SECOND, 100, Direction::Backward)
+                    .unwrap()
+            });
+        }
+        logfmt.store.close().unwrap();
+    }
     store.close().unwrap();
 }

@@ -863,7 +863,7 @@ impl Pipeline {
                 }
                 CompiledStage::Logfmt { strict, keep_empty, params } => {
                     let options = LogfmtOptions { strict: *strict, keep_empty: *keep_empty, params };
-                    parse_logfmt(&line, &mut state, &options, hints, label_name);
+                    parse_logfmt(&line, &mut state, &options, hints, *stop_early, label_name);
                 }
                 CompiledStage::Regexp { regex, locations, groups } => {
                     if regex.captures_read(locations, &line).is_some() {
@@ -1231,15 +1231,19 @@ pub fn detect_line_fields(line: &str) -> Option<(&'static str, Vec<(String, Stri
 /// escapes. `Err` carries the `__error_details__` text for strict parsing.
 fn logfmt_pairs(line: &str, strict: bool) -> Result<Vec<(&str, Cow<'_, str>)>, String> {
     let mut pairs = Vec::new();
-    visit_logfmt_pairs(line, strict, &mut |key, value| pairs.push((key, value)))?;
+    visit_logfmt_pairs(line, strict, &mut |key, value| {
+        pairs.push((key, value));
+        ControlFlow::Continue(())
+    })?;
     Ok(pairs)
 }
 
-/// Calls `visit(key, value)` for each logfmt pair of `line` in order, as [`logfmt_pairs`] lists them.
+/// Calls `visit(key, value)` for each logfmt pair of `line` in order, as [`logfmt_pairs`] lists them, until
+/// `visit` breaks (the rest of the line is then not read).
 fn visit_logfmt_pairs<'a>(
     line: &'a str,
     strict: bool,
-    visit: &mut dyn FnMut(&'a str, Cow<'a, str>),
+    visit: &mut dyn FnMut(&'a str, Cow<'a, str>) -> ControlFlow<()>,
 ) -> Result<(), String> {
     let bytes = line.as_bytes();
     let mut position = 0;
@@ -1248,11 +1252,9 @@ fn visit_logfmt_pairs<'a>(
             position += 1;
         }
         let key_start = position;
-        while position < bytes.len() && !bytes[position].is_ascii_whitespace() && bytes[position] != b'=' {
-            position += 1;
-        }
+        position = logfmt_token_end(bytes, position, Some(b'='));
         let key = &line[key_start..position];
-        if let Some(quote) = key.find('"') {
+        if let Some(quote) = memchr::memchr(b'"', key.as_bytes()) {
             // A key cannot hold a quote (go-logfmt's "unexpected '\"'"); non-strict parsing skips the token.
             if strict {
                 return Err(format!("logfmt syntax error at pos {} : unexpected '\"'", key_start + quote + 1));
@@ -1271,7 +1273,9 @@ fn visit_logfmt_pairs<'a>(
         }
         if position >= bytes.len() || bytes[position] != b'=' {
             // A bare key: present with an empty value.
-            visit(key, Cow::Borrowed(""));
+            if visit(key, Cow::Borrowed("")).is_break() {
+                return Ok(());
+            }
             continue;
         }
         position += 1;
@@ -1281,7 +1285,9 @@ fn visit_logfmt_pairs<'a>(
             let closing = memchr::memchr2(b'"', b'\\', &bytes[position..]);
             if let Some(offset) = closing.filter(|offset| bytes[position + offset] == b'"') {
                 // No escape before the closing quote: borrow.
-                visit(key, Cow::Borrowed(&line[value_start..position + offset]));
+                if visit(key, Cow::Borrowed(&line[value_start..position + offset])).is_break() {
+                    return Ok(());
+                }
                 position += offset + 1;
                 continue;
             }
@@ -1309,16 +1315,53 @@ fn visit_logfmt_pairs<'a>(
             if !closed && strict {
                 return Err("logfmt syntax error: unterminated quoted value".to_string());
             }
-            visit(key, Cow::Owned(value));
+            if visit(key, Cow::Owned(value)).is_break() {
+                return Ok(());
+            }
         } else {
             let value_start = position;
-            while position < bytes.len() && !bytes[position].is_ascii_whitespace() {
-                position += 1;
+            position = logfmt_token_end(bytes, position, None);
+            if visit(key, Cow::Borrowed(&line[value_start..position])).is_break() {
+                return Ok(());
             }
-            visit(key, Cow::Borrowed(&line[value_start..position]));
         }
     }
     Ok(())
+}
+
+/// The position of the first ASCII whitespace byte (or `stop` byte) at or after `position`, or the length of
+/// `bytes`. Reads eight bytes a step: whitespace is at most 0x20, so only bytes up to 0x20 (and `stop`)
+/// are looked at one by one.
+fn logfmt_token_end(bytes: &[u8], mut position: usize, stop: Option<u8>) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // High bits of bytes below `n` (n <= 0x80), the lowest one always a true one (see json_fields.rs).
+    let below = |word: u64, n: u64| word.wrapping_sub(ONES * n) & !word;
+    let stop_word = ONES * u64::from(stop.unwrap_or(0));
+    loop {
+        let Some(array) = bytes.get(position..position + 8).and_then(|chunk| <[u8; 8]>::try_from(chunk).ok()) else {
+            break;
+        };
+        let word = u64::from_le_bytes(array);
+        let mut flagged = (below(word, 0x21) | if stop.is_some() { below(word ^ stop_word, 1) } else { 0 }) & HIGHS;
+        while flagged != 0 {
+            let candidate = position + (flagged.trailing_zeros() / 8) as usize;
+            let byte = bytes.get(candidate).copied().unwrap_or(b' ');
+            if byte.is_ascii_whitespace() || Some(byte) == stop {
+                return candidate;
+            }
+            // A control byte that is no whitespace, or a byte flagged by a borrow from it: look on.
+            flagged &= flagged - 1;
+        }
+        position += 8;
+    }
+    while let Some(byte) = bytes.get(position) {
+        if byte.is_ascii_whitespace() || Some(*byte) == stop {
+            break;
+        }
+        position += 1;
+    }
+    position
 }
 
 fn parse_logfmt(
@@ -1326,6 +1369,7 @@ fn parse_logfmt(
     state: &mut EntryState<'_>,
     options: &LogfmtOptions<'_>,
     hints: &ParserHints,
+    stop_early: bool,
     label_name: &mut String,
 ) {
     if !options.params.is_empty() {
@@ -1341,18 +1385,37 @@ fn parse_logfmt(
         }
         return;
     }
+    // Stop early once every hinted label is found (at most 64 names tracked), as Loki's logfmt parser does
+    // (`LogfmtParser.Process` in pkg/logql/log/parser.go breaks once `AllRequiredExtracted`).
+    let (mut missing, hinted) = match hints {
+        ParserHints::Only(names) if names.len() <= 64 => (u64::MAX >> (64 - names.len().max(1)), Some(names)),
+        _ => (u64::MAX, None),
+    };
+    let hinted_lengths = HintedLengths::of(hints);
     // Pairs go straight into the entry's slots, pending until a strict parse is known to succeed.
     let outcome = visit_logfmt_pairs(line, options.strict, &mut |key, value| {
-        if value.is_empty() && !options.keep_empty {
-            return;
+        if (value.is_empty() && !options.keep_empty) || hinted_lengths.rules_out(key) {
+            return ControlFlow::Continue(());
         }
-        sanitize_label_name_into(key, label_name);
-        if hints.wants(label_name)
-            && let Some(slot) = state.claim_parsed(label_name)
-        {
+        let name: &str = if is_valid_label_name(key) {
+            key
+        } else {
+            sanitize_label_name_into(key, label_name);
+            label_name
+        };
+        if let Some(names) = hinted {
+            let Some(index) = names.iter().position(|wanted| wanted == name) else {
+                return ControlFlow::Continue(());
+            };
+            missing &= !(1u64 << index);
+        } else if !hints.wants(name) {
+            return ControlFlow::Continue(());
+        }
+        if let Some(slot) = state.claim_parsed(name) {
             slot.pending = true;
             slot.value.push_str(&value);
         }
+        if stop_early && missing == 0 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
     });
     match outcome {
         Ok(()) => state.added.settle_pending(true),
@@ -1471,6 +1534,13 @@ mod tests {
         assert!(run_hinted(r#"sum by (path) (count_over_time({a="b"} | json | status < 500 [1m]))"#, line).is_none());
         let user = run_hinted(r#"sum by (user_id) (count_over_time({a="b"} | logfmt [1m]))"#, "user_id=9 x=1").unwrap();
         assert_eq!((user.labels.get("user_id"), user.labels.get("x")), (Some("9"), None));
+        // Once every hinted label is found the rest of the line is not read, as in Loki: a strict parse
+        // reports no error after it; one before it still counts.
+        let strict = r#"sum by (user_id) (count_over_time({a="b"} | logfmt --strict [1m]))"#;
+        let early = run_hinted(strict, r#"x=1 user_id=9 broken="unterminated"#).unwrap();
+        assert_eq!((early.labels.get("user_id"), early.labels.get(ERROR_LABEL)), (Some("9"), None));
+        let late = run_hinted(strict, r#"x="unterminated user_id=9"#).unwrap();
+        assert_eq!(late.labels.get(ERROR_LABEL), Some("LogfmtParserErr"));
         // Nothing to extract: the parser does not run, so a line that is not JSON is no error (as in Loki).
         let ungrouped = run_hinted(r#"sum(count_over_time({a="b"} | json [1m]))"#, "not json").unwrap();
         assert_eq!((ungrouped.labels.get(ERROR_LABEL), ungrouped.labels.get("trace_id")), (None, None));
@@ -1584,6 +1654,23 @@ mod tests {
         let (parser, fields) = detect_line_fields(r#"level=info msg="a b" empty="#).unwrap();
         assert_eq!((parser, fields), ("logfmt", vec![("level".into(), "info".into()), ("msg".into(), "a b".into())]));
         assert_eq!(detect_line_fields("plain text"), None);
+    }
+
+    #[test]
+    fn logfmt_token_ends_are_found_at_every_offset() {
+        for length in 0..30 {
+            for at in 0..length {
+                for special in [b' ', b'\t', b'\n', 0x0c, b'\r', b'='] {
+                    // Control bytes that are no whitespace, bytes just above a space, and multibyte text.
+                    let mut bytes: Vec<u8> =
+                        (0..length).map(|index| [b'a', 0x01, b'!', 0x0b, 0xc3, 0xa9][index % 6]).collect();
+                    bytes[at] = special;
+                    let expected_token = if special == b'=' { length } else { at };
+                    assert_eq!(logfmt_token_end(&bytes, 0, None), expected_token, "{bytes:?}");
+                    assert_eq!(logfmt_token_end(&bytes, 0, Some(b'=')), at, "{bytes:?}");
+                }
+            }
+        }
     }
 
     #[test]
