@@ -1338,10 +1338,7 @@ fn logfmt_token_end(bytes: &[u8], mut position: usize, stop: Option<u8>) -> usiz
     // High bits of bytes below `n` (n <= 0x80), the lowest one always a true one (see json_fields.rs).
     let below = |word: u64, n: u64| word.wrapping_sub(ONES * n) & !word;
     let stop_word = ONES * u64::from(stop.unwrap_or(0));
-    loop {
-        let Some(array) = bytes.get(position..position + 8).and_then(|chunk| <[u8; 8]>::try_from(chunk).ok()) else {
-            break;
-        };
+    while let Some(array) = bytes.get(position..position + 8).and_then(|chunk| <[u8; 8]>::try_from(chunk).ok()) {
         let word = u64::from_le_bytes(array);
         let mut flagged = (below(word, 0x21) | if stop.is_some() { below(word ^ stop_word, 1) } else { 0 }) & HIGHS;
         while flagged != 0 {
