@@ -151,13 +151,6 @@ impl<'a> BitReader<'a> {
         Ok(())
     }
 
-    fn read_bit(&mut self) -> Result<bool, ChunkDecodeError> {
-        let byte = self.bytes.get(self.position / 8).ok_or(Self::ENDS_EARLY)?;
-        let bit = (byte >> (7 - (self.position % 8))) & 1 == 1;
-        self.position += 1;
-        Ok(bit)
-    }
-
     fn read_bits(&mut self, count: u32) -> Result<u64, ChunkDecodeError> {
         if count == 0 {
             return Ok(0);
@@ -403,23 +396,31 @@ fn write_value(writer: &mut BitWriter, state: &mut XorState, value_bits: u64) {
     state.value_bits = value_bits;
 }
 
+/// Reads one value written by [`write_value`]. The control bits (and a new window's 11 bits) come from
+/// one peeked word: at most 13 bits, well inside the 57 a peek holds.
 fn read_value(reader: &mut BitReader<'_>, state: &mut XorState) -> Result<(), ChunkDecodeError> {
-    if !reader.read_bit()? {
-        return Ok(());
+    let word = reader.peek_word();
+    if word >> 63 == 0 {
+        return reader.advance(1);
     }
-    if reader.read_bit()? {
-        let leading = reader.read_bits(5)? as u8;
-        let mut significant = reader.read_bits(6)? as u8;
-        if significant == 0 {
-            significant = 64;
-        }
+    if (word >> 62) & 1 == 1 {
+        let leading = ((word >> 57) & 0x1f) as u8;
+        // 64 significant bits are written as 0.
+        let significant = match ((word >> 51) & 0x3f) as u8 {
+            0 => 64,
+            bits => bits,
+        };
         if u32::from(leading) + u32::from(significant) > 64 {
             return Err(ChunkDecodeError { reason: "xor window exceeds 64 bits" });
         }
+        reader.advance(2 + 5 + 6)?;
         state.leading = leading;
         state.trailing = 64 - leading - significant;
-    } else if state.leading == NO_WINDOW {
-        return Err(ChunkDecodeError { reason: "xor window reused before it was set" });
+    } else {
+        if state.leading == NO_WINDOW {
+            return Err(ChunkDecodeError { reason: "xor window reused before it was set" });
+        }
+        reader.advance(2)?;
     }
     let significant = 64 - u32::from(state.leading) - u32::from(state.trailing);
     let bits = reader.read_bits(significant)?;
