@@ -6,8 +6,8 @@
 //!   [`oxeye_model::storage::Querier`] methods for reads, plus metadata and exemplars.
 //! - Writes go to the **head** (`head`): every series' recent samples in compressed chunks
 //!   ([`chunkenc`]: delta-of-delta timestamps with XOR values, re-encoded as scaled integers with zero
-//!   runs when a chunk closes and its values allow), found by a label-hash map and by postings
-//!   ([`postings`]). A commit first writes WAL records (`record`) through `oxeye-wal`'s group commit, and
+//!   runs when a chunk closes and its values allow), held in a paged array by series reference
+//!   (`head_refs`) and found by a label-hash map of references and by postings ([`postings`]). A commit first writes WAL records (`record`) through `oxeye-wal`'s group commit, and
 //!   returns only after the fsync.
 //! - [`Tsdb::run_maintenance`] (or a thread from [`Tsdb::start_maintenance`]) cuts the oldest part of
 //!   the head into an immutable **block** ([`block`]: `meta.json`, an index with postings, chunk
