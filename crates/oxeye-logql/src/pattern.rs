@@ -10,9 +10,33 @@ pub struct Pattern {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Node {
-    Literal(String),
+    /// Text to find after a capture (with a searcher built once per pattern, not per line) or to match
+    /// where the previous literal ended.
+    Literal(Literal),
     Capture(Option<String>),
 }
+
+/// A pattern's literal text and its searcher.
+#[derive(Debug, Clone)]
+struct Literal {
+    text: String,
+    finder: memchr::memmem::Finder<'static>,
+}
+
+impl Literal {
+    fn new(text: String) -> Literal {
+        let finder = memchr::memmem::Finder::new(text.as_bytes()).into_owned();
+        Literal { text, finder }
+    }
+}
+
+impl PartialEq for Literal {
+    fn eq(&self, other: &Literal) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Literal {}
 
 impl Pattern {
     /// Parses a pattern.
@@ -38,7 +62,7 @@ impl Pattern {
             let name = name.unwrap_or_default();
             literal.push_str(&rest[..start]);
             if !literal.is_empty() {
-                nodes.push(Node::Literal(std::mem::take(&mut literal)));
+                nodes.push(Node::Literal(Literal::new(std::mem::take(&mut literal))));
             }
             if matches!(nodes.last(), Some(Node::Capture(_))) {
                 return Err(format!("invalid pattern {text:?}: consecutive captures are not allowed"));
@@ -48,7 +72,7 @@ impl Pattern {
         }
         literal.push_str(rest);
         if !literal.is_empty() {
-            nodes.push(Node::Literal(literal));
+            nodes.push(Node::Literal(Literal::new(literal)));
         }
         if !nodes.iter().any(|node| matches!(node, Node::Capture(_))) {
             return Err(format!("invalid pattern {text:?}: at least one capture is required"));
@@ -68,17 +92,17 @@ impl Pattern {
                     let rest = line.get(position..)?;
                     match pending.take() {
                         None => {
-                            if !rest.starts_with(literal.as_str()) {
+                            if !rest.starts_with(literal.text.as_str()) {
                                 return None;
                             }
-                            position += literal.len();
+                            position += literal.text.len();
                         }
                         Some(name) => {
-                            let found = rest.find(literal.as_str())?;
+                            let found = literal.finder.find(rest.as_bytes())?;
                             if let Some(name) = name {
-                                captures.push((name.as_str(), &rest[..found]));
+                                captures.push((name.as_str(), rest.get(..found)?));
                             }
-                            position += found + literal.len();
+                            position += found + literal.text.len();
                         }
                     }
                 }
