@@ -12,7 +12,7 @@ pub struct Pattern {
 enum Node {
     /// Text to find after a capture (with a searcher built once per pattern, not per line) or to match
     /// where the previous literal ended.
-    Literal(Literal),
+    Literal(Box<Literal>),
     Capture(Option<String>),
 }
 
@@ -62,7 +62,7 @@ impl Pattern {
             let name = name.unwrap_or_default();
             literal.push_str(&rest[..start]);
             if !literal.is_empty() {
-                nodes.push(Node::Literal(Literal::new(std::mem::take(&mut literal))));
+                nodes.push(Node::Literal(Box::new(Literal::new(std::mem::take(&mut literal)))));
             }
             if matches!(nodes.last(), Some(Node::Capture(_))) {
                 return Err(format!("invalid pattern {text:?}: consecutive captures are not allowed"));
@@ -72,7 +72,7 @@ impl Pattern {
         }
         literal.push_str(rest);
         if !literal.is_empty() {
-            nodes.push(Node::Literal(Literal::new(literal)));
+            nodes.push(Node::Literal(Box::new(Literal::new(literal))));
         }
         if !nodes.iter().any(|node| matches!(node, Node::Capture(_))) {
             return Err(format!("invalid pattern {text:?}: at least one capture is required"));
