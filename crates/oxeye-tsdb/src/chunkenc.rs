@@ -212,6 +212,11 @@ fn write_varbit(writer: &mut BitWriter, value: i64) {
 /// reads further.
 fn read_varbit(reader: &mut BitReader<'_>) -> Result<i64, ChunkDecodeError> {
     let word = reader.peek_word();
+    read_peeked_varbit(reader, word)
+}
+
+/// [`read_varbit`] with the reader's next 64 bits already peeked into `word`.
+fn read_peeked_varbit(reader: &mut BitReader<'_>, word: u64) -> Result<i64, ChunkDecodeError> {
     if word >> 63 == 0 {
         reader.advance(1)?;
         return Ok(0);
@@ -960,43 +965,45 @@ impl IntegerStream {
         Ok(0)
     }
 
-    /// Takes at once up to `max` zeros that stand next in the stream (the rest of a run, a new run, or in
-    /// a plain stream consecutive `0` bits) and returns how many it took: 0 when the next integer is not
-    /// zero. What [`IntegerStream::next`] would return that many times, without a call per zero, so a
-    /// decoder can step over a regular stretch of a chunk with one multiplication.
-    fn take_zeros(&mut self, reader: &mut BitReader<'_>, max: usize) -> Result<usize, ChunkDecodeError> {
-        let max = max.min(self.remaining);
-        if max == 0 {
-            return Ok(0);
+    /// The next stretch of the stream with one peek: `(0, n)` for the `n` zeros (at most `max`) that
+    /// stand next (the rest of a run, a new run, or in a plain stream consecutive `0` bits), otherwise
+    /// `(integer, 1)`. What [`IntegerStream::next`] would return over as many calls, so a decoder can step
+    /// over a regular stretch of a chunk with one multiplication.
+    fn next_stretch(&mut self, reader: &mut BitReader<'_>, max: usize) -> Result<(i64, usize), ChunkDecodeError> {
+        let max = max.min(self.remaining).max(1);
+        if self.pending_zeros > 0 {
+            let taken = self.pending_zeros.min(max);
+            self.pending_zeros -= taken;
+            self.remaining = self.remaining.saturating_sub(taken);
+            return Ok((0, taken));
         }
-        if !self.zero_runs {
-            // A zero is the single bit `0`; bits past the end peek as zeros, and `advance` refuses them.
-            let zeros = (reader.peek_word().leading_zeros() as usize).min(max);
-            reader.advance(zeros)?;
-            self.remaining -= zeros;
-            return Ok(zeros);
-        }
-        if self.pending_zeros == 0 {
-            let word = reader.peek_word();
-            if word >> 63 == 1 {
-                return Ok(0);
+        let word = reader.peek_word();
+        if !self.zero_runs || word >> 63 == 1 {
+            // A plain zero is the single bit `0`; bits past the end peek as zeros, and `advance` refuses
+            // them. Anything else is a varbit (in a zero-run stream, only varbits start with `1`).
+            let zeros = if self.zero_runs { 0 } else { (word.leading_zeros() as usize).min(max) };
+            if zeros > 0 {
+                reader.advance(zeros)?;
+                self.remaining = self.remaining.saturating_sub(zeros);
+                return Ok((0, zeros));
             }
-            let run = if (word >> 62) & 1 == 0 {
-                reader.advance(2)?;
-                1
-            } else {
-                reader.advance(9)?;
-                ((word >> 55) & 0x7f) as usize + 2
-            };
-            if run > self.remaining {
-                return Err(ChunkDecodeError { reason: "zero run past the sample count" });
-            }
-            self.pending_zeros = run;
+            self.remaining = self.remaining.saturating_sub(1);
+            return Ok((read_peeked_varbit(reader, word)?, 1));
         }
-        let taken = self.pending_zeros.min(max);
-        self.pending_zeros -= taken;
+        let run = if (word >> 62) & 1 == 0 {
+            reader.advance(2)?;
+            1
+        } else {
+            reader.advance(9)?;
+            ((word >> 55) & 0x7f) as usize + 2
+        };
+        if run > self.remaining {
+            return Err(ChunkDecodeError { reason: "zero run past the sample count" });
+        }
+        let taken = run.min(max);
+        self.pending_zeros = run - taken;
         self.remaining -= taken;
-        Ok(taken)
+        Ok((0, taken))
     }
 }
 
@@ -1063,34 +1070,31 @@ fn decode_scaled_into(
     let (mut timestamp, mut delta_ms) = (first_timestamp, 0i64);
     let mut position = 1;
     while position < count {
-        // A run of zero deltas of deltas is a regular stretch: the samples before the window and after it
-        // are stepped over with one multiplication, only those that may be kept are visited.
-        let zeros = timestamps.take_zeros(&mut reader, count - position)?;
-        if zeros > 0 && delta_ms > 0 {
-            let skipped = if run.first_kept.is_none() { steps_before(timestamp, delta_ms, zeros, mint_ms) } else { 0 };
-            timestamp = timestamp.wrapping_add(delta_ms.wrapping_mul(skipped as i64));
-            for offset in skipped..zeros {
-                if run.stopped {
-                    timestamp = timestamp.wrapping_add(delta_ms.wrapping_mul((zeros - offset) as i64));
-                    break;
-                }
-                timestamp = timestamp.wrapping_add(delta_ms);
-                run.keep(position + offset, timestamp, out);
-            }
-            position += zeros;
+        let (dod, repeat) = timestamps.next_stretch(&mut reader, count - position)?;
+        if dod != 0 {
+            delta_ms = delta_ms.wrapping_add(dod);
+            timestamp = timestamp.wrapping_add(delta_ms);
+            run.keep(position, timestamp, out);
+            position += repeat;
             continue;
         }
-        for offset in 0..zeros {
+        // A run of zero deltas of deltas is a regular stretch: the samples before the window and after it
+        // are stepped over with one multiplication, only those that may be kept are visited.
+        let skipped = if delta_ms > 0 && run.first_kept.is_none() {
+            steps_before(timestamp, delta_ms, repeat, mint_ms)
+        } else {
+            0
+        };
+        timestamp = timestamp.wrapping_add(delta_ms.wrapping_mul(skipped as i64));
+        for offset in skipped..repeat {
+            if run.stopped && delta_ms > 0 {
+                timestamp = timestamp.wrapping_add(delta_ms.wrapping_mul((repeat - offset) as i64));
+                break;
+            }
             timestamp = timestamp.wrapping_add(delta_ms);
             run.keep(position + offset, timestamp, out);
         }
-        position += zeros;
-        if position < count {
-            delta_ms = delta_ms.wrapping_add(timestamps.next(&mut reader)?);
-            timestamp = timestamp.wrapping_add(delta_ms);
-            run.keep(position, timestamp, out);
-            position += 1;
-        }
+        position += repeat;
     }
     let (Some(first_kept_position), past_kept) = (run.first_kept, run.past_kept) else { return Ok(()) };
     let mut values = IntegerStream::new(flags & FLAG_VALUE_ZERO_RUNS != 0, count - 1);
@@ -1110,25 +1114,24 @@ fn decode_scaled_into(
     while position < past_kept {
         // A zero stored value repeats the previous delta (deltas of deltas) or leaves the value as it is
         // (deltas): a run before the window is stepped over at once.
-        let zeros = values.take_zeros(&mut reader, past_kept - position)?;
-        if zeros > 0 {
-            if !delta_of_delta {
-                integer_delta = 0;
-            }
-            let skipped = first_kept_position.saturating_sub(position).min(zeros);
-            integer = integer.wrapping_add(integer_delta.wrapping_mul(skipped as i64));
-            for offset in skipped..zeros {
-                integer = integer.wrapping_add(integer_delta);
-                set_value(position + offset, integer, out);
-            }
-            position += zeros;
+        let (stored, repeat) = values.next_stretch(&mut reader, past_kept - position)?;
+        if stored != 0 {
+            integer_delta = if delta_of_delta { integer_delta.wrapping_add(stored) } else { stored };
+            integer = integer.wrapping_add(integer_delta);
+            set_value(position, integer, out);
+            position += repeat;
             continue;
         }
-        let stored = values.next(&mut reader)?;
-        integer_delta = if delta_of_delta { integer_delta.wrapping_add(stored) } else { stored };
-        integer = integer.wrapping_add(integer_delta);
-        set_value(position, integer, out);
-        position += 1;
+        if !delta_of_delta {
+            integer_delta = 0;
+        }
+        let skipped = first_kept_position.saturating_sub(position).min(repeat);
+        integer = integer.wrapping_add(integer_delta.wrapping_mul(skipped as i64));
+        for offset in skipped..repeat {
+            integer = integer.wrapping_add(integer_delta);
+            set_value(position + offset, integer, out);
+        }
+        position += repeat;
     }
     Ok(())
 }
