@@ -98,7 +98,14 @@ pub(crate) struct BlockIndex {
     source: IndexSource,
     /// The last [`RECENT_GROUPS`] series groups inflated (version 2), newest last: a dashboard asks the
     /// same small selections again and again, and inflating their group costs more than reading them.
-    recent_groups: Mutex<Vec<(usize, Arc<Vec<u8>>)>>,
+    recent_groups: Mutex<Vec<(usize, Arc<InflatedGroup>)>>,
+}
+
+/// One series group inflated: its entries back to back, and where each starts in them.
+#[derive(Debug)]
+struct InflatedGroup {
+    content: Vec<u8>,
+    starts: Vec<u32>,
 }
 
 /// Inflated series groups (at most about 16 KiB each) a [`BlockIndex`] keeps across reads.
@@ -173,9 +180,9 @@ impl BlockIndex {
         keep_label: Option<&dyn Fn(&str) -> bool>,
     ) -> Result<Vec<SeriesEntry>, TsdbError> {
         let mut out = Vec::with_capacity(ids.len());
-        // The inflated group last used: its position, content, and the starts of its first entries (found
-        // by stepping over entries, which allocates nothing; only the entries asked for are parsed).
-        let mut current: Option<(usize, Arc<Vec<u8>>, Vec<usize>)> = None;
+        // The inflated group last used, with where each of its entries starts; only the entries asked for
+        // are parsed.
+        let mut current: Option<(usize, Arc<InflatedGroup>)> = None;
         for id in ids {
             let position = groups.partition_point(|group| group.first_id <= *id);
             let group_position = match position.checked_sub(1) {
@@ -183,24 +190,16 @@ impl BlockIndex {
                 _ => return Err(TsdbError::corrupt(self.path(), format!("series id {id} out of range"))),
             };
             let group = groups[group_position];
-            if current.as_ref().is_none_or(|(cached, _, _)| *cached != group_position) {
-                current = Some((group_position, self.group_content(group_position, group)?, vec![0]));
+            if current.as_ref().is_none_or(|(cached, _)| *cached != group_position) {
+                current = Some((group_position, self.inflated_group(group_position, group)?));
             }
-            let Some((_, content, starts)) = current.as_mut() else { continue };
-            let entry_position = (id - group.first_id) as usize;
-            while starts.len() <= entry_position {
-                let last = starts.last().copied().unwrap_or_default();
-                let mut decoder = Decoder::new(content.get(last..).unwrap_or_default());
-                if decoder.is_empty() {
-                    return Err(TsdbError::corrupt(self.path(), format!("series id {id} missing from its group")));
-                }
-                skip_series_entry(&mut decoder).map_err(|reason| {
-                    TsdbError::corrupt(self.path(), format!("series group of {}: {reason}", group.first_id))
-                })?;
-                starts.push(last + decoder.position());
-            }
-            let start = starts.get(entry_position).copied().unwrap_or_default();
-            let mut decoder = Decoder::new(content.get(start..).unwrap_or_default());
+            let Some((_, inflated)) = current.as_ref() else { continue };
+            let start = inflated
+                .starts
+                .get((id - group.first_id) as usize)
+                .copied()
+                .ok_or_else(|| TsdbError::corrupt(self.path(), format!("series id {id} missing from its group")))?;
+            let mut decoder = Decoder::new(inflated.content.get(start as usize..).unwrap_or_default());
             let (label_symbols, chunks) = parse_series_entry(&mut decoder, self.symbols.len() as u64)
                 .map_err(|reason| TsdbError::corrupt(self.path(), format!("series {id}: {reason}")))?;
             out.push(SeriesEntry { labels: self.resolve_labels(&label_symbols, keep_label), chunks });
@@ -208,24 +207,32 @@ impl BlockIndex {
         Ok(out)
     }
 
-    /// The inflated entries of series group `position`, from the recent groups or from the file.
-    fn group_content(&self, position: usize, group: SeriesGroup) -> Result<Arc<Vec<u8>>, TsdbError> {
+    /// Series group `position` inflated, with the start of each entry (found by stepping over the
+    /// entries, which allocates nothing), from the recent groups or from the file.
+    fn inflated_group(&self, position: usize, group: SeriesGroup) -> Result<Arc<InflatedGroup>, TsdbError> {
         let lock = || self.recent_groups.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((_, content)) = lock().iter().find(|(cached, _)| *cached == position) {
-            return Ok(Arc::clone(content));
+        if let Some((_, inflated)) = lock().iter().find(|(cached, _)| *cached == position) {
+            return Ok(Arc::clone(inflated));
         }
+        let group_error =
+            |reason: String| TsdbError::corrupt(self.path(), format!("series group of {}: {reason}", group.first_id));
         let mut compressed = vec![0; group.compressed_bytes as usize];
         self.read_at(group.offset, &mut compressed)?;
-        let content = deflate::decompress_exact(&compressed, group.content_bytes as usize).map_err(|reason| {
-            TsdbError::corrupt(self.path(), format!("series group of {}: {reason}", group.first_id))
-        })?;
-        let content = Arc::new(content);
+        let content = deflate::decompress_exact(&compressed, group.content_bytes as usize).map_err(group_error)?;
+        let mut starts = Vec::new();
+        let mut decoder = Decoder::new(&content);
+        while !decoder.is_empty() {
+            // A group's content length is a u32, so positions in it fit 32 bits.
+            starts.push(decoder.position() as u32);
+            skip_series_entry(&mut decoder).map_err(group_error)?;
+        }
+        let inflated = Arc::new(InflatedGroup { content, starts });
         let mut recent = lock();
         if recent.len() >= RECENT_GROUPS {
             recent.remove(0);
         }
-        recent.push((position, Arc::clone(&content)));
-        Ok(content)
+        recent.push((position, Arc::clone(&inflated)));
+        Ok(inflated)
     }
 
     fn read_series_plain(
