@@ -183,7 +183,8 @@ pub struct QueryMeasurement {
     pub shape: String,
     /// Wall milliseconds of each timed run.
     pub runs_ms: Vec<f64>,
-    /// Median of `runs_ms`.
+    /// Median of `runs_ms`; NaN (written as JSON `null`) when every run failed.
+    #[serde(deserialize_with = "nan_when_null")]
     pub median_ms: f64,
     /// The server's `VmHWM` after the warm-up and timed runs, its high-water mark reset before them, bytes.
     pub peak_rss_bytes: u64,
@@ -195,6 +196,11 @@ pub struct QueryMeasurement {
     pub value_sum: f64,
     /// The first error, when a request failed.
     pub error: Option<String>,
+}
+
+/// Reads a float that `serde_json` wrote as `null` because it was NaN.
+fn nan_when_null<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
 }
 
 /// What `query run` writes.
@@ -648,6 +654,9 @@ pub fn table(results: &[QueryRunResult]) -> String {
             })
             .collect();
         output.push_str(&format!("| {} | {} |", measurement.name, measurement.shape));
+        // Ratios and the answer check need both servers' answers: a failed query has none.
+        let answered = |cell: &Option<&QueryMeasurement>| cell.is_some_and(|cell| cell.error.is_none());
+        let both_answered = row.len() >= 2 && answered(&row[0]) && answered(&row[1]);
         for cell in &row {
             match cell {
                 Some(cell) if cell.error.is_none() => output.push_str(&format!(" {:.1} |", cell.median_ms)),
@@ -656,7 +665,7 @@ pub fn table(results: &[QueryRunResult]) -> String {
             }
         }
         let ratio = |left: f64, right: f64| if right > 0.0 { format!("{:.2}x", left / right) } else { "—".into() };
-        if let (Some(Some(left)), Some(Some(right))) = (row.first(), row.get(1)) {
+        if let (true, Some(Some(left)), Some(Some(right))) = (both_answered, row.first(), row.get(1)) {
             output.push_str(&format!(" {} |", ratio(left.median_ms, right.median_ms)));
         } else if results.len() >= 2 {
             output.push_str(" — |");
@@ -667,7 +676,7 @@ pub fn table(results: &[QueryRunResult]) -> String {
                 None => output.push_str(" — |"),
             }
         }
-        if let (Some(Some(left)), Some(Some(right))) = (row.first(), row.get(1)) {
+        if let (true, Some(Some(left)), Some(Some(right))) = (both_answered, row.first(), row.get(1)) {
             let same = left.series == right.series
                 && left.points == right.points
                 && (left.value_sum - right.value_sum).abs() <= 1e-6 * left.value_sum.abs().max(1.0);
@@ -695,6 +704,27 @@ mod tests {
         assert_eq!(summarize(vector).unwrap(), (2, 2, 2.5));
         let matrix = br#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,"1"],[2,"3"]]}]}}"#;
         assert_eq!(summarize(matrix).unwrap(), (1, 2, 4.0));
+    }
+
+    #[test]
+    fn a_query_that_failed_every_run_reads_back() {
+        let failed = QueryMeasurement {
+            name: "rate by status".into(),
+            query: "sum by (status) (rate(x[5m]))".into(),
+            shape: "24h/15s".into(),
+            runs_ms: Vec::new(),
+            median_ms: f64::NAN,
+            peak_rss_bytes: 1,
+            series: 0,
+            points: 0,
+            value_sum: 0.0,
+            error: Some("HTTP 422 Unprocessable Entity".into()),
+        };
+        let text = serde_json::to_string(&failed).unwrap();
+        assert!(text.contains(r#""median_ms":null"#), "{text}");
+        let read: QueryMeasurement = serde_json::from_str(&text).unwrap();
+        assert!(read.median_ms.is_nan());
+        assert_eq!(read.error, failed.error);
     }
 
     #[test]
