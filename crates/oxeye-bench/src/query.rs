@@ -655,8 +655,12 @@ pub fn table(results: &[QueryRunResult]) -> String {
             .collect();
         output.push_str(&format!("| {} | {} |", measurement.name, measurement.shape));
         // Ratios and the answer check need both servers' answers: a failed query has none.
-        let answered = |cell: &Option<&QueryMeasurement>| cell.is_some_and(|cell| cell.error.is_none());
-        let both_answered = row.len() >= 2 && answered(&row[0]) && answered(&row[1]);
+        let both_answered = match (row.first(), row.get(1)) {
+            (Some(Some(left)), Some(Some(right))) if left.error.is_none() && right.error.is_none() => {
+                Some((*left, *right))
+            }
+            _ => None,
+        };
         for cell in &row {
             match cell {
                 Some(cell) if cell.error.is_none() => output.push_str(&format!(" {:.1} |", cell.median_ms)),
@@ -665,7 +669,7 @@ pub fn table(results: &[QueryRunResult]) -> String {
             }
         }
         let ratio = |left: f64, right: f64| if right > 0.0 { format!("{:.2}x", left / right) } else { "—".into() };
-        if let (true, Some(Some(left)), Some(Some(right))) = (both_answered, row.first(), row.get(1)) {
+        if let Some((left, right)) = both_answered {
             output.push_str(&format!(" {} |", ratio(left.median_ms, right.median_ms)));
         } else if results.len() >= 2 {
             output.push_str(" — |");
@@ -676,7 +680,7 @@ pub fn table(results: &[QueryRunResult]) -> String {
                 None => output.push_str(" — |"),
             }
         }
-        if let (true, Some(Some(left)), Some(Some(right))) = (both_answered, row.first(), row.get(1)) {
+        if let Some((left, right)) = both_answered {
             let same = left.series == right.series
                 && left.points == right.points
                 && (left.value_sum - right.value_sum).abs() <= 1e-6 * left.value_sum.abs().max(1.0);

@@ -41,6 +41,13 @@ struct Stripe {
     pages: Vec<Option<Page>>,
 }
 
+impl Stripe {
+    /// The series in `slot` of page `page`, if any.
+    fn slot(&self, page: usize, slot: usize) -> Option<&Arc<MemSeries>> {
+        self.pages.get(page)?.as_ref()?.slots[slot].as_ref()
+    }
+}
+
 /// Where a reference lives: stripe, page, slot.
 fn locate(series_ref: u32) -> (usize, usize, usize) {
     let series_ref = series_ref as usize;
@@ -64,8 +71,7 @@ impl SeriesRefs {
     /// The series with reference `series_ref`.
     pub(crate) fn get(&self, series_ref: u32) -> Option<Arc<MemSeries>> {
         let (stripe, page, slot) = locate(series_ref);
-        let stripe = read(&self.stripes[stripe]);
-        stripe.pages.get(page)?.as_ref()?.slots[slot].as_ref().map(Arc::clone)
+        read(&self.stripes[stripe]).slot(page, slot).map(Arc::clone)
     }
 
     /// Stores a series under its reference, replacing any series stored there.
@@ -136,7 +142,7 @@ impl SeriesRefsRead<'_> {
     /// The series with reference `series_ref`.
     pub(crate) fn get(&self, series_ref: u32) -> Option<&Arc<MemSeries>> {
         let (stripe, page, slot) = locate(series_ref);
-        self.stripes[stripe].pages.get(page)?.as_ref()?.slots[slot].as_ref()
+        self.stripes[stripe].slot(page, slot)
     }
 }
 
