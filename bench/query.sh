@@ -16,7 +16,8 @@
 #   SERVER_CPUS (default 0), BENCH_CPUS (default 1), REUSE_DATA=1 (keep loaded data, skip the load),
 #   ONLY (only queries whose name contains this), PORT (first server's port, default 19190; each further
 #   server takes the next; refused when in use), LOAD_ONLY=1 (load the servers, then stop; time the
-#   queries later with REUSE_DATA=1).
+#   queries later with REUSE_DATA=1), PROMETHEUS_ARGS (extra arguments for Prometheus' query run, e.g.
+#   "--query.max-samples=1000000000": its default of 50,000,000 refuses the 24 h rows at 100k series).
 set -euo pipefail
 
 series=${1:-100000}
@@ -103,10 +104,14 @@ results=()
 for server in "${servers[@]}"; do
   require_free_port "$port"
   binary=$(binary_of "$server")
+  server_args=()
+  if [ "$server" = prometheus ]; then
+    for arg in ${PROMETHEUS_ARGS:-}; do server_args+=("--server-arg=$arg"); done
+  fi
   echo "== $server: load average $(cut -d' ' -f1-3 /proc/loadavg)"
   taskset -c "$bench_cpus" "$bench" query run --server "$server" --binary "$binary" --server-cpus "$server_cpus" \
     --port "$port" --workload "$workload" --work-dir "$out/$server-$series-$hours" --runs "$runs" \
-    --out "$out/$server-$series-$hours.json" "${extra[@]}" > /dev/null
+    --out "$out/$server-$series-$hours.json" "${extra[@]}" "${server_args[@]}" > /dev/null
   results+=("$out/$server-$series-$hours.json")
   port=$((port + 1))
 done

@@ -230,6 +230,7 @@ fn real_main() -> anyhow::Result<()> {
                 work_dir: std::path::absolute(&work_dir)?,
                 block_duration_ms: header.block_duration_ms,
                 env,
+                args: Vec::new(),
             };
             let result = runtime()?.block_on(run::run(&label, &spec, &header, requests, concurrency))?;
             if let Some(parent) = out.parent() {

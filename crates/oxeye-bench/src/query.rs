@@ -146,6 +146,10 @@ pub struct RunArgs {
     /// Extra environment for the server, KEY=VALUE; repeatable.
     #[arg(long = "server-env", value_name = "KEY=VALUE")]
     server_env: Vec<String>,
+    /// Extra command-line argument for the server, e.g. `--query.max-samples=1000000000` for Prometheus;
+    /// repeatable. Recorded in the result.
+    #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
+    server_args: Vec<String>,
     /// `promtool` for the Prometheus backfill (default: `promtool` beside `--binary`, else from `PATH`).
     #[arg(long)]
     promtool: Option<PathBuf>,
@@ -216,6 +220,9 @@ pub struct QueryRunResult {
     pub load_average: Vec<String>,
     /// Series, rounds and samples of the workload.
     pub workload: String,
+    /// Extra command-line arguments the server ran with (`--server-arg`).
+    #[serde(default)]
+    pub server_args: Vec<String>,
     /// The load over remote_write (results of earlier versions, which loaded oxeye that way).
     #[serde(default)]
     pub ingest: Option<SendReport>,
@@ -311,6 +318,7 @@ async fn run(args: RunArgs) -> anyhow::Result<QueryRunResult> {
         work_dir: std::path::absolute(&args.work_dir)?,
         block_duration_ms: QUERY_BENCH_BLOCK_DURATION_MS,
         env,
+        args: args.server_args.clone(),
     };
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency.max(1))
@@ -369,6 +377,7 @@ async fn run(args: RunArgs) -> anyhow::Result<QueryRunResult> {
             header.scrape_interval_ms / 1000,
             header.total_samples
         ),
+        server_args: args.server_args.clone(),
         ingest: None,
         backfill,
         memory_before_queries,
@@ -398,6 +407,7 @@ fn load(args: &LoadArgs) -> anyhow::Result<BackfillReport> {
             work_dir: std::path::absolute(work_dir)?,
             block_duration_ms: QUERY_BENCH_BLOCK_DURATION_MS,
             env: Vec::new(),
+            args: Vec::new(),
         };
         spec.prepare()?;
         targets.push(backfill_target(&spec, args.promtool.as_deref())?);
@@ -612,8 +622,10 @@ pub fn table(results: &[QueryRunResult]) -> String {
     let mut output = String::new();
     let labels: Vec<&str> = results.iter().map(|result| result.label.as_str()).collect();
     for result in results {
+        let args =
+            if result.server_args.is_empty() { String::new() } else { format!(" {}", result.server_args.join(" ")) };
         output.push_str(&format!(
-            "- {}: {}; {}; load average {}; RSS before queries {:.0} MiB\n",
+            "- {}: {}{args}; {}; load average {}; RSS before queries {:.0} MiB\n",
             result.label,
             result.version,
             result.workload,

@@ -74,6 +74,9 @@ pub struct ServerSpec {
     pub block_duration_ms: i64,
     /// Extra environment variables for the server process (e.g. `LD_PRELOAD` of another allocator).
     pub env: Vec<(String, String)>,
+    /// Extra command-line arguments, after the ones this module passes (e.g. Prometheus'
+    /// `--query.max-samples=1000000000`, whose default of 50,000,000 refuses 24 h queries at 100k series).
+    pub args: Vec<String>,
 }
 
 impl ServerSpec {
@@ -166,6 +169,7 @@ impl ServerSpec {
                     .arg(format!("--storage.tsdb.max-block-duration={block_duration}"));
             }
         }
+        command.args(&self.args);
         command
     }
 
