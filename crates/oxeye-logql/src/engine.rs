@@ -364,8 +364,10 @@ impl Engine {
             matchers: range.log.matchers.clone(),
             line_contains: required_substrings(&range.log.pipeline),
         };
+        let buckets = StepBuckets::for_aggregation(op, range, steps, range_ns, offset_ns);
         let mut extractor = SampleExtractor {
             op,
+            buckets,
             range,
             grouping,
             line_filters: &line_filters,
@@ -377,11 +379,12 @@ impl Engine {
             group_index: HashMap::default(),
             group_key: Vec::new(),
             last_stream: None,
+            batch_series: None,
             first_error: None,
         };
         reader.scan(&selection, ScanOrder::Forward, &mut extractor)?;
         let first_error = extractor.first_error;
-        let samples: HashMap<Labels, Vec<(i64, f64)>> = extractor.series.into_iter().collect();
+        let samples: HashMap<Labels, SeriesSamples> = extractor.series.into_iter().collect();
         if let Some(labels) = &first_error {
             return Err(QueryError::Invalid(format!(
                 "pipeline error: '{}' for series: '{}'.\nUse a label filter to intentionally skip this error. (e.g | __error__!=\"{}\").\nTo skip all potential errors you can match empty errors.(e.g __error__=\"\")\nThe label filter can also be specified after unwrap. (e.g | unwrap latency | __error__=\"\" )",
@@ -393,7 +396,8 @@ impl Engine {
         let range_seconds = range_ns as f64 / 1e9;
         if op == RangeOp::AbsentOverTime {
             let mut values = vec![Some(1.0); steps.len()];
-            for points in samples.values() {
+            for samples in samples.values() {
+                let SeriesSamples::Points(points) = samples else { continue };
                 for (index, step) in steps.iter().enumerate() {
                     let window_end = step - offset_ns;
                     if points
@@ -415,7 +419,18 @@ impl Engine {
             return Ok(Value::Vector(vec![(labels, values)]));
         }
         let mut series = Vec::with_capacity(samples.len());
-        for (labels, mut points) in samples {
+        for (labels, samples) in samples {
+            let mut points = match samples {
+                SeriesSamples::Points(points) => points,
+                SeriesSamples::Buckets(counts_and_sums) => {
+                    let Some(buckets) = &buckets else { continue };
+                    let values = buckets.windows(&counts_and_sums, steps.len()).map(|(count, sum)| {
+                        (count > 0).then(|| aggregate_counted_window(op, count, sum, range_seconds))
+                    });
+                    series.push((labels, values.collect()));
+                    continue;
+                }
+            };
             points.sort_by_key(|(timestamp, _)| *timestamp);
             let mut values = Vec::with_capacity(steps.len());
             for step in steps {
@@ -547,6 +562,8 @@ impl LogVisitor for NewestOrOldest<'_> {
 /// run on the borrowed line and the series is found once per stream, so nothing is allocated per entry.
 struct SampleExtractor<'a> {
     op: RangeOp,
+    /// Set when samples are summed per step interval instead of kept one by one.
+    buckets: Option<StepBuckets>,
     range: &'a LogRange,
     grouping: Option<&'a Grouping>,
     line_filters: &'a LineFilters,
@@ -554,7 +571,7 @@ struct SampleExtractor<'a> {
     /// The pipeline has no stage (the entry goes through unchanged).
     pipeline_is_empty: bool,
     post_filters: Option<Pipeline>,
-    series: Vec<(Labels, Vec<(i64, f64)>)>,
+    series: Vec<(Labels, SeriesSamples)>,
     series_index: HashMap<Labels, usize>,
     /// Grouped by name: the series of each group key ([`Pipeline::process_grouped_key`]) seen so far.
     /// Hashed with foldhash, seeded per query: a key is hashed per entry, and SipHash cost 3% of a scan.
@@ -563,6 +580,9 @@ struct SampleExtractor<'a> {
     group_key: Vec<u8>,
     /// The stream of the previous fast-path entry and its series.
     last_stream: Option<(Labels, usize)>,
+    /// The series of the current batch's fast-path entries, once its first entry found it (a batch's
+    /// entries all come from the stream [`LogVisitor::wants_batch`] was asked about).
+    batch_series: Option<usize>,
     /// The labels of the first entry left with `__error__`, seen before grouping.
     first_error: Option<Labels>,
 }
@@ -573,9 +593,28 @@ impl SampleExtractor<'_> {
             return *index;
         }
         let index = self.series.len();
-        self.series.push((labels.clone(), Vec::new()));
+        self.series.push((labels.clone(), SeriesSamples::Points(Vec::new())));
         self.series_index.insert(labels, index);
         index
+    }
+
+    /// Adds a sample to series `index`. A series keeps its samples until they would take more room than
+    /// per-interval sums ([`StepBuckets`]), then sums them, so a query with many small series (one per
+    /// line, say) takes no more memory than before.
+    fn record(&mut self, index: usize, timestamp_ns: i64, value: f64) {
+        let Some((_, samples)) = self.series.get_mut(index) else { return };
+        match (samples, &self.buckets) {
+            (SeriesSamples::Points(points), Some(buckets)) if points.len() >= buckets.len => {
+                let mut intervals = vec![(0, 0.0); buckets.len];
+                for (timestamp_ns, value) in points.iter().copied().chain([(timestamp_ns, value)]) {
+                    buckets.add(&mut intervals, timestamp_ns, value);
+                }
+                self.series[index].1 = SeriesSamples::Buckets(intervals);
+            }
+            (SeriesSamples::Points(points), _) => points.push((timestamp_ns, value)),
+            (SeriesSamples::Buckets(intervals), Some(buckets)) => buckets.add(intervals, timestamp_ns, value),
+            (SeriesSamples::Buckets(_), None) => {}
+        }
     }
 
     fn push(&mut self, labels: Labels, timestamp_ns: i64, value: f64) {
@@ -587,13 +626,16 @@ impl SampleExtractor<'_> {
             None => labels,
         };
         let index = self.series_of(labels);
-        if let Some((_, points)) = self.series.get_mut(index) {
-            points.push((timestamp_ns, value));
-        }
+        self.record(index, timestamp_ns, value);
     }
 }
 
 impl LogVisitor for SampleExtractor<'_> {
+    fn wants_batch(&mut self, _: &Labels, _: i64, _: i64) -> bool {
+        self.batch_series = None;
+        true
+    }
+
     fn entry(&mut self, stream: &Labels, entry: LogEntryRef<'_>) {
         if !self.line_filters.keeps(entry.line) {
             return;
@@ -615,8 +657,13 @@ impl LogVisitor for SampleExtractor<'_> {
         };
         if self.pipeline_is_empty && self.range.unwrap.is_none() && !metadata_kept() {
             let value = line_value(entry.line);
-            let index = match &self.last_stream {
-                Some((labels, index)) if labels == stream => *index,
+            // The entries of a batch share its stream: its series is looked up once per batch.
+            let index = match (self.batch_series, &self.last_stream) {
+                (Some(index), _) => {
+                    debug_assert!(self.last_stream.as_ref().is_some_and(|(labels, _)| labels == stream));
+                    index
+                }
+                (None, Some((labels, index))) if labels == stream => *index,
                 _ => {
                     let grouped = match self.grouping {
                         Some(grouping) => group_labels(stream, grouping),
@@ -627,9 +674,8 @@ impl LogVisitor for SampleExtractor<'_> {
                     index
                 }
             };
-            if let Some((_, points)) = self.series.get_mut(index) {
-                points.push((entry.timestamp_ns, value));
-            }
+            self.batch_series = Some(index);
+            self.record(index, entry.timestamp_ns, value);
             return;
         }
         if let (None, Some(Grouping { without: false, labels: names })) = (&self.range.unwrap, self.grouping) {
@@ -653,9 +699,7 @@ impl LogVisitor for SampleExtractor<'_> {
                             index
                         }
                     };
-                    if let Some((_, points)) = self.series.get_mut(index) {
-                        points.push((entry.timestamp_ns, value));
-                    }
+                    self.record(index, entry.timestamp_ns, value);
                 }
                 Some(Err(labels)) if self.first_error.is_none() => self.first_error = Some(labels),
                 Some(Err(_)) => {}
@@ -701,6 +745,107 @@ impl LogVisitor for SampleExtractor<'_> {
                 self.push(labels, entry.timestamp_ns, value);
             }
         }
+    }
+}
+
+/// The samples of one series while a range aggregation scans.
+enum SeriesSamples {
+    /// Every sample, `(timestamp_ns, value)`, in scan order.
+    Points(Vec<(i64, f64)>),
+    /// Per step interval of [`StepBuckets`], the count and the sum of the samples in it.
+    Buckets(Vec<(u64, f64)>),
+}
+
+/// Step intervals for range aggregations whose windows are sums of whole intervals: with steps `t_i`
+/// `step_ns` apart and a range of `k` steps, window `i` (`(t_i - range, t_i]`, shifted by the offset) is
+/// the union of the intervals `(t_j - step, t_j]` for `j` in `i-k+1..=i`. Counting each sample into its
+/// interval replaces keeping (and sorting) every sample: `count_over_time`, `rate`, `bytes_over_time` and
+/// `bytes_rate` of lines then cost one addition per entry. Their values are whole numbers (1 or a line's
+/// length), so summing per interval first gives exactly the same floats as summing per window.
+#[derive(Debug, Clone, Copy)]
+struct StepBuckets {
+    /// The first step's window end (`t_0 - offset`), nanoseconds.
+    first_end_ns: i64,
+    step_ns: i64,
+    /// Steps per range.
+    steps_per_range: usize,
+    /// Intervals: the steps plus the `steps_per_range - 1` before the first.
+    len: usize,
+}
+
+impl StepBuckets {
+    /// Most intervals kept per series (16 bytes each).
+    const MAX_LEN: usize = 1 << 16;
+
+    /// The intervals for `op` over evenly spaced `steps`, when its windows are unions of them and its
+    /// value a sum of whole numbers; `None` otherwise.
+    fn for_aggregation(op: RangeOp, range: &LogRange, steps: &[i64], range_ns: i64, offset_ns: i64) -> Option<Self> {
+        let whole_numbers =
+            matches!(op, RangeOp::CountOverTime | RangeOp::Rate | RangeOp::BytesOverTime | RangeOp::BytesRate);
+        if !whole_numbers || range.unwrap.is_some() || range_ns <= 0 {
+            return None;
+        }
+        let first = *steps.first()?;
+        let step_ns = match steps.get(1) {
+            Some(second) => second.checked_sub(first)?,
+            None => range_ns,
+        };
+        let evenly_spaced = steps.iter().enumerate().all(|(index, step)| {
+            i64::try_from(index)
+                .ok()
+                .and_then(|index| index.checked_mul(step_ns))
+                .and_then(|delta| first.checked_add(delta))
+                == Some(*step)
+        });
+        if step_ns <= 0 || range_ns % step_ns != 0 || !evenly_spaced {
+            return None;
+        }
+        let steps_per_range = usize::try_from(range_ns / step_ns).ok()?;
+        let len = steps.len().checked_add(steps_per_range - 1).filter(|len| *len <= Self::MAX_LEN)?;
+        Some(StepBuckets { first_end_ns: first.checked_sub(offset_ns)?, step_ns, steps_per_range, len })
+    }
+
+    /// The interval of a sample at `timestamp_ns`, if any window holds it.
+    fn index(&self, timestamp_ns: i64) -> Option<usize> {
+        // Interval j (from -(k-1)) is (t_j - step, t_j]: j = ceil((timestamp - t_0) / step).
+        let since_first = i128::from(timestamp_ns) - i128::from(self.first_end_ns);
+        let step = i128::from(self.step_ns);
+        let interval = (since_first + step - 1).div_euclid(step) + self.steps_per_range as i128 - 1;
+        usize::try_from(interval).ok().filter(|index| *index < self.len)
+    }
+
+    /// Counts a sample at `timestamp_ns` of `value` into its interval of `intervals` (one per interval).
+    fn add(&self, intervals: &mut [(u64, f64)], timestamp_ns: i64, value: f64) {
+        if let Some((count, sum)) = self.index(timestamp_ns).and_then(|index| intervals.get_mut(index)) {
+            *count += 1;
+            *sum += value;
+        }
+    }
+
+    /// The count and sum of each of `steps` windows, from a series' intervals.
+    fn windows<'a>(&self, intervals: &'a [(u64, f64)], steps: usize) -> impl Iterator<Item = (u64, f64)> + 'a {
+        let mut prefix = Vec::with_capacity(intervals.len() + 1);
+        let (mut count, mut sum) = (0u64, 0.0f64);
+        prefix.push((count, sum));
+        for (interval_count, interval_sum) in intervals {
+            count += interval_count;
+            sum += interval_sum;
+            prefix.push((count, sum));
+        }
+        let width = self.steps_per_range;
+        (0..steps).map(move |step| {
+            let (Some(before), Some(through)) = (prefix.get(step), prefix.get(step + width)) else { return (0, 0.0) };
+            (through.0 - before.0, through.1 - before.1)
+        })
+    }
+}
+
+/// [`aggregate_window`] of the ops [`StepBuckets`] serves, from a window's sample count and sum.
+fn aggregate_counted_window(op: RangeOp, count: u64, sum: f64, range_seconds: f64) -> f64 {
+    match op {
+        RangeOp::CountOverTime => count as f64,
+        RangeOp::Rate | RangeOp::BytesRate => sum / range_seconds,
+        _ => sum,
     }
 }
 
@@ -1133,5 +1278,65 @@ pub fn parse_selector(text: &str) -> Result<Vec<Matcher>, QueryError> {
         Expr::Log(log) if log.pipeline.is_empty() => Ok(log.matchers),
         Expr::Log(log) => Ok(log.matchers),
         Expr::Metric(_) => Err(QueryError::Invalid(format!("{text:?} is not a stream selector"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(range_ms: i64, offset_ms: i64) -> LogRange {
+        let Ok(Expr::Metric(MetricExpr::RangeAggregation { range, .. })) =
+            parse_expr(&format!(r#"count_over_time({{a="b"}}[{range_ms}ms] offset {offset_ms}ms)"#))
+        else {
+            panic!("not a range aggregation");
+        };
+        *range
+    }
+
+    /// Counting per step interval gives, for every window, the count and sum that filtering the samples
+    /// by the window's bounds gives; windows that are not unions of intervals keep every sample.
+    #[test]
+    fn step_intervals_count_what_each_window_holds() {
+        // (first step, step, steps, range, offset), all in ms.
+        let cases =
+            [(1_000, 100, 12, 100, 0), (1_000, 100, 12, 300, 0), (1_000, 100, 12, 300, 250), (950, 50, 3, 1_000, 7)];
+        let ms = 1_000_000i64;
+        for (first, step, count, range_ms, offset_ms) in cases {
+            let steps: Vec<i64> = (0..count).map(|index| (first + index * step) * ms).collect();
+            let (range_ns, offset_ns) = (range_ms * ms, offset_ms * ms);
+            let buckets = StepBuckets::for_aggregation(
+                RangeOp::BytesOverTime,
+                &range(range_ms, offset_ms),
+                &steps,
+                range_ns,
+                offset_ns,
+            )
+            .unwrap();
+            // Samples every 7 ms (some on window bounds) across and beyond the windows; value = timestamp ms.
+            let samples: Vec<(i64, f64)> =
+                (-200..2_400).step_by(7).map(|at| ((first - range_ms - offset_ms + at) * ms, at as f64)).collect();
+            let mut intervals = vec![(0u64, 0.0f64); buckets.len];
+            for (timestamp_ns, value) in &samples {
+                buckets.add(&mut intervals, *timestamp_ns, *value);
+            }
+            let windows: Vec<(u64, f64)> = buckets.windows(&intervals, steps.len()).collect();
+            for (step, window) in steps.iter().zip(&windows) {
+                let end = step - offset_ns;
+                let inside =
+                    samples.iter().filter(|(timestamp_ns, _)| *timestamp_ns > end - range_ns && *timestamp_ns <= end);
+                let expected = inside.fold((0u64, 0.0f64), |(count, sum), (_, value)| (count + 1, sum + value));
+                assert_eq!(*window, expected, "step {step} of {:?}", (first, step, count, range_ms, offset_ms));
+            }
+        }
+        // A range that is not a whole number of steps, an unwrap, or an op other than a sum of whole
+        // numbers keeps every sample.
+        let steps = [0, 100 * ms, 200 * ms];
+        assert!(StepBuckets::for_aggregation(RangeOp::CountOverTime, &range(150, 0), &steps, 150 * ms, 0).is_none());
+        assert!(StepBuckets::for_aggregation(RangeOp::MaxOverTime, &range(100, 0), &steps, 100 * ms, 0).is_none());
+        assert!(
+            StepBuckets::for_aggregation(RangeOp::Rate, &range(100, 0), &[0, 100 * ms, 250 * ms], 100 * ms, 0)
+                .is_none()
+        );
     }
 }

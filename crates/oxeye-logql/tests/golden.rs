@@ -305,3 +305,64 @@ fn backward_queries_return_the_newest_entries_up_to_the_limit() {
         ]
     );
 }
+
+/// Range aggregations over series with many entries per window (which the engine sums per step interval
+/// instead of keeping every sample) equal counting the entries of each window by hand, with and without
+/// `offset`, for ranges of one and of several steps, grouped and not.
+#[test]
+fn range_aggregations_over_many_entries_equal_counting_by_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = LogStoreOptions::new(dir.path());
+    options.background_maintenance = false;
+    options.chunk_target_bytes = 4096;
+    let store = LogStore::open(options).unwrap();
+    let base = base_ns() - 10 * 60 * SECOND;
+    // Two streams, an entry every 250 ms (one exactly on each whole second) for 10 minutes; lines of
+    // 10 to 19 bytes.
+    let entries = |service: &str, shift_ns: i64| LogStream {
+        labels: Labels::from_pairs([("service_name", service), ("env", "prod")]),
+        entries: (0..2400i64)
+            .map(|index| {
+                LogEntry::new(
+                    base + index * SECOND / 4 + shift_ns,
+                    format!("{service} {}", "x".repeat((index % 10) as usize)),
+                )
+            })
+            .collect(),
+    };
+    let streams = [entries("worker", 0), entries("gateway", 1)];
+    let by_hand: Vec<(i64, String)> = streams
+        .iter()
+        .flat_map(|stream| stream.entries.iter().map(|entry| (entry.timestamp_ns, entry.line.clone())))
+        .collect();
+    store.push(streams.to_vec()).unwrap();
+    store.flush(true).unwrap();
+    let (start, end, step) = (base + 30 * SECOND, base + 9 * 60 * SECOND, 10 * SECOND);
+    for (query, range_s, offset_s, bytes) in [
+        (r#"sum(count_over_time({env="prod"}[10s]))"#, 10, 0, false),
+        (r#"sum(count_over_time({env="prod"}[30s] offset 5s))"#, 30, 5, false),
+        (r#"sum by (env) (bytes_over_time({env="prod"}[20s]))"#, 20, 0, true),
+        (r#"sum(rate({env="prod"}[1m]))"#, 60, 0, false),
+    ] {
+        let result =
+            Engine::default().query_range(store.as_ref(), query, start, end, step, 100, Direction::Forward).unwrap();
+        let QueryResult::Matrix(series) = result else { panic!("{query}: not a matrix") };
+        assert_eq!(series.len(), 1, "{query}");
+        let mut at = start;
+        for (timestamp, value) in &series[0].points {
+            assert_eq!(*timestamp, at, "{query}");
+            let window_end = at - offset_s * SECOND;
+            let inside =
+                by_hand.iter().filter(|(time, _)| *time > window_end - range_s * SECOND && *time <= window_end);
+            let (count, line_bytes) = inside.fold((0, 0), |(count, bytes), (_, line)| (count + 1, bytes + line.len()));
+            let expected = match (bytes, query.contains("rate")) {
+                (true, _) => line_bytes as f64,
+                (false, true) => count as f64 / range_s as f64,
+                (false, false) => count as f64,
+            };
+            assert_eq!(*value, expected, "{query} at {}", (at - base) / SECOND);
+            at += step;
+        }
+        assert_eq!(at, end + step, "{query}: every step has a value");
+    }
+}

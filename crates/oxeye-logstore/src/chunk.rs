@@ -168,7 +168,7 @@ fn decode_rows<'a>(
         let timestamp_ns = previous_ns.wrapping_add(reader.varint()?);
         previous_ns = timestamp_ns;
         let line = reader.str()?;
-        read_metadata(&mut reader, &mut metadata)?;
+        read_metadata(&mut reader, None, &mut metadata)?;
         visit(timestamp_ns, line, &metadata);
     }
     Ok(())
@@ -206,6 +206,8 @@ fn decode_columns<'a>(
     let mut timestamps = lines.split_off(timestamps_len)?;
     let mut lengths = lines.split_off(lengths_len)?;
     let mut metadata_section = lines.split_off(metadata_len)?;
+    // The structured metadata too is checked as UTF-8 once, as a whole; its strings are then cut from it.
+    let metadata_text = metadata_section.rest_as_str().map(|text| (text, metadata_section.offset()));
     let mut metadata: Vec<LabelRef<'a>> = Vec::new();
     let mut previous_ns = 0i64;
     // The lines are checked as UTF-8 all at once; each is then cut from the checked text at character
@@ -226,7 +228,7 @@ fn decode_columns<'a>(
             }
             None => lines.str_of(line_length)?,
         };
-        read_metadata(&mut metadata_section, &mut metadata)?;
+        read_metadata(&mut metadata_section, metadata_text, &mut metadata)?;
         visit(timestamp_ns, line, &metadata);
     }
     for section in [&timestamps, &lengths, &metadata_section, &lines] {
@@ -237,13 +239,17 @@ fn decode_columns<'a>(
     Ok(())
 }
 
-/// Reads one entry's structured metadata into `metadata`, borrowed.
-fn read_metadata<'a>(reader: &mut Reader<'a>, metadata: &mut Vec<LabelRef<'a>>) -> Result<(), (usize, String)> {
+/// Reads one entry's structured metadata into `metadata`, borrowed; `checked` as for [`Reader::str_in`].
+fn read_metadata<'a>(
+    reader: &mut Reader<'a>,
+    checked: Option<(&'a str, usize)>,
+    metadata: &mut Vec<LabelRef<'a>>,
+) -> Result<(), (usize, String)> {
     let count = reader.length()?;
     metadata.clear();
     for _ in 0..count {
-        let name = reader.str()?;
-        let value = reader.str()?;
+        let name = reader.str_in(checked)?;
+        let value = reader.str_in(checked)?;
         metadata.push(LabelRef { name, value });
     }
     Ok(())

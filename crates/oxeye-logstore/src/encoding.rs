@@ -60,6 +60,17 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn uvarint(&mut self) -> Result<u64, (usize, String)> {
+        // Most varints of chunk data (line lengths, timestamp deltas, string lengths) take one or two bytes.
+        if let Some(&first) = self.bytes.get(self.offset) {
+            if first < 0x80 {
+                self.offset += 1;
+                return Ok(u64::from(first));
+            }
+            if let Some(&second) = self.bytes.get(self.offset + 1).filter(|second| **second < 0x80) {
+                self.offset += 2;
+                return Ok(u64::from(first & 0x7f) | (u64::from(second) << 7));
+            }
+        }
         let mut value: u64 = 0;
         let mut shift = 0u32;
         loop {
@@ -124,6 +135,20 @@ impl<'a> Reader<'a> {
     pub(crate) fn str(&mut self) -> Result<&'a str, (usize, String)> {
         let length = self.length()?;
         self.str_of(length)
+    }
+
+    /// As [`Reader::str`], but cut from `checked` when given: this reader's bytes from offset
+    /// `checked.1` on, already checked as UTF-8 as a whole ([`Reader::rest_as_str`]), so only the cut's
+    /// ends are checked to fall on character boundaries.
+    pub(crate) fn str_in(&mut self, checked: Option<(&'a str, usize)>) -> Result<&'a str, (usize, String)> {
+        let Some((text, text_start)) = checked else { return self.str() };
+        let length = self.length()?;
+        let start = self.offset;
+        self.take(length)?;
+        let from = start.wrapping_sub(text_start);
+        from.checked_add(length)
+            .and_then(|to| text.get(from..to))
+            .ok_or_else(|| (start, "string not on a character boundary".to_string()))
     }
 
     pub(crate) fn length(&mut self) -> Result<usize, (usize, String)> {

@@ -142,7 +142,8 @@ pub trait LogVisitor {
     }
 
     /// One entry of `stream` inside the selection's window. Within a batch, entries come oldest first;
-    /// batches come in the [`ScanOrder`] asked for, so entries of a scan are not globally sorted.
+    /// batches come in the [`ScanOrder`] asked for, so entries of a scan are not globally sorted. Every
+    /// entry belongs to the batch [`LogVisitor::wants_batch`] last accepted (`stream` is that batch's).
     fn entry(&mut self, stream: &Labels, entry: LogEntryRef<'_>);
 }
 
