@@ -384,6 +384,7 @@ impl Engine {
         };
         reader.scan(&selection, ScanOrder::Forward, &mut extractor)?;
         let first_error = extractor.first_error;
+        let buckets = extractor.buckets;
         let samples: HashMap<Labels, SeriesSamples> = extractor.series.into_iter().collect();
         if let Some(labels) = &first_error {
             return Err(QueryError::Invalid(format!(
@@ -636,6 +637,13 @@ impl LogVisitor for SampleExtractor<'_> {
         true
     }
 
+    /// Counting entries of a stream selector without stages (`count_over_time`, `rate`,
+    /// `absent_over_time`) reads timestamps and structured metadata only.
+    fn reads_lines(&self) -> bool {
+        let counts_entries = matches!(self.op, RangeOp::CountOverTime | RangeOp::Rate | RangeOp::AbsentOverTime);
+        !(counts_entries && self.pipeline_is_empty && self.line_filters.is_empty() && self.range.unwrap.is_none())
+    }
+
     fn entry(&mut self, stream: &Labels, entry: LogEntryRef<'_>) {
         if !self.line_filters.keeps(entry.line) {
             return;
@@ -762,7 +770,7 @@ enum SeriesSamples {
 /// interval replaces keeping (and sorting) every sample: `count_over_time`, `rate`, `bytes_over_time` and
 /// `bytes_rate` of lines then cost one addition per entry. Their values are whole numbers (1 or a line's
 /// length), so summing per interval first gives exactly the same floats as summing per window.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct StepBuckets {
     /// The first step's window end (`t_0 - offset`), nanoseconds.
     first_end_ns: i64,
@@ -771,6 +779,8 @@ struct StepBuckets {
     steps_per_range: usize,
     /// Intervals: the steps plus the `steps_per_range - 1` before the first.
     len: usize,
+    /// The bounds (`(after_ns, through_ns]`) and index of the interval found last.
+    last_interval: std::cell::Cell<(i64, i64, usize)>,
 }
 
 impl StepBuckets {
@@ -802,16 +812,33 @@ impl StepBuckets {
         }
         let steps_per_range = usize::try_from(range_ns / step_ns).ok()?;
         let len = steps.len().checked_add(steps_per_range - 1).filter(|len| *len <= Self::MAX_LEN)?;
-        Some(StepBuckets { first_end_ns: first.checked_sub(offset_ns)?, step_ns, steps_per_range, len })
+        Some(StepBuckets {
+            first_end_ns: first.checked_sub(offset_ns)?,
+            step_ns,
+            steps_per_range,
+            len,
+            last_interval: std::cell::Cell::new((0, 0, 0)),
+        })
     }
 
     /// The interval of a sample at `timestamp_ns`, if any window holds it.
     fn index(&self, timestamp_ns: i64) -> Option<usize> {
+        // Entries come in time order within a batch: most fall into the interval of the one before.
+        let (after_ns, through_ns, last_index) = self.last_interval.get();
+        if timestamp_ns > after_ns && timestamp_ns <= through_ns {
+            return Some(last_index);
+        }
         // Interval j (from -(k-1)) is (t_j - step, t_j]: j = ceil((timestamp - t_0) / step).
         let since_first = i128::from(timestamp_ns) - i128::from(self.first_end_ns);
         let step = i128::from(self.step_ns);
-        let interval = (since_first + step - 1).div_euclid(step) + self.steps_per_range as i128 - 1;
-        usize::try_from(interval).ok().filter(|index| *index < self.len)
+        let interval = (since_first + step - 1).div_euclid(step);
+        let index =
+            usize::try_from(interval + self.steps_per_range as i128 - 1).ok().filter(|index| *index < self.len)?;
+        let through = i128::from(self.first_end_ns) + interval * step;
+        if let (Ok(after_ns), Ok(through_ns)) = (i64::try_from(through - step), i64::try_from(through)) {
+            self.last_interval.set((after_ns, through_ns, index));
+        }
+        Some(index)
     }
 
     /// Counts a sample at `timestamp_ns` of `value` into its interval of `intervals` (one per interval).

@@ -280,6 +280,11 @@ impl LineFilters {
         Ok((LineFilters { filters }, covered))
     }
 
+    /// True when there is no filter.
+    pub fn is_empty(&self) -> bool {
+        self.filters.is_empty()
+    }
+
     /// True when every filter keeps `line`.
     pub fn keeps(&self, line: &str) -> bool {
         self.filters.iter().all(|filter| filter.keeps(line))

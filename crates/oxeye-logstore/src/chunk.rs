@@ -151,10 +151,56 @@ pub(crate) fn for_each_encoded_entry(
 ) -> Result<(), LogStoreError> {
     let decoded = match layout {
         ChunkLayout::Rows => decode_rows(encoded, visit),
-        ChunkLayout::Columns => decode_columns(encoded, TimestampUnit::Absent, visit),
-        ChunkLayout::ColumnsTimestampUnit => decode_columns(encoded, TimestampUnit::InHeader, visit),
+        ChunkLayout::Columns => decode_columns(encoded, TimestampUnit::Absent, LinesSection::Present, visit),
+        ChunkLayout::ColumnsTimestampUnit => {
+            decode_columns(encoded, TimestampUnit::InHeader, LinesSection::Present, visit)
+        }
     };
     decoded.map_err(|(offset, reason)| LogStoreError::corrupt(path, offset as u64, reason))
+}
+
+/// As [`for_each_encoded_entry`] for column-encoded chunk data without its lines: `columns` holds the
+/// data up to the end of its structured metadata section ([`columns_end`]) and `encoded_len` is the size
+/// of the whole decompressed data. Each entry is visited with an empty line; the line lengths are still
+/// checked against the lines' bytes.
+///
+/// # Errors
+/// [`LogStoreError::Corrupt`] as [`for_each_encoded_entry`], and for [`ChunkLayout::Rows`], which keeps
+/// lines among the other fields.
+pub(crate) fn for_each_encoded_entry_without_lines(
+    columns: &[u8],
+    encoded_len: usize,
+    layout: ChunkLayout,
+    path: &Path,
+    visit: impl FnMut(i64, &str, &[LabelRef<'_>]),
+) -> Result<(), LogStoreError> {
+    let lines = LinesSection::Absent { bytes: encoded_len.saturating_sub(columns.len()) };
+    let decoded = match layout {
+        ChunkLayout::Rows => Err((0, "row-encoded chunk data cannot be read without its lines".to_string())),
+        ChunkLayout::Columns => decode_columns(columns, TimestampUnit::Absent, lines, visit),
+        ChunkLayout::ColumnsTimestampUnit => decode_columns(columns, TimestampUnit::InHeader, lines, visit),
+    };
+    decoded.map_err(|(offset, reason)| LogStoreError::corrupt(path, offset as u64, reason))
+}
+
+/// Where the end of the structured metadata section of column-encoded chunk data lies (the lines follow
+/// it), read from the data's header in `prefix`; `None` when `prefix` is too short to hold the header, or
+/// the header does not decode (a full decode then names the problem).
+pub(crate) fn columns_end(prefix: &[u8], layout: ChunkLayout) -> Option<usize> {
+    let mut header = Reader::new(prefix);
+    header.uvarint().ok()?;
+    match layout {
+        ChunkLayout::Rows => return None,
+        ChunkLayout::Columns => {}
+        ChunkLayout::ColumnsTimestampUnit => {
+            header.uvarint().ok()?;
+        }
+    }
+    let mut end = 0usize;
+    for _ in 0..3 {
+        end = end.checked_add(usize::try_from(header.uvarint().ok()?).ok()?)?;
+    }
+    end.checked_add(header.offset())
 }
 
 fn decode_rows<'a>(
@@ -183,9 +229,19 @@ enum TimestampUnit {
     InHeader,
 }
 
+/// Whether column-encoded chunk data is decoded with its lines.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LinesSection {
+    /// The lines follow the other sections.
+    Present,
+    /// The data stops after the structured metadata; the lines, `bytes` long in all, are not read.
+    Absent { bytes: usize },
+}
+
 fn decode_columns<'a>(
     encoded: &'a [u8],
     timestamp_unit: TimestampUnit,
+    lines_section: LinesSection,
     mut visit: impl FnMut(i64, &str, &[LabelRef<'_>]),
 ) -> Result<(), (usize, String)> {
     let mut lines = Reader::new(encoded);
@@ -213,20 +269,27 @@ fn decode_columns<'a>(
     // The lines are checked as UTF-8 all at once; each is then cut from the checked text at character
     // boundaries. Should the whole not be UTF-8, lines are checked one by one to name the bad one.
     let lines_start = lines.offset();
-    let lines_text = lines.rest_as_str();
+    let (lines_text, mut unread_line_bytes) = match lines_section {
+        LinesSection::Present => (lines.rest_as_str(), None),
+        LinesSection::Absent { bytes } => (None, Some(bytes)),
+    };
     for position in 0..count {
         let step = if position == 0 { 1 } else { unit_ns };
         let timestamp_ns = previous_ns.wrapping_add(timestamps.varint()?.wrapping_mul(step));
         previous_ns = timestamp_ns;
-        let line_length = lengths.length_of(lines.remaining())?;
-        let line = match lines_text {
-            Some(text) => {
+        let line_length = lengths.length_of(unread_line_bytes.unwrap_or(lines.remaining()))?;
+        let line = match (lines_text, &mut unread_line_bytes) {
+            (_, Some(unread)) => {
+                *unread -= line_length;
+                ""
+            }
+            (Some(text), None) => {
                 let from = lines.offset() - lines_start;
                 lines.take(line_length)?;
                 text.get(from..from + line_length)
                     .ok_or_else(|| (lines_start + from, "line not on a character boundary".to_string()))?
             }
-            None => lines.str_of(line_length)?,
+            (None, None) => lines.str_of(line_length)?,
         };
         read_metadata(&mut metadata_section, metadata_text, &mut metadata)?;
         visit(timestamp_ns, line, &metadata);
@@ -235,6 +298,9 @@ fn decode_columns<'a>(
         if !section.is_empty() {
             return Err((section.offset(), "bytes after the last entry".to_string()));
         }
+    }
+    if unread_line_bytes.is_some_and(|unread| unread > 0) {
+        return Err((lines_start, "bytes after the last entry".to_string()));
     }
     Ok(())
 }
@@ -275,12 +341,84 @@ const MAX_UNCOMPRESSED_CHUNK_BYTES: usize = 1 << 30;
 /// size, or a size-prefixed LZ4 block.
 pub(crate) struct ChunkInflater {
     zstd: Option<zstd::bulk::Decompressor<'static>>,
+    /// For [`ChunkInflater::inflate_columns`], which stops inside a frame.
+    zstd_stream: Option<zstd::stream::raw::Decoder<'static>>,
     buffer: Vec<u8>,
 }
 
+/// Bytes enough for the header of column-encoded chunk data (five varints of at most ten bytes).
+const COLUMNS_HEADER_BYTES: usize = 50;
+
 impl ChunkInflater {
     pub(crate) fn new() -> Self {
-        ChunkInflater { zstd: None, buffer: Vec::new() }
+        ChunkInflater { zstd: None, zstd_stream: None, buffer: Vec::new() }
+    }
+
+    /// Decompresses column-encoded chunk data ([`ChunkLayout::Columns`] and later) only up to the end of
+    /// its structured metadata, leaving the lines, which follow, compressed: zstd decodes a frame block by
+    /// block (128 KiB of data at most each), so a reader of timestamps and metadata alone decompresses the
+    /// blocks before the lines and the first block holding lines. Returns that start of the data
+    /// ([`columns_end`] bytes) and the size of the whole data, for
+    /// [`for_each_encoded_entry_without_lines`]; `None` when the data is not a zstd frame or its header does
+    /// not decode (the caller then decompresses the whole chunk, which names any problem).
+    ///
+    /// # Errors
+    /// [`LogStoreError::Corrupt`] when the frame does not decompress.
+    pub(crate) fn inflate_columns(
+        &mut self,
+        data: &[u8],
+        layout: ChunkLayout,
+        path: &Path,
+    ) -> Result<Option<(&[u8], usize)>, LogStoreError> {
+        use zstd::stream::raw::Operation;
+        let corrupt = |reason: String| LogStoreError::corrupt(path, 0, reason);
+        if layout == ChunkLayout::Rows || !data.starts_with(&ZSTD_MAGIC) {
+            return Ok(None);
+        }
+        let Some(size) = zstd::decompressed_size(data)
+            .and_then(|declared| usize::try_from(declared).ok())
+            .filter(|size| *size <= MAX_UNCOMPRESSED_CHUNK_BYTES)
+        else {
+            return Ok(None);
+        };
+        let decoder = match &mut self.zstd_stream {
+            Some(decoder) => {
+                decoder.reinit().map_err(|error| corrupt(format!("zstd context: {error}")))?;
+                decoder
+            }
+            empty => empty
+                .insert(zstd::stream::raw::Decoder::new().map_err(|error| corrupt(format!("zstd context: {error}")))?),
+        };
+        self.buffer.clear();
+        let (mut read, mut written) = (0usize, 0usize);
+        let mut want = COLUMNS_HEADER_BYTES.min(size);
+        let mut header_read = false;
+        loop {
+            self.buffer.resize(want, 0);
+            while written < want {
+                let input = data.get(read..).unwrap_or_default();
+                let output = self.buffer.get_mut(written..want).unwrap_or_default();
+                let status =
+                    decoder.run_on_buffers(input, output).map_err(|error| corrupt(format!("zstd: {error}")))?;
+                read += status.bytes_read;
+                written += status.bytes_written;
+                if status.bytes_read == 0 && status.bytes_written == 0 {
+                    return Err(corrupt("zstd chunk shorter than its content size".into()));
+                }
+            }
+            if header_read {
+                return Ok(Some((&self.buffer, size)));
+            }
+            header_read = true;
+            match columns_end(&self.buffer, layout).filter(|end| *end <= size) {
+                Some(end) if end <= written => {
+                    self.buffer.truncate(end);
+                    return Ok(Some((&self.buffer, size)));
+                }
+                Some(end) => want = end,
+                None => return Ok(None),
+            }
+        }
     }
 
     pub(crate) fn inflate(&mut self, data: &[u8], path: &Path) -> Result<&[u8], LogStoreError> {
@@ -482,6 +620,87 @@ mod column_tests {
             .filter(|error| error.to_string().contains("character boundary"))
             .count();
         assert_eq!(boundary_errors, 1);
+    }
+
+    /// Entries decoded from the start of a chunk's data (timestamps and metadata, lines left compressed)
+    /// equal the full decode's but for their lines, over a chunk of many zstd blocks; the old LZ4 form
+    /// and damaged frames fall back or fail without panics.
+    #[test]
+    fn columns_decode_without_lines_from_the_start_of_the_frame() {
+        let entries: Vec<LogEntry> = (0..6000i64)
+            .map(|index| {
+                let mut entry = LogEntry::new(
+                    1_700_000_000_000_000_000 + index * 1_000_000,
+                    format!("line {index} {}", "ab".repeat((index % 97) as usize)),
+                );
+                if index % 3 == 0 {
+                    entry
+                        .structured_metadata
+                        .push(Label { name: "trace_id".into(), value: format!("{:032x}", index * 7919) });
+                }
+                entry
+            })
+            .collect();
+        let chunk = SealedChunk::seal(&entries);
+        let encoded_len = encode_columns(&entries).len();
+        assert!(encoded_len > 4 * 128 * 1024, "spans several zstd blocks");
+        let mut inflater = ChunkInflater::new();
+        let mut decoded = Vec::new();
+        let (columns, total) =
+            inflater.inflate_columns(&chunk.data, ChunkLayout::SEALED, Path::new("mem")).unwrap().unwrap();
+        assert_eq!(total, encoded_len);
+        assert!(columns.len() < encoded_len / 4, "{} of {encoded_len} bytes decompressed", columns.len());
+        for_each_encoded_entry_without_lines(
+            columns,
+            total,
+            ChunkLayout::SEALED,
+            Path::new("mem"),
+            |timestamp_ns, line, metadata| {
+                assert!(line.is_empty());
+                decoded.push(LogEntryRef { timestamp_ns, line, structured_metadata: metadata }.to_entry());
+            },
+        )
+        .unwrap();
+        let without_lines: Vec<LogEntry> =
+            entries.iter().map(|entry| LogEntry { line: String::new(), ..entry.clone() }).collect();
+        assert_eq!(decoded, without_lines);
+        // The inflater still decompresses whole chunks after stopping inside a frame.
+        let whole = decode_chunk_data(&chunk.data, ChunkLayout::SEALED, Path::new("mem")).unwrap();
+        assert_eq!(whole, entries);
+        assert_eq!(inflater.inflate(&chunk.data, Path::new("mem")).unwrap().len(), encoded_len);
+        // Line lengths that do not add up to the lines' bytes are an error.
+        let (columns, total) =
+            inflater.inflate_columns(&chunk.data, ChunkLayout::SEALED, Path::new("mem")).unwrap().unwrap();
+        let columns = columns.to_vec();
+        let count_entries = |columns: &[u8], total: usize| {
+            let mut count = 0;
+            for_each_encoded_entry_without_lines(columns, total, ChunkLayout::SEALED, Path::new("mem"), |_, _, _| {
+                count += 1
+            })
+            .map(|()| count)
+        };
+        assert_eq!(count_entries(&columns, total).unwrap(), entries.len());
+        for wrong_total in [total - 1, total + 1] {
+            let result = count_entries(&columns, wrong_total);
+            assert!(result.is_err(), "lines of {wrong_total} bytes instead of {total}");
+        }
+        // LZ4 chunks and rows are not read this way: the caller decompresses them whole.
+        let lz4 = lz4_flex::block::compress_prepend_size(&encode_columns(&entries));
+        assert!(inflater.inflate_columns(&lz4, ChunkLayout::SEALED, Path::new("mem")).unwrap().is_none());
+        assert!(inflater.inflate_columns(&chunk.data, ChunkLayout::Rows, Path::new("mem")).unwrap().is_none());
+        // Truncated or damaged frames: errors or a fallback, never a panic.
+        for cut in [5, 20, 100, chunk.data.len() / 2] {
+            let _ = inflater.inflate_columns(&chunk.data[..cut], ChunkLayout::SEALED, Path::new("mem"));
+        }
+        for position in (4..chunk.data.len()).step_by(97) {
+            let mut damaged = chunk.data.clone();
+            damaged[position] ^= 0x5a;
+            if let Ok(Some((columns, total))) =
+                inflater.inflate_columns(&damaged, ChunkLayout::SEALED, Path::new("mem"))
+            {
+                let _ = count_entries(columns, total);
+            }
+        }
     }
 
     #[test]

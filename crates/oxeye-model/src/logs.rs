@@ -141,6 +141,15 @@ pub trait LogVisitor {
         true
     }
 
+    /// Whether the visitor reads the entries' lines. When it does not, a reader may hand over every entry
+    /// with an empty `line` and leave the lines unread (the log store then decompresses only the
+    /// timestamps and structured metadata of a chunk): `count_over_time` of a stream selector needs nothing
+    /// else. Asked once per scan, before the first batch; a selection with `line_contains` needles reads
+    /// lines anyway. The default reads them.
+    fn reads_lines(&self) -> bool {
+        true
+    }
+
     /// One entry of `stream` inside the selection's window. Within a batch, entries come oldest first;
     /// batches come in the [`ScanOrder`] asked for, so entries of a scan are not globally sorted. Every
     /// entry belongs to the batch [`LogVisitor::wants_batch`] last accepted (`stream` is that batch's).

@@ -23,7 +23,9 @@ use oxeye_model::{LabelRef, Labels, Matcher};
 use super::{Inner, LogStore, StoredChunk, StreamState, read_lock};
 use crate::LogStoreError;
 use crate::bloom::{NeedleKeys, may_contain_all, needle_keys};
-use crate::chunk::{ChunkInflater, ChunkLayout, SealedChunk, for_each_encoded_entry};
+use crate::chunk::{
+    ChunkInflater, ChunkLayout, SealedChunk, for_each_encoded_entry, for_each_encoded_entry_without_lines,
+};
 use crate::encoding::put_entry;
 
 impl Inner {
@@ -77,6 +79,23 @@ impl LogVisitor for Collect {
     }
 }
 
+/// Decompresses and decodes one chunk's `data` of `layout`, calling `visit` per entry; with `lines_unread`,
+/// only the chunk's timestamps and structured metadata when its layout allows (lines are then empty).
+fn visit_chunk(
+    inflater: &mut ChunkInflater,
+    data: &[u8],
+    layout: ChunkLayout,
+    path: &Path,
+    lines_unread: bool,
+    visit: &mut impl FnMut(i64, &str, &[LabelRef<'_>]),
+) -> Result<(), LogStoreError> {
+    if lines_unread && let Some((columns, encoded_len)) = inflater.inflate_columns(data, layout, path)? {
+        return for_each_encoded_entry_without_lines(columns, encoded_len, layout, path, visit);
+    }
+    let encoded = inflater.inflate(data, path)?;
+    for_each_encoded_entry(encoded, layout, path, visit)
+}
+
 impl LogStore {
     /// Reads the entries of the selection; see [`LogReader::select`].
     ///
@@ -123,6 +142,8 @@ impl LogStore {
         };
         let counters = &self.counters;
         let mut inflater = ChunkInflater::new();
+        // Lines are decompressed only when the visitor or a needle reads them.
+        let lines_unread = !visitor.reads_lines() && finders.is_empty();
         for batch in batches {
             let Some(stream) = labels.get(batch.stream) else { continue };
             if !visitor.wants_batch(stream, batch.min_ns.max(start_ns), batch.max_ns.min(end_ns - 1)) {
@@ -147,8 +168,7 @@ impl LogStore {
                     let data = chunk.file.read_data(meta)?;
                     counters.chunk_bytes_read_total.fetch_add(data.len() as u64, Ordering::Relaxed);
                     counters.chunks_read_total.fetch_add(1, Ordering::Relaxed);
-                    let encoded = inflater.inflate(&data, &chunk.file.path)?;
-                    for_each_encoded_entry(encoded, chunk.file.layout, &chunk.file.path, &mut visit)?;
+                    visit_chunk(&mut inflater, &data, chunk.file.layout, &chunk.file.path, lines_unread, &mut visit)?;
                 }
                 BatchSource::Sealed(chunk) => {
                     if !bloom_keys.iter().all(|keys| may_contain_all(&chunk.bloom, keys)) {
@@ -156,8 +176,8 @@ impl LogStore {
                         continue;
                     }
                     counters.chunks_read_total.fetch_add(1, Ordering::Relaxed);
-                    let encoded = inflater.inflate(&chunk.data, Path::new("memory"))?;
-                    for_each_encoded_entry(encoded, ChunkLayout::SEALED, Path::new("memory"), &mut visit)?;
+                    let memory = Path::new("memory");
+                    visit_chunk(&mut inflater, &chunk.data, ChunkLayout::SEALED, memory, lines_unread, &mut visit)?;
                 }
                 BatchSource::Head(encoded) => {
                     for_each_encoded_entry(encoded, ChunkLayout::Rows, Path::new("head"), &mut visit)?
