@@ -374,6 +374,8 @@ impl BlockWriter {
         if chunks.is_empty() {
             return Ok(());
         }
+        // Open head chunks' appendable form is closed before it reaches a block (`docs/format.md`).
+        debug_assert!(chunks.iter().all(|chunk| chunk.0 != Encoding::ScaledIntAppendable));
         #[cfg(debug_assertions)]
         {
             debug_assert!(

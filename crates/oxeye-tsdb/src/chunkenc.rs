@@ -3,12 +3,15 @@
 //! [`Encoding::Xor`] is the Gorilla scheme (Pelkonen et al., VLDB 2015) as Prometheus adapted it:
 //! delta-of-delta timestamps in variable bit widths, values XORed with the previous value and stored as
 //! the meaningful bits only. A regular scrape costs one bit per timestamp and an unchanged value one bit.
-//! The head appends in this encoding.
+//! The head appends in this encoding when values are not exact decimals.
 //!
 //! [`Encoding::ScaledInt`] is for closed chunks whose values are all exact decimals `n / 10^k`
 //! (integer counters, gauges with a few decimals): the integers `n` as deltas or deltas of deltas, and
 //! runs of zeros (unchanged values, perfectly regular timestamps) collapsed, so a constant series costs
 //! about a byte per ten samples. [`encode_best`] and [`recode_closed`] pick the smaller encoding.
+//!
+//! [`Encoding::ScaledIntAppendable`] is the head's open-chunk form of the same integers, written sample
+//! by sample ([`HeadAppender`]); closed chunks are re-encoded out of it, so blocks never hold it.
 //! The exact bit layouts are in `docs/format.md`.
 //!
 //! A chunk's bytes start with the number of samples (`u16`, big-endian) followed by the bit stream.
@@ -16,6 +19,10 @@
 //! [`MAX_CHUNK_BYTES`] bytes and at block boundaries.
 
 use std::fmt;
+
+mod appendable;
+
+pub use appendable::{HeadAppender, ScaledIntAppendableIterator};
 
 /// The head starts a new chunk after this many samples (Prometheus' 120).
 pub const MAX_SAMPLES_PER_CHUNK: u16 = 120;
@@ -33,6 +40,10 @@ pub enum Encoding {
     /// and the integers `n` as deltas or deltas of deltas in variable bit widths. Closed chunks are
     /// re-encoded this way when it is smaller than XOR.
     ScaledInt,
+    /// The same integers in append order, for open head chunks ([`HeadAppender`]): per sample the
+    /// timestamp's delta of delta (left out while the timestamps stay evenly spaced) and the integer's
+    /// delta of delta. In WAL checkpoints, never in blocks.
+    ScaledIntAppendable,
 }
 
 impl Encoding {
@@ -41,6 +52,7 @@ impl Encoding {
         match self {
             Encoding::Xor => 1,
             Encoding::ScaledInt => 2,
+            Encoding::ScaledIntAppendable => 3,
         }
     }
 
@@ -49,6 +61,7 @@ impl Encoding {
         match byte {
             1 => Some(Encoding::Xor),
             2 => Some(Encoding::ScaledInt),
+            3 => Some(Encoding::ScaledIntAppendable),
             _ => None,
         }
     }
@@ -544,9 +557,7 @@ impl XorAppender {
     /// first bytes (the first timestamp is a byte-aligned varint after the header), so every open head
     /// chunk saves keeping it.
     pub fn first_timestamp_ms(&self) -> i64 {
-        let Some(stream) = self.bytes().get(2..).filter(|_| self.num_samples() > 0) else { return 0 };
-        // The appender wrote it, so it decodes.
-        read_varint_bits(&mut BitReader { bytes: stream, position: 0 }).unwrap_or(0)
+        first_timestamp_ms(self.bytes(), 2)
     }
 
     /// The chunk's current size in bytes.
@@ -566,26 +577,166 @@ impl XorAppender {
 
     /// Consumes the appender into the chunk's bytes.
     pub fn into_bytes(self) -> Vec<u8> {
-        let mut bytes = self.buffer.into_vec();
-        bytes.truncate(self.used as usize);
-        bytes
+        chunk_of_buffer(self.buffer, self.used)
     }
 
-    /// Bits the sample after the current ones takes in the stream (for the first sample, the most any
-    /// sample takes).
-    fn sample_bits(&self, num_samples: u16, timestamp_ms: i64, value_bits: u64) -> u32 {
-        if num_samples == 0 {
-            return MAX_SAMPLE_BYTES as u32 * 8;
-        }
-        let delta = timestamp_ms.wrapping_sub(self.timestamp_ms);
-        let state = XorState {
+    fn state(&self) -> XorState {
+        XorState {
             timestamp_ms: self.timestamp_ms,
             delta_ms: self.delta_ms,
             value_bits: self.value_bits,
             leading: self.leading,
             trailing: self.trailing,
+        }
+    }
+
+    /// Bits the sample after the current ones takes in the stream (for the first sample, the most any
+    /// sample takes).
+    #[cfg(test)]
+    fn sample_bits(&self, num_samples: u16, timestamp_ms: i64, value_bits: u64) -> u32 {
+        xor_sample_bits(&self.state(), num_samples, timestamp_ms, value_bits)
+    }
+
+    /// Appends one sample; the value is stored by its bits, so every NaN (the staleness marker included)
+    /// comes back bit for bit. Must not be called with more than `u16::MAX` samples.
+    pub fn append(&mut self, timestamp_ms: i64, value: f64) {
+        let num_samples = self.num_samples();
+        let mut state = self.state();
+        (self.used, self.free_bits) = append_xor_sample(
+            &mut self.buffer,
+            self.used,
+            self.free_bits,
+            num_samples,
+            &mut state,
+            timestamp_ms,
+            value,
+        );
+        self.timestamp_ms = state.timestamp_ms;
+        self.delta_ms = state.delta_ms;
+        self.value_bits = state.value_bits;
+        self.leading = state.leading;
+        self.trailing = state.trailing;
+    }
+}
+
+/// Appends one sample to the XOR chunk in `buffer` (`used` bytes, `free_bits` unused in the last) with
+/// `num_samples` samples before it, and advances `state` to it; returns the new `used` and `free_bits`.
+fn append_xor_sample(
+    buffer: &mut Box<[u8]>,
+    used: u32,
+    free_bits: u8,
+    num_samples: u16,
+    state: &mut XorState,
+    timestamp_ms: i64,
+    value: f64,
+) -> (u32, u8) {
+    let value_bits = value.to_bits();
+    let room = ChunkRoom { num_samples, first_sample_end: xor_first_sample_end };
+    let sample_bits = || xor_sample_bits(state, num_samples, timestamp_ms, value_bits);
+    let mut writer = room.writer(buffer, used, free_bits, sample_bits);
+    write_xor_sample(&mut writer, state, num_samples, timestamp_ms, value_bits);
+    set_sample_count(&mut writer, num_samples.saturating_add(1));
+    room.store(writer, buffer)
+}
+
+/// The first timestamp of a chunk whose stream starts with it as a varint after `header_bytes`, 0
+/// for a chunk without samples.
+fn first_timestamp_ms(bytes: &[u8], header_bytes: usize) -> i64 {
+    let has_samples = matches!(bytes, [high, low, ..] if (*high, *low) != (0, 0));
+    let Some(stream) = bytes.get(header_bytes..).filter(|_| has_samples) else { return 0 };
+    // An appender wrote it, so it decodes.
+    read_varint_bits(&mut BitReader { bytes: stream, position: 0 }).unwrap_or(0)
+}
+
+/// An open chunk's bytes out of its buffer (`used` bytes, then room).
+fn chunk_of_buffer(buffer: Box<[u8]>, used: u32) -> Vec<u8> {
+    let mut bytes = buffer.into_vec();
+    bytes.truncate(used as usize);
+    bytes
+}
+
+/// Bits an XOR sample takes after `num_samples` others (for the first sample, the most any sample takes).
+fn xor_sample_bits(state: &XorState, num_samples: u16, timestamp_ms: i64, value_bits: u64) -> u32 {
+    if num_samples == 0 {
+        return MAX_SAMPLE_BYTES as u32 * 8;
+    }
+    let delta = timestamp_ms.wrapping_sub(state.timestamp_ms);
+    varbit_cost(delta.wrapping_sub(state.delta_ms)) + ValueCode::of(state, value_bits ^ state.value_bits).bits()
+}
+
+/// Writes one XOR sample after `num_samples` others and advances `state` to it.
+fn write_xor_sample(
+    writer: &mut BitWriter,
+    state: &mut XorState,
+    num_samples: u16,
+    timestamp_ms: i64,
+    value_bits: u64,
+) {
+    if num_samples == 0 {
+        write_varint_bits(writer, timestamp_ms);
+        writer.write_bits(value_bits, 64);
+        state.value_bits = value_bits;
+    } else {
+        let delta = timestamp_ms.wrapping_sub(state.timestamp_ms);
+        write_varbit(writer, delta.wrapping_sub(state.delta_ms));
+        write_value(writer, state, value_bits);
+        state.delta_ms = delta;
+    }
+    state.timestamp_ms = timestamp_ms;
+}
+
+/// Where the first sample of an XOR chunk ends: the header, the varint timestamp and the raw value.
+fn xor_first_sample_end(bytes: &[u8]) -> usize {
+    2 + varint_length(bytes.get(2..).unwrap_or_default()) + 8
+}
+
+/// The bytes of the varint at the start of `bytes` (its last byte is below `0x80`).
+fn varint_length(bytes: &[u8]) -> usize {
+    bytes.iter().take_while(|byte| **byte >= 0x80).count() + 1
+}
+
+/// Writes the sample count into a chunk's first two bytes.
+fn set_sample_count(writer: &mut BitWriter, num_samples: u16) {
+    if let Some(slot) = writer.bytes.get_mut(..2) {
+        slot.copy_from_slice(&num_samples.to_be_bytes());
+    }
+}
+
+/// How an open chunk's buffer makes room for its next sample: the buffer's length is its capacity, the
+/// chunk is its first `used` bytes, and the rest is zeroed room.
+struct ChunkRoom<F> {
+    /// Samples in the chunk before this one.
+    num_samples: u16,
+    /// Where the chunk's first sample ends, from its bytes: the first sample costs far more than the
+    /// others, so projections leave it out.
+    first_sample_end: F,
+}
+
+impl<F: Fn(&[u8]) -> usize> ChunkRoom<F> {
+    /// The chunk as a bit writer with room for the next sample, whose exact size `sample_bits` gives
+    /// (asked only when the worst case might not fit: most samples skip it).
+    fn writer(&self, buffer: &mut Box<[u8]>, used: u32, free_bits: u8, sample_bits: impl FnOnce() -> u32) -> BitWriter {
+        let used = used as usize;
+        let needed_bytes = if buffer.len() - used >= MAX_SAMPLE_BYTES {
+            0
+        } else {
+            sample_bits().saturating_sub(u32::from(free_bits)).div_ceil(8) as usize
         };
-        varbit_cost(delta.wrapping_sub(self.delta_ms)) + ValueCode::of(&state, value_bits ^ self.value_bits).bits()
+        let mut bytes = std::mem::take(buffer).into_vec();
+        bytes.truncate(used);
+        self.reserve_for_sample(&mut bytes, needed_bytes);
+        BitWriter { bytes, free_bits: u32::from(free_bits) }
+    }
+
+    /// Puts the written chunk back into `buffer`; returns its used bytes and free bits.
+    fn store(&self, writer: BitWriter, buffer: &mut Box<[u8]>) -> (u32, u8) {
+        let BitWriter { mut bytes, free_bits } = writer;
+        // A chunk stays far below 4 GiB (at most `u16::MAX` samples of at most 20 bytes).
+        let used = bytes.len() as u32;
+        // Zero the room behind the chunk and keep it: a full-length boxed slice keeps the capacity.
+        bytes.resize(bytes.capacity(), 0);
+        *buffer = bytes.into_boxed_slice();
+        (used, free_bits as u8)
     }
 
     /// Grows the buffer, if needed, so that `needed_bytes` more bytes fit. A head chunk stays open for
@@ -595,82 +746,30 @@ impl XorAppender {
     /// hands out anyway). Projected short rather than long: a chunk that outgrows its projection is
     /// projected again from more samples (one copy of a few hundred bytes), while room never used costs
     /// every open chunk all its life (100k series of the fleet workload: 176.2 bytes of capacity for
-    /// 138.1 used with a sixteenth added, 168.4 with none, 163.2 with a sixteenth taken off). The room is checked against the sample's exact size, so no worst-case
-    /// sample's room is kept spare. One or two reallocations per chunk: growing in many small steps
-    /// instead leaves a partly used slab of the allocator behind in every size class passed (1M series
-    /// measured: more resident memory than doubling), and doubling leaves up to half of it unused.
-    fn reserve_for_sample(bytes: &mut Vec<u8>, num_samples: u16, needed_bytes: usize) {
+    /// 138.1 used with a sixteenth added, 168.4 with none, 163.2 with a sixteenth taken off). The room
+    /// is checked against the sample's exact size, so no worst-case sample's room is kept spare. One or
+    /// two reallocations per chunk: growing in many small steps instead leaves a partly used slab of the
+    /// allocator behind in every size class passed (1M series measured: more resident memory than
+    /// doubling), and doubling leaves up to half of it unused.
+    fn reserve_for_sample(&self, bytes: &mut Vec<u8>, needed_bytes: usize) {
         // Samples seen before projecting.
         const PROJECT_AFTER_SAMPLES: u16 = 16;
+        let num_samples = self.num_samples;
         let used = bytes.len();
         if bytes.capacity() - used >= needed_bytes {
             return;
         }
         let wanted = if (PROJECT_AFTER_SAMPLES..MAX_SAMPLES_PER_CHUNK).contains(&num_samples) && used < MAX_CHUNK_BYTES
         {
-            // The first sample (header, varint timestamp, raw value) costs far more than the others.
-            let timestamp_bytes =
-                bytes.get(2..).map_or(0, |rest| rest.iter().take_while(|byte| **byte >= 0x80).count() + 1);
-            let first = 2 + timestamp_bytes + 8;
+            let first = (self.first_sample_end)(bytes);
             let per_sample = used.saturating_sub(first) as f64 / f64::from(num_samples - 1);
             let projected = used + (per_sample * f64::from(MAX_SAMPLES_PER_CHUNK - num_samples)) as usize;
             (projected - projected / 16).min(MAX_CHUNK_BYTES + MAX_SAMPLE_BYTES)
         } else {
-            bytes.capacity() * 2
+            // A new chunk starts with room for its first samples, so it does not reallocate at every byte.
+            (bytes.capacity() * 2).max(32)
         };
         bytes.reserve_exact(allocator_size_class(wanted.max(used + needed_bytes)) - used);
-    }
-
-    /// Appends one sample; the value is stored by its bits, so every NaN (the staleness marker included)
-    /// comes back bit for bit. Must not be called with more than `u16::MAX` samples.
-    pub fn append(&mut self, timestamp_ms: i64, value: f64) {
-        let value_bits = value.to_bits();
-        let num_samples = self.num_samples();
-        let used = self.used as usize;
-        let room = self.buffer.len() - used;
-        // The exact size only when the worst case might not fit: most samples skip it.
-        let needed_bytes = if room >= MAX_SAMPLE_BYTES {
-            0
-        } else {
-            (self.sample_bits(num_samples, timestamp_ms, value_bits).saturating_sub(u32::from(self.free_bits)))
-                .div_ceil(8) as usize
-        };
-        let mut bytes = std::mem::take(&mut self.buffer).into_vec();
-        bytes.truncate(used);
-        Self::reserve_for_sample(&mut bytes, num_samples, needed_bytes);
-        let mut writer = BitWriter { bytes, free_bits: u32::from(self.free_bits) };
-        if num_samples == 0 {
-            write_varint_bits(&mut writer, timestamp_ms);
-            writer.write_bits(value_bits, 64);
-            self.value_bits = value_bits;
-        } else {
-            let delta = timestamp_ms.wrapping_sub(self.timestamp_ms);
-            write_varbit(&mut writer, delta.wrapping_sub(self.delta_ms));
-            let mut state = XorState {
-                timestamp_ms: self.timestamp_ms,
-                delta_ms: self.delta_ms,
-                value_bits: self.value_bits,
-                leading: self.leading,
-                trailing: self.trailing,
-            };
-            write_value(&mut writer, &mut state, value_bits);
-            self.value_bits = state.value_bits;
-            self.leading = state.leading;
-            self.trailing = state.trailing;
-            self.delta_ms = delta;
-        }
-        self.timestamp_ms = timestamp_ms;
-        let mut bytes = writer.bytes;
-        self.free_bits = writer.free_bits as u8;
-        let header = num_samples.saturating_add(1).to_be_bytes();
-        if let Some(slot) = bytes.get_mut(..2) {
-            slot.copy_from_slice(&header);
-        }
-        // A chunk stays far below 4 GiB (at most `u16::MAX` samples of at most 20 bytes).
-        self.used = bytes.len() as u32;
-        // Zero the room behind the chunk and keep it: a full-length boxed slice keeps the capacity.
-        bytes.resize(bytes.capacity(), 0);
-        self.buffer = bytes.into_boxed_slice();
     }
 }
 
@@ -1143,6 +1242,8 @@ pub enum ChunkIterator<'a> {
     Xor(XorIterator<'a>),
     /// An [`Encoding::ScaledInt`] chunk.
     ScaledInt(ScaledIntIterator),
+    /// An [`Encoding::ScaledIntAppendable`] chunk.
+    ScaledIntAppendable(ScaledIntAppendableIterator<'a>),
 }
 
 impl<'a> ChunkIterator<'a> {
@@ -1154,6 +1255,9 @@ impl<'a> ChunkIterator<'a> {
         Ok(match encoding {
             Encoding::Xor => ChunkIterator::Xor(XorIterator::new(bytes)?),
             Encoding::ScaledInt => ChunkIterator::ScaledInt(ScaledIntIterator::new(bytes)?),
+            Encoding::ScaledIntAppendable => {
+                ChunkIterator::ScaledIntAppendable(ScaledIntAppendableIterator::new(bytes)?)
+            }
         })
     }
 
@@ -1165,6 +1269,7 @@ impl<'a> ChunkIterator<'a> {
         match self {
             ChunkIterator::Xor(iterator) => iterator.next_sample(),
             ChunkIterator::ScaledInt(iterator) => iterator.next_sample(),
+            ChunkIterator::ScaledIntAppendable(iterator) => iterator.next_sample(),
         }
     }
 }
@@ -1213,25 +1318,35 @@ pub fn encode_best(samples: &[oxeye_model::Sample]) -> (Encoding, Vec<u8>) {
     best
 }
 
-/// Re-encodes a closed XOR chunk into its smallest encoding; returns the input when XOR stays
-/// smallest or the chunk cannot be read.
+/// Re-encodes a closed chunk into its smallest encoding: an XOR chunk into scaled integers when that
+/// is smaller, an [`Encoding::ScaledIntAppendable`] one always into [`Encoding::ScaledInt`] (or XOR), so
+/// closed chunks and blocks hold only encodings 1 and 2. Returns the input when XOR stays smallest or
+/// the chunk cannot be read.
 pub fn recode_closed(encoding: Encoding, bytes: Vec<u8>) -> (Encoding, Vec<u8>) {
+    let appendable = encoding == Encoding::ScaledIntAppendable;
     SCRATCH.with(|scratch| {
         let mut scratch = scratch.borrow_mut();
         let mut samples = std::mem::take(&mut scratch.samples);
         samples.clear();
-        let recoded = if decode_into(encoding, &bytes, i64::MIN, i64::MAX, &mut samples).is_ok()
-            && let Some(scale) = decimal_scale(&samples)
+        let recoded = if decode_into(encoding, &bytes, i64::MIN, i64::MAX, &mut samples).is_err() {
+            None
+        } else if let Some(scale) = decimal_scale(&samples)
+            && let Some(scaled) = encode_scaled(&samples, scale, &mut scratch)
+            && (appendable || scaled.len() < bytes.len())
         {
-            encode_scaled(&samples, scale, &mut scratch).filter(|scaled| scaled.len() < bytes.len())
+            Some((Encoding::ScaledInt, scaled))
+        } else if appendable {
+            // Not `encode_best`: it takes the scratch buffers this closure holds.
+            let mut xor = XorAppender::new();
+            for sample in &samples {
+                xor.append(sample.timestamp_ms, sample.value);
+            }
+            Some((Encoding::Xor, xor.into_bytes()))
         } else {
             None
         };
         scratch.samples = samples;
-        match recoded {
-            Some(scaled) => (Encoding::ScaledInt, scaled),
-            None => (encoding, bytes),
-        }
+        recoded.unwrap_or((encoding, bytes))
     })
 }
 
@@ -1455,7 +1570,7 @@ mod tests {
 
         #[test]
         fn damaged_chunks_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
-            for encoding in [Encoding::Xor, Encoding::ScaledInt] {
+            for encoding in [Encoding::Xor, Encoding::ScaledInt, Encoding::ScaledIntAppendable] {
                 if let Ok(mut iterator) = ChunkIterator::new(encoding, &bytes) {
                     while let Ok(Some(_)) = iterator.next_sample() {}
                 }

@@ -123,8 +123,8 @@ fn run_pass(shared: &Shared) -> Result<MaintenanceReport, TsdbError> {
     Ok(report)
 }
 
-/// The chunks of one head series within `[mint_ms, maxt_ms)`: whole chunks copied, partial ones
-/// re-encoded.
+/// The chunks of one head series within `[mint_ms, maxt_ms)`: whole chunks copied (an open one in
+/// the appendable form closed), partial ones re-encoded.
 fn head_chunks_in_range(
     shared: &Shared,
     series: &MemSeries,
@@ -136,6 +136,12 @@ fn head_chunks_in_range(
     let mut partial = Vec::new();
     for (encoding, chunk_mint, chunk_maxt, bytes) in resolve_chunks(pending, &shared.head_chunks)? {
         if chunk_mint >= mint_ms && chunk_maxt < maxt_ms {
+            // An open chunk in its appendable form is closed for the block: blocks hold encodings 1 and 2.
+            let (encoding, bytes) = if encoding == chunkenc::Encoding::ScaledIntAppendable {
+                chunkenc::recode_closed(encoding, bytes)
+            } else {
+                (encoding, bytes)
+            };
             chunks.push((encoding, chunk_mint, chunk_maxt, bytes));
         } else {
             chunkenc::decode_into(encoding, &bytes, mint_ms, maxt_ms - 1, &mut partial)

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 
 use oxeye_model::{LabelRef, Labels};
 
-use crate::chunkenc::{self, ChunkDecodeError, Encoding, MAX_CHUNK_BYTES, MAX_SAMPLES_PER_CHUNK, XorAppender};
+use crate::chunkenc::{self, ChunkDecodeError, Encoding, HeadAppender, MAX_CHUNK_BYTES, MAX_SAMPLES_PER_CHUNK};
 use crate::head_chunks::{DiskChunkRef, HeadChunkFiles};
 use crate::head_refs::SeriesRefs;
 use crate::postings::MemPostings;
@@ -167,11 +167,11 @@ pub(crate) fn resolve_chunks(
     Ok(out)
 }
 
-/// The chunk being appended to; its oldest and newest timestamps are the appender's. It keeps no field
-/// of its own: every active series holds one.
+/// The chunk being appended to, in scaled integers or XOR ([`HeadAppender`]); its oldest and newest
+/// timestamps are the appender's. It keeps no field of its own: every active series holds one.
 #[derive(Debug)]
 pub(crate) struct OpenChunk {
-    pub(crate) appender: XorAppender,
+    pub(crate) appender: HeadAppender,
 }
 
 impl OpenChunk {
@@ -261,11 +261,12 @@ impl SeriesState {
                 open.appender.num_samples() >= MAX_SAMPLES_PER_CHUNK
                     || open.appender.size_bytes() >= MAX_CHUNK_BYTES
                     || timestamp_ms >= open.boundary_ms(chunk_range_ms)
+                    || !open.appender.accepts_timestamp(timestamp_ms)
             }
         };
         if must_cut {
             self.cut_open_chunk();
-            self.tail = Tail::Open(OpenChunk { appender: XorAppender::new() });
+            self.tail = Tail::Open(OpenChunk { appender: HeadAppender::new() });
         }
         if let Tail::Open(open) = &mut self.tail {
             open.appender.append(timestamp_ms, value);
@@ -280,7 +281,8 @@ impl SeriesState {
         if let Tail::Open(open) = tail {
             // Closed chunks never change again: store them in their smallest encoding.
             let (mint_ms, maxt_ms) = (open.mint_ms(), open.maxt_ms());
-            let (encoding, bytes) = chunkenc::recode_closed(Encoding::Xor, open.appender.into_bytes());
+            let encoding = open.appender.encoding();
+            let (encoding, bytes) = chunkenc::recode_closed(encoding, open.appender.into_bytes());
             let data = ChunkData::Memory(bytes.into_boxed_slice());
             self.push_closed(HeadChunk { mint_ms, maxt_ms, encoding, data });
         }
@@ -324,11 +326,10 @@ impl SeriesState {
                 };
                 (chunk.encoding, chunk.mint_ms, chunk.maxt_ms, bytes)
             })
-            .chain(
-                self.open().into_iter().map(|open| {
-                    (Encoding::Xor, open.mint_ms(), open.maxt_ms(), ChunkBytes::Memory(open.appender.bytes()))
-                }),
-            )
+            .chain(self.open().into_iter().map(|open| {
+                let bytes = ChunkBytes::Memory(open.appender.bytes());
+                (open.appender.encoding(), open.mint_ms(), open.maxt_ms(), bytes)
+            }))
     }
 
     /// Copies of the chunks overlapping `[mint_ms, maxt_ms]`, to read after the lock is released.
@@ -359,7 +360,8 @@ impl SeriesState {
     }
 
     /// Restores chunks from a checkpoint: all but the last are closed; the last stays open for appends
-    /// when it is an XOR chunk. Chunks not newer than the series' newest sample are skipped.
+    /// when it is in one of the head's open encodings (XOR or appendable scaled integers). Chunks not
+    /// newer than the series' newest sample are skipped.
     pub(crate) fn restore_chunks(
         &mut self,
         chunks: Vec<(Encoding, i64, i64, Vec<u8>)>,
@@ -368,28 +370,28 @@ impl SeriesState {
         let mut chunks: Vec<_> = chunks.into_iter().filter(|chunk| chunk.2 > newest_ms).collect();
         let Some((last_encoding, last_mint_ms, last_maxt_ms, last_bytes)) = chunks.pop() else { return Ok(()) };
         // Decode the newest chunk before changing anything, so a damaged one leaves the series as it was.
-        let last = if last_encoding == Encoding::Xor {
-            let appender = XorAppender::from_bytes(&last_bytes)?;
-            if appender.num_samples() == 0 {
-                return Ok(());
+        let (last, last_closed) = match HeadAppender::from_bytes(last_encoding, &last_bytes)? {
+            Some(appender) if appender.num_samples() == 0 => return Ok(()),
+            Some(appender) => (Tail::Open(OpenChunk { appender }), None),
+            None => {
+                let tail = Tail::Closed {
+                    max_time_ms: last_maxt_ms,
+                    last_value_bits: last_value_bits(last_encoding, &last_bytes)?,
+                };
+                (tail, Some((last_encoding, last_mint_ms, last_maxt_ms, last_bytes)))
             }
-            Tail::Open(OpenChunk { appender })
-        } else {
-            Tail::Closed { max_time_ms: last_maxt_ms, last_value_bits: last_value_bits(last_encoding, &last_bytes)? }
         };
         self.cut_open_chunk();
         let mut closed = std::mem::take(&mut self.closed).into_vec();
-        closed.reserve_exact(chunks.len() + usize::from(last_encoding != Encoding::Xor));
-        for (encoding, mint_ms, maxt_ms, bytes) in chunks {
+        closed.reserve_exact(chunks.len() + usize::from(last_closed.is_some()));
+        for (encoding, mint_ms, maxt_ms, bytes) in chunks.into_iter().chain(last_closed) {
+            // Closed chunks hold only encodings 1 and 2 (a checkpoint's last chunk may be appendable).
+            let (encoding, bytes) = if encoding == Encoding::ScaledIntAppendable {
+                chunkenc::recode_closed(encoding, bytes)
+            } else {
+                (encoding, bytes)
+            };
             closed.push(HeadChunk { mint_ms, maxt_ms, encoding, data: ChunkData::Memory(bytes.into_boxed_slice()) });
-        }
-        if last_encoding != Encoding::Xor {
-            closed.push(HeadChunk {
-                mint_ms: last_mint_ms,
-                maxt_ms: last_maxt_ms,
-                encoding: last_encoding,
-                data: ChunkData::Memory(last_bytes.into_boxed_slice()),
-            });
         }
         self.closed = closed.into_boxed_slice();
         self.tail = last;
@@ -1313,7 +1315,7 @@ mod size_budget {
     #[test]
     fn per_series_structures_stay_within_budget() {
         assert!(std::mem::size_of::<super::MemSeries>() <= 96, "{}", std::mem::size_of::<super::MemSeries>());
-        assert!(std::mem::size_of::<crate::chunkenc::XorAppender>() <= 48);
+        assert!(std::mem::size_of::<crate::chunkenc::HeadAppender>() <= 48);
         // The open chunk is the appender alone, and the tail enum finds its tag in the appender's niche.
         assert!(std::mem::size_of::<super::Tail>() <= 48);
     }
