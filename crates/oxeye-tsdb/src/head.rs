@@ -1292,6 +1292,24 @@ mod tests {
         }
     }
 
+    /// Checkpoints written before open chunks had an appendable scaled-integer form end in an XOR chunk.
+    #[test]
+    fn an_xor_open_chunk_of_an_older_checkpoint_stays_open() {
+        let mut xor = chunkenc::XorAppender::new();
+        for index in 0..10 {
+            xor.append(index * 1000, index as f64);
+        }
+        let mut restored = SeriesState::new();
+        restored.restore_chunks(vec![(Encoding::Xor, 0, 9_000, xor.into_bytes())]).unwrap();
+        assert_eq!(restored.open().map(|open| open.appender.encoding()), Some(Encoding::Xor));
+        assert_eq!(restored.append(10_000, 10.0, 10_000_000), SeriesAppend::Appended);
+        let mut samples = Vec::new();
+        restored.samples_in(i64::MIN, i64::MAX, &mut samples).unwrap();
+        let expected: Vec<oxeye_model::Sample> =
+            (0..11).map(|index| oxeye_model::Sample { timestamp_ms: index * 1000, value: index as f64 }).collect();
+        assert_eq!(samples, expected);
+    }
+
     #[test]
     fn truncate_removes_empty_series_but_not_held_ones() {
         let head = Head::new(1000);
