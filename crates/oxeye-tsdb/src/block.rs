@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::TsdbError;
 use crate::chunkenc::{self, Encoding};
-use crate::chunks::{ChunkReader, ChunkWriter};
+use crate::chunks::{ChunkCaching, ChunkReader, ChunkWriter};
 use crate::index::{self, BlockIndex, ChunkMeta, IndexSeries};
 
 /// The `meta.json` format version written by this code.
@@ -106,6 +106,16 @@ pub(crate) type SeriesSamples = (Labels, Vec<Sample>);
 /// samples stay small beside the query's own state.
 const STREAM_BATCH_SERIES: usize = 512;
 
+/// Selections of at most this many series keep their chunks in the block's chunk reader
+/// ([`ChunkCaching::Remember`]): what a dashboard's joins and single-metric panels read again at each
+/// refresh. Larger selections read past it, so they do not push those out.
+const REMEMBERED_SELECTION_SERIES: usize = STREAM_BATCH_SERIES;
+
+/// How a selection of `series` series reads its chunks.
+fn chunk_caching(series: usize) -> ChunkCaching {
+    if series <= REMEMBERED_SELECTION_SERIES { ChunkCaching::Remember } else { ChunkCaching::Bypass }
+}
+
 /// The series of one block that match a selection, each with its chunks overlapping a window, in label
 /// order, read from the index [`STREAM_BATCH_SERIES`] series at a time: what a query merging several
 /// blocks walks through side by side.
@@ -163,6 +173,11 @@ impl<'b> BlockSeriesCursor<'b> {
     pub(crate) fn block(&self) -> &'b Block {
         self.block
     }
+
+    /// How this selection reads its chunks: remembered when it is small.
+    pub(crate) fn chunk_caching(&self) -> ChunkCaching {
+        chunk_caching(self.ids.len())
+    }
 }
 
 /// Why [`Block::for_each_series`] stopped early.
@@ -213,7 +228,7 @@ impl Block {
             .iter()
             .flat_map(|(_, chunks)| chunks.iter().map(|chunk| (chunk.chunk_ref, chunk.entry_bytes)))
             .collect();
-        let mut chunk_data = self.chunks.read_many(&wanted)?.into_iter();
+        let mut chunk_data = self.chunks.read_many(&wanted, chunk_caching(selected.len()))?.into_iter();
         let mut out = Vec::with_capacity(selected.len());
         for (labels, chunks) in selected {
             let mut samples = Vec::new();
@@ -270,6 +285,7 @@ impl Block {
         visit: &mut dyn FnMut(Labels, Vec<Sample>) -> Result<(), E>,
     ) -> Result<(), StreamError<E>> {
         let ids: Vec<u32> = self.index.postings.select(matchers).iter().collect();
+        let caching = chunk_caching(ids.len());
         let mut wanted: Vec<(u64, u32)> = Vec::new();
         for batch in ids.chunks(STREAM_BATCH_SERIES) {
             let entries = self.index.read_series_projected(batch, keep_label).map_err(StreamError::Read)?;
@@ -286,7 +302,7 @@ impl Block {
                 );
                 chunk_counts.push(wanted.len() - before);
             }
-            let mut chunk_data = self.chunks.read_many(&wanted).map_err(StreamError::Read)?.into_iter();
+            let mut chunk_data = self.chunks.read_many(&wanted, caching).map_err(StreamError::Read)?.into_iter();
             for (entry, chunk_count) in entries.into_iter().zip(chunk_counts) {
                 if chunk_count == 0 {
                     continue;
@@ -305,28 +321,35 @@ impl Block {
         Ok(())
     }
 
-    /// Decodes the samples in `[mint_ms, maxt_ms]` of `chunks` (from [`Block::select_chunks`]) into `out`.
+    /// Decodes the samples in `[mint_ms, maxt_ms]` of `chunks` (from [`Block::select_chunks`]) into `out`,
+    /// reading the chunks with `caching`.
     ///
     /// # Errors
     /// When a chunk cannot be read or decoded.
     pub(crate) fn decode_chunks_into(
         &self,
         chunks: &[ChunkMeta],
+        caching: ChunkCaching,
         mint_ms: i64,
         maxt_ms: i64,
         out: &mut Vec<Sample>,
     ) -> Result<(), TsdbError> {
-        for (encoding, _, _, bytes) in self.series_chunks(chunks)? {
+        for (encoding, _, _, bytes) in self.series_chunks(chunks, caching)? {
             chunkenc::decode_into(encoding, &bytes, mint_ms, maxt_ms, out)
                 .map_err(|error| TsdbError::corrupt(self.dir.join(CHUNKS_DIR), error.to_string()))?;
         }
         Ok(())
     }
 
-    /// Every chunk of each series entry, read from disk: `(encoding, mint, maxt, bytes)`.
-    pub(crate) fn series_chunks(&self, chunks: &[ChunkMeta]) -> Result<Vec<OwnedChunk>, TsdbError> {
+    /// Every chunk of each series entry, read from disk (or the chunk reader's memory) with `caching`:
+    /// `(encoding, mint, maxt, bytes)`.
+    pub(crate) fn series_chunks(
+        &self,
+        chunks: &[ChunkMeta],
+        caching: ChunkCaching,
+    ) -> Result<Vec<OwnedChunk>, TsdbError> {
         let wanted: Vec<(u64, u32)> = chunks.iter().map(|chunk| (chunk.chunk_ref, chunk.entry_bytes)).collect();
-        let data = self.chunks.read_many(&wanted)?;
+        let data = self.chunks.read_many(&wanted, caching)?;
         Ok(chunks
             .iter()
             .zip(data)

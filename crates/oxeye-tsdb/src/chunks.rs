@@ -186,6 +186,63 @@ fn uvarint_len(mut value: u64) -> usize {
 /// Inflated frames a [`ChunkReader`] keeps across calls.
 const RECENT_FRAMES: usize = 4;
 
+/// The most bytes of chunk data (plus [`REMEMBERED_ENTRY_OVERHEAD_BYTES`] per chunk) a [`ChunkReader`]
+/// keeps for [`ChunkCaching::Remember`] reads. A dashboard's small selection (a join's 100 float series,
+/// about 1 KiB per XOR chunk) fits; its frames would take 64 KiB each.
+const REMEMBERED_CHUNK_BYTES: usize = 256 << 10;
+
+/// What one remembered chunk costs beside its data: the map entry, the order entry and the allocation.
+const REMEMBERED_ENTRY_OVERHEAD_BYTES: usize = 48;
+
+/// Whether [`ChunkReader::read_many`] keeps the chunks it reads for later calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChunkCaching {
+    /// Keep them (oldest dropped first beyond [`REMEMBERED_CHUNK_BYTES`]): a small selection that a
+    /// dashboard repeats, whose chunks are spread over more frames than [`RECENT_FRAMES`].
+    Remember,
+    /// Keep nothing: a large selection, whose chunks would only push out the small ones, or compaction.
+    Bypass,
+}
+
+/// Chunks a [`ChunkReader`] returned for [`ChunkCaching::Remember`] reads, by chunk reference, with the
+/// order they came in (the oldest is dropped first).
+#[derive(Debug, Default)]
+struct RememberedChunks {
+    by_ref: std::collections::HashMap<u64, (Encoding, Box<[u8]>)>,
+    order: std::collections::VecDeque<u64>,
+    /// Data bytes plus [`REMEMBERED_ENTRY_OVERHEAD_BYTES`] per chunk.
+    bytes: usize,
+}
+
+impl RememberedChunks {
+    fn cost(data: &[u8]) -> usize {
+        data.len() + REMEMBERED_ENTRY_OVERHEAD_BYTES
+    }
+
+    /// Keeps `chunks` (`(chunk reference, encoding, data)`), dropping the oldest beyond the budget. A set
+    /// larger than the whole budget is not kept at all, so it cannot push out what fits.
+    fn remember<'c>(&mut self, chunks: impl Iterator<Item = (u64, Encoding, &'c [u8])> + Clone) {
+        let total: usize = chunks.clone().map(|(_, _, data)| Self::cost(data)).sum();
+        if total > REMEMBERED_CHUNK_BYTES {
+            return;
+        }
+        for (chunk_ref, encoding, data) in chunks {
+            if self.by_ref.contains_key(&chunk_ref) {
+                continue;
+            }
+            while self.bytes + Self::cost(data) > REMEMBERED_CHUNK_BYTES {
+                let Some(oldest) = self.order.pop_front() else { break };
+                if let Some((_, dropped)) = self.by_ref.remove(&oldest) {
+                    self.bytes -= Self::cost(&dropped);
+                }
+            }
+            self.bytes += Self::cost(data);
+            self.by_ref.insert(chunk_ref, (encoding, data.into()));
+            self.order.push_back(chunk_ref);
+        }
+    }
+}
+
 /// An inflated frame: `(file sequence, frame offset)` and its content.
 type InflatedFrame = (u64, u64, Arc<Vec<u8>>);
 
@@ -199,6 +256,8 @@ pub(crate) struct ChunkReader {
     /// time, and a 64 KiB frame holds the chunks of tens to hundreds of neighbouring series: without
     /// it every series' read inflates its frame again (measured: 73% of a query's CPU in inflate).
     recent: Mutex<Vec<InflatedFrame>>,
+    /// Chunks of recent [`ChunkCaching::Remember`] reads.
+    remembered: Mutex<RememberedChunks>,
 }
 
 impl ChunkReader {
@@ -230,7 +289,12 @@ impl ChunkReader {
             files.push((path, file));
             sequence += 1;
         }
-        Ok(ChunkReader { version, files, recent: Mutex::new(Vec::with_capacity(RECENT_FRAMES)) })
+        Ok(ChunkReader {
+            version,
+            files,
+            recent: Mutex::new(Vec::with_capacity(RECENT_FRAMES)),
+            remembered: Mutex::new(RememberedChunks::default()),
+        })
     }
 
     /// `(file sequence, byte offset)` of what to read for `chunk_ref`: the entry (version 1) or
@@ -254,13 +318,32 @@ impl ChunkReader {
     /// verified, in the order asked. Neighbouring entries or frames of one file are read with one
     /// `pread` (gaps up to 64 KiB are read through), so a query touching many series costs few system
     /// calls; each frame is inflated once per call, and neither read nor inflated while it is among the
-    /// reader's recently inflated frames.
-    pub(crate) fn read_many(&self, wanted: &[(u64, u32)]) -> Result<Vec<(Encoding, Vec<u8>)>, TsdbError> {
+    /// reader's recently inflated frames. Chunks remembered from earlier [`ChunkCaching::Remember`] reads
+    /// are copied from memory; with `caching` [`ChunkCaching::Remember`] the chunks this call reads are
+    /// remembered too.
+    pub(crate) fn read_many(
+        &self,
+        wanted: &[(u64, u32)],
+        caching: ChunkCaching,
+    ) -> Result<Vec<(Encoding, Vec<u8>)>, TsdbError> {
         const MAX_GAP_BYTES: u64 = 64 << 10;
         const MAX_READ_BYTES: u64 = 16 << 20;
         let mut order: Vec<usize> = (0..wanted.len()).collect();
         order.sort_unstable_by_key(|position| wanted[*position].0);
         let mut results: Vec<Option<(Encoding, Vec<u8>)>> = vec![None; wanted.len()];
+        {
+            let remembered = self.remembered.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if !remembered.by_ref.is_empty() {
+                order.retain(|position| match remembered.by_ref.get(&wanted[*position].0) {
+                    Some((encoding, data)) => {
+                        results[*position] = Some((*encoding, data.to_vec()));
+                        false
+                    }
+                    None => true,
+                });
+            }
+        }
+        let unremembered = order.clone();
         if self.version != CHUNKS_VERSION_1 {
             // Chunks in recently inflated frames are taken from them without reading the file.
             let mut unread = Vec::with_capacity(order.len());
@@ -335,6 +418,13 @@ impl ChunkReader {
                 results[*position] = Some(chunk);
             }
             index = run_end;
+        }
+        if caching == ChunkCaching::Remember && !unremembered.is_empty() {
+            let read = unremembered.iter().filter_map(|position| {
+                let (encoding, data) = results[*position].as_ref()?;
+                Some((wanted[*position].0, *encoding, data.as_slice()))
+            });
+            self.remembered.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).remember(read);
         }
         results
             .into_iter()
@@ -443,9 +533,12 @@ mod tests {
         let refs = write_chunks(&chunks_dir, &chunks);
         assert_eq!(refs[0].1, refs[1].1, "both chunks share one frame");
         let reader = ChunkReader::open(&chunks_dir).unwrap();
-        assert_eq!(reader.read_many(&refs[..1]).unwrap(), chunks[..1]);
-        assert_eq!(reader.read_many(&[refs[1], refs[0]]).unwrap(), vec![chunks[1].clone(), chunks[0].clone()]);
-        assert!(reader.read_many(&[(5 << 48, 20)]).is_err());
+        assert_eq!(reader.read_many(&refs[..1], ChunkCaching::Bypass).unwrap(), chunks[..1]);
+        assert_eq!(
+            reader.read_many(&[refs[1], refs[0]], ChunkCaching::Bypass).unwrap(),
+            vec![chunks[1].clone(), chunks[0].clone()]
+        );
+        assert!(reader.read_many(&[(5 << 48, 20)], ChunkCaching::Bypass).is_err());
 
         let path = chunk_file_path(&chunks_dir, 1);
         let original = std::fs::read(&path).unwrap();
@@ -456,7 +549,7 @@ mod tests {
             bytes[position] ^= 1;
             std::fs::write(&path, bytes).unwrap();
             let reader = ChunkReader::open(&chunks_dir).unwrap();
-            assert!(reader.read_many(&refs[..1]).is_err(), "flip at {position}");
+            assert!(reader.read_many(&refs[..1], ChunkCaching::Bypass).is_err(), "flip at {position}");
         }
     }
 
@@ -473,20 +566,64 @@ mod tests {
         let frames: std::collections::BTreeSet<u64> = refs.iter().map(|(chunk_ref, _)| frame_key(*chunk_ref)).collect();
         assert!(frames.len() > 10, "{} frames", frames.len());
         let reader = ChunkReader::open(&chunks_dir).unwrap();
-        assert_eq!(reader.read_many(&refs).unwrap(), chunks);
+        assert_eq!(reader.read_many(&refs, ChunkCaching::Bypass).unwrap(), chunks);
         let reversed: Vec<(u64, u32)> = refs.iter().rev().copied().collect();
         let mut expected = chunks.clone();
         expected.reverse();
-        assert_eq!(reader.read_many(&reversed).unwrap(), expected);
+        assert_eq!(reader.read_many(&reversed, ChunkCaching::Bypass).unwrap(), expected);
         let sparse: Vec<(u64, u32)> = refs.iter().step_by(97).copied().collect();
         let expected: Vec<_> = chunks.iter().step_by(97).cloned().collect();
-        assert_eq!(reader.read_many(&sparse).unwrap(), expected);
+        assert_eq!(reader.read_many(&sparse, ChunkCaching::Bypass).unwrap(), expected);
         // One chunk per call, as streamed queries read: later chunks of a frame come from the frames
         // kept across calls, forwards and backwards.
         for (chunk_ref, chunk) in refs.iter().zip(&chunks).chain(refs.iter().zip(&chunks).rev()) {
-            assert_eq!(reader.read_many(std::slice::from_ref(chunk_ref)).unwrap(), std::slice::from_ref(chunk));
+            assert_eq!(
+                reader.read_many(std::slice::from_ref(chunk_ref), ChunkCaching::Bypass).unwrap(),
+                std::slice::from_ref(chunk)
+            );
         }
         assert!(lock_recent(&reader).len() <= RECENT_FRAMES);
+    }
+
+    #[test]
+    fn remembered_chunks_are_served_from_memory_within_their_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let chunks_dir = dir.path().join("chunks");
+        // 400 chunks of 1,000 bytes in about seven frames: more frames than a reader keeps inflated.
+        let chunks: Vec<(Encoding, Vec<u8>)> = (0..400u32)
+            .map(|n| (Encoding::Xor, (0..1000u32).map(|byte| (byte * 31 ^ n * 7) as u8).collect()))
+            .collect();
+        let refs = write_chunks(&chunks_dir, &chunks);
+        let reader = ChunkReader::open(&chunks_dir).unwrap();
+        let every_fourth: Vec<(u64, u32)> = refs.iter().step_by(4).copied().collect();
+        let expected: Vec<_> = chunks.iter().step_by(4).cloned().collect();
+        assert_eq!(reader.read_many(&every_fourth, ChunkCaching::Remember).unwrap(), expected);
+        assert_eq!(lock_remembered(&reader).by_ref.len(), 100);
+        // A read larger than the whole budget is returned but not remembered.
+        assert_eq!(reader.read_many(&refs, ChunkCaching::Remember).unwrap(), chunks);
+        assert_eq!(lock_remembered(&reader).by_ref.len(), 100);
+        // With the file gone, remembered chunks are still served; the others fail.
+        std::fs::write(chunk_file_path(&chunks_dir, 1), b"").unwrap();
+        let reader_without_file = ChunkReader {
+            files: vec![(chunk_file_path(&chunks_dir, 1), File::open(chunk_file_path(&chunks_dir, 1)).unwrap())],
+            ..reader
+        };
+        lock_recent(&reader_without_file).clear();
+        assert_eq!(reader_without_file.read_many(&every_fourth, ChunkCaching::Bypass).unwrap(), expected);
+        assert!(reader_without_file.read_many(&refs[1..2], ChunkCaching::Bypass).is_err());
+        // Past the budget the oldest chunks go first.
+        let mut remembered = RememberedChunks::default();
+        let big = vec![0u8; REMEMBERED_CHUNK_BYTES / 4];
+        remembered.remember((0..5u64).map(|chunk_ref| (chunk_ref, Encoding::Xor, big.as_slice())).take(2));
+        remembered.remember((2..4u64).map(|chunk_ref| (chunk_ref, Encoding::Xor, big.as_slice())));
+        let mut kept: Vec<u64> = remembered.by_ref.keys().copied().collect();
+        kept.sort_unstable();
+        assert_eq!(kept, vec![1, 2, 3]);
+        assert!(remembered.bytes <= REMEMBERED_CHUNK_BYTES);
+    }
+
+    fn lock_remembered(reader: &ChunkReader) -> std::sync::MutexGuard<'_, RememberedChunks> {
+        reader.remembered.lock().unwrap()
     }
 
     fn lock_recent(reader: &ChunkReader) -> std::sync::MutexGuard<'_, Vec<InflatedFrame>> {
@@ -508,10 +645,13 @@ mod tests {
         std::fs::write(chunk_file_path(&chunks_dir, 1), &bytes).unwrap();
         let reader = ChunkReader::open(&chunks_dir).unwrap();
         let read = reader
-            .read_many(&[
-                ((1 << 32) | second_offset, (end - second_offset) as u32),
-                ((1 << 32) | first_offset, (second_offset - first_offset) as u32),
-            ])
+            .read_many(
+                &[
+                    ((1 << 32) | second_offset, (end - second_offset) as u32),
+                    ((1 << 32) | first_offset, (second_offset - first_offset) as u32),
+                ],
+                ChunkCaching::Bypass,
+            )
             .unwrap();
         assert_eq!(read, vec![(Encoding::ScaledInt, vec![9u8; 200]), (Encoding::Xor, b"abc".to_vec())]);
     }

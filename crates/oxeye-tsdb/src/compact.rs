@@ -9,6 +9,7 @@ use oxeye_model::Labels;
 
 use crate::block::{self, Block, BlockWriter, OwnedChunk};
 use crate::chunkenc;
+use crate::chunks::ChunkCaching;
 use crate::db::{Shared, lock, write};
 use crate::head::MemSeries;
 use crate::head::resolve_chunks;
@@ -228,7 +229,7 @@ fn compact_blocks(shared: &Shared, group: &[Arc<Block>]) -> Result<(), TsdbError
         for (position, id) in members {
             let block = &group[position];
             for entry in block.index.read_series(&[id])? {
-                chunks.extend(block.series_chunks(&entry.chunks)?);
+                chunks.extend(block.series_chunks(&entry.chunks, ChunkCaching::Bypass)?);
             }
         }
         let merged =

@@ -243,7 +243,13 @@ impl Shared {
                     None
                 };
                 if let Some(chunks) = chunks {
-                    cursor.block().decode_chunks_into(&chunks, mint_ms, maxt_ms, &mut samples)?;
+                    cursor.block().decode_chunks_into(
+                        &chunks,
+                        cursor.chunk_caching(),
+                        mint_ms,
+                        maxt_ms,
+                        &mut samples,
+                    )?;
                 }
             }
             if head_series.peek().is_some_and(|(head_labels, _)| *head_labels == labels)
