@@ -815,13 +815,41 @@ impl<'a> XorIterator<'a> {
             self.state.timestamp_ms = read_varint_bits(&mut self.reader)?;
             self.state.value_bits = self.reader.read_bits(64)?;
         } else {
-            let dod = read_varbit(&mut self.reader)?;
-            self.state.delta_ms = self.state.delta_ms.wrapping_add(dod);
-            self.state.timestamp_ms = self.state.timestamp_ms.wrapping_add(self.state.delta_ms);
-            read_value(&mut self.reader, &mut self.state)?;
+            self.read_later_sample()?;
         }
         self.read += 1;
         Ok(Some((self.state.timestamp_ms, f64::from_bits(self.state.value_bits))))
+    }
+
+    /// Reads a sample after the first into the state. A regular timestamp (delta of delta `0`) followed
+    /// by an unchanged value (`0`) or by a value inside the previous window (`10`) whose bits fit the
+    /// same peeked word is the common case of a scrape (every sample of a steady series, and the
+    /// samples a windowed read steps over): it takes one peek and one advance.
+    fn read_later_sample(&mut self) -> Result<(), ChunkDecodeError> {
+        let word = self.reader.peek_word();
+        if word >> 63 == 0 {
+            self.state.timestamp_ms = self.state.timestamp_ms.wrapping_add(self.state.delta_ms);
+            let value_word = word << 1;
+            if value_word >> 63 == 0 {
+                return self.reader.advance(2);
+            }
+            if (value_word >> 62) & 1 == 0 && self.state.leading != NO_WINDOW {
+                let significant = 64 - u32::from(self.state.leading) - u32::from(self.state.trailing);
+                // A peek holds at least 57 bits: the timestamp's one, the two control bits and the window.
+                if significant <= 57 - 3 {
+                    let bits = (value_word << 2) >> (64 - significant);
+                    self.reader.advance(3 + significant as usize)?;
+                    self.state.value_bits ^= bits << self.state.trailing;
+                    return Ok(());
+                }
+            }
+            self.reader.advance(1)?;
+            return read_value(&mut self.reader, &mut self.state);
+        }
+        let dod = read_peeked_varbit(&mut self.reader, word)?;
+        self.state.delta_ms = self.state.delta_ms.wrapping_add(dod);
+        self.state.timestamp_ms = self.state.timestamp_ms.wrapping_add(self.state.delta_ms);
+        read_value(&mut self.reader, &mut self.state)
     }
 }
 
