@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
 use oxeye_model::{Labels, LabelsBuilder, METRIC_NAME_LABEL};
-use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
+use promql_parser::parser::{AggregateExpr, Call, Expr, LabelModifier};
 
 use crate::engine::{Evaluated, Evaluator, Grid, StepSeries, by_step};
 use crate::error::{QueryError, execution};
-use crate::functions::{kahan_add, quantile_of, stream_range_function, unwrap_parens};
+use crate::functions::{kahan_add, quantile_of, stream_range_function, streamed_range_selector, unwrap_parens};
 use crate::value::format_float;
 
 pub(crate) fn eval_aggregate(
@@ -68,13 +68,7 @@ fn stream_aggregate(
     grouping: &Grouping,
     grid: &Grid,
 ) -> Result<Option<Vec<StepSeries>>, QueryError> {
-    let Some(op) = SimpleOp::parse(op) else { return Ok(None) };
-    let folds_as_it_goes =
-        matches!(op, SimpleOp::Sum | SimpleOp::Avg | SimpleOp::Min | SimpleOp::Max | SimpleOp::Count | SimpleOp::Group);
-    if !folds_as_it_goes || !grouping.by || aggregate.param.is_some() || evaluator.delayed_name_removal {
-        return Ok(None);
-    }
-    let Expr::Call(call) = unwrap_parens(&aggregate.expr) else { return Ok(None) };
+    let Some((op, call)) = streamed_shape(evaluator, op, aggregate, grouping) else { return Ok(None) };
     let steps = grid.steps();
     // Groups by the hash of their labels; a series' group labels are only built for a new group.
     let mut groups_by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
@@ -119,6 +113,32 @@ fn stream_aggregate(
         .filter(|series| !series.points.is_empty())
         .collect();
     Ok(Some(output))
+}
+
+/// The folding operation and the range function call of an aggregation [`stream_aggregate`] streams.
+fn streamed_shape<'a>(
+    evaluator: &Evaluator<'_>,
+    op: &str,
+    aggregate: &'a AggregateExpr,
+    grouping: &Grouping,
+) -> Option<(SimpleOp, &'a Call)> {
+    let op = SimpleOp::parse(op)?;
+    let folds_as_it_goes =
+        matches!(op, SimpleOp::Sum | SimpleOp::Avg | SimpleOp::Min | SimpleOp::Max | SimpleOp::Count | SimpleOp::Group);
+    if !folds_as_it_goes || !grouping.by || aggregate.param.is_some() || evaluator.delayed_name_removal {
+        return None;
+    }
+    let Expr::Call(call) = unwrap_parens(&aggregate.expr) else { return None };
+    streamed_range_selector(evaluator, call).map(|_| (op, call))
+}
+
+/// Whether `expr` is an aggregation that folds the series of a range function over a selector one at a
+/// time as the store reads them (see [`stream_aggregate`]): its evaluation holds its groups' running
+/// state and one input series, whatever the length of the grid.
+pub(crate) fn aggregation_streams(evaluator: &Evaluator<'_>, expr: &Expr) -> bool {
+    let Expr::Aggregate(aggregate) = unwrap_parens(expr) else { return false };
+    let grouping = Grouping::new(aggregate.modifier.as_ref());
+    streamed_shape(evaluator, &aggregate.op.to_string(), aggregate, &grouping).is_some()
 }
 
 /// `by(labels)` or `without(labels)`; no modifier groups everything together.

@@ -387,7 +387,10 @@ impl Evaluator<'_> {
             if level == SliceLevel::Query {
                 self.counters.step_offset = first_step;
             }
+            let enclosing_later_slices = self.later_slices;
+            self.later_slices = enclosing_later_slices || last_step + 1 < total_steps;
             let evaluated = self.eval(expr, &slice);
+            self.later_slices = enclosing_later_slices;
             if level == SliceLevel::Query {
                 self.counters.step_offset = 0;
             }
@@ -514,6 +517,28 @@ pub(crate) struct Evaluator<'a> {
     /// Whether [`QueryStats`] sample counts are collected (they cost a pass over each range input).
     pub collect_stats: bool,
     pub counters: SampleCounters,
+    /// Whether the grid being evaluated is a slice with later slices to come (see
+    /// [`Evaluator::eval_sliced`]): only then do subqueries keep a [`SubqueryTail`].
+    later_slices: bool,
+    /// Per subquery node (by its address in the parsed query), the inner results the next slice can
+    /// reuse.
+    subquery_tails: HashMap<usize, SubqueryTail>,
+}
+
+/// The last inner steps a subquery's inner expression was evaluated at, kept while a sliced evaluation
+/// has slices to come: the next slice's windows overlap this slice's by the subquery's range, and inner
+/// steps are aligned to absolute time, so the inner values at those steps are the same and are not
+/// computed again (for `max_over_time(...[1h:])` over 24 h in 4 h slices, 6 of 30 inner hours).
+struct SubqueryTail {
+    step_ms: i64,
+    /// The subquery's range, ms.
+    range_ms: i64,
+    /// The first inner step kept, ms.
+    start_ms: i64,
+    /// The last inner step evaluated (a step of the inner grid), ms.
+    end_ms: i64,
+    /// The inner series with their points from `start_ms` on.
+    series: Vec<RawSeries>,
 }
 
 impl<'a> Evaluator<'a> {
@@ -534,6 +559,8 @@ impl<'a> Evaluator<'a> {
             query_end_ms,
             query_step_ms,
             samples_held: 0,
+            later_slices: false,
+            subquery_tails: HashMap::new(),
             warnings: Vec::new(),
             infos: Vec::new(),
             delayed_name_removal: false,
@@ -908,38 +935,7 @@ impl<'a> Evaluator<'a> {
                 let series = if inner_grid.end_ms < inner_grid.start_ms {
                     Vec::new()
                 } else {
-                    // The inner expression's samples are not counted at the outer steps; the subquery's
-                    // output points inside each window are, below.
-                    self.counters.nesting += 1;
-                    let inner = self.eval_sliced(&subquery.expr, &inner_grid, RANGE_SLICE_MS, SliceLevel::Subquery);
-                    self.counters.nesting -= 1;
-                    match inner? {
-                        Evaluated::Vector(series) => series
-                            .into_iter()
-                            .map(|series| RawSeries {
-                                labels: series.labels,
-                                drop_name: series.drop_name,
-                                samples: series
-                                    .points
-                                    .iter()
-                                    .map(|(step, value)| Sample {
-                                        timestamp_ms: inner_grid.timestamp(*step as usize),
-                                        value: *value,
-                                    })
-                                    .collect(),
-                            })
-                            .collect(),
-                        Evaluated::Scalar(values) => vec![RawSeries {
-                            labels: Labels::empty(),
-                            drop_name: false,
-                            samples: values
-                                .iter()
-                                .enumerate()
-                                .map(|(step, value)| Sample { timestamp_ms: inner_grid.timestamp(step), value: *value })
-                                .collect(),
-                        }],
-                        _ => return Err(execution("subquery is only allowed on instant vector or scalar")),
-                    }
+                    self.eval_subquery_inner(subquery, inner_grid, range_ms)?
                 };
                 let input = RangeInput { series, range_ms, window_ends };
                 self.count_window_samples(&input);
@@ -947,6 +943,132 @@ impl<'a> Evaluator<'a> {
             }
             _ => Err(execution(format!("expected a range vector, got {expr}"))),
         }
+    }
+
+    /// The inner series of `subquery` at the steps of `inner_grid`: computed, or for steps a
+    /// [`SubqueryTail`] of the previous slice holds, taken from it. Keeps a new tail (the points of the
+    /// last `range_ms`) when later slices follow.
+    fn eval_subquery_inner(
+        &mut self,
+        subquery: &parser::SubqueryExpr,
+        inner_grid: Grid,
+        range_ms: i64,
+    ) -> Result<Vec<RawSeries>, QueryError> {
+        let key = std::ptr::from_ref(subquery) as usize;
+        let step_ms = inner_grid.step_ms;
+        let reusable = self.subquery_tails.remove(&key).filter(|tail| {
+            tail.step_ms == step_ms
+                && tail.range_ms == range_ms
+                && tail.start_ms <= inner_grid.start_ms
+                && inner_grid.start_ms <= tail.end_ms.saturating_add(step_ms)
+                && (inner_grid.start_ms - tail.start_ms) % step_ms == 0
+        });
+        let reused = reusable.is_some();
+        let (mut series, computed_grid) = match reusable {
+            Some(tail) => {
+                let kept: Vec<RawSeries> = tail
+                    .series
+                    .into_iter()
+                    .map(|mut one| {
+                        one.samples.retain(|sample| {
+                            sample.timestamp_ms >= inner_grid.start_ms && sample.timestamp_ms <= inner_grid.end_ms
+                        });
+                        one
+                    })
+                    .collect();
+                (kept, Grid { start_ms: tail.end_ms.saturating_add(step_ms), ..inner_grid })
+            }
+            None => (Vec::new(), inner_grid),
+        };
+        if computed_grid.start_ms <= computed_grid.end_ms {
+            let computed = self.eval_subquery_grid(subquery, &computed_grid)?;
+            if series.is_empty() {
+                series = computed;
+            } else {
+                let mut index_of: HashMap<Labels, usize> =
+                    series.iter().enumerate().map(|(index, one)| (one.labels.clone(), index)).collect();
+                for one in computed {
+                    match index_of.get(&one.labels) {
+                        Some(index) => series[*index].samples.extend(one.samples),
+                        None => {
+                            index_of.insert(one.labels.clone(), series.len());
+                            series.push(one);
+                        }
+                    }
+                }
+            }
+        }
+        if reused {
+            // A series of the tail may have no point left in this grid: a computed one would be absent.
+            series.retain(|one| !one.samples.is_empty());
+        }
+        if self.later_slices {
+            // The grid's end need not be one of its steps.
+            let last_step_ms = inner_grid.timestamp(inner_grid.steps().saturating_sub(1));
+            let start_ms = last_step_ms.saturating_sub(range_ms);
+            let tail_series = series
+                .iter()
+                .map(|one| RawSeries {
+                    labels: one.labels.clone(),
+                    drop_name: one.drop_name,
+                    samples: one.samples.iter().filter(|sample| sample.timestamp_ms >= start_ms).copied().collect(),
+                })
+                .collect();
+            // The first inner step at or after `start_ms`.
+            let steps_before = (start_ms - inner_grid.start_ms).max(0).saturating_add(step_ms - 1) / step_ms;
+            let first_step_ms = inner_grid.start_ms.saturating_add(steps_before.saturating_mul(step_ms));
+            self.subquery_tails.insert(
+                key,
+                SubqueryTail { step_ms, range_ms, start_ms: first_step_ms, end_ms: last_step_ms, series: tail_series },
+            );
+        }
+        Ok(series)
+    }
+
+    /// Evaluates the inner expression of `subquery` at every step of `inner_grid`, in slices unless the
+    /// expression streams (see [`crate::aggregation::aggregation_streams`]): slices bound what selectors
+    /// hold, but a streamed aggregation holds its groups' state and one series whatever the grid, while
+    /// each slice reads the chunks at its edges again and inflates the chunk frames of a block longer
+    /// than a slice once more.
+    fn eval_subquery_grid(
+        &mut self,
+        subquery: &parser::SubqueryExpr,
+        inner_grid: &Grid,
+    ) -> Result<Vec<RawSeries>, QueryError> {
+        let slice_ms =
+            if crate::aggregation::aggregation_streams(self, &subquery.expr) { i64::MAX } else { RANGE_SLICE_MS };
+        // The inner expression's samples are not counted at the outer steps; the subquery's output points
+        // inside each window are (see `count_window_samples`).
+        self.counters.nesting += 1;
+        let inner = self.eval_sliced(&subquery.expr, inner_grid, slice_ms, SliceLevel::Subquery);
+        self.counters.nesting -= 1;
+        Ok(match inner? {
+            Evaluated::Vector(series) => series
+                .into_iter()
+                .map(|series| RawSeries {
+                    labels: series.labels,
+                    drop_name: series.drop_name,
+                    samples: series
+                        .points
+                        .iter()
+                        .map(|(step, value)| Sample {
+                            timestamp_ms: inner_grid.timestamp(*step as usize),
+                            value: *value,
+                        })
+                        .collect(),
+                })
+                .collect(),
+            Evaluated::Scalar(values) => vec![RawSeries {
+                labels: Labels::empty(),
+                drop_name: false,
+                samples: values
+                    .iter()
+                    .enumerate()
+                    .map(|(step, value)| Sample { timestamp_ms: inner_grid.timestamp(step), value: *value })
+                    .collect(),
+            }],
+            _ => return Err(execution("subquery is only allowed on instant vector or scalar")),
+        })
     }
 }
 
@@ -1375,6 +1497,13 @@ mod tests {
         let queries = [
             "sum by (job) (rate(requests_total[5m]))",
             "max_over_time(sum(rate(requests_total[5m]))[1h:5m])",
+            // 4 h slices: the second slice reuses the inner steps of the first one's last hour, with the
+            // inner expression streamed (unsliced) or evaluated in slices of its own.
+            "max_over_time(sum by (job) (rate(requests_total[5m]))[1h:1m])",
+            "max_over_time((sum by (job) (rate(requests_total[5m])) + 0)[1h:1m])",
+            "avg_over_time(sum(rate(requests_total[5m]))[50m:7m] offset 3m)",
+            "max_over_time(max_over_time(rate(requests_total[5m])[10m:1m])[1h:5m])",
+            "sum_over_time(vector(1)[1h:2m] @ 7200)",
             // The inner grid (9 h at 1 m) is evaluated in slices of its own.
             "min_over_time(rate(requests_total[5m])[3h:1m])",
             "requests_total @ 7230",
@@ -1386,7 +1515,10 @@ mod tests {
             let range = engine.range_query(&store, query, start_ms, end_ms, step_ms).unwrap();
             let Value::Matrix(series) = range.value else { panic!("matrix") };
             assert!(!series.is_empty(), "{query}");
-            for timestamp_ms in [start_ms, 2 * 3_600_000 - 60_000, 2 * 3_600_000, 2 * 3_600_000 + 60_000, end_ms] {
+            let slice_edges = [2, 4]
+                .into_iter()
+                .flat_map(|hours| [-60_000, 0, 60_000, 120_000].map(|offset_ms| hours * 3_600_000 + offset_ms));
+            for timestamp_ms in [start_ms, end_ms].into_iter().chain(slice_edges) {
                 let mut expected: Vec<(Labels, f64)> =
                     match engine.instant_query(&store, query, timestamp_ms).unwrap().value {
                         Value::Vector(samples) => {

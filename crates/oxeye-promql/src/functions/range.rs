@@ -2,7 +2,7 @@
 //! each series' samples are walked once per query with a sliding window per step.
 
 use oxeye_model::Sample;
-use promql_parser::parser::{Call, Expr, value::ValueType};
+use promql_parser::parser::{Call, Expr, MatrixSelector, value::ValueType};
 
 use super::{kahan_add, quantile_of};
 use crate::engine::{Evaluated, Evaluator, Grid, RangeInput, RawSeries, StepSeries, merge_same_labels};
@@ -219,6 +219,17 @@ pub(super) fn eval_range_function(
     Ok(Evaluated::Vector(merge_same_labels(output)?))
 }
 
+/// The range selector of `call` when [`stream_range_function`] streams it: a range function over a plain
+/// range selector with a metric name, without delayed name removal.
+pub(crate) fn streamed_range_selector<'c>(evaluator: &Evaluator<'_>, call: &'c Call) -> Option<&'c MatrixSelector> {
+    if RangeFunction::parse(call.func.name).is_none() || evaluator.delayed_name_removal {
+        return None;
+    }
+    let matrix_argument = call.args.args.iter().find(|argument| argument.value_type() == ValueType::Matrix)?;
+    let Expr::MatrixSelector(matrix) = super::unwrap_parens(matrix_argument) else { return None };
+    (matrix.vs.name.is_some() && matrix.vs.matchers.or_matchers.is_empty()).then_some(matrix)
+}
+
 /// Evaluates a range function over a plain range selector with a metric name (`rate(x{a="b"}[5m])`)
 /// series by series as the store reads them, handing each result series to `visit` instead of
 /// collecting them. Returns `Ok(false)` without evaluating anything when `call` does not have that shape
@@ -233,18 +244,9 @@ pub(crate) fn stream_range_function<'e>(
     keep_label: Option<&dyn Fn(&str) -> bool>,
     visit: &mut dyn FnMut(&mut Evaluator<'e>, StepSeries) -> Result<(), QueryError>,
 ) -> Result<bool, QueryError> {
+    let Some(matrix) = streamed_range_selector(evaluator, call) else { return Ok(false) };
     let name = call.func.name;
-    if RangeFunction::parse(name).is_none() || evaluator.delayed_name_removal {
-        return Ok(false);
-    }
     let args: Vec<&Expr> = call.args.args.iter().map(|arg| arg.as_ref()).collect();
-    let Some(matrix_argument) = args.iter().find(|argument| argument.value_type() == ValueType::Matrix) else {
-        return Ok(false);
-    };
-    let Expr::MatrixSelector(matrix) = super::unwrap_parens(matrix_argument) else { return Ok(false) };
-    if matrix.vs.name.is_none() || !matrix.vs.matchers.or_matchers.is_empty() {
-        return Ok(false);
-    }
     let mut range_call = RangeCall::prepare(evaluator, name, &args, grid)?;
     let mut failure: Option<QueryError> = None;
     let mut visit_raw = |evaluator: &mut Evaluator<'e>, input: &RangeInput, series: RawSeries| {
