@@ -591,7 +591,7 @@ mod tests {
         let chunks_dir = dir.path().join("chunks");
         // 400 chunks of 1,000 bytes in about seven frames: more frames than a reader keeps inflated.
         let chunks: Vec<(Encoding, Vec<u8>)> = (0..400u32)
-            .map(|n| (Encoding::Xor, (0..1000u32).map(|byte| (byte * 31 ^ n * 7) as u8).collect()))
+            .map(|n| (Encoding::Xor, (0..1000u32).map(|byte| ((byte * 31) ^ (n * 7)) as u8).collect()))
             .collect();
         let refs = write_chunks(&chunks_dir, &chunks);
         let reader = ChunkReader::open(&chunks_dir).unwrap();
