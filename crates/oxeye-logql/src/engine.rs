@@ -656,10 +656,15 @@ impl LogVisitor for SampleExtractor<'_> {
         let metadata_kept = || {
             !entry.structured_metadata.is_empty()
                 && match self.grouping {
-                    Some(Grouping { without: false, labels }) => entry
-                        .structured_metadata
-                        .iter()
-                        .any(|label| labels.iter().any(|name| *name == sanitized_label_name(label.name))),
+                    // Sanitizing an ASCII name keeps its length or adds a byte: other lengths never match.
+                    Some(Grouping { without: false, labels }) => entry.structured_metadata.iter().any(|label| {
+                        labels.iter().any(|name| {
+                            let length_may_match = name.len() == label.name.len()
+                                || name.len() == label.name.len() + 1
+                                || !label.name.is_ascii();
+                            length_may_match && *name == sanitized_label_name(label.name)
+                        })
+                    }),
                     _ => true,
                 }
         };

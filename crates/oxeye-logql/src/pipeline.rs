@@ -402,6 +402,16 @@ struct EntryState<'a> {
     has_error: bool,
 }
 
+/// The value of stream label `name`. Streams have a few labels: they are compared by length before any
+/// byte, which a binary search (a string comparison per step) cannot do; entries ask this per parsed label.
+fn stream_label<'a>(stream: &'a Labels, name: &str) -> Option<&'a str> {
+    const FEW_LABELS: usize = 16;
+    if stream.len() > FEW_LABELS {
+        return stream.get(name);
+    }
+    stream.iter().find(|label| label.name.len() == name.len() && label.name == name).map(|label| label.value.as_str())
+}
+
 /// One label a stage added to an entry.
 #[derive(Default)]
 struct AddedLabel {
@@ -518,11 +528,11 @@ impl EntryState<'_> {
         if self.removed.iter().any(|removed| removed == name) {
             return None;
         }
-        self.stream.get(name)
+        stream_label(self.stream, name)
     }
 
     fn is_stream_label(&self, name: &str) -> bool {
-        self.stream.get(name).is_some()
+        stream_label(self.stream, name).is_some()
     }
 
     /// Adds a parsed label, renaming it on collision with a stream label.
