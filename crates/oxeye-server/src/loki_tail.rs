@@ -7,10 +7,14 @@
 //! `{"streams": [{"stream": {labels}, "values": [["<ns>", "<line>"], ...]}], "dropped_entries": null}`.
 //! Entries older than what was already sent are not sent (the cursor only moves forward); when a batch fills
 //! `limit`, the next poll starts at the newest timestamp sent and leaves out the entries already sent at it,
-//! so entries sharing that timestamp beyond the limit come in the next message instead of being lost. Loki
-//! fills `dropped_entries` when its tailer drops entries for a slow client; this tail reads from the store at
-//! the client's pace and drops nothing, so it is always null. A close frame or a dropped connection ends the
-//! tail. Invalid parameters are refused with 400 before the upgrade.
+//! so entries sharing that timestamp beyond the limit come in the next message instead of being lost; such a
+//! full batch is followed by the next read at once, not after the poll interval, so the tail keeps up with
+//! streams busier than `limit` entries a second. The history from `start` is sent whole at the client's
+//! pace. Once live (past the moment the tail connected), a tail that still falls more than
+//! [`MAX_LIVE_LAG_NS`] behind skips to the present and lists what it skipped in `dropped_entries` (at most
+//! [`MAX_DROPPED_ENTRIES`] per message, each `{"timestamp": "<ns>", "labels": {...}}`), as Loki's tailer
+//! does for a client that cannot keep up; otherwise `dropped_entries` is null. A close frame or a dropped
+//! connection ends the tail. Invalid parameters are refused with 400 before the upgrade.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -32,6 +36,10 @@ use crate::params::Params;
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Loki's bound on `delay_for`, seconds.
 const MAX_DELAY_FOR_SECONDS: i64 = 5;
+/// How far a live tail may fall behind the present (less `delay_for`) before it drops entries, nanoseconds.
+pub(crate) const MAX_LIVE_LAG_NS: i64 = 10_000_000_000;
+/// The most dropped entries one message lists, as Loki's `maxDroppedEntriesPerTailResponse`.
+pub(crate) const MAX_DROPPED_ENTRIES: usize = 1000;
 
 /// What a tail reads, validated before the upgrade.
 #[derive(Debug, Clone)]
@@ -105,11 +113,56 @@ pub(crate) fn tail_message(result: &QueryResult) -> Option<(Json, i64)> {
 pub(crate) struct TailCursor {
     from_ns: i64,
     sent_at_from: HashSet<(Labels, String)>,
+    /// The last read filled its limit: more entries may be waiting.
+    pending: bool,
+    /// Where the live part of the tail starts: entries before it are history, sent whole.
+    live_from_ns: i64,
 }
 
 impl TailCursor {
-    pub(crate) fn new(start_ns: i64) -> TailCursor {
-        TailCursor { from_ns: start_ns, sent_at_from: HashSet::new() }
+    /// A cursor from `start_ns`, for a tail connected when the window ended at `live_from_ns`.
+    pub(crate) fn new(start_ns: i64, live_from_ns: i64) -> TailCursor {
+        TailCursor { from_ns: start_ns, sent_at_from: HashSet::new(), pending: false, live_from_ns }
+    }
+
+    /// True when the last read filled its limit, so the next one should follow at once.
+    pub(crate) fn pending(&self) -> bool {
+        self.pending
+    }
+
+    /// True when the live tail has more waiting and lags the window end `end_ns` by over
+    /// [`MAX_LIVE_LAG_NS`]: the next read is then [`TailCursor::skip`].
+    pub(crate) fn is_behind(&self, end_ns: i64) -> bool {
+        self.pending && self.from_ns >= self.live_from_ns && end_ns.saturating_sub(self.from_ns) > MAX_LIVE_LAG_NS
+    }
+
+    /// Takes a read of the skipped window `[from_ns, end_ns)` (at most [`MAX_DROPPED_ENTRIES`] entries beyond
+    /// those already sent at `from_ns`), moves the cursor to `end_ns` and returns the message listing the
+    /// entries dropped, in Loki's shape.
+    pub(crate) fn skip(&mut self, result: &QueryResult, end_ns: i64) -> Json {
+        let mut dropped = Vec::new();
+        if let QueryResult::Streams(streams) = result {
+            for stream in streams {
+                let labels = labels_json(&stream.labels);
+                for (timestamp_ns, line) in &stream.entries {
+                    let sent = *timestamp_ns == self.from_ns
+                        && self.sent_at_from.contains(&(stream.labels.clone(), line.clone()));
+                    if !sent {
+                        dropped.push((*timestamp_ns, labels.clone()));
+                    }
+                }
+            }
+        }
+        dropped.sort_by_key(|(timestamp_ns, _)| *timestamp_ns);
+        dropped.truncate(MAX_DROPPED_ENTRIES);
+        self.from_ns = end_ns;
+        self.sent_at_from.clear();
+        self.pending = false;
+        let dropped: Vec<Json> = dropped
+            .into_iter()
+            .map(|(timestamp_ns, labels)| json!({"timestamp": timestamp_ns.to_string(), "labels": labels}))
+            .collect();
+        json!({"streams": [], "dropped_entries": dropped})
     }
 
     /// The next read: `[from_ns, end]` with room for `limit` entries beyond those already sent at `from_ns`.
@@ -131,6 +184,7 @@ impl TailCursor {
         }
         streams.retain(|stream| !stream.entries.is_empty());
         let full = read_limit > 0 && read_count >= read_limit;
+        self.pending = full;
         let message = tail_message(&result);
         match (&message, full) {
             (Some((_, newest_ns)), true) => {
@@ -168,38 +222,62 @@ pub(crate) async fn tail(State(state): State<Arc<ServerState>>, upgrade: WebSock
     upgrade.on_upgrade(move |socket| run_tail(state, socket, request))
 }
 
+/// Reads `[from_ns, end_ns)` of the tail's query, oldest first, at most `limit` entries, on a blocking
+/// thread; `Err` carries the message to send before closing, `None` inside it when the tail just ends.
+async fn read_window(
+    state: &ServerState,
+    query: &str,
+    from_ns: i64,
+    end_ns: i64,
+    limit: usize,
+) -> Result<QueryResult, Option<String>> {
+    let Some(storage) = state.log_storage().cloned() else { return Err(None) };
+    let query = query.to_string();
+    let outcome = tokio::task::spawn_blocking(move || {
+        Engine::default().query_range(storage.as_ref(), &query, from_ns, end_ns, 1, limit, Direction::Forward)
+    })
+    .await;
+    match outcome {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(error)) => Err(Some(error.to_string())),
+        Err(_) => Err(None),
+    }
+}
+
 async fn run_tail(state: Arc<ServerState>, mut socket: WebSocket, request: TailRequest) {
-    let mut cursor = TailCursor::new(request.start_ns);
+    let mut cursor = TailCursor::new(request.start_ns, now_ns() - request.delay_ns);
     loop {
         let end_ns = now_ns() - request.delay_ns;
         let (from_ns, limit) = cursor.read(request.limit);
         if end_ns > from_ns {
-            let Some(storage) = state.log_storage().cloned() else { break };
-            let query = request.query.clone();
-            let outcome = tokio::task::spawn_blocking(move || {
-                Engine::default().query_range(storage.as_ref(), &query, from_ns, end_ns, 1, limit, Direction::Forward)
-            })
-            .await;
-            let result = match outcome {
-                Ok(Ok(result)) => result,
-                Ok(Err(error)) => {
-                    let _ = socket.send(Message::Text(error.to_string().into())).await;
+            let behind = cursor.is_behind(end_ns);
+            let read_limit = if behind { MAX_DROPPED_ENTRIES + limit } else { limit };
+            let result = match read_window(&state, &request.query, from_ns, end_ns, read_limit).await {
+                Ok(result) => result,
+                Err(message) => {
+                    if let Some(message) = message {
+                        let _ = socket.send(Message::Text(message.into())).await;
+                    }
                     break;
                 }
-                Err(_) => break,
             };
-            if let Some(message) = cursor.advance(result, limit, end_ns)
+            let message =
+                if behind { Some(cursor.skip(&result, end_ns)) } else { cursor.advance(result, limit, end_ns) };
+            if let Some(message) = message
                 && socket.send(Message::Text(message.to_string().into())).await.is_err()
             {
                 break;
             }
         }
+        // After a full batch the next read follows at once; a close frame is still noticed between reads.
+        let wait = if cursor.pending() { Duration::ZERO } else { POLL_INTERVAL };
         tokio::select! {
+            biased;
             received = socket.recv() => match received {
                 None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
                 Some(Ok(_)) => {}
             },
-            _ = tokio::time::sleep(POLL_INTERVAL) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }
@@ -264,7 +342,7 @@ mod tests {
                 stored.iter().copied().filter(|(timestamp_ns, _)| *timestamp_ns >= from_ns).take(limit).collect();
             streams(&selected)
         };
-        let mut cursor = TailCursor::new(0);
+        let mut cursor = TailCursor::new(0, 0);
         let mut received = Vec::new();
         for _ in 0..6 {
             let (from_ns, limit) = cursor.read(2);
@@ -274,5 +352,52 @@ mod tests {
         }
         assert_eq!(received, ["\"a\"", "\"b\"", "\"c\"", "\"d\"", "\"e\""]);
         assert_eq!(cursor.read(2), (100, 2));
+    }
+
+    /// A stream with an entry every second for a minute, read with `limit` entries a message.
+    fn one_a_second(from_ns: i64, end_ns: i64, limit: usize) -> QueryResult {
+        let lines: Vec<String> = (0..60).map(|second| format!("line {second}")).collect();
+        let selected: Vec<(i64, &str)> = (0..60i64)
+            .map(|second| (second * 1_000_000_000, lines[second as usize].as_str()))
+            .filter(|(timestamp_ns, _)| *timestamp_ns >= from_ns && *timestamp_ns < end_ns)
+            .take(limit)
+            .collect();
+        streams(&selected)
+    }
+
+    #[test]
+    fn history_is_sent_whole_and_a_live_tail_too_far_behind_drops_in_lokis_shape() {
+        let end_ns = 60_000_000_000;
+        // History: the tail connected at the end, so however far behind, nothing is dropped.
+        let mut history = TailCursor::new(0, end_ns);
+        let mut received = 0;
+        while history.read(5).0 < end_ns {
+            let (from_ns, limit) = history.read(5);
+            assert!(!history.is_behind(end_ns));
+            if let Some(message) = history.advance(one_a_second(from_ns, end_ns, limit), limit, end_ns) {
+                received += sent_lines(&message).len();
+                assert!(history.pending() || history.read(5).0 == end_ns);
+            }
+        }
+        assert_eq!(received, 60);
+        // Live from the first entry: after one full message, 55 s behind, the rest is skipped and listed.
+        let mut live = TailCursor::new(0, 0);
+        let (from_ns, limit) = live.read(5);
+        let first = live.advance(one_a_second(from_ns, end_ns, limit), limit, end_ns).unwrap();
+        assert_eq!(sent_lines(&first).len(), 5);
+        assert!(live.pending() && live.is_behind(end_ns));
+        let (from_ns, _) = live.read(5);
+        let message = live.skip(&one_a_second(from_ns, end_ns, MAX_DROPPED_ENTRIES + 5), end_ns);
+        let dropped = message["dropped_entries"].as_array().unwrap();
+        assert_eq!(dropped.len(), 55, "the entry at 4 s was sent, 5 s to 59 s were not");
+        assert_eq!(dropped[0], json!({"timestamp": "5000000000", "labels": {"job": "a"}}));
+        assert_eq!(message["streams"], json!([]));
+        assert_eq!(live.read(5), (end_ns, 5));
+        assert!(!live.pending() && !live.is_behind(end_ns + MAX_LIVE_LAG_NS));
+        // Within the lag bound a live tail is not behind.
+        let mut close = TailCursor::new(50_000_000_000, 0);
+        let (from_ns, limit) = close.read(5);
+        close.advance(one_a_second(from_ns, end_ns, limit), limit, end_ns);
+        assert!(close.pending() && !close.is_behind(end_ns));
     }
 }
