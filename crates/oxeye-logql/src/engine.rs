@@ -637,11 +637,12 @@ impl LogVisitor for SampleExtractor<'_> {
         true
     }
 
-    /// Counting entries of a stream selector without stages (`count_over_time`, `rate`,
-    /// `absent_over_time`) reads timestamps and structured metadata only.
+    /// Counting entries of a stream selector without stages that read lines (`count_over_time`, `rate`,
+    /// `absent_over_time`, past `drop` or `keep` at most) reads timestamps and structured metadata only.
     fn reads_lines(&self) -> bool {
         let counts_entries = matches!(self.op, RangeOp::CountOverTime | RangeOp::Rate | RangeOp::AbsentOverTime);
-        !(counts_entries && self.pipeline_is_empty && self.line_filters.is_empty() && self.range.unwrap.is_none())
+        let line_unread = self.line_filters.is_empty() && !self.pipeline.reads_lines() && self.range.unwrap.is_none();
+        !(counts_entries && line_unread)
     }
 
     fn entry(&mut self, stream: &Labels, entry: LogEntryRef<'_>) {

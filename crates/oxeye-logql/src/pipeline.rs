@@ -753,6 +753,13 @@ impl Pipeline {
         self.stages.is_empty()
     }
 
+    /// True when a stage reads or rewrites the line; `drop` and `keep` read labels only, so a pipeline of
+    /// them alone (`| drop __error__, __error_details__`, as Grafana adds) keeps or drops an entry whatever
+    /// its line.
+    pub fn reads_lines(&self) -> bool {
+        self.stages.iter().any(|stage| !matches!(stage, CompiledStage::Drop(_) | CompiledStage::Keep(_)))
+    }
+
     /// Runs the pipeline; `None` when a filter drops the entry. `extra_labels` (structured metadata) are
     /// visible to the stages and kept in the result.
     pub fn process(&mut self, stream_labels: &Labels, entry: &LogEntry) -> Option<ProcessedEntry> {

@@ -343,6 +343,8 @@ fn range_aggregations_over_many_entries_equal_counting_by_hand() {
         (r#"sum(count_over_time({env="prod"}[30s] offset 5s))"#, 30, 5, false),
         (r#"sum by (env) (bytes_over_time({env="prod"}[20s]))"#, 20, 0, true),
         (r#"sum(rate({env="prod"}[1m]))"#, 60, 0, false),
+        (r#"sum(count_over_time({env="prod"} | drop __error__, __error_details__ [20s]))"#, 20, 0, false),
+        (r#"sum(count_over_time({env="prod"} | keep env [10s] offset 3s))"#, 10, 3, false),
     ] {
         let result =
             Engine::default().query_range(store.as_ref(), query, start, end, step, 100, Direction::Forward).unwrap();
