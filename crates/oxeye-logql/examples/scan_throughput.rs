@@ -2,7 +2,7 @@
 //! (request ids, trace ids, user ids) spread over the last 24 hours in a temporary store, flushes it to
 //! chunk files, then times queries over the whole 24 h:
 //!
-//! - `count_over_time` over every stream (every chunk read),
+//! - `count_over_time` and `bytes_over_time` over every stream (every chunk read),
 //! - a needle search for one trace id (`|= "<trace id>"`, bloom filters skip chunks),
 //! - "the last 100 lines containing a term" (`direction=backward`, `limit=100`),
 //! - a line filter with a common term over every line,
@@ -196,6 +196,9 @@ fn main() {
     };
     timer.timed("count_over_time, all streams, 24h", || {
         every_10m(r#"sum by (service_name) (count_over_time({env="prod"}[10m]))"#)
+    });
+    timer.timed("bytes_over_time, all streams, 24h", || {
+        every_10m(r#"sum by (service_name) (bytes_over_time({env="prod"}[10m]))"#)
     });
     timer.timed("count_over_time |= \"checkout\", 24h", || {
         every_10m(r#"sum(count_over_time({env="prod"} |= "checkout" [10m]))"#)

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use oxeye_model::logs::{LogEntryRef, LogReader, LogSelection, LogVisitor, ScanOrder};
 use oxeye_model::storage::{ErrorKind, StorageError};
-use oxeye_model::{Labels, MatchOp, Matcher};
+use oxeye_model::{LabelRef, Labels, MatchOp, Matcher};
 
 use crate::pipeline::{
     ERROR_DETAILS_LABEL, ERROR_LABEL, LineFilters, ParserHints, Pipeline, convert, sanitized_label_name,
@@ -381,6 +381,7 @@ impl Engine {
             last_stream: None,
             batch_series: None,
             first_error: None,
+            unread_line_bytes: None,
         };
         reader.scan(&selection, ScanOrder::Forward, &mut extractor)?;
         let first_error = extractor.first_error;
@@ -586,6 +587,8 @@ struct SampleExtractor<'a> {
     batch_series: Option<usize>,
     /// The labels of the first entry left with `__error__`, seen before grouping.
     first_error: Option<Labels>,
+    /// The length of the current entry's line when the store left it unread.
+    unread_line_bytes: Option<usize>,
 }
 
 impl SampleExtractor<'_> {
@@ -637,20 +640,42 @@ impl LogVisitor for SampleExtractor<'_> {
         true
     }
 
-    /// Counting entries of a stream selector without stages that read lines (`count_over_time`, `rate`,
-    /// `absent_over_time`, past `drop` or `keep` at most) reads timestamps and structured metadata only.
+    /// Counting entries or their bytes for a stream selector without stages that read lines
+    /// (`count_over_time`, `rate`, `bytes_over_time`, `bytes_rate`, `absent_over_time`, past `drop` or `keep`
+    /// at most) reads timestamps, line lengths and structured metadata only.
     fn reads_lines(&self) -> bool {
-        let counts_entries = matches!(self.op, RangeOp::CountOverTime | RangeOp::Rate | RangeOp::AbsentOverTime);
+        let counts_entries = matches!(
+            self.op,
+            RangeOp::CountOverTime
+                | RangeOp::Rate
+                | RangeOp::BytesOverTime
+                | RangeOp::BytesRate
+                | RangeOp::AbsentOverTime
+        );
         let line_unread = self.line_filters.is_empty() && !self.pipeline.reads_lines() && self.range.unwrap.is_none();
         !(counts_entries && line_unread)
+    }
+
+    fn entry_without_line(
+        &mut self,
+        stream: &Labels,
+        timestamp_ns: i64,
+        line_bytes: usize,
+        structured_metadata: &[LabelRef<'_>],
+    ) {
+        // No stage reads or rewrites the line (`reads_lines`), so its length stands for the one it would have.
+        self.unread_line_bytes = Some(line_bytes);
+        self.entry(stream, LogEntryRef { timestamp_ns, line: "", structured_metadata });
+        self.unread_line_bytes = None;
     }
 
     fn entry(&mut self, stream: &Labels, entry: LogEntryRef<'_>) {
         if !self.line_filters.keeps(entry.line) {
             return;
         }
+        let unread_line_bytes = self.unread_line_bytes;
         let line_value = |line: &str| match self.op {
-            RangeOp::BytesOverTime | RangeOp::BytesRate => line.len() as f64,
+            RangeOp::BytesOverTime | RangeOp::BytesRate => unread_line_bytes.unwrap_or(line.len()) as f64,
             _ => 1.0,
         };
         // Structured metadata joins an entry's labels, unless a `by` grouping drops it anyway.
@@ -699,7 +724,7 @@ impl LogVisitor for SampleExtractor<'_> {
                 None => {}
                 Some(Ok(line_length)) => {
                     let value = match self.op {
-                        RangeOp::BytesOverTime | RangeOp::BytesRate => line_length as f64,
+                        RangeOp::BytesOverTime | RangeOp::BytesRate => unread_line_bytes.unwrap_or(line_length) as f64,
                         _ => 1.0,
                     };
                     let index = match self.group_index.get(self.group_key.as_slice()) {

@@ -345,6 +345,7 @@ fn range_aggregations_over_many_entries_equal_counting_by_hand() {
         (r#"sum(rate({env="prod"}[1m]))"#, 60, 0, false),
         (r#"sum(count_over_time({env="prod"} | drop __error__, __error_details__ [20s]))"#, 20, 0, false),
         (r#"sum(count_over_time({env="prod"} | keep env [10s] offset 3s))"#, 10, 3, false),
+        (r#"sum(bytes_rate({env="prod"} | drop __error__ [30s]))"#, 30, 0, true),
     ] {
         let result =
             Engine::default().query_range(store.as_ref(), query, start, end, step, 100, Direction::Forward).unwrap();
@@ -358,7 +359,8 @@ fn range_aggregations_over_many_entries_equal_counting_by_hand() {
                 by_hand.iter().filter(|(time, _)| *time > window_end - range_s * SECOND && *time <= window_end);
             let (count, line_bytes) = inside.fold((0, 0), |(count, bytes), (_, line)| (count + 1, bytes + line.len()));
             let expected = match (bytes, query.contains("rate")) {
-                (true, _) => line_bytes as f64,
+                (true, true) => line_bytes as f64 / range_s as f64,
+                (true, false) => line_bytes as f64,
                 (false, true) => count as f64 / range_s as f64,
                 (false, false) => count as f64,
             };

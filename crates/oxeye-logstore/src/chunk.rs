@@ -151,9 +151,9 @@ pub(crate) fn for_each_encoded_entry(
 ) -> Result<(), LogStoreError> {
     let decoded = match layout {
         ChunkLayout::Rows => decode_rows(encoded, visit),
-        ChunkLayout::Columns => decode_columns(encoded, TimestampUnit::Absent, LinesSection::Present, visit),
+        ChunkLayout::Columns => decode_columns(encoded, TimestampUnit::Absent, LinesSection::Present, with_line(visit)),
         ChunkLayout::ColumnsTimestampUnit => {
-            decode_columns(encoded, TimestampUnit::InHeader, LinesSection::Present, visit)
+            decode_columns(encoded, TimestampUnit::InHeader, LinesSection::Present, with_line(visit))
         }
     };
     decoded.map_err(|(offset, reason)| LogStoreError::corrupt(path, offset as u64, reason))
@@ -161,8 +161,8 @@ pub(crate) fn for_each_encoded_entry(
 
 /// As [`for_each_encoded_entry`] for column-encoded chunk data without its lines: `columns` holds the
 /// data up to the end of its structured metadata section ([`columns_end`]) and `encoded_len` is the size
-/// of the whole decompressed data. Each entry is visited with an empty line; the line lengths are still
-/// checked against the lines' bytes.
+/// of the whole decompressed data. Each entry is visited with its line's length in bytes instead of the
+/// line; the lengths are checked against the lines' bytes.
 ///
 /// # Errors
 /// [`LogStoreError::Corrupt`] as [`for_each_encoded_entry`], and for [`ChunkLayout::Rows`], which keeps
@@ -172,9 +172,12 @@ pub(crate) fn for_each_encoded_entry_without_lines(
     encoded_len: usize,
     layout: ChunkLayout,
     path: &Path,
-    visit: impl FnMut(i64, &str, &[LabelRef<'_>]),
+    mut visit: impl FnMut(i64, usize, &[LabelRef<'_>]),
 ) -> Result<(), LogStoreError> {
     let lines = LinesSection::Absent { bytes: encoded_len.saturating_sub(columns.len()) };
+    let visit = |timestamp_ns: i64, _: &str, line_bytes: usize, metadata: &[LabelRef<'_>]| {
+        visit(timestamp_ns, line_bytes, metadata)
+    };
     let decoded = match layout {
         ChunkLayout::Rows => Err((0, "row-encoded chunk data cannot be read without its lines".to_string())),
         ChunkLayout::Columns => decode_columns(columns, TimestampUnit::Absent, lines, visit),
@@ -201,6 +204,11 @@ pub(crate) fn columns_end(prefix: &[u8], layout: ChunkLayout) -> Option<usize> {
         end = end.checked_add(usize::try_from(header.uvarint().ok()?).ok()?)?;
     }
     end.checked_add(header.offset())
+}
+
+/// Adapts an entry visitor to [`decode_columns`], which also hands over each line's length.
+fn with_line(mut visit: impl FnMut(i64, &str, &[LabelRef<'_>])) -> impl FnMut(i64, &str, usize, &[LabelRef<'_>]) {
+    move |timestamp_ns, line, _, metadata| visit(timestamp_ns, line, metadata)
 }
 
 fn decode_rows<'a>(
@@ -242,7 +250,7 @@ fn decode_columns<'a>(
     encoded: &'a [u8],
     timestamp_unit: TimestampUnit,
     lines_section: LinesSection,
-    mut visit: impl FnMut(i64, &str, &[LabelRef<'_>]),
+    mut visit: impl FnMut(i64, &str, usize, &[LabelRef<'_>]),
 ) -> Result<(), (usize, String)> {
     let mut lines = Reader::new(encoded);
     let count = lines.uvarint()?;
@@ -292,7 +300,7 @@ fn decode_columns<'a>(
             (None, None) => lines.str_of(line_length)?,
         };
         read_metadata(&mut metadata_section, metadata_text, &mut metadata)?;
-        visit(timestamp_ns, line, &metadata);
+        visit(timestamp_ns, line, line_length, &metadata);
     }
     for section in [&timestamps, &lengths, &metadata_section, &lines] {
         if !section.is_empty() {
@@ -655,15 +663,16 @@ mod column_tests {
             total,
             ChunkLayout::SEALED,
             Path::new("mem"),
-            |timestamp_ns, line, metadata| {
-                assert!(line.is_empty());
-                decoded.push(LogEntryRef { timestamp_ns, line, structured_metadata: metadata }.to_entry());
+            |timestamp_ns, line_bytes, metadata| {
+                // Each line stands in as its length in bytes.
+                let line = "x".repeat(line_bytes);
+                decoded.push(LogEntryRef { timestamp_ns, line: &line, structured_metadata: metadata }.to_entry());
             },
         )
         .unwrap();
-        let without_lines: Vec<LogEntry> =
-            entries.iter().map(|entry| LogEntry { line: String::new(), ..entry.clone() }).collect();
-        assert_eq!(decoded, without_lines);
+        let lines_as_lengths: Vec<LogEntry> =
+            entries.iter().map(|entry| LogEntry { line: "x".repeat(entry.line.len()), ..entry.clone() }).collect();
+        assert_eq!(decoded, lines_as_lengths);
         // The inflater still decompresses whole chunks after stopping inside a frame.
         let whole = decode_chunk_data(&chunk.data, ChunkLayout::SEALED, Path::new("mem")).unwrap();
         assert_eq!(whole, entries);

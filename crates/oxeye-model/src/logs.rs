@@ -141,13 +141,27 @@ pub trait LogVisitor {
         true
     }
 
-    /// Whether the visitor reads the entries' lines. When it does not, a reader may hand over every entry
-    /// with an empty `line` and leave the lines unread (the log store then decompresses only the
-    /// timestamps and structured metadata of a chunk): `count_over_time` of a stream selector needs nothing
-    /// else. Asked once per scan, before the first batch; a selection with `line_contains` needles reads
-    /// lines anyway. The default reads them.
+    /// Whether the visitor reads the entries' lines. When it does not, a reader may leave the lines unread
+    /// and hand entries over through [`LogVisitor::entry_without_line`] instead (the log store then
+    /// decompresses only a chunk's timestamps, line lengths and structured metadata): `count_over_time`
+    /// and `bytes_over_time` of a stream selector need nothing else. Asked once per scan, before the first
+    /// batch; a selection with `line_contains` needles reads lines anyway. The default reads them.
     fn reads_lines(&self) -> bool {
         true
+    }
+
+    /// One entry of `stream` inside the selection's window whose line was left unread (only when
+    /// [`LogVisitor::reads_lines`] is false): `line_bytes` is the line's length in bytes. The default
+    /// hands the entry to [`LogVisitor::entry`] with an empty line.
+    fn entry_without_line(
+        &mut self,
+        stream: &Labels,
+        timestamp_ns: i64,
+        line_bytes: usize,
+        structured_metadata: &[LabelRef<'_>],
+    ) {
+        let _ = line_bytes;
+        self.entry(stream, LogEntryRef { timestamp_ns, line: "", structured_metadata });
     }
 
     /// One entry of `stream` inside the selection's window. Within a batch, entries come oldest first;

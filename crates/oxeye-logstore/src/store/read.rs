@@ -79,21 +79,37 @@ impl LogVisitor for Collect {
     }
 }
 
+/// An entry's line as a scan hands it to its visitor.
+#[derive(Clone, Copy)]
+enum Line<'a> {
+    Text(&'a str),
+    /// Left compressed: only its length in bytes is known.
+    Unread(usize),
+}
+
 /// Decompresses and decodes one chunk's `data` of `layout`, calling `visit` per entry; with `lines_unread`,
-/// only the chunk's timestamps and structured metadata when its layout allows (lines are then empty).
+/// only the chunk's timestamps, line lengths and structured metadata when its layout allows.
 fn visit_chunk(
     inflater: &mut ChunkInflater,
     data: &[u8],
     layout: ChunkLayout,
     path: &Path,
     lines_unread: bool,
-    visit: &mut impl FnMut(i64, &str, &[LabelRef<'_>]),
+    visit: &mut impl FnMut(i64, Line<'_>, &[LabelRef<'_>]),
 ) -> Result<(), LogStoreError> {
     if lines_unread && let Some((columns, encoded_len)) = inflater.inflate_columns(data, layout, path)? {
-        return for_each_encoded_entry_without_lines(columns, encoded_len, layout, path, visit);
+        return for_each_encoded_entry_without_lines(
+            columns,
+            encoded_len,
+            layout,
+            path,
+            |timestamp_ns, bytes, metadata| visit(timestamp_ns, Line::Unread(bytes), metadata),
+        );
     }
     let encoded = inflater.inflate(data, path)?;
-    for_each_encoded_entry(encoded, layout, path, visit)
+    for_each_encoded_entry(encoded, layout, path, |timestamp_ns, line, metadata| {
+        visit(timestamp_ns, Line::Text(line), metadata)
+    })
 }
 
 impl LogStore {
@@ -149,10 +165,14 @@ impl LogStore {
             if !visitor.wants_batch(stream, batch.min_ns.max(start_ns), batch.max_ns.min(end_ns - 1)) {
                 continue;
             }
-            let mut visit = |timestamp_ns: i64, line: &str, metadata: &[LabelRef<'_>]| {
-                if wanted(timestamp_ns, line) {
+            let mut visit = |timestamp_ns: i64, line: Line<'_>, metadata: &[LabelRef<'_>]| match line {
+                Line::Text(line) if wanted(timestamp_ns, line) => {
                     visitor.entry(stream, LogEntryRef { timestamp_ns, line, structured_metadata: metadata });
                 }
+                Line::Unread(line_bytes) if timestamp_ns >= start_ns && timestamp_ns < end_ns => {
+                    visitor.entry_without_line(stream, timestamp_ns, line_bytes, metadata);
+                }
+                _ => {}
             };
             match &batch.source {
                 BatchSource::Stored(chunk) => {
@@ -179,9 +199,12 @@ impl LogStore {
                     let memory = Path::new("memory");
                     visit_chunk(&mut inflater, &chunk.data, ChunkLayout::SEALED, memory, lines_unread, &mut visit)?;
                 }
-                BatchSource::Head(encoded) => {
-                    for_each_encoded_entry(encoded, ChunkLayout::Rows, Path::new("head"), &mut visit)?
-                }
+                BatchSource::Head(encoded) => for_each_encoded_entry(
+                    encoded,
+                    ChunkLayout::Rows,
+                    Path::new("head"),
+                    |timestamp_ns, line, metadata| visit(timestamp_ns, Line::Text(line), metadata),
+                )?,
                 BatchSource::Merged(entries) => {
                     let mut metadata: Vec<LabelRef<'_>> = Vec::new();
                     for entry in entries {
@@ -192,7 +215,7 @@ impl LogStore {
                                 .iter()
                                 .map(|label| LabelRef { name: &label.name, value: &label.value }),
                         );
-                        visit(entry.timestamp_ns, &entry.line, &metadata);
+                        visit(entry.timestamp_ns, Line::Text(&entry.line), &metadata);
                     }
                 }
             }
