@@ -462,10 +462,9 @@ fn allocator_size_class(bytes: usize) -> usize {
     bytes.next_multiple_of((below / 4).max(16))
 }
 
-/// Appends samples to an XOR chunk. Timestamps must ascend; the caller checks order.
-///
-/// Fields are kept flat (48 bytes) because every active series holds one; the sample count lives in
-/// the chunk's own header bytes.
+/// Appends samples to an XOR chunk of any timestamps (imported history, re-encoding). Timestamps must
+/// ascend; the caller checks order. The head's open chunks use [`HeadAppender`], which falls back to the
+/// same XOR stream. The sample count lives in the chunk's own header bytes.
 #[derive(Debug, Clone)]
 pub struct XorAppender {
     /// The chunk's bytes, then zeroed room for the next samples: the buffer's length is its capacity, so
@@ -644,8 +643,15 @@ fn append_xor_sample(
 fn first_timestamp_ms(bytes: &[u8], header_bytes: usize) -> i64 {
     let has_samples = matches!(bytes, [high, low, ..] if (*high, *low) != (0, 0));
     let Some(stream) = bytes.get(header_bytes..).filter(|_| has_samples) else { return 0 };
-    // An appender wrote it, so it decodes.
-    read_varint_bits(&mut BitReader { bytes: stream, position: 0 }).unwrap_or(0)
+    // Byte by byte (the head reads it at every append); an appender wrote it, so it ends within 10 bytes.
+    let mut raw = 0u64;
+    for (index, byte) in stream.iter().take(10).enumerate() {
+        raw |= u64::from(byte & 0x7f) << (7 * index);
+        if *byte < 0x80 {
+            return ((raw >> 1) as i64) ^ -((raw & 1) as i64);
+        }
+    }
+    0
 }
 
 /// An open chunk's bytes out of its buffer (`used` bytes, then room).

@@ -212,17 +212,51 @@ pub(crate) enum Tail {
     Closed { max_time_ms: i64, last_value_bits: u64 },
 }
 
+/// The closed chunks of a series, oldest first, behind one thin pointer (`None` when there are none,
+/// as for every series whose head holds a single chunk): a boxed slice (no spare capacity), reallocated
+/// at each cut. A fat boxed slice in place would cost every series 8 more bytes.
+#[derive(Debug, Default)]
+pub(crate) struct ClosedChunks(Option<Box<Box<[HeadChunk]>>>);
+
+impl ClosedChunks {
+    /// Takes the chunks out, leaving none.
+    fn take(&mut self) -> Vec<HeadChunk> {
+        self.0.take().map(|chunks| chunks.into_vec()).unwrap_or_default()
+    }
+
+    /// Replaces the chunks.
+    fn set(&mut self, chunks: Vec<HeadChunk>) {
+        self.0 = (!chunks.is_empty()).then(|| Box::new(chunks.into_boxed_slice()));
+    }
+}
+
+impl std::ops::Deref for ClosedChunks {
+    type Target = [HeadChunk];
+
+    fn deref(&self) -> &[HeadChunk] {
+        self.0.as_deref().map_or(&[], |chunks| chunks)
+    }
+}
+
+impl std::ops::DerefMut for ClosedChunks {
+    fn deref_mut(&mut self) -> &mut [HeadChunk] {
+        self.0.as_deref_mut().map_or(&mut [], |chunks| chunks)
+    }
+}
+
 /// Samples of one series; guarded by the series' mutex.
 #[derive(Debug)]
 pub(crate) struct SeriesState {
-    /// Closed chunks, oldest first: a boxed slice (no spare capacity), reallocated at each cut.
-    pub(crate) closed: Box<[HeadChunk]>,
+    pub(crate) closed: ClosedChunks,
     pub(crate) tail: Tail,
 }
 
 impl SeriesState {
     fn new() -> Self {
-        SeriesState { closed: Box::default(), tail: Tail::Closed { max_time_ms: i64::MIN, last_value_bits: 0 } }
+        SeriesState {
+            closed: ClosedChunks::default(),
+            tail: Tail::Closed { max_time_ms: i64::MIN, last_value_bits: 0 },
+        }
     }
 
     /// The open chunk, if any.
@@ -261,7 +295,7 @@ impl SeriesState {
                 open.appender.num_samples() >= MAX_SAMPLES_PER_CHUNK
                     || open.appender.size_bytes() >= MAX_CHUNK_BYTES
                     || timestamp_ms >= open.boundary_ms(chunk_range_ms)
-                    || !open.appender.accepts_timestamp(timestamp_ms)
+                    || !open.appender.can_append(timestamp_ms)
             }
         };
         if must_cut {
@@ -290,18 +324,18 @@ impl SeriesState {
 
     /// Appends a closed chunk (the slice grows by exactly one: most series hold few closed chunks).
     fn push_closed(&mut self, chunk: HeadChunk) {
-        let mut closed = std::mem::take(&mut self.closed).into_vec();
+        let mut closed = self.closed.take();
         closed.reserve_exact(1);
         closed.push(chunk);
-        self.closed = closed.into_boxed_slice();
+        self.closed.set(closed);
     }
 
     /// Drops chunks that end before `mint_ms`. True when the series has no chunk left.
     pub(crate) fn truncate_before(&mut self, mint_ms: i64) -> bool {
         if self.closed.iter().any(|chunk| chunk.maxt_ms < mint_ms) {
-            let mut closed = std::mem::take(&mut self.closed).into_vec();
+            let mut closed = self.closed.take();
             closed.retain(|chunk| chunk.maxt_ms >= mint_ms);
-            self.closed = closed.into_boxed_slice();
+            self.closed.set(closed);
         }
         if self.open().is_some_and(|open| open.maxt_ms() < mint_ms) {
             let (max_time_ms, last_value_bits) = self.newest();
@@ -382,7 +416,7 @@ impl SeriesState {
             }
         };
         self.cut_open_chunk();
-        let mut closed = std::mem::take(&mut self.closed).into_vec();
+        let mut closed = self.closed.take();
         closed.reserve_exact(chunks.len() + usize::from(last_closed.is_some()));
         for (encoding, mint_ms, maxt_ms, bytes) in chunks.into_iter().chain(last_closed) {
             // Closed chunks hold only encodings 1 and 2 (a checkpoint's last chunk may be appendable).
@@ -393,7 +427,7 @@ impl SeriesState {
             };
             closed.push(HeadChunk { mint_ms, maxt_ms, encoding, data: ChunkData::Memory(bytes.into_boxed_slice()) });
         }
-        self.closed = closed.into_boxed_slice();
+        self.closed.set(closed);
         self.tail = last;
         Ok(())
     }
@@ -427,7 +461,7 @@ pub(crate) struct MemSeries {
     /// The low bits ([`HOLDS`]) count the appenders holding this series in an uncommitted batch (garbage
     /// collection skips it meanwhile); bit [`LOGGED`] is set once a commit that wrote this series' WAL
     /// series record is durable; bit [`REMOVED`] once garbage collection removed the series from the
-    /// head. One word for the three keeps `MemSeries` with its `Arc` in jemalloc's 112-byte class.
+    /// head. One word for the three keeps `MemSeries` with its `Arc` in jemalloc's 96-byte class.
     holds_and_flags: AtomicU32,
 }
 
@@ -1059,8 +1093,11 @@ impl Head {
                 memory.open_chunks_used += open.appender.size_bytes() as u64;
                 memory.open_chunks_capacity += open.appender.capacity_bytes() as u64;
             }
-            memory.closed_chunk_descriptors += std::mem::size_of_val::<[HeadChunk]>(&state.closed) as u64;
-            for chunk in &state.closed {
+            // The slice, and the box holding its fat pointer when there is one.
+            let outer_box_bytes = if state.closed.is_empty() { 0 } else { std::mem::size_of::<Box<[HeadChunk]>>() };
+            memory.closed_chunk_descriptors +=
+                (std::mem::size_of_val::<[HeadChunk]>(&state.closed) + outer_box_bytes) as u64;
+            for chunk in state.closed.iter() {
                 if let ChunkData::Memory(bytes) = &chunk.data {
                     memory.closed_chunks_in_memory += bytes.len() as u64;
                 }
@@ -1110,7 +1147,7 @@ fn spill_round(round: &[Arc<MemSeries>], files: &HeadChunkFiles) -> Result<u64, 
     for series in round {
         let state = series.lock();
         let mut references = Vec::new();
-        for chunk in &state.closed {
+        for chunk in state.closed.iter() {
             if let ChunkData::Memory(bytes) = &chunk.data {
                 references.push((chunk.mint_ms, batch.add(chunk.encoding, bytes, chunk.maxt_ms)?));
             }
@@ -1328,13 +1365,14 @@ mod tests {
 }
 #[cfg(test)]
 mod size_budget {
-    /// Every active series holds one `MemSeries` (plus labels and chunk bytes): keep it small. 96 bytes
-    /// plus the `Arc`'s two counts fill jemalloc's 112-byte size class (the next one is 128).
+    /// Every active series holds one `MemSeries` (plus labels and chunk bytes): keep it small. 80 bytes
+    /// plus the `Arc`'s two counts fill jemalloc's 96-byte size class (the next one is 112).
     #[test]
     fn per_series_structures_stay_within_budget() {
-        assert!(std::mem::size_of::<super::MemSeries>() <= 96, "{}", std::mem::size_of::<super::MemSeries>());
-        assert!(std::mem::size_of::<crate::chunkenc::HeadAppender>() <= 48);
+        assert!(std::mem::size_of::<super::MemSeries>() <= 80, "{}", std::mem::size_of::<super::MemSeries>());
+        assert!(std::mem::size_of::<crate::chunkenc::HeadAppender>() <= 40);
         // The open chunk is the appender alone, and the tail enum finds its tag in the appender's niche.
-        assert!(std::mem::size_of::<super::Tail>() <= 48);
+        assert!(std::mem::size_of::<super::Tail>() <= 40);
+        assert!(std::mem::size_of::<super::ClosedChunks>() <= 8);
     }
 }
