@@ -275,8 +275,17 @@ impl SeriesState {
         }
     }
 
-    /// Checks a sample against the newest one without storing it.
+    /// Checks a sample against the newest one without storing it. The newest value is read only for a
+    /// sample at the newest timestamp: reading it may touch the open chunk's bytes (its decimal scale),
+    /// which this check, made as each sample arrives, otherwise never does.
     pub(crate) fn check(&self, timestamp_ms: i64, value_bits: u64) -> SeriesAppend {
+        let newest_ms = match &self.tail {
+            Tail::Open(open) => open.appender.last_timestamp_ms(),
+            Tail::Closed { max_time_ms, .. } => *max_time_ms,
+        };
+        if newest_ms == i64::MIN || timestamp_ms > newest_ms {
+            return SeriesAppend::Appended;
+        }
         let (max_time_ms, last_value_bits) = self.newest();
         check_order(max_time_ms, last_value_bits, timestamp_ms, value_bits)
     }
