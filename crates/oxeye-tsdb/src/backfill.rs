@@ -225,7 +225,8 @@ impl BlockBuilder {
             writer.add_series(&series.labels, &series.closed)?;
         }
         let Some(dir) = writer.finish(min_time_ms, max_time_ms, 1, Vec::new(), Vec::new())? else { return Ok(None) };
-        let block = Block::open(&dir)?;
+        let mut block = Block::open(&dir)?;
+        crate::compact::share_with_existing_blocks(&shared, &mut block);
         let id = block.meta.id.clone();
         tracing::info!(block = %id, min_time_ms, max_time_ms, series = block.meta.stats.num_series, samples = block.meta.stats.num_samples, "backfilled block");
         let mut blocks = write(&shared.blocks);

@@ -205,6 +205,16 @@ impl Block {
         Ok(Block { dir: dir.to_path_buf(), meta, index, chunks, size_bytes })
     }
 
+    /// Shares this block's index symbols and postings with the first of `others` whose are equal (see
+    /// [`BlockIndex::share_labels_with`]); call it before the block is shared itself.
+    pub(crate) fn share_index_labels<'b>(&mut self, others: impl IntoIterator<Item = &'b Block>) {
+        for other in others {
+            if self.index.share_labels_with(&other.index) {
+                return;
+            }
+        }
+    }
+
     /// True when the block's range `[min, max)` overlaps the inclusive window.
     pub(crate) fn overlaps(&self, mint_ms: i64, maxt_ms: i64) -> bool {
         self.meta.min_time_ms <= maxt_ms && self.meta.max_time_ms > mint_ms

@@ -86,7 +86,10 @@ fn run_pass(shared: &Shared) -> Result<MaintenanceReport, TsdbError> {
             let _gate = write(&shared.commit_gate);
             head.raise_min_valid_time(block_maxt_ms);
         }
-        let block = cut_head_block(shared, block_mint_ms, block_maxt_ms)?;
+        let mut block = cut_head_block(shared, block_mint_ms, block_maxt_ms)?;
+        if let Some(block) = block.as_mut() {
+            share_with_existing_blocks(shared, block);
+        }
         {
             // Queries hold the block list for reading while they also read the head, so they see
             // either the old blocks with the untruncated head or the new block with the truncated head.
@@ -157,6 +160,13 @@ fn head_chunks_in_range(
         );
     }
     block::merge_chunks(chunks).map_err(|error| TsdbError::corrupt("head", error.to_string()))
+}
+
+/// Lets a new block share its index symbols and postings with an existing block whose are equal, the
+/// newest first (see [`Block::share_index_labels`]); compared before the block list is locked.
+pub(crate) fn share_with_existing_blocks(shared: &Shared, block: &mut Block) {
+    let existing = shared.blocks();
+    block.share_index_labels(existing.iter().rev().map(|other| other.as_ref()));
 }
 
 /// Writes the head's samples in `[mint_ms, maxt_ms)` as a level-1 block; `None` when there are none.
@@ -245,7 +255,11 @@ fn compact_blocks(shared: &Shared, group: &[Arc<Block>]) -> Result<(), TsdbError
     sources.dedup();
     let parents: Vec<String> = group.iter().map(|block| block.meta.id.clone()).collect();
     let new_block = match writer.finish(min_time_ms, max_time_ms, level, sources, parents.clone())? {
-        Some(dir) => Some(Block::open(&dir)?),
+        Some(dir) => {
+            let mut block = Block::open(&dir)?;
+            share_with_existing_blocks(shared, &mut block);
+            Some(block)
+        }
         None => None,
     };
     {

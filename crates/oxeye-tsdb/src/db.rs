@@ -323,6 +323,8 @@ fn open_blocks(data_dir: &Path) -> Result<Vec<Arc<Block>>, TsdbError> {
             tracing::info!(block = %block.meta.id, "removing block already merged into a compacted block");
             block::delete_block_dir(&block.dir)?;
         } else {
+            let mut block = block;
+            block.share_index_labels(kept.iter().map(|kept: &Arc<Block>| kept.as_ref()));
             kept.push(Arc::new(block));
         }
     }

@@ -11,7 +11,7 @@ use roaring::RoaringBitmap;
 use crate::head::MixBuildHasher;
 
 /// Postings of one label set collection, in memory.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct MemPostings {
     by_name: HashMap<String, HashMap<String, RoaringBitmap, MixBuildHasher>, MixBuildHasher>,
     all: RoaringBitmap,
