@@ -12,6 +12,7 @@
 
 pub mod engine;
 mod json_fields;
+mod line_regex;
 pub mod pattern;
 pub mod patterns;
 pub mod pipeline;

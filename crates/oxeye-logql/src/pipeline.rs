@@ -15,6 +15,7 @@ use oxeye_model::{Labels, Matcher};
 use regex::Regex;
 
 use crate::json_fields::{JsonScalar, visit_fields};
+use crate::line_regex::LineRegex;
 use crate::pattern::Pattern;
 use crate::syntax::{
     Grouping, LabelFilter, LabelFormatItem, LabelItem, LineFilter, LineFilterOp, NumberKind, ParserStage, Stage,
@@ -201,7 +202,7 @@ enum CompiledStage {
     /// `| regexp`: the expression, its capture locations (reused from line to line) and the named groups the
     /// hints want, by group index.
     Regexp {
-        regex: Regex,
+        regex: Box<LineRegex>,
         locations: regex::CaptureLocations,
         groups: Vec<(usize, String)>,
     },
@@ -701,8 +702,9 @@ impl Pipeline {
                     CompiledStage::Logfmt { strict: *strict, keep_empty: *keep_empty, params: params.clone() }
                 }
                 Stage::Parser(ParserStage::Regexp(regex)) => {
-                    let regex = Regex::new(regex).map_err(|error| error.to_string())?;
+                    let regex = Box::new(LineRegex::new(regex).map_err(|error| error.to_string())?);
                     let groups = regex
+                        .regex()
                         .capture_names()
                         .enumerate()
                         .filter_map(|(index, name)| Some((index, name?.to_string())))
@@ -888,9 +890,10 @@ impl Pipeline {
                     parse_logfmt(&line, &mut state, &options, hints, *stop_early, label_name);
                 }
                 CompiledStage::Regexp { regex, locations, groups } => {
-                    if regex.captures_read(locations, &line).is_some() {
+                    if let Some(base) = regex.captures_read(locations, &line) {
                         for (index, name) in groups.iter() {
-                            if let Some(value) = locations.get(*index).and_then(|(start, end)| line.get(start..end)) {
+                            let found = locations.get(*index);
+                            if let Some(value) = found.and_then(|(start, end)| line.get(base + start..base + end)) {
                                 state.add_parsed(name, value);
                             }
                         }
