@@ -14,7 +14,8 @@
 # Environment: CARGO_TARGET_DIR (default /work/target-bench), BENCH_OUT (default <repo>/bench-out),
 #   OXEYE_BIN and BENCH_BIN (binaries to use instead of building them), RUNS (default 5),
 #   SERVER_CPUS (default 0), BENCH_CPUS (default 1), REUSE_DATA=1 (keep loaded data, skip the load),
-#   ONLY (only queries whose name contains this), PORT (first server's port, default 19190; each further
+#   ONLY (only queries whose name contains this), ONLY_SHAPE (only shapes whose name contains this, e.g.
+#   24h), PORT (first server's port, default 19190; each further
 #   server takes the next; refused when in use), LOAD_ONLY=1 (load the servers, then stop; time the
 #   queries later with REUSE_DATA=1), PROMETHEUS_ARGS (extra arguments for Prometheus' query run, e.g.
 #   "--query.max-samples=1000000000": its default of 50,000,000 refuses the 24 h rows at 100k series).
@@ -72,6 +73,7 @@ fi
 
 extra=(--reuse-data)
 if [ -n "${ONLY:-}" ]; then extra+=(--only "$ONLY"); fi
+if [ -n "${ONLY_SHAPE:-}" ]; then extra+=(--only-shape "$ONLY_SHAPE"); fi
 
 binary_of() {
   case "$1" in

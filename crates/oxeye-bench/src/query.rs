@@ -137,6 +137,9 @@ pub struct RunArgs {
     /// Only the queries whose name contains this.
     #[arg(long)]
     only: Option<String>,
+    /// Only the shapes (see [`SHAPES`]: `instant`, `1h/15s`, `24h/60s`, ...) whose name contains this.
+    #[arg(long)]
+    only_shape: Option<String>,
     /// Where to write the JSON result.
     #[arg(long)]
     out: PathBuf,
@@ -350,6 +353,9 @@ async fn run(args: RunArgs) -> anyhow::Result<QueryRunResult> {
             continue;
         }
         for (shape, range_ms, step_ms) in SHAPES {
+            if args.only_shape.as_deref().is_some_and(|only| !shape.contains(only)) {
+                continue;
+            }
             let measurement =
                 measure(&client, &spec, server.pid, query_name, query, shape, *range_ms, *step_ms, end_ms, args.runs)
                     .await;
