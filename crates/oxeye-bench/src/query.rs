@@ -661,14 +661,12 @@ pub fn table(results: &[QueryRunResult]) -> String {
     }
     output.push('\n');
     let Some(first) = results.first() else { return output };
-    for (index, measurement) in first.queries.iter().enumerate() {
+    for measurement in &first.queries {
+        // Matched by query and shape, so a result that timed only some shapes (`--only-shape`) lines up.
         let row: Vec<Option<&QueryMeasurement>> = results
             .iter()
             .map(|result| {
-                result
-                    .queries
-                    .get(index)
-                    .filter(|other| other.name == measurement.name && other.shape == measurement.shape)
+                result.queries.iter().find(|other| other.name == measurement.name && other.shape == measurement.shape)
             })
             .collect();
         output.push_str(&format!("| {} | {} |", measurement.name, measurement.shape));
@@ -747,6 +745,41 @@ mod tests {
         let read: QueryMeasurement = serde_json::from_str(&text).unwrap();
         assert!(read.median_ms.is_nan());
         assert_eq!(read.error, failed.error);
+    }
+
+    #[test]
+    fn a_result_with_some_shapes_lines_up_by_query_and_shape() {
+        let measurement = |shape: &str, median_ms: f64| QueryMeasurement {
+            name: "rate by view".into(),
+            query: "sum by (view) (rate(x[5m]))".into(),
+            shape: shape.into(),
+            runs_ms: vec![median_ms],
+            median_ms,
+            peak_rss_bytes: 1 << 20,
+            series: 3,
+            points: 3,
+            value_sum: 1.5,
+            error: None,
+        };
+        let result = |label: &str, queries: Vec<QueryMeasurement>| QueryRunResult {
+            label: label.into(),
+            server: ServerKind::Oxeye,
+            version: String::new(),
+            load_average: Vec::new(),
+            workload: String::new(),
+            server_args: Vec::new(),
+            ingest: None,
+            backfill: None,
+            memory_before_queries: Memory::default(),
+            end_ms: 0,
+            queries,
+            memory_after_queries: Memory::default(),
+        };
+        let all = result("oxeye", vec![measurement("instant", 1.0), measurement("24h/15s", 10.0)]);
+        let some = result("prometheus", vec![measurement("24h/15s", 40.0)]);
+        let text = table(&[all, some]);
+        assert!(text.contains("| rate by view | instant | 1.0 | — | — |"), "{text}");
+        assert!(text.contains("| rate by view | 24h/15s | 10.0 | 40.0 | 0.25x |"), "{text}");
     }
 
     #[test]
