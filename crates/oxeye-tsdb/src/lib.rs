@@ -5,8 +5,9 @@
 //!   implements [`oxeye_model::storage::MetricsStorage`]: `appender()` for writes, the
 //!   [`oxeye_model::storage::Querier`] methods for reads, plus metadata and exemplars.
 //! - Writes go to the **head** (`head`): every series' recent samples in compressed chunks
-//!   ([`chunkenc`]: delta-of-delta timestamps with XOR values, re-encoded as scaled integers with zero
-//!   runs when a chunk closes and its values allow), held in a paged array by series reference
+//!   ([`chunkenc`]: delta-of-delta timestamps with scaled-integer values appended in sample order while
+//!   the values are exact decimals, XOR values otherwise; re-encoded as scaled integers in two streams
+//!   with zero runs when a chunk closes and its values allow), held in a paged array by series reference
 //!   (`head_refs`) and found by a label-hash map of references and by postings ([`postings`]). A commit first writes WAL records (`record`) through `oxeye-wal`'s group commit, and
 //!   returns only after the fsync.
 //! - [`Tsdb::run_maintenance`] (or a thread from [`Tsdb::start_maintenance`]) cuts the oldest part of
