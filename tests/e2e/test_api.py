@@ -11,12 +11,16 @@ import requests
 from e2e_support import DATA_TIMEOUT_S, AppProcess, OxeyeServer, wait_until
 
 TICKETS = "revel_tickets_sold_total"
+LATENCY_BUCKET = "django_http_requests_latency_seconds_by_view_method_bucket"
 
 
 @pytest.fixture(scope="module")
 def server(scraping_oxeye: OxeyeServer) -> OxeyeServer:
     """The module's scraping oxeye, once the app's series and the self-scrape are queryable."""
     wait_until(lambda: len(scraping_oxeye.query_vector(TICKETS)) == 2, DATA_TIMEOUT_S, TICKETS)
+    # The app's request series appear with its first simulated request, 0.1 s after it starts listening:
+    # a first scrape may come before it.
+    wait_until(lambda: scraping_oxeye.query_vector(LATENCY_BUCKET), DATA_TIMEOUT_S, LATENCY_BUCKET)
     wait_until(lambda: scraping_oxeye.query_vector('up{job="oxeye"}'), DATA_TIMEOUT_S, "the self-scrape")
     return scraping_oxeye
 
@@ -152,7 +156,7 @@ def test_labels_shape(server: OxeyeServer):
 def test_label_values_shape(server: OxeyeServer):
     names = envelope(server.get("/api/v1/label/__name__/values"))
     assert names == sorted(names)
-    assert TICKETS in names and "up" in names and "django_http_requests_latency_seconds_by_view_method_bucket" in names
+    assert TICKETS in names and "up" in names and LATENCY_BUCKET in names
     jobs = envelope(server.get("/api/v1/label/job/values"))
     assert {"django", "oxeye"} <= set(jobs), jobs
     methods = envelope(server.get("/api/v1/label/payment_method/values", params={"match[]": TICKETS}))
