@@ -343,7 +343,8 @@ impl ChunkReader {
                 });
             }
         }
-        let unremembered = order.clone();
+        // What this call reads from disk, to remember afterwards (nothing to keep for a bypassing read).
+        let unremembered = if caching == ChunkCaching::Remember { order.clone() } else { Vec::new() };
         if self.version != CHUNKS_VERSION_1 {
             // Chunks in recently inflated frames are taken from them without reading the file.
             let mut unread = Vec::with_capacity(order.len());
@@ -419,7 +420,7 @@ impl ChunkReader {
             }
             index = run_end;
         }
-        if caching == ChunkCaching::Remember && !unremembered.is_empty() {
+        if !unremembered.is_empty() {
             let read = unremembered.iter().filter_map(|position| {
                 let (encoding, data) = results[*position].as_ref()?;
                 Some((wanted[*position].0, *encoding, data.as_slice()))

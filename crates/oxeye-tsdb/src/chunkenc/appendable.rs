@@ -239,18 +239,27 @@ impl HeadAppender {
         chunk_of_buffer(self.buffer, used)
     }
 
+    /// An empty scaled-integer chunk at decimal `scale` (values stored as `value * 10^scale`).
+    fn empty_scaled(scale: usize) -> Self {
+        Self::empty(Encoding::ScaledIntAppendable, &[0, 0, scale as u8, 0, 0])
+    }
+
+    /// The decimal scale of a scaled-integer chunk, from its header.
+    fn scale(&self) -> usize {
+        usize::from(self.buffer.get(2).copied().unwrap_or(0))
+    }
+
     /// `10^scale` of a scaled-integer chunk.
     fn power_of_ten(&self) -> f64 {
-        let scale = self.buffer.get(2).copied().unwrap_or(0);
-        POWERS_OF_TEN.get(usize::from(scale)).copied().unwrap_or(1.0)
+        POWERS_OF_TEN.get(self.scale()).copied().unwrap_or(1.0)
     }
 
     /// Appends one sample, when [`Self::can_append`] allows it; values are kept bit for bit.
     pub fn append(&mut self, timestamp_ms: i64, value: f64) {
         debug_assert!(self.can_append(timestamp_ms));
         if self.num_samples() == 0 {
-            *self = match (0..POWERS_OF_TEN.len()).find(|scale| to_scaled(value, *scale).is_some()) {
-                Some(scale) => Self::empty(Encoding::ScaledIntAppendable, &[0, 0, scale as u8, 0, 0]),
+            *self = match super::decimal_scale(&[Sample { timestamp_ms, value }]) {
+                Some(scale) => Self::empty_scaled(scale),
                 None => Self::empty(Encoding::Xor, &[0, 0]),
             };
         }
@@ -270,7 +279,7 @@ impl HeadAppender {
     /// A chunk of `samples`, in scaled integers when every value allows it, else XOR.
     fn rebuilt(samples: &[Sample]) -> Self {
         if let Some(scale) = super::decimal_scale(samples) {
-            let mut scaled = Self::empty(Encoding::ScaledIntAppendable, &[0, 0, scale as u8, 0, 0]);
+            let mut scaled = Self::empty_scaled(scale);
             if samples.iter().all(|sample| scaled.try_append_scaled(sample.timestamp_ms, sample.value)) {
                 return scaled;
             }
@@ -309,8 +318,7 @@ impl HeadAppender {
     /// Appends a sample to a scaled-integer chunk; false (nothing written) when its value is not an
     /// exact decimal at the chunk's scale or its integer moves by 2^15 or more.
     fn try_append_scaled(&mut self, timestamp_ms: i64, value: f64) -> bool {
-        let scale = usize::from(self.buffer.get(2).copied().unwrap_or(0));
-        let Some(integer) = to_scaled(value, scale) else { return false };
+        let Some(integer) = to_scaled(value, self.scale()) else { return false };
         let num_samples = self.num_samples();
         let last_integer = self.value as i64;
         let (value_delta, value_code) = if num_samples == 0 {
