@@ -55,6 +55,11 @@ pub struct HeadArgs {
     /// Fleet seed.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Print a memory trace line to stderr after every this many rounds (`VmRSS` growth and the open
+    /// chunks' bytes written and capacity per series); 0 = none. Walking the head costs time, so a traced
+    /// fill's CPU is not comparable with an untraced one.
+    #[arg(long, default_value_t = 0)]
+    pub trace_every: u32,
 }
 
 /// Options of `oxeye-bench head-open` (the restart phase, in its own process).
@@ -161,6 +166,18 @@ pub fn main(args: &HeadArgs) -> anyhow::Result<()> {
             appender.commit()?;
         }
         fleet.step();
+        if args.trace_every > 0 && (round + 1) % args.trace_every == 0 {
+            let rss_bytes = procfs::memory(pid)?.rss_bytes;
+            let head_memory = tsdb.head_memory();
+            let per_series = |bytes: u64| bytes as f64 / args.series as f64;
+            eprintln!(
+                "round {}: rss growth {:.1} B/series, open chunks {:.1} written in {:.1} capacity B/series",
+                round + 1,
+                per_series(rss_bytes.saturating_sub(memory_before.rss_bytes)),
+                per_series(head_memory.open_chunks_used),
+                per_series(head_memory.open_chunks_capacity),
+            );
+        }
         if args.maintenance_every > 0 && (round + 1) % args.maintenance_every == 0 && round + 1 < args.rounds {
             let report = tsdb.run_maintenance()?;
             eprintln!("round {}: maintenance {report:?}", round + 1);
