@@ -3,7 +3,9 @@
 //!
 //! A fleet's label values repeat heavily (a target's `instance`, `job` and `pod` are shared by its
 //! thousand series, `le` and `method` by whole families), so a series' labels shrink from their text
-//! (165 bytes for `oxeye-bench`'s fleet) to one varint per name and per value, mostly one or two bytes.
+//! (165 bytes for `oxeye-bench`'s fleet) to one varint per value, mostly one or two bytes, after one
+//! varint for the series' list of label names: a family's series share that list, so it is interned
+//! whole in a second table ([`name_sets`]) instead of costing a varint per name in every series.
 //! Prometheus' TSDB index interns label text the same way on disk (the index's symbol table,
 //! `tsdb/docs/format/index.md`); here it is done for the in-memory head.
 //!
@@ -14,12 +16,12 @@
 //! segments, each allocated once, each slot set once before its reference is published); interning
 //! takes a read lock on one of [`STRIPES`] maps by text, and a write lock for a new symbol.
 //!
-//! Limit: symbols are never freed. The table holds every distinct name and value seen since the process
+//! Limit: symbols and name lists are never freed. The table holds every distinct name and value seen since the process
 //! started (a fleet's few thousand, plus whatever churns: a new pod name per restarted pod); a head
 //! restart starts over from the series it replays.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{LazyLock, OnceLock, RwLock};
 
@@ -35,21 +37,31 @@ const FIRST_SEGMENT_BITS: u32 = 10;
 /// Enough segments for every `u32` reference.
 const SEGMENTS: usize = 33 - FIRST_SEGMENT_BITS as usize;
 
-type Segment = Box<[OnceLock<&'static str>]>;
+type Segment<T> = Box<[OnceLock<&'static T>]>;
 
-/// Label names and values by reference and by text. One per process: [`symbols`].
+/// Interned values of one kind by reference and by value, never freed: label texts ([`symbols`]) and
+/// lists of label names ([`name_sets`]).
 #[derive(Debug)]
-pub(crate) struct SymbolTable {
-    segments: [OnceLock<Segment>; SEGMENTS],
-    by_text: [RwLock<HashMap<&'static str, u32, MixBuildHasher>>; STRIPES],
+pub(crate) struct Interner<T: ?Sized + 'static> {
+    segments: [OnceLock<Segment<T>>; SEGMENTS],
+    by_value: [RwLock<HashMap<&'static T, u32, MixBuildHasher>>; STRIPES],
     next: AtomicU32,
-    /// Bytes of text interned so far.
-    text_bytes: AtomicU64,
+    /// Bytes of the interned values themselves (their heap copies).
+    value_bytes: AtomicU64,
 }
+
+/// Label names and values by reference and by text.
+pub(crate) type SymbolTable = Interner<str>;
 
 /// The process's symbol table.
 pub(crate) fn symbols() -> &'static SymbolTable {
     static TABLE: LazyLock<SymbolTable> = LazyLock::new(SymbolTable::new);
+    &TABLE
+}
+
+/// The process's lists of label names (each a series' names in order), by reference and by value.
+pub(crate) fn name_sets() -> &'static Interner<[&'static str]> {
+    static TABLE: LazyLock<Interner<[&'static str]>> = LazyLock::new(Interner::new);
     &TABLE
 }
 
@@ -60,19 +72,24 @@ fn position(symbol: u32) -> (usize, usize) {
     ((bit - FIRST_SEGMENT_BITS) as usize, (shifted - (1 << bit)) as usize)
 }
 
-impl SymbolTable {
+impl<T> Interner<T>
+where
+    T: ?Sized + Eq + Hash + 'static,
+    for<'a> Box<T>: From<&'a T>,
+    &'static T: Default,
+{
     fn new() -> Self {
-        SymbolTable {
+        Interner {
             segments: std::array::from_fn(|_| OnceLock::new()),
-            by_text: std::array::from_fn(|_| RwLock::new(HashMap::default())),
+            by_value: std::array::from_fn(|_| RwLock::new(HashMap::default())),
             next: AtomicU32::new(0),
-            text_bytes: AtomicU64::new(0),
+            value_bytes: AtomicU64::new(0),
         }
     }
 
-    /// The text of a reference returned by [`SymbolTable::intern`]; `""` for any other number.
+    /// The value of a reference returned by [`Interner::intern`]; the empty value for any other number.
     #[inline]
-    pub(crate) fn text(&self, symbol: u32) -> &'static str {
+    pub(crate) fn text(&self, symbol: u32) -> &'static T {
         let (segment, slot) = position(symbol);
         self.segments
             .get(segment)
@@ -80,27 +97,25 @@ impl SymbolTable {
             .and_then(|segment| segment.get(slot))
             .and_then(OnceLock::get)
             .copied()
-            .unwrap_or("")
+            .unwrap_or_default()
     }
 
-    /// The reference of `text`, added to the table when new.
+    /// The reference of `value`, added to the table when new.
     ///
     /// # Panics
-    /// When more than `u32::MAX` distinct symbols were interned (16 GiB of distinct label text at least).
-    pub(crate) fn intern(&self, text: &str) -> u32 {
-        let mut hasher = MixBuildHasher::default().build_hasher();
-        hasher.write(text.as_bytes());
-        let stripe = &self.by_text[(hasher.finish() >> 40) as usize % STRIPES];
-        if let Some(&symbol) = read(stripe).get(text) {
+    /// When more than `u32::MAX` distinct values were interned (16 GiB of distinct label text at least).
+    pub(crate) fn intern(&self, value: &T) -> u32 {
+        let stripe = &self.by_value[(MixBuildHasher::default().hash_one(value) >> 40) as usize % STRIPES];
+        if let Some(&symbol) = read(stripe).get(value) {
             return symbol;
         }
         let mut map = write(stripe);
-        if let Some(&symbol) = map.get(text) {
+        if let Some(&symbol) = map.get(value) {
             return symbol;
         }
         let symbol = self.next.fetch_add(1, Ordering::AcqRel);
         assert!(symbol != u32::MAX, "symbol table full");
-        let stored: &'static str = Box::leak(Box::<str>::from(text));
+        let stored: &'static T = Box::leak(Box::<T>::from(value));
         let (segment, slot) = position(symbol);
         let segment = self.segments[segment].get_or_init(|| {
             (0..(1usize << (FIRST_SEGMENT_BITS as usize + segment))).map(|_| OnceLock::new()).collect()
@@ -108,13 +123,13 @@ impl SymbolTable {
         // The slot is set before the reference is published through the map (under its write lock).
         let _ = segment[slot].set(stored);
         map.insert(stored, symbol);
-        self.text_bytes.fetch_add(text.len() as u64, Ordering::Relaxed);
+        self.value_bytes.fetch_add(std::mem::size_of_val(stored) as u64, Ordering::Relaxed);
         symbol
     }
 
-    /// Estimated heap bytes of the table: the text, the segments' slots and the maps by text.
+    /// Estimated heap bytes of the table: the values, the segments' slots and the maps by value.
     pub(crate) fn approximate_bytes(&self) -> u64 {
-        let slot_bytes = std::mem::size_of::<OnceLock<&'static str>>();
+        let slot_bytes = std::mem::size_of::<OnceLock<&'static T>>();
         let segments: usize = self
             .segments
             .iter()
@@ -122,22 +137,28 @@ impl SymbolTable {
             .filter(|(_, segment)| segment.get().is_some())
             .map(|(index, _)| (1usize << (FIRST_SEGMENT_BITS as usize + index)) * slot_bytes)
             .sum();
-        let entry_bytes = std::mem::size_of::<(&'static str, u32)>() + 1;
-        let maps: usize = self.by_text.iter().map(|stripe| read(stripe).capacity().div_ceil(7) * 8 * entry_bytes).sum();
-        self.text_bytes.load(Ordering::Relaxed) + segments as u64 + maps as u64
+        let entry_bytes = std::mem::size_of::<(&'static T, u32)>() + 1;
+        let maps: usize =
+            self.by_value.iter().map(|stripe| read(stripe).capacity().div_ceil(7) * 8 * entry_bytes).sum();
+        self.value_bytes.load(Ordering::Relaxed) + segments as u64 + maps as u64
     }
 }
 
-/// A series' labels as symbol references: the label count, then each name's and value's reference, all
-/// unsigned varints. Labels must be sorted by name (as [`Labels`] are).
+/// A series' labels as references: its list of label names' reference in [`name_sets`], then each
+/// value's reference in [`symbols`], all unsigned varints. Labels must be sorted by name (as [`Labels`]
+/// are); `count` is their number.
 pub(crate) fn encode_symbols<'a>(count: usize, pairs: impl Iterator<Item = (&'a str, &'a str)>) -> Box<[u8]> {
     let table = symbols();
-    let mut out = Vec::with_capacity(1 + 4 * count);
-    put_uvarint(&mut out, count as u64);
+    let mut names: Vec<&'static str> = Vec::with_capacity(count);
+    let mut out = Vec::with_capacity(5 + 3 * count);
+    // The name list's reference goes first; its room is reserved and the values follow it.
+    let mut values = Vec::with_capacity(3 * count);
     for (name, value) in pairs {
-        put_uvarint(&mut out, u64::from(table.intern(name)));
-        put_uvarint(&mut out, u64::from(table.intern(value)));
+        names.push(table.text(table.intern(name)));
+        put_uvarint(&mut values, u64::from(table.intern(value)));
     }
+    put_uvarint(&mut out, u64::from(name_sets().intern(&names)));
+    out.extend_from_slice(&values);
     out.into_boxed_slice()
 }
 
@@ -164,14 +185,15 @@ fn take_uvarint(bytes: &mut &[u8]) -> Option<u32> {
 /// The label count and the `(name, value)` texts of labels encoded by [`encode_symbols`]. A malformed
 /// encoding (never produced by [`encode_symbols`]) ends the pairs early.
 pub(crate) fn decode_symbols(mut encoded: &[u8]) -> (usize, SymbolPairs<'_>) {
-    let count = take_uvarint(&mut encoded).unwrap_or(0) as usize;
-    (count, SymbolPairs { rest: encoded, table: symbols() })
+    let names = take_uvarint(&mut encoded).map_or(<&[&str]>::default(), |names| name_sets().text(names));
+    (names.len(), SymbolPairs { names: names.iter(), values: encoded, table: symbols() })
 }
 
 /// The `(name, value)` texts of labels encoded by [`encode_symbols`], in order.
 #[derive(Debug, Clone)]
 pub(crate) struct SymbolPairs<'a> {
-    rest: &'a [u8],
+    names: std::slice::Iter<'static, &'static str>,
+    values: &'a [u8],
     table: &'static SymbolTable,
 }
 
@@ -180,9 +202,9 @@ impl Iterator for SymbolPairs<'_> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        let name = take_uvarint(&mut self.rest)?;
-        let value = take_uvarint(&mut self.rest)?;
-        Some((self.table.text(name), self.table.text(value)))
+        let name = self.names.next()?;
+        let value = take_uvarint(&mut self.values)?;
+        Some((name, self.table.text(value)))
     }
 }
 
@@ -236,6 +258,30 @@ mod tests {
         let mut expected = Vec::new();
         crate::record::encode_labels(&mut expected, &labels);
         assert_eq!(record, expected);
+    }
+
+    #[test]
+    fn series_with_the_same_label_names_share_one_name_list() {
+        let first = Labels::from_pairs([("__name__", "http_requests_total"), ("job", "api"), ("status", "200")]);
+        let second = Labels::from_pairs([("__name__", "http_requests_total"), ("job", "web"), ("status", "500")]);
+        let other_names = Labels::from_pairs([("__name__", "http_requests_total"), ("method", "GET")]);
+        let encoded: Vec<Box<[u8]>> = [&first, &second, &other_names].map(encode_labels_symbols).into();
+        // One varint for the name list, one per value: names cost nothing per series.
+        assert!(encoded[0].len() <= 1 + 3 * 3, "{} bytes", encoded[0].len());
+        assert_eq!(encoded[0][0], encoded[1][0], "one name list for both");
+        assert_ne!(encoded[0][0], encoded[2][0]);
+        for (labels, encoded) in [&first, &second, &other_names].into_iter().zip(&encoded) {
+            let (count, pairs) = decode_symbols(encoded);
+            assert_eq!(count, labels.len());
+            let decoded: Vec<(&str, &str)> = pairs.collect();
+            let expected: Vec<(&str, &str)> =
+                labels.iter().map(|label| (label.name.as_str(), label.value.as_str())).collect();
+            assert_eq!(decoded, expected);
+        }
+        let empty = encode_labels_symbols(&Labels::from_pairs::<&str, &str>([]));
+        let (count, mut pairs) = decode_symbols(&empty);
+        assert_eq!((count, pairs.next()), (0, None));
+        assert_eq!(decode_symbols(&[]).0, 0, "nothing decoded from no bytes");
     }
 
     #[test]
