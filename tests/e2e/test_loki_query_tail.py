@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import socket as sockets
 import time
 import urllib.parse
 
@@ -45,6 +46,52 @@ def test_tail_streams_pushed_lines_over_a_websocket(oxeye: OxeyeServer) -> None:
         raise AssertionError("a metric query was accepted for tail")
     except websocket.WebSocketBadStatusException as refused:
         assert refused.status_code == 400
+
+
+def test_tail_that_falls_behind_lists_dropped_entries(oxeye: OxeyeServer) -> None:
+    """A client that stops reading while lines keep coming: once its live tail is more than 10 s behind
+    (MAX_LIVE_LAG_NS in loki_tail.rs), the server skips to the present and lists what it skipped in
+    `dropped_entries`, as Loki's tailer does for a client that cannot keep up. Takes about 15 s: the lag
+    bound is real time. The tail reads 2 s behind (`delay_for`), so no push lands after the tail has read
+    past its timestamps, even on a slow debug build."""
+    query = urllib.parse.quote('{service_name="slowreader"}')
+    ws_url = oxeye.url.replace("http://", "ws://")
+    # One entry per message and a small receive buffer, so the server's sends block after a few MB.
+    socket = websocket.create_connection(
+        f"{ws_url}/loki/api/v1/tail?query={query}&limit=1&delay_for=2", timeout=DATA_TIMEOUT_S,
+        sockopt=((sockets.SOL_SOCKET, sockets.SO_RCVBUF, 16_384),))
+    try:
+        started = time.monotonic()
+        # 60 lines of 200 KiB (the default line limit is 256 KiB): more than loopback's socket buffers hold.
+        filler = "x" * (200 * 1024)
+        pushed = 0
+        for batch in range(6):
+            push(oxeye, "slowreader", [(time.time_ns(), f"big {batch}-{index} {filler}") for index in range(10)])
+            pushed += 10
+        # Small lines keep coming while the client reads nothing; it starts reading when the tail lags over
+        # 10 s behind its window's end (now less 2 s), which by then holds every line pushed.
+        while time.monotonic() - started < 11.5:
+            push(oxeye, "slowreader", [(time.time_ns(), f"small line at {time.time_ns()}")])
+            pushed += 1
+            time.sleep(0.5)
+        time.sleep(max(0.0, started + 14.5 - time.monotonic()))
+        sent: list[tuple[str, str]] = []
+        dropped = None
+        deadline = time.monotonic() + DATA_TIMEOUT_S
+        while dropped is None and time.monotonic() < deadline:
+            message = json.loads(socket.recv())
+            dropped = message["dropped_entries"]
+            sent.extend((value[0], value[1]) for stream in message["streams"] for value in stream["values"])
+    finally:
+        socket.close()
+    assert dropped, "no message listed dropped entries"
+    assert all(entry["labels"] == {"service_name": "slowreader", "env": "e2e"} for entry in dropped), dropped[:3]
+    timestamps = [int(entry["timestamp"]) for entry in dropped]
+    assert timestamps == sorted(timestamps)
+    # The blocked sends were of the big lines; every line pushed was either sent or listed as dropped, once.
+    assert sent and all(line.startswith("big ") for _, line in sent), [line[:20] for _, line in sent]
+    assert not {timestamp for timestamp, _ in sent} & {entry["timestamp"] for entry in dropped}
+    assert len(sent) + len(dropped) == pushed, (len(sent), len(dropped), pushed)
 
 
 def test_patterns_stats_volume_and_parse_errors(oxeye: OxeyeServer) -> None:
