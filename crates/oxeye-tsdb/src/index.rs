@@ -676,6 +676,7 @@ fn decode_index_with(bytes: &[u8], source: IndexSource) -> Result<BlockIndex, St
         }
         postings.insert_bitmap(name, value, bitmap);
     }
+    postings.run_compress();
     Ok(BlockIndex {
         symbols: Arc::new(symbols),
         series_count: count,
@@ -793,6 +794,27 @@ mod tests {
             assert!(decode_index(&damaged).is_err(), "flip at {position}");
         }
         assert!(decode_index(&bytes[..bytes.len() - 1]).is_err());
+    }
+
+    /// Series sorted by labels put each metric name on consecutive ids: its postings must be held as
+    /// runs (a few bytes) rather than one entry per series, and still select the same series.
+    #[test]
+    fn block_postings_are_held_as_runs() {
+        let mut index_series = IndexSeries::default();
+        for name in ["a", "b"] {
+            for number in 0..5_000u32 {
+                let labels = Labels::from_pairs([("__name__", name.to_owned()), ("id", format!("{number:05}"))]);
+                index_series.push(&labels, Vec::new());
+            }
+        }
+        let index = decode_index(&encode_index(&index_series).unwrap()).unwrap();
+        let name_b = index.postings.get("__name__", "b").unwrap();
+        assert_eq!(name_b.len(), 5_000);
+        assert_eq!(name_b.min(), Some(5_000));
+        assert!(name_b.serialized_size() < 64, "{} bytes", name_b.serialized_size());
+        assert!(index.postings.all().serialized_size() < 64);
+        assert_eq!(index.postings.select(&[Matcher::equal("__name__", "b")]).len(), 5_000);
+        assert_eq!(index.postings.select(&[Matcher::equal("id", "00007")]).iter().collect::<Vec<_>>(), [7, 5_007]);
     }
 
     #[test]

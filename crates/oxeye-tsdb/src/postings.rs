@@ -84,6 +84,19 @@ impl MemPostings {
         self.by_name.entry(name.to_owned()).or_default().insert(value.to_owned(), bitmap);
     }
 
+    /// Stores every bitmap with run containers where they are smaller (roaring's `optimize`), for
+    /// postings that no longer change: a block's series are sorted by labels, so each metric name and
+    /// most label values cover runs of consecutive ids. At 100k series (the query benchmark's fleet) a
+    /// block's postings take about a third of their array-and-bitmap size.
+    pub(crate) fn run_compress(&mut self) {
+        for values in self.by_name.values_mut() {
+            for bitmap in values.values_mut() {
+                bitmap.optimize();
+            }
+        }
+        self.all.optimize();
+    }
+
     /// Removes series `id` from the postings of `labels`, dropping emptied entries.
     pub fn remove(&mut self, id: u32, labels: &Labels) {
         for label in labels {
