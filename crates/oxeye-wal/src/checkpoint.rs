@@ -15,8 +15,10 @@ const TEMPORARY_SUFFIX: &str = ".tmp";
 /// Records are handed to the checkpoint's log in groups of about this many bytes. The log fsyncs once per
 /// segment, not per group ([`Wal::open_durable_at_close`]), so the groups can be small: the writer's buffer
 /// and the log's two group buffers are what a checkpoint adds to the process' memory (at 4 MiB groups
-/// fsynced one by one, about 12 MiB on top of a 1M-series head, the peak of `oxeye serve`'s ingest).
-const FLUSH_THRESHOLD_BYTES: usize = 1 << 20;
+/// fsynced one by one, about 12 MiB on top of a 1M-series head, the peak of `oxeye serve`'s ingest; at
+/// 1 MiB groups about 3 MiB, still the transient that tops a 1M head's peak when the checkpoint runs
+/// late in ingest). 128 KiB groups cost one `write` per 128 KiB, a few hundred per checkpoint.
+const FLUSH_THRESHOLD_BYTES: usize = 128 << 10;
 
 /// The directory name of the checkpoint covering segments up to `through_segment`.
 pub fn checkpoint_dir_name(through_segment: u64) -> String {
