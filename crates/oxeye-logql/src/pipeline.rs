@@ -1279,7 +1279,8 @@ fn visit_logfmt_pairs<'a>(
         let key_start = position;
         position = logfmt_token_end(bytes, position, Some(b'='));
         let key = &line[key_start..position];
-        if let Some(quote) = memchr::memchr(b'"', key.as_bytes()) {
+        // Keys are short: a plain loop beats a call into a vector search set up for long haystacks.
+        if let Some(quote) = key.bytes().position(|byte| byte == b'"') {
             // A key cannot hold a quote (go-logfmt's "unexpected '\"'"); non-strict parsing skips the token.
             if strict {
                 return Err(format!("logfmt syntax error at pos {} : unexpected '\"'", key_start + quote + 1));
