@@ -199,7 +199,9 @@ fn skip_whitespace(bytes: &[u8], mut position: usize) -> usize {
 }
 
 /// Finds the closing quote of a string whose contents start at `start`, checking its escapes; returns the
-/// quote's position and whether the string holds an escape.
+/// quote's position and whether the string holds an escape. Inlined into the object loop, which calls it for
+/// every key and string value: as a call it cost 8-12% of a full-line `| json` scan (session 9).
+#[inline(always)]
 fn string_end(bytes: &[u8], start: usize) -> Result<(usize, bool), JsonSyntaxError> {
     let mut position = start;
     let mut escaped = false;
