@@ -314,6 +314,7 @@ fn decode_columns<'a>(
 }
 
 /// Reads one entry's structured metadata into `metadata`, borrowed; `checked` as for [`Reader::str_in`].
+#[inline]
 fn read_metadata<'a>(
     reader: &mut Reader<'a>,
     checked: Option<(&'a str, usize)>,

@@ -59,6 +59,8 @@ impl<'a> Reader<'a> {
         self.offset >= self.bytes.len()
     }
 
+    /// Inlined up to two bytes (scans read several varints per entry); longer ones in [`Reader::long_uvarint`].
+    #[inline(always)]
     pub(crate) fn uvarint(&mut self) -> Result<u64, (usize, String)> {
         // Most varints of chunk data (line lengths, timestamp deltas, string lengths) take one or two bytes.
         if let Some(&first) = self.bytes.get(self.offset) {
@@ -71,6 +73,11 @@ impl<'a> Reader<'a> {
                 return Ok(u64::from(first & 0x7f) | (u64::from(second) << 7));
             }
         }
+        self.long_uvarint()
+    }
+
+    #[inline(never)]
+    fn long_uvarint(&mut self) -> Result<u64, (usize, String)> {
         let mut value: u64 = 0;
         let mut shift = 0u32;
         loop {
@@ -140,6 +147,7 @@ impl<'a> Reader<'a> {
     /// As [`Reader::str`], but cut from `checked` when given: this reader's bytes from offset
     /// `checked.1` on, already checked as UTF-8 as a whole ([`Reader::rest_as_str`]), so only the cut's
     /// ends are checked to fall on character boundaries.
+    #[inline]
     pub(crate) fn str_in(&mut self, checked: Option<(&'a str, usize)>) -> Result<&'a str, (usize, String)> {
         let Some((text, text_start)) = checked else { return self.str() };
         let length = self.length()?;
@@ -151,6 +159,7 @@ impl<'a> Reader<'a> {
             .ok_or_else(|| (start, "string not on a character boundary".to_string()))
     }
 
+    #[inline]
     pub(crate) fn length(&mut self) -> Result<usize, (usize, String)> {
         let start = self.offset;
         let length = self.uvarint()?;
@@ -161,6 +170,7 @@ impl<'a> Reader<'a> {
         }
     }
 
+    #[inline]
     pub(crate) fn take(&mut self, length: usize) -> Result<&'a [u8], (usize, String)> {
         let end = self.offset.checked_add(length).filter(|end| *end <= self.bytes.len());
         match end {
