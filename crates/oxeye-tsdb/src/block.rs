@@ -192,6 +192,12 @@ pub(crate) enum StreamError<E> {
 impl Block {
     /// Opens the block in `dir`: reads `meta.json` and the index, opens the chunk files.
     pub(crate) fn open(dir: &Path) -> Result<Block, TsdbError> {
+        Self::open_sharing(dir, &[])
+    }
+
+    /// As [`Block::open`], holding the index symbols and postings of the first of `others` whose are
+    /// equal instead of reading its own (see [`BlockIndex::share_labels_with`]).
+    pub(crate) fn open_sharing(dir: &Path, others: &[&Block]) -> Result<Block, TsdbError> {
         let meta_path = dir.join(META_FILE);
         let meta_bytes = std::fs::read(&meta_path).map_err(|error| TsdbError::io(&meta_path, "read", error))?;
         let meta: BlockMeta = serde_json::from_slice(&meta_bytes)
@@ -199,7 +205,8 @@ impl Block {
         if meta.version != META_VERSION {
             return Err(TsdbError::corrupt(&meta_path, format!("unsupported meta.json version {}", meta.version)));
         }
-        let index = index::read_index(&dir.join(INDEX_FILE))?;
+        let shareable: Vec<&BlockIndex> = others.iter().map(|other| &other.index).collect();
+        let index = index::read_index(&dir.join(INDEX_FILE), &shareable)?;
         let chunks = ChunkReader::open(&dir.join(CHUNKS_DIR))?;
         let size_bytes = directory_size_bytes(dir)?;
         Ok(Block { dir: dir.to_path_buf(), meta, index, chunks, size_bytes })

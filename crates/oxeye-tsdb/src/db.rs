@@ -313,7 +313,8 @@ fn open_blocks(data_dir: &Path) -> Result<Vec<Arc<Block>>, TsdbError> {
         if name == WAL_DIR || name == HEAD_CHUNKS_DIR || !path.join("meta.json").exists() {
             continue;
         }
-        blocks.push(Block::open(&path)?);
+        let block = Block::open_sharing(&path, &blocks.iter().collect::<Vec<_>>())?;
+        blocks.push(block);
     }
     let replaced: std::collections::HashSet<String> =
         blocks.iter().flat_map(|block| block.meta.compaction.parents.iter().cloned()).collect();

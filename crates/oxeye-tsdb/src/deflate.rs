@@ -30,22 +30,28 @@ pub(crate) fn compress_into(input: &[u8], level: u32, out: &mut Vec<u8>) {
 /// Inflates the raw DEFLATE stream `input`, which must decode to exactly `expected_bytes` bytes
 /// (a longer or shorter result, trailing input or a malformed stream is an error describing which).
 pub(crate) fn decompress_exact(input: &[u8], expected_bytes: usize) -> Result<Vec<u8>, String> {
-    let mut out = Vec::with_capacity(expected_bytes);
+    let mut out = vec![0; expected_bytes];
+    decompress_exact_into(input, &mut out)?;
+    Ok(out)
+}
+
+/// As [`decompress_exact`], into `out`, whose length is the expected number of bytes.
+pub(crate) fn decompress_exact_into(input: &[u8], out: &mut [u8]) -> Result<(), String> {
+    let expected_bytes = out.len();
     let mut decompressor = Decompress::new(false);
     let status = decompressor
-        .decompress_vec(input, &mut out, FlushDecompress::Finish)
+        .decompress(input, out, FlushDecompress::Finish)
         .map_err(|error| format!("bad deflate stream: {error}"))?;
     if status != Status::StreamEnd {
-        // Either the stream is truncated or it holds more than `expected_bytes`.
         return Err(format!("deflate stream does not end within {expected_bytes} bytes"));
     }
-    if out.len() != expected_bytes {
-        return Err(format!("deflate stream holds {} bytes, expected {expected_bytes}", out.len()));
+    if decompressor.total_out() as usize != expected_bytes {
+        return Err(format!("deflate stream holds {} bytes, expected {expected_bytes}", decompressor.total_out()));
     }
     if decompressor.total_in() as usize != input.len() {
         return Err("bytes after the end of the deflate stream".to_owned());
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -524,6 +524,43 @@ fn deflate_section(content: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// Inverse of [`deflate_section`].
+/// A zeroed buffer of `length` bytes outside the allocator (an anonymous mapping) for what is read once
+/// while a block opens: its pages go back to the system when it is dropped. A heap buffer of the same
+/// size stayed resident as allocator garbage until jemalloc's decay, seconds after start-up
+/// (BENCHMARKS.md, "PromQL memory, session 9").
+fn transient_buffer(length: usize) -> std::io::Result<TransientBuffer> {
+    if length == 0 {
+        return Ok(TransientBuffer::Empty([]));
+    }
+    memmap2::MmapMut::map_anon(length).map(TransientBuffer::Mapped)
+}
+
+/// See [`transient_buffer`].
+enum TransientBuffer {
+    /// A mapping cannot be empty.
+    Empty([u8; 0]),
+    Mapped(memmap2::MmapMut),
+}
+
+impl std::ops::Deref for TransientBuffer {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            TransientBuffer::Empty(empty) => empty,
+            TransientBuffer::Mapped(mapped) => mapped,
+        }
+    }
+}
+
+impl std::ops::DerefMut for TransientBuffer {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        match self {
+            TransientBuffer::Empty(empty) => empty,
+            TransientBuffer::Mapped(mapped) => mapped,
+        }
+    }
+}
+
 fn inflate_section(stored: &[u8], name: &str) -> Result<Vec<u8>, String> {
     let (length, compressed) =
         stored.split_first_chunk::<4>().ok_or_else(|| format!("{name} section shorter than its length"))?;
@@ -558,8 +595,9 @@ fn decode_error(section: &str, error: DecodeError) -> String {
 }
 
 /// Decodes an index file's bytes (verifying every checksum and series entry) into the in-memory part
-/// of a [`BlockIndex`] reading series from `source`.
-fn decode_index_with(bytes: &[u8], source: IndexSource) -> Result<BlockIndex, String> {
+/// of a [`BlockIndex`] reading series from `source`, holding the symbols and postings of the first of
+/// `shareable` whose are equal instead of its own copy.
+fn decode_index_with(bytes: &[u8], source: IndexSource, shareable: &[&BlockIndex]) -> Result<BlockIndex, String> {
     if bytes.len() < HEADER_BYTES + TOC_BYTES {
         return Err(format!("index of {} bytes is too short", bytes.len()));
     }
@@ -591,7 +629,7 @@ fn decode_index_with(bytes: &[u8], source: IndexSource) -> Result<BlockIndex, St
     let count = decoder.count(1, "symbol count").map_err(|error| decode_error("symbols", error))?;
     let mut symbols = Vec::with_capacity(count);
     for _ in 0..count {
-        symbols.push(decoder.str("symbol").map_err(|error| decode_error("symbols", error))?.to_owned());
+        symbols.push(decoder.str("symbol").map_err(|error| decode_error("symbols", error))?);
     }
     let symbol_count = symbols.len() as u64;
 
@@ -652,53 +690,105 @@ fn decode_index_with(bytes: &[u8], source: IndexSource) -> Result<BlockIndex, St
     let inflated;
     let mut content = read_section(bytes, offset_at(16), "postings")?;
     if version != INDEX_VERSION_1 {
-        inflated = inflate_section(content, "postings")?;
+        // About 1 MB at 100k series, needed only while the postings are decoded.
+        let (length, compressed) =
+            content.split_first_chunk::<4>().ok_or_else(|| "postings section shorter than its length".to_owned())?;
+        let mut buffer = transient_buffer(u32::from_be_bytes(*length) as usize)
+            .map_err(|error| format!("postings section: no memory to inflate it: {error}"))?;
+        deflate::decompress_exact_into(compressed, &mut buffer)
+            .map_err(|reason| format!("postings section: {reason}"))?;
+        inflated = buffer;
         content = &inflated;
     }
+    // An earlier block of the same series (every 2 h block of a stable fleet) is compared entry by entry
+    // before anything is built, so equal postings are never built twice only to be dropped: the freed
+    // copies stayed resident in the allocator after start-up (BENCHMARKS.md, "PromQL memory, session 9").
+    let equal_labels = shareable.iter().find(|other| {
+        other.series_count == count
+            && other.symbols.len() == symbols.len()
+            && other.symbols.iter().zip(&symbols).all(|(held, read)| held == read)
+    });
+    let mut shared = None;
+    if let Some(other) = equal_labels {
+        let mut pairs = 0usize;
+        let all_equal = for_each_postings_entry(content, &symbols, count, |name, value, bitmap| {
+            pairs += 1;
+            other.postings.get(name, value).is_some_and(|held| held.len() == bitmap.len() && bitmap.is_subset(held))
+        })?;
+        if all_equal && pairs == other.postings.pair_count() {
+            shared = Some((Arc::clone(&other.symbols), Arc::clone(&other.postings)));
+        }
+    }
+    let (symbols, postings) = match shared {
+        Some(shared) => shared,
+        None => {
+            let mut postings = MemPostings::new();
+            for_each_postings_entry(content, &symbols, count, |name, value, mut bitmap| {
+                bitmap.optimize();
+                postings.insert_bitmap(name, value, bitmap);
+                true
+            })?;
+            postings.run_compress();
+            (Arc::new(symbols.into_iter().map(str::to_owned).collect()), Arc::new(postings))
+        }
+    };
+    Ok(BlockIndex {
+        symbols,
+        series_count: count,
+        series_layout,
+        postings,
+        source,
+        recent_groups: Mutex::new(Vec::new()),
+    })
+}
+
+/// Decodes every entry of a postings section's content, checking its symbol ids and series ids, and
+/// hands each to `visit` until it returns false. Returns whether every entry was visited.
+fn for_each_postings_entry(
+    content: &[u8],
+    symbols: &[&str],
+    series_count: usize,
+    mut visit: impl FnMut(&str, &str, RoaringBitmap) -> bool,
+) -> Result<bool, String> {
     let mut decoder = Decoder::new(content);
     let postings_count = decoder.count(3, "postings count").map_err(|error| decode_error("postings", error))?;
-    let mut postings = MemPostings::new();
     for _ in 0..postings_count {
         let mut symbol = |what: &'static str| -> Result<&str, String> {
             let id = decoder.uvarint(what).map_err(|error| decode_error("postings", error))?;
-            symbols
-                .get(id as usize)
-                .map(String::as_str)
-                .ok_or_else(|| format!("postings section: symbol id {id} out of range"))
+            symbols.get(id as usize).copied().ok_or_else(|| format!("postings section: symbol id {id} out of range"))
         };
         let name = symbol("name symbol")?;
         let value = symbol("value symbol")?;
         let bitmap_bytes = decoder.bytes("postings bitmap").map_err(|error| decode_error("postings", error))?;
         let bitmap = RoaringBitmap::deserialize_from(bitmap_bytes)
             .map_err(|error| format!("postings section: bad bitmap: {error}"))?;
-        if bitmap.max().is_some_and(|max| max as usize >= count) {
+        if bitmap.max().is_some_and(|max| max as usize >= series_count) {
             return Err("postings section: series id out of range".to_owned());
         }
-        postings.insert_bitmap(name, value, bitmap);
+        if !visit(name, value, bitmap) {
+            return Ok(false);
+        }
     }
-    postings.run_compress();
-    Ok(BlockIndex {
-        symbols: Arc::new(symbols),
-        series_count: count,
-        series_layout,
-        postings: Arc::new(postings),
-        source,
-        recent_groups: Mutex::new(Vec::new()),
-    })
+    Ok(true)
 }
 
 /// Decodes index bytes held in memory.
 #[cfg(test)]
 pub(crate) fn decode_index(bytes: &[u8]) -> Result<BlockIndex, String> {
-    decode_index_with(bytes, IndexSource::Memory(bytes.to_vec()))
+    decode_index_with(bytes, IndexSource::Memory(bytes.to_vec()), &[])
 }
 
 /// Opens the index file at `path`: reads and verifies it once, keeps symbols, postings and series
-/// offsets, and reads series entries from the file afterwards.
-pub(crate) fn read_index(path: &Path) -> Result<BlockIndex, TsdbError> {
-    let bytes = std::fs::read(path).map_err(|error| TsdbError::io(path, "read index", error))?;
+/// offsets, and reads series entries from the file afterwards. Symbols and postings equal to those of
+/// one of `shareable` are that index's, shared.
+pub(crate) fn read_index(path: &Path, shareable: &[&BlockIndex]) -> Result<BlockIndex, TsdbError> {
+    use std::os::unix::fs::FileExt;
     let file = std::fs::File::open(path).map_err(|error| TsdbError::io(path, "open index", error))?;
-    decode_index_with(&bytes, IndexSource::File { path: path.to_path_buf(), file })
+    let length = file.metadata().map_err(|error| TsdbError::io(path, "read index", error))?.len();
+    let length = usize::try_from(length).map_err(|_| TsdbError::corrupt(path, "index larger than memory"))?;
+    let mut bytes = transient_buffer(length).map_err(|error| TsdbError::io(path, "read index", error))?;
+    file.read_exact_at(&mut bytes, 0).map_err(|error| TsdbError::io(path, "read index", error))?;
+    decode_index_with(&bytes, IndexSource::File { path: path.to_path_buf(), file }, shareable)
         .map_err(|reason| TsdbError::corrupt(path, reason))
 }
 
@@ -815,6 +905,35 @@ mod tests {
         assert!(index.postings.all().serialized_size() < 64);
         assert_eq!(index.postings.select(&[Matcher::equal("__name__", "b")]).len(), 5_000);
         assert_eq!(index.postings.select(&[Matcher::equal("id", "00007")]).iter().collect::<Vec<_>>(), [7, 5_007]);
+    }
+
+    /// A block read after another of the same series takes that block's symbols and postings while it
+    /// is decoded (nothing built twice); a block that differs in one series' label, or in which series
+    /// carry a value, builds its own.
+    #[test]
+    fn an_index_read_after_an_equal_one_shares_its_labels() {
+        let encoded = |series: &[(&str, &str)]| {
+            let mut index_series = IndexSeries::default();
+            for (name, job) in series {
+                let chunk = ChunkMeta { mint_ms: 0, maxt_ms: 10, chunk_ref: 1, entry_bytes: 9 };
+                index_series.push(&Labels::from_pairs([("__name__", *name), ("job", *job)]), vec![chunk]);
+            }
+            encode_index(&index_series).unwrap()
+        };
+        let decode_sharing = |bytes: &[u8], shareable: &[&BlockIndex]| {
+            decode_index_with(bytes, IndexSource::Memory(bytes.to_vec()), shareable).unwrap()
+        };
+        let first = decode_index(&encoded(&[("a", "x"), ("b", "y")])).unwrap();
+        let next = decode_sharing(&encoded(&[("a", "x"), ("b", "y")]), &[&first]);
+        assert!(Arc::ptr_eq(&next.postings, &first.postings) && Arc::ptr_eq(&next.symbols, &first.symbols));
+        // The same symbols, other postings: the jobs swapped.
+        let swapped = decode_sharing(&encoded(&[("a", "y"), ("b", "x")]), &[&first]);
+        assert_eq!(swapped.symbols, first.symbols);
+        assert!(!Arc::ptr_eq(&swapped.postings, &first.postings));
+        assert_eq!(swapped.postings.select(&[Matcher::equal("job", "y")]).iter().collect::<Vec<_>>(), [0]);
+        let more = decode_sharing(&encoded(&[("a", "x"), ("b", "y"), ("c", "y")]), &[&swapped, &first]);
+        assert!(!Arc::ptr_eq(&more.postings, &first.postings) && !Arc::ptr_eq(&more.postings, &swapped.postings));
+        assert_eq!(more.postings.select(&[Matcher::equal("job", "y")]).iter().collect::<Vec<_>>(), [1, 2]);
     }
 
     #[test]

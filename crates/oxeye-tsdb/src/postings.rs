@@ -84,6 +84,11 @@ impl MemPostings {
         self.by_name.entry(name.to_owned()).or_default().insert(value.to_owned(), bitmap);
     }
 
+    /// Number of label pairs (name and value) with postings.
+    pub(crate) fn pair_count(&self) -> usize {
+        self.by_name.values().map(HashMap::len).sum()
+    }
+
     /// Stores every bitmap with run containers where they are smaller (roaring's `optimize`), for
     /// postings that no longer change: a block's series are sorted by labels, so each metric name and
     /// most label values cover runs of consecutive ids. At 100k series (the query benchmark's fleet) a
