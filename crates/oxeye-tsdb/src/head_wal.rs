@@ -355,10 +355,13 @@ pub(crate) fn checkpoint(shared: &Shared) -> Result<(), TsdbError> {
         shared.wal.rotate()?
     };
     let Some(through) = new_segment.checked_sub(1) else { return Ok(()) };
+    let started = std::time::Instant::now();
     let wal_dir = shared.wal_dir();
     let mut writer = CheckpointWriter::create(&wal_dir, through)?;
     let mut group = Vec::with_capacity(CHECKPOINT_SERIES_PER_RECORD);
+    let mut series_written = 0u64;
     for series in shared.head.series_in_stripes().flatten() {
+        series_written += 1;
         group.push(series);
         if group.len() == CHECKPOINT_SERIES_PER_RECORD {
             write_checkpoint_group(shared, &mut writer, &group)?;
@@ -378,9 +381,16 @@ pub(crate) fn checkpoint(shared: &Shared) -> Result<(), TsdbError> {
     if !metadata.is_empty() {
         writer.append(record::encode_metadata(&metadata))?;
     }
-    writer.finish()?;
+    let checkpoint_dir = writer.finish()?;
     shared.wal.truncate_before(new_segment)?;
     shared.counters.checkpoints_total.fetch_add(1, Ordering::Relaxed);
+    // When it ran and for how long: a checkpoint rewrites the whole head, so it shows in CPU and memory.
+    tracing::info!(
+        checkpoint = %checkpoint_dir.display(),
+        series = series_written,
+        seconds = started.elapsed().as_secs_f64(),
+        "wal checkpoint written"
+    );
     Ok(())
 }
 
