@@ -3,7 +3,9 @@
 # starts on a metrics data directory and answers the PromQL benchmark's dashboard queries (instant, 1 h
 # and 24 h ranges), as mangled names. crates/oxeye/build.rs has LLD place them together at the start of
 # .text, so the pages of code a running server keeps resident are few (BENCHMARKS.md, "PromQL memory,
-# session 9"). Run it after large changes to start-up or query code; a stale list only costs memory.
+# session 9"). A stale list only costs memory. Names carry hashes that change with a crate's dependencies
+# (a dependency added or updated renames most of the functions of the crates above it) and `.llvm.N`
+# suffixes that change with a crate's code: run it again after such changes and before quiet benchmarks.
 #
 # Usage: scripts/startup-functions.sh OXEYE_BIN DATA_DIR END_SECONDS [PORT]
 #   OXEYE_BIN    a release build of oxeye
@@ -47,8 +49,9 @@ done <"$scratch/queries.txt"
 kill "$server"
 wait "$server" || true
 
-# Every function callgrind saw that the binary defines, sorted by name (the order within the group
-# does not matter; being together does).
+# Every function callgrind saw that the binary defines, in the binary's own address order: the
+# compiler's placement of related code next to each other is kept, only the cold code between is taken
+# out.
 python3 - "$scratch/callgrind.out" "$binary" >"$root/crates/oxeye/link/startup-and-query-functions.txt" <<'PY'
 import re, subprocess, sys
 seen = set()
@@ -56,8 +59,12 @@ for line in open(sys.argv[1], errors="replace"):
     match = re.match(r"^c?fn=\(\d+\) (.+)$", line.rstrip("\n"))
     if match:
         seen.add(match.group(1))
-symbols = subprocess.run(["nm", "--defined-only", sys.argv[2]], capture_output=True, text=True, check=True).stdout
-defined = {parts[2] for parts in (line.split() for line in symbols.splitlines()) if len(parts) == 3 and parts[1] in "tTwW"}
-print("\n".join(sorted(seen & defined)))
+symbols = subprocess.run(["nm", "-n", "--defined-only", sys.argv[2]], capture_output=True, text=True, check=True).stdout
+ordered = []
+for parts in (line.split() for line in symbols.splitlines()):
+    if len(parts) == 3 and parts[1] in "tTwW" and parts[2] in seen:
+        ordered.append(parts[2])
+        seen.discard(parts[2])
+print("\n".join(ordered))
 PY
 wc -l "$root/crates/oxeye/link/startup-and-query-functions.txt"
