@@ -523,7 +523,6 @@ fn deflate_section(content: &[u8]) -> Result<Vec<u8>, String> {
     Ok(stored)
 }
 
-/// Inverse of [`deflate_section`].
 /// A zeroed buffer of `length` bytes outside the allocator (an anonymous mapping) for what is read once
 /// while a block opens: its pages go back to the system when it is dropped. A heap buffer of the same
 /// size stayed resident as allocator garbage until jemalloc's decay, seconds after start-up
@@ -561,11 +560,15 @@ impl std::ops::DerefMut for TransientBuffer {
     }
 }
 
-fn inflate_section(stored: &[u8], name: &str) -> Result<Vec<u8>, String> {
+/// Inverse of [`deflate_section`], into a [`transient_buffer`]: a section's content is needed only while
+/// the block's index is decoded (the postings' about 1 MB at 100k series).
+fn inflate_section(stored: &[u8], name: &str) -> Result<TransientBuffer, String> {
     let (length, compressed) =
         stored.split_first_chunk::<4>().ok_or_else(|| format!("{name} section shorter than its length"))?;
-    deflate::decompress_exact(compressed, u32::from_be_bytes(*length) as usize)
-        .map_err(|reason| format!("{name} section: {reason}"))
+    let mut buffer = transient_buffer(u32::from_be_bytes(*length) as usize)
+        .map_err(|error| format!("{name} section: no memory to inflate it: {error}"))?;
+    deflate::decompress_exact_into(compressed, &mut buffer).map_err(|reason| format!("{name} section: {reason}"))?;
+    Ok(buffer)
 }
 
 fn read_section<'a>(bytes: &'a [u8], offset: u64, name: &str) -> Result<&'a [u8], String> {
@@ -690,14 +693,7 @@ fn decode_index_with(bytes: &[u8], source: IndexSource, shareable: &[&BlockIndex
     let inflated;
     let mut content = read_section(bytes, offset_at(16), "postings")?;
     if version != INDEX_VERSION_1 {
-        // About 1 MB at 100k series, needed only while the postings are decoded.
-        let (length, compressed) =
-            content.split_first_chunk::<4>().ok_or_else(|| "postings section shorter than its length".to_owned())?;
-        let mut buffer = transient_buffer(u32::from_be_bytes(*length) as usize)
-            .map_err(|error| format!("postings section: no memory to inflate it: {error}"))?;
-        deflate::decompress_exact_into(compressed, &mut buffer)
-            .map_err(|reason| format!("postings section: {reason}"))?;
-        inflated = buffer;
+        inflated = inflate_section(content, "postings")?;
         content = &inflated;
     }
     // An earlier block of the same series (every 2 h block of a stable fleet) is compared entry by entry

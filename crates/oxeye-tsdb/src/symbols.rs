@@ -151,7 +151,8 @@ pub(crate) fn encode_symbols<'a>(count: usize, pairs: impl Iterator<Item = (&'a 
     let table = symbols();
     let mut names: Vec<&'static str> = Vec::with_capacity(count);
     let mut out = Vec::with_capacity(5 + 3 * count);
-    // The name list's reference goes first; its room is reserved and the values follow it.
+    // The name list is known only after every name is seen, and its reference goes first: the values
+    // are gathered apart and follow it.
     let mut values = Vec::with_capacity(3 * count);
     for (name, value) in pairs {
         names.push(table.text(table.intern(name)));
