@@ -241,6 +241,7 @@ fn digits_end(bytes: &[u8], mut position: usize) -> usize {
 }
 
 /// Reads a number, `true`, `false` or `null` starting at `start`; returns its end and the scalar.
+#[inline(always)]
 fn literal(text: &str, start: usize) -> Result<(usize, JsonScalar<'_>), JsonSyntaxError> {
     let bytes = text.as_bytes();
     let word = match byte_at(bytes, start) {

@@ -5,7 +5,9 @@
 //! capture engine over it (30% of a `| regexp` scan); finding the literal with `memchr::memmem` and running
 //! the pattern anchored there (`\A(?:...)`) captures in one pass. Every match starts with the literal, so
 //! trying its occurrences from the left and keeping the first that matches gives the leftmost-first match
-//! the unanchored search gives.
+//! the unanchored search gives. The anchored pattern leaves the literal out (`\A(?:[0-9]+)` after
+//! `status_code=`), so the capture engine reads only what follows it: the literal holds no group, so the
+//! groups keep their indices and names.
 
 use memchr::memmem;
 use regex::{CaptureLocations, Regex};
@@ -15,7 +17,7 @@ use regex::{CaptureLocations, Regex};
 pub(crate) struct LineRegex {
     regex: Regex,
     /// For patterns that begin with a plain literal of 3 bytes or more and hold no `|`: the literal and
-    /// the pattern anchored at the start of the text searched.
+    /// the rest of the pattern, anchored at the start of the text searched.
     prefixed: Option<(memmem::Finder<'static>, Regex)>,
 }
 
@@ -27,7 +29,7 @@ impl LineRegex {
     pub(crate) fn new(pattern: &str) -> Result<LineRegex, regex::Error> {
         let regex = Regex::new(pattern)?;
         let prefixed = match plain_literal_prefix(pattern) {
-            Some(literal) => Regex::new(&format!(r"\A(?:{pattern})"))
+            Some(literal) => Regex::new(&format!(r"\A(?:{})", pattern.get(literal.len()..).unwrap_or_default()))
                 .ok()
                 .map(|anchored| (memmem::Finder::new(literal.as_bytes()).into_owned(), anchored)),
             None => None,
@@ -51,7 +53,8 @@ impl LineRegex {
 
     /// Searches `line` for the leftmost-first match, filling `locations` (from
     /// [`LineRegex::capture_locations`]); returns the offset in `line` that the locations' positions are
-    /// relative to, or `None` without a match.
+    /// relative to, or `None` without a match. The named groups' locations are those of the unanchored
+    /// search; group 0 may leave out the match's literal prefix.
     pub(crate) fn captures_read(&self, locations: &mut CaptureLocations, line: &str) -> Option<usize> {
         let Some((literal, anchored)) = &self.prefixed else {
             return self.regex.captures_read(locations, line).map(|_| 0);
@@ -59,11 +62,12 @@ impl LineRegex {
         let mut from = 0;
         while let Some(found) = line.as_bytes().get(from..).and_then(|rest| literal.find(rest)) {
             let start = from + found;
-            // The literal is ASCII, so it starts on a character boundary.
-            if let Some(rest) = line.get(start..)
+            // The literal is ASCII, so it starts and ends on character boundaries.
+            let after = start + literal.needle().len();
+            if let Some(rest) = line.get(after..)
                 && anchored.captures_read(locations, rest).is_some()
             {
-                return Some(start);
+                return Some(after);
             }
             from = start + 1;
         }
@@ -154,7 +158,11 @@ mod tests {
                 let expected = plain.captures_read(&mut plain_locations, line);
                 assert_eq!(found.is_some(), expected.is_some(), "{pattern} on {line:?}");
                 let Some(base) = found else { continue };
-                for index in 0..plain_locations.len() {
+                // Group 0 leaves the literal out; the others are the same.
+                let literal = plain_literal_prefix(pattern).unwrap_or_default().len();
+                let whole = locations.get(0).map(|(start, end)| (start + base - literal, end + base));
+                assert_eq!(whole, plain_locations.get(0), "{pattern} on {line:?}, the whole match");
+                for index in 1..plain_locations.len() {
                     let shifted = locations.get(index).map(|(start, end)| (start + base, end + base));
                     assert_eq!(shifted, plain_locations.get(index), "{pattern} on {line:?}, group {index}");
                 }

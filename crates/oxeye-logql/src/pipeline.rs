@@ -174,9 +174,11 @@ impl CompiledLabelFilter {
 
 /// Converts a label value for numeric filters and unwrap: a number, a Go duration (seconds), or a size.
 pub fn convert(text: &str, kind: NumberKind) -> Option<f64> {
-    let text = text.trim();
+    // No Unicode whitespace starts or ends with a visible ASCII byte: most values need no trimming.
+    let visible = |byte: Option<&u8>| byte.is_some_and(u8::is_ascii_graphic);
+    let text = if visible(text.as_bytes().first()) && visible(text.as_bytes().last()) { text } else { text.trim() };
     match kind {
-        NumberKind::Number => text.parse::<f64>().ok(),
+        NumberKind::Number => plain_decimal(text).or_else(|| text.parse::<f64>().ok()),
         NumberKind::Duration => {
             if text == "0" {
                 return Some(0.0);
@@ -189,6 +191,41 @@ pub fn convert(text: &str, kind: NumberKind) -> Option<f64> {
         }
         NumberKind::Bytes => text.parse::<f64>().ok().or_else(|| parse_bytes_text(&text.replace(' ', ""))),
     }
+}
+
+/// The value of `[-]digits[.digits]` with at most 15 digits in all (most numbers in log lines: ids, status
+/// codes, milliseconds), else `None` for `str::parse` to read. Exact and so equal to `str::parse`: the digits
+/// make an integer below 2^53 and the power of ten dividing it is at most 10^15, both exact in an `f64`, and
+/// one IEEE division of exact operands is correctly rounded (Clinger's fast path, "How to read floating point
+/// numbers accurately", 1990). A tenth of the instructions of `str::parse` for a filter like `user_id < 0`.
+fn plain_decimal(text: &str) -> Option<f64> {
+    const MAX_DIGITS: u32 = 15;
+    const POWERS_OF_TEN: [f64; 16] =
+        [1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15];
+    let (negative, digits) = match text.as_bytes() {
+        [b'-', rest @ ..] => (true, rest),
+        all => (false, all),
+    };
+    let (mut mantissa, mut count, mut fraction_digits, mut point) = (0u64, 0u32, 0usize, false);
+    for byte in digits {
+        match byte {
+            b'0'..=b'9' => {
+                mantissa = mantissa * 10 + u64::from(byte - b'0');
+                count += 1;
+                fraction_digits += usize::from(point);
+            }
+            b'.' if !point && count > 0 => point = true,
+            _ => return None,
+        }
+        if count > MAX_DIGITS {
+            return None;
+        }
+    }
+    if count == 0 || (point && fraction_digits == 0) {
+        return None;
+    }
+    let value = mantissa as f64 / POWERS_OF_TEN.get(fraction_digits)?;
+    Some(if negative { -value } else { value })
 }
 
 enum CompiledStage {
@@ -1676,6 +1713,66 @@ mod tests {
             let Expr::Log(log) = parse_expr(query).unwrap() else { panic!("not a log query") };
             assert!(Pipeline::new(&log.pipeline).unwrap().prefilter.is_none(), "{query}");
         }
+    }
+
+    #[test]
+    fn plain_decimals_read_as_str_parse_reads_them() {
+        let mut texts: Vec<String> = [
+            "0",
+            "-0",
+            "7",
+            "-42",
+            "1234.5",
+            "0.1",
+            "0.3",
+            "-0.000001",
+            "999999999999999",
+            "9999999999999999",
+            "123456789012.345",
+            "1.",
+            ".5",
+            "1e3",
+            "+5",
+            "--1",
+            "1.2.3",
+            "",
+            "-",
+            "0x10",
+            "12a",
+            "1_000",
+            "00012",
+            "4503599627370497",
+            "0.123456789012345",
+            " 12 ",
+            "12\u{a0}",
+            "\u{2003}-3.5",
+        ]
+        .map(str::to_string)
+        .to_vec();
+        let mut random = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            random ^= random << 13;
+            random ^= random >> 7;
+            random ^= random << 17;
+            let digits = format!("{}", random % 10u64.pow((random >> 60) as u32 % 16 + 1));
+            let point = (random >> 40) as usize % (digits.len() + 1);
+            let (whole, fraction) = digits.split_at(point);
+            let sign = if random & 1 == 1 { "-" } else { "" };
+            texts.push(if fraction.is_empty() {
+                format!("{sign}{whole}")
+            } else {
+                format!("{sign}{whole}.{fraction}")
+            });
+        }
+        for text in &texts {
+            let parsed = text.trim().parse::<f64>().ok();
+            if let Some(value) = plain_decimal(text) {
+                assert_eq!(Some(value.to_bits()), parsed.map(f64::to_bits), "{text}");
+            }
+            assert_eq!(convert(text, NumberKind::Number).map(f64::to_bits), parsed.map(f64::to_bits), "{text}");
+        }
+        assert_eq!(plain_decimal("1234.5"), Some(1234.5));
+        assert_eq!(plain_decimal("1e3"), None);
     }
 
     #[test]
