@@ -82,41 +82,65 @@ impl Pattern {
 
     /// The named captures of `line`, or `None` when the line does not match.
     pub fn captures<'a>(&self, line: &'a str) -> Option<Vec<(&str, &'a str)>> {
+        let names: Vec<Option<&str>> = self.capture_names().collect();
         let mut captures = Vec::new();
+        let matched = self.match_spans(line, |index, start, end| {
+            if let (Some(Some(name)), Some(value)) = (names.get(index), line.get(start..end)) {
+                captures.push((*name, value));
+            }
+        });
+        matched.then_some(captures)
+    }
+
+    /// The pattern's captures in order, `None` for `<_>`: the indices [`Pattern::match_spans`] reports.
+    pub fn capture_names(&self) -> impl Iterator<Item = Option<&str>> {
+        self.nodes.iter().filter_map(|node| match node {
+            Node::Capture(name) => Some(name.as_deref()),
+            Node::Literal(_) => None,
+        })
+    }
+
+    /// Matches `line` and reports each capture as `(index, start, end)`: its index among
+    /// [`Pattern::capture_names`] and its byte range in `line` (on character boundaries: a capture ends
+    /// where a literal starts, or at the end of the line). Nothing is allocated; captures are reported
+    /// as they are found, so a caller must drop them when this returns false (the line does not match).
+    pub fn match_spans(&self, line: &str, mut report: impl FnMut(usize, usize, usize)) -> bool {
         let mut position = 0;
-        let mut pending: Option<&Option<String>> = None;
+        let mut pending: Option<usize> = None;
+        let mut next_capture = 0;
         for node in &self.nodes {
             match node {
-                Node::Capture(name) => pending = Some(name),
+                Node::Capture(_) => {
+                    pending = Some(next_capture);
+                    next_capture += 1;
+                }
                 Node::Literal(literal) => {
-                    let rest = line.get(position..)?;
+                    let Some(rest) = line.as_bytes().get(position..) else { return false };
                     match pending.take() {
                         None => {
-                            if !rest.starts_with(literal.text.as_str()) {
-                                return None;
+                            if !rest.starts_with(literal.text.as_bytes()) {
+                                return false;
                             }
                             position += literal.text.len();
                         }
-                        Some(name) => {
-                            let found = literal.finder.find(rest.as_bytes())?;
-                            if let Some(name) = name {
-                                captures.push((name.as_str(), rest.get(..found)?));
-                            }
+                        Some(index) => {
+                            let Some(found) = literal.finder.find(rest) else { return false };
+                            report(index, position, position + found);
                             position += found + literal.text.len();
                         }
                     }
                 }
             }
         }
-        if let Some(Some(name)) = pending {
-            captures.push((name.as_str(), line.get(position..)?));
+        if let Some(index) = pending {
+            report(index, position, line.len());
         }
-        Some(captures)
+        true
     }
 
     /// True when the line matches.
     pub fn is_match(&self, line: &str) -> bool {
-        self.captures(line).is_some()
+        self.match_spans(line, |_, _, _| {})
     }
 }
 

@@ -243,7 +243,13 @@ enum CompiledStage {
         locations: regex::CaptureLocations,
         groups: Vec<(usize, String)>,
     },
-    Pattern(Pattern),
+    /// `| pattern`: the pattern, its captures' names where the hints want them (by capture index), and the
+    /// wanted captures of the current line (index, start, end), reused from line to line.
+    Pattern {
+        pattern: Box<Pattern>,
+        wanted: Vec<Option<String>>,
+        spans: Vec<(usize, usize, usize)>,
+    },
     Unpack,
     LabelFilter(CompiledLabelFilter),
     LineFormat(Template),
@@ -752,7 +758,14 @@ impl Pipeline {
                         .collect();
                     CompiledStage::Regexp { locations: regex.capture_locations(), regex, groups }
                 }
-                Stage::Parser(ParserStage::Pattern(pattern)) => CompiledStage::Pattern(Pattern::parse(pattern)?),
+                Stage::Parser(ParserStage::Pattern(pattern)) => {
+                    let pattern = Box::new(Pattern::parse(pattern)?);
+                    let wanted = pattern
+                        .capture_names()
+                        .map(|name| name.filter(|name| hints.wants(name)).map(str::to_string))
+                        .collect();
+                    CompiledStage::Pattern { pattern, wanted, spans: Vec::new() }
+                }
                 Stage::Parser(ParserStage::Unpack) => CompiledStage::Unpack,
                 Stage::LabelFilter(filter) => CompiledStage::LabelFilter(CompiledLabelFilter::compile(filter)?),
                 Stage::LineFormat(template) => CompiledStage::LineFormat(Template::parse(template)?),
@@ -918,7 +931,7 @@ impl Pipeline {
                 CompiledStage::Json(_)
                 | CompiledStage::Logfmt { .. }
                 | CompiledStage::Regexp { .. }
-                | CompiledStage::Pattern(_)
+                | CompiledStage::Pattern { .. }
                 | CompiledStage::Unpack
                     if !run_parsers => {}
                 CompiledStage::Json(params) => {
@@ -939,10 +952,16 @@ impl Pipeline {
                         }
                     }
                 }
-                CompiledStage::Pattern(pattern) => {
-                    if let Some(captures) = pattern.captures(&line) {
-                        for (name, value) in captures {
-                            if hints.wants(name) {
+                CompiledStage::Pattern { pattern, wanted, spans } => {
+                    spans.clear();
+                    let matched = pattern.match_spans(&line, |index, start, end| {
+                        if wanted.get(index).is_some_and(Option::is_some) {
+                            spans.push((index, start, end));
+                        }
+                    });
+                    if matched {
+                        for &(index, start, end) in spans.iter() {
+                            if let (Some(Some(name)), Some(value)) = (wanted.get(index), line.get(start..end)) {
                                 state.add_parsed(name, value);
                             }
                         }
@@ -1713,6 +1732,30 @@ mod tests {
             let Expr::Log(log) = parse_expr(query).unwrap() else { panic!("not a log query") };
             assert!(Pipeline::new(&log.pipeline).unwrap().prefilter.is_none(), "{query}");
         }
+    }
+
+    #[test]
+    fn pattern_captures_only_what_the_query_reads_and_only_on_a_full_match() {
+        let query = r#"{a="b"} | pattern "<_> level=<lvl> path=<path> status=<status>""#;
+        let line = "ts=1 level=warn path=/x status=404";
+        let all = run(query, line).unwrap();
+        assert_eq!(
+            (all.labels.get("lvl"), all.labels.get("path"), all.labels.get("status")),
+            (Some("warn"), Some("/x"), Some("404"))
+        );
+        assert_eq!(all.labels.get("_"), None);
+        let hinted_query = r#"sum by (status) (count_over_time({a="b"} | pattern "<_> level=<lvl> path=<path> status=<status>" [1m]))"#;
+        let hinted = run_hinted(hinted_query, line).unwrap();
+        assert_eq!(
+            (hinted.labels.get("status"), hinted.labels.get("path"), hinted.labels.get("lvl")),
+            (Some("404"), None, None)
+        );
+        // A line matching the first literals but not the last: no capture of it is kept.
+        let partial = run(query, "ts=1 level=warn path=/x code=404").unwrap();
+        assert_eq!((partial.labels.get("lvl"), partial.labels.get("path")), (None, None));
+        // Captures next to multibyte text, and one starting with a digit sanitized.
+        let unicode = run(r#"{a="b"} | pattern "é=<v> <1x>""#, "é=ünï 2").unwrap();
+        assert_eq!((unicode.labels.get("v"), unicode.labels.get("_1x")), (Some("ünï"), Some("2")));
     }
 
     #[test]
