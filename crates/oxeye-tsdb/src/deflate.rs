@@ -1,7 +1,14 @@
-//! Raw DEFLATE (RFC 1951, no zlib or gzip wrapper) for block chunk frames and index sections, through
-//! `flate2`'s pure-Rust backend.
+//! Raw DEFLATE (RFC 1951, no zlib or gzip wrapper) for block chunk frames and index sections:
+//! compressed through `flate2`'s pure-Rust backend (miniz_oxide), inflated by `zlib-rs`, a pure-Rust
+//! port of zlib-ng's inflate. Queries inflate every frame they read, and miniz_oxide's inflate was
+//! 27-35% of the CPU of the PromQL benchmark's slowest rows (BENCHMARKS.md, "PromQL latency, session
+//! 10"); the compressed format is the same stream either way.
 
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use flate2::{Compress, Compression, FlushCompress, Status};
+use zlib_rs::{Inflate, InflateFlush};
+
+/// The LZ77 window of the streams written (`flate2`'s default): 2^15 bytes.
+const WINDOW_BITS: u8 = 15;
 
 /// Compression level for block chunk frames: 1 (fastest) … 9 (smallest). Level 3 keeps a block cut
 /// of 1M series' chunks to about a second of CPU while giving most of level 6's ratio.
@@ -38,11 +45,11 @@ pub(crate) fn decompress_exact(input: &[u8], expected_bytes: usize) -> Result<Ve
 /// As [`decompress_exact`], into `out`, whose length is the expected number of bytes.
 pub(crate) fn decompress_exact_into(input: &[u8], out: &mut [u8]) -> Result<(), String> {
     let expected_bytes = out.len();
-    let mut decompressor = Decompress::new(false);
+    let mut decompressor = Inflate::new(false, WINDOW_BITS);
     let status = decompressor
-        .decompress(input, out, FlushDecompress::Finish)
-        .map_err(|error| format!("bad deflate stream: {error}"))?;
-    if status != Status::StreamEnd {
+        .decompress(input, out, InflateFlush::Finish)
+        .map_err(|error| format!("bad deflate stream: {error:?}"))?;
+    if status != zlib_rs::Status::StreamEnd {
         return Err(format!("deflate stream does not end within {expected_bytes} bytes"));
     }
     if decompressor.total_out() as usize != expected_bytes {
