@@ -10,7 +10,10 @@ use promql_parser::parser::{AggregateExpr, Call, Expr, LabelModifier};
 
 use crate::engine::{Evaluated, Evaluator, Grid, StepSeries, by_step};
 use crate::error::{QueryError, execution};
-use crate::functions::{kahan_add, quantile_of, stream_range_function, streamed_range_selector, unwrap_parens};
+use crate::functions::{
+    SharedSelection, SharingCall, kahan_add, quantile_of, shared_range_selection, stream_range_function,
+    stream_range_functions_sharing, streamed_range_selector, unwrap_parens,
+};
 use crate::value::format_float;
 
 pub(crate) fn eval_aggregate(
@@ -69,21 +72,48 @@ fn stream_aggregate(
     grid: &Grid,
 ) -> Result<Option<Vec<StepSeries>>, QueryError> {
     let Some((op, call)) = streamed_shape(evaluator, op, aggregate, grouping) else { return Ok(None) };
-    let steps = grid.steps();
-    // Groups by the hash of their labels; a series' group labels are only built for a new group.
-    let mut groups_by_hash: HashMap<u64, Vec<usize>> = HashMap::new();
-    let mut groups: Vec<(Labels, Vec<Accumulator>)> = Vec::new();
+    let mut fold = GroupFold::new(op, grid.steps());
     // Only the group labels are looked at: the store need not copy the others.
     let keep_label = |name: &str| grouping.keeps(name);
     let streamed = stream_range_function(evaluator, call, grid, Some(&keep_label), &mut |evaluator, series| {
-        let slots = groups_by_hash.entry(grouping.group_hash(&series.labels)).or_default();
+        fold.add(evaluator, grouping, series)
+    })?;
+    if !streamed {
+        return Ok(None);
+    }
+    Ok(Some(fold.into_series()))
+}
+
+/// The running state of a streamed aggregation: its groups and their accumulators, one per step.
+struct GroupFold {
+    op: SimpleOp,
+    steps: usize,
+    /// Groups by the hash of their labels; a series' group labels are only built for a new group.
+    groups_by_hash: HashMap<u64, Vec<usize>>,
+    groups: Vec<(Labels, Vec<Accumulator>)>,
+}
+
+impl GroupFold {
+    fn new(op: SimpleOp, steps: usize) -> GroupFold {
+        GroupFold { op, steps, groups_by_hash: HashMap::new(), groups: Vec::new() }
+    }
+
+    /// Folds one series' points into its group's accumulators.
+    fn add(
+        &mut self,
+        evaluator: &mut Evaluator<'_>,
+        grouping: &Grouping,
+        series: StepSeries,
+    ) -> Result<(), QueryError> {
+        let slots = self.groups_by_hash.entry(grouping.group_hash(&series.labels)).or_default();
+        let groups = &mut self.groups;
         let found = slots.iter().copied().find(|slot| grouping.in_group(&series.labels, &groups[*slot].0));
         let group = match found {
             Some(group) => group,
             None => {
                 // Each group's accumulators count as held samples, as the general path's output would.
-                evaluator.hold_samples(steps)?;
-                groups.push((grouping.group_labels(&series.labels), vec![Accumulator::default(); steps]));
+                evaluator.hold_samples(self.steps)?;
+                groups.push((grouping.group_labels(&series.labels), vec![Accumulator::default(); self.steps]));
                 slots.push(groups.len() - 1);
                 groups.len() - 1
             }
@@ -91,28 +121,87 @@ fn stream_aggregate(
         let accumulators = &mut groups[group].1;
         for (step, value) in series.points {
             if let Some(accumulator) = accumulators.get_mut(step as usize) {
-                accumulator.add(op, value);
+                accumulator.add(self.op, value);
             }
         }
         Ok(())
-    })?;
-    if !streamed {
+    }
+
+    /// The groups with at least one point, in the order their first series came.
+    fn into_series(self) -> Vec<StepSeries> {
+        let op = self.op;
+        self.groups
+            .into_iter()
+            .map(|(labels, accumulators)| {
+                let points = accumulators
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, accumulator)| accumulator.seen)
+                    .map(|(step, accumulator)| (step as u32, accumulator.result(op)))
+                    .collect();
+                StepSeries { labels, points, drop_name: false }
+            })
+            .filter(|series| !series.points.is_empty())
+            .collect()
+    }
+}
+
+/// The results of a binary operation's left and right operands.
+pub(crate) type OperandPair = (Vec<StepSeries>, Vec<StepSeries>);
+
+/// Evaluates the two operands of a binary operation that are both streamed aggregations over one metric
+/// (`sum by (job) (rate(x{status=~"5.."}[5m])) / sum by (job) (rate(x[5m]))`) from one read of the store
+/// instead of two ([`stream_range_functions_sharing`]): each operand gets the same series in the same
+/// order as its own read would give, so the results are identical. `None` (nothing evaluated) when the
+/// operands do not have that shape, their selectors differ in range, offset or `@`, neither's matchers
+/// are among the other's (a shared read would then read series neither needs), or the query collects
+/// per-step statistics (which count each selector's samples).
+pub(crate) fn stream_aggregate_pair(
+    evaluator: &mut Evaluator<'_>,
+    lhs: &Expr,
+    rhs: &Expr,
+    grid: &Grid,
+) -> Result<Option<OperandPair>, QueryError> {
+    if evaluator.collect_stats {
         return Ok(None);
     }
-    let output: Vec<StepSeries> = groups
-        .into_iter()
-        .map(|(labels, accumulators)| {
-            let points = accumulators
-                .iter()
-                .enumerate()
-                .filter(|(_, accumulator)| accumulator.seen)
-                .map(|(step, accumulator)| (step as u32, accumulator.result(op)))
-                .collect();
-            StepSeries { labels, points, drop_name: false }
-        })
-        .filter(|series| !series.points.is_empty())
-        .collect();
-    Ok(Some(output))
+    fn shape<'x>(evaluator: &Evaluator<'_>, expr: &'x Expr) -> Option<(SimpleOp, &'x Call, Grouping)> {
+        let Expr::Aggregate(aggregate) = unwrap_parens(expr) else { return None };
+        let grouping = Grouping::new(aggregate.modifier.as_ref());
+        let (op, call) = streamed_shape(evaluator, &aggregate.op.to_string(), aggregate, &grouping)?;
+        Some((op, call, grouping))
+    }
+    let (Some((left_op, left_call, left_grouping)), Some((right_op, right_call, right_grouping))) =
+        (shape(evaluator, lhs), shape(evaluator, rhs))
+    else {
+        return Ok(None);
+    };
+    let Some(SharedSelection { widest, extra_matchers: mut extra }) =
+        shared_range_selection(evaluator, &[left_call, right_call])?
+    else {
+        return Ok(None);
+    };
+    let Some(selection) = streamed_range_selector(evaluator, [left_call, right_call][widest]) else {
+        return Ok(None);
+    };
+    let right_extra = extra.pop().unwrap_or_default();
+    let left_extra = extra.pop().unwrap_or_default();
+    let keep_label = |name: &str| {
+        left_grouping.keeps(name)
+            || right_grouping.keeps(name)
+            || left_extra.iter().chain(&right_extra).any(|matcher| matcher.name == name)
+    };
+    let steps = grid.steps();
+    let mut left_fold = GroupFold::new(left_op, steps);
+    let mut right_fold = GroupFold::new(right_op, steps);
+    let mut visit_left = |evaluator: &mut Evaluator<'_>, series| left_fold.add(evaluator, &left_grouping, series);
+    let mut visit_right = |evaluator: &mut Evaluator<'_>, series| right_fold.add(evaluator, &right_grouping, series);
+    let mut calls = [
+        SharingCall { call: left_call, extra_matchers: left_extra.clone(), visit: &mut visit_left },
+        SharingCall { call: right_call, extra_matchers: right_extra.clone(), visit: &mut visit_right },
+    ];
+    stream_range_functions_sharing(evaluator, selection, &mut calls, grid, &keep_label)?;
+    Ok(Some((left_fold.into_series(), right_fold.into_series())))
 }
 
 /// The folding operation and the range function call of an aggregation [`stream_aggregate`] streams.

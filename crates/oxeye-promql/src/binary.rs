@@ -121,8 +121,10 @@ pub(crate) fn eval_binary(
     let op = BinaryOp::parse(&op_text).ok_or_else(|| execution(format!("unknown binary operator {op_text}")))?;
     let return_bool = binary.return_bool();
     let delayed = evaluator.delayed_name_removal;
-    let left = evaluator.eval(&binary.lhs, grid)?;
-    let right = evaluator.eval(&binary.rhs, grid)?;
+    let (left, right) = match crate::aggregation::stream_aggregate_pair(evaluator, &binary.lhs, &binary.rhs, grid)? {
+        Some((left, right)) => (Evaluated::Vector(left), Evaluated::Vector(right)),
+        None => (evaluator.eval(&binary.lhs, grid)?, evaluator.eval(&binary.rhs, grid)?),
+    };
     match (left, right) {
         (Evaluated::Scalar(left), Evaluated::Scalar(right)) => {
             let values = left

@@ -1562,6 +1562,38 @@ mod tests {
     }
 
     #[test]
+    fn operands_sharing_one_read_equal_separate_reads() {
+        // Both operands stream over one metric: the first pair shares one read of the wider selector
+        // (in either order, with equal selectors, with another range function); `+ 0` keeps the general
+        // path. Operands with disjoint selectors (the last pair) are read apart.
+        let engine = Engine::default();
+        let store = store();
+        for (shared, general) in [
+            (
+                "sum by (job) (rate(http_requests_total{job=~\"a.*\"}[5m])) / sum by (job) (rate(http_requests_total[5m]))",
+                "sum by (job) (rate(http_requests_total{job=~\"a.*\"}[5m]) + 0) / sum by (job) (rate(http_requests_total[5m]) + 0)",
+            ),
+            (
+                "sum by (job) (rate(http_requests_total[5m])) - sum by (job) (rate(http_requests_total{job!=\"web\"}[5m]))",
+                "sum by (job) (rate(http_requests_total[5m]) + 0) - sum by (job) (rate(http_requests_total{job!=\"web\"}[5m]) + 0)",
+            ),
+            (
+                "sum(increase(http_requests_total[3m])) / count(rate(http_requests_total[3m]))",
+                "sum(increase(http_requests_total[3m]) + 0) / count(rate(http_requests_total[3m]) + 0)",
+            ),
+            (
+                "max by (job) (rate(http_requests_total{job=\"api\"}[5m])) + on() group_left max by (job) (rate(http_requests_total{job=\"web\"}[5m]))",
+                "max by (job) (rate(http_requests_total{job=\"api\"}[5m]) + 0) + on() group_left max by (job) (rate(http_requests_total{job=\"web\"}[5m]) + 0)",
+            ),
+        ] {
+            let range = |query: &str| engine.range_query(&store, query, 0, 600_000, 30_000).unwrap().value;
+            assert_eq!(format!("{:?}", range(shared)), format!("{:?}", range(general)), "{shared}");
+            let instant = |query: &str| engine.instant_query(&store, query, 600_000).unwrap().value;
+            assert_eq!(format!("{:?}", instant(shared)), format!("{:?}", instant(general)), "{shared}");
+        }
+    }
+
+    #[test]
     fn floor_division_handles_negative_times() {
         assert_eq!(div_floor(-1, 10), -1);
         assert_eq!(div_floor(-10, 10), -1);

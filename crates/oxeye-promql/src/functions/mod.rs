@@ -17,8 +17,11 @@ mod range;
 
 use calendar::date_part;
 use histogram::histogram_quantile;
+pub(crate) use range::{
+    SharedSelection, SharingCall, shared_range_selection, stream_range_function, stream_range_functions_sharing,
+    streamed_range_selector,
+};
 use range::{eval_range_function, for_each_window};
-pub(crate) use range::{stream_range_function, streamed_range_selector};
 
 /// Neumaier-compensated summation step: adds `increment` to `sum` with compensation `compensation`.
 pub(crate) fn kahan_add(increment: f64, sum: f64, compensation: f64) -> (f64, f64) {

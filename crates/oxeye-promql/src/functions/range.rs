@@ -1,7 +1,7 @@
 //! Functions over range vectors (`rate`, `increase`, `*_over_time`, `deriv`, `predict_linear`, ...):
 //! each series' samples are walked once per query with a sliding window per step.
 
-use oxeye_model::Sample;
+use oxeye_model::{Labels, Matcher, Sample};
 use promql_parser::parser::{Call, Expr, MatrixSelector, value::ValueType};
 
 use super::{kahan_add, quantile_of};
@@ -108,7 +108,9 @@ impl<'a> RangeCall<'a> {
         evaluator: &Evaluator<'_>,
         input: &RangeInput,
         grid: &Grid,
-        series: RawSeries,
+        labels: Labels,
+        drop_name: bool,
+        samples: &[Sample],
     ) -> Result<Option<StepSeries>, QueryError> {
         let function = self.function;
         let mut points = Vec::new();
@@ -116,15 +118,13 @@ impl<'a> RangeCall<'a> {
         // Counter resets are found once per series, so rate() and increase() over long windows do not
         // rescan every window.
         let reset_indices: Vec<usize> = if matches!(function, RangeFunction::Rate | RangeFunction::Increase) {
-            (1..series.samples.len())
-                .filter(|index| series.samples[*index].value < series.samples[index - 1].value)
-                .collect()
+            (1..samples.len()).filter(|index| samples[*index].value < samples[index - 1].value).collect()
         } else {
             Vec::new()
         };
         let mut window_resets: Vec<usize> = Vec::new();
         let scalars = &self.scalars;
-        for_each_window_at(input, &series.samples, |step, offset, window| {
+        for_each_window_at(input, samples, |step, offset, window| {
             if window.is_empty() || failure.is_some() {
                 return;
             }
@@ -159,18 +159,18 @@ impl<'a> RangeCall<'a> {
             return Ok(None);
         }
         if matches!(self.name, "rate" | "increase")
-            && let Some(metric) = series.labels.metric_name()
+            && let Some(metric) = labels.metric_name()
             && !["_total", "_sum", "_count", "_bucket"].iter().any(|suffix| metric.ends_with(suffix))
             && !self.non_counter_names.iter().any(|seen| seen == metric)
         {
             self.non_counter_names.push(metric.to_string());
         }
         let (labels, drop_name) = if self.keeps_name {
-            (series.labels, series.drop_name)
+            (labels, drop_name)
         } else if evaluator.delayed_name_removal {
-            (series.labels, true)
+            (labels, true)
         } else {
-            (crate::engine::drop_metric_name(series.labels), false)
+            (crate::engine::drop_metric_name(labels), false)
         };
         Ok(Some(StepSeries { labels, points, drop_name }))
     }
@@ -205,7 +205,7 @@ pub(super) fn eval_range_function(
     let one_metric_name = input_series.iter().all(|series| series.labels.metric_name() == first_name.as_deref());
     for series in input_series {
         evaluator.check_deadline()?;
-        if let Some(points) = call.apply(evaluator, &input, grid, series)? {
+        if let Some(points) = call.apply(evaluator, &input, grid, series.labels, series.drop_name, &series.samples)? {
             output.push(points);
         }
     }
@@ -252,7 +252,7 @@ pub(crate) fn stream_range_function<'e>(
     let mut visit_raw = |evaluator: &mut Evaluator<'e>, input: &RangeInput, series: RawSeries| {
         let held = series.samples.len();
         evaluator.hold_samples(held)?;
-        let points = range_call.apply(evaluator, input, grid, series);
+        let points = range_call.apply(evaluator, input, grid, series.labels, series.drop_name, &series.samples);
         evaluator.release_samples(held);
         match points? {
             Some(points) => visit(evaluator, points),
@@ -273,6 +273,120 @@ pub(crate) fn stream_range_function<'e>(
     }
     range_call.finish(evaluator, &args);
     Ok(true)
+}
+
+/// One of the calls [`stream_range_functions_sharing`] evaluates from one read.
+pub(crate) struct SharingCall<'c, 'v, 'e> {
+    /// A call [`streamed_range_selector`] accepts.
+    pub call: &'c Call,
+    /// The matchers this call's selector has beyond the shared selection's: a series read is this
+    /// call's when it matches them all (a label the series lacks matches as the empty value).
+    pub extra_matchers: Vec<Matcher>,
+    /// Takes each of this call's result series, as in [`stream_range_function`].
+    pub visit: &'v mut dyn FnMut(&mut Evaluator<'e>, StepSeries) -> Result<(), QueryError>,
+}
+
+/// Evaluates several range function calls over selectors of one metric from a single read of
+/// `selection` (for `sum(rate(x{status=~"5.."}[5m])) / sum(rate(x[5m]))`: once, not twice), handing
+/// each call the series its own selector would have read, in the same order, so every call's results
+/// equal [`stream_range_function`]'s. `selection` must select a superset of every call's series with the
+/// same range, offset and `@` as theirs ([`shared_range_selection`] checks that); `keep_label` must accept
+/// the labels of every call's `extra_matchers`.
+pub(crate) fn stream_range_functions_sharing<'e>(
+    evaluator: &mut Evaluator<'e>,
+    selection: &MatrixSelector,
+    calls: &mut [SharingCall<'_, '_, 'e>],
+    grid: &Grid,
+    keep_label: &dyn Fn(&str) -> bool,
+) -> Result<(), QueryError> {
+    let mut prepared: Vec<(RangeCall<'_>, Vec<&Expr>)> = Vec::with_capacity(calls.len());
+    for sharing in calls.iter() {
+        let args: Vec<&Expr> = sharing.call.args.args.iter().map(|arg| arg.as_ref()).collect();
+        prepared.push((RangeCall::prepare(evaluator, sharing.call.func.name, &args, grid)?, args));
+    }
+    let mut failure: Option<QueryError> = None;
+    let mut visit_raw = |evaluator: &mut Evaluator<'e>, input: &RangeInput, series: RawSeries| {
+        let held = series.samples.len();
+        evaluator.hold_samples(held)?;
+        for (sharing, (range_call, _)) in calls.iter_mut().zip(prepared.iter_mut()) {
+            let selected = sharing
+                .extra_matchers
+                .iter()
+                .all(|matcher| matcher.matches(series.labels.get(&matcher.name).unwrap_or("")));
+            if !selected {
+                continue;
+            }
+            let labels = series.labels.clone();
+            let points = range_call.apply(evaluator, input, grid, labels, series.drop_name, &series.samples)?;
+            if let Some(points) = points {
+                (sharing.visit)(evaluator, points)?;
+            }
+        }
+        evaluator.release_samples(held);
+        Ok(())
+    };
+    let keep_label_and_name = |name: &str| name == oxeye_model::METRIC_NAME_LABEL || keep_label(name);
+    evaluator.for_each_range_series(selection, grid, Some(&keep_label_and_name), &mut |evaluator, input, series| {
+        visit_raw(evaluator, input, series).map_err(|error| {
+            failure = Some(error);
+        })
+    })?;
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    for (range_call, args) in prepared {
+        range_call.finish(evaluator, &args);
+    }
+    Ok(())
+}
+
+/// The read several streamed calls share: found by [`shared_range_selection`].
+pub(crate) struct SharedSelection {
+    /// Index of the call whose selector is read.
+    pub widest: usize,
+    /// For each call, the matchers its selector has beyond the read one's.
+    pub extra_matchers: Vec<Vec<Matcher>>,
+}
+
+/// Whether `calls` (each one [`streamed_range_selector`] accepts) can share one read in
+/// [`stream_range_functions_sharing`], which call's selector to read and the matchers each has beyond
+/// it: `Some` when all select the same metric over the same range, offset and `@`, and the matchers of
+/// `calls[index]`'s selector are among every other's, so reading its series reads no series the
+/// separate reads would not. `None` otherwise (including when `calls` has fewer than two).
+pub(crate) fn shared_range_selection(
+    evaluator: &Evaluator<'_>,
+    calls: &[&Call],
+) -> Result<Option<SharedSelection>, QueryError> {
+    let Some(matrices) = calls.iter().map(|call| streamed_range_selector(evaluator, call)).collect::<Option<Vec<_>>>()
+    else {
+        return Ok(None);
+    };
+    let Some(first) = matrices.first() else { return Ok(None) };
+    let same_reach = |matrix: &&MatrixSelector| {
+        matrix.range == first.range
+            && matrix.vs.name == first.vs.name
+            && matrix.vs.offset == first.vs.offset
+            && matrix.vs.at == first.vs.at
+    };
+    if matrices.len() < 2 || !matrices.iter().all(same_reach) {
+        return Ok(None);
+    }
+    fn matchers_of(matrix: &MatrixSelector) -> &[promql_parser::label::Matcher] {
+        &matrix.vs.matchers.matchers
+    }
+    let Some(widest) = (0..matrices.len()).find(|candidate| {
+        let wide = matchers_of(matrices[*candidate]);
+        matrices.iter().all(|other| wide.iter().all(|matcher| matchers_of(other).contains(matcher)))
+    }) else {
+        return Ok(None);
+    };
+    let wide = matchers_of(matrices[widest]);
+    let mut extra = Vec::with_capacity(matrices.len());
+    for matrix in &matrices {
+        let own: Vec<_> = matchers_of(matrix).iter().filter(|matcher| !wide.contains(matcher)).cloned().collect();
+        extra.push(crate::engine::convert_matchers(&own)?);
+    }
+    Ok(Some(SharedSelection { widest, extra_matchers: extra }))
 }
 
 /// The functions over range vectors, resolved once per call rather than per window.
