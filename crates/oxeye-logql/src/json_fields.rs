@@ -82,6 +82,22 @@ pub(crate) fn visit_fields<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>
     path: &mut String,
     visit: &mut Visit,
 ) -> Result<(), JsonSyntaxError> {
+    visit_fields_where(line, path, |_| false, visit)
+}
+
+/// [`visit_fields`] that does not call `visit` for a top-level scalar or array field whose key (unescaped)
+/// `unwanted` rules out: the field is still checked. `unwanted` runs in the scanning loop, before the value
+/// is read, so a cheap test there (a key's length, for a query reading a few labels) spares the visitor's
+/// call for most fields.
+///
+/// # Errors
+/// As [`visit_fields`].
+pub(crate) fn visit_fields_where<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
+    line: &str,
+    path: &mut String,
+    unwanted: impl Fn(&str) -> bool,
+    visit: &mut Visit,
+) -> Result<(), JsonSyntaxError> {
     path.clear();
     let bytes = line.as_bytes();
     let error = |position: usize, expected: &'static str| JsonSyntaxError { position, expected };
@@ -125,12 +141,13 @@ pub(crate) fn visit_fields<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>
                 }
             }
             let name: &str = if named_by_key { key } else { path.as_str() };
+            let skipped = named_by_key && unwanted(key);
             let flow = match value_byte {
                 b'"' => {
                     let (end, escaped) = string_end(bytes, position + 1)?;
                     let raw = line.get(position + 1..end).unwrap_or_default();
                     position = end + 1;
-                    visit(name, JsonScalar::String { raw, escaped })
+                    if skipped { ControlFlow::Continue(()) } else { visit(name, JsonScalar::String { raw, escaped }) }
                 }
                 b'{' => {
                     if parents.len() >= MAX_DEPTH {
@@ -151,7 +168,7 @@ pub(crate) fn visit_fields<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>
                 _ => {
                     let (end, scalar) = literal(line, position)?;
                     position = end;
-                    visit(name, scalar)
+                    if skipped { ControlFlow::Continue(()) } else { visit(name, scalar) }
                 }
             };
             path.truncate(parent_length);
@@ -532,6 +549,26 @@ mod tests {
             ControlFlow::Continue(())
         })?;
         Ok(seen)
+    }
+
+    #[test]
+    fn unwanted_top_level_fields_are_checked_but_not_visited() {
+        let visited = |line: &str| {
+            let mut seen = Vec::new();
+            let outcome = visit_fields_where(line, &mut String::new(), |key| key.len() == 1, &mut |name, value| {
+                seen.push((name.to_string(), value.to_label_value()));
+                ControlFlow::Continue(())
+            });
+            (outcome.map_err(|error| error.position), seen)
+        };
+        // Nested fields are named by their path, which the test does not see: they are visited.
+        let (outcome, seen) = visited(r#"{"a":1,"bb":{"c":2},"d\u0065":"x","ee":"y","f":[1]}"#);
+        assert_eq!(outcome, Ok(()));
+        let names: Vec<&str> = seen.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["bb_c", "de", "ee"]);
+        // A field passed over is still checked: its error fails the line.
+        assert_eq!(visited(r#"{"a":tru,"bb":1}"#).0, Err(5));
+        assert!(visited(r#"{"bb":1,"a":"x}"#).0.is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use oxeye_model::logs::{LogEntry, LogEntryRef};
 use oxeye_model::{Labels, Matcher};
 use regex::Regex;
 
-use crate::json_fields::{JsonScalar, visit_fields};
+use crate::json_fields::{JsonScalar, visit_fields, visit_fields_where};
 use crate::line_regex::LineRegex;
 use crate::pattern::Pattern;
 use crate::syntax::{
@@ -1135,11 +1135,21 @@ impl HintedLengths {
     }
 
     /// True when `name` (a field name before sanitizing) cannot sanitize into a hinted name.
+    #[inline]
     fn rules_out(self, name: &str) -> bool {
         // Bits for the name's length and that plus one (lengths of 62 and more share the top bits).
         let possible = 3u64 << name.len().min(62);
         self.0 & possible == 0 && name.is_ascii()
     }
+}
+
+/// The index of `name` among hinted `names`. Names are short: bytes compared in line rather than by a
+/// call to `memcmp` (4-5% of a by-level `| json` pipeline's instructions in session 10).
+#[inline]
+fn hinted_position(names: &[String], name: &str) -> Option<usize> {
+    names.iter().position(|wanted| {
+        wanted.len() == name.len() && wanted.bytes().zip(name.bytes()).all(|(left, right)| left == right)
+    })
 }
 
 /// The JSON parser's reused buffers.
@@ -1175,14 +1185,16 @@ fn parse_json(
     let hinted_lengths = HintedLengths::of(hints);
     let JsonBuffers { path, label_name } = buffers;
     // Labels go straight into the entry's slots, marked pending until the whole line is known to parse.
-    let outcome = visit_fields(line, path, &mut |name, value: JsonScalar<'_>| {
+    // Fields whose names the hints rule out by length are checked without a call to the visitor.
+    let unwanted = |name: &str| hinted.is_some() && hinted_lengths.rules_out(name);
+    let outcome = visit_fields_where(line, path, unwanted, &mut |name, value: JsonScalar<'_>| {
         let sanitized: &str = match hinted {
             Some(names) => {
                 if hinted_lengths.rules_out(name) {
                     return ControlFlow::Continue(());
                 }
                 // Most keys are valid label names already: match them before sanitizing anything.
-                let index = match names.iter().position(|wanted| wanted == name) {
+                let index = match hinted_position(names, name) {
                     Some(index) => index,
                     None if is_valid_label_name(name) => return ControlFlow::Continue(()),
                     None => {
@@ -1483,7 +1495,7 @@ fn parse_logfmt(
             label_name
         };
         if let Some(names) = hinted {
-            let Some(index) = names.iter().position(|wanted| wanted == name) else {
+            let Some(index) = hinted_position(names, name) else {
                 return ControlFlow::Continue(());
             };
             missing &= !(1u64 << index);
