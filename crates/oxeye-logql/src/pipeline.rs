@@ -417,7 +417,8 @@ pub struct Pipeline {
     stages: Vec<CompiledStage>,
     hints: ParserHints,
     /// Whether a parser may stop reading a line once every hinted label is found (as Loki's json parser
-    /// does); off for a [`Pipeline::prefilter`], which must see parse errors anywhere in the line.
+    /// does); off for a [`Pipeline::prefilter`] with a parser that can fail ([`parser_may_fail`]), which
+    /// must see parse errors anywhere in the line.
     stop_early: bool,
     /// The leading parsers and label filters compiled to extract only the labels those filters read: an
     /// entry it drops is dropped without extracting every label (see [`Pipeline::with_hints`]).
@@ -728,7 +729,9 @@ impl Pipeline {
         if pipeline.hints.is_all()
             && let Some((prefix, names)) = prefilter_stages(stages)
         {
-            pipeline.prefilter = Some(Box::new(Pipeline::compile(prefix, ParserHints::Only(names), false)?));
+            // A prefix whose parsers cannot fail need not read past the last label its filters read.
+            let stop_early = prefix.iter().all(|stage| !parser_may_fail(stage));
+            pipeline.prefilter = Some(Box::new(Pipeline::compile(prefix, ParserHints::Only(names), stop_early)?));
         }
         Ok(pipeline)
     }
@@ -1104,6 +1107,18 @@ fn prefilter_stages(stages: &[Stage]) -> Option<(&[Stage], Vec<String>)> {
     }
     let prefix = stages.get(..end?)?;
     Some((prefix, hinted_names(names)))
+}
+
+/// True for a parser stage that can leave `__error__` on an entry: `| json` (any line that is not one JSON
+/// object) and `| logfmt --strict`. Non-strict `| logfmt` skips what it cannot read (see
+/// [`visit_logfmt_pairs`]), and `| regexp` and `| pattern` only extract or not, so a prefilter made of those
+/// alone extracts the same first values whether or not it reads the rest of the line.
+fn parser_may_fail(stage: &Stage) -> bool {
+    match stage {
+        Stage::Parser(ParserStage::Json(_) | ParserStage::Unpack) => true,
+        Stage::Parser(ParserStage::Logfmt { strict, .. }) => *strict,
+        _ => false,
+    }
 }
 
 /// Label names to extract for a hint: `names`, plus `x` for each `x_extracted` (a parsed label colliding
@@ -1673,8 +1688,25 @@ mod tests {
             r#"{a="b"} | logfmt --strict | status >= 500"#,
             r#"{a="b"} | json | trace_id = "abc" | drop path"#,
             r#"{a="b"} | regexp "status=(?P<status>[0-9]+)" | status >= 500"#,
+            r#"{a="b"} | json | user_id < 0"#,
+            r#"{a="b"} | json | http_status >= 500"#,
+            r#"{a="b"} | logfmt | user_id = "7""#,
+            r#"{a="b"} | logfmt | status >= 500 and path = "/x""#,
+            r#"{a="b"} | logfmt --strict | user_id = "7""#,
+            r#"{a="b"} | pattern "<_> status=<status> <_>" | status >= 500"#,
         ];
         let lines = [
+            r#"{"http":{"status":503},"user_id":3}"#,
+            r#"{"user-id":"7","x":[1,2],"status":503}"#,
+            r#"{"status":503,"status":200}"#,
+            r#"{"user_id":-1,"x":tru}"#,
+            r#"{"user_id":"-5s","status":"x"}"#,
+            "status=503 status=200 path=/x",
+            "status=200 status=503 path=/x",
+            "status= status=503 path=/x",
+            "user-id=7 x=\"unterminated",
+            "user_id=7 =oops path=/x status=501",
+            "user_id=8 user_id=7",
             r#"{"level":"error","status":503,"path":"/x","user_id":"7"}"#,
             r#"{"level":"info","status":200,"path":"/y","user_id":"8","status":600}"#,
             r#"{"status":"5xx"}"#,
@@ -1689,7 +1721,11 @@ mod tests {
         for query in queries {
             let Expr::Log(log) = parse_expr(query).unwrap() else { panic!("not a log query") };
             let mut with_prefilter = Pipeline::new(&log.pipeline).unwrap();
-            assert!(with_prefilter.prefilter.is_some(), "{query}");
+            let prefilter = with_prefilter.prefilter.as_ref();
+            assert!(prefilter.is_some(), "{query}");
+            // Only a prefilter whose parsers cannot fail stops reading once its labels are found.
+            let may_fail = query.contains("json") || query.contains("--strict");
+            assert_eq!(prefilter.is_some_and(|prefilter| prefilter.stop_early), !may_fail, "{query}");
             let mut without = Pipeline::compile(&log.pipeline, ParserHints::All, true).unwrap();
             for line in lines {
                 let mut entry = LogEntry::new(1, line);
