@@ -173,7 +173,7 @@ pub(crate) fn share_with_existing_blocks(shared: &Shared, block: &mut Block) {
 fn cut_head_block(shared: &Shared, mint_ms: i64, maxt_ms: i64) -> Result<Option<Block>, TsdbError> {
     // Sorted by their stored labels, compared without decoding: owned `Labels` for every series of a
     // large head would cost more memory than the head itself.
-    let mut candidates: Vec<Arc<MemSeries>> = shared
+    let mut candidates: Vec<MemSeries> = shared
         .head
         .all_series()
         .into_iter()

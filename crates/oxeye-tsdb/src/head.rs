@@ -7,9 +7,10 @@
 
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use oxeye_model::{LabelRef, Labels};
+use triomphe::ThinArc;
 
 use crate::chunkenc::{self, ChunkDecodeError, Encoding, HeadAppender, MAX_CHUNK_BYTES, MAX_SAMPLES_PER_CHUNK};
 use crate::head_chunks::{DiskChunkRef, HeadChunkFiles};
@@ -459,33 +460,62 @@ pub(crate) fn check_order(newest_ms: i64, newest_value_bits: u64, timestamp_ms: 
     if value_bits == newest_value_bits { SeriesAppend::DuplicateIgnored } else { SeriesAppend::DuplicateDifferentValue }
 }
 
-/// One series of the head.
+/// What a series holds besides its labels: the fixed-size start of [`MemSeries`]' allocation.
 #[derive(Debug)]
-pub(crate) struct MemSeries {
+pub(crate) struct SeriesFields {
     pub(crate) series_ref: u32,
-    /// Labels as references into the process's tables ([`crate::symbols::encode_symbols`]: one varint
-    /// for the list of label names, then one per value): one small allocation, 16 bytes or less for
-    /// 97% of the fleet benchmark's series at 1M.
-    label_symbols: Box<[u8]>,
     state: Mutex<SeriesState>,
     /// The low bits ([`HOLDS`]) count the appenders holding this series in an uncommitted batch (garbage
     /// collection skips it meanwhile); bit [`LOGGED`] is set once a commit that wrote this series' WAL
     /// series record is durable; bit [`REMOVED`] once garbage collection removed the series from the
-    /// head. One word for the three keeps `MemSeries` with its `Arc` in jemalloc's 96-byte class.
+    /// head. One word for the three keeps the fields in 64 bytes.
     holds_and_flags: AtomicU32,
 }
 
-/// The bit of [`MemSeries::holds_and_flags`] that marks a series removed from the head: holds through
+/// One series of the head, shared by the head's maps, the series cache and appenders: a thin pointer
+/// (8 bytes) to one allocation holding a reference count, the [`SeriesFields`], the labels' length and
+/// the labels as references into the process's tables ([`crate::symbols::encode_symbols`]: one varint
+/// for the list of label names, then one per value). 80 bytes plus the labels: 96 bytes (jemalloc's
+/// size class) for labels of 16 bytes or less, 97% of the fleet benchmark's series at 1M. A `std` `Arc`
+/// of the fields with the labels in a boxed slice of their own cost a 96-byte and a 16-byte allocation
+/// (`Arc`'s weak count and the slice's fat pointer being the difference); `triomphe`'s `ThinArc` keeps
+/// one count and stores the length in the allocation.
+#[derive(Clone)]
+pub(crate) struct MemSeries(ThinArc<SeriesFields, u8>);
+
+impl std::ops::Deref for MemSeries {
+    type Target = SeriesFields;
+
+    fn deref(&self) -> &SeriesFields {
+        &self.0.header.header
+    }
+}
+
+impl std::fmt::Debug for MemSeries {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("MemSeries")
+            .field("fields", &**self)
+            .field("label_symbols", &self.label_symbols())
+            .finish()
+    }
+}
+
+/// Bytes of a [`MemSeries`] allocation before its labels: the reference count, the fields and the
+/// labels' length.
+const SERIES_ALLOCATION_BYTES: usize = std::mem::size_of::<SeriesFields>() + 2 * std::mem::size_of::<usize>();
+
+/// The bit of [`SeriesFields::holds_and_flags`] that marks a series removed from the head: holds through
 /// the series cache, which takes no head lock, fail from then on.
 const REMOVED: u32 = 1 << 31;
-/// The bit of [`MemSeries::holds_and_flags`] set once the series' WAL series record is durable.
+/// The bit of [`SeriesFields::holds_and_flags`] set once the series' WAL series record is durable.
 const LOGGED: u32 = 1 << 30;
-/// The bits of [`MemSeries::holds_and_flags`] counting holds.
+/// The bits of [`SeriesFields::holds_and_flags`] counting holds.
 const HOLDS: u32 = LOGGED - 1;
 
 impl MemSeries {
     fn new(series_ref: u32, labels: &Labels) -> Self {
-        Self::from_symbols(series_ref, symbols::encode_labels_symbols(labels))
+        Self::from_symbols(series_ref, &symbols::encode_labels_symbols(labels))
     }
 
     /// A series with one label, for tests of structures that hold series.
@@ -494,28 +524,31 @@ impl MemSeries {
         Self::new(series_ref, &Labels::from_pairs([("__name__", "test")]))
     }
 
-    fn from_symbols(series_ref: u32, label_symbols: Box<[u8]>) -> Self {
-        MemSeries {
-            series_ref,
-            label_symbols,
-            state: Mutex::new(SeriesState::new()),
-            holds_and_flags: AtomicU32::new(0),
-        }
+    fn from_symbols(series_ref: u32, label_symbols: &[u8]) -> Self {
+        let fields =
+            SeriesFields { series_ref, state: Mutex::new(SeriesState::new()), holds_and_flags: AtomicU32::new(0) };
+        MemSeries(ThinArc::from_header_and_slice(fields, label_symbols))
     }
 
     /// The labels as symbol references ([`crate::symbols::encode_symbols`]).
     pub(crate) fn label_symbols(&self) -> &[u8] {
-        &self.label_symbols
+        &self.0.slice
+    }
+
+    /// Whether two handles share one series.
+    #[cfg(test)]
+    pub(crate) fn ptr_eq(&self, other: &MemSeries) -> bool {
+        std::ptr::eq(self.0.ptr(), other.0.ptr())
     }
 
     /// Appends the labels in the WAL record encoding (count, then length-prefixed names and values).
     pub(crate) fn encode_labels_record(&self, out: &mut Vec<u8>) {
-        symbols::symbols_to_record(&self.label_symbols, out);
+        symbols::symbols_to_record(self.label_symbols(), out);
     }
 
     /// The series' labels, decoded.
     pub(crate) fn labels(&self) -> Labels {
-        let (count, pairs) = symbols::decode_symbols(&self.label_symbols);
+        let (count, pairs) = symbols::decode_symbols(self.label_symbols());
         let mut labels = Vec::with_capacity(count);
         labels.extend(pairs.map(|(name, value)| oxeye_model::Label { name: name.to_owned(), value: value.to_owned() }));
         // Stored from valid (sorted, unique) labels.
@@ -524,7 +557,7 @@ impl MemSeries {
 
     /// The stored `(name, value)` pairs, borrowed from the symbol table.
     fn label_pairs(&self) -> symbols::SymbolPairs<'_> {
-        symbols::decode_symbols(&self.label_symbols).1
+        symbols::decode_symbols(self.label_symbols()).1
     }
 
     fn label_refs_equal(&self, labels: &[LabelRef<'_>]) -> bool {
@@ -538,7 +571,7 @@ impl MemSeries {
     /// Compares the series' labels with `count` sorted `(name, value)` pairs (this runs once per appended
     /// sample): shared symbols are few and stay in the CPU cache.
     fn pairs_equal<'a>(&self, count: usize, pairs: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
-        let (stored_count, mut stored) = symbols::decode_symbols(&self.label_symbols);
+        let (stored_count, mut stored) = symbols::decode_symbols(self.label_symbols());
         if stored_count != count {
             return false;
         }
@@ -555,11 +588,11 @@ impl MemSeries {
     /// Orders two series as their `Labels` would order (label by label, name then value, a prefix
     /// first), without allocating.
     pub(crate) fn cmp_labels(&self, other: &MemSeries) -> std::cmp::Ordering {
-        if self.label_symbols == other.label_symbols {
+        if self.label_symbols() == other.label_symbols() {
             return std::cmp::Ordering::Equal;
         }
-        let (_, left) = symbols::decode_symbols(&self.label_symbols);
-        let (_, right) = symbols::decode_symbols(&other.label_symbols);
+        let (_, left) = symbols::decode_symbols(self.label_symbols());
+        let (_, right) = symbols::decode_symbols(other.label_symbols());
         left.cmp(right)
     }
 
@@ -612,8 +645,8 @@ impl MemSeries {
     /// whole request before any atomic read-modify-write, so that the cache misses of different series
     /// overlap.
     pub(crate) fn touch_for_cache_hit(&self) -> u64 {
-        let first_label_byte = self.label_symbols.first().copied().unwrap_or(0);
-        let last_label_byte = self.label_symbols.last().copied().unwrap_or(0);
+        let first_label_byte = self.label_symbols().first().copied().unwrap_or(0);
+        let last_label_byte = self.label_symbols().last().copied().unwrap_or(0);
         u64::from(first_label_byte ^ last_label_byte)
             ^ u64::from(self.holds_and_flags.load(Ordering::Relaxed))
             ^ u64::from(self.state.is_poisoned())
@@ -650,7 +683,7 @@ impl MemSeries {
 
     /// Approximate heap bytes of the series, for sizing.
     pub(crate) fn approximate_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.label_symbols.len()
+        SERIES_ALLOCATION_BYTES + self.label_symbols().len()
     }
 }
 
@@ -677,7 +710,7 @@ fn series_label_hash(series: &MemSeries) -> u64 {
 
 impl HashStripe {
     /// The series under `hash` whose labels `matches` accepts.
-    fn find_with(&self, hash: u64, refs: &SeriesRefs, matches: impl Fn(&MemSeries) -> bool) -> Option<Arc<MemSeries>> {
+    fn find_with(&self, hash: u64, refs: &SeriesRefs, matches: impl Fn(&MemSeries) -> bool) -> Option<MemSeries> {
         let mut found = None;
         self.table.find(table_hash(hash), |series_ref| match refs.get(*series_ref) {
             Some(series) if matches(&series) => {
@@ -689,15 +722,15 @@ impl HashStripe {
         found
     }
 
-    fn find(&self, hash: u64, labels: &Labels, refs: &SeriesRefs) -> Option<Arc<MemSeries>> {
+    fn find(&self, hash: u64, labels: &Labels, refs: &SeriesRefs) -> Option<MemSeries> {
         self.find_with(hash, refs, |series| series.labels_equal(labels))
     }
 
-    fn find_refs(&self, hash: u64, labels: &[LabelRef<'_>], refs: &SeriesRefs) -> Option<Arc<MemSeries>> {
+    fn find_refs(&self, hash: u64, labels: &[LabelRef<'_>], refs: &SeriesRefs) -> Option<MemSeries> {
         self.find_with(hash, refs, |series| series.label_refs_equal(labels))
     }
 
-    fn find_decoded(&self, hash: u64, pairs: &[(&str, &str)], refs: &SeriesRefs) -> Option<Arc<MemSeries>> {
+    fn find_decoded(&self, hash: u64, pairs: &[(&str, &str)], refs: &SeriesRefs) -> Option<MemSeries> {
         self.find_with(hash, refs, |series| series.pairs_equal_decoded(pairs))
     }
 
@@ -833,14 +866,14 @@ impl Head {
     /// The series with exactly these labels, marked as held by one more appender when `hold` is set.
     /// The existing series with these borrowed labels (`hash` from [`label_hash_refs`]), marked held by
     /// an appender.
-    pub(crate) fn get_by_label_refs(&self, labels: &[LabelRef<'_>], hash: u64) -> Option<Arc<MemSeries>> {
+    pub(crate) fn get_by_label_refs(&self, labels: &[LabelRef<'_>], hash: u64) -> Option<MemSeries> {
         let stripe = read(self.hash_stripe(hash));
         let series = stripe.find_refs(hash, labels, &self.by_ref)?;
         series.hold();
         Some(series)
     }
 
-    pub(crate) fn get_by_labels(&self, labels: &Labels, hash: u64, hold: bool) -> Option<Arc<MemSeries>> {
+    pub(crate) fn get_by_labels(&self, labels: &Labels, hash: u64, hold: bool) -> Option<MemSeries> {
         let stripe = read(self.hash_stripe(hash));
         let series = stripe.find(hash, labels, &self.by_ref)?;
         if hold {
@@ -857,7 +890,7 @@ impl Head {
         labels: &Labels,
         fixed_ref: Option<u32>,
         hold: bool,
-    ) -> Result<(Arc<MemSeries>, bool), CreateSeriesError> {
+    ) -> Result<(MemSeries, bool), CreateSeriesError> {
         let hash = label_hash(labels);
         if let Some(series) = self.get_by_labels(labels, hash, hold) {
             return Ok((series, false));
@@ -870,11 +903,11 @@ impl Head {
             return Ok((series, false));
         }
         let series_ref = self.allocate_ref(fixed_ref)?;
-        let series = Arc::new(MemSeries::new(series_ref, labels));
+        let series = MemSeries::new(series_ref, labels);
         if hold {
             series.hold();
         }
-        self.by_ref.insert(Arc::clone(&series));
+        self.by_ref.insert(series.clone());
         stripe.insert(hash, series_ref, &self.by_ref);
         write(&self.postings).add(series_ref, labels);
         drop(stripe);
@@ -907,7 +940,7 @@ impl Head {
         &self,
         pairs: &[(&str, &str)],
         fixed_ref: Option<u32>,
-    ) -> Result<Arc<MemSeries>, CreateSeriesError> {
+    ) -> Result<MemSeries, CreateSeriesError> {
         let hash = label_hash_encoded(pairs);
         if let Some(series) = read(self.hash_stripe(hash)).find_decoded(hash, pairs, &self.by_ref) {
             return Ok(series);
@@ -917,9 +950,8 @@ impl Head {
             return Ok(series);
         }
         let series_ref = self.allocate_ref(fixed_ref)?;
-        let series =
-            Arc::new(MemSeries::from_symbols(series_ref, symbols::encode_symbols(pairs.len(), pairs.iter().copied())));
-        self.by_ref.insert(Arc::clone(&series));
+        let series = MemSeries::from_symbols(series_ref, &symbols::encode_symbols(pairs.len(), pairs.iter().copied()));
+        self.by_ref.insert(series.clone());
         stripe.insert(hash, series_ref, &self.by_ref);
         drop(stripe);
         self.num_series.fetch_add(1, Ordering::Relaxed);
@@ -933,26 +965,26 @@ impl Head {
         // Series maps before the postings, as series creation takes them.
         let all_series = self.all_series();
         let mut postings = write(&self.postings);
-        let mut unindexed: Vec<Arc<MemSeries>> =
+        let mut unindexed: Vec<MemSeries> =
             all_series.into_iter().filter(|series| !postings.all().contains(series.series_ref)).collect();
         unindexed.sort_unstable_by_key(|series| series.series_ref);
         postings.extend_ascending(unindexed.iter().map(|series| (series.series_ref, series.label_pairs())));
     }
 
     /// The series with reference `series_ref`.
-    pub(crate) fn get_by_ref(&self, series_ref: u32) -> Option<Arc<MemSeries>> {
+    pub(crate) fn get_by_ref(&self, series_ref: u32) -> Option<MemSeries> {
         self.by_ref.get(series_ref)
     }
 
     /// Every series, one by-reference stripe's snapshot at a time (about a 256th of the head each), in
     /// no particular order. Walks over the whole head use it so that they never hold a pointer to every
     /// series at once (8 MB at 1M series, on top of the head at its largest).
-    pub(crate) fn series_in_stripes(&self) -> impl Iterator<Item = Vec<Arc<MemSeries>>> + '_ {
+    pub(crate) fn series_in_stripes(&self) -> impl Iterator<Item = Vec<MemSeries>> + '_ {
         self.by_ref.in_stripes()
     }
 
     /// Every series, in no particular order.
-    pub(crate) fn all_series(&self) -> Vec<Arc<MemSeries>> {
+    pub(crate) fn all_series(&self) -> Vec<MemSeries> {
         let mut all = Vec::with_capacity(self.num_series() as usize);
         for stripe in self.by_ref.in_stripes() {
             all.extend(stripe);
@@ -1020,7 +1052,7 @@ impl Head {
         for series in self.series_in_stripes().flatten() {
             let mut state = series.lock();
             if state.truncate_before(mint_ms) {
-                empty.push(Arc::clone(&series));
+                empty.push(series.clone());
             }
         }
         let mut removed = 0;
@@ -1092,12 +1124,11 @@ impl Head {
     /// Estimated heap bytes of the head by component; walks every series (takes each one's lock briefly).
     pub(crate) fn memory(&self) -> HeadMemory {
         let mut memory = HeadMemory::default();
-        // An `Arc` allocation holds two counts before the value.
-        let struct_bytes = (std::mem::size_of::<MemSeries>() + 2 * std::mem::size_of::<usize>()) as u64;
+        let struct_bytes = SERIES_ALLOCATION_BYTES as u64;
         for series in self.series_in_stripes().flatten() {
             memory.series += 1;
             memory.series_structs += struct_bytes;
-            memory.labels += series.label_symbols.len() as u64;
+            memory.labels += series.label_symbols().len() as u64;
             let state = series.lock();
             if let Some(open) = state.open() {
                 memory.open_chunks_used += open.appender.size_bytes() as u64;
@@ -1146,14 +1177,14 @@ impl Head {
 
 /// One round of [`Head::spill`]: writes the closed in-memory chunks of `round`, then points the series
 /// at them. Returns the number of chunks moved.
-fn spill_round(round: &[Arc<MemSeries>], files: &HeadChunkFiles) -> Result<u64, crate::TsdbError> {
+fn spill_round(round: &[MemSeries], files: &HeadChunkFiles) -> Result<u64, crate::TsdbError> {
     if round.is_empty() {
         return Ok(0);
     }
     let mut moved = 0;
     let mut batch = files.batch();
     // Per series: (mint of the chunk, where it was written).
-    let mut planned: Vec<(&Arc<MemSeries>, Vec<SpilledChunk>)> = Vec::new();
+    let mut planned: Vec<(&MemSeries, Vec<SpilledChunk>)> = Vec::new();
     for series in round {
         let state = series.lock();
         let mut references = Vec::new();
@@ -1256,7 +1287,7 @@ mod tests {
             .collect();
         for (index, labels) in all.iter().enumerate() {
             assert_eq!(series_label_hash(&MemSeries::new(0, labels)), label_hash(labels));
-            refs.insert(Arc::new(MemSeries::new(index as u32, labels)));
+            refs.insert(MemSeries::new(index as u32, labels));
             stripe.insert(label_hash(labels), index as u32, &refs);
         }
         for (index, labels) in all.iter().enumerate() {
@@ -1276,8 +1307,8 @@ mod tests {
         let refs = SeriesRefs::default();
         let first_labels = Labels::from_pairs([("a", "1")]);
         let second_labels = Labels::from_pairs([("a", "2")]);
-        refs.insert(Arc::new(MemSeries::new(1, &first_labels)));
-        refs.insert(Arc::new(MemSeries::new(2, &second_labels)));
+        refs.insert(MemSeries::new(1, &first_labels));
+        refs.insert(MemSeries::new(2, &second_labels));
         // Forced to one hash (the table's first buckets hold both, so no resize recomputes it).
         stripe.insert(42, 1, &refs);
         stripe.insert(42, 2, &refs);
@@ -1375,11 +1406,14 @@ mod tests {
 }
 #[cfg(test)]
 mod size_budget {
-    /// Every active series holds one `MemSeries` (plus labels and chunk bytes): keep it small. 80 bytes
-    /// plus the `Arc`'s two counts fill jemalloc's 96-byte size class (the next one is 112).
+    /// Every active series holds one `MemSeries` allocation (plus chunk bytes): keep it small. 64 bytes of
+    /// fields plus the count and the labels' length leave 16 bytes of labels in jemalloc's 96-byte size
+    /// class (the next one is 112).
     #[test]
     fn per_series_structures_stay_within_budget() {
-        assert!(std::mem::size_of::<super::MemSeries>() <= 80, "{}", std::mem::size_of::<super::MemSeries>());
+        assert!(std::mem::size_of::<super::SeriesFields>() <= 64, "{}", std::mem::size_of::<super::SeriesFields>());
+        assert_eq!(super::SERIES_ALLOCATION_BYTES + 16, 96);
+        assert_eq!(std::mem::size_of::<Option<super::MemSeries>>(), 8);
         assert!(std::mem::size_of::<crate::chunkenc::HeadAppender>() <= 40);
         // The open chunk is the appender alone, and the tail enum finds its tag in the appender's niche.
         assert!(std::mem::size_of::<super::Tail>() <= 40);

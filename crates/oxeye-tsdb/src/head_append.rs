@@ -19,7 +19,7 @@ use crate::record::{self, RecordType, RefExemplar, RefSample};
 /// A series this batch holds, with its newest sample in the batch.
 #[derive(Debug)]
 struct HeldSeries {
-    series: Arc<MemSeries>,
+    series: MemSeries,
     /// Newest `(timestamp_ms, value bits)` appended by this batch.
     newest_in_batch: Option<(i64, u64)>,
 }
@@ -98,7 +98,7 @@ impl TsdbAppender {
     }
 
     /// Holds a series found (and marked held) in the head for this batch; returns its position in `held`.
-    fn hold(&mut self, series: Arc<MemSeries>) -> usize {
+    fn hold(&mut self, series: MemSeries) -> usize {
         if let Some(position) = self.held_by_ref.get(&series.series_ref) {
             // Already held by this batch: give back the extra hold.
             series.release();

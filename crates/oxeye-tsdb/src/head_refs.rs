@@ -11,7 +11,7 @@
 //! consecutive references land in different stripes, so appenders creating series side by side do not
 //! contend for one lock.
 
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{RwLock, RwLockReadGuard};
 
 use crate::db::{read, write};
 use crate::head::MemSeries;
@@ -26,7 +26,7 @@ const PAGE_SLOTS: usize = 256;
 #[derive(Debug)]
 struct Page {
     live: u32,
-    slots: Box<[Option<Arc<MemSeries>>]>,
+    slots: Box<[Option<MemSeries>]>,
 }
 
 impl Page {
@@ -43,7 +43,7 @@ struct Stripe {
 
 impl Stripe {
     /// The series in `slot` of page `page`, if any.
-    fn slot(&self, page: usize, slot: usize) -> Option<&Arc<MemSeries>> {
+    fn slot(&self, page: usize, slot: usize) -> Option<&MemSeries> {
         self.pages.get(page)?.as_ref()?.slots[slot].as_ref()
     }
 }
@@ -69,13 +69,13 @@ impl Default for SeriesRefs {
 
 impl SeriesRefs {
     /// The series with reference `series_ref`.
-    pub(crate) fn get(&self, series_ref: u32) -> Option<Arc<MemSeries>> {
+    pub(crate) fn get(&self, series_ref: u32) -> Option<MemSeries> {
         let (stripe, page, slot) = locate(series_ref);
-        read(&self.stripes[stripe]).slot(page, slot).map(Arc::clone)
+        read(&self.stripes[stripe]).slot(page, slot).cloned()
     }
 
     /// Stores a series under its reference, replacing any series stored there.
-    pub(crate) fn insert(&self, series: Arc<MemSeries>) {
+    pub(crate) fn insert(&self, series: MemSeries) {
         let (stripe, page, slot) = locate(series.series_ref);
         let mut stripe = write(&self.stripes[stripe]);
         if stripe.pages.len() <= page {
@@ -112,16 +112,16 @@ impl SeriesRefs {
 
     /// Every series, one stripe's snapshot at a time (a [`STRIPES`]th of the head each), in ascending
     /// reference order within a stripe.
-    pub(crate) fn in_stripes(&self) -> impl Iterator<Item = Vec<Arc<MemSeries>>> + '_ {
+    pub(crate) fn in_stripes(&self) -> impl Iterator<Item = Vec<MemSeries>> + '_ {
         self.stripes.iter().map(|stripe| {
             let stripe = read(stripe);
-            stripe.pages.iter().flatten().flat_map(|page| page.slots.iter().flatten().map(Arc::clone)).collect()
+            stripe.pages.iter().flatten().flat_map(|page| page.slots.iter().flatten().cloned()).collect()
         })
     }
 
     /// Heap bytes of the pages and page lists.
     pub(crate) fn approximate_bytes(&self) -> u64 {
-        let page_bytes = (PAGE_SLOTS * std::mem::size_of::<Option<Arc<MemSeries>>>()) as u64;
+        let page_bytes = (PAGE_SLOTS * std::mem::size_of::<Option<MemSeries>>()) as u64;
         self.stripes
             .iter()
             .map(|stripe| {
@@ -140,7 +140,7 @@ pub(crate) struct SeriesRefsRead<'a> {
 
 impl SeriesRefsRead<'_> {
     /// The series with reference `series_ref`.
-    pub(crate) fn get(&self, series_ref: u32) -> Option<&Arc<MemSeries>> {
+    pub(crate) fn get(&self, series_ref: u32) -> Option<&MemSeries> {
         let (stripe, page, slot) = locate(series_ref);
         self.stripes[stripe].slot(page, slot)
     }
@@ -150,8 +150,8 @@ impl SeriesRefsRead<'_> {
 mod tests {
     use super::*;
 
-    fn series(series_ref: u32) -> Arc<MemSeries> {
-        Arc::new(MemSeries::for_tests(series_ref))
+    fn series(series_ref: u32) -> MemSeries {
+        MemSeries::for_tests(series_ref)
     }
 
     #[test]

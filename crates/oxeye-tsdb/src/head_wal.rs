@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use oxeye_model::MetricMetadata;
@@ -55,8 +54,8 @@ struct WorkerOutcome {
 /// neighbouring references in neighbouring slots) up to [`SeriesTable::DENSE_SLOTS`], a map beyond.
 struct SeriesTable {
     shards: u64,
-    dense: Vec<Option<Arc<MemSeries>>>,
-    sparse: HashMap<u64, Arc<MemSeries>, MixBuildHasher>,
+    dense: Vec<Option<MemSeries>>,
+    sparse: HashMap<u64, MemSeries, MixBuildHasher>,
 }
 
 impl SeriesTable {
@@ -67,14 +66,14 @@ impl SeriesTable {
         SeriesTable { shards: shards.max(1) as u64, dense: Vec::new(), sparse: HashMap::default() }
     }
 
-    fn get(&self, series_ref: u64) -> Option<&Arc<MemSeries>> {
+    fn get(&self, series_ref: u64) -> Option<&MemSeries> {
         let slot = series_ref / self.shards;
         if slot < Self::DENSE_SLOTS { self.dense.get(slot as usize)?.as_ref() } else { self.sparse.get(&series_ref) }
     }
 
     /// The series of `series_ref`: this worker's own, else the head's (a series a checkpoint or an
     /// earlier segment created under that reference), remembered.
-    fn resolve(&mut self, head: &Head, series_ref: u64) -> Option<&Arc<MemSeries>> {
+    fn resolve(&mut self, head: &Head, series_ref: u64) -> Option<&MemSeries> {
         if self.get(series_ref).is_none() {
             let series = u32::try_from(series_ref).ok().and_then(|series_ref| head.get_by_ref(series_ref))?;
             self.insert(series_ref, series);
@@ -82,7 +81,7 @@ impl SeriesTable {
         self.get(series_ref)
     }
 
-    fn insert(&mut self, series_ref: u64, series: Arc<MemSeries>) {
+    fn insert(&mut self, series_ref: u64, series: MemSeries) {
         let slot = series_ref / self.shards;
         if slot < Self::DENSE_SLOTS {
             let slot = slot as usize;
@@ -399,7 +398,7 @@ pub(crate) fn checkpoint(shared: &Shared) -> Result<(), TsdbError> {
 fn write_checkpoint_group(
     shared: &Shared,
     writer: &mut CheckpointWriter,
-    group: &[Arc<MemSeries>],
+    group: &[MemSeries],
 ) -> Result<(), TsdbError> {
     if group.is_empty() {
         return Ok(());

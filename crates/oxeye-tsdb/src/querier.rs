@@ -31,7 +31,7 @@ impl Shared {
 
     /// Head series matching `matchers` with a chunk overlapping `[mint_ms, maxt_ms]` (a window already
     /// clipped by [`Shared::head_window`]), in postings order; no samples are decoded.
-    fn head_series_overlapping(&self, mint_ms: i64, maxt_ms: i64, matchers: &[Matcher]) -> Vec<Arc<MemSeries>> {
+    fn head_series_overlapping(&self, mint_ms: i64, maxt_ms: i64, matchers: &[Matcher]) -> Vec<MemSeries> {
         let head = &self.head;
         head.postings()
             .select(matchers)
@@ -193,7 +193,7 @@ impl Shared {
             .collect();
         // Only used for head sources, which exist only when the head has something in the window.
         let head_mint_ms = head_window.unwrap_or(mint_ms);
-        let mut head_series: Vec<(Labels, Arc<MemSeries>)> = match head_window {
+        let mut head_series: Vec<(Labels, MemSeries)> = match head_window {
             Some(_) => self
                 .head_series_overlapping(head_mint_ms, maxt_ms, matchers)
                 .into_iter()

@@ -18,7 +18,7 @@
 //! drops those entries after each truncation.
 
 use std::hash::Hasher;
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{RwLock, RwLockReadGuard};
 
 use crate::db::{read, write};
 use crate::head::{MemSeries, MixHasher};
@@ -187,7 +187,7 @@ impl SeriesCache {
     /// that the cache misses of different series overlap instead of following each other: the hashes, the
     /// buckets, the references' slots, then the series and their labels, and last verification and the
     /// holds (atomic read-modify-writes, which wait for every earlier load).
-    pub(crate) fn hold_all(&self, refs: &SeriesRefs, keys: &[&[u8]], found: &mut Vec<Option<Arc<MemSeries>>>) {
+    pub(crate) fn hold_all(&self, refs: &SeriesRefs, keys: &[&[u8]], found: &mut Vec<Option<MemSeries>>) {
         let stripes: Vec<RwLockReadGuard<'_, Table>> = self.stripes.iter().map(read).collect();
         let tags: Vec<u32> = keys.iter().map(|key| tag_of(raw_labels_hash(key))).collect();
         // Loads only, no branch on what they read: the buckets of all keys are fetched side by side.
@@ -202,7 +202,7 @@ impl SeriesCache {
             .collect();
         drop(stripes);
         let refs = refs.read_all();
-        let candidates: Vec<Option<&Arc<MemSeries>>> =
+        let candidates: Vec<Option<&MemSeries>> =
             cached_refs.iter().map(|series_ref| series_ref.and_then(|series_ref| refs.get(series_ref))).collect();
         for series in candidates.iter().flatten() {
             touched ^= series.touch_for_cache_hit();
@@ -213,14 +213,14 @@ impl SeriesCache {
             if !protobuf_labels_equal(key, series.label_symbols()) || !series.try_hold() {
                 return None;
             }
-            Some(Arc::clone(series))
+            Some(series.clone())
         }));
     }
 
     /// Caches `series` under `protobuf_labels` when the bytes encode exactly its labels (a non-canonical
     /// encoding would never verify, so it is not stored). The caller holds the series, so garbage
     /// collection cannot have removed it.
-    pub(crate) fn insert(&self, protobuf_labels: &[u8], series: &Arc<MemSeries>) {
+    pub(crate) fn insert(&self, protobuf_labels: &[u8], series: &MemSeries) {
         if series.series_ref == 0 || !protobuf_labels_equal(protobuf_labels, series.label_symbols()) {
             return;
         }
@@ -261,7 +261,7 @@ impl SeriesCache {
 
     /// [`SeriesCache::hold_all`] for one key.
     #[cfg(test)]
-    pub(crate) fn hold(&self, refs: &SeriesRefs, protobuf_labels: &[u8]) -> Option<Arc<MemSeries>> {
+    pub(crate) fn hold(&self, refs: &SeriesRefs, protobuf_labels: &[u8]) -> Option<MemSeries> {
         let mut found = Vec::with_capacity(1);
         self.hold_all(refs, &[protobuf_labels], &mut found);
         found.pop().flatten()
@@ -503,7 +503,7 @@ mod tests {
             match entry {
                 Some(series) => {
                     assert_eq!(index % 2, 0, "{index}");
-                    assert!(Arc::ptr_eq(series, &created[index / 2]));
+                    assert!(series.ptr_eq(&created[index / 2]));
                     series.release();
                 }
                 None => assert!(index % 2 == 1 || index == 3000, "{index} not found"),
