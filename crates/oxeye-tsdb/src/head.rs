@@ -697,7 +697,28 @@ struct HashStripe {
     table: hashbrown::HashTable<u32>,
 }
 
-/// The hash the stripe's table uses for a [`label_hash`]: its low bits chose the stripe, so they are
+/// Where each stripe's share of [`label_hash`]es starts, as a hash's top 32 bits: stripe `s` takes a
+/// share proportional to `2^(s / STRIPES)`, so the stripes' sizes spread evenly (on a log scale) over one
+/// doubling. Each stripe's table doubles when it is seven eighths full; with equal stripes every table
+/// doubles at the same series count and the whole map is then under half full (1M fleet series: 2^21
+/// buckets for 1M entries, 48%), while with shares spread over a doubling the tables double one by one
+/// and the map stays about 63% full (seven eighths times `1 / (2 ln 2)`) at any count.
+fn hash_stripe_starts() -> &'static [u32; STRIPES] {
+    static STARTS: std::sync::OnceLock<[u32; STRIPES]> = std::sync::OnceLock::new();
+    STARTS.get_or_init(|| {
+        // The shares of stripes below `s` sum to `2^(s / STRIPES) - 1` of the whole (which sums to 1).
+        std::array::from_fn(|stripe| ((2f64.powf(stripe as f64 / STRIPES as f64) - 1.0) * 2f64.powi(32)) as u32)
+    })
+}
+
+/// The stripe of the label-hash map holding [`label_hash`] `hash` ([`hash_stripe_starts`]).
+fn hash_stripe_index(hash: u64) -> usize {
+    let top = (hash >> 32) as u32;
+    // The first start is 0, so at least one start is at or below `top`.
+    hash_stripe_starts().partition_point(|start| *start <= top) - 1
+}
+
+/// The hash the stripe's table uses for a [`label_hash`]: its top bits chose the stripe, so the bits are
 /// spread again.
 fn table_hash(hash: u64) -> u64 {
     hash.wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29)
@@ -860,7 +881,7 @@ impl Head {
     }
 
     fn hash_stripe(&self, hash: u64) -> &RwLock<HashStripe> {
-        &self.by_hash[(hash as usize) % STRIPES]
+        &self.by_hash[hash_stripe_index(hash)]
     }
 
     /// The series with exactly these labels, marked as held by one more appender when `hold` is set.
@@ -1228,6 +1249,22 @@ mod tests {
         assert_eq!(found.series_ref, created.series_ref);
         assert_eq!(head.get_by_ref(created.series_ref).unwrap().labels(), labels);
         assert_eq!(head.postings().get("job", "a").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn hash_stripes_take_shares_spread_over_one_doubling() {
+        assert_eq!(hash_stripe_index(0), 0);
+        assert_eq!(hash_stripe_index(u64::MAX), STRIPES - 1);
+        let mut counts = [0u32; STRIPES];
+        for key in 0..(1u64 << 20) {
+            counts[hash_stripe_index(table_hash(key))] += 1;
+        }
+        assert!(counts.iter().all(|count| *count > 0));
+        // Stripe `s` takes a share proportional to 2^(s / STRIPES): the last about twice the first.
+        let first: u32 = counts[..16].iter().sum();
+        let last: u32 = counts[STRIPES - 16..].iter().sum();
+        let ratio = f64::from(last) / f64::from(first);
+        assert!((1.8..2.1).contains(&ratio), "{ratio}");
     }
 
     #[test]
