@@ -155,6 +155,9 @@ impl CompiledLabelFilter {
             CompiledLabelFilter::Ip { name, negated, matcher } => {
                 matcher.matches(state.get(name).unwrap_or("")) != *negated
             }
+            // As Loki's numeric, duration and bytes filters (`pkg/logql/log/label_filter.go`): an entry
+            // carrying `__error__` is kept, only string matchers filter it out.
+            CompiledLabelFilter::Number { .. } if state.has_error && state.get(ERROR_LABEL).is_some() => true,
             CompiledLabelFilter::Number { name, op, value, kind } => {
                 let Some(text) = state.get(name) else {
                     return false;
@@ -1744,6 +1747,22 @@ mod tests {
             let Expr::Log(log) = parse_expr(query).unwrap() else { panic!("not a log query") };
             assert!(Pipeline::new(&log.pipeline).unwrap().prefilter.is_none(), "{query}");
         }
+    }
+
+    #[test]
+    fn numeric_filters_keep_entries_with_errors_as_loki_does() {
+        for (query, line) in [
+            (r#"{a="b"} | json | user_id < 0"#, r#"{"user_id":-1,"x":tru}"#),
+            (r#"{a="b"} | json | user_id < 0"#, r#"{"user_id":5, broken"#),
+            (r#"{a="b"} | json | duration > 1s"#, "not json"),
+            (r#"{a="b"} | logfmt --strict | size > 1KB"#, "size=5 =x"),
+        ] {
+            let kept = run(query, line).unwrap_or_else(|| panic!("{query} dropped {line:?}"));
+            assert!(kept.labels.get(ERROR_LABEL).is_some(), "{query} on {line:?}");
+        }
+        // String matchers still filter errored entries; without the error the number decides.
+        assert!(run(r#"{a="b"} | json | user_id = "5""#, r#"{"user_id":5, broken"#).is_none());
+        assert!(run(r#"{a="b"} | json | user_id < 0"#, r#"{"user_id":5}"#).is_none());
     }
 
     #[test]
