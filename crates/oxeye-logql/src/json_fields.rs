@@ -56,6 +56,89 @@ pub(crate) struct JsonSyntaxError {
     pub(crate) position: usize,
     /// What was expected there.
     pub(crate) expected: &'static str,
+    /// How many of the fields visited before the error Loki's json parser keeps as labels: all of them,
+    /// except those of a top-level member whose object's braces never balance (set by
+    /// [`visit_fields_where`]; see [`JsonSyntaxError::loki_details`]).
+    pub(crate) visits_kept: usize,
+}
+
+/// What [`visit_fields_where`] expected when the top-level object closed and more than whitespace followed.
+pub(crate) const EXPECTED_END_OF_LINE: &str = "end of line";
+/// What [`visit_fields_where`] expected when a string value is cut off.
+const EXPECTED_VALUE_QUOTE: &str = "closing '\"' of a string value";
+/// What [`visit_fields_where`] expected when a top-level member's object never closes.
+const EXPECTED_MEMBER_BRACE: &str = "'}' closing a nested object";
+
+impl JsonSyntaxError {
+    /// The `__error_details__` Loki gives for this error: the message of the `github.com/grafana/jsonparser`
+    /// error its `ObjectEach` returns there (Loki's `JSONParser.Process`, pkg/logql/log/parser.go, walks the
+    /// line with `jsonparser.ObjectEach`). `ObjectEach` finds each value's end before calling back: a string's
+    /// closing quote, an object's balancing brace (so a nested object cut off yields none of its fields), a
+    /// literal's end at whitespace, `,`, `}` or `]`; it says `Malformed JSON error` where the line ends after
+    /// `{`, a key or `:`, and, by its own naming, the array message where it ends after a member.
+    pub(crate) fn loki_details(&self, line: &str) -> &'static str {
+        const MALFORMED_JSON: &str = "Malformed JSON error";
+        const MALFORMED_OBJECT: &str = "Value looks like object, but can't find closing '}' symbol";
+        const MALFORMED_ARRAY: &str = "Value is array, but can't find closing ']' symbol";
+        let at_end = self.position >= line.len();
+        let after = line.as_bytes().get(..self.position).unwrap_or_default();
+        let previous = after.iter().rev().find(|byte| !matches!(byte, b' ' | b'\t' | b'\n' | b'\r'));
+        match self.expected {
+            "'{'" | EXPECTED_MEMBER_BRACE => MALFORMED_OBJECT,
+            "'\"'" if at_end && previous == Some(&b',') => MALFORMED_ARRAY,
+            "'\"'" if at_end => MALFORMED_JSON,
+            "'\"'" => MALFORMED_OBJECT,
+            "',' or '}'" if at_end => MALFORMED_ARRAY,
+            "',' or '}'" => MALFORMED_OBJECT,
+            "':'" | "closing '\"'" => MALFORMED_JSON,
+            "a value" if at_end => MALFORMED_JSON,
+            EXPECTED_VALUE_QUOTE => "Value is string, but can't find closing '\"' symbol",
+            "',' or ']'" | "'['" => MALFORMED_ARRAY,
+            "four hex digits after '\\u'" | "an escape character" => {
+                "Encountered an invalid escape sequence in a string"
+            }
+            _ => "Unknown value type",
+        }
+    }
+}
+
+/// Where a nested object starting at `start` (its `{`) ends as `jsonparser`'s `blockEnd` finds it: braces
+/// counted outside strings, a quote escaped by a backslash not ending a string. `None` when they never
+/// balance.
+fn block_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut level = 0usize;
+    let mut position = start;
+    while let Some(&byte) = bytes.get(position) {
+        match byte {
+            b'"' => {
+                position += 1;
+                loop {
+                    match bytes.get(position)? {
+                        b'\\' => position += 2,
+                        b'"' => break,
+                        _ => position += 1,
+                    }
+                }
+            }
+            b'{' => level += 1,
+            b'}' => {
+                level = level.checked_sub(1)?;
+                if level == 0 {
+                    return Some(position + 1);
+                }
+            }
+            _ => {}
+        }
+        position += 1;
+    }
+    None
+}
+
+/// Fields visited so far, and the top-level member whose object is open.
+struct ScanProgress {
+    visits: usize,
+    /// The position of the open top-level member's `{` and the visits made before it.
+    open_member: Option<(usize, usize)>,
 }
 
 impl std::fmt::Display for JsonSyntaxError {
@@ -98,9 +181,31 @@ pub(crate) fn visit_fields_where<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFl
     unwanted: impl Fn(&str) -> bool,
     visit: &mut Visit,
 ) -> Result<(), JsonSyntaxError> {
+    let mut progress = ScanProgress { visits: 0, open_member: None };
+    scan_object(line, path, unwanted, visit, &mut progress).map_err(|mut error| {
+        error.visits_kept = progress.visits;
+        if let Some((start, visits_before)) = progress.open_member
+            && block_end(line.as_bytes(), start).is_none()
+        {
+            error.visits_kept = visits_before;
+            error.expected = EXPECTED_MEMBER_BRACE;
+        }
+        error
+    })
+}
+
+/// [`visit_fields_where`]'s scan, counting visits and tracking the open top-level member in `progress`.
+#[inline(always)]
+fn scan_object<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
+    line: &str,
+    path: &mut String,
+    unwanted: impl Fn(&str) -> bool,
+    visit: &mut Visit,
+    progress: &mut ScanProgress,
+) -> Result<(), JsonSyntaxError> {
     path.clear();
     let bytes = line.as_bytes();
-    let error = |position: usize, expected: &'static str| JsonSyntaxError { position, expected };
+    let error = |position: usize, expected: &'static str| JsonSyntaxError { visits_kept: 0, position, expected };
     let mut position = skip_whitespace(bytes, 0);
     if byte_at(bytes, position) != b'{' {
         return Err(error(position, "'{'"));
@@ -144,14 +249,27 @@ pub(crate) fn visit_fields_where<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFl
             let skipped = named_by_key && unwanted(key);
             let flow = match value_byte {
                 b'"' => {
-                    let (end, escaped) = string_end(bytes, position + 1)?;
+                    let (end, escaped) = string_end(bytes, position + 1).map_err(|mut error| {
+                        if error.position >= bytes.len() {
+                            error.expected = EXPECTED_VALUE_QUOTE;
+                        }
+                        error
+                    })?;
                     let raw = line.get(position + 1..end).unwrap_or_default();
                     position = end + 1;
-                    if skipped { ControlFlow::Continue(()) } else { visit(name, JsonScalar::String { raw, escaped }) }
+                    if skipped {
+                        ControlFlow::Continue(())
+                    } else {
+                        progress.visits += 1;
+                        visit(name, JsonScalar::String { raw, escaped })
+                    }
                 }
                 b'{' => {
                     if parents.len() >= MAX_DEPTH {
                         return Err(error(position, "nesting at most 128 deep"));
+                    }
+                    if parents.is_empty() {
+                        progress.open_member = Some((position, progress.visits));
                     }
                     parents.push(parent_length);
                     position = skip_whitespace(bytes, position + 1);
@@ -168,7 +286,12 @@ pub(crate) fn visit_fields_where<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFl
                 _ => {
                     let (end, scalar) = literal(line, position)?;
                     position = end;
-                    if skipped { ControlFlow::Continue(()) } else { visit(name, scalar) }
+                    if skipped {
+                        ControlFlow::Continue(())
+                    } else {
+                        progress.visits += 1;
+                        visit(name, scalar)
+                    }
                 }
             };
             path.truncate(parent_length);
@@ -190,10 +313,13 @@ pub(crate) fn visit_fields_where<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFl
                         // The top-level object is closed: only whitespace may follow.
                         position = skip_whitespace(bytes, position);
                         if position != bytes.len() {
-                            return Err(error(position, "end of line"));
+                            return Err(error(position, EXPECTED_END_OF_LINE));
                         }
                         return Ok(());
                     };
+                    if parents.is_empty() {
+                        progress.open_member = None;
+                    }
                     path.truncate(parent_length);
                 }
                 _ => return Err(error(position, "',' or '}'")),
@@ -224,7 +350,7 @@ fn string_end(bytes: &[u8], start: usize) -> Result<(usize, bool), JsonSyntaxErr
     let mut escaped = false;
     loop {
         let Some(offset) = find_string_special(bytes.get(position..).unwrap_or_default()) else {
-            return Err(JsonSyntaxError { position: bytes.len(), expected: "closing '\"'" });
+            return Err(JsonSyntaxError { visits_kept: 0, position: bytes.len(), expected: "closing '\"'" });
         };
         position += offset;
         match byte_at(bytes, position) {
@@ -237,14 +363,24 @@ fn string_end(bytes: &[u8], start: usize) -> Result<(usize, bool), JsonSyntaxErr
                     b'u' => {
                         let digits = bytes.get(position + 1..position + 5);
                         if !digits.is_some_and(|digits| digits.iter().all(u8::is_ascii_hexdigit)) {
-                            return Err(JsonSyntaxError { position, expected: "four hex digits after '\\u'" });
+                            return Err(JsonSyntaxError {
+                                visits_kept: 0,
+                                position,
+                                expected: "four hex digits after '\\u'",
+                            });
                         }
                         position += 5;
                     }
-                    _ => return Err(JsonSyntaxError { position, expected: "an escape character" }),
+                    _ => return Err(JsonSyntaxError { visits_kept: 0, position, expected: "an escape character" }),
                 }
             }
-            _ => return Err(JsonSyntaxError { position: start, expected: "no control characters in a string" }),
+            _ => {
+                return Err(JsonSyntaxError {
+                    visits_kept: 0,
+                    position: start,
+                    expected: "no control characters in a string",
+                });
+            }
         }
     }
 }
@@ -269,7 +405,7 @@ fn literal(text: &str, start: usize) -> Result<(usize, JsonScalar<'_>), JsonSynt
     };
     if let Some((word, scalar)) = word {
         if !bytes.get(start..).unwrap_or_default().starts_with(word.as_bytes()) {
-            return Err(JsonSyntaxError { position: start, expected: "a value" });
+            return Err(JsonSyntaxError { visits_kept: 0, position: start, expected: "a value" });
         }
         return Ok((start + word.len(), scalar));
     }
@@ -279,13 +415,13 @@ fn literal(text: &str, start: usize) -> Result<(usize, JsonScalar<'_>), JsonSynt
     }
     let mut end = digits_end(bytes, position);
     if end == position {
-        return Err(JsonSyntaxError { position, expected: "a value" });
+        return Err(JsonSyntaxError { visits_kept: 0, position, expected: "a value" });
     }
     position = end;
     if byte_at(bytes, position) == b'.' {
         end = digits_end(bytes, position + 1);
         if end == position + 1 {
-            return Err(JsonSyntaxError { position: end, expected: "a digit after '.'" });
+            return Err(JsonSyntaxError { visits_kept: 0, position: end, expected: "a digit after '.'" });
         }
         position = end;
     }
@@ -296,7 +432,7 @@ fn literal(text: &str, start: usize) -> Result<(usize, JsonScalar<'_>), JsonSynt
         }
         end = digits_end(bytes, position);
         if end == position {
-            return Err(JsonSyntaxError { position, expected: "a digit in the exponent" });
+            return Err(JsonSyntaxError { visits_kept: 0, position, expected: "a digit in the exponent" });
         }
         position = end;
     }
@@ -316,7 +452,7 @@ struct Scanner<'a, 'p> {
 
 impl<'a> Scanner<'a, '_> {
     fn error(&self, expected: &'static str) -> JsonSyntaxError {
-        JsonSyntaxError { position: self.position, expected }
+        JsonSyntaxError { visits_kept: 0, position: self.position, expected }
     }
 
     fn peek(&self) -> Option<u8> {

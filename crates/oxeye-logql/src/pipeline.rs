@@ -14,7 +14,7 @@ use oxeye_model::logs::{LogEntry, LogEntryRef};
 use oxeye_model::{Labels, Matcher};
 use regex::Regex;
 
-use crate::json_fields::{JsonScalar, visit_fields, visit_fields_where};
+use crate::json_fields::{EXPECTED_END_OF_LINE, JsonScalar, visit_fields, visit_fields_where};
 use crate::line_regex::LineRegex;
 use crate::pattern::Pattern;
 use crate::syntax::{
@@ -465,8 +465,9 @@ fn stream_label<'a>(stream: &'a Labels, name: &str) -> Option<&'a str> {
 struct AddedLabel {
     name: String,
     value: String,
-    /// Set while a parser that may fail halfway adds labels, so the failure can take them back.
-    pending: bool,
+    /// While `| json` adds labels: the ordinal (from 1) of the field visit that added it, so a line that fails
+    /// to parse keeps the labels Loki keeps (see [`parse_json`]); 0 otherwise.
+    pending: usize,
 }
 
 /// The labels stages added to an entry, sorted by name, in slots reused from entry to entry: a slot's
@@ -511,7 +512,7 @@ impl AddedLabels {
         let slot = &mut self.slots[index];
         slot.name.clear();
         slot.value.clear();
-        slot.pending = false;
+        slot.pending = 0;
         slot
     }
 
@@ -543,16 +544,16 @@ impl AddedLabels {
         }
     }
 
-    /// Keeps the pending labels (they stay, no longer pending) or takes them out, keeping the order of
-    /// the others.
-    fn settle_pending(&mut self, keep: bool) {
+    /// Keeps the pending labels added by the first `kept_visits` field visits (they stay, no longer pending)
+    /// and takes the later ones out, keeping the order of the others.
+    fn settle_pending(&mut self, kept_visits: usize) {
         let mut kept = 0;
         for index in 0..self.len {
             let slot = &mut self.slots[index];
-            if slot.pending && !keep {
+            if slot.pending > kept_visits {
                 continue;
             }
-            slot.pending = false;
+            slot.pending = 0;
             self.slots.swap(kept, index);
             kept += 1;
         }
@@ -1183,6 +1184,12 @@ struct LogfmtOptions<'a> {
     params: &'a [(String, String)],
 }
 
+/// `| json`: adds the line's scalar fields as labels. A line that fails to parse keeps what Loki's
+/// `JSONParser.Process` (pkg/logql/log/parser.go) keeps, since it sets each label as `jsonparser.ObjectEach`
+/// reaches it and only then `__error__="JSONParserErr"` with the error's message as `__error_details__`: the
+/// fields before the error, except those of a top-level member whose nested object's braces never balance
+/// (`ObjectEach` finds a nested object's end before walking it). Nothing for a line that is no object; a
+/// line whose object closes is not in error, whatever follows it (`ObjectEach` stops at the closing brace).
 fn parse_json(
     line: &str,
     state: &mut EntryState<'_>,
@@ -1205,7 +1212,9 @@ fn parse_json(
     // Labels go straight into the entry's slots, marked pending until the whole line is known to parse.
     // Fields whose names the hints rule out by length are checked without a call to the visitor.
     let unwanted = |name: &str| hinted.is_some() && hinted_lengths.rules_out(name);
+    let mut visits = 0;
     let outcome = visit_fields_where(line, path, unwanted, &mut |name, value: JsonScalar<'_>| {
+        visits += 1;
         let sanitized: &str = match hinted {
             Some(names) => {
                 if hinted_lengths.rules_out(name) {
@@ -1235,16 +1244,17 @@ fn parse_json(
         if !matches!(value, JsonScalar::Null)
             && let Some(slot) = state.claim_parsed(sanitized)
         {
-            slot.pending = true;
+            slot.pending = visits;
             value.write_label_value(&mut slot.value);
         }
         if stop_early && missing == 0 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
     });
     match outcome {
-        Ok(()) => state.added.settle_pending(true),
+        Ok(()) => state.added.settle_pending(usize::MAX),
+        Err(error) if error.expected == EXPECTED_END_OF_LINE => state.added.settle_pending(usize::MAX),
         Err(error) => {
-            state.added.settle_pending(false);
-            state.set_error("JSONParserErr", &error.to_string());
+            state.added.settle_pending(error.visits_kept);
+            state.set_error("JSONParserErr", error.loki_details(line));
         }
     }
 }
@@ -1286,16 +1296,34 @@ fn parse_json_expressions(line: &str, state: &mut EntryState<'_>, params: &[(Str
     }
 }
 
-/// `| unpack`: adds the string fields of a JSON object line and returns the `_entry` field, which
-/// replaces the line.
+/// `| unpack`: for a JSON object line with a string `_entry` field, adds its other string fields and returns
+/// `_entry`, which replaces the line; a line without `_entry` is left as it is, labels included. As Loki's
+/// `UnpackParser` (pkg/logql/log/parser.go): an empty line is left alone; a line not starting with `{` gets
+/// `__error__="JSONParserErr"` and `__error_details__="expecting json object(6), but it is not"`; a line
+/// that fails to parse gets the JSON parser's error and no labels (they are only added once the whole object
+/// is read). What follows the object's closing brace is not read.
 fn unpack(line: &str, state: &mut EntryState<'_>, hints: &ParserHints) -> Option<String> {
-    let parsed: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(line) {
-        Ok(serde_json::Value::Object(map)) => map,
-        Ok(_) | Err(_) => {
-            state.set_error("JSONParserErr", "unpack: line is not a JSON object");
+    match line.as_bytes().first() {
+        None => return None,
+        Some(b'{') => {}
+        Some(_) => {
+            state.set_error("JSONParserErr", "expecting json object(6), but it is not");
+            return None;
+        }
+    }
+    let first_value = serde_json::Deserializer::from_str(line).into_iter::<serde_json::Value>().next();
+    let parsed: serde_json::Map<String, serde_json::Value> = match first_value {
+        Some(Ok(serde_json::Value::Object(map))) => map,
+        _ => {
+            let error = visit_fields(line, &mut String::new(), &mut |_, _| ControlFlow::Continue(())).err();
+            let details = error.map_or("Malformed JSON error", |error| error.loki_details(line));
+            state.set_error("JSONParserErr", details);
             return None;
         }
     };
+    if !matches!(parsed.get("_entry"), Some(serde_json::Value::String(_))) {
+        return None;
+    }
     let mut unpacked_line = None;
     for (key, value) in parsed {
         if key == "_entry" {
@@ -1482,15 +1510,19 @@ fn parse_logfmt(
     label_name: &mut String,
 ) {
     if !options.params.is_empty() {
-        match logfmt_pairs(line, options.strict) {
-            Ok(pairs) => {
-                for (label, key) in options.params {
-                    if let Some((_, value)) = pairs.iter().find(|(found, _)| found == key) {
-                        state.add_parsed(label, value);
-                    }
-                }
+        // A strict parse that fails keeps the pairs before the error, as Loki's `LogfmtExpressionParser` does.
+        let mut pairs = Vec::new();
+        let outcome = visit_logfmt_pairs(line, options.strict, &mut |key, value| {
+            pairs.push((key, value));
+            ControlFlow::Continue(())
+        });
+        for (label, key) in options.params {
+            if let Some((_, value)) = pairs.iter().find(|(found, _)| found == key) {
+                state.add_parsed(label, value);
             }
-            Err(details) => state.set_error("LogfmtParserErr", &details),
+        }
+        if let Err(details) = outcome {
+            state.set_error("LogfmtParserErr", &details);
         }
         return;
     }
@@ -1501,7 +1533,9 @@ fn parse_logfmt(
         _ => (u64::MAX, None),
     };
     let hinted_lengths = HintedLengths::of(hints);
-    // Pairs go straight into the entry's slots, pending until a strict parse is known to succeed.
+    // Pairs go straight into the entry's slots. A strict parse that fails keeps the pairs before the error, as
+    // Loki's `LogfmtParser.Process` (pkg/logql/log/parser.go) does: it sets each pair as its decoder reads it
+    // and, in strict mode, stops at the first error and adds `__error__` and `__error_details__`.
     let outcome = visit_logfmt_pairs(line, options.strict, &mut |key, value| {
         if (value.is_empty() && !options.keep_empty) || hinted_lengths.rules_out(key) {
             return ControlFlow::Continue(());
@@ -1521,17 +1555,12 @@ fn parse_logfmt(
             return ControlFlow::Continue(());
         }
         if let Some(slot) = state.claim_parsed(name) {
-            slot.pending = true;
             slot.value.push_str(&value);
         }
         if stop_early && missing == 0 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
     });
-    match outcome {
-        Ok(()) => state.added.settle_pending(true),
-        Err(details) => {
-            state.added.settle_pending(false);
-            state.set_error("LogfmtParserErr", &details);
-        }
+    if let Err(details) = outcome {
+        state.set_error("LogfmtParserErr", &details);
     }
 }
 
@@ -1714,6 +1743,9 @@ mod tests {
             r#"{"level":"info","status":200,"path":"/y","user_id":"8","status":600}"#,
             r#"{"status":"5xx"}"#,
             r#"{"status":503, broken"#,
+            r#"{"user_id":"7","http":{"status":503,"path":"/x""#,
+            r#"{"user_id":"7","http":{"status":503,"path":x},"status":200}"#,
+            r#"{"status":503,"path":"/x"#,
             r#"{"status":503,"path":"/x"} trailing"#,
             "status=503 path=/x",
             "status=503 path=\"/x",
@@ -1760,8 +1792,10 @@ mod tests {
             let kept = run(query, line).unwrap_or_else(|| panic!("{query} dropped {line:?}"));
             assert!(kept.labels.get(ERROR_LABEL).is_some(), "{query} on {line:?}");
         }
-        // String matchers still filter errored entries; without the error the number decides.
-        assert!(run(r#"{a="b"} | json | user_id = "5""#, r#"{"user_id":5, broken"#).is_none());
+        // String matchers still filter errored entries (which keep the fields before the error); without the
+        // error the number decides.
+        assert!(run(r#"{a="b"} | json | user_id = "6""#, r#"{"user_id":5, broken"#).is_none());
+        assert!(run(r#"{a="b"} | json | user_id = "5""#, r#"{"user_id":5, broken"#).is_some());
         assert!(run(r#"{a="b"} | json | user_id < 0"#, r#"{"user_id":5}"#).is_none());
     }
 
@@ -1874,7 +1908,9 @@ mod tests {
         let second = pipeline.process(&stream, &LogEntry::new(2, r#"{"b":"z"}"#)).unwrap();
         assert_eq!(second.labels, Labels::from_pairs([("service_name", "boxoffice"), ("b", "z")]));
         let broken = pipeline.process(&stream, &LogEntry::new(3, r#"{"a":"1","b":2,"#)).unwrap();
-        assert_eq!((broken.labels.get("a"), broken.labels.get(ERROR_LABEL)), (None, Some("JSONParserErr")));
+        assert_eq!((broken.labels.get("a"), broken.labels.get(ERROR_LABEL)), (Some("1"), Some("JSONParserErr")));
+        let next = pipeline.process(&stream, &LogEntry::new(4, r#"{"c":"w"}"#)).unwrap();
+        assert_eq!(next.labels, Labels::from_pairs([("service_name", "boxoffice"), ("c", "w")]));
     }
 
     #[test]
