@@ -56,18 +56,21 @@ pub(crate) struct JsonSyntaxError {
     pub(crate) position: usize,
     /// What was expected there.
     pub(crate) expected: &'static str,
-    /// How many of the fields visited before the error Loki's json parser keeps as labels: all of them,
-    /// except those of a top-level member whose object's braces never balance (set by
-    /// [`visit_fields_where`]; see [`JsonSyntaxError::loki_details`]).
-    pub(crate) visits_kept: usize,
+}
+
+impl std::fmt::Display for JsonSyntaxError {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "invalid JSON at offset {}: expected {}", self.position, self.expected)
+    }
 }
 
 /// What [`visit_fields_where`] expected when the top-level object closed and more than whitespace followed.
 pub(crate) const EXPECTED_END_OF_LINE: &str = "end of line";
 /// What [`visit_fields_where`] expected when a string value is cut off.
 const EXPECTED_VALUE_QUOTE: &str = "closing '\"' of a string value";
-/// What [`visit_fields_where`] expected when a top-level member's object never closes.
-const EXPECTED_MEMBER_BRACE: &str = "'}' closing a nested object";
+/// What [`visit_fields_where`] expected when a top-level member's object never closes (its braces never
+/// balance, as `jsonparser`'s `blockEnd` counts them); the error's position is then that object's `{`.
+pub(crate) const EXPECTED_MEMBER_BRACE: &str = "'}' closing a nested object";
 
 impl JsonSyntaxError {
     /// The `__error_details__` Loki gives for this error: the message of the `github.com/grafana/jsonparser`
@@ -134,17 +137,36 @@ fn block_end(bytes: &[u8], start: usize) -> Option<usize> {
     None
 }
 
-/// Fields visited so far, and the top-level member whose object is open.
-struct ScanProgress {
-    visits: usize,
-    /// The position of the open top-level member's `{` and the visits made before it.
-    open_member: Option<(usize, usize)>,
-}
-
-impl std::fmt::Display for JsonSyntaxError {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(formatter, "invalid JSON at offset {}: expected {}", self.position, self.expected)
+/// On the error path: the position of the `{` of the top-level member whose object is open at `end` (when
+/// one is), and of the opening quote of a string that never closes (when one starts before `end`). Reads
+/// the line as `jsonparser` skips it: strings (a backslash escaping the next byte) and brackets.
+fn open_at(bytes: &[u8], end: usize) -> (Option<usize>, Option<usize>) {
+    let mut open: Vec<(u8, usize)> = Vec::new();
+    let member = |open: &[(u8, usize)]| open.get(1).filter(|(bracket, _)| *bracket == b'{').map(|(_, at)| *at);
+    let mut position = 0;
+    while position < end.min(bytes.len()) {
+        match bytes[position] {
+            b'"' => {
+                let start = position;
+                position += 1;
+                loop {
+                    match bytes.get(position) {
+                        None => return (member(&open), Some(start)),
+                        Some(b'\\') => position += 2,
+                        Some(b'"') => break,
+                        Some(_) => position += 1,
+                    }
+                }
+            }
+            byte @ (b'{' | b'[') => open.push((byte, position)),
+            b'}' | b']' => {
+                open.pop();
+            }
+            _ => {}
+        }
+        position += 1;
     }
+    (member(&open), None)
 }
 
 /// Scans `line` as one JSON object (surrounding whitespace allowed) and calls `visit(name, value)` for each
@@ -181,31 +203,43 @@ pub(crate) fn visit_fields_where<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFl
     unwanted: impl Fn(&str) -> bool,
     visit: &mut Visit,
 ) -> Result<(), JsonSyntaxError> {
-    let mut progress = ScanProgress { visits: 0, open_member: None };
-    scan_object(line, path, unwanted, visit, &mut progress).map_err(|mut error| {
-        error.visits_kept = progress.visits;
-        if let Some((start, visits_before)) = progress.open_member
-            && block_end(line.as_bytes(), start).is_none()
-        {
-            error.visits_kept = visits_before;
-            error.expected = EXPECTED_MEMBER_BRACE;
-        }
-        error
-    })
+    scan_object(line, path, unwanted, visit).map_err(|error| error_as_loki_reads_it(line, error))
 }
 
-/// [`visit_fields_where`]'s scan, counting visits and tracking the open top-level member in `progress`.
+/// The scanner's `error` restated where `jsonparser` sees another: a top-level member's nested object that
+/// never closes ([`EXPECTED_MEMBER_BRACE`]), a string value cut off. Off the scan's path.
+#[cold]
+#[inline(never)]
+fn error_as_loki_reads_it(line: &str, error: JsonSyntaxError) -> JsonSyntaxError {
+    let bytes = line.as_bytes();
+    let (member, string) = open_at(bytes, error.position);
+    match member {
+        Some(start) if block_end(bytes, start).is_none() => {
+            JsonSyntaxError { position: start, expected: EXPECTED_MEMBER_BRACE }
+        }
+        _ if error.expected == "closing '\"'"
+            && string.is_some_and(|start| {
+                let before = bytes.get(..start).unwrap_or_default();
+                before.iter().rev().find(|byte| !matches!(byte, b' ' | b'\t' | b'\n' | b'\r')) == Some(&b':')
+            }) =>
+        {
+            JsonSyntaxError { position: error.position, expected: EXPECTED_VALUE_QUOTE }
+        }
+        _ => error,
+    }
+}
+
+/// [`visit_fields_where`]'s scan, with the errors as the scanner finds them.
 #[inline(always)]
 fn scan_object<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
     line: &str,
     path: &mut String,
     unwanted: impl Fn(&str) -> bool,
     visit: &mut Visit,
-    progress: &mut ScanProgress,
 ) -> Result<(), JsonSyntaxError> {
     path.clear();
     let bytes = line.as_bytes();
-    let error = |position: usize, expected: &'static str| JsonSyntaxError { visits_kept: 0, position, expected };
+    let error = |position: usize, expected: &'static str| JsonSyntaxError { position, expected };
     let mut position = skip_whitespace(bytes, 0);
     if byte_at(bytes, position) != b'{' {
         return Err(error(position, "'{'"));
@@ -249,27 +283,14 @@ fn scan_object<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
             let skipped = named_by_key && unwanted(key);
             let flow = match value_byte {
                 b'"' => {
-                    let (end, escaped) = string_end(bytes, position + 1).map_err(|mut error| {
-                        if error.position >= bytes.len() {
-                            error.expected = EXPECTED_VALUE_QUOTE;
-                        }
-                        error
-                    })?;
+                    let (end, escaped) = string_end(bytes, position + 1)?;
                     let raw = line.get(position + 1..end).unwrap_or_default();
                     position = end + 1;
-                    if skipped {
-                        ControlFlow::Continue(())
-                    } else {
-                        progress.visits += 1;
-                        visit(name, JsonScalar::String { raw, escaped })
-                    }
+                    if skipped { ControlFlow::Continue(()) } else { visit(name, JsonScalar::String { raw, escaped }) }
                 }
                 b'{' => {
                     if parents.len() >= MAX_DEPTH {
                         return Err(error(position, "nesting at most 128 deep"));
-                    }
-                    if parents.is_empty() {
-                        progress.open_member = Some((position, progress.visits));
                     }
                     parents.push(parent_length);
                     position = skip_whitespace(bytes, position + 1);
@@ -286,12 +307,7 @@ fn scan_object<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
                 _ => {
                     let (end, scalar) = literal(line, position)?;
                     position = end;
-                    if skipped {
-                        ControlFlow::Continue(())
-                    } else {
-                        progress.visits += 1;
-                        visit(name, scalar)
-                    }
+                    if skipped { ControlFlow::Continue(()) } else { visit(name, scalar) }
                 }
             };
             path.truncate(parent_length);
@@ -317,9 +333,6 @@ fn scan_object<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
                         }
                         return Ok(());
                     };
-                    if parents.is_empty() {
-                        progress.open_member = None;
-                    }
                     path.truncate(parent_length);
                 }
                 _ => return Err(error(position, "',' or '}'")),
@@ -350,7 +363,7 @@ fn string_end(bytes: &[u8], start: usize) -> Result<(usize, bool), JsonSyntaxErr
     let mut escaped = false;
     loop {
         let Some(offset) = find_string_special(bytes.get(position..).unwrap_or_default()) else {
-            return Err(JsonSyntaxError { visits_kept: 0, position: bytes.len(), expected: "closing '\"'" });
+            return Err(JsonSyntaxError { position: bytes.len(), expected: "closing '\"'" });
         };
         position += offset;
         match byte_at(bytes, position) {
@@ -363,24 +376,14 @@ fn string_end(bytes: &[u8], start: usize) -> Result<(usize, bool), JsonSyntaxErr
                     b'u' => {
                         let digits = bytes.get(position + 1..position + 5);
                         if !digits.is_some_and(|digits| digits.iter().all(u8::is_ascii_hexdigit)) {
-                            return Err(JsonSyntaxError {
-                                visits_kept: 0,
-                                position,
-                                expected: "four hex digits after '\\u'",
-                            });
+                            return Err(JsonSyntaxError { position, expected: "four hex digits after '\\u'" });
                         }
                         position += 5;
                     }
-                    _ => return Err(JsonSyntaxError { visits_kept: 0, position, expected: "an escape character" }),
+                    _ => return Err(JsonSyntaxError { position, expected: "an escape character" }),
                 }
             }
-            _ => {
-                return Err(JsonSyntaxError {
-                    visits_kept: 0,
-                    position: start,
-                    expected: "no control characters in a string",
-                });
-            }
+            _ => return Err(JsonSyntaxError { position: start, expected: "no control characters in a string" }),
         }
     }
 }
@@ -405,7 +408,7 @@ fn literal(text: &str, start: usize) -> Result<(usize, JsonScalar<'_>), JsonSynt
     };
     if let Some((word, scalar)) = word {
         if !bytes.get(start..).unwrap_or_default().starts_with(word.as_bytes()) {
-            return Err(JsonSyntaxError { visits_kept: 0, position: start, expected: "a value" });
+            return Err(JsonSyntaxError { position: start, expected: "a value" });
         }
         return Ok((start + word.len(), scalar));
     }
@@ -415,13 +418,13 @@ fn literal(text: &str, start: usize) -> Result<(usize, JsonScalar<'_>), JsonSynt
     }
     let mut end = digits_end(bytes, position);
     if end == position {
-        return Err(JsonSyntaxError { visits_kept: 0, position, expected: "a value" });
+        return Err(JsonSyntaxError { position, expected: "a value" });
     }
     position = end;
     if byte_at(bytes, position) == b'.' {
         end = digits_end(bytes, position + 1);
         if end == position + 1 {
-            return Err(JsonSyntaxError { visits_kept: 0, position: end, expected: "a digit after '.'" });
+            return Err(JsonSyntaxError { position: end, expected: "a digit after '.'" });
         }
         position = end;
     }
@@ -432,7 +435,7 @@ fn literal(text: &str, start: usize) -> Result<(usize, JsonScalar<'_>), JsonSynt
         }
         end = digits_end(bytes, position);
         if end == position {
-            return Err(JsonSyntaxError { visits_kept: 0, position, expected: "a digit in the exponent" });
+            return Err(JsonSyntaxError { position, expected: "a digit in the exponent" });
         }
         position = end;
     }
@@ -452,7 +455,7 @@ struct Scanner<'a, 'p> {
 
 impl<'a> Scanner<'a, '_> {
     fn error(&self, expected: &'static str) -> JsonSyntaxError {
-        JsonSyntaxError { visits_kept: 0, position: self.position, expected }
+        JsonSyntaxError { position: self.position, expected }
     }
 
     fn peek(&self) -> Option<u8> {

@@ -14,7 +14,7 @@ use oxeye_model::logs::{LogEntry, LogEntryRef};
 use oxeye_model::{Labels, Matcher};
 use regex::Regex;
 
-use crate::json_fields::{EXPECTED_END_OF_LINE, JsonScalar, visit_fields, visit_fields_where};
+use crate::json_fields::{EXPECTED_END_OF_LINE, EXPECTED_MEMBER_BRACE, JsonScalar, visit_fields, visit_fields_where};
 use crate::line_regex::LineRegex;
 use crate::pattern::Pattern;
 use crate::syntax::{
@@ -465,9 +465,9 @@ fn stream_label<'a>(stream: &'a Labels, name: &str) -> Option<&'a str> {
 struct AddedLabel {
     name: String,
     value: String,
-    /// While `| json` adds labels: the ordinal (from 1) of the field visit that added it, so a line that fails
-    /// to parse keeps the labels Loki keeps (see [`parse_json`]); 0 otherwise.
-    pending: usize,
+    /// Set while `| json` adds labels, so a line whose failure Loki reads as none of them (a nested object
+    /// never closed) can take them back (see [`parse_json`]).
+    pending: bool,
 }
 
 /// The labels stages added to an entry, sorted by name, in slots reused from entry to entry: a slot's
@@ -512,7 +512,7 @@ impl AddedLabels {
         let slot = &mut self.slots[index];
         slot.name.clear();
         slot.value.clear();
-        slot.pending = 0;
+        slot.pending = false;
         slot
     }
 
@@ -544,16 +544,16 @@ impl AddedLabels {
         }
     }
 
-    /// Keeps the pending labels added by the first `kept_visits` field visits (they stay, no longer pending)
-    /// and takes the later ones out, keeping the order of the others.
-    fn settle_pending(&mut self, kept_visits: usize) {
+    /// Keeps the pending labels (they stay, no longer pending) or takes them out, keeping the order of
+    /// the others.
+    fn settle_pending(&mut self, keep: bool) {
         let mut kept = 0;
         for index in 0..self.len {
             let slot = &mut self.slots[index];
-            if slot.pending > kept_visits {
+            if slot.pending && !keep {
                 continue;
             }
-            slot.pending = 0;
+            slot.pending = false;
             self.slots.swap(kept, index);
             kept += 1;
         }
@@ -1209,12 +1209,10 @@ fn parse_json(
     };
     let hinted_lengths = HintedLengths::of(hints);
     let JsonBuffers { path, label_name } = buffers;
-    // Labels go straight into the entry's slots, marked pending until the whole line is known to parse.
+    // Labels go straight into the entry's slots, marked pending until the line's outcome is known.
     // Fields whose names the hints rule out by length are checked without a call to the visitor.
     let unwanted = |name: &str| hinted.is_some() && hinted_lengths.rules_out(name);
-    let mut visits = 0;
     let outcome = visit_fields_where(line, path, unwanted, &mut |name, value: JsonScalar<'_>| {
-        visits += 1;
         let sanitized: &str = match hinted {
             Some(names) => {
                 if hinted_lengths.rules_out(name) {
@@ -1244,19 +1242,42 @@ fn parse_json(
         if !matches!(value, JsonScalar::Null)
             && let Some(slot) = state.claim_parsed(sanitized)
         {
-            slot.pending = visits;
+            slot.pending = true;
             value.write_label_value(&mut slot.value);
         }
         if stop_early && missing == 0 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
     });
     match outcome {
-        Ok(()) => state.added.settle_pending(usize::MAX),
-        Err(error) if error.expected == EXPECTED_END_OF_LINE => state.added.settle_pending(usize::MAX),
+        Ok(()) => state.added.settle_pending(true),
+        Err(error) if error.expected == EXPECTED_END_OF_LINE => state.added.settle_pending(true),
+        Err(error) if error.expected == EXPECTED_MEMBER_BRACE => {
+            // A top-level member's nested object never closes: Loki keeps none of its fields, so the labels
+            // are taken back and what comes before the member read again (that part's own error, at the
+            // member's value, is not the line's: the line's error is set first).
+            state.added.settle_pending(false);
+            state.set_error("JSONParserErr", error.loki_details(line));
+            let before = line.get(..error.position).unwrap_or_default();
+            parse_json_again(before, state, hints, stop_early, JsonBuffers { path, label_name });
+        }
         Err(error) => {
-            state.added.settle_pending(error.visits_kept);
+            state.added.settle_pending(true);
             state.set_error("JSONParserErr", error.loki_details(line));
         }
     }
+}
+
+/// [`parse_json`] of the part of a line before a top-level member that never closes: off the scan's path,
+/// and kept out of line so that `parse_json` itself can be inlined.
+#[cold]
+#[inline(never)]
+fn parse_json_again(
+    line: &str,
+    state: &mut EntryState<'_>,
+    hints: &ParserHints,
+    stop_early: bool,
+    buffers: JsonBuffers<'_>,
+) {
+    parse_json(line, state, &[], hints, stop_early, buffers);
 }
 
 fn json_scalar(value: &serde_json::Value) -> Option<String> {
