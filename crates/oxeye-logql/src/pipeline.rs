@@ -1474,7 +1474,9 @@ fn visit_logfmt_pairs<'a>(
                 value.push(character);
             }
             if !closed && strict {
-                return Err("logfmt syntax error: unterminated quoted value".to_string());
+                // Loki's decoder reports the position one past the line's last character (1-based).
+                let position = line.chars().count() + 1;
+                return Err(format!("logfmt syntax error at pos {position} : unterminated quoted value"));
             }
             if visit(key, Cow::Owned(value)).is_break() {
                 return Ok(());

@@ -109,6 +109,11 @@ fn strict_logfmt_keeps_the_pairs_before_the_error() {
     let params = labels(r#"{a="b"} | logfmt --strict lvl="level", p="path""#, line);
     assert_eq!(params[0], "__error__=LogfmtParserErr");
     assert_eq!(params[2..], ["lvl=error"]);
+    // An unterminated quote runs to the end of the line: Loki's decoder reports one past its last character.
+    assert_eq!(
+        labels(r#"{a="b"} | logfmt --strict"#, r#"level="unclosed status=500"#),
+        ["__error__=LogfmtParserErr", "__error_details__=logfmt syntax error at pos 27 : unterminated quoted value"]
+    );
     // Without --strict the pair that cannot be read is skipped.
     assert_eq!(labels(r#"{a="b"} | logfmt"#, line), ["level=error", "path=/x", "status=503"]);
 }
