@@ -341,9 +341,15 @@ class PrometheusServer:
         params = {"query": query}
         if at is not None:
             params["time"] = repr(at)
-        response = self.session.get(self.url + "/api/v1/query", params=params, timeout=30)
-        assert response.status_code == 200, response.text
-        return response.json()["data"]
+        return self.api("/api/v1/query", params)
+
+    def api(self, path: str, params: dict | list | None = None) -> Any:
+        """GET a Prometheus API path; asserts status "success" and returns `data`."""
+        response = self.session.get(self.url + path, params=params, timeout=30)
+        assert response.status_code == 200, f"GET {path} {params}: {response.status_code} {response.text}"
+        body = response.json()
+        assert body.get("status") == "success", body
+        return body["data"]
 
 
 class AppProcess:
