@@ -1575,9 +1575,7 @@ mod tests {
     fn streamed_aggregations_equal_the_general_path() {
         // `x{...}` with a name streams series by series into the aggregation; `{__name__="x"}` (no name of
         // the selector's own) and `sum(... + 0)` take the general path. Both must give the same matrix.
-        let engine = Engine::default();
-        let store = store();
-        for (streamed, general) in [
+        assert_same_answers(&[
             (
                 "sum by (job) (rate(http_requests_total[5m]))",
                 "sum by (job) (rate({__name__=\"http_requests_total\"}[5m]))",
@@ -1586,9 +1584,19 @@ mod tests {
             ("avg(rate(http_requests_total[5m]))", "avg(rate(http_requests_total[5m]) * 1)"),
             ("max by (job) (max_over_time(temperature[2m]))", "max by (job) (max_over_time(temperature[2m]) + 0)"),
             ("count(rate(http_requests_total[5m]))", "count(rate(http_requests_total[5m]) + 0)"),
-        ] {
+        ]);
+    }
+
+    /// Asserts that each pair of queries gives the same range answer over 0..600 s at 30 s steps and the
+    /// same instant answer at 600 s: the first a fast path's shape, the second the general path's.
+    fn assert_same_answers(pairs: &[(&str, &str)]) {
+        let engine = Engine::default();
+        let store = store();
+        for (fast, general) in pairs {
             let range = |query: &str| engine.range_query(&store, query, 0, 600_000, 30_000).unwrap().value;
-            assert_eq!(format!("{:?}", range(streamed)), format!("{:?}", range(general)), "{streamed}");
+            assert_eq!(format!("{:?}", range(fast)), format!("{:?}", range(general)), "{fast}");
+            let instant = |query: &str| engine.instant_query(&store, query, 600_000).unwrap().value;
+            assert_eq!(format!("{:?}", instant(fast)), format!("{:?}", instant(general)), "{fast}");
         }
     }
 
@@ -1597,9 +1605,7 @@ mod tests {
         // Both operands stream over one metric: the first pair shares one read of the wider selector
         // (in either order, with equal selectors, with another range function); `+ 0` keeps the general
         // path. Operands with disjoint selectors (the last pair) are read apart.
-        let engine = Engine::default();
-        let store = store();
-        for (shared, general) in [
+        assert_same_answers(&[
             (
                 "sum by (job) (rate(http_requests_total{job=~\"a.*\"}[5m])) / sum by (job) (rate(http_requests_total[5m]))",
                 "sum by (job) (rate(http_requests_total{job=~\"a.*\"}[5m]) + 0) / sum by (job) (rate(http_requests_total[5m]) + 0)",
@@ -1616,12 +1622,7 @@ mod tests {
                 "max by (job) (rate(http_requests_total{job=\"api\"}[5m])) + on() group_left max by (job) (rate(http_requests_total{job=\"web\"}[5m]))",
                 "max by (job) (rate(http_requests_total{job=\"api\"}[5m]) + 0) + on() group_left max by (job) (rate(http_requests_total{job=\"web\"}[5m]) + 0)",
             ),
-        ] {
-            let range = |query: &str| engine.range_query(&store, query, 0, 600_000, 30_000).unwrap().value;
-            assert_eq!(format!("{:?}", range(shared)), format!("{:?}", range(general)), "{shared}");
-            let instant = |query: &str| engine.instant_query(&store, query, 600_000).unwrap().value;
-            assert_eq!(format!("{:?}", instant(shared)), format!("{:?}", instant(general)), "{shared}");
-        }
+        ]);
     }
 
     #[test]
