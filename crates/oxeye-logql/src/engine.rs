@@ -10,7 +10,8 @@ use oxeye_model::storage::{ErrorKind, StorageError};
 use oxeye_model::{LabelRef, Labels, MatchOp, Matcher};
 
 use crate::pipeline::{
-    ERROR_DETAILS_LABEL, ERROR_LABEL, LineFilters, ParserHints, Pipeline, convert, sanitized_label_name,
+    ERROR_DETAILS_LABEL, ERROR_LABEL, JSON_FIELD_COLUMNS_SEMANTICS, LineFilters, ParserHints, Pipeline, convert,
+    sanitized_label_name,
 };
 use crate::syntax::{
     BinaryOp, Expr, Grouping, LineFilterOp, LogExpr, LogRange, MetricExpr, NumberKind, ParseError, RangeOp, Stage,
@@ -351,6 +352,13 @@ impl Engine {
         let pipeline = Pipeline::with_hints(range.log.pipeline.get(covered..).unwrap_or_default(), hints)
             .map_err(QueryError::Invalid)?;
         let pipeline_is_empty = pipeline.is_empty();
+        // Counting entries (or their bytes) through `| json` and label stages reading hinted labels only:
+        // chunks keeping those labels in field columns answer without their lines.
+        let counts_entries =
+            matches!(op, RangeOp::CountOverTime | RangeOp::Rate | RangeOp::BytesOverTime | RangeOp::BytesRate);
+        let field_names = (counts_entries && line_filters.is_empty() && range.unwrap.is_none())
+            .then(|| pipeline.json_field_names().map(<[String]>::to_vec))
+            .flatten();
         let post_filters = match &range.unwrap {
             Some(unwrap) if !unwrap.post_filters.is_empty() => Some(
                 Pipeline::new(&unwrap.post_filters.iter().cloned().map(Stage::LabelFilter).collect::<Vec<_>>())
@@ -382,6 +390,8 @@ impl Engine {
             batch_series: None,
             first_error: None,
             unread_line_bytes: None,
+            field_names,
+            fields_line: String::new(),
         };
         reader.scan(&selection, ScanOrder::Forward, &mut extractor)?;
         let first_error = extractor.first_error;
@@ -589,6 +599,11 @@ struct SampleExtractor<'a> {
     first_error: Option<Labels>,
     /// The length of the current entry's line when the store left it unread.
     unread_line_bytes: Option<usize>,
+    /// The labels that stand for the line ([`Pipeline::json_field_names`]), asked of the store as field
+    /// columns; `None` when the query reads lines otherwise.
+    field_names: Option<Vec<String>>,
+    /// The line rebuilt from an entry's field values ([`Pipeline::json_fields_line`]), reused.
+    fields_line: String,
 }
 
 impl SampleExtractor<'_> {
@@ -667,6 +682,28 @@ impl LogVisitor for SampleExtractor<'_> {
         self.unread_line_bytes = Some(line_bytes);
         self.entry(stream, LogEntryRef { timestamp_ns, line: "", structured_metadata });
         self.unread_line_bytes = None;
+    }
+
+    fn line_fields(&self) -> Option<(u32, &[String])> {
+        self.field_names.as_deref().map(|names| (JSON_FIELD_COLUMNS_SEMANTICS, names))
+    }
+
+    /// The entry goes through the pipeline with a line of its field values alone, which the pipeline treats
+    /// as it would the line ([`Pipeline::json_fields_line`]); counted bytes are the line's.
+    fn entry_with_fields(
+        &mut self,
+        stream: &Labels,
+        timestamp_ns: i64,
+        line_bytes: usize,
+        structured_metadata: &[LabelRef<'_>],
+        fields: &[Option<&str>],
+    ) {
+        let mut line = std::mem::take(&mut self.fields_line);
+        Pipeline::json_fields_line(self.field_names.as_deref().unwrap_or_default(), fields, &mut line);
+        self.unread_line_bytes = Some(line_bytes);
+        self.entry(stream, LogEntryRef { timestamp_ns, line: &line, structured_metadata });
+        self.unread_line_bytes = None;
+        self.fields_line = line;
     }
 
     fn entry(&mut self, stream: &Labels, entry: LogEntryRef<'_>) {

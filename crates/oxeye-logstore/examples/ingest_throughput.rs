@@ -244,6 +244,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut options = LogStoreOptions::new(&directory);
     options.background_maintenance = false;
+    // Field columns of `| json`, as the server writes them: the default names, none with `FIELD_COLUMNS=0`
+    // (for A/B runs), or the names listed, `FIELD_COLUMNS=level,path`.
+    options.line_fields = match std::env::var("FIELD_COLUMNS").ok().as_deref() {
+        None => Some(std::sync::Arc::new(oxeye_logql::pipeline::JsonFieldColumns::default())),
+        Some("0") => None,
+        Some(names) => Some(std::sync::Arc::new(oxeye_logql::pipeline::JsonFieldColumns::new(names.split(',')))),
+    };
     let store = LogStore::open(options)?;
     let redactor = Redactor::new(RedactionOptions::default())?;
 
@@ -292,7 +299,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         accepted as f64 / total_wall
     );
     println!(
-        "stored: {chunk_bytes} bytes in {} chunk files ({} chunks) = {:.1} bytes/line, ratio {:.1}x; WAL after flush: {wal_bytes} bytes",
+        "stored: {chunk_bytes} bytes in {} chunk files ({} chunks) = {:.2} bytes/line, ratio {:.1}x; WAL after flush: {wal_bytes} bytes",
         stats.chunk_files,
         stats.chunks,
         chunk_bytes as f64 / accepted as f64,

@@ -5,13 +5,13 @@
 
 use std::path::Path;
 
-use oxeye_model::logs::{LogEntry, LogEntryRef};
+use oxeye_model::logs::{LineFieldExtractor, LogEntry, LogEntryRef};
 
 use oxeye_model::LabelRef;
 
 use crate::LogStoreError;
 use crate::bloom::BloomBuilder;
-use crate::encoding::{Reader, put_labels, put_uvarint, put_varint};
+use crate::encoding::{Reader, put_bytes, put_labels, put_uvarint, put_varint};
 
 /// How a chunk's decompressed data lays out its entries (`docs/format.md`, "Chunk data").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,11 +28,29 @@ pub enum ChunkLayout {
     /// that stamp entries in micro- or milliseconds leave the low decimal digits of every nanosecond delta
     /// zero, which zstd cannot remove from varints: 1.4 bytes fewer per stored line on seed-shaped JSON.
     ColumnsTimestampUnit,
+    /// Chunk files of version 4 and chunks cut since: as [`ChunkLayout::ColumnsTimestampUnit`], with a
+    /// section of field columns before the lines: the labels a line parser gives each line, for the
+    /// frequently read low-cardinality ones, dictionary-coded, so that a query needing only those reads
+    /// no line (`docs/format.md`, "Field columns").
+    ColumnsFields,
 }
 
 impl ChunkLayout {
     /// The layout [`SealedChunk::seal`] writes.
-    pub const SEALED: ChunkLayout = ChunkLayout::ColumnsTimestampUnit;
+    pub const SEALED: ChunkLayout = ChunkLayout::ColumnsFields;
+
+    /// Whether the header names a timestamp unit.
+    fn timestamp_unit(self) -> TimestampUnit {
+        match self {
+            ChunkLayout::Rows | ChunkLayout::Columns => TimestampUnit::Absent,
+            ChunkLayout::ColumnsTimestampUnit | ChunkLayout::ColumnsFields => TimestampUnit::InHeader,
+        }
+    }
+
+    /// How many sections precede the lines (timestamps, line lengths, metadata, and the field columns).
+    fn sections(self) -> usize {
+        if self == ChunkLayout::ColumnsFields { 4 } else { 3 }
+    }
 }
 
 /// An immutable, compressed chunk held in memory (cut from a head, or read back from a chunk file).
@@ -64,8 +82,14 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
 impl SealedChunk {
     /// Encodes ([`ChunkLayout::SEALED`]) and compresses `entries`, which must be sorted by timestamp and
-    /// non-empty.
+    /// non-empty, without field columns.
     pub fn seal(entries: &[LogEntry]) -> SealedChunk {
+        SealedChunk::seal_with_fields(entries, None)
+    }
+
+    /// As [`SealedChunk::seal`], keeping in columns the low-cardinality labels `fields` finds in the lines
+    /// (none when it is `None` or the parser fails on a line).
+    pub fn seal_with_fields(entries: &[LogEntry], fields: Option<&dyn LineFieldExtractor>) -> SealedChunk {
         debug_assert!(entries.windows(2).all(|pair| pair[0].timestamp_ns <= pair[1].timestamp_ns));
         let mut bloom = BloomBuilder::with_line_capacity(entries.len());
         for entry in entries {
@@ -77,7 +101,7 @@ impl SealedChunk {
             entries: u32::try_from(entries.len()).unwrap_or(u32::MAX),
             line_bytes: entries.iter().map(|entry| entry.line.len() as u64).sum(),
             bloom: bloom.finish(),
-            data: compress(&encode_columns(entries)),
+            data: compress(&encode_columns(entries, fields)),
         }
     }
 }
@@ -101,12 +125,170 @@ fn timestamp_unit_ns(entries: &[LogEntry]) -> i64 {
     unit_ns
 }
 
-/// The [`ChunkLayout::ColumnsTimestampUnit`] encoding of `entries`: `uvarint` entry count, `uvarint`
-/// timestamp unit (ns), the byte lengths of the timestamp, line length and structured metadata sections
-/// (`uvarint` each), those three sections, then the lines. The timestamp section holds the first
+/// The most distinct values a field column holds: its codes are one byte each, 0 meaning no label.
+const MAX_FIELD_VALUES: usize = 255;
+
+/// One field column being built at a chunk cut.
+struct FieldColumnBuilder {
+    name: String,
+    values: Vec<String>,
+    /// Value to its code (1-based index into `values`).
+    codes_by_value: foldhash::HashMap<String, u8>,
+    /// Per entry: 0 for no label, else the value's code.
+    codes: Vec<u8>,
+    /// More than [`MAX_FIELD_VALUES`] distinct values: the column is not kept.
+    overflowed: bool,
+}
+
+/// The field columns section of [`ChunkLayout::ColumnsFields`]: `uvarint` semantics (0: no columns),
+/// `uvarint` column count, then per column its name (string), `uvarint` dictionary size D (1 to 255), the
+/// D values (strings) and one code byte per entry (0: the parser gives the line no such label; k: the
+/// k-th value). Columns in name order.
+fn encode_field_columns(entries: &[LogEntry], fields: Option<&dyn LineFieldExtractor>) -> Vec<u8> {
+    let mut section = Vec::new();
+    let Some(extractor) = fields else {
+        put_uvarint(&mut section, 0);
+        put_uvarint(&mut section, 0);
+        return section;
+    };
+    let mut columns: Vec<FieldColumnBuilder> = Vec::new();
+    let mut lines = entries.iter().map(|entry| entry.line.as_str());
+    let parsed = extractor.extract(&mut lines, &mut |index, name, value| {
+        let position = match columns.iter().position(|column| column.name == name) {
+            Some(position) => position,
+            None => {
+                columns.push(FieldColumnBuilder {
+                    name: name.to_string(),
+                    values: Vec::new(),
+                    codes_by_value: foldhash::HashMap::default(),
+                    codes: vec![0; entries.len()],
+                    overflowed: false,
+                });
+                columns.len() - 1
+            }
+        };
+        let Some(column) = columns.get_mut(position) else { return };
+        if column.overflowed {
+            return;
+        }
+        let code = match column.codes_by_value.get(value) {
+            Some(code) => *code,
+            None if column.values.len() < MAX_FIELD_VALUES => {
+                column.values.push(value.to_string());
+                let code = u8::try_from(column.values.len()).unwrap_or(u8::MAX);
+                column.codes_by_value.insert(value.to_string(), code);
+                code
+            }
+            None => {
+                column.overflowed = true;
+                return;
+            }
+        };
+        if let Some(slot) = column.codes.get_mut(index) {
+            *slot = code;
+        }
+    });
+    columns.retain(|column| !column.overflowed);
+    if !parsed || columns.is_empty() {
+        put_uvarint(&mut section, 0);
+        put_uvarint(&mut section, 0);
+        return section;
+    }
+    columns.sort_by(|left, right| left.name.cmp(&right.name));
+    put_uvarint(&mut section, u64::from(extractor.semantics()));
+    put_uvarint(&mut section, columns.len() as u64);
+    for column in &columns {
+        put_bytes(&mut section, column.name.as_bytes());
+        put_uvarint(&mut section, column.values.len() as u64);
+        for value in &column.values {
+            put_bytes(&mut section, value.as_bytes());
+        }
+        section.extend_from_slice(&column.codes);
+    }
+    section
+}
+
+/// The field columns of one chunk a reader asked for ([`field_columns`]): per asked name, its dictionary
+/// and one code byte per entry.
+pub(crate) struct FieldColumns<'a> {
+    columns: Vec<(Vec<&'a str>, &'a [u8])>,
+}
+
+impl<'a> FieldColumns<'a> {
+    /// Writes entry `position`'s value of each asked field into `values` (cleared first).
+    #[inline]
+    fn values_at(&self, position: usize, values: &mut Vec<Option<&'a str>>) {
+        values.clear();
+        for (dictionary, codes) in &self.columns {
+            let code = codes.get(position).copied().unwrap_or(0);
+            values.push(code.checked_sub(1).and_then(|index| dictionary.get(usize::from(index)).copied()));
+        }
+    }
+}
+
+/// Reads the field columns of column-encoded chunk data ([`ChunkLayout::ColumnsFields`]) from `columns`,
+/// its start up to the lines: the columns of `names`, in that order, when they were written by an
+/// extractor of `semantics` and every name has one; `None` otherwise (the caller reads the lines).
+///
+/// # Errors
+/// [`LogStoreError::Corrupt`] when the section does not decode.
+pub(crate) fn field_columns<'a>(
+    columns: &'a [u8],
+    layout: ChunkLayout,
+    semantics: u32,
+    names: &[String],
+    path: &Path,
+) -> Result<Option<FieldColumns<'a>>, LogStoreError> {
+    if layout != ChunkLayout::ColumnsFields || semantics == 0 {
+        return Ok(None);
+    }
+    let read = || -> Result<Option<FieldColumns<'a>>, (usize, String)> {
+        let mut header = Reader::new(columns);
+        let count = header.length()?;
+        header.uvarint()?;
+        let lengths = [header.length()?, header.length()?, header.length()?, header.length()?];
+        header.split_off(lengths[0])?;
+        header.split_off(lengths[1])?;
+        header.split_off(lengths[2])?;
+        let mut section = header.split_off(lengths[3])?;
+        if section.uvarint()? != u64::from(semantics) {
+            return Ok(None);
+        }
+        let column_count = section.length()?;
+        let mut found: Vec<Option<(Vec<&'a str>, &'a [u8])>> = vec![None; names.len()];
+        for _ in 0..column_count {
+            let name = section.str()?;
+            let size = section.length()?;
+            if size == 0 || size > MAX_FIELD_VALUES {
+                return Err((section.offset(), "field column dictionary size out of range".to_string()));
+            }
+            let mut dictionary = Vec::with_capacity(size);
+            for _ in 0..size {
+                dictionary.push(section.str()?);
+            }
+            let codes_offset = section.offset();
+            let codes = section.take(count)?;
+            if codes.iter().any(|code| usize::from(*code) > size) {
+                return Err((codes_offset, "field column code out of range".to_string()));
+            }
+            if let Some(slot) = names.iter().position(|wanted| wanted == name).and_then(|index| found.get_mut(index)) {
+                *slot = Some((dictionary, codes));
+            }
+        }
+        if !section.is_empty() {
+            return Err((section.offset(), "bytes after the last field column".to_string()));
+        }
+        Ok(found.into_iter().collect::<Option<Vec<_>>>().map(|columns| FieldColumns { columns }))
+    };
+    read().map_err(|(offset, reason)| LogStoreError::corrupt(path, offset as u64, reason))
+}
+
+/// The [`ChunkLayout::ColumnsFields`] encoding of `entries`: `uvarint` entry count, `uvarint` timestamp
+/// unit (ns), the byte lengths of the timestamp, line length, structured metadata and field column
+/// sections (`uvarint` each), those four sections, then the lines. The timestamp section holds the first
 /// timestamp in nanoseconds, then each later entry's delta from the previous one in the unit (`varint`
-/// each).
-pub(crate) fn encode_columns(entries: &[LogEntry]) -> Vec<u8> {
+/// each); the field columns are [`encode_field_columns`]'s.
+pub(crate) fn encode_columns(entries: &[LogEntry], fields: Option<&dyn LineFieldExtractor>) -> Vec<u8> {
     let line_bytes: usize = entries.iter().map(|entry| entry.line.len()).sum();
     let unit_ns = timestamp_unit_ns(entries);
     let mut timestamps = Vec::with_capacity(entries.len() * 3);
@@ -122,13 +304,15 @@ pub(crate) fn encode_columns(entries: &[LogEntry]) -> Vec<u8> {
         put_uvarint(&mut lengths, entry.line.len() as u64);
         put_labels(&mut metadata, entry.structured_metadata.iter());
     }
-    let mut encoded = Vec::with_capacity(24 + timestamps.len() + lengths.len() + metadata.len() + line_bytes);
+    let field_columns = encode_field_columns(entries, fields);
+    let mut encoded =
+        Vec::with_capacity(32 + timestamps.len() + lengths.len() + metadata.len() + field_columns.len() + line_bytes);
     put_uvarint(&mut encoded, entries.len() as u64);
     put_uvarint(&mut encoded, unit_ns as u64);
-    for section in [&timestamps, &lengths, &metadata] {
+    for section in [&timestamps, &lengths, &metadata, &field_columns] {
         put_uvarint(&mut encoded, section.len() as u64);
     }
-    for section in [&timestamps, &lengths, &metadata] {
+    for section in [&timestamps, &lengths, &metadata, &field_columns] {
         encoded.extend_from_slice(section);
     }
     for entry in entries {
@@ -151,10 +335,7 @@ pub(crate) fn for_each_encoded_entry(
 ) -> Result<(), LogStoreError> {
     let decoded = match layout {
         ChunkLayout::Rows => decode_rows(encoded, visit),
-        ChunkLayout::Columns => decode_columns(encoded, TimestampUnit::Absent, LinesSection::Present, with_line(visit)),
-        ChunkLayout::ColumnsTimestampUnit => {
-            decode_columns(encoded, TimestampUnit::InHeader, LinesSection::Present, with_line(visit))
-        }
+        _ => decode_columns(encoded, layout, LinesSection::Present, with_line(visit)),
     };
     decoded.map_err(|(offset, reason)| LogStoreError::corrupt(path, offset as u64, reason))
 }
@@ -175,15 +356,37 @@ pub(crate) fn for_each_encoded_entry_without_lines(
     mut visit: impl FnMut(i64, usize, &[LabelRef<'_>]),
 ) -> Result<(), LogStoreError> {
     let lines = LinesSection::Absent { bytes: encoded_len.saturating_sub(columns.len()) };
-    let visit = |timestamp_ns: i64, _: &str, line_bytes: usize, metadata: &[LabelRef<'_>]| {
+    let visit = |timestamp_ns: i64, _: &str, line_bytes: usize, metadata: &[LabelRef<'_>], _: usize| {
         visit(timestamp_ns, line_bytes, metadata)
     };
     let decoded = match layout {
         ChunkLayout::Rows => Err((0, "row-encoded chunk data cannot be read without its lines".to_string())),
-        ChunkLayout::Columns => decode_columns(columns, TimestampUnit::Absent, lines, visit),
-        ChunkLayout::ColumnsTimestampUnit => decode_columns(columns, TimestampUnit::InHeader, lines, visit),
+        _ => decode_columns(columns, layout, lines, visit),
     };
     decoded.map_err(|(offset, reason)| LogStoreError::corrupt(path, offset as u64, reason))
+}
+
+/// As [`for_each_encoded_entry_without_lines`], handing each entry over with its values of the field
+/// columns `fields` (read by [`field_columns`] from the same `columns`), in the order asked.
+///
+/// # Errors
+/// As [`for_each_encoded_entry_without_lines`].
+pub(crate) fn for_each_encoded_entry_with_fields<'a>(
+    columns: &'a [u8],
+    encoded_len: usize,
+    layout: ChunkLayout,
+    path: &Path,
+    fields: &FieldColumns<'a>,
+    mut visit: impl FnMut(i64, usize, &[LabelRef<'_>], &[Option<&str>]),
+) -> Result<(), LogStoreError> {
+    let lines = LinesSection::Absent { bytes: encoded_len.saturating_sub(columns.len()) };
+    let mut values: Vec<Option<&'a str>> = Vec::with_capacity(fields.columns.len());
+    let visit = |timestamp_ns: i64, _: &str, line_bytes: usize, metadata: &[LabelRef<'_>], position: usize| {
+        fields.values_at(position, &mut values);
+        visit(timestamp_ns, line_bytes, metadata, &values)
+    };
+    decode_columns(columns, layout, lines, visit)
+        .map_err(|(offset, reason)| LogStoreError::corrupt(path, offset as u64, reason))
 }
 
 /// Where the end of the structured metadata section of column-encoded chunk data lies (the lines follow
@@ -195,20 +398,22 @@ pub(crate) fn columns_end(prefix: &[u8], layout: ChunkLayout) -> Option<usize> {
     match layout {
         ChunkLayout::Rows => return None,
         ChunkLayout::Columns => {}
-        ChunkLayout::ColumnsTimestampUnit => {
+        ChunkLayout::ColumnsTimestampUnit | ChunkLayout::ColumnsFields => {
             header.uvarint().ok()?;
         }
     }
     let mut end = 0usize;
-    for _ in 0..3 {
+    for _ in 0..layout.sections() {
         end = end.checked_add(usize::try_from(header.uvarint().ok()?).ok()?)?;
     }
     end.checked_add(header.offset())
 }
 
 /// Adapts an entry visitor to [`decode_columns`], which also hands over each line's length.
-fn with_line(mut visit: impl FnMut(i64, &str, &[LabelRef<'_>])) -> impl FnMut(i64, &str, usize, &[LabelRef<'_>]) {
-    move |timestamp_ns, line, _, metadata| visit(timestamp_ns, line, metadata)
+fn with_line(
+    mut visit: impl FnMut(i64, &str, &[LabelRef<'_>]),
+) -> impl FnMut(i64, &str, usize, &[LabelRef<'_>], usize) {
+    move |timestamp_ns, line, _, metadata, _| visit(timestamp_ns, line, metadata)
 }
 
 fn decode_rows<'a>(
@@ -246,15 +451,17 @@ enum LinesSection {
     Absent { bytes: usize },
 }
 
+/// Decodes column-encoded chunk data of `layout` (not [`ChunkLayout::Rows`]), calling `visit` with each
+/// entry's timestamp, line (empty with [`LinesSection::Absent`]), line length, metadata and position.
 fn decode_columns<'a>(
     encoded: &'a [u8],
-    timestamp_unit: TimestampUnit,
+    layout: ChunkLayout,
     lines_section: LinesSection,
-    mut visit: impl FnMut(i64, &str, usize, &[LabelRef<'_>]),
+    mut visit: impl FnMut(i64, &str, usize, &[LabelRef<'_>], usize),
 ) -> Result<(), (usize, String)> {
     let mut lines = Reader::new(encoded);
     let count = lines.uvarint()?;
-    let unit_ns = match timestamp_unit {
+    let unit_ns = match layout.timestamp_unit() {
         TimestampUnit::Absent => 1,
         TimestampUnit::InHeader => {
             let unit_offset = lines.offset();
@@ -267,9 +474,12 @@ fn decode_columns<'a>(
     let timestamps_len = lines.length()?;
     let lengths_len = lines.length()?;
     let metadata_len = lines.length()?;
+    let fields_len = if layout.sections() == 4 { lines.length()? } else { 0 };
     let mut timestamps = lines.split_off(timestamps_len)?;
     let mut lengths = lines.split_off(lengths_len)?;
     let mut metadata_section = lines.split_off(metadata_len)?;
+    // The field columns are read by `field_columns` when asked for; a full decode passes them by.
+    lines.split_off(fields_len)?;
     // The structured metadata too is checked as UTF-8 once, as a whole; its strings are then cut from it.
     let metadata_text = metadata_section.rest_as_str().map(|text| (text, metadata_section.offset()));
     let mut metadata: Vec<LabelRef<'a>> = Vec::new();
@@ -300,7 +510,7 @@ fn decode_columns<'a>(
             (None, None) => lines.str_of(line_length)?,
         };
         read_metadata(&mut metadata_section, metadata_text, &mut metadata)?;
-        visit(timestamp_ns, line, line_length, &metadata);
+        visit(timestamp_ns, line, line_length, &metadata, position as usize);
     }
     for section in [&timestamps, &lengths, &metadata_section, &lines] {
         if !section.is_empty() {
@@ -353,14 +563,17 @@ pub(crate) struct ChunkInflater {
     /// For [`ChunkInflater::inflate_columns`], which stops inside a frame.
     zstd_stream: Option<zstd::stream::raw::Decoder<'static>>,
     buffer: Vec<u8>,
+    /// Where [`ChunkInflater::inflate_columns`] stopped in its frame: bytes of the frame read, bytes of data
+    /// written into `buffer`, and the data's whole size; for [`ChunkInflater::inflate_rest`].
+    stopped: Option<(usize, usize, usize)>,
 }
 
-/// Bytes enough for the header of column-encoded chunk data (five varints of at most ten bytes).
-const COLUMNS_HEADER_BYTES: usize = 50;
+/// Bytes enough for the header of column-encoded chunk data (six varints of at most ten bytes).
+const COLUMNS_HEADER_BYTES: usize = 60;
 
 impl ChunkInflater {
     pub(crate) fn new() -> Self {
-        ChunkInflater { zstd: None, zstd_stream: None, buffer: Vec::new() }
+        ChunkInflater { zstd: None, zstd_stream: None, buffer: Vec::new(), stopped: None }
     }
 
     /// Decompresses column-encoded chunk data ([`ChunkLayout::Columns`] and later) only up to the end of
@@ -381,6 +594,7 @@ impl ChunkInflater {
     ) -> Result<Option<(&[u8], usize)>, LogStoreError> {
         use zstd::stream::raw::Operation;
         let corrupt = |reason: String| LogStoreError::corrupt(path, 0, reason);
+        self.stopped = None;
         if layout == ChunkLayout::Rows || !data.starts_with(&ZSTD_MAGIC) {
             return Ok(None);
         }
@@ -416,13 +630,14 @@ impl ChunkInflater {
                 }
             }
             if header_read {
+                self.stopped = Some((read, written, size));
                 return Ok(Some((&self.buffer, size)));
             }
             header_read = true;
             match columns_end(&self.buffer, layout).filter(|end| *end <= size) {
                 Some(end) if end <= written => {
-                    self.buffer.truncate(end);
-                    return Ok(Some((&self.buffer, size)));
+                    self.stopped = Some((read, written, size));
+                    return Ok(Some((self.buffer.get(..end).unwrap_or_default(), size)));
                 }
                 Some(end) => want = end,
                 None => return Ok(None),
@@ -430,7 +645,35 @@ impl ChunkInflater {
         }
     }
 
+    /// After [`ChunkInflater::inflate_columns`] of the same `data`, decompresses the rest of the frame (the
+    /// lines) and returns the whole data, as [`ChunkInflater::inflate`] would, without decoding the start
+    /// again; decompresses it all when the columns were not read that way.
+    ///
+    /// # Errors
+    /// [`LogStoreError::Corrupt`] when the frame does not decompress.
+    pub(crate) fn inflate_rest(&mut self, data: &[u8], path: &Path) -> Result<&[u8], LogStoreError> {
+        use zstd::stream::raw::Operation;
+        let (Some((mut read, mut written, size)), Some(decoder)) = (self.stopped.take(), self.zstd_stream.as_mut())
+        else {
+            return self.inflate(data, path);
+        };
+        let corrupt = |reason: String| LogStoreError::corrupt(path, 0, reason);
+        self.buffer.resize(size, 0);
+        while written < size {
+            let input = data.get(read..).unwrap_or_default();
+            let output = self.buffer.get_mut(written..size).unwrap_or_default();
+            let status = decoder.run_on_buffers(input, output).map_err(|error| corrupt(format!("zstd: {error}")))?;
+            read += status.bytes_read;
+            written += status.bytes_written;
+            if status.bytes_read == 0 && status.bytes_written == 0 {
+                return Err(corrupt("zstd chunk shorter than its content size".into()));
+            }
+        }
+        Ok(&self.buffer)
+    }
+
     pub(crate) fn inflate(&mut self, data: &[u8], path: &Path) -> Result<&[u8], LogStoreError> {
+        self.stopped = None;
         let corrupt = |reason: String| LogStoreError::corrupt(path, 0, reason);
         if data.starts_with(&ZSTD_MAGIC) {
             let declared =
@@ -542,7 +785,7 @@ mod column_tests {
             (0..50).map(|index| LogEntry::new(1_000 + index * 7, "x".repeat(index as usize % 5))).collect();
         entries[3].structured_metadata.push(Label { name: "trace_id".into(), value: "0af7651916cd43dd".into() });
         entries[4].structured_metadata.push(Label { name: "a".into(), value: String::new() });
-        let encoded = encode_columns(&entries);
+        let encoded = encode_columns(&entries, None);
         let mut decoded = Vec::new();
         for_each_encoded_entry(&encoded, ChunkLayout::SEALED, Path::new("mem"), |timestamp_ns, line, metadata| {
             decoded.push(LogEntryRef { timestamp_ns, line, structured_metadata: metadata }.to_entry());
@@ -569,9 +812,12 @@ mod column_tests {
             let entries = at(timestamps);
             assert_eq!(timestamp_unit_ns(&entries), unit_ns, "{timestamps:?}");
             let mut decoded = Vec::new();
-            for_each_encoded_entry(&encode_columns(&entries), ChunkLayout::SEALED, Path::new("mem"), |ns, line, _| {
-                decoded.push(LogEntry::new(ns, line))
-            })
+            for_each_encoded_entry(
+                &encode_columns(&entries, None),
+                ChunkLayout::SEALED,
+                Path::new("mem"),
+                |ns, line, _| decoded.push(LogEntry::new(ns, line)),
+            )
             .unwrap();
             assert_eq!(decoded, entries);
         }
@@ -610,7 +856,7 @@ mod column_tests {
             .enumerate()
             .map(|(index, line)| LogEntry::new(index as i64, *line))
             .collect();
-        let encoded = encode_columns(&entries);
+        let encoded = encode_columns(&entries, None);
         let mut lines = Vec::new();
         for_each_encoded_entry(&encoded, ChunkLayout::SEALED, Path::new("mem"), |_, line, _| {
             lines.push(line.to_string())
@@ -618,7 +864,9 @@ mod column_tests {
         .unwrap();
         assert_eq!(lines, entries.iter().map(|entry| entry.line.clone()).collect::<Vec<_>>());
         // Some byte is the first line's length ("é", two bytes): given a length of one, the second line
-        // starts inside the character, which is an error and no panic.
+        // starts inside the character, which is an error and no panic. So does the length of the (empty,
+        // two-byte) field columns section made one: the lines then start a byte early, and the first line
+        // ends inside "é".
         let boundary_errors = (0..encoded.len())
             .filter(|position| encoded[*position] == 2)
             .filter_map(|position| {
@@ -628,7 +876,7 @@ mod column_tests {
             })
             .filter(|error| error.to_string().contains("character boundary"))
             .count();
-        assert_eq!(boundary_errors, 1);
+        assert_eq!(boundary_errors, 2);
     }
 
     /// Entries decoded from the start of a chunk's data (timestamps and metadata, lines left compressed)
@@ -651,7 +899,7 @@ mod column_tests {
             })
             .collect();
         let chunk = SealedChunk::seal(&entries);
-        let encoded_len = encode_columns(&entries).len();
+        let encoded_len = encode_columns(&entries, None).len();
         assert!(encoded_len > 4 * 128 * 1024, "spans several zstd blocks");
         let mut inflater = ChunkInflater::new();
         let mut decoded = Vec::new();
@@ -695,7 +943,7 @@ mod column_tests {
             assert!(result.is_err(), "lines of {wrong_total} bytes instead of {total}");
         }
         // LZ4 chunks and rows are not read this way: the caller decompresses them whole.
-        let lz4 = lz4_flex::block::compress_prepend_size(&encode_columns(&entries));
+        let lz4 = lz4_flex::block::compress_prepend_size(&encode_columns(&entries, None));
         assert!(inflater.inflate_columns(&lz4, ChunkLayout::SEALED, Path::new("mem")).unwrap().is_none());
         assert!(inflater.inflate_columns(&chunk.data, ChunkLayout::Rows, Path::new("mem")).unwrap().is_none());
         // Truncated or damaged frames: errors or a fallback, never a panic.
@@ -713,11 +961,149 @@ mod column_tests {
         }
     }
 
+    /// A test parser: a line's `name=value` words are its labels; it fails on a line holding `!`.
+    #[derive(Debug)]
+    struct Words;
+
+    impl LineFieldExtractor for Words {
+        fn semantics(&self) -> u32 {
+            7
+        }
+
+        fn extract(&self, lines: &mut dyn Iterator<Item = &str>, field: &mut dyn FnMut(usize, &str, &str)) -> bool {
+            for (index, line) in lines.enumerate() {
+                if line.contains('!') {
+                    return false;
+                }
+                for (name, value) in line.split(' ').filter_map(|word| word.split_once('=')) {
+                    field(index, name, value);
+                }
+            }
+            true
+        }
+    }
+
+    /// The field values of each entry read from `chunk`'s columns `names`, or `None` when it has none.
+    fn read_fields(chunk: &SealedChunk, semantics: u32, names: &[&str]) -> Option<Vec<Vec<Option<String>>>> {
+        let names: Vec<String> = names.iter().map(|name| name.to_string()).collect();
+        let mut inflater = ChunkInflater::new();
+        let path = Path::new("mem");
+        let (columns, total) = inflater.inflate_columns(&chunk.data, ChunkLayout::SEALED, path).unwrap().unwrap();
+        let found = field_columns(columns, ChunkLayout::SEALED, semantics, &names, path).unwrap()?;
+        let mut rows = Vec::new();
+        for_each_encoded_entry_with_fields(columns, total, ChunkLayout::SEALED, path, &found, |_, _, _, values| {
+            rows.push(values.iter().map(|value| value.map(str::to_string)).collect())
+        })
+        .unwrap();
+        Some(rows)
+    }
+
+    #[test]
+    fn field_columns_hold_each_entrys_labels() {
+        let lines: Vec<String> = (0..3000)
+            .map(|index| match index % 4 {
+                0 => format!("level=info path=/a n={index}"),
+                1 => "level=error".to_string(),
+                2 => format!("path=/b{} words only", index % 3),
+                _ => String::new(),
+            })
+            .collect();
+        let entries: Vec<LogEntry> =
+            lines.iter().enumerate().map(|(index, line)| LogEntry::new(index as i64 * 1000, line.clone())).collect();
+        let chunk = SealedChunk::seal_with_fields(&entries, Some(&Words));
+        // The lines are unchanged, and a full decode passes the columns by.
+        assert_eq!(decode_chunk_data(&chunk.data, ChunkLayout::SEALED, Path::new("mem")).unwrap(), entries);
+        let rows = read_fields(&chunk, 7, &["path", "level"]).unwrap();
+        assert_eq!(rows.len(), entries.len());
+        for (row, line) in rows.iter().zip(&lines) {
+            let value = |name: &str| {
+                line.split(' ')
+                    .filter_map(|word| word.split_once('='))
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, v)| v.to_string())
+            };
+            assert_eq!(row, &vec![value("path"), value("level")], "{line}");
+        }
+        // Reading on past the columns gives the whole data, for chunks large and small.
+        let small: Vec<LogEntry> = entries.iter().take(3).cloned().collect();
+        for entries in [&entries, &small] {
+            let chunk = SealedChunk::seal_with_fields(entries, Some(&Words));
+            let mut inflater = ChunkInflater::new();
+            let path = Path::new("mem");
+            assert!(inflater.inflate_columns(&chunk.data, ChunkLayout::SEALED, path).unwrap().is_some());
+            let whole = encode_columns(entries, Some(&Words));
+            assert_eq!(inflater.inflate_rest(&chunk.data, path).unwrap(), whole.as_slice());
+            // Without a stop before it, the whole frame.
+            assert_eq!(inflater.inflate_rest(&chunk.data, path).unwrap(), whole.as_slice());
+        }
+        // `n` has 750 values: no column. Another semantics, or a name without a column: nothing.
+        assert!(read_fields(&chunk, 7, &["level", "n"]).is_none());
+        assert!(read_fields(&chunk, 8, &["level"]).is_none());
+        assert!(read_fields(&chunk, 7, &["missing"]).is_none());
+        // A line the parser fails on: no columns at all; no parser: none either.
+        let mut failing = entries.clone();
+        failing[1500].line = "level=info !".to_string();
+        assert!(read_fields(&SealedChunk::seal_with_fields(&failing, Some(&Words)), 7, &["level"]).is_none());
+        assert!(read_fields(&SealedChunk::seal(&entries), 7, &["level"]).is_none());
+        // Damaged columns are errors or a fallback, never a panic.
+        let names = vec!["level".to_string(), "path".to_string()];
+        let encoded = encode_columns(&entries, Some(&Words));
+        let end = columns_end(&encoded, ChunkLayout::SEALED).unwrap();
+        for position in (0..end).step_by(7) {
+            let mut damaged = encoded.clone();
+            damaged[position] ^= 0x5a;
+            if let Some(prefix) =
+                damaged.get(..columns_end(&damaged, ChunkLayout::SEALED).unwrap_or(0).min(damaged.len()))
+                && let Ok(Some(found)) = field_columns(prefix, ChunkLayout::SEALED, 7, &names, Path::new("mem"))
+            {
+                let _ = for_each_encoded_entry_with_fields(
+                    prefix,
+                    damaged.len(),
+                    ChunkLayout::SEALED,
+                    Path::new("mem"),
+                    &found,
+                    |_, _, _, _| {},
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn version_3_columns_without_field_columns_still_decode() {
+        // Version 3 chunk data: count, unit, three section lengths, the sections, the lines.
+        let entries = [LogEntry::new(1_000_000_000, "first"), LogEntry::new(3_000_000_000, "second")];
+        let mut encoded = Vec::new();
+        put_uvarint(&mut encoded, 2);
+        put_uvarint(&mut encoded, 1_000_000_000);
+        let mut timestamps = Vec::new();
+        put_varint(&mut timestamps, 1_000_000_000);
+        put_varint(&mut timestamps, 2);
+        for length in [timestamps.len(), 2, 2] {
+            put_uvarint(&mut encoded, length as u64);
+        }
+        encoded.extend_from_slice(&timestamps);
+        encoded.extend_from_slice(&[5, 6, 0, 0]);
+        encoded.extend_from_slice(b"firstsecond");
+        let mut decoded = Vec::new();
+        for_each_encoded_entry(
+            &encoded,
+            ChunkLayout::ColumnsTimestampUnit,
+            Path::new("mem"),
+            |timestamp_ns, line, _| decoded.push(LogEntry::new(timestamp_ns, line)),
+        )
+        .unwrap();
+        assert_eq!(decoded, entries);
+        assert_eq!(columns_end(&encoded, ChunkLayout::ColumnsTimestampUnit), Some(encoded.len() - 11));
+        assert!(
+            field_columns(&encoded, ChunkLayout::ColumnsTimestampUnit, 1, &[], Path::new("mem")).unwrap().is_none()
+        );
+    }
+
     #[test]
     fn damaged_columns_are_errors_not_panics() {
         let entries: Vec<LogEntry> =
             (0..20).map(|index| LogEntry::new(index, format!("line number {index}"))).collect();
-        let encoded = encode_columns(&entries);
+        let encoded = encode_columns(&entries, None);
         for cut in 0..encoded.len() {
             let truncated = &encoded[..cut];
             let result = for_each_encoded_entry(truncated, ChunkLayout::SEALED, Path::new("mem"), |_, _, _| {});

@@ -16,10 +16,10 @@ use crate::encoding::{Reader, put_labels, put_uvarint, put_varint};
 pub const HEADER_MAGIC: &[u8; 8] = b"OXLOGCHK";
 /// The last four bytes.
 pub const FOOTER_MAGIC: &[u8; 4] = b"OXLC";
-/// The format version written in header and footer: 3 since chunk data names a timestamp unit
-/// ([`ChunkLayout::ColumnsTimestampUnit`]); files of version 2 ([`ChunkLayout::Columns`]) and 1
-/// ([`ChunkLayout::Rows`]) are still read.
-pub const FORMAT_VERSION: u32 = 3;
+/// The format version written in header and footer: 4 since chunk data holds field columns
+/// ([`ChunkLayout::ColumnsFields`]); files of version 3 ([`ChunkLayout::ColumnsTimestampUnit`]), 2
+/// ([`ChunkLayout::Columns`]) and 1 ([`ChunkLayout::Rows`]) are still read.
+pub const FORMAT_VERSION: u32 = 4;
 const HEADER_BYTES: usize = 16;
 const FOOTER_BYTES: usize = 24;
 
@@ -176,7 +176,8 @@ impl ChunkFile {
         let layout = match version {
             1 => ChunkLayout::Rows,
             2 => ChunkLayout::Columns,
-            FORMAT_VERSION => ChunkLayout::ColumnsTimestampUnit,
+            3 => ChunkLayout::ColumnsTimestampUnit,
+            FORMAT_VERSION => ChunkLayout::ColumnsFields,
             _ => return Err(corrupt_footer(format!("unsupported version {version}"))),
         };
         if index_offset.saturating_add(u64::from(index_len)) > footer_offset {

@@ -1,7 +1,10 @@
 //! How a [`crate::LogStore`] is set up.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use oxeye_model::logs::LineFieldExtractor;
 
 use crate::LogStoreError;
 
@@ -64,6 +67,10 @@ pub struct LogStoreOptions {
     /// Whether [`crate::LogStore::open`] starts the background maintenance thread (tests turn it off and
     /// call [`crate::LogStore::flush`] themselves).
     pub background_maintenance: bool,
+    /// The line parser whose labels chunks keep in field columns at each cut (`docs/format.md`, "Field
+    /// columns"), so scans needing only those labels leave the lines compressed; `None` (the default)
+    /// writes no columns. The server sets LogQL's `| json`.
+    pub line_fields: Option<Arc<dyn LineFieldExtractor>>,
 }
 
 impl LogStoreOptions {
@@ -80,6 +87,7 @@ impl LogStoreOptions {
             chunk_idle_ms: DEFAULT_CHUNK_IDLE_MS,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             background_maintenance: true,
+            line_fields: None,
         }
     }
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use oxeye_model::Labels;
-use oxeye_model::logs::{LogEntry, LogPushSummary, LogStream, LogWriter};
+use oxeye_model::logs::{LineFieldExtractor, LogEntry, LogPushSummary, LogStream, LogWriter};
 use oxeye_model::storage::StorageError;
 use oxeye_wal::{Wal, WalOptions};
 
@@ -135,11 +135,12 @@ impl StreamState {
         true
     }
 
-    fn cut_head(&mut self) {
+    /// Seals the head into a chunk, with field columns of `fields` when given.
+    fn cut_head(&mut self, fields: Option<&dyn LineFieldExtractor>) {
         if self.head.is_empty() {
             return;
         }
-        let chunk = SealedChunk::seal(&self.head);
+        let chunk = SealedChunk::seal_with_fields(&self.head, fields);
         self.sealed.push(Arc::new(chunk));
         self.head.clear();
         self.head_line_bytes = 0;
@@ -292,7 +293,7 @@ impl LogStore {
                         state.insert(entry, wall_ns);
                     }
                     if state.head_line_bytes >= options.chunk_target_bytes {
-                        state.cut_head();
+                        state.cut_head(options.line_fields.as_deref());
                     }
                 }
             }
@@ -448,7 +449,7 @@ impl LogStore {
                         summary.duplicates += 1;
                     }
                     if state.head_line_bytes >= self.options.chunk_target_bytes {
-                        state.cut_head();
+                        state.cut_head(self.options.line_fields.as_deref());
                     }
                 }
             }
@@ -483,7 +484,7 @@ impl LogStore {
                 let old = wall_ns.saturating_sub(stream.head_started_ns) >= max_age_ns;
                 let idle = wall_ns.saturating_sub(stream.last_append_ns) >= idle_ns;
                 if !stream.head.is_empty() && (cut_all || old || idle) {
-                    stream.cut_head();
+                    stream.cut_head(self.options.line_fields.as_deref());
                 }
                 to_write.extend(stream.sealed.iter().map(|chunk| (index, chunk.clone())));
             }

@@ -164,10 +164,55 @@ pub trait LogVisitor {
         self.entry(stream, LogEntryRef { timestamp_ns, line: "", structured_metadata });
     }
 
+    /// Parsed fields the visitor can take instead of lines: `Some((semantics, names))` when every entry's
+    /// line matters to it only through the labels `names` that the parser identified by `semantics`
+    /// ([`LineFieldExtractor::semantics`]) gives the line. A store holding those fields in columns for a
+    /// chunk, written by an extractor of the same semantics, may then leave the chunk's lines unread and
+    /// hand its entries over through [`LogVisitor::entry_with_fields`]; other chunks come through
+    /// [`LogVisitor::entry`] as usual. Asked once per scan, before the first batch; a selection with
+    /// `line_contains` needles reads lines anyway. The default: none.
+    fn line_fields(&self) -> Option<(u32, &[String])> {
+        None
+    }
+
+    /// One entry of `stream` inside the selection's window whose line was left unread (only when
+    /// [`LogVisitor::line_fields`] named fields): `line_bytes` is the line's length in bytes, and `fields`
+    /// holds, for each name [`LogVisitor::line_fields`] gave (same order), the label value the parser
+    /// gives the line, or `None` where it gives no such label. The line is known to parse without error.
+    /// The default hands the entry to [`LogVisitor::entry_without_line`].
+    fn entry_with_fields(
+        &mut self,
+        stream: &Labels,
+        timestamp_ns: i64,
+        line_bytes: usize,
+        structured_metadata: &[LabelRef<'_>],
+        fields: &[Option<&str>],
+    ) {
+        let _ = fields;
+        self.entry_without_line(stream, timestamp_ns, line_bytes, structured_metadata);
+    }
+
     /// One entry of `stream` inside the selection's window. Within a batch, entries come oldest first;
     /// batches come in the [`ScanOrder`] asked for, so entries of a scan are not globally sorted. Every
     /// entry belongs to the batch [`LogVisitor::wants_batch`] last accepted (`stream` is that batch's).
     fn entry(&mut self, stream: &Labels, entry: LogEntryRef<'_>);
+}
+
+/// Finds, for a log store cutting a chunk, the labels a line parser (`| json` of LogQL, say) gives each
+/// line, so the store can keep the frequently read ones in columns beside the lines (`oxeye-logstore`'s
+/// `docs/format.md`, "Field columns") and a reader asking for them ([`LogVisitor::line_fields`]) need not
+/// decompress the lines. Implemented by `oxeye-logql`.
+pub trait LineFieldExtractor: Send + Sync + std::fmt::Debug {
+    /// Names the parser and the version of its semantics; stored with the columns, and compared with the
+    /// reader's. Change it whenever the labels the parser gives any line change, so that columns written
+    /// before are no longer taken for the parser's answers.
+    fn semantics(&self) -> u32;
+
+    /// Calls `field(index, name, value)` for each label the parser gives `lines[index]` (names as the
+    /// parser gives them before any rename on collision with stream labels; values unescaped; a line's
+    /// names distinct), a subset of them at the extractor's choice. Returns false when the parser fails
+    /// on (sets `__error__` for) any of the lines: the store then keeps no columns for them.
+    fn extract(&self, lines: &mut dyn Iterator<Item = &str>, field: &mut dyn FnMut(usize, &str, &str)) -> bool;
 }
 
 /// Writes log entries; implemented by `oxeye-logstore`.

@@ -24,7 +24,8 @@ use super::{Inner, LogStore, StoredChunk, StreamState, read_lock};
 use crate::LogStoreError;
 use crate::bloom::{NeedleKeys, may_contain_all, needle_keys};
 use crate::chunk::{
-    ChunkInflater, ChunkLayout, SealedChunk, for_each_encoded_entry, for_each_encoded_entry_without_lines,
+    ChunkInflater, ChunkLayout, SealedChunk, field_columns, for_each_encoded_entry, for_each_encoded_entry_with_fields,
+    for_each_encoded_entry_without_lines,
 };
 use crate::encoding::put_entry;
 
@@ -85,18 +86,49 @@ enum Line<'a> {
     Text(&'a str),
     /// Left compressed: only its length in bytes is known.
     Unread(usize),
+    /// Left compressed: its length in bytes and the asked field columns' values.
+    Fields(usize, &'a [Option<&'a str>]),
+}
+
+/// The field columns a scan's visitor asked for ([`LogVisitor::line_fields`]): the parser's semantics and
+/// the label names.
+#[derive(Clone, Copy)]
+struct FieldsWanted<'a> {
+    semantics: u32,
+    names: &'a [String],
 }
 
 /// Decompresses and decodes one chunk's `data` of `layout`, calling `visit` per entry; with `lines_unread`,
-/// only the chunk's timestamps, line lengths and structured metadata when its layout allows.
+/// only the chunk's timestamps, line lengths and structured metadata when its layout allows; with `fields`,
+/// those and the field columns asked for when the chunk holds them all.
 fn visit_chunk(
     inflater: &mut ChunkInflater,
     data: &[u8],
     layout: ChunkLayout,
     path: &Path,
     lines_unread: bool,
+    fields: Option<FieldsWanted<'_>>,
     visit: &mut impl FnMut(i64, Line<'_>, &[LabelRef<'_>]),
 ) -> Result<(), LogStoreError> {
+    if let Some(wanted) = fields
+        && let Some((columns, encoded_len)) = inflater.inflate_columns(data, layout, path)?
+    {
+        if let Some(found) = field_columns(columns, layout, wanted.semantics, wanted.names, path)? {
+            return for_each_encoded_entry_with_fields(
+                columns,
+                encoded_len,
+                layout,
+                path,
+                &found,
+                |timestamp_ns, bytes, metadata, values| visit(timestamp_ns, Line::Fields(bytes, values), metadata),
+            );
+        }
+        // Not those columns: the lines after all, decompressed from where the columns ended.
+        let encoded = inflater.inflate_rest(data, path)?;
+        return for_each_encoded_entry(encoded, layout, path, |timestamp_ns, line, metadata| {
+            visit(timestamp_ns, Line::Text(line), metadata)
+        });
+    }
     if lines_unread && let Some((columns, encoded_len)) = inflater.inflate_columns(data, layout, path)? {
         return for_each_encoded_entry_without_lines(
             columns,
@@ -160,6 +192,14 @@ impl LogStore {
         let mut inflater = ChunkInflater::new();
         // Lines are decompressed only when the visitor or a needle reads them.
         let lines_unread = !visitor.reads_lines() && finders.is_empty();
+        // Field columns stand in for the lines only when no needle reads them.
+        let fields_asked: Option<(u32, Vec<String>)> = match visitor.line_fields() {
+            Some((semantics, names)) if finders.is_empty() && !lines_unread => Some((semantics, names.to_vec())),
+            _ => None,
+        };
+        let fields = fields_asked
+            .as_ref()
+            .map(|(semantics, names)| FieldsWanted { semantics: *semantics, names: names.as_slice() });
         for batch in batches {
             let Some(stream) = labels.get(batch.stream) else { continue };
             if !visitor.wants_batch(stream, batch.min_ns.max(start_ns), batch.max_ns.min(end_ns - 1)) {
@@ -171,6 +211,9 @@ impl LogStore {
                 }
                 Line::Unread(line_bytes) if timestamp_ns >= start_ns && timestamp_ns < end_ns => {
                     visitor.entry_without_line(stream, timestamp_ns, line_bytes, metadata);
+                }
+                Line::Fields(line_bytes, values) if timestamp_ns >= start_ns && timestamp_ns < end_ns => {
+                    visitor.entry_with_fields(stream, timestamp_ns, line_bytes, metadata, values);
                 }
                 _ => {}
             };
@@ -188,7 +231,15 @@ impl LogStore {
                     let data = chunk.file.read_data(meta)?;
                     counters.chunk_bytes_read_total.fetch_add(data.len() as u64, Ordering::Relaxed);
                     counters.chunks_read_total.fetch_add(1, Ordering::Relaxed);
-                    visit_chunk(&mut inflater, &data, chunk.file.layout, &chunk.file.path, lines_unread, &mut visit)?;
+                    visit_chunk(
+                        &mut inflater,
+                        &data,
+                        chunk.file.layout,
+                        &chunk.file.path,
+                        lines_unread,
+                        fields,
+                        &mut visit,
+                    )?;
                 }
                 BatchSource::Sealed(chunk) => {
                     if !bloom_keys.iter().all(|keys| may_contain_all(&chunk.bloom, keys)) {
@@ -197,7 +248,15 @@ impl LogStore {
                     }
                     counters.chunks_read_total.fetch_add(1, Ordering::Relaxed);
                     let memory = Path::new("memory");
-                    visit_chunk(&mut inflater, &chunk.data, ChunkLayout::SEALED, memory, lines_unread, &mut visit)?;
+                    visit_chunk(
+                        &mut inflater,
+                        &chunk.data,
+                        ChunkLayout::SEALED,
+                        memory,
+                        lines_unread,
+                        fields,
+                        &mut visit,
+                    )?;
                 }
                 BatchSource::Head(encoded) => for_each_encoded_entry(
                     encoded,

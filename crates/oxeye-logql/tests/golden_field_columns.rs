@@ -1,0 +1,191 @@
+//! Field columns answer as the lines do: the same entries stored with and without `| json` field columns
+//! (`JsonFieldColumns`, written at each chunk cut) give equal answers to every query, including the queries
+//! that read the columns instead of the lines (`sum by (level) (count_over_time({...} | json [1m]))`) and
+//! chunks that get no columns (a line `| json` fails on, a name coming twice in a line). Lines cover escapes,
+//! nulls, numbers, nested objects flattened into a column's name, empty values, a stream label colliding
+//! with a parsed one (`level_extracted`) and structured metadata of a column's name.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::sync::Arc;
+
+use oxeye_logql::pipeline::{JSON_FIELD_COLUMNS_SEMANTICS, JsonFieldColumns};
+use oxeye_logql::{Direction, Engine};
+use oxeye_logstore::{LogStore, LogStoreOptions};
+use oxeye_model::logs::{LogEntry, LogEntryRef, LogReader, LogSelection, LogStream, LogVisitor, LogWriter, ScanOrder};
+use oxeye_model::{Label, LabelRef, Labels, MatchOp, Matcher};
+
+const SECOND: i64 = 1_000_000_000;
+const COLUMNS: [&str; 5] = ["level", "path", "status_code", "a_b", "user_id"];
+
+/// Seed-shaped lines, then the odd ones, by stream.
+fn streams(start_ns: i64) -> Vec<LogStream> {
+    let levels = ["info", "info", "warning", "error", "in\"fo", "caf\u{e9}", ""];
+    let paths = ["/api/events/", "/healthz/", "/api/tickets/", "/a\\b/"];
+    let mut plain = Vec::new();
+    for index in 0..600i64 {
+        let level = levels[index as usize % levels.len()];
+        let level = level.replace('\\', "\\\\").replace('"', "\\\"");
+        let path = paths[index as usize % paths.len()].replace('\\', "\\\\");
+        let status = [200, 404, 500, 201][index as usize % 4];
+        let mut line = format!(
+            r#"{{"event": "request_finished", "level": "{level}", "path": "{path}", "status_code": {status}, "duration_ms": {}.5, "user_id": {index}}}"#,
+            index % 1500
+        );
+        if index % 7 == 0 {
+            line = format!(
+                r#"{{"level": null, "path": "{path}", "a": {{"b": "nested{}"}}, "user-id": "u{}"}}"#,
+                index % 3,
+                index % 5
+            );
+        }
+        if index % 11 == 0 {
+            line = format!(r#"{{"status_code": "{status}", "level": "debug", "msg": "tab\there \u00e9"}} trailing"#);
+        }
+        let mut entry = LogEntry::new(start_ns + index * SECOND, line);
+        if index % 13 == 0 {
+            entry.structured_metadata.push(Label { name: "level".into(), value: "from-metadata".into() });
+        }
+        plain.push(entry);
+    }
+    // Chunks holding a line `| json` fails on, or a name twice: no columns, answered from the lines.
+    let mut broken = Vec::new();
+    for index in 0..300i64 {
+        let line = match index {
+            150 => r#"{"level": "error", "path": "/x"#.to_string(),
+            151 => r#"{"level": null, "level": "warn"}"#.to_string(),
+            152 => "not json at all".to_string(),
+            _ => format!(r#"{{"level": "{}", "path": "/p{}"}}"#, ["info", "error"][index as usize % 2], index % 3),
+        };
+        broken.push(LogEntry::new(start_ns + index * SECOND + 1, line));
+    }
+    // A stream label named like a column: the parsed label becomes `level_extracted`.
+    let collided: Vec<LogEntry> = (0..200i64)
+        .map(|index| {
+            let level = ["info", "error"][index as usize % 2];
+            LogEntry::new(start_ns + index * SECOND + 2, format!(r#"{{"level": "{level}", "path": "/c"}}"#))
+        })
+        .collect();
+    vec![
+        LogStream { labels: Labels::from_pairs([("app", "plain"), ("env", "prod")]), entries: plain },
+        LogStream { labels: Labels::from_pairs([("app", "broken"), ("env", "prod")]), entries: broken },
+        LogStream {
+            labels: Labels::from_pairs([("app", "collided"), ("env", "prod"), ("level", "stream")]),
+            entries: collided,
+        },
+    ]
+}
+
+fn store(dir: &std::path::Path, columns: bool) -> Arc<LogStore> {
+    let mut options = LogStoreOptions::new(dir);
+    options.background_maintenance = false;
+    options.unordered_window_ms = 2 * 86_400_000;
+    // Small chunks: each stream is cut into several.
+    options.chunk_target_bytes = 4096;
+    if columns {
+        options.line_fields = Some(Arc::new(JsonFieldColumns::new(COLUMNS)));
+    }
+    LogStore::open(options).unwrap()
+}
+
+/// Counts the entries a scan hands over with field columns and with lines.
+#[derive(Default)]
+struct Ways {
+    names: Vec<String>,
+    with_fields: usize,
+    with_lines: usize,
+}
+
+impl LogVisitor for Ways {
+    fn line_fields(&self) -> Option<(u32, &[String])> {
+        Some((JSON_FIELD_COLUMNS_SEMANTICS, &self.names))
+    }
+
+    fn entry_with_fields(&mut self, _: &Labels, _: i64, _: usize, _: &[LabelRef<'_>], _: &[Option<&str>]) {
+        self.with_fields += 1;
+    }
+
+    fn entry(&mut self, _: &Labels, _: LogEntryRef<'_>) {
+        self.with_lines += 1;
+    }
+}
+
+fn ways(reader: &dyn LogReader, start_ns: i64, names: &[&str]) -> (usize, usize) {
+    let mut ways = Ways { names: names.iter().map(|name| name.to_string()).collect(), ..Ways::default() };
+    let selection = LogSelection {
+        start_ns,
+        end_ns: start_ns + 3600 * SECOND,
+        matchers: vec![Matcher::new(MatchOp::Equal, "env", "prod").unwrap()],
+        line_contains: Vec::new(),
+    };
+    reader.scan(&selection, ScanOrder::Forward, &mut ways).unwrap();
+    (ways.with_fields, ways.with_lines)
+}
+
+const QUERIES: [&str; 14] = [
+    r#"sum by (level) (count_over_time({env="prod"} | json [1m]))"#,
+    r#"sum by (level) (count_over_time({env="prod"} | json | drop __error__, __error_details__ [1m]))"#,
+    r#"sum by (level, path) (count_over_time({app="plain"} | json [1m]))"#,
+    r#"sum by (path) (bytes_over_time({app="plain"} | json | level="info" [1m]))"#,
+    r#"sum by (path) (rate({app="plain"} | json | status_code >= 500 [1m]))"#,
+    r#"sum by (status_code) (count_over_time({app="plain"} | json | status_code > 250 or level=~"in.*" [1m]))"#,
+    r#"sum by (a_b, user_id) (count_over_time({app="plain"} | json [1m]))"#,
+    r#"sum by (level) (count_over_time({app="plain"} | json | level="" [1m]))"#,
+    r#"sum by (level_extracted, level) (count_over_time({app="collided"} | json [1m]))"#,
+    r#"sum by (level) (count_over_time({app="collided"} | json [1m]))"#,
+    r#"sum by (level) (count_over_time({app="broken"} | json [1m]))"#,
+    r#"sum by (level) (count_over_time({app="broken"} | json | __error__="" [1m]))"#,
+    r#"sum by (path) (count_over_time({app="plain"} | json | duration_ms > 300 [1m]))"#,
+    r#"count_over_time({app="plain"} | json | level="error" [1m])"#,
+];
+
+fn answers(reader: &dyn LogReader, start_ns: i64) -> Vec<String> {
+    let engine = Engine::default();
+    QUERIES
+        .iter()
+        .map(|query| {
+            let result = engine.query_range(
+                reader,
+                query,
+                start_ns,
+                start_ns + 900 * SECOND,
+                60 * SECOND,
+                1000,
+                Direction::Backward,
+            );
+            format!("{query}: {result:?}")
+        })
+        .collect()
+}
+
+#[test]
+fn field_columns_answer_as_the_lines_do() {
+    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
+    let start_ns = now_ns - 3600 * SECOND;
+    let (with_dir, without_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (with, without) = (store(with_dir.path(), true), store(without_dir.path(), false));
+    with.push(streams(start_ns)).unwrap();
+    without.push(streams(start_ns)).unwrap();
+    // Cut chunks held in memory, then the same in chunk files.
+    for flushed in [false, true] {
+        if flushed {
+            with.flush(true).unwrap();
+            without.flush(true).unwrap();
+        }
+        let expected = answers(&*without, start_ns);
+        let found = answers(&*with, start_ns);
+        for (expected, found) in expected.iter().zip(&found) {
+            assert_eq!(found, expected, "flushed: {flushed}");
+        }
+        // The seed-shaped stream's chunks answer from their columns; the broken stream's chunks that hold
+        // the bad lines, and every chunk of the store without columns, from the lines.
+        // (Before the flush, the heads' last entries are read from lines too.)
+        let (with_fields, with_lines) = ways(&*with, start_ns, &["level", "path"]);
+        let least = if flushed { 800 } else { 1 };
+        assert!(with_fields >= least, "flushed: {flushed}: {with_fields} entries from columns");
+        assert!(with_lines > 0, "flushed: {flushed}: the broken chunks are read from lines");
+        assert_eq!(with_fields + with_lines, 1100);
+        assert_eq!(ways(&*without, start_ns, &["level", "path"]), (0, 1100));
+        // A name without a column (here `event`): lines.
+        assert_eq!(ways(&*with, start_ns, &["level", "event"]), (0, 1100));
+    }
+}
