@@ -392,6 +392,8 @@ impl Engine {
             unread_line_bytes: None,
             field_names,
             fields_line: String::new(),
+            fields_memo: HashMap::default(),
+            fields_key: Vec::new(),
         };
         reader.scan(&selection, ScanOrder::Forward, &mut extractor)?;
         let first_error = extractor.first_error;
@@ -604,6 +606,11 @@ struct SampleExtractor<'a> {
     field_names: Option<Vec<String>>,
     /// The line rebuilt from an entry's field values ([`Pipeline::json_fields_line`]), reused.
     fields_line: String,
+    /// Within a batch, grouped by name: the series (or `None`: dropped) of each combination of field values
+    /// seen in entries without structured metadata of a hinted name. Cleared per batch.
+    fields_memo: HashMap<Vec<u8>, Option<usize>, foldhash::fast::RandomState>,
+    /// The current entry's key into `fields_memo`, reused.
+    fields_key: Vec<u8>,
 }
 
 impl SampleExtractor<'_> {
@@ -649,9 +656,51 @@ impl SampleExtractor<'_> {
     }
 }
 
+/// Where an entry went in a range aggregation grouped by name.
+enum Grouped {
+    /// Into series `.0`; its line is `.1` bytes long.
+    Series(usize, usize),
+    /// A stage dropped it.
+    Dropped,
+    /// A stage left `__error__` on it (noted in `first_error`).
+    Error,
+}
+
+impl SampleExtractor<'_> {
+    /// Runs the pipeline on `entry` for a range aggregation grouped `by (names)` and finds its series: per
+    /// entry only a key of the grouping labels' values is built; the labels only for a group not seen
+    /// before.
+    fn grouped_series(&mut self, stream: &Labels, entry: LogEntryRef<'_>, names: &[String]) -> Grouped {
+        match self.pipeline.process_grouped_key(stream, entry, names, &mut self.group_key) {
+            None => Grouped::Dropped,
+            Some(Ok(line_length)) => {
+                let index = match self.group_index.get(self.group_key.as_slice()) {
+                    Some(index) => *index,
+                    None => {
+                        let Some(Ok((_, grouped))) = self.pipeline.process_grouped(stream, entry, names) else {
+                            return Grouped::Dropped;
+                        };
+                        let index = self.series_of(grouped);
+                        self.group_index.insert(self.group_key.clone(), index);
+                        index
+                    }
+                };
+                Grouped::Series(index, line_length)
+            }
+            Some(Err(labels)) => {
+                if self.first_error.is_none() {
+                    self.first_error = Some(labels);
+                }
+                Grouped::Error
+            }
+        }
+    }
+}
+
 impl LogVisitor for SampleExtractor<'_> {
     fn wants_batch(&mut self, _: &Labels, _: i64, _: i64) -> bool {
         self.batch_series = None;
+        self.fields_memo.clear();
         true
     }
 
@@ -698,11 +747,65 @@ impl LogVisitor for SampleExtractor<'_> {
         structured_metadata: &[LabelRef<'_>],
         fields: &[Option<&str>],
     ) {
+        let names = self.field_names.as_deref().unwrap_or_default();
+        // Grouped by name, an entry's fate depends on its stream (the batch's), its field values and its
+        // structured metadata of hinted names only: entries of a batch without such metadata and with the
+        // values of an earlier one go where it went, without running the pipeline.
+        let memo = match self.grouping {
+            Some(Grouping { without: false, labels: grouping }) => {
+                let hinted_metadata = structured_metadata
+                    .iter()
+                    .any(|label| names.iter().any(|name| *name == sanitized_label_name(label.name)));
+                (!hinted_metadata).then_some(grouping)
+            }
+            _ => None,
+        };
         let mut line = std::mem::take(&mut self.fields_line);
-        Pipeline::json_fields_line(self.field_names.as_deref().unwrap_or_default(), fields, &mut line);
-        self.unread_line_bytes = Some(line_bytes);
-        self.entry(stream, LogEntryRef { timestamp_ns, line: &line, structured_metadata });
-        self.unread_line_bytes = None;
+        Pipeline::json_fields_line(names, fields, &mut line);
+        let entry = LogEntryRef { timestamp_ns, line: &line, structured_metadata };
+        match memo {
+            Some(grouping) => {
+                let mut key = std::mem::take(&mut self.fields_key);
+                key.clear();
+                for value in fields {
+                    match value {
+                        None => key.push(0),
+                        Some(value) => {
+                            key.push(1);
+                            key.extend_from_slice(&(value.len() as u64).to_le_bytes());
+                            key.extend_from_slice(value.as_bytes());
+                        }
+                    }
+                }
+                let series = match self.fields_memo.get(key.as_slice()) {
+                    Some(series) => *series,
+                    None => match self.grouped_series(stream, entry, grouping) {
+                        Grouped::Series(index, _) => {
+                            self.fields_memo.insert(key.clone(), Some(index));
+                            Some(index)
+                        }
+                        Grouped::Dropped => {
+                            self.fields_memo.insert(key.clone(), None);
+                            None
+                        }
+                        Grouped::Error => None,
+                    },
+                };
+                self.fields_key = key;
+                if let Some(index) = series {
+                    let value = match self.op {
+                        RangeOp::BytesOverTime | RangeOp::BytesRate => line_bytes as f64,
+                        _ => 1.0,
+                    };
+                    self.record(index, timestamp_ns, value);
+                }
+            }
+            None => {
+                self.unread_line_bytes = Some(line_bytes);
+                self.entry(stream, entry);
+                self.unread_line_bytes = None;
+            }
+        }
         self.fields_line = line;
     }
 
@@ -757,28 +860,12 @@ impl LogVisitor for SampleExtractor<'_> {
         if let (None, Some(Grouping { without: false, labels: names })) = (&self.range.unwrap, self.grouping) {
             // Grouped by name: per entry only a key of the grouping labels' values is built; the labels
             // only for a group not seen before.
-            match self.pipeline.process_grouped_key(stream, entry, names, &mut self.group_key) {
-                None => {}
-                Some(Ok(line_length)) => {
-                    let value = match self.op {
-                        RangeOp::BytesOverTime | RangeOp::BytesRate => unread_line_bytes.unwrap_or(line_length) as f64,
-                        _ => 1.0,
-                    };
-                    let index = match self.group_index.get(self.group_key.as_slice()) {
-                        Some(index) => *index,
-                        None => {
-                            let Some(Ok((_, grouped))) = self.pipeline.process_grouped(stream, entry, names) else {
-                                return;
-                            };
-                            let index = self.series_of(grouped);
-                            self.group_index.insert(self.group_key.clone(), index);
-                            index
-                        }
-                    };
-                    self.record(index, entry.timestamp_ns, value);
-                }
-                Some(Err(labels)) if self.first_error.is_none() => self.first_error = Some(labels),
-                Some(Err(_)) => {}
+            if let Grouped::Series(index, line_length) = self.grouped_series(stream, entry, names) {
+                let value = match self.op {
+                    RangeOp::BytesOverTime | RangeOp::BytesRate => unread_line_bytes.unwrap_or(line_length) as f64,
+                    _ => 1.0,
+                };
+                self.record(index, entry.timestamp_ns, value);
             }
             return;
         }

@@ -1249,6 +1249,11 @@ impl oxeye_model::logs::LineFieldExtractor for JsonFieldColumns {
         JSON_FIELD_COLUMNS_SEMANTICS
     }
 
+    fn writes(&self, semantics: u32, names: &[String]) -> bool {
+        semantics == JSON_FIELD_COLUMNS_SEMANTICS
+            && names.iter().all(|name| matches!(&self.hints, ParserHints::Only(ours) if ours.contains(name)))
+    }
+
     fn extract(&self, lines: &mut dyn Iterator<Item = &str>, field: &mut dyn FnMut(usize, &str, &str)) -> bool {
         let ParserHints::Only(names) = &self.hints else { return false };
         if names.is_empty() || names.len() > 64 {

@@ -970,6 +970,10 @@ mod column_tests {
             7
         }
 
+        fn writes(&self, semantics: u32, _: &[String]) -> bool {
+            semantics == 7
+        }
+
         fn extract(&self, lines: &mut dyn Iterator<Item = &str>, field: &mut dyn FnMut(usize, &str, &str)) -> bool {
             for (index, line) in lines.enumerate() {
                 if line.contains('!') {

@@ -208,6 +208,11 @@ pub trait LineFieldExtractor: Send + Sync + std::fmt::Debug {
     /// before are no longer taken for the parser's answers.
     fn semantics(&self) -> u32;
 
+    /// Whether this extractor writes columns of every one of `names` with `semantics` (when the lines
+    /// allow): a store asks its chunks for columns only then, since a chunk without them is read more
+    /// slowly after the attempt (its frame decompressed in two steps).
+    fn writes(&self, semantics: u32, names: &[String]) -> bool;
+
     /// Calls `field(index, name, value)` for each label the parser gives `lines[index]` (names as the
     /// parser gives them before any rename on collision with stream labels; values unescaped; a line's
     /// names distinct), a subset of them at the extractor's choice. Returns false when the parser fails

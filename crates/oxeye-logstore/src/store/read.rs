@@ -192,9 +192,15 @@ impl LogStore {
         let mut inflater = ChunkInflater::new();
         // Lines are decompressed only when the visitor or a needle reads them.
         let lines_unread = !visitor.reads_lines() && finders.is_empty();
-        // Field columns stand in for the lines only when no needle reads them.
+        // Field columns stand in for the lines only when no needle reads them, and are looked for only when
+        // this store writes them (columns of older settings are then left unread).
+        let writes = |semantics: u32, names: &[String]| {
+            self.options.line_fields.as_ref().is_some_and(|fields| fields.writes(semantics, names))
+        };
         let fields_asked: Option<(u32, Vec<String>)> = match visitor.line_fields() {
-            Some((semantics, names)) if finders.is_empty() && !lines_unread => Some((semantics, names.to_vec())),
+            Some((semantics, names)) if finders.is_empty() && !lines_unread && writes(semantics, names) => {
+                Some((semantics, names.to_vec()))
+            }
             _ => None,
         };
         let fields = fields_asked
