@@ -1140,6 +1140,122 @@ impl IntegerStream {
     }
 }
 
+impl IntegerStream {
+    /// Reads the next `count` integers of the stream (at most what it still holds) and calls `visit`
+    /// with them as [`IntegerStream::next_stretch`] would return them, stretch by stretch, in one loop
+    /// that keeps the bit position in a register: the value stream of a chunk is read up to the last
+    /// sample kept, which for a window at the end of a chunk is nearly all of it. A stream that ends
+    /// early or holds a zero run past its count is an error found after the loop (bits past the end read
+    /// as zeros meanwhile, and every integer consumes at least one bit, so the loop still ends), and
+    /// `visit` may have been called with integers read past the end by then.
+    fn for_each_stretch(
+        &mut self,
+        reader: &mut BitReader<'_>,
+        count: usize,
+        mut visit: impl FnMut(i64, usize),
+    ) -> Result<(), ChunkDecodeError> {
+        debug_assert!(count <= self.remaining);
+        let mut left = count.min(self.remaining);
+        if self.pending_zeros > 0 && left > 0 {
+            let taken = self.pending_zeros.min(left);
+            self.pending_zeros -= taken;
+            self.remaining -= taken;
+            left -= taken;
+            visit(0, taken);
+        }
+        let bytes = reader.bytes;
+        let mut position = reader.position;
+        let mut run_past_count = false;
+        while left > 0 {
+            let word = peek_word_at(bytes, position);
+            if word >> 63 == 1 {
+                // A varbit: as many ones as the bucket's number (at most 5 here), a zero, the payload.
+                let ones = (!word).leading_zeros();
+                if ones >= VARBIT_WIDE_PREFIX.0 {
+                    reader.position = position;
+                    let value = read_peeked_varbit(reader, word)?;
+                    position = reader.position;
+                    self.remaining -= 1;
+                    left -= 1;
+                    visit(value, 1);
+                    continue;
+                }
+                let payload_bits = ((VARBIT_PAYLOAD_BITS >> (8 * (ones - 1))) & 0xff) as u32;
+                let prefix_bits = ones + 1;
+                position += (prefix_bits + payload_bits) as usize;
+                // The payload stands first after the prefix: an arithmetic shift sign-extends it.
+                let value = ((word << prefix_bits) as i64) >> (64 - payload_bits);
+                self.remaining -= 1;
+                left -= 1;
+                visit(value, 1);
+                continue;
+            }
+            let zeros = if self.zero_runs {
+                // A run token: `00` for one zero, `01` and 7 bits for 2 to 129.
+                let run = if (word >> 62) & 1 == 0 {
+                    position += 2;
+                    1
+                } else {
+                    position += 9;
+                    ((word >> 55) & 0x7f) as usize + 2
+                };
+                if run > self.remaining {
+                    run_past_count = true;
+                    break;
+                }
+                let taken = run.min(left);
+                self.pending_zeros = run - taken;
+                taken
+            } else {
+                // Plain zeros are single `0` bits.
+                let zeros = (word.leading_zeros() as usize).min(left);
+                position += zeros;
+                zeros
+            };
+            self.remaining -= zeros;
+            left -= zeros;
+            visit(0, zeros);
+        }
+        if run_past_count {
+            return Err(ChunkDecodeError { reason: "zero run past the sample count" });
+        }
+        if position > bytes.len() * 8 {
+            return Err(BitReader::ENDS_EARLY);
+        }
+        reader.position = position;
+        Ok(())
+    }
+}
+
+/// The payload bits of the varbit buckets, one byte per bucket ([`VARBIT_BUCKETS`]), the first bucket's
+/// in the lowest byte: a shift instead of a table lookup in [`IntegerStream::for_each_stretch`].
+const VARBIT_PAYLOAD_BITS: u64 = {
+    let mut packed = 0u64;
+    let mut bucket = 0;
+    while bucket < VARBIT_BUCKETS.len() {
+        packed |= (VARBIT_BUCKETS[bucket].2 as u64) << (8 * bucket);
+        bucket += 1;
+    }
+    packed
+};
+
+/// The 64 bits of `bytes` from bit `position` on, most significant first, zeros past the end (as
+/// [`BitReader::peek_word`]).
+#[inline]
+fn peek_word_at(bytes: &[u8], position: usize) -> u64 {
+    let byte = position / 8;
+    let word = match bytes.get(byte..byte + 8) {
+        Some(word) => u64::from_be_bytes([word[0], word[1], word[2], word[3], word[4], word[5], word[6], word[7]]),
+        None => {
+            let mut word = [0u8; 8];
+            let rest = bytes.get(byte..).unwrap_or_default();
+            word[..rest.len()].copy_from_slice(rest);
+            u64::from_be_bytes(word)
+        }
+    };
+    word << (position % 8)
+}
+
 /// How many of the timestamps `start_ms + step_ms × k`, `k = 1..=count`, lie before `mint_ms`, for a
 /// positive `step_ms` (the timestamps ascend).
 fn steps_before(start_ms: i64, step_ms: i64, count: usize, mint_ms: i64) -> usize {
@@ -1243,30 +1359,37 @@ fn decode_scaled_into(
     };
     let (mut integer, mut integer_delta) = (first_integer, 0i64);
     set_value(0, integer, out);
-    let mut position = 1;
-    while position < past_kept {
-        // A zero stored value repeats the previous delta (deltas of deltas) or leaves the value as it is
-        // (deltas): a run before the window is stepped over at once.
-        let (stored, repeat) = values.next_stretch(&mut reader, past_kept - position)?;
+    // The values before the window only add up to the first kept one: summed without looking at positions.
+    let mut position = first_kept_position.max(1);
+    values.for_each_stretch(&mut reader, position - 1, |stored, repeat| {
+        if stored != 0 {
+            integer_delta = if delta_of_delta { integer_delta.wrapping_add(stored) } else { stored };
+            integer = integer.wrapping_add(integer_delta);
+        } else if delta_of_delta {
+            integer = integer.wrapping_add(integer_delta.wrapping_mul(repeat as i64));
+        } else {
+            integer_delta = 0;
+        }
+    })?;
+    // The kept ones. A zero stored value repeats the previous delta (deltas of deltas) or leaves the value
+    // as it is (deltas).
+    values.for_each_stretch(&mut reader, past_kept - position, |stored, repeat| {
         if stored != 0 {
             integer_delta = if delta_of_delta { integer_delta.wrapping_add(stored) } else { stored };
             integer = integer.wrapping_add(integer_delta);
             set_value(position, integer, out);
             position += repeat;
-            continue;
+            return;
         }
         if !delta_of_delta {
             integer_delta = 0;
         }
-        let skipped = first_kept_position.saturating_sub(position).min(repeat);
-        integer = integer.wrapping_add(integer_delta.wrapping_mul(skipped as i64));
-        for offset in skipped..repeat {
+        for offset in 0..repeat {
             integer = integer.wrapping_add(integer_delta);
             set_value(position + offset, integer, out);
         }
         position += repeat;
-    }
-    Ok(())
+    })
 }
 
 /// Iterates the samples of a chunk of any encoding, oldest first.
@@ -1611,6 +1734,28 @@ mod tests {
                 let _ = decode_into(encoding, &bytes, i64::MIN, i64::MAX, &mut Vec::new());
                 let _ = decode_into(encoding, &bytes, 0, 1 << 40, &mut Vec::new());
             }
+        }
+    }
+
+    /// Deltas beyond 32 bits take the 64-bit varbit form, which the value loop of windowed decoding reads
+    /// apart from the buckets; windows before, across and after them must still agree with the iterator.
+    #[test]
+    fn windowed_decoding_reads_wide_value_deltas() {
+        let jumps = [0i64, 1 << 40, 3, -(1 << 41), 0, 0, 7, 1 << 35, 0, 1];
+        let mut value = 0i64;
+        let samples: Vec<Sample> = (0..120)
+            .map(|index| {
+                value += jumps[index % jumps.len()] + (index as i64 % 3);
+                Sample { timestamp_ms: 1_000_000 + index as i64 * 15_000, value: value as f64 }
+            })
+            .collect();
+        let (encoding, bytes) = encode_best(&samples);
+        assert_eq!(encoding, Encoding::ScaledInt);
+        for first_kept in [0, 1, 5, 60, 100, 119] {
+            let mint_ms = samples[first_kept].timestamp_ms;
+            let mut decoded = Vec::new();
+            decode_into(encoding, &bytes, mint_ms, i64::MAX, &mut decoded).unwrap();
+            assert_eq!(decoded, samples[first_kept..], "window from sample {first_kept}");
         }
     }
 
