@@ -23,8 +23,9 @@ use clap::{Parser, Subcommand};
 use crate::config::{ConfigFile, LogFormat};
 
 /// jemalloc instead of the system allocator: with glibc malloc, 1M active series cost 8.3 CPU-seconds per
-/// million ingested samples against 1.7 with jemalloc (BENCHMARKS.md). Its options (one arena) are
-/// compiled in from the workspace's `.cargo/config.toml`.
+/// million ingested samples against 1.7 with jemalloc (BENCHMARKS.md). Its options (one arena, a
+/// background thread that returns freed pages within about a second) are compiled in from the
+/// workspace's `.cargo/config.toml`; `_RJEM_MALLOC_CONF` overrides them at run time.
 #[cfg(all(unix, not(target_env = "msvc")))]
 #[global_allocator]
 static GLOBAL_ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
