@@ -203,7 +203,17 @@ pub(crate) fn visit_fields_where<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFl
     unwanted: impl Fn(&str) -> bool,
     visit: &mut Visit,
 ) -> Result<(), JsonSyntaxError> {
-    scan_object(line, path, unwanted, visit).map_err(|error| error_as_loki_reads_it(line, error))
+    scan_object(line, path, unwanted, visit, MemberScan::FlatFirst).map_err(|error| error_as_loki_reads_it(line, error))
+}
+
+/// Which loop [`scan_object`] reads a line's top-level members with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MemberScan {
+    /// [`scan_flat_members`] as long as the members are flat, then the general loop.
+    FlatFirst,
+    /// The general loop alone (the tests compare the two).
+    #[cfg_attr(not(test), allow(dead_code))]
+    General,
 }
 
 /// The scanner's `error` restated where `jsonparser` sees another: a top-level member's nested object that
@@ -236,6 +246,7 @@ fn scan_object<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
     path: &mut String,
     unwanted: impl Fn(&str) -> bool,
     visit: &mut Visit,
+    members: MemberScan,
 ) -> Result<(), JsonSyntaxError> {
     path.clear();
     let bytes = line.as_bytes();
@@ -244,9 +255,15 @@ fn scan_object<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
     if byte_at(bytes, position) != b'{' {
         return Err(error(position, "'{'"));
     }
+    position = skip_whitespace(bytes, position + 1);
+    if members == MemberScan::FlatFirst && byte_at(bytes, position) == b'"' {
+        match scan_flat_members(line, position, &unwanted, visit) {
+            FlatScan::Done(outcome) => return outcome,
+            FlatScan::Resume(member_start) => position = member_start,
+        }
+    }
     // The path length outside each open object; the top-level object's is 0.
     let mut parents: Vec<usize> = Vec::new();
-    position = skip_whitespace(bytes, position + 1);
     let mut empty_object = byte_at(bytes, position) == b'}';
     loop {
         if empty_object {
@@ -337,6 +354,96 @@ fn scan_object<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
                 }
                 _ => return Err(error(position, "',' or '}'")),
             }
+        }
+    }
+}
+
+/// How [`scan_flat_members`] left a line.
+enum FlatScan {
+    /// The line is read: its outcome.
+    Done(Result<(), JsonSyntaxError>),
+    /// A member the flat scan does not read starts at this position (its key's opening quote), nothing of it
+    /// visited: [`scan_object`]'s general loop reads on from there.
+    Resume(usize),
+}
+
+/// The top-level members of a flat object, the shape of most log lines: keys and string values without
+/// escapes or control characters, numbers, `true`, `false` and `null`, each string's end found by one
+/// search ([`find_string_special`]) and no field path kept. `position` is at the first member's opening
+/// quote. At a member it does not read (an escape, a nested object or array, a value that does not parse)
+/// it hands over to the general loop before visiting that member, so every field is visited once and every
+/// error is the general loop's; after a member only `,` or `}` may follow, as there.
+#[inline(always)]
+fn scan_flat_members<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
+    line: &str,
+    mut position: usize,
+    unwanted: &impl Fn(&str) -> bool,
+    visit: &mut Visit,
+) -> FlatScan {
+    let bytes = line.as_bytes();
+    let error = |position: usize, expected: &'static str| JsonSyntaxError { position, expected };
+    loop {
+        debug_assert_eq!(byte_at(bytes, position), b'"');
+        let member_start = position;
+        let key_start = position + 1;
+        let Some(key_length) = find_string_special(bytes.get(key_start..).unwrap_or_default()) else {
+            return FlatScan::Resume(member_start);
+        };
+        let key_end = key_start + key_length;
+        if byte_at(bytes, key_end) != b'"' {
+            return FlatScan::Resume(member_start);
+        }
+        position = skip_whitespace(bytes, key_end + 1);
+        if byte_at(bytes, position) != b':' {
+            return FlatScan::Resume(member_start);
+        }
+        position = skip_whitespace(bytes, position + 1);
+        let key = line.get(key_start..key_end).unwrap_or_default();
+        let flow = match byte_at(bytes, position) {
+            b'"' => {
+                let value_start = position + 1;
+                let Some(length) = find_string_special(bytes.get(value_start..).unwrap_or_default()) else {
+                    return FlatScan::Resume(member_start);
+                };
+                let value_end = value_start + length;
+                if byte_at(bytes, value_end) != b'"' {
+                    return FlatScan::Resume(member_start);
+                }
+                position = value_end + 1;
+                if unwanted(key) {
+                    ControlFlow::Continue(())
+                } else {
+                    let raw = line.get(value_start..value_end).unwrap_or_default();
+                    visit(key, JsonScalar::String { raw, escaped: false })
+                }
+            }
+            b'{' | b'[' => return FlatScan::Resume(member_start),
+            _ => {
+                let Ok((end, scalar)) = literal(line, position) else {
+                    return FlatScan::Resume(member_start);
+                };
+                position = end;
+                if unwanted(key) { ControlFlow::Continue(()) } else { visit(key, scalar) }
+            }
+        };
+        if flow.is_break() {
+            return FlatScan::Done(Ok(()));
+        }
+        // After a value: ',' and the next member, or '}' closing the line's object.
+        position = skip_whitespace(bytes, position);
+        match byte_at(bytes, position) {
+            b',' => {
+                position = skip_whitespace(bytes, position + 1);
+                if byte_at(bytes, position) != b'"' {
+                    return FlatScan::Done(Err(error(position, "'\"'")));
+                }
+            }
+            b'}' => {
+                position = skip_whitespace(bytes, position + 1);
+                let outcome = if position == bytes.len() { Ok(()) } else { Err(error(position, EXPECTED_END_OF_LINE)) };
+                return FlatScan::Done(outcome);
+            }
+            _ => return FlatScan::Done(Err(error(position, "',' or '}'"))),
         }
     }
 }
@@ -601,10 +708,25 @@ impl<'a> Scanner<'a, '_> {
 }
 
 /// The offset of the first byte of `bytes` that ends or interrupts a JSON string's plain run: `"`, `\\`, or a
-/// control character (below 0x20, which RFC 8259 section 7 forbids unescaped). Reads eight bytes per step
-/// with word-wide comparisons, since most strings in log lines are too short for a vector search to pay off
-/// and one pass finds all three kinds.
+/// control character (below 0x20, which RFC 8259 section 7 forbids unescaped). On x86_64 sixteen bytes per
+/// step with SSE2 ([`sse2::find_string_special`]); elsewhere eight with word-wide comparisons
+/// ([`find_string_special_words`]).
+#[inline(always)]
 fn find_string_special(bytes: &[u8]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        sse2::find_string_special(bytes)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        find_string_special_words(bytes)
+    }
+}
+
+/// [`find_string_special`] eight bytes per step with word-wide comparisons, for targets without a vector
+/// path (and the tests, which compare both).
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn find_string_special_words(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     // A byte's high bit is set in `(word - ONES * n) & !word & HIGHS` when the byte is below `n` (n <= 0x80).
@@ -630,6 +752,80 @@ fn find_string_special(bytes: &[u8]) -> Option<usize> {
         .iter()
         .position(|byte| *byte == b'"' || *byte == b'\\' || *byte < 0x20)
         .map(|position| offset + position)
+}
+
+/// The string search with SSE2, which every x86_64 CPU has: sixteen bytes compared at once, the first
+/// special byte found by counting the trailing zeros of the comparison's byte mask. Most keys and values
+/// in log lines end within the first sixteen bytes, where the word-wide search took two or three steps.
+#[cfg(target_arch = "x86_64")]
+mod sse2 {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set_epi64x, _mm_set1_epi8,
+    };
+
+    /// Bytes per step.
+    const BLOCK: usize = 16;
+
+    /// See [`super::find_string_special`].
+    #[inline(always)]
+    #[allow(unsafe_code)]
+    pub(super) fn find_string_special(bytes: &[u8]) -> Option<usize> {
+        // SAFETY: `search` only needs SSE2, which is part of the x86_64 baseline: every CPU this code can
+        // run on has it (the `#[target_feature]` is there so that the intrinsics may be called safely).
+        unsafe { search(bytes) }
+    }
+
+    /// A mask of the bytes of `block` (bit `i` for byte `i`) that are `"`, `\\` or below 0x20.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn special_mask(block: &[u8; BLOCK]) -> u32 {
+        let [low, high] = [&block[..8], &block[8..]].map(|half| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(half);
+            i64::from_le_bytes(word)
+        });
+        let vector: __m128i = _mm_set_epi64x(high, low);
+        let quotes = _mm_cmpeq_epi8(vector, _mm_set1_epi8(b'"' as i8));
+        let backslashes = _mm_cmpeq_epi8(vector, _mm_set1_epi8(b'\\' as i8));
+        // Unsigned `byte <= 0x1f` as `min(byte, 0x1f) == byte`.
+        let controls = _mm_cmpeq_epi8(_mm_min_epu8(vector, _mm_set1_epi8(0x1f)), vector);
+        _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quotes, backslashes), controls)) as u32
+    }
+
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn search(bytes: &[u8]) -> Option<usize> {
+        let mut offset = 0;
+        let mut blocks = bytes.chunks_exact(BLOCK);
+        for chunk in &mut blocks {
+            let Ok(block) = <&[u8; BLOCK]>::try_from(chunk) else { break };
+            let mask = special_mask(block);
+            if mask != 0 {
+                return Some(offset + mask.trailing_zeros() as usize);
+            }
+            offset += BLOCK;
+        }
+        let rest = blocks.remainder();
+        if rest.is_empty() {
+            return None;
+        }
+        // The last bytes: the final sixteen of `bytes` when there are that many (those before `offset`
+        // already checked, masked out), else the rest padded with spaces, which are no special byte.
+        let mask = match bytes.len().checked_sub(BLOCK).and_then(|start| bytes.get(start..)) {
+            Some(last) => {
+                let Ok(block) = <&[u8; BLOCK]>::try_from(last) else { return None };
+                let checked = BLOCK - rest.len();
+                let found = special_mask(block) >> checked;
+                return (found != 0).then(|| offset + found.trailing_zeros() as usize);
+            }
+            None => {
+                let mut padded = [b' '; BLOCK];
+                padded[..rest.len()].copy_from_slice(rest);
+                special_mask(&padded)
+            }
+        };
+        (mask != 0).then(|| offset + mask.trailing_zeros() as usize)
+    }
 }
 
 /// Appends the unescaped form of a JSON string's raw contents (already checked by the scanner) to `out`.
@@ -780,8 +976,10 @@ mod tests {
                     }
                     bytes[at] = special;
                     assert_eq!(find_string_special(&bytes), Some(at), "{bytes:?}");
+                    assert_eq!(find_string_special_words(&bytes), Some(at), "{bytes:?}");
                 }
                 assert_eq!(find_string_special(&vec![b'x'; length]), None);
+                assert_eq!(find_string_special_words(&vec![b'x'; length]), None);
             }
         }
     }
@@ -815,6 +1013,65 @@ mod tests {
             });
             assert_eq!(seen, expected, "{text:?}");
         }
+    }
+
+    /// Flat members first (read by [`scan_flat_members`]), then each kind of member it hands over at, then
+    /// flat ones again: cut short or with one byte replaced anywhere, the line gets the same visits (each field
+    /// once, in order) and the same error from the flat scan as from the general loop alone, and is accepted
+    /// exactly when serde_json accepts it.
+    #[test]
+    fn flat_members_are_read_as_the_general_loop_reads_them() {
+        let lines = [
+            r#" {"s": "plain", "n": -1.5e+3, "t": true, "f": false, "z": null, "u": "é", "q": "a\"b", "o": {"c": 1}, "a": [1, {"d": 2}], "k\u0061": "v", "w": 7} "#,
+            r#"{"level":"info","path":"/api/events/42/","status_code":211,"duration_ms":1234.5,"m":"é ü","o":{}}"#,
+            r#"{"a":"b","c":{"d":"e"}}"#,
+            // No `0` digits: both loops accept a number with a leading zero (`"x": 00`), which serde_json
+            // rejects, and replacing the digit before a `0` makes one.
+            r#"{"a":1,"b":[]}"#,
+        ];
+        let replacements =
+            [b'"', b'\\', b'{', b'}', b'[', b']', b':', b',', b' ', b'\n', 0x01, b'x', b'1', b'-', b'.', b'e'];
+        for line in lines {
+            let mut variants: Vec<Vec<u8>> = (0..=line.len()).map(|cut| line.as_bytes()[..cut].to_vec()).collect();
+            for position in 0..line.len() {
+                for replacement in replacements {
+                    let mut damaged = line.as_bytes().to_vec();
+                    damaged[position] = replacement;
+                    variants.push(damaged);
+                }
+            }
+            for variant in variants {
+                let Ok(text) = std::str::from_utf8(&variant) else { continue };
+                let scan = |members: MemberScan| {
+                    let mut seen = Vec::new();
+                    let outcome = scan_object(
+                        text,
+                        &mut String::new(),
+                        |key| key == "w",
+                        &mut |name, value| {
+                            seen.push((name.to_string(), value.to_label_value()));
+                            ControlFlow::Continue(())
+                        },
+                        members,
+                    );
+                    (outcome, seen)
+                };
+                let (flat, general) = (scan(MemberScan::FlatFirst), scan(MemberScan::General));
+                assert_eq!(flat, general, "{text:?}");
+                let accepted = matches!(serde_json::from_str(text), Ok(serde_json::Value::Object(_)));
+                assert_eq!(flat.0.is_ok(), accepted, "{text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_flat_scan_stops_when_the_visitor_breaks() {
+        let mut seen = Vec::new();
+        let outcome = visit_fields(r#"{"a": 1, "b": "x", "c": tru"#, &mut String::new(), &mut |name, _| {
+            seen.push(name.to_string());
+            if name == "b" { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+        });
+        assert_eq!((outcome, seen), (Ok(()), vec!["a".to_string(), "b".to_string()]));
     }
 
     /// A number in one spelling (serde_json writes `-1.5e+3` as `-1500.0`), other values as they are.
