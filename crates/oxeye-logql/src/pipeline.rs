@@ -450,6 +450,19 @@ struct EntryState<'a> {
     has_error: bool,
 }
 
+/// `left.cmp(right)` for label names, which are short and mostly differ early: bytes compared in line rather
+/// than by a call to `memcmp` (4% of a `| json | duration_ms > 1000` scan grouped by `path`, session 12).
+#[inline]
+fn compare_names(left: &str, right: &str) -> std::cmp::Ordering {
+    let (left, right) = (left.as_bytes(), right.as_bytes());
+    for (left_byte, right_byte) in left.iter().zip(right) {
+        if left_byte != right_byte {
+            return left_byte.cmp(right_byte);
+        }
+    }
+    left.len().cmp(&right.len())
+}
+
 /// The value of stream label `name`. Streams have a few labels: they are compared by length before any
 /// byte, which a binary search (a string comparison per step) cannot do; entries ask this per parsed label.
 fn stream_label<'a>(stream: &'a Labels, name: &str) -> Option<&'a str> {
@@ -490,7 +503,7 @@ impl AddedLabels {
     }
 
     fn position(&self, name: &str) -> Result<usize, usize> {
-        self.in_use().binary_search_by(|label| label.name.as_str().cmp(name))
+        self.in_use().binary_search_by(|label| compare_names(&label.name, name))
     }
 
     fn get(&self, name: &str) -> Option<&str> {
