@@ -13,6 +13,7 @@
 pub mod engine;
 mod json_fields;
 mod line_regex;
+mod logfmt;
 pub mod pattern;
 pub mod patterns;
 pub mod pipeline;

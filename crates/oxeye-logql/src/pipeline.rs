@@ -16,6 +16,7 @@ use regex::Regex;
 
 use crate::json_fields::{EXPECTED_END_OF_LINE, EXPECTED_MEMBER_BRACE, JsonScalar, visit_fields, visit_fields_where};
 use crate::line_regex::LineRegex;
+use crate::logfmt::{self, HintedKeySearch};
 use crate::pattern::Pattern;
 use crate::syntax::{
     Grouping, LabelFilter, LabelFormatItem, LabelItem, LineFilter, LineFilterOp, NumberKind, ParserStage, Stage,
@@ -238,6 +239,8 @@ enum CompiledStage {
         strict: bool,
         keep_empty: bool,
         params: Vec<(String, String)>,
+        /// For a non-strict parse without parameters extracting a few hinted labels: their search.
+        key_search: Option<Box<HintedKeySearch>>,
     },
     /// `| regexp`: the expression, its capture locations (reused from line to line) and the named groups the
     /// hints want, by group index.
@@ -701,13 +704,13 @@ pub fn sanitized_label_name(name: &str) -> Cow<'_, str> {
 }
 
 /// True when [`sanitize_label_name`] leaves `name` as it is.
-fn is_valid_label_name(name: &str) -> bool {
+pub(crate) fn is_valid_label_name(name: &str) -> bool {
     !name.starts_with(|character: char| character.is_ascii_digit())
         && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
 }
 
 /// [`sanitize_label_name`] into a reused buffer (cleared first).
-fn sanitize_label_name_into(name: &str, out: &mut String) {
+pub(crate) fn sanitize_label_name_into(name: &str, out: &mut String) {
     out.clear();
     if name.starts_with(|character: char| character.is_ascii_digit()) {
         out.push('_');
@@ -762,7 +765,18 @@ impl Pipeline {
                     params.iter().map(|(label, expression)| (label.clone(), parse_json_path(expression))).collect(),
                 ),
                 Stage::Parser(ParserStage::Logfmt { strict, keep_empty, params }) => {
-                    CompiledStage::Logfmt { strict: *strict, keep_empty: *keep_empty, params: params.clone() }
+                    let key_search = match &hints {
+                        ParserHints::Only(names) if !*strict && params.is_empty() && !names.is_empty() => {
+                            HintedKeySearch::new(names).map(Box::new)
+                        }
+                        _ => None,
+                    };
+                    CompiledStage::Logfmt {
+                        strict: *strict,
+                        keep_empty: *keep_empty,
+                        params: params.clone(),
+                        key_search,
+                    }
                 }
                 Stage::Parser(ParserStage::Regexp(regex)) => {
                     let regex = Box::new(LineRegex::new(regex).map_err(|error| error.to_string())?);
@@ -990,9 +1004,10 @@ impl Pipeline {
                     let buffers = JsonBuffers { path: json_path, label_name };
                     parse_json(&line, &mut state, params, hints, *stop_early, buffers);
                 }
-                CompiledStage::Logfmt { strict, keep_empty, params } => {
-                    let options = LogfmtOptions { strict: *strict, keep_empty: *keep_empty, params };
-                    parse_logfmt(&line, &mut state, &options, hints, *stop_early, label_name);
+                CompiledStage::Logfmt { strict, keep_empty, params, key_search } => {
+                    let options =
+                        LogfmtOptions { strict: *strict, keep_empty: *keep_empty, params, key_search: key_search.as_deref_mut() };
+                    parse_logfmt(&line, &mut state, options, hints, *stop_early, label_name);
                 }
                 CompiledStage::Regexp { regex, locations, groups } => {
                     if let Some(base) = regex.captures_read(locations, &line) {
@@ -1163,7 +1178,7 @@ fn prefilter_stages(stages: &[Stage]) -> Option<(&[Stage], Vec<String>)> {
 
 /// True for a parser stage that can leave `__error__` on an entry: `| json` (any line that is not one JSON
 /// object) and `| logfmt --strict`. Non-strict `| logfmt` skips what it cannot read (see
-/// [`visit_logfmt_pairs`]), and `| regexp` and `| pattern` only extract or not, so a prefilter made of those
+/// [`logfmt::visit_pairs`]), and `| regexp` and `| pattern` only extract or not, so a prefilter made of those
 /// alone extracts the same first values whether or not it reads the rest of the line.
 fn parser_may_fail(stage: &Stage) -> bool {
     match stage {
@@ -1353,6 +1368,8 @@ struct LogfmtOptions<'a> {
     strict: bool,
     keep_empty: bool,
     params: &'a [(String, String)],
+    /// The search of the hinted labels, when the stage has one (see [`HintedKeySearch`]).
+    key_search: Option<&'a mut HintedKeySearch>,
 }
 
 /// `| json`: adds the line's scalar fields as labels. A line that fails to parse keeps what Loki's
@@ -1548,7 +1565,7 @@ pub fn detect_line_fields(line: &str) -> Option<(&'static str, Vec<(String, Stri
     if json.is_ok() {
         return Some(("json", json_fields));
     }
-    let pairs = logfmt_pairs(line, false).ok()?;
+    let pairs = logfmt::pairs(line, false).ok()?;
     let logfmt_fields: Vec<(String, String)> = pairs
         .into_iter()
         .filter(|(_, value)| !value.is_empty())
@@ -1558,147 +1575,10 @@ pub fn detect_line_fields(line: &str) -> Option<(&'static str, Vec<(String, Stri
     if logfmt_fields.is_empty() { None } else { Some(("logfmt", logfmt_fields)) }
 }
 
-/// Splits a logfmt line into `(key, value)` pairs as go-logfmt does; values are borrowed unless quoted with
-/// escapes. `Err` carries the `__error_details__` text for strict parsing.
-fn logfmt_pairs(line: &str, strict: bool) -> Result<Vec<(&str, Cow<'_, str>)>, String> {
-    let mut pairs = Vec::new();
-    visit_logfmt_pairs(line, strict, &mut |key, value| {
-        pairs.push((key, value));
-        ControlFlow::Continue(())
-    })?;
-    Ok(pairs)
-}
-
-/// Calls `visit(key, value)` for each logfmt pair of `line` in order, as [`logfmt_pairs`] lists them, until
-/// `visit` breaks (the rest of the line is then not read).
-fn visit_logfmt_pairs<'a>(
-    line: &'a str,
-    strict: bool,
-    visit: &mut dyn FnMut(&'a str, Cow<'a, str>) -> ControlFlow<()>,
-) -> Result<(), String> {
-    let bytes = line.as_bytes();
-    let mut position = 0;
-    while position < bytes.len() {
-        while position < bytes.len() && bytes[position].is_ascii_whitespace() {
-            position += 1;
-        }
-        let key_start = position;
-        position = logfmt_token_end(bytes, position, Some(b'='));
-        let key = &line[key_start..position];
-        // Keys are short: a plain loop beats a call into a vector search set up for long haystacks.
-        if let Some(quote) = key.bytes().position(|byte| byte == b'"') {
-            // A key cannot hold a quote (go-logfmt's "unexpected '\"'"); non-strict parsing skips the token.
-            if strict {
-                return Err(format!("logfmt syntax error at pos {} : unexpected '\"'", key_start + quote + 1));
-            }
-            continue;
-        }
-        if key.is_empty() {
-            if position < bytes.len() && bytes[position] == b'=' {
-                if strict {
-                    return Err(format!("logfmt syntax error at pos {position} : unexpected '='"));
-                }
-                position += 1;
-                continue;
-            }
-            break;
-        }
-        if position >= bytes.len() || bytes[position] != b'=' {
-            // A bare key: present with an empty value.
-            if visit(key, Cow::Borrowed("")).is_break() {
-                return Ok(());
-            }
-            continue;
-        }
-        position += 1;
-        if position < bytes.len() && bytes[position] == b'"' {
-            position += 1;
-            let value_start = position;
-            let closing = memchr::memchr2(b'"', b'\\', &bytes[position..]);
-            if let Some(offset) = closing.filter(|offset| bytes[position + offset] == b'"') {
-                // No escape before the closing quote: borrow.
-                if visit(key, Cow::Borrowed(&line[value_start..position + offset])).is_break() {
-                    return Ok(());
-                }
-                position += offset + 1;
-                continue;
-            }
-            let mut value = String::new();
-            let mut closed = false;
-            while position < bytes.len() {
-                let character = line[position..].chars().next().unwrap_or('\0');
-                if character == '\\' && position + 1 < bytes.len() {
-                    let escaped = line[position + 1..].chars().next().unwrap_or('\0');
-                    value.push(match escaped {
-                        'n' => '\n',
-                        't' => '\t',
-                        other => other,
-                    });
-                    position += 1 + escaped.len_utf8();
-                    continue;
-                }
-                position += character.len_utf8();
-                if character == '"' {
-                    closed = true;
-                    break;
-                }
-                value.push(character);
-            }
-            if !closed && strict {
-                // Loki's decoder reports the position one past the line's last character (1-based).
-                let position = line.chars().count() + 1;
-                return Err(format!("logfmt syntax error at pos {position} : unterminated quoted value"));
-            }
-            if visit(key, Cow::Owned(value)).is_break() {
-                return Ok(());
-            }
-        } else {
-            let value_start = position;
-            position = logfmt_token_end(bytes, position, None);
-            if visit(key, Cow::Borrowed(&line[value_start..position])).is_break() {
-                return Ok(());
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The position of the first ASCII whitespace byte (or `stop` byte) at or after `position`, or the length of
-/// `bytes`. Reads eight bytes a step: whitespace is at most 0x20, so only bytes up to 0x20 (and `stop`)
-/// are looked at one by one.
-fn logfmt_token_end(bytes: &[u8], mut position: usize, stop: Option<u8>) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // High bits of bytes below `n` (n <= 0x80), the lowest one always a true one (see json_fields.rs).
-    let below = |word: u64, n: u64| word.wrapping_sub(ONES * n) & !word;
-    let stop_word = ONES * u64::from(stop.unwrap_or(0));
-    while let Some(array) = bytes.get(position..position + 8).and_then(|chunk| <[u8; 8]>::try_from(chunk).ok()) {
-        let word = u64::from_le_bytes(array);
-        let mut flagged = (below(word, 0x21) | if stop.is_some() { below(word ^ stop_word, 1) } else { 0 }) & HIGHS;
-        while flagged != 0 {
-            let candidate = position + (flagged.trailing_zeros() / 8) as usize;
-            let byte = bytes.get(candidate).copied().unwrap_or(b' ');
-            if byte.is_ascii_whitespace() || Some(byte) == stop {
-                return candidate;
-            }
-            // A control byte that is no whitespace, or a byte flagged by a borrow from it: look on.
-            flagged &= flagged - 1;
-        }
-        position += 8;
-    }
-    while let Some(byte) = bytes.get(position) {
-        if byte.is_ascii_whitespace() || Some(*byte) == stop {
-            break;
-        }
-        position += 1;
-    }
-    position
-}
-
 fn parse_logfmt(
     line: &str,
     state: &mut EntryState<'_>,
-    options: &LogfmtOptions<'_>,
+    options: LogfmtOptions<'_>,
     hints: &ParserHints,
     stop_early: bool,
     label_name: &mut String,
@@ -1706,7 +1586,7 @@ fn parse_logfmt(
     if !options.params.is_empty() {
         // A strict parse that fails keeps the pairs before the error, as Loki's `LogfmtExpressionParser` does.
         let mut pairs = Vec::new();
-        let outcome = visit_logfmt_pairs(line, options.strict, &mut |key, value| {
+        let outcome = logfmt::visit_pairs(line, options.strict, |key, value| {
             pairs.push((key, value));
             ControlFlow::Continue(())
         });
@@ -1726,28 +1606,61 @@ fn parse_logfmt(
         ParserHints::Only(names) if names.len() <= 64 => (u64::MAX >> (64 - names.len().max(1)), Some(names)),
         _ => (u64::MAX, None),
     };
+    let mut scan_from = 0;
+    if let (Some(search), Some(names)) = (options.key_search, hinted) {
+        let plain = search.find(line, names, options.keep_empty, label_name, |index, value| {
+            if let Some(slot) = names.get(index).and_then(|name| state.claim_parsed(name)) {
+                slot.value.push_str(value);
+            }
+        });
+        missing &= !plain.found;
+        if missing == 0 || plain.end >= line.len() {
+            return;
+        }
+        // The rest of the line, from the token holding its first quote, is scanned as usual: its pairs of
+        // names found already lose to the first ones (`claim_parsed`).
+        scan_from = plain.end;
+    }
+    let line = line.get(scan_from..).unwrap_or_default();
     let hinted_lengths = HintedLengths::of(hints);
     // Pairs go straight into the entry's slots. A strict parse that fails keeps the pairs before the error, as
     // Loki's `LogfmtParser.Process` (pkg/logql/log/parser.go) does: it sets each pair as its decoder reads it
     // and, in strict mode, stops at the first error and adds `__error__` and `__error_details__`.
-    let outcome = visit_logfmt_pairs(line, options.strict, &mut |key, value| {
+    let outcome = logfmt::visit_pairs(line, options.strict, |key, value| {
         if (value.is_empty() && !options.keep_empty) || hinted_lengths.rules_out(key) {
             return ControlFlow::Continue(());
         }
-        let name: &str = if is_valid_label_name(key) {
-            key
-        } else {
-            sanitize_label_name_into(key, label_name);
-            label_name
+        let name: &str = match hinted {
+            Some(names) => {
+                // Most keys are valid label names already: match them before sanitizing anything.
+                let valid = is_valid_label_name(key);
+                let index = match hinted_position(names, key) {
+                    Some(index) if valid => index,
+                    _ if valid => return ControlFlow::Continue(()),
+                    _ => {
+                        sanitize_label_name_into(key, label_name);
+                        let Some(index) = hinted_position(names, label_name) else {
+                            return ControlFlow::Continue(());
+                        };
+                        index
+                    }
+                };
+                missing &= !(1u64 << index);
+                names.get(index).map_or("", String::as_str)
+            }
+            None => {
+                let name: &str = if is_valid_label_name(key) {
+                    key
+                } else {
+                    sanitize_label_name_into(key, label_name);
+                    label_name
+                };
+                if !hints.wants(name) {
+                    return ControlFlow::Continue(());
+                }
+                name
+            }
         };
-        if let Some(names) = hinted {
-            let Some(index) = hinted_position(names, name) else {
-                return ControlFlow::Continue(());
-            };
-            missing &= !(1u64 << index);
-        } else if !hints.wants(name) {
-            return ControlFlow::Continue(());
-        }
         if let Some(slot) = state.claim_parsed(name) {
             slot.value.push_str(&value);
         }
@@ -2116,18 +2029,37 @@ mod tests {
         assert_eq!(detect_line_fields("plain text"), None);
     }
 
+    /// `| logfmt` extracting a few hinted labels (found by searching for the names, see
+    /// `logfmt::HintedKeySearch`) gives each of them the value a parse of every pair gives it, on random lines
+    /// over keys that sanitize into the names or nearly, quotes, escapes, `=`, bare keys and empty values.
     #[test]
-    fn logfmt_token_ends_are_found_at_every_offset() {
-        for length in 0..30 {
-            for at in 0..length {
-                for special in [b' ', b'\t', b'\n', 0x0c, b'\r', b'='] {
-                    // Control bytes that are no whitespace, bytes just above a space, and multibyte text.
-                    let mut bytes: Vec<u8> =
-                        (0..length).map(|index| [b'a', 0x01, b'!', 0x0b, 0xc3, 0xa9][index % 6]).collect();
-                    bytes[at] = special;
-                    let expected_token = if special == b'=' { length } else { at };
-                    assert_eq!(logfmt_token_end(&bytes, 0, None), expected_token, "{bytes:?}");
-                    assert_eq!(logfmt_token_end(&bytes, 0, Some(b'=')), at, "{bytes:?}");
+    fn hinted_logfmt_labels_agree_with_a_full_parse() {
+        let pieces = [
+            "path", "pa.th", "path=", "duration_ms", "duration-ms", "durationéms", "duration", "1x", "_1x", "level",
+            "level_extracted", "=", "=", "=", " ", " ", " ", "\t", "\"", "\"", "\\", "/api/path", "x", "42", "é",
+            "ms",
+        ];
+        let names = hinted_names(["path", "duration_ms", "_1x", "level_extracted"].map(String::from).to_vec());
+        let stream = Labels::from_pairs([("service_name", "boxoffice"), ("level", "info")]);
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for flags in ["", " --keep-empty"] {
+            let Expr::Log(log) = parse_expr(&format!(r#"{{a="b"}} | logfmt{flags}"#)).unwrap() else { panic!() };
+            let mut hinted = Pipeline::with_hints(&log.pipeline, ParserHints::Only(names.clone())).unwrap();
+            let mut full = Pipeline::new(&log.pipeline).unwrap();
+            for _ in 0..20_000 {
+                let count = (next() % 20) as usize;
+                let line: String = (0..count).map(|_| pieces[(next() % pieces.len() as u64) as usize]).collect();
+                let entry = LogEntry::new(1, line.as_str());
+                let hinted_labels = hinted.process(&stream, &entry).unwrap().labels;
+                let full_labels = full.process(&stream, &entry).unwrap().labels;
+                for name in &names {
+                    assert_eq!(hinted_labels.get(name), full_labels.get(name), "{name} of {line:?}{flags}");
                 }
             }
         }
