@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use memchr::memmem;
 use oxeye_model::logs::{LineFieldExtractor, LogEntry, LogEntryRef};
 
 use oxeye_model::LabelRef;
@@ -340,6 +341,31 @@ pub(crate) fn for_each_encoded_entry(
     decoded.map_err(|(offset, reason)| LogStoreError::corrupt(path, offset as u64, reason))
 }
 
+/// As [`for_each_encoded_entry`], visiting only the entries whose line holds `needle` (as bytes). Column-encoded
+/// data is searched for the needle as a whole rather than line by line, and the other entries are passed by
+/// unread: their lines and structured metadata are neither cut out nor checked as UTF-8, so damage confined
+/// to them goes unnoticed (the chunk's CRC guards it on disk).
+///
+/// # Errors
+/// As [`for_each_encoded_entry`].
+pub(crate) fn for_each_encoded_entry_holding(
+    encoded: &[u8],
+    layout: ChunkLayout,
+    path: &Path,
+    needle: &memmem::Finder<'_>,
+    mut visit: impl FnMut(i64, &str, &[LabelRef<'_>]),
+) -> Result<(), LogStoreError> {
+    let decoded = match layout {
+        ChunkLayout::Rows => decode_rows(encoded, |timestamp_ns, line, metadata| {
+            if needle.find(line.as_bytes()).is_some() {
+                visit(timestamp_ns, line, metadata);
+            }
+        }),
+        _ => decode_columns(encoded, layout, LinesSection::Holding(needle), with_line(visit)),
+    };
+    decoded.map_err(|(offset, reason)| LogStoreError::corrupt(path, offset as u64, reason))
+}
+
 /// As [`for_each_encoded_entry`] for column-encoded chunk data without its lines: `columns` holds the
 /// data up to the end of its structured metadata section ([`columns_end`]) and `encoded_len` is the size
 /// of the whole decompressed data. Each entry is visited with its line's length in bytes instead of the
@@ -443,10 +469,14 @@ enum TimestampUnit {
 }
 
 /// Whether column-encoded chunk data is decoded with its lines.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum LinesSection {
+#[derive(Clone, Copy)]
+enum LinesSection<'n> {
     /// The lines follow the other sections.
     Present,
+    /// The lines follow the other sections, and only the entries whose line holds the needle are visited:
+    /// the needle is searched in the lines as a whole, and the other entries' lines and structured metadata
+    /// are passed by without being cut out or checked as UTF-8.
+    Holding(&'n memmem::Finder<'n>),
     /// The data stops after the structured metadata; the lines, `bytes` long in all, are not read.
     Absent { bytes: usize },
 }
@@ -456,7 +486,7 @@ enum LinesSection {
 fn decode_columns<'a>(
     encoded: &'a [u8],
     layout: ChunkLayout,
-    lines_section: LinesSection,
+    lines_section: LinesSection<'_>,
     mut visit: impl FnMut(i64, &str, usize, &[LabelRef<'_>], usize),
 ) -> Result<(), (usize, String)> {
     let mut lines = Reader::new(encoded);
@@ -480,8 +510,16 @@ fn decode_columns<'a>(
     let mut metadata_section = lines.split_off(metadata_len)?;
     // The field columns are read by `field_columns` when asked for; a full decode passes them by.
     lines.split_off(fields_len)?;
+    let needle = match lines_section {
+        LinesSection::Holding(needle) => Some(needle),
+        LinesSection::Present | LinesSection::Absent { .. } => None,
+    };
     // The structured metadata too is checked as UTF-8 once, as a whole; its strings are then cut from it.
-    let metadata_text = metadata_section.rest_as_str().map(|text| (text, metadata_section.offset()));
+    // When only the entries holding a needle are visited, their strings are checked one by one instead.
+    let metadata_text = match needle {
+        None => metadata_section.rest_as_str().map(|text| (text, metadata_section.offset())),
+        Some(_) => None,
+    };
     let mut metadata: Vec<LabelRef<'a>> = Vec::new();
     let mut previous_ns = 0i64;
     // The lines are checked as UTF-8 all at once; each is then cut from the checked text at character
@@ -489,13 +527,36 @@ fn decode_columns<'a>(
     let lines_start = lines.offset();
     let (lines_text, mut unread_line_bytes) = match lines_section {
         LinesSection::Present => (lines.rest_as_str(), None),
+        LinesSection::Holding(_) => (None, None),
         LinesSection::Absent { bytes } => (None, Some(bytes)),
+    };
+    // With a needle: where in `encoded` its next occurrence at or after the current line's start begins
+    // (`usize::MAX` when there is none). An occurrence running over a line's end is searched again from
+    // the next line's start, so occurrences that overlap it are not missed.
+    let all_lines = encoded.get(lines_start..).unwrap_or_default();
+    let find_from = |from: usize, needle: &memmem::Finder<'_>| {
+        all_lines.get(from - lines_start..).and_then(|rest| needle.find(rest)).map_or(usize::MAX, |found| from + found)
+    };
+    let mut next_hit = match needle {
+        Some(needle) => find_from(lines_start, needle),
+        None => usize::MAX,
     };
     for position in 0..count {
         let step = if position == 0 { 1 } else { unit_ns };
         let timestamp_ns = previous_ns.wrapping_add(timestamps.varint()?.wrapping_mul(step));
         previous_ns = timestamp_ns;
         let line_length = lengths.length_of(unread_line_bytes.unwrap_or(lines.remaining()))?;
+        if let Some(needle) = needle {
+            let line_start = lines.offset();
+            if next_hit < line_start {
+                next_hit = find_from(line_start, needle);
+            }
+            if next_hit.saturating_add(needle.needle().len()) > line_start + line_length {
+                lines.take(line_length)?;
+                skip_metadata(&mut metadata_section)?;
+                continue;
+            }
+        }
         let line = match (lines_text, &mut unread_line_bytes) {
             (_, Some(unread)) => {
                 *unread -= line_length;
@@ -519,6 +580,17 @@ fn decode_columns<'a>(
     }
     if unread_line_bytes.is_some_and(|unread| unread > 0) {
         return Err((lines_start, "bytes after the last entry".to_string()));
+    }
+    Ok(())
+}
+
+/// Moves `reader` past one entry's structured metadata without cutting out or checking its strings.
+#[inline]
+fn skip_metadata(reader: &mut Reader<'_>) -> Result<(), (usize, String)> {
+    let count = reader.length()?;
+    for _ in 0..count {
+        reader.bytes()?;
+        reader.bytes()?;
     }
     Ok(())
 }
@@ -777,6 +849,7 @@ mod tests {
 #[cfg(test)]
 mod column_tests {
     use super::*;
+    use crate::encoding::put_entry;
     use oxeye_model::Label;
 
     #[test]
@@ -1070,6 +1143,104 @@ mod column_tests {
                 );
             }
         }
+    }
+
+    /// The entries a needle search visits are exactly those whose line holds the needle, for needles that
+    /// also occur across line boundaries, overlap themselves, or hold multibyte characters; in both layouts.
+    #[test]
+    fn needle_search_visits_exactly_the_lines_holding_the_needle() {
+        let lines = [
+            "a",
+            "aa",
+            "",
+            "ab",
+            "ba",
+            "aaa",
+            "xa",
+            "ab",
+            "café",
+            "é",
+            "naïve café au lait",
+            "checkout",
+            "check",
+            "out",
+            "checkoutcheckout",
+            "/api/events/42/checkout/",
+            "b",
+        ];
+        let entries: Vec<LogEntry> = lines
+            .iter()
+            .cycle()
+            .take(lines.len() * 3)
+            .enumerate()
+            .map(|(index, line)| {
+                let mut entry = LogEntry::new(index as i64 * 10, *line);
+                if index % 2 == 0 {
+                    entry.structured_metadata.push(Label { name: "trace_id".into(), value: format!("t{index}é") });
+                }
+                entry
+            })
+            .collect();
+        let encoded = encode_columns(&entries, None);
+        let mut rows = Vec::new();
+        let mut previous_ns = 0;
+        for entry in &entries {
+            put_entry(&mut rows, entry, previous_ns);
+            previous_ns = entry.timestamp_ns;
+        }
+        let needles = ["", "a", "aa", "aaa", "ab", "ba", "é", "café", "checkout", "outch", "kout/", "zzz", "b"];
+        for needle in needles {
+            let finder = memmem::Finder::new(needle.as_bytes());
+            let expected: Vec<&LogEntry> = entries.iter().filter(|entry| entry.line.contains(needle)).collect();
+            for (data, layout) in [(&encoded, ChunkLayout::SEALED), (&rows, ChunkLayout::Rows)] {
+                let mut visited = Vec::new();
+                for_each_encoded_entry_holding(
+                    data,
+                    layout,
+                    Path::new("mem"),
+                    &finder,
+                    |timestamp_ns, line, metadata| {
+                        visited.push(LogEntryRef { timestamp_ns, line, structured_metadata: metadata }.to_entry())
+                    },
+                )
+                .unwrap();
+                assert_eq!(visited.iter().collect::<Vec<_>>(), expected, "{needle:?} in {layout:?}");
+            }
+        }
+    }
+
+    /// A needle search checks only the lines it visits: invalid UTF-8 in a line holding the needle is an
+    /// error, in another line it is passed by; a damaged layout is an error either way.
+    #[test]
+    fn needle_search_checks_the_lines_it_visits() {
+        let entries: Vec<LogEntry> = ["one needle", "two", "three needle"]
+            .iter()
+            .enumerate()
+            .map(|(i, line)| LogEntry::new(i as i64, *line))
+            .collect();
+        let encoded = encode_columns(&entries, None);
+        let finder = memmem::Finder::new("needle");
+        let count = |data: &[u8]| {
+            let mut visited = 0;
+            for_each_encoded_entry_holding(data, ChunkLayout::SEALED, Path::new("mem"), &finder, |_, _, _| visited += 1)
+                .map(|()| visited)
+        };
+        assert_eq!(count(&encoded).unwrap(), 2);
+        let line_at = |line: &str| {
+            encoded.len() - "one needletwothree needle".len() + "one needletwothree needle".find(line).unwrap()
+        };
+        let mut bad_visited = encoded.clone();
+        bad_visited[line_at("one")] = 0xff;
+        assert!(count(&bad_visited).unwrap_err().to_string().contains("invalid UTF-8"));
+        let mut bad_passed = encoded.clone();
+        bad_passed[line_at("two")] = 0xff;
+        assert_eq!(count(&bad_passed).unwrap(), 2);
+        for cut in 0..encoded.len() {
+            assert!(count(&encoded[..cut]).is_err(), "truncated at {cut}");
+        }
+        let mut extra = encoded;
+        extra.push(b'!');
+        assert!(count(&extra).is_err());
     }
 
     #[test]

@@ -203,12 +203,33 @@ impl ChunkFile {
     }
 
     fn read_checked(&self, offset: u64, length: u32, crc: u32, what: &'static str) -> Result<Vec<u8>, LogStoreError> {
-        let mut bytes = vec![0u8; length as usize];
-        self.file.read_exact_at(&mut bytes, offset).map_err(|error| LogStoreError::io(&self.path, what, error))?;
-        if crc32fast::hash(&bytes) != crc {
+        let mut bytes = Vec::new();
+        self.read_checked_into(offset, length, crc, what, &mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Reads `length` bytes at `offset` into `bytes` (its old contents replaced) and checks their CRC.
+    fn read_checked_into(
+        &self,
+        offset: u64,
+        length: u32,
+        crc: u32,
+        what: &'static str,
+        bytes: &mut Vec<u8>,
+    ) -> Result<(), LogStoreError> {
+        // Only bytes beyond the old length are zeroed before the read overwrites them all: a scan reading
+        // chunk after chunk into one buffer zeroes it once, not per chunk.
+        let length = length as usize;
+        if bytes.len() < length {
+            bytes.resize(length, 0);
+        } else {
+            bytes.truncate(length);
+        }
+        self.file.read_exact_at(bytes, offset).map_err(|error| LogStoreError::io(&self.path, what, error))?;
+        if crc32fast::hash(bytes) != crc {
             return Err(LogStoreError::corrupt(&self.path, offset, format!("{what}: checksum mismatch")));
         }
-        Ok(bytes)
+        Ok(())
     }
 
     /// Reads and checks a chunk's bloom filter.
@@ -225,6 +246,15 @@ impl ChunkFile {
     /// [`LogStoreError::Io`], [`LogStoreError::Corrupt`] on a checksum mismatch.
     pub fn read_data(&self, meta: &ChunkMeta) -> Result<Vec<u8>, LogStoreError> {
         self.read_checked(meta.data_offset, meta.data_len, meta.data_crc, "read chunk")
+    }
+
+    /// As [`ChunkFile::read_data`], into `data` (its old contents replaced), so that a scan reads every chunk
+    /// into one buffer.
+    ///
+    /// # Errors
+    /// As [`ChunkFile::read_data`].
+    pub(crate) fn read_data_into(&self, meta: &ChunkMeta, data: &mut Vec<u8>) -> Result<(), LogStoreError> {
+        self.read_checked_into(meta.data_offset, meta.data_len, meta.data_crc, "read chunk", data)
     }
 }
 

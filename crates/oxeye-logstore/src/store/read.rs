@@ -24,8 +24,8 @@ use super::{Inner, LogStore, StoredChunk, StreamState, read_lock};
 use crate::LogStoreError;
 use crate::bloom::{NeedleKeys, may_contain_all, needle_keys};
 use crate::chunk::{
-    ChunkInflater, ChunkLayout, SealedChunk, field_columns, for_each_encoded_entry, for_each_encoded_entry_with_fields,
-    for_each_encoded_entry_without_lines,
+    ChunkInflater, ChunkLayout, SealedChunk, field_columns, for_each_encoded_entry, for_each_encoded_entry_holding,
+    for_each_encoded_entry_with_fields, for_each_encoded_entry_without_lines,
 };
 use crate::encoding::put_entry;
 
@@ -84,6 +84,8 @@ impl LogVisitor for Collect {
 #[derive(Clone, Copy)]
 enum Line<'a> {
     Text(&'a str),
+    /// A line the chunk decoder found to hold the scan's searched needle ([`visit_chunk`]'s `needle`).
+    Holding(&'a str),
     /// Left compressed: only its length in bytes is known.
     Unread(usize),
     /// Left compressed: its length in bytes and the asked field columns' values.
@@ -100,7 +102,9 @@ struct FieldsWanted<'a> {
 
 /// Decompresses and decodes one chunk's `data` of `layout`, calling `visit` per entry; with `lines_unread`,
 /// only the chunk's timestamps, line lengths and structured metadata when its layout allows; with `fields`,
-/// those and the field columns asked for when the chunk holds them all.
+/// those and the field columns asked for when the chunk holds them all; with `needle`, only the entries
+/// whose line holds it (as [`Line::Holding`]).
+#[allow(clippy::too_many_arguments)]
 fn visit_chunk(
     inflater: &mut ChunkInflater,
     data: &[u8],
@@ -108,6 +112,7 @@ fn visit_chunk(
     path: &Path,
     lines_unread: bool,
     fields: Option<FieldsWanted<'_>>,
+    needle: Option<&memmem::Finder<'_>>,
     visit: &mut impl FnMut(i64, Line<'_>, &[LabelRef<'_>]),
 ) -> Result<(), LogStoreError> {
     if let Some(wanted) = fields
@@ -139,6 +144,11 @@ fn visit_chunk(
         );
     }
     let encoded = inflater.inflate(data, path)?;
+    if let Some(needle) = needle {
+        return for_each_encoded_entry_holding(encoded, layout, path, needle, |timestamp_ns, line, metadata| {
+            visit(timestamp_ns, Line::Holding(line), metadata)
+        });
+    }
     for_each_encoded_entry(encoded, layout, path, |timestamp_ns, line, metadata| {
         visit(timestamp_ns, Line::Text(line), metadata)
     })
@@ -183,13 +193,22 @@ impl LogStore {
             selection.line_contains.iter().filter_map(|needle| needle_keys(needle)).collect();
         let finders: Vec<memmem::Finder<'_>> =
             selection.line_contains.iter().map(|needle| memmem::Finder::new(needle.as_bytes())).collect();
-        let wanted = |timestamp_ns: i64, line: &str| {
+        // The longest needle is searched in each chunk's lines as a whole by the chunk decoder, which then
+        // hands over only the lines holding it (`Line::Holding`); the others are checked line by line.
+        let searched =
+            finders.iter().enumerate().max_by_key(|(_, finder)| finder.needle().len()).map(|(index, _)| index);
+        let wanted = |timestamp_ns: i64, line: &str, holds_searched: bool| {
             timestamp_ns >= start_ns
                 && timestamp_ns < end_ns
-                && finders.iter().all(|finder| finder.find(line.as_bytes()).is_some())
+                && finders.iter().enumerate().all(|(index, finder)| {
+                    (holds_searched && Some(index) == searched) || finder.find(line.as_bytes()).is_some()
+                })
         };
+        let needle = searched.and_then(|index| finders.get(index));
         let counters = &self.counters;
         let mut inflater = ChunkInflater::new();
+        // The compressed data of each stored chunk in turn.
+        let mut data = Vec::new();
         // Lines are decompressed only when the visitor or a needle reads them.
         let lines_unread = !visitor.reads_lines() && finders.is_empty();
         // Field columns stand in for the lines only when no needle reads them, and are looked for only when
@@ -212,7 +231,10 @@ impl LogStore {
                 continue;
             }
             let mut visit = |timestamp_ns: i64, line: Line<'_>, metadata: &[LabelRef<'_>]| match line {
-                Line::Text(line) if wanted(timestamp_ns, line) => {
+                Line::Text(line) if wanted(timestamp_ns, line, false) => {
+                    visitor.entry(stream, LogEntryRef { timestamp_ns, line, structured_metadata: metadata });
+                }
+                Line::Holding(line) if wanted(timestamp_ns, line, true) => {
                     visitor.entry(stream, LogEntryRef { timestamp_ns, line, structured_metadata: metadata });
                 }
                 Line::Unread(line_bytes) if timestamp_ns >= start_ns && timestamp_ns < end_ns => {
@@ -234,7 +256,7 @@ impl LogStore {
                             continue;
                         }
                     }
-                    let data = chunk.file.read_data(meta)?;
+                    chunk.file.read_data_into(meta, &mut data)?;
                     counters.chunk_bytes_read_total.fetch_add(data.len() as u64, Ordering::Relaxed);
                     counters.chunks_read_total.fetch_add(1, Ordering::Relaxed);
                     visit_chunk(
@@ -244,6 +266,7 @@ impl LogStore {
                         &chunk.file.path,
                         lines_unread,
                         fields,
+                        needle,
                         &mut visit,
                     )?;
                 }
@@ -261,6 +284,7 @@ impl LogStore {
                         memory,
                         lines_unread,
                         fields,
+                        needle,
                         &mut visit,
                     )?;
                 }
