@@ -684,12 +684,14 @@ impl ChunkInflater {
             empty => empty
                 .insert(zstd::stream::raw::Decoder::new().map_err(|error| corrupt(format!("zstd context: {error}")))?),
         };
-        self.buffer.clear();
         let (mut read, mut written) = (0usize, 0usize);
         let mut want = COLUMNS_HEADER_BYTES.min(size);
         let mut header_read = false;
         loop {
-            self.buffer.resize(want, 0);
+            // The buffer only grows: the bytes up to `want` are overwritten, so they need no zeroing per chunk.
+            if self.buffer.len() < want {
+                self.buffer.resize(want, 0);
+            }
             while written < want {
                 let input = data.get(read..).unwrap_or_default();
                 let output = self.buffer.get_mut(written..want).unwrap_or_default();
@@ -701,12 +703,13 @@ impl ChunkInflater {
                     return Err(corrupt("zstd chunk shorter than its content size".into()));
                 }
             }
+            let decoded = self.buffer.get(..want).unwrap_or_default();
             if header_read {
                 self.stopped = Some((read, written, size));
-                return Ok(Some((&self.buffer, size)));
+                return Ok(Some((self.buffer.get(..want).unwrap_or_default(), size)));
             }
             header_read = true;
-            match columns_end(&self.buffer, layout).filter(|end| *end <= size) {
+            match columns_end(decoded, layout).filter(|end| *end <= size) {
                 Some(end) if end <= written => {
                     self.stopped = Some((read, written, size));
                     return Ok(Some((self.buffer.get(..end).unwrap_or_default(), size)));
@@ -730,7 +733,9 @@ impl ChunkInflater {
             return self.inflate(data, path);
         };
         let corrupt = |reason: String| LogStoreError::corrupt(path, 0, reason);
-        self.buffer.resize(size, 0);
+        if self.buffer.len() < size {
+            self.buffer.resize(size, 0);
+        }
         while written < size {
             let input = data.get(read..).unwrap_or_default();
             let output = self.buffer.get_mut(written..size).unwrap_or_default();
@@ -741,7 +746,7 @@ impl ChunkInflater {
                 return Err(corrupt("zstd chunk shorter than its content size".into()));
             }
         }
-        Ok(&self.buffer)
+        Ok(self.buffer.get(..size).unwrap_or_default())
     }
 
     pub(crate) fn inflate(&mut self, data: &[u8], path: &Path) -> Result<&[u8], LogStoreError> {

@@ -78,6 +78,24 @@ impl<'a> Reader<'a> {
 
     #[inline(never)]
     fn long_uvarint(&mut self) -> Result<u64, (usize, String)> {
+        // Timestamps in nanoseconds take four to nine bytes. With eight bytes left, a varint of up to eight
+        // bytes is decoded from one little-endian word: its last byte is the first without the high bit, and
+        // the 7-bit groups below it are packed together in three steps.
+        if let Some(window) = self.offset.checked_add(8).and_then(|end| self.bytes.get(self.offset..end)) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(window);
+            let word = u64::from_le_bytes(word);
+            let last_bytes = !word & 0x8080_8080_8080_8080;
+            if last_bytes != 0 {
+                let length = (last_bytes.trailing_zeros() / 8 + 1) as usize;
+                let groups = (word & (u64::MAX >> (64 - 8 * length))) & 0x7f7f_7f7f_7f7f_7f7f;
+                let pairs = (groups & 0x007f_007f_007f_007f) | ((groups & 0x7f00_7f00_7f00_7f00) >> 1);
+                let quads = (pairs & 0x0000_3fff_0000_3fff) | ((pairs & 0x3fff_0000_3fff_0000) >> 2);
+                let value = (quads & 0x0000_0000_0fff_ffff) | ((quads & 0x0fff_ffff_0000_0000) >> 4);
+                self.offset += length;
+                return Ok(value);
+            }
+        }
         let mut value: u64 = 0;
         let mut shift = 0u32;
         loop {
@@ -150,13 +168,25 @@ impl<'a> Reader<'a> {
     #[inline]
     pub(crate) fn str_in(&mut self, checked: Option<(&'a str, usize)>) -> Result<&'a str, (usize, String)> {
         let Some((text, text_start)) = checked else { return self.str() };
-        let length = self.length()?;
-        let start = self.offset;
-        self.take(length)?;
-        let from = start.wrapping_sub(text_start);
-        from.checked_add(length)
-            .and_then(|to| text.get(from..to))
-            .ok_or_else(|| (start, "string not on a character boundary".to_string()))
+        // `text` ends where this reader's bytes do, so cutting it checks the length against the bytes left
+        // as well as the character boundaries.
+        debug_assert_eq!(text_start.checked_add(text.len()), Some(self.bytes.len()));
+        let length_offset = self.offset;
+        let length = self.uvarint()?;
+        let from = self.offset.wrapping_sub(text_start);
+        let to = usize::try_from(length).ok().and_then(|length| from.checked_add(length));
+        match to.and_then(|to| Some((to, text.get(from..to)?))) {
+            Some((to, string)) => {
+                self.offset = text_start + to;
+                Ok(string)
+            }
+            None => {
+                // Read again to name the problem: a length past the end, or a cut inside a character.
+                self.offset = length_offset;
+                self.str()?;
+                Err((length_offset, "string not on a character boundary".to_string()))
+            }
+        }
     }
 
     #[inline]
@@ -251,6 +281,21 @@ mod tests {
         assert!(reader.is_empty());
         let mut truncated = Reader::new(&[0x80]);
         assert_eq!(truncated.uvarint().unwrap_err().1, "truncated varint");
+        // Every length of varint, with ten bytes or more behind it and without.
+        let values = (0..64).flat_map(|bits| [(1u64 << bits) | 1, u64::MAX >> bits, 0x5555_5555_5555_5555 >> bits]);
+        for value in values {
+            let mut encoded = Vec::new();
+            put_uvarint(&mut encoded, value);
+            let length = encoded.len();
+            encoded.extend_from_slice(&[0x80; 10]);
+            for available in [length, encoded.len()] {
+                let mut reader = Reader::new(&encoded[..available]);
+                assert_eq!(reader.uvarint().unwrap(), value);
+                assert_eq!(reader.offset(), length);
+            }
+        }
+        // Eleven bytes without a terminator overflow, within a longer buffer too.
+        assert_eq!(Reader::new(&[0xff; 20]).uvarint().unwrap_err().1, "varint overflows 64 bits");
     }
 
     #[test]
