@@ -510,6 +510,17 @@ impl AddedLabels {
     }
 
     fn get(&self, name: &str) -> Option<&str> {
+        // An entry's few added labels are compared by length before any byte, which the binary search cannot
+        // do; label filters and group keys ask this per entry.
+        const FEW_LABELS: usize = 8;
+        let in_use = self.in_use();
+        if in_use.len() <= FEW_LABELS {
+            let same = |label: &&AddedLabel| {
+                label.name.len() == name.len()
+                    && label.name.bytes().zip(name.bytes()).all(|(left, right)| left == right)
+            };
+            return in_use.iter().find(same).map(|label| label.value.as_str());
+        }
         let index = self.position(name).ok()?;
         self.slots.get(index).map(|label| label.value.as_str())
     }
