@@ -8,6 +8,12 @@
 //! the unanchored search gives. The anchored pattern leaves the literal out (`\A(?:[0-9]+)` after
 //! `status_code=`), so the capture engine reads only what follows it: the literal holds no group, so the
 //! groups keep their indices and names.
+//!
+//! When what follows the literal is one capture group repeating a character class and nothing else
+//! (`status_code=(?P<status>[0-9]+)`, `level=(?P<level>\w+)`), the group is the whole anchored match: a
+//! greedy repetition of a class with nothing after it takes every character of the class it can (up to its
+//! maximum), so the group is read by testing characters against the class, without a regex engine (which
+//! cost 60% of a `| regexp` stage's instructions for three digits).
 
 use memchr::memmem;
 use regex::{CaptureLocations, Regex};
@@ -19,6 +25,94 @@ pub(crate) struct LineRegex {
     /// For patterns that begin with a plain literal of 3 bytes or more and hold no `|`: the literal and
     /// the rest of the pattern, anchored at the start of the text searched.
     prefixed: Option<(memmem::Finder<'static>, Regex)>,
+    /// When the pattern after the literal is one group repeating a class (see the module docs).
+    repeated_class: Option<RepeatedClass>,
+}
+
+/// A capture group of a repeated character class: `(?P<name>[class]{min,max})`, greedy.
+#[derive(Debug, Clone)]
+struct RepeatedClass {
+    /// The class's ASCII members, bit `b` for byte `b`.
+    ascii: u128,
+    /// Its members above ASCII, as inclusive ranges in order.
+    wide: Vec<(char, char)>,
+    /// The fewest and most characters the repetition takes.
+    min: usize,
+    max: Option<usize>,
+}
+
+impl RepeatedClass {
+    /// The repetition of group 1 when `pattern` (the part after the literal) is that group alone, parsed as
+    /// the regex crate parses it.
+    fn of(pattern: &str) -> Option<RepeatedClass> {
+        use regex_syntax::hir::{Class, HirKind};
+        let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
+        let HirKind::Capture(capture) = hir.kind() else { return None };
+        let HirKind::Repetition(repetition) = capture.sub.kind() else { return None };
+        if !repetition.greedy || capture.index != 1 {
+            return None;
+        }
+        let HirKind::Class(class) = repetition.sub.kind() else { return None };
+        let ranges: Vec<(char, char)> = match class {
+            Class::Unicode(class) => class.ranges().iter().map(|range| (range.start(), range.end())).collect(),
+            // A byte class in a pattern over text holds ASCII bytes only (the regex crate refuses others).
+            Class::Bytes(class) => class
+                .ranges()
+                .iter()
+                .map(|range| (char::from(range.start()), char::from(range.end())))
+                .filter(|(start, end)| start.is_ascii() && end.is_ascii())
+                .collect(),
+        };
+        let mut ascii = 0u128;
+        let mut wide = Vec::new();
+        for (start, end) in ranges {
+            for byte in u32::from(start)..=u32::from(end).min(0x7f) {
+                ascii |= 1 << byte;
+            }
+            if u32::from(end) > 0x7f {
+                let wide_start = if start.is_ascii() { '\u{80}' } else { start };
+                wide.push((wide_start, end));
+            }
+        }
+        Some(RepeatedClass {
+            ascii,
+            wide,
+            min: usize::try_from(repetition.min).ok()?,
+            max: repetition.max.and_then(|max| usize::try_from(max).ok()),
+        })
+    }
+
+    fn contains(&self, character: char) -> bool {
+        if character.is_ascii() {
+            return self.ascii & (1 << u32::from(character)) != 0;
+        }
+        self.wide
+            .binary_search_by(|(start, end)| {
+                if *end < character {
+                    std::cmp::Ordering::Less
+                } else if *start > character {
+                    std::cmp::Ordering::Greater
+                } else {
+                    std::cmp::Ordering::Equal
+                }
+            })
+            .is_ok()
+    }
+
+    /// The length in bytes of the repetition's match at the start of `text`, or `None` when it has fewer
+    /// than `min` characters there.
+    fn match_length(&self, text: &str) -> Option<usize> {
+        let mut characters = 0;
+        let mut length = 0;
+        for character in text.chars() {
+            if self.max.is_some_and(|max| characters >= max) || !self.contains(character) {
+                break;
+            }
+            characters += 1;
+            length += character.len_utf8();
+        }
+        (characters >= self.min).then_some(length)
+    }
 }
 
 impl LineRegex {
@@ -28,13 +122,15 @@ impl LineRegex {
     /// The regex crate's error when `pattern` does not compile.
     pub(crate) fn new(pattern: &str) -> Result<LineRegex, regex::Error> {
         let regex = Regex::new(pattern)?;
+        let repeated_class =
+            plain_literal_prefix(pattern).and_then(|literal| RepeatedClass::of(pattern.get(literal.len()..)?));
         let prefixed = match plain_literal_prefix(pattern) {
             Some(literal) => Regex::new(&format!(r"\A(?:{})", pattern.get(literal.len()..).unwrap_or_default()))
                 .ok()
                 .map(|anchored| (memmem::Finder::new(literal.as_bytes()).into_owned(), anchored)),
             None => None,
         };
-        Ok(LineRegex { regex, prefixed })
+        Ok(LineRegex { regex, prefixed, repeated_class })
     }
 
     /// The regex whose groups the locations of [`LineRegex::captures_read`] follow (same names and indices
@@ -49,6 +145,24 @@ impl LineRegex {
             Some((_, anchored)) => anchored.capture_locations(),
             None => self.regex.capture_locations(),
         }
+    }
+
+    /// For a pattern of a literal and one group repeating a class (see the module docs): the byte range in
+    /// `line` of group 1 in the leftmost-first match, `Some(None)` when nothing matches; `None` for other
+    /// patterns (use [`LineRegex::captures_read`]).
+    pub(crate) fn repeated_class_group(&self, line: &str) -> Option<Option<(usize, usize)>> {
+        let (Some((literal, _)), Some(repeated)) = (&self.prefixed, &self.repeated_class) else { return None };
+        let mut from = 0;
+        while let Some(found) = line.as_bytes().get(from..).and_then(|rest| literal.find(rest)) {
+            let start = from + found;
+            // The literal is ASCII, so it starts and ends on character boundaries.
+            let after = start + literal.needle().len();
+            if let Some(length) = line.get(after..).and_then(|rest| repeated.match_length(rest)) {
+                return Some(Some((after, after + length)));
+            }
+            from = start + 1;
+        }
+        Some(None)
     }
 
     /// Searches `line` for the leftmost-first match, filling `locations` (from
@@ -167,6 +281,47 @@ mod tests {
                     assert_eq!(shifted, plain_locations.get(index), "{pattern} on {line:?}, group {index}");
                 }
             }
+        }
+    }
+
+    /// Patterns of a literal and one group repeating a class give the group the regex crate's search gives
+    /// it, on lines with several or no occurrences, short runs, non-ASCII text and bounded repetitions.
+    #[test]
+    fn repeated_class_groups_equal_the_regex_crate_groups() {
+        let patterns = [
+            "status_code=(?P<status>[0-9]+)",
+            "level=(?P<level>\\w+)",
+            "id=(?P<id>\\d{2,4})",
+            "path=(?P<path>[^ ]*)",
+            "user=(?P<user>(?i)[a-c]+)",
+            "xx=(?P<x>[é-ü]+)",
+            "key=(?P<k>[[:alpha:]]{3})",
+        ];
+        let lines = [
+            "status_code=500",
+            "status_code= status_code=404 status_code=200",
+            "level= level=info_1 level=x",
+            "level=naïve level=日本",
+            "id=1 id=12345 id=123",
+            "path= path=/api/x y",
+            "user=ABCd user=x",
+            "xx=a xx=éü xx=ÿ",
+            "key=ab key=abcd",
+            "",
+            "nothing here",
+        ];
+        for pattern in patterns {
+            let line_regex = LineRegex::new(pattern).unwrap();
+            assert!(line_regex.repeated_class.is_some(), "{pattern} takes the class path");
+            let plain = Regex::new(pattern).unwrap();
+            for line in lines {
+                let expected = plain.captures(line).map(|captures| captures.get(1).map(|group| (group.start(), group.end())));
+                let found = line_regex.repeated_class_group(line).unwrap();
+                assert_eq!(found.map(Some), expected, "{pattern} on {line:?}");
+            }
+        }
+        for pattern in ["took (?P<ms>[0-9]+)ms", "status=(?P<a>[0-9])(?P<b>[0-9])", "level=(?P<l>\\w+?)", "abc(x)"] {
+            assert!(LineRegex::new(pattern).unwrap().repeated_class.is_none(), "{pattern}");
         }
     }
 }

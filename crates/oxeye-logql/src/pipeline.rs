@@ -1021,7 +1021,13 @@ impl Pipeline {
                     parse_logfmt(&line, &mut state, options, hints, *stop_early, label_name);
                 }
                 CompiledStage::Regexp { regex, locations, groups } => {
-                    if let Some(base) = regex.captures_read(locations, &line) {
+                    if let Some(group) = regex.repeated_class_group(&line) {
+                        // The pattern's only group is group 1.
+                        let value = group.and_then(|(start, end)| line.get(start..end));
+                        if let (Some(value), Some((_, name))) = (value, groups.first()) {
+                            state.add_parsed(name, value);
+                        }
+                    } else if let Some(base) = regex.captures_read(locations, &line) {
                         for (index, name) in groups.iter() {
                             let found = locations.get(*index);
                             if let Some(value) = found.and_then(|(start, end)| line.get(base + start..base + end)) {
