@@ -633,7 +633,7 @@ const MAX_UNCOMPRESSED_CHUNK_BYTES: usize = 1 << 30;
 pub(crate) struct ChunkInflater {
     zstd: Option<zstd::bulk::Decompressor<'static>>,
     /// For [`ChunkInflater::inflate_columns`], which stops inside a frame.
-    zstd_stream: Option<zstd::stream::raw::Decoder<'static>>,
+    zstd_stream: Option<zstd::zstd_safe::DCtx<'static>>,
     buffer: Vec<u8>,
     /// Where [`ChunkInflater::inflate_columns`] stopped in its frame: bytes of the frame read, bytes of data
     /// written into `buffer`, and the data's whole size; for [`ChunkInflater::inflate_rest`].
@@ -642,6 +642,44 @@ pub(crate) struct ChunkInflater {
 
 /// Bytes enough for the header of column-encoded chunk data (six varints of at most ten bytes).
 const COLUMNS_HEADER_BYTES: usize = 60;
+
+/// How much of a zstd frame [`ChunkInflater::inflate_until`] hands zstd per call.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum InputStep {
+    /// The next block (RFC 8878, 3.1.1.2): zstd decodes it whole and stops, having copied nothing (a block
+    /// cut short would be copied into zstd's input buffer until its rest came).
+    Block,
+    /// All the rest.
+    Rest,
+}
+
+/// Where the zstd block starting at `from` in the frame `data` ends (RFC 8878, 3.1.1.2: a 3-byte header,
+/// then 1 byte for an RLE block, else the size the header names); `from` = 0 is the frame's start, where
+/// the frame header (3.1.1.1) comes first. `None` when the bytes are too short or name a reserved type.
+fn zstd_block_end(data: &[u8], from: usize) -> Option<usize> {
+    let start = match from {
+        0 => {
+            let descriptor = *data.get(4)?;
+            let single_segment = descriptor & 0x20 != 0;
+            let window_len = usize::from(!single_segment);
+            let dictionary_id_len = [0, 1, 2, 4][usize::from(descriptor & 3)];
+            let content_size_len = match descriptor >> 6 {
+                0 => usize::from(single_segment),
+                flag => 1 << flag,
+            };
+            5 + window_len + dictionary_id_len + content_size_len
+        }
+        _ => from,
+    };
+    let header = data.get(start..start.checked_add(3)?)?;
+    let header = u32::from(header[0]) | (u32::from(header[1]) << 8) | (u32::from(header[2]) << 16);
+    let content_len = match (header >> 1) & 3 {
+        1 => 1,
+        3 => return None,
+        _ => usize::try_from(header >> 3).ok()?,
+    };
+    start.checked_add(3)?.checked_add(content_len)
+}
 
 impl ChunkInflater {
     pub(crate) fn new() -> Self {
@@ -664,8 +702,6 @@ impl ChunkInflater {
         layout: ChunkLayout,
         path: &Path,
     ) -> Result<Option<(&[u8], usize)>, LogStoreError> {
-        use zstd::stream::raw::Operation;
-        let corrupt = |reason: String| LogStoreError::corrupt(path, 0, reason);
         self.stopped = None;
         if layout == ChunkLayout::Rows || !data.starts_with(&ZSTD_MAGIC) {
             return Ok(None);
@@ -676,40 +712,24 @@ impl ChunkInflater {
         else {
             return Ok(None);
         };
-        let decoder = match &mut self.zstd_stream {
-            Some(decoder) => {
-                decoder.reinit().map_err(|error| corrupt(format!("zstd context: {error}")))?;
-                decoder
-            }
-            empty => empty
-                .insert(zstd::stream::raw::Decoder::new().map_err(|error| corrupt(format!("zstd context: {error}")))?),
-        };
+        self.buffer.clear();
+        self.buffer.reserve(size);
         let (mut read, mut written) = (0usize, 0usize);
         let mut want = COLUMNS_HEADER_BYTES.min(size);
         let mut header_read = false;
         loop {
-            // The buffer only grows: the bytes up to `want` are overwritten, so they need no zeroing per chunk.
-            if self.buffer.len() < want {
-                self.buffer.resize(want, 0);
+            if written < want {
+                // The frame is handed over a step at a time: zstd decodes the whole blocks it has, straight
+                // into the buffer, so it stops within a block's worth of data past `want`.
+                (read, written) = self.inflate_until(data, path, (read, written), want, InputStep::Block)?;
             }
-            while written < want {
-                let input = data.get(read..).unwrap_or_default();
-                let output = self.buffer.get_mut(written..want).unwrap_or_default();
-                let status =
-                    decoder.run_on_buffers(input, output).map_err(|error| corrupt(format!("zstd: {error}")))?;
-                read += status.bytes_read;
-                written += status.bytes_written;
-                if status.bytes_read == 0 && status.bytes_written == 0 {
-                    return Err(corrupt("zstd chunk shorter than its content size".into()));
-                }
-            }
-            let decoded = self.buffer.get(..want).unwrap_or_default();
             if header_read {
                 self.stopped = Some((read, written, size));
+                // `want` is where the columns end; zstd may have written past it.
                 return Ok(Some((self.buffer.get(..want).unwrap_or_default(), size)));
             }
             header_read = true;
-            match columns_end(decoded, layout).filter(|end| *end <= size) {
+            match columns_end(self.buffer.get(..written).unwrap_or_default(), layout).filter(|end| *end <= size) {
                 Some(end) if end <= written => {
                     self.stopped = Some((read, written, size));
                     return Ok(Some((self.buffer.get(..end).unwrap_or_default(), size)));
@@ -720,6 +740,53 @@ impl ChunkInflater {
         }
     }
 
+    /// Decompresses `data` on from `at` (bytes of the frame read, bytes of data in `buffer`) until `buffer`
+    /// holds at least `want` bytes, handing zstd a block or the rest of the frame per call; returns the new
+    /// position. zstd writes into `buffer`'s spare capacity, which must hold the whole frame and stay
+    /// where it is (no other use of `buffer` in between) until the frame ends: it keeps no copy of its own
+    /// ([`zstd::zstd_safe::DParameter::StableOutBuffer`]), so nothing is copied out of it.
+    fn inflate_until(
+        &mut self,
+        data: &[u8],
+        path: &Path,
+        at: (usize, usize),
+        want: usize,
+        input_step: InputStep,
+    ) -> Result<(usize, usize), LogStoreError> {
+        use zstd::zstd_safe::{DCtx, DParameter, InBuffer, OutBuffer, ResetDirective, get_error_name};
+        let corrupt = |reason: String| LogStoreError::corrupt(path, 0, reason);
+        let zstd_error = |code: usize| corrupt(format!("zstd: {}", get_error_name(code)));
+        let (mut read, mut written) = at;
+        let decoder = match &mut self.zstd_stream {
+            Some(decoder) => decoder,
+            empty => {
+                let mut decoder = DCtx::try_create().ok_or_else(|| corrupt("zstd context: out of memory".into()))?;
+                decoder.set_parameter(DParameter::StableOutBuffer(true)).map_err(zstd_error)?;
+                empty.insert(decoder)
+            }
+        };
+        if at == (0, 0) {
+            decoder.reset(ResetDirective::SessionOnly).map_err(zstd_error)?;
+        }
+        while written < want {
+            // A block end that does not parse only means more input per call, which zstd copies as it must.
+            let input_end = match input_step {
+                InputStep::Block => zstd_block_end(data, read).map_or(data.len(), |end| end.min(data.len())),
+                InputStep::Rest => data.len(),
+            };
+            let mut input = InBuffer::around(data.get(..input_end).unwrap_or_default());
+            input.set_pos(read);
+            let mut output = OutBuffer::around_pos(&mut self.buffer, written);
+            decoder.decompress_stream(&mut output, &mut input).map_err(zstd_error)?;
+            let progressed = input.pos() > read || output.pos() > written;
+            (read, written) = (input.pos(), output.pos());
+            if !progressed && read >= data.len() {
+                return Err(corrupt("zstd chunk shorter than its content size".into()));
+            }
+        }
+        Ok((read, written))
+    }
+
     /// After [`ChunkInflater::inflate_columns`] of the same `data`, decompresses the rest of the frame (the
     /// lines) and returns the whole data, as [`ChunkInflater::inflate`] would, without decoding the start
     /// again; decompresses it all when the columns were not read that way.
@@ -727,26 +794,11 @@ impl ChunkInflater {
     /// # Errors
     /// [`LogStoreError::Corrupt`] when the frame does not decompress.
     pub(crate) fn inflate_rest(&mut self, data: &[u8], path: &Path) -> Result<&[u8], LogStoreError> {
-        use zstd::stream::raw::Operation;
-        let (Some((mut read, mut written, size)), Some(decoder)) = (self.stopped.take(), self.zstd_stream.as_mut())
-        else {
+        let Some((read, written, size)) = self.stopped.take() else {
             return self.inflate(data, path);
         };
-        let corrupt = |reason: String| LogStoreError::corrupt(path, 0, reason);
-        if self.buffer.len() < size {
-            self.buffer.resize(size, 0);
-        }
-        while written < size {
-            let input = data.get(read..).unwrap_or_default();
-            let output = self.buffer.get_mut(written..size).unwrap_or_default();
-            let status = decoder.run_on_buffers(input, output).map_err(|error| corrupt(format!("zstd: {error}")))?;
-            read += status.bytes_read;
-            written += status.bytes_written;
-            if status.bytes_read == 0 && status.bytes_written == 0 {
-                return Err(corrupt("zstd chunk shorter than its content size".into()));
-            }
-        }
-        Ok(self.buffer.get(..size).unwrap_or_default())
+        let (_, written) = self.inflate_until(data, path, (read, written), size, InputStep::Rest)?;
+        Ok(self.buffer.get(..written.min(size)).unwrap_or_default())
     }
 
     pub(crate) fn inflate(&mut self, data: &[u8], path: &Path) -> Result<&[u8], LogStoreError> {
@@ -1035,6 +1087,75 @@ mod column_tests {
                 inflater.inflate_columns(&damaged, ChunkLayout::SEALED, Path::new("mem"))
             {
                 let _ = count_entries(columns, total);
+            }
+        }
+    }
+
+    /// One inflater reads the columns of chunk after chunk whose columns span several zstd blocks (a trace
+    /// id of structured metadata per entry, as seed-shaped lines carry), of different sizes, between whole
+    /// decodes.
+    #[test]
+    fn columns_of_many_blocks_decode_chunk_after_chunk() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut inflater = ChunkInflater::new();
+        for (round, count) in [7000usize, 3000, 9000, 200, 7000].into_iter().enumerate() {
+            let entries: Vec<LogEntry> = (0..count)
+                .map(|index| {
+                    let trace = format!("{:016x}{:016x}", next(), next());
+                    let mut entry = LogEntry::new(
+                        index as i64 * 113_906_123,
+                        format!(
+                            r#"{{"event": "request_finished", "trace_id": "{trace}", "user_id": {}, "n": {index}}}"#,
+                            next() % 5000
+                        ),
+                    );
+                    entry.structured_metadata.push(Label { name: "trace_id".into(), value: trace });
+                    entry
+                })
+                .collect();
+            let chunk = SealedChunk::seal(&entries);
+            // The frame's blocks, walked from its header, end where it does.
+            let mut block_end = 0;
+            let mut blocks = 0;
+            while block_end < chunk.data.len() {
+                block_end = zstd_block_end(&chunk.data, block_end).unwrap();
+                blocks += 1;
+            }
+            assert_eq!(block_end, chunk.data.len());
+            assert!(count < 3000 || blocks > 2, "{blocks} blocks");
+            let (columns, total) =
+                inflater.inflate_columns(&chunk.data, ChunkLayout::SEALED, Path::new("mem")).unwrap().unwrap();
+            let mut decoded = Vec::new();
+            for_each_encoded_entry_without_lines(
+                columns,
+                total,
+                ChunkLayout::SEALED,
+                Path::new("mem"),
+                |timestamp_ns, line_bytes, metadata| {
+                    decoded.push((timestamp_ns, line_bytes, metadata.first().map(|label| label.value.to_string())))
+                },
+            )
+            .unwrap();
+            let expected: Vec<_> = entries
+                .iter()
+                .map(|entry| {
+                    (entry.timestamp_ns, entry.line.len(), entry.structured_metadata.first().map(|l| l.value.clone()))
+                })
+                .collect();
+            assert_eq!(decoded, expected, "round {round}");
+            if round % 2 == 1 {
+                assert_eq!(
+                    inflater.inflate_rest(&chunk.data, Path::new("mem")).unwrap(),
+                    encode_columns(&entries, None)
+                );
+            } else {
+                assert_eq!(inflater.inflate(&chunk.data, Path::new("mem")).unwrap(), encode_columns(&entries, None));
             }
         }
     }
