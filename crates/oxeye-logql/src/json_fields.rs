@@ -1018,6 +1018,8 @@ mod tests {
             // No `0` digits: both loops accept a number with a leading zero (`"x": 00`), which serde_json
             // rejects, and replacing the digit before a `0` makes one.
             r#"{"a":1,"b":[]}"#,
+            // Duplicate keys (each occurrence visited, in order) and whitespace around every token.
+            "{\t\"a\" :\"x\" ,\n \"a\"\r: \"y\", \"b\": {\"a\": 1}, \"b_a\" : 2 } ",
         ];
         for line in lines {
             for variant in damaged_variants(line) {
