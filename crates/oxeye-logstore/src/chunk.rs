@@ -515,11 +515,8 @@ fn decode_columns<'a>(
         LinesSection::Present | LinesSection::Absent { .. } => None,
     };
     // The structured metadata too is checked as UTF-8 once, as a whole; its strings are then cut from it.
-    // When only the entries holding a needle are visited, their strings are checked one by one instead.
-    let metadata_text = match needle {
-        None => metadata_section.rest_as_str().map(|text| (text, metadata_section.offset())),
-        Some(_) => None,
-    };
+    // (Checking only the visited entries' strings one by one costs more: they are short.)
+    let metadata_text = metadata_section.rest_as_str().map(|text| (text, metadata_section.offset()));
     let mut metadata: Vec<LabelRef<'a>> = Vec::new();
     let mut previous_ns = 0i64;
     // The lines are checked as UTF-8 all at once; each is then cut from the checked text at character
@@ -589,8 +586,8 @@ fn decode_columns<'a>(
 fn skip_metadata(reader: &mut Reader<'_>) -> Result<(), (usize, String)> {
     let count = reader.length()?;
     for _ in 0..count {
-        reader.bytes()?;
-        reader.bytes()?;
+        reader.skip_bytes()?;
+        reader.skip_bytes()?;
     }
     Ok(())
 }

@@ -213,6 +213,25 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Moves past a varint length and that many bytes, as [`Reader::bytes`] without handing them out.
+    #[inline]
+    pub(crate) fn skip_bytes(&mut self) -> Result<(), (usize, String)> {
+        let start = self.offset;
+        let length = self.uvarint()?;
+        let end = usize::try_from(length).ok().and_then(|length| self.offset.checked_add(length));
+        match end.filter(|end| *end <= self.bytes.len()) {
+            Some(end) => {
+                self.offset = end;
+                Ok(())
+            }
+            None => {
+                // Read again to name the problem.
+                self.offset = start;
+                self.bytes().map(|_| ())
+            }
+        }
+    }
+
     pub(crate) fn bytes(&mut self) -> Result<&'a [u8], (usize, String)> {
         let length = self.length()?;
         self.take(length)
