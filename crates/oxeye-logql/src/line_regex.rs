@@ -12,8 +12,8 @@
 //! When what follows the literal is one capture group repeating a character class and nothing else
 //! (`status_code=(?P<status>[0-9]+)`, `level=(?P<level>\w+)`), the group is the whole anchored match: a
 //! greedy repetition of a class with nothing after it takes every character of the class it can (up to its
-//! maximum), so the group is read by testing characters against the class, without a regex engine (which
-//! cost 60% of a `| regexp` stage's instructions for three digits).
+//! maximum), so the group is read by testing characters against the class, without a regex engine (whose
+//! capture search took 73% of a `| regexp` stage's instructions for three digits).
 
 use memchr::memmem;
 use regex::{CaptureLocations, Regex};
