@@ -270,15 +270,15 @@ pub(crate) struct PlainPart {
 }
 
 impl HintedKeySearch {
-    /// The search for `names` (at most 64): `None` when a name holds no ASCII letter or digit, or a
-    /// character a label name cannot hold (no key sanitizes into it).
+    /// The search for `names` (at most 64): `None` when a name is no valid label name (no key sanitizes into
+    /// it) or holds no ASCII letter or digit.
     pub(crate) fn new(names: &[String]) -> Option<HintedKeySearch> {
         if names.len() > 64 {
             return None;
         }
         let mut runs = Vec::with_capacity(names.len());
         for name in names {
-            if !name.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_') {
+            if !crate::pipeline::is_valid_label_name(name) {
                 return None;
             }
             let run = name.split('_').find(|run| !run.is_empty())?;
@@ -355,8 +355,13 @@ fn token_start(bytes: &[u8], position: usize) -> usize {
 
 /// True when `key` sanitizes into the label name `name` (see `pipeline::sanitize_label_name`).
 fn sanitizes_into(key: &str, name: &str, sanitized: &mut String) -> bool {
+    // The names are valid label names ([`HintedKeySearch::new`]): a key equal to one is one. Compared in
+    // line, as the occurrence found is most often the key itself.
+    if key.len() == name.len() && key.bytes().zip(name.bytes()).all(|(left, right)| left == right) {
+        return true;
+    }
     if crate::pipeline::is_valid_label_name(key) {
-        return key == name;
+        return false;
     }
     crate::pipeline::sanitize_label_name_into(key, sanitized);
     sanitized == name

@@ -243,14 +243,14 @@ enum CompiledStage {
         key_search: Option<Box<HintedKeySearch>>,
     },
     /// `| regexp`: the expression, its capture locations (reused from line to line) and the named groups the
-    /// hints want, by group index.
+    /// hints want, by group index, with their label names (sanitized once here rather than per line).
     Regexp {
         regex: Box<LineRegex>,
         locations: regex::CaptureLocations,
         groups: Vec<(usize, String)>,
     },
-    /// `| pattern`: the pattern, its captures' names where the hints want them (by capture index), and the
-    /// wanted captures of the current line (index, start, end), reused from line to line.
+    /// `| pattern`: the pattern, its captures' label names (sanitized) where the hints want them (by capture
+    /// index), and the wanted captures of the current line (index, start, end), reused from line to line.
     Pattern {
         pattern: Box<Pattern>,
         wanted: Vec<Option<String>>,
@@ -797,6 +797,7 @@ impl Pipeline {
                         .enumerate()
                         .filter_map(|(index, name)| Some((index, name?.to_string())))
                         .filter(|(_, name)| hints.wants(name))
+                        .map(|(index, name)| (index, sanitize_label_name(&name)))
                         .collect();
                     CompiledStage::Regexp { locations: regex.capture_locations(), regex, groups }
                 }
@@ -804,7 +805,7 @@ impl Pipeline {
                     let pattern = Box::new(Pattern::parse(pattern)?);
                     let wanted = pattern
                         .capture_names()
-                        .map(|name| name.filter(|name| hints.wants(name)).map(str::to_string))
+                        .map(|name| name.filter(|name| hints.wants(name)).map(sanitize_label_name))
                         .collect();
                     CompiledStage::Pattern { pattern, wanted, spans: Vec::new() }
                 }
@@ -1025,13 +1026,13 @@ impl Pipeline {
                         // The pattern's only group is group 1.
                         let value = group.and_then(|(start, end)| line.get(start..end));
                         if let (Some(value), Some((_, name))) = (value, groups.first()) {
-                            state.add_parsed(name, value);
+                            state.add_sanitized(name, value);
                         }
                     } else if let Some(base) = regex.captures_read(locations, &line) {
                         for (index, name) in groups.iter() {
                             let found = locations.get(*index);
                             if let Some(value) = found.and_then(|(start, end)| line.get(base + start..base + end)) {
-                                state.add_parsed(name, value);
+                                state.add_sanitized(name, value);
                             }
                         }
                     }
@@ -1046,7 +1047,7 @@ impl Pipeline {
                     if matched {
                         for &(index, start, end) in spans.iter() {
                             if let (Some(Some(name)), Some(value)) = (wanted.get(index), line.get(start..end)) {
-                                state.add_parsed(name, value);
+                                state.add_sanitized(name, value);
                             }
                         }
                     }
