@@ -37,13 +37,22 @@ fn bytes_equal(word: u64, byte: u8) -> u64 {
 /// stops at the end as it stops at whitespace.
 #[inline(always)]
 fn word_at(bytes: &[u8], position: usize) -> u64 {
+    const SPACES: u64 = ONES * b' ' as u64;
     let rest = bytes.get(position..).unwrap_or_default();
-    match rest.first_chunk::<8>() {
-        Some(chunk) => u64::from_le_bytes(*chunk),
-        None => {
+    if let Some(chunk) = rest.first_chunk::<8>() {
+        return u64::from_le_bytes(*chunk);
+    }
+    match bytes.last_chunk::<8>() {
+        // The last eight bytes shifted down to the 1 to 7 wanted: no copy of a slice of unknown length (a call
+        // to `memcpy`, 11% of the samples of a hinted search whose last value ends the part searched).
+        Some(last) if !rest.is_empty() => {
+            let shift = 8 * (8 - rest.len() as u32);
+            (u64::from_le_bytes(*last) >> shift) | (SPACES << (64 - shift))
+        }
+        _ => {
             let mut padded = [b' '; 8];
-            if let Some(head) = padded.get_mut(..rest.len()) {
-                head.copy_from_slice(rest);
+            for (slot, byte) in padded.iter_mut().zip(rest) {
+                *slot = *byte;
             }
             u64::from_le_bytes(padded)
         }
