@@ -149,22 +149,47 @@ impl CompiledLabelFilter {
 
     /// Evaluates; a conversion failure records an error and keeps the entry.
     fn keeps(&self, state: &mut EntryState) -> bool {
+        self.evaluate(state, FilterCheck::AtPosition, &mut false)
+    }
+
+    /// [`CompiledLabelFilter::keeps`] without its side effect, for a parser checking the filter early (see
+    /// [`EarlyLabelFilter`]): a failed conversion keeps the entry and sets no error (the filter sets it at its
+    /// own position), but counts as an error for the rest of this evaluation, as Loki's
+    /// `labelFilterHint.matches` (`pkg/logql/log/label_filter_hints.go`) runs the filter and then restores the
+    /// error labels. `error_seen` starts false and tells whether a conversion failed.
+    fn keeps_early(&self, state: &mut EntryState, error_seen: &mut bool) -> bool {
+        self.evaluate(state, FilterCheck::Early, error_seen)
+    }
+
+    fn evaluate(&self, state: &mut EntryState, check: FilterCheck, error_seen: &mut bool) -> bool {
         match self {
-            CompiledLabelFilter::And(left, right) => left.keeps(state) && right.keeps(state),
-            CompiledLabelFilter::Or(left, right) => left.keeps(state) || right.keeps(state),
+            CompiledLabelFilter::And(left, right) => {
+                left.evaluate(state, check, error_seen) && right.evaluate(state, check, error_seen)
+            }
+            CompiledLabelFilter::Or(left, right) => {
+                left.evaluate(state, check, error_seen) || right.evaluate(state, check, error_seen)
+            }
             CompiledLabelFilter::Matcher(matcher) => matcher.matches(state.get(&matcher.name).unwrap_or("")),
             CompiledLabelFilter::Ip { name, negated, matcher } => {
                 matcher.matches(state.get(name).unwrap_or("")) != *negated
             }
             // As Loki's numeric, duration and bytes filters (`pkg/logql/log/label_filter.go`): an entry
             // carrying `__error__` is kept, only string matchers filter it out.
-            CompiledLabelFilter::Number { .. } if state.has_error && state.get(ERROR_LABEL).is_some() => true,
+            CompiledLabelFilter::Number { .. }
+                if *error_seen || (state.has_error && state.get(ERROR_LABEL).is_some()) =>
+            {
+                true
+            }
             CompiledLabelFilter::Number { name, op, value, kind } => {
                 let Some(text) = state.get(name) else {
                     return false;
                 };
                 match convert(text, *kind) {
                     Some(number) => op.compare(number, *value),
+                    None if check == FilterCheck::Early => {
+                        *error_seen = true;
+                        true
+                    }
                     None => {
                         let details = format!("cannot convert {text:?} of label {name}");
                         state.set_error("LabelFilterErr", &details);
@@ -174,6 +199,99 @@ impl CompiledLabelFilter {
             }
         }
     }
+}
+
+/// Where a label filter is evaluated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FilterCheck {
+    /// At its own stage: a failed conversion sets `__error__`.
+    AtPosition,
+    /// Early, by a parser that just extracted its label: a failed conversion sets nothing.
+    Early,
+}
+
+/// A label filter that `| json` checks right after it extracts the filter's one label, dropping the line
+/// there when the filter fails, without reading the rest of it: Loki's label filter hints
+/// (`LabelFilterHints`, `ShouldContinueParsingLine` in `pkg/logql/log/label_filter_hints.go`, and
+/// `JSONParser.parseLabelValue`'s `errLabelDoesNotMatch` in `pkg/logql/log/parser.go`). A line that the
+/// filter drops early is dropped even when its tail is not JSON: the filter fails before the parser sees
+/// the error (which would have made a numeric filter keep the line at its own position).
+struct EarlyLabelFilter {
+    /// The label whose extraction triggers the check (the parsed label's final name, `_extracted` suffix
+    /// included).
+    label: String,
+    filter: CompiledLabelFilter,
+    /// The filter's index among the pipeline's stages.
+    stage: usize,
+}
+
+/// A parser's early label filters and, for the entry being parsed, the label filter stages whose result
+/// they settled: one bit per stage index (stages from 64 on are never settled). A filter that passed its
+/// early check without a failed conversion keeps the entry at its own position too (its label does not
+/// change in between, and an error set later only makes a numeric filter keep the entry), so the pipeline
+/// skips it there instead of evaluating it twice.
+struct EarlyChecks<'a> {
+    filters: &'a [EarlyLabelFilter],
+    settled_stages: &'a mut u64,
+}
+
+/// At most this many early filters per parser (a bit mask tracks which ones a label triggers).
+const MAX_EARLY_LABEL_FILTERS: usize = 64;
+
+/// The label filters after the `| json` (without parameters) at index `parser` of `stages` that it can check
+/// early, in the cases where Loki's rules (`labelFiltersAfter`, `canCheckEarly` in
+/// `pkg/logql/log/label_filter_hints.go`) allow it and this crate is sure the early check decides as the
+/// filter at its own position would: a filter reading
+/// exactly one label that is not special ([`early_checkable_label`]), with only line filters and label
+/// filters between the parser and it (neither changes a parsed label). The search stops at any other stage,
+/// a more conservative rule than Loki's, which looks past stages that cannot change the label.
+///
+/// # Errors
+/// As [`CompiledLabelFilter::compile`].
+fn early_label_filters(stages: &[Stage], parser: usize) -> Result<Vec<EarlyLabelFilter>, String> {
+    let mut early = Vec::new();
+    for (index, stage) in stages.iter().enumerate().skip(parser + 1) {
+        match stage {
+            Stage::LineFilter(_) => {}
+            Stage::LabelFilter(filter) => {
+                if let Some(label) = early_checkable_label(filter)
+                    && early.len() < MAX_EARLY_LABEL_FILTERS
+                {
+                    early.push(EarlyLabelFilter { label, filter: CompiledLabelFilter::compile(filter)?, stage: index });
+                }
+            }
+            Stage::Parser(_)
+            | Stage::LineFormat(_)
+            | Stage::LabelFormat(_)
+            | Stage::Drop(_)
+            | Stage::Keep(_)
+            | Stage::Decolorize => break,
+        }
+    }
+    Ok(early)
+}
+
+/// The one label `filter` reads, when a parser may check it early: matchers, numeric, duration and bytes
+/// comparisons and their `and`/`or`, all on that label (Loki's `BinaryLabelFilter.RequiredLabelNames` must
+/// name one label), which is not special (`__error__`, `__error_details__`, any `__name__`: `| json` can set
+/// the error labels after the check). `None` for a filter with `ip()`, whose result depends on `__error__`.
+fn early_checkable_label(filter: &LabelFilter) -> Option<String> {
+    fn has_ip(filter: &LabelFilter) -> bool {
+        match filter {
+            LabelFilter::And(left, right) | LabelFilter::Or(left, right) => has_ip(left) || has_ip(right),
+            LabelFilter::Paren(inner) => has_ip(inner),
+            LabelFilter::Ip { .. } => true,
+            LabelFilter::Matcher(_) | LabelFilter::Number { .. } => false,
+        }
+    }
+    if has_ip(filter) {
+        return None;
+    }
+    let mut names = Vec::new();
+    label_filter_names(filter, &mut names);
+    let (first, rest) = names.split_first()?;
+    let special = first.len() >= 4 && first.starts_with("__") && first.ends_with("__");
+    (!special && rest.iter().all(|name| name == first)).then(|| first.clone())
 }
 
 /// Converts a label value for numeric filters and unwrap: a number, a Go duration (seconds), or a size.
@@ -234,7 +352,11 @@ fn plain_decimal(text: &str) -> Option<f64> {
 
 enum CompiledStage {
     LineFilter(CompiledLineFilter),
-    Json(Vec<(String, Vec<PathPart>)>),
+    /// `| json`: its `label="path"` parameters, and the label filters it checks early (none with parameters).
+    Json {
+        params: Vec<(String, Vec<PathPart>)>,
+        early_filters: Vec<EarlyLabelFilter>,
+    },
     Logfmt {
         strict: bool,
         keep_empty: bool,
@@ -769,12 +891,17 @@ impl Pipeline {
 
     fn compile(stages: &[Stage], hints: ParserHints, stop_early: bool) -> Result<Pipeline, String> {
         let mut compiled = Vec::with_capacity(stages.len());
-        for stage in stages {
+        for (index, stage) in stages.iter().enumerate() {
             compiled.push(match stage {
                 Stage::LineFilter(filter) => CompiledStage::LineFilter(CompiledLineFilter::compile(filter)?),
-                Stage::Parser(ParserStage::Json(params)) => CompiledStage::Json(
-                    params.iter().map(|(label, expression)| (label.clone(), parse_json_path(expression))).collect(),
-                ),
+                Stage::Parser(ParserStage::Json(params)) => CompiledStage::Json {
+                    params: params
+                        .iter()
+                        .map(|(label, expression)| (label.clone(), parse_json_path(expression)))
+                        .collect(),
+                    // Loki gives early filters to `JSONParser` only, not to `JSONExpressionParser`.
+                    early_filters: if params.is_empty() { early_label_filters(stages, index)? } else { Vec::new() },
+                },
                 Stage::Parser(ParserStage::Logfmt { strict, keep_empty, params }) => {
                     let key_search = match &hints {
                         ParserHints::Only(names) if !*strict && params.is_empty() && !names.is_empty() => {
@@ -852,7 +979,7 @@ impl Pipeline {
     /// a line the pipeline treats alike, for a line `| json` parses without error.
     pub fn json_field_names(&self) -> Option<&[String]> {
         let ParserHints::Only(names) = &self.hints else { return None };
-        let (Some(CompiledStage::Json(params)), Some(rest)) = (self.stages.first(), self.stages.get(1..)) else {
+        let (Some(CompiledStage::Json { params, .. }), Some(rest)) = (self.stages.first(), self.stages.get(1..)) else {
             return None;
         };
         let label_stages_only = rest.iter().all(|stage| {
@@ -999,22 +1126,28 @@ impl Pipeline {
             }
         }
         let run_parsers = !hints.wants_none();
-        for stage in stages.iter_mut() {
+        // Label filter stages already known to keep the entry (see [`EarlyChecks`]).
+        let mut settled_stages = 0u64;
+        for (stage_index, stage) in stages.iter_mut().enumerate() {
             match stage {
                 CompiledStage::LineFilter(filter) => {
                     if !filter.keeps(&line) {
                         return None;
                     }
                 }
-                CompiledStage::Json(_)
+                CompiledStage::Json { .. }
                 | CompiledStage::Logfmt { .. }
                 | CompiledStage::Regexp { .. }
                 | CompiledStage::Pattern { .. }
                 | CompiledStage::Unpack
                     if !run_parsers => {}
-                CompiledStage::Json(params) => {
+                CompiledStage::Json { params, early_filters } => {
                     let buffers = JsonBuffers { path: json_path, label_name };
-                    parse_json(&line, &mut state, params, hints, *stop_early, buffers);
+                    let early = EarlyChecks { filters: early_filters, settled_stages: &mut settled_stages };
+                    let fate = parse_json(&line, &mut state, params, early, hints, *stop_early, buffers);
+                    if fate == LineFate::Dropped {
+                        return None;
+                    }
                 }
                 CompiledStage::Logfmt { strict, keep_empty, params, key_search } => {
                     let options =
@@ -1058,7 +1191,8 @@ impl Pipeline {
                     }
                 }
                 CompiledStage::LabelFilter(filter) => {
-                    if !filter.keeps(&mut state) {
+                    let settled = stage_index < 64 && settled_stages & (1 << stage_index) != 0;
+                    if !settled && !filter.keeps(&mut state) {
                         return None;
                     }
                 }
@@ -1396,17 +1530,24 @@ struct LogfmtOptions<'a> {
 /// fields before the error, except those of a top-level member whose nested object's braces never balance
 /// (`ObjectEach` finds a nested object's end before walking it). Nothing for a line that is no object; a
 /// line whose object closes is not in error, whatever follows it (`ObjectEach` stops at the closing brace).
+///
+/// Each label extracted is checked at once against the early filters on it; one failing drops the line
+/// ([`LineFate::Dropped`]), as Loki drops it (see [`EarlyLabelFilter`]). A label at the top level is checked
+/// and the line dropped without reading further. A nested one is kept only if its top-level member's braces
+/// balance (`ObjectEach` walks a nested object only then, so Loki never checks a label of one that does
+/// not), which is known at the end of the line: a failed check there drops the line if the label stays.
 fn parse_json(
     line: &str,
     state: &mut EntryState<'_>,
     params: &[(String, Vec<PathPart>)],
+    early: EarlyChecks<'_>,
     hints: &ParserHints,
     stop_early: bool,
     buffers: JsonBuffers<'_>,
-) {
+) -> LineFate {
     if !params.is_empty() {
         parse_json_expressions(line, state, params);
-        return;
+        return LineFate::Kept;
     }
     // Stop early once every hinted label is found (at most 64 names tracked), as Loki's json parser does.
     let (mut missing, hinted) = match hints {
@@ -1418,6 +1559,12 @@ fn parse_json(
     // Labels go straight into the entry's slots, marked pending until the line's outcome is known.
     // Fields whose names the hints rule out by length are checked without a call to the visitor.
     let unwanted = |name: &str| hinted.is_some() && hinted_lengths.rules_out(name);
+    // The scanner names a top-level member with an unescaped key by the key itself, a slice of the line;
+    // other names (nested members, escaped keys) are built in its path buffer.
+    let line_bytes = line.as_bytes().as_ptr_range();
+    let (mut dropped, mut dropped_if_kept) = (false, false);
+    let EarlyChecks { filters: early_filters, settled_stages } = early;
+    let settled_before = *settled_stages;
     let outcome = visit_fields_where(line, path, unwanted, &mut |name, value: JsonScalar<'_>| {
         let sanitized: &str = match hinted {
             Some(names) => {
@@ -1445,31 +1592,93 @@ fn parse_json(
                 label_name
             }
         };
+        // Which early filters the label just extracted triggers, one bit each.
+        let mut triggered = 0u64;
         if !matches!(value, JsonScalar::Null)
             && let Some(slot) = state.claim_parsed(sanitized)
         {
             slot.pending = true;
             value.write_label_value(&mut slot.value);
+            for (index, early) in early_filters.iter().enumerate() {
+                if early.label.len() == slot.name.len() && early.label == slot.name {
+                    triggered |= 1 << index;
+                }
+            }
+        }
+        if triggered != 0 && !early_filters_keep(early_filters, triggered, state, settled_stages) {
+            if line_bytes.contains(&name.as_ptr()) {
+                dropped = true;
+                return ControlFlow::Break(());
+            }
+            dropped_if_kept = true;
         }
         if stop_early && missing == 0 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
     });
+    if dropped {
+        state.added.settle_pending(false);
+        return LineFate::Dropped;
+    }
     match outcome {
         Ok(()) => state.added.settle_pending(true),
         Err(error) if error.expected == EXPECTED_END_OF_LINE => state.added.settle_pending(true),
         Err(error) if error.expected == EXPECTED_MEMBER_BRACE => {
             // A top-level member's nested object never closes: Loki keeps none of its fields, so the labels
-            // are taken back and what comes before the member read again (that part's own error, at the
-            // member's value, is not the line's: the line's error is set first).
+            // are taken back and what comes before the member read again. That part's own error, at the
+            // member's value, is not the line's: the line's error replaces it. The second read runs the early
+            // checks before the member again, before any error of this parser, as Loki runs them; a failed one
+            // in the member is void with its label.
             state.added.settle_pending(false);
-            state.set_error("JSONParserErr", error.loki_details(line));
+            *settled_stages = settled_before;
+            let error_before = state.has_error;
             let before = line.get(..error.position).unwrap_or_default();
-            parse_json_again(before, state, hints, stop_early, JsonBuffers { path, label_name });
+            let buffers = JsonBuffers { path, label_name };
+            let early = EarlyChecks { filters: early_filters, settled_stages };
+            if parse_json_again(before, state, early, hints, stop_early, buffers) == LineFate::Dropped {
+                return LineFate::Dropped;
+            }
+            if !error_before {
+                state.has_error = false;
+                state.set_error("JSONParserErr", error.loki_details(line));
+            }
+            return LineFate::Kept;
         }
         Err(error) => {
             state.added.settle_pending(true);
             state.set_error("JSONParserErr", error.loki_details(line));
         }
     }
+    if dropped_if_kept { LineFate::Dropped } else { LineFate::Kept }
+}
+
+/// Whether a parser keeps or drops the line it parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LineFate {
+    Kept,
+    /// A label filter checked early failed (see [`EarlyLabelFilter`]).
+    Dropped,
+}
+
+/// True when every early filter whose bit is set in `triggered` keeps the entry as it stands; marks in
+/// `settled_stages` those that keep it without a failed conversion (see [`EarlyChecks`]).
+fn early_filters_keep(
+    early_filters: &[EarlyLabelFilter],
+    triggered: u64,
+    state: &mut EntryState<'_>,
+    settled_stages: &mut u64,
+) -> bool {
+    for (index, early) in early_filters.iter().enumerate() {
+        if triggered & (1 << index) == 0 {
+            continue;
+        }
+        let mut error_seen = false;
+        if !early.filter.keeps_early(state, &mut error_seen) {
+            return false;
+        }
+        if !error_seen && early.stage < 64 {
+            *settled_stages |= 1 << early.stage;
+        }
+    }
+    true
 }
 
 /// [`parse_json`] of the part of a line before a top-level member that never closes: off the scan's path,
@@ -1479,11 +1688,12 @@ fn parse_json(
 fn parse_json_again(
     line: &str,
     state: &mut EntryState<'_>,
+    early: EarlyChecks<'_>,
     hints: &ParserHints,
     stop_early: bool,
     buffers: JsonBuffers<'_>,
-) {
-    parse_json(line, state, &[], hints, stop_early, buffers);
+) -> LineFate {
+    parse_json(line, state, &[], early, hints, stop_early, buffers)
 }
 
 fn json_scalar(value: &serde_json::Value) -> Option<String> {
@@ -1908,9 +2118,11 @@ mod tests {
 
     #[test]
     fn numeric_filters_keep_entries_with_errors_as_loki_does() {
+        // `{"user_id":5, broken` under `| json | user_id < 0` is dropped: Loki checks the filter as soon as
+        // `| json` extracts `user_id`, before the error (`ShouldContinueParsingLine`,
+        // pkg/logql/log/label_filter_hints.go); see `json_checks_label_filters_as_it_extracts_their_label`.
         for (query, line) in [
             (r#"{a="b"} | json | user_id < 0"#, r#"{"user_id":-1,"x":tru}"#),
-            (r#"{a="b"} | json | user_id < 0"#, r#"{"user_id":5, broken"#),
             (r#"{a="b"} | json | duration > 1s"#, "not json"),
             (r#"{a="b"} | logfmt --strict | size > 1KB"#, "size=5 =x"),
         ] {
@@ -1922,6 +2134,137 @@ mod tests {
         assert!(run(r#"{a="b"} | json | user_id = "6""#, r#"{"user_id":5, broken"#).is_none());
         assert!(run(r#"{a="b"} | json | user_id = "5""#, r#"{"user_id":5, broken"#).is_some());
         assert!(run(r#"{a="b"} | json | user_id < 0"#, r#"{"user_id":5}"#).is_none());
+        assert!(run(r#"{a="b"} | json | user_id < 0"#, r#"{"user_id":5, broken"#).is_none());
+    }
+
+    /// `pipeline` (and its prefilter) with its early label filters removed: the pipeline as it was before them.
+    fn without_early_filters(mut pipeline: Pipeline) -> Pipeline {
+        for stage in &mut pipeline.stages {
+            if let CompiledStage::Json { early_filters, .. } = stage {
+                early_filters.clear();
+            }
+        }
+        pipeline.prefilter = pipeline.prefilter.map(|prefilter| Box::new(without_early_filters(*prefilter)));
+        pipeline
+    }
+
+    fn log_stages(query: &str) -> Vec<Stage> {
+        let Expr::Log(log) = parse_expr(query).unwrap() else { panic!("not a log query") };
+        log.pipeline
+    }
+
+    #[test]
+    fn json_checks_label_filters_as_it_extracts_their_label() {
+        // (query, line, kept, `__error__` when kept): Loki's label filter hints, pkg/logql/log/label_filter_hints.go.
+        let cases = [
+            // The filter fails before the broken tail: dropped. It passes, then the tail sets `__error__`.
+            (r#"{a="b"} | json | user_id < 0"#, r#"{"user_id":5, broken"#, false, None),
+            (r#"{a="b"} | json | user_id < 0"#, r#"{"user_id":-1,"x":tru}"#, true, Some("JSONParserErr")),
+            (r#"{a="b"} | json | user_id < 0"#, r#"{"x":tru,"user_id":5}"#, true, Some("JSONParserErr")),
+            (r#"{a="b"} | json | status = "500""#, r#"{"status":200,"x":tru}"#, false, None),
+            (
+                r#"{a="b"} | json | user_id < 0 | method = "y""#,
+                r#"{"method":"y","user_id":-1, broken"#,
+                true,
+                Some("JSONParserErr"),
+            ),
+            (r#"{a="b"} | json | user_id < 0 | method = "x""#, r#"{"method":"y","user_id":-1, broken"#, false, None),
+            (r#"{a="b"} | json |= "user" | user_id < 0"#, r#"{"user_id":5, broken"#, false, None),
+            // A stage between that can change the label: no early check, the error keeps the line.
+            (
+                r#"{a="b"} | json | label_format user_id=other | user_id < 0"#,
+                r#"{"user_id":5,"other":3, x"#,
+                true,
+                Some("JSONParserErr"),
+            ),
+            (r#"{a="b"} | json | drop user_id | user_id < 0"#, r#"{"user_id":5, x"#, true, Some("JSONParserErr")),
+            // `or` and `and` on one label are checked early; on two labels they are not.
+            (r#"{a="b"} | json | user_id < 0 or user_id > 100"#, r#"{"user_id":5, x"#, false, None),
+            (r#"{a="b"} | json | user_id < 0 or user_id > 100"#, r#"{"user_id":500, x"#, true, Some("JSONParserErr")),
+            (r#"{a="b"} | json | user_id > 0 and user_id < 3"#, r#"{"user_id":5, x"#, false, None),
+            (r#"{a="b"} | json | user_id < 0 or status = "x""#, r#"{"user_id":5, x"#, true, Some("JSONParserErr")),
+            (r#"{a="b"} | json | user_id < 0, status = """#, r#"{"user_id":5, x"#, true, Some("JSONParserErr")),
+            // A conversion failure keeps the line and sets its error only at the filter, where the other side
+            // of an `and` then keeps it too.
+            (r#"{a="b"} | json | user_id > 1 and user_id < 0"#, r#"{"user_id":"abc"}"#, true, Some("LabelFilterErr")),
+            // `ip()` reads `__error__`, and filters on special labels are never checked early.
+            (r#"{a="b"} | json | addr = ip("10.0.0.0/8")"#, r#"{"addr":"1.2.3.4", x"#, false, None),
+            (r#"{a="b"} | json | __error__ != "JSONParserErr""#, r#"{"user_id":5, x"#, false, None),
+            // A nested label is checked once its top-level member closes; a member never closed gives no label.
+            (r#"{a="b"} | json | user_id < 0"#, r#"{"user":{"id":5},"x":tru}"#, false, None),
+            (r#"{a="b"} | json | user_id < 0"#, r#"{"a":1,"user":{"id":5,"x":1"#, true, Some("JSONParserErr")),
+            (r#"{a="b"} | json | user_id < 0"#, r#"{"user":{"id":-5},"b":{"x":1"#, true, Some("JSONParserErr")),
+            (r#"{a="b"} | json | user_id < 0"#, r#"{"user":{"id":5},"b":{"x":1"#, false, None),
+            // An escaped key names its label outside the line: checked at the end of the line.
+            (r#"{a="b"} | json | user_id < 0"#, r#"{"user\u005fid":5, x"#, false, None),
+            // The label `| json` extracts for a key colliding with a stream label is `level_extracted`.
+            (r#"{a="b"} | json | level = "error""#, r#"{"level":"warn", x"#, false, None),
+            (r#"{a="b"} | json | level_extracted = "error""#, r#"{"level":"warn", x"#, false, None),
+            (r#"{a="b"} | json | level_extracted = "warn""#, r#"{"level":"warn", x"#, true, Some("JSONParserErr")),
+            // The first of duplicate keys is the label, as at the filter's position.
+            (r#"{a="b"} | json | user_id < 0"#, r#"{"user_id":-1,"user_id":5, x"#, true, Some("JSONParserErr")),
+            // `| json` with parameters checks nothing early (Loki's `JSONExpressionParser`).
+            (r#"{a="b"} | json user_id="user_id" | user_id < 0"#, r#"{"user_id":5, x"#, true, Some("JSONParserErr")),
+        ];
+        for (query, line, kept, error) in cases {
+            let entry = run(query, line);
+            assert_eq!(entry.is_some(), kept, "{query} on {line:?}");
+            if let Some(entry) = entry {
+                assert_eq!(entry.labels.get(ERROR_LABEL), error, "{query} on {line:?}");
+            }
+        }
+        let grouped = r#"sum by (status) (count_over_time({a="b"} | json | user_id < 0 [1m]))"#;
+        assert!(run_hinted(grouped, r#"{"status":200,"user_id":5, broken"#).is_none());
+        // Kept, and without an error: a grouped query's parse stops once it has every label it reads.
+        let kept = run_hinted(grouped, r#"{"status":200,"user_id":-5, broken"#).unwrap();
+        assert_eq!((kept.labels.get("user_id"), kept.labels.get(ERROR_LABEL)), (Some("-5"), None));
+        assert!(run_hinted(grouped, r#"{"user_id":5,"status":200}"#).is_none());
+    }
+
+    #[test]
+    fn early_label_filters_change_nothing_on_well_formed_lines() {
+        let queries = [
+            r#"{a="b"} | json | user_id < 0"#,
+            r#"{a="b"} | json | user_id < 0 or user_id > 5"#,
+            r#"{a="b"} | json | level = "error" | status >= 500"#,
+            r#"{a="b"} | json | level_extracted =~ "err.*" | duration_ms > 1000"#,
+            r#"{a="b"} | json | status != "200" | label_format s=status | s = "404""#,
+            r#"{a="b"} | json | duration > 1s"#,
+            r#"{a="b"} | json | size > 1KB and size < 1MB"#,
+            r#"{a="b"} | json | user_id > 1 and user_id < 9"#,
+            r#"{a="b"} | json | user_id > 1, status = "200""#,
+        ];
+        let lines = [
+            r#"{"level":"error","status":503,"path":"/x","user":{"id":7},"duration_ms":1500}"#,
+            r#"{"user_id":-3,"status":"404","level":"warn","size":"2KB","duration":"2s"}"#,
+            r#"{"user_id":6,"status":200,"duration_ms":"abc","user":{"id":-1}}"#,
+            r#"{"user_id":"x","status":null,"size":5000,"duration":"500ms","level":"errorish"}"#,
+            r#"{"user_id":3,"user_id":-3,"status":"404","s":"1"}"#,
+            r#"{"user\u005fid":-2,"status":500,"duration_ms":2000}"#,
+            r#"{"user":{"id":2},"user_id":-2}"#,
+            r#"{}"#,
+        ];
+        let stream = Labels::from_pairs([("service_name", "boxoffice"), ("level", "info")]);
+        let grouping = ["status".to_string(), "user_id".to_string()];
+        for query in queries {
+            let stages = log_stages(query);
+            let hinted =
+                ParserHints::for_grouping(Some(&Grouping { without: false, labels: grouping.to_vec() }), &stages, None);
+            for hints in [ParserHints::All, hinted] {
+                let mut early = Pipeline::with_hints(&stages, hints.clone()).unwrap();
+                let mut before = without_early_filters(Pipeline::with_hints(&stages, hints.clone()).unwrap());
+                for line in lines {
+                    let entry = LogEntry::new(1, line);
+                    assert_eq!(early.process(&stream, &entry), before.process(&stream, &entry), "{query} on {line}");
+                    let entry = LogEntryRef { timestamp_ns: 1, line, structured_metadata: &[] };
+                    assert_eq!(
+                        early.process_grouped(&stream, entry, &grouping),
+                        before.process_grouped(&stream, entry, &grouping),
+                        "{query} on {line} grouped ({hints:?})"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
