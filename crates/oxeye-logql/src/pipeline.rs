@@ -1144,7 +1144,11 @@ impl Pipeline {
                 CompiledStage::Json { params, early_filters } => {
                     let buffers = JsonBuffers { path: json_path, label_name };
                     let early = EarlyChecks { filters: early_filters, settled_stages: &mut settled_stages };
-                    let fate = parse_json(&line, &mut state, params, early, hints, *stop_early, buffers);
+                    let fate = if early_filters.is_empty() {
+                        parse_json::<false>(&line, &mut state, params, early, hints, *stop_early, buffers)
+                    } else {
+                        parse_json::<true>(&line, &mut state, params, early, hints, *stop_early, buffers)
+                    };
                     if fate == LineFate::Dropped {
                         return None;
                     }
@@ -1536,7 +1540,8 @@ struct LogfmtOptions<'a> {
 /// and the line dropped without reading further. A nested one is kept only if its top-level member's braces
 /// balance (`ObjectEach` walks a nested object only then, so Loki never checks a label of one that does
 /// not), which is known at the end of the line: a failed check there drops the line if the label stays.
-fn parse_json(
+/// `EARLY_CHECKS` is false when the stage has no early filter: the scan then carries no code for them.
+fn parse_json<const EARLY_CHECKS: bool>(
     line: &str,
     state: &mut EntryState<'_>,
     params: &[(String, Vec<PathPart>)],
@@ -1599,13 +1604,15 @@ fn parse_json(
         {
             slot.pending = true;
             value.write_label_value(&mut slot.value);
-            for (index, early) in early_filters.iter().enumerate() {
-                if early.label.len() == slot.name.len() && early.label == slot.name {
-                    triggered |= 1 << index;
+            if EARLY_CHECKS {
+                for (index, early) in early_filters.iter().enumerate() {
+                    if early.label.len() == slot.name.len() && early.label == slot.name {
+                        triggered |= 1 << index;
+                    }
                 }
             }
         }
-        if triggered != 0 && !early_filters_keep(early_filters, triggered, state, settled_stages) {
+        if EARLY_CHECKS && triggered != 0 && !early_filters_keep(early_filters, triggered, state, settled_stages) {
             if line_bytes.contains(&name.as_ptr()) {
                 dropped = true;
                 return ControlFlow::Break(());
@@ -1614,7 +1621,7 @@ fn parse_json(
         }
         if stop_early && missing == 0 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
     });
-    if dropped {
+    if EARLY_CHECKS && dropped {
         state.added.settle_pending(false);
         return LineFate::Dropped;
     }
@@ -1633,7 +1640,7 @@ fn parse_json(
             let before = line.get(..error.position).unwrap_or_default();
             let buffers = JsonBuffers { path, label_name };
             let early = EarlyChecks { filters: early_filters, settled_stages };
-            if parse_json_again(before, state, early, hints, stop_early, buffers) == LineFate::Dropped {
+            if parse_json_again::<EARLY_CHECKS>(before, state, early, hints, stop_early, buffers) == LineFate::Dropped {
                 return LineFate::Dropped;
             }
             if !error_before {
@@ -1647,7 +1654,7 @@ fn parse_json(
             state.set_error("JSONParserErr", error.loki_details(line));
         }
     }
-    if dropped_if_kept { LineFate::Dropped } else { LineFate::Kept }
+    if EARLY_CHECKS && dropped_if_kept { LineFate::Dropped } else { LineFate::Kept }
 }
 
 /// Whether a parser keeps or drops the line it parsed.
@@ -1685,7 +1692,7 @@ fn early_filters_keep(
 /// and kept out of line so that `parse_json` itself can be inlined.
 #[cold]
 #[inline(never)]
-fn parse_json_again(
+fn parse_json_again<const EARLY_CHECKS: bool>(
     line: &str,
     state: &mut EntryState<'_>,
     early: EarlyChecks<'_>,
@@ -1693,7 +1700,7 @@ fn parse_json_again(
     stop_early: bool,
     buffers: JsonBuffers<'_>,
 ) -> LineFate {
-    parse_json(line, state, &[], early, hints, stop_early, buffers)
+    parse_json::<EARLY_CHECKS>(line, state, &[], early, hints, stop_early, buffers)
 }
 
 fn json_scalar(value: &serde_json::Value) -> Option<String> {
