@@ -1,6 +1,7 @@
 //! Loki's pattern syntax (`<name> - <_> "<method> <path>"`), for the `pattern` parser and the `|>`/`!>`
 //! line filters. Literals are matched in order from the start of the line; each capture takes the text up
-//! to the next literal (the last one takes the rest of the line).
+//! to the next literal (the last one takes the rest of the line). The `|>` filters need the whole pattern
+//! to match; the parser keeps what a partial match captured, as Loki's does ([`Pattern::extract_spans`]).
 
 /// A parsed pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +105,29 @@ impl Pattern {
     /// [`Pattern::capture_names`] and its byte range in `line` (on character boundaries: a capture ends
     /// where a literal starts, or at the end of the line). Nothing is allocated; captures are reported
     /// as they are found, so a caller must drop them when this returns false (the line does not match).
-    pub fn match_spans(&self, line: &str, mut report: impl FnMut(usize, usize, usize)) -> bool {
+    pub fn match_spans(&self, line: &str, report: impl FnMut(usize, usize, usize)) -> bool {
+        self.walk(line, false, report)
+    }
+
+    /// Reports the captures the `| pattern` parser extracts from `line`, each as `(index, start, end)` like
+    /// [`Pattern::match_spans`], the way Loki's parser finds them (`Matches` in grafana/loki
+    /// `pkg/logql/log/pattern/pattern.go`), which does not need the whole pattern to match:
+    /// - nothing on an empty line, or when the pattern starts with a literal that does not start the line;
+    /// - otherwise each capture takes the text up to the first occurrence of the literal after it, and a
+    ///   capture whose literal is not found takes the rest of the line and ends the search: the captures
+    ///   before it are kept (`<_> level=<lvl> path=<path> status=<status>` on `ts=1 level=warn path=/x
+    ///   code=404` gives `lvl="warn"` and `path="/x code=404"`);
+    /// - text after the pattern's last literal is ignored.
+    pub fn extract_spans(&self, line: &str, report: impl FnMut(usize, usize, usize)) {
+        if !line.is_empty() {
+            self.walk(line, true, report);
+        }
+    }
+
+    /// Walks `line` along the pattern, reporting captures as [`Pattern::match_spans`] does. A literal that
+    /// is not found after a capture ends the walk: with `partial`, the capture takes the rest of the line
+    /// and the walk counts as a match, else it is no match. A leading literal must start the line.
+    fn walk(&self, line: &str, partial: bool, mut report: impl FnMut(usize, usize, usize)) -> bool {
         let mut position = 0;
         let mut pending: Option<usize> = None;
         let mut next_capture = 0;
@@ -124,7 +147,12 @@ impl Pattern {
                             position += literal.text.len();
                         }
                         Some(index) => {
-                            let Some(found) = literal.finder.find(rest) else { return false };
+                            let Some(found) = literal.finder.find(rest) else {
+                                if partial {
+                                    report(index, position, line.len());
+                                }
+                                return partial;
+                            };
                             report(index, position, position + found);
                             position += found + literal.text.len();
                         }
@@ -156,5 +184,40 @@ mod tests {
         assert!(Pattern::parse("<a><b>").is_err());
         assert!(Pattern::parse("no captures").is_err());
         assert!(!Pattern::parse("GET <_>").unwrap().is_match("POST /x"));
+    }
+
+    /// The parser's captures as Loki's `Matches` gives them: partial matches keep the captures found, the
+    /// capture whose literal is missing takes the rest of the line, a leading literal must start the line.
+    #[test]
+    fn extracted_spans_follow_lokis_matcher() {
+        let extract = |pattern: &str, line: &str| {
+            let pattern = Pattern::parse(pattern).unwrap();
+            let names: Vec<Option<&str>> = pattern.capture_names().collect();
+            let mut found = Vec::new();
+            pattern.extract_spans(line, |index, start, end| {
+                if let Some(Some(name)) = names.get(index) {
+                    found.push((name.to_string(), line[start..end].to_string()));
+                }
+            });
+            found
+        };
+        let pairs = |items: &[(&str, &str)]| -> Vec<(String, String)> {
+            items.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect()
+        };
+        let query = "<_> level=<lvl> path=<path> status=<status>";
+        assert_eq!(
+            extract(query, "ts=1 level=warn path=/x status=404"),
+            pairs(&[("lvl", "warn"), ("path", "/x"), ("status", "404")])
+        );
+        assert_eq!(
+            extract(query, "ts=1 level=warn path=/x code=404"),
+            pairs(&[("lvl", "warn"), ("path", "/x code=404")])
+        );
+        assert_eq!(extract(query, "ts=1 lvl=warn"), pairs(&[]));
+        assert_eq!(extract(query, ""), pairs(&[]));
+        assert_eq!(extract("GET <path> HTTP", "POST /x HTTP"), pairs(&[]));
+        assert_eq!(extract("GET <path> HTTP", "GET /x"), pairs(&[("path", "/x")]));
+        assert_eq!(extract("GET <path> HTTP", "GET /x HTTP/1.1 200"), pairs(&[("path", "/x")]));
+        assert_eq!(extract("<a> - <b>", "x - y - z"), pairs(&[("a", "x"), ("b", "y - z")]));
     }
 }

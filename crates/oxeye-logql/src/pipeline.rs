@@ -1176,16 +1176,14 @@ impl Pipeline {
                 }
                 CompiledStage::Pattern { pattern, wanted, spans } => {
                     spans.clear();
-                    let matched = pattern.match_spans(&line, |index, start, end| {
+                    pattern.extract_spans(&line, |index, start, end| {
                         if wanted.get(index).is_some_and(Option::is_some) {
                             spans.push((index, start, end));
                         }
                     });
-                    if matched {
-                        for &(index, start, end) in spans.iter() {
-                            if let (Some(Some(name)), Some(value)) = (wanted.get(index), line.get(start..end)) {
-                                state.add_sanitized(name, value);
-                            }
+                    for &(index, start, end) in spans.iter() {
+                        if let (Some(Some(name)), Some(value)) = (wanted.get(index), line.get(start..end)) {
+                            state.add_sanitized(name, value);
                         }
                     }
                 }
@@ -2275,7 +2273,7 @@ mod tests {
     }
 
     #[test]
-    fn pattern_captures_only_what_the_query_reads_and_only_on_a_full_match() {
+    fn pattern_captures_only_what_the_query_reads_and_partial_matches_as_loki() {
         let query = r#"{a="b"} | pattern "<_> level=<lvl> path=<path> status=<status>""#;
         let line = "ts=1 level=warn path=/x status=404";
         let all = run(query, line).unwrap();
@@ -2290,9 +2288,13 @@ mod tests {
             (hinted.labels.get("status"), hinted.labels.get("path"), hinted.labels.get("lvl")),
             (Some("404"), None, None)
         );
-        // A line matching the first literals but not the last: no capture of it is kept.
+        // A line matching the first literals but not the last: as in Loki (pattern.go's `Matches`), the
+        // captures found are kept and the one whose literal is missing takes the rest of the line.
         let partial = run(query, "ts=1 level=warn path=/x code=404").unwrap();
-        assert_eq!((partial.labels.get("lvl"), partial.labels.get("path")), (None, None));
+        assert_eq!(
+            (partial.labels.get("lvl"), partial.labels.get("path"), partial.labels.get("status")),
+            (Some("warn"), Some("/x code=404"), None)
+        );
         // Captures next to multibyte text, and one starting with a digit sanitized.
         let unicode = run(r#"{a="b"} | pattern "é=<v> <1x>""#, "é=ünï 2").unwrap();
         assert_eq!((unicode.labels.get("v"), unicode.labels.get("_1x")), (Some("ünï"), Some("2")));
