@@ -11,7 +11,7 @@ use oxeye_model::{LabelRef, Labels, MatchOp, Matcher};
 
 use crate::pipeline::{
     ERROR_DETAILS_LABEL, ERROR_LABEL, JSON_FIELD_COLUMNS_SEMANTICS, LineFilters, ParserHints, Pipeline, convert,
-    sanitized_label_name,
+    same_short_bytes, sanitized_label_name,
 };
 use crate::syntax::{
     BinaryOp, Expr, Grouping, LineFilterOp, LogExpr, LogRange, MetricExpr, NumberKind, ParseError, RangeOp, Stage,
@@ -683,9 +683,7 @@ impl SampleExtractor<'_> {
             None => Grouped::Dropped,
             Some(Ok(line_length)) => {
                 let key = self.group_key.as_slice();
-                let same_key = |(known, _): &&(Vec<u8>, usize)| {
-                    known.len() == key.len() && known.iter().zip(key).all(|(left, right)| left == right)
-                };
+                let same_key = |(known, _): &&(Vec<u8>, usize)| same_short_bytes(known, key);
                 let known = match self.few_groups.iter().find(same_key) {
                     Some((_, index)) => Some(*index),
                     None => self.group_index.get(key).copied(),

@@ -366,7 +366,7 @@ fn token_start(bytes: &[u8], position: usize) -> usize {
 fn sanitizes_into(key: &str, name: &str, sanitized: &mut String) -> bool {
     // The names are valid label names ([`HintedKeySearch::new`]): a key equal to one is one. Compared in
     // line, as the occurrence found is most often the key itself.
-    if key.len() == name.len() && key.bytes().zip(name.bytes()).all(|(left, right)| left == right) {
+    if crate::pipeline::same_short_bytes(key.as_bytes(), name.as_bytes()) {
         return true;
     }
     if crate::pipeline::is_valid_label_name(key) {
