@@ -6,14 +6,26 @@
 /// A parsed pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pattern {
-    nodes: Vec<Node>,
+    /// The literal the line must start with, if the pattern starts with one.
+    prefix: Option<String>,
+    /// The captures in order, each with the literal that ends it.
+    steps: Vec<Step>,
 }
 
+/// A capture (`None` for `<_>`) and the literal after it (with a searcher built once per pattern, not per
+/// line), `None` for a capture that ends the pattern and takes the rest of the line. Captures and literals
+/// alternate (consecutive captures are refused, consecutive literal text is one literal), so a pattern is
+/// an optional prefix and then such steps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Step {
+    name: Option<String>,
+    literal: Option<Box<Literal>>,
+}
+
+/// A piece of a pattern as the parser reads it, before the pieces are paired into [`Step`]s.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Node {
-    /// Text to find after a capture (with a searcher built once per pattern, not per line) or to match
-    /// where the previous literal ended.
-    Literal(Box<Literal>),
+    Literal(String),
     Capture(Option<String>),
 }
 
@@ -63,7 +75,7 @@ impl Pattern {
             let name = name.unwrap_or_default();
             literal.push_str(&rest[..start]);
             if !literal.is_empty() {
-                nodes.push(Node::Literal(Box::new(Literal::new(std::mem::take(&mut literal)))));
+                nodes.push(Node::Literal(std::mem::take(&mut literal)));
             }
             if matches!(nodes.last(), Some(Node::Capture(_))) {
                 return Err(format!("invalid pattern {text:?}: consecutive captures are not allowed"));
@@ -73,12 +85,26 @@ impl Pattern {
         }
         literal.push_str(rest);
         if !literal.is_empty() {
-            nodes.push(Node::Literal(Box::new(Literal::new(literal))));
+            nodes.push(Node::Literal(literal));
         }
         if !nodes.iter().any(|node| matches!(node, Node::Capture(_))) {
             return Err(format!("invalid pattern {text:?}: at least one capture is required"));
         }
-        Ok(Pattern { nodes })
+        let mut nodes = nodes.into_iter().peekable();
+        let prefix = match nodes.next_if(|node| matches!(node, Node::Literal(_))) {
+            Some(Node::Literal(text)) => Some(text),
+            _ => None,
+        };
+        let mut steps = Vec::new();
+        while let Some(node) = nodes.next() {
+            let Node::Capture(name) = node else { continue };
+            let literal = match nodes.next_if(|node| matches!(node, Node::Literal(_))) {
+                Some(Node::Literal(text)) => Some(Box::new(Literal::new(text))),
+                _ => None,
+            };
+            steps.push(Step { name, literal });
+        }
+        Ok(Pattern { prefix, steps })
     }
 
     /// The named captures of `line`, or `None` when the line does not match.
@@ -95,10 +121,7 @@ impl Pattern {
 
     /// The pattern's captures in order, `None` for `<_>`: the indices [`Pattern::match_spans`] reports.
     pub fn capture_names(&self) -> impl Iterator<Item = Option<&str>> {
-        self.nodes.iter().filter_map(|node| match node {
-            Node::Capture(name) => Some(name.as_deref()),
-            Node::Literal(_) => None,
-        })
+        self.steps.iter().map(|step| step.name.as_deref())
     }
 
     /// Matches `line` and reports each capture as `(index, start, end)`: its index among
@@ -129,39 +152,26 @@ impl Pattern {
     /// and the walk counts as a match, else it is no match. A leading literal must start the line.
     fn walk(&self, line: &str, partial: bool, mut report: impl FnMut(usize, usize, usize)) -> bool {
         let mut position = 0;
-        let mut pending: Option<usize> = None;
-        let mut next_capture = 0;
-        for node in &self.nodes {
-            match node {
-                Node::Capture(_) => {
-                    pending = Some(next_capture);
-                    next_capture += 1;
-                }
-                Node::Literal(literal) => {
-                    let Some(rest) = line.as_bytes().get(position..) else { return false };
-                    match pending.take() {
-                        None => {
-                            if !rest.starts_with(literal.text.as_bytes()) {
-                                return false;
-                            }
-                            position += literal.text.len();
-                        }
-                        Some(index) => {
-                            let Some(found) = literal.finder.find(rest) else {
-                                if partial {
-                                    report(index, position, line.len());
-                                }
-                                return partial;
-                            };
-                            report(index, position, position + found);
-                            position += found + literal.text.len();
-                        }
-                    }
-                }
+        if let Some(prefix) = &self.prefix {
+            if !line.starts_with(prefix.as_str()) {
+                return false;
             }
+            position = prefix.len();
         }
-        if let Some(index) = pending {
-            report(index, position, line.len());
+        for (index, step) in self.steps.iter().enumerate() {
+            let Some(literal) = &step.literal else {
+                report(index, position, line.len());
+                return true;
+            };
+            let Some(rest) = line.as_bytes().get(position..) else { return false };
+            let Some(found) = literal.finder.find(rest) else {
+                if partial {
+                    report(index, position, line.len());
+                }
+                return partial;
+            };
+            report(index, position, position + found);
+            position += found + literal.text.len();
         }
         true
     }
@@ -184,6 +194,11 @@ mod tests {
         assert!(Pattern::parse("<a><b>").is_err());
         assert!(Pattern::parse("no captures").is_err());
         assert!(!Pattern::parse("GET <_>").unwrap().is_match("POST /x"));
+        // A `<` that opens no capture is literal text, joined with the text after it into one literal.
+        let angled = Pattern::parse("x<<a>> <b>").unwrap();
+        assert_eq!(angled.captures("x<1> 2 3").unwrap(), [("a", "1"), ("b", "2 3")]);
+        assert_eq!(angled.captures("y<1> 2"), None);
+        assert_eq!(Pattern::parse("<a>").unwrap().captures("all of it").unwrap(), [("a", "all of it")]);
     }
 
     /// The parser's captures as Loki's `Matches` gives them: partial matches keep the captures found, the
