@@ -315,7 +315,8 @@ mod tests {
             assert!(line_regex.repeated_class.is_some(), "{pattern} takes the class path");
             let plain = Regex::new(pattern).unwrap();
             for line in lines {
-                let expected = plain.captures(line).map(|captures| captures.get(1).map(|group| (group.start(), group.end())));
+                let expected =
+                    plain.captures(line).map(|captures| captures.get(1).map(|group| (group.start(), group.end())));
                 let found = line_regex.repeated_class_group(line).unwrap();
                 assert_eq!(found.map(Some), expected, "{pattern} on {line:?}");
             }

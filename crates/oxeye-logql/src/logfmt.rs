@@ -322,7 +322,8 @@ impl HintedKeySearch {
             while let Some(offset) = plain.get(from..).and_then(|rest| run.find(rest)) {
                 let at = from + offset;
                 let start = token_start(plain, at);
-                let key_start = start + plain.get(start..).map_or(0, |token| token.iter().take_while(|byte| **byte == b'=').count());
+                let key_start = start
+                    + plain.get(start..).map_or(0, |token| token.iter().take_while(|byte| **byte == b'=').count());
                 let key_end = key_token_end(plain, key_start);
                 if at >= key_end {
                     // In a value: go on past it.
@@ -474,9 +475,8 @@ mod tests {
     }
 
     fn owned_pairs(line: &str, strict: bool) -> Result<Vec<(String, String)>, String> {
-        pairs(line, strict).map(|found| {
-            found.into_iter().map(|(key, value)| (key.to_string(), value.into_owned())).collect()
-        })
+        pairs(line, strict)
+            .map(|found| found.into_iter().map(|(key, value)| (key.to_string(), value.into_owned())).collect())
     }
 
     #[test]
@@ -517,7 +517,10 @@ mod tests {
             assert_eq!(owned_pairs(line, false), reference_pairs(line, false), "{line}");
             assert_eq!(owned_pairs(line, true), reference_pairs(line, true), "{line}");
         }
-        assert_eq!(owned_pairs("a=\"open", true), Err("logfmt syntax error at pos 8 : unterminated quoted value".into()));
+        assert_eq!(
+            owned_pairs("a=\"open", true),
+            Err("logfmt syntax error at pos 8 : unterminated quoted value".into())
+        );
         assert_eq!(owned_pairs("a=1 =2", true), Err("logfmt syntax error at pos 4 : unexpected '='".into()));
         assert_eq!(owned_pairs("a=1 b\"c=2", true), Err("logfmt syntax error at pos 6 : unexpected '\"'".into()));
     }

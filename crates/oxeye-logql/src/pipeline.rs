@@ -1171,8 +1171,12 @@ impl Pipeline {
                     }
                 }
                 CompiledStage::Logfmt { strict, keep_empty, params, key_search } => {
-                    let options =
-                        LogfmtOptions { strict: *strict, keep_empty: *keep_empty, params, key_search: key_search.as_deref_mut() };
+                    let options = LogfmtOptions {
+                        strict: *strict,
+                        keep_empty: *keep_empty,
+                        params,
+                        key_search: key_search.as_deref_mut(),
+                    };
                     parse_logfmt(&line, &mut state, options, hints, *stop_early, label_name);
                 }
                 CompiledStage::Regexp { regex, locations, groups } => {
@@ -2437,8 +2441,31 @@ mod tests {
     #[test]
     fn hinted_logfmt_labels_agree_with_a_full_parse() {
         let pieces = [
-            "path", "pa.th", "path=", "duration_ms", "duration-ms", "durationéms", "duration", "1x", "_1x", "level",
-            "level_extracted", "=", "=", "=", " ", " ", " ", "\t", "\"", "\"", "\\", "/api/path", "x", "42", "é",
+            "path",
+            "pa.th",
+            "path=",
+            "duration_ms",
+            "duration-ms",
+            "durationéms",
+            "duration",
+            "1x",
+            "_1x",
+            "level",
+            "level_extracted",
+            "=",
+            "=",
+            "=",
+            " ",
+            " ",
+            " ",
+            "\t",
+            "\"",
+            "\"",
+            "\\",
+            "/api/path",
+            "x",
+            "42",
+            "é",
             "ms",
         ];
         let names = hinted_names(["path", "duration_ms", "_1x", "level_extracted"].map(String::from).to_vec());

@@ -47,6 +47,9 @@ fn main() {
             }
             best = best.min(started.elapsed().as_secs_f64());
         }
-        println!("{label}: {:.1} ns per chunk, {kept} samples kept, best of {rounds}", best * 1e9 / chunks.len() as f64);
+        println!(
+            "{label}: {:.1} ns per chunk, {kept} samples kept, best of {rounds}",
+            best * 1e9 / chunks.len() as f64
+        );
     }
 }

@@ -766,8 +766,7 @@ impl<F: Fn(&[u8]) -> usize> ChunkRoom<F> {
     fn reserve_for_sample(&self, bytes: &mut Vec<u8>, needed_bytes: usize) {
         let num_samples = self.num_samples;
         let used = bytes.len();
-        let leaves_early_class =
-            num_samples == PROJECT_AFTER_SAMPLES && EARLY_CLASSES.contains(&bytes.capacity());
+        let leaves_early_class = num_samples == PROJECT_AFTER_SAMPLES && EARLY_CLASSES.contains(&bytes.capacity());
         if bytes.capacity() - used >= needed_bytes && !leaves_early_class {
             return;
         }
