@@ -671,7 +671,9 @@ impl AddedLabels {
         if self.len == self.slots.len() {
             self.slots.push(AddedLabel::default());
         }
-        if let Some(moved) = self.slots.get_mut(index..=self.len) {
+        if index < self.len
+            && let Some(moved) = self.slots.get_mut(index..=self.len)
+        {
             moved.rotate_right(1);
         }
         self.len += 1;
@@ -684,6 +686,18 @@ impl AddedLabels {
 
     /// A new slot named `name` (already checked absent at `index`) for the caller to fill in the value.
     fn claim_named(&mut self, index: usize, name: &str) -> &mut AddedLabel {
+        // The entries of a scan mostly parse the same names in the same order, and `clear` leaves the slots'
+        // names in place: a label added last often finds its name in the spare slot already, and only the
+        // value needs clearing (about 30 instructions less per label than rewriting the name).
+        let spare_has_name = index == self.len
+            && self.slots.get(index).is_some_and(|spare| same_short_bytes(spare.name.as_bytes(), name.as_bytes()));
+        if spare_has_name {
+            self.len += 1;
+            let slot = &mut self.slots[index];
+            slot.value.clear();
+            slot.pending = false;
+            return slot;
+        }
         let slot = self.claim(index);
         slot.name.push_str(name);
         slot
