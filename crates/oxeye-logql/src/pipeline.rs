@@ -544,6 +544,8 @@ fn label_filter_names(filter: &LabelFilter, names: &mut Vec<String>) {
 pub struct Pipeline {
     stages: Vec<CompiledStage>,
     hints: ParserHints,
+    /// The lengths of the hinted names, fixed with `hints`: built once rather than per entry.
+    hinted_lengths: HintedLengths,
     /// Whether a parser may stop reading a line once every hinted label is found (as Loki's json parser
     /// does); off for a [`Pipeline::prefilter`] with a parser that can fail ([`parser_may_fail`]), which
     /// must see parse errors anywhere in the line.
@@ -990,6 +992,7 @@ impl Pipeline {
         }
         Ok(Pipeline {
             stages: compiled,
+            hinted_lengths: HintedLengths::of(&hints),
             hints,
             stop_early,
             prefilter: None,
@@ -1140,13 +1143,13 @@ impl Pipeline {
         if !self.prefilter_keeps(stream_labels, entry) {
             return None;
         }
-        let Pipeline { stages, hints, stop_early, scratch, .. } = self;
+        let Pipeline { stages, hints, hinted_lengths, stop_early, scratch, .. } = self;
+        let hinted_lengths = *hinted_lengths;
         let EntryScratch { added, removed, json_path, label_name } = scratch;
         added.clear();
         removed.clear();
         let mut state = EntryState { stream: stream_labels, added, removed, has_error: false };
         let mut line: Cow<'a, str> = Cow::Borrowed(entry.line);
-        let hinted_lengths = HintedLengths::of(hints);
         for label in entry.structured_metadata {
             if hinted_lengths.rules_out(label.name) {
                 continue;
@@ -1191,7 +1194,7 @@ impl Pipeline {
                         params,
                         key_search: key_search.as_deref_mut(),
                     };
-                    parse_logfmt(&line, &mut state, options, hints, *stop_early, label_name);
+                    parse_logfmt(&line, &mut state, options, hints, hinted_lengths, *stop_early, label_name);
                 }
                 CompiledStage::Regexp { regex, locations, groups } => {
                     if let Some(group) = regex.repeated_class_group(&line) {
@@ -1846,9 +1849,11 @@ fn parse_logfmt(
     state: &mut EntryState<'_>,
     options: LogfmtOptions<'_>,
     hints: &ParserHints,
+    hinted_lengths: HintedLengths,
     stop_early: bool,
     label_name: &mut String,
 ) {
+    debug_assert_eq!(hinted_lengths.0, HintedLengths::of(hints).0, "hinted_lengths are the lengths of hints");
     if !options.params.is_empty() {
         // A strict parse that fails keeps the pairs before the error, as Loki's `LogfmtExpressionParser` does.
         let mut pairs = Vec::new();
@@ -1888,7 +1893,6 @@ fn parse_logfmt(
         scan_from = plain.end;
     }
     let line = line.get(scan_from..).unwrap_or_default();
-    let hinted_lengths = HintedLengths::of(hints);
     // Pairs go straight into the entry's slots. A strict parse that fails keeps the pairs before the error, as
     // Loki's `LogfmtParser.Process` (pkg/logql/log/parser.go) does: it sets each pair as its decoder reads it
     // and, in strict mode, stops at the first error and adds `__error__` and `__error_details__`.
