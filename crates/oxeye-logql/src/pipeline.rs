@@ -1145,6 +1145,7 @@ impl Pipeline {
         }
         let Pipeline { stages, hints, hinted_lengths, stop_early, scratch, .. } = self;
         let hinted_lengths = *hinted_lengths;
+        debug_assert_eq!(hinted_lengths.0, HintedLengths::of(hints).0, "hinted_lengths are the lengths of hints");
         let EntryScratch { added, removed, json_path, label_name } = scratch;
         added.clear();
         removed.clear();
@@ -1160,6 +1161,7 @@ impl Pipeline {
             }
         }
         let run_parsers = !hints.wants_none();
+        let hinted = HintedNames { hints, lengths: hinted_lengths };
         // Label filter stages already known to keep the entry (see [`EarlyChecks`]).
         let mut settled_stages = 0u64;
         for (stage_index, stage) in stages.iter_mut().enumerate() {
@@ -1179,9 +1181,9 @@ impl Pipeline {
                     let buffers = JsonBuffers { path: json_path, label_name };
                     let early = EarlyChecks { filters: early_filters, settled_stages: &mut settled_stages };
                     let fate = if early_filters.is_empty() {
-                        parse_json::<false>(&line, &mut state, params, early, hints, *stop_early, buffers)
+                        parse_json::<false>(&line, &mut state, params, early, hinted, *stop_early, buffers)
                     } else {
-                        parse_json::<true>(&line, &mut state, params, early, hints, *stop_early, buffers)
+                        parse_json::<true>(&line, &mut state, params, early, hinted, *stop_early, buffers)
                     };
                     if fate == LineFate::Dropped {
                         return None;
@@ -1194,7 +1196,7 @@ impl Pipeline {
                         params,
                         key_search: key_search.as_deref_mut(),
                     };
-                    parse_logfmt(&line, &mut state, options, hints, hinted_lengths, *stop_early, label_name);
+                    parse_logfmt(&line, &mut state, options, hinted, *stop_early, label_name);
                 }
                 CompiledStage::Regexp { regex, locations, groups } => {
                     if let Some(group) = regex.repeated_class_group(&line) {
@@ -1417,6 +1419,14 @@ impl HintedLengths {
     }
 }
 
+/// A pipeline's parser hints with the lengths of their names, built once per pipeline for its parsers.
+#[derive(Clone, Copy)]
+struct HintedNames<'a> {
+    hints: &'a ParserHints,
+    /// `HintedLengths::of(hints)`.
+    lengths: HintedLengths,
+}
+
 /// The index of `name` among hinted `names`. Names are short: bytes compared in line rather than by a
 /// call to `memcmp` (4-5% of a by-level `| json` pipeline's instructions in session 10).
 #[inline]
@@ -1580,10 +1590,11 @@ fn parse_json<const EARLY_CHECKS: bool>(
     state: &mut EntryState<'_>,
     params: &[(String, Vec<PathPart>)],
     early: EarlyChecks<'_>,
-    hints: &ParserHints,
+    hinted_names: HintedNames<'_>,
     stop_early: bool,
     buffers: JsonBuffers<'_>,
 ) -> LineFate {
+    let HintedNames { hints, lengths: hinted_lengths } = hinted_names;
     if !params.is_empty() {
         parse_json_expressions(line, state, params);
         return LineFate::Kept;
@@ -1593,7 +1604,6 @@ fn parse_json<const EARLY_CHECKS: bool>(
         ParserHints::Only(names) if names.len() <= 64 => (u64::MAX >> (64 - names.len().max(1)), Some(names)),
         _ => (u64::MAX, None),
     };
-    let hinted_lengths = HintedLengths::of(hints);
     let JsonBuffers { path, label_name } = buffers;
     // Labels go straight into the entry's slots, marked pending until the line's outcome is known.
     // Fields whose names the hints rule out by length are checked without a call to the visitor.
@@ -1674,7 +1684,9 @@ fn parse_json<const EARLY_CHECKS: bool>(
             let before = line.get(..error.position).unwrap_or_default();
             let buffers = JsonBuffers { path, label_name };
             let early = EarlyChecks { filters: early_filters, settled_stages };
-            if parse_json_again::<EARLY_CHECKS>(before, state, early, hints, stop_early, buffers) == LineFate::Dropped {
+            if parse_json_again::<EARLY_CHECKS>(before, state, early, hinted_names, stop_early, buffers)
+                == LineFate::Dropped
+            {
                 return LineFate::Dropped;
             }
             if !error_before {
@@ -1730,11 +1742,11 @@ fn parse_json_again<const EARLY_CHECKS: bool>(
     line: &str,
     state: &mut EntryState<'_>,
     early: EarlyChecks<'_>,
-    hints: &ParserHints,
+    hinted: HintedNames<'_>,
     stop_early: bool,
     buffers: JsonBuffers<'_>,
 ) -> LineFate {
-    parse_json::<EARLY_CHECKS>(line, state, &[], early, hints, stop_early, buffers)
+    parse_json::<EARLY_CHECKS>(line, state, &[], early, hinted, stop_early, buffers)
 }
 
 fn json_scalar(value: &serde_json::Value) -> Option<String> {
@@ -1848,12 +1860,11 @@ fn parse_logfmt(
     line: &str,
     state: &mut EntryState<'_>,
     options: LogfmtOptions<'_>,
-    hints: &ParserHints,
-    hinted_lengths: HintedLengths,
+    hinted_names: HintedNames<'_>,
     stop_early: bool,
     label_name: &mut String,
 ) {
-    debug_assert_eq!(hinted_lengths.0, HintedLengths::of(hints).0, "hinted_lengths are the lengths of hints");
+    let HintedNames { hints, lengths: hinted_lengths } = hinted_names;
     if !options.params.is_empty() {
         // A strict parse that fails keeps the pairs before the error, as Loki's `LogfmtExpressionParser` does.
         let mut pairs = Vec::new();
