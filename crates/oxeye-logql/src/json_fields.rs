@@ -8,6 +8,8 @@
 
 use std::ops::ControlFlow;
 
+use crate::swar::{bytes_below, bytes_equal};
+
 /// Deepest nesting of objects and arrays followed; deeper lines are rejected rather than overflow the stack.
 const MAX_DEPTH: usize = 128;
 
@@ -725,21 +727,12 @@ fn find_string_special(bytes: &[u8]) -> Option<usize> {
 /// path (and the tests, which compare both).
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
 fn find_string_special_words(bytes: &[u8]) -> Option<usize> {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    // A byte's high bit is set in `(word - ONES * n) & !word & HIGHS` when the byte is below `n` (n <= 0x80).
-    // Borrows only run towards higher bytes, so the lowest flagged byte is always a true one. The mask with
-    // `HIGHS` is applied once to the three tests together.
-    let below = |word: u64, n: u64| word.wrapping_sub(ONES * n) & !word;
     let mut offset = 0;
     let mut words = bytes.chunks_exact(8);
     for chunk in &mut words {
         let Ok(array) = <[u8; 8]>::try_from(chunk) else { break };
         let word = u64::from_le_bytes(array);
-        let flagged = (below(word, 0x20)
-            | below(word ^ (ONES * u64::from(b'"')), 1)
-            | below(word ^ (ONES * u64::from(b'\\')), 1))
-            & HIGHS;
+        let flagged = bytes_below(word, 0x20) | bytes_equal(word, b'"') | bytes_equal(word, b'\\');
         if flagged != 0 {
             return Some(offset + (flagged.trailing_zeros() / 8) as usize);
         }

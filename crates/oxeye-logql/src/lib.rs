@@ -17,7 +17,10 @@ mod logfmt;
 pub mod pattern;
 pub mod patterns;
 pub mod pipeline;
+mod swar;
 pub mod syntax;
 pub mod template;
+#[cfg(test)]
+mod test_random;
 
 pub use engine::{Direction, Engine, EngineOptions, QueryError, QueryResult, SampleSeries, StreamResult};

@@ -17,21 +17,7 @@
 use std::borrow::Cow;
 use std::ops::ControlFlow;
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
-
-/// High bits of the bytes of `word` below `n` (`n` at most 0x80). Bits above a flagged byte may be wrong
-/// (a borrow runs on), but the lowest flagged byte always is one: a borrow only starts at a byte below `n`.
-#[inline(always)]
-fn bytes_below(word: u64, n: u8) -> u64 {
-    word.wrapping_sub(ONES * u64::from(n)) & !word & HIGHS
-}
-
-/// High bits of the bytes of `word` equal to `byte`, the lowest one exact as in [`bytes_below`].
-#[inline(always)]
-fn bytes_equal(word: u64, byte: u8) -> u64 {
-    bytes_below(word ^ (ONES * u64::from(byte)), 1)
-}
+use crate::swar::{ONES, bytes_below, bytes_equal};
 
 /// The eight bytes at `position`, little-endian; past the end of `bytes`, spaces stand in, so that a scan
 /// stops at the end as it stops at whitespace.
@@ -534,13 +520,7 @@ mod tests {
             "a", "key", "level", "=", "=", " ", " ", "  ", "\t", "\n", "\r", "\u{c}", "\u{b}", "\u{1}", "\"", "\"",
             "\\", "\\\"", "\\n", "é", "日本", "0", "_x", "!", "~",
         ];
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::test_random::xorshift(0x2545_f491_4f6c_dd1d);
         for _ in 0..50_000 {
             let count = (next() % 24) as usize;
             let line: String = (0..count).map(|_| pieces[(next() % pieces.len() as u64) as usize]).collect();

@@ -2499,13 +2499,7 @@ mod tests {
         ];
         let names = hinted_names(["path", "duration_ms", "_1x", "level_extracted"].map(String::from).to_vec());
         let stream = Labels::from_pairs([("service_name", "boxoffice"), ("level", "info")]);
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::test_random::xorshift(0x9e37_79b9_7f4a_7c15);
         for flags in ["", " --keep-empty"] {
             let Expr::Log(log) = parse_expr(&format!(r#"{{a="b"}} | logfmt{flags}"#)).unwrap() else { panic!() };
             let mut hinted = Pipeline::with_hints(&log.pipeline, ParserHints::Only(names.clone())).unwrap();
