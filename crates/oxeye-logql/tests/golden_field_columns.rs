@@ -15,7 +15,7 @@ use oxeye_model::logs::{LogEntry, LogEntryRef, LogReader, LogSelection, LogStrea
 use oxeye_model::{Label, LabelRef, Labels, MatchOp, Matcher};
 
 const SECOND: i64 = 1_000_000_000;
-const COLUMNS: [&str; 5] = ["level", "path", "status_code", "a_b", "user_id"];
+const COLUMNS: [&str; 6] = ["level", "path", "status_code", "a_b", "user_id", "duration_ms"];
 
 /// Seed-shaped lines, then the odd ones, by stream.
 fn streams(start_ns: i64) -> Vec<LogStream> {
@@ -27,9 +27,19 @@ fn streams(start_ns: i64) -> Vec<LogStream> {
         let level = level.replace('\\', "\\\\").replace('"', "\\\"");
         let path = paths[index as usize % paths.len()].replace('\\', "\\\\");
         let status = [200, 404, 500, 201][index as usize % 4];
+        // Durations of every shape: decimals kept as numbers in a values column, and others kept as text.
+        let duration = match index % 8 {
+            0 => format!("{}.5", index % 1500),
+            1 => format!("{}", index * 7),
+            2 => format!("0.0{index}"),
+            3 => format!("-{index}.25"),
+            4 => format!("1e{}", index % 5),
+            5 => format!(r#""0{index}""#),
+            6 => format!(r#""{index}\"ms\u00e9""#),
+            _ => format!("{index}.{:03}", index % 1000),
+        };
         let mut line = format!(
-            r#"{{"event": "request_finished", "level": "{level}", "path": "{path}", "status_code": {status}, "duration_ms": {}.5, "user_id": {index}}}"#,
-            index % 1500
+            r#"{{"event": "request_finished", "level": "{level}", "path": "{path}", "status_code": {status}, "duration_ms": {duration}, "user_id": {index}}}"#
         );
         if index % 7 == 0 {
             line = format!(
@@ -121,7 +131,7 @@ fn ways(reader: &dyn LogReader, start_ns: i64, names: &[&str]) -> (usize, usize)
     (ways.with_fields, ways.with_lines)
 }
 
-const QUERIES: [&str; 14] = [
+const QUERIES: [&str; 17] = [
     r#"sum by (level) (count_over_time({env="prod"} | json [1m]))"#,
     r#"sum by (level) (count_over_time({env="prod"} | json | drop __error__, __error_details__ [1m]))"#,
     r#"sum by (level, path) (count_over_time({app="plain"} | json [1m]))"#,
@@ -136,6 +146,9 @@ const QUERIES: [&str; 14] = [
     r#"sum by (level) (count_over_time({app="broken"} | json | __error__="" [1m]))"#,
     r#"sum by (path) (count_over_time({app="plain"} | json | duration_ms > 300 [1m]))"#,
     r#"count_over_time({app="plain"} | json | level="error" [1m])"#,
+    r#"sum by (duration_ms, path) (count_over_time({app="plain"} | json [1m]))"#,
+    r#"sum by (path) (count_over_time({env="prod"} | json | duration_ms > 1000 [1m]))"#,
+    r#"sum by (duration_ms) (count_over_time({app="plain"} | json | duration_ms=~".*[^0-9.].*" [1m]))"#,
 ];
 
 fn answers(reader: &dyn LogReader, start_ns: i64) -> Vec<String> {
@@ -185,6 +198,12 @@ fn field_columns_answer_as_the_lines_do() {
         assert!(with_lines > 0, "flushed: {flushed}: the broken chunks are read from lines");
         assert_eq!(with_fields + with_lines, 1100);
         assert_eq!(ways(&*without, start_ns, &["level", "path"]), (0, 1100));
+        // The by-path row of `scan_throughput` reads `path` and `duration_ms`, mostly a values column: the
+        // seed-shaped stream's chunks answer from columns too (those of streams without `duration_ms` have
+        // no such column and answer from lines).
+        let (by_path_fields, by_path_lines) = ways(&*with, start_ns, &["path", "duration_ms"]);
+        assert!(by_path_fields >= least.min(500), "flushed: {flushed}: {by_path_fields} entries from columns");
+        assert_eq!(by_path_fields + by_path_lines, 1100);
         // A name without a column (here `event`): lines.
         assert_eq!(ways(&*with, start_ns, &["level", "event"]), (0, 1100));
     }

@@ -12,7 +12,9 @@ use oxeye_model::LabelRef;
 
 use crate::LogStoreError;
 use crate::bloom::BloomBuilder;
-use crate::encoding::{Reader, put_bytes, put_labels, put_uvarint, put_varint};
+use crate::encoding::{Reader, put_labels, put_uvarint, put_varint};
+use crate::field_columns::encode_field_columns;
+pub(crate) use crate::field_columns::{FieldColumns, field_columns};
 
 /// How a chunk's decompressed data lays out its entries (`docs/format.md`, "Chunk data").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,164 +126,6 @@ fn timestamp_unit_ns(entries: &[LogEntry]) -> i64 {
         }
     }
     unit_ns
-}
-
-/// The most distinct values a field column holds: its codes are one byte each, 0 meaning no label.
-const MAX_FIELD_VALUES: usize = 255;
-
-/// One field column being built at a chunk cut.
-struct FieldColumnBuilder {
-    name: String,
-    values: Vec<String>,
-    /// Value to its code (1-based index into `values`).
-    codes_by_value: foldhash::HashMap<String, u8>,
-    /// Per entry: 0 for no label, else the value's code.
-    codes: Vec<u8>,
-    /// More than [`MAX_FIELD_VALUES`] distinct values: the column is not kept.
-    overflowed: bool,
-}
-
-/// The field columns section of [`ChunkLayout::ColumnsFields`]: `uvarint` semantics (0: no columns),
-/// `uvarint` column count, then per column its name (string), `uvarint` dictionary size D (1 to 255), the
-/// D values (strings) and one code byte per entry (0: the parser gives the line no such label; k: the
-/// k-th value). Columns in name order.
-fn encode_field_columns(entries: &[LogEntry], fields: Option<&dyn LineFieldExtractor>) -> Vec<u8> {
-    let mut section = Vec::new();
-    let Some(extractor) = fields else {
-        put_uvarint(&mut section, 0);
-        put_uvarint(&mut section, 0);
-        return section;
-    };
-    let mut columns: Vec<FieldColumnBuilder> = Vec::new();
-    let mut lines = entries.iter().map(|entry| entry.line.as_str());
-    let parsed = extractor.extract(&mut lines, &mut |index, name, value| {
-        let position = match columns.iter().position(|column| column.name == name) {
-            Some(position) => position,
-            None => {
-                columns.push(FieldColumnBuilder {
-                    name: name.to_string(),
-                    values: Vec::new(),
-                    codes_by_value: foldhash::HashMap::default(),
-                    codes: vec![0; entries.len()],
-                    overflowed: false,
-                });
-                columns.len() - 1
-            }
-        };
-        let Some(column) = columns.get_mut(position) else { return };
-        if column.overflowed {
-            return;
-        }
-        let code = match column.codes_by_value.get(value) {
-            Some(code) => *code,
-            None if column.values.len() < MAX_FIELD_VALUES => {
-                column.values.push(value.to_string());
-                let code = u8::try_from(column.values.len()).unwrap_or(u8::MAX);
-                column.codes_by_value.insert(value.to_string(), code);
-                code
-            }
-            None => {
-                column.overflowed = true;
-                return;
-            }
-        };
-        if let Some(slot) = column.codes.get_mut(index) {
-            *slot = code;
-        }
-    });
-    columns.retain(|column| !column.overflowed);
-    if !parsed || columns.is_empty() {
-        put_uvarint(&mut section, 0);
-        put_uvarint(&mut section, 0);
-        return section;
-    }
-    columns.sort_by(|left, right| left.name.cmp(&right.name));
-    put_uvarint(&mut section, u64::from(extractor.semantics()));
-    put_uvarint(&mut section, columns.len() as u64);
-    for column in &columns {
-        put_bytes(&mut section, column.name.as_bytes());
-        put_uvarint(&mut section, column.values.len() as u64);
-        for value in &column.values {
-            put_bytes(&mut section, value.as_bytes());
-        }
-        section.extend_from_slice(&column.codes);
-    }
-    section
-}
-
-/// The field columns of one chunk a reader asked for ([`field_columns`]): per asked name, its dictionary
-/// and one code byte per entry.
-pub(crate) struct FieldColumns<'a> {
-    columns: Vec<(Vec<&'a str>, &'a [u8])>,
-}
-
-impl<'a> FieldColumns<'a> {
-    /// Writes entry `position`'s value of each asked field into `values` (cleared first).
-    #[inline]
-    fn values_at(&self, position: usize, values: &mut Vec<Option<&'a str>>) {
-        values.clear();
-        for (dictionary, codes) in &self.columns {
-            let code = codes.get(position).copied().unwrap_or(0);
-            values.push(code.checked_sub(1).and_then(|index| dictionary.get(usize::from(index)).copied()));
-        }
-    }
-}
-
-/// Reads the field columns of column-encoded chunk data ([`ChunkLayout::ColumnsFields`]) from `columns`,
-/// its start up to the lines: the columns of `names`, in that order, when they were written by an
-/// extractor of `semantics` and every name has one; `None` otherwise (the caller reads the lines).
-///
-/// # Errors
-/// [`LogStoreError::Corrupt`] when the section does not decode.
-pub(crate) fn field_columns<'a>(
-    columns: &'a [u8],
-    layout: ChunkLayout,
-    semantics: u32,
-    names: &[String],
-    path: &Path,
-) -> Result<Option<FieldColumns<'a>>, LogStoreError> {
-    if layout != ChunkLayout::ColumnsFields || semantics == 0 {
-        return Ok(None);
-    }
-    let read = || -> Result<Option<FieldColumns<'a>>, (usize, String)> {
-        let mut header = Reader::new(columns);
-        let count = header.length()?;
-        header.uvarint()?;
-        let lengths = [header.length()?, header.length()?, header.length()?, header.length()?];
-        header.split_off(lengths[0])?;
-        header.split_off(lengths[1])?;
-        header.split_off(lengths[2])?;
-        let mut section = header.split_off(lengths[3])?;
-        if section.uvarint()? != u64::from(semantics) {
-            return Ok(None);
-        }
-        let column_count = section.length()?;
-        let mut found: Vec<Option<(Vec<&'a str>, &'a [u8])>> = vec![None; names.len()];
-        for _ in 0..column_count {
-            let name = section.str()?;
-            let size = section.length()?;
-            if size == 0 || size > MAX_FIELD_VALUES {
-                return Err((section.offset(), "field column dictionary size out of range".to_string()));
-            }
-            let mut dictionary = Vec::with_capacity(size);
-            for _ in 0..size {
-                dictionary.push(section.str()?);
-            }
-            let codes_offset = section.offset();
-            let codes = section.take(count)?;
-            if codes.iter().any(|code| usize::from(*code) > size) {
-                return Err((codes_offset, "field column code out of range".to_string()));
-            }
-            if let Some(slot) = names.iter().position(|wanted| wanted == name).and_then(|index| found.get_mut(index)) {
-                *slot = Some((dictionary, codes));
-            }
-        }
-        if !section.is_empty() {
-            return Err((section.offset(), "bytes after the last field column".to_string()));
-        }
-        Ok(found.into_iter().collect::<Option<Vec<_>>>().map(|columns| FieldColumns { columns }))
-    };
-    read().map_err(|(offset, reason)| LogStoreError::corrupt(path, offset as u64, reason))
 }
 
 /// The [`ChunkLayout::ColumnsFields`] encoding of `entries`: `uvarint` entry count, `uvarint` timestamp
@@ -406,7 +250,7 @@ pub(crate) fn for_each_encoded_entry_with_fields<'a>(
     mut visit: impl FnMut(i64, usize, &[LabelRef<'_>], &[Option<&str>]),
 ) -> Result<(), LogStoreError> {
     let lines = LinesSection::Absent { bytes: encoded_len.saturating_sub(columns.len()) };
-    let mut values: Vec<Option<&'a str>> = Vec::with_capacity(fields.columns.len());
+    let mut values: Vec<Option<&str>> = Vec::with_capacity(fields.len());
     let visit = |timestamp_ns: i64, _: &str, line_bytes: usize, metadata: &[LabelRef<'_>], position: usize| {
         fields.values_at(position, &mut values);
         visit(timestamp_ns, line_bytes, metadata, &values)
@@ -1202,7 +1046,14 @@ mod column_tests {
     fn field_columns_hold_each_entrys_labels() {
         let lines: Vec<String> = (0..3000)
             .map(|index| match index % 4 {
-                0 => format!("level=info path=/a n={index}"),
+                // `n` has 750 values: a values column, of numbers and strings.
+                0 => match index % 5 {
+                    0 => format!("level=info path=/a n={index}"),
+                    1 => format!("level=info path=/a n={}.{}", index / 10, index % 100),
+                    2 => format!("level=info path=/a n=0.0{index}"),
+                    3 => format!("level=info path=/a n=0{index}"),
+                    _ => format!("level=info path=/a n=caf\u{e9}\"{index}"),
+                },
                 1 => "level=error".to_string(),
                 2 => format!("path=/b{} words only", index % 3),
                 _ => String::new(),
@@ -1213,7 +1064,7 @@ mod column_tests {
         let chunk = SealedChunk::seal_with_fields(&entries, Some(&Words));
         // The lines are unchanged, and a full decode passes the columns by.
         assert_eq!(decode_chunk_data(&chunk.data, ChunkLayout::SEALED, Path::new("mem")).unwrap(), entries);
-        let rows = read_fields(&chunk, 7, &["path", "level"]).unwrap();
+        let rows = read_fields(&chunk, 7, &["path", "level", "n"]).unwrap();
         assert_eq!(rows.len(), entries.len());
         for (row, line) in rows.iter().zip(&lines) {
             let value = |name: &str| {
@@ -1222,7 +1073,7 @@ mod column_tests {
                     .find(|(key, _)| *key == name)
                     .map(|(_, v)| v.to_string())
             };
-            assert_eq!(row, &vec![value("path"), value("level")], "{line}");
+            assert_eq!(row, &vec![value("path"), value("level"), value("n")], "{line}");
         }
         // Reading on past the columns gives the whole data, for chunks large and small.
         let small: Vec<LogEntry> = entries.iter().take(3).cloned().collect();
@@ -1236,8 +1087,7 @@ mod column_tests {
             // Without a stop before it, the whole frame.
             assert_eq!(inflater.inflate_rest(&chunk.data, path).unwrap(), whole.as_slice());
         }
-        // `n` has 750 values: no column. Another semantics, or a name without a column: nothing.
-        assert!(read_fields(&chunk, 7, &["level", "n"]).is_none());
+        // Another semantics, or a name without a column: nothing.
         assert!(read_fields(&chunk, 8, &["level"]).is_none());
         assert!(read_fields(&chunk, 7, &["missing"]).is_none());
         // A line the parser fails on: no columns at all; no parser: none either.
@@ -1246,7 +1096,7 @@ mod column_tests {
         assert!(read_fields(&SealedChunk::seal_with_fields(&failing, Some(&Words)), 7, &["level"]).is_none());
         assert!(read_fields(&SealedChunk::seal(&entries), 7, &["level"]).is_none());
         // Damaged columns are errors or a fallback, never a panic.
-        let names = vec!["level".to_string(), "path".to_string()];
+        let names = vec!["level".to_string(), "path".to_string(), "n".to_string()];
         let encoded = encode_columns(&entries, Some(&Words));
         let end = columns_end(&encoded, ChunkLayout::SEALED).unwrap();
         for position in (0..end).step_by(7) {

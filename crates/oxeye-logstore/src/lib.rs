@@ -47,6 +47,7 @@ pub mod chunk;
 pub mod chunk_file;
 mod encoding;
 mod error;
+mod field_columns;
 mod options;
 pub mod record;
 mod store;
