@@ -384,7 +384,7 @@ fn decode_columns<'a>(
     };
     for position in 0..count {
         let step = if position == 0 { 1 } else { unit_ns };
-        let timestamp_ns = previous_ns.wrapping_add(timestamps.varint()?.wrapping_mul(step));
+        let timestamp_ns = previous_ns.wrapping_add(timestamps.wide_varint()?.wrapping_mul(step));
         previous_ns = timestamp_ns;
         let line_length = lengths.length_of(unread_line_bytes.unwrap_or(lines.remaining()))?;
         if let Some(needle) = needle {
@@ -443,8 +443,28 @@ fn read_metadata<'a>(
     checked: Option<(&'a str, usize)>,
     metadata: &mut Vec<LabelRef<'a>>,
 ) -> Result<(), (usize, String)> {
-    let count = reader.length()?;
     metadata.clear();
+    if let Some((text, text_start)) = checked {
+        // The common case first, without a `Result` per string (about 200 instructions an entry went into
+        // them): a one-byte count, short strings cut from the checked text. Anything else is read again
+        // below, which names the problem.
+        let mut attempt = reader.clone();
+        let mut read_all = || {
+            let count = attempt.short_count()?;
+            for _ in 0..count {
+                let name = attempt.short_str_in(text, text_start)?;
+                let value = attempt.short_str_in(text, text_start)?;
+                metadata.push(LabelRef { name, value });
+            }
+            Some(())
+        };
+        if read_all().is_some() {
+            *reader = attempt;
+            return Ok(());
+        }
+        metadata.clear();
+    }
+    let count = reader.length()?;
     for _ in 0..count {
         let name = reader.str_in(checked)?;
         let value = reader.str_in(checked)?;
@@ -756,6 +776,15 @@ mod column_tests {
             (0..50).map(|index| LogEntry::new(1_000 + index * 7, "x".repeat(index as usize % 5))).collect();
         entries[3].structured_metadata.push(Label { name: "trace_id".into(), value: "0af7651916cd43dd".into() });
         entries[4].structured_metadata.push(Label { name: "a".into(), value: String::new() });
+        // Past the quick path for short metadata: a value of more than 16383 bytes (a three-byte length),
+        // more than 127 labels (a two-byte count), multibyte names.
+        entries[5].structured_metadata.push(Label { name: "body".into(), value: "é".repeat(9_000) });
+        entries[6].structured_metadata =
+            (0..130).map(|index| Label { name: format!("ключ_{index}"), value: index.to_string() }).collect();
+        // Timestamp deltas of every length, the last ones with fewer than eight bytes behind them.
+        for (index, entry) in entries.iter_mut().enumerate().skip(40) {
+            entry.timestamp_ns = 1_000 + (1i64 << (6 * (index - 39))) + index as i64;
+        }
         let encoded = encode_columns(&entries, None);
         let mut decoded = Vec::new();
         for_each_encoded_entry(&encoded, ChunkLayout::SEALED, Path::new("mem"), |timestamp_ns, line, metadata| {
