@@ -395,6 +395,8 @@ impl Engine {
             fields_line: String::new(),
             fields_memo: HashMap::default(),
             fields_key: Vec::new(),
+            fields_memo_hits: 0,
+            fields_memo_off: false,
         };
         reader.scan(&selection, ScanOrder::Forward, &mut extractor)?;
         let first_error = extractor.first_error;
@@ -616,7 +618,15 @@ struct SampleExtractor<'a> {
     fields_memo: HashMap<Vec<u8>, Option<usize>, foldhash::fast::RandomState>,
     /// The current entry's key into `fields_memo`, reused.
     fields_key: Vec<u8>,
+    /// How many entries of the batch `fields_memo` answered.
+    fields_memo_hits: usize,
+    /// `fields_memo` is left unused for the rest of the batch: it missed more than it answered.
+    fields_memo_off: bool,
 }
+
+/// How many combinations of field values a batch's memo holds before it is judged by how often it answered
+/// ([`SampleExtractor::entry_with_fields`]).
+const FIELDS_MEMO_TRIAL: usize = 256;
 
 impl SampleExtractor<'_> {
     fn series_of(&mut self, labels: Labels) -> usize {
@@ -720,6 +730,8 @@ impl LogVisitor for SampleExtractor<'_> {
     fn wants_batch(&mut self, _: &Labels, _: i64, _: i64) -> bool {
         self.batch_series = None;
         self.fields_memo.clear();
+        self.fields_memo_hits = 0;
+        self.fields_memo_off = false;
         true
     }
 
@@ -779,11 +791,13 @@ impl LogVisitor for SampleExtractor<'_> {
             }
             _ => None,
         };
+        let record_value = match self.op {
+            RangeOp::BytesOverTime | RangeOp::BytesRate => line_bytes as f64,
+            _ => 1.0,
+        };
         let mut line = std::mem::take(&mut self.fields_line);
-        Pipeline::json_fields_line(names, fields, &mut line);
-        let entry = LogEntryRef { timestamp_ns, line: &line, structured_metadata };
         match memo {
-            Some(grouping) => {
+            Some(grouping) if !self.fields_memo_off => {
                 let mut key = std::mem::take(&mut self.fields_key);
                 key.clear();
                 for value in fields {
@@ -797,29 +811,48 @@ impl LogVisitor for SampleExtractor<'_> {
                     }
                 }
                 let series = match self.fields_memo.get(key.as_slice()) {
-                    Some(series) => *series,
-                    None => match self.grouped_series(stream, entry, grouping) {
-                        Grouped::Series(index, _) => {
-                            self.fields_memo.insert(key.clone(), Some(index));
-                            Some(index)
+                    Some(series) => {
+                        self.fields_memo_hits += 1;
+                        *series
+                    }
+                    None => {
+                        // Values that seldom repeat within a batch (`duration_ms`) make the memo cost more
+                        // than it saves: past a few hundred combinations, mostly missed, the batch goes on
+                        // without it.
+                        if self.fields_memo.len() >= FIELDS_MEMO_TRIAL && self.fields_memo_hits < self.fields_memo.len()
+                        {
+                            self.fields_memo_off = true;
                         }
-                        Grouped::Dropped => {
-                            self.fields_memo.insert(key.clone(), None);
-                            None
+                        Pipeline::json_fields_line(names, fields, &mut line);
+                        let entry = LogEntryRef { timestamp_ns, line: &line, structured_metadata };
+                        match self.grouped_series(stream, entry, grouping) {
+                            Grouped::Series(index, _) => {
+                                self.fields_memo.insert(key.clone(), Some(index));
+                                Some(index)
+                            }
+                            Grouped::Dropped => {
+                                self.fields_memo.insert(key.clone(), None);
+                                None
+                            }
+                            Grouped::Error => None,
                         }
-                        Grouped::Error => None,
-                    },
+                    }
                 };
                 self.fields_key = key;
                 if let Some(index) = series {
-                    let value = match self.op {
-                        RangeOp::BytesOverTime | RangeOp::BytesRate => line_bytes as f64,
-                        _ => 1.0,
-                    };
-                    self.record(index, timestamp_ns, value);
+                    self.record(index, timestamp_ns, record_value);
+                }
+            }
+            Some(grouping) => {
+                Pipeline::json_fields_line(names, fields, &mut line);
+                let entry = LogEntryRef { timestamp_ns, line: &line, structured_metadata };
+                if let Grouped::Series(index, _) = self.grouped_series(stream, entry, grouping) {
+                    self.record(index, timestamp_ns, record_value);
                 }
             }
             None => {
+                Pipeline::json_fields_line(names, fields, &mut line);
+                let entry = LogEntryRef { timestamp_ns, line: &line, structured_metadata };
                 self.unread_line_bytes = Some(line_bytes);
                 self.entry(stream, entry);
                 self.unread_line_bytes = None;

@@ -1544,6 +1544,12 @@ impl oxeye_model::logs::LineFieldExtractor for JsonFieldColumns {
 /// `| json` parser reads back as `text`.
 fn push_json_string(out: &mut String, text: &str) {
     out.push('"');
+    // Most values need no escape: copied whole.
+    if !text.bytes().any(|byte| byte == b'"' || byte == b'\\' || byte < 0x20) {
+        out.push_str(text);
+        out.push('"');
+        return;
+    }
     for character in text.chars() {
         match character {
             '"' => out.push_str("\\\""),

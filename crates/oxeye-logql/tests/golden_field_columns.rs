@@ -85,12 +85,11 @@ fn streams(start_ns: i64) -> Vec<LogStream> {
     ]
 }
 
-fn store(dir: &std::path::Path, columns: bool) -> Arc<LogStore> {
+fn store(dir: &std::path::Path, columns: bool, chunk_target_bytes: usize) -> Arc<LogStore> {
     let mut options = LogStoreOptions::new(dir);
     options.background_maintenance = false;
     options.unordered_window_ms = 2 * 86_400_000;
-    // Small chunks: each stream is cut into several.
-    options.chunk_target_bytes = 4096;
+    options.chunk_target_bytes = chunk_target_bytes;
     if columns {
         options.line_fields = Some(Arc::new(JsonFieldColumns::new(COLUMNS)));
     }
@@ -175,7 +174,8 @@ fn field_columns_answer_as_the_lines_do() {
     let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
     let start_ns = now_ns - 3600 * SECOND;
     let (with_dir, without_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let (with, without) = (store(with_dir.path(), true), store(without_dir.path(), false));
+    // Small chunks: each stream is cut into several.
+    let (with, without) = (store(with_dir.path(), true, 4096), store(without_dir.path(), false, 4096));
     with.push(streams(start_ns)).unwrap();
     without.push(streams(start_ns)).unwrap();
     // Cut chunks held in memory, then the same in chunk files.
@@ -206,5 +206,23 @@ fn field_columns_answer_as_the_lines_do() {
         assert_eq!(by_path_fields + by_path_lines, 1100);
         // A name without a column (here `event`): lines.
         assert_eq!(ways(&*with, start_ns, &["level", "event"]), (0, 1100));
+    }
+}
+
+/// One chunk per stream: a batch of hundreds of distinct field values (`user_id`, `duration_ms`), past which
+/// the engine stops memoizing their series, answers as its lines do.
+#[test]
+fn large_batches_answer_as_the_lines_do() {
+    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
+    let start_ns = now_ns - 3600 * SECOND;
+    let (with_dir, without_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (with, without) = (store(with_dir.path(), true, 1 << 20), store(without_dir.path(), false, 1 << 20));
+    with.push(streams(start_ns)).unwrap();
+    without.push(streams(start_ns)).unwrap();
+    with.flush(true).unwrap();
+    without.flush(true).unwrap();
+    assert_eq!(ways(&*with, start_ns, &["path", "duration_ms"]).0, 600);
+    for (expected, found) in answers(&*without, start_ns).iter().zip(&answers(&*with, start_ns)) {
+        assert_eq!(found, expected);
     }
 }
