@@ -263,6 +263,17 @@ pub(crate) fn for_each_encoded_entry_with_fields<'a>(
 /// it), read from the data's header in `prefix`; `None` when `prefix` is too short to hold the header, or
 /// the header does not decode (a full decode then names the problem).
 pub(crate) fn columns_end(prefix: &[u8], layout: ChunkLayout) -> Option<usize> {
+    section_ends(prefix, layout).map(|ends| ends[SECTIONS_BEFORE_LINES])
+}
+
+/// The most sections column-encoded data holds before its lines ([`ChunkLayout::ColumnsFields`]).
+const SECTIONS_BEFORE_LINES: usize = 4;
+
+/// Where the header of column-encoded data of `layout` ends (index 0) and where each section before the
+/// lines ends (indexes 1 to [`SECTIONS_BEFORE_LINES`]; a layout with fewer sections repeats its last end),
+/// read from the header at the start of `prefix`; `None` for [`ChunkLayout::Rows`] or a header that does
+/// not decode.
+fn section_ends(prefix: &[u8], layout: ChunkLayout) -> Option<[usize; SECTIONS_BEFORE_LINES + 1]> {
     let mut header = Reader::new(prefix);
     header.uvarint().ok()?;
     match layout {
@@ -272,11 +283,15 @@ pub(crate) fn columns_end(prefix: &[u8], layout: ChunkLayout) -> Option<usize> {
             header.uvarint().ok()?;
         }
     }
-    let mut end = 0usize;
-    for _ in 0..layout.sections() {
-        end = end.checked_add(usize::try_from(header.uvarint().ok()?).ok()?)?;
+    let mut lengths = [0usize; SECTIONS_BEFORE_LINES];
+    for length in lengths.iter_mut().take(layout.sections()) {
+        *length = usize::try_from(header.uvarint().ok()?).ok()?;
     }
-    end.checked_add(header.offset())
+    let mut ends = [header.offset(); SECTIONS_BEFORE_LINES + 1];
+    for index in 1..ends.len() {
+        ends[index] = ends[index - 1].checked_add(lengths[index - 1])?;
+    }
+    Some(ends)
 }
 
 /// Adapts an entry visitor to [`decode_columns`], which also hands over each line's length.
@@ -473,16 +488,86 @@ fn read_metadata<'a>(
     Ok(())
 }
 
-/// Compresses encoded entries into a zstd frame that records its content size. zstd reports errors only for
-/// invalid parameters or allocation failure; should that happen the chunk is stored as LZ4 instead.
+/// Compresses encoded entries ([`ChunkLayout::SEALED`]) into a zstd frame that records its content size,
+/// ending a zstd block where the header and each section before the lines end. A block's literals and
+/// sequences share one set of entropy tables; kept apart from the text, the varints and codes of each
+/// section get tables of their own: on seed-shaped structlog JSON (`ingest_throughput`) the data is 0.9
+/// bytes per line smaller (31.93 -> 31.03), and decompresses as fast. The frame is an ordinary one; readers
+/// do not depend on where its blocks end. zstd reports errors only for invalid parameters or allocation
+/// failure; should that happen the chunk is stored as LZ4 instead.
 fn compress(encoded: &[u8]) -> Vec<u8> {
-    match zstd::bulk::compress(encoded, CHUNK_ZSTD_LEVEL) {
+    let block_ends = section_ends(encoded, ChunkLayout::SEALED).unwrap_or_default();
+    let compressed = COMPRESSOR.with(|context| match context.try_borrow_mut() {
+        Ok(mut context) => compress_in_blocks(&mut context, encoded, &block_ends),
+        Err(_) => compress_in_blocks(&mut None, encoded, &block_ends),
+    });
+    match compressed {
         Ok(compressed) => compressed,
         Err(error) => {
-            tracing::warn!(%error, "zstd compression failed; storing the chunk as LZ4");
+            tracing::warn!(
+                error = zstd::zstd_safe::get_error_name(error),
+                "zstd compression failed; storing the chunk as LZ4"
+            );
             lz4_flex::block::compress_prepend_size(encoded)
         }
     }
+}
+
+thread_local! {
+    /// A compression context per thread, reused chunk after chunk (its parameters set once).
+    static COMPRESSOR: std::cell::RefCell<Option<zstd::zstd_safe::CCtx<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// One zstd frame of `encoded` (level [`CHUNK_ZSTD_LEVEL`], content size recorded) whose blocks end at each
+/// of `block_ends` (offsets into `encoded`, ascending; ends at 0 or past the data are passed by), then at
+/// most every 128 KiB as zstd chooses. `context` is created when `None`.
+fn compress_in_blocks(
+    context: &mut Option<zstd::zstd_safe::CCtx<'static>>,
+    encoded: &[u8],
+    block_ends: &[usize],
+) -> Result<Vec<u8>, zstd::zstd_safe::ErrorCode> {
+    use zstd::zstd_safe::zstd_sys::ZSTD_EndDirective;
+    use zstd::zstd_safe::{CCtx, CParameter, InBuffer, OutBuffer, ResetDirective, compress_bound};
+    /// `ZSTD_error_memory_allocation`, for a context zstd could not create.
+    const MEMORY_ALLOCATION_ERROR: usize = 64usize.wrapping_neg();
+    let context = match context {
+        Some(context) => {
+            context.reset(ResetDirective::SessionOnly)?;
+            context
+        }
+        empty => {
+            let mut created = CCtx::try_create().ok_or(MEMORY_ALLOCATION_ERROR)?;
+            created.set_parameter(CParameter::CompressionLevel(CHUNK_ZSTD_LEVEL))?;
+            empty.insert(created)
+        }
+    };
+    context.set_pledged_src_size(Some(encoded.len() as u64))?;
+    // A flush that ends a block adds a 3-byte block header at most beyond the bound.
+    let mut frame: Vec<u8> = Vec::with_capacity(compress_bound(encoded.len()) + 3 * block_ends.len() + 16);
+    let mut position = 0;
+    let cuts = block_ends.iter().copied().filter(|end| *end > 0 && *end < encoded.len());
+    for (end, directive) in
+        cuts.map(|end| (end, ZSTD_EndDirective::ZSTD_e_flush)).chain([(encoded.len(), ZSTD_EndDirective::ZSTD_e_end)])
+    {
+        if end < position {
+            continue;
+        }
+        let mut input = InBuffer::around(encoded.get(..end).unwrap_or_default());
+        input.set_pos(position);
+        loop {
+            if frame.capacity() == frame.len() {
+                frame.reserve(1 << 16);
+            }
+            let written = frame.len();
+            let mut output = OutBuffer::around_pos(&mut frame, written);
+            let remaining = context.compress_stream2(&mut output, &mut input, directive)?;
+            if remaining == 0 && input.pos() == end {
+                break;
+            }
+        }
+        position = end;
+    }
+    Ok(frame)
 }
 
 /// The largest uncompressed chunk we agree to inflate (a guard against a corrupt size prefix).
@@ -752,6 +837,51 @@ mod tests {
         }
         let lz4 = lz4_flex::block::compress_prepend_size(&encoded);
         assert_eq!(decode_chunk_data(&lz4, ChunkLayout::Rows, Path::new("mem")).unwrap(), entries);
+    }
+
+    /// Where each zstd block of `frame` ends in the decompressed data: the frame fed to zstd a whole block
+    /// at a time ([`zstd_block_end`]), each decoded whole.
+    fn decompressed_block_ends(frame: &[u8]) -> Vec<usize> {
+        use zstd::zstd_safe::{DCtx, InBuffer, OutBuffer};
+        let mut decoder = DCtx::create();
+        let mut output_bytes = vec![0u8; zstd::decompressed_size(frame).unwrap() as usize];
+        let mut output = OutBuffer::around(output_bytes.as_mut_slice());
+        let (mut read, mut ends) = (0, Vec::new());
+        while read < frame.len() {
+            let block_end = zstd_block_end(frame, read).unwrap().min(frame.len());
+            let mut input = InBuffer::around(&frame[..block_end]);
+            input.set_pos(read);
+            while input.pos() < block_end {
+                decoder.decompress_stream(&mut output, &mut input).unwrap();
+            }
+            read = block_end;
+            ends.push(output.pos());
+        }
+        ends
+    }
+
+    #[test]
+    fn sealed_frames_end_a_block_at_every_section_end() {
+        let mut entries: Vec<LogEntry> = (0..4000)
+            .map(|index| {
+                LogEntry::new(
+                    index * 1_000,
+                    format!(r#"{{"event": "request_finished", "n": {}}}"#, index * 7919 % 4001),
+                )
+            })
+            .collect();
+        entries[5].structured_metadata.push(Label { name: "trace_id".into(), value: "ab".into() });
+        for entries in [&entries[..], &entries[..1], &entries[..0]] {
+            let chunk = SealedChunk::seal(entries);
+            let encoded = encode_columns(entries, None);
+            let block_ends = decompressed_block_ends(&chunk.data);
+            let section_ends = section_ends(&encoded, ChunkLayout::SEALED).unwrap();
+            for end in section_ends.iter().filter(|end| **end > 0 && **end < encoded.len()) {
+                assert!(block_ends.contains(end), "section end {end} not a block end: {block_ends:?}");
+            }
+            assert_eq!(block_ends.last(), Some(&encoded.len()));
+            assert_eq!(decode_chunk_data(&chunk.data, ChunkLayout::SEALED, Path::new("mem")).unwrap(), entries);
+        }
     }
 
     #[test]
