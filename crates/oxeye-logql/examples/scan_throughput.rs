@@ -23,7 +23,7 @@
 
 use std::time::Instant;
 
-use oxeye_logql::pipeline::JsonFieldColumns;
+use oxeye_logql::field_columns::LineFieldColumns;
 use oxeye_logql::{Direction, Engine, QueryResult};
 use oxeye_logstore::{LogStore, LogStoreOptions};
 use oxeye_model::logs::{LogEntry, LogStream, LogWriter};
@@ -76,12 +76,12 @@ impl Corpus {
         let mut options = LogStoreOptions::new(dir.path());
         options.background_maintenance = false;
         options.unordered_window_ms = 2 * 86_400_000;
-        // Field columns of `| json`: the default names, none with `FIELD_COLUMNS=0` (for A/B runs), or the
-        // names listed, `FIELD_COLUMNS=level,path`.
+        // Field columns of `| json` or `| logfmt`, whichever reads a chunk: the default names, none with
+        // `FIELD_COLUMNS=0` (for A/B runs), or the names listed, `FIELD_COLUMNS=level,path`.
         options.line_fields = match std::env::var("FIELD_COLUMNS").ok().as_deref() {
-            None => Some(std::sync::Arc::new(JsonFieldColumns::default())),
+            None => Some(std::sync::Arc::new(LineFieldColumns::default())),
             Some("0") => None,
-            Some(names) => Some(std::sync::Arc::new(JsonFieldColumns::new(names.split(',')))),
+            Some(names) => Some(std::sync::Arc::new(LineFieldColumns::new(names.split(',')))),
         };
         let store = LogStore::open(options).unwrap();
         let services = ["boxoffice", "worker", "notifier", "gateway"];

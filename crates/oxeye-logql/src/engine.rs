@@ -10,8 +10,8 @@ use oxeye_model::storage::{ErrorKind, StorageError};
 use oxeye_model::{LabelRef, Labels, MatchOp, Matcher};
 
 use crate::pipeline::{
-    ERROR_DETAILS_LABEL, ERROR_LABEL, JSON_FIELD_COLUMNS_SEMANTICS, LineFilters, ParserHints, Pipeline, convert,
-    same_short_bytes, sanitized_label_name,
+    ERROR_DETAILS_LABEL, ERROR_LABEL, LineFilters, ParserHints, Pipeline, convert, same_short_bytes,
+    sanitized_label_name,
 };
 use crate::syntax::{
     BinaryOp, Expr, Grouping, LineFilterOp, LogExpr, LogRange, MetricExpr, NumberKind, ParseError, RangeOp, Stage,
@@ -357,7 +357,7 @@ impl Engine {
         let counts_entries =
             matches!(op, RangeOp::CountOverTime | RangeOp::Rate | RangeOp::BytesOverTime | RangeOp::BytesRate);
         let field_names = (counts_entries && line_filters.is_empty() && range.unwrap.is_none())
-            .then(|| pipeline.json_field_names().map(<[String]>::to_vec))
+            .then(|| pipeline.line_field_names().map(|(semantics, names)| (semantics, names.to_vec())))
             .flatten();
         let post_filters = match &range.unwrap {
             Some(unwrap) if !unwrap.post_filters.is_empty() => Some(
@@ -608,10 +608,10 @@ struct SampleExtractor<'a> {
     first_error: Option<Labels>,
     /// The length of the current entry's line when the store left it unread.
     unread_line_bytes: Option<usize>,
-    /// The labels that stand for the line ([`Pipeline::json_field_names`]), asked of the store as field
-    /// columns; `None` when the query reads lines otherwise.
-    field_names: Option<Vec<String>>,
-    /// The line rebuilt from an entry's field values ([`Pipeline::json_fields_line`]), reused.
+    /// The parser's semantics and the labels that stand for the line ([`Pipeline::line_field_names`]),
+    /// asked of the store as field columns; `None` when the query reads lines otherwise.
+    field_names: Option<(u32, Vec<String>)>,
+    /// The line rebuilt from an entry's field values ([`Pipeline::fields_line`]), reused.
     fields_line: String,
     /// Within a batch, grouped by name: the series (or `None`: dropped) of each combination of field values
     /// seen in entries without structured metadata of a hinted name. Cleared per batch.
@@ -765,11 +765,11 @@ impl LogVisitor for SampleExtractor<'_> {
     }
 
     fn line_fields(&self) -> Option<(u32, &[String])> {
-        self.field_names.as_deref().map(|names| (JSON_FIELD_COLUMNS_SEMANTICS, names))
+        self.field_names.as_ref().map(|(semantics, names)| (*semantics, names.as_slice()))
     }
 
     /// The entry goes through the pipeline with a line of its field values alone, which the pipeline treats
-    /// as it would the line ([`Pipeline::json_fields_line`]); counted bytes are the line's.
+    /// as it would the line ([`Pipeline::fields_line`]); counted bytes are the line's.
     fn entry_with_fields(
         &mut self,
         stream: &Labels,
@@ -778,7 +778,8 @@ impl LogVisitor for SampleExtractor<'_> {
         structured_metadata: &[LabelRef<'_>],
         fields: &[Option<&str>],
     ) {
-        let names = self.field_names.as_deref().unwrap_or_default();
+        let (semantics, names) =
+            self.field_names.as_ref().map_or((0, &[][..]), |(semantics, names)| (*semantics, names.as_slice()));
         // Grouped by name, an entry's fate depends on its stream (the batch's), its field values and its
         // structured metadata of hinted names only: entries of a batch without such metadata and with the
         // values of an earlier one go where it went, without running the pipeline.
@@ -823,7 +824,7 @@ impl LogVisitor for SampleExtractor<'_> {
                         {
                             self.fields_memo_off = true;
                         }
-                        Pipeline::json_fields_line(names, fields, &mut line);
+                        Pipeline::fields_line(semantics, names, fields, &mut line);
                         let entry = LogEntryRef { timestamp_ns, line: &line, structured_metadata };
                         match self.grouped_series(stream, entry, grouping) {
                             Grouped::Series(index, _) => {
@@ -844,14 +845,14 @@ impl LogVisitor for SampleExtractor<'_> {
                 }
             }
             Some(grouping) => {
-                Pipeline::json_fields_line(names, fields, &mut line);
+                Pipeline::fields_line(semantics, names, fields, &mut line);
                 let entry = LogEntryRef { timestamp_ns, line: &line, structured_metadata };
                 if let Grouped::Series(index, _) = self.grouped_series(stream, entry, grouping) {
                     self.record(index, timestamp_ns, record_value);
                 }
             }
             None => {
-                Pipeline::json_fields_line(names, fields, &mut line);
+                Pipeline::fields_line(semantics, names, fields, &mut line);
                 let entry = LogEntryRef { timestamp_ns, line: &line, structured_metadata };
                 self.unread_line_bytes = Some(line_bytes);
                 self.entry(stream, entry);

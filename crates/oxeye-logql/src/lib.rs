@@ -11,6 +11,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::panic))]
 
 pub mod engine;
+pub mod field_columns;
 mod json_fields;
 mod line_regex;
 mod logfmt;

@@ -1007,26 +1007,51 @@ impl Pipeline {
         self.stages.iter().all(|stage| matches!(stage, CompiledStage::LineFilter(_)))
     }
 
-    /// The labels a line matters by, when the pipeline is one `| json` without parameters followed only by
+    /// The labels a line matters by, with the semantics of the parser giving them (the field columns'
+    /// semantics, [`JSON_FIELD_COLUMNS_SEMANTICS`] or [`LOGFMT_FIELD_COLUMNS_SEMANTICS`]), when the pipeline
+    /// is one `| json` without parameters, or one `| logfmt` without flags or parameters, followed only by
     /// label filters, `drop` and `keep`, and its hints name the labels it extracts: its entries then depend
-    /// on the line only through those labels' values, which [`Pipeline::json_fields_line`] turns back into
-    /// a line the pipeline treats alike, for a line `| json` parses without error.
-    pub fn json_field_names(&self) -> Option<&[String]> {
+    /// on the line only through those labels' values, which [`Pipeline::fields_line`] turns back into a line
+    /// the pipeline treats alike, for a line the parser reads without error. `None` also when the names hold
+    /// both `x` and `x_extracted`: with a stream label `x`, the label `x_extracted` then takes whichever of
+    /// the two comes first in the line, an order the values alone do not tell.
+    pub fn line_field_names(&self) -> Option<(u32, &[String])> {
         let ParserHints::Only(names) = &self.hints else { return None };
-        let (Some(CompiledStage::Json { params, .. }), Some(rest)) = (self.stages.first(), self.stages.get(1..)) else {
-            return None;
+        let (Some(parser), Some(rest)) = (self.stages.first(), self.stages.get(1..)) else { return None };
+        let semantics = match parser {
+            CompiledStage::Json { params, .. } if params.is_empty() => JSON_FIELD_COLUMNS_SEMANTICS,
+            CompiledStage::Logfmt { strict: false, keep_empty: false, params, .. } if params.is_empty() => {
+                crate::field_columns::LOGFMT_FIELD_COLUMNS_SEMANTICS
+            }
+            _ => return None,
         };
         let label_stages_only = rest.iter().all(|stage| {
             matches!(stage, CompiledStage::LabelFilter(_) | CompiledStage::Drop(_) | CompiledStage::Keep(_))
         });
-        (params.is_empty() && label_stages_only && !names.is_empty() && self.prefilter.is_none())
-            .then_some(names.as_slice())
+        let renamed_twice = names.iter().any(|name| {
+            name.strip_suffix("_extracted").is_some_and(|stripped| names.iter().any(|other| other == stripped))
+        });
+        (label_stages_only && !renamed_twice && !names.is_empty() && self.prefilter.is_none())
+            .then_some((semantics, names.as_slice()))
+    }
+
+    /// Writes into `line` (cleared first) a line of the labels `names` with `values` (same order, `None`
+    /// for a label the line lacks) for the parser of `semantics` ([`Pipeline::line_field_names`]): for a
+    /// line that parser reads without error and whose labels `names` have these values, no name coming
+    /// twice, [`Pipeline::line_field_names`]'s pipeline gives this line the same labels, errors and fate.
+    /// A JSON object ([`Pipeline::json_fields_line`]) for `| json`, `name="value"` pairs
+    /// ([`Pipeline::logfmt_fields_line`]) for `| logfmt`.
+    pub fn fields_line(semantics: u32, names: &[String], values: &[Option<&str>], line: &mut String) {
+        if semantics == crate::field_columns::LOGFMT_FIELD_COLUMNS_SEMANTICS {
+            Pipeline::logfmt_fields_line(names, values, line);
+        } else {
+            debug_assert_eq!(semantics, JSON_FIELD_COLUMNS_SEMANTICS);
+            Pipeline::json_fields_line(names, values, line);
+        }
     }
 
     /// Writes into `line` (cleared first) a JSON object of the labels `names` with `values` (same order,
-    /// `None` for a label the line lacks): for a line that `| json` parses without error and whose labels
-    /// `names` have these values, no name coming twice, [`Pipeline::json_field_names`]'s pipeline gives this
-    /// line the same labels, errors and fate.
+    /// `None` for a label the line lacks), which `| json` gives the labels `names` with these values.
     pub fn json_fields_line(names: &[String], values: &[Option<&str>], line: &mut String) {
         line.clear();
         line.push('{');
@@ -1040,6 +1065,28 @@ impl Pipeline {
             push_json_string(line, value);
         }
         line.push('}');
+    }
+
+    /// Writes into `line` (cleared first) the logfmt pairs `name="value"` of the labels `names` with
+    /// `values` (same order, `None` for a label the line lacks; each name a valid label name, each value
+    /// quoted with `"` and `\` escaped), which `| logfmt` gives the labels `names` with these values.
+    pub fn logfmt_fields_line(names: &[String], values: &[Option<&str>], line: &mut String) {
+        line.clear();
+        for (name, value) in names.iter().zip(values) {
+            let Some(value) = value else { continue };
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(name);
+            line.push_str("=\"");
+            for character in value.chars() {
+                if matches!(character, '"' | '\\') {
+                    line.push('\\');
+                }
+                line.push(character);
+            }
+            line.push('"');
+        }
     }
 
     /// True when the pipeline has no stage at all.
@@ -1384,7 +1431,7 @@ fn parser_may_fail(stage: &Stage) -> bool {
 
 /// Label names to extract for a hint: `names`, plus `x` for each `x_extracted` (a parsed label colliding
 /// with a stream label is renamed after the hint is consulted), sorted and deduplicated.
-fn hinted_names(mut names: Vec<String>) -> Vec<String> {
+pub(crate) fn hinted_names(mut names: Vec<String>) -> Vec<String> {
     let stripped: Vec<String> =
         names.iter().filter_map(|name| name.strip_suffix("_extracted")).map(str::to_string).collect();
     names.extend(stripped);
@@ -1430,7 +1477,7 @@ struct HintedNames<'a> {
 /// The index of `name` among hinted `names`. Names are short: bytes compared in line rather than by a
 /// call to `memcmp` (4-5% of a by-level `| json` pipeline's instructions in session 10).
 #[inline]
-fn hinted_position(names: &[String], name: &str) -> Option<usize> {
+pub(crate) fn hinted_position(names: &[String], name: &str) -> Option<usize> {
     names.iter().position(|wanted| same_short_bytes(wanted.as_bytes(), name.as_bytes()))
 }
 
@@ -1448,7 +1495,7 @@ pub const DEFAULT_JSON_FIELD_COLUMNS: [&str; 4] = ["level", "logger", "method", 
 /// Finds, for a log store cutting a chunk, the labels `| json` gives each line among a fixed set of names,
 /// so that the store keeps them in field columns and a query needing only those (`sum by (level)
 /// (count_over_time({...} | json [5m]))`) reads them instead of the lines; see
-/// [`Pipeline::json_field_names`]. A chunk gets no columns when `| json` fails on one of its lines, or
+/// [`Pipeline::line_field_names`]. A chunk gets no columns when `| json` fails on one of its lines, or
 /// when one of the names comes twice in a line (after sanitizing and flattening): which occurrence a
 /// query's parse keeps then depends on the other names it asks for.
 #[derive(Debug, Clone)]
@@ -1473,24 +1520,20 @@ impl Default for JsonFieldColumns {
 }
 
 impl oxeye_model::logs::LineFieldExtractor for JsonFieldColumns {
-    fn semantics(&self) -> u32 {
-        JSON_FIELD_COLUMNS_SEMANTICS
-    }
-
     fn writes(&self, semantics: u32, names: &[String]) -> bool {
         semantics == JSON_FIELD_COLUMNS_SEMANTICS
             && names.iter().all(|name| matches!(&self.hints, ParserHints::Only(ours) if ours.contains(name)))
     }
 
-    fn extract(&self, lines: &mut dyn Iterator<Item = &str>, field: &mut dyn FnMut(usize, &str, &str)) -> bool {
-        let ParserHints::Only(names) = &self.hints else { return false };
+    fn extract(&self, lines: &[&str], field: &mut dyn FnMut(usize, &str, &str)) -> Option<u32> {
+        let ParserHints::Only(names) = &self.hints else { return None };
         if names.is_empty() || names.len() > 64 {
-            return false;
+            return None;
         }
         let hinted_lengths = HintedLengths::of(&self.hints);
         let (mut path, mut label_name) = (String::new(), String::new());
         let mut values: Vec<Option<String>> = vec![None; names.len()];
-        for (index, line) in lines.enumerate() {
+        for (index, line) in lines.iter().enumerate() {
             let mut seen = 0u64;
             let mut duplicate = false;
             for value in values.iter_mut() {
@@ -1528,7 +1571,7 @@ impl oxeye_model::logs::LineFieldExtractor for JsonFieldColumns {
                 Err(error) => error.expected == EXPECTED_END_OF_LINE,
             };
             if duplicate || !parsed {
-                return false;
+                return None;
             }
             for (name, value) in names.iter().zip(&values) {
                 if let Some(value) = value {
@@ -1536,7 +1579,7 @@ impl oxeye_model::logs::LineFieldExtractor for JsonFieldColumns {
                 }
             }
         }
-        true
+        Some(JSON_FIELD_COLUMNS_SEMANTICS)
     }
 }
 

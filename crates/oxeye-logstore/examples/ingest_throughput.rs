@@ -244,12 +244,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut options = LogStoreOptions::new(&directory);
     options.background_maintenance = false;
-    // Field columns of `| json`, as the server writes them: the default names, none with `FIELD_COLUMNS=0`
-    // (for A/B runs), or the names listed, `FIELD_COLUMNS=level,path`.
+    // Field columns of `| json` or `| logfmt`, as the server writes them: the default names, none with
+    // `FIELD_COLUMNS=0` (for A/B runs), or the names listed, `FIELD_COLUMNS=level,path`.
     options.line_fields = match std::env::var("FIELD_COLUMNS").ok().as_deref() {
-        None => Some(std::sync::Arc::new(oxeye_logql::pipeline::JsonFieldColumns::default())),
+        None => Some(std::sync::Arc::new(oxeye_logql::field_columns::LineFieldColumns::default())),
         Some("0") => None,
-        Some(names) => Some(std::sync::Arc::new(oxeye_logql::pipeline::JsonFieldColumns::new(names.split(',')))),
+        Some(names) => Some(std::sync::Arc::new(oxeye_logql::field_columns::LineFieldColumns::new(names.split(',')))),
     };
     let store = LogStore::open(options)?;
     let redactor = Redactor::new(RedactionOptions::default())?;

@@ -151,8 +151,8 @@ pub(crate) fn encode_field_columns(entries: &[LogEntry], fields: Option<&dyn Lin
         return section;
     };
     let mut columns: Vec<ColumnBuilder> = Vec::new();
-    let mut lines = entries.iter().map(|entry| entry.line.as_str());
-    let parsed = extractor.extract(&mut lines, &mut |index, name, value| {
+    let lines: Vec<&str> = entries.iter().map(|entry| entry.line.as_str()).collect();
+    let semantics = extractor.extract(&lines, &mut |index, name, value| {
         let position = match columns.iter().position(|column| column.name == name) {
             Some(position) => position,
             None => {
@@ -179,13 +179,13 @@ pub(crate) fn encode_field_columns(entries: &[LogEntry], fields: Option<&dyn Lin
             *slot = code;
         }
     });
-    if !parsed || columns.is_empty() {
+    let Some(semantics) = semantics.filter(|semantics| *semantics != 0 && !columns.is_empty()) else {
         put_uvarint(&mut section, 0);
         put_uvarint(&mut section, 0);
         return section;
-    }
+    };
     columns.sort_by(|left, right| left.name.cmp(&right.name));
-    put_uvarint(&mut section, u64::from(extractor.semantics()));
+    put_uvarint(&mut section, u64::from(semantics));
     put_uvarint(&mut section, columns.len() as u64);
     for column in &columns {
         column.write(&mut section);
@@ -371,22 +371,18 @@ mod tests {
     struct Fixed;
 
     impl LineFieldExtractor for Fixed {
-        fn semantics(&self) -> u32 {
-            7
-        }
-
         fn writes(&self, semantics: u32, _: &[String]) -> bool {
             semantics == 7
         }
 
-        fn extract(&self, lines: &mut dyn Iterator<Item = &str>, field: &mut dyn FnMut(usize, &str, &str)) -> bool {
+        fn extract(&self, lines: &[&str], field: &mut dyn FnMut(usize, &str, &str)) -> Option<u32> {
             let labels: [&[(&str, &str)]; 3] = [&[("b", "123.4"), ("a", "x")], &[], &[("a", "y"), ("b", "hi")]];
-            for (index, _) in lines.enumerate() {
+            for index in 0..lines.len() {
                 for (name, value) in labels.get(index).copied().unwrap_or_default() {
                     field(index, name, value);
                 }
             }
-            true
+            Some(7)
         }
     }
 

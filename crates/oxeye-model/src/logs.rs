@@ -166,7 +166,7 @@ pub trait LogVisitor {
 
     /// Parsed fields the visitor can take instead of lines: `Some((semantics, names))` when every entry's
     /// line matters to it only through the labels `names` that the parser identified by `semantics`
-    /// ([`LineFieldExtractor::semantics`]) gives the line. A store holding those fields in columns for a
+    /// ([`LineFieldExtractor::extract`]) gives the line. A store holding those fields in columns for a
     /// chunk, written by an extractor of the same semantics, may then leave the chunk's lines unread and
     /// hand its entries over through [`LogVisitor::entry_with_fields`]; other chunks come through
     /// [`LogVisitor::entry`] as usual. Asked once per scan, before the first batch; a selection with
@@ -198,26 +198,27 @@ pub trait LogVisitor {
     fn entry(&mut self, stream: &Labels, entry: LogEntryRef<'_>);
 }
 
-/// Finds, for a log store cutting a chunk, the labels a line parser (`| json` of LogQL, say) gives each
-/// line, so the store can keep the frequently read ones in columns beside the lines (`oxeye-logstore`'s
-/// `docs/format.md`, "Field columns") and a reader asking for them ([`LogVisitor::line_fields`]) need not
-/// decompress the lines. Implemented by `oxeye-logql`.
+/// Finds, for a log store cutting a chunk, the labels a line parser (`| json` or `| logfmt` of LogQL, say)
+/// gives each line, so the store can keep the frequently read ones in columns beside the lines
+/// (`oxeye-logstore`'s `docs/format.md`, "Field columns") and a reader asking for them
+/// ([`LogVisitor::line_fields`]) need not decompress the lines. An extractor may know several parsers and
+/// choose one per chunk. Implemented by `oxeye-logql`.
 pub trait LineFieldExtractor: Send + Sync + std::fmt::Debug {
-    /// Names the parser and the version of its semantics; stored with the columns, and compared with the
-    /// reader's. Change it whenever the labels the parser gives any line change, so that columns written
-    /// before are no longer taken for the parser's answers.
-    fn semantics(&self) -> u32;
-
     /// Whether this extractor writes columns of every one of `names` with `semantics` (when the lines
     /// allow): a store asks its chunks for columns only then, since a chunk without them is read more
     /// slowly after the attempt (its frame decompressed in two steps).
     fn writes(&self, semantics: u32, names: &[String]) -> bool;
 
-    /// Calls `field(index, name, value)` for each label the parser gives `lines[index]` (names as the
+    /// Calls `field(index, name, value)` for each label one parser gives `lines[index]` (names as the
     /// parser gives them before any rename on collision with stream labels; values unescaped; a line's
-    /// names distinct), a subset of them at the extractor's choice. Returns false when the parser fails
-    /// on (sets `__error__` for) any of the lines: the store then keeps no columns for them.
-    fn extract(&self, lines: &mut dyn Iterator<Item = &str>, field: &mut dyn FnMut(usize, &str, &str)) -> bool;
+    /// names distinct), a subset of them at the extractor's choice, and returns that parser's semantics: a
+    /// number naming the parser and the version of its rules, stored with the columns and compared with the
+    /// reader's ([`LogVisitor::line_fields`]); never 0. An extractor changes a parser's semantics whenever
+    /// the labels the parser gives any line change, so that columns written before are no longer taken for
+    /// its answers. Returns `None` when no parser it knows reads every line without error (sets no
+    /// `__error__`) or its labels would be ambiguous: the store then keeps no columns, and ignores the calls
+    /// made. When it returns a semantics, every call it made was for that parser.
+    fn extract(&self, lines: &[&str], field: &mut dyn FnMut(usize, &str, &str)) -> Option<u32>;
 }
 
 /// Writes log entries; implemented by `oxeye-logstore`.

@@ -49,8 +49,9 @@ pub fn log_store_options(settings: &ServeSettings) -> LogStoreOptions {
     options.max_line_bytes = settings.logs.max_line_bytes;
     options.line_too_long = settings.logs.line_too_long;
     options.unordered_window_ms = settings.logs.unordered_window_ms;
-    // `| json`'s labels of the default names in field columns: `sum by (level)` of JSON logs reads no line.
-    options.line_fields = Some(Arc::new(oxeye_logql::pipeline::JsonFieldColumns::default()));
+    // `| json`'s or `| logfmt`'s labels of the default names in field columns: `sum by (level)` of JSON or
+    // logfmt logs reads no line.
+    options.line_fields = Some(Arc::new(oxeye_logql::field_columns::LineFieldColumns::default()));
     options
 }
 

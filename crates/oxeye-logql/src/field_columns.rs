@@ -1,0 +1,220 @@
+//! Field columns of `| logfmt`, and the extractor a log store is given to keep the columns of `| json` or
+//! `| logfmt`, whichever reads a chunk's lines (`oxeye_model::logs::LineFieldExtractor`; the store's
+//! `docs/format.md`, "Field columns"). A query whose pipeline needs a line only through a few labels of
+//! one of them ([`Pipeline::line_field_names`](crate::pipeline::Pipeline::line_field_names)) then reads
+//! those columns instead of the chunk's lines.
+//!
+//! ```
+//! use oxeye_logql::field_columns::{LOGFMT_FIELD_COLUMNS_SEMANTICS, LineFieldColumns};
+//! use oxeye_logql::pipeline::JSON_FIELD_COLUMNS_SEMANTICS;
+//! use oxeye_model::logs::LineFieldExtractor;
+//!
+//! let columns = LineFieldColumns::new(["level"]);
+//! let mut found = Vec::new();
+//! let logfmt = columns.extract(&["level=info msg=hi", "level=warn"], &mut |index, name, value| {
+//!     found.push((index, name.to_string(), value.to_string()))
+//! });
+//! assert_eq!(logfmt, Some(LOGFMT_FIELD_COLUMNS_SEMANTICS));
+//! assert_eq!(found, [(0, "level".to_string(), "info".to_string()), (1, "level".into(), "warn".into())]);
+//! let json = columns.extract(&[r#"{"level":"info"}"#], &mut |_, _, _| {});
+//! assert_eq!(json, Some(JSON_FIELD_COLUMNS_SEMANTICS));
+//! ```
+
+use std::ops::ControlFlow;
+
+use oxeye_model::logs::LineFieldExtractor;
+
+use crate::logfmt;
+use crate::pipeline::{
+    DEFAULT_JSON_FIELD_COLUMNS, JsonFieldColumns, hinted_names, hinted_position, is_valid_label_name,
+    sanitize_label_name_into,
+};
+
+/// The semantics [`LogfmtFieldColumns`] stores with its columns: the labels `| logfmt` without flags or
+/// parameters gives a line, for each name the value of the first pair whose key sanitizes into it and
+/// whose value is not empty (`| logfmt` leaves pairs with empty values out and keeps a label's first
+/// value). Raise it whenever `| logfmt` would give any line other labels, so that columns written before
+/// stop being read.
+pub const LOGFMT_FIELD_COLUMNS_SEMANTICS: u32 = 2;
+
+/// Finds, for a log store cutting a chunk, the labels `| logfmt` (no flags, no parameters) gives each line
+/// among a fixed set of names, so that the store keeps them in field columns. The non-strict parse never
+/// fails and keeps a label's first value, whatever else a query asks for, so every chunk gets columns
+/// (unless no line has a label of the names).
+#[derive(Debug, Clone)]
+pub struct LogfmtFieldColumns {
+    /// Label names as `| logfmt` gives them (sanitized), sorted, with `x` for each `x_extracted`.
+    names: Vec<String>,
+}
+
+impl LogfmtFieldColumns {
+    /// Columns for the labels `names` (label names as `| logfmt` gives them: keys sanitized).
+    pub fn new<Name: Into<String>>(names: impl IntoIterator<Item = Name>) -> LogfmtFieldColumns {
+        LogfmtFieldColumns { names: hinted_names(names.into_iter().map(Into::into).collect()) }
+    }
+}
+
+impl Default for LogfmtFieldColumns {
+    /// Columns for [`DEFAULT_JSON_FIELD_COLUMNS`].
+    fn default() -> Self {
+        LogfmtFieldColumns::new(DEFAULT_JSON_FIELD_COLUMNS)
+    }
+}
+
+impl LineFieldExtractor for LogfmtFieldColumns {
+    fn writes(&self, semantics: u32, names: &[String]) -> bool {
+        semantics == LOGFMT_FIELD_COLUMNS_SEMANTICS && names.iter().all(|name| self.names.contains(name))
+    }
+
+    /// Reads each line's pairs as `| logfmt` does ([`logfmt::visit_pairs`], not strict), taking per name
+    /// the first non-empty value of a key that is the name or sanitizes into it, up to the line's end or
+    /// until every name has one.
+    fn extract(&self, lines: &[&str], field: &mut dyn FnMut(usize, &str, &str)) -> Option<u32> {
+        let names = &self.names;
+        if names.is_empty() || names.len() > 64 {
+            return None;
+        }
+        let every_name = u64::MAX >> (64 - names.len());
+        let mut label_name = String::new();
+        for (index, line) in lines.iter().enumerate() {
+            let mut found = 0u64;
+            let outcome = logfmt::visit_pairs(line, false, |key, value| {
+                if value.is_empty() {
+                    return ControlFlow::Continue(());
+                }
+                let position = if is_valid_label_name(key) {
+                    hinted_position(names, key)
+                } else {
+                    sanitize_label_name_into(key, &mut label_name);
+                    hinted_position(names, &label_name)
+                };
+                let Some(position) = position else { return ControlFlow::Continue(()) };
+                if found & (1 << position) == 0 {
+                    found |= 1 << position;
+                    if let Some(name) = names.get(position) {
+                        field(index, name, &value);
+                    }
+                }
+                if found == every_name { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+            });
+            // A non-strict parse reports no error; were it to, `| logfmt` would set `__error__`.
+            outcome.ok()?;
+        }
+        Some(LOGFMT_FIELD_COLUMNS_SEMANTICS)
+    }
+}
+
+/// The field columns of `| json` ([`JsonFieldColumns`]) for a chunk whose every line `| json` parses, else
+/// those of `| logfmt` ([`LogfmtFieldColumns`]) when `| json` gave no label before the line it failed on
+/// (a logfmt chunk fails at its first line, so JSON chunks cost no more than with `| json` alone); a chunk
+/// of JSON lines then other lines gets none. The extractor a server gives its log store.
+#[derive(Debug, Clone)]
+pub struct LineFieldColumns {
+    json: JsonFieldColumns,
+    logfmt: LogfmtFieldColumns,
+}
+
+impl LineFieldColumns {
+    /// Columns for the labels `names`, of whichever parser reads a chunk.
+    pub fn new<Name: Into<String>>(names: impl IntoIterator<Item = Name>) -> LineFieldColumns {
+        let names: Vec<String> = names.into_iter().map(Into::into).collect();
+        LineFieldColumns { json: JsonFieldColumns::new(names.iter().cloned()), logfmt: LogfmtFieldColumns::new(names) }
+    }
+}
+
+impl Default for LineFieldColumns {
+    /// Columns for [`DEFAULT_JSON_FIELD_COLUMNS`].
+    fn default() -> Self {
+        LineFieldColumns::new(DEFAULT_JSON_FIELD_COLUMNS)
+    }
+}
+
+impl LineFieldExtractor for LineFieldColumns {
+    fn writes(&self, semantics: u32, names: &[String]) -> bool {
+        self.json.writes(semantics, names) || self.logfmt.writes(semantics, names)
+    }
+
+    fn extract(&self, lines: &[&str], field: &mut dyn FnMut(usize, &str, &str)) -> Option<u32> {
+        let mut json_labels = false;
+        let json = self.json.extract(lines, &mut |index, name, value| {
+            json_labels = true;
+            field(index, name, value);
+        });
+        if json.is_some() || json_labels {
+            return json;
+        }
+        self.logfmt.extract(lines, field)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::JSON_FIELD_COLUMNS_SEMANTICS;
+
+    fn extracted(columns: &dyn LineFieldExtractor, lines: &[&str]) -> (Option<u32>, Vec<(usize, String, String)>) {
+        let mut found = Vec::new();
+        let semantics =
+            columns.extract(lines, &mut |index, name, value| found.push((index, name.to_string(), value.to_string())));
+        found.sort();
+        (semantics, found)
+    }
+
+    fn triples(expected: &[(usize, &str, &str)]) -> Vec<(usize, String, String)> {
+        expected.iter().map(|(index, name, value)| (*index, name.to_string(), value.to_string())).collect()
+    }
+
+    #[test]
+    fn logfmt_columns_take_each_names_first_non_empty_value() {
+        let columns = LogfmtFieldColumns::new(["level", "status_code", "a_b"]);
+        let lines = [
+            r#"level=info status_code=200 msg="a b""#,
+            "level= level=warn level=error",
+            r#"level="in\"fo \\ x" a.b=1 a-b=2"#,
+            "status-code=500 status_code=404 1x=2",
+            "plain words only",
+            r#"{"level":"info"}"#,
+            "",
+        ];
+        let (semantics, found) = extracted(&columns, &lines);
+        assert_eq!(semantics, Some(LOGFMT_FIELD_COLUMNS_SEMANTICS));
+        assert_eq!(
+            found,
+            triples(&[
+                (0, "level", "info"),
+                (0, "status_code", "200"),
+                (1, "level", "warn"),
+                (2, "a_b", "1"),
+                (2, "level", "in\"fo \\ x"),
+                (3, "status_code", "500"),
+            ])
+        );
+        assert!(columns.writes(LOGFMT_FIELD_COLUMNS_SEMANTICS, &["level".into(), "a_b".into()]));
+        assert!(!columns.writes(LOGFMT_FIELD_COLUMNS_SEMANTICS, &["path".into()]));
+        assert!(!columns.writes(JSON_FIELD_COLUMNS_SEMANTICS, &["level".into()]));
+    }
+
+    #[test]
+    fn line_field_columns_choose_json_then_logfmt_per_chunk() {
+        let columns = LineFieldColumns::new(["level"]);
+        // Every line JSON: JSON's columns.
+        let (semantics, found) = extracted(&columns, &[r#"{"level":"info"}"#, r#"{"level":"warn","a":1}"#]);
+        assert_eq!(
+            (semantics, found),
+            (Some(JSON_FIELD_COLUMNS_SEMANTICS), triples(&[(0, "level", "info"), (1, "level", "warn")]))
+        );
+        // No line JSON: logfmt's.
+        let (semantics, found) = extracted(&columns, &["level=info", r#"{"level":"info"}"#]);
+        assert_eq!((semantics, found), (Some(LOGFMT_FIELD_COLUMNS_SEMANTICS), triples(&[(0, "level", "info")])));
+        // JSON lines giving labels, then a line JSON fails on: none.
+        assert_eq!(extracted(&columns, &[r#"{"level":"info"}"#, "level=info"]).0, None);
+        // JSON lines giving none of the labels before the failing line: logfmt's.
+        let (semantics, found) = extracted(&columns, &[r#"{"msg":"x"}"#, "level=info"]);
+        assert_eq!((semantics, found), (Some(LOGFMT_FIELD_COLUMNS_SEMANTICS), triples(&[(1, "level", "info")])));
+        // A name twice in a JSON line: JSON refuses after giving labels; none.
+        assert_eq!(extracted(&columns, &[r#"{"level":"a"}"#, r#"{"level":"a","level":"b"}"#]).0, None);
+        assert!(columns.writes(JSON_FIELD_COLUMNS_SEMANTICS, &["level".into()]));
+        assert!(columns.writes(LOGFMT_FIELD_COLUMNS_SEMANTICS, &["level".into()]));
+        assert!(!columns.writes(3, &["level".into()]));
+    }
+}
