@@ -18,6 +18,7 @@ use crate::json_fields::{EXPECTED_END_OF_LINE, EXPECTED_MEMBER_BRACE, JsonScalar
 use crate::line_regex::LineRegex;
 use crate::logfmt::{self, HintedKeySearch};
 use crate::pattern::Pattern;
+use crate::swar::{HIGHS, ascii_label_name_bytes};
 use crate::syntax::{
     Grouping, LabelFilter, LabelFormatItem, LabelItem, LineFilter, LineFilterOp, NumberKind, ParserStage, Stage,
     Unwrap,
@@ -869,10 +870,25 @@ pub fn sanitized_label_name(name: &str) -> Cow<'_, str> {
     if is_valid_label_name(name) { Cow::Borrowed(name) } else { Cow::Owned(sanitize_label_name(name)) }
 }
 
-/// True when [`sanitize_label_name`] leaves `name` as it is.
+/// True when [`sanitize_label_name`] leaves `name` as it is. Parsers ask this of most field names they pass
+/// over, per entry: names of four bytes or more are tested eight bytes at a time (the last word overlapping
+/// the one before it, or, below eight bytes, the name's first and last four bytes in one word), where a
+/// loop took about a dozen instructions a byte.
+#[inline]
 pub(crate) fn is_valid_label_name(name: &str) -> bool {
-    !name.starts_with(|character: char| character.is_ascii_digit())
-        && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
+    let bytes = name.as_bytes();
+    if bytes.first().is_some_and(u8::is_ascii_digit) {
+        return false;
+    }
+    let valid_word = |word: u64| word & HIGHS == 0 && ascii_label_name_bytes(word) == HIGHS;
+    if let Some(last) = bytes.last_chunk::<8>() {
+        let (words, _) = bytes.as_chunks::<8>();
+        return valid_word(u64::from_le_bytes(*last)) && words.iter().all(|word| valid_word(u64::from_le_bytes(*word)));
+    }
+    if let (Some(first), Some(last)) = (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) {
+        return valid_word(u64::from(u32::from_le_bytes(*first)) | (u64::from(u32::from_le_bytes(*last)) << 32));
+    }
+    bytes.iter().all(|byte| byte.is_ascii_alphanumeric() || *byte == b'_')
 }
 
 /// [`sanitize_label_name`] into a reused buffer (cleared first).
@@ -2011,6 +2027,28 @@ mod tests {
         let mut pipeline = Pipeline::new(&log.pipeline).unwrap();
         pipeline
             .process(&Labels::from_pairs([("service_name", "boxoffice"), ("level", "info")]), &LogEntry::new(1, line))
+    }
+
+    #[test]
+    fn label_name_check_agrees_with_the_byte_loop_at_every_length_and_position() {
+        // The word-wise check has paths below 4, below 8 and from 8 bytes: every byte class boundary
+        // (neighbours of `0`-`9`, `A`-`Z`, `_`, `a`-`z`, DEL, non-ASCII) at every position must be seen.
+        let by_bytes = |name: &str| {
+            !name.starts_with(|character: char| character.is_ascii_digit())
+                && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'_')
+        };
+        let probes = ["/", "0", "9", ":", "@", "A", "Z", "[", "^", "_", "`", "a", "z", "{", "\x7f", "\0", "é", "-"];
+        for length in 0..20usize {
+            let base: String = (0..length).map(|index| ['a', 'Z', '_', '7'][index % 4]).collect();
+            for position in 0..length {
+                for probe in probes {
+                    let mut name = base.clone();
+                    name.replace_range(position..=position, probe);
+                    assert_eq!(is_valid_label_name(&name), by_bytes(&name), "{name:?}");
+                }
+            }
+            assert_eq!(is_valid_label_name(&base), by_bytes(&base), "{base:?}");
+        }
     }
 
     #[test]

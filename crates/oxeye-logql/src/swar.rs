@@ -21,3 +21,19 @@ pub(crate) fn bytes_below(word: u64, n: u8) -> u64 {
 pub(crate) fn bytes_equal(word: u64, byte: u8) -> u64 {
     bytes_below(word ^ (ONES * u64::from(byte)), 1)
 }
+
+/// High bits of the bytes of `word` at or above `n` (`n` from 1 to 0x80), exact for every byte when all of
+/// `word`'s bytes are ASCII (below 0x80): adding `0x80 - n` then carries out of no byte.
+#[inline(always)]
+pub(crate) fn ascii_bytes_at_least(word: u64, n: u8) -> u64 {
+    word.wrapping_add(ONES * u64::from(0x80 - n)) & HIGHS
+}
+
+/// High bits of the bytes of `word` that are ASCII letters, digits or `_` (the bytes of a valid label
+/// name), exact for every byte when all of `word`'s bytes are ASCII.
+#[inline(always)]
+pub(crate) fn ascii_label_name_bytes(word: u64) -> u64 {
+    let within = |low: u8, high: u8| ascii_bytes_at_least(word, low) & !ascii_bytes_at_least(word, high + 1);
+    let underscores = !ascii_bytes_at_least(word ^ (ONES * u64::from(b'_')), 1) & HIGHS;
+    within(b'0', b'9') | within(b'A', b'Z') | within(b'a', b'z') | underscores
+}

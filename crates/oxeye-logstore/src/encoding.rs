@@ -140,7 +140,9 @@ impl<'a> Reader<'a> {
         Ok(Reader { bytes: &self.bytes[..start + length], offset: start })
     }
 
-    /// A varint length that must not exceed `limit` (the bytes left where it will be taken from).
+    /// A varint length that must not exceed `limit` (the bytes left where it will be taken from). Inlined:
+    /// chunk decoding reads one per entry.
+    #[inline(always)]
     pub(crate) fn length_of(&mut self, limit: usize) -> Result<usize, (usize, String)> {
         let start = self.offset;
         let length = self.uvarint()?;
@@ -255,7 +257,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn take(&mut self, length: usize) -> Result<&'a [u8], (usize, String)> {
         let end = self.offset.checked_add(length).filter(|end| *end <= self.bytes.len());
         match end {
