@@ -123,6 +123,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         section_ends.push(ends);
     }
     let per_line = |bytes: usize| bytes as f64 / entries as f64;
+    // Bloom filter false positives: absent needles of three shapes, each looked up in every chunk's filter.
+    {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let shapes: [(&str, Vec<String>); 3] = [
+            ("trace id (32 hex)", (0..1000).map(|_| format!("{:016x}{:016x}", next(), next())).collect()),
+            ("span id (16 hex)", (0..1000).map(|_| format!("{:016x}", next())).collect()),
+            ("one short word", (0..1000).map(|_| format!(r#""user_id": "u{}""#, next() % 1_000_000)).collect()),
+        ];
+        let filters: Vec<Vec<u8>> =
+            file.chunks.iter().map(|(_, meta)| file.read_bloom(meta)).collect::<Result<_, _>>()?;
+        for (shape, needles) in &shapes {
+            let mut passed = 0usize;
+            for needle in needles {
+                let Some(keys) = oxeye_logstore::bloom::needle_keys(needle) else { continue };
+                passed += filters.iter().filter(|filter| oxeye_logstore::bloom::may_contain_all(filter, &keys)).count();
+            }
+            println!(
+                "bloom false positives, {shape}: {:.3}% of {} lookups",
+                100.0 * passed as f64 / (needles.len() * filters.len()) as f64,
+                needles.len() * filters.len()
+            );
+        }
+    }
     // Other encodings of the timestamp and line length sections, each compressed alone.
     {
         let mut planes_ts = 0usize;

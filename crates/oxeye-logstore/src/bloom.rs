@@ -18,8 +18,16 @@
 //! those values cannot contain the needle. A needle with neither (a single word shorter than
 //! [`MIN_NEEDLE_BYTES`]) never skips.
 //!
-//! Filters written before the token scheme ([`FilterScheme::LineMinimizers`]) hold the minimizers of whole
-//! lines; they are still probed, with the minimizers of the whole needle.
+//! Short tokens that are [decimal numbers](is_decimal_token) (`24.123456Z`, the seconds of a timestamp;
+//! `0.25s`; `123.4`) are not inserted: the sub-second part of a timestamp is a new token on nearly every
+//! line, and on seed-shaped JSON these tokens were half of a filter's values. A needle's decimal tokens are
+//! not looked up either; which tokens are decimal depends on the token's bytes alone, so a needle's whole
+//! token and the line's token it stands for are judged alike and the lookup stays exact. A needle made only
+//! of decimals and words cut by its ends skips nothing.
+//!
+//! Filters written before decimals were left out ([`FilterScheme::Tokens`]) are probed with the decimal
+//! tokens too; filters written before the token scheme ([`FilterScheme::LineMinimizers`]) hold the
+//! minimizers of whole lines and are probed with the minimizers of the whole needle.
 
 use std::collections::HashSet;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -58,10 +66,14 @@ pub const HASH_COUNT: u8 = 7;
 /// Set in a filter's first byte (with the probe count in the low bits) when its values are k-gram hashes of
 /// a scheme this code knows; filters without it (FNV-1a hashes, written before session 2) never skip.
 pub const HASH_V2_FLAG: u8 = 0x80;
-/// Set together with [`HASH_V2_FLAG`] in filters of [`FilterScheme::Tokens`].
+/// Set together with [`HASH_V2_FLAG`] in filters of [`FilterScheme::Tokens`] and
+/// [`FilterScheme::TokensWithoutDecimals`].
 pub const TOKENS_FLAG: u8 = 0x40;
+/// Set together with [`HASH_V2_FLAG`] and [`TOKENS_FLAG`] in filters of [`FilterScheme::TokensWithoutDecimals`]
+/// (written since session 13; the probe count, 7, never set this bit before).
+pub const DECIMALS_LEFT_OUT_FLAG: u8 = 0x20;
 /// The probe count's bits in a filter's first byte.
-const HASH_COUNT_MASK: u8 = 0x3f;
+const HASH_COUNT_MASK: u8 = 0x1f;
 
 /// What a filter's values are, named by its first byte; a needle is looked up with keys of the filter's
 /// scheme (`docs/format.md`, "Bloom filter").
@@ -70,21 +82,25 @@ pub enum FilterScheme {
     /// [`HASH_V2_FLAG`] alone (filters written before the token scheme): the window minimizers of every whole
     /// line.
     LineMinimizers,
-    /// [`HASH_V2_FLAG`] and [`TOKENS_FLAG`], written since: short tokens whole, the window minimizers of long
-    /// tokens (see the module documentation).
+    /// [`HASH_V2_FLAG`] and [`TOKENS_FLAG`] (sessions 6 to 12): short tokens whole, the window minimizers of
+    /// long tokens (see the module documentation).
     Tokens,
+    /// [`HASH_V2_FLAG`], [`TOKENS_FLAG`] and [`DECIMALS_LEFT_OUT_FLAG`], written since: as
+    /// [`FilterScheme::Tokens`] without the short tokens that are [decimal numbers](is_decimal_token).
+    TokensWithoutDecimals,
 }
 
 impl FilterScheme {
     /// The scheme [`BloomBuilder`] writes.
-    pub const CURRENT: FilterScheme = FilterScheme::Tokens;
+    pub const CURRENT: FilterScheme = FilterScheme::TokensWithoutDecimals;
 
     /// The scheme named by a filter's first byte, `None` for filters that never skip.
     pub fn of_filter_header(header: u8) -> Option<FilterScheme> {
-        match (header & HASH_V2_FLAG != 0, header & TOKENS_FLAG != 0) {
-            (false, _) => None,
-            (true, false) => Some(FilterScheme::LineMinimizers),
-            (true, true) => Some(FilterScheme::Tokens),
+        match (header & HASH_V2_FLAG != 0, header & TOKENS_FLAG != 0, header & DECIMALS_LEFT_OUT_FLAG != 0) {
+            (false, _, _) => None,
+            (true, false, _) => Some(FilterScheme::LineMinimizers),
+            (true, true, false) => Some(FilterScheme::Tokens),
+            (true, true, true) => Some(FilterScheme::TokensWithoutDecimals),
         }
     }
 
@@ -92,6 +108,7 @@ impl FilterScheme {
         match self {
             FilterScheme::LineMinimizers => HASH_V2_FLAG,
             FilterScheme::Tokens => HASH_V2_FLAG | TOKENS_FLAG,
+            FilterScheme::TokensWithoutDecimals => HASH_V2_FLAG | TOKENS_FLAG | DECIMALS_LEFT_OUT_FLAG,
         }
     }
 }
@@ -115,6 +132,22 @@ static TOKEN_BYTES: [bool; 256] = {
 #[inline(always)]
 pub fn is_token_byte(byte: u8) -> bool {
     TOKEN_BYTES[usize::from(byte)]
+}
+
+/// Whether a token is a decimal number, which filters of [`FilterScheme::TokensWithoutDecimals`] leave out:
+/// one or more ASCII digits, `.`, one or more ASCII digits, then any ASCII letters (a unit or a time zone:
+/// `24.123456Z`, `0.25s`, `123.4`). Part of the filter format.
+#[inline]
+pub fn is_decimal_token(token: &[u8]) -> bool {
+    let digits = |bytes: &[u8]| bytes.iter().take_while(|byte| byte.is_ascii_digit()).count();
+    let whole_digits = digits(token);
+    let Some((b'.', fraction_and_unit)) = token.get(whole_digits..).and_then(<[u8]>::split_first) else {
+        return false;
+    };
+    let fraction_digits = digits(fraction_and_unit);
+    whole_digits > 0
+        && fraction_digits > 0
+        && fraction_and_unit.get(fraction_digits..).is_some_and(|unit| unit.iter().all(u8::is_ascii_alphabetic))
 }
 
 /// The tokens of `bytes` as `(start, end)` byte ranges, in order.
@@ -309,16 +342,20 @@ pub struct NeedleKeys {
     /// For [`FilterScheme::LineMinimizers`]: the minimizers of the whole needle (none below
     /// [`MIN_NEEDLE_BYTES`]).
     line_minimizers: Vec<u64>,
-    /// For [`FilterScheme::Tokens`]: the values of the needle's whole short tokens and the minimizers of its
-    /// long tokens.
+    /// For [`FilterScheme::Tokens`] and [`FilterScheme::TokensWithoutDecimals`]: the values of the needle's
+    /// whole short tokens that are not decimals and the minimizers of its long tokens.
     tokens: Vec<u64>,
+    /// For [`FilterScheme::Tokens`] only: the values of the needle's whole short tokens that are decimals.
+    decimal_tokens: Vec<u64>,
 }
 
 impl NeedleKeys {
-    fn of_scheme(&self, scheme: FilterScheme) -> &[u64] {
+    /// The keys to look up in a filter of `scheme`, in two parts.
+    fn of_scheme(&self, scheme: FilterScheme) -> [&[u64]; 2] {
         match scheme {
-            FilterScheme::LineMinimizers => &self.line_minimizers,
-            FilterScheme::Tokens => &self.tokens,
+            FilterScheme::LineMinimizers => [&self.line_minimizers, &[]],
+            FilterScheme::Tokens => [&self.tokens, &self.decimal_tokens],
+            FilterScheme::TokensWithoutDecimals => [&self.tokens, &[]],
         }
     }
 }
@@ -336,14 +373,15 @@ pub fn needle_keys(needle: &str) -> Option<NeedleKeys> {
         if token.len() >= MIN_NEEDLE_BYTES {
             for_each_minimizer(token, |hash| keys.tokens.push(hash));
         } else if start > 0 && end < bytes.len() {
-            keys.tokens.push(short_token_value(bytes, start, end));
+            let value = short_token_value(bytes, start, end);
+            if is_decimal_token(token) { keys.decimal_tokens.push(value) } else { keys.tokens.push(value) }
         }
     }
-    for values in [&mut keys.line_minimizers, &mut keys.tokens] {
+    for values in [&mut keys.line_minimizers, &mut keys.tokens, &mut keys.decimal_tokens] {
         values.sort_unstable();
         values.dedup();
     }
-    (!keys.line_minimizers.is_empty() || !keys.tokens.is_empty()).then_some(keys)
+    (!keys.line_minimizers.is_empty() || !keys.tokens.is_empty() || !keys.decimal_tokens.is_empty()).then_some(keys)
 }
 
 /// Slots of [`BloomBuilder`]'s cache of recently inserted values (a power of two).
@@ -362,6 +400,8 @@ pub struct BloomBuilder<'a> {
     /// line were inserted by an earlier line, and this finds them without probing the set. Slot `i` starts
     /// with a value whose low bits are not `i`, so an empty slot never matches.
     recent: Vec<u64>,
+    /// The scheme written: [`FilterScheme::CURRENT`] (tests also write [`FilterScheme::Tokens`]).
+    scheme: FilterScheme,
 }
 
 impl Default for BloomBuilder<'_> {
@@ -371,6 +411,7 @@ impl Default for BloomBuilder<'_> {
             long_tokens: HashSet::default(),
             bounds: Vec::new(),
             recent: (0..RECENT_SLOTS as u64).map(|slot| slot ^ 1).collect(),
+            scheme: FilterScheme::CURRENT,
         }
     }
 }
@@ -400,24 +441,27 @@ impl<'a> BloomBuilder<'a> {
     /// Adds the values of `line`'s tokens.
     pub fn add_line(&mut self, line: &'a str) {
         let bytes = line.as_bytes();
-        let BloomBuilder { values, long_tokens, bounds, recent } = self;
+        let BloomBuilder { values, long_tokens, bounds, recent, scheme } = self;
+        let keep_decimals = *scheme != FilterScheme::TokensWithoutDecimals;
         token_bounds(bytes, bounds);
         for pair in bounds.chunks_exact(2) {
             let (start, end) = (pair[0] as usize, pair[1] as usize);
             let Some(token) = bytes.get(start..end) else { continue };
             if token.len() < MIN_NEEDLE_BYTES {
-                Self::insert(values, recent, short_token_value(bytes, start, end));
+                if keep_decimals || !is_decimal_token(token) {
+                    Self::insert(values, recent, short_token_value(bytes, start, end));
+                }
             } else if long_tokens.insert(token) {
                 for_each_minimizer(token, |hash| Self::insert(values, recent, hash));
             }
         }
     }
 
-    /// The filter's bytes: one byte holding the scheme's flags ([`HASH_V2_FLAG`], [`TOKENS_FLAG`]) and the
-    /// probe count, then the bit array (bit `i` is bit `i % 8` of byte `1 + i / 8`). Sized at
+    /// The filter's bytes: one byte holding the scheme's flags ([`HASH_V2_FLAG`], [`TOKENS_FLAG`],
+    /// [`DECIMALS_LEFT_OUT_FLAG`]) and the probe count, then the bit array (bit `i` is bit `i % 8` of byte `1 + i / 8`). Sized at
     /// [`BITS_PER_ITEM`] bits per distinct value, at least 64 bits.
     pub fn finish(&self) -> Vec<u8> {
-        filter_of(self.values.iter().copied(), self.values.len(), FilterScheme::CURRENT)
+        filter_of(self.values.iter().copied(), self.values.len(), self.scheme)
     }
 }
 
@@ -459,6 +503,7 @@ pub fn may_contain_all(filter: &[u8], needle: &NeedleKeys) -> bool {
     needle
         .of_scheme(scheme)
         .iter()
+        .flat_map(|keys| keys.iter())
         .all(|key| probe_bits(*key, hash_count, bit_count).all(|bit| bits[bit / 8] & (1 << (bit % 8)) != 0))
 }
 
@@ -468,7 +513,7 @@ mod tests {
 
     /// Lines of the shapes the store takes: structlog JSON, JSON inside a JSON string, logfmt, prose with
     /// non-ASCII words, a long run without delimiters, and lines shorter than one window.
-    const LINES: [&str; 7] = [
+    const LINES: [&str; 8] = [
         r#"{"event": "request_finished", "trace_id": "95a3c3b70468058d1315f7725d8ef0b9", "path": "/healthz/", "timestamp": "2026-11-23T07:02:14.120443Z"}"#,
         r#"{"msg": "{\"user_id\": \"4821\", \"email\": \"ann@example.com\"}", "level": "info"}"#,
         "level=error msg=\"connection refused\" host=db-7.internal:5432 attempt=3 request_id=0a1b2c3d-4e5f6a7b8c9d",
@@ -476,12 +521,22 @@ mod tests {
         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab",
         "GET /",
         "x",
+        "ts=2026-11-23T07:02:14.120443Z took=0.25s rows=12.5ms 1.2.3 .5 5. v1.5 1.5-2 10.0.3.123",
     ];
+
+    /// A builder writing filters of `scheme` (filters of [`FilterScheme::Tokens`] are what sessions 6 to 12
+    /// wrote).
+    fn builder_of<'a>(scheme: FilterScheme) -> BloomBuilder<'a> {
+        BloomBuilder { scheme, ..BloomBuilder::default() }
+    }
 
     #[test]
     fn a_needle_inside_a_line_is_always_found() {
-        for line in LINES {
-            let mut builder = BloomBuilder::default();
+        for (line, scheme) in LINES
+            .iter()
+            .flat_map(|line| [FilterScheme::Tokens, FilterScheme::TokensWithoutDecimals].map(|scheme| (*line, scheme)))
+        {
+            let mut builder = builder_of(scheme);
             builder.add_line(line);
             let filter = builder.finish();
             let boundaries: Vec<usize> = (0..=line.len()).filter(|index| line.is_char_boundary(*index)).collect();
@@ -642,13 +697,59 @@ mod tests {
     #[test]
     fn short_needles_and_malformed_filters_never_skip() {
         assert!(needle_keys("short").is_none());
-        let keys = NeedleKeys { line_minimizers: vec![1, 2], tokens: vec![1, 2] };
+        let keys = NeedleKeys { line_minimizers: vec![1, 2], tokens: vec![1, 2], decimal_tokens: vec![3] };
         assert!(may_contain_all(&[], &keys));
         assert!(may_contain_all(&[HASH_V2_FLAG | TOKENS_FLAG | 7], &keys));
         // A filter of the FNV-1a hash (no flag) never skips, whatever its bits.
         assert!(may_contain_all(&[7, 0, 0, 0, 0, 0, 0, 0, 0], &keys));
         // A needle without keys for the filter's scheme never skips it.
-        let tokens_only = NeedleKeys { line_minimizers: vec![], tokens: vec![1, 2] };
+        let tokens_only = NeedleKeys { line_minimizers: vec![], tokens: vec![1, 2], decimal_tokens: vec![] };
         assert!(may_contain_all(&[HASH_V2_FLAG | 7, 0, 0, 0, 0, 0, 0, 0, 0], &tokens_only));
+    }
+
+    #[test]
+    fn decimal_tokens_are_digits_a_point_digits_and_letters() {
+        for decimal in ["24.123456Z", "0.25s", "123.4", "12.5ms", "1.0", "00.00"] {
+            assert!(is_decimal_token(decimal.as_bytes()), "{decimal}");
+        }
+        for other in ["1.2.3", ".5", "5.", "v1.5", "1.5-2", "10.0.3.123", "12", "1.5Z9", "abc", "", ".", "1.é"] {
+            assert!(!is_decimal_token(other.as_bytes()), "{other}");
+        }
+    }
+
+    #[test]
+    fn decimals_are_left_out_and_still_found_in_older_filters() {
+        let lines: Vec<String> = (0..400)
+            .map(|index| {
+                format!(
+                    r#"{{"event": "request_finished", "took": "{}.{:06}s", "n": {index}}}"#,
+                    index % 60,
+                    index * 7919 % 1_000_000
+                )
+            })
+            .collect();
+        let build = |scheme: FilterScheme| {
+            let mut builder = builder_of(scheme);
+            for line in &lines {
+                builder.add_line(line);
+            }
+            builder.finish()
+        };
+        let (older, current) = (build(FilterScheme::Tokens), build(FilterScheme::TokensWithoutDecimals));
+        assert_eq!(older[0], HASH_V2_FLAG | TOKENS_FLAG | HASH_COUNT);
+        assert_eq!(current[0], HASH_V2_FLAG | TOKENS_FLAG | DECIMALS_LEFT_OUT_FLAG | HASH_COUNT);
+        assert_eq!(FilterScheme::of_filter_header(older[0]), Some(FilterScheme::Tokens));
+        assert_eq!(FilterScheme::of_filter_header(current[0]), Some(FilterScheme::TokensWithoutDecimals));
+        // 400 distinct `took` values fewer than about 405 others: the filter is about half the size.
+        assert!(current.len() * 10 < older.len() * 6, "{} vs {} bytes", current.len(), older.len());
+        let took = |index: usize| format!("{}.{:06}s", index % 60, index * 7919 % 1_000_000);
+        let present = needle_keys(&format!(r#""took": "{}""#, took(123))).unwrap();
+        let absent = needle_keys(&format!(r#""took": "{}""#, took(401))).unwrap();
+        let absent_word = needle_keys(&format!(r#""took": "{}", "m""#, took(123))).unwrap();
+        assert!(may_contain_all(&older, &present) && may_contain_all(&current, &present));
+        // The older filter holds the decimals and skips the absent one; the current one cannot tell.
+        assert!(!may_contain_all(&older, &absent));
+        assert!(may_contain_all(&current, &absent));
+        assert!(!may_contain_all(&current, &absent_word));
     }
 }
