@@ -392,7 +392,6 @@ impl Engine {
             first_error: None,
             unread_line_bytes: None,
             field_names,
-            fields_line: String::new(),
             fields_memo: HashMap::default(),
             fields_key: Vec::new(),
             fields_memo_hits: 0,
@@ -611,8 +610,6 @@ struct SampleExtractor<'a> {
     /// The parser's semantics and the labels that stand for the line ([`Pipeline::line_field_names`]),
     /// asked of the store as field columns; `None` when the query reads lines otherwise.
     field_names: Option<(u32, Vec<String>)>,
-    /// The line rebuilt from an entry's field values ([`Pipeline::fields_line`]), reused.
-    fields_line: String,
     /// Within a batch, grouped by name: the series (or `None`: dropped) of each combination of field values
     /// seen in entries without structured metadata of a hinted name. Cleared per batch.
     fields_memo: HashMap<Vec<u8>, Option<usize>, foldhash::fast::RandomState>,
@@ -768,8 +765,8 @@ impl LogVisitor for SampleExtractor<'_> {
         self.field_names.as_ref().map(|(semantics, names)| (*semantics, names.as_slice()))
     }
 
-    /// The entry goes through the pipeline with a line of its field values alone, which the pipeline treats
-    /// as it would the line ([`Pipeline::fields_line`]); counted bytes are the line's.
+    /// The entry goes through the pipeline with its field values given as the parser's labels, which the
+    /// pipeline treats as it would the line ([`Pipeline::give_parsed_fields`]); counted bytes are the line's.
     fn entry_with_fields(
         &mut self,
         stream: &Labels,
@@ -778,8 +775,7 @@ impl LogVisitor for SampleExtractor<'_> {
         structured_metadata: &[LabelRef<'_>],
         fields: &[Option<&str>],
     ) {
-        let (semantics, names) =
-            self.field_names.as_ref().map_or((0, &[][..]), |(semantics, names)| (*semantics, names.as_slice()));
+        let names = self.field_names.as_ref().map_or(&[][..], |(_, names)| names.as_slice());
         // Grouped by name, an entry's fate depends on its stream (the batch's), its field values and its
         // structured metadata of hinted names only: entries of a batch without such metadata and with the
         // values of an earlier one go where it went, without running the pipeline.
@@ -796,7 +792,9 @@ impl LogVisitor for SampleExtractor<'_> {
             RangeOp::BytesOverTime | RangeOp::BytesRate => line_bytes as f64,
             _ => 1.0,
         };
-        let mut line = std::mem::take(&mut self.fields_line);
+        // The pipeline's parser takes the values instead of parsing a line; the line is read as empty by no
+        // stage (label stages only follow the parser, `line_field_names`).
+        self.pipeline.give_parsed_fields(fields);
         match memo {
             Some(grouping) if !self.fields_memo_off => {
                 let mut key = std::mem::take(&mut self.fields_key);
@@ -824,8 +822,7 @@ impl LogVisitor for SampleExtractor<'_> {
                         {
                             self.fields_memo_off = true;
                         }
-                        Pipeline::fields_line(semantics, names, fields, &mut line);
-                        let entry = LogEntryRef { timestamp_ns, line: &line, structured_metadata };
+                        let entry = LogEntryRef { timestamp_ns, line: "", structured_metadata };
                         match self.grouped_series(stream, entry, grouping) {
                             Grouped::Series(index, _) => {
                                 self.fields_memo.insert(key.clone(), Some(index));
@@ -845,21 +842,19 @@ impl LogVisitor for SampleExtractor<'_> {
                 }
             }
             Some(grouping) => {
-                Pipeline::fields_line(semantics, names, fields, &mut line);
-                let entry = LogEntryRef { timestamp_ns, line: &line, structured_metadata };
+                let entry = LogEntryRef { timestamp_ns, line: "", structured_metadata };
                 if let Grouped::Series(index, _) = self.grouped_series(stream, entry, grouping) {
                     self.record(index, timestamp_ns, record_value);
                 }
             }
             None => {
-                Pipeline::fields_line(semantics, names, fields, &mut line);
-                let entry = LogEntryRef { timestamp_ns, line: &line, structured_metadata };
+                let entry = LogEntryRef { timestamp_ns, line: "", structured_metadata };
                 self.unread_line_bytes = Some(line_bytes);
                 self.entry(stream, entry);
                 self.unread_line_bytes = None;
             }
         }
-        self.fields_line = line;
+        self.pipeline.clear_parsed_fields();
     }
 
     fn entry(&mut self, stream: &Labels, entry: LogEntryRef<'_>) {

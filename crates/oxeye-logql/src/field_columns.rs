@@ -217,4 +217,68 @@ mod tests {
         assert!(columns.writes(LOGFMT_FIELD_COLUMNS_SEMANTICS, &["level".into()]));
         assert!(!columns.writes(3, &["level".into()]));
     }
+
+    /// A pipeline given an entry's field values (`give_parsed_fields`) treats it as it treats the line
+    /// `fields_line` rebuilds from them, for `| json` and `| logfmt` followed by label stages, with values
+    /// holding quotes, backslashes, spaces and numbers, and stream labels and metadata colliding with names.
+    #[test]
+    fn given_fields_answer_as_the_rebuilt_line_does() {
+        use crate::pipeline::{ParserHints, Pipeline};
+        use crate::syntax::{Expr, Grouping, MetricExpr, parse_expr};
+        use oxeye_model::logs::LogEntryRef;
+        use oxeye_model::{LabelRef, Labels};
+
+        let queries = [
+            r#"sum by (level, path) (count_over_time({a="b"} | json [1m]))"#,
+            r#"sum by (level, path) (count_over_time({a="b"} | logfmt [1m]))"#,
+            r#"sum by (path) (count_over_time({a="b"} | logfmt | duration_ms > 1000 [1m]))"#,
+            r#"sum by (path) (count_over_time({a="b"} | json | level=~"in.*" or duration_ms < 5 [1m]))"#,
+            r#"sum by (level) (count_over_time({a="b"} | logfmt | drop __error__, path="/x" [1m]))"#,
+        ];
+        let values =
+            [None, Some("info"), Some(r#"in"fo \ x"#), Some("a b"), Some("/x"), Some("1500.5"), Some("3"), Some("")];
+        let streams = [Labels::from_pairs([("a", "b")]), Labels::from_pairs([("a", "b"), ("level", "stream")])];
+        let metadata = [LabelRef { name: "path", value: "from-metadata" }];
+        for query in queries {
+            let Expr::Metric(metric) = parse_expr(query).unwrap() else { panic!("{query}") };
+            let MetricExpr::VectorAggregation { grouping, inner, .. } = &metric else { panic!("{query}") };
+            let MetricExpr::RangeAggregation { range, .. } = inner.as_ref() else { panic!("{query}") };
+            let grouping: Option<&Grouping> = grouping.as_ref();
+            let hints = ParserHints::for_grouping(grouping, &range.log.pipeline, None);
+            let mut by_line = Pipeline::with_hints(&range.log.pipeline, hints.clone()).unwrap();
+            let mut by_fields = Pipeline::with_hints(&range.log.pipeline, hints).unwrap();
+            let (semantics, names) =
+                by_line.line_field_names().map(|(semantics, names)| (semantics, names.to_vec())).unwrap();
+            for first in values {
+                for second in values {
+                    let mut entry_values = vec![None; names.len()];
+                    entry_values[0] = first;
+                    if let Some(slot) = entry_values.get_mut(1) {
+                        *slot = second;
+                    }
+                    if semantics == LOGFMT_FIELD_COLUMNS_SEMANTICS && entry_values.contains(&Some("")) {
+                        // `| logfmt` gives no label an empty value.
+                        continue;
+                    }
+                    let mut line = String::new();
+                    Pipeline::fields_line(semantics, &names, &entry_values, &mut line);
+                    for stream in &streams {
+                        for structured_metadata in [&metadata[..], &[]] {
+                            let expected = by_line
+                                .process_ref(stream, LogEntryRef { timestamp_ns: 1, line: &line, structured_metadata });
+                            by_fields.give_parsed_fields(&entry_values);
+                            let found = by_fields
+                                .process_ref(stream, LogEntryRef { timestamp_ns: 1, line: "", structured_metadata });
+                            by_fields.clear_parsed_fields();
+                            assert_eq!(
+                                found.map(|entry| entry.labels),
+                                expected.map(|entry| entry.labels),
+                                "{query} {line}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
 }

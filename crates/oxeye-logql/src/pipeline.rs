@@ -556,6 +556,20 @@ pub struct Pipeline {
     prefilter: Option<Box<Pipeline>>,
     prefilter_counts: PrefilterCounts,
     scratch: EntryScratch,
+    /// The parser's labels of the entries being run, when given instead of their lines
+    /// ([`Pipeline::give_parsed_fields`]).
+    given_fields: GivenFields,
+}
+
+/// Labels a pipeline's parser is given instead of parsing the line ([`Pipeline::give_parsed_fields`]).
+#[derive(Default)]
+struct GivenFields {
+    /// Whether runs take these instead of running their first stage.
+    active: bool,
+    /// The values, one after another.
+    text: String,
+    /// Per hinted name, in order: its value's range in `text`, or `None` for no label.
+    ranges: Vec<Option<(usize, usize)>>,
 }
 
 /// Buffers reused from entry to entry.
@@ -1014,6 +1028,7 @@ impl Pipeline {
             prefilter: None,
             prefilter_counts: PrefilterCounts::default(),
             scratch: EntryScratch::default(),
+            given_fields: GivenFields::default(),
         })
     }
 
@@ -1049,6 +1064,31 @@ impl Pipeline {
         });
         (label_stages_only && !renamed_twice && !names.is_empty() && self.prefilter.is_none())
             .then_some((semantics, names.as_slice()))
+    }
+
+    /// Makes the runs that follow, until [`Pipeline::clear_parsed_fields`], take `values` as the labels the
+    /// pipeline's parser gives the entry instead of parsing its line, for a pipeline of
+    /// [`Pipeline::line_field_names`]: `values` holds, for each name it gave (same order), the label's value
+    /// or `None` for a line without it. For a line the parser reads without error and whose labels of those
+    /// names have these values, the pipeline then gives the entry the same labels, errors and fate as when
+    /// it parses the line (as it would [`Pipeline::fields_line`]'s line), without a line to build and parse.
+    pub fn give_parsed_fields(&mut self, values: &[Option<&str>]) {
+        let given = &mut self.given_fields;
+        given.active = true;
+        given.text.clear();
+        given.ranges.clear();
+        for value in values {
+            given.ranges.push(value.map(|value| {
+                let start = given.text.len();
+                given.text.push_str(value);
+                (start, given.text.len())
+            }));
+        }
+    }
+
+    /// Ends [`Pipeline::give_parsed_fields`]: runs parse lines again.
+    pub fn clear_parsed_fields(&mut self) {
+        self.given_fields.active = false;
     }
 
     /// Writes into `line` (cleared first) a line of the labels `names` with `values` (same order, `None`
@@ -1206,7 +1246,7 @@ impl Pipeline {
         if !self.prefilter_keeps(stream_labels, entry) {
             return None;
         }
-        let Pipeline { stages, hints, hinted_lengths, stop_early, scratch, .. } = self;
+        let Pipeline { stages, hints, hinted_lengths, stop_early, scratch, given_fields, .. } = self;
         let hinted_lengths = *hinted_lengths;
         debug_assert_eq!(hinted_lengths.0, HintedLengths::of(hints).0, "hinted_lengths are the lengths of hints");
         let EntryScratch { added, removed, json_path, label_name } = scratch;
@@ -1232,6 +1272,21 @@ impl Pipeline {
                 CompiledStage::LineFilter(filter) => {
                     if !filter.keeps(&line) {
                         return None;
+                    }
+                }
+                // The parser's labels given instead of the line (`give_parsed_fields`), claimed as the
+                // parser claims them.
+                CompiledStage::Json { .. } | CompiledStage::Logfmt { .. }
+                    if given_fields.active && stage_index == 0 =>
+                {
+                    let ParserHints::Only(names) = &*hints else { continue };
+                    for (name, range) in names.iter().zip(&given_fields.ranges) {
+                        let Some(value) = range.and_then(|(start, end)| given_fields.text.get(start..end)) else {
+                            continue;
+                        };
+                        if let Some(slot) = state.claim_parsed(name) {
+                            slot.value.push_str(value);
+                        }
                     }
                 }
                 CompiledStage::Json { .. }
