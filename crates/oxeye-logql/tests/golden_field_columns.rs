@@ -9,12 +9,12 @@
 use std::sync::Arc;
 
 use oxeye_logql::pipeline::{JSON_FIELD_COLUMNS_SEMANTICS, JsonFieldColumns};
-use oxeye_logql::{Direction, Engine};
-use oxeye_logstore::{LogStore, LogStoreOptions};
-use oxeye_model::logs::{LogEntry, LogEntryRef, LogReader, LogSelection, LogStream, LogVisitor, LogWriter, ScanOrder};
-use oxeye_model::{Label, LabelRef, Labels, MatchOp, Matcher};
+use oxeye_logstore::LogStore;
+use oxeye_model::logs::{LineFieldExtractor, LogEntry, LogReader, LogStream, LogWriter};
+use oxeye_model::{Label, Labels};
 
-const SECOND: i64 = 1_000_000_000;
+mod field_columns_common;
+use field_columns_common::{SECOND, an_hour_ago_ns, assert_same_answers};
 const COLUMNS: [&str; 6] = ["level", "path", "status_code", "a_b", "user_id", "duration_ms"];
 
 /// Seed-shaped lines, then the odd ones, by stream.
@@ -86,48 +86,14 @@ fn streams(start_ns: i64) -> Vec<LogStream> {
 }
 
 fn store(dir: &std::path::Path, columns: bool, chunk_target_bytes: usize) -> Arc<LogStore> {
-    let mut options = LogStoreOptions::new(dir);
-    options.background_maintenance = false;
-    options.unordered_window_ms = 2 * 86_400_000;
-    options.chunk_target_bytes = chunk_target_bytes;
-    if columns {
-        options.line_fields = Some(Arc::new(JsonFieldColumns::new(COLUMNS)));
-    }
-    LogStore::open(options).unwrap()
+    let columns: Option<Arc<dyn LineFieldExtractor>> =
+        if columns { Some(Arc::new(JsonFieldColumns::new(COLUMNS))) } else { None };
+    field_columns_common::store(dir, columns, chunk_target_bytes)
 }
 
-/// Counts the entries a scan hands over with field columns and with lines.
-#[derive(Default)]
-struct Ways {
-    names: Vec<String>,
-    with_fields: usize,
-    with_lines: usize,
-}
-
-impl LogVisitor for Ways {
-    fn line_fields(&self) -> Option<(u32, &[String])> {
-        Some((JSON_FIELD_COLUMNS_SEMANTICS, &self.names))
-    }
-
-    fn entry_with_fields(&mut self, _: &Labels, _: i64, _: usize, _: &[LabelRef<'_>], _: &[Option<&str>]) {
-        self.with_fields += 1;
-    }
-
-    fn entry(&mut self, _: &Labels, _: LogEntryRef<'_>) {
-        self.with_lines += 1;
-    }
-}
-
+/// [`field_columns_common::ways`] for `| json` columns over the `env="prod"` streams.
 fn ways(reader: &dyn LogReader, start_ns: i64, names: &[&str]) -> (usize, usize) {
-    let mut ways = Ways { names: names.iter().map(|name| name.to_string()).collect(), ..Ways::default() };
-    let selection = LogSelection {
-        start_ns,
-        end_ns: start_ns + 3600 * SECOND,
-        matchers: vec![Matcher::new(MatchOp::Equal, "env", "prod").unwrap()],
-        line_contains: Vec::new(),
-    };
-    reader.scan(&selection, ScanOrder::Forward, &mut ways).unwrap();
-    (ways.with_fields, ways.with_lines)
+    field_columns_common::ways(reader, start_ns, JSON_FIELD_COLUMNS_SEMANTICS, ("env", "prod"), names)
 }
 
 const QUERIES: [&str; 17] = [
@@ -151,28 +117,12 @@ const QUERIES: [&str; 17] = [
 ];
 
 fn answers(reader: &dyn LogReader, start_ns: i64) -> Vec<String> {
-    let engine = Engine::default();
-    QUERIES
-        .iter()
-        .map(|query| {
-            let result = engine.query_range(
-                reader,
-                query,
-                start_ns,
-                start_ns + 900 * SECOND,
-                60 * SECOND,
-                1000,
-                Direction::Backward,
-            );
-            format!("{query}: {result:?}")
-        })
-        .collect()
+    field_columns_common::answers(reader, start_ns, &QUERIES)
 }
 
 #[test]
 fn field_columns_answer_as_the_lines_do() {
-    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
-    let start_ns = now_ns - 3600 * SECOND;
+    let start_ns = an_hour_ago_ns();
     let (with_dir, without_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     // Small chunks: each stream is cut into several.
     let (with, without) = (store(with_dir.path(), true, 4096), store(without_dir.path(), false, 4096));
@@ -184,11 +134,7 @@ fn field_columns_answer_as_the_lines_do() {
             with.flush(true).unwrap();
             without.flush(true).unwrap();
         }
-        let expected = answers(&*without, start_ns);
-        let found = answers(&*with, start_ns);
-        for (expected, found) in expected.iter().zip(&found) {
-            assert_eq!(found, expected, "flushed: {flushed}");
-        }
+        assert_same_answers(&answers(&*with, start_ns), &answers(&*without, start_ns), &format!("flushed: {flushed}"));
         // The seed-shaped stream's chunks answer from their columns; the broken stream's chunks that hold
         // the bad lines, and every chunk of the store without columns, from the lines.
         // (Before the flush, the heads' last entries are read from lines too.)
@@ -213,8 +159,7 @@ fn field_columns_answer_as_the_lines_do() {
 /// the engine stops memoizing their series, answers as its lines do.
 #[test]
 fn large_batches_answer_as_the_lines_do() {
-    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
-    let start_ns = now_ns - 3600 * SECOND;
+    let start_ns = an_hour_ago_ns();
     let (with_dir, without_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (with, without) = (store(with_dir.path(), true, 1 << 20), store(without_dir.path(), false, 1 << 20));
     with.push(streams(start_ns)).unwrap();
@@ -222,7 +167,5 @@ fn large_batches_answer_as_the_lines_do() {
     with.flush(true).unwrap();
     without.flush(true).unwrap();
     assert_eq!(ways(&*with, start_ns, &["path", "duration_ms"]).0, 600);
-    for (expected, found) in answers(&*without, start_ns).iter().zip(&answers(&*with, start_ns)) {
-        assert_eq!(found, expected);
-    }
+    assert_same_answers(&answers(&*with, start_ns), &answers(&*without, start_ns), "one chunk per stream");
 }

@@ -12,14 +12,12 @@ use std::sync::Arc;
 
 use oxeye_logql::field_columns::{LOGFMT_FIELD_COLUMNS_SEMANTICS, LineFieldColumns};
 use oxeye_logql::pipeline::{JSON_FIELD_COLUMNS_SEMANTICS, JsonFieldColumns};
-use oxeye_logql::{Direction, Engine};
-use oxeye_logstore::{LogStore, LogStoreOptions};
-use oxeye_model::logs::{
-    LineFieldExtractor, LogEntry, LogEntryRef, LogReader, LogSelection, LogStream, LogVisitor, LogWriter, ScanOrder,
-};
-use oxeye_model::{Label, LabelRef, Labels, MatchOp, Matcher};
+use oxeye_logstore::LogStore;
+use oxeye_model::logs::{LineFieldExtractor, LogEntry, LogReader, LogStream, LogWriter};
+use oxeye_model::{Label, Labels};
 
-const SECOND: i64 = 1_000_000_000;
+mod field_columns_common;
+use field_columns_common::{SECOND, an_hour_ago_ns, assert_same_answers};
 /// The columns written; `level_extracted` has values in the collided stream only.
 const COLUMNS: [&str; 6] = ["level", "path", "status_code", "a_b", "user_id", "level_extracted"];
 /// The columns every chunk of the plain stream holds.
@@ -94,49 +92,14 @@ fn streams(start_ns: i64) -> Vec<LogStream> {
     ]
 }
 
+/// A store cutting small chunks (each stream is cut into several).
 fn store(dir: &std::path::Path, columns: Option<Arc<dyn LineFieldExtractor>>) -> Arc<LogStore> {
-    let mut options = LogStoreOptions::new(dir);
-    options.background_maintenance = false;
-    options.unordered_window_ms = 2 * 86_400_000;
-    // Small chunks: each stream is cut into several.
-    options.chunk_target_bytes = 4096;
-    options.line_fields = columns;
-    LogStore::open(options).unwrap()
+    field_columns_common::store(dir, columns, 4096)
 }
 
-/// Counts the entries a scan hands over with field columns and with lines.
-struct Ways {
-    semantics: u32,
-    names: Vec<String>,
-    with_fields: usize,
-    with_lines: usize,
-}
-
-impl LogVisitor for Ways {
-    fn line_fields(&self) -> Option<(u32, &[String])> {
-        Some((self.semantics, &self.names))
-    }
-
-    fn entry_with_fields(&mut self, _: &Labels, _: i64, _: usize, _: &[LabelRef<'_>], _: &[Option<&str>]) {
-        self.with_fields += 1;
-    }
-
-    fn entry(&mut self, _: &Labels, _: LogEntryRef<'_>) {
-        self.with_lines += 1;
-    }
-}
-
+/// [`field_columns_common::ways`] over the streams of label `app`.
 fn ways(reader: &dyn LogReader, start_ns: i64, semantics: u32, app: &str, names: &[&str]) -> (usize, usize) {
-    let names = names.iter().map(|name| name.to_string()).collect();
-    let mut ways = Ways { semantics, names, with_fields: 0, with_lines: 0 };
-    let selection = LogSelection {
-        start_ns,
-        end_ns: start_ns + 3600 * SECOND,
-        matchers: vec![Matcher::new(MatchOp::Equal, "app", app).unwrap()],
-        line_contains: Vec::new(),
-    };
-    reader.scan(&selection, ScanOrder::Forward, &mut ways).unwrap();
-    (ways.with_fields, ways.with_lines)
+    field_columns_common::ways(reader, start_ns, semantics, ("app", app), names)
 }
 
 const QUERIES: [&str; 16] = [
@@ -159,34 +122,12 @@ const QUERIES: [&str; 16] = [
 ];
 
 fn answers(reader: &dyn LogReader, start_ns: i64) -> Vec<String> {
-    let engine = Engine::default();
-    QUERIES
-        .iter()
-        .map(|query| {
-            let result = engine.query_range(
-                reader,
-                query,
-                start_ns,
-                start_ns + 900 * SECOND,
-                60 * SECOND,
-                1000,
-                Direction::Backward,
-            );
-            format!("{query}: {result:?}")
-        })
-        .collect()
-}
-
-fn assert_same_answers(found: &[String], expected: &[String], context: &str) {
-    for (found, expected) in found.iter().zip(expected) {
-        assert_eq!(found, expected, "{context}");
-    }
+    field_columns_common::answers(reader, start_ns, &QUERIES)
 }
 
 #[test]
 fn logfmt_field_columns_answer_as_the_lines_do() {
-    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
-    let start_ns = now_ns - 3600 * SECOND;
+    let start_ns = an_hour_ago_ns();
     let (with_dir, without_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let with = store(with_dir.path(), Some(Arc::new(LineFieldColumns::new(COLUMNS))));
     let without = store(without_dir.path(), None);
@@ -223,8 +164,7 @@ fn logfmt_field_columns_answer_as_the_lines_do() {
 /// columns too: the same answers, JSON chunks from their columns.
 #[test]
 fn chunks_with_json_columns_only_still_answer() {
-    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
-    let start_ns = now_ns - 3600 * SECOND;
+    let start_ns = an_hour_ago_ns();
     let (old_dir, without_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let old = store(old_dir.path(), Some(Arc::new(JsonFieldColumns::new(COLUMNS))));
     old.push(streams(start_ns)).unwrap();
