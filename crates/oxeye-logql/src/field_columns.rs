@@ -37,10 +37,15 @@ use crate::pipeline::{
 /// stop being read.
 pub const LOGFMT_FIELD_COLUMNS_SEMANTICS: u32 = 2;
 
+/// How many lines [`LogfmtFieldColumns`] reads for a label before it gives a chunk up: a chunk of
+/// unstructured lines (which `| logfmt` reads as bare keys) would get no column anyway, and its lines need
+/// not all be scanned at the cut. A chunk whose first labels come later gets none (its queries read lines).
+const LINES_READ_WITHOUT_LABEL: usize = 256;
+
 /// Finds, for a log store cutting a chunk, the labels `| logfmt` (no flags, no parameters) gives each line
 /// among a fixed set of names, so that the store keeps them in field columns. The non-strict parse never
 /// fails and keeps a label's first value, whatever else a query asks for, so every chunk gets columns
-/// (unless no line has a label of the names).
+/// unless none of its first lines ([`LINES_READ_WITHOUT_LABEL`]) has a label of the names.
 #[derive(Debug, Clone)]
 pub struct LogfmtFieldColumns {
     /// Label names as `| logfmt` gives them (sanitized), sorted, with `x` for each `x_extracted`.
@@ -68,7 +73,7 @@ impl LineFieldExtractor for LogfmtFieldColumns {
 
     /// Reads each line's pairs as `| logfmt` does ([`logfmt::visit_pairs`], not strict), taking per name
     /// the first non-empty value of a key that is the name or sanitizes into it, up to the line's end or
-    /// until every name has one.
+    /// until every name has one. `None` when none of the first [`LINES_READ_WITHOUT_LABEL`] lines has one.
     fn extract(&self, lines: &[&str], field: &mut dyn FnMut(usize, &str, &str)) -> Option<u32> {
         let names = &self.names;
         if names.is_empty() || names.len() > 64 {
@@ -76,7 +81,11 @@ impl LineFieldExtractor for LogfmtFieldColumns {
         }
         let every_name = u64::MAX >> (64 - names.len());
         let mut label_name = String::new();
+        let mut labels_found = false;
         for (index, line) in lines.iter().enumerate() {
+            if index == LINES_READ_WITHOUT_LABEL && !labels_found {
+                return None;
+            }
             let mut found = 0u64;
             let outcome = logfmt::visit_pairs(line, false, |key, value| {
                 if value.is_empty() {
@@ -99,6 +108,7 @@ impl LineFieldExtractor for LogfmtFieldColumns {
             });
             // A non-strict parse reports no error; were it to, `| logfmt` would set `__error__`.
             outcome.ok()?;
+            labels_found |= found != 0;
         }
         Some(LOGFMT_FIELD_COLUMNS_SEMANTICS)
     }
@@ -190,6 +200,12 @@ mod tests {
             ])
         );
         assert!(columns.writes(LOGFMT_FIELD_COLUMNS_SEMANTICS, &["level".into(), "a_b".into()]));
+        // Unstructured lines: given up after the first lines without a label, even if a later one has one.
+        let mut unstructured = vec!["GET /index.html took 3 ms"; LINES_READ_WITHOUT_LABEL];
+        unstructured.push("level=info");
+        assert_eq!(extracted(&columns, &unstructured), (None, Vec::new()));
+        unstructured[LINES_READ_WITHOUT_LABEL - 1] = "level=warn";
+        assert_eq!(extracted(&columns, &unstructured).0, Some(LOGFMT_FIELD_COLUMNS_SEMANTICS));
         assert!(!columns.writes(LOGFMT_FIELD_COLUMNS_SEMANTICS, &["path".into()]));
         assert!(!columns.writes(JSON_FIELD_COLUMNS_SEMANTICS, &["level".into()]));
     }
