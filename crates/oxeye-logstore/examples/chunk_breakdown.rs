@@ -155,6 +155,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Other encodings of the timestamp and line length sections, each compressed alone.
     {
         let mut planes_ts = 0usize;
+        let mut entropy_ts_bits = 0f64;
+        let mut elias_ts_bits = 0f64;
         let mut planes_len = 0usize;
         let mut distinct_tokens: [usize; 4] = [0; 4];
         let mut minimizers = 0usize;
@@ -164,6 +166,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             while offset < ends[1] {
                 let raw = uvarint(plain, &mut offset);
                 deltas.push(((raw >> 1) as i64) ^ -((raw & 1) as i64));
+            }
+            {
+                let mut counts: std::collections::HashMap<i64, usize> = std::collections::HashMap::new();
+                for delta in deltas.iter().skip(1) {
+                    *counts.entry(*delta).or_default() += 1;
+                }
+                let total = deltas.len().saturating_sub(1).max(1) as f64;
+                let bits: f64 = counts.values().map(|count| *count as f64 * -(*count as f64 / total).log2()).sum();
+                entropy_ts_bits += bits;
+                let mut counts: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+                for delta in deltas.iter().skip(1) {
+                    *counts.entry(64 - (*delta as u64).leading_zeros()).or_default() += 1;
+                }
+                let classes: f64 = counts.values().map(|count| *count as f64 * -(*count as f64 / total).log2()).sum();
+                let raw_bits: f64 = deltas
+                    .iter()
+                    .skip(1)
+                    .map(|delta| (64 - (*delta as u64).leading_zeros()).saturating_sub(1) as f64)
+                    .sum();
+                elias_ts_bits += classes + raw_bits;
             }
             let mut planes = Vec::new();
             for byte in 0..3 {
@@ -209,6 +231,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
         }
+        println!(
+            "timestamp deltas: order-0 entropy {:.3} B/line, bit length entropy-coded + raw bits {:.3} B/line",
+            entropy_ts_bits / 8.0 / entries as f64,
+            elias_ts_bits / 8.0 / entries as f64
+        );
         println!(
             "timestamps as 3 byte planes {:.3} B/line; line lengths as 2 byte planes {:.3} B/line",
             per_line(planes_ts),

@@ -63,14 +63,17 @@ pub const MIN_NEEDLE_BYTES: usize = KGRAM_BYTES + WINDOW - 1;
 const BITS_PER_ITEM: usize = 9;
 /// Probes per value.
 pub const HASH_COUNT: u8 = 7;
-/// Set in a filter's first byte (with the probe count in the low bits) when its values are k-gram hashes of
-/// a scheme this code knows; filters without it (FNV-1a hashes, written before session 2) never skip.
+/// Set in a filter's first byte (with the probe count in the low bits) in filters of
+/// [`FilterScheme::LineMinimizers`] and [`FilterScheme::Tokens`]; filters with none of the flags (FNV-1a
+/// hashes, written before session 2) never skip.
 pub const HASH_V2_FLAG: u8 = 0x80;
-/// Set together with [`HASH_V2_FLAG`] in filters of [`FilterScheme::Tokens`] and
-/// [`FilterScheme::TokensWithoutDecimals`].
+/// Set in filters of [`FilterScheme::Tokens`] (with [`HASH_V2_FLAG`]) and
+/// [`FilterScheme::TokensWithoutDecimals`] (with [`DECIMALS_LEFT_OUT_FLAG`]).
 pub const TOKENS_FLAG: u8 = 0x40;
-/// Set together with [`HASH_V2_FLAG`] and [`TOKENS_FLAG`] in filters of [`FilterScheme::TokensWithoutDecimals`]
-/// (written since session 13; the probe count, 7, never set this bit before).
+/// Set with [`TOKENS_FLAG`] and without [`HASH_V2_FLAG`] in filters of [`FilterScheme::TokensWithoutDecimals`]
+/// (written since session 13; the probe count, 7, never set this bit before). Without [`HASH_V2_FLAG`],
+/// readers older than this scheme take such a filter for an FNV-1a one and never skip by it, rather than
+/// look up decimals it does not hold.
 pub const DECIMALS_LEFT_OUT_FLAG: u8 = 0x20;
 /// The probe count's bits in a filter's first byte.
 const HASH_COUNT_MASK: u8 = 0x1f;
@@ -85,7 +88,7 @@ pub enum FilterScheme {
     /// [`HASH_V2_FLAG`] and [`TOKENS_FLAG`] (sessions 6 to 12): short tokens whole, the window minimizers of
     /// long tokens (see the module documentation).
     Tokens,
-    /// [`HASH_V2_FLAG`], [`TOKENS_FLAG`] and [`DECIMALS_LEFT_OUT_FLAG`], written since: as
+    /// [`TOKENS_FLAG`] and [`DECIMALS_LEFT_OUT_FLAG`], written since: as
     /// [`FilterScheme::Tokens`] without the short tokens that are [decimal numbers](is_decimal_token).
     TokensWithoutDecimals,
 }
@@ -97,10 +100,10 @@ impl FilterScheme {
     /// The scheme named by a filter's first byte, `None` for filters that never skip.
     pub fn of_filter_header(header: u8) -> Option<FilterScheme> {
         match (header & HASH_V2_FLAG != 0, header & TOKENS_FLAG != 0, header & DECIMALS_LEFT_OUT_FLAG != 0) {
-            (false, _, _) => None,
-            (true, false, _) => Some(FilterScheme::LineMinimizers),
+            (true, false, false) => Some(FilterScheme::LineMinimizers),
             (true, true, false) => Some(FilterScheme::Tokens),
-            (true, true, true) => Some(FilterScheme::TokensWithoutDecimals),
+            (false, true, true) => Some(FilterScheme::TokensWithoutDecimals),
+            _ => None,
         }
     }
 
@@ -108,7 +111,7 @@ impl FilterScheme {
         match self {
             FilterScheme::LineMinimizers => HASH_V2_FLAG,
             FilterScheme::Tokens => HASH_V2_FLAG | TOKENS_FLAG,
-            FilterScheme::TokensWithoutDecimals => HASH_V2_FLAG | TOKENS_FLAG | DECIMALS_LEFT_OUT_FLAG,
+            FilterScheme::TokensWithoutDecimals => TOKENS_FLAG | DECIMALS_LEFT_OUT_FLAG,
         }
     }
 }
@@ -737,7 +740,9 @@ mod tests {
         };
         let (older, current) = (build(FilterScheme::Tokens), build(FilterScheme::TokensWithoutDecimals));
         assert_eq!(older[0], HASH_V2_FLAG | TOKENS_FLAG | HASH_COUNT);
-        assert_eq!(current[0], HASH_V2_FLAG | TOKENS_FLAG | DECIMALS_LEFT_OUT_FLAG | HASH_COUNT);
+        assert_eq!(current[0], TOKENS_FLAG | DECIMALS_LEFT_OUT_FLAG | HASH_COUNT);
+        // A reader before this scheme took every filter without HASH_V2_FLAG for an FNV-1a one, never skipped.
+        assert_eq!(current[0] & HASH_V2_FLAG, 0);
         assert_eq!(FilterScheme::of_filter_header(older[0]), Some(FilterScheme::Tokens));
         assert_eq!(FilterScheme::of_filter_header(current[0]), Some(FilterScheme::TokensWithoutDecimals));
         // 400 distinct `took` values fewer than about 405 others: the filter is about half the size.
