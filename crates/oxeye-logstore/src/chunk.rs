@@ -13,8 +13,8 @@ use oxeye_model::LabelRef;
 use crate::LogStoreError;
 use crate::bloom::BloomBuilder;
 use crate::encoding::{Reader, put_labels, put_uvarint, put_varint};
-use crate::field_columns::encode_field_columns;
 pub(crate) use crate::field_columns::{FieldColumns, field_columns};
+use crate::field_columns::{encode_field_columns, field_column_ends};
 
 /// How a chunk's decompressed data lays out its entries (`docs/format.md`, "Chunk data").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,6 +259,11 @@ pub(crate) fn for_each_encoded_entry_with_fields<'a>(
         .map_err(|(offset, reason)| LogStoreError::corrupt(path, offset as u64, reason))
 }
 
+/// The entry count at the start of column-encoded data.
+fn entry_count(encoded: &[u8]) -> Option<usize> {
+    usize::try_from(Reader::new(encoded).uvarint().ok()?).ok()
+}
+
 /// Where the end of the structured metadata section of column-encoded chunk data lies (the lines follow
 /// it), read from the data's header in `prefix`; `None` when `prefix` is too short to hold the header, or
 /// the header does not decode (a full decode then names the problem).
@@ -496,7 +501,16 @@ fn read_metadata<'a>(
 /// do not depend on where its blocks end. zstd reports errors only for invalid parameters or allocation
 /// failure; should that happen the chunk is stored as LZ4 instead.
 fn compress(encoded: &[u8]) -> Vec<u8> {
-    let block_ends = section_ends(encoded, ChunkLayout::SEALED).unwrap_or_default();
+    let section_ends = section_ends(encoded, ChunkLayout::SEALED).unwrap_or_default();
+    let mut block_ends = section_ends.to_vec();
+    // Each field column's blocks too: a column's codes or values and the next's differ as much as two
+    // sections do (0.19 bytes per line fewer with `path` and `duration_ms` columns on `ingest_throughput`).
+    if let [.., fields_start, fields_end] = section_ends
+        && let (Some(section), Some(count)) = (encoded.get(fields_start..fields_end), entry_count(encoded))
+    {
+        block_ends.extend(field_column_ends(section, count).into_iter().map(|end| fields_start + end));
+        block_ends.sort_unstable();
+    }
     let compressed = COMPRESSOR.with(|context| match context.try_borrow_mut() {
         Ok(mut context) => compress_in_blocks(&mut context, encoded, &block_ends),
         Err(_) => compress_in_blocks(&mut None, encoded, &block_ends),

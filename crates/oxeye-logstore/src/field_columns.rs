@@ -1,7 +1,8 @@
 //! Field columns of chunk data: the labels a line parser gives a chunk's lines, for a few names, kept
 //! beside the lines at the chunk cut so that a query needing only those labels reads no line
 //! (`docs/format.md`, "Field columns"). A column of few values is a dictionary with a one-byte code per
-//! entry; a column of more values holds each entry's value, decimal numbers as integers.
+//! entry; a column of more values holds each entry's value, decimal numbers as integers; a column whose
+//! value follows from another dictionary column's code holds its value per code of that column only.
 
 use std::path::Path;
 
@@ -16,6 +17,9 @@ const MAX_DICTIONARY_VALUES: usize = 255;
 
 /// The dictionary size that marks a column of per-entry values instead of a dictionary.
 const VALUES_COLUMN: usize = 0;
+
+/// The dictionary size that marks a column derived from another: its value for each of the other's codes.
+const DERIVED_COLUMN: usize = 256;
 
 /// A values column's form byte of an entry without the label.
 const FORM_ABSENT: u8 = 0;
@@ -95,12 +99,9 @@ struct ColumnBuilder {
 }
 
 impl ColumnBuilder {
-    /// Appends the column (name, then the dictionary or the values form, whichever is shorter before
-    /// compression) to `section`.
-    fn write(&self, section: &mut Vec<u8>) {
-        put_bytes(section, self.name.as_bytes());
-        // Each distinct value as a values column holds it: form byte and bytes.
-        let mut encoded_values: Vec<(u8, Vec<u8>)> = Vec::with_capacity(self.values.len());
+    /// Each distinct value as a values column holds it: form byte and bytes.
+    fn encoded_values(&self) -> Vec<(u8, Vec<u8>)> {
+        let mut encoded_values = Vec::with_capacity(self.values.len());
         for value in &self.values {
             let mut bytes = Vec::new();
             let form = match decimal_of(value) {
@@ -115,19 +116,66 @@ impl ColumnBuilder {
             };
             encoded_values.push((form, bytes));
         }
+        encoded_values
+    }
+
+    /// The byte length of the column's dictionary strings.
+    fn dictionary_len(&self) -> usize {
+        self.values.iter().map(|value| uvarint_len(value.len() as u64) + value.len()).sum()
+    }
+
+    /// Whether the column is written as a dictionary: it has at most 255 values, and they take fewer bytes
+    /// before compression than the entries' values would (both forms hold a byte per entry).
+    fn is_dictionary(&self) -> bool {
+        if self.values.len() > MAX_DICTIONARY_VALUES {
+            return false;
+        }
+        let lengths: Vec<usize> = self.encoded_values().iter().map(|(_, bytes)| bytes.len()).collect();
+        let values_len: usize = self.codes.iter().filter_map(|code| lengths.get(code.checked_sub(1)? as usize)).sum();
+        self.dictionary_len() <= uvarint_len(values_len as u64) + values_len
+    }
+
+    /// This column's code for each code of `base` (0 to its dictionary size), when the base column's code
+    /// of every entry determines this column's code, and writing the column so is shorter than as a
+    /// dictionary; `None` otherwise.
+    fn derived_from(&self, base: &ColumnBuilder) -> Option<Vec<u32>> {
+        let mut by_base_code: Vec<Option<u32>> = vec![None; base.values.len() + 1];
+        for (base_code, code) in base.codes.iter().zip(&self.codes) {
+            let slot = by_base_code.get_mut(*base_code as usize)?;
+            match slot {
+                Some(known) if *known != *code => return None,
+                Some(_) => {}
+                None => *slot = Some(*code),
+            }
+        }
+        let by_base_code: Vec<u32> = by_base_code.into_iter().map(|code| code.unwrap_or(0)).collect();
+        let derived_len: usize = by_base_code
+            .iter()
+            .map(|code| match code.checked_sub(1).and_then(|index| self.values.get(index as usize)) {
+                Some(value) => uvarint_len(value.len() as u64 + 1) + value.len(),
+                None => 1,
+            })
+            .sum();
+        (derived_len < self.dictionary_len() + self.codes.len()).then_some(by_base_code)
+    }
+
+    /// Appends the column as a dictionary: name, size, values, a code byte per entry.
+    fn write_dictionary(&self, section: &mut Vec<u8>) {
+        put_bytes(section, self.name.as_bytes());
+        put_uvarint(section, self.values.len() as u64);
+        for value in &self.values {
+            put_bytes(section, value.as_bytes());
+        }
+        section.extend(self.codes.iter().map(|code| u8::try_from(*code).unwrap_or(0)));
+    }
+
+    /// Appends the column as a values column: name, 0, the values' byte length, a form byte per entry, the
+    /// values.
+    fn write_values(&self, section: &mut Vec<u8>) {
+        let encoded_values = self.encoded_values();
         let encoded = |code: u32| code.checked_sub(1).and_then(|index| encoded_values.get(index as usize));
         let values_len: usize = self.codes.iter().filter_map(|code| encoded(*code)).map(|(_, bytes)| bytes.len()).sum();
-        let values_form_len = uvarint_len(values_len as u64) + values_len;
-        let dictionary_len: usize =
-            self.values.iter().map(|value| uvarint_len(value.len() as u64) + value.len()).sum::<usize>();
-        if self.values.len() <= MAX_DICTIONARY_VALUES && dictionary_len <= values_form_len {
-            put_uvarint(section, self.values.len() as u64);
-            for value in &self.values {
-                put_bytes(section, value.as_bytes());
-            }
-            section.extend(self.codes.iter().map(|code| u8::try_from(*code).unwrap_or(0)));
-            return;
-        }
+        put_bytes(section, self.name.as_bytes());
         put_uvarint(section, VALUES_COLUMN as u64);
         put_uvarint(section, values_len as u64);
         section.extend(self.codes.iter().map(|code| encoded(*code).map_or(FORM_ABSENT, |(form, _)| *form)));
@@ -135,6 +183,75 @@ impl ColumnBuilder {
             section.extend_from_slice(bytes);
         }
     }
+
+    /// Appends the column as derived from the dictionary column at `base` among the section's columns:
+    /// name, [`DERIVED_COLUMN`], the base's index, its dictionary size + 1, then per base code the value
+    /// (`uvarint` 0 for no label, else the length + 1 and the bytes).
+    fn write_derived(&self, base: usize, by_base_code: &[u32], section: &mut Vec<u8>) {
+        put_bytes(section, self.name.as_bytes());
+        put_uvarint(section, DERIVED_COLUMN as u64);
+        put_uvarint(section, base as u64);
+        put_uvarint(section, by_base_code.len() as u64);
+        for code in by_base_code {
+            match code.checked_sub(1).and_then(|index| self.values.get(index as usize)) {
+                Some(value) => {
+                    put_uvarint(section, value.len() as u64 + 1);
+                    section.extend_from_slice(value.as_bytes());
+                }
+                None => put_uvarint(section, 0),
+            }
+        }
+    }
+}
+
+/// How each column of a chunk is written.
+enum ColumnForm {
+    Dictionary,
+    Values,
+    /// Derived from the dictionary column at `base`: this column's code for each of its codes.
+    Derived {
+        base: usize,
+        by_base_code: Vec<u32>,
+    },
+}
+
+/// The form of each of `columns` (in section order): dictionaries where they are shorter than the values;
+/// then, smallest dictionaries first, a dictionary column whose values follow from another dictionary
+/// column's (`method` from `path`, `level` from `status_code`) is derived from it, the other kept as it is.
+fn column_forms(columns: &[ColumnBuilder]) -> Vec<ColumnForm> {
+    let mut forms: Vec<ColumnForm> = columns
+        .iter()
+        .map(|column| if column.is_dictionary() { ColumnForm::Dictionary } else { ColumnForm::Values })
+        .collect();
+    let mut by_size: Vec<usize> =
+        (0..columns.len()).filter(|index| matches!(forms.get(*index), Some(ColumnForm::Dictionary))).collect();
+    by_size.sort_by_key(|index| columns.get(*index).map_or(0, |column| column.values.len()));
+    let mut is_base = vec![false; columns.len()];
+    for derived in by_size.iter().copied() {
+        if is_base.get(derived).copied().unwrap_or(true) {
+            continue;
+        }
+        let Some(column) = columns.get(derived) else { continue };
+        // The base: the largest dictionary column (other than this one) not derived itself.
+        for base in by_size.iter().rev().copied() {
+            let (Some(ColumnForm::Dictionary), Some(base_column)) = (forms.get(base), columns.get(base)) else {
+                continue;
+            };
+            if base == derived {
+                continue;
+            }
+            if let Some(by_base_code) = column.derived_from(base_column) {
+                if let Some(slot) = is_base.get_mut(base) {
+                    *slot = true;
+                }
+                if let Some(slot) = forms.get_mut(derived) {
+                    *slot = ColumnForm::Derived { base, by_base_code };
+                }
+                break;
+            }
+        }
+    }
+    forms
 }
 
 /// The field columns section of [`ChunkLayout::ColumnsFields`]: `uvarint` semantics (0: no columns),
@@ -142,7 +259,8 @@ impl ColumnBuilder {
 /// (`uvarint` size D, 1 to 255, the D values as strings, then one code byte per entry: 0 when the parser
 /// gives the line no such label, k for the k-th value) or, after a size of 0, the entries' values (`uvarint`
 /// byte length V of the values, one form byte per entry, then the V bytes of the values of the entries
-/// having one; see `docs/format.md`).
+/// having one) or, after a size of 256, its value per code of another dictionary column; see
+/// `docs/format.md`.
 pub(crate) fn encode_field_columns(entries: &[LogEntry], fields: Option<&dyn LineFieldExtractor>) -> Vec<u8> {
     let mut section = Vec::new();
     let Some(extractor) = fields else {
@@ -187,10 +305,53 @@ pub(crate) fn encode_field_columns(entries: &[LogEntry], fields: Option<&dyn Lin
     columns.sort_by(|left, right| left.name.cmp(&right.name));
     put_uvarint(&mut section, u64::from(semantics));
     put_uvarint(&mut section, columns.len() as u64);
-    for column in &columns {
-        column.write(&mut section);
+    for (column, form) in columns.iter().zip(column_forms(&columns)) {
+        match form {
+            ColumnForm::Dictionary => column.write_dictionary(&mut section),
+            ColumnForm::Values => column.write_values(&mut section),
+            ColumnForm::Derived { base, by_base_code } => column.write_derived(base, &by_base_code, &mut section),
+        }
     }
     section
+}
+
+/// Where, in a field columns section `section` of a chunk of `count` entries, each column ends, and each
+/// values column's form bytes end (offsets from the section's start, ascending): ending a zstd block there
+/// gives each column's codes, forms and values entropy tables of their own (`compress` in `chunk.rs`).
+/// Empty when the section does not decode.
+pub(crate) fn field_column_ends(section: &[u8], count: usize) -> Vec<usize> {
+    let walk = || -> Result<Vec<usize>, (usize, String)> {
+        let mut reader = Reader::new(section);
+        let mut ends = Vec::new();
+        reader.uvarint()?;
+        for _ in 0..reader.length()? {
+            reader.skip_bytes()?;
+            match usize::try_from(reader.uvarint()?).unwrap_or(usize::MAX) {
+                VALUES_COLUMN => {
+                    let values_len = reader.length()?;
+                    reader.take(count)?;
+                    ends.push(reader.offset());
+                    reader.take(values_len)?;
+                }
+                DERIVED_COLUMN => {
+                    reader.uvarint()?;
+                    for _ in 0..reader.length()? {
+                        let length = usize::try_from(reader.uvarint()?).unwrap_or(usize::MAX);
+                        reader.take(length.saturating_sub(1))?;
+                    }
+                }
+                size => {
+                    for _ in 0..size.min(MAX_DICTIONARY_VALUES) {
+                        reader.skip_bytes()?;
+                    }
+                    reader.take(count)?;
+                }
+            }
+            ends.push(reader.offset());
+        }
+        Ok(ends)
+    };
+    walk().unwrap_or_default()
 }
 
 /// One field column a reader asked for.
@@ -199,6 +360,8 @@ enum FieldColumn<'a> {
     Dictionary { dictionary: Vec<&'a str>, codes: &'a [u8] },
     /// Each entry's value: a range of `text` (decimals written out), `None` for no label.
     Values { text: String, ranges: Vec<Option<(u32, u32)>> },
+    /// The value for each code of a dictionary column (its one code byte per entry, `base_codes`).
+    Derived { by_base_code: Vec<Option<&'a str>>, base_codes: &'a [u8] },
 }
 
 /// The field columns of one chunk a reader asked for ([`field_columns`]), in the order asked.
@@ -221,6 +384,10 @@ impl<'a> FieldColumns<'a> {
                 FieldColumn::Dictionary { dictionary, codes } => {
                     let code = codes.get(position).copied().unwrap_or(0);
                     code.checked_sub(1).and_then(|index| dictionary.get(usize::from(index)).copied())
+                }
+                FieldColumn::Derived { by_base_code, base_codes } => {
+                    let base_code = base_codes.get(position).copied().unwrap_or(0);
+                    by_base_code.get(usize::from(base_code)).copied().flatten()
                 }
                 FieldColumn::Values { text, ranges } => ranges
                     .get(position)
@@ -304,11 +471,41 @@ pub(crate) fn field_columns<'a>(
         }
         let column_count = section.length()?;
         let mut found: Vec<Option<FieldColumn<'a>>> = (0..names.len()).map(|_| None).collect();
+        // Per column: its dictionary size and codes, for a dictionary column.
+        let mut dictionaries: Vec<Option<(usize, &'a [u8])>> = Vec::with_capacity(column_count);
+        // Asked columns derived from another, resolved once all are read: (asked index, base column index,
+        // value by base code, offset of the base index).
+        let mut derived: Vec<(usize, u64, Vec<Option<&'a str>>, usize)> = Vec::new();
         for _ in 0..column_count {
             let name = section.str()?;
-            let slot = names.iter().position(|wanted| wanted == name).and_then(|index| found.get_mut(index));
-            let size = section.length()?;
+            let asked = names.iter().position(|wanted| wanted == name);
+            let slot = asked.and_then(|index| found.get_mut(index));
+            let size_offset = section.offset();
+            let size = usize::try_from(section.uvarint()?).unwrap_or(usize::MAX);
+            if size == DERIVED_COLUMN {
+                let base_offset = section.offset();
+                let base = section.uvarint()?;
+                let value_count = section.length()?;
+                if value_count == 0 || value_count > MAX_DICTIONARY_VALUES + 1 {
+                    return Err((section.offset(), "derived field column size out of range".to_string()));
+                }
+                let mut by_base_code = Vec::with_capacity(value_count);
+                for _ in 0..value_count {
+                    // The length + 1, or 0 (`str_of` checks the length against the bytes left).
+                    let length = usize::try_from(section.uvarint()?).unwrap_or(usize::MAX);
+                    by_base_code.push(match length.checked_sub(1) {
+                        Some(length) => Some(section.str_of(length)?),
+                        None => None,
+                    });
+                }
+                dictionaries.push(None);
+                if let Some(asked) = asked {
+                    derived.push((asked, base, by_base_code, base_offset));
+                }
+                continue;
+            }
             if size == VALUES_COLUMN {
+                dictionaries.push(None);
                 let column = read_values_column(&mut section, count, slot.is_some())?;
                 if let (Some(slot), Some(column)) = (slot, column) {
                     *slot = Some(column);
@@ -316,7 +513,7 @@ pub(crate) fn field_columns<'a>(
                 continue;
             }
             if size > MAX_DICTIONARY_VALUES {
-                return Err((section.offset(), "field column dictionary size out of range".to_string()));
+                return Err((size_offset, "field column dictionary size out of range".to_string()));
             }
             let mut dictionary = Vec::with_capacity(size);
             for _ in 0..size {
@@ -327,12 +524,23 @@ pub(crate) fn field_columns<'a>(
             if codes.iter().any(|code| usize::from(*code) > size) {
                 return Err((codes_offset, "field column code out of range".to_string()));
             }
+            dictionaries.push(Some((size, codes)));
             if let Some(slot) = slot {
                 *slot = Some(FieldColumn::Dictionary { dictionary, codes });
             }
         }
         if !section.is_empty() {
             return Err((section.offset(), "bytes after the last field column".to_string()));
+        }
+        for (asked, base, by_base_code, base_offset) in derived {
+            let base = usize::try_from(base).ok().and_then(|base| dictionaries.get(base).copied().flatten());
+            let Some((size, base_codes)) = base.filter(|(size, _)| size + 1 == by_base_code.len()) else {
+                return Err((base_offset, "derived field column without its dictionary column".to_string()));
+            };
+            debug_assert!(base_codes.iter().all(|code| usize::from(*code) <= size));
+            if let Some(slot) = found.get_mut(asked) {
+                *slot = Some(FieldColumn::Derived { by_base_code, base_codes });
+            }
         }
         Ok(found.into_iter().collect::<Option<Vec<_>>>().map(|columns| FieldColumns { columns }))
     };
@@ -368,7 +576,11 @@ mod tests {
 
     /// A test parser giving the lines of [`layout_is_as_documented`] fixed labels.
     #[derive(Debug)]
-    struct Fixed;
+    struct Fixed(&'static [&'static [(&'static str, &'static str)]]);
+
+    /// The labels of [`layout_is_as_documented`]'s three lines.
+    const DOCUMENTED: Fixed =
+        Fixed(&[&[("b", "123.4"), ("a", "x"), ("c", "GET")], &[], &[("a", "y"), ("c", "POST"), ("b", "hi")]]);
 
     impl LineFieldExtractor for Fixed {
         fn writes(&self, semantics: u32, _: &[String]) -> bool {
@@ -376,9 +588,8 @@ mod tests {
         }
 
         fn extract(&self, lines: &[&str], field: &mut dyn FnMut(usize, &str, &str)) -> Option<u32> {
-            let labels: [&[(&str, &str)]; 3] = [&[("b", "123.4"), ("a", "x")], &[], &[("a", "y"), ("b", "hi")]];
             for index in 0..lines.len() {
-                for (name, value) in labels.get(index).copied().unwrap_or_default() {
+                for (name, value) in self.0.get(index).copied().unwrap_or_default() {
                     field(index, name, value);
                 }
             }
@@ -391,17 +602,18 @@ mod tests {
     #[test]
     fn layout_is_as_documented() {
         let section: &[u8] = &[
-            7, 2, // semantics, column count
-            1, b'a', 2, 1, b'x', 1, b'y', 1, 0, 2, // dictionary column `a`: x, none, y
+            7, 3, // semantics, column count
+            1, b'a', 0x80, 0x02, 2, 3, 0, 2, b'x', 2, b'y', // `a` derived from `c`: none, x, y by c's code
             1, b'b', 0, 5, 3, 0, 1, 0xd2, 0x09, 2, b'h', b'i', // values column `b`: 123.4, none, hi
+            1, b'c', 2, 3, b'G', b'E', b'T', 4, b'P', b'O', b'S', b'T', 1, 0, 2, // dictionary column `c`
         ];
         let entries: Vec<LogEntry> = (0..3).map(|_| LogEntry::new(0, String::new())).collect();
-        assert_eq!(encode_field_columns(&entries, Some(&Fixed)), section);
+        assert_eq!(encode_field_columns(&entries, Some(&DOCUMENTED)), section);
         // Entry count, unit, the four section lengths, then three timestamps, three line lengths and three
         // empty structured metadata lists, the field columns; no line bytes.
         let mut data = vec![3, 1, 3, 3, 3, section.len() as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0];
         data.extend_from_slice(section);
-        let names = ["b".to_string(), "a".to_string()];
+        let names = ["b".to_string(), "a".to_string(), "c".to_string()];
         let path = Path::new("mem");
         let found = field_columns(&data, ChunkLayout::ColumnsFields, 7, &names, path).unwrap().unwrap();
         let mut values = Vec::new();
@@ -410,13 +622,50 @@ mod tests {
             found.values_at(position, &mut values);
             rows.push(values.clone());
         }
-        assert_eq!(rows, [vec![Some("123.4"), Some("x")], vec![None, None], vec![Some("hi"), Some("y")]]);
-        // A form past 2 + 18, or a values length leaving bytes over: corrupt. (The section starts at 15.)
-        for (position, byte) in [(15 + 16, 21), (15 + 15, 4)] {
+        assert_eq!(
+            rows,
+            [
+                vec![Some("123.4"), Some("x"), Some("GET")],
+                vec![None, None, None],
+                vec![Some("hi"), Some("y"), Some("POST")]
+            ]
+        );
+        // A form past 2 + 18, a values length leaving bytes over, a derived column based on a values column
+        // or past the last: corrupt. (The section starts at 15.)
+        for (position, byte) in [(15 + 17, 21), (15 + 16, 4), (15 + 6, 1), (15 + 6, 3)] {
             let mut damaged = data.clone();
             damaged[position] = byte;
             assert!(field_columns(&damaged, ChunkLayout::ColumnsFields, 7, &names, path).is_err(), "{position}");
         }
+    }
+
+    /// A derived column written last, its last value ending the section, reads back.
+    #[test]
+    fn derived_column_last_reads_back() {
+        const LINES: Fixed = Fixed(&[
+            &[("p", "/a"), ("z", "GET")],
+            &[("p", "/b"), ("z", "POST")],
+            &[("p", "/c"), ("z", "GET")],
+            &[("p", "/b"), ("z", "POST")],
+            &[("p", "/a"), ("z", "GET")],
+            &[("p", "/c"), ("z", "GET")],
+            &[("p", "/b"), ("z", "POST")],
+            &[("p", "/a"), ("z", "GET")],
+        ]);
+        let entries: Vec<LogEntry> = (0..8).map(|_| LogEntry::new(0, String::new())).collect();
+        let section = encode_field_columns(&entries, Some(&LINES));
+        assert_eq!(section.get(section.len() - 19..), Some(&b"z\x80\x02\x00\x04\x00\x04GET\x05POST\x04GET"[..]));
+        let mut data = vec![8, 1, 8, 8, 8, section.len() as u8];
+        data.extend_from_slice(&[0; 24]);
+        data.extend_from_slice(&section);
+        let names = ["z".to_string(), "p".to_string()];
+        let found = field_columns(&data, ChunkLayout::ColumnsFields, 7, &names, Path::new("mem")).unwrap().unwrap();
+        let mut values = Vec::new();
+        for (position, labels) in LINES.0.iter().enumerate() {
+            found.values_at(position, &mut values);
+            assert_eq!(values, [Some(labels[1].1), Some(labels[0].1)]);
+        }
+        assert_eq!(field_column_ends(&section, 8).last(), Some(&section.len()));
     }
 
     #[test]
