@@ -297,4 +297,47 @@ mod tests {
             }
         }
     }
+
+    /// On random lines over the bytes and keys that matter (separators, `=`, quotes, escapes, keys that
+    /// sanitize into a column's name or nearly do), the labels the logfmt columns keep are those a full
+    /// `| logfmt` parse of the line gives (a stream without colliding labels).
+    #[test]
+    fn logfmt_columns_agree_with_a_full_parse() {
+        use crate::pipeline::Pipeline;
+        use crate::syntax::{Expr, parse_expr};
+        use oxeye_model::Labels;
+        use oxeye_model::logs::LogEntry;
+
+        let keys = ["level", "le.vel", "level=", "lev", "path", "pa-th", "1x", "_1x"];
+        let values = ["\\\"", "info", "/api/a b", "é", "42", "{\"level\":\"j\"}"];
+        let pieces: Vec<&str> = keys.into_iter().chain(crate::test_random::LOGFMT_SYNTAX).chain(values).collect();
+        let names = ["level", "path", "_1x"];
+        let columns = LogfmtFieldColumns::new(names);
+        let Expr::Log(log) = parse_expr(r#"{a="b"} | logfmt"#).unwrap() else { panic!("not a log query") };
+        let mut full = Pipeline::new(&log.pipeline).unwrap();
+        let stream = Labels::from_pairs([("a", "b")]);
+        let mut next = crate::test_random::xorshift(0x51af_d7ed_558c_cd1d);
+        let lines: Vec<String> = (0..20_000)
+            .map(|_| {
+                let count = (next() % 16) as usize;
+                (0..count).map(|_| pieces[(next() % pieces.len() as u64) as usize]).collect()
+            })
+            .collect();
+        let line_refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let mut kept: Vec<Vec<(String, String)>> = vec![Vec::new(); lines.len()];
+        let semantics = columns.extract(&line_refs, &mut |index, name, value| {
+            kept[index].push((name.to_string(), value.to_string()));
+        });
+        assert_eq!(semantics, Some(LOGFMT_FIELD_COLUMNS_SEMANTICS));
+        for (line, kept) in lines.iter().zip(&mut kept) {
+            let labels = full.process(&stream, &LogEntry::new(1, line.as_str())).unwrap().labels;
+            let mut expected: Vec<(String, String)> = names
+                .iter()
+                .filter_map(|name| labels.get(name).map(|value| (name.to_string(), value.to_string())))
+                .collect();
+            expected.sort();
+            kept.sort();
+            assert_eq!(*kept, expected, "{line:?}");
+        }
+    }
 }

@@ -10,3 +10,7 @@ pub(crate) fn xorshift(mut state: u64) -> impl FnMut() -> u64 {
         state
     }
 }
+
+/// The logfmt syntax the randomised logfmt tests draw lines from besides their keys and values: `=` and
+/// spaces three times as often as the rest, quotes twice, a tab and a backslash.
+pub(crate) const LOGFMT_SYNTAX: [&str; 10] = ["=", "=", "=", " ", " ", " ", "\t", "\"", "\"", "\\"];
