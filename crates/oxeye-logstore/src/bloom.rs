@@ -139,8 +139,9 @@ pub fn is_token_byte(byte: u8) -> bool {
 
 /// Whether a token is a decimal number, which filters of [`FilterScheme::TokensWithoutDecimals`] leave out:
 /// one or more ASCII digits, `.`, one or more ASCII digits, then any ASCII letters (a unit or a time zone:
-/// `24.123456Z`, `0.25s`, `123.4`). Part of the filter format.
-#[inline]
+/// `24.123456Z`, `0.25s`, `123.4`). Part of the filter format. Not inlined: the builder asks only for
+/// values missing from its cache, and the check inlined into its token loop slowed the whole loop.
+#[inline(never)]
 pub fn is_decimal_token(token: &[u8]) -> bool {
     let digits = |bytes: &[u8]| bytes.iter().take_while(|byte| byte.is_ascii_digit()).count();
     let whole_digits = digits(token);
@@ -431,6 +432,18 @@ impl<'a> BloomBuilder<'a> {
 
     #[inline(always)]
     fn insert(values: &mut HashSet<u64, BuildHasherDefault<PrehashedHasher>>, recent: &mut [u64], value: u64) {
+        Self::insert_if(values, recent, value, || true);
+    }
+
+    /// Inserts `value` unless it was seen lately or `wanted` (asked only then) says no; either way it is then
+    /// seen lately, so a value left out is judged once per stay in the cache, not per occurrence.
+    #[inline(always)]
+    fn insert_if(
+        values: &mut HashSet<u64, BuildHasherDefault<PrehashedHasher>>,
+        recent: &mut [u64],
+        value: u64,
+        wanted: impl FnOnce() -> bool,
+    ) {
         let slot = (value as usize) & (RECENT_SLOTS - 1);
         if let Some(cached) = recent.get_mut(slot) {
             if *cached == value {
@@ -438,7 +451,9 @@ impl<'a> BloomBuilder<'a> {
             }
             *cached = value;
         }
-        values.insert(value);
+        if wanted() {
+            values.insert(value);
+        }
     }
 
     /// Adds the values of `line`'s tokens.
@@ -451,9 +466,8 @@ impl<'a> BloomBuilder<'a> {
             let (start, end) = (pair[0] as usize, pair[1] as usize);
             let Some(token) = bytes.get(start..end) else { continue };
             if token.len() < MIN_NEEDLE_BYTES {
-                if keep_decimals || !is_decimal_token(token) {
-                    Self::insert(values, recent, short_token_value(bytes, start, end));
-                }
+                let value = short_token_value(bytes, start, end);
+                Self::insert_if(values, recent, value, || keep_decimals || !is_decimal_token(token));
             } else if long_tokens.insert(token) {
                 for_each_minimizer(token, |hash| Self::insert(values, recent, hash));
             }
