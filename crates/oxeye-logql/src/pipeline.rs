@@ -1623,13 +1623,13 @@ impl oxeye_model::logs::LineFieldExtractor for JsonFieldColumns {
         }
         let hinted_lengths = HintedLengths::of(&self.hints);
         let (mut path, mut label_name) = (String::new(), String::new());
-        let mut values: Vec<Option<String>> = vec![None; names.len()];
+        // Each name's value in the current line, in buffers reused line after line; `given` has bit i set
+        // when `values[i]` holds the line's value (a name seen with `null` has none).
+        let mut values: Vec<String> = vec![String::new(); names.len()];
         for (index, line) in lines.iter().enumerate() {
             let mut seen = 0u64;
+            let mut given = 0u64;
             let mut duplicate = false;
-            for value in values.iter_mut() {
-                *value = None;
-            }
             let outcome =
                 visit_fields_where(line, &mut path, |name| hinted_lengths.rules_out(name), &mut |name, value| {
                     if hinted_lengths.rules_out(name) {
@@ -1650,9 +1650,9 @@ impl oxeye_model::logs::LineFieldExtractor for JsonFieldColumns {
                     }
                     seen |= 1 << position;
                     if let Some(slot) = values.get_mut(position) {
-                        let mut text = String::new();
-                        if value.write_label_value(&mut text) {
-                            *slot = Some(text);
+                        slot.clear();
+                        if value.write_label_value(slot) {
+                            given |= 1 << position;
                         }
                     }
                     ControlFlow::Continue(())
@@ -1664,8 +1664,8 @@ impl oxeye_model::logs::LineFieldExtractor for JsonFieldColumns {
             if duplicate || !parsed {
                 return None;
             }
-            for (name, value) in names.iter().zip(&values) {
-                if let Some(value) = value {
+            for (position, (name, value)) in names.iter().zip(&values).enumerate() {
+                if given & (1 << position) != 0 {
                     field(index, name, value);
                 }
             }
