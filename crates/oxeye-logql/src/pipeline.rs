@@ -1577,11 +1577,13 @@ pub(crate) fn hinted_position(names: &[String], name: &str) -> Option<usize> {
 /// would give any such line other labels, so that columns written before stop being read.
 pub const JSON_FIELD_COLUMNS_SEMANTICS: u32 = 1;
 
-/// The top-level fields of seed-shaped structlog JSON kept in field columns by default: few values each,
-/// read by `sum by (...)` and label filters of Grafana's dashboards, and cheap to store (on
-/// `ingest_throughput`'s corpus the four columns add 0.7 bytes per stored line, 34.7 -> 35.4; `path` would
-/// add 0.8 and `event` 0.5 more, which the 36-byte goal leaves no room for).
-pub const DEFAULT_JSON_FIELD_COLUMNS: [&str; 4] = ["level", "logger", "method", "status_code"];
+/// The top-level fields of seed-shaped structlog JSON kept in field columns by default, read by `sum by
+/// (...)` and label filters of Grafana's dashboards: `level`, `logger`, `method`, `status_code` and `path`
+/// have few values each (dictionary columns; `method` follows from `path`, a derived column), `duration_ms`
+/// many (a values column of decimals). On `ingest_throughput`'s corpus `path` and `duration_ms` add 1.4
+/// bytes per stored line to the other four (33.1 -> 34.5), and let `sum by (path) (count_over_time({...} |
+/// json | duration_ms > 1000 [10m]))` read no line.
+pub const DEFAULT_JSON_FIELD_COLUMNS: [&str; 6] = ["level", "logger", "method", "status_code", "path", "duration_ms"];
 
 /// Finds, for a log store cutting a chunk, the labels `| json` gives each line among a fixed set of names,
 /// so that the store keeps them in field columns and a query needing only those (`sum by (level)
