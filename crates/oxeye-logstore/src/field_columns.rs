@@ -639,6 +639,34 @@ mod tests {
         }
     }
 
+    /// Every byte of a section of all three forms damaged, or the section cut short: an error, no columns,
+    /// or columns whose values can be read, never a panic.
+    #[test]
+    fn damaged_columns_never_panic() {
+        let entries: Vec<LogEntry> = (0..3).map(|_| LogEntry::new(0, String::new())).collect();
+        let section = encode_field_columns(&entries, Some(&DOCUMENTED));
+        let header = [3, 1, 3, 3, 3, section.len() as u8, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let names = ["a".to_string(), "b".to_string(), "c".to_string()];
+        for position in 0..section.len() {
+            for flip in [0x01, 0x7f, 0x80, 0xff] {
+                let mut damaged = section.clone();
+                damaged[position] ^= flip;
+                for end in [damaged.len(), position] {
+                    let mut data = header.to_vec();
+                    data.extend_from_slice(&damaged[..end]);
+                    if let Ok(Some(found)) = field_columns(&data, ChunkLayout::ColumnsFields, 7, &names, Path::new("m"))
+                    {
+                        let mut values = Vec::new();
+                        for position in 0..4 {
+                            found.values_at(position, &mut values);
+                        }
+                    }
+                    field_column_ends(&damaged[..end], 3);
+                }
+            }
+        }
+    }
+
     /// A derived column written last, its last value ending the section, reads back.
     #[test]
     fn derived_column_last_reads_back() {
