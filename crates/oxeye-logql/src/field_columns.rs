@@ -40,7 +40,7 @@ pub const LOGFMT_FIELD_COLUMNS_SEMANTICS: u32 = 2;
 /// How many lines [`LogfmtFieldColumns`] reads for a label before it gives a chunk up: a chunk of
 /// unstructured lines (which `| logfmt` reads as bare keys) would get no column anyway, and its lines need
 /// not all be scanned at the cut. A chunk whose first labels come later gets none (its queries read lines).
-const LINES_READ_WITHOUT_LABEL: usize = 256;
+pub const LINES_READ_WITHOUT_LABEL: usize = 256;
 
 /// Finds, for a log store cutting a chunk, the labels `| logfmt` (no flags, no parameters) gives each line
 /// among a fixed set of names, so that the store keeps them in field columns. The non-strict parse never
@@ -71,7 +71,7 @@ impl LineFieldExtractor for LogfmtFieldColumns {
         semantics == LOGFMT_FIELD_COLUMNS_SEMANTICS && names.iter().all(|name| self.names.contains(name))
     }
 
-    /// Reads each line's pairs as `| logfmt` does ([`logfmt::visit_pairs`], not strict), taking per name
+    /// Reads each line's pairs as `| logfmt` does (the scanner of `| logfmt`, not strict), taking per name
     /// the first non-empty value of a key that is the name or sanitizes into it, up to the line's end or
     /// until every name has one. `None` when none of the first [`LINES_READ_WITHOUT_LABEL`] lines has one.
     fn extract(&self, lines: &[&str], field: &mut dyn FnMut(usize, &str, &str)) -> Option<u32> {

@@ -1062,13 +1062,15 @@ impl Pipeline {
     }
 
     /// The labels a line matters by, with the semantics of the parser giving them (the field columns'
-    /// semantics, [`JSON_FIELD_COLUMNS_SEMANTICS`] or [`LOGFMT_FIELD_COLUMNS_SEMANTICS`]), when the pipeline
-    /// is one `| json` without parameters, or one `| logfmt` without flags or parameters, followed only by
-    /// label filters, `drop` and `keep`, and its hints name the labels it extracts: its entries then depend
-    /// on the line only through those labels' values, which [`Pipeline::fields_line`] turns back into a line
-    /// the pipeline treats alike, for a line the parser reads without error. `None` also when the names hold
-    /// both `x` and `x_extracted`: with a stream label `x`, the label `x_extracted` then takes whichever of
-    /// the two comes first in the line, an order the values alone do not tell.
+    /// semantics: [`JSON_FIELD_COLUMNS_SEMANTICS`], or
+    /// [`LOGFMT_FIELD_COLUMNS_SEMANTICS`](crate::field_columns::LOGFMT_FIELD_COLUMNS_SEMANTICS)), when the
+    /// pipeline is one `| json` without parameters, or one `| logfmt` without flags or parameters, followed
+    /// only by label filters, `drop` and `keep`, and its hints name the labels it extracts: its entries then
+    /// depend on the line only through those labels' values, which the pipeline can be given instead of the
+    /// line ([`Pipeline::give_parsed_fields`]) or which [`Pipeline::fields_line`] turns back into a line it
+    /// treats alike, for a line the parser reads without error. `None` also when the names hold both `x` and
+    /// `x_extracted`: with a stream label `x`, the label `x_extracted` then takes whichever of the two comes
+    /// first in the line, an order the values alone do not tell.
     pub fn line_field_names(&self) -> Option<(u32, &[String])> {
         let ParserHints::Only(names) = &self.hints else { return None };
         let (Some(parser), Some(rest)) = (self.stages.first(), self.stages.get(1..)) else { return None };
