@@ -475,8 +475,8 @@ impl<'a> BloomBuilder<'a> {
     }
 
     /// The filter's bytes: one byte holding the scheme's flags ([`HASH_V2_FLAG`], [`TOKENS_FLAG`],
-    /// [`DECIMALS_LEFT_OUT_FLAG`]) and the probe count, then the bit array (bit `i` is bit `i % 8` of byte `1 + i / 8`). Sized at
-    /// [`BITS_PER_ITEM`] bits per distinct value, at least 64 bits.
+    /// [`DECIMALS_LEFT_OUT_FLAG`]) and the probe count, then the bit array (bit `i` is bit `i % 8` of byte
+    /// `1 + i / 8`). Sized at 9 bits per distinct value (`BITS_PER_ITEM`), at least 64 bits.
     pub fn finish(&self) -> Vec<u8> {
         filter_of(self.values.iter().copied(), self.values.len(), self.scheme)
     }
