@@ -119,6 +119,7 @@ pub(crate) fn key_token_end(bytes: &[u8], mut position: usize) -> usize {
 }
 
 /// The position of the first whitespace at or after `position`, or the length of `bytes`.
+#[inline(always)]
 pub(crate) fn value_token_end(bytes: &[u8], position: usize) -> usize {
     token_end(bytes, position, Stops::Whitespace)
 }

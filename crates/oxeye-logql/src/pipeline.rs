@@ -211,12 +211,14 @@ enum FilterCheck {
     Early,
 }
 
-/// A label filter that `| json` checks right after it extracts the filter's one label, dropping the line
-/// there when the filter fails, without reading the rest of it: Loki's label filter hints
+/// A label filter that `| json` or `| logfmt` checks right after it extracts the filter's one label,
+/// dropping the line there when the filter fails, without reading the rest of it: Loki's label filter hints
 /// (`LabelFilterHints`, `ShouldContinueParsingLine` in `pkg/logql/log/label_filter_hints.go`, and
-/// `JSONParser.parseLabelValue`'s `errLabelDoesNotMatch` in `pkg/logql/log/parser.go`). A line that the
-/// filter drops early is dropped even when its tail is not JSON: the filter fails before the parser sees
-/// the error (which would have made a numeric filter keep the line at its own position).
+/// `JSONParser.parseLabelValue`'s `errLabelDoesNotMatch` and `LogfmtParser.Process` in
+/// `pkg/logql/log/parser.go`). A line that the filter drops early is dropped even when its tail is not JSON:
+/// the filter fails before the parser sees the error (which would have made a numeric filter keep the line
+/// at its own position). Likewise an `__error__` that a label filter between the parser and this one would
+/// set (a failed conversion) comes too late to keep the line.
 struct EarlyLabelFilter {
     /// The label whose extraction triggers the check (the parsed label's final name, `_extracted` suffix
     /// included).
@@ -239,8 +241,8 @@ struct EarlyChecks<'a> {
 /// At most this many early filters per parser (a bit mask tracks which ones a label triggers).
 const MAX_EARLY_LABEL_FILTERS: usize = 64;
 
-/// The label filters after the `| json` (without parameters) at index `parser` of `stages` that it can check
-/// early, in the cases where Loki's rules (`labelFiltersAfter`, `canCheckEarly` in
+/// The label filters after the `| json` (without parameters) or `| logfmt` (without flags or parameters) at
+/// index `parser` of `stages` that it can check early, in the cases where Loki's rules (`labelFiltersAfter`, `canCheckEarly` in
 /// `pkg/logql/log/label_filter_hints.go`) allow it and this crate is sure the early check decides as the
 /// filter at its own position would: a filter reading
 /// exactly one label that is not special ([`early_checkable_label`]), with only line filters and label
@@ -270,6 +272,43 @@ fn early_label_filters(stages: &[Stage], parser: usize) -> Result<Vec<EarlyLabel
         }
     }
     Ok(early)
+}
+
+/// The early label filters of the `| logfmt` without flags or parameters at index `parser` of `stages`
+/// ([`early_label_filters`]), none when the checks can only cost: with `hints` naming the labels to extract
+/// (the parse then stops once it has them all) and no early check able to decide otherwise than the filter
+/// at its own position ([`early_checks_may_decide`]).
+///
+/// # Errors
+/// As [`CompiledLabelFilter::compile`].
+fn logfmt_early_label_filters(
+    stages: &[Stage],
+    parser: usize,
+    hints: &ParserHints,
+) -> Result<Vec<EarlyLabelFilter>, String> {
+    let early = early_label_filters(stages, parser)?;
+    let needed = !matches!(hints, ParserHints::Only(_)) || early_checks_may_decide(stages, parser, &early);
+    Ok(if needed { early } else { Vec::new() })
+}
+
+/// Whether an early check of one of `early` (the early filters of the parser at index `parser` of `stages`)
+/// can decide otherwise than the filter at its own position, for a parser that sets no error (`| logfmt`
+/// without flags): only when a label filter between the parser and it may set `__error__` (a failed
+/// conversion of a numeric, duration or bytes comparison), which keeps the line at a numeric filter's
+/// position but comes after the early check (Loki drops the line there). Otherwise an early check only
+/// saves reading the rest of the line.
+fn early_checks_may_decide(stages: &[Stage], parser: usize, early: &[EarlyLabelFilter]) -> bool {
+    fn may_set_error(filter: &LabelFilter) -> bool {
+        match filter {
+            LabelFilter::And(left, right) | LabelFilter::Or(left, right) => may_set_error(left) || may_set_error(right),
+            LabelFilter::Paren(inner) => may_set_error(inner),
+            LabelFilter::Number { .. } => true,
+            LabelFilter::Matcher(_) | LabelFilter::Ip { .. } => false,
+        }
+    }
+    let Some(last) = early.iter().map(|filter| filter.stage).max() else { return false };
+    let between = stages.get(parser + 1..last).unwrap_or_default();
+    between.iter().any(|stage| matches!(stage, Stage::LabelFilter(filter) if may_set_error(filter)))
 }
 
 /// The one label `filter` reads, when a parser may check it early: matchers, numeric, duration and bytes
@@ -387,6 +426,9 @@ enum CompiledStage {
         params: Vec<(String, String)>,
         /// For a non-strict parse without parameters extracting a few hinted labels: their search.
         key_search: Option<Box<HintedKeySearch>>,
+        /// The label filters it checks early (only for `| logfmt` without flags or parameters; see
+        /// [`logfmt_early_label_filters`]).
+        early_filters: Vec<EarlyLabelFilter>,
     },
     /// `| regexp`: the expression, its capture locations (reused from line to line) and the named groups the
     /// hints want, by group index, with their label names (sanitized once here rather than per line).
@@ -995,11 +1037,19 @@ impl Pipeline {
                         }
                         _ => None,
                     };
+                    // Loki's `LogfmtParser` checks early filters, its `LogfmtExpressionParser` does not; flags are
+                    // left out here, to keep to the cases tested against Loki's rules.
+                    let plain = !*strict && !*keep_empty && params.is_empty();
                     CompiledStage::Logfmt {
                         strict: *strict,
                         keep_empty: *keep_empty,
                         params: params.clone(),
                         key_search,
+                        early_filters: if plain {
+                            logfmt_early_label_filters(stages, index, &hints)?
+                        } else {
+                            Vec::new()
+                        },
                     }
                 }
                 Stage::Parser(ParserStage::Regexp(regex)) => {
@@ -1332,14 +1382,22 @@ impl Pipeline {
                         return None;
                     }
                 }
-                CompiledStage::Logfmt { strict, keep_empty, params, key_search } => {
+                CompiledStage::Logfmt { strict, keep_empty, params, key_search, early_filters } => {
                     let options = LogfmtOptions {
                         strict: *strict,
                         keep_empty: *keep_empty,
                         params,
                         key_search: key_search.as_deref_mut(),
                     };
-                    parse_logfmt(&line, &mut state, options, hinted, *stop_early, label_name);
+                    let early = EarlyChecks { filters: early_filters, settled_stages: &mut settled_stages };
+                    let fate = if early_filters.is_empty() {
+                        parse_logfmt::<false>(&line, &mut state, options, early, hinted, *stop_early, label_name)
+                    } else {
+                        parse_logfmt::<true>(&line, &mut state, options, early, hinted, *stop_early, label_name)
+                    };
+                    if fate == LineFate::Dropped {
+                        return None;
+                    }
                 }
                 CompiledStage::Regexp { regex, locations, groups } => {
                     if let Some(group) = regex.repeated_class_group(&line) {
@@ -1796,11 +1854,7 @@ fn parse_json<const EARLY_CHECKS: bool>(
             slot.pending = true;
             value.write_label_value(&mut slot.value);
             if EARLY_CHECKS {
-                for (index, early) in early_filters.iter().enumerate() {
-                    if same_short_bytes(early.label.as_bytes(), slot.name.as_bytes()) {
-                        triggered |= 1 << index;
-                    }
-                }
+                triggered = early_filters_triggered(early_filters, &slot.name);
             }
         }
         if EARLY_CHECKS && triggered != 0 && !early_filters_keep(early_filters, triggered, state, settled_stages) {
@@ -1856,6 +1910,18 @@ enum LineFate {
     Kept,
     /// A label filter checked early failed (see [`EarlyLabelFilter`]).
     Dropped,
+}
+
+/// The early filters (one bit each) that the extraction of the label `name` (its final name) triggers.
+#[inline]
+fn early_filters_triggered(early_filters: &[EarlyLabelFilter], name: &str) -> u64 {
+    let mut triggered = 0u64;
+    for (index, early) in early_filters.iter().enumerate() {
+        if same_short_bytes(early.label.as_bytes(), name.as_bytes()) {
+            triggered |= 1 << index;
+        }
+    }
+    triggered
 }
 
 /// True when every early filter whose bit is set in `triggered` keeps the entry as it stands; marks in
@@ -2003,15 +2069,25 @@ pub fn detect_line_fields(line: &str) -> Option<(&'static str, Vec<(String, Stri
     if logfmt_fields.is_empty() { None } else { Some(("logfmt", logfmt_fields)) }
 }
 
-fn parse_logfmt(
+fn parse_logfmt<const EARLY_CHECKS: bool>(
     line: &str,
     state: &mut EntryState<'_>,
     options: LogfmtOptions<'_>,
+    early: EarlyChecks<'_>,
     hinted_names: HintedNames<'_>,
     stop_early: bool,
     label_name: &mut String,
-) {
+) -> LineFate {
     let HintedNames { hints, lengths: hinted_lengths } = hinted_names;
+    // A label with early filters is checked as soon as it is claimed (see [`EarlyLabelFilter`]); a failed
+    // check drops the line without reading the rest of it, as Loki's `LogfmtParser.Process` returns `false`
+    // when `ShouldContinueParsingLine` fails. A parse without flags sets no error, so checking a filter here or
+    // at its own position gives the same result on the labels it reads.
+    let EarlyChecks { filters: early_filters, settled_stages } = early;
+    let mut dropped = false;
+    let mut check_early = |state: &mut EntryState<'_>, triggered: u64| {
+        EARLY_CHECKS && triggered != 0 && !early_filters_keep(early_filters, triggered, state, settled_stages)
+    };
     if !options.params.is_empty() {
         // A strict parse that fails keeps the pairs before the error, as Loki's `LogfmtExpressionParser` does.
         let mut pairs = Vec::new();
@@ -2027,7 +2103,7 @@ fn parse_logfmt(
         if let Err(details) = outcome {
             state.set_error("LogfmtParserErr", &details);
         }
-        return;
+        return LineFate::Kept;
     }
     // Stop early once every hinted label is found (at most 64 names tracked), as Loki's logfmt parser does
     // (`LogfmtParser.Process` in pkg/logql/log/parser.go breaks once `AllRequiredExtracted`).
@@ -2037,14 +2113,23 @@ fn parse_logfmt(
     };
     let mut scan_from = 0;
     if let (Some(search), Some(names)) = (options.key_search, hinted) {
+        // The labels found are checked together once the search returns, which keeps the checks out of the
+        // search: the parse sets no error, so the order of the checks does not matter.
+        let mut triggered = 0u64;
         let plain = search.find(line, names, options.keep_empty, label_name, |index, value| {
             if let Some(slot) = names.get(index).and_then(|name| state.claim_parsed(name)) {
                 slot.value.push_str(value);
+                if EARLY_CHECKS {
+                    triggered |= early_filters_triggered(early_filters, &slot.name);
+                }
             }
         });
+        if check_early(state, triggered) {
+            return LineFate::Dropped;
+        }
         missing &= !plain.found;
         if missing == 0 || plain.end >= line.len() {
-            return;
+            return LineFate::Kept;
         }
         // The rest of the line, from the token holding its first quote, is scanned as usual: its pairs of
         // names found already lose to the first ones (`claim_parsed`).
@@ -2089,14 +2174,26 @@ fn parse_logfmt(
                 name
             }
         };
-        if let Some(slot) = state.claim_parsed(name) {
-            slot.value.push_str(&value);
+        let triggered = match state.claim_parsed(name) {
+            Some(slot) => {
+                slot.value.push_str(&value);
+                if EARLY_CHECKS { early_filters_triggered(early_filters, &slot.name) } else { 0 }
+            }
+            None => 0,
+        };
+        if check_early(state, triggered) {
+            dropped = true;
+            return ControlFlow::Break(());
         }
         if stop_early && missing == 0 { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
     });
+    if dropped {
+        return LineFate::Dropped;
+    }
     if let Err(details) = outcome {
         state.set_error("LogfmtParserErr", &details);
     }
+    LineFate::Kept
 }
 
 #[cfg(test)]
@@ -2379,7 +2476,7 @@ mod tests {
     /// `pipeline` (and its prefilter) with its early label filters removed: the pipeline as it was before them.
     fn without_early_filters(mut pipeline: Pipeline) -> Pipeline {
         for stage in &mut pipeline.stages {
-            if let CompiledStage::Json { early_filters, .. } = stage {
+            if let CompiledStage::Json { early_filters, .. } | CompiledStage::Logfmt { early_filters, .. } = stage {
                 early_filters.clear();
             }
         }
@@ -2390,6 +2487,17 @@ mod tests {
     fn log_stages(query: &str) -> Vec<Stage> {
         let Expr::Log(log) = parse_expr(query).unwrap() else { panic!("not a log query") };
         log.pipeline
+    }
+
+    /// For each `(query, line, kept, error)`: whether [`run`] keeps the line, and the `__error__` it keeps it with.
+    fn assert_kept_with_error(cases: &[(&str, &str, bool, Option<&str>)]) {
+        for &(query, line, kept, error) in cases {
+            let entry = run(query, line);
+            assert_eq!(entry.is_some(), kept, "{query} on {line:?}");
+            if let Some(entry) = entry {
+                assert_eq!(entry.labels.get(ERROR_LABEL), error, "{query} on {line:?}");
+            }
+        }
     }
 
     #[test]
@@ -2445,13 +2553,7 @@ mod tests {
             // `| json` with parameters checks nothing early (Loki's `JSONExpressionParser`).
             (r#"{a="b"} | json user_id="user_id" | user_id < 0"#, r#"{"user_id":5, x"#, true, Some("JSONParserErr")),
         ];
-        for (query, line, kept, error) in cases {
-            let entry = run(query, line);
-            assert_eq!(entry.is_some(), kept, "{query} on {line:?}");
-            if let Some(entry) = entry {
-                assert_eq!(entry.labels.get(ERROR_LABEL), error, "{query} on {line:?}");
-            }
-        }
+        assert_kept_with_error(&cases);
         let grouped = r#"sum by (status) (count_over_time({a="b"} | json | user_id < 0 [1m]))"#;
         assert!(run_hinted(grouped, r#"{"status":200,"user_id":5, broken"#).is_none());
         // Kept, and without an error: a grouped query's parse stops once it has every label it reads.
@@ -2460,29 +2562,23 @@ mod tests {
         assert!(run_hinted(grouped, r#"{"user_id":5,"status":200}"#).is_none());
     }
 
-    #[test]
-    fn early_label_filters_change_nothing_on_well_formed_lines() {
-        let queries = [
-            r#"{a="b"} | json | user_id < 0"#,
-            r#"{a="b"} | json | user_id < 0 or user_id > 5"#,
-            r#"{a="b"} | json | level = "error" | status >= 500"#,
-            r#"{a="b"} | json | level_extracted =~ "err.*" | duration_ms > 1000"#,
-            r#"{a="b"} | json | status != "200" | label_format s=status | s = "404""#,
-            r#"{a="b"} | json | duration > 1s"#,
-            r#"{a="b"} | json | size > 1KB and size < 1MB"#,
-            r#"{a="b"} | json | user_id > 1 and user_id < 9"#,
-            r#"{a="b"} | json | user_id > 1, status = "200""#,
-        ];
-        let lines = [
-            r#"{"level":"error","status":503,"path":"/x","user":{"id":7},"duration_ms":1500}"#,
-            r#"{"user_id":-3,"status":"404","level":"warn","size":"2KB","duration":"2s"}"#,
-            r#"{"user_id":6,"status":200,"duration_ms":"abc","user":{"id":-1}}"#,
-            r#"{"user_id":"x","status":null,"size":5000,"duration":"500ms","level":"errorish"}"#,
-            r#"{"user_id":3,"user_id":-3,"status":"404","s":"1"}"#,
-            r#"{"user\u005fid":-2,"status":500,"duration_ms":2000}"#,
-            r#"{"user":{"id":2},"user_id":-2}"#,
-            r#"{}"#,
-        ];
+    /// Stages after a parser whose label filters it checks early, for the tests that early checks change
+    /// nothing on lines without errors.
+    const EARLY_FILTER_STAGES: [&str; 9] = [
+        "user_id < 0",
+        "user_id < 0 or user_id > 5",
+        r#"level = "error" | status >= 500"#,
+        r#"level_extracted =~ "err.*" | duration_ms > 1000"#,
+        r#"status != "200" | label_format s=status | s = "404""#,
+        "duration > 1s",
+        "size > 1KB and size < 1MB",
+        "user_id > 1 and user_id < 9",
+        r#"user_id > 1, status = "200""#,
+    ];
+
+    /// Every one of `queries` keeps and drops each of `lines`, with the same labels, as it did without early
+    /// label filters, ungrouped and grouped by `status` and `user_id` (with every label and with hints).
+    fn assert_early_filters_change_nothing(queries: &[String], lines: &[&str]) {
         let stream = Labels::from_pairs([("service_name", "boxoffice"), ("level", "info")]);
         let grouping = ["status".to_string(), "user_id".to_string()];
         for query in queries {
@@ -2492,7 +2588,7 @@ mod tests {
             for hints in [ParserHints::All, hinted] {
                 let mut early = Pipeline::with_hints(&stages, hints.clone()).unwrap();
                 let mut before = without_early_filters(Pipeline::with_hints(&stages, hints.clone()).unwrap());
-                for line in lines {
+                for &line in lines {
                     let entry = LogEntry::new(1, line);
                     assert_eq!(early.process(&stream, &entry), before.process(&stream, &entry), "{query} on {line}");
                     let entry = LogEntryRef { timestamp_ns: 1, line, structured_metadata: &[] };
@@ -2504,6 +2600,93 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn early_label_filters_change_nothing_on_well_formed_lines() {
+        let queries = EARLY_FILTER_STAGES.map(|stages| format!(r#"{{a="b"}} | json | {stages}"#));
+        let lines = [
+            r#"{"level":"error","status":503,"path":"/x","user":{"id":7},"duration_ms":1500}"#,
+            r#"{"user_id":-3,"status":"404","level":"warn","size":"2KB","duration":"2s"}"#,
+            r#"{"user_id":6,"status":200,"duration_ms":"abc","user":{"id":-1}}"#,
+            r#"{"user_id":"x","status":null,"size":5000,"duration":"500ms","level":"errorish"}"#,
+            r#"{"user_id":3,"user_id":-3,"status":"404","s":"1"}"#,
+            r#"{"user\u005fid":-2,"status":500,"duration_ms":2000}"#,
+            r#"{"user":{"id":2},"user_id":-2}"#,
+            r#"{}"#,
+        ];
+        assert_early_filters_change_nothing(&queries, &lines);
+    }
+
+    #[test]
+    fn logfmt_checks_label_filters_as_it_extracts_their_label() {
+        // (query, line, kept, `__error__` when kept): Loki's `LogfmtParser.Process` (pkg/logql/log/parser.go)
+        // runs `ShouldContinueParsingLine` (pkg/logql/log/label_filter_hints.go) after each label it sets.
+        let cases = [
+            // A conversion failure in a filter between sets `__error__` only at that filter's position, after
+            // the early check of `user_id` dropped the line; the line used to be kept with the error.
+            (r#"{a="b"} | logfmt | n > 1 | user_id < 0"#, "n=x user_id=5", false, None),
+            (r#"{a="b"} | logfmt | n > 1 | user_id < 0"#, "user_id=5 n=x", false, None),
+            (r#"{a="b"} | logfmt | n > 1 | user_id < 0"#, "n=x user_id=-1", true, Some("LabelFilterErr")),
+            (r#"{a="b"} | logfmt | user_id < 0 | n > 1"#, "n=x user_id=-1", true, Some("LabelFilterErr")),
+            (r#"{a="b"} | logfmt |= "user" | n > 1 | user_id < 0"#, "n=x user_id=5", false, None),
+            // An error set before the parser keeps the line at the early check, as at the filter's position.
+            (r#"{a="b"} | json | logfmt | user_id < 0"#, "user_id=5", true, Some("JSONParserErr")),
+            // A stage between that can change the label: no early check of it.
+            (
+                r#"{a="b"} | logfmt | n > 1 | label_format user_id=other | user_id < 0"#,
+                "n=x user_id=5 other=3",
+                true,
+                Some("LabelFilterErr"),
+            ),
+            (r#"{a="b"} | logfmt | n > 1 | drop user_id | user_id < 0"#, "n=x user_id=5", true, Some("LabelFilterErr")),
+            // `or` on one label is checked early; on two labels it is not.
+            (r#"{a="b"} | logfmt | n > 1 | user_id < 0 or user_id > 9"#, "n=x user_id=5", false, None),
+            (
+                r#"{a="b"} | logfmt | n > 1 | user_id < 0 or status = "x""#,
+                "n=x user_id=5 status=y",
+                true,
+                Some("LabelFilterErr"),
+            ),
+            // The label for a key colliding with a stream label is `level_extracted`; the first of duplicate
+            // keys is the label; a key past the first quote is checked too.
+            (r#"{a="b"} | logfmt | n > 1 | level_extracted = "error""#, "n=x level=warn", false, None),
+            (r#"{a="b"} | logfmt | n > 1 | user_id < 0"#, "n=x user_id=-1 user_id=5", true, Some("LabelFilterErr")),
+            (r#"{a="b"} | logfmt | n > 1 | user_id < 0"#, r#"msg="a b" n=x user_id=5"#, false, None),
+            // With flags or parameters nothing is checked early (Loki's `LogfmtExpressionParser` does not).
+            (r#"{a="b"} | logfmt --strict | n > 1 | user_id < 0"#, "n=x user_id=5", true, Some("LabelFilterErr")),
+            (r#"{a="b"} | logfmt --keep-empty | n > 1 | user_id < 0"#, "n=x user_id=5", true, Some("LabelFilterErr")),
+            (
+                r#"{a="b"} | logfmt n="n", user_id="user_id" | n > 1 | user_id < 0"#,
+                "n=x user_id=5",
+                true,
+                Some("LabelFilterErr"),
+            ),
+        ];
+        assert_kept_with_error(&cases);
+        // A grouped query's hinted-name search checks the labels it finds too, in the plain part of the line
+        // and past its first quote.
+        let grouped = r#"sum by (status) (count_over_time({a="b"} | logfmt | n > 1 | user_id < 0 [1m]))"#;
+        assert!(run_hinted(grouped, "status=200 n=x user_id=5").is_none());
+        assert!(run_hinted(grouped, r#"status=200 msg="a b" n=x user_id=5"#).is_none());
+        let kept = run_hinted(grouped, "status=200 n=x user_id=-5").unwrap();
+        assert_eq!((kept.labels.get("status"), kept.labels.get(ERROR_LABEL)), (Some("200"), Some("LabelFilterErr")));
+    }
+
+    #[test]
+    fn logfmt_early_label_filters_change_nothing_without_errors_between() {
+        let mut queries = EARLY_FILTER_STAGES.map(|stages| format!(r#"{{a="b"}} | logfmt | {stages}"#)).to_vec();
+        queries.push(r#"{a="b"} | logfmt |= "user" | user_id < 0 | status = "404""#.to_string());
+        let lines = [
+            "level=error status=503 path=/x user_id=7 duration_ms=1500",
+            r#"user_id=-3 status=404 level=warn size=2KB duration=2s msg="a b""#,
+            r#"msg="q" user_id=6 status=200 duration_ms=abc"#,
+            "user_id=x status= size=5000 duration=500ms level=errorish",
+            "user_id=3 user_id=-3 status=404 s=1",
+            "user.id=-2 status=500 duration_ms=2000",
+            "",
+        ];
+        assert_early_filters_change_nothing(&queries, &lines);
     }
 
     #[test]
