@@ -419,6 +419,10 @@ enum CompiledStage {
     Json {
         params: Vec<(String, Vec<PathPart>)>,
         early_filters: Vec<EarlyLabelFilter>,
+        /// Whether labels given instead of the line (`give_parsed_fields`) are checked against
+        /// `early_filters` ([`early_checks_may_decide`]; otherwise the filters decide alike at their
+        /// positions).
+        given_checks_early: bool,
     },
     Logfmt {
         strict: bool,
@@ -429,6 +433,8 @@ enum CompiledStage {
         /// The label filters it checks early (only for `| logfmt` without flags or parameters; see
         /// [`logfmt_early_label_filters`]).
         early_filters: Vec<EarlyLabelFilter>,
+        /// As for `| json`.
+        given_checks_early: bool,
     },
     /// `| regexp`: the expression, its capture locations (reused from line to line) and the named groups the
     /// hints want, by group index, with their label names (sanitized once here rather than per line).
@@ -1022,14 +1028,19 @@ impl Pipeline {
         for (index, stage) in stages.iter().enumerate() {
             compiled.push(match stage {
                 Stage::LineFilter(filter) => CompiledStage::LineFilter(CompiledLineFilter::compile(filter)?),
-                Stage::Parser(ParserStage::Json(params)) => CompiledStage::Json {
-                    params: params
-                        .iter()
-                        .map(|(label, expression)| (label.clone(), parse_json_path(expression)))
-                        .collect(),
+                Stage::Parser(ParserStage::Json(params)) => {
                     // Loki gives early filters to `JSONParser` only, not to `JSONExpressionParser`.
-                    early_filters: if params.is_empty() { early_label_filters(stages, index)? } else { Vec::new() },
-                },
+                    let early_filters =
+                        if params.is_empty() { early_label_filters(stages, index)? } else { Vec::new() };
+                    CompiledStage::Json {
+                        params: params
+                            .iter()
+                            .map(|(label, expression)| (label.clone(), parse_json_path(expression)))
+                            .collect(),
+                        given_checks_early: early_checks_may_decide(stages, index, &early_filters),
+                        early_filters,
+                    }
+                }
                 Stage::Parser(ParserStage::Logfmt { strict, keep_empty, params }) => {
                     let key_search = match &hints {
                         ParserHints::Only(names) if !*strict && params.is_empty() && !names.is_empty() => {
@@ -1040,16 +1051,15 @@ impl Pipeline {
                     // Loki's `LogfmtParser` checks early filters, its `LogfmtExpressionParser` does not; flags are
                     // left out here, to keep to the cases tested against Loki's rules.
                     let plain = !*strict && !*keep_empty && params.is_empty();
+                    let early_filters =
+                        if plain { logfmt_early_label_filters(stages, index, &hints)? } else { Vec::new() };
                     CompiledStage::Logfmt {
                         strict: *strict,
                         keep_empty: *keep_empty,
                         params: params.clone(),
                         key_search,
-                        early_filters: if plain {
-                            logfmt_early_label_filters(stages, index, &hints)?
-                        } else {
-                            Vec::new()
-                        },
+                        given_checks_early: early_checks_may_decide(stages, index, &early_filters),
+                        early_filters,
                     }
                 }
                 Stage::Parser(ParserStage::Regexp(regex)) => {
@@ -1349,19 +1359,30 @@ impl Pipeline {
                         return None;
                     }
                 }
-                // The parser's labels given instead of the line (`give_parsed_fields`), claimed as the
-                // parser claims them.
-                CompiledStage::Json { .. } | CompiledStage::Logfmt { .. }
+                // The parser's labels given instead of the line (`give_parsed_fields`), claimed and checked
+                // against the early filters as the parser claims and checks them (in any order: such a line
+                // parses without error).
+                CompiledStage::Json { early_filters, given_checks_early, .. }
+                | CompiledStage::Logfmt { early_filters, given_checks_early, .. }
                     if given_fields.active && stage_index == 0 =>
                 {
                     let ParserHints::Only(names) = &*hints else { continue };
+                    let early_filters: &[EarlyLabelFilter] = if *given_checks_early { early_filters } else { &[] };
+                    let mut triggered = 0u64;
                     for (name, range) in names.iter().zip(&given_fields.ranges) {
                         let Some(value) = range.and_then(|(start, end)| given_fields.text.get(start..end)) else {
                             continue;
                         };
                         if let Some(slot) = state.claim_parsed(name) {
                             slot.value.push_str(value);
+                            if !early_filters.is_empty() {
+                                triggered |= early_filters_triggered(early_filters, &slot.name);
+                            }
                         }
+                    }
+                    if triggered != 0 && !early_filters_keep(early_filters, triggered, &mut state, &mut settled_stages)
+                    {
+                        return None;
                     }
                 }
                 CompiledStage::Json { .. }
@@ -1370,7 +1391,7 @@ impl Pipeline {
                 | CompiledStage::Pattern { .. }
                 | CompiledStage::Unpack
                     if !run_parsers => {}
-                CompiledStage::Json { params, early_filters } => {
+                CompiledStage::Json { params, early_filters, .. } => {
                     let buffers = JsonBuffers { path: json_path, label_name };
                     let early = EarlyChecks { filters: early_filters, settled_stages: &mut settled_stages };
                     let fate = if early_filters.is_empty() {
@@ -1382,7 +1403,7 @@ impl Pipeline {
                         return None;
                     }
                 }
-                CompiledStage::Logfmt { strict, keep_empty, params, key_search, early_filters } => {
+                CompiledStage::Logfmt { strict, keep_empty, params, key_search, early_filters, .. } => {
                     let options = LogfmtOptions {
                         strict: *strict,
                         keep_empty: *keep_empty,
@@ -2315,6 +2336,14 @@ mod tests {
     }
 
     fn run_hinted(query: &str, line: &str) -> Option<ProcessedEntry> {
+        let mut pipeline = hinted_pipeline(query);
+        let mut entry = LogEntry::new(1, line);
+        entry.structured_metadata.push(oxeye_model::Label { name: "trace_id".into(), value: "abc".into() });
+        pipeline.process(&Labels::from_pairs([("service_name", "boxoffice"), ("level", "info")]), &entry)
+    }
+
+    /// The pipeline of a grouped metric query, with the parser hints its grouping gives.
+    fn hinted_pipeline(query: &str) -> Pipeline {
         let Expr::Metric(crate::syntax::MetricExpr::VectorAggregation { inner, grouping, .. }) =
             parse_expr(query).unwrap()
         else {
@@ -2326,10 +2355,7 @@ mod tests {
             &range.log.pipeline,
             range.unwrap.as_ref(),
         );
-        let mut pipeline = Pipeline::with_hints(&range.log.pipeline, hints).unwrap();
-        let mut entry = LogEntry::new(1, line);
-        entry.structured_metadata.push(oxeye_model::Label { name: "trace_id".into(), value: "abc".into() });
-        pipeline.process(&Labels::from_pairs([("service_name", "boxoffice"), ("level", "info")]), &entry)
+        Pipeline::with_hints(&range.log.pipeline, hints).unwrap()
     }
 
     #[test]
@@ -2671,6 +2697,38 @@ mod tests {
         assert!(run_hinted(grouped, r#"status=200 msg="a b" n=x user_id=5"#).is_none());
         let kept = run_hinted(grouped, "status=200 n=x user_id=-5").unwrap();
         assert_eq!((kept.labels.get("status"), kept.labels.get(ERROR_LABEL)), (Some("200"), Some("LabelFilterErr")));
+    }
+
+    #[test]
+    fn given_fields_are_checked_early_as_the_parsed_line() {
+        // A filter between that sets `__error__` after the early check: the line is dropped whether the
+        // parser reads it or is given its fields (`give_parsed_fields`).
+        for (query, line) in [
+            (
+                r#"sum by (status) (count_over_time({a="b"} | logfmt | n > 1 | user_id < 0 [1m]))"#,
+                "status=2 n=x user_id=5",
+            ),
+            (
+                r#"sum by (status) (count_over_time({a="b"} | json | n > 1 | user_id < 0 [1m]))"#,
+                r#"{"status":"2","n":"x","user_id":"5"}"#,
+            ),
+        ] {
+            let mut pipeline = hinted_pipeline(query);
+            let stream = Labels::from_pairs([("a", "b")]);
+            assert_eq!(pipeline.process(&stream, &LogEntry::new(1, line)), None, "{query}");
+            let names = pipeline.line_field_names().unwrap().1.to_vec();
+            let values: Vec<Option<&str>> = names
+                .iter()
+                .map(|name| match name.as_str() {
+                    "n" => Some("x"),
+                    "status" => Some("2"),
+                    "user_id" => Some("5"),
+                    _ => None,
+                })
+                .collect();
+            pipeline.give_parsed_fields(&values);
+            assert_eq!(pipeline.process(&stream, &LogEntry::new(1, "")), None, "{query} given {names:?}");
+        }
     }
 
     #[test]
