@@ -682,6 +682,21 @@ enum Grouped {
 }
 
 impl SampleExtractor<'_> {
+    /// [`SampleExtractor::grouped_series`] with `fields` given as the labels the pipeline's parser gives the
+    /// entry ([`Pipeline::give_parsed_fields`]), for an entry read from field columns.
+    fn grouped_series_given(
+        &mut self,
+        stream: &Labels,
+        entry: LogEntryRef<'_>,
+        names: &[String],
+        fields: &[Option<&str>],
+    ) -> Grouped {
+        self.pipeline.give_parsed_fields(fields);
+        let grouped = self.grouped_series(stream, entry, names);
+        self.pipeline.clear_parsed_fields();
+        grouped
+    }
+
     /// Runs the pipeline on `entry` for a range aggregation grouped `by (names)` and finds its series: per
     /// entry only a key of the grouping labels' values is built; the labels only for a group not seen
     /// before.
@@ -792,9 +807,9 @@ impl LogVisitor for SampleExtractor<'_> {
             RangeOp::BytesOverTime | RangeOp::BytesRate => line_bytes as f64,
             _ => 1.0,
         };
-        // The pipeline's parser takes the values instead of parsing a line; the line is read as empty by no
-        // stage (label stages only follow the parser, `line_field_names`).
-        self.pipeline.give_parsed_fields(fields);
+        // The line is read as empty by no stage (label stages only follow the parser, `line_field_names`):
+        // whenever the pipeline runs, its parser takes the values instead of parsing a line.
+        let entry = LogEntryRef { timestamp_ns, line: "", structured_metadata };
         match memo {
             Some(grouping) if !self.fields_memo_off => {
                 let mut key = std::mem::take(&mut self.fields_key);
@@ -822,8 +837,7 @@ impl LogVisitor for SampleExtractor<'_> {
                         {
                             self.fields_memo_off = true;
                         }
-                        let entry = LogEntryRef { timestamp_ns, line: "", structured_metadata };
-                        match self.grouped_series(stream, entry, grouping) {
+                        match self.grouped_series_given(stream, entry, grouping, fields) {
                             Grouped::Series(index, _) => {
                                 self.fields_memo.insert(key.clone(), Some(index));
                                 Some(index)
@@ -842,19 +856,18 @@ impl LogVisitor for SampleExtractor<'_> {
                 }
             }
             Some(grouping) => {
-                let entry = LogEntryRef { timestamp_ns, line: "", structured_metadata };
-                if let Grouped::Series(index, _) = self.grouped_series(stream, entry, grouping) {
+                if let Grouped::Series(index, _) = self.grouped_series_given(stream, entry, grouping, fields) {
                     self.record(index, timestamp_ns, record_value);
                 }
             }
             None => {
-                let entry = LogEntryRef { timestamp_ns, line: "", structured_metadata };
+                self.pipeline.give_parsed_fields(fields);
                 self.unread_line_bytes = Some(line_bytes);
                 self.entry(stream, entry);
                 self.unread_line_bytes = None;
+                self.pipeline.clear_parsed_fields();
             }
         }
-        self.pipeline.clear_parsed_fields();
     }
 
     fn entry(&mut self, stream: &Labels, entry: LogEntryRef<'_>) {
