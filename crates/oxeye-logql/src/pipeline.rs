@@ -1127,8 +1127,8 @@ impl Pipeline {
     /// pipeline is one `| json` without parameters, or one `| logfmt` without flags or parameters, followed
     /// only by label filters, `drop` and `keep`, and its hints name the labels it extracts: its entries then
     /// depend on the line only through those labels' values, which the pipeline can be given instead of the
-    /// line ([`Pipeline::give_parsed_fields`]) or which [`Pipeline::fields_line`] turns back into a line it
-    /// treats alike, for a line the parser reads without error. `None` also when the names hold both `x` and
+    /// line ([`Pipeline::give_parsed_fields`]) or which could be written back into a line it treats alike (a
+    /// JSON object, `name="value"` pairs: the tests' oracle), for a line the parser reads without error. `None` also when the names hold both `x` and
     /// `x_extracted`: with a stream label `x`, the label `x_extracted` then takes whichever of the two comes
     /// first in the line, an order the values alone do not tell.
     pub fn line_field_names(&self) -> Option<(u32, &[String])> {
@@ -1156,7 +1156,7 @@ impl Pipeline {
     /// [`Pipeline::line_field_names`]: `values` holds, for each name it gave (same order), the label's value
     /// or `None` for a line without it. For a line the parser reads without error and whose labels of those
     /// names have these values, the pipeline then gives the entry the same labels, errors and fate as when
-    /// it parses the line (as it would [`Pipeline::fields_line`]'s line), without a line to build and parse.
+    /// it parses the line (as it would a line of those labels alone), without a line to build and parse.
     pub fn give_parsed_fields(&mut self, values: &[Option<&str>]) {
         let given = &mut self.given_fields;
         given.active = true;
@@ -1181,8 +1181,10 @@ impl Pipeline {
     /// line that parser reads without error and whose labels `names` have these values, no name coming
     /// twice, [`Pipeline::line_field_names`]'s pipeline gives this line the same labels, errors and fate.
     /// A JSON object ([`Pipeline::json_fields_line`]) for `| json`, `name="value"` pairs
-    /// ([`Pipeline::logfmt_fields_line`]) for `| logfmt`.
-    pub fn fields_line(semantics: u32, names: &[String], values: &[Option<&str>], line: &mut String) {
+    /// ([`Pipeline::logfmt_fields_line`]) for `| logfmt`. Tests only: the oracle of
+    /// [`Pipeline::give_parsed_fields`].
+    #[cfg(test)]
+    pub(crate) fn fields_line(semantics: u32, names: &[String], values: &[Option<&str>], line: &mut String) {
         if semantics == crate::field_columns::LOGFMT_FIELD_COLUMNS_SEMANTICS {
             Pipeline::logfmt_fields_line(names, values, line);
         } else {
@@ -1193,7 +1195,8 @@ impl Pipeline {
 
     /// Writes into `line` (cleared first) a JSON object of the labels `names` with `values` (same order,
     /// `None` for a label the line lacks), which `| json` gives the labels `names` with these values.
-    pub fn json_fields_line(names: &[String], values: &[Option<&str>], line: &mut String) {
+    #[cfg(test)]
+    fn json_fields_line(names: &[String], values: &[Option<&str>], line: &mut String) {
         line.clear();
         line.push('{');
         for (name, value) in names.iter().zip(values) {
@@ -1211,7 +1214,8 @@ impl Pipeline {
     /// Writes into `line` (cleared first) the logfmt pairs `name="value"` of the labels `names` with
     /// `values` (same order, `None` for a label the line lacks; each name a valid label name, each value
     /// quoted with `"` and `\` escaped), which `| logfmt` gives the labels `names` with these values.
-    pub fn logfmt_fields_line(names: &[String], values: &[Option<&str>], line: &mut String) {
+    #[cfg(test)]
+    fn logfmt_fields_line(names: &[String], values: &[Option<&str>], line: &mut String) {
         line.clear();
         for (name, value) in names.iter().zip(values) {
             let Some(value) = value else { continue };
@@ -1762,6 +1766,7 @@ impl oxeye_model::logs::LineFieldExtractor for JsonFieldColumns {
 
 /// Appends `text` to `out` as a JSON string (quoted; `"`, `\` and control characters escaped), which the
 /// `| json` parser reads back as `text`.
+#[cfg(test)]
 fn push_json_string(out: &mut String, text: &str) {
     out.push('"');
     // Most values need no escape: copied whole.
