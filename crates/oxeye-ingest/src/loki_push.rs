@@ -47,14 +47,14 @@ pub fn decode_push_json(body: &[u8]) -> Result<Vec<LogStream>, IngestError> {
 /// with no other keys, no key twice in an object, timestamps as strings or integers of nanoseconds, and
 /// strings whose escapes are the two-character ones (`\"`, `\\`, `\/`, `\b`, `\f`, `\n`, `\r`, `\t`).
 /// It returns `None` for anything else, valid or not, and [`decode_push_json`] then runs the serde decoders;
-/// what it returns is what they would return. A line is unescaped straight into its own `String`, one copy
-/// where serde copies twice (into a scratch buffer, then into the string), and no visitor runs per value.
+/// what it returns is what they would return. A line is found, unescaped and checked in one pass over its
+/// bytes (eight a step), and no visitor runs per value.
 mod plain {
     use oxeye_model::logs::{LogEntry, LogStream};
     use oxeye_model::{Label, Labels};
 
     pub(super) fn decode(body: &[u8]) -> Option<Vec<LogStream>> {
-        let mut parser = Parser { bytes: body, position: 0 };
+        let mut parser = Parser { bytes: body, position: 0, scratch: Vec::new() };
         parser.expect(b'{')?;
         parser.key(b"streams")?;
         let streams = parser.array(Parser::stream)?;
@@ -66,6 +66,9 @@ mod plain {
     struct Parser<'b> {
         bytes: &'b [u8],
         position: usize,
+        /// Where escaped strings are unescaped before they are checked and copied out; it keeps its size
+        /// from string to string (zeros or old bytes past what the current string wrote).
+        scratch: Vec<u8>,
     }
 
     const LOW_ONES: u64 = 0x0101_0101_0101_0101;
@@ -79,11 +82,7 @@ mod plain {
         while let Some(eight) = bytes.get(position..position + 8) {
             let mut word = [0u8; 8];
             word.copy_from_slice(eight);
-            let word = u64::from_le_bytes(word);
-            let zero_byte = |value: u64| value.wrapping_sub(LOW_ONES) & !value & HIGH_BITS;
-            let found = zero_byte(word ^ (LOW_ONES * u64::from(b'"')))
-                | zero_byte(word ^ (LOW_ONES * u64::from(b'\\')))
-                | (word.wrapping_sub(LOW_ONES * 0x20) & !word & HIGH_BITS);
+            let found = quote_backslash_or_control_bits(u64::from_le_bytes(word));
             if found != 0 {
                 return Some(position + (found.trailing_zeros() / 8) as usize);
             }
@@ -91,6 +90,134 @@ mod plain {
         }
         let rest = bytes.get(position..)?;
         rest.iter().position(|byte| matches!(byte, b'"' | b'\\' | 0..=0x1f)).map(|offset| position + offset)
+    }
+
+    /// The bits of `word` flagged by [`next_quote_backslash_or_control`]'s three tests: the lowest one is the
+    /// first `"`, `\\` or control byte of the word (bits above it may be false: a borrow runs on).
+    fn quote_backslash_or_control_bits(word: u64) -> u64 {
+        let zero_byte = |value: u64| value.wrapping_sub(LOW_ONES) & !value & HIGH_BITS;
+        zero_byte(word ^ (LOW_ONES * u64::from(b'"')))
+            | zero_byte(word ^ (LOW_ONES * u64::from(b'\\')))
+            | (word.wrapping_sub(LOW_ONES * 0x20) & !word & HIGH_BITS)
+    }
+
+    const LOW_SEVENS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+    /// The high bit of every byte of `word` that is `"`, `\\` or a control byte (below 0x20), and of no other:
+    /// the sums stay within their bytes, so unlike [`quote_backslash_or_control_bits`] every flag is exact.
+    fn exact_quote_backslash_or_control_bits(word: u64) -> u64 {
+        let zero_byte = |value: u64| !(((value & LOW_SEVENS) + LOW_SEVENS) | value) & HIGH_BITS;
+        // A byte below 0x80 plus 0x60 reaches 0x80 exactly when it is 0x20 or more.
+        let control = !(((word & LOW_SEVENS) + LOW_ONES * 0x60) | word) & HIGH_BITS;
+        zero_byte(word ^ (LOW_ONES * u64::from(b'"'))) | zero_byte(word ^ (LOW_ONES * u64::from(b'\\'))) | control
+    }
+
+    /// The byte each two-character escape `\\x` stands for, indexed by `x`; 0 where `\\x` is none of them
+    /// (`\\u` included: the plain decoder leaves those to serde).
+    const UNESCAPED: [u8; 256] = {
+        let mut table = [0u8; 256];
+        table[b'"' as usize] = b'"';
+        table[b'\\' as usize] = b'\\';
+        table[b'/' as usize] = b'/';
+        table[b'b' as usize] = 0x08;
+        table[b'f' as usize] = 0x0c;
+        table[b'n' as usize] = b'\n';
+        table[b'r' as usize] = b'\r';
+        table[b't' as usize] = b'\t';
+        table
+    };
+
+    /// Makes `scratch` at least `needed` bytes long (it only grows, doubling, so a body's strings resize it a
+    /// few times at most).
+    #[cold]
+    fn grow(scratch: &mut Vec<u8>, needed: usize) {
+        scratch.resize(needed.max(2 * scratch.len()).max(256), 0);
+    }
+
+    /// Unescapes the string whose bytes start at `start` and whose first `"`, `\\` or control byte is at
+    /// `first` into the front of `scratch`. Returns the offset of its closing quote and its unescaped length,
+    /// or `None` at a control byte, an escape other than the two-character ones, or the end of `bytes`.
+    /// UTF-8 is not checked here.
+    ///
+    /// The bytes are read eight at a time. Each word is stored whole where its bytes go, and its quotes,
+    /// backslashes and control bytes are flagged at once; each escape in it then writes its byte and stores the
+    /// rest of the word again one place further down, so a word with several escapes is loaded and tested once.
+    /// Bytes stored past the end of the string are scratch and left there.
+    fn unescape_into(bytes: &[u8], start: usize, first: usize, scratch: &mut Vec<u8>) -> Option<(usize, usize)> {
+        let leading = bytes.get(start..first)?;
+        if scratch.len() < leading.len() + 32 {
+            grow(scratch, leading.len() + 32);
+        }
+        scratch.get_mut(..leading.len())?.copy_from_slice(leading);
+        let mut length = leading.len();
+        let mut position = first;
+        loop {
+            // A word stores at most 8 bytes past `length`, an escape 1 and then 8 more.
+            if scratch.len() < length + 32 {
+                grow(scratch, length + 32);
+            }
+            let out = scratch.as_mut_slice();
+            // The last few bytes of the body are padded with zeros, which stop the string as control bytes.
+            let word_bytes: [u8; 8] = match bytes.get(position..position + 8) {
+                Some(eight) => eight.try_into().ok()?,
+                None => padded_tail(bytes.get(position..)?),
+            };
+            let word = u64::from_le_bytes(word_bytes);
+            out.get_mut(length..length + 8)?.copy_from_slice(&word_bytes);
+            let mut flags = exact_quote_backslash_or_control_bits(word);
+            // Bytes of the word already taken (stored or unescaped).
+            let mut taken = 0usize;
+            loop {
+                if flags == 0 {
+                    length += 8 - taken;
+                    position += 8;
+                    break;
+                }
+                let at = (flags.trailing_zeros() / 8) as usize;
+                length += at - taken;
+                match (word >> (8 * at)) as u8 {
+                    b'\\' => {}
+                    b'"' => return Some((position + at, length)),
+                    _ => return None,
+                }
+                // The escaped byte is the next one, in this word or the first of the next.
+                let escaped = if at < 7 { (word >> (8 * (at + 1))) as u8 } else { *bytes.get(position + 8)? };
+                let unescaped = UNESCAPED[usize::from(escaped)];
+                if unescaped == 0 {
+                    return None;
+                }
+                *out.get_mut(length)? = unescaped;
+                length += 1;
+                taken = at + 2;
+                if taken >= 8 {
+                    position += taken;
+                    break;
+                }
+                let rest = word >> (8 * taken);
+                out.get_mut(length..length + 8)?.copy_from_slice(&rest.to_le_bytes());
+                flags &= u64::MAX << (8 * taken);
+            }
+        }
+    }
+
+    /// `text` read as `i64::from_str` reads it. Up to 19 plain digits (every `i64` of 0 or more has at most 19)
+    /// are summed here, where no `u64` overflows and no sign needs checking; anything else goes to `from_str`.
+    fn parse_i64(text: &[u8]) -> Option<i64> {
+        if text.is_empty() || text.len() > 19 || !text.iter().all(u8::is_ascii_digit) {
+            return std::str::from_utf8(text).ok()?.parse().ok();
+        }
+        let value = text.iter().fold(0u64, |value, digit| value * 10 + u64::from(digit - b'0'));
+        i64::try_from(value).ok()
+    }
+
+    /// The last fewer than 8 bytes of a body, padded with zeros to a word.
+    #[cold]
+    fn padded_tail(rest: &[u8]) -> [u8; 8] {
+        let mut word = [0u8; 8];
+        for (slot, byte) in word.iter_mut().zip(rest) {
+            *slot = *byte;
+        }
+        word
     }
 
     impl Parser<'_> {
@@ -209,8 +336,15 @@ mod plain {
             self.whitespace();
             let start = self.position;
             if self.bytes.get(start) == Some(&b'"') {
-                let text = self.string()?;
-                return text.parse().ok();
+                // A string with an escape, a control byte or invalid UTF-8 in it is no integer once unescaped
+                // either, so the digits are read from the body without unescaping into a `String`.
+                let digits_start = start + 1;
+                let end = next_quote_backslash_or_control(self.bytes, digits_start)?;
+                if self.bytes.get(end) != Some(&b'"') {
+                    return None;
+                }
+                self.position = end + 1;
+                return parse_i64(self.bytes.get(digits_start..end)?);
             }
             // Negative timestamps (and `-0`) are left to serde.
             let digits_start = start;
@@ -227,12 +361,32 @@ mod plain {
                 return None;
             }
             self.position = end;
-            std::str::from_utf8(self.bytes.get(start..end)?).ok()?.parse().ok()
+            parse_i64(digits)
         }
 
-        /// A JSON string, unescaped; `None` at a `\u` escape, a control character or invalid UTF-8. The string
-        /// is measured first, so its buffer is allocated once at its final size.
+        /// A JSON string, unescaped; `None` at a `\u` escape, a control character, invalid UTF-8 or the end
+        /// of the body. A string without escapes is checked and copied straight from the body; any other is
+        /// found and unescaped in one pass ([`unescape_into`]) into the scratch buffer, then checked and copied
+        /// out. The check is one SIMD pass per string (`simdutf8`), and the `String` is allocated once, at its
+        /// final size.
         fn string(&mut self) -> Option<String> {
+            self.expect(b'"')?;
+            let start = self.position;
+            let first = next_quote_backslash_or_control(self.bytes, start)?;
+            if *self.bytes.get(first)? == b'"' {
+                self.position = first + 1;
+                return simdutf8::basic::from_utf8(self.bytes.get(start..first)?).ok().map(str::to_owned);
+            }
+            let (end, length) = unescape_into(self.bytes, start, first, &mut self.scratch)?;
+            self.position = end + 1;
+            // Escapes only put ASCII bytes in, so the unescaped bytes are UTF-8 exactly when the raw ones are.
+            simdutf8::basic::from_utf8(self.scratch.get(..length)?).ok().map(str::to_owned)
+        }
+
+        /// The string decoder before the one-pass [`Parser::string`] (measure, then copy, then check UTF-8 with
+        /// `std`), kept as the oracle of its differential test.
+        #[cfg(test)]
+        fn string_oracle(&mut self) -> Option<String> {
             self.expect(b'"')?;
             let start = self.position;
             let mut end = start;
@@ -297,6 +451,248 @@ mod plain {
             }
             out.truncate(length);
             String::from_utf8(out).ok()
+        }
+    }
+
+    #[cfg(test)]
+    #[allow(clippy::unwrap_used)]
+    mod tests {
+        use super::Parser;
+        use proptest::prelude::*;
+
+        /// A value read, and where the parser stopped after it.
+        type Read<T> = Option<(T, usize)>;
+
+        /// What the one-pass decoder and the old one make of `body` read as a string: the string, and where
+        /// the parser stops after it.
+        fn both(body: &[u8]) -> (Read<String>, Read<String>) {
+            let mut new = Parser { bytes: body, position: 0, scratch: Vec::new() };
+            let mut old = Parser { bytes: body, position: 0, scratch: Vec::new() };
+            let new_string = new.string().map(|string| (string, new.position));
+            let old_string = old.string_oracle().map(|string| (string, old.position));
+            (new_string, old_string)
+        }
+
+        /// What the timestamp reader makes of `body`, and what the old one (unescape into a `String`, then
+        /// `i64::from_str`) made of it.
+        fn both_timestamps(body: &[u8]) -> (Read<i64>, Read<i64>) {
+            let mut new = Parser { bytes: body, position: 0, scratch: Vec::new() };
+            let mut old = Parser { bytes: body, position: 0, scratch: Vec::new() };
+            let new_timestamp = new.timestamp().map(|timestamp| (timestamp, new.position));
+            let old_timestamp = old
+                .string_oracle()
+                .and_then(|text| text.parse::<i64>().ok())
+                .map(|timestamp| (timestamp, old.position));
+            (new_timestamp, old_timestamp)
+        }
+
+        /// Pieces of strings the plain decoder takes: plain text, every two-character escape (`\"` the most, as
+        /// in JSON lines) and UTF-8 of every length.
+        const TAKEN_PIECES: &[&[u8]] = &[
+            b"a",
+            b"event",
+            b": ",
+            b"\\\"",
+            b"\\\"",
+            b"\\\"",
+            b"\\\\",
+            b"\\/",
+            b"\\b",
+            b"\\f",
+            b"\\n",
+            b"\\r",
+            b"\\t",
+            b"\x7f",
+            b"\xc3\xa9",
+            b"\xe2\x82\xac",
+            b"\xf0\x9f\x98\x80",
+            b"{\\\"level\\\": \\\"info\\\", ",
+        ];
+
+        /// Pieces it leaves to serde or refuses: escapes serde reads (`\u`, surrogate pairs, lone surrogates),
+        /// unknown escapes, raw control bytes, invalid UTF-8 (stray continuation, overlong, encoded surrogate,
+        /// cut sequences), digits and signs for timestamps, and quotes that end the string early.
+        const OTHER_PIECES: &[&[u8]] = &[
+            b" ",
+            b"0",
+            b"7",
+            b"1700000000000000001",
+            b"+",
+            b"-",
+            b"\\u0041",
+            b"\\u00e9",
+            b"\\ud83d\\ude00",
+            b"\\ud83d",
+            b"\\ude00",
+            b"\\x",
+            b"\\'",
+            b"\\",
+            b"\\U0041",
+            b"\x00",
+            b"\x01",
+            b"\x09",
+            b"\x0a",
+            b"\x1f",
+            b"\xff",
+            b"\x80",
+            b"\xc3",
+            b"\xe2\x82",
+            b"\xf0\x9f\x98",
+            b"\xc0\x80",
+            b"\xed\xa0\x80",
+            b"\xf4\x90\x80\x80",
+            b"\"",
+        ];
+
+        /// Bodies of any string pieces, closed or not, with a little text after.
+        fn any_string_body() -> impl Strategy<Value = Vec<u8>> {
+            let piece = prop_oneof![
+                2 => proptest::sample::select(TAKEN_PIECES).prop_map(<[u8]>::to_vec),
+                2 => proptest::sample::select(OTHER_PIECES).prop_map(<[u8]>::to_vec),
+                1 => any::<u8>().prop_map(|byte| vec![byte]),
+                1 => "[ -~]{0,20}".prop_map(String::into_bytes),
+            ];
+            (proptest::collection::vec(piece, 0..40), any::<bool>(), "[ -~]{0,3}").prop_map(
+                |(pieces, closed, after)| {
+                    let mut body = vec![b'"'];
+                    pieces.iter().for_each(|piece| body.extend_from_slice(piece));
+                    if closed {
+                        body.push(b'"');
+                    }
+                    body.extend_from_slice(after.as_bytes());
+                    body
+                },
+            )
+        }
+
+        /// Bodies of strings the plain decoder takes: text, the two-character escapes and UTF-8, closed.
+        fn any_taken_string_body() -> impl Strategy<Value = Vec<u8>> {
+            let piece = prop_oneof![
+                proptest::sample::select(TAKEN_PIECES).prop_map(<[u8]>::to_vec),
+                "[ -!#-\\[\\]-~]{0,12}".prop_map(String::into_bytes),
+            ];
+            proptest::collection::vec(piece, 0..60).prop_map(|pieces| {
+                let mut body = vec![b'"'];
+                pieces.iter().for_each(|piece| body.extend_from_slice(piece));
+                body.extend_from_slice(b"\",");
+                body
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(4096))]
+
+            #[test]
+            fn taken_strings_decode_as_before(body in any_taken_string_body()) {
+                let (new, old) = both(&body);
+                prop_assert!(new.is_some(), "{:?}", String::from_utf8_lossy(&body));
+                prop_assert_eq!(new, old, "{:?}", String::from_utf8_lossy(&body));
+            }
+
+            #[test]
+            fn the_one_pass_string_decoder_agrees_with_the_old_one(body in any_string_body()) {
+                let (new, old) = both(&body);
+                prop_assert_eq!(new, old, "{:?}", String::from_utf8_lossy(&body));
+            }
+
+            #[test]
+            fn timestamps_read_without_unescaping_agree_with_the_old_reader(body in any_string_body()) {
+                let (new, old) = both_timestamps(&body);
+                prop_assert_eq!(new, old, "{:?}", String::from_utf8_lossy(&body));
+            }
+        }
+
+        /// Every string of one or two bytes, after 0 to 9 plain bytes (so the bytes fall at every place of the
+        /// eight-byte words and of the byte-at-a-time tail), closed or not, followed by more text or not.
+        #[test]
+        fn every_short_string_decodes_as_before() {
+            for padding in 0..10 {
+                for first in 0..=255u8 {
+                    for second in (0..=255u8).map(Some).chain([None]) {
+                        for ending in [&b"\""[..], b"", b"\"x\"", b"\\\"\"", b"\"0123456789abcdef"] {
+                            let mut body = vec![b'"'];
+                            body.extend(std::iter::repeat_n(b'p', padding));
+                            body.push(first);
+                            body.extend(second);
+                            body.extend_from_slice(ending);
+                            let (new, old) = both(&body);
+                            assert_eq!(new, old, "{body:?}");
+                        }
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn timestamp_strings_read_as_before() {
+            let bodies: [&[u8]; 12] = [
+                b"\"1700000000000000001\"",
+                b"\"+5\",",
+                b"\"-0\"",
+                b"\"-9223372036854775808\"",
+                b"\"9223372036854775808\"",
+                b"\"1\\n\"",
+                b"\"1\\u0030\"",
+                b"\"\\\"12\"",
+                b"\"12",
+                b"\"\"",
+                b"\"1 2\"",
+                b"\"\xef\xbc\x91\"",
+            ];
+            for body in bodies {
+                let (new, old) = both_timestamps(body);
+                assert_eq!(new, old, "{:?}", String::from_utf8_lossy(body));
+            }
+            assert_eq!(both_timestamps(b"\"+5\",").0, Some((5, 4)));
+        }
+
+        #[test]
+        fn integers_read_as_from_str_reads_them() {
+            let texts = [
+                "0",
+                "7",
+                "007",
+                "1700000000000000001",
+                "9223372036854775807",
+                "9223372036854775808",
+                "9999999999999999999",
+                "10000000000000000000",
+                "00000000000000000001",
+                "+5",
+                "-5",
+                "-0",
+                "-9223372036854775808",
+                "-9223372036854775809",
+                "",
+                "+",
+                "-",
+                "1a",
+                " 1",
+                "1.0",
+                "\u{661}",
+            ];
+            for text in texts {
+                assert_eq!(super::parse_i64(text.as_bytes()), text.parse::<i64>().ok(), "{text:?}");
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn integers_of_any_digits_read_as_from_str_reads_them(text in "[-+]?[0-9]{0,21}") {
+                prop_assert_eq!(super::parse_i64(text.as_bytes()), text.parse::<i64>().ok(), "{:?}", text);
+            }
+        }
+
+        #[test]
+        fn long_escaped_strings_grow_the_scratch_buffer_and_keep_every_byte() {
+            let line = "{\\\"event\\\": \\\"request handled\\\", \\\"path\\\": \\\"/api/v1/\u{e9}\\\"}\\n".repeat(200);
+            let body = format!("\"{line}\" \"short \\\"one\\\"\" \"{line}x\"");
+            let mut parser = Parser { bytes: body.as_bytes(), position: 0, scratch: Vec::new() };
+            let expected = "{\"event\": \"request handled\", \"path\": \"/api/v1/\u{e9}\"}\n".repeat(200);
+            assert_eq!(parser.string().unwrap(), expected);
+            assert_eq!(parser.string().unwrap(), "short \"one\"");
+            assert_eq!(parser.string().unwrap(), format!("{expected}x"));
+            assert_eq!(parser.position, body.len());
         }
     }
 }
