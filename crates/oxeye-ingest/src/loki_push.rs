@@ -93,23 +93,13 @@ mod plain {
     }
 
     /// The bits of `word` flagged by [`next_quote_backslash_or_control`]'s three tests: the lowest one is the
-    /// first `"`, `\\` or control byte of the word (bits above it may be false: a borrow runs on).
+    /// first `"`, `\\` or control byte of the word. Every such byte is flagged, and so may be a byte just above
+    /// one (a borrow runs on): `#` above `"`, `]` above `\\`, a space above a control byte.
     fn quote_backslash_or_control_bits(word: u64) -> u64 {
         let zero_byte = |value: u64| value.wrapping_sub(LOW_ONES) & !value & HIGH_BITS;
         zero_byte(word ^ (LOW_ONES * u64::from(b'"')))
             | zero_byte(word ^ (LOW_ONES * u64::from(b'\\')))
             | (word.wrapping_sub(LOW_ONES * 0x20) & !word & HIGH_BITS)
-    }
-
-    const LOW_SEVENS: u64 = 0x7f7f_7f7f_7f7f_7f7f;
-
-    /// The high bit of every byte of `word` that is `"`, `\\` or a control byte (below 0x20), and of no other:
-    /// the sums stay within their bytes, so unlike [`quote_backslash_or_control_bits`] every flag is exact.
-    fn exact_quote_backslash_or_control_bits(word: u64) -> u64 {
-        let zero_byte = |value: u64| !(((value & LOW_SEVENS) + LOW_SEVENS) | value) & HIGH_BITS;
-        // A byte below 0x80 plus 0x60 reaches 0x80 exactly when it is 0x20 or more.
-        let control = !(((word & LOW_SEVENS) + LOW_ONES * 0x60) | word) & HIGH_BITS;
-        zero_byte(word ^ (LOW_ONES * u64::from(b'"'))) | zero_byte(word ^ (LOW_ONES * u64::from(b'\\'))) | control
     }
 
     /// The byte each two-character escape `\\x` stands for, indexed by `x`; 0 where `\\x` is none of them
@@ -164,7 +154,9 @@ mod plain {
             };
             let word = u64::from_le_bytes(word_bytes);
             out.get_mut(length..length + 8)?.copy_from_slice(&word_bytes);
-            let mut flags = exact_quote_backslash_or_control_bits(word);
+            // Every quote, backslash and control byte is flagged; so may be a byte just above one (a borrow
+            // runs on), which is let pass below.
+            let mut flags = quote_backslash_or_control_bits(word);
             // Bytes of the word already taken (stored or unescaped).
             let mut taken = 0usize;
             loop {
@@ -174,12 +166,18 @@ mod plain {
                     break;
                 }
                 let at = (flags.trailing_zeros() / 8) as usize;
-                length += at - taken;
-                match (word >> (8 * at)) as u8 {
-                    b'\\' => {}
-                    b'"' => return Some((position + at, length)),
-                    _ => return None,
+                let flagged = (word >> (8 * at)) as u8;
+                if flagged != b'\\' {
+                    match flagged {
+                        b'"' => return Some((position + at, length + at - taken)),
+                        0..=0x1f => return None,
+                        _ => {
+                            flags &= flags - 1;
+                            continue;
+                        }
+                    }
                 }
+                length += at - taken;
                 // The escaped byte is the next one, in this word or the first of the next.
                 let escaped = if at < 7 { (word >> (8 * (at + 1))) as u8 } else { *bytes.get(position + 8)? };
                 let unescaped = UNESCAPED[usize::from(escaped)];
@@ -492,6 +490,8 @@ mod plain {
             b"a",
             b"event",
             b": ",
+            b"#",
+            b"]",
             b"\\\"",
             b"\\\"",
             b"\\\"",
