@@ -26,6 +26,9 @@
 mod json;
 mod numbers;
 mod options;
+mod prefilter;
+#[cfg(test)]
+mod prefilter_oracle;
 mod stats;
 mod structured;
 mod text;
@@ -80,10 +83,20 @@ struct SensitiveKeys {
     short_name_ends: [u32; SHORT_NAME_LIMIT],
     /// Whether a name is [`SHORT_NAME_LIMIT`] bytes or longer.
     has_long_name: bool,
+    /// Bit `last & 31` of entry `before_last & 31` is set when a name ends with the two bytes `before_last`,
+    /// `last` in either case (`_` as `-` too): most runs of name bytes are ruled out from their last two bytes.
+    pair_ends: [u32; 32],
+    /// Whether a name is a single byte, which [`SensitiveKeys::may_end_with_pair`] cannot rule out.
+    has_one_byte_name: bool,
 }
 
 /// Name lengths [`SensitiveKeys::may_end_with`] answers from its table.
 const SHORT_NAME_LIMIT: usize = 64;
+
+/// A normalised name byte and the raw bytes that normalise to it besides its uppercase form (`-` for `_`).
+fn underscore_variants(byte: u8) -> impl Iterator<Item = u8> {
+    std::iter::once(byte).chain((byte == b'_').then_some(b'-'))
+}
 
 fn normalise_key_byte(byte: u8) -> u8 {
     if byte == b'-' { b'_' } else { byte.to_ascii_lowercase() }
@@ -119,7 +132,34 @@ impl SensitiveKeys {
                 None => has_long_name = true,
             }
         }
-        SensitiveKeys { by_length, name_bytes_only, short_name_ends, has_long_name }
+        let mut pair_ends = [0u32; 32];
+        let mut has_one_byte_name = false;
+        for name in by_length.iter().flatten() {
+            match *name.as_ref() {
+                [] => {}
+                [_] => has_one_byte_name = true,
+                [.., before_last, last] => {
+                    for before_variant in underscore_variants(before_last) {
+                        for last_variant in underscore_variants(last) {
+                            if let Some(ends) = pair_ends.get_mut(usize::from(before_variant & 31)) {
+                                *ends |= 1 << (last_variant & 31);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        SensitiveKeys { by_length, name_bytes_only, short_name_ends, has_long_name, pair_ends, has_one_byte_name }
+    }
+
+    /// Whether a run of name bytes ending with `before_last`, `last` (`None` when the run is one byte long at
+    /// the line's start) may be a name; never `false` for a run that [`SensitiveKeys::matches_exactly`].
+    #[inline(always)]
+    fn may_end_with_pair(&self, before_last: Option<u8>, last: u8) -> bool {
+        self.has_one_byte_name
+            || before_last.is_some_and(|before_last| {
+                self.pair_ends.get(usize::from(before_last & 31)).is_some_and(|ends| ends >> (last & 31) & 1 != 0)
+            })
     }
 
     /// Whether a run of `length` name bytes ending with `last_byte` may be a name (never `false` for a run that

@@ -95,7 +95,7 @@ pub struct RuleRedactions {
 }
 
 /// Counts of one call, flushed into [`RedactionStats`] once at the end (only when something was redacted).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Tally {
     builtin: [u64; BUILTIN_RULE_NAMES.len()],
     custom: Vec<u64>,

@@ -646,14 +646,14 @@ fn the_line_prefilter_passes_seed_lines_without_secrets_and_stops_the_rest() {
     ] {
         assert!(redactor.line_may_change(line.as_bytes()), "{line}");
     }
-    // Keys and digit runs across the 64-byte blocks the prefilter reads, and at the very end of a line.
+    // Keys and digit runs across the words the prefilter reads, and at the very end of a line.
     for offset in 50..70 {
         let padding = "x ".repeat(offset / 2) + &" ".repeat(offset % 2);
         for line in [
             format!("{padding}Password=hunter2"),
             format!("{padding}ref 4111 1111 1111 1111 ok"),
             format!("{padding}ssn 123-45-6789"),
-            format!("{}api_key", "y ".repeat(offset / 2)),
+            format!("{}api_key=", "y ".repeat(offset / 2)),
         ] {
             assert!(redactor.line_may_change(line.as_bytes()), "{line}");
             assert!(
@@ -675,4 +675,211 @@ fn the_line_prefilter_passes_seed_lines_without_secrets_and_stops_the_rest() {
         Ok(with_custom_rule) => assert!(with_custom_rule.line_may_change(clean.as_bytes())),
         Err(error) => panic!("custom rule must build: {error}"),
     }
+}
+
+/// Digit strings that are card numbers or nearly are (11 to 20 digits, any first digit, Luhn made valid or
+/// left to chance), grouped by spaces, dashes, dots, double spaces or nothing.
+fn near_miss_number() -> impl Strategy<Value = String> {
+    (
+        proptest::collection::vec(0u8..=9, 11..=20),
+        any::<bool>(),
+        proptest::collection::vec((1usize..=6, proptest::sample::select(vec!["", " ", "-", "  ", ".", "--"])), 1..6),
+    )
+        .prop_map(|(mut digits, make_luhn_valid, groups)| {
+            if make_luhn_valid {
+                for check in 0..=9 {
+                    if let Some(last) = digits.last_mut() {
+                        *last = check;
+                    }
+                    let text: String = digits.iter().map(|digit| char::from(b'0' + digit)).collect();
+                    if luhn_valid(&text) {
+                        break;
+                    }
+                }
+            }
+            let mut out = String::new();
+            let mut rest = digits.as_slice();
+            for (size, separator) in groups.iter().cycle() {
+                let (group, after) = rest.split_at((*size).min(rest.len()));
+                out.extend(group.iter().map(|digit| char::from(b'0' + digit)));
+                rest = after;
+                if rest.is_empty() {
+                    break;
+                }
+                out.push_str(separator);
+            }
+            out
+        })
+}
+
+/// Pieces of the differential test's lines: near-miss card numbers, SSNs with and without separators,
+/// e-mail addresses and kept `email` members in several spellings, keys with their delimiters, escaped quotes
+/// and multi-byte UTF-8, on top of [`prefilter_piece`]'s.
+fn differential_piece() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => prefilter_piece(),
+        2 => near_miss_number(),
+        1 => "[0-9]{3}[- ]?[0-9]{2}[- ]{0,2}[0-9]{4}",
+        2 => r"[a-zA-Z0-9._%+-]{0,6}@[a-z0-9-]{0,5}(\.[a-zA-Z]{1,3}){0,2}\.?",
+        2 => proptest::sample::select(vec![
+            "\"email\": \"",
+            "\"email\":\"",
+            "{\"email\" : \"",
+            " \"email\":  \"",
+            "\t\"email\": \"",
+            ",\"email\": \"",
+            "x\"email\": \"",
+            "email=",
+            "email=x",
+            "email: ",
+            "\"Email\": \"",
+            "\"user.email\": \"",
+            "\"contact.email\": \"",
+            "\"email\"\t: \"",
+            "\"password\": \"",
+            "password=",
+            "Token: ",
+            "\"k\": ",
+            "k=",
+            "?token=",
+            "&api-key=",
+            "\"trace_id\": \"",
+        ])
+        .prop_map(str::to_string),
+        1 => proptest::sample::select(vec!["\\\"", "\\\\", "\"", "é", "€", "😀", "\t", "\n", "'", ",", ", ", "}", "{"])
+            .prop_map(str::to_string),
+        6 => "[a-z_ ]{1,8}",
+        3 => kept_email_member(),
+    ]
+}
+
+/// A kept `email` member with an address, in the shapes the prefilter trusts and in near misses: what comes
+/// before the key (whitespace, `{`, `,`, or an unquoted value that reaches over the `:`), the spacing, the key.
+fn kept_email_member() -> impl Strategy<Value = String> {
+    (
+        proptest::sample::select(vec!["", " ", "\t", "{", ",", "x", "email=x", "email: x", "email=", "[", "'"]),
+        proptest::sample::select(vec![
+            "\"email\": \"",
+            "\"email\":\"",
+            "\"email\"  :  \"",
+            "\"email\"\t: \"",
+            "\"email\":\t\"",
+            "\"Email\": \"",
+            "\"user.email\": \"",
+            "\"contact.email\": \"",
+            "\"e mail\": \"",
+            "\"\": \"",
+        ]),
+        r"[a-z0-9._+-]{0,4}@[a-z0-9-]{1,4}\.[a-z]{1,3}\.?",
+        proptest::sample::select(vec!["\"", "\"}", "\", ", " ", "", "'", ".\""]),
+    )
+        .prop_map(|(before, member, address, after)| format!("{before}{member}{address}{after}"))
+}
+
+/// Whole lines: pieces as plain text or logfmt, inside a JSON string, or as the values of a structlog-shaped
+/// JSON line's members.
+fn differential_line() -> impl Strategy<Value = String> {
+    let pieces = || proptest::collection::vec(differential_piece(), 0..6).prop_map(|pieces| pieces.concat());
+    let member_key = proptest::sample::select(vec![
+        "event",
+        "email",
+        "password",
+        "card_number",
+        "trace_id",
+        "span_id",
+        "user.email",
+        "message",
+        "k",
+        "X-Token",
+        "ssn",
+        "note",
+    ]);
+    let spacing = proptest::sample::select(vec!["", " ", "\t", "\n", " \r\n "]);
+    let members = proptest::collection::vec((member_key, spacing, pieces(), any::<bool>()), 0..4);
+    prop_oneof![
+        pieces(),
+        pieces().prop_map(|text| format!("{{\"msg\": \"{text}\"}}")),
+        members.prop_map(|members| {
+            let mut line = String::from(r#"{"event": "request_finished", "request_id": "0000a3f1-9c2e4b7d1a08""#);
+            for (key, spacing, value, quoted) in members {
+                if quoted {
+                    line.push_str(&format!(r#", "{key}"{spacing}:{spacing}"{value}""#));
+                } else {
+                    line.push_str(&format!(r#", "{key}"{spacing}:{spacing}{value}"#));
+                }
+            }
+            line.push_str(
+                r#", "trace_id": "95a3c3b70468058d1315f7725d8ef0b9", "timestamp": "2026-11-23T07:02:14.120443Z"}"#,
+            );
+            line
+        }),
+    ]
+}
+
+/// The default rules, and rules with a one-byte key, a key with `-` and a dotted kept key (which switch off the
+/// prefilter's two-byte ending filter and exercise its `_`/`-` and kept key matching).
+fn differential_redactors() -> [Redactor; 2] {
+    let mut options = RedactionOptions::default();
+    options.sensitive_keys.extend(["k".to_string(), "X-Token".to_string()]);
+    options.kept_email_keys.push("contact.email".to_string());
+    match Redactor::new(options) {
+        Ok(extended) => [redactor(), extended],
+        Err(error) => panic!("extended options must build: {error}"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    /// The line path (prefilter, then every rule) gives the same text, the same borrowed-or-owned answer and the
+    /// same per-rule counts as the prefilter it replaced followed by every rule, and as every rule without a
+    /// prefilter.
+    #[test]
+    fn the_line_prefilter_agrees_with_the_one_it_replaced(line in differential_line()) {
+        for redactor in differential_redactors() {
+            let mut tally = Tally::default();
+            let redacted = redactor.line_with_tally(&line, &mut tally);
+
+            let mut oracle_tally = Tally::default();
+            let oracle = if redactor.line_may_change_before_session_14(line.as_bytes()) {
+                redactor.line_by_every_rule(&line, &mut oracle_tally)
+            } else {
+                Cow::Borrowed(line.as_str())
+            };
+            prop_assert_eq!(&redacted, &oracle, "line: {}", line);
+            prop_assert_eq!(matches!(redacted, Cow::Owned(_)), matches!(oracle, Cow::Owned(_)), "line: {}", line);
+            prop_assert_eq!(&tally, &oracle_tally, "line: {}", line);
+
+            let mut every_rule_tally = Tally::default();
+            let every_rule = redactor.line_by_every_rule(&line, &mut every_rule_tally);
+            prop_assert_eq!(&redacted, &every_rule, "line: {}", line);
+            prop_assert_eq!(&tally, &every_rule_tally, "line: {}", line);
+        }
+    }
+}
+
+#[test]
+fn the_line_prefilter_trusts_only_the_plain_kept_email_member() {
+    let redactor = redactor();
+    for kept in [
+        r#"{"email": "ann@example.com", "event": "login_succeeded"}"#,
+        r#"{"event": "login_succeeded", "email": "ann@example.com"}"#,
+        r#"{"event": "login_succeeded",  "email" :  "ann@example.com"}"#,
+        r#"{"event": "login_succeeded", "email":"ann@example.com"}"#,
+    ] {
+        assert!(!redactor.line_may_change(kept.as_bytes()), "{kept}");
+    }
+    for checked in [
+        // An unquoted logfmt or `key: value` value reaches over the `:` but not the address.
+        r#"email=x"email": "ann@example.com""#,
+        r#"email: x{"email": "ann@example.com"}"#,
+        r#"{"event": "x","email": "ann@example.com"}"#,
+        r#"{"event": "x", "user.email": "ann@example.com"}"#,
+        r#"{"event": "x", "email": "ann@example.com."}"#,
+        r#"{"event": "x", "email": ["ann@example.com"]}"#,
+        r#"{"event": "x", "Email": "ann@example.com"}"#,
+    ] {
+        assert!(redactor.line_may_change(checked.as_bytes()), "{checked}");
+    }
+    assert_eq!(redactor.redact_line(r#"email=x"email": "ann@example.com""#), r#"email=x"email": "[EMAIL]""#);
 }
