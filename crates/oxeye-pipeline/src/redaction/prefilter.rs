@@ -11,6 +11,9 @@ use super::{Redactor, SensitiveKeys};
 /// digits or more.
 const MIN_NUMBER_DIGITS: usize = 9;
 
+/// Fewest digits of a card number.
+const MIN_CARD_DIGITS: usize = 13;
+
 pub(super) const LOW_ONES: u64 = 0x0101_0101_0101_0101;
 pub(super) const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
 
@@ -32,55 +35,83 @@ fn joinable_bytes(word: u64) -> u64 {
     digit | bytes_equal(word, b' ') | bytes_equal(word, b'-')
 }
 
-pub(super) fn is_joinable(byte: u8) -> bool {
-    byte.is_ascii_digit() || byte == b' ' || byte == b'-'
+/// Bytes read per step of [`NumberScan::may_find`]: four words, classified in a loop of their own so the
+/// compiler can do two at a time.
+const BLOCK_BYTES: usize = 32;
+
+/// The number part of the prefilter: which of the two rules are on.
+struct NumberScan {
+    cards: bool,
+    ssns: bool,
 }
 
-/// The eight bytes of `line` from `position` as a little-endian word, zeros past the end (zero is not joinable).
-#[inline(always)]
-fn word_at(line: &[u8], position: usize) -> u64 {
-    let mut bytes = [0u8; 8];
-    match line.get(position..position + 8) {
-        Some(eight) => bytes.copy_from_slice(eight),
-        None => {
-            let rest = line.get(position..).unwrap_or_default();
-            bytes.get_mut(..rest.len()).unwrap_or_default().copy_from_slice(rest);
-        }
-    }
-    u64::from_le_bytes(bytes)
-}
-
-/// Whether card numbers or SSNs may be found in `line`: some maximal run of digits, spaces and dashes in which
-/// [`find_numbers`], given the run alone, finds one. The line is read eight bytes at a time; a run is looked at
-/// only once it holds [`MIN_NUMBER_DIGITS`] bytes, and its digits are counted before the detector runs.
-fn has_number_run(line: &[u8], cards: bool, ssns: bool) -> bool {
-    let mut position = 0usize;
-    // Joinable bytes just before `position`, back to the start of their run.
-    let mut open = 0usize;
-    while position < line.len() {
-        let other = !joinable_bytes(word_at(line, position)) & HIGH_BITS;
-        let leading = (other.trailing_zeros() / 8) as usize;
-        if open + leading >= MIN_NUMBER_DIGITS {
-            let run_start = position - open;
-            let tail = line.get(run_start..).unwrap_or_default();
-            let run_length = tail.iter().take_while(|byte| is_joinable(**byte)).count();
-            let run = tail.get(..run_length).unwrap_or_default();
-            if run.iter().filter(|byte| byte.is_ascii_digit()).count() >= MIN_NUMBER_DIGITS {
-                let mut found = false;
-                find_numbers(run, cards, ssns, &mut |_, _, _| found = true);
-                if found {
-                    return true;
-                }
+impl NumberScan {
+    /// Whether card numbers or SSNs may be found in `line`: some maximal run of digits, spaces and dashes in
+    /// which [`find_numbers`], given the run alone, finds one. Each word of eight bytes gets a mask of the bytes
+    /// that cannot join a number (SWAR); a run is looked at once it holds [`MIN_NUMBER_DIGITS`] bytes.
+    fn may_find(&self, line: &[u8]) -> bool {
+        // Joinable bytes just before the word at hand, back to the start of their run.
+        let mut open = 0usize;
+        // The end of the last run looked at: words after it that are still inside it are not looked at again.
+        let mut checked_up_to = 0usize;
+        let mut padded = [0u8; BLOCK_BYTES];
+        for (block_index, block) in line.chunks(BLOCK_BYTES).enumerate() {
+            let block_start = block_index * BLOCK_BYTES;
+            let block: &[u8] = if block.len() == BLOCK_BYTES {
+                block
+            } else {
+                // Zero is neither a delimiter nor joinable.
+                padded.get_mut(..block.len()).unwrap_or_default().copy_from_slice(block);
+                &padded
+            };
+            let mut others = [0u64; BLOCK_BYTES / 8];
+            for (other, eight) in others.iter_mut().zip(block.chunks_exact(8)) {
+                let mut bytes = [0u8; 8];
+                bytes.copy_from_slice(eight);
+                *other = !joinable_bytes(u64::from_le_bytes(bytes)) & HIGH_BITS;
             }
-            // The byte after the run is not joinable (or the line ends), so nothing is open there.
-            position = run_start + run_length;
-            open = 0;
-            continue;
+            for (word_index, other) in others.iter().enumerate() {
+                let leading = (other.trailing_zeros() / 8) as usize;
+                if open + leading >= MIN_NUMBER_DIGITS {
+                    let run_start = block_start + word_index * 8 - open;
+                    if run_start >= checked_up_to && self.number_in_run(line, run_start, &mut checked_up_to) {
+                        return true;
+                    }
+                }
+                open = if *other == 0 { open + 8 } else { (other.leading_zeros() / 8) as usize };
+            }
         }
-        open = if other == 0 { open + 8 } else { (other.leading_zeros() / 8) as usize };
-        position += 8;
+        false
     }
-    false
+
+    /// Whether [`find_numbers`] finds something in the maximal run of joinable bytes starting at `run_start`,
+    /// given alone; sets `checked_up_to` to the run's end. The detector runs only when the run holds enough
+    /// digits for a card (13), or enough for an SSN (9) and two dashes.
+    #[cold]
+    fn number_in_run(&self, line: &[u8], run_start: usize, checked_up_to: &mut usize) -> bool {
+        let tail = line.get(run_start..).unwrap_or_default();
+        let mut digits = 0usize;
+        let mut dashes = 0usize;
+        let mut run_length = 0usize;
+        for byte in tail {
+            match byte {
+                b'0'..=b'9' => digits += 1,
+                b'-' => dashes += 1,
+                b' ' => {}
+                _ => break,
+            }
+            run_length += 1;
+        }
+        *checked_up_to = run_start + run_length;
+        let card_possible = self.cards && digits >= MIN_CARD_DIGITS;
+        let ssn_possible = self.ssns && digits >= MIN_NUMBER_DIGITS && dashes >= 2;
+        if !card_possible && !ssn_possible {
+            return false;
+        }
+        let mut found = false;
+        find_numbers(tail.get(..run_length).unwrap_or_default(), self.cards, self.ssns, &mut |_, _, _| found = true);
+        found
+    }
 }
 
 /// Bytes of a key name as the prefilter compares them: ASCII letters, digits, `_` and `-`.
@@ -146,9 +177,9 @@ impl Redactor {
     ///   dashes holding 9 digits or more, taken alone (so no neighbouring byte can block one).
     ///
     /// Costs per line: two `memchr` passes (`\`, `@`), one `memchr2` pass over `=` and `:` with a table
-    /// lookup of the two bytes ending the name before each, and one pass of eight bytes per step for digit
-    /// runs. `Redactor::line_may_change_before_session_14` (tests only) is the block-mask version this
-    /// replaced, kept as the tests' oracle.
+    /// lookup of the two bytes ending the name before each, and one pass of four eight-byte words per step
+    /// ([`NumberScan`]) for digit runs. `line_may_change_before_session_14` (tests only) is the block-mask
+    /// version this replaced, kept as the tests' oracle.
     pub(crate) fn line_may_change(&self, line: &[u8]) -> bool {
         let inner = &self.inner;
         if !inner.custom_rules.is_empty() || !inner.sensitive_keys.name_bytes_only() {
@@ -173,7 +204,8 @@ impl Redactor {
         {
             return true;
         }
-        (options.card_numbers || options.ssns) && has_number_run(line, options.card_numbers, options.ssns)
+        let numbers = NumberScan { cards: options.card_numbers, ssns: options.ssns };
+        (numbers.cards || numbers.ssns) && numbers.may_find(line)
     }
 
     /// Whether `line[start..end]`, an e-mail address, is the whole string value of a kept e-mail key in the

@@ -4,9 +4,13 @@
 use memchr::memchr_iter;
 
 use super::numbers::find_numbers;
-use super::prefilter::{HIGH_BITS, LOW_ONES, bytes_equal, is_joinable};
+use super::prefilter::{HIGH_BITS, LOW_ONES, bytes_equal};
 use super::text::email_span;
 use super::{Redactor, SensitiveKeys};
+
+fn is_joinable(byte: u8) -> bool {
+    byte.is_ascii_digit() || byte == b' ' || byte == b'-'
+}
 
 /// Fewest digits (joined by spaces or dashes) that can hold an SSN or a card number.
 const MIN_NUMBER_DIGITS: u32 = 9;
