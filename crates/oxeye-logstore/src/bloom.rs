@@ -30,27 +30,6 @@
 //! minimizers of whole lines and are probed with the minimizers of the whole needle.
 
 use std::collections::HashSet;
-use std::hash::{BuildHasherDefault, Hasher};
-
-/// Minimizer and token values are already mixed 64-bit values: the set uses them as their own hash.
-#[derive(Debug, Default)]
-struct PrehashedHasher(u64);
-
-impl Hasher for PrehashedHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
-    }
-}
 
 /// Bytes per k-gram.
 pub const KGRAM_BYTES: usize = 5;
@@ -178,27 +157,81 @@ fn tokens(bytes: &[u8]) -> Tokens<'_> {
     Tokens { bytes, position: 0 }
 }
 
-/// The same tokens as [`tokens`], written to `bounds` as start, end, start, end, ... without a branch per
-/// byte (a branch at every token edge would mispredict several times per line): every byte writes its
-/// offset, and the write is kept only where the byte starts or ends a token.
+/// [`is_token_byte`] by comparisons instead of a table lookup, so the compiler classifies a block of bytes
+/// 16 at a time with vector compares ([`token_mask`]); equal to it on every byte (tested).
+#[inline(always)]
+fn is_token_byte_by_ranges(byte: u8) -> bool {
+    (byte >= 0x80)
+        | (byte.wrapping_sub(b'0') < 10)
+        // `@` and `A` to `Z`.
+        | (byte.wrapping_sub(b'@') < 27)
+        | (byte.wrapping_sub(b'a') < 26)
+        // `$` and `%`.
+        | (byte.wrapping_sub(b'$') < 2)
+        // `-` and `.`.
+        | (byte.wrapping_sub(b'-') < 2)
+        | (byte == b'+')
+        | (byte == b'_')
+        | (byte == b'~')
+}
+
+/// Bytes classified together by [`token_mask`].
+const BLOCK_BYTES: usize = 64;
+
+/// Bit `i` set where `block[i]` is a token byte. The flags are bytes of 0 or 1; a multiplication gathers
+/// eight of them into one byte (flag `i` of a word lands on bit `56 + i` of the product, and no two partial
+/// products share a bit, so nothing carries).
+#[inline(always)]
+fn token_mask(block: &[u8; BLOCK_BYTES]) -> u64 {
+    let flags: [u8; BLOCK_BYTES] = std::array::from_fn(|index| u8::from(is_token_byte_by_ranges(block[index])));
+    let mut mask = 0u64;
+    for (index, eight) in flags.chunks_exact(8).enumerate() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(eight);
+        let gathered = u64::from_le_bytes(word).wrapping_mul(0x0102_0408_1020_4080) >> 56;
+        mask |= gathered << (8 * index);
+    }
+    mask
+}
+
+/// Appends to `bounds` the offset of every token edge in a block whose token bytes are `mask` and which
+/// starts at `block_start`; `previous` is the last byte's bit of the block before (and is updated).
+#[inline(always)]
+fn push_token_edges(mask: u64, previous: &mut u64, block_start: u32, bounds: &mut Vec<u32>) {
+    let mut edges = mask ^ ((mask << 1) | *previous);
+    *previous = mask >> 63;
+    while edges != 0 {
+        bounds.push(block_start + edges.trailing_zeros());
+        edges &= edges - 1;
+    }
+}
+
+/// The same tokens as [`tokens`], written to `bounds` as start, end, start, end, ... The bytes are
+/// classified [`BLOCK_BYTES`] at a time into a bit mask ([`token_mask`]); the edges are the bits where the
+/// mask changes, one loop turn per edge rather than per byte. The last partial block is padded with zero
+/// bytes, which delimit, so a token running to the end of `bytes` ends there.
 fn token_bounds(bytes: &[u8], bounds: &mut Vec<u32>) {
     bounds.clear();
-    bounds.resize(bytes.len() + 2, 0);
-    let mut count = 0usize;
-    let mut inside = false;
-    for (offset, &byte) in bytes.iter().enumerate() {
-        let token_byte = is_token_byte(byte);
-        if let Some(slot) = bounds.get_mut(count) {
-            *slot = offset as u32;
+    bounds.reserve(bytes.len() + 1);
+    let mut previous = 0u64;
+    let mut block_start = 0u32;
+    let mut blocks = bytes.chunks_exact(BLOCK_BYTES);
+    for block in &mut blocks {
+        let mut whole = [0u8; BLOCK_BYTES];
+        whole.copy_from_slice(block);
+        push_token_edges(token_mask(&whole), &mut previous, block_start, bounds);
+        block_start += BLOCK_BYTES as u32;
+    }
+    let rest = blocks.remainder();
+    if rest.is_empty() {
+        if previous != 0 {
+            bounds.push(block_start);
         }
-        count += usize::from(token_byte != inside);
-        inside = token_byte;
+    } else {
+        let mut padded = [0u8; BLOCK_BYTES];
+        padded[..rest.len()].copy_from_slice(rest);
+        push_token_edges(token_mask(&padded), &mut previous, block_start, bounds);
     }
-    if let Some(slot) = bounds.get_mut(count) {
-        *slot = bytes.len() as u32;
-    }
-    count += usize::from(inside);
-    bounds.truncate(count);
 }
 
 /// Xored into token words, so short-token values and k-gram hashes of the same bytes differ.
@@ -391,11 +424,73 @@ pub fn needle_keys(needle: &str) -> Option<NeedleKeys> {
 /// Slots of [`BloomBuilder`]'s cache of recently inserted values (a power of two).
 const RECENT_SLOTS: usize = 1024;
 
+/// The distinct values of a filter: an open-addressed table of the values themselves with linear probing,
+/// at most half full. Values are already mixed, so their low bits pick the first slot (not the top bits:
+/// minimizers are the smallest hashes of their windows, and their top bits are mostly zero). Zero marks
+/// an empty slot; the value zero is held by a flag.
+#[derive(Debug)]
+struct ValueSet {
+    /// A power of two slots, each a value or zero.
+    slots: Vec<u64>,
+    /// Distinct values held, the zero value included.
+    len: usize,
+    /// Whether the value zero was inserted.
+    holds_zero: bool,
+}
+
+impl ValueSet {
+    /// A set that grows only past `values` values.
+    fn with_capacity(values: usize) -> ValueSet {
+        let slot_count = values.saturating_mul(2).next_power_of_two().max(64);
+        ValueSet { slots: vec![0; slot_count], len: 0, holds_zero: false }
+    }
+
+    #[inline(always)]
+    fn insert(&mut self, value: u64) {
+        if value == 0 {
+            self.len += usize::from(!self.holds_zero);
+            self.holds_zero = true;
+            return;
+        }
+        let slot_mask = self.slots.len() - 1;
+        let mut slot = value as usize & slot_mask;
+        while let Some(held) = self.slots.get_mut(slot) {
+            if *held == value {
+                return;
+            }
+            if *held == 0 {
+                *held = value;
+                self.len += 1;
+                if self.len * 2 > self.slots.len() {
+                    self.grow();
+                }
+                return;
+            }
+            slot = (slot + 1) & slot_mask;
+        }
+    }
+
+    /// Doubles the slots and inserts the values again.
+    #[cold]
+    fn grow(&mut self) {
+        let mut larger = ValueSet::with_capacity(self.slots.len());
+        for value in self.values() {
+            larger.insert(value);
+        }
+        *self = larger;
+    }
+
+    /// The values, in no particular order.
+    fn values(&self) -> impl Iterator<Item = u64> + '_ {
+        self.slots.iter().copied().filter(|value| *value != 0).chain(self.holds_zero.then_some(0))
+    }
+}
+
 /// Collects the distinct values of a chunk's lines ([`FilterScheme::CURRENT`]) while the chunk is sealed;
 /// borrows the lines, so a long token seen before is recognised by its bytes.
 #[derive(Debug)]
 pub struct BloomBuilder<'a> {
-    values: HashSet<u64, BuildHasherDefault<PrehashedHasher>>,
+    values: ValueSet,
     /// Long tokens whose minimizers are already in `values`.
     long_tokens: HashSet<&'a [u8], foldhash::fast::FixedState>,
     /// Token bounds of the line being added ([`token_bounds`]), kept for the next line.
@@ -411,7 +506,7 @@ pub struct BloomBuilder<'a> {
 impl Default for BloomBuilder<'_> {
     fn default() -> Self {
         BloomBuilder {
-            values: HashSet::default(),
+            values: ValueSet::with_capacity(0),
             long_tokens: HashSet::default(),
             bounds: Vec::new(),
             recent: (0..RECENT_SLOTS as u64).map(|slot| slot ^ 1).collect(),
@@ -421,29 +516,20 @@ impl Default for BloomBuilder<'_> {
 }
 
 impl<'a> BloomBuilder<'a> {
-    /// A builder with room for the values of about `lines` lines (a few distinct values per line on
+    /// A builder with room for the values of about `lines` lines (about two distinct values per line on
     /// seed-shaped JSON), so the sets do not grow while the chunk is sealed.
     pub fn with_line_capacity(lines: usize) -> Self {
-        let mut builder = BloomBuilder::default();
-        builder.values.reserve(lines.saturating_mul(4));
-        builder.long_tokens.reserve(lines);
-        builder
-    }
-
-    #[inline(always)]
-    fn insert(values: &mut HashSet<u64, BuildHasherDefault<PrehashedHasher>>, recent: &mut [u64], value: u64) {
-        Self::insert_if(values, recent, value, || true);
+        BloomBuilder {
+            values: ValueSet::with_capacity(lines.saturating_mul(2)),
+            long_tokens: HashSet::with_capacity_and_hasher(lines, foldhash::fast::FixedState::default()),
+            ..BloomBuilder::default()
+        }
     }
 
     /// Inserts `value` unless it was seen lately or `wanted` (asked only then) says no; either way it is then
     /// seen lately, so a value left out is judged once per stay in the cache, not per occurrence.
     #[inline(always)]
-    fn insert_if(
-        values: &mut HashSet<u64, BuildHasherDefault<PrehashedHasher>>,
-        recent: &mut [u64],
-        value: u64,
-        wanted: impl FnOnce() -> bool,
-    ) {
+    fn insert_if(values: &mut ValueSet, recent: &mut [u64], value: u64, wanted: impl FnOnce() -> bool) {
         let slot = (value as usize) & (RECENT_SLOTS - 1);
         if let Some(cached) = recent.get_mut(slot) {
             if *cached == value {
@@ -469,7 +555,7 @@ impl<'a> BloomBuilder<'a> {
                 let value = short_token_value(bytes, start, end);
                 Self::insert_if(values, recent, value, || keep_decimals || !is_decimal_token(token));
             } else if long_tokens.insert(token) {
-                for_each_minimizer(token, |hash| Self::insert(values, recent, hash));
+                for_each_minimizer(token, |hash| Self::insert_if(values, recent, hash, || true));
             }
         }
     }
@@ -478,7 +564,7 @@ impl<'a> BloomBuilder<'a> {
     /// [`DECIMALS_LEFT_OUT_FLAG`]) and the probe count, then the bit array (bit `i` is bit `i % 8` of byte
     /// `1 + i / 8`). Sized at 9 bits per distinct value (`BITS_PER_ITEM`), at least 64 bits.
     pub fn finish(&self) -> Vec<u8> {
-        filter_of(self.values.iter().copied(), self.values.len(), self.scheme)
+        filter_of(self.values.values(), self.values.len, self.scheme)
     }
 }
 
@@ -487,12 +573,33 @@ fn filter_of(values: impl Iterator<Item = u64>, count: usize, scheme: FilterSche
     let bit_count = (count * BITS_PER_ITEM).max(64).next_multiple_of(8);
     let mut bytes = vec![0u8; 1 + bit_count / 8];
     bytes[0] = scheme.header_flags() | HASH_COUNT;
+    let bits = &mut bytes[1..];
     for value in values {
-        for bit in probe_bits(value, HASH_COUNT, bit_count) {
-            bytes[1 + bit / 8] |= 1 << (bit % 8);
-        }
+        for_each_probe_bit(value, HASH_COUNT, bit_count, |bit| {
+            if let Some(byte) = bits.get_mut(bit / 8) {
+                *byte |= 1 << (bit % 8);
+            }
+        });
     }
     bytes
+}
+
+/// Calls `probe` with the same bits as [`probe_bits`], in the same order, with two divisions per value
+/// instead of one per probe: `(first + index * second) % bit_count` is the previous probe plus
+/// `second % bit_count`, less `bit_count` when that reaches it.
+#[inline(always)]
+fn for_each_probe_bit(value: u64, hash_count: u8, bit_count: usize, mut probe: impl FnMut(usize)) {
+    debug_assert!(bit_count > 0);
+    let modulus = bit_count as u64;
+    let mut bit = (value & 0xffff_ffff) % modulus;
+    let step = ((value >> 32) | 1) % modulus;
+    for _ in 0..hash_count {
+        probe(bit as usize);
+        bit += step;
+        if bit >= modulus {
+            bit -= modulus;
+        }
+    }
 }
 
 fn probe_bits(value: u64, hash_count: u8, bit_count: usize) -> impl Iterator<Item = usize> {
@@ -527,6 +634,315 @@ pub fn may_contain_all(filter: &[u8], needle: &NeedleKeys) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::hash::{BuildHasherDefault, Hasher};
+
+    /// Minimizer and token values are already mixed 64-bit values: the set uses them as their own hash.
+    #[derive(Debug, Default)]
+    struct PrehashedHasher(u64);
+
+    impl Hasher for PrehashedHasher {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+
+        fn write(&mut self, bytes: &[u8]) {
+            for byte in bytes {
+                self.0 = self.0.rotate_left(8) ^ u64::from(*byte);
+            }
+        }
+
+        fn write_u64(&mut self, value: u64) {
+            self.0 = value;
+        }
+    }
+
+    /// The token bounds as sessions 6 to 13 found them (the oracle of [`token_bounds`]): without a branch per
+    /// byte (a branch at every token edge would mispredict several times per line): every byte writes its
+    /// offset, and the write is kept only where the byte starts or ends a token.
+    fn token_bounds_per_byte(bytes: &[u8], bounds: &mut Vec<u32>) {
+        bounds.clear();
+        bounds.resize(bytes.len() + 2, 0);
+        let mut count = 0usize;
+        let mut inside = false;
+        for (offset, &byte) in bytes.iter().enumerate() {
+            let token_byte = is_token_byte(byte);
+            if let Some(slot) = bounds.get_mut(count) {
+                *slot = offset as u32;
+            }
+            count += usize::from(token_byte != inside);
+            inside = token_byte;
+        }
+        if let Some(slot) = bounds.get_mut(count) {
+            *slot = bytes.len() as u32;
+        }
+        count += usize::from(inside);
+        bounds.truncate(count);
+    }
+
+    /// [`OracleBloomBuilder`] as sessions 6 to 13 wrote it (std sets, [`token_bounds_per_byte`], a division per
+    /// probe): the oracle the builder's filters must equal byte for byte.
+    #[derive(Debug)]
+    struct OracleBloomBuilder<'a> {
+        values: HashSet<u64, BuildHasherDefault<PrehashedHasher>>,
+        /// Long tokens whose minimizers are already in `values`.
+        long_tokens: HashSet<&'a [u8], foldhash::fast::FixedState>,
+        /// Token bounds of the line being added ([`token_bounds_per_byte`]), kept for the next line.
+        bounds: Vec<u32>,
+        /// A direct-mapped cache of values inserted lately (slot = low bits of the value): most tokens of a
+        /// line were inserted by an earlier line, and this finds them without probing the set. Slot `i` starts
+        /// with a value whose low bits are not `i`, so an empty slot never matches.
+        recent: Vec<u64>,
+        /// The scheme written: [`FilterScheme::CURRENT`] (tests also write [`FilterScheme::Tokens`]).
+        scheme: FilterScheme,
+    }
+
+    impl Default for OracleBloomBuilder<'_> {
+        fn default() -> Self {
+            OracleBloomBuilder {
+                values: HashSet::default(),
+                long_tokens: HashSet::default(),
+                bounds: Vec::new(),
+                recent: (0..RECENT_SLOTS as u64).map(|slot| slot ^ 1).collect(),
+                scheme: FilterScheme::CURRENT,
+            }
+        }
+    }
+
+    impl<'a> OracleBloomBuilder<'a> {
+        #[inline(always)]
+        fn insert(values: &mut HashSet<u64, BuildHasherDefault<PrehashedHasher>>, recent: &mut [u64], value: u64) {
+            Self::insert_if(values, recent, value, || true);
+        }
+
+        /// Inserts `value` unless it was seen lately or `wanted` (asked only then) says no; either way it is then
+        /// seen lately, so a value left out is judged once per stay in the cache, not per occurrence.
+        #[inline(always)]
+        fn insert_if(
+            values: &mut HashSet<u64, BuildHasherDefault<PrehashedHasher>>,
+            recent: &mut [u64],
+            value: u64,
+            wanted: impl FnOnce() -> bool,
+        ) {
+            let slot = (value as usize) & (RECENT_SLOTS - 1);
+            if let Some(cached) = recent.get_mut(slot) {
+                if *cached == value {
+                    return;
+                }
+                *cached = value;
+            }
+            if wanted() {
+                values.insert(value);
+            }
+        }
+
+        /// Adds the values of `line`'s tokens.
+        fn add_line(&mut self, line: &'a str) {
+            let bytes = line.as_bytes();
+            let OracleBloomBuilder { values, long_tokens, bounds, recent, scheme } = self;
+            let keep_decimals = *scheme != FilterScheme::TokensWithoutDecimals;
+            token_bounds_per_byte(bytes, bounds);
+            for pair in bounds.chunks_exact(2) {
+                let (start, end) = (pair[0] as usize, pair[1] as usize);
+                let Some(token) = bytes.get(start..end) else { continue };
+                if token.len() < MIN_NEEDLE_BYTES {
+                    let value = short_token_value(bytes, start, end);
+                    Self::insert_if(values, recent, value, || keep_decimals || !is_decimal_token(token));
+                } else if long_tokens.insert(token) {
+                    for_each_minimizer(token, |hash| Self::insert(values, recent, hash));
+                }
+            }
+        }
+
+        /// The filter's bytes: one byte holding the scheme's flags ([`HASH_V2_FLAG`], [`TOKENS_FLAG`],
+        /// [`DECIMALS_LEFT_OUT_FLAG`]) and the probe count, then the bit array (bit `i` is bit `i % 8` of byte
+        /// `1 + i / 8`). Sized at 9 bits per distinct value (`BITS_PER_ITEM`), at least 64 bits.
+        fn finish(&self) -> Vec<u8> {
+            filter_of_by_probe_bits(self.values.iter().copied(), self.values.len(), self.scheme)
+        }
+    }
+
+    /// [`filter_of`] with a division per probe ([`probe_bits`]).
+    fn filter_of_by_probe_bits(values: impl Iterator<Item = u64>, count: usize, scheme: FilterScheme) -> Vec<u8> {
+        let bit_count = (count * BITS_PER_ITEM).max(64).next_multiple_of(8);
+        let mut bytes = vec![0u8; 1 + bit_count / 8];
+        bytes[0] = scheme.header_flags() | HASH_COUNT;
+        for value in values {
+            for bit in probe_bits(value, HASH_COUNT, bit_count) {
+                bytes[1 + bit / 8] |= 1 << (bit % 8);
+            }
+        }
+        bytes
+    }
+
+    /// A splitmix64 sequence: random lines without a dependency, the same on every run.
+    struct SplitMix(u64);
+
+    impl SplitMix {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut mixed = self.0;
+            mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            mixed ^ (mixed >> 31)
+        }
+
+        fn below(&mut self, bound: u64) -> u64 {
+            self.next() % bound
+        }
+
+        fn pick<'p>(&mut self, choices: &[&'p str]) -> &'p str {
+            choices[self.below(choices.len() as u64) as usize]
+        }
+    }
+
+    /// One random piece of a line: words, hex ids, decimals, long runs, non-ASCII text, punctuation runs,
+    /// single bytes of every ASCII class, and some JSON and logfmt shapes.
+    fn random_piece(random: &mut SplitMix, out: &mut String) {
+        match random.below(12) {
+            0 => out.push_str(random.pick(&[
+                "level",
+                "info",
+                "error",
+                "request_finished",
+                "db_query",
+                "GET",
+                "/api/events/",
+            ])),
+            1 => {
+                let digits = [4, 8, 12, 16, 21, 32, 40][random.below(7) as usize];
+                for _ in 0..digits {
+                    out.push(char::from(b"0123456789abcdef"[random.below(16) as usize]));
+                }
+            }
+            2 => out.push_str(&format!(
+                "{}.{:0width$}",
+                random.below(1000),
+                random.below(1_000_000),
+                width = random.below(7) as usize
+            )),
+            3 => out.push_str(random.pick(&["s", "ms", "Z", "µs", "", "-2", ".5", "x9"])),
+            4 => {
+                let byte =
+                    [b'a', b'Z', b'7', b'_', b'-', b'.', b'@', b'+', b'%', b'$', b'~'][random.below(11) as usize];
+                out.extend(std::iter::repeat_n(char::from(byte), 1 + random.below(90) as usize));
+            }
+            5 => {
+                out.push_str(random.pick(&["Zahlung", "für", "Überweisung", "日本語のログ", "ошибка", "ñ", "€", "🦀"]))
+            }
+            6 => {
+                let punctuation = b"\"{}[]:,= /\\\t\n'()<>!?#&*;^`|";
+                for _ in 0..1 + random.below(6) {
+                    out.push(char::from(punctuation[random.below(punctuation.len() as u64) as usize]));
+                }
+            }
+            7 => out.push(char::from(random.below(128) as u8)),
+            8 => out.push_str(&format!(
+                r#""trace_id": "{:032x}", "#,
+                u128::from(random.next()) << 64 | u128::from(random.next())
+            )),
+            9 => out.push_str(&format!(
+                "ts=2026-11-{:02}T07:02:{:02}.{:06}Z ",
+                1 + random.below(28),
+                random.below(60),
+                random.below(1_000_000)
+            )),
+            10 => out.push(' '),
+            _ => out.push_str(&format!("user{}@example.com", random.below(5000))),
+        }
+    }
+
+    #[test]
+    fn filters_equal_the_oracle_builders_on_random_lines() {
+        let mut random = SplitMix(0x000b_100f_0a57);
+        for round in 0..100 {
+            let line_count = [1, 2, 10, 100, 1000][round % 5];
+            let lines: Vec<String> = (0..line_count)
+                .map(|_| {
+                    let mut line = String::new();
+                    // Lengths around the 64-byte blocks of `token_bounds` and far past them.
+                    let most_pieces = [3, 8, 40][random.below(3) as usize];
+                    let pieces = random.below(most_pieces);
+                    for _ in 0..pieces {
+                        random_piece(&mut random, &mut line);
+                    }
+                    line
+                })
+                .collect();
+            for scheme in [FilterScheme::Tokens, FilterScheme::TokensWithoutDecimals] {
+                let mut builder = BloomBuilder { scheme, ..BloomBuilder::with_line_capacity(line_count / 4) };
+                let mut oracle = OracleBloomBuilder { scheme, ..OracleBloomBuilder::default() };
+                for line in &lines {
+                    builder.add_line(line);
+                    oracle.add_line(line);
+                }
+                assert_eq!(builder.finish(), oracle.finish(), "round {round}, {scheme:?}, lines {lines:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn token_bytes_by_ranges_are_the_table() {
+        for byte in 0..=255u8 {
+            assert_eq!(is_token_byte_by_ranges(byte), is_token_byte(byte), "{byte:#04x}");
+        }
+    }
+
+    #[test]
+    fn token_bounds_equal_the_per_byte_oracle_at_every_length_and_offset() {
+        let mut random = SplitMix(7);
+        let (mut bounds, mut expected) = (Vec::new(), Vec::new());
+        for length in 0..300 {
+            for _ in 0..20 {
+                // Bytes of every class, token runs of every length, across block edges.
+                let text: Vec<u8> = (0..length)
+                    .map(|_| match random.below(4) {
+                        0 => random.below(256) as u8,
+                        1 => b' ',
+                        _ => b'k',
+                    })
+                    .collect();
+                token_bounds(&text, &mut bounds);
+                token_bounds_per_byte(&text, &mut expected);
+                assert_eq!(bounds, expected, "{text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn value_sets_hold_each_value_once_through_growth() {
+        let mut set = ValueSet::with_capacity(0);
+        let mut random = SplitMix(3);
+        let mut expected = HashSet::new();
+        for _ in 0..5000 {
+            // Few distinct values, zero among them, and values sharing their low bits.
+            let value = match random.below(3) {
+                0 => 0,
+                1 => random.below(700) << 54 | 5,
+                _ => random.below(2000),
+            };
+            set.insert(value);
+            expected.insert(value);
+            assert_eq!(set.len, expected.len());
+        }
+        let mut held: Vec<u64> = set.values().collect();
+        held.sort_unstable();
+        let mut wanted: Vec<u64> = expected.into_iter().collect();
+        wanted.sort_unstable();
+        assert_eq!(held, wanted);
+    }
+
+    #[test]
+    fn probe_bits_by_steps_are_the_probe_bits() {
+        let mut random = SplitMix(11);
+        for _ in 0..10_000 {
+            let value = random.next();
+            let bit_count = [64, 72, 1000, 97_864, 1 << 31, (1 << 32) - 8][random.below(6) as usize];
+            let mut stepped = Vec::new();
+            for_each_probe_bit(value, HASH_COUNT, bit_count, |bit| stepped.push(bit));
+            assert_eq!(stepped, probe_bits(value, HASH_COUNT, bit_count).collect::<Vec<_>>());
+        }
+    }
 
     /// Lines of the shapes the store takes: structlog JSON, JSON inside a JSON string, logfmt, prose with
     /// non-ASCII words, a long run without delimiters, and lines shorter than one window.
