@@ -194,44 +194,59 @@ fn token_mask(block: &[u8; BLOCK_BYTES]) -> u64 {
     mask
 }
 
-/// Appends to `bounds` the offset of every token edge in a block whose token bytes are `mask` and which
-/// starts at `block_start`; `previous` is the last byte's bit of the block before (and is updated).
+/// Writes to `bounds` from `count` on the offset of every token edge in a block whose token bytes are
+/// `mask` and which starts at `block_start`; `previous` is the last byte's bit of the block before (and is
+/// updated). Writes by index into a slice sized beforehand: a `Vec::push` stored the length back to memory
+/// on every edge.
 #[inline(always)]
-fn push_token_edges(mask: u64, previous: &mut u64, block_start: u32, bounds: &mut Vec<u32>) {
+fn write_token_edges(mask: u64, previous: &mut u64, block_start: u32, bounds: &mut [u32], count: &mut usize) {
     let mut edges = mask ^ ((mask << 1) | *previous);
     *previous = mask >> 63;
     while edges != 0 {
-        bounds.push(block_start + edges.trailing_zeros());
+        if let Some(slot) = bounds.get_mut(*count) {
+            *slot = block_start + edges.trailing_zeros();
+        }
+        *count += 1;
         edges &= edges - 1;
     }
 }
 
-/// The same tokens as [`tokens`], written to `bounds` as start, end, start, end, ... The bytes are
-/// classified [`BLOCK_BYTES`] at a time into a bit mask ([`token_mask`]); the edges are the bits where the
-/// mask changes, one loop turn per edge rather than per byte. The last partial block is padded with zero
-/// bytes, which delimit, so a token running to the end of `bytes` ends there.
-fn token_bounds(bytes: &[u8], bounds: &mut Vec<u32>) {
-    bounds.clear();
-    bounds.reserve(bytes.len() + 1);
+/// The same tokens as [`tokens`], written to the first entries of `bounds` as start, end, start, end, ...;
+/// returns how many. `bounds` is grown to `bytes.len() + 1` entries (the most edges a line can have) and
+/// never shrunk, so a buffer kept across lines is zeroed once. The bytes are classified [`BLOCK_BYTES`] at a
+/// time into a bit mask ([`token_mask`]); the edges are the bits where the mask changes, one loop turn per
+/// edge rather than per byte. The last partial block is padded with zero bytes, which delimit, so a token
+/// running to the end of `bytes` ends there.
+fn token_bounds(bytes: &[u8], bounds: &mut Vec<u32>) -> usize {
+    if bounds.len() <= bytes.len() {
+        bounds.resize(bytes.len() + 1, 0);
+    }
+    let bounds = bounds.as_mut_slice();
+    let mut count = 0usize;
     let mut previous = 0u64;
     let mut block_start = 0u32;
     let mut blocks = bytes.chunks_exact(BLOCK_BYTES);
     for block in &mut blocks {
         let mut whole = [0u8; BLOCK_BYTES];
         whole.copy_from_slice(block);
-        push_token_edges(token_mask(&whole), &mut previous, block_start, bounds);
+        write_token_edges(token_mask(&whole), &mut previous, block_start, bounds, &mut count);
         block_start += BLOCK_BYTES as u32;
     }
     let rest = blocks.remainder();
     if rest.is_empty() {
         if previous != 0 {
-            bounds.push(block_start);
+            if let Some(slot) = bounds.get_mut(count) {
+                *slot = block_start;
+            }
+            count += 1;
         }
     } else {
         let mut padded = [0u8; BLOCK_BYTES];
         padded[..rest.len()].copy_from_slice(rest);
-        push_token_edges(token_mask(&padded), &mut previous, block_start, bounds);
+        write_token_edges(token_mask(&padded), &mut previous, block_start, bounds, &mut count);
     }
+    debug_assert!(count <= bounds.len());
+    count
 }
 
 /// Xored into token words, so short-token values and k-gram hashes of the same bytes differ.
@@ -239,15 +254,43 @@ const SHORT_TOKEN_KEY: u64 = 0x6a09_e667_f3bc_c908;
 
 /// The value inserted for a token shorter than [`MIN_NEEDLE_BYTES`]: `lo` = its first up to 8 bytes and
 /// `hi` = the rest (up to 7), each read as a little-endian integer with zeros above (token bytes are never
-/// zero, so no two tokens share a pair), then `murmur3(murmur3(lo ^ key) ^ hi)`.
+/// zero, so no two tokens share a pair), then `murmur3(murmur3(lo ^ key) ^ hi)`. Where 16 bytes follow
+/// `start` in `bytes` (all but the last tokens of a line), both words are loaded whole and masked by
+/// [`WORD_MASKS`], without a branch on the token's length.
 #[inline(always)]
 fn short_token_value(bytes: &[u8], start: usize, end: usize) -> u64 {
     debug_assert!(start < end && end - start < MIN_NEEDLE_BYTES && end <= bytes.len());
-    let low_end = end.min(start + 8);
-    let low = little_endian_word(bytes, start, low_end);
-    let high = if low_end < end { little_endian_word(bytes, low_end, end) } else { 0 };
+    let length = end - start;
+    let (low, high) = match bytes.get(start..start + 16) {
+        Some(sixteen) => {
+            let mut low_word = [0u8; 8];
+            low_word.copy_from_slice(&sixteen[..8]);
+            let mut high_word = [0u8; 8];
+            high_word.copy_from_slice(&sixteen[8..]);
+            (
+                u64::from_le_bytes(low_word) & WORD_MASKS[length.min(8)],
+                u64::from_le_bytes(high_word) & WORD_MASKS[length.saturating_sub(8).min(8)],
+            )
+        }
+        None => {
+            let low_end = end.min(start + 8);
+            let low = little_endian_word(bytes, start, low_end);
+            (low, if low_end < end { little_endian_word(bytes, low_end, end) } else { 0 })
+        }
+    };
     murmur3_finalise(murmur3_finalise(low ^ SHORT_TOKEN_KEY) ^ high)
 }
+
+/// `WORD_MASKS[n]` keeps the low `n` bytes of a word.
+const WORD_MASKS: [u64; 9] = {
+    let mut masks = [u64::MAX; 9];
+    let mut length = 0;
+    while length < 8 {
+        masks[length] = (1u64 << (8 * length)) - 1;
+        length += 1;
+    }
+    masks
+};
 
 /// `bytes[start..end]` (at most 8 bytes) as a little-endian integer with zero bytes above; one 8-byte load
 /// where the slice has 8 bytes from `start` on (a copy of a variable length would call `memcpy`).
@@ -425,9 +468,10 @@ pub fn needle_keys(needle: &str) -> Option<NeedleKeys> {
 const RECENT_SLOTS: usize = 1024;
 
 /// The distinct values of a filter: an open-addressed table of the values themselves with linear probing,
-/// at most half full. Values are already mixed, so their low bits pick the first slot (not the top bits:
-/// minimizers are the smallest hashes of their windows, and their top bits are mostly zero). Zero marks
-/// an empty slot; the value zero is held by a flag.
+/// at most three quarters full (a probe run mostly stays within one cache line of 8 slots, and a smaller
+/// table misses the cache less). Values are already mixed, so their low bits pick the first slot (not the
+/// top bits: minimizers are the smallest hashes of their windows, and their top bits are mostly zero).
+/// Zero marks an empty slot; the value zero is held by a flag.
 #[derive(Debug)]
 struct ValueSet {
     /// A power of two slots, each a value or zero.
@@ -441,7 +485,7 @@ struct ValueSet {
 impl ValueSet {
     /// A set that grows only past `values` values.
     fn with_capacity(values: usize) -> ValueSet {
-        let slot_count = values.saturating_mul(2).next_power_of_two().max(64);
+        let slot_count = (values.saturating_mul(4) / 3).next_power_of_two().max(64);
         ValueSet { slots: vec![0; slot_count], len: 0, holds_zero: false }
     }
 
@@ -461,7 +505,7 @@ impl ValueSet {
             if *held == 0 {
                 *held = value;
                 self.len += 1;
-                if self.len * 2 > self.slots.len() {
+                if self.len * 4 > self.slots.len() * 3 {
                     self.grow();
                 }
                 return;
@@ -498,7 +542,7 @@ pub struct BloomBuilder<'a> {
     /// A direct-mapped cache of values inserted lately (slot = low bits of the value): most tokens of a
     /// line were inserted by an earlier line, and this finds them without probing the set. Slot `i` starts
     /// with a value whose low bits are not `i`, so an empty slot never matches.
-    recent: Vec<u64>,
+    recent: Box<[u64; RECENT_SLOTS]>,
     /// The scheme written: [`FilterScheme::CURRENT`] (tests also write [`FilterScheme::Tokens`]).
     scheme: FilterScheme,
 }
@@ -509,7 +553,7 @@ impl Default for BloomBuilder<'_> {
             values: ValueSet::with_capacity(0),
             long_tokens: HashSet::default(),
             bounds: Vec::new(),
-            recent: (0..RECENT_SLOTS as u64).map(|slot| slot ^ 1).collect(),
+            recent: Box::new(std::array::from_fn(|slot| slot as u64 ^ 1)),
             scheme: FilterScheme::CURRENT,
         }
     }
@@ -529,14 +573,13 @@ impl<'a> BloomBuilder<'a> {
     /// Inserts `value` unless it was seen lately or `wanted` (asked only then) says no; either way it is then
     /// seen lately, so a value left out is judged once per stay in the cache, not per occurrence.
     #[inline(always)]
-    fn insert_if(values: &mut ValueSet, recent: &mut [u64], value: u64, wanted: impl FnOnce() -> bool) {
+    fn insert_if(values: &mut ValueSet, recent: &mut [u64; RECENT_SLOTS], value: u64, wanted: impl FnOnce() -> bool) {
         let slot = (value as usize) & (RECENT_SLOTS - 1);
-        if let Some(cached) = recent.get_mut(slot) {
-            if *cached == value {
-                return;
-            }
-            *cached = value;
+        let cached = &mut recent[slot];
+        if *cached == value {
+            return;
         }
+        *cached = value;
         if wanted() {
             values.insert(value);
         }
@@ -547,8 +590,8 @@ impl<'a> BloomBuilder<'a> {
         let bytes = line.as_bytes();
         let BloomBuilder { values, long_tokens, bounds, recent, scheme } = self;
         let keep_decimals = *scheme != FilterScheme::TokensWithoutDecimals;
-        token_bounds(bytes, bounds);
-        for pair in bounds.chunks_exact(2) {
+        let bound_count = token_bounds(bytes, bounds);
+        for pair in bounds.get(..bound_count).unwrap_or_default().chunks_exact(2) {
             let (start, end) = (pair[0] as usize, pair[1] as usize);
             let Some(token) = bytes.get(start..end) else { continue };
             if token.len() < MIN_NEEDLE_BYTES {
@@ -902,9 +945,9 @@ mod tests {
                         _ => b'k',
                     })
                     .collect();
-                token_bounds(&text, &mut bounds);
+                let count = token_bounds(&text, &mut bounds);
                 token_bounds_per_byte(&text, &mut expected);
-                assert_eq!(bounds, expected, "{text:?}");
+                assert_eq!(bounds[..count], expected, "{text:?}");
             }
         }
     }
@@ -1008,7 +1051,8 @@ mod tests {
     fn token_bounds_are_the_tokens() {
         let mut bounds = Vec::new();
         for line in LINES.iter().copied().chain(["", " ", "a", " a", "a ", "{}", "ab cd"]) {
-            token_bounds(line.as_bytes(), &mut bounds);
+            let count = token_bounds(line.as_bytes(), &mut bounds);
+            bounds.truncate(count);
             let expected: Vec<u32> =
                 tokens(line.as_bytes()).flat_map(|(start, end)| [start as u32, end as u32]).collect();
             assert_eq!(bounds, expected, "{line:?}");
