@@ -115,7 +115,10 @@ impl StreamState {
 
     /// Inserts in timestamp order (after equal timestamps); false for a duplicate.
     fn insert(&mut self, entry: LogEntry, wall_ns: i64) -> bool {
-        if self.is_head_duplicate(&entry) {
+        // Entries mostly come in order: one newer than the whole head is no duplicate and goes last,
+        // without the two binary searches (each a chain of cache misses over a head of thousands).
+        let newest_in_head = self.head.last().is_none_or(|last| last.timestamp_ns < entry.timestamp_ns);
+        if !newest_in_head && self.is_head_duplicate(&entry) {
             return false;
         }
         if self.head.is_empty() {
@@ -126,7 +129,11 @@ impl StreamState {
         self.min_ns = self.min_ns.min(entry.timestamp_ns);
         self.max_ns = self.max_ns.max(entry.timestamp_ns);
         self.head_line_bytes += entry.line.len();
-        let position = self.head.partition_point(|existing| existing.timestamp_ns <= entry.timestamp_ns);
+        let position = if newest_in_head {
+            self.head.len()
+        } else {
+            self.head.partition_point(|existing| existing.timestamp_ns <= entry.timestamp_ns)
+        };
         if position == self.head.len() {
             self.head.push(entry);
         } else {

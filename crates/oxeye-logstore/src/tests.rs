@@ -66,6 +66,23 @@ fn unordered_pushes_are_read_back_sorted_and_duplicates_dropped() {
 }
 
 #[test]
+fn in_order_pushes_keep_equal_timestamps_in_arrival_order_and_drop_only_equal_lines() {
+    // The in-order fast path of `StreamState::insert` must agree with the binary searches around it.
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(options(dir.path())).unwrap();
+    let base = now_ns() - 60_000_000_000;
+    let entries = ["a", "b", "b", "c"].map(|line| LogEntry::new(base + 1, line));
+    let summary = store.push(vec![stream("boxoffice", entries.into())]).unwrap();
+    assert_eq!((summary.accepted, summary.duplicates), (3, 1));
+    let later = vec![LogEntry::new(base + 2, "d"), LogEntry::new(base + 1, "a"), LogEntry::new(base, "z")];
+    let summary = store.push(vec![stream("boxoffice", later)]).unwrap();
+    assert_eq!((summary.accepted, summary.duplicates), (2, 1));
+    let read = select_all(&store, base, base + 10, &[]);
+    let lines: Vec<&str> = read[0].entries.iter().map(|entry| entry.line.as_str()).collect();
+    assert_eq!(lines, ["z", "a", "b", "c", "d"]);
+}
+
+#[test]
 fn too_old_too_long_and_invalid_entries_are_refused_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let mut options = options(dir.path());
