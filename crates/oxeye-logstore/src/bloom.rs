@@ -789,7 +789,8 @@ mod tests {
                 let (start, end) = (pair[0] as usize, pair[1] as usize);
                 let Some(token) = bytes.get(start..end) else { continue };
                 if token.len() < MIN_NEEDLE_BYTES {
-                    let value = short_token_value(bytes, start, end);
+                    // The format's definition, not the builder's word loads.
+                    let value = short_token_value_by_definition(token);
                     Self::insert_if(values, recent, value, || keep_decimals || !is_decimal_token(token));
                 } else if long_tokens.insert(token) {
                     for_each_minimizer(token, |hash| Self::insert(values, recent, hash));
