@@ -7,12 +7,15 @@ use super::numbers::find_numbers;
 use super::text::{email_span, is_key_byte};
 use super::{Redactor, SensitiveKeys};
 
-/// Fewest joinable bytes (digits, spaces, dashes) in a row that can hold an SSN or a card number: they need 9
-/// digits or more.
+/// Fewest digits of an SSN.
 const MIN_NUMBER_DIGITS: usize = 9;
 
 /// Fewest digits of a card number.
 const MIN_CARD_DIGITS: usize = 13;
+
+/// Fewest bytes of a run of digits, spaces and dashes that can hold an SSN (`ddd-dd-dddd`) or a card number
+/// (13 digits or more): shorter runs, like a date's `2026-11-25`, are never looked at.
+const MIN_RUN_BYTES: usize = 11;
 
 pub(super) const LOW_ONES: u64 = 0x0101_0101_0101_0101;
 pub(super) const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
@@ -48,7 +51,7 @@ struct NumberScan {
 impl NumberScan {
     /// Whether card numbers or SSNs may be found in `line`: some maximal run of digits, spaces and dashes in
     /// which [`find_numbers`], given the run alone, finds one. Each word of eight bytes gets a mask of the bytes
-    /// that cannot join a number (SWAR); a run is looked at once it holds [`MIN_NUMBER_DIGITS`] bytes.
+    /// that cannot join a number (SWAR); a run is looked at once it holds [`MIN_RUN_BYTES`] bytes.
     fn may_find(&self, line: &[u8]) -> bool {
         // Joinable bytes just before the word at hand, back to the start of their run.
         let mut open = 0usize;
@@ -72,7 +75,7 @@ impl NumberScan {
             }
             for (word_index, other) in others.iter().enumerate() {
                 let leading = (other.trailing_zeros() / 8) as usize;
-                if open + leading >= MIN_NUMBER_DIGITS {
+                if open + leading >= MIN_RUN_BYTES {
                     let run_start = block_start + word_index * 8 - open;
                     if run_start >= checked_up_to && self.number_in_run(line, run_start, &mut checked_up_to) {
                         return true;
