@@ -8,6 +8,8 @@
 
 use std::ops::ControlFlow;
 
+use crate::swar::{HIGHS, ONES};
+#[cfg(test)]
 use crate::swar::{bytes_below, bytes_equal};
 
 /// Deepest nesting of objects and arrays followed; deeper lines are rejected rather than overflow the stack.
@@ -49,6 +51,15 @@ impl JsonScalar<'_> {
             JsonScalar::Null => None,
         }
     }
+}
+
+/// A top-level key as [`visit_fields_where`] shows it to its `unwanted` test.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TopLevelKey<'a> {
+    /// The key's bytes between its quotes (it holds no escape).
+    pub(crate) bytes: &'a [u8],
+    /// True when the scan saw that every byte of the key is ASCII; false when one is not or it did not look.
+    pub(crate) known_ascii: bool,
 }
 
 /// Why a line is not a JSON object, with the byte offset where scanning stopped.
@@ -179,8 +190,8 @@ fn open_at(bytes: &[u8], end: usize) -> (Option<usize>, Option<usize>) {
 ///
 /// Objects are walked in one loop (a stack of path lengths instead of recursion), positions kept in a local
 /// and bytes read through [`byte_at`], whose 0 past the end no JSON token accepts: a field costs a few
-/// comparisons besides the word-at-a-time search for its strings' ends. Arrays, rare in log lines, are
-/// checked by the recursive [`Scanner`].
+/// comparisons besides finding its strings' ends in the mask of a 64-byte window ([`SpecialBytes`]), each
+/// byte of the line classified once. Arrays, rare in log lines, are checked by the recursive [`Scanner`].
 ///
 /// # Errors
 /// [`JsonSyntaxError`] at the first byte that breaks the grammar; fields visited before it stay visited.
@@ -189,7 +200,7 @@ pub(crate) fn visit_fields<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>
     path: &mut String,
     visit: &mut Visit,
 ) -> Result<(), JsonSyntaxError> {
-    visit_fields_where(line, path, |_| false, visit)
+    visit_fields_where(line, path, |_: TopLevelKey<'_>| false, visit)
 }
 
 /// [`visit_fields`] that does not call `visit` for a top-level scalar or array field whose key (unescaped)
@@ -202,7 +213,7 @@ pub(crate) fn visit_fields<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>
 pub(crate) fn visit_fields_where<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
     line: &str,
     path: &mut String,
-    unwanted: impl Fn(&str) -> bool,
+    unwanted: impl Fn(TopLevelKey<'_>) -> bool,
     visit: &mut Visit,
 ) -> Result<(), JsonSyntaxError> {
     scan_object(line, path, unwanted, visit, MemberScan::FlatFirst).map_err(|error| error_as_loki_reads_it(line, error))
@@ -246,7 +257,7 @@ fn error_as_loki_reads_it(line: &str, error: JsonSyntaxError) -> JsonSyntaxError
 fn scan_object<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
     line: &str,
     path: &mut String,
-    unwanted: impl Fn(&str) -> bool,
+    unwanted: impl Fn(TopLevelKey<'_>) -> bool,
     visit: &mut Visit,
     members: MemberScan,
 ) -> Result<(), JsonSyntaxError> {
@@ -258,8 +269,9 @@ fn scan_object<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
         return Err(error(position, "'{'"));
     }
     position = skip_whitespace(bytes, position + 1);
+    let mut specials = SpecialBytes::at(bytes, position);
     if members == MemberScan::FlatFirst && byte_at(bytes, position) == b'"' {
-        match scan_flat_members(line, position, &unwanted, visit) {
+        match scan_flat_members(line, position, &mut specials, &unwanted, visit) {
             FlatScan::Done(outcome) => return outcome,
             FlatScan::Resume(member_start) => position = member_start,
         }
@@ -277,7 +289,7 @@ fn scan_object<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
                 return Err(error(position, "'\"'"));
             }
             let key_start = position + 1;
-            let (key_end, key_escaped) = string_end(bytes, key_start)?;
+            let (key_end, key_escaped) = string_end(bytes, &mut specials, key_start)?;
             position = skip_whitespace(bytes, key_end + 1);
             if byte_at(bytes, position) != b':' {
                 return Err(error(position, "':'"));
@@ -299,10 +311,10 @@ fn scan_object<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
                 }
             }
             let name: &str = if named_by_key { key } else { path.as_str() };
-            let skipped = named_by_key && unwanted(key);
+            let skipped = named_by_key && unwanted(TopLevelKey { bytes: key.as_bytes(), known_ascii: false });
             let flow = match value_byte {
                 b'"' => {
-                    let (end, escaped) = string_end(bytes, position + 1)?;
+                    let (end, escaped) = string_end(bytes, &mut specials, position + 1)?;
                     let raw = line.get(position + 1..end).unwrap_or_default();
                     position = end + 1;
                     if skipped { ControlFlow::Continue(()) } else { visit(name, JsonScalar::String { raw, escaped }) }
@@ -317,10 +329,12 @@ fn scan_object<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
                     continue;
                 }
                 b'[' => {
-                    let mut scanner = Scanner { text: line, bytes, position, name: path, depth: parents.len() };
+                    let mut scanner =
+                        Scanner { text: line, bytes, position, name: path, depth: parents.len(), specials };
                     let _always_continues =
                         scanner.value(None, &mut |_: &str, _: JsonScalar<'_>| ControlFlow::Continue(()))?;
                     position = scanner.position;
+                    specials = scanner.specials;
                     ControlFlow::Continue(())
                 }
                 _ => {
@@ -370,16 +384,17 @@ enum FlatScan {
 }
 
 /// The top-level members of a flat object, the shape of most log lines: keys and string values without
-/// escapes or control characters, numbers, `true`, `false` and `null`, each string's end found by one
-/// search ([`find_string_special`]) and no field path kept. `position` is at the first member's opening
-/// quote. At a member it does not read (an escape, a nested object or array, a value that does not parse)
+/// escapes or control characters, numbers, `true`, `false` and `null`, each string's end the next bit of
+/// the window mask ([`SpecialBytes`]), the separators of the common spacings (`": "`, `, "`) read as one word
+/// ([`word_at`]), no field path kept. `position` is at the first member's opening quote. At a member it does not read (an escape, a nested object or array, a value that does not parse)
 /// it hands over to the general loop before visiting that member, so every field is visited once and every
 /// error is the general loop's; after a member only `,` or `}` may follow, as there.
 #[inline(always)]
 fn scan_flat_members<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
     line: &str,
     mut position: usize,
-    unwanted: &impl Fn(&str) -> bool,
+    specials: &mut SpecialBytes,
+    unwanted: &impl Fn(TopLevelKey<'_>) -> bool,
     visit: &mut Visit,
 ) -> FlatScan {
     let bytes = line.as_bytes();
@@ -388,25 +403,39 @@ fn scan_flat_members<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
         debug_assert_eq!(byte_at(bytes, position), b'"');
         let member_start = position;
         let key_start = position + 1;
-        let Some(key_end) = plain_string_end(bytes, key_start) else { return FlatScan::Resume(member_start) };
-        position = skip_whitespace(bytes, key_end + 1);
-        if byte_at(bytes, position) != b':' {
-            return FlatScan::Resume(member_start);
-        }
-        position = skip_whitespace(bytes, position + 1);
-        let key = line.get(key_start..key_end).unwrap_or_default();
+        let Some(key_end) = plain_string_end(bytes, specials, key_start) else { return FlatScan::Resume(member_start) };
+        // Asked now, while the window still holds the key.
+        let known_ascii = specials.ascii_from(key_start);
+        // The key as a `&str` only for a field visited: slicing the line checks character boundaries.
+        let key = || line.get(key_start..key_end).unwrap_or_default();
+        let wanted =
+            || !unwanted(TopLevelKey { bytes: bytes.get(key_start..key_end).unwrap_or_default(), known_ascii });
+        // Most members are `"key": "value"` or `"key":"value"`: the key's closing quote, the colon (and a
+        // space) and the value's opening quote read as one word.
+        let after_key = word_at(bytes, key_end);
+        position = if after_key == KEY_TO_STRING_SPACED {
+            key_end + 3
+        } else if after_key & 0xff_ffff == KEY_TO_STRING_TIGHT {
+            key_end + 2
+        } else {
+            let colon = skip_whitespace(bytes, key_end + 1);
+            if byte_at(bytes, colon) != b':' {
+                return FlatScan::Resume(member_start);
+            }
+            skip_whitespace(bytes, colon + 1)
+        };
         let flow = match byte_at(bytes, position) {
             b'"' => {
                 let value_start = position + 1;
-                let Some(value_end) = plain_string_end(bytes, value_start) else {
+                let Some(value_end) = plain_string_end(bytes, specials, value_start) else {
                     return FlatScan::Resume(member_start);
                 };
                 position = value_end + 1;
-                if unwanted(key) {
-                    ControlFlow::Continue(())
-                } else {
+                if wanted() {
                     let raw = line.get(value_start..value_end).unwrap_or_default();
-                    visit(key, JsonScalar::String { raw, escaped: false })
+                    visit(key(), JsonScalar::String { raw, escaped: false })
+                } else {
+                    ControlFlow::Continue(())
                 }
             }
             b'{' | b'[' => return FlatScan::Resume(member_start),
@@ -415,13 +444,23 @@ fn scan_flat_members<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
                     return FlatScan::Resume(member_start);
                 };
                 position = end;
-                if unwanted(key) { ControlFlow::Continue(()) } else { visit(key, scalar) }
+                if wanted() { visit(key(), scalar) } else { ControlFlow::Continue(()) }
             }
         };
         if flow.is_break() {
             return FlatScan::Done(Ok(()));
         }
-        // After a value: ',' and the next member, or '}' closing the line's object.
+        // After a value: ',' and the next member's opening quote (most lines: read as one word), or '}'
+        // closing the line's object.
+        let after_value = word_at(bytes, position);
+        if after_value & 0xff_ffff == NEXT_KEY_SPACED {
+            position += 2;
+            continue;
+        }
+        if after_value & 0xffff == NEXT_KEY_TIGHT {
+            position += 1;
+            continue;
+        }
         position = skip_whitespace(bytes, position);
         match byte_at(bytes, position) {
             b',' => {
@@ -440,11 +479,26 @@ fn scan_flat_members<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
     }
 }
 
+/// `": "` as a [`word_at`]: a key's closing quote, the colon, a space and a string value's opening quote.
+const KEY_TO_STRING_SPACED: u32 = u32::from_le_bytes(*b"\": \"");
+/// `":"` as the low three bytes of a [`word_at`].
+const KEY_TO_STRING_TIGHT: u32 = u32::from_le_bytes(*b"\":\"\0");
+/// `, "` as the low three bytes of a [`word_at`]: the comma after a value, a space and the next key's quote.
+const NEXT_KEY_SPACED: u32 = u32::from_le_bytes(*b", \"\0");
+/// `,"` as the low two bytes of a [`word_at`].
+const NEXT_KEY_TIGHT: u32 = u32::from_le_bytes(*b",\"\0\0");
+
+/// The four bytes from `position` as a little-endian word; 0 (no token's bytes) when fewer remain.
+#[inline(always)]
+fn word_at(bytes: &[u8], position: usize) -> u32 {
+    bytes.get(position..position + 4).and_then(|word| <[u8; 4]>::try_from(word).ok()).map_or(0, u32::from_le_bytes)
+}
+
 /// The position of the closing quote of a string whose contents start at `start`, when they hold no escape
 /// and no control character; `None` otherwise (and for a string that does not end).
 #[inline(always)]
-fn plain_string_end(bytes: &[u8], start: usize) -> Option<usize> {
-    let end = start + find_string_special(bytes.get(start..).unwrap_or_default())?;
+fn plain_string_end(bytes: &[u8], specials: &mut SpecialBytes, start: usize) -> Option<usize> {
+    let end = specials.next(bytes, start)?;
     (byte_at(bytes, end) == b'"').then_some(end)
 }
 
@@ -453,8 +507,22 @@ fn byte_at(bytes: &[u8], position: usize) -> u8 {
     bytes.get(position).copied().unwrap_or(0)
 }
 
-/// The position of the first byte at or after `position` that is not JSON whitespace.
-fn skip_whitespace(bytes: &[u8], mut position: usize) -> usize {
+/// The position of the first byte at or after `position` that is not JSON whitespace. Between the tokens
+/// of most lines stands nothing or one space: those cases take a comparison or two (every whitespace byte
+/// is at most `' '`), the rest a loop.
+#[inline(always)]
+fn skip_whitespace(bytes: &[u8], position: usize) -> usize {
+    if byte_at(bytes, position) > b' ' {
+        return position;
+    }
+    if byte_at(bytes, position) == b' ' && byte_at(bytes, position + 1) > b' ' {
+        return position + 1;
+    }
+    skip_whitespace_run(bytes, position)
+}
+
+/// [`skip_whitespace`]'s loop.
+fn skip_whitespace_run(bytes: &[u8], mut position: usize) -> usize {
     while matches!(byte_at(bytes, position), b' ' | b'\t' | b'\n' | b'\r') {
         position += 1;
     }
@@ -465,14 +533,14 @@ fn skip_whitespace(bytes: &[u8], mut position: usize) -> usize {
 /// quote's position and whether the string holds an escape. Inlined into the object loop, which calls it for
 /// every key and string value: as a call it cost 8-12% of a full-line `| json` scan (session 9).
 #[inline(always)]
-fn string_end(bytes: &[u8], start: usize) -> Result<(usize, bool), JsonSyntaxError> {
+fn string_end(bytes: &[u8], specials: &mut SpecialBytes, start: usize) -> Result<(usize, bool), JsonSyntaxError> {
     let mut position = start;
     let mut escaped = false;
     loop {
-        let Some(offset) = find_string_special(bytes.get(position..).unwrap_or_default()) else {
+        let Some(special) = specials.next(bytes, position) else {
             return Err(JsonSyntaxError { position: bytes.len(), expected: "closing '\"'" });
         };
-        position += offset;
+        position = special;
         match byte_at(bytes, position) {
             b'"' => return Ok((position, escaped)),
             b'\\' => {
@@ -558,6 +626,8 @@ struct Scanner<'a, 'p> {
     name: &'p mut String,
     /// Objects and arrays open around the position.
     depth: usize,
+    /// The special bytes ahead of the position.
+    specials: SpecialBytes,
 }
 
 impl<'a> Scanner<'a, '_> {
@@ -589,7 +659,7 @@ impl<'a> Scanner<'a, '_> {
     fn string(&mut self) -> Result<(&'a str, bool), JsonSyntaxError> {
         self.expect(b'"', "'\"'")?;
         let start = self.position;
-        let (end, escaped) = string_end(self.bytes, start)?;
+        let (end, escaped) = string_end(self.bytes, &mut self.specials, start)?;
         self.position = end + 1;
         Ok((self.text.get(start..end).unwrap_or_default(), escaped))
     }
@@ -707,25 +777,122 @@ impl<'a> Scanner<'a, '_> {
     }
 }
 
-/// The offset of the first byte of `bytes` that ends or interrupts a JSON string's plain run: `"`, `\\`, or a
-/// control character (below 0x20, which RFC 8259 section 7 forbids unescaped). On x86_64 sixteen bytes per
-/// step with SSE2 ([`sse2::find_string_special`]); elsewhere eight with word-wide comparisons
-/// ([`find_string_special_words`]).
-#[inline(always)]
-fn find_string_special(bytes: &[u8]) -> Option<usize> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        sse2::find_string_special(bytes)
+/// Bytes per window of [`SpecialBytes`].
+const WINDOW: usize = 64;
+
+/// A forward cursor over the bytes of a line that end or interrupt a JSON string's plain run: `"`, `\\`, or a
+/// control character (below 0x20, which RFC 8259 section 7 forbids unescaped). It holds their mask over one
+/// 64-byte window (bit `i` for the byte at `start + i`), so the ends of the several short keys and values in
+/// a window are found with a shift and a count of trailing zeros, and each byte is classified once, not
+/// once per search that starts before it.
+#[derive(Debug, Clone, Copy)]
+struct SpecialBytes {
+    /// Position in the line of the window's first byte.
+    start: usize,
+    /// Bit `i` set when the byte at `start + i` is special; none for bytes past the line's end.
+    mask: u64,
+    /// Bit `i` set when the byte at `start + i` is not ASCII (0x80 or above).
+    non_ascii: u64,
+}
+
+impl SpecialBytes {
+    /// The window of `bytes` starting at `start` (an empty one at or past the end). Out of line: called
+    /// about once per 64 bytes, it stays out of the member loop's code.
+    #[inline(never)]
+    fn at(bytes: &[u8], start: usize) -> SpecialBytes {
+        let (mask, non_ascii) = match bytes.get(start..start + WINDOW) {
+            Some(window) => window_masks(window),
+            None => match bytes.len().checked_sub(WINDOW) {
+                // The line's last 64 bytes, those before `start` shifted out.
+                Some(last) if start < bytes.len() => {
+                    let (mask, non_ascii) = window_masks(&bytes[last..]);
+                    (mask >> (start - last), non_ascii >> (start - last))
+                }
+                Some(_) => (0, 0),
+                None => {
+                    // A line shorter than a window: its bytes from `start`, padded with spaces (no special).
+                    let rest = bytes.get(start..).unwrap_or_default();
+                    let mut padded = [b' '; WINDOW];
+                    padded[..rest.len()].copy_from_slice(rest);
+                    window_masks(&padded)
+                }
+            },
+        };
+        SpecialBytes { start, mask, non_ascii }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        find_string_special_words(bytes)
+
+    /// True when the window starts at or before `start` and all its bytes are ASCII, so that the bytes from
+    /// `start` to a special byte the window found are; false otherwise (most lines are ASCII throughout).
+    #[inline(always)]
+    fn ascii_from(&self, start: usize) -> bool {
+        self.non_ascii == 0 && start >= self.start
+    }
+
+    /// The position of the first special byte at or after `from`, `None` when the line has none there. The
+    /// window moves forward as needed (to `from` when it lies outside it).
+    #[inline(always)]
+    fn next(&mut self, bytes: &[u8], from: usize) -> Option<usize> {
+        let mut search_from = from;
+        loop {
+            let offset = search_from.wrapping_sub(self.start);
+            if offset < WINDOW {
+                let ahead = self.mask >> offset;
+                if ahead != 0 {
+                    return Some(search_from + ahead.trailing_zeros() as usize);
+                }
+                search_from = self.start + WINDOW;
+            }
+            if search_from >= bytes.len() {
+                return None;
+            }
+            *self = SpecialBytes::at(bytes, search_from);
+        }
     }
 }
 
-/// [`find_string_special`] eight bytes per step with word-wide comparisons, for targets without a vector
-/// path (and the tests, which compare both).
+/// The special-byte mask and the non-ASCII mask (see [`SpecialBytes`]) of a 64-byte window. On x86_64
+/// sixteen bytes per step with SSE2 ([`sse2::window_masks`]); elsewhere eight with word-wide comparisons
+/// ([`window_masks_words`]).
+#[inline(always)]
+fn window_masks(window: &[u8]) -> (u64, u64) {
+    let Ok(window) = <&[u8; WINDOW]>::try_from(window) else { return (0, 0) };
+    #[cfg(target_arch = "x86_64")]
+    {
+        sse2::window_masks(window)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        window_masks_words(window)
+    }
+}
+
+/// [`window_masks`] eight bytes per step with word-wide comparisons, for targets without a vector path (and
+/// the tests, which compare both). Each byte's flag is exact (no borrow runs between bytes), as the mask
+/// needs every special byte, not only the first.
 #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+fn window_masks_words(window: &[u8; WINDOW]) -> (u64, u64) {
+    const LOW_SEVEN: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    // High bit of each byte below `n` (at most 0x80): the low seven bits plus `0x80 - n` reach 0x80 exactly
+    // when they are at least `n`, and cannot carry into the next byte.
+    let below = |word: u64, n: u8| !(((word & LOW_SEVEN) + ONES * u64::from(0x80 - n)) | word) & HIGHS;
+    // Bit 8k+7 of `flags` to bit k of one byte: each shifted bit lands on its own place in the top byte.
+    let byte_bits = |flags: u64| (flags >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56;
+    let (mut mask, mut non_ascii) = (0u64, 0u64);
+    for (index, chunk) in window.chunks_exact(8).enumerate() {
+        let mut array = [0u8; 8];
+        array.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(array);
+        let flagged =
+            below(word, 0x20) | below(word ^ (ONES * u64::from(b'"')), 1) | below(word ^ (ONES * u64::from(b'\\')), 1);
+        mask |= byte_bits(flagged) << (8 * index);
+        non_ascii |= byte_bits(word & HIGHS) << (8 * index);
+    }
+    (mask, non_ascii)
+}
+
+/// The offset of the first special byte of `bytes` (see [`SpecialBytes`]), eight bytes per step: the
+/// search of the walk before session 14, for its oracle.
+#[cfg(test)]
 fn find_string_special_words(bytes: &[u8]) -> Option<usize> {
     let mut offset = 0;
     let mut words = bytes.chunks_exact(8);
@@ -745,31 +912,46 @@ fn find_string_special_words(bytes: &[u8]) -> Option<usize> {
         .map(|position| offset + position)
 }
 
-/// The string search with SSE2, which every x86_64 CPU has: sixteen bytes compared at once, the first
-/// special byte found by counting the trailing zeros of the comparison's byte mask. Most keys and values
-/// in log lines end within the first sixteen bytes, where the word-wide search took two or three steps.
+/// The window mask with SSE2, which every x86_64 CPU has: sixteen bytes compared at once, four times.
 #[cfg(target_arch = "x86_64")]
 mod sse2 {
     use std::arch::x86_64::{
         __m128i, _mm_cmpeq_epi8, _mm_min_epu8, _mm_movemask_epi8, _mm_or_si128, _mm_set_epi64x, _mm_set1_epi8,
     };
 
+    use super::WINDOW;
+
     /// Bytes per step.
     const BLOCK: usize = 16;
 
-    /// See [`super::find_string_special`].
+    /// See [`super::window_masks`].
     #[inline(always)]
     #[allow(unsafe_code)]
-    pub(super) fn find_string_special(bytes: &[u8]) -> Option<usize> {
-        // SAFETY: `search` only needs SSE2, which is part of the x86_64 baseline: every CPU this code can
+    pub(super) fn window_masks(window: &[u8; WINDOW]) -> (u64, u64) {
+        // SAFETY: `masks` only needs SSE2, which is part of the x86_64 baseline: every CPU this code can
         // run on has it (the `#[target_feature]` is there so that the intrinsics may be called safely).
-        unsafe { search(bytes) }
+        unsafe { masks(window) }
     }
 
-    /// A mask of the bytes of `block` (bit `i` for byte `i`) that are `"`, `\\` or below 0x20.
+    /// The masks of the window's four blocks, joined.
     #[inline]
     #[target_feature(enable = "sse2")]
-    fn special_mask(block: &[u8; BLOCK]) -> u32 {
+    fn masks(window: &[u8; WINDOW]) -> (u64, u64) {
+        let (mut mask, mut non_ascii) = (0u64, 0u64);
+        for (index, chunk) in window.chunks_exact(BLOCK).enumerate() {
+            let Ok(block) = <&[u8; BLOCK]>::try_from(chunk) else { break };
+            let (special, high) = block_masks(block);
+            mask |= u64::from(special) << (BLOCK * index);
+            non_ascii |= u64::from(high) << (BLOCK * index);
+        }
+        (mask, non_ascii)
+    }
+
+    /// Masks of the bytes of `block` (bit `i` for byte `i`): those that are `"`, `\\` or below 0x20, and those
+    /// at 0x80 or above.
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn block_masks(block: &[u8; BLOCK]) -> (u32, u32) {
         let [low, high] = [&block[..8], &block[8..]].map(|half| {
             let mut word = [0u8; 8];
             word.copy_from_slice(half);
@@ -780,44 +962,8 @@ mod sse2 {
         let backslashes = _mm_cmpeq_epi8(vector, _mm_set1_epi8(b'\\' as i8));
         // Unsigned `byte <= 0x1f` as `min(byte, 0x1f) == byte`.
         let controls = _mm_cmpeq_epi8(_mm_min_epu8(vector, _mm_set1_epi8(0x1f)), vector);
-        _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quotes, backslashes), controls)) as u32
-    }
-
-    /// Out of line: inlined into the flat member loop at both of its strings, the loop ran 40% slower
-    /// (`pipeline_throughput`, `| json | duration_ms > 1000`: 255 -> 359 ns per line).
-    #[inline(never)]
-    #[target_feature(enable = "sse2")]
-    fn search(bytes: &[u8]) -> Option<usize> {
-        let mut offset = 0;
-        let mut blocks = bytes.chunks_exact(BLOCK);
-        for chunk in &mut blocks {
-            let Ok(block) = <&[u8; BLOCK]>::try_from(chunk) else { break };
-            let mask = special_mask(block);
-            if mask != 0 {
-                return Some(offset + mask.trailing_zeros() as usize);
-            }
-            offset += BLOCK;
-        }
-        let rest = blocks.remainder();
-        if rest.is_empty() {
-            return None;
-        }
-        // The last bytes: the final sixteen of `bytes` when there are that many (those before `offset`
-        // already checked, masked out), else the rest padded with spaces, which are no special byte.
-        let mask = match bytes.len().checked_sub(BLOCK).and_then(|start| bytes.get(start..)) {
-            Some(last) => {
-                let Ok(block) = <&[u8; BLOCK]>::try_from(last) else { return None };
-                let checked = BLOCK - rest.len();
-                let found = special_mask(block) >> checked;
-                return (found != 0).then(|| offset + found.trailing_zeros() as usize);
-            }
-            None => {
-                let mut padded = [b' '; BLOCK];
-                padded[..rest.len()].copy_from_slice(rest);
-                special_mask(&padded)
-            }
-        };
-        (mask != 0).then(|| offset + mask.trailing_zeros() as usize)
+        let special = _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quotes, backslashes), controls)) as u32;
+        (special, _mm_movemask_epi8(vector) as u32)
     }
 }
 
@@ -867,6 +1013,9 @@ fn unescape_into(raw: &str, out: &mut String) {
 }
 
 #[cfg(test)]
+mod oracle;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -883,10 +1032,15 @@ mod tests {
     fn unwanted_top_level_fields_are_checked_but_not_visited() {
         let visited = |line: &str| {
             let mut seen = Vec::new();
-            let outcome = visit_fields_where(line, &mut String::new(), |key| key.len() == 1, &mut |name, value| {
-                seen.push((name.to_string(), value.to_label_value()));
-                ControlFlow::Continue(())
-            });
+            let outcome = visit_fields_where(
+                line,
+                &mut String::new(),
+                |key: TopLevelKey<'_>| key.bytes.len() == 1,
+                &mut |name, value| {
+                    seen.push((name.to_string(), value.to_label_value()));
+                    ControlFlow::Continue(())
+                },
+            );
             (outcome.map_err(|error| error.position), seen)
         };
         // Nested fields are named by their path, which the test does not see: they are visited.
@@ -959,21 +1113,55 @@ mod tests {
 
     #[test]
     fn string_specials_are_found_at_every_offset() {
-        for length in 0..40 {
+        for length in 0..140 {
             for special in [b'"', b'\\', b'\n', 0x1f, 0] {
                 for at in 0..length {
                     let mut bytes = vec![b'a'; length];
                     // Bytes just above the thresholds and multibyte text around the special byte.
                     for (index, byte) in bytes.iter_mut().enumerate() {
-                        *byte = [b'a', b' ', b'#', b']', 0xc3, 0xa9][index % 6];
+                        *byte = [b'a', b' ', b'#', b']', 0xc3, 0xa9, 0x20, 0x21, 0x5b, 0x5d, 0x7f, 0xff][index % 12];
                     }
                     bytes[at] = special;
-                    assert_eq!(find_string_special(&bytes), Some(at), "{bytes:?}");
                     assert_eq!(find_string_special_words(&bytes), Some(at), "{bytes:?}");
+                    // From every start: the special byte ahead, whether or not the window already covers it.
+                    for from in 0..=at {
+                        assert_eq!(SpecialBytes::at(&bytes, from).next(&bytes, from), Some(at), "{bytes:?} {from}");
+                        assert_eq!(SpecialBytes::at(&bytes, 0).next(&bytes, from), Some(at), "{bytes:?} {from}");
+                    }
+                    assert_eq!(SpecialBytes::at(&bytes, 0).next(&bytes, at + 1), None, "{bytes:?}");
                 }
-                assert_eq!(find_string_special(&vec![b'x'; length]), None);
-                assert_eq!(find_string_special_words(&vec![b'x'; length]), None);
+                let plain = vec![b'x'; length];
+                assert_eq!(find_string_special_words(&plain), None);
+                assert_eq!(SpecialBytes::at(&plain, 0).next(&plain, 0), None);
             }
+        }
+    }
+
+    /// Every byte value at every place of a window, and windows full of special bytes: the word-wide mask
+    /// is the vector one.
+    #[test]
+    fn window_masks_agree() {
+        let mut random = 0x2545_f491_4f6c_dd1du64;
+        for round in 0..2000 {
+            let mut window = [0u8; WINDOW];
+            for byte in &mut window {
+                random ^= random << 13;
+                random ^= random >> 7;
+                random ^= random << 17;
+                // Mostly bytes that matter to the mask, some of any value.
+                let pick = (random >> 32) as usize;
+                *byte = if round % 2 == 0 { pick as u8 } else { [b'"', b'\\', 0x1f, 0x20, b'a', 0x80, 0][pick % 7] };
+            }
+            let mask_of = |test: fn(u8) -> bool| {
+                window
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, byte)| test(**byte))
+                    .fold(0u64, |mask, (index, _)| mask | 1 << index)
+            };
+            let expected = (mask_of(|byte| byte == b'"' || byte == b'\\' || byte < 0x20), mask_of(|byte| byte >= 0x80));
+            assert_eq!(window_masks(&window), expected, "{window:?}");
+            assert_eq!(window_masks_words(&window), expected, "{window:?}");
         }
     }
 
@@ -1022,7 +1210,7 @@ mod tests {
                     let outcome = scan_object(
                         text,
                         &mut String::new(),
-                        |key| key == "w",
+                        |key: TopLevelKey<'_>| key.bytes == b"w",
                         &mut |name, value| {
                             seen.push((name.to_string(), value.to_label_value()));
                             ControlFlow::Continue(())
@@ -1092,6 +1280,137 @@ mod tests {
         walk("", map, &mut out);
         out.sort();
         out
+    }
+
+    /// A small xorshift generator, for the randomised comparison.
+    struct Random(u64);
+
+    impl Random {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, bound: usize) -> usize {
+            (self.next() % bound as u64) as usize
+        }
+    }
+
+    /// A random JSON string (with its quotes): plain text of every length, multibyte text, escapes of each
+    /// kind, now and then a raw control byte.
+    fn random_string(random: &mut Random, out: &mut String) {
+        out.push('"');
+        let parts = [0, 1, 2, 3, 5, 8, 20, 70][random.below(8)];
+        for _ in 0..parts {
+            match random.below(12) {
+                0 => out
+                    .push_str(["\\\"", "\\\\", "\\n", "\\/", "\\u00e9", "\\ud83d\\ude00", "\\ud800"][random.below(7)]),
+                1 => out.push_str(["é", "ü", "日本", "\u{7f}"][random.below(4)]),
+                2 if random.below(20) == 0 => out.push('\t'),
+                _ => out.push_str(
+                    ["a", "id", "user_id", "request-", " ", "_", "x.y", "0", "{", "}", "[", ":", ","][random.below(13)],
+                ),
+            }
+        }
+        out.push('"');
+    }
+
+    /// A random JSON value, objects and arrays nested up to `depth` more levels.
+    fn random_value(random: &mut Random, depth: usize, out: &mut String) {
+        match random.below(if depth == 0 { 6 } else { 9 }) {
+            0 | 1 => random_string(random, out),
+            2 => out.push_str(["0", "-1.5e+3", "1234", "3.25", "-0", "1e9", "200"][random.below(7)]),
+            3 => out.push_str(["true", "false", "null"][random.below(3)]),
+            4 | 5 => out.push_str(&random.below(100_000).to_string()),
+            6 | 7 => random_object(random, depth - 1, out),
+            _ => {
+                out.push('[');
+                for index in 0..random.below(4) {
+                    if index > 0 {
+                        out.push(',');
+                    }
+                    random_value(random, depth - 1, out);
+                }
+                out.push(']');
+            }
+        }
+    }
+
+    /// A random JSON object: keys repeated now and then, whitespace of each kind around tokens.
+    fn random_object(random: &mut Random, depth: usize, out: &mut String) {
+        let space = |random: &mut Random, out: &mut String| {
+            if random.below(3) == 0 {
+                out.push_str([" ", "  ", "\t", "\n", "\r\n "][random.below(5)]);
+            }
+        };
+        out.push('{');
+        for index in 0..[0, 1, 2, 4, 8, 12][random.below(6)] {
+            if index > 0 {
+                out.push(',');
+                space(random, out);
+            }
+            if random.below(4) == 0 {
+                random_string(random, out);
+            } else {
+                let key = ["a", "b", "level", "user_id", "span_id", "k\\u0061", "a_b", "x.y", "é"][random.below(9)];
+                out.push('"');
+                out.push_str(key);
+                out.push('"');
+            }
+            space(random, out);
+            out.push(':');
+            space(random, out);
+            random_value(random, depth, out);
+            space(random, out);
+        }
+        out.push('}');
+    }
+
+    /// Random lines, whole and damaged (cut short or a byte replaced), walked by the window scan and by the
+    /// walk before it ([`oracle`]): the same visits in the same order and the same outcome, error positions
+    /// included, with a visitor that stops at a field and a test that passes over others.
+    #[test]
+    fn the_walk_matches_the_walk_before_windows() {
+        let mut random = Random(0x9e37_79b9_7f4a_7c15);
+        let replacements = [b'"', b'\\', b'{', b'}', b'[', b']', b':', b',', b' ', b'\n', 0x01, b'x', b'1'];
+        for _ in 0..20_000 {
+            let mut line = String::new();
+            if random.below(8) == 0 {
+                line.push(' ');
+            }
+            random_object(&mut random, 3, &mut line);
+            let mut bytes = line.into_bytes();
+            match random.below(4) {
+                0 => bytes.truncate(random.below(bytes.len() + 1)),
+                1 => {
+                    let at = random.below(bytes.len());
+                    bytes[at] = replacements[random.below(replacements.len())];
+                }
+                _ => {}
+            }
+            let Ok(text) = std::str::from_utf8(&bytes) else { continue };
+            let walk = |new: bool| {
+                let mut seen = Vec::new();
+                let unwanted = |key: TopLevelKey<'_>| {
+                    // The scan's ASCII verdict is never wrong, only sometimes not given.
+                    assert!(!key.known_ascii || key.bytes.is_ascii(), "{text:?}");
+                    key.bytes.len() == 1
+                };
+                let mut visit = |name: &str, value: JsonScalar<'_>| {
+                    seen.push((name.to_string(), value.to_label_value()));
+                    if name == "span_id" { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
+                };
+                let outcome = if new {
+                    visit_fields_where(text, &mut String::new(), unwanted, &mut visit)
+                } else {
+                    oracle::visit_fields_where(text, &mut String::new(), unwanted, &mut visit)
+                };
+                (outcome, seen)
+            };
+            assert_eq!(walk(true), walk(false), "{text:?}");
+        }
     }
 
     #[test]

@@ -14,7 +14,9 @@ use oxeye_model::logs::{LogEntry, LogEntryRef};
 use oxeye_model::{Labels, Matcher};
 use regex::Regex;
 
-use crate::json_fields::{EXPECTED_END_OF_LINE, EXPECTED_MEMBER_BRACE, JsonScalar, visit_fields, visit_fields_where};
+use crate::json_fields::{
+    EXPECTED_END_OF_LINE, EXPECTED_MEMBER_BRACE, JsonScalar, TopLevelKey, visit_fields, visit_fields_where,
+};
 use crate::line_regex::LineRegex;
 use crate::logfmt::{self, HintedKeySearch};
 use crate::pattern::Pattern;
@@ -1639,9 +1641,15 @@ impl HintedLengths {
     /// True when `name` (a field name before sanitizing) cannot sanitize into a hinted name.
     #[inline]
     fn rules_out(self, name: &str) -> bool {
+        self.rules_out_key(TopLevelKey { bytes: name.as_bytes(), known_ascii: false })
+    }
+
+    /// [`HintedLengths::rules_out`] for a key of a `| json` line, whose ASCII test the scan may have done.
+    #[inline]
+    fn rules_out_key(self, key: TopLevelKey<'_>) -> bool {
         // Bits for the name's length and that plus one (lengths of 62 and more share the top bits).
-        let possible = 3u64 << name.len().min(62);
-        self.0 & possible == 0 && name.is_ascii()
+        let possible = 3u64 << key.bytes.len().min(62);
+        self.0 & possible == 0 && (key.known_ascii || key.bytes.is_ascii())
     }
 }
 
@@ -1721,7 +1729,7 @@ impl oxeye_model::logs::LineFieldExtractor for JsonFieldColumns {
             let mut given = 0u64;
             let mut duplicate = false;
             let outcome =
-                visit_fields_where(line, &mut path, |name| hinted_lengths.rules_out(name), &mut |name, value| {
+                visit_fields_where(line, &mut path, |key| hinted_lengths.rules_out_key(key), &mut |name, value| {
                     if hinted_lengths.rules_out(name) {
                         return ControlFlow::Continue(());
                     }
@@ -1838,7 +1846,7 @@ fn parse_json<const EARLY_CHECKS: bool>(
     let JsonBuffers { path, label_name } = buffers;
     // Labels go straight into the entry's slots, marked pending until the line's outcome is known.
     // Fields whose names the hints rule out by length are checked without a call to the visitor.
-    let unwanted = |name: &str| hinted.is_some() && hinted_lengths.rules_out(name);
+    let unwanted = |key: TopLevelKey<'_>| hinted.is_some() && hinted_lengths.rules_out_key(key);
     // The scanner names a top-level member with an unescaped key by the key itself, a slice of the line;
     // other names (nested members, escaped keys) are built in its path buffer.
     let line_bytes = line.as_bytes().as_ptr_range();
