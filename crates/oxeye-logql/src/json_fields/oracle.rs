@@ -5,8 +5,8 @@
 use std::ops::ControlFlow;
 
 use super::{
-    EXPECTED_END_OF_LINE, JsonScalar, JsonSyntaxError, MAX_DEPTH, TopLevelKey, byte_at, error_as_loki_reads_it,
-    find_string_special_words, literal, skip_whitespace, unescape_into,
+    EXPECTED_END_OF_LINE, JsonScalar, JsonSyntaxError, MAX_DEPTH, Scanner, SpecialBytes, TopLevelKey, byte_at,
+    error_as_loki_reads_it, find_string_special_words, literal, skip_whitespace, unescape_into,
 };
 
 /// `visit_fields_where` before session 14.
@@ -87,7 +87,10 @@ fn scan_object<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
                     continue;
                 }
                 b'[' => {
-                    let mut scanner = Scanner { text: line, bytes, position, name: path, depth: parents.len() };
+                    // Arrays are read by the window scan's `Scanner`, the one part not kept here as it was.
+                    let specials = SpecialBytes::at(bytes, position);
+                    let mut scanner =
+                        Scanner { text: line, bytes, position, name: path, depth: parents.len(), specials };
                     let _always_continues =
                         scanner.value(None, &mut |_: &str, _: JsonScalar<'_>| ControlFlow::Continue(()))?;
                     position = scanner.position;
@@ -160,164 +163,6 @@ fn string_end(bytes: &[u8], start: usize) -> Result<(usize, bool), JsonSyntaxErr
                 }
             }
             _ => return Err(JsonSyntaxError { position: start, expected: "no control characters in a string" }),
-        }
-    }
-}
-
-/// The recursive scanner behind arrays: checks an array's values (objects inside included) and skips them.
-struct Scanner<'a, 'p> {
-    text: &'a str,
-    bytes: &'a [u8],
-    position: usize,
-    /// The current field path, joined with `_`.
-    name: &'p mut String,
-    /// Objects and arrays open around the position.
-    depth: usize,
-}
-
-impl<'a> Scanner<'a, '_> {
-    fn error(&self, expected: &'static str) -> JsonSyntaxError {
-        JsonSyntaxError { position: self.position, expected }
-    }
-
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.position).copied()
-    }
-
-    fn skip_whitespace(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.position += 1;
-        }
-    }
-
-    fn expect(&mut self, byte: u8, expected: &'static str) -> Result<(), JsonSyntaxError> {
-        self.skip_whitespace();
-        if self.peek() != Some(byte) {
-            return Err(self.error(expected));
-        }
-        self.position += 1;
-        Ok(())
-    }
-
-    /// Reads a string starting at its opening quote (after whitespace); returns its raw contents and
-    /// whether it has escapes.
-    fn string(&mut self) -> Result<(&'a str, bool), JsonSyntaxError> {
-        self.expect(b'"', "'\"'")?;
-        let start = self.position;
-        let (end, escaped) = string_end(self.bytes, start)?;
-        self.position = end + 1;
-        Ok((self.text.get(start..end).unwrap_or_default(), escaped))
-    }
-
-    /// Reads an object's members, the scanner standing on `{`.
-    fn object<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
-        &mut self,
-        visit: &mut Visit,
-    ) -> Result<ControlFlow<()>, JsonSyntaxError> {
-        self.expect(b'{', "'{'")?;
-        self.skip_whitespace();
-        if self.peek() == Some(b'}') {
-            self.position += 1;
-            return Ok(ControlFlow::Continue(()));
-        }
-        loop {
-            let (key, key_escaped) = self.string()?;
-            self.expect(b':', "':'")?;
-            let parent_length = self.name.len();
-            self.skip_whitespace();
-            let flow = if parent_length == 0 && !key_escaped && self.peek() != Some(b'{') {
-                // A top-level scalar or array is named by its key as it stands: no copy into the path.
-                self.value(Some(key), visit)
-            } else {
-                if parent_length > 0 {
-                    self.name.push('_');
-                }
-                if key_escaped {
-                    unescape_into(key, self.name);
-                } else {
-                    self.name.push_str(key);
-                }
-                let flow = self.value(None, visit);
-                self.name.truncate(parent_length);
-                flow
-            };
-            if flow?.is_break() {
-                return Ok(ControlFlow::Break(()));
-            }
-            self.skip_whitespace();
-            match self.peek() {
-                Some(b',') => {
-                    self.position += 1;
-                    self.skip_whitespace();
-                }
-                Some(b'}') => {
-                    self.position += 1;
-                    return Ok(ControlFlow::Continue(()));
-                }
-                _ => return Err(self.error("',' or '}'")),
-            }
-        }
-    }
-
-    /// Reads one value; scalars go to the visitor under `name` or else the current path, objects recurse,
-    /// arrays are checked and skipped (Loki's json parser extracts nothing from arrays without an
-    /// expression).
-    fn value<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
-        &mut self,
-        name: Option<&str>,
-        visit: &mut Visit,
-    ) -> Result<ControlFlow<()>, JsonSyntaxError> {
-        self.skip_whitespace();
-        match self.peek() {
-            Some(b'{' | b'[') if self.depth >= MAX_DEPTH => Err(self.error("nesting at most 128 deep")),
-            Some(b'{') => {
-                self.depth += 1;
-                let flow = self.object(visit);
-                self.depth -= 1;
-                flow
-            }
-            Some(b'[') => {
-                self.depth += 1;
-                let checked = self.array();
-                self.depth -= 1;
-                checked?;
-                Ok(ControlFlow::Continue(()))
-            }
-            Some(b'"') => {
-                let (raw, escaped) = self.string()?;
-                Ok(visit(name.unwrap_or(self.name), JsonScalar::String { raw, escaped }))
-            }
-            Some(_) => {
-                let (end, scalar) = literal(self.text, self.position)?;
-                self.position = end;
-                Ok(visit(name.unwrap_or(self.name), scalar))
-            }
-            None => Err(self.error("a value")),
-        }
-    }
-
-    fn array(&mut self) -> Result<(), JsonSyntaxError> {
-        self.expect(b'[', "'['")?;
-        self.skip_whitespace();
-        if self.peek() == Some(b']') {
-            self.position += 1;
-            return Ok(());
-        }
-        let mut ignore = |_: &str, _: JsonScalar<'_>| ControlFlow::Continue(());
-        loop {
-            // Objects inside arrays are checked with a throwaway visitor; their fields are not labels.
-            let saved_name = self.name.len();
-            let _always_continues = self.value(None, &mut ignore)?;
-            self.name.truncate(saved_name);
-            self.skip_whitespace();
-            match self.peek() {
-                Some(b',') => self.position += 1,
-                Some(b']') => {
-                    self.position += 1;
-                    return Ok(());
-                }
-                _ => return Err(self.error("',' or ']'")),
-            }
         }
     }
 }
