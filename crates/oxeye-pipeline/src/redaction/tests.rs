@@ -883,3 +883,21 @@ fn the_line_prefilter_trusts_only_the_plain_kept_email_member() {
     }
     assert_eq!(redactor.redact_line(r#"email=x"email": "ann@example.com""#), r#"email=x"email": "[EMAIL]""#);
 }
+
+#[test]
+fn the_line_prefilter_finds_numbers_at_every_offset_of_its_blocks() {
+    let redactor = redactor();
+    for offset in 0..80 {
+        let padding = "x".repeat(offset);
+        for number in ["078-05-1120", "4111 1111 1111 1111", "4111111111111111", "5555-5555-5555-4444"] {
+            let line = format!("{padding}{number}");
+            assert!(redactor.line_may_change(line.as_bytes()), "{line}");
+            let line = format!("{padding} {number} y");
+            assert!(redactor.line_may_change(line.as_bytes()), "{line}");
+        }
+        for near_miss in ["2026-11-25", "078-05-112", "4111 1111 1111 1112", "1234567890123456"] {
+            let line = format!("{padding}{near_miss} y");
+            assert!(!redactor.line_may_change(line.as_bytes()), "{line}");
+        }
+    }
+}
