@@ -5,7 +5,9 @@
 //! Throughput is reported per CPU second of this process (and as wall-clock throughput), because the shared
 //! 2-core development machine is usually busy with other jobs. Measured 2026-11-23 (load average ~11):
 //! structlog JSON without secrets ~440 MB/s per CPU second (~960 ns for a 418-byte line), logfmt ~225 MB/s,
-//! plain text ~900 MB/s, structlog JSON with a password, a card number and e-mails ~335 MB/s.
+//! plain text ~900 MB/s, structlog JSON with a password, a card number and e-mails ~335 MB/s. After session 14's
+//! line prefilter (2026-11-25, load average 5.7-8.8): structlog JSON without secrets 1,000-1,500 MB/s, logfmt
+//! ~1,000-1,150 MB/s, plain text ~1,150-1,500 MB/s (the CPU clock has 10 ms steps; see BENCHMARKS.md).
 
 use std::hint::black_box;
 use std::time::Instant;

@@ -177,7 +177,8 @@ impl Redactor {
     ///   one at the next quote, a bracketed one at its bracket or the line's end). Anything else inside it
     ///   (digits) is left to the number check.
     /// - Card numbers and SSNs are looked for by the rule's own detector in each run of digits, spaces and
-    ///   dashes holding 9 digits or more, taken alone (so no neighbouring byte can block one).
+    ///   dashes taken alone (so no neighbouring byte can block one), when the run can hold one: 11 bytes or
+    ///   more, and 13 digits, or 9 digits and two dashes.
     ///
     /// Costs per line: one `memchr2` pass over `\` and `@`, one `memchr2` pass over `=` and `:` with a table
     /// lookup of the two bytes ending the name before each, and one pass of four eight-byte words per step
