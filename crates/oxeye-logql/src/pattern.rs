@@ -193,6 +193,14 @@ impl Pattern {
         }
     }
 
+    /// The pattern cut after its first `captures` captures, for a parser that reads only those: its
+    /// [`Pattern::extract_spans`] reports exactly the captures below index `captures` that the whole
+    /// pattern's reports, and stops looking there (the literals after them are not searched). Only for
+    /// extracting: the cut pattern matches lines the whole one does not ([`Pattern::is_match`]).
+    pub fn first_captures(&self, captures: usize) -> Pattern {
+        Pattern { prefix: self.prefix.clone(), steps: self.steps.iter().take(captures).cloned().collect() }
+    }
+
     /// Walks `line` along the pattern, reporting captures as [`Pattern::match_spans`] does. A literal that
     /// is not found after a capture ends the walk: with `partial`, the capture takes the rest of the line
     /// and the walk counts as a match, else it is no match. A leading literal must start the line.
@@ -368,6 +376,14 @@ mod tests {
                 }
             }
             assert_eq!(found, expected, "{text:?} on {line:?}");
+            // The walk cut short after the first captures reports exactly those of them the whole walk does.
+            for captures in 0..=pattern.steps.len() {
+                let mut first = Vec::new();
+                let cut = pattern.first_captures(captures);
+                cut.extract_spans(&line, |index, start, end| first.push((index, start, end)));
+                let below: Vec<_> = expected.iter().copied().filter(|(index, _, _)| *index < captures).collect();
+                assert_eq!(first, below, "{text:?} on {line:?}, first {captures} captures");
+            }
         }
     }
 }

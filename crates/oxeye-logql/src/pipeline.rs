@@ -445,8 +445,10 @@ enum CompiledStage {
         locations: regex::CaptureLocations,
         groups: Vec<(usize, String)>,
     },
-    /// `| pattern`: the pattern, its captures' label names (sanitized) where the hints want them (by capture
-    /// index), and the wanted captures of the current line (index, start, end), reused from line to line.
+    /// `| pattern`: the pattern cut after the last capture the hints want ([`Pattern::first_captures`]: the
+    /// literals after it are not searched), its captures' label names (sanitized) where the hints want them
+    /// (by capture index), and the wanted captures of the current line (index, start, end), reused from
+    /// line to line.
     Pattern {
         pattern: Box<Pattern>,
         wanted: Vec<Option<String>>,
@@ -1077,12 +1079,14 @@ impl Pipeline {
                     CompiledStage::Regexp { locations: regex.capture_locations(), regex, groups }
                 }
                 Stage::Parser(ParserStage::Pattern(pattern)) => {
-                    let pattern = Box::new(Pattern::parse(pattern)?);
-                    let wanted = pattern
+                    let parsed = Pattern::parse(pattern)?;
+                    let wanted: Vec<Option<String>> = parsed
                         .capture_names()
                         .map(|name| name.filter(|name| hints.wants(name)).map(sanitize_label_name))
                         .collect();
-                    CompiledStage::Pattern { pattern, wanted, spans: Vec::new() }
+                    let wanted_captures = wanted.iter().rposition(Option::is_some).map_or(0, |last| last + 1);
+                    let cut = Box::new(parsed.first_captures(wanted_captures));
+                    CompiledStage::Pattern { pattern: cut, wanted, spans: Vec::new() }
                 }
                 Stage::Parser(ParserStage::Unpack) => CompiledStage::Unpack,
                 Stage::LabelFilter(filter) => CompiledStage::LabelFilter(CompiledLabelFilter::compile(filter)?),
