@@ -793,7 +793,9 @@ mod tests {
                     let value = short_token_value_by_definition(token);
                     Self::insert_if(values, recent, value, || keep_decimals || !is_decimal_token(token));
                 } else if long_tokens.insert(token) {
-                    for_each_minimizer(token, |hash| Self::insert(values, recent, hash));
+                    for hash in minimizers_by_definition(token) {
+                        Self::insert(values, recent, hash);
+                    }
                 }
             }
         }
@@ -1137,6 +1139,19 @@ mod tests {
             let mut emitted = Vec::new();
             for_each_minimizer(line.as_bytes(), |hash| emitted.push(hash));
             assert_eq!(emitted, minimizers_by_definition(line.as_bytes()), "{line:?}");
+        }
+    }
+
+    #[test]
+    fn minimizers_match_the_definition_at_every_length() {
+        let mut random = SplitMix(5);
+        for length in 0..200 {
+            for alphabet in [2, 16, 256] {
+                let text: Vec<u8> = (0..length).map(|_| random.below(alphabet) as u8).collect();
+                let mut emitted = Vec::new();
+                for_each_minimizer(&text, |hash| emitted.push(hash));
+                assert_eq!(emitted, minimizers_by_definition(&text), "{text:?}");
+            }
         }
     }
 
