@@ -1626,8 +1626,8 @@ pub(crate) fn hinted_names(mut names: Vec<String>) -> Vec<String> {
 }
 
 /// The lengths of hinted label names, to pass over most field names without comparing or sanitizing
-/// them: sanitizing an ASCII name keeps its length or (for a leading digit) adds one byte, so an ASCII
-/// name whose length, and that plus one, are no hinted name's length cannot become one.
+/// them: sanitizing an ASCII name keeps its length, or adds one byte when it starts with a digit, so an
+/// ASCII name whose length so counted is no hinted name's length cannot become one.
 #[derive(Clone, Copy)]
 struct HintedLengths(u64);
 
@@ -1651,8 +1651,11 @@ impl HintedLengths {
     /// [`HintedLengths::rules_out`] for a key of a `| json` line, whose ASCII test the scan may have done.
     #[inline]
     fn rules_out_key(self, key: TopLevelKey<'_>) -> bool {
-        // Bits for the name's length and that plus one (lengths of 62 and more share the top bits).
-        let possible = 3u64 << key.bytes.len().min(62);
+        // The bit of the sanitized name's length (lengths of 63 and more share the top bit). Counting the
+        // `_` a leading digit gets, not both lengths, passes over the keys one byte shorter than a hinted
+        // name: `logger` for `user_id`.
+        let leading_digit = key.bytes.first().is_some_and(u8::is_ascii_digit);
+        let possible = 1u64 << (key.bytes.len() + usize::from(leading_digit)).min(63);
         self.0 & possible == 0 && (key.known_ascii || key.bytes.is_ascii())
     }
 }
@@ -2244,6 +2247,38 @@ mod tests {
         let mut pipeline = Pipeline::new(&log.pipeline).unwrap();
         pipeline
             .process(&Labels::from_pairs([("service_name", "boxoffice"), ("level", "info")]), &LogEntry::new(1, line))
+    }
+
+    /// A name the length test passes over never sanitizes into a hinted name: random names of digits,
+    /// letters, `_`, punctuation and multibyte text against hints of every length from 1 to 12.
+    #[test]
+    fn hinted_lengths_pass_over_only_names_that_cannot_become_a_hint() {
+        let mut next = crate::test_random::xorshift(0x2545_f491_4f6c_dd1d);
+        let pieces = ["a", "Z", "_", "7", "0", ".", "-", "é", " "];
+        for _ in 0..20_000 {
+            let name: String = (0..next() % 9).map(|_| pieces[(next() % pieces.len() as u64) as usize]).collect();
+            let sanitized = sanitize_label_name(&name);
+            let hints = ParserHints::Only(vec!["x".repeat(sanitized.len().max(1)), "user_id".to_string()]);
+            let lengths = HintedLengths::of(&hints);
+            if sanitized.len() == lengths_hint_length(&hints) {
+                assert!(!lengths.rules_out(&name), "{name:?}");
+                let known_ascii = name.is_ascii();
+                assert!(!lengths.rules_out_key(TopLevelKey { bytes: name.as_bytes(), known_ascii }), "{name:?}");
+            }
+        }
+        // `logger` is one byte shorter than `user_id` and starts with no digit: passed over.
+        let user_id = HintedLengths::of(&ParserHints::Only(vec!["user_id".to_string()]));
+        assert!(user_id.rules_out("logger"));
+        assert!(!user_id.rules_out("span_id"));
+        assert!(!user_id.rules_out("1logge"));
+    }
+
+    /// The length of the first hinted name.
+    fn lengths_hint_length(hints: &ParserHints) -> usize {
+        match hints {
+            ParserHints::Only(names) => names.first().map_or(0, String::len),
+            _ => 0,
+        }
     }
 
     #[test]
