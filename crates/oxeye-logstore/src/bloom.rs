@@ -196,30 +196,38 @@ fn token_mask(block: &[u8; BLOCK_BYTES]) -> u64 {
 
 /// Writes to `bounds` from `count` on the offset of every token edge in a block whose token bytes are
 /// `mask` and which starts at `block_start`; `previous` is the last byte's bit of the block before (and is
-/// updated). Writes by index into a slice sized beforehand: a `Vec::push` stored the length back to memory
-/// on every edge.
+/// updated). Writes by index into a slice sized beforehand (a `Vec::push` stored the length back to memory
+/// on every edge), two edges a loop turn: with an odd count the last turn writes one slot past the block's
+/// edges, which the next block overwrites or which lies past the count returned.
 #[inline(always)]
 fn write_token_edges(mask: u64, previous: &mut u64, block_start: u32, bounds: &mut [u32], count: &mut usize) {
     let mut edges = mask ^ ((mask << 1) | *previous);
     *previous = mask >> 63;
-    while edges != 0 {
-        if let Some(slot) = bounds.get_mut(*count) {
-            *slot = block_start + edges.trailing_zeros();
+    let end = *count + edges.count_ones() as usize;
+    let mut written = *count;
+    while written < end {
+        let first = block_start + edges.trailing_zeros();
+        edges &= edges.wrapping_sub(1);
+        let second = block_start + edges.trailing_zeros();
+        edges &= edges.wrapping_sub(1);
+        if let Some([first_slot, second_slot]) = bounds.get_mut(written..written + 2) {
+            *first_slot = first;
+            *second_slot = second;
         }
-        *count += 1;
-        edges &= edges - 1;
+        written += 2;
     }
+    *count = end;
 }
 
 /// The same tokens as [`tokens`], written to the first entries of `bounds` as start, end, start, end, ...;
-/// returns how many. `bounds` is grown to `bytes.len() + 1` entries (the most edges a line can have) and
-/// never shrunk, so a buffer kept across lines is zeroed once. The bytes are classified [`BLOCK_BYTES`] at a
+/// returns how many. `bounds` is grown to `bytes.len() + 2` entries (the most edges a line can have, and
+/// the slot [`write_token_edges`] may write past them) and never shrunk, so a buffer kept across lines is zeroed once. The bytes are classified [`BLOCK_BYTES`] at a
 /// time into a bit mask ([`token_mask`]); the edges are the bits where the mask changes, one loop turn per
 /// edge rather than per byte. The last partial block is padded with zero bytes, which delimit, so a token
 /// running to the end of `bytes` ends there.
 fn token_bounds(bytes: &[u8], bounds: &mut Vec<u32>) -> usize {
-    if bounds.len() <= bytes.len() {
-        bounds.resize(bytes.len() + 1, 0);
+    if bounds.len() < bytes.len() + 2 {
+        bounds.resize(bytes.len() + 2, 0);
     }
     let bounds = bounds.as_mut_slice();
     let mut count = 0usize;
