@@ -385,10 +385,11 @@ enum FlatScan {
 
 /// The top-level members of a flat object, the shape of most log lines: keys and string values without
 /// escapes or control characters, numbers, `true`, `false` and `null`, each string's end the next bit of
-/// the window mask ([`SpecialBytes`]), the separators of the common spacings (`": "`, `, "`) read as one word
-/// ([`word_at`]), no field path kept. `position` is at the first member's opening quote. At a member it does not read (an escape, a nested object or array, a value that does not parse)
-/// it hands over to the general loop before visiting that member, so every field is visited once and every
-/// error is the general loop's; after a member only `,` or `}` may follow, as there.
+/// the window mask ([`SpecialBytes`]), the separators of the common spacings (`": "`, `, "`) read as one
+/// word ([`word_at`]), no field path kept. `position` is at the first member's opening quote. At a member it
+/// does not read (an escape, a nested object or array, a value that does not parse) it hands over to the
+/// general loop before visiting that member, so every field is visited once and every error is the general
+/// loop's; after a member only `,` or `}` may follow, as there.
 #[inline(always)]
 fn scan_flat_members<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
     line: &str,
