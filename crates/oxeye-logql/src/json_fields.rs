@@ -492,7 +492,7 @@ const NEXT_KEY_TIGHT: u32 = u32::from_le_bytes(*b",\"\0\0");
 /// The four bytes from `position` as a little-endian word; 0 (no token's bytes) when fewer remain.
 #[inline(always)]
 fn word_at(bytes: &[u8], position: usize) -> u32 {
-    bytes.get(position..position + 4).and_then(|word| <[u8; 4]>::try_from(word).ok()).map_or(0, u32::from_le_bytes)
+    bytes.get(position..).and_then(<[u8]>::first_chunk::<4>).map_or(0, |word| u32::from_le_bytes(*word))
 }
 
 /// The position of the closing quote of a string whose contents start at `start`, when they hold no escape
