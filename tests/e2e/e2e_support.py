@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -58,6 +59,17 @@ def free_port() -> int:
 
 class WaitTimeout(AssertionError):
     pass
+
+
+def wal_segments(data_dir: Path) -> dict[Path, Path]:
+    """{WAL directory: its newest segment file}; segments are named by 8 decimal digits."""
+    newest: dict[Path, Path] = {}
+    for path in data_dir.rglob("*"):
+        if path.is_file() and re.fullmatch(r"\d{8}", path.name) and "checkpoint" not in str(path.parent.name):
+            current = newest.get(path.parent)
+            if current is None or int(path.name) > int(current.name):
+                newest[path.parent] = path
+    return newest
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import requests
 
-from e2e_support import DATA_TIMEOUT_S, OxeyeServer, encode_write_request, remote_write, snappy_block, wait_until
+from e2e_support import (
+    DATA_TIMEOUT_S,
+    OxeyeServer,
+    encode_write_request,
+    remote_write,
+    snappy_block,
+    wait_until,
+    wal_segments,
+)
 
 SERIES_PER_REQUEST = 20
 SENDERS = 2
@@ -90,17 +98,6 @@ def assert_all_acknowledged_present(server: OxeyeServer, senders: list[Sender]) 
         assert not missing, f"{sender.name}: {len(missing)} of {len(expected)} acknowledged samples lost, e.g. {missing[:5]}"
         wrong = [(key, stored[key], value) for key, value in expected.items() if stored[key] != value]
         assert not wrong, f"{sender.name}: wrong values {wrong[:5]}"
-
-
-def wal_segments(data_dir: Path) -> dict[Path, Path]:
-    """{WAL directory: its newest segment file}; segments are named by 8 decimal digits."""
-    newest: dict[Path, Path] = {}
-    for path in data_dir.rglob("*"):
-        if path.is_file() and re.fullmatch(r"\d{8}", path.name) and "checkpoint" not in str(path.parent.name):
-            current = newest.get(path.parent)
-            if current is None or int(path.name) > int(current.name):
-                newest[path.parent] = path
-    return newest
 
 
 def test_kill9_during_ingest_loses_no_acknowledged_sample(oxeye_factory):

@@ -1,17 +1,20 @@
-"""Durability of logs: every Loki push oxeye acknowledged survives `kill -9` in the middle of ingest, and a push
+"""Durability of logs: every Loki push oxeye acknowledged survives `kill -9` in the middle of ingest, a push
 that was in flight when the process died is stored whole or not at all (the log WAL is written before the
-push is acknowledged; issue 4, "WAL with group commit")."""
+push is acknowledged; issue 4, "WAL with group commit"), and a torn last record of the log WAL is cut off
+with a warning."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import threading
 import time
 import uuid
 
 import requests
 
-from e2e_support import DATA_TIMEOUT_S, OxeyeServer, wait_until
+from e2e_support import DATA_TIMEOUT_S, OxeyeServer, wait_until, wal_segments
 
 SENDERS = 2
 LINES_PER_PUSH = 50
@@ -139,7 +142,21 @@ def test_kill9_during_log_ingest_loses_no_acknowledged_line(oxeye_factory):
         after.acked.append(i)
         after.sent = i + 1
     server.kill9()
+
+    # A torn last record: garbage appended to the newest segment of the log WAL, as a crash mid-write leaves it.
+    segments = [segment for wal, segment in wal_segments(server.data_dir).items() if "log" in str(wal)]
+    assert segments, f"no log WAL segment (8-digit names) under {server.data_dir}"
+    for segment in segments:
+        with open(segment, "ab") as file:
+            # A frame header announcing 4096 payload bytes with a bogus CRC, then only a few of them.
+            file.write((4096).to_bytes(4, "little") + b"\xde\xad\xbe\xef" + os.urandom(37))
     server.start()
+    warnings = [
+        record
+        for record in server.log_records()
+        if str(record.get("level", "")).upper() in ("WARN", "WARNING") and re.search(r"log WAL.*torn", str(record), re.I)
+    ]
+    assert warnings, f"no warning about the torn log WAL tail in the log:\n{server.log_text()[-3000:]}"
     assert wait_until(
         lambda: lines_per_push(server, after) == {i: LINES_PER_PUSH for i in range(5)},
         DATA_TIMEOUT_S,
