@@ -101,7 +101,8 @@ impl Pattern {
     /// Parses a pattern.
     ///
     /// # Errors
-    /// A message for consecutive captures, an unterminated capture or a pattern without any capture.
+    /// A message for consecutive captures, an unterminated capture, a pattern without any capture or a
+    /// named capture twice.
     pub fn parse(text: &str) -> Result<Pattern, String> {
         let mut nodes = Vec::new();
         let mut literal = String::new();
@@ -135,6 +136,15 @@ impl Pattern {
         }
         if !nodes.iter().any(|node| matches!(node, Node::Capture(_))) {
             return Err(format!("invalid pattern {text:?}: at least one capture is required"));
+        }
+        // Loki refuses a named capture twice (grafana/loki `pkg/logql/log/pattern/ast.go`, `expr.validate`).
+        let mut names: Vec<&str> = nodes
+            .iter()
+            .filter_map(|node| if let Node::Capture(name) = node { name.as_deref() } else { None })
+            .collect();
+        names.sort_unstable();
+        if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(format!("invalid pattern {text:?}: duplicate capture name ({})", pair[0]));
         }
         let mut nodes = nodes.into_iter().peekable();
         let prefix = match nodes.next_if(|node| matches!(node, Node::Literal(_))) {

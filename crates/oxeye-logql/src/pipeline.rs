@@ -2,7 +2,8 @@
 //! `pkg/logql/log` stages do.
 //!
 //! Labels seen by the stages are the stream labels, then structured metadata, then parsed labels. A parsed
-//! label whose name is already a stream label is stored as `<name>_extracted`, as in Loki. Parser and
+//! label whose name is already a stream label is stored as `<name>_extracted`, and one named like
+//! structured metadata replaces it, as in Loki. Parser and
 //! conversion failures do not drop the entry: they set `__error__` (`JSONParserErr`, `LogfmtParserErr`,
 //! `LabelFilterErr`, `TemplateFormatErr`) and `__error_details__`.
 
@@ -718,6 +719,22 @@ struct AddedLabel {
     /// Set while `| json` adds labels, so a line whose failure Loki reads as none of them (a nested object
     /// never closed) can take them back (see [`parse_json`]).
     pending: bool,
+    /// Where the label came from: a parser's label replaces structured metadata of its name.
+    origin: AddedOrigin,
+}
+
+/// Where an [`AddedLabel`] came from, as far as a parser's label of its name cares: Loki's
+/// `LabelsBuilder.Set` lets a `ParsedLabel` replace a `StructuredMetadataLabel`, and a parsed label that
+/// came first stays.
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum AddedOrigin {
+    /// A parser, `label_format` or an error.
+    #[default]
+    Stage,
+    /// The entry's structured metadata.
+    Metadata,
+    /// A parser's label that replaced structured metadata (kept in [`AddedLabels`]' `replaced_metadata`).
+    ReplacedMetadata,
 }
 
 /// The labels stages added to an entry, sorted by name, in slots reused from entry to entry: a slot's
@@ -728,11 +745,37 @@ struct AddedLabels {
     /// The first `len` slots are in use, sorted by name; the rest are spare.
     slots: Vec<AddedLabel>,
     len: usize,
+    /// The structured metadata (name, value) that parsed labels replaced in this entry, put back if a
+    /// pending label is taken back: the first `replaced_len` pairs, the rest spare (their strings keep their
+    /// capacity). Apart from the slots, which it would make larger.
+    replaced_metadata: Vec<(String, String)>,
+    replaced_len: usize,
 }
 
 impl AddedLabels {
     fn clear(&mut self) {
         self.len = 0;
+        self.replaced_len = 0;
+    }
+
+    /// The slot at `index` for a parsed label of its name when it holds structured metadata (its value
+    /// cleared, the metadata kept aside), else `None`: a parsed label of that name came first.
+    fn replace_metadata(&mut self, index: usize) -> Option<&mut AddedLabel> {
+        let slot = self.slots.get_mut(..self.len)?.get_mut(index)?;
+        if slot.origin != AddedOrigin::Metadata {
+            return None;
+        }
+        slot.origin = AddedOrigin::ReplacedMetadata;
+        if self.replaced_len == self.replaced_metadata.len() {
+            self.replaced_metadata.push(Default::default());
+        }
+        let (name, value) = &mut self.replaced_metadata[self.replaced_len];
+        self.replaced_len += 1;
+        name.clear();
+        name.push_str(&slot.name);
+        std::mem::swap(value, &mut slot.value);
+        slot.value.clear();
+        Some(slot)
     }
 
     fn in_use(&self) -> &[AddedLabel] {
@@ -773,6 +816,7 @@ impl AddedLabels {
         slot.name.clear();
         slot.value.clear();
         slot.pending = false;
+        slot.origin = AddedOrigin::Stage;
         slot
     }
 
@@ -788,6 +832,7 @@ impl AddedLabels {
             let slot = &mut self.slots[index];
             slot.value.clear();
             slot.pending = false;
+            slot.origin = AddedOrigin::Stage;
             return slot;
         }
         let slot = self.claim(index);
@@ -795,16 +840,20 @@ impl AddedLabels {
         slot
     }
 
-    /// Adds the label, replacing the value of one of that name.
-    fn insert(&mut self, name: &str, value: &str) {
-        match self.position(name) {
+    /// Adds the label, replacing the value of one of that name (structured metadata included: the label
+    /// is no longer metadata); returns its slot.
+    fn insert(&mut self, name: &str, value: &str) -> &mut AddedLabel {
+        let slot = match self.position(name) {
             Ok(index) => {
                 let slot = &mut self.slots[index];
                 slot.value.clear();
-                slot.value.push_str(value);
+                slot.origin = AddedOrigin::Stage;
+                slot
             }
-            Err(index) => self.claim_named(index, name).value.push_str(value),
-        }
+            Err(index) => self.claim_named(index, name),
+        };
+        slot.value.push_str(value);
+        slot
     }
 
     fn remove(&mut self, name: &str) {
@@ -816,9 +865,12 @@ impl AddedLabels {
         }
     }
 
-    /// Keeps the pending labels (they stay, no longer pending) or takes them out, keeping the order of
-    /// the others.
+    /// Keeps the pending labels (they stay, no longer pending) or takes them out (structured metadata they
+    /// replaced comes back), keeping the order of the others.
     fn settle_pending(&mut self, keep: bool) {
+        if !keep && self.replaced_len != 0 {
+            self.restore_replaced_metadata();
+        }
         let mut kept = 0;
         for index in 0..self.len {
             let slot = &mut self.slots[index];
@@ -830,6 +882,24 @@ impl AddedLabels {
             kept += 1;
         }
         self.len = kept;
+    }
+
+    /// Puts back the structured metadata that pending labels replaced: those slots hold the metadata
+    /// again, no longer pending.
+    #[cold]
+    fn restore_replaced_metadata(&mut self) {
+        for slot in self.slots.iter_mut().take(self.len) {
+            if !slot.pending || slot.origin != AddedOrigin::ReplacedMetadata {
+                continue;
+            }
+            let replaced =
+                self.replaced_metadata.iter_mut().take(self.replaced_len).find(|(name, _)| *name == slot.name);
+            if let Some((_, value)) = replaced {
+                std::mem::swap(&mut slot.value, value);
+                slot.origin = AddedOrigin::Metadata;
+                slot.pending = false;
+            }
+        }
     }
 
     fn len(&self) -> usize {
@@ -871,7 +941,10 @@ impl EntryState<'_> {
 
     /// The slot for a parsed label whose name is already sanitized (`<name>_extracted` on collision with a
     /// stream label), for the caller to write its value into; `None` when the name is empty or a label of
-    /// that name was parsed before (the first wins).
+    /// that name was parsed before (the first wins). Structured metadata of that name gives up its slot,
+    /// as in Loki: `BaseHas` (the `_extracted` test) sees stream labels only, and `LabelsBuilder.Set` of a
+    /// `ParsedLabel` deletes the `StructuredMetadataLabel` of its name (grafana/loki
+    /// `pkg/logql/log/labels.go`).
     fn claim_parsed(&mut self, name: &str) -> Option<&mut AddedLabel> {
         if name.is_empty() {
             return None;
@@ -880,13 +953,19 @@ impl EntryState<'_> {
             let mut renamed = String::with_capacity(name.len() + 10);
             renamed.push_str(name);
             renamed.push_str("_extracted");
-            let index = self.added.position(&renamed).err()?;
-            let slot = self.added.claim(index);
-            std::mem::swap(&mut slot.name, &mut renamed);
-            return Some(slot);
+            return match self.added.position(&renamed) {
+                Ok(index) => self.added.replace_metadata(index),
+                Err(index) => {
+                    let slot = self.added.claim(index);
+                    std::mem::swap(&mut slot.name, &mut renamed);
+                    Some(slot)
+                }
+            };
         }
-        let index = self.added.position(name).err()?;
-        Some(self.added.claim_named(index, name))
+        match self.added.position(name) {
+            Ok(index) => self.added.replace_metadata(index),
+            Err(index) => Some(self.added.claim_named(index, name)),
+        }
     }
 
     fn set(&mut self, name: &str, value: &str) {
@@ -1355,7 +1434,7 @@ impl Pipeline {
             }
             let name = sanitized_label_name(label.name);
             if hints.wants(&name) && !state.is_stream_label(&name) {
-                state.added.insert(&name, label.value);
+                state.added.insert(&name, label.value).origin = AddedOrigin::Metadata;
             }
         }
         let run_parsers = !hints.wants_none();

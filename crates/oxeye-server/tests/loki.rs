@@ -463,3 +463,36 @@ async fn a_push_with_one_malformed_stream_stores_none_of_its_streams() {
     let text = refused_and_nothing_stored(&harness.state, push_json(body), r#"{service_name="whole"}"#).await;
     assert!(text.contains("streams[1].values[0]"), "{text}");
 }
+
+/// A parsed label named like a stream label gets `_extracted`; one named like structured metadata replaces
+/// it (grafana/loki `pkg/logql/log/labels.go`: `BaseHas` sees stream labels only, `LabelsBuilder.Set` of a
+/// `ParsedLabel` deletes the `StructuredMetadataLabel` of its name); a pattern naming a capture twice is
+/// refused (`pkg/logql/log/pattern/ast.go`, `expr.validate`).
+#[tokio::test]
+async fn parsed_labels_collide_with_stream_labels_and_structured_metadata_as_in_loki() {
+    let harness = harness();
+    let now = now_ns();
+    let body = format!(
+        r#"{{"streams":[{{"stream":{{"service_name":"shop","level":"stream"}},"values":[["{now}","level=warn trace_id=from-line","#
+    ) + r#"{"trace_id":"from-metadata"}]]}]}"#;
+    let (status, text) = send(&harness.state, push_json(body)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
+    let query = |query: &str| {
+        let uri = format!("/loki/api/v1/query_range?query={}&start={}&end={}", encode(query), now - 1, now + 1);
+        get(&uri)
+    };
+    let body = json(&send(&harness.state, query(r#"{service_name="shop"}"#)).await.1);
+    assert_eq!(body["data"]["result"][0]["stream"]["trace_id"], "from-metadata");
+    for parser in
+        ["logfmt", r#"pattern "level=<level> trace_id=<trace_id>""#, r#"regexp "trace_id=(?P<trace_id>\\S+)""#]
+    {
+        let body = json(&send(&harness.state, query(&format!(r#"{{service_name="shop"}} | {parser}"#))).await.1);
+        let stream = &body["data"]["result"][0]["stream"];
+        assert_eq!((&stream["level"], &stream["trace_id"]), (&"stream".into(), &"from-line".into()), "{parser}");
+    }
+    let body = json(&send(&harness.state, query(r#"{service_name="shop"} | logfmt"#)).await.1);
+    assert_eq!(body["data"]["result"][0]["stream"]["level_extracted"], "warn");
+    let (status, text) = send(&harness.state, query(r#"{service_name="shop"} | pattern "<a> <a>""#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("duplicate capture name (a)"), "{text}");
+}
