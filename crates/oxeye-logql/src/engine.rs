@@ -884,12 +884,18 @@ impl LogVisitor for SampleExtractor<'_> {
             !entry.structured_metadata.is_empty()
                 && match self.grouping {
                     // Sanitizing an ASCII name keeps its length or adds a byte: other lengths never match.
+                    // Metadata named like a stream label joins as `<name>_extracted`.
                     Some(Grouping { without: false, labels }) => entry.structured_metadata.iter().any(|label| {
+                        let ascii = label.name.is_ascii();
+                        let same_name = |name: &str| {
+                            let length_may_match =
+                                !ascii || name.len() == label.name.len() || name.len() == label.name.len() + 1;
+                            length_may_match && name == sanitized_label_name(label.name)
+                        };
                         labels.iter().any(|name| {
-                            let length_may_match = name.len() == label.name.len()
-                                || name.len() == label.name.len() + 1
-                                || !label.name.is_ascii();
-                            length_may_match && *name == sanitized_label_name(label.name)
+                            same_name(name)
+                                || ((!ascii || name.len() >= label.name.len() + "_extracted".len())
+                                    && name.strip_suffix("_extracted").is_some_and(same_name))
                         })
                     }),
                     _ => true,

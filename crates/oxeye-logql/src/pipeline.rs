@@ -2,8 +2,8 @@
 //! `pkg/logql/log` stages do.
 //!
 //! Labels seen by the stages are the stream labels, then structured metadata, then parsed labels. A parsed
-//! label whose name is already a stream label is stored as `<name>_extracted`, and one named like
-//! structured metadata replaces it, as in Loki. Parser and
+//! label or structured metadata whose name is already a stream label is stored as `<name>_extracted`, and
+//! a parsed label named like structured metadata replaces it, as in Loki. Parser and
 //! conversion failures do not drop the entry: they set `__error__` (`JSONParserErr`, `LogfmtParserErr`,
 //! `LabelFilterErr`, `TemplateFormatErr`) and `__error_details__`.
 
@@ -1433,7 +1433,19 @@ impl Pipeline {
                 continue;
             }
             let name = sanitized_label_name(label.name);
-            if hints.wants(&name) && !state.is_stream_label(&name) {
+            // Named like a stream label, it takes the `_extracted` suffix as a parsed label does: Loki adds
+            // structured metadata with `LabelsBuilder.Add`, whose `BaseHas` test renames it (grafana/loki
+            // `pkg/logql/log/labels.go`, `pkg/logql/log/pipeline.go`).
+            // (Hints wanting `x_extracted` want `x` as well.)
+            if !hints.wants(&name) {
+                continue;
+            }
+            if state.is_stream_label(&name) {
+                let renamed = format!("{name}_extracted");
+                if hints.wants(&renamed) {
+                    state.added.insert(&renamed, label.value).origin = AddedOrigin::Metadata;
+                }
+            } else {
                 state.added.insert(&name, label.value).origin = AddedOrigin::Metadata;
             }
         }

@@ -1,12 +1,14 @@
 //! A parser's label colliding with a label the entry already has, as Loki answers it, for `| pattern`,
 //! `| regexp`, `| logfmt`, `| json`, `| unpack` and `| label_format`: with a stream label (the parsed label
-//! becomes `<name>_extracted`), with structured metadata (the parsed label replaces it, same name), and two
-//! captures or keys of one name in a line. The same answers come from chunks written with `| json` and
+//! becomes `<name>_extracted`, and so does structured metadata), with structured metadata (the parsed label
+//! replaces it, same name), and a capture name twice in a pattern or regexp. The same answers come from chunks written with `| json` and
 //! `| logfmt` field columns and from chunks without.
 //!
 //! Loki sources relied on (grafana/loki):
 //! - `pkg/logql/log/labels.go`, `LabelsBuilder.BaseHas`: true for the stream labels only (`b.base`), so only
-//!   a stream label's name gets the `duplicateSuffix` (`_extracted`) in the parsers.
+//!   a stream label's name gets the `duplicateSuffix` (`_extracted`) in the parsers and in
+//!   `LabelsBuilder.Add`, which `pkg/logql/log/pipeline.go` (`streamPipeline.Process`) calls with the
+//!   entry's structured metadata (`Add(StructuredMetadataLabel, structuredMetadata)`).
 //! - `pkg/logql/log/labels.go`, `LabelsBuilder.Set`: a `ParsedLabel` deletes the structured metadata and
 //!   stream label of its name ("Parsed takes precedence over Structured Metadata and Stream labels");
 //!   `UnsortedLabels` then leaves the metadata out, so the parsed value is the label under the same name.
@@ -61,7 +63,17 @@ fn streams(start_ns: i64) -> Vec<LogStream> {
         stream("logfmt", &["level=warn trace_id=t3 msg=c", "level=error trace_id=t4 msg=d", "level=info msg=e"]),
         // `trace.id` flattens to `trace_id`, in an object never closed: `| json` keeps none of its fields.
         stream("broken", &[r#"{"msg": "f", "trace": {"id": "t6""#]),
+        with_level_metadata(stream("plain", &["msg=x", "level=warn"])),
     ]
+}
+
+/// `stream` with the structured metadata `level="from-metadata"` on each entry as well, named like its
+/// stream label `level`.
+fn with_level_metadata(mut stream: LogStream) -> LogStream {
+    for entry in &mut stream.entries {
+        entry.structured_metadata.push(Label { name: "level".into(), value: "from-metadata".into() });
+    }
+    stream
 }
 
 /// A store with or without field columns, holding [`streams`] flushed into chunk files of one entry or two.
@@ -126,7 +138,23 @@ fn assert_answers(
 #[test]
 fn parsed_labels_take_the_suffix_on_stream_labels_and_replace_structured_metadata() {
     let (_with_dir, _without_dir, stores, start_ns) = stores();
-    let cases: [(&str, Vec<&str>); 7] = [
+    let cases: [(&str, Vec<&str>); 9] = [
+        // Structured metadata named like a stream label takes the suffix too (`LabelsBuilder.Add`); a parsed
+        // label of that name then replaces it.
+        (
+            r#"{format="plain"}"#,
+            vec![
+                r#"{app="shop", format="plain", level="stream", level_extracted="from-metadata", trace_id="from-metadata"} msg=x"#,
+                r#"{app="shop", format="plain", level="stream", level_extracted="from-metadata", trace_id="from-metadata"} level=warn"#,
+            ],
+        ),
+        (
+            r#"{format="plain"} | logfmt"#,
+            vec![
+                r#"{app="shop", format="plain", level="stream", level_extracted="from-metadata", msg="x", trace_id="from-metadata"} msg=x"#,
+                r#"{app="shop", format="plain", level="stream", level_extracted="warn", trace_id="from-metadata"} level=warn"#,
+            ],
+        ),
         (
             r#"{format="broken"} | json | line_format "{{.trace_id}} {{.msg}} {{.__error__}}""#,
             vec![
@@ -188,7 +216,15 @@ fn parsed_labels_take_the_suffix_on_stream_labels_and_replace_structured_metadat
 fn grouped_counts_see_the_parsed_label_over_structured_metadata() {
     let (_with_dir, _without_dir, stores, start_ns) = stores();
     // One parser, then label filters only: the pipelines the field columns answer.
-    let cases: [(&str, Vec<&str>); 6] = [
+    let cases: [(&str, Vec<&str>); 8] = [
+        (
+            r#"sum by (level_extracted) (count_over_time({format="plain"} [1m]))"#,
+            vec![r#"{level_extracted="from-metadata"} 2"#],
+        ),
+        (
+            r#"sum by (level_extracted) (count_over_time({format="plain"} | logfmt [1m]))"#,
+            vec![r#"{level_extracted="from-metadata"} 1"#, r#"{level_extracted="warn"} 1"#],
+        ),
         (
             r#"sum by (trace_id) (count_over_time({format="json"} | json [1m]))"#,
             vec![r#"{trace_id="t1"} 1"#, r#"{trace_id="t2"} 1"#, r#"{trace_id="t5"} 1"#],
@@ -219,7 +255,7 @@ fn grouped_counts_see_the_parsed_label_over_structured_metadata() {
 }
 
 #[test]
-fn one_name_twice_in_a_line() {
+fn a_capture_name_twice_is_refused() {
     let (_with_dir, _without_dir, stores, start_ns) = stores();
     let store = stores[1].as_ref();
     let engine = Engine::default();

@@ -464,8 +464,8 @@ async fn a_push_with_one_malformed_stream_stores_none_of_its_streams() {
     assert!(text.contains("streams[1].values[0]"), "{text}");
 }
 
-/// A parsed label named like a stream label gets `_extracted`; one named like structured metadata replaces
-/// it (grafana/loki `pkg/logql/log/labels.go`: `BaseHas` sees stream labels only, `LabelsBuilder.Set` of a
+/// A parsed label or structured metadata named like a stream label gets `_extracted`; a parsed label named
+/// like structured metadata replaces it (grafana/loki `pkg/logql/log/labels.go`: `BaseHas` sees stream labels only, `LabelsBuilder.Set` of a
 /// `ParsedLabel` deletes the `StructuredMetadataLabel` of its name); a pattern naming a capture twice is
 /// refused (`pkg/logql/log/pattern/ast.go`, `expr.validate`).
 #[tokio::test]
@@ -474,7 +474,7 @@ async fn parsed_labels_collide_with_stream_labels_and_structured_metadata_as_in_
     let now = now_ns();
     let body = format!(
         r#"{{"streams":[{{"stream":{{"service_name":"shop","level":"stream"}},"values":[["{now}","level=warn trace_id=from-line","#
-    ) + r#"{"trace_id":"from-metadata"}]]}]}"#;
+    ) + r#"{"trace_id":"from-metadata","level":"from-metadata"}]]}]}"#;
     let (status, text) = send(&harness.state, push_json(body)).await;
     assert_eq!(status, StatusCode::NO_CONTENT, "{text}");
     let query = |query: &str| {
@@ -482,7 +482,10 @@ async fn parsed_labels_collide_with_stream_labels_and_structured_metadata_as_in_
         get(&uri)
     };
     let body = json(&send(&harness.state, query(r#"{service_name="shop"}"#)).await.1);
-    assert_eq!(body["data"]["result"][0]["stream"]["trace_id"], "from-metadata");
+    let stream = &body["data"]["result"][0]["stream"];
+    assert_eq!((&stream["trace_id"], &stream["level"]), (&"from-metadata".into(), &"stream".into()));
+    // Structured metadata named like a stream label takes the suffix too (`LabelsBuilder.Add`).
+    assert_eq!(stream["level_extracted"], "from-metadata");
     for parser in
         ["logfmt", r#"pattern "level=<level> trace_id=<trace_id>""#, r#"regexp "trace_id=(?P<trace_id>\\S+)""#]
     {
