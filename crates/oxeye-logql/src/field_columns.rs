@@ -32,10 +32,11 @@ use crate::pipeline::{
 
 /// The semantics [`LogfmtFieldColumns`] stores with its columns: the labels `| logfmt` without flags or
 /// parameters gives a line, for each name the value of the first pair whose key sanitizes into it and
-/// whose value is not empty (`| logfmt` leaves pairs with empty values out and keeps a label's first
-/// value). Raise it whenever `| logfmt` would give any line other labels, so that columns written before
-/// stop being read.
-pub const LOGFMT_FIELD_COLUMNS_SEMANTICS: u32 = 2;
+/// whose value is not empty and holds no U+FFFD (`| logfmt` leaves pairs with empty values out, empties a
+/// value holding U+FFFD as Loki does, and keeps a label's first value). Raise it whenever `| logfmt` would
+/// give any line other labels, so that columns written before stop being read: 3 since values holding
+/// U+FFFD are emptied (a column of semantics 2 may hold such a value where a later pair gives the label).
+pub const LOGFMT_FIELD_COLUMNS_SEMANTICS: u32 = 3;
 
 /// How many lines [`LogfmtFieldColumns`] reads for a label before it gives a chunk up: a chunk of
 /// unstructured lines (which `| logfmt` reads as bare keys) would get no column anyway, and its lines need
@@ -71,9 +72,9 @@ impl LineFieldExtractor for LogfmtFieldColumns {
         semantics == LOGFMT_FIELD_COLUMNS_SEMANTICS && names.iter().all(|name| self.names.contains(name))
     }
 
-    /// Reads each line's pairs as `| logfmt` does (the scanner of `| logfmt`, not strict), taking per name
-    /// the first non-empty value of a key that is the name or sanitizes into it, up to the line's end or
-    /// until every name has one. `None` when none of the first [`LINES_READ_WITHOUT_LABEL`] lines has one.
+    /// Reads each line's pairs as `| logfmt` does (the scanner of `| logfmt`, not strict), taking per name the first
+    /// non-empty value holding no U+FFFD of a key that is the name or sanitizes into it, up to the line's end or until
+    /// every name has one. `None` when none of the first [`LINES_READ_WITHOUT_LABEL`] lines has one.
     fn extract(&self, lines: &[&str], field: &mut dyn FnMut(usize, &str, &str)) -> Option<u32> {
         let names = &self.names;
         if names.is_empty() || names.len() > 64 {
@@ -88,6 +89,7 @@ impl LineFieldExtractor for LogfmtFieldColumns {
             }
             let mut found = 0u64;
             let outcome = logfmt::visit_pairs(line, false, |key, value| {
+                // A value holding U+FFFD comes empty (`visit_pairs`).
                 if value.is_empty() {
                     return ControlFlow::Continue(());
                 }
@@ -231,12 +233,14 @@ mod tests {
         assert_eq!(extracted(&columns, &[r#"{"level":"a"}"#, r#"{"level":"a","level":"b"}"#]).0, None);
         assert!(columns.writes(JSON_FIELD_COLUMNS_SEMANTICS, &["level".into()]));
         assert!(columns.writes(LOGFMT_FIELD_COLUMNS_SEMANTICS, &["level".into()]));
-        assert!(!columns.writes(3, &["level".into()]));
+        // Semantics 2 was logfmt's before values holding U+FFFD were emptied: no longer written.
+        assert!(!columns.writes(2, &["level".into()]));
+        assert!(!columns.writes(4, &["level".into()]));
     }
 
-    /// A pipeline given an entry's field values (`give_parsed_fields`) treats it as it treats the line
-    /// `fields_line` rebuilds from them, for `| json` and `| logfmt` followed by label stages, with values
-    /// holding quotes, backslashes, spaces and numbers, and stream labels and metadata colliding with names.
+    /// A pipeline given an entry's field values (`give_parsed_fields`) treats it as it treats the line `fields_line`
+    /// rebuilds from them, for `| json` and `| logfmt` followed by label stages, with values holding quotes,
+    /// backslashes, spaces, numbers and U+FFFD, and stream labels and metadata colliding with names.
     #[test]
     fn given_fields_answer_as_the_rebuilt_line_does() {
         use crate::pipeline::{ParserHints, Pipeline};
@@ -251,8 +255,18 @@ mod tests {
             r#"sum by (path) (count_over_time({a="b"} | json | level=~"in.*" or duration_ms < 5 [1m]))"#,
             r#"sum by (level) (count_over_time({a="b"} | logfmt | drop __error__, path="/x" [1m]))"#,
         ];
-        let values =
-            [None, Some("info"), Some(r#"in"fo \ x"#), Some("a b"), Some("/x"), Some("1500.5"), Some("3"), Some("")];
+        let values = [
+            None,
+            Some("info"),
+            Some(r#"in"fo \ x"#),
+            Some("a b"),
+            Some("/x"),
+            Some("1500.5"),
+            Some("3"),
+            Some(""),
+            Some("a\u{fffd}b"),
+            Some("\u{ff21}"),
+        ];
         let streams = [Labels::from_pairs([("a", "b")]), Labels::from_pairs([("a", "b"), ("level", "stream")])];
         let metadata = [LabelRef { name: "path", value: "from-metadata" }];
         for query in queries {
@@ -309,7 +323,7 @@ mod tests {
         use oxeye_model::logs::LogEntry;
 
         let keys = ["level", "le.vel", "level=", "lev", "path", "pa-th", "1x", "_1x"];
-        let values = ["\\\"", "info", "/api/a b", "é", "42", "{\"level\":\"j\"}"];
+        let values = ["\\\"", "info", "/api/a b", "é", "42", "{\"level\":\"j\"}", "\u{fffd}", "\u{ff21}"];
         let pieces: Vec<&str> = keys.into_iter().chain(crate::test_random::LOGFMT_SYNTAX).chain(values).collect();
         let names = ["level", "path", "_1x"];
         let columns = LogfmtFieldColumns::new(names);

@@ -18,8 +18,10 @@ const MAX_DEPTH: usize = 128;
 /// A scalar JSON value, still in its source form.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum JsonScalar<'a> {
-    /// A string's contents between the quotes; `escaped` is true when it holds a backslash escape.
-    String { raw: &'a str, escaped: bool },
+    /// A string's contents between the quotes; `escaped` is true when it holds a backslash escape,
+    /// `known_ascii` when the scan saw that every byte of `raw` is ASCII (false when one is not or it did not
+    /// look), so that a value known ASCII needs no check for U+FFFD.
+    String { raw: &'a str, escaped: bool, known_ascii: bool },
     /// A number, `true` or `false`, as written in the line.
     Literal(&'a str),
     /// `null`.
@@ -31,8 +33,8 @@ impl JsonScalar<'_> {
     /// `null`, which has none.
     pub(crate) fn write_label_value(self, out: &mut String) -> bool {
         match self {
-            JsonScalar::String { raw, escaped: false } | JsonScalar::Literal(raw) => out.push_str(raw),
-            JsonScalar::String { raw, escaped: true } => unescape_into(raw, out),
+            JsonScalar::String { raw, escaped: false, .. } | JsonScalar::Literal(raw) => out.push_str(raw),
+            JsonScalar::String { raw, escaped: true, .. } => unescape_into(raw, out),
             JsonScalar::Null => return false,
         }
         true
@@ -41,8 +43,8 @@ impl JsonScalar<'_> {
     /// The label value: strings unescaped, numbers and booleans as written; `None` for `null`.
     pub(crate) fn to_label_value(self) -> Option<String> {
         match self {
-            JsonScalar::String { raw, escaped: false } => Some(raw.to_string()),
-            JsonScalar::String { raw, escaped: true } => {
+            JsonScalar::String { raw, escaped: false, .. } => Some(raw.to_string()),
+            JsonScalar::String { raw, escaped: true, .. } => {
                 let mut out = String::with_capacity(raw.len());
                 unescape_into(raw, &mut out);
                 Some(out)
@@ -316,8 +318,13 @@ fn scan_object<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
                 b'"' => {
                     let (end, escaped) = string_end(bytes, &mut specials, position + 1)?;
                     let raw = line.get(position + 1..end).unwrap_or_default();
+                    let known_ascii = specials.all_ascii_so_far();
                     position = end + 1;
-                    if skipped { ControlFlow::Continue(()) } else { visit(name, JsonScalar::String { raw, escaped }) }
+                    if skipped {
+                        ControlFlow::Continue(())
+                    } else {
+                        visit(name, JsonScalar::String { raw, escaped, known_ascii })
+                    }
                 }
                 b'{' => {
                     if parents.len() >= MAX_DEPTH {
@@ -434,7 +441,8 @@ fn scan_flat_members<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
                 position = value_end + 1;
                 if wanted() {
                     let raw = line.get(value_start..value_end).unwrap_or_default();
-                    visit(key(), JsonScalar::String { raw, escaped: false })
+                    let known_ascii = specials.all_ascii_so_far();
+                    visit(key(), JsonScalar::String { raw, escaped: false, known_ascii })
                 } else {
                     ControlFlow::Continue(())
                 }
@@ -741,7 +749,7 @@ impl<'a> Scanner<'a, '_> {
             }
             Some(b'"') => {
                 let (raw, escaped) = self.string()?;
-                Ok(visit(name.unwrap_or(self.name), JsonScalar::String { raw, escaped }))
+                Ok(visit(name.unwrap_or(self.name), JsonScalar::String { raw, escaped, known_ascii: false }))
             }
             Some(_) => {
                 let (end, scalar) = literal(self.text, self.position)?;
@@ -794,6 +802,9 @@ struct SpecialBytes {
     mask: u64,
     /// Bit `i` set when the byte at `start + i` is not ASCII (0x80 or above).
     non_ascii: u64,
+    /// Whether a window classified in this line so far held a byte that is not ASCII. Every byte of a string
+    /// the scan found the end of lies in such windows (see [`SpecialBytes::all_ascii_so_far`]).
+    non_ascii_seen: bool,
 }
 
 impl SpecialBytes {
@@ -819,7 +830,7 @@ impl SpecialBytes {
                 }
             },
         };
-        SpecialBytes { start, mask, non_ascii }
+        SpecialBytes { start, mask, non_ascii, non_ascii_seen: non_ascii != 0 }
     }
 
     /// True when the window starts at or before `start` and all its bytes are ASCII, so that the bytes from
@@ -827,6 +838,14 @@ impl SpecialBytes {
     #[inline(always)]
     fn ascii_from(&self, start: usize) -> bool {
         self.non_ascii == 0 && start >= self.start
+    }
+
+    /// True when every window classified so far in the line is ASCII: then so is every string whose end the
+    /// scan found with these windows (its search classified every window from the string's start to its
+    /// closing quote). Most lines are ASCII throughout, so most string values need no check for U+FFFD.
+    #[inline(always)]
+    fn all_ascii_so_far(&self) -> bool {
+        !self.non_ascii_seen
     }
 
     /// The position of the first special byte at or after `from`, `None` when the line has none there. The
@@ -846,7 +865,9 @@ impl SpecialBytes {
             if search_from >= bytes.len() {
                 return None;
             }
+            let non_ascii_seen = self.non_ascii_seen;
             *self = SpecialBytes::at(bytes, search_from);
+            self.non_ascii_seen |= non_ascii_seen;
         }
     }
 }
@@ -1393,6 +1414,9 @@ mod tests {
                     key.bytes.len() == 1
                 };
                 let mut visit = |name: &str, value: JsonScalar<'_>| {
+                    if let JsonScalar::String { raw, known_ascii: true, .. } = value {
+                        assert!(raw.is_ascii(), "{text:?}");
+                    }
                     seen.push((name.to_string(), value.to_label_value()));
                     if name == "span_id" { ControlFlow::Break(()) } else { ControlFlow::Continue(()) }
                 };

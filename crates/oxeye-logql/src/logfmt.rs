@@ -12,12 +12,14 @@
 //! - a key without `=` is a bare key, present with an empty value;
 //! - a value runs up to whitespace, or, when it starts with `"`, up to the next unescaped `"` (`\n` and
 //!   `\t` unescaped, any other escaped character kept as itself; an unterminated quote takes the rest of
-//!   the line, an error when strict).
+//!   the line, an error when strict);
+//! - a value holding U+FFFD (after unescaping) is empty, as Loki's parsers make it.
 
 use std::borrow::Cow;
 use std::ops::ControlFlow;
 
-use crate::swar::{ONES, bytes_below, bytes_equal};
+use crate::pipeline::holds_replacement_character;
+use crate::swar::{HIGHS, ONES, bytes_below, bytes_equal};
 
 /// The eight bytes at `position`, little-endian; past the end of `bytes`, spaces stand in, so that a scan
 /// stops at the end as it stops at whitespace.
@@ -64,12 +66,21 @@ enum Stops {
 /// The position of the first byte at or after `position` that is whitespace or, for [`Stops::Key`], `=` or
 /// `"`; the length of `bytes` when there is none.
 #[inline(always)]
-fn token_end(bytes: &[u8], mut position: usize, stops: Stops) -> usize {
+fn token_end(bytes: &[u8], position: usize, stops: Stops) -> usize {
+    token_end_and_high_bits(bytes, position, stops).0
+}
+
+/// [`token_end`], and the high bits of the words it read (the token's bytes and a few after it): zero when
+/// every byte of the token is ASCII. A caller that drops them pays nothing for them once inlined.
+#[inline(always)]
+fn token_end_and_high_bits(bytes: &[u8], mut position: usize, stops: Stops) -> (usize, u64) {
+    let mut high_bits = 0u64;
     loop {
         if position >= bytes.len() {
-            return bytes.len();
+            return (bytes.len(), high_bits);
         }
         let word = word_at(bytes, position);
+        high_bits |= word & HIGHS;
         let mut flagged = bytes_below(word, 0x21);
         if stops == Stops::Key {
             flagged |= bytes_equal(word, b'=') | bytes_equal(word, b'"');
@@ -80,9 +91,9 @@ fn token_end(bytes: &[u8], mut position: usize, stops: Stops) -> usize {
         }
         let candidate = position + (flagged.trailing_zeros() / 8) as usize;
         match bytes.get(candidate) {
-            None => return bytes.len(),
+            None => return (bytes.len(), high_bits),
             Some(&byte) if is_separator(byte) || (stops == Stops::Key && (byte == b'=' || byte == b'"')) => {
-                return candidate;
+                return (candidate, high_bits);
             }
             // A control byte that is no whitespace: part of the token. Bits above it may be borrows.
             Some(_) => position = candidate + 1,
@@ -90,20 +101,31 @@ fn token_end(bytes: &[u8], mut position: usize, stops: Stops) -> usize {
     }
 }
 
-/// The position of the first `"` or `\` at or after `position`, or `None`.
+/// The position of the first `"` or `\` at or after `position`, or `None`; and the high bits of the words
+/// read (zero when every byte before that position is ASCII).
 #[inline(always)]
-fn quote_or_escape(bytes: &[u8], mut position: usize) -> Option<usize> {
+fn quote_or_escape(bytes: &[u8], mut position: usize) -> (Option<usize>, u64) {
+    let mut high_bits = 0u64;
     while position < bytes.len() {
         let word = word_at(bytes, position);
+        high_bits |= word & HIGHS;
         let flagged = bytes_equal(word, b'"') | bytes_equal(word, b'\\');
         if flagged != 0 {
             let candidate = position + (flagged.trailing_zeros() / 8) as usize;
             // Padding past the end is spaces, never flagged.
-            return (candidate < bytes.len()).then_some(candidate);
+            return ((candidate < bytes.len()).then_some(candidate), high_bits);
         }
         position += 8;
     }
-    None
+    (None, high_bits)
+}
+
+/// `value`, or the empty value when it holds U+FFFD, as Loki's logfmt parsers empty it
+/// ([`holds_replacement_character`]); `high_bits` are those of the words read over it (zero when it is
+/// ASCII, which holds none: no check then).
+#[inline(always)]
+fn emptied_if_replacement(value: &str, high_bits: u64) -> &str {
+    if high_bits != 0 && holds_replacement_character(value) { "" } else { value }
 }
 
 /// The position of the first whitespace or `=` at or after `position` (or the length of `bytes`):
@@ -124,8 +146,16 @@ pub(crate) fn value_token_end(bytes: &[u8], position: usize) -> usize {
     token_end(bytes, position, Stops::Whitespace)
 }
 
+/// [`value_token_end`], and the high bits of the words read (zero when the value is ASCII).
+#[inline(always)]
+fn value_token_end_and_high_bits(bytes: &[u8], position: usize) -> (usize, u64) {
+    token_end_and_high_bits(bytes, position, Stops::Whitespace)
+}
+
 /// Calls `visit(key, value)` for each logfmt pair of `line` in order (see the module docs), until `visit`
-/// breaks; values are borrowed unless quoted with escapes.
+/// breaks; values are borrowed unless quoted with escapes. A value holding U+FFFD is given empty, as Loki's
+/// logfmt parsers empty it (`LogfmtParser.Process`: "rejected by Prometheus"), which each then treats as
+/// any empty value; only values whose bytes are not all ASCII are checked.
 ///
 /// # Errors
 /// With `strict`, the `__error_details__` text of the first syntax error, as Loki words it (the pairs
@@ -175,8 +205,9 @@ pub(crate) fn visit_pairs<'a>(
         position += 1;
         if bytes.get(position) != Some(&b'"') {
             let value_start = position;
-            position = token_end(bytes, position, Stops::Whitespace);
-            let value = line.get(value_start..position).unwrap_or_default();
+            let high_bits;
+            (position, high_bits) = value_token_end_and_high_bits(bytes, position);
+            let value = emptied_if_replacement(line.get(value_start..position).unwrap_or_default(), high_bits);
             if visit(key, Cow::Borrowed(value)).is_break() {
                 return Ok(());
             }
@@ -184,17 +215,21 @@ pub(crate) fn visit_pairs<'a>(
         }
         position += 1;
         let value_start = position;
-        if let Some(closing) = quote_or_escape(bytes, position).filter(|at| bytes.get(*at) == Some(&b'"')) {
+        let (quote_or_escape, high_bits) = quote_or_escape(bytes, position);
+        if let Some(closing) = quote_or_escape.filter(|at| bytes.get(*at) == Some(&b'"')) {
             // No escape before the closing quote: borrow.
-            let value = line.get(value_start..closing).unwrap_or_default();
+            let value = emptied_if_replacement(line.get(value_start..closing).unwrap_or_default(), high_bits);
             position = closing + 1;
             if visit(key, Cow::Borrowed(value)).is_break() {
                 return Ok(());
             }
             continue;
         }
-        let (value, end) = unescape_quoted(line, value_start, strict)?;
+        let (mut value, end) = unescape_quoted(line, value_start, strict)?;
         position = end;
+        if holds_replacement_character(&value) {
+            value.clear();
+        }
         if visit(key, Cow::Owned(value)).is_break() {
             return Ok(());
         }
@@ -285,9 +320,10 @@ impl HintedKeySearch {
 
     /// Looks for the first pair of each of `names` (those [`HintedKeySearch::new`] was given) in the plain
     /// part of `line` whose key sanitizes into the name and whose value is not empty (or whatever its value,
-    /// with `keep_empty`), and calls `found(index, value)` for each in the order of their keys in the line
-    /// (the order a scan reads them in, which matters when two names come to one label, `x` and
-    /// `x_extracted` with a stream label `x`). `sanitized` is a reused buffer.
+    /// with `keep_empty`; a value holding U+FFFD is empty, as [`visit_pairs`] gives it), and calls
+    /// `found(index, value)` for each in the order of their keys in the line (the order a scan reads them in,
+    /// which matters when two names come to one label, `x` and `x_extracted` with a stream label `x`).
+    /// `sanitized` is a reused buffer.
     pub(crate) fn find<'a>(
         &mut self,
         line: &'a str,
@@ -317,9 +353,9 @@ impl HintedKeySearch {
                     from = value_token_end(plain, at);
                     continue;
                 }
-                let value_end = match plain.get(key_end) {
-                    Some(b'=') => value_token_end(plain, key_end + 1),
-                    _ => key_end,
+                let (value_end, high_bits) = match plain.get(key_end) {
+                    Some(b'=') => value_token_end_and_high_bits(plain, key_end + 1),
+                    _ => (key_end, 0),
                 };
                 from = value_end;
                 let key = line.get(key_start..key_end).unwrap_or_default();
@@ -327,9 +363,12 @@ impl HintedKeySearch {
                     continue;
                 }
                 let value_start = (key_end + 1).min(value_end);
-                if value_start == value_end && !keep_empty {
+                let emptied =
+                    high_bits != 0 && line.get(value_start..value_end).is_some_and(holds_replacement_character);
+                if (value_start == value_end || emptied) && !keep_empty {
                     continue;
                 }
+                let value_end = if emptied { value_start } else { value_end };
                 self.found.push((key_start, index, value_start, value_end));
                 found_names |= 1 << index;
                 break;

@@ -648,6 +648,21 @@ struct GivenFields {
     ranges: Vec<Option<(usize, usize)>>,
 }
 
+impl GivenFields {
+    /// Takes each value holding U+FFFD as the parser takes it in a line ([`holds_replacement_character`]):
+    /// as no label for `| logfmt` (`logfmt`), as the empty value for `| json`.
+    #[cold]
+    #[inline(never)]
+    fn empty_replacement_characters(&mut self, logfmt: bool) {
+        for range in &mut self.ranges {
+            let Some((start, end)) = *range else { continue };
+            if self.text.get(start..end).is_some_and(holds_replacement_character) {
+                *range = (!logfmt).then_some((start, start));
+            }
+        }
+    }
+}
+
 /// Buffers reused from entry to entry.
 #[derive(Default)]
 struct EntryScratch {
@@ -666,6 +681,16 @@ struct EntryState<'a> {
     added: &'a mut AddedLabels,
     removed: &'a mut Vec<String>,
     has_error: bool,
+}
+
+/// True when a parsed label value holds U+FFFD, the Unicode replacement character. Loki's `| logfmt` and
+/// `| json` (pkg/logql/log/parser.go: `LogfmtParser.Process`, `unescapeJSONString`) empty such a value,
+/// "rejected by Prometheus": `| logfmt` then leaves the pair out unless `--keep-empty`, `| json` gives the
+/// label the empty value. The check is on the value as given (after unescaping); the parsers make it only
+/// for values their scans did not see to be ASCII.
+#[inline]
+pub(crate) fn holds_replacement_character(value: &str) -> bool {
+    value.contains('\u{FFFD}')
 }
 
 /// True when `left` and `right` hold the same bytes, for the short names, values and group keys compared
@@ -1242,6 +1267,9 @@ impl Pipeline {
     /// or `None` for a line without it. For a line the parser reads without error and whose labels of those
     /// names have these values, the pipeline then gives the entry the same labels, errors and fate as when
     /// it parses the line (as it would a line of those labels alone), without a line to build and parse.
+    ///
+    /// A value holding U+FFFD is taken as the parser takes it in a line ([`holds_replacement_character`]):
+    /// as no label for `| logfmt`, as the empty value for `| json`.
     pub fn give_parsed_fields(&mut self, values: &[Option<&str>]) {
         let given = &mut self.given_fields;
         given.active = true;
@@ -1253,6 +1281,11 @@ impl Pipeline {
                 given.text.push_str(value);
                 (start, given.text.len())
             }));
+        }
+        // One test of all the values together: most are ASCII, which holds no U+FFFD.
+        if !given.text.is_ascii() {
+            let logfmt = matches!(self.stages.first(), Some(CompiledStage::Logfmt { .. }));
+            given.empty_replacement_characters(logfmt);
         }
     }
 
@@ -1997,6 +2030,12 @@ fn parse_json<const EARLY_CHECKS: bool>(
         {
             slot.pending = true;
             value.write_label_value(&mut slot.value);
+            // Only a string the scan did not see to be ASCII, or one unescaped, may hold U+FFFD.
+            if matches!(value, JsonScalar::String { escaped, known_ascii, .. } if escaped || !known_ascii)
+                && holds_replacement_character(&slot.value)
+            {
+                slot.value.clear();
+            }
             if EARLY_CHECKS {
                 triggered = early_filters_triggered(early_filters, &slot.name);
             }
@@ -2057,7 +2096,7 @@ enum LineFate {
 }
 
 /// The early filters (one bit each) that the extraction of the label `name` (its final name) triggers.
-#[inline]
+#[inline(always)]
 fn early_filters_triggered(early_filters: &[EarlyLabelFilter], name: &str) -> u64 {
     let mut triggered = 0u64;
     for (index, early) in early_filters.iter().enumerate() {
@@ -2108,6 +2147,7 @@ fn parse_json_again<const EARLY_CHECKS: bool>(
 
 fn json_scalar(value: &serde_json::Value) -> Option<String> {
     match value {
+        serde_json::Value::String(text) if holds_replacement_character(text) => Some(String::new()),
         serde_json::Value::String(text) => Some(text.clone()),
         serde_json::Value::Number(number) => Some(number.to_string()),
         serde_json::Value::Bool(value) => Some(value.to_string()),
@@ -2811,6 +2851,79 @@ mod tests {
             r#"{}"#,
         ];
         assert_early_filters_change_nothing(&queries, &lines);
+    }
+
+    /// Loki empties a parsed value holding U+FFFD (raw, or in JSON from an escape or an unpaired surrogate):
+    /// `| logfmt` then leaves the pair out (a later pair of the key gives the label) unless `--keep-empty`,
+    /// `| json` and parameters give the label `""`. The same on every path: the full parse, the hinted parse
+    /// (the key search of `| logfmt`, early label filters) and values given instead of the line.
+    #[test]
+    fn values_holding_the_replacement_character_are_emptied_as_loki_does() {
+        // (stages after the selector, line, label, its value or `None` for no label, kept)
+        let cases: [(&str, &str, &str, Option<&str>, bool); 28] = [
+            ("| json", "{\"x\":\"a\u{fffd}b\",\"y\":\"1\"}", "x", Some(""), true),
+            ("| json", "{\"x\":\"a\u{fffd}b\",\"y\":\"1\"}", "y", Some("1"), true),
+            ("| json", r#"{"x":"a\ufffdb","y":"1"}"#, "x", Some(""), true),
+            ("| json", r#"{"x":"\uFFFD"}"#, "x", Some(""), true),
+            ("| json", r#"{"x":"a\ud800b"}"#, "x", Some(""), true),
+            ("| json", r#"{"n":{"x":"\"\ufffd"}}"#, "n_x", Some(""), true),
+            ("| json", r#"{"x":"caf\u00e9 \uff21"}"#, "x", Some("caf\u{e9} \u{ff21}"), true),
+            ("| json", "{\"x\":\"\u{ff21}\u{fffe}\"}", "x", Some("\u{ff21}\u{fffe}"), true),
+            ("| json | x=\"\"", "{\"x\":\"\u{fffd}\"}", "x", Some(""), true),
+            ("| json | x!=\"\"", "{\"x\":\"\u{fffd}\"}", "x", None, false),
+            ("| json | x!=\"\"", r#"{"x":"\ufffd","y":"1"}"#, "x", None, false),
+            ("| json y=\"x\"", r#"{"x":"\ufffd"}"#, "y", Some(""), true),
+            ("| json y=\"x\"", r#"{"x":"\u00e9"}"#, "y", Some("\u{e9}"), true),
+            ("| logfmt", "x=a\u{fffd}b y=1", "x", None, true),
+            ("| logfmt", "x=a\u{fffd}b y=1", "y", Some("1"), true),
+            ("| logfmt", "y=\"q\" x=\"a \u{fffd}\"", "x", None, true),
+            ("| logfmt", "x=\"a\\\"\u{fffd}\" y=1", "x", None, true),
+            ("| logfmt", "x=\u{fffd} x=second", "x", Some("second"), true),
+            ("| logfmt", "x=\"\u{fffd}\" x=second", "x", Some("second"), true),
+            ("| logfmt", "x=\u{ff21}\u{fffe}", "x", Some("\u{ff21}\u{fffe}"), true),
+            ("| logfmt --keep-empty", "x=\u{fffd} x=second", "x", Some(""), true),
+            ("| logfmt --keep-empty", "y=1 x=\"a \u{fffd}\"", "x", Some(""), true),
+            ("| logfmt | x=\"\"", "x=\u{fffd}", "x", None, true),
+            ("| logfmt | x!=\"\"", "x=\u{fffd} y=1", "x", None, false),
+            ("| logfmt | x=\"second\"", "x=\u{fffd} x=second", "x", Some("second"), true),
+            ("| logfmt --keep-empty | x!=\"\"", "x=\u{fffd} x=second", "x", None, false),
+            ("| logfmt y=\"x\"", "x=\u{fffd}", "y", Some(""), true),
+            ("| logfmt y=\"x\"", "x=\u{ff21}", "y", Some("\u{ff21}"), true),
+        ];
+        let stream = Labels::from_pairs([("a", "b")]);
+        for (stages, line, label, expected, kept) in cases {
+            let query = format!("{{a=\"b\"}} {stages}");
+            let Expr::Log(log) = parse_expr(&query).unwrap() else { panic!("not a log query") };
+            let entry = Pipeline::new(&log.pipeline).unwrap().process(&stream, &LogEntry::new(1, line));
+            assert_eq!(entry.is_some(), kept, "{query} on {line:?}");
+            if let Some(entry) = entry {
+                // A label set holds no empty value: `""` reads as no label.
+                assert_eq!(entry.labels.get(label), expected.filter(|value| !value.is_empty()), "{query} on {line:?}");
+            }
+            // Hinted: the key search of `| logfmt`, early label filters.
+            let metric = format!("sum by ({label}) (count_over_time({{a=\"b\"}} {stages} [1m]))");
+            let mut hinted = hinted_pipeline(&metric);
+            let entry = hinted.process(&stream, &LogEntry::new(1, line));
+            assert_eq!(entry.is_some(), kept, "{metric} on {line:?}");
+            if let Some(entry) = entry {
+                assert_eq!(entry.labels.get(label), expected.filter(|value| !value.is_empty()), "{metric} on {line:?}");
+            }
+        }
+        // Values given instead of the line, as field columns hold them: `""` for `| json`, no label for
+        // `| logfmt`, both no label in the entry's label set.
+        for parser in ["json", "logfmt"] {
+            for raw in ["a\u{fffd}b", "\u{fffd}"] {
+                let metric = format!("sum by (x) (count_over_time({{a=\"b\"}} | {parser} [1m]))");
+                let mut pipeline = hinted_pipeline(&metric);
+                assert_eq!(pipeline.line_field_names().unwrap().1, ["x".to_string()]);
+                pipeline.give_parsed_fields(&[Some(raw)]);
+                let entry = pipeline.process(&stream, &LogEntry::new(1, "")).unwrap();
+                assert_eq!(entry.labels.get("x"), None, "{metric} given {raw:?}");
+                pipeline.give_parsed_fields(&[Some("\u{ff21}")]);
+                let entry = pipeline.process(&stream, &LogEntry::new(1, "")).unwrap();
+                assert_eq!(entry.labels.get("x"), Some("\u{ff21}"), "{metric}");
+            }
+        }
     }
 
     #[test]

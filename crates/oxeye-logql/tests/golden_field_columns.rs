@@ -2,7 +2,8 @@
 //! (`JsonFieldColumns`, written at each chunk cut) give equal answers to every query, including the queries
 //! that read the columns instead of the lines (`sum by (level) (count_over_time({...} | json [1m]))`) and
 //! chunks that get no columns (a line `| json` fails on, a name coming twice in a line). Lines cover escapes,
-//! nulls, numbers, nested objects flattened into a column's name, empty values, a stream label colliding
+//! nulls, numbers, nested objects flattened into a column's name, empty values, values holding U+FFFD (raw
+//! or escaped: emptied, as Loki does), a stream label colliding
 //! with a parsed one (`level_extracted`) and structured metadata of a column's name.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
@@ -19,7 +20,8 @@ const COLUMNS: [&str; 6] = ["level", "path", "status_code", "a_b", "user_id", "d
 
 /// Seed-shaped lines, then the odd ones, by stream.
 fn streams(start_ns: i64) -> Vec<LogStream> {
-    let levels = ["info", "info", "warning", "error", "in\"fo", "caf\u{e9}", ""];
+    // A value holding U+FFFD is emptied, as Loki does: raw here, from an escape further down.
+    let levels = ["info", "info", "warning", "error", "in\"fo", "caf\u{e9}", "", "a\u{fffd}b", "\u{ff21}"];
     let paths = ["/api/events/", "/healthz/", "/api/tickets/", "/a\\b/"];
     let mut plain = Vec::new();
     for index in 0..600i64 {
@@ -46,6 +48,11 @@ fn streams(start_ns: i64) -> Vec<LogStream> {
                 r#"{{"level": null, "path": "{path}", "a": {{"b": "nested{}"}}, "user-id": "u{}"}}"#,
                 index % 3,
                 index % 5
+            );
+        }
+        if index % 19 == 3 {
+            line = format!(
+                r#"{{"level": "esc\ufffd", "path": "half\ud800", "status_code": {status}, "duration_ms": "\uFFFD"}}"#
             );
         }
         if index % 11 == 0 {
@@ -96,7 +103,7 @@ fn ways(reader: &dyn LogReader, start_ns: i64, names: &[&str]) -> (usize, usize)
     field_columns_common::ways(reader, start_ns, JSON_FIELD_COLUMNS_SEMANTICS, ("env", "prod"), names)
 }
 
-const QUERIES: [&str; 17] = [
+const QUERIES: [&str; 18] = [
     r#"sum by (level) (count_over_time({env="prod"} | json [1m]))"#,
     r#"sum by (level) (count_over_time({env="prod"} | json | drop __error__, __error_details__ [1m]))"#,
     r#"sum by (level, path) (count_over_time({app="plain"} | json [1m]))"#,
@@ -105,6 +112,7 @@ const QUERIES: [&str; 17] = [
     r#"sum by (status_code) (count_over_time({app="plain"} | json | status_code > 250 or level=~"in.*" [1m]))"#,
     r#"sum by (a_b, user_id) (count_over_time({app="plain"} | json [1m]))"#,
     r#"sum by (level) (count_over_time({app="plain"} | json | level="" [1m]))"#,
+    r#"sum by (path) (count_over_time({app="plain"} | json | level!="" [1m]))"#,
     r#"sum by (level_extracted, level) (count_over_time({app="collided"} | json [1m]))"#,
     r#"sum by (level) (count_over_time({app="collided"} | json [1m]))"#,
     r#"sum by (level) (count_over_time({app="broken"} | json [1m]))"#,

@@ -1,11 +1,10 @@
-//! `| logfmt` field columns answer as the lines do: the same entries stored with field columns of `| json`
-//! or `| logfmt` (`LineFieldColumns`, written at each chunk cut) and without any give equal answers to
-//! every query, including those reading the columns instead of the lines
-//! (`sum by (level) (count_over_time({...} | logfmt [1m]))`). Lines cover quoted values with escapes, a
-//! key twice (an empty value first), keys sanitized into a column's name, bare keys, unterminated quotes,
-//! JSON lines among logfmt ones (chunks of mixed lines), a stream label colliding with a parsed one
-//! (`level_extracted`) and structured metadata of a column's name. Chunks written with `| json` columns
-//! only (before logfmt columns existed) still answer alike.
+//! `| logfmt` field columns answer as the lines do: the same entries stored with field columns of `| json` or `|
+//! logfmt` (`LineFieldColumns`, written at each chunk cut) and without any give equal answers to every query, including
+//! those reading the columns instead of the lines (`sum by (level) (count_over_time({...} | logfmt [1m]))`). Lines
+//! cover quoted values with escapes, a key twice (an empty value or one holding U+FFFD first: left out, as Loki does),
+//! keys sanitized into a column's name, bare keys, unterminated quotes, JSON lines among logfmt ones (chunks of mixed
+//! lines), a stream label colliding with a parsed one (`level_extracted`) and structured metadata of a column's name.
+//! Chunks written with `| json` columns only (before logfmt columns existed) still answer alike.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::sync::Arc;
@@ -25,7 +24,19 @@ const PLAIN_COLUMNS: [&str; 5] = ["level", "path", "status_code", "a_b", "user_i
 
 /// Seed-shaped logfmt lines with odd ones among them, JSON and mixed streams, by stream.
 fn streams(start_ns: i64) -> Vec<LogStream> {
-    let levels = ["info", "info", "warning", "error", r#""in\"fo""#, "caf\u{e9}", r#""a b\\c""#, ""];
+    let levels = [
+        "info",
+        "info",
+        "warning",
+        "error",
+        r#""in\"fo""#,
+        "caf\u{e9}",
+        r#""a b\\c""#,
+        "",
+        "a\u{fffd}b",
+        "\"q \u{fffd}\"",
+        "\u{ff21}",
+    ];
     let paths = ["/api/events/", "/healthz/", "/api/tickets/", r#""/a\\b/""#, "\"/tab\\there\""];
     let mut plain = Vec::new();
     for index in 0..700i64 {
@@ -50,6 +61,8 @@ fn streams(start_ns: i64) -> Vec<LogStream> {
             // A quote inside a key: the token is skipped.
             6 => format!(r#"le"vel=x level=after{} path="q""#, index % 2),
             7 => String::new(),
+            // A value holding U+FFFD is left out, as Loki does: the next pair of its key gives the label.
+            8 => format!("level=\u{fffd} path=\"\\\"\u{fffd}\" level={level} path={path} status_code={status}"),
             _ => line,
         };
         let mut entry = LogEntry::new(start_ns + index * SECOND, line);
@@ -102,7 +115,7 @@ fn ways(reader: &dyn LogReader, start_ns: i64, semantics: u32, app: &str, names:
     field_columns_common::ways(reader, start_ns, semantics, ("app", app), names)
 }
 
-const QUERIES: [&str; 16] = [
+const QUERIES: [&str; 18] = [
     r#"sum by (level) (count_over_time({env="prod"} | logfmt [1m]))"#,
     r#"sum by (level) (count_over_time({env="prod"} | logfmt | drop __error__, __error_details__ [1m]))"#,
     r#"sum by (level, path) (count_over_time({app="plain"} | logfmt [1m]))"#,
@@ -117,6 +130,8 @@ const QUERIES: [&str; 16] = [
     r#"sum by (level, path) (count_over_time({app="mixed"} | logfmt [1m]))"#,
     r#"sum by (level, path) (count_over_time({app="mixed"} | json [1m]))"#,
     r#"sum by (level) (count_over_time({app="plain"} | logfmt --keep-empty [1m]))"#,
+    r#"sum by (path) (count_over_time({app="plain"} | logfmt --keep-empty | level="" [1m]))"#,
+    r#"sum by (path) (count_over_time({app="plain"} | logfmt | level!="" [1m]))"#,
     r#"sum by (path) (count_over_time({app="plain"} | logfmt | duration_ms > 300 [1m]))"#,
     r#"count_over_time({app="plain"} | logfmt | level="error" [1m])"#,
 ];
@@ -160,21 +175,64 @@ fn logfmt_field_columns_answer_as_the_lines_do() {
     }
 }
 
-/// Chunks written with `| json` columns alone, by a store of an earlier version, read by one writing logfmt
-/// columns too: the same answers, JSON chunks from their columns.
-#[test]
-fn chunks_with_json_columns_only_still_answer() {
-    let start_ns = an_hour_ago_ns();
+/// The streams written with `old_columns` by a store of an earlier version (`written` looks at it before it
+/// is closed), reopened by one writing today's columns, and a store of the same streams without columns;
+/// the temporary folders first, kept for as long as the stores are read.
+fn reopened_and_without(
+    old_columns: Arc<dyn LineFieldExtractor>,
+    start_ns: i64,
+    written: impl FnOnce(&LogStore),
+) -> ([tempfile::TempDir; 2], Arc<LogStore>, Arc<LogStore>) {
     let (old_dir, without_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let old = store(old_dir.path(), Some(Arc::new(JsonFieldColumns::new(COLUMNS))));
+    let old = store(old_dir.path(), Some(old_columns));
     old.push(streams(start_ns)).unwrap();
     old.flush(true).unwrap();
+    written(&old);
     old.close().unwrap();
     drop(old);
     let reopened = store(old_dir.path(), Some(Arc::new(LineFieldColumns::new(COLUMNS))));
     let without = store(without_dir.path(), None);
     without.push(streams(start_ns)).unwrap();
     without.flush(true).unwrap();
+    ([old_dir, without_dir], reopened, without)
+}
+
+/// An extractor writing logfmt columns under semantics 2, as stores did before values holding U+FFFD were
+/// emptied (columns of semantics 2 may hold such a value where a later pair gives the label).
+#[derive(Debug)]
+struct SemanticsTwo(LineFieldColumns);
+
+impl LineFieldExtractor for SemanticsTwo {
+    fn writes(&self, semantics: u32, names: &[String]) -> bool {
+        semantics == 2 && self.0.writes(LOGFMT_FIELD_COLUMNS_SEMANTICS, names)
+    }
+
+    fn extract(&self, lines: &[&str], field: &mut dyn FnMut(usize, &str, &str)) -> Option<u32> {
+        let semantics = self.0.extract(lines, field)?;
+        Some(if semantics == LOGFMT_FIELD_COLUMNS_SEMANTICS { 2 } else { semantics })
+    }
+}
+
+/// Chunks whose logfmt columns were written under semantics 2 are read from their lines: the same answers.
+#[test]
+fn logfmt_columns_of_semantics_two_are_not_read() {
+    assert_eq!(LOGFMT_FIELD_COLUMNS_SEMANTICS, 3);
+    let start_ns = an_hour_ago_ns();
+    let old_columns = Arc::new(SemanticsTwo(LineFieldColumns::new(COLUMNS)));
+    let (_dirs, reopened, without) = reopened_and_without(old_columns, start_ns, |old| {
+        assert!(ways(old, start_ns, 2, "plain", &PLAIN_COLUMNS).0 >= 600);
+    });
+    assert_same_answers(&answers(&*reopened, start_ns), &answers(&*without, start_ns), "semantics 2");
+    assert_eq!(ways(&*reopened, start_ns, LOGFMT_FIELD_COLUMNS_SEMANTICS, "plain", &PLAIN_COLUMNS), (0, 700));
+}
+
+/// Chunks written with `| json` columns alone, by a store of an earlier version, read by one writing logfmt
+/// columns too: the same answers, JSON chunks from their columns.
+#[test]
+fn chunks_with_json_columns_only_still_answer() {
+    let start_ns = an_hour_ago_ns();
+    let old_columns = Arc::new(JsonFieldColumns::new(COLUMNS));
+    let (_dirs, reopened, without) = reopened_and_without(old_columns, start_ns, |_| {});
     assert_same_answers(&answers(&*reopened, start_ns), &answers(&*without, start_ns), "reopened");
     assert!(ways(&*reopened, start_ns, JSON_FIELD_COLUMNS_SEMANTICS, "mixed", &["level"]).0 > 0);
     assert_eq!(ways(&*reopened, start_ns, LOGFMT_FIELD_COLUMNS_SEMANTICS, "plain", &PLAIN_COLUMNS), (0, 700));

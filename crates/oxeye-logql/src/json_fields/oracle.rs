@@ -75,7 +75,11 @@ fn scan_object<Visit: FnMut(&str, JsonScalar<'_>) -> ControlFlow<()>>(
                     let (end, escaped) = string_end(bytes, position + 1)?;
                     let raw = line.get(position + 1..end).unwrap_or_default();
                     position = end + 1;
-                    if skipped { ControlFlow::Continue(()) } else { visit(name, JsonScalar::String { raw, escaped }) }
+                    if skipped {
+                        ControlFlow::Continue(())
+                    } else {
+                        visit(name, JsonScalar::String { raw, escaped, known_ascii: false })
+                    }
                 }
                 b'{' => {
                     if parents.len() >= MAX_DEPTH {
