@@ -16,6 +16,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -70,6 +71,82 @@ def wal_segments(data_dir: Path) -> dict[Path, Path]:
             if current is None or int(path.name) > int(current.name):
                 newest[path.parent] = path
     return newest
+
+
+def tear_wal_tail(segment: Path) -> None:
+    """Appends a torn last record to a WAL segment, as a crash mid-write leaves it: a frame header announcing
+    4096 payload bytes with a bogus CRC, then only a few of them."""
+    with open(segment, "ab") as file:
+        file.write((4096).to_bytes(4, "little") + b"\xde\xad\xbe\xef" + os.urandom(37))
+
+
+def warnings_matching(server: "OxeyeServer", pattern: str) -> list[dict]:
+    """The WARN records of the server's log (current or last run) whose text matches `pattern` (any case)."""
+    return [
+        record
+        for record in server.log_records()
+        if str(record.get("level", "")).upper() in ("WARN", "WARNING") and re.search(pattern, str(record), re.I)
+    ]
+
+
+class AckingSender(threading.Thread):
+    """Sends requests back to back (`send(session, i)`, given by a subclass) and records every acknowledged
+    (2xx) request number in `acked`, refusals as (number, status, text) in `refused`; `sent` counts the
+    requests started. It stops at the first connection error (the server died; `stopped_by` holds it), after
+    100 refusals, or after `limit_s` seconds ("time limit")."""
+
+    def __init__(self, name: str, limit_s: float) -> None:
+        super().__init__(daemon=True)
+        self.name = name
+        self.limit_s = limit_s
+        self.sent = 0
+        self.acked: list[int] = []
+        self.refused: list[tuple[int, int, str]] = []
+        self.stopped_by = ""
+
+    def send(self, session: requests.Session, i: int) -> requests.Response:
+        raise NotImplementedError
+
+    def run(self) -> None:
+        session = requests.Session()
+        deadline = time.monotonic() + self.limit_s
+        i = 0
+        while time.monotonic() < deadline:
+            self.sent = i + 1
+            try:
+                response = self.send(session, i)
+            except requests.RequestException as error:
+                self.stopped_by = repr(error)
+                return
+            if 200 <= response.status_code < 300:
+                self.acked.append(i)
+            else:
+                self.refused.append((i, response.status_code, response.text[:200]))
+                if len(self.refused) > 100:
+                    self.stopped_by = "too many refusals"
+                    return
+            i += 1
+        self.stopped_by = "time limit"
+
+
+def kill9_during_ingest(server: "OxeyeServer", senders: list[AckingSender], min_acks: int, what: str) -> None:
+    """Starts the senders, waits until each has `min_acks` acknowledged requests, kills the server with
+    SIGKILL while they are still sending, and checks that every sender then stopped on the dead connection
+    with nothing refused."""
+    for sender in senders:
+        sender.start()
+    wait_until(
+        lambda: all(len(s.acked) >= min_acks for s in senders) or not any(s.is_alive() for s in senders),
+        max(s.limit_s for s in senders),
+        what,
+    )
+    assert all(s.is_alive() for s in senders), [(s.name, s.stopped_by, s.refused[:3]) for s in senders]
+    server.kill9()  # while the senders are still sending
+    for sender in senders:
+        sender.join(timeout=60)
+        assert not sender.is_alive()
+        assert not sender.refused, sender.refused[:5]
+        assert sender.stopped_by and sender.stopped_by != "time limit", sender.stopped_by
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:

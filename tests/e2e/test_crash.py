@@ -3,10 +3,8 @@ SIGTERM and SIGINT shut down cleanly (exit 0) with the data still there after a 
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -14,12 +12,16 @@ import requests
 
 from e2e_support import (
     DATA_TIMEOUT_S,
+    AckingSender,
     OxeyeServer,
     encode_write_request,
+    kill9_during_ingest,
     remote_write,
     snappy_block,
+    tear_wal_tail,
     wait_until,
     wal_segments,
+    warnings_matching,
 )
 
 SERIES_PER_REQUEST = 20
@@ -28,7 +30,7 @@ MIN_ACKS_BEFORE_KILL = 150  # per sender
 SEND_LIMIT_S = 120  # a sender stops by itself after this long, whatever happens
 
 
-class Sender(threading.Thread):
+class Sender(AckingSender):
     """Sends remote_write requests back to back and records every acknowledged (2xx) one.
 
     Request i carries one sample per series `crash_test_samples{sender=NAME, shard="k"}` (k < 20) at
@@ -37,13 +39,9 @@ class Sender(threading.Thread):
     """
 
     def __init__(self, url: str, name: str, base_ms: int) -> None:
-        super().__init__(daemon=True)
+        super().__init__(name, SEND_LIMIT_S)
         self.url = url
-        self.name = name
         self.base_ms = base_ms
-        self.acked: list[int] = []
-        self.refused: list[tuple[int, int, str]] = []
-        self.stopped_by: str = ""
 
     def body(self, i: int) -> bytes:
         ts = self.base_ms + i * 10
@@ -53,25 +51,8 @@ class Sender(threading.Thread):
         ]
         return snappy_block(encode_write_request(series))
 
-    def run(self) -> None:
-        session = requests.Session()
-        deadline = time.monotonic() + SEND_LIMIT_S
-        i = 0
-        while time.monotonic() < deadline:
-            try:
-                response = remote_write(session, self.url, self.body(i), timeout=30)
-            except requests.RequestException as error:
-                self.stopped_by = repr(error)
-                return
-            if 200 <= response.status_code < 300:
-                self.acked.append(i)
-            else:
-                self.refused.append((i, response.status_code, response.text[:200]))
-                if len(self.refused) > 100:
-                    self.stopped_by = "too many refusals"
-                    return
-            i += 1
-        self.stopped_by = "time limit"
+    def send(self, session: requests.Session, i: int) -> requests.Response:
+        return remote_write(session, self.url, self.body(i), timeout=30)
 
     def expected(self) -> dict[tuple[str, int], float]:
         """{(shard, timestamp ms): value} of every acknowledged sample."""
@@ -104,20 +85,7 @@ def test_kill9_during_ingest_loses_no_acknowledged_sample(oxeye_factory):
     server = oxeye_factory(self_scrape=False).start()
     base_ms = int(time.time() * 1000) - 60_000
     senders = [Sender(server.url, f"s{n}", base_ms) for n in range(SENDERS)]
-    for sender in senders:
-        sender.start()
-    wait_until(
-        lambda: all(len(s.acked) >= MIN_ACKS_BEFORE_KILL for s in senders) or not any(s.is_alive() for s in senders),
-        SEND_LIMIT_S,
-        "sustained ingest",
-    )
-    assert all(s.is_alive() for s in senders), [(s.name, s.stopped_by, s.refused[:3]) for s in senders]
-    server.kill9()  # while the senders are still sending
-    for sender in senders:
-        sender.join(timeout=60)
-        assert not sender.is_alive()
-        assert not sender.refused, sender.refused[:5]
-        assert sender.stopped_by and sender.stopped_by != "time limit", sender.stopped_by
+    kill9_during_ingest(server, senders, MIN_ACKS_BEFORE_KILL, "sustained ingest")
 
     server.start()
     assert_all_acknowledged_present(server, senders)
@@ -137,16 +105,9 @@ def test_kill9_during_ingest_loses_no_acknowledged_sample(oxeye_factory):
     assert segments, f"no WAL segment files (8-digit names) under {server.data_dir}"
     assert any(segment.stat().st_size > 64 for segment in segments.values()), "the newest segments hold no records"
     for segment in segments.values():
-        with open(segment, "ab") as file:
-            # A frame header announcing 4096 payload bytes with a bogus CRC, then only a few of them.
-            file.write((4096).to_bytes(4, "little") + b"\xde\xad\xbe\xef" + os.urandom(37))
+        tear_wal_tail(segment)
     server.start()
-    warnings = [
-        record
-        for record in server.log_records()
-        if str(record.get("level", "")).upper() in ("WARN", "WARNING")
-        and re.search(r"torn|truncat", str(record), re.I)
-    ]
+    warnings = warnings_matching(server, r"torn|truncat")
     assert warnings, f"no warning about the torn WAL tail in the log:\n{server.log_text()[-3000:]}"
     assert_all_acknowledged_present(server, senders)
 

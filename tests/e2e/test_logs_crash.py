@@ -6,15 +6,21 @@ with a warning."""
 from __future__ import annotations
 
 import json
-import os
-import re
-import threading
 import time
 import uuid
 
 import requests
 
-from e2e_support import DATA_TIMEOUT_S, OxeyeServer, wait_until, wal_segments
+from e2e_support import (
+    DATA_TIMEOUT_S,
+    AckingSender,
+    OxeyeServer,
+    kill9_during_ingest,
+    tear_wal_tail,
+    wait_until,
+    wal_segments,
+    warnings_matching,
+)
 
 SENDERS = 2
 LINES_PER_PUSH = 50
@@ -22,7 +28,7 @@ MIN_ACKS_BEFORE_KILL = 60  # pushes per sender
 SEND_LIMIT_S = 120  # a sender stops by itself after this long, whatever happens
 
 
-class Sender(threading.Thread):
+class Sender(AckingSender):
     """Sends Loki push requests back to back and records every acknowledged (2xx) one.
 
     Push i of a sender carries LINES_PER_PUSH structlog JSON lines, shaped like the seeds' boxoffice app, in the
@@ -32,15 +38,10 @@ class Sender(threading.Thread):
     """
 
     def __init__(self, url: str, service: str, name: str, base_ns: int) -> None:
-        super().__init__(daemon=True)
+        super().__init__(name, SEND_LIMIT_S)
         self.url = url
         self.service = service
-        self.name = name
         self.base_ns = base_ns
-        self.sent = 0
-        self.acked: list[int] = []
-        self.refused: list[tuple[int, int, str]] = []
-        self.stopped_by = ""
 
     def body(self, i: int) -> dict:
         values = []
@@ -59,26 +60,8 @@ class Sender(threading.Thread):
             values.append([str(self.base_ns + (i * LINES_PER_PUSH + k) * 1000), json.dumps(line)])
         return {"streams": [{"stream": {"service_name": self.service, "sender": self.name}, "values": values}]}
 
-    def run(self) -> None:
-        session = requests.Session()
-        deadline = time.monotonic() + SEND_LIMIT_S
-        i = 0
-        while time.monotonic() < deadline:
-            self.sent = i + 1
-            try:
-                response = session.post(self.url + "/loki/api/v1/push", json=self.body(i), timeout=30)
-            except requests.RequestException as error:
-                self.stopped_by = repr(error)
-                return
-            if 200 <= response.status_code < 300:
-                self.acked.append(i)
-            else:
-                self.refused.append((i, response.status_code, response.text[:200]))
-                if len(self.refused) > 100:
-                    self.stopped_by = "too many refusals"
-                    return
-            i += 1
-        self.stopped_by = "time limit"
+    def send(self, session: requests.Session, i: int) -> requests.Response:
+        return session.post(self.url + "/loki/api/v1/push", json=self.body(i), timeout=30)
 
 
 def lines_per_push(server: OxeyeServer, sender: Sender) -> dict[int, int]:
@@ -114,20 +97,7 @@ def test_kill9_during_log_ingest_loses_no_acknowledged_line(oxeye_factory):
     service = f"crash-{uuid.uuid4().hex[:8]}"
     base_ns = time.time_ns() - 60 * 10**9
     senders = [Sender(server.url, service, f"s{n}", base_ns + n * 10**9 * 20) for n in range(SENDERS)]
-    for sender in senders:
-        sender.start()
-    wait_until(
-        lambda: all(len(s.acked) >= MIN_ACKS_BEFORE_KILL for s in senders) or not any(s.is_alive() for s in senders),
-        SEND_LIMIT_S,
-        "sustained log ingest",
-    )
-    assert all(s.is_alive() for s in senders), [(s.name, s.stopped_by, s.refused[:3]) for s in senders]
-    server.kill9()  # while the senders are still sending
-    for sender in senders:
-        sender.join(timeout=60)
-        assert not sender.is_alive()
-        assert not sender.refused, sender.refused[:5]
-        assert sender.stopped_by and sender.stopped_by != "time limit", sender.stopped_by
+    kill9_during_ingest(server, senders, MIN_ACKS_BEFORE_KILL, "sustained log ingest")
     assert all(len(s.acked) >= MIN_ACKS_BEFORE_KILL for s in senders)
 
     server.start()
@@ -137,7 +107,7 @@ def test_kill9_during_log_ingest_loses_no_acknowledged_line(oxeye_factory):
     after = Sender(server.url, service, "after-restart", time.time_ns() - 30 * 10**9)
     session = requests.Session()
     for i in range(5):
-        response = session.post(server.url + "/loki/api/v1/push", json=after.body(i), timeout=30)
+        response = after.send(session, i)
         assert response.status_code == 204, response.text
         after.acked.append(i)
         after.sent = i + 1
@@ -147,15 +117,9 @@ def test_kill9_during_log_ingest_loses_no_acknowledged_line(oxeye_factory):
     segments = [segment for wal, segment in wal_segments(server.data_dir).items() if "log" in str(wal)]
     assert segments, f"no log WAL segment (8-digit names) under {server.data_dir}"
     for segment in segments:
-        with open(segment, "ab") as file:
-            # A frame header announcing 4096 payload bytes with a bogus CRC, then only a few of them.
-            file.write((4096).to_bytes(4, "little") + b"\xde\xad\xbe\xef" + os.urandom(37))
+        tear_wal_tail(segment)
     server.start()
-    warnings = [
-        record
-        for record in server.log_records()
-        if str(record.get("level", "")).upper() in ("WARN", "WARNING") and re.search(r"log WAL.*torn", str(record), re.I)
-    ]
+    warnings = warnings_matching(server, r"log WAL.*torn")
     assert warnings, f"no warning about the torn log WAL tail in the log:\n{server.log_text()[-3000:]}"
     assert wait_until(
         lambda: lines_per_push(server, after) == {i: LINES_PER_PUSH for i in range(5)},
